@@ -1,0 +1,58 @@
+# Registrar — developer commands. `make run` for the demo, `make test` for the whole suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+export DJANGO_SETTINGS_MODULE ?= portal.settings
+
+.PHONY: help run test test-fast lint services browser idp-deps lock bench clean
+
+help:
+	@echo "make run    - demo on http://127.0.0.1:8000 (SQLite, no services needed)"
+	@echo "make test   - whole suite against PostgreSQL + Redis on localhost"
+	@echo "make lint   - ruff check"
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Registrar needs Python 3.11)"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -r requirements.lock
+	@touch $@
+
+venv: $(VENV)/.installed
+
+idp-deps:
+	@if command -v node >/dev/null && [ -f tests/idp/package-lock.json ]; then \
+		[ -d tests/idp/node_modules ] || (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error); \
+	else echo "note: Node.js not found; the demo IdP is replaced by the dry-run connector"; fi
+
+run: venv idp-deps
+	$(PY) manage.py migrate --noinput -v0
+	$(PY) manage.py rundemo
+
+services:
+	@bash .ci/ensure-services
+
+browser:
+	@command -v chromium >/dev/null || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| { echo "error: could not install chromium (apt-get install chromium)"; exit 1; }; }
+
+test: venv idp-deps services browser
+	DJANGO_SETTINGS_MODULE=portal.settings_test $(VENV)/bin/pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
+	$(VENV)/bin/ruff check .
+
+test-fast: venv services
+	DJANGO_SETTINGS_MODULE=portal.settings_test $(VENV)/bin/pytest -q -m "not e2e and not integration and not slow" $(PYTEST_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+lock: venv
+	(echo "# Pinned lock of every Python dependency (runtime + test). Regenerate with: make lock"; \
+	 $(PIP) freeze --exclude-editable) > requirements.lock
+
+clean:
+	rm -rf data artifacts .pytest_cache

@@ -1,0 +1,204 @@
+"""Load demo data: scope catalogue, IdP connections, people with roles, teams, clients in every state.
+
+Idempotent: running it again resets the demo users' passwords and adds nothing twice.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from datetime import timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand
+from django.db import transaction
+from django.utils import timezone
+
+from approvals.services import token_mint
+from inventory.choices import ClientState, CreatedVia, IdPKind, RiskTier, ScopeCategory, Sensitivity
+from inventory.lifecycle import client_transition
+from inventory.models import Client, IdPConnection, ScopeDefinition, Team
+from inventory.services import client_create
+from portal.audit import Actor
+
+SCOPES = [
+    ("tickets:read", "Read support tickets", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
+    ("docs:read", "Read the internal knowledge base", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
+    ("calendar:read", "Read team calendars", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
+    ("metrics:read", "Read service metrics", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
+    ("tickets:write", "Create and update support tickets", Sensitivity.MEDIUM, ScopeCategory.INTERNAL_TOOL),
+    ("crm:read", "Read CRM contacts (SaaS)", Sensitivity.MEDIUM, ScopeCategory.SAAS_API),
+    ("mail:send", "Send e-mail on behalf of the team", Sensitivity.MEDIUM, ScopeCategory.SAAS_API),
+    ("repo:read", "Read source repositories", Sensitivity.MEDIUM, ScopeCategory.SOURCE_CONTROL),
+    ("repo:write", "Push to source repositories", Sensitivity.HIGH, ScopeCategory.SOURCE_CONTROL),
+    ("db:prod:read", "Read production databases", Sensitivity.HIGH, ScopeCategory.PRODUCTION_DATA),
+    ("payments:refund", "Issue refunds in the payments SaaS", Sensitivity.HIGH, ScopeCategory.SAAS_API),
+    ("idp:admin", "Administer the identity provider", Sensitivity.HIGH, ScopeCategory.IDENTITY_ADMIN),
+]
+
+PEOPLE = [
+    # username, first, last, roles, superuser
+    ("admin", "Ada", "Admin", ["admin"], True),
+    ("alice", "Alice", "Owner", ["owner"], False),
+    ("dave", "Dave", "Owner", ["owner"], False),
+    ("bob", "Bob", "Approver", ["approver"], False),
+    ("carol", "Carol", "Approver", ["approver"], False),
+    ("ciso", "Cleo", "Ciso", ["security"], False),
+]
+
+# name, owner, team, scopes, tier, final state, days to expiry, via, purpose
+CLIENTS = [
+    ("ticket-triage-bot", "alice", "Support", ["tickets:read", "docs:read"], RiskTier.LOW, ClientState.ACTIVE, 0.5,
+     CreatedVia.TOKEN, "Labels incoming support tickets"),
+    ("release-notes-agent", "alice", "Platform", ["repo:read", "docs:read"], RiskTier.MEDIUM, ClientState.ACTIVE, 5,
+     CreatedVia.TOKEN, "Drafts release notes from merged pull requests"),
+    ("refund-assistant", "dave", "Support", ["payments:refund", "tickets:read"], RiskTier.HIGH,
+     ClientState.ACTIVE, 0.8, CreatedVia.SOFTWARE_STATEMENT, "Issues refunds under 50 EUR after review"),
+    ("metrics-summariser", "dave", "Platform", ["metrics:read"], RiskTier.LOW, ClientState.SUSPENDED, 0.7,
+     CreatedVia.TOKEN, "Posts daily metric summaries"),
+    ("calendar-helper", "alice", "Support", ["calendar:read"], RiskTier.LOW, ClientState.EXPIRED, -1,
+     CreatedVia.TOKEN, "Finds meeting slots"),
+    ("old-crm-sync", "dave", "Data", ["crm:read"], RiskTier.MEDIUM, ClientState.RETIRED, 2,
+     CreatedVia.ADMIN, "Synced CRM contacts to the warehouse (replaced)"),
+    ("leaked-key-agent", "alice", "Data", ["db:prod:read"], RiskTier.HIGH, ClientState.REVOKED, 0.5,
+     CreatedVia.TOKEN, "Nightly data-quality checks (key leaked, revoked)"),
+    ("ancient-exporter", "dave", "Data", ["crm:read"], RiskTier.MEDIUM, ClientState.DEPROVISIONED, -10,
+     CreatedVia.ADMIN, "Exported CRM data before the migration"),
+    ("docs-indexer", "alice", "Platform", ["docs:read"], RiskTier.LOW, ClientState.PROVISIONING, 1,
+     CreatedVia.TOKEN, "Indexes the knowledge base for search"),
+]
+
+_PATHS = {
+    ClientState.PROVISIONING: [],
+    ClientState.ACTIVE: [ClientState.ACTIVE],
+    ClientState.SUSPENDED: [ClientState.ACTIVE, ClientState.SUSPENDED],
+    ClientState.EXPIRED: [ClientState.ACTIVE, ClientState.EXPIRED],
+    ClientState.RETIRED: [ClientState.ACTIVE, ClientState.RETIRED],
+    ClientState.REVOKED: [ClientState.ACTIVE, ClientState.REVOKED],
+    ClientState.DEPROVISIONED: [ClientState.ACTIVE, ClientState.RETIRED, ClientState.DEPROVISIONED],
+}
+
+
+class Command(BaseCommand):
+    help = "Load demo data (idempotent). Passwords: --password, else REGISTRAR_DEMO_PASSWORD, else generated."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--password", help="password for every demo user")
+
+    def handle(self, *args, **opts):
+        password = opts.get("password") or settings.REGISTRAR_DEMO_PASSWORD
+        generated = not password
+        if generated:
+            password = secrets.token_urlsafe(12)
+        with transaction.atomic():
+            self._scopes()
+            users = self._people(password)
+            teams = self._teams(users)
+            dryrun, default_idp = self._idps()
+            created = self._clients(users, teams, dryrun)
+            token_text = self._token(users, default_idp)
+        self.stdout.write(self.style.SUCCESS(f"demo data ready: {created} new clients"))
+        self.stdout.write("users: " + ", ".join(f"{u} ({'/'.join(r)})" for u, _, _, r, _ in PEOPLE))
+        if generated:
+            self.stdout.write(f"generated password for every demo user: {password}")
+        else:
+            self.stdout.write("password: as given (--password / REGISTRAR_DEMO_PASSWORD)")
+        if token_text:
+            self.stdout.write(f"initial access token for alice (purpose 'Demo: support triage agents'): {token_text}")
+
+    def _scopes(self):
+        for name, description, sensitivity, category in SCOPES:
+            ScopeDefinition.objects.update_or_create(
+                name=name, defaults={"description": description, "sensitivity": sensitivity, "category": category}
+            )
+
+    def _people(self, password):
+        User = get_user_model()
+        users = {}
+        for username, first, last, roles, superuser in PEOPLE:
+            user, _ = User.objects.get_or_create(
+                username=username,
+                defaults={"first_name": first, "last_name": last, "email": f"{username}@example.com"},
+            )
+            user.is_superuser = user.is_staff = superuser
+            user.is_active = True
+            user.set_password(password)
+            user.save()
+            user.groups.set(Group.objects.filter(name__in=roles))
+            users[username] = user
+        users["alice"].manager = users["admin"]
+        users["alice"].save(update_fields=["manager"])
+        return users
+
+    def _teams(self, users):
+        teams = {}
+        for name, members in (("Support", ["alice", "dave"]), ("Platform", ["alice"]), ("Data", ["dave"])):
+            team, _ = Team.objects.get_or_create(
+                name=name, defaults={"slug": name.lower(), "notify_email": f"{name.lower()}@example.com"}
+            )
+            team.members.add(*(users[m] for m in members))
+            teams[name] = team
+        return teams
+
+    def _idps(self):
+        dryrun, _ = IdPConnection.objects.get_or_create(
+            name="Demo dry-run IdP",
+            defaults={"kind": IdPKind.DRY_RUN, "config": {"issuer": "https://dry-run.invalid",
+                                                          "token_endpoint": "https://dry-run.invalid/token"}},
+        )
+        demo_url = os.environ.get("REGISTRAR_DEMO_IDP_URL")
+        if demo_url:
+            demo_url = demo_url.rstrip("/")
+            idp, _ = IdPConnection.objects.update_or_create(
+                name="Demo OpenID provider",
+                defaults={
+                    "kind": IdPKind.RFC7591,
+                    "config": {
+                        "issuer": demo_url,
+                        "registration_endpoint": f"{demo_url}/reg",
+                        "token_endpoint": f"{demo_url}/token",
+                        "list_endpoint": f"{demo_url}/admin/clients",
+                    },
+                    "secrets": {
+                        "initial_access_token": os.environ.get("IDP_INITIAL_ACCESS_TOKEN", "dev-initial-access-token"),
+                        "admin_token": os.environ.get("IDP_ADMIN_TOKEN", "dev-admin-token"),
+                    },
+                },
+            )
+        else:
+            idp = dryrun
+        IdPConnection.objects.exclude(pk=idp.pk).update(is_default=False)
+        IdPConnection.objects.filter(pk=idp.pk).update(is_default=True)
+        return dryrun, idp
+
+    def _clients(self, users, teams, idp):
+        created = 0
+        now = timezone.now()
+        seeder = Actor.system("seed_demo")
+        for name, owner, team, scopes, tier, state, days, via, purpose in CLIENTS:
+            if Client.objects.filter(name=name).exists():
+                continue
+            client = client_create(
+                actor=seeder, idp=idp, name=name, owner=users[owner], team=teams[team], purpose=purpose,
+                scopes=scopes, expires_at=now + timedelta(days=days), risk_tier=tier, created_via=via,
+                policy_version=1, internal_only=tier == RiskTier.LOW, provision=False,
+                software_id=f"demo/{name}", reason="demo data",
+            )
+            if state != ClientState.PROVISIONING:
+                client.idp_client_id = f"dryrun-{client.registration_id}"
+                client.last_synced_at = now
+                client.save(update_fields=["idp_client_id", "last_synced_at"])
+            for target in _PATHS[state]:
+                client_transition(client=client, target=target, actor=seeder, reason="demo data", push_to_idp=False)
+            created += 1
+        return created
+
+    def _token(self, users, idp):
+        _, plaintext = token_mint(
+            actor=Actor.system("seed_demo"), owner=users["alice"], purpose="Demo: support triage agents",
+            scopes=["tickets:read", "docs:read", "tickets:write", "repo:write"], max_ttl_seconds=7 * 86400,
+            max_uses=100, internal_only=False, idp=idp,
+        )
+        return plaintext

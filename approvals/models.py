@@ -1,0 +1,187 @@
+"""Intake and decisions: tokens, trusted issuers, policy versions, requests and decisions."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from approvals.choices import DecisionKind, IssuerKind, Outcome, RequestKind, RequestState
+from approvals.querysets import RegistrationRequestQuerySet
+from inventory.choices import CreatedVia, RiskTier
+
+
+class Policy(models.Model):
+    """A version of the policy thresholds. Editing creates a new version; verdicts record theirs."""
+
+    version = models.PositiveIntegerField(_("version"), unique=True)
+    thresholds = models.JSONField(_("thresholds"), default=dict)
+    is_active = models.BooleanField(_("active"), default=False)
+    note = models.CharField(_("change note"), max_length=255, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"), null=True,
+                                   blank=True, on_delete=models.SET_NULL, related_name="+")
+
+    class Meta:
+        verbose_name = _("policy version")
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_active"], condition=Q(is_active=True), name="policy_one_active"),
+        ]
+
+    def __str__(self) -> str:
+        return f"policy v{self.version}"
+
+
+class InitialAccessToken(models.Model):
+    """RFC 7591 §3 initial access token, minted by an owner for one purpose. Stored hashed; shown once."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.PROTECT,
+                              related_name="access_tokens")
+    team = models.ForeignKey("inventory.Team", verbose_name=_("team"), null=True, blank=True,
+                             on_delete=models.SET_NULL, related_name="+")
+    purpose = models.TextField(_("purpose"))
+    prefix = models.CharField(_("prefix"), max_length=16, db_index=True)
+    token_hash = models.CharField(_("token hash"), max_length=64, unique=True)
+    allowed_scopes = models.JSONField(_("allowed scopes"), default=list)
+    max_ttl_seconds = models.PositiveIntegerField(_("max client TTL (s)"))
+    max_uses = models.PositiveIntegerField(_("max uses"), default=1)
+    uses = models.PositiveIntegerField(_("uses"), default=0)
+    internal_only = models.BooleanField(_("internal only"), default=False)
+    idp = models.ForeignKey("inventory.IdPConnection", verbose_name=_("target IdP"), null=True, blank=True,
+                            on_delete=models.SET_NULL, related_name="+")
+    expires_at = models.DateTimeField(_("expires at"))
+    revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("initial access token")
+        ordering = ["-created_at"]
+        constraints = [models.CheckConstraint(condition=Q(uses__lte=models.F("max_uses")), name="iat_uses_bounded")]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.purpose[:40]})"
+
+
+class TrustedIssuer(models.Model):
+    """A workload identity issuer whose software statements Registrar accepts (RFC 7591 §2.3).
+
+    ``subject`` matches the statement's ``sub`` (OIDC) or SPIFFE ID exactly, or as a prefix when it
+    ends with ``*``. The rule maps matching workloads to an owner, purpose and scope ceiling.
+    """
+
+    name = models.CharField(_("name"), max_length=128)
+    kind = models.CharField(_("kind"), max_length=16, choices=IssuerKind.choices, default=IssuerKind.OIDC)
+    issuer = models.CharField(_("issuer (iss) or SPIFFE trust domain"), max_length=512)
+    audience = models.CharField(_("expected audience"), max_length=512)
+    jwks = models.JSONField(_("issuer JWKS"), default=dict)
+    subject = models.CharField(_("subject / SPIFFE ID rule"), max_length=512)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.PROTECT,
+                              related_name="trusted_issuers")
+    team = models.ForeignKey("inventory.Team", verbose_name=_("team"), null=True, blank=True,
+                             on_delete=models.SET_NULL, related_name="+")
+    purpose = models.TextField(_("purpose"))
+    allowed_scopes = models.JSONField(_("allowed scopes"), default=list)
+    max_ttl_seconds = models.PositiveIntegerField(_("max client TTL (s)"), default=86400)
+    internal_only = models.BooleanField(_("internal only"), default=True)
+    idp = models.ForeignKey("inventory.IdPConnection", verbose_name=_("target IdP"), null=True, blank=True,
+                            on_delete=models.SET_NULL, related_name="+")
+    enabled = models.BooleanField(_("enabled"), default=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("trusted issuer")
+        indexes = [models.Index(fields=["issuer", "enabled"], name="issuer_lookup_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.issuer})"
+
+
+class RegistrationRequest(models.Model):
+    """What an agent asked for, the verdict the policy gave, and where it went from there."""
+
+    public_id = models.CharField(_("registration id"), max_length=40, unique=True)
+    kind = models.CharField(_("kind"), max_length=16, choices=RequestKind.choices, default=RequestKind.REGISTRATION)
+    state = models.CharField(_("state"), max_length=16, choices=RequestState.choices, default=RequestState.PENDING)
+    via = models.CharField(_("requested via"), max_length=24, choices=CreatedVia.choices)
+    metadata = models.JSONField(_("submitted metadata"), default=dict)
+    client_name = models.CharField(_("client name"), max_length=200, blank=True)
+    software_id = models.CharField(_("software id"), max_length=255, blank=True)
+    purpose = models.TextField(_("purpose"), blank=True)
+    requested_scopes = models.JSONField(_("requested scopes"), default=list)
+    requested_ttl = models.PositiveIntegerField(_("requested TTL (s)"), null=True, blank=True)
+    granted_scopes = models.JSONField(_("granted scopes"), default=list)
+    granted_ttl = models.PositiveIntegerField(_("granted TTL (s)"), null=True, blank=True)
+    audiences = models.JSONField(_("service boundary"), default=list)
+    internal_only = models.BooleanField(_("internal only"), default=False)
+    idp = models.ForeignKey("inventory.IdPConnection", verbose_name=_("target IdP"), null=True, blank=True,
+                            on_delete=models.PROTECT, related_name="+")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
+                              on_delete=models.PROTECT, related_name="registration_requests")
+    team = models.ForeignKey("inventory.Team", verbose_name=_("team"), null=True, blank=True,
+                             on_delete=models.SET_NULL, related_name="+")
+    token = models.ForeignKey(InitialAccessToken, verbose_name=_("initial access token"), null=True, blank=True,
+                              on_delete=models.PROTECT, related_name="requests")
+    issuer = models.ForeignKey(TrustedIssuer, verbose_name=_("software statement issuer"), null=True, blank=True,
+                               on_delete=models.PROTECT, related_name="requests")
+    statement_subject = models.CharField(_("software statement subject"), max_length=512, blank=True)
+    parent_client = models.ForeignKey("inventory.Client", verbose_name=_("parent client"), null=True, blank=True,
+                                      on_delete=models.PROTECT, related_name="spawn_requests")
+    client = models.ForeignKey("inventory.Client", verbose_name=_("client"), null=True, blank=True,
+                               on_delete=models.SET_NULL, related_name="requests")
+    registration_access_token_hash = models.CharField(_("registration access token hash"), max_length=64,
+                                                      null=True, blank=True, unique=True)
+    policy_version = models.PositiveIntegerField(_("policy version"), null=True, blank=True)
+    risk_tier = models.CharField(_("risk tier"), max_length=8, blank=True,
+                                 choices=[*RiskTier.choices, ("refused", _("Refused"))])
+    outcome = models.CharField(_("policy outcome"), max_length=16, choices=Outcome.choices, blank=True)
+    reasons = models.JSONField(_("policy reasons"), default=list)
+    verdict = models.JSONField(_("verdict"), default=dict)
+    approvals_needed = models.PositiveSmallIntegerField(_("approvals needed"), default=0)
+    error = models.CharField(_("error code"), max_length=64, blank=True)
+    source_ip = models.GenericIPAddressField(_("source address"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
+    decision_reason = models.TextField(_("decision reason"), blank=True)
+
+    objects = RegistrationRequestQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("registration request")
+        indexes = [
+            models.Index(fields=["state", "created_at"], name="request_state_age_idx"),
+            models.Index(fields=["owner", "state"], name="request_owner_state_idx"),
+            models.Index(fields=["token"], name="request_token_idx"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(state__in=RequestState.values), name="request_state_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_name or self.public_id} ({self.state})"
+
+
+class Decision(models.Model):
+    """One approver's approve/deny with a reason."""
+
+    request = models.ForeignKey(RegistrationRequest, verbose_name=_("request"), on_delete=models.CASCADE,
+                                related_name="decisions")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("approver"), on_delete=models.PROTECT,
+                                 related_name="decisions")
+    kind = models.CharField(_("decision"), max_length=8, choices=DecisionKind.choices)
+    reason = models.TextField(_("reason"), blank=True)
+    granted_scopes = models.JSONField(_("granted scopes"), null=True, blank=True)
+    granted_ttl = models.PositiveIntegerField(_("granted TTL (s)"), null=True, blank=True)
+    created_at = models.DateTimeField(_("decided at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("decision")
+        ordering = ["created_at"]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "approver"], name="decision_one_per_approver"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} by {self.approver_id} on {self.request_id}"

@@ -1,0 +1,201 @@
+"""What exists: scopes, teams, identity providers, clients, and the outbox to the IdPs."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils.translation import gettext_lazy as _
+
+from inventory.choices import (
+    ClientState,
+    CreatedVia,
+    IdPKind,
+    OutboxOperation,
+    OutboxStatus,
+    RiskTier,
+    ScopeCategory,
+    Sensitivity,
+)
+from inventory.querysets import ClientQuerySet, OutboxQuerySet
+from portal.crypto import EncryptedJSONField
+
+
+class ScopeDefinition(models.Model):
+    """The catalogue of scopes an agent may ask for. Unknown scopes are refused."""
+
+    name = models.CharField(_("name"), max_length=128, unique=True)
+    description = models.TextField(_("description"), blank=True)
+    sensitivity = models.CharField(_("sensitivity"), max_length=8, choices=Sensitivity.choices)
+    category = models.CharField(_("category"), max_length=32, choices=ScopeCategory.choices)
+    is_active = models.BooleanField(_("active"), default=True)
+
+    class Meta:
+        verbose_name = _("scope")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Team(models.Model):
+    name = models.CharField(_("name"), max_length=128, unique=True)
+    slug = models.SlugField(_("slug"), max_length=64, unique=True)
+    members = models.ManyToManyField(settings.AUTH_USER_MODEL, verbose_name=_("members"), related_name="teams", blank=True)
+    manager = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("manager"), null=True, blank=True,
+        on_delete=models.SET_NULL, related_name="managed_teams",
+    )
+    notify_email = models.EmailField(_("notification e-mail"), blank=True)
+    max_live_clients = models.PositiveIntegerField(_("max live clients"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("team")
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class IdPConnection(models.Model):
+    """One identity provider Registrar provisions clients into. Credentials are encrypted at rest."""
+
+    name = models.CharField(_("name"), max_length=128, unique=True)
+    kind = models.CharField(_("kind"), max_length=32, choices=IdPKind.choices)
+    config = models.JSONField(_("configuration"), default=dict, blank=True,
+                              help_text=_("Non-secret settings: endpoints, realm, issuer."))
+    secrets = EncryptedJSONField(_("credentials"), blank=True, default=dict,
+                                 help_text=_("Encrypted with REGISTRAR_ENCRYPTION_KEY."))
+    enabled = models.BooleanField(_("enabled"), default=True)
+    is_default = models.BooleanField(_("default for new registrations"), default=False)
+    repair_drift = models.BooleanField(_("repair drift automatically"), default=False)
+    last_reconciled_at = models.DateTimeField(_("last reconciled at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("IdP connection")
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=Q(is_default=True), name="idp_one_default"),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_dry_run(self) -> bool:
+        return self.kind == IdPKind.DRY_RUN
+
+    @property
+    def issuer(self) -> str:
+        return self.config.get("issuer", "")
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.config.get("token_endpoint", "")
+
+
+class Client(models.Model):
+    """A non-human identity as it exists at an IdP, with its owner, purpose and lifecycle.
+
+    ``registration_id`` is Registrar's opaque id, shared with the RegistrationRequest that created
+    it (RFC 7592 URIs use it). State changes go through ``inventory.lifecycle`` only.
+    """
+
+    registration_id = models.CharField(_("registration id"), max_length=40, unique=True)
+    idp = models.ForeignKey(IdPConnection, verbose_name=_("IdP"), on_delete=models.PROTECT, related_name="clients")
+    idp_client_id = models.CharField(_("client id at the IdP"), max_length=255, null=True, blank=True)
+    idp_state = EncryptedJSONField(_("IdP registration state"), blank=True, default=dict)
+    name = models.CharField(_("name"), max_length=200)
+    software_id = models.CharField(_("software id"), max_length=255, blank=True)
+    software_version = models.CharField(_("software version"), max_length=64, blank=True)
+    spiffe_id = models.CharField(_("SPIFFE ID"), max_length=512, blank=True)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
+                              on_delete=models.PROTECT, related_name="clients")
+    team = models.ForeignKey(Team, verbose_name=_("team"), null=True, blank=True,
+                             on_delete=models.SET_NULL, related_name="clients")
+    purpose = models.TextField(_("purpose"), blank=True)
+    scopes = models.JSONField(_("scopes"), default=list, blank=True)
+    audiences = models.JSONField(_("service boundary (audiences)"), default=list, blank=True)
+    internal_only = models.BooleanField(_("internal only"), default=False)
+    metadata = models.JSONField(_("client metadata"), default=dict, blank=True)
+    auth_method = models.CharField(_("token endpoint auth method"), max_length=64, default="private_key_jwt")
+    jwks = models.JSONField(_("public JWKS"), null=True, blank=True)
+    jwks_uri = models.URLField(_("JWKS URI"), max_length=512, blank=True)
+    parent = models.ForeignKey("self", verbose_name=_("parent client"), null=True, blank=True,
+                               on_delete=models.PROTECT, related_name="children")
+    depth = models.PositiveSmallIntegerField(_("lineage depth"), default=0)
+    risk_tier = models.CharField(_("risk tier"), max_length=8, choices=RiskTier.choices, default=RiskTier.LOW)
+    state = models.CharField(_("state"), max_length=16, choices=ClientState.choices, default=ClientState.PROVISIONING)
+    created_via = models.CharField(_("created via"), max_length=24, choices=CreatedVia.choices, default=CreatedVia.TOKEN)
+    policy_version = models.PositiveIntegerField(_("policy version"), null=True, blank=True)
+    managed = models.BooleanField(_("managed by Registrar"), default=True,
+                                  help_text=_("False for shadow clients found at the IdP by reconciliation."))
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+    activated_at = models.DateTimeField(_("activated at"), null=True, blank=True)
+    state_changed_at = models.DateTimeField(_("state changed at"), null=True, blank=True)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
+    ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+    idp_disabled_at = models.DateTimeField(_("disabled at IdP at"), null=True, blank=True)
+    expiry_overshoot_seconds = models.FloatField(_("expiry overshoot (s)"), null=True, blank=True)
+    last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
+    last_synced_at = models.DateTimeField(_("last synced at"), null=True, blank=True)
+    sync_failed = models.BooleanField(_("sync failed"), default=False)
+    drift = models.JSONField(_("drift found by reconciliation"), null=True, blank=True)
+    discovered_at = models.DateTimeField(_("discovered at"), null=True, blank=True)
+    orphaned_at = models.DateTimeField(_("orphaned at"), null=True, blank=True)
+    stale_at = models.DateTimeField(_("flagged stale at"), null=True, blank=True)
+    renewals = models.PositiveIntegerField(_("renewals"), default=0)
+
+    objects = ClientQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("client")
+        indexes = [
+            models.Index(fields=["state", "expires_at"], name="client_state_expiry_idx"),
+            models.Index(fields=["owner", "state"], name="client_owner_state_idx"),
+            models.Index(fields=["idp", "state"], name="client_idp_state_idx"),
+            models.Index(fields=["team", "state"], name="client_team_state_idx"),
+            models.Index(fields=["state", "last_used_at"], name="client_state_lastused_idx"),
+            models.Index(fields=["parent"], name="client_parent_idx"),
+            models.Index(fields=["orphaned_at"], name="client_orphaned_idx", condition=Q(orphaned_at__isnull=False)),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["idp", "idp_client_id"], condition=Q(idp_client_id__isnull=False),
+                                    name="client_unique_idp_client_id"),
+            models.CheckConstraint(condition=Q(state__in=ClientState.values), name="client_state_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.registration_id})"
+
+
+class OutboxEntry(models.Model):
+    """A change that must reach an IdP, written in the same transaction as the state change.
+
+    Workers deliver entries in id order per client, idempotently; failures retry with backoff and
+    end as ``dead`` after ``REGISTRAR_OUTBOX_MAX_ATTEMPTS`` (the client is then flagged sync_failed).
+    """
+
+    client = models.ForeignKey(Client, verbose_name=_("client"), on_delete=models.CASCADE, related_name="outbox")
+    idp = models.ForeignKey(IdPConnection, verbose_name=_("IdP"), on_delete=models.CASCADE, related_name="outbox")
+    operation = models.CharField(_("operation"), max_length=16, choices=OutboxOperation.choices)
+    status = models.CharField(_("status"), max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    next_attempt_at = models.DateTimeField(_("next attempt at"))
+    last_error = models.TextField(_("last error"), blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
+
+    objects = OutboxQuerySet.as_manager()
+
+    class Meta:
+        verbose_name = _("outbox entry")
+        verbose_name_plural = _("outbox entries")
+        indexes = [
+            models.Index(fields=["next_attempt_at"], name="outbox_due_idx", condition=Q(status="pending")),
+            models.Index(fields=["client", "id"], name="outbox_client_order_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.operation} {self.client_id} ({self.status})"

@@ -1,0 +1,5 @@
+"""Registrar: the Django project and shared kernel."""
+
+from portal.celery import app as celery_app
+
+__all__ = ("celery_app",)

@@ -1,0 +1,25 @@
+"""The Celery application and the beat schedule (task names as strings: portal imports no app)."""
+
+from __future__ import annotations
+
+import os
+
+from celery import Celery
+from celery.schedules import crontab
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+app = Celery("registrar")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()
+
+app.conf.beat_schedule = {
+    "requeue-outbox": {"task": "inventory.tasks.requeue_outbox", "schedule": 15.0},
+    "sweep-expired": {"task": "inventory.tasks.sweep_expired", "schedule": 60.0},
+    "sweep-orphans": {"task": "inventory.tasks.sweep_orphans", "schedule": crontab(minute=7)},
+    "sweep-stale": {"task": "inventory.tasks.sweep_stale", "schedule": crontab(hour=3, minute=17)},
+    "notify-expiring": {"task": "inventory.tasks.notify_expiring", "schedule": crontab(hour=8, minute=0)},
+    "reconcile-idp": {"task": "inventory.tasks.reconcile_all", "schedule": crontab(minute="*/30")},
+    "sweep-lapsed": {"task": "approvals.tasks.sweep_lapsed", "schedule": crontab(minute="*/10")},
+    "notify-approvers": {"task": "approvals.tasks.notify_approvers", "schedule": 60.0},
+}

@@ -1,0 +1,101 @@
+"""Typed readers for environment variables.
+
+Every setting Registrar takes from the environment goes through these helpers so that a
+malformed value fails at start-up with ``ImproperlyConfigured`` naming the variable, instead of
+surfacing later as a confusing runtime error.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from django.core.exceptions import ImproperlyConfigured
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def env_str(name: str, default: str | None = None, *, environ: Mapping[str, str] | None = None) -> str | None:
+    environ = os.environ if environ is None else environ
+    value = environ.get(name)
+    return default if value is None else value.strip()
+
+
+def env_required(name: str, *, environ: Mapping[str, str] | None = None) -> str:
+    value = env_str(name, environ=environ)
+    if not value:
+        raise ImproperlyConfigured(f"{name} must be set")
+    return value
+
+
+def env_bool(name: str, default: bool, *, environ: Mapping[str, str] | None = None) -> bool:
+    value = env_str(name, environ=environ)
+    if value is None:
+        return default
+    lowered = value.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ImproperlyConfigured(f"{name} must be a boolean (true/false), got {value!r}")
+
+
+def env_int(
+    name: str,
+    default: int,
+    *,
+    minimum: int | None = None,
+    maximum: int | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    value = env_str(name, environ=environ)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {number}")
+    if maximum is not None and number > maximum:
+        raise ImproperlyConfigured(f"{name} must be <= {maximum}, got {number}")
+    return number
+
+
+def env_list(name: str, default: list[str], *, environ: Mapping[str, str] | None = None) -> list[str]:
+    value = env_str(name, environ=environ)
+    if value is None:
+        return list(default)
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def parse_database_url(url: str) -> dict:
+    """Parse ``DATABASE_URL`` strictly: only PostgreSQL and SQLite are supported."""
+    import dj_database_url
+
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in {"postgres", "postgresql", "pgsql", "sqlite"}:
+        raise ImproperlyConfigured(
+            f"DATABASE_URL must start with postgres:// or sqlite://, got scheme {scheme or '(none)'!r}"
+        )
+    try:
+        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+    except Exception as exc:  # dj-database-url raises several types for malformed URLs
+        raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}")
+    if scheme != "sqlite":
+        if not config.get("NAME"):
+            raise ImproperlyConfigured("DATABASE_URL must name a database, e.g. postgres://user@host:5432/registrar")
+        port = config.get("PORT")
+        if port not in (None, ""):
+            try:
+                int(port)
+            except (TypeError, ValueError):
+                raise ImproperlyConfigured(f"DATABASE_URL has a non-numeric port {port!r}")
+    return config
+
+
+def parse_redis_url(url: str, name: str = "REDIS_URL") -> str:
+    if not (url.startswith("redis://") or url.startswith("rediss://") or url.startswith("unix://")):
+        raise ImproperlyConfigured(f"{name} must start with redis://, rediss:// or unix://, got {url!r}")
+    return url

@@ -1,0 +1,130 @@
+"""Roles and every permission check, in one place.
+
+Roles are Django groups. Superusers count as admins. The rules:
+
+* approver — clears the review queue (never their own requests; enforced in approvals.services);
+* owner    — sponsors clients: mints tokens, renews/retires/transfers their own clients;
+* security — CISO/auditor: reads everything, changes nothing (except break-glass suspend/retire);
+* admin    — configures policy, scopes, IdP connections; sees everything.
+
+Views use :class:`RoleRequiredMixin` / :func:`role_required`, the API uses :class:`HasRole`; both call
+:func:`has_role`, so a rule changes in exactly one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from enum import StrEnum
+from functools import wraps
+
+from django.contrib.auth.mixins import AccessMixin
+from django.core.exceptions import PermissionDenied
+from rest_framework.permissions import BasePermission
+
+
+class Role(StrEnum):
+    APPROVER = "approver"
+    OWNER = "owner"
+    SECURITY = "security"
+    ADMIN = "admin"
+
+
+ALL_ROLES = tuple(Role)
+
+
+def roles_of(user) -> frozenset[str]:
+    """The user's roles, cached on the user object for the request."""
+    if user is None or not getattr(user, "is_authenticated", False) or not user.is_active:
+        return frozenset()
+    cached = getattr(user, "_registrar_roles", None)
+    if cached is None:
+        names = {g.name for g in user.groups.all()} & {r.value for r in Role}
+        if user.is_superuser:
+            names.add(Role.ADMIN.value)
+        cached = frozenset(names)
+        user._registrar_roles = cached
+    return cached
+
+
+def has_role(user, *roles: str) -> bool:
+    return bool(roles_of(user) & set(roles))
+
+
+# --- named capabilities (what views and services ask) ------------------------------------------
+
+def can_approve(user) -> bool:
+    return has_role(user, Role.APPROVER) and not getattr(user, "is_service_account", False)
+
+
+def can_see_all_clients(user) -> bool:
+    return has_role(user, Role.SECURITY, Role.ADMIN)
+
+
+def can_manage_client(user, client) -> bool:
+    """Owner actions (renew, retire, rotate, transfer, suspend) on one client."""
+    if has_role(user, Role.ADMIN):
+        return True
+    return client.owner_id is not None and client.owner_id == user.pk
+
+
+def can_break_glass(user) -> bool:
+    return has_role(user, Role.ADMIN, Role.SECURITY)
+
+
+def can_view_client(user, client) -> bool:
+    return can_see_all_clients(user) or client.owner_id == user.pk or has_role(user, Role.APPROVER)
+
+
+# --- adapters for views and the API ----------------------------------------------------------
+
+class RoleRequiredMixin(AccessMixin):
+    """Class-based view mixin: anonymous → login, signed in without the role → 403."""
+
+    required_roles: Iterable[str] = ()
+
+    def dispatch(self, request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return self.handle_no_permission()
+        if self.required_roles and not has_role(request.user, *self.required_roles):
+            raise PermissionDenied("Your role does not allow this page.")
+        return super().dispatch(request, *args, **kwargs)
+
+
+def role_required(*roles: str):
+    def decorator(view):
+        @wraps(view)
+        def wrapped(request, *args, **kwargs):
+            from django.contrib.auth.views import redirect_to_login
+
+            if not request.user.is_authenticated:
+                return redirect_to_login(request.get_full_path())
+            if roles and not has_role(request.user, *roles):
+                raise PermissionDenied("Your role does not allow this page.")
+            return view(request, *args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+class HasRole(BasePermission):
+    """DRF permission: ``permission_classes = [HasRole.of("security", "admin")]``.
+
+    Security is read-only everywhere in the API: unsafe methods need a role other than security.
+    """
+
+    roles: tuple[str, ...] = ()
+    write_roles: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(cls, *roles: str, write: Iterable[str] | None = None):
+        return type("HasRole_" + "_".join(roles), (cls,), {"roles": roles, "write_roles": tuple(write or ())})
+
+    def has_permission(self, request, view) -> bool:
+        user = request.user
+        if not (user and user.is_authenticated):
+            return False
+        if request.method in ("GET", "HEAD", "OPTIONS"):
+            return has_role(user, *self.roles)
+        write_roles = self.write_roles if self.write_roles else tuple(r for r in self.roles if r != Role.SECURITY)
+        return has_role(user, *write_roles)

@@ -1,0 +1,59 @@
+"""Fixtures shared by the whole suite (app-specific ones live in each folder's conftest.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from inventory.choices import ScopeCategory, Sensitivity
+from tests.factories import IdPFactory, ScopeFactory, TeamFactory, UserFactory
+
+CATALOGUE = [
+    ("tickets:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
+    ("docs:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
+    ("metrics:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
+    ("calendar:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
+    ("tickets:write", Sensitivity.MEDIUM, ScopeCategory.INTERNAL_TOOL),
+    ("crm:read", Sensitivity.MEDIUM, ScopeCategory.SAAS_API),
+    ("repo:write", Sensitivity.HIGH, ScopeCategory.SOURCE_CONTROL),
+    ("db:prod:read", Sensitivity.HIGH, ScopeCategory.PRODUCTION_DATA),
+]
+
+
+@pytest.fixture
+def catalogue(db):
+    return {name: ScopeFactory(name=name, sensitivity=s, category=c) for name, s, c in CATALOGUE}
+
+
+@pytest.fixture
+def idp(db):
+    return IdPFactory(name="test-dry-run", is_default=True)
+
+
+@pytest.fixture
+def team(db):
+    return TeamFactory(name="Platform", slug="platform")
+
+
+@pytest.fixture
+def owner(db):
+    return UserFactory(username="olivia", roles=["owner"])
+
+
+@pytest.fixture
+def approver(db):
+    return UserFactory(username="bob", roles=["approver"])
+
+
+@pytest.fixture
+def approver2(db):
+    return UserFactory(username="carol", roles=["approver"])
+
+
+@pytest.fixture
+def security_user(db):
+    return UserFactory(username="ciso", roles=["security"])
+
+
+@pytest.fixture
+def admin_user(db):
+    return UserFactory(username="root-admin", roles=["admin"], is_staff=True, is_superuser=True)

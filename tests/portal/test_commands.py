@@ -1,0 +1,73 @@
+"""seed_demo and mint_access_token, as a user runs them."""
+
+from __future__ import annotations
+
+from io import StringIO
+
+import pytest
+from django.contrib.auth import authenticate
+from django.core.management import CommandError, call_command
+
+from approvals.models import InitialAccessToken
+from inventory.choices import ClientState
+from inventory.models import Client, IdPConnection, ScopeDefinition
+from portal.audit import verify_chain
+from portal.crypto import hash_token
+from portal.roles import roles_of
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_creates_people_catalogue_and_every_state(django_user_model):
+    out = StringIO()
+    call_command("seed_demo", "--password", "demo-pass-123", stdout=out)
+    for username, role in [("admin", "admin"), ("alice", "owner"), ("dave", "owner"), ("bob", "approver"),
+                           ("carol", "approver"), ("ciso", "security")]:
+        user = authenticate(username=username, password="demo-pass-123")
+        assert user is not None, username
+        assert role in roles_of(user)
+    assert set(ScopeDefinition.objects.values_list("sensitivity", flat=True)) == {"low", "medium", "high"}
+    assert set(Client.objects.values_list("state", flat=True)) == set(ClientState.values)
+    assert IdPConnection.objects.filter(is_default=True).count() == 1
+    assert verify_chain()[1] is None
+    # idempotent
+    call_command("seed_demo", "--password", "demo-pass-123", stdout=StringIO())
+    assert Client.objects.count() == 9
+
+
+def test_seed_demo_generates_and_prints_a_password_when_none_given(settings):
+    settings.REGISTRAR_DEMO_PASSWORD = None
+    out = StringIO()
+    call_command("seed_demo", stdout=out)
+    line = next(x for x in out.getvalue().splitlines() if x.startswith("generated password"))
+    assert authenticate(username="bob", password=line.split(": ", 1)[1]) is not None
+
+
+def test_mint_access_token_prints_only_the_token():
+    call_command("seed_demo", "--password", "demo-pass-123", stdout=StringIO())
+    out = StringIO()
+    call_command("mint_access_token", "--owner", "alice", "--purpose", "CI agents", "--scopes",
+                 "tickets:read docs:read", "--ttl", "3600", "--max-uses", "3", "--internal-only", stdout=out)
+    token = out.getvalue().strip()
+    assert "\n" not in token and token.startswith("rat_")
+    row = InitialAccessToken.objects.get(token_hash=hash_token(token))
+    assert (row.owner.username, row.purpose, row.allowed_scopes) == ("alice", "CI agents", ["docs:read", "tickets:read"])
+    assert (row.max_ttl_seconds, row.max_uses, row.internal_only) == (3600, 3, True)
+    assert token not in str(InitialAccessToken.objects.values_list())  # only the hash is stored
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--owner", "nobody"], "no such user"),
+    (["--owner", "alice", "--scopes", "made:up"], "unknown scope"),
+    (["--owner", "alice", "--ttl", "5"], "max TTL"),
+])
+def test_mint_access_token_refuses_bad_input_and_writes_nothing(args, message):
+    call_command("seed_demo", "--password", "demo-pass-123", stdout=StringIO())
+    before = InitialAccessToken.objects.count()
+    base = {"--owner": "alice", "--purpose": "x bot", "--scopes": "tickets:read", "--ttl": "3600"}
+    for flag, value in zip(args[::2], args[1::2], strict=True):
+        base[flag] = value
+    argv = [item for pair in base.items() for item in pair]
+    with pytest.raises(CommandError, match=message):
+        call_command("mint_access_token", *argv, stdout=StringIO())
+    assert InitialAccessToken.objects.count() == before

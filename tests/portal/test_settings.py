@@ -1,0 +1,67 @@
+"""Settings fail fast on malformed environment values."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+
+from portal.env import env_bool, env_int, parse_database_url, parse_redis_url
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "postgres://u@h:notaport/db", "postgres://u@h:5432/", "nonsense"])
+def test_malformed_database_url_is_refused(url):
+    with pytest.raises(ImproperlyConfigured, match="DATABASE_URL"):
+        parse_database_url(url)
+
+
+def test_valid_database_url_parses():
+    config = parse_database_url("postgres://postgres@127.0.0.1:5432/registrar")
+    assert config["ENGINE"] == "django.db.backends.postgresql"
+    assert (config["NAME"], config["HOST"], config["PORT"]) == ("registrar", "127.0.0.1", 5432)
+
+
+def test_env_helpers_reject_bad_values():
+    with pytest.raises(ImproperlyConfigured, match="FLAG"):
+        env_bool("FLAG", False, environ={"FLAG": "maybe"})
+    with pytest.raises(ImproperlyConfigured, match="N must be an integer"):
+        env_int("N", 1, environ={"N": "ten"})
+    with pytest.raises(ImproperlyConfigured, match="N must be >= 1"):
+        env_int("N", 1, minimum=1, environ={"N": "0"})
+    with pytest.raises(ImproperlyConfigured, match="REDIS_URL"):
+        parse_redis_url("http://localhost:6379")
+
+
+def _import_settings(env: dict) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DEBUG", "SECRET_KEY", "REDIS"))}
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=clean | {"DJANGO_SETTINGS_MODULE": "portal.settings"} | env,
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )
+
+
+def test_settings_module_fails_fast_on_malformed_database_url():
+    result = _import_settings({"DATABASE_URL": "postgres://u@h:port/db", "DEBUG": "true"})
+    assert result.returncode != 0
+    assert "ImproperlyConfigured" in result.stderr and "DATABASE_URL" in result.stderr
+
+
+def test_production_requires_secret_and_encryption_key():
+    prod = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/registrar", "DEBUG": "false",
+            "ALLOWED_HOSTS": "registrar.example.com"}
+    result = _import_settings(prod)
+    assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
+    result = _import_settings(prod | {"SECRET_KEY": "x" * 50})
+    assert result.returncode != 0 and "REGISTRAR_ENCRYPTION_KEY" in result.stderr
+    result = _import_settings(prod | {"SECRET_KEY": "x" * 50, "REGISTRAR_ENCRYPTION_KEY": "short"})
+    assert result.returncode != 0 and "Fernet key" in result.stderr
+    good = prod | {"SECRET_KEY": "x" * 50, "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY="}
+    result = _import_settings(good)
+    assert result.returncode == 0, result.stderr
