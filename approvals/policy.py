@@ -173,7 +173,8 @@ class PolicyConfig:
     def from_dict(cls, data: Mapping[str, Any], version: int) -> PolicyConfig:
         """Build from stored thresholds; unknown keys (and any ``version`` key) are ignored."""
         if not isinstance(data, Mapping):
-            raise ValueError("invalid policy config: thresholds must be a mapping")
+            # ValueError like every other bad-config case, so callers catch one type.
+            raise ValueError("invalid policy config: thresholds must be a mapping")  # noqa: TRY004
         kwargs: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
             if f.name == "version" or f.name not in data:
