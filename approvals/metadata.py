@@ -17,6 +17,8 @@ Choices beyond the RFC, made for agents and governance:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import re
 from collections.abc import Mapping
@@ -286,6 +288,17 @@ def _https_uri(body: Mapping[str, Any], name: str, problems: _Problems) -> str |
     return value
 
 
+def _rsa_bits(key: Mapping[str, Any]) -> int | None:
+    """The modulus size of an RSA JWK, or None if it is not one or ``n`` is unreadable (import reports that)."""
+    n = key.get("n")
+    if key.get("kty") != "RSA" or not isinstance(n, str):
+        return None
+    try:
+        return int.from_bytes(base64.b64decode(n + "=" * (-len(n) % 4), altchars=b"-_", validate=True)).bit_length()
+    except (ValueError, binascii.Error):
+        return None
+
+
 def _jwk_problems(index: int, key: Any, seen_kids: set[str]) -> list[str]:
     where = f"jwks.keys[{index}]"
     if not isinstance(key, Mapping):
@@ -295,6 +308,10 @@ def _jwk_problems(index: int, key: Any, seen_kids: set[str]) -> list[str]:
         return [f"{where} is a symmetric (oct) key; register only public asymmetric keys (RSA, EC, OKP)"]
     if private:
         return [f"{where} contains private key material ({', '.join(private)}); register only the public key"]
+    bits = _rsa_bits(key)
+    if bits is not None and bits < MIN_RSA_BITS:
+        # Checked before importing: joserfc would log a SecurityWarning for every weak key an agent sends.
+        return [f"{where} is a {bits}-bit RSA key; at least {MIN_RSA_BITS} bits are required"]
     try:
         imported = JWKRegistry.import_key(dict(key))
     except (JoseError, ValueError, TypeError, KeyError) as exc:
@@ -303,10 +320,6 @@ def _jwk_problems(index: int, key: Any, seen_kids: set[str]) -> list[str]:
     problems: list[str] = []
     if imported.is_private:  # belt and braces: the member check above should make this unreachable
         problems.append(f"{where} is a private key; register only the public key")
-    if key.get("kty") == "RSA":
-        bits = imported.raw_value.key_size
-        if bits < MIN_RSA_BITS:
-            problems.append(f"{where} is a {bits}-bit RSA key; at least {MIN_RSA_BITS} bits are required")
     kid = key.get("kid")
     if isinstance(kid, str):
         if kid in seen_kids:
