@@ -424,9 +424,7 @@ def validate_client_metadata(body: Mapping[str, Any], *, allow_shared_secret: bo
     if _present(body, "token_endpoint_auth_method"):
         value = body["token_endpoint_auth_method"]
         if not isinstance(value, str) or value not in AUTH_METHODS:
-            problems.add(
-                f"token_endpoint_auth_method must be one of {', '.join(sorted(AUTH_METHODS))}, got {value!r}"
-            )
+            problems.add(f"token_endpoint_auth_method must be one of {', '.join(sorted(AUTH_METHODS))}, got {value!r}")
             method = None
         else:
             method = value

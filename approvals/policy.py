@@ -409,7 +409,9 @@ def evaluate(ctx: RegistrationContext, config: PolicyConfig) -> Verdict:
     if ctx.via == "spawn" and (
         parent_scopes is None or ctx.parent_remaining_ttl is None or ctx.parent_depth is None or ctx.parent_tier is None
     ):
-        refusals.append(Reason("parent_context_missing", "a spawned client needs its parent's scopes, lifetime and depth"))
+        refusals.append(
+            Reason("parent_context_missing", "a spawned client needs its parent's scopes, lifetime and depth")
+        )
     if ctx.parent_depth is not None and ctx.parent_depth + 1 > config.max_spawn_depth:
         refusals.append(
             Reason(
@@ -470,24 +472,29 @@ def evaluate(ctx: RegistrationContext, config: PolicyConfig) -> Verdict:
     parent_tier = ctx.parent_tier
     if parent_tier is not None and TIER_RANK[parent_tier] > rank:
         rank = TIER_RANK[parent_tier]
-        risks.append(Reason("inherited_parent_tier", f"the parent client is {parent_tier} tier; a child is never lower"))
+        risks.append(
+            Reason("inherited_parent_tier", f"the parent client is {parent_tier} tier; a child is never lower")
+        )
     tier = TIERS[rank]
 
     # Lifetime: more blast radius means shorter life, never longer.
     ttl = requested_ttl if requested_ttl is not None else config.default_ttl_seconds
     wanted = ttl
+    label = "requested TTL" if requested_ttl is not None else "default TTL"
     clamps: list[Reason] = []
     tier_ceiling = (config.low_ttl_seconds, config.medium_ttl_seconds, config.high_ttl_seconds)[rank]
     if tier_ceiling < wanted:
         clamps.append(
-            Reason("ttl_clamped", f"TTL {_duration(wanted)} exceeds the {tier}-tier ceiling {_duration(tier_ceiling)}")
+            Reason(
+                "ttl_clamped", f"{label} {_duration(wanted)} exceeds the {tier}-tier ceiling {_duration(tier_ceiling)}"
+            )
         )
         ttl = tier_ceiling
     if ctx.ceiling_ttl is not None and ctx.ceiling_ttl < wanted:
         clamps.append(
             Reason(
                 "ttl_clamped_to_ceiling",
-                f"TTL {_duration(wanted)} exceeds {_CEILING_SOURCE[ctx.via]}'s maximum {_duration(ctx.ceiling_ttl)}",
+                f"{label} {_duration(wanted)} exceeds {_CEILING_SOURCE[ctx.via]}'s maximum {_duration(ctx.ceiling_ttl)}",
             )
         )
         ttl = min(ttl, ctx.ceiling_ttl)
@@ -495,7 +502,7 @@ def evaluate(ctx: RegistrationContext, config: PolicyConfig) -> Verdict:
         clamps.append(
             Reason(
                 "ttl_clamped_to_parent",
-                f"TTL {_duration(wanted)} exceeds the parent's remaining lifetime "
+                f"{label} {_duration(wanted)} exceeds the parent's remaining lifetime "
                 f"{_duration(ctx.parent_remaining_ttl)}",
             )
         )

@@ -83,7 +83,9 @@ def main() -> int:
     # urlsplit caches recent URIs; real clients bring new ones, so also measure with every URI unseen.
     fresh = iter(
         [
-            dataclasses.replace(ctx, redirect_uris=(f"https://agent{i}.example.com/cb", f"http://127.0.0.1:{i % 60000}/cb"))
+            dataclasses.replace(
+                ctx, redirect_uris=(f"https://agent{i}.example.com/cb", f"http://127.0.0.1:{i % 60000}/cb")
+            )
             for i in range(number * 7)
         ]
     )

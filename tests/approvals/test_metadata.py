@@ -164,7 +164,9 @@ def test_private_keys_are_refused(body, make_key, members):
 
 def test_symmetric_key_is_refused(body):
     error = refuse({**body, "jwks": {"keys": [OctKey.generate_key(256).as_dict()]}})
-    assert error.reasons == ["jwks.keys[0] is a symmetric (oct) key; register only public asymmetric keys (RSA, EC, OKP)"]
+    assert error.reasons == [
+        "jwks.keys[0] is a symmetric (oct) key; register only public asymmetric keys (RSA, EC, OKP)"
+    ]
 
 
 def test_private_key_among_public_ones_is_named_by_index(body, ec_key):
@@ -253,8 +255,10 @@ def test_shared_secret_only_where_allowed(method):
     body = {"purpose": "abc", "token_endpoint_auth_method": method}
     error = refuse(body)
     assert error.reasons == [
-        (f"token_endpoint_auth_method {method} uses a shared secret, which this deployment forbids; "
-        "use private_key_jwt or mutual TLS")
+        (
+            f"token_endpoint_auth_method {method} uses a shared secret, which this deployment forbids; "
+            "use private_key_jwt or mutual TLS"
+        )
     ]
     assert validate(body, allow_shared_secret=True).token_endpoint_auth_method == method
 
@@ -299,7 +303,10 @@ def test_unknown_auth_method_is_refused(body):
             "grant type 'authorization_code' requires response type 'code'",
         ),
         ({"response_types": ["id_token"]}, "response type 'id_token' is not supported; use code"),
-        ({"grant_types": ["password"]}, "the password grant is not allowed (RFC 9700); agents must not handle user passwords"),
+        (
+            {"grant_types": ["password"]},
+            "the password grant is not allowed (RFC 9700); agents must not handle user passwords",
+        ),
         ({"grant_types": []}, "grant_types must not be empty"),
     ],
 )
@@ -368,11 +375,15 @@ def test_every_problem_is_listed_in_field_order():
     )
     assert error.error == "invalid_client_metadata"
     assert error.reasons == [
-        ("redirect URI 'http://a.example/cb' uses http; use https "
-        "(plain http is allowed only for native apps on a loopback host)"),
+        (
+            "redirect URI 'http://a.example/cb' uses http; use https "
+            "(plain http is allowed only for native apps on a loopback host)"
+        ),
         "redirect URI 'https://*.b.example/cb' contains a wildcard '*'; register exact URIs",
-        ("token_endpoint_auth_method client_secret_post uses a shared secret, which this deployment forbids; "
-        "use private_key_jwt or mutual TLS"),
+        (
+            "token_endpoint_auth_method client_secret_post uses a shared secret, which this deployment forbids; "
+            "use private_key_jwt or mutual TLS"
+        ),
         "scope contains invalid names 'bad\"scope' (RFC 6749 §3.3)",
         "purpose is required: say in 3 to 500 characters what this client is for",
         "requested_ttl must be between 1 and 31536000 seconds (one year), got 0",
@@ -395,13 +406,25 @@ def test_every_problem_is_listed_in_field_order():
         ("response_types", "code", "response_types must be a list of strings"),
         ("token_endpoint_auth_method", 5, None),
         ("application_type", "ios", 'application_type must be "web" or "native", got \'ios\''),
-        ("jwks_uri", "http://app.example.com/jwks", "jwks_uri must be an absolute https URI, got 'http://app.example.com/jwks'"),
-        ("scope", ["a", "b"], 'scope must be a string of space-separated scope names, e.g. "read:tickets write:tickets"'),
+        (
+            "jwks_uri",
+            "http://app.example.com/jwks",
+            "jwks_uri must be an absolute https URI, got 'http://app.example.com/jwks'",
+        ),
+        (
+            "scope",
+            ["a", "b"],
+            'scope must be a string of space-separated scope names, e.g. "read:tickets write:tickets"',
+        ),
         ("scope", "a  b", "scope must be scope names separated by single spaces (found an empty name)"),
         ("client_name", 42, "client_name must be a string"),
         ("client_name", "x" * 201, "client_name must be 1 to 200 characters long, got 201"),
         ("client_name", "bad\x00name", "client_name must not contain control characters"),
-        ("client_uri", "ftp://app.example.com", "client_uri must be an absolute https URI, got 'ftp://app.example.com'"),
+        (
+            "client_uri",
+            "ftp://app.example.com",
+            "client_uri must be an absolute https URI, got 'ftp://app.example.com'",
+        ),
         ("logo_uri", "https://app.example.com/l.png#x", "logo_uri must not contain a fragment"),
         ("tos_uri", 3, "tos_uri must be a string"),
         ("policy_uri", "not a uri", "policy_uri must be an absolute https URI, got 'not a uri'"),
@@ -474,7 +497,10 @@ def test_narrowing_and_key_rotation_are_allowed(current, rsa_key):
         ({"requested_ttl": 7201}, "lengthens requested_ttl from 7200s to 7201s"),
         ({"requested_ttl": None}, "drops requested_ttl, which would fall back to the policy default"),
         ({"redirect_uris": ("https://evil.example/cb",)}, "adds redirect URIs https://evil.example/cb"),
-        ({"audiences": ("https://api.example.com", "https://admin.example.com")}, "adds audiences https://admin.example.com"),
+        (
+            {"audiences": ("https://api.example.com", "https://admin.example.com")},
+            "adds audiences https://admin.example.com",
+        ),
         ({"audiences": ()}, "removes the audience restriction"),
         ({"grant_types": ("authorization_code", "client_credentials")}, "adds grant types client_credentials"),
         ({"response_types": ("code", "token")}, "adds response types token"),
@@ -515,7 +541,7 @@ def test_every_widening_is_listed(current):
 
 # A small alphabet of characters that matter to URIs, scopes and control checks; it also spares Hypothesis
 # building its Unicode tables, which is slow on a fresh checkout.
-text = st.text(alphabet="aZ09:/._-#* \"\\\x00\néh", max_size=20) | st.sampled_from(
+text = st.text(alphabet='aZ09:/._-#* "\\\x00\néh', max_size=20) | st.sampled_from(
     ["https://a.example/cb", "http://127.0.0.1/cb", "private_key_jwt", "none", "native", "code", "authorization_code"]
 )
 json_values = st.recursive(
@@ -544,7 +570,10 @@ def test_property_any_json_gives_metadata_or_metadata_error(data):
         assert meta.narrowing_problems(meta) == []
 
 
-@given(st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True), st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True))
+@given(
+    st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True),
+    st.lists(st.sampled_from(["a", "b", "c", "d"]), unique=True),
+)
 def test_property_fewer_scopes_is_narrowing(old, new):
     base = ClientMetadata(purpose="abc")
     before = dataclasses.replace(base, scope=tuple(old))
