@@ -9,8 +9,8 @@
 //   IDP_HOST                  interface to bind; default 127.0.0.1 (loopback only)
 //   IDP_INITIAL_ACCESS_TOKEN  RFC 7591 initial access token; default "dev-initial-access-token"
 //   IDP_ADMIN_TOKEN           bearer token for GET /admin/clients; default "dev-admin-token"
-//   IDP_SCOPES                space-separated scope list the provider supports. Unset or "*" = accept any
-//                             scope a client registers (see OpenScopeSet below).
+//   IDP_SCOPES                space-separated scope list the provider supports. Unset or containing "*":
+//                             also learn every scope a client registers (see learnScopes below).
 //
 // When listening it prints exactly one JSON line on stdout: {"issuer": "...", "port": N}.
 // Library warnings go to stderr.
@@ -152,18 +152,37 @@ class UnboundedMemoryAdapter {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Scopes. oidc-provider validates a client's `scope` metadata against the provider's `scopes`
-// (client_schema.js: "scope must only contain Authorization Server supported scope values"), and at
-// the token endpoint it enforces a client's allow-list only for scopes the provider knows
-// (grant_authorization.js validateClientScope: `statics.has(scope) && !allowList.has(scope)`), so an
-// unknown scope would pass through into a token unchecked. The configuration is deep-cloned by the
-// Provider constructor, so a Set subclass passed in `scopes` does not survive; see openScopes()
-// below for how "any scope" is done instead.
+// Scopes. Three things in oidc-provider 9 decide which scopes work, all keyed on the provider's own
+// `scopes` Set:
+//  - registration: a client's `scope` metadata must only name provider scopes (client_schema.js);
+//  - token endpoint: without a resource indicator, requested scopes are filtered down to provider
+//    scopes (shared/check_resource.js), so an unknown scope silently vanishes from the token;
+//  - token endpoint: a provider scope not in the client's `scope` is refused (grant_authorization.js).
+// Registrar's scope catalogue is edited at runtime, so by default (IDP_SCOPES unset or "*") the
+// provider *learns* scopes: when a client registers or updates, its scopes join the provider's Set
+// (the extraClientMetadata validator runs before the scope check). A scope no client ever registered
+// is still dropped from tokens, and a client still only gets scopes in its own `scope`. With a fixed
+// IDP_SCOPES list, registering any other scope is refused. The Provider deep-clones its
+// configuration, so the live Set is reached through the (pinned) library's internal instance cache.
 // ---------------------------------------------------------------------------------------------
 
 const scopeList = (process.env.IDP_SCOPES ?? '').split(/\s+/).filter(Boolean);
-const ACCEPT_ANY_SCOPE = scopeList.length === 0 || (scopeList.length === 1 && scopeList[0] === '*');
+const LEARN_SCOPES = scopeList.length === 0 || scopeList.includes('*');
 const scopes = ['openid', 'offline_access', ...scopeList.filter((scope) => scope !== '*')];
+const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/; // RFC 6749 §3.3 scope-token
+
+let provider; // assigned below; the validator only runs once requests arrive
+
+function learnScopes(scope) {
+  if (!LEARN_SCOPES || typeof scope !== 'string') return;
+  const live = instance(provider)?.configuration?.scopes;
+  if (!(live instanceof Set)) {
+    throw new Error('oidc-provider internals changed: cannot reach configuration.scopes');
+  }
+  for (const token of scope.split(' ')) {
+    if (SCOPE_TOKEN.test(token)) live.add(token);
+  }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Keys: fresh per process; nothing here is meant to outlive the process.
@@ -189,7 +208,8 @@ const configuration = {
   // sends at create; software_id/software_version (RFC 7591 §2) are not kept by the library otherwise.
   extraClientMetadata: {
     properties: ['registrar_id', 'software_id', 'software_version'],
-    validator(ctx, key, value) {
+    validator(ctx, key, value, metadata) {
+      if (key === 'registrar_id') learnScopes(metadata.scope); // once per validation: the first property
       if (value !== undefined && (typeof value !== 'string' || value.length === 0 || value.length > 255)) {
         throw new errors.InvalidClientMetadata(`${key} must be a non-empty string of at most 255 characters`);
       }
@@ -235,21 +255,8 @@ await new Promise((resolve, reject) => {
 const { port } = httpServer.address();
 const issuer = `http://${HOST}:${port}`;
 
-const provider = new Provider(issuer, configuration);
+provider = new Provider(issuer, configuration);
 
-// Registrar's scope catalogue is edited at runtime, so by default the provider accepts any scope:
-// the live scope Set answers has() with true for everything. That lets clients register arbitrary
-// catalogue scopes and makes the token endpoint refuse every scope not in the client's own `scope`
-// (stricter than a fixed list, where unknown scopes pass). Iteration (discovery's
-// scopes_supported) still lists only the base set. Set IDP_SCOPES to use a fixed list instead.
-function openScopes() {
-  const live = instance(provider)?.configuration?.scopes;
-  if (!(live instanceof Set)) {
-    throw new Error('oidc-provider internals changed: cannot reach configuration.scopes');
-  }
-  Object.defineProperty(live, 'has', { value: () => true });
-}
-if (ACCEPT_ANY_SCOPE) openScopes();
 
 // Deleting a client must also kill what it was issued: client_credentials tokens carry no grant,
 // so the library itself would keep them valid until they expire.
