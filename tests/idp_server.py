@@ -7,8 +7,8 @@ so nothing here imports pytest. Example::
         print(idp.issuer, idp.registration_endpoint)
 
 The provider listens on 127.0.0.1 on a free port and prints one JSON line ``{"issuer": ..., "port": ...}``
-when it is ready; its stderr (library warnings, shutdown notes) goes to a log file kept next to nothing
-else, whose path is ``.log_path``.
+when it is ready; its stderr (library warnings, shutdown notes) goes to a temporary log file whose path
+is ``.log_path`` (kept after stop, for post-mortems).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +117,7 @@ class IdPProcess:
         if (self.idp_dir / "node_modules" / "oidc-provider").is_dir():
             return
         logger.info("idp_npm_ci dir=%s", self.idp_dir)
-        result = subprocess.run(  # noqa: S603 - fixed argv, no shell
+        result = subprocess.run(
             [self.npm, "ci", "--no-audit", "--no-fund"],
             cwd=self.idp_dir,
             capture_output=True,
@@ -142,7 +143,7 @@ class IdPProcess:
         fd, log_name = tempfile.mkstemp(prefix="registrar-idp-", suffix=".log")
         self.log_path = Path(log_name)
         self._log_file = os.fdopen(fd, "wb")
-        self._process = subprocess.Popen(  # noqa: S603 - fixed argv, no shell
+        self._process = subprocess.Popen(
             [self.node, "server.mjs"],
             cwd=self.idp_dir,
             env=env,
@@ -169,9 +170,7 @@ class IdPProcess:
             while b"\n" not in buffer:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    raise IdPStartError(
-                        f"IdP did not start within {self.startup_timeout}s; {self._log_tail()}"
-                    )
+                    raise IdPStartError(f"IdP did not start within {self.startup_timeout}s; {self._log_tail()}")
                 if not selector.select(timeout=min(remaining, 0.5)):
                     if self._process.poll() is not None:
                         raise IdPStartError(f"IdP exited with {self._process.returncode}; {self._log_tail()}")
@@ -217,7 +216,7 @@ class IdPProcess:
             self._log_file = None
         self.issuer = None
 
-    def __enter__(self) -> IdPProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(
@@ -233,6 +232,7 @@ if __name__ == "__main__":  # pragma: no cover - manual use: python tests/idp_se
     import signal
 
     logging.basicConfig(level=logging.INFO)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     with IdPProcess(port=int(os.environ.get("IDP_PORT", "0"))) as idp:
         print(json.dumps({"issuer": idp.issuer, "log": str(idp.log_path)}), flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 
 import httpx
 
@@ -84,9 +84,7 @@ def censor(value: Any, *, extra_keys: Iterable[str] = (), secret_values: Iterabl
     return walk(value)
 
 
-def log_event(
-    event: str, *, level: int = logging.INFO, extra_keys: Iterable[str] = (), **fields: Any
-) -> None:
+def log_event(event: str, *, level: int = logging.INFO, extra_keys: Iterable[str] = (), **fields: Any) -> None:
     """One structured ``event key=value ...`` line with sensitive fields censored."""
     if not logger.isEnabledFor(level):
         return
@@ -225,7 +223,7 @@ class BaseConnector(abc.ABC):
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> BaseConnector:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -236,9 +234,7 @@ class BaseConnector(abc.ABC):
         secret_values = [v for v in self.secrets.values() if isinstance(v, str)]
         if remote_state:
             secret_values += [
-                v
-                for k, v in remote_state.items()
-                if isinstance(v, str) and is_sensitive_key(k, self.sensitive_params)
+                v for k, v in remote_state.items() if isinstance(v, str) and is_sensitive_key(k, self.sensitive_params)
             ]
         return censor(value, extra_keys=self.sensitive_params, secret_values=secret_values)
 

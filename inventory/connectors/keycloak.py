@@ -118,9 +118,7 @@ class KeycloakConnector(BaseConnector):
             token = self._access_token(refresh=attempt == 2)
             headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
             try:
-                return super()._request(
-                    method, url, headers=headers, json=json, params=params, secret_values=[token]
-                )
+                return super()._request(method, url, headers=headers, json=json, params=params, secret_values=[token])
             except BadRequest as exc:
                 if exc.status_code != 401 or attempt == 2:
                     raise
@@ -135,9 +133,7 @@ class KeycloakConnector(BaseConnector):
         """Keycloak ``ClientRepresentation`` for ``spec``; ``extra`` may add or override top-level fields."""
         attributes: dict[str, str] = {MARKER_ATTRIBUTE: spec.registrar_id}
         if spec.jwks is not None:
-            attributes.update(
-                {"use.jwks.string": "true", "jwks.string": json.dumps(spec.jwks, sort_keys=True)}
-            )
+            attributes.update({"use.jwks.string": "true", "jwks.string": json.dumps(spec.jwks, sort_keys=True)})
         elif spec.jwks_uri is not None:
             attributes.update({"use.jwks.url": "true", "jwks.url": spec.jwks_uri})
         if spec.expires_at is not None:
@@ -188,9 +184,7 @@ class KeycloakConnector(BaseConnector):
     def _internal_id(self, client_id: str, remote_state: Mapping[str, Any]) -> str:
         if remote_state.get("id"):
             return remote_state["id"]
-        found = self._request(
-            "GET", self._admin_url(), params={"clientId": client_id, "search": "false"}
-        ).json()
+        found = self._request("GET", self._admin_url(), params={"clientId": client_id, "search": "false"}).json()
         for representation in found:
             if representation.get("clientId") == client_id:
                 return require_str(representation.get("id"), "id")
@@ -234,9 +228,7 @@ class KeycloakConnector(BaseConnector):
         changes go through the ``default-client-scopes/{scopeId}`` sub-resource.
         """
         internal_id = self._internal_id(client_id, remote_state)
-        self._request(
-            "PUT", self._admin_url(f"/{internal_id}"), json=self.representation_for(spec, client_id)
-        )
+        self._request("PUT", self._admin_url(f"/{internal_id}"), json=self.representation_for(spec, client_id))
         self._sync_default_scopes(internal_id, spec.scopes)
         state = {**remote_state, "id": internal_id}
         log_event("connector_updated", kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
@@ -255,9 +247,7 @@ class KeycloakConnector(BaseConnector):
             if unknown:
                 raise BadRequest(f"{self.kind}: realm {self.realm} has no client scopes {', '.join(unknown)}")
             for name in missing:
-                self._request(
-                    "PUT", self._admin_url(f"/{internal_id}/default-client-scopes/{available[name]}")
-                )
+                self._request("PUT", self._admin_url(f"/{internal_id}/default-client-scopes/{available[name]}"))
         for name, scope_id in current.items():
             if name not in wanted:
                 self._request("DELETE", self._admin_url(f"/{internal_id}/default-client-scopes/{scope_id}"))

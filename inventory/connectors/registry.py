@@ -36,9 +36,7 @@ def get_connector_class(kind: str) -> type[BaseConnector]:
     try:
         return _REGISTRY[kind]
     except KeyError:
-        raise Misconfigured(
-            f"unknown connector kind {kind!r}; available: {', '.join(available_kinds())}"
-        ) from None
+        raise Misconfigured(f"unknown connector kind {kind!r}; available: {', '.join(available_kinds())}") from None
 
 
 def build_connector(
@@ -59,4 +57,4 @@ def available_kinds() -> list[str]:
 
 def _load_builtins() -> None:
     # Importing the package imports every built-in module, which registers them.
-    import inventory.connectors  # noqa: F401, PLC0415
+    import inventory.connectors  # noqa: F401

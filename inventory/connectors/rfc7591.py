@@ -57,9 +57,7 @@ class Rfc7591Connector(BaseConnector):
     sensitive_params: ClassVar[frozenset[str]] = frozenset(
         {"initial_access_token", "admin_token", "registration_access_token", "client_secret"}
     )
-    required_config: ClassVar[frozenset[str]] = frozenset(
-        {"registration_endpoint", "issuer", "token_endpoint"}
-    )
+    required_config: ClassVar[frozenset[str]] = frozenset({"registration_endpoint", "issuer", "token_endpoint"})
     required_secrets: ClassVar[frozenset[str]] = frozenset({"initial_access_token"})
 
     @property
@@ -83,9 +81,7 @@ class Rfc7591Connector(BaseConnector):
     ):
         """Every call to the IdP: bearer auth (initial, registration or admin token) + JSON."""
         headers = {"Authorization": f"Bearer {bearer}", "Accept": "application/json"}
-        return super()._request(
-            method, url, headers=headers, json=json, params=params, secret_values=[bearer]
-        )
+        return super()._request(method, url, headers=headers, json=json, params=params, secret_values=[bearer])
 
     # -- metadata mapping ------------------------------------------------------------------------------
 
@@ -119,9 +115,7 @@ class Rfc7591Connector(BaseConnector):
 
     def _remote_client(self, body: Mapping[str, Any]) -> RemoteClient:
         scope = body.get("scope") or ""
-        metadata = {
-            key: value for key, value in body.items() if key not in _SERVER_FIELDS and key != "client_secret"
-        }
+        metadata = {key: value for key, value in body.items() if key not in _SERVER_FIELDS and key != "client_secret"}
         registrar_id = body.get("registrar_id")
         return RemoteClient(
             client_id=require_str(body.get("client_id"), "client_id"),
@@ -132,9 +126,7 @@ class Rfc7591Connector(BaseConnector):
             metadata=metadata,
         )
 
-    def _state_from(
-        self, body: Mapping[str, Any], previous: Mapping[str, Any] | None = None
-    ) -> dict[str, Any]:
+    def _state_from(self, body: Mapping[str, Any], previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
         state = dict(previous or {})
         for key in ("registration_access_token", "registration_client_uri", "client_secret"):
             if body.get(key):
@@ -151,9 +143,7 @@ class Rfc7591Connector(BaseConnector):
             )
         return uri, token
 
-    def _management_request(
-        self, method: str, client_id: str, remote_state: Mapping[str, Any], *, json: Any = None
-    ):
+    def _management_request(self, method: str, client_id: str, remote_state: Mapping[str, Any], *, json: Any = None):
         """An RFC 7592 call. RFC 7592 §3 answers an unknown client with 401, not 404.
 
         A 401 could also mean our stored token is stale (a rotated token that was never persisted). When
@@ -210,17 +200,14 @@ class Rfc7591Connector(BaseConnector):
             metadata["client_secret"] = remote_state["client_secret"]
         body = self._management_request("PUT", client_id, remote_state, json=metadata).json()
         if body.get("client_id") not in (None, client_id):
-            raise BadRequest(
-                f"{self.kind}: IdP answered an update of {client_id} with client {body.get('client_id')}"
-            )
+            raise BadRequest(f"{self.kind}: IdP answered an update of {client_id} with client {body.get('client_id')}")
         state = self._state_from(body, remote_state)
         log_event(
             "connector_updated",
             kind=self.kind,
             registrar_id=spec.registrar_id,
             client_id=client_id,
-            token_rotated=state.get("registration_access_token")
-            != remote_state.get("registration_access_token"),
+            token_rotated=state.get("registration_access_token") != remote_state.get("registration_access_token"),
         )
         return PushResult(client_id=client_id, remote_state=state)
 
@@ -247,9 +234,7 @@ class Rfc7591Connector(BaseConnector):
         endpoint = self.config.get("list_endpoint")
         token = self.secrets.get("admin_token")
         if not endpoint or not token:
-            raise NotSupported(
-                f"{self.kind}: RFC 7591 has no list endpoint and no list_endpoint/admin_token is set"
-            )
+            raise NotSupported(f"{self.kind}: RFC 7591 has no list endpoint and no list_endpoint/admin_token is set")
         offset = 0
         while True:
             body = self._request(

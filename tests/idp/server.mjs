@@ -257,7 +257,6 @@ const issuer = `http://${HOST}:${port}`;
 
 provider = new Provider(issuer, configuration);
 
-
 // Deleting a client must also kill what it was issued: client_credentials tokens carry no grant,
 // so the library itself would keep them valid until they expire.
 provider.on('registration_delete.success', (ctx, client) => {
