@@ -172,6 +172,10 @@
     var rows = keyboardRows();
     if (!rows.length) { return; }
     if (selectedRow && rows.indexOf(selectedRow) === -1) { selectedRow = null; }  // swapped out by htmx
+    if (!selectedRow) {                                  // adopt a row the server marked as selected
+      var marked = rows.filter(function (r) { return r.classList.contains("is-selected"); })[0];
+      if (marked) { selectedRow = marked; }
+    }
     var index = selectedRow ? rows.indexOf(selectedRow) : -1;
     var key = evt.key;
 
