@@ -587,7 +587,8 @@ def _deliver_inline_dry_run(client: Client) -> bool:
             actor=Actor.system("inline-delivery (dry-run)"),
             reason="created at the dry-run IdP inline",
         )
-    client.refresh_from_db()
+    for name in ("idp_client_id", "idp_state", "last_synced_at", "state", "state_changed_at", "activated_at"):
+        setattr(client, name, getattr(locked, name))
     return True
 
 

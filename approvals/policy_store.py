@@ -90,6 +90,9 @@ def policy_publish(*, actor: Actor, thresholds: Mapping[str, Any], note: str = "
         reason=note or "",
         policy_version=version,
     )
+    # Clear now (this process, this transaction sees the new row) and again after commit (a concurrent
+    # registration may have cached the old version in between).
+    clear_cache()
     transaction.on_commit(clear_cache)
     return policy
 
