@@ -20,14 +20,8 @@ class Policy(models.Model):
     is_active = models.BooleanField(_("active"), default=False)
     note = models.CharField(_("change note"), max_length=255, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("created by"),
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-    )
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"), null=True,
+                                   blank=True, on_delete=models.SET_NULL, related_name="+")
 
     class Meta:
         verbose_name = _("policy version")
@@ -43,12 +37,10 @@ class Policy(models.Model):
 class InitialAccessToken(models.Model):
     """RFC 7591 §3 initial access token, minted by an owner for one purpose. Stored hashed; shown once."""
 
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.PROTECT, related_name="access_tokens"
-    )
-    team = models.ForeignKey(
-        "inventory.Team", verbose_name=_("team"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.PROTECT,
+                              related_name="access_tokens")
+    team = models.ForeignKey("inventory.Team", verbose_name=_("team"), null=True, blank=True,
+                             on_delete=models.SET_NULL, related_name="+")
     purpose = models.TextField(_("purpose"))
     prefix = models.CharField(_("prefix"), max_length=16, db_index=True)
     token_hash = models.CharField(_("token hash"), max_length=64, unique=True)
@@ -57,14 +49,8 @@ class InitialAccessToken(models.Model):
     max_uses = models.PositiveIntegerField(_("max uses"), default=1)
     uses = models.PositiveIntegerField(_("uses"), default=0)
     internal_only = models.BooleanField(_("internal only"), default=False)
-    idp = models.ForeignKey(
-        "inventory.IdPConnection",
-        verbose_name=_("target IdP"),
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-    )
+    idp = models.ForeignKey("inventory.IdPConnection", verbose_name=_("target IdP"), null=True, blank=True,
+                            on_delete=models.SET_NULL, related_name="+")
     expires_at = models.DateTimeField(_("expires at"))
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
@@ -92,24 +78,16 @@ class TrustedIssuer(models.Model):
     audience = models.CharField(_("expected audience"), max_length=512)
     jwks = models.JSONField(_("issuer JWKS"), default=dict)
     subject = models.CharField(_("subject / SPIFFE ID rule"), max_length=512)
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.PROTECT, related_name="trusted_issuers"
-    )
-    team = models.ForeignKey(
-        "inventory.Team", verbose_name=_("team"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.PROTECT,
+                              related_name="trusted_issuers")
+    team = models.ForeignKey("inventory.Team", verbose_name=_("team"), null=True, blank=True,
+                             on_delete=models.SET_NULL, related_name="+")
     purpose = models.TextField(_("purpose"))
     allowed_scopes = models.JSONField(_("allowed scopes"), default=list)
     max_ttl_seconds = models.PositiveIntegerField(_("max client TTL (s)"), default=86400)
     internal_only = models.BooleanField(_("internal only"), default=True)
-    idp = models.ForeignKey(
-        "inventory.IdPConnection",
-        verbose_name=_("target IdP"),
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="+",
-    )
+    idp = models.ForeignKey("inventory.IdPConnection", verbose_name=_("target IdP"), null=True, blank=True,
+                            on_delete=models.SET_NULL, related_name="+")
     enabled = models.BooleanField(_("enabled"), default=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
@@ -138,65 +116,26 @@ class RegistrationRequest(models.Model):
     granted_ttl = models.PositiveIntegerField(_("granted TTL (s)"), null=True, blank=True)
     audiences = models.JSONField(_("service boundary"), default=list)
     internal_only = models.BooleanField(_("internal only"), default=False)
-    idp = models.ForeignKey(
-        "inventory.IdPConnection",
-        verbose_name=_("target IdP"),
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="+",
-    )
-    owner = models.ForeignKey(
-        settings.AUTH_USER_MODEL,
-        verbose_name=_("owner"),
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="registration_requests",
-    )
-    team = models.ForeignKey(
-        "inventory.Team", verbose_name=_("team"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    token = models.ForeignKey(
-        InitialAccessToken,
-        verbose_name=_("initial access token"),
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="requests",
-    )
-    issuer = models.ForeignKey(
-        TrustedIssuer,
-        verbose_name=_("software statement issuer"),
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="requests",
-    )
+    idp = models.ForeignKey("inventory.IdPConnection", verbose_name=_("target IdP"), null=True, blank=True,
+                            on_delete=models.PROTECT, related_name="+")
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
+                              on_delete=models.PROTECT, related_name="registration_requests")
+    team = models.ForeignKey("inventory.Team", verbose_name=_("team"), null=True, blank=True,
+                             on_delete=models.SET_NULL, related_name="+")
+    token = models.ForeignKey(InitialAccessToken, verbose_name=_("initial access token"), null=True, blank=True,
+                              on_delete=models.PROTECT, related_name="requests")
+    issuer = models.ForeignKey(TrustedIssuer, verbose_name=_("software statement issuer"), null=True, blank=True,
+                               on_delete=models.PROTECT, related_name="requests")
     statement_subject = models.CharField(_("software statement subject"), max_length=512, blank=True)
-    parent_client = models.ForeignKey(
-        "inventory.Client",
-        verbose_name=_("parent client"),
-        null=True,
-        blank=True,
-        on_delete=models.PROTECT,
-        related_name="spawn_requests",
-    )
-    client = models.ForeignKey(
-        "inventory.Client",
-        verbose_name=_("client"),
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
-        related_name="requests",
-    )
-    registration_access_token_hash = models.CharField(
-        _("registration access token hash"), max_length=64, null=True, blank=True, unique=True
-    )
+    parent_client = models.ForeignKey("inventory.Client", verbose_name=_("parent client"), null=True, blank=True,
+                                      on_delete=models.PROTECT, related_name="spawn_requests")
+    client = models.ForeignKey("inventory.Client", verbose_name=_("client"), null=True, blank=True,
+                               on_delete=models.SET_NULL, related_name="requests")
+    registration_access_token_hash = models.CharField(_("registration access token hash"), max_length=64,
+                                                      null=True, blank=True, unique=True)
     policy_version = models.PositiveIntegerField(_("policy version"), null=True, blank=True)
-    risk_tier = models.CharField(
-        _("risk tier"), max_length=8, blank=True, choices=[*RiskTier.choices, ("refused", _("Refused"))]
-    )
+    risk_tier = models.CharField(_("risk tier"), max_length=8, blank=True,
+                                 choices=[*RiskTier.choices, ("refused", _("Refused"))])
     outcome = models.CharField(_("policy outcome"), max_length=16, choices=Outcome.choices, blank=True)
     reasons = models.JSONField(_("policy reasons"), default=list)
     verdict = models.JSONField(_("verdict"), default=dict)
@@ -227,12 +166,10 @@ class RegistrationRequest(models.Model):
 class Decision(models.Model):
     """One approver's approve/deny with a reason."""
 
-    request = models.ForeignKey(
-        RegistrationRequest, verbose_name=_("request"), on_delete=models.CASCADE, related_name="decisions"
-    )
-    approver = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("approver"), on_delete=models.PROTECT, related_name="decisions"
-    )
+    request = models.ForeignKey(RegistrationRequest, verbose_name=_("request"), on_delete=models.CASCADE,
+                                related_name="decisions")
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("approver"), on_delete=models.PROTECT,
+                                 related_name="decisions")
     kind = models.CharField(_("decision"), max_length=8, choices=DecisionKind.choices)
     reason = models.TextField(_("reason"), blank=True)
     granted_scopes = models.JSONField(_("granted scopes"), null=True, blank=True)
