@@ -704,7 +704,7 @@ def registration_update(*, registration_id: str, bearer: str | None, body: Any) 
         raise BadRequest(exc.error, exc.description)
     current = _current_metadata(request, client)
     base = client.created_at
-    current_ttl = max(0, math.floor((client.expires_at - base).total_seconds())) if client.expires_at else None
+    current_ttl = max(0, math.ceil((client.expires_at - base).total_seconds())) if client.expires_at else None
     problems = current.narrowing_problems(new, current_ttl_seconds=current_ttl)
     if problems:
         raise BadRequest(ERR_INVALID_METADATA, "widening needs a new registration: " + "; ".join(problems))
