@@ -522,18 +522,26 @@ def _record_accepted(
 
 
 def registration_unauthorized_record(
-    *, description: str, bearer: str | None, source_ip: str | None, path: str = "/oauth2/register"
+    *,
+    description: str,
+    bearer: str | None,
+    source_ip: str | None,
+    path: str = "/oauth2/register",
+    error: str = ERR_INVALID_TOKEN,
 ) -> None:
-    """Audit a 401: which credential (its public prefix only), from where, and why."""
+    """Audit a credential that was refused (401, or a software statement that did not verify).
+
+    Only the credential's public prefix is recorded, never the credential.
+    """
     prefix = (bearer or "")[:12] if bearer else ""
     with transaction.atomic():
         audit_record(
             actor=Actor.agent(f"unauthenticated {source_ip or '?'}", ""),
-            action="registration.unauthorized",
+            action="registration.unauthorized" if error == ERR_INVALID_TOKEN else "registration.statement_rejected",
             object_type="registration_endpoint",
             object_id=path[:64],
-            after=storable({"credential_prefix": prefix, "source_ip": source_ip, "error": ERR_INVALID_TOKEN}),
-            reason=description,
+            after=storable({"credential_prefix": prefix, "source_ip": source_ip, "error": error}),
+            reason=storable(description, max_str=2000),
         )
 
 

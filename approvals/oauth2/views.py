@@ -132,6 +132,14 @@ def register(request: HttpRequest) -> HttpResponse:
             return _limited(limited)
     try:
         requester = intake.requester_authenticate(bearer=bearer, body=body)
+    except intake.Unauthorized as exc:
+        return _unauthorized(request, exc, bearer)
+    except intake.IntakeError as exc:  # a software statement that does not verify
+        intake.registration_unauthorized_record(
+            description=exc.description, bearer=None, source_ip=source_ip, path=request.path, error=exc.error
+        )
+        return _from_exc(exc)
+    try:
         submission = intake.registration_submit(requester=requester, body=body, source_ip=source_ip)
     except intake.Unauthorized as exc:
         return _unauthorized(request, exc, bearer)
