@@ -121,6 +121,8 @@ def storable(value: Any, *, max_str: int | None = None) -> Any:
         return {storable(str(k)): storable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [storable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value
 
 

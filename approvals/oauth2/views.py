@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 from django.conf import settings
@@ -92,10 +93,21 @@ def _read_json(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
             400, intake.ERR_INVALID_METADATA, "the request body must be JSON (Content-Type: application/json)"
         )
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None, _error(400, intake.ERR_INVALID_METADATA, "the request body is not valid JSON")
     return body, None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN/Infinity; RFC 8259 and PostgreSQL do not
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
 
 
 def _client_uri(request: HttpRequest, registration_id: str) -> str:
