@@ -408,7 +408,7 @@ def _succeed(claim: _Claim, result: _Result) -> Outcome:
             object_type="client",
             object_id=client.registration_id,
             after={"idp": entry.idp.name, "idp_client_id": client.idp_client_id, "note": result.note,
-                   "attempts": entry.attempts + 1},
+                   "attempts": entry.attempts},
             policy_version=client.policy_version,
         )
     log_event("outbox_delivered", entry_id=entry.pk, client_id=client.pk, operation=entry.operation,
@@ -417,7 +417,7 @@ def _succeed(claim: _Claim, result: _Result) -> Outcome:
 
 
 def _retry_or_die(claim: _Claim, exc: Transient) -> Outcome:
-    attempts = claim.entry.attempts + 1  # the claim counted this attempt
+    attempts = claim.entry.attempts  # the claim already counted this attempt
     if attempts >= max_attempts():
         return _dead(claim, exc)
     delay = backoff_seconds(attempts, retry_after=exc.retry_after)
@@ -443,7 +443,7 @@ def _dead(claim: _Claim, exc: BaseException) -> Outcome:
         object_type="client",
         object_id=client.registration_id,
         after={"entry": entry.pk, "operation": entry.operation, "idp": entry.idp.name,
-               "attempts": entry.attempts + 1, "error": _error_text(exc)[:500]},
+               "attempts": entry.attempts, "error": _error_text(exc)[:500]},
         policy_version=client.policy_version,
     )
     log_event("outbox_dead_lettered", level=logging.ERROR, entry_id=entry.pk, client_id=client.pk,
