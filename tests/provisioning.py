@@ -81,3 +81,15 @@ def idp_clients(process: IdPProcess) -> list[dict]:
 def markers_at_idp(process: IdPProcess) -> Counter:
     """How many clients at the IdP carry each Registrar correlation marker."""
     return Counter(client.get("registrar_id") for client in idp_clients(process) if client.get("registrar_id"))
+
+
+@pytest.fixture
+def fresh_idp():
+    """A real oidc-provider of this test's own (empty at start), for tests that count everything it holds."""
+    with IdPProcess() as process:
+        yield process
+
+
+@pytest.fixture
+def fresh_connection(db, fresh_idp: IdPProcess) -> IdPConnection:
+    return connection_for(fresh_idp, name="fresh-oidc-provider")
