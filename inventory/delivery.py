@@ -187,7 +187,8 @@ def client_spec(client: Client) -> ClientSpec:
 
 
 def connector_for(idp: IdPConnection, *, timeout: float | None = None) -> BaseConnector:
-    return build_connector(idp.kind, idp.config or {}, idp.secrets or {}, timeout or DEFAULT_CONNECTOR_TIMEOUT)
+    timeout = timeout or _setting("REGISTRAR_CONNECTOR_TIMEOUT_SECONDS", DEFAULT_CONNECTOR_TIMEOUT)
+    return build_connector(idp.kind, idp.config or {}, idp.secrets or {}, timeout)
 
 
 def find_by_marker(connector: BaseConnector, registrar_id: str) -> list[RemoteClient]:
