@@ -10,7 +10,10 @@ Config:
                                NotSupported: RFC 7591 has no list endpoint.
 Secrets:
     ``initial_access_token``   RFC 7591 §3 initial access token for create
-    ``admin_token``            optional; bearer token for ``list_endpoint``
+    ``admin_token``            optional; bearer token for ``list_endpoint`` (and for ``DELETE
+                               {list_endpoint}/{client_id}``, used to remove a client whose registration
+                               access token Registrar never got, e.g. a duplicate from a crashed create;
+                               set config ``admin_delete: false`` if the IdP has no such route)
 Remote state (per client, persist encrypted):
     ``registration_access_token``, ``registration_client_uri`` (RFC 7592 §3), ``client_secret`` if issued.
 
@@ -223,12 +226,27 @@ class Rfc7591Connector(BaseConnector):
         return PushResult(client_id=client_id, remote_state={}, deleted=True)
 
     def delete(self, client_id: str, remote_state: Mapping[str, Any]) -> None:
+        if not remote_state.get("registration_access_token") and self._can_admin_delete():
+            # No RFC 7592 token (a duplicate found by its correlation marker, or an adopted client):
+            # use the admin API's ``DELETE {list_endpoint}/{client_id}`` where the IdP offers one.
+            try:
+                self._request("DELETE", f"{self.config['list_endpoint'].rstrip('/')}/{client_id}",
+                              bearer=self.secrets["admin_token"])
+            except NotFound:
+                log_event("connector_delete_already_gone", kind=self.kind, client_id=client_id)
+                return
+            log_event("connector_deleted", kind=self.kind, client_id=client_id, via="admin")
+            return
         try:
             self._management_request("DELETE", client_id, remote_state)
         except NotFound:
             log_event("connector_delete_already_gone", kind=self.kind, client_id=client_id)
             return
         log_event("connector_deleted", kind=self.kind, client_id=client_id)
+
+    def _can_admin_delete(self) -> bool:
+        return bool(self.config.get("list_endpoint") and self.config.get("admin_delete", True)
+                    and self.secrets.get("admin_token"))
 
     def list(self) -> Iterator[RemoteClient]:
         endpoint = self.config.get("list_endpoint")

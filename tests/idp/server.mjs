@@ -276,6 +276,40 @@ function adminAuthorized(ctx) {
 
 // RFC 7591 has no list endpoint; Registrar's reconciliation needs one. Paged with offset/limit,
 // ordered by client_id so pages are stable.
+// DELETE /admin/clients/<client_id>: remove a client without its registration access token, and purge
+// what it was issued. A real IdP's admin API offers the same; Registrar uses it to remove a duplicate
+// left by a create that crashed before Registrar stored the client_id (and so never got its token).
+provider.use(async (ctx, next) => {
+  const match = /^\/admin\/clients\/([^/]+)$/.exec(ctx.path);
+  if (!match) {
+    await next();
+    return;
+  }
+  ctx.set('Cache-Control', 'no-store');
+  if (ctx.method !== 'DELETE') {
+    ctx.status = 405;
+    ctx.set('Allow', 'DELETE');
+    ctx.body = { error: 'invalid_request', error_description: 'method not allowed' };
+    return;
+  }
+  if (!adminAuthorized(ctx)) {
+    ctx.status = 401;
+    ctx.set('WWW-Authenticate', 'Bearer error="invalid_token"');
+    ctx.body = { error: 'invalid_token', error_description: 'admin token required' };
+    return;
+  }
+  const clientId = decodeURIComponent(match[1]);
+  const adapter = new UnboundedMemoryAdapter('Client');
+  if (!(await adapter.find(clientId))) {
+    ctx.status = 404;
+    ctx.body = { error: 'invalid_request', error_description: 'no such client' };
+    return;
+  }
+  await adapter.destroy(clientId);
+  UnboundedMemoryAdapter.purgeClient(clientId);
+  ctx.status = 204;
+});
+
 provider.use(async (ctx, next) => {
   if (ctx.path !== '/admin/clients') {
     await next();

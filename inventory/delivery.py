@@ -1,0 +1,457 @@
+"""Delivering outbox entries to identity providers.
+
+This is the one delivery code path: Celery workers (``inventory.tasks.deliver_client_outbox``), the
+periodic requeue, and the registration API's inline 201 path (:func:`deliver_client_outbox_inline`) all
+call :func:`deliver_client_outbox`.
+
+How an entry is delivered exactly once, in order, without holding a transaction open over HTTP:
+
+* **Order.** Only the *head* of a client's queue (its lowest-id ``pending`` entry) is ever worked on, so a
+  DELETE queued behind a CREATE waits for it. Dead entries do not block the queue (an admin retries them).
+* **Claim.** A worker leases the head with one conditional UPDATE (``claimed_until`` in the past or empty,
+  ``attempts`` unchanged) that also counts the attempt. Only one UPDATE can win; the loser stops. The lease
+  (``REGISTRAR_OUTBOX_LEASE_SECONDS``) is longer than the connector timeout times the few requests one
+  delivery makes, so a live worker never loses it; a killed worker's lease runs out and
+  ``requeue_outbox`` hands the entry to another worker.
+* **Crashes between the IdP's answer and our commit.** An entry whose earlier attempt may have reached the
+  IdP (``attempts`` was already > 0 when claimed) looks for the client at the IdP by its correlation marker
+  (``ClientSpec.registrar_id`` = ``Client.registration_id``) before creating, and adopts what it finds, so
+  a retry never leaves a duplicate behind. Reconciliation catches anything that still slips through.
+* **Errors.** :class:`Transient` → retry with exponential backoff and jitter, up to
+  ``REGISTRAR_OUTBOX_MAX_ATTEMPTS``; then, like :class:`BadRequest` and other non-transient errors, the
+  entry is dead-lettered, the client flagged ``sync_failed``, and an audit event written.
+  Error texts stored and logged come from the connectors, which censor secrets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from inventory import lifecycle
+from inventory.choices import ENDED_STATES, ClientState, OutboxOperation, OutboxStatus
+from inventory.connectors import build_connector
+from inventory.connectors.base import BaseConnector, ClientSpec, PushResult, RemoteClient, log_event
+from inventory.connectors.errors import (
+    AlreadyExists,
+    ConnectorError,
+    NotFound,
+    NotSupported,
+    Transient,
+)
+from inventory.lifecycle import client_transition
+from inventory.models import Client, IdPConnection, OutboxEntry
+from portal.audit import Actor, audit_record
+
+logger = logging.getLogger(__name__)
+
+OUTBOX_ACTOR = Actor.system("outbox")
+DEFAULT_CONNECTOR_TIMEOUT = 10.0
+
+
+def _setting(name: str, default: float) -> float:
+    return float(getattr(settings, name, default))
+
+
+def lease_seconds() -> float:
+    return _setting("REGISTRAR_OUTBOX_LEASE_SECONDS", 120.0)
+
+
+def max_attempts() -> int:
+    return int(_setting("REGISTRAR_OUTBOX_MAX_ATTEMPTS", 8))
+
+
+def backoff_seconds(attempts: int, *, retry_after: float | None = None, rng: random.Random | None = None) -> float:
+    """Delay before attempt ``attempts + 1``: exponential, capped, with jitter in [half, full].
+
+    Jitter spreads the retries of many clients that failed together (an IdP outage) so they do not
+    return as one thundering herd. An IdP's ``Retry-After`` is honoured as a floor (within the cap).
+    """
+    base = _setting("REGISTRAR_OUTBOX_BACKOFF_BASE_SECONDS", 5.0)
+    cap = _setting("REGISTRAR_OUTBOX_BACKOFF_MAX_SECONDS", 600.0)
+    delay = min(cap, base * (2 ** max(0, attempts - 1)))
+    delay = (rng or random).uniform(delay / 2, delay)
+    if retry_after:
+        delay = max(delay, min(cap, retry_after))
+    return delay
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    SUPERSEDED = "superseded"
+    RETRY = "retry"
+    DEAD = "dead"
+
+
+@dataclass
+class _Claim:
+    entry: OutboxEntry
+    worker: str
+    #: An earlier attempt may have reached the IdP (it timed out, or its worker died mid-call).
+    maybe_reached_idp: bool
+
+
+# -- public entry points ------------------------------------------------------------------------------
+
+
+def deliver_client_outbox(client_id: int, *, timeout: float | None = None) -> bool:
+    """Deliver one client's due outbox entries in id order.
+
+    Returns True when nothing is left pending for the client (everything delivered, superseded or
+    dead-lettered), False when an entry waits for a retry or another worker holds it.
+    """
+    worker = worker_name()
+    connectors: dict[int, BaseConnector] = {}
+    try:
+        while True:
+            claim = _claim_head(client_id, worker)
+            if claim is None:
+                break
+            outcome = _deliver(claim, connectors, timeout)
+            if outcome == Outcome.RETRY:
+                break
+    finally:
+        for connector in connectors.values():
+            connector.close()
+    return not OutboxEntry.objects.filter(client_id=client_id, status=OutboxStatus.PENDING).exists()
+
+
+def deliver_client_outbox_inline(client_id: int, *, timeout: float) -> bool:
+    """The registration API's 201 path: deliver now with a short connector timeout.
+
+    True when the client ended up active at the IdP (``state == active`` with an IdP client id). On a
+    slow or failing IdP the entry is left scheduled for a worker and the caller answers 202.
+    Must be called after the transaction that wrote the outbox entry has committed.
+    """
+    try:
+        deliver_client_outbox(client_id, timeout=timeout)
+    except Exception:  # the worker path will finish the job; the agent gets a 202
+        logger.exception("event=inline_delivery_failed client_id=%s", client_id)
+        return False
+    return Client.objects.filter(
+        pk=client_id, state=ClientState.ACTIVE, idp_client_id__isnull=False
+    ).exists()
+
+
+def due_client_ids(now: datetime | None = None, limit: int = 10_000) -> list[int]:
+    """Clients with a pending entry that is due and not leased (or whose lease ran out)."""
+    now = now or timezone.now()
+    return list(
+        OutboxEntry.objects.due(now)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        .order_by("client_id")
+        .values_list("client_id", flat=True)
+        .distinct()[:limit]
+    )
+
+
+def client_spec(client: Client) -> ClientSpec:
+    """What the IdP should hold for ``client``; ``registration_id`` is the correlation marker."""
+    metadata = client.metadata or {}
+    extra: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    for key in ("grant_types", "response_types", "redirect_uris"):
+        if isinstance(metadata.get(key), list):
+            values[key] = list(metadata[key])
+    return ClientSpec(
+        registrar_id=client.registration_id,
+        client_name=client.name,
+        scopes=list(client.scopes or []),
+        token_endpoint_auth_method=client.auth_method or "private_key_jwt",
+        jwks=client.jwks or None,
+        jwks_uri=client.jwks_uri or None,
+        enabled=client.state not in ENDED_STATES and client.state != ClientState.SUSPENDED,
+        expires_at=client.expires_at,
+        software_id=client.software_id or None,
+        software_version=client.software_version or None,
+        extra=extra,
+        **values,
+    )
+
+
+def connector_for(idp: IdPConnection, *, timeout: float | None = None) -> BaseConnector:
+    timeout = timeout or _setting("REGISTRAR_CONNECTOR_TIMEOUT_SECONDS", DEFAULT_CONNECTOR_TIMEOUT)
+    return build_connector(idp.kind, idp.config or {}, idp.secrets or {}, timeout)
+
+
+def find_by_marker(connector: BaseConnector, registrar_id: str) -> list[RemoteClient]:
+    """Clients at the IdP carrying ``registrar_id`` as correlation marker ([] if the IdP cannot list)."""
+    try:
+        return [remote for remote in connector.list() if remote.registrar_id == registrar_id]
+    except NotSupported:
+        return []
+
+
+# -- claiming --------------------------------------------------------------------------------------------
+
+
+def _claim_head(client_id: int, worker: str) -> _Claim | None:
+    now = timezone.now()
+    head = (
+        OutboxEntry.objects.filter(client_id=client_id, status=OutboxStatus.PENDING)
+        .order_by("id")
+        .values("id", "next_attempt_at", "claimed_until", "attempts", "claimed_by")
+        .first()
+    )
+    if head is None or head["next_attempt_at"] > now:
+        return None
+    if head["claimed_until"] is not None and head["claimed_until"] > now:
+        return None  # another worker is on it
+    won = (
+        OutboxEntry.objects.filter(pk=head["id"], status=OutboxStatus.PENDING, attempts=head["attempts"])
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        .update(
+            claimed_until=now + timedelta(seconds=lease_seconds()),
+            claimed_by=worker[:128],
+            attempts=F("attempts") + 1,
+        )
+    )
+    if won != 1:
+        return None
+    entry = OutboxEntry.objects.select_related("client", "idp").get(pk=head["id"])
+    if head["claimed_by"]:
+        log_event("outbox_lease_taken_over", entry_id=entry.pk, previous=head["claimed_by"], worker=worker)
+    return _Claim(entry=entry, worker=worker, maybe_reached_idp=head["attempts"] > 0)
+
+
+# -- delivering one entry ----------------------------------------------------------------------------------
+
+
+def _deliver(claim: _Claim, connectors: dict[int, BaseConnector], timeout: float | None) -> Outcome:
+    entry, client = claim.entry, claim.entry.client
+    operation = entry.operation
+
+    if operation == OutboxOperation.CREATE and client.state in ENDED_STATES and not client.idp_client_id:
+        # Ended before it ever reached the IdP: nothing to create. The DELETE/DISABLE queued by the
+        # transition cleans up anything an earlier attempt might have left behind.
+        return _finish(claim, status=OutboxStatus.SUPERSEDED, outcome=Outcome.SUPERSEDED)
+
+    try:
+        connector = connectors.get(entry.idp_id)
+        if connector is None:
+            if not entry.idp.enabled:
+                raise Transient(f"IdP connection {entry.idp.name!r} is disabled")
+            connector = connectors[entry.idp_id] = connector_for(entry.idp, timeout=timeout)
+        result = _push(connector, claim, operation, client)
+    except Transient as exc:
+        return _retry_or_die(claim, exc)
+    except ConnectorError as exc:
+        return _dead(claim, exc)
+    except Exception as exc:  # a bug or an unexpected answer: dead-letter for a person, never loop
+        logger.exception("event=outbox_delivery_crashed entry_id=%s", entry.pk)
+        return _dead(claim, exc)
+    return _succeed(claim, result)
+
+
+@dataclass
+class _Result:
+    push: PushResult | None  # None: nothing at the IdP (deleted, or already gone)
+    gone: bool = False
+    adopted: bool = False
+    note: str = ""
+
+
+def _push(connector: BaseConnector, claim: _Claim, operation: str, client: Client) -> _Result:
+    spec = client_spec(client)
+    state = dict(client.idp_state or {})
+    client_id = client.idp_client_id
+
+    if operation == OutboxOperation.CREATE:
+        if client_id:
+            return _Result(push=None, note="already created")
+        return _create(connector, claim, spec)
+
+    if operation == OutboxOperation.UPDATE:
+        if not client_id or state.get("deleted"):
+            return _create(connector, claim, spec) if spec.enabled else _Result(push=None, note="nothing to update")
+        try:
+            return _Result(push=connector.update(client_id, spec, state))
+        except NotFound:
+            if not spec.enabled:
+                return _Result(push=None, gone=True, note="gone at IdP")
+            return _create(connector, claim, spec, note="recreated")
+
+    if operation == OutboxOperation.DISABLE:
+        if not client_id:
+            return _delete_by_marker(connector, spec.registrar_id)
+        if state.get("deleted"):
+            return _Result(push=None, gone=True, note="already gone")
+        try:
+            result = connector.disable(client_id, spec, state)
+        except NotFound:
+            return _Result(push=None, gone=True, note="gone at IdP")
+        return _Result(push=result, gone=result.deleted)
+
+    if operation == OutboxOperation.DELETE:
+        if not client_id:
+            return _delete_by_marker(connector, spec.registrar_id)
+        with contextlib.suppress(NotFound):  # connectors treat "already gone" as deleted; some raise
+            connector.delete(client_id, state)
+        return _Result(push=None, gone=True)
+
+    raise ConnectorError(f"unknown outbox operation {operation!r}")
+
+
+def _create(connector: BaseConnector, claim: _Claim, spec: ClientSpec, note: str = "") -> _Result:
+    if claim.maybe_reached_idp:
+        found = find_by_marker(connector, spec.registrar_id)
+        if found:
+            return _adopt(connector, found)
+    try:
+        return _Result(push=connector.create(spec), note=note)
+    except AlreadyExists as exc:
+        if exc.client_id:
+            return _Result(push=PushResult(client_id=exc.client_id, remote_state={"adopted": True}), adopted=True)
+        found = find_by_marker(connector, spec.registrar_id)
+        if not found:
+            raise
+        return _adopt(connector, found)
+
+
+def _adopt(connector: BaseConnector, found: list[RemoteClient]) -> _Result:
+    """Keep the first client carrying our marker; remove any further duplicates."""
+    keep, *extra = sorted(found, key=lambda remote: remote.client_id)
+    for duplicate in extra:
+        connector.delete(duplicate.client_id, {})
+        log_event("outbox_duplicate_deleted", client_id=duplicate.client_id, registrar_id=duplicate.registrar_id)
+    return _Result(push=PushResult(client_id=keep.client_id, remote_state={"adopted": True}), adopted=True)
+
+
+def _delete_by_marker(connector: BaseConnector, registrar_id: str) -> _Result:
+    """Delete/disable of a client we never stored an id for: remove whatever carries our marker."""
+    for remote in find_by_marker(connector, registrar_id):
+        connector.delete(remote.client_id, {})
+    return _Result(push=None, gone=True)
+
+
+# -- recording outcomes ----------------------------------------------------------------------------------
+
+
+def _release(claim: _Claim, **fields: Any) -> bool:
+    updated = OutboxEntry.objects.filter(
+        pk=claim.entry.pk, status=OutboxStatus.PENDING, claimed_by=claim.worker[:128]
+    ).update(claimed_until=None, claimed_by="", **fields)
+    if not updated:
+        log_event("outbox_lease_lost", level=logging.WARNING, entry_id=claim.entry.pk, worker=claim.worker)
+    return bool(updated)
+
+
+def _finish(claim: _Claim, *, status: str, outcome: Outcome) -> Outcome:
+    _release(claim, status=status, delivered_at=timezone.now(), last_error="")
+    log_event("outbox_" + outcome, entry_id=claim.entry.pk, client_id=claim.entry.client_id,
+              operation=claim.entry.operation)
+    return outcome
+
+
+@transaction.atomic
+def _succeed(claim: _Claim, result: _Result) -> Outcome:
+    entry = claim.entry
+    now = timezone.now()
+    client = Client.objects.select_for_update().get(pk=entry.client_id)
+    changed: set[str] = {"last_synced_at"}
+    client.last_synced_at = now
+    push = result.push
+    if push is not None:
+        if push.client_id != client.idp_client_id:
+            client.idp_client_id = push.client_id
+            changed.add("idp_client_id")
+        previous = {} if (result.adopted or entry.operation == OutboxOperation.CREATE) else dict(client.idp_state or {})
+        state = {**previous, **push.remote_state}
+        if push.deleted:
+            state = {"deleted": True}
+        elif entry.operation != OutboxOperation.DISABLE:
+            state.pop("deleted", None)
+        client.idp_state = state
+        changed.add("idp_state")
+    elif result.gone:
+        client.idp_state = {"deleted": True} if client.idp_client_id else {}
+        changed.add("idp_state")
+
+    disabled = entry.operation in (OutboxOperation.DISABLE, OutboxOperation.DELETE)
+    if disabled and client.idp_disabled_at is None:
+        client.idp_disabled_at = now
+        changed.add("idp_disabled_at")
+    if client.sync_failed and not client.outbox.filter(status=OutboxStatus.DEAD).exclude(pk=entry.pk).exists():
+        client.sync_failed = False
+        changed.add("sync_failed")
+    client.save(update_fields=sorted(changed))
+    _release(claim, status=OutboxStatus.DONE, delivered_at=now, last_error="")
+
+    if disabled:
+        # Added by the lifecycle work (computes expiry overshoot); optional so either branch order works.
+        record = getattr(lifecycle, "client_record_idp_disabled", None)
+        if record is not None:
+            record(client.pk, client.idp_disabled_at)
+    if entry.operation in (OutboxOperation.CREATE, OutboxOperation.UPDATE) and client.state == ClientState.PROVISIONING:
+        client_transition(client=client, target=ClientState.ACTIVE, actor=OUTBOX_ACTOR,
+                          reason=f"created at IdP {entry.idp.name}", push_to_idp=False)
+    if entry.operation != OutboxOperation.CREATE or result.adopted or client.state != ClientState.ACTIVE:
+        audit_record(
+            actor=OUTBOX_ACTOR,
+            action=f"client.idp_{entry.operation}" + ("_adopted" if result.adopted else ""),
+            object_type="client",
+            object_id=client.registration_id,
+            after={"idp": entry.idp.name, "idp_client_id": client.idp_client_id, "note": result.note,
+                   "attempts": entry.attempts},
+            policy_version=client.policy_version,
+        )
+    log_event("outbox_delivered", entry_id=entry.pk, client_id=client.pk, operation=entry.operation,
+              idp_client_id=client.idp_client_id, adopted=result.adopted or None, note=result.note or None)
+    return Outcome.DELIVERED
+
+
+def _retry_or_die(claim: _Claim, exc: Transient) -> Outcome:
+    attempts = claim.entry.attempts  # the claim already counted this attempt
+    if attempts >= max_attempts():
+        return _dead(claim, exc)
+    delay = backoff_seconds(attempts, retry_after=exc.retry_after)
+    _release(claim, next_attempt_at=timezone.now() + timedelta(seconds=delay), last_error=_error_text(exc))
+    log_event("outbox_retry_scheduled", level=logging.WARNING, entry_id=claim.entry.pk,
+              client_id=claim.entry.client_id, operation=claim.entry.operation, attempts=attempts,
+              delay_s=round(delay, 1), error=type(exc).__name__)
+    return Outcome.RETRY
+
+
+@transaction.atomic
+def _dead(claim: _Claim, exc: BaseException) -> Outcome:
+    entry = claim.entry
+    client = Client.objects.select_for_update().get(pk=entry.client_id)
+    if not _release(claim, status=OutboxStatus.DEAD, last_error=_error_text(exc)):
+        return Outcome.RETRY  # another worker owns it now; let it decide
+    if not client.sync_failed:
+        client.sync_failed = True
+        client.save(update_fields=["sync_failed"])
+    audit_record(
+        actor=OUTBOX_ACTOR,
+        action="outbox.dead_lettered",
+        object_type="client",
+        object_id=client.registration_id,
+        after={"entry": entry.pk, "operation": entry.operation, "idp": entry.idp.name,
+               "attempts": entry.attempts, "error": _error_text(exc)[:500]},
+        policy_version=client.policy_version,
+    )
+    log_event("outbox_dead_lettered", level=logging.ERROR, entry_id=entry.pk, client_id=client.pk,
+              operation=entry.operation, error=type(exc).__name__)
+    return Outcome.DEAD
+
+
+def _error_text(exc: BaseException) -> str:
+    # Connector errors are censored by the connector; anything else is reduced to its type and message.
+    return f"{type(exc).__name__}: {exc}"[:4000]
