@@ -564,10 +564,13 @@ def _deliver_inline(client: Client) -> bool:
         deliver_client_outbox_inline = None
     if deliver_client_outbox_inline is not None:
         try:
-            return bool(deliver_client_outbox_inline(client.pk, timeout=timeout))
+            delivered = bool(deliver_client_outbox_inline(client.pk, timeout=timeout))
         except Exception:  # noqa: BLE001 - any failure means "not yet": the worker retries, the agent polls
             logger.warning("event=inline_delivery_failed client=%s", client.registration_id, exc_info=True)
             return False
+        if delivered:
+            client.refresh_from_db(fields=["idp_client_id", "state", "activated_at", "state_changed_at"])
+        return delivered
     return _deliver_inline_dry_run(client)
 
 

@@ -100,10 +100,21 @@ def test_purpose_defaults_to_the_tokens(client, token):
     assert Client.objects.get().purpose == row.purpose
 
 
-def test_201_needs_the_idp_slow_or_down_answers_202(client, catalogue, owner, monkeypatch):
+def test_201_needs_the_idp_slow_or_down_answers_202(client, catalogue, owner):
     from tests.factories import IdPFactory
 
-    IdPFactory(name="real-idp", kind="rfc7591", is_default=True, config={"issuer": "https://idp.example"})
+    # An RFC 7591 IdP that is down: nothing listens on port 9 of loopback (connection refused).
+    IdPFactory(
+        name="down-idp",
+        kind="rfc7591",
+        is_default=True,
+        config={
+            "issuer": "http://127.0.0.1:9",
+            "registration_endpoint": "http://127.0.0.1:9/reg",
+            "token_endpoint": "http://127.0.0.1:9/token",
+        },
+        secrets={"initial_access_token": "iat"},
+    )
     _, plaintext = make_token(owner)
     response = post(client, low_body(), plaintext)
     assert response.status_code == 202
