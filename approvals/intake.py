@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -134,8 +135,28 @@ def _reasons_json(reasons) -> list[dict[str, str]]:
     return [{"code": r.code, "message": r.message} for r in reasons]
 
 
+# Read on every registration, changed by an admin now and then: kept per process for a few seconds,
+# like the policy (approvals.policy_store). clear_caches() empties them (tests, after admin changes).
+CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[float, Any]] = {}
+
+
+def _cached(key: str, load):
+    now = time.monotonic()
+    hit = _cache.get(key)
+    if hit is not None and now - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    value = load()
+    _cache[key] = (now, value)
+    return value
+
+
+def clear_caches() -> None:
+    _cache.clear()
+
+
 def default_idp() -> IdPConnection | None:
-    return IdPConnection.objects.filter(is_default=True, enabled=True).first()
+    return _cached("default_idp", lambda: IdPConnection.objects.filter(is_default=True, enabled=True).first())
 
 
 # --- who is registering --------------------------------------------------------------------------
@@ -278,13 +299,17 @@ class Submission:
         return self.request.state == RequestState.REFUSED
 
 
+def _load_catalogue() -> dict[str, ScopeInfo]:
+    rows = ScopeDefinition.objects.filter(is_active=True).values_list("name", "sensitivity", "category")
+    return {name: ScopeInfo(name, sensitivity, category) for name, sensitivity, category in rows}
+
+
 def _catalogue(scopes) -> dict[str, ScopeInfo]:
+    """The catalogue entries for ``scopes`` (unknown names are simply absent: the policy refuses them)."""
     if not scopes:
         return {}
-    rows = ScopeDefinition.objects.filter(name__in=list(scopes), is_active=True).values_list(
-        "name", "sensitivity", "category"
-    )
-    return {name: ScopeInfo(name, sensitivity, category) for name, sensitivity, category in rows}
+    catalogue = _cached("catalogue", _load_catalogue)
+    return {name: catalogue[name] for name in scopes if name in catalogue}
 
 
 def _owner_active(owner) -> bool:
@@ -444,14 +469,6 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
 def _record_accepted(
     *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None
 ) -> Submission:
-    token = requester.token
-    if token is not None:
-        # The one place a use is consumed: conditional, so max_uses holds under any concurrency.
-        used = InitialAccessToken.objects.filter(
-            pk=token.pk, uses__lt=F("max_uses"), revoked_at__isnull=True, expires_at__gt=now
-        ).update(uses=F("uses") + 1, last_used_at=now)
-        if not used:
-            raise Unauthorized("the initial access token has been used up")
     auto = verdict.outcome == OUTCOME_AUTO_APPROVE
     plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
     registration_id = new_registration_id()
@@ -511,6 +528,16 @@ def _record_accepted(
         )
         request.client = client
     request.save(force_insert=True)
+    token = requester.token
+    if token is not None:
+        # The one place a use is consumed: conditional, so max_uses holds under any concurrency. Done after
+        # the inserts so the token's row lock is held as briefly as possible (every agent of a fleet shares
+        # one token); a lost race rolls the inserts back.
+        used = InitialAccessToken.objects.filter(
+            pk=token.pk, uses__lt=F("max_uses"), revoked_at__isnull=True, expires_at__gt=now
+        ).update(uses=F("uses") + 1, last_used_at=now)
+        if not used:
+            raise Unauthorized("the initial access token has been used up")
     audit_record(
         actor=requester.actor,
         action="registration.accepted" if auto else "registration.pending",

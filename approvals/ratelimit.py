@@ -5,7 +5,7 @@ work) and one per bearer credential (keyed by a hash of it, so the cache never h
 ``"<count>/<unit>"`` strings, unit ``s``, ``m``, ``h`` or ``d`` (``REGISTRAR_REGISTER_RATE_PER_*``).
 
 Fixed windows are coarse (a burst at a window edge can reach twice the rate) but cost one cache round
-trip (``add`` + ``incr``), which matters on an endpoint meant to take hundreds of requests a second.
+trip (``incr``, plus an ``add`` once per window), which matters on an endpoint meant to take hundreds of requests a second.
 If the cache is down the request is let through: registration still has every other control, and an
 outage of the limiter must not become an outage of intake.
 """
@@ -60,12 +60,12 @@ def hit(scope: str, ident: str, rate: str) -> Limited | None:
     digest = hashlib.sha256(ident.encode()).hexdigest()[:24]
     key = f"rl:{scope}:{digest}:{window}"
     try:
-        # add() is a no-op when the key exists; incr() is atomic in Redis and locmem.
-        cache.add(key, 0, timeout=parsed.seconds + 1)
-        count = cache.incr(key)
-    except ValueError:  # key evicted between add and incr
-        cache.set(key, 1, timeout=parsed.seconds + 1)
-        count = 1
+        # One round trip in the common case: incr() is atomic in Redis and locmem and raises ValueError
+        # when the window's key does not exist yet; then add() creates it (or loses a race and we incr).
+        try:
+            count = cache.incr(key)
+        except ValueError:
+            count = 1 if cache.add(key, 1, timeout=parsed.seconds + 1) else cache.incr(key)
     except Exception:  # noqa: BLE001 - the limiter failing open is a deliberate choice (module docstring)
         logger.warning("event=ratelimit_unavailable scope=%s", scope)
         return None

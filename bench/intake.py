@@ -13,7 +13,7 @@ What runs:
    - the 202 path: a medium-risk registration (``tickets:write``) → pending request + token use + audit event;
    - the 400 path: an unknown scope → refused request + audit event.
 4. Baseline A, raw psycopg: ``--connections`` threads, one connection each, writing the 202 path's rows
-   (token UPDATE, request INSERT, audit head lock + event INSERT + head UPDATE) in one transaction per
+   (request INSERT, token UPDATE, audit head lock + event INSERT + head UPDATE, in the intake's order) in one transaction per
    registration, for the same duration.
 5. Baseline B, the oidc-provider test IdP's own registration endpoint (in-memory, ungoverned) under the
    same wrk load, unless ``--no-idp`` or Node.js is missing.
@@ -219,11 +219,6 @@ def raw_baseline(*, duration: int, connections: int) -> dict[str, float]:
             while time.monotonic() < stop:
                 started = time.perf_counter()
                 with conn.transaction():
-                    conn.execute(
-                        "UPDATE approvals_initialaccesstoken SET uses = uses + 1, last_used_at = now() "
-                        "WHERE id = %s AND uses < max_uses AND revoked_at IS NULL AND expires_at > now()",
-                        (token_id,),
-                    )
                     public_id = "reg_" + uuid.uuid4().hex[:20]
                     conn.execute(
                         "INSERT INTO approvals_registrationrequest (public_id, kind, state, via, metadata, client_name,"
@@ -238,6 +233,11 @@ def raw_baseline(*, duration: int, connections: int) -> dict[str, float]:
                          token_id, uuid.uuid4().hex + uuid.uuid4().hex, Jsonb([{"code": "medium_sensitivity_scope"}]),
                          verdict),
                     )  # fmt: skip
+                    conn.execute(
+                        "UPDATE approvals_initialaccesstoken SET uses = uses + 1, last_used_at = now() "
+                        "WHERE id = %s AND uses < max_uses AND revoked_at IS NULL AND expires_at > now()",
+                        (token_id,),
+                    )
                     last_id, last_hash = conn.execute(
                         "SELECT last_event_id, last_hash FROM portal_audithead WHERE id = 1 FOR UPDATE"
                     ).fetchone()

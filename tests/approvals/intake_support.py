@@ -13,7 +13,7 @@ from django.core.cache import cache
 from django.utils import timezone
 from joserfc.jwk import ECKey
 
-from approvals import policy_store
+from approvals import intake, policy_store
 from approvals.models import InitialAccessToken, RegistrationRequest
 from inventory.models import Client, OutboxEntry
 from portal.models import AuditEvent
@@ -26,12 +26,14 @@ PUBLIC_JWKS = {"keys": [EC_KEY.as_dict(private=False)]}
 
 @pytest.fixture(autouse=True)
 def _fresh_limits_and_policy():
-    """Rate-limit counters live in the (locmem) cache and the policy is cached per process: reset both."""
+    """Rate-limit counters live in the (locmem) cache; policy, catalogue and default IdP per process: reset all."""
     cache.clear()
     policy_store.clear_cache()
+    intake.clear_caches()
     yield
     cache.clear()
     policy_store.clear_cache()
+    intake.clear_caches()
 
 
 def low_body(**overrides) -> dict:
