@@ -84,3 +84,29 @@ def test_authlib_client_registers(live_server, catalogue, idp, owner):
     assert poll.get(response.json()["registration_client_uri"], timeout=10).status_code == 202
     session.close()
     poll.close()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_registrations_never_exceed_max_uses(live_server, catalogue, idp, owner):
+    """12 agents race for a 3-use token on real PostgreSQL connections: exactly 3 get in, the rest get 401."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from approvals.models import InitialAccessToken, RegistrationRequest
+
+    token, plaintext = make_token(owner, max_uses=3)
+
+    def register(i: int) -> int:
+        with requests.Session() as http:
+            response = http.post(
+                f"{live_server.url}/oauth2/register",
+                json=low_body(client_name=f"racer-{i}", scope="tickets:write"),
+                headers={"Authorization": f"Bearer {plaintext}"},
+                timeout=30,
+            )
+            return response.status_code
+
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        statuses = sorted(pool.map(register, range(12)))
+    assert statuses.count(202) == 3 and statuses.count(401) == 9, statuses
+    assert InitialAccessToken.objects.get(pk=token.pk).uses == 3
+    assert RegistrationRequest.objects.count() == 3
