@@ -41,7 +41,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from approvals.choices import RequestKind, RequestState
@@ -59,7 +60,7 @@ from approvals.policy import (
 )
 from approvals.policy_store import active_policy
 from approvals.statements import StatementError, VerifiedStatement, merge_statement, verify_software_statement
-from inventory.choices import ClientState, CreatedVia, IdPKind, OutboxOperation, OutboxStatus
+from inventory.choices import LIVE_STATES, ClientState, CreatedVia, IdPKind, OutboxOperation, OutboxStatus
 from inventory.lifecycle import LifecycleError, client_snapshot, client_transition
 from inventory.models import Client, IdPConnection, OutboxEntry, ScopeDefinition
 from inventory.outbox import outbox_enqueue
@@ -179,6 +180,8 @@ class Requester:
     ceiling_ttl: int | None = None
     ceiling_internal_only: bool = False
     audit_fields: dict[str, Any] = field(default_factory=dict)
+    # Counted with the credential lookup when that is cheap (tokens); otherwise counted by _context().
+    owner_live_clients: int | None = None
 
     @property
     def issuer(self) -> TrustedIssuer | None:
@@ -211,8 +214,17 @@ def requester_authenticate(*, bearer: str | None, body: Any) -> Requester:
     if bearer:
         if bearer.startswith(REGISTRATION_TOKEN_PREFIX + "_"):
             return _spawn_requester(bearer, now)
+        # The owner's live clients (for the quota rule) come back with the token: one round trip, not two.
+        live_clients = (
+            Client.objects.filter(owner=OuterRef("owner_id"), state__in=LIVE_STATES)
+            .order_by()
+            .values("owner")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
         token = (
             InitialAccessToken.objects.select_related("owner", "team", "idp")
+            .annotate(owner_live_clients=Coalesce(Subquery(live_clients), 0))
             .filter(token_hash=hash_token(bearer))
             .first()
         )
@@ -233,6 +245,7 @@ def requester_authenticate(*, bearer: str | None, body: Any) -> Requester:
             ceiling_ttl=token.max_ttl_seconds,
             ceiling_internal_only=token.internal_only,
             audit_fields={"token_id": token.pk, "token_prefix": token.prefix},
+            owner_live_clients=token.owner_live_clients,
         )
     statement = body.get("software_statement") if isinstance(body, dict) else None
     if statement is None:
@@ -318,7 +331,9 @@ def _owner_active(owner) -> bool:
 
 def _context(requester: Requester, md: ClientMetadata, now) -> RegistrationContext:
     owner = requester.owner
-    live = Client.objects.live().filter(owner=owner).count() if owner is not None else 0
+    live = requester.owner_live_clients
+    if live is None:
+        live = Client.objects.live().filter(owner=owner).count() if owner is not None else 0
     parent_fields: dict[str, Any] = {}
     parent = requester.parent
     if parent is not None:

@@ -161,9 +161,10 @@ def test_review_tiers_answer_202_pending(client, token, overrides, tier, approva
 def test_202_path_query_count(client, token, django_assert_num_queries):
     _, plaintext = token
     post(client, low_body(scope="tickets:write"), plaintext)  # warm caches (policy, content types)
-    # token, live count (catalogue and default IdP are cached per process); savepoint; request INSERT; token
-    # UPDATE; savepoint, audit head lock, event INSERT, head UPDATE, release; release. Nothing per scope.
-    with django_assert_num_queries(11):
+    # token with the owner's live-client count (catalogue and default IdP are cached per process); savepoint;
+    # request INSERT; token UPDATE; savepoint, audit head lock, event INSERT, head UPDATE, release; release.
+    # Nothing per scope or per reason.
+    with django_assert_num_queries(10):
         response = post(client, low_body(scope="tickets:write docs:read"), plaintext)
     assert response.status_code == 202
 
