@@ -191,6 +191,9 @@ def manage(request: HttpRequest, registration_id: str) -> HttpResponse:
         response = _error(405, "invalid_request", "use GET, PUT or DELETE on a registration")
         response["Allow"] = "GET, PUT, DELETE"
         return response
+    limited = ratelimit.hit("address", _source_ip(request) or "unknown", settings.REGISTRAR_REGISTER_RATE_PER_IP)
+    if limited:
+        return _limited(limited)
     bearer = _bearer(request)
     if bearer:
         limited = ratelimit.hit("token", bearer, settings.REGISTRAR_REGISTER_RATE_PER_TOKEN)

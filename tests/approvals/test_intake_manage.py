@@ -294,3 +294,12 @@ def test_signed_request_key_material_is_public_only(client, registered):
     uri, rat, _ = registered
     body = low_body(scope="tickets:read", jwks={"keys": [EC_KEY.as_dict(private=True)]})
     _error(call(client, "PUT", uri, rat, body), 400, "invalid_client_metadata", "private key material")
+
+
+def test_management_is_rate_limited_per_address(client, registered, settings):
+    uri, rat, _ = registered
+    settings.REGISTRAR_REGISTER_RATE_PER_IP = "1/m"
+    response = call(client, "GET", uri, rat)
+    assert response.status_code == 429 and int(response["Retry-After"]) >= 1
+    assert response.json()["error"] == "too_many_requests"
+    assert call(client, "GET", uri, rat).status_code == 429  # the token was not rotated by a refused call
