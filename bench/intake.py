@@ -173,7 +173,7 @@ def run_wrk(url: str, body: dict, *, bearer: str | None, duration: int, connecti
         script.write(LUA.format(auth=auth, body=json.dumps(json.dumps(body))))
     try:
         out = subprocess.run(
-            ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script.name, url],
+            ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script.name, url],
             capture_output=True, text=True, check=True, timeout=duration + 60,
         ).stdout  # fmt: skip
     finally:
@@ -294,10 +294,12 @@ def main() -> int:
     recreate_database()
     seed()
     port = free_port()
+    log = tempfile.NamedTemporaryFile("w", prefix="bench-intake-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
+    print(f"gunicorn log: {log.name}", flush=True)
     gunicorn = subprocess.Popen(
         [str(VENV_BIN / "gunicorn"), "portal.wsgi:application", "-w", str(args.workers), "-b", f"127.0.0.1:{port}",
          "--log-level", "warning", "--access-logfile", "-" if os.environ.get("BENCH_ACCESS_LOG") else "/dev/null"],
-        cwd=ROOT, env=server_env(),
+        cwd=ROOT, env=server_env(), stderr=log,
     )  # fmt: skip
     results: dict[str, dict[str, float]] = {}
     try:
