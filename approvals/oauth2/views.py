@@ -151,6 +151,12 @@ def register(request: HttpRequest) -> HttpResponse:
             description=exc.description, bearer=None, source_ip=source_ip, path=request.path, error=exc.error
         )
         return _from_exc(exc)
+    if requester.statement is not None:
+        # A statement is its own credential: limit per workload (issuer rule + subject), like a token.
+        ident = f"statement:{requester.statement.issuer.pk}:{requester.statement.subject}"
+        limited = ratelimit.hit("token", ident, settings.REGISTRAR_REGISTER_RATE_PER_TOKEN)
+        if limited:
+            return _limited(limited)
     try:
         submission = intake.registration_submit(requester=requester, body=body, source_ip=source_ip)
     except intake.Unauthorized as exc:

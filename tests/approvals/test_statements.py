@@ -221,3 +221,12 @@ def test_client_jwks_in_statement_must_be_public(client, oidc_rule):
     statement = sign({"scope": "tickets:read", "jwks": {"keys": [EC_KEY.as_dict(private=True)]}})
     _assert_error(post(client, low_body(software_statement=statement)), "invalid_client_metadata", "private key")
     assert PUBLIC_JWKS  # the body's public keys were overridden by the statement's
+
+
+def test_statements_are_rate_limited_per_workload(client, oidc_rule, settings):
+    settings.REGISTRAR_REGISTER_RATE_PER_TOKEN = "1/m"
+    assert post(client, low_body(software_statement=sign({"scope": "tickets:read"}))).status_code == 201
+    response = post(client, low_body(software_statement=sign({"scope": "tickets:read"})))
+    assert response.status_code == 429 and response.json()["error"] == "too_many_requests"
+    other = sign({"scope": "tickets:read"}, sub="repo:acme/agents:ref:refs/heads/other")
+    assert post(client, low_body(software_statement=other)).status_code == 201
