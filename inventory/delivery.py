@@ -41,7 +41,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inventory import lifecycle
@@ -109,6 +110,8 @@ class _Claim:
     worker: str
     #: An earlier attempt may have reached the IdP (it timed out, or its worker died mid-call).
     maybe_reached_idp: bool
+    #: Nothing else was queued for the client when this entry was claimed.
+    last: bool = False
 
 
 # -- public entry points ------------------------------------------------------------------------------
@@ -134,6 +137,8 @@ def deliver_client_outbox(
             outcome = _deliver(claim, cache, timeout)
             if outcome == Outcome.RETRY:
                 return False
+            if claim.last:
+                return True  # an entry queued since is nudged to a worker by its own commit
     finally:
         if connectors is None:
             cache.close()
@@ -252,14 +257,15 @@ def find_by_marker(connector: BaseConnector, registrar_id: str) -> list[RemoteCl
 def _claim_head(client_id: int, worker: str) -> tuple[_Claim | None, bool]:
     """Lease the client's head entry if it is due. Returns ``(claim, nothing_pending)``."""
     now = timezone.now()
-    entry = (
+    # Two rows: the head, and whether anything is queued behind it (saves a query after the last one).
+    heads = list(
         OutboxEntry.objects.filter(client_id=client_id, status=OutboxStatus.PENDING)
         .select_related("client", "idp")
-        .order_by("id")
-        .first()
+        .order_by("id")[:2]
     )
-    if entry is None:
+    if not heads:
         return None, True
+    entry = heads[0]
     if entry.next_attempt_at > now or (entry.claimed_until is not None and entry.claimed_until > now):
         return None, False  # not due yet, or another worker is on it
     previous_attempts, previous_holder = entry.attempts, entry.claimed_by
@@ -274,7 +280,8 @@ def _claim_head(client_id: int, worker: str) -> tuple[_Claim | None, bool]:
     entry.claimed_until, entry.claimed_by, entry.attempts = lease_until, worker[:128], previous_attempts + 1
     if previous_holder:
         log_event("outbox_lease_taken_over", entry_id=entry.pk, previous=previous_holder, worker=worker)
-    return _Claim(entry=entry, worker=worker, maybe_reached_idp=previous_attempts > 0), False
+    claim = _Claim(entry=entry, worker=worker, maybe_reached_idp=previous_attempts > 0, last=len(heads) == 1)
+    return claim, False
 
 
 # -- delivering one entry ----------------------------------------------------------------------------------
@@ -407,45 +414,45 @@ def _finish(claim: _Claim, *, status: str, outcome: Outcome) -> Outcome:
 @transaction.atomic
 def _succeed(claim: _Claim, result: _Result) -> Outcome:
     entry = claim.entry
+    # The client as read with the claim. Only delivery writes the idp_* fields and we hold the lease, so a
+    # plain UPDATE (which also row-locks the client) is enough; the state change below re-locks and
+    # re-checks the state through the lifecycle service.
+    client = entry.client
     now = timezone.now()
-    client = Client.objects.select_for_update().get(pk=entry.client_id)
-    changed: set[str] = {"last_synced_at"}
-    client.last_synced_at = now
+    fields: dict[str, Any] = {"last_synced_at": now}
     push = result.push
     if push is not None:
-        if push.client_id != client.idp_client_id:
-            client.idp_client_id = push.client_id
-            changed.add("idp_client_id")
         previous = {} if (result.adopted or entry.operation == OutboxOperation.CREATE) else dict(client.idp_state or {})
         state = {**previous, **push.remote_state}
         if push.deleted:
             state = {"deleted": True}
         elif entry.operation != OutboxOperation.DISABLE:
             state.pop("deleted", None)
-        client.idp_state = state
-        changed.add("idp_state")
+        fields["idp_client_id"] = client.idp_client_id = push.client_id
+        fields["idp_state"] = client.idp_state = state
     elif result.gone:
-        client.idp_state = {"deleted": True} if client.idp_client_id else {}
-        changed.add("idp_state")
+        fields["idp_state"] = client.idp_state = {"deleted": True} if client.idp_client_id else {}
 
     disabled = entry.operation in (OutboxOperation.DISABLE, OutboxOperation.DELETE)
-    if disabled and client.idp_disabled_at is None:
-        client.idp_disabled_at = now
-        changed.add("idp_disabled_at")
+    if disabled:
+        fields["idp_disabled_at"] = Coalesce(F("idp_disabled_at"), Value(now))
     if client.sync_failed and not client.outbox.filter(status=OutboxStatus.DEAD).exclude(pk=entry.pk).exists():
-        client.sync_failed = False
-        changed.add("sync_failed")
-    client.save(update_fields=sorted(changed))
+        fields["sync_failed"] = client.sync_failed = False
+    Client.objects.filter(pk=client.pk).update(**fields)
     _release(claim, status=OutboxStatus.DONE, delivered_at=now, last_error="")
 
     if disabled:
+        client.idp_disabled_at = client.idp_disabled_at or now
         # Added by the lifecycle work (computes expiry overshoot); optional so either branch order works.
         record = getattr(lifecycle, "client_record_idp_disabled", None)
         if record is not None:
             record(client.pk, client.idp_disabled_at)
     if entry.operation in (OutboxOperation.CREATE, OutboxOperation.UPDATE) and client.state == ClientState.PROVISIONING:
-        client_transition(client=client, target=ClientState.ACTIVE, actor=OUTBOX_ACTOR,
-                          reason=f"created at IdP {entry.idp.name}", push_to_idp=False)
+        try:
+            client_transition(client=client, target=ClientState.ACTIVE, actor=OUTBOX_ACTOR,
+                              reason=f"created at IdP {entry.idp.name}", push_to_idp=False)
+        except lifecycle.IllegalTransition:
+            client.refresh_from_db(fields=["state"])  # ended meantime; its DELETE/DISABLE is queued behind us
     if entry.operation != OutboxOperation.CREATE or result.adopted or client.state != ClientState.ACTIVE:
         audit_record(
             actor=OUTBOX_ACTOR,
