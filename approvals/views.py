@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
@@ -184,13 +185,11 @@ class WithdrawView(LoginRequiredMixin, View):
         try:
             request_withdraw(request=req, actor=request.user, reason=form.cleaned_data.get("reason", ""))
         except DecisionError as exc:
-            messages.error(request, str(exc))
-            response = HttpResponseRedirect(reverse("approvals:mine"))
-            response.status_code = 303
             if exc.status_code == 403:
-                from django.core.exceptions import PermissionDenied
-
                 raise PermissionDenied(str(exc))
+            messages.error(request, str(exc))
+            response = MyRequestsView().get(request)
+            response.status_code = exc.status_code
             return response
         messages.success(request, f"Withdrew {req.client_name or req.public_id}.")
         return HttpResponseRedirect(reverse("approvals:mine"))
