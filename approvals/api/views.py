@@ -8,6 +8,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from approvals import selectors
+from approvals.api import schema  # noqa: F401 - registers the API token scheme with drf-spectacular
 from approvals.api.serializers import (
     ApproveInputSerializer,
     DenyInputSerializer,
