@@ -25,8 +25,10 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session")
 def idp():
+    # Node.js is a test requirement (make test installs the IdP's packages); a missing node is a
+    # failure, not a skip, so a green run always means the real IdP was exercised.
     if shutil.which("node") is None:
-        pytest.skip("node is not installed; the real-IdP tests need it")
+        pytest.fail("node is not installed; the real-IdP tests need it (apt-get install nodejs)")
     with IdPProcess() as process:
         yield process
 
