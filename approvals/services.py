@@ -193,6 +193,20 @@ def _check_decider(request: RegistrationRequest, principal):
     return user
 
 
+def decision_blocker(request: RegistrationRequest, user) -> str | None:
+    """Why ``user`` cannot decide ``request`` right now, or None. For pages that hide the decide form;
+    the services re-check everything under the row lock. Uses ``request.decisions.all()`` (prefetched)."""
+    if request.state != RequestState.PENDING:
+        return f"This request is {request.get_state_display().lower()}."
+    try:
+        _check_decider(request, user)
+    except DecisionForbidden as exc:
+        return str(exc).capitalize() + "."
+    if any(d.approver_id == user.pk for d in request.decisions.all()):
+        return "You already decided this request; the next approval must come from someone else."
+    return None
+
+
 def _lock_pending(request: RegistrationRequest) -> RegistrationRequest:
     locked = (
         RegistrationRequest.objects.select_for_update(of=("self",))

@@ -17,7 +17,7 @@ from approvals.choices import DecisionKind
 from approvals.filtersets import RequestFilterSet
 from approvals.forms import DecisionForm, WithdrawForm
 from approvals.models import RegistrationRequest
-from approvals.services import DecisionError, request_approve, request_deny, request_withdraw
+from approvals.services import DecisionError, decision_blocker, request_approve, request_deny, request_withdraw
 from portal.roles import Role, RoleRequiredMixin
 
 QUEUE_PAGE_SIZE = 25
@@ -75,8 +75,7 @@ class DetailView(RoleRequiredMixin, View):
             "approve_form": approve_form,
             "deny_form": deny_form,
             "decide": decision,
-            "can_decide": req.state == "pending" and req.owner_id != request.user.pk
-            and not any(d.approver_id == request.user.pk for d in req.decisions.all()),
+            "blocker": decision_blocker(req, request.user),
             "next": request.GET.get("next", ""),
             "nav_active": "approvals",
         }

@@ -366,3 +366,33 @@ def test_owner_withdraws_and_others_cannot(client, owner, medium_request, approv
     assert RegistrationRequest.objects.get(pk=medium_request.pk).state == RequestState.WITHDRAWN
     again = client.post(reverse("approvals:withdraw", args=[medium_request.public_id]))
     assert again.status_code == 409
+
+
+def test_detail_explains_why_you_cannot_decide(client, make_request, approver, approver2):
+    sponsored_by_token = make_request(token=TokenFactory(owner=approver))
+    client.force_login(approver)
+    html = client.get(reverse("approvals:detail", args=[sponsored_by_token.public_id])).content.decode()
+    assert "requested or sponsor this client" in html and 'data-action="approve"' not in html
+    decided = make_request(RiskTier.HIGH)
+    request_approve(request=decided, approver=approver2, reason="first")
+    client.force_login(approver2)
+    html = client.get(reverse("approvals:detail", args=[decided.public_id])).content.decode()
+    assert "already decided" in html and 'data-action="approve"' not in html
+    client.force_login(approver)
+    html = client.get(reverse("approvals:detail", args=[decided.public_id])).content.decode()
+    assert 'data-action="approve"' in html
+
+
+def test_mine_query_count_is_constant(client, owner, team, idp, catalogue, approver):
+    token = TokenFactory(owner=owner)
+    reqs = bulk_pending(10, owner=owner, team=team, idp=idp, token=token)
+    request_approve(request=RegistrationRequest.objects.get(pk=reqs[1].pk), approver=approver, reason="x")
+    client.force_login(owner)
+    url = reverse("approvals:mine")
+    small = _count_queries(client, url)
+    RegistrationRequest.objects.bulk_create([
+        RegistrationRequest(public_id=f"reg_mine{i:06d}", via="token", client_name=f"m{i}", owner=owner,
+                            token=token, requested_scopes=["docs:read"], risk_tier=RiskTier.MEDIUM)
+        for i in range(490)
+    ])
+    assert _count_queries(client, url) == small
