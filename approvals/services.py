@@ -239,7 +239,7 @@ def request_approve(
     *,
     request: RegistrationRequest,
     approver,
-    reason: str = "",
+    reason: str,
     scopes: list[str] | None = None,
     ttl_seconds: int | None = None,
 ) -> RegistrationRequest:
