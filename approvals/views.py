@@ -23,6 +23,15 @@ from portal.roles import Role, RoleRequiredMixin
 QUEUE_PAGE_SIZE = 25
 
 
+def _filters_query(request) -> str:
+    """The current queue filters (and page) as a query string, without anything else."""
+    query = request.GET.copy()
+    for key in list(query):
+        if key not in RequestFilterSet.base_filters and key != "page":
+            del query[key]
+    return query.urlencode()
+
+
 def _queue_context(request) -> dict:
     filterset = RequestFilterSet(request.GET or None, queryset=selectors.queue_for(request.user))
     paginator = Paginator(filterset.qs, QUEUE_PAGE_SIZE)
@@ -32,8 +41,8 @@ def _queue_context(request) -> dict:
         "filter": filterset,
         "page_obj": page_obj,
         "rows": rows,
-        "filtered": any(v for k, v in request.GET.items() if k != "page"),
-        "query": request.GET.urlencode(),
+        "filtered": any(request.GET.get(name) for name in RequestFilterSet.base_filters),
+        "query": _filters_query(request),
         "nav_active": "approvals",
     }
 
@@ -131,7 +140,7 @@ class DecideView(RoleRequiredMixin, View):
             "decision": decision,
             "form": form or DecisionForm(initial={"decision": decision}),
             "reason_required": decision == DecisionKind.DENY or req.risk_tier == "high",
-            "query": request.GET.urlencode(),
+            "query": _filters_query(request),
         }
 
     def _error(self, request, req, form, message, status, decision):

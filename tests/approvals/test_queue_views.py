@@ -226,7 +226,9 @@ def test_htmx_inline_form_and_decision_updates_queue(bob, make_request):
     other = make_request(RiskTier.MEDIUM, client_name="ticket-bot")
     form = bob.get(reverse("approvals:decide", args=[high.public_id]), {"decision": "approve"}, **HTMX)
     assert form.status_code == 200 and "required" in form.content.decode() and "<html" not in form.content.decode()
-    response = bob.post(reverse("approvals:decide", args=[high.public_id]) + "?tier=",
+    inline = bob.get(reverse("approvals:decide", args=[high.public_id]), {"decision": "deny", "tier": "high"}, **HTMX)
+    assert f'{reverse("approvals:decide", args=[high.public_id])}?tier=high"' in inline.content.decode()
+    response = bob.post(reverse("approvals:decide", args=[high.public_id]),
                         {"decision": "approve", "reason": "ship it"}, **HTMX)
     assert response.status_code == 200
     body = response.content.decode()
@@ -234,6 +236,8 @@ def test_htmx_inline_form_and_decision_updates_queue(bob, make_request):
     assert "Approval recorded for deploy-bot; it needs another approver." in body
     assert "deploy-bot" not in body.split("</ul>", 1)[1]  # gone from bob's queue
     assert "ticket-bot" in body
+    assert "match these filters" not in body
+    assert 'id="nav-pending-count" hx-swap-oob="true"' in body and ">1<" in body  # badge refreshed out of band
     assert _state(high)[:2] == (RequestState.PENDING, 1)
     assert _state(other)[1] == 0
 

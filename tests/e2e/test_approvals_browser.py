@@ -163,6 +163,8 @@ def test_two_approvers_clear_a_high_risk_request_and_one_is_denied(live_server, 
     page.locator("#confirm-dialog [data-confirm-ok]").click()
     page.locator("#queue-results .messages").wait_for()
     assert "Denied crm-reader" in page.inner_text("#queue-results .messages")
+    assert "queue is empty" in page.inner_text("#queue-results")
+    assert "0" in page.inner_text("#nav-pending-count").split()  # badge refreshed out of band
     page.screenshot(path=str(SHOTS / "approvals-queue-after-deny.png"), full_page=True)
     context.close()
     assert RegistrationRequest.objects.get(public_id=medium_id).state == RequestState.DENIED
