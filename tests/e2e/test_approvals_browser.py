@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connections
 from django.utils import timezone
 
 from approvals.choices import RequestState
@@ -86,7 +87,15 @@ def login(browser, base: str, username: str):
 
 
 def test_two_approvers_clear_a_high_risk_request_and_one_is_denied(live_server, browser, world):
-    base = live_server.url
+    try:
+        _scenario(live_server.url, browser)
+    finally:
+        # ORM calls made while Playwright's greenlet loop runs use a connection bound to this context;
+        # close it here or it outlives the test and blocks dropping the test database.
+        connections.close_all()
+
+
+def _scenario(base: str, browser):
     SHOTS.mkdir(parents=True, exist_ok=True)
     high = register(base, {
         "client_name": "deploy-bot", "purpose": "Open pull requests for dependency bumps",
