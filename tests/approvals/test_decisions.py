@@ -320,3 +320,16 @@ def test_same_approver_twice_at_once_counts_once(make_request, approver):
     assert len(errors) == 1 and isinstance(errors[0], DecisionConflict), results
     assert RegistrationRequest.objects.get(pk=req.pk).state == RequestState.PENDING
     assert Decision.objects.filter(request=req).count() == 1
+
+
+def test_sweep_lapsed_command(make_request):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    req = make_request()
+    RegistrationRequest.objects.filter(pk=req.pk).update(created_at=timezone.now() - timedelta(days=60))
+    out = StringIO()
+    call_command("sweep_lapsed", stdout=out)
+    assert "lapsed=1" in out.getvalue()
+    assert RegistrationRequest.objects.get(pk=req.pk).state == RequestState.LAPSED
