@@ -207,14 +207,23 @@ def decision_blocker(request: RegistrationRequest, user) -> str | None:
     return None
 
 
-def _lock_pending(request: RegistrationRequest) -> RegistrationRequest:
-    locked = (
+def _lock(request: RegistrationRequest) -> RegistrationRequest:
+    """Lock the request row for the rest of the transaction; concurrent deciders queue up here."""
+    return (
         RegistrationRequest.objects.select_for_update(of=("self",))
         .select_related("token", "issuer", "parent_client")
         .get(pk=request.pk)
     )
+
+
+def _require_pending(locked: RegistrationRequest) -> None:
     if locked.state != RequestState.PENDING:
         raise DecisionConflict(f"request is already {locked.state}")
+
+
+def _lock_pending(request: RegistrationRequest) -> RegistrationRequest:
+    locked = _lock(request)
+    _require_pending(locked)
     return locked
 
 
@@ -248,8 +257,9 @@ def request_approve(
     ``scopes`` and ``ttl_seconds`` may only narrow what is currently granted (later approvers see
     earlier narrowing). Raises DecisionForbidden / DecisionConflict / DecisionInvalid.
     """
-    locked = _lock_pending(request)
-    user = _check_decider(locked, approver)
+    locked = _lock(request)
+    user = _check_decider(locked, approver)  # who first: a 403 never reveals the request's state
+    _require_pending(locked)
     reason = (reason or "").strip()
     if locked.risk_tier == RiskTier.HIGH and not reason:
         raise DecisionInvalid("a reason is required to approve a high-risk request")
@@ -390,8 +400,9 @@ def request_finalize(*, request: RegistrationRequest, actor: Actor, reason: str 
 @transaction.atomic
 def request_deny(*, request: RegistrationRequest, approver, reason: str) -> RegistrationRequest:
     """Deny a pending request. One deny by any eligible approver ends it."""
-    locked = _lock_pending(request)
+    locked = _lock(request)
     user = _check_decider(locked, approver)
+    _require_pending(locked)
     reason = (reason or "").strip()
     if not reason:
         raise DecisionInvalid("a reason is required to deny a request")
@@ -424,10 +435,11 @@ def request_deny(*, request: RegistrationRequest, approver, reason: str) -> Regi
 @transaction.atomic
 def request_withdraw(*, request: RegistrationRequest, actor, reason: str = "") -> RegistrationRequest:
     """The owner (or the token's owner) withdraws their own pending request."""
-    locked = _lock_pending(request)
+    locked = _lock(request)
     user = _resolve_person(actor)
     if user.pk not in _withdrawers(locked):
         raise DecisionForbidden("only the owner of a request can withdraw it")
+    _require_pending(locked)
     locked.state = RequestState.WITHDRAWN
     locked.decided_at = timezone.now()
     locked.decision_reason = (reason or "").strip() or "withdrawn by the owner"

@@ -333,3 +333,11 @@ def test_sweep_lapsed_command(make_request):
     call_command("sweep_lapsed", stdout=out)
     assert "lapsed=1" in out.getvalue()
     assert RegistrationRequest.objects.get(pk=req.pk).state == RequestState.LAPSED
+
+
+def test_role_is_checked_before_state(medium_request, approver, security_user, owner):
+    request_deny(request=medium_request, approver=approver, reason="no")
+    with pytest.raises(DecisionForbidden):  # not 409: a non-approver learns nothing about the request
+        request_approve(request=medium_request, approver=security_user, reason="x")
+    with pytest.raises(DecisionForbidden):
+        request_deny(request=medium_request, approver=owner, reason="x")
