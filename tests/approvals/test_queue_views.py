@@ -400,3 +400,14 @@ def test_mine_query_count_is_constant(client, owner, team, idp, catalogue, appro
         for i in range(490)
     ])
     assert _count_queries(client, url) == small
+
+
+def test_detail_names_software_statement_proof(bob, make_request, owner):
+    from approvals.models import TrustedIssuer
+
+    issuer = TrustedIssuer.objects.create(name="CI runners", issuer="https://ci.example", audience="registrar",
+                                          subject="repo:acme/*", owner=owner, purpose="CI deploy jobs")
+    req = make_request(token=None, issuer=issuer, via="software_statement", statement_subject="repo:acme/web")
+    RegistrationRequest.objects.filter(pk=req.pk).update(token=None)
+    html = bob.get(reverse("approvals:detail", args=[req.public_id])).content.decode()
+    assert "CI runners" in html and "repo:acme/web" in html and "CI deploy jobs" in html
