@@ -26,10 +26,13 @@ How an entry is delivered exactly once, in order, without holding a transaction 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import random
 import socket
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -38,7 +41,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inventory import lifecycle
@@ -106,31 +110,38 @@ class _Claim:
     worker: str
     #: An earlier attempt may have reached the IdP (it timed out, or its worker died mid-call).
     maybe_reached_idp: bool
+    #: Nothing else was queued for the client when this entry was claimed.
+    last: bool = False
 
 
 # -- public entry points ------------------------------------------------------------------------------
 
 
-def deliver_client_outbox(client_id: int, *, timeout: float | None = None) -> bool:
+def deliver_client_outbox(
+    client_id: int, *, timeout: float | None = None, connectors: ConnectorCache | None = None
+) -> bool:
     """Deliver one client's due outbox entries in id order.
 
     Returns True when nothing is left pending for the client (everything delivered, superseded or
-    dead-lettered), False when an entry waits for a retry or another worker holds it.
+    dead-lettered), False when an entry waits for a retry or another worker holds it. ``connectors`` is a
+    per-process cache (workers pass one, so connections and TLS contexts are reused across tasks);
+    without it connectors are built for this call and closed after.
     """
     worker = worker_name()
-    connectors: dict[int, BaseConnector] = {}
+    cache = connectors if connectors is not None else ConnectorCache()
     try:
         while True:
-            claim = _claim_head(client_id, worker)
+            claim, nothing_pending = _claim_head(client_id, worker)
             if claim is None:
-                break
-            outcome = _deliver(claim, connectors, timeout)
+                return nothing_pending
+            outcome = _deliver(claim, cache, timeout)
             if outcome == Outcome.RETRY:
-                break
+                return False
+            if claim.last:
+                return True  # an entry queued since is nudged to a worker by its own commit
     finally:
-        for connector in connectors.values():
-            connector.close()
-    return not OutboxEntry.objects.filter(client_id=client_id, status=OutboxStatus.PENDING).exists()
+        if connectors is None:
+            cache.close()
 
 
 def deliver_client_outbox_inline(client_id: int, *, timeout: float) -> bool:
@@ -160,6 +171,47 @@ def due_client_ids(now: datetime | None = None, limit: int = 10_000) -> list[int
         .values_list("client_id", flat=True)
         .distinct()[:limit]
     )
+
+
+class ConnectorCache:
+    """Connectors by IdP connection, rebuilt when the connection's kind, config or secrets change.
+
+    Building a connector creates an HTTP client (and a TLS context, ~50 ms); a worker process keeps one per
+    connection. Thread-safe enough for Celery's thread pool: httpx clients may be shared between threads.
+    """
+
+    MAX = 64
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[str, float | None, BaseConnector]] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _fingerprint(idp: IdPConnection) -> str:
+        material = json.dumps([idp.kind, idp.config, idp.secrets], sort_keys=True, default=str)
+        return hashlib.sha256(material.encode()).hexdigest()
+
+    def get(self, idp: IdPConnection, timeout: float | None) -> BaseConnector:
+        fingerprint = self._fingerprint(idp)
+        with self._lock:
+            cached = self._items.get(idp.pk)
+            if cached is not None and cached[0] == fingerprint and cached[1] == timeout:
+                return cached[2]
+        connector = connector_for(idp, timeout=timeout)
+        with self._lock:
+            stale = self._items.pop(idp.pk, None)
+            if len(self._items) >= self.MAX:
+                self._items.clear()
+            self._items[idp.pk] = (fingerprint, timeout, connector)
+        if stale is not None:
+            stale[2].close()
+        return connector
+
+    def close(self) -> None:
+        with self._lock:
+            items, self._items = list(self._items.values()), {}
+        for _, _, connector in items:
+            connector.close()
 
 
 def client_spec(client: Client) -> ClientSpec:
@@ -202,39 +254,40 @@ def find_by_marker(connector: BaseConnector, registrar_id: str) -> list[RemoteCl
 # -- claiming --------------------------------------------------------------------------------------------
 
 
-def _claim_head(client_id: int, worker: str) -> _Claim | None:
+def _claim_head(client_id: int, worker: str) -> tuple[_Claim | None, bool]:
+    """Lease the client's head entry if it is due. Returns ``(claim, nothing_pending)``."""
     now = timezone.now()
-    head = (
+    # Two rows: the head, and whether anything is queued behind it (saves a query after the last one).
+    heads = list(
         OutboxEntry.objects.filter(client_id=client_id, status=OutboxStatus.PENDING)
-        .order_by("id")
-        .values("id", "next_attempt_at", "claimed_until", "attempts", "claimed_by")
-        .first()
+        .select_related("client", "idp")
+        .order_by("id")[:2]
     )
-    if head is None or head["next_attempt_at"] > now:
-        return None
-    if head["claimed_until"] is not None and head["claimed_until"] > now:
-        return None  # another worker is on it
+    if not heads:
+        return None, True
+    entry = heads[0]
+    if entry.next_attempt_at > now or (entry.claimed_until is not None and entry.claimed_until > now):
+        return None, False  # not due yet, or another worker is on it
+    previous_attempts, previous_holder = entry.attempts, entry.claimed_by
+    lease_until = now + timedelta(seconds=lease_seconds())
     won = (
-        OutboxEntry.objects.filter(pk=head["id"], status=OutboxStatus.PENDING, attempts=head["attempts"])
+        OutboxEntry.objects.filter(pk=entry.pk, status=OutboxStatus.PENDING, attempts=previous_attempts)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
-        .update(
-            claimed_until=now + timedelta(seconds=lease_seconds()),
-            claimed_by=worker[:128],
-            attempts=F("attempts") + 1,
-        )
+        .update(claimed_until=lease_until, claimed_by=worker[:128], attempts=F("attempts") + 1)
     )
     if won != 1:
-        return None
-    entry = OutboxEntry.objects.select_related("client", "idp").get(pk=head["id"])
-    if head["claimed_by"]:
-        log_event("outbox_lease_taken_over", entry_id=entry.pk, previous=head["claimed_by"], worker=worker)
-    return _Claim(entry=entry, worker=worker, maybe_reached_idp=head["attempts"] > 0)
+        return None, False
+    entry.claimed_until, entry.claimed_by, entry.attempts = lease_until, worker[:128], previous_attempts + 1
+    if previous_holder:
+        log_event("outbox_lease_taken_over", entry_id=entry.pk, previous=previous_holder, worker=worker)
+    claim = _Claim(entry=entry, worker=worker, maybe_reached_idp=previous_attempts > 0, last=len(heads) == 1)
+    return claim, False
 
 
 # -- delivering one entry ----------------------------------------------------------------------------------
 
 
-def _deliver(claim: _Claim, connectors: dict[int, BaseConnector], timeout: float | None) -> Outcome:
+def _deliver(claim: _Claim, connectors: ConnectorCache, timeout: float | None) -> Outcome:
     entry, client = claim.entry, claim.entry.client
     operation = entry.operation
 
@@ -244,11 +297,9 @@ def _deliver(claim: _Claim, connectors: dict[int, BaseConnector], timeout: float
         return _finish(claim, status=OutboxStatus.SUPERSEDED, outcome=Outcome.SUPERSEDED)
 
     try:
-        connector = connectors.get(entry.idp_id)
-        if connector is None:
-            if not entry.idp.enabled:
-                raise Transient(f"IdP connection {entry.idp.name!r} is disabled")
-            connector = connectors[entry.idp_id] = connector_for(entry.idp, timeout=timeout)
+        if not entry.idp.enabled:
+            raise Transient(f"IdP connection {entry.idp.name!r} is disabled")
+        connector = connectors.get(entry.idp, timeout)
         result = _push(connector, claim, operation, client)
     except Transient as exc:
         return _retry_or_die(claim, exc)
@@ -363,45 +414,45 @@ def _finish(claim: _Claim, *, status: str, outcome: Outcome) -> Outcome:
 @transaction.atomic
 def _succeed(claim: _Claim, result: _Result) -> Outcome:
     entry = claim.entry
+    # The client as read with the claim. Only delivery writes the idp_* fields and we hold the lease, so a
+    # plain UPDATE (which also row-locks the client) is enough; the state change below re-locks and
+    # re-checks the state through the lifecycle service.
+    client = entry.client
     now = timezone.now()
-    client = Client.objects.select_for_update().get(pk=entry.client_id)
-    changed: set[str] = {"last_synced_at"}
-    client.last_synced_at = now
+    fields: dict[str, Any] = {"last_synced_at": now}
     push = result.push
     if push is not None:
-        if push.client_id != client.idp_client_id:
-            client.idp_client_id = push.client_id
-            changed.add("idp_client_id")
         previous = {} if (result.adopted or entry.operation == OutboxOperation.CREATE) else dict(client.idp_state or {})
         state = {**previous, **push.remote_state}
         if push.deleted:
             state = {"deleted": True}
         elif entry.operation != OutboxOperation.DISABLE:
             state.pop("deleted", None)
-        client.idp_state = state
-        changed.add("idp_state")
+        fields["idp_client_id"] = client.idp_client_id = push.client_id
+        fields["idp_state"] = client.idp_state = state
     elif result.gone:
-        client.idp_state = {"deleted": True} if client.idp_client_id else {}
-        changed.add("idp_state")
+        fields["idp_state"] = client.idp_state = {"deleted": True} if client.idp_client_id else {}
 
     disabled = entry.operation in (OutboxOperation.DISABLE, OutboxOperation.DELETE)
-    if disabled and client.idp_disabled_at is None:
-        client.idp_disabled_at = now
-        changed.add("idp_disabled_at")
+    if disabled:
+        fields["idp_disabled_at"] = Coalesce(F("idp_disabled_at"), Value(now))
     if client.sync_failed and not client.outbox.filter(status=OutboxStatus.DEAD).exclude(pk=entry.pk).exists():
-        client.sync_failed = False
-        changed.add("sync_failed")
-    client.save(update_fields=sorted(changed))
+        fields["sync_failed"] = client.sync_failed = False
+    Client.objects.filter(pk=client.pk).update(**fields)
     _release(claim, status=OutboxStatus.DONE, delivered_at=now, last_error="")
 
     if disabled:
+        client.idp_disabled_at = client.idp_disabled_at or now
         # Added by the lifecycle work (computes expiry overshoot); optional so either branch order works.
         record = getattr(lifecycle, "client_record_idp_disabled", None)
         if record is not None:
             record(client.pk, client.idp_disabled_at)
     if entry.operation in (OutboxOperation.CREATE, OutboxOperation.UPDATE) and client.state == ClientState.PROVISIONING:
-        client_transition(client=client, target=ClientState.ACTIVE, actor=OUTBOX_ACTOR,
-                          reason=f"created at IdP {entry.idp.name}", push_to_idp=False)
+        try:
+            client_transition(client=client, target=ClientState.ACTIVE, actor=OUTBOX_ACTOR,
+                              reason=f"created at IdP {entry.idp.name}", push_to_idp=False)
+        except lifecycle.IllegalTransition:
+            client.refresh_from_db(fields=["state"])  # ended meantime; its DELETE/DISABLE is queued behind us
     if entry.operation != OutboxOperation.CREATE or result.adopted or client.state != ClientState.ACTIVE:
         audit_record(
             actor=OUTBOX_ACTOR,

@@ -18,6 +18,9 @@ from inventory import delivery
 
 logger = logging.getLogger(__name__)
 
+# One per worker process: connectors keep their HTTP connections (and TLS contexts) between tasks.
+_connectors = delivery.ConnectorCache()
+
 try:  # periodic sweeps live in their own module (added by the lifecycle work)
     from inventory import sweep_tasks  # noqa: F401
 except ImportError:  # pragma: no cover - depends on branch merge order
@@ -28,7 +31,7 @@ except ImportError:  # pragma: no cover - depends on branch merge order
 def deliver_client_outbox(client_id: int) -> bool:
     """Deliver one client's due outbox entries (in order). Safe to run twice at once."""
     try:
-        return delivery.deliver_client_outbox(client_id)
+        return delivery.deliver_client_outbox(client_id, connectors=_connectors)
     except SoftTimeLimitExceeded:
         # The lease on the entry runs out and requeue_outbox retries it; nothing to undo here.
         logger.warning("event=deliver_soft_time_limit client_id=%s", client_id)
