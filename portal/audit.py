@@ -121,8 +121,12 @@ def audit_record(
     policy_version: int | None = None,
     request_id: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain (inside the caller's transaction)."""
-    with transaction.atomic():
+    """Append one event to the chain (inside the caller's transaction).
+
+    ``savepoint=False``: when called inside a transaction (the usual case) the event simply joins it,
+    saving two round trips while the chain head is locked — the lock is the throughput ceiling.
+    """
+    with transaction.atomic(savepoint=False):
         head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
         event = AuditEvent(
             id=head.last_event_id + 1,
@@ -150,7 +154,7 @@ def audit_record_many(events: list[dict]) -> list[AuditEvent]:
     """Append many events under one head lock with one bulk INSERT (used by sweeps and bulk actions)."""
     if not events:
         return []
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
         prev_hash, next_id = head.last_hash, head.last_event_id + 1
         now = timezone.now()
