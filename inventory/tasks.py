@@ -1,0 +1,1 @@
+from inventory import sweep_tasks  # noqa: F401
