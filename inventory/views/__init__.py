@@ -1,0 +1,1 @@
+"""Inventory HTML views, one module per audience (owner.py: owners' own clients; security.py: inventory)."""
