@@ -94,7 +94,7 @@ def build_source(url: str, clients: int, due: int) -> None:
         "name": "'agent-' || g::text",
         # g <= due: active and past expiry; then 60 % active later; the rest already ended.
         "state": f"CASE WHEN g <= {due} THEN 'active' WHEN g %% 10 < 6 THEN 'active' ELSE 'retired' END",
-        "expires_at": f"CASE WHEN g <= {due} THEN {NOW_SQL} - (g %% 3600) * INTERVAL '1 second' "
+        "expires_at": f"CASE WHEN g <= {due} THEN {NOW_SQL} - (1 + g %% 3600) * INTERVAL '1 second' "
                       f"ELSE {NOW_SQL} + (1 + g %% 700) * INTERVAL '1 hour' END",
     }
     select = ", ".join(overrides.get(col, f"t.{col}") for col in columns)

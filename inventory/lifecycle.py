@@ -612,10 +612,7 @@ def clients_transition_many(
     audit_record_many(events)
     operation = _IDP_OPERATION_ON_ENTER.get(target)
     if push_to_idp and operation:
-        OutboxEntry.objects.bulk_create(
-            [OutboxEntry(client_id=c.pk, idp_id=c.idp_id, operation=operation, next_attempt_at=now) for c in legal],
-            batch_size=1000,
-        )
+        outbox_insert_many([(c.pk, c.idp_id) for c in legal], operation=operation, now=now)
         if nudge:
             transaction.on_commit(_nudge_requeue)
     result.transitioned = ids
@@ -632,6 +629,33 @@ def clients_transition_many(
             )
             result.cascaded = sub.transitioned + sub.cascaded
     return result
+
+
+# Columns a set-based transition reads: sweeps load only these (no decrypting ``idp_state`` per row).
+TRANSITION_FIELDS = ("id", "registration_id", "state", "owner", "idp", "scopes", "expires_at", "risk_tier",
+                     "policy_version", "ended_at", "activated_at", "last_used_at", "orphaned_at", "stale_at")
+
+
+def outbox_insert_many(rows: list[tuple[int, int]], *, operation: str, now: dt.datetime) -> None:
+    """One pending outbox row per (client id, idp id), in the caller's transaction.
+
+    On PostgreSQL this is a COPY: for sweeps of 100k clients it is several times faster than an
+    INSERT whose parameters psycopg quotes client-side. Elsewhere (SQLite demo) a bulk_create.
+    """
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        OutboxEntry.objects.bulk_create(
+            [OutboxEntry(client_id=c, idp_id=i, operation=operation, next_attempt_at=now) for c, i in rows],
+            batch_size=1000,
+        )
+        return
+    table = OutboxEntry._meta.db_table
+    with connection.cursor() as cursor:
+        copy_sql = (f"COPY {table} (client_id, idp_id, operation, status, attempts, next_attempt_at, last_error, "
+                    "created_at) FROM STDIN")
+        with cursor.cursor.copy(copy_sql) as copy:
+            for client_id, idp_id in rows:
+                copy.write_row((client_id, idp_id, operation, "pending", 0, now, "", now))
 
 
 def _nudge_requeue() -> None:

@@ -26,7 +26,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inventory.choices import ENDED_STATES, LIVE_STATES, ClientState
-from inventory.lifecycle import client_snapshot, clients_transition_many
+from inventory.lifecycle import TRANSITION_FIELDS, client_snapshot, clients_transition_many
 from inventory.models import Client
 from portal.audit import Actor, audit_record_many
 
@@ -68,7 +68,8 @@ def _in_batches(
         size = batch_size if limit is None else min(batch_size, limit - done)
         with transaction.atomic():
             batch = list(
-                queryset.filter(pk__gt=last_pk).order_by("pk").select_for_update(skip_locked=True, of=("self",))[:size]
+                queryset.filter(pk__gt=last_pk).only(*TRANSITION_FIELDS).order_by("pk")
+                .select_for_update(skip_locked=True, of=("self",))[:size]
             )
             if not batch:
                 return

@@ -177,9 +177,29 @@ def audit_record_many(events: list[dict]) -> list[AuditEvent]:
             prev_hash = event.hash
             next_id += 1
             rows.append(event)
-        AuditEvent.objects.bulk_create(rows, batch_size=1000)
+        _insert_events(rows)
         AuditHead.objects.filter(id=1).update(last_event_id=rows[-1].id, last_hash=rows[-1].hash)
     return rows
+
+
+_COPY_COLUMNS = ("id", "occurred_at", "actor_type", "actor_id", "actor_label", "action", "object_type", "object_id",
+                 "before", "after", "reason", "policy_version", "request_id", "prev_hash", "hash")
+
+
+def _insert_events(rows: list[AuditEvent]) -> None:
+    """Insert prepared events. On PostgreSQL a COPY (sweeps append 100k events; an INSERT whose
+    parameters psycopg quotes client-side is several times slower); elsewhere a bulk_create."""
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        AuditEvent.objects.bulk_create(rows, batch_size=1000)
+        return
+    sql = f"COPY {AuditEvent._meta.db_table} ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for event in rows:
+            copy.write_row(tuple(
+                (json.dumps(value) if value is not None else None) if name in ("before", "after") else value
+                for name, value in ((c, getattr(event, c)) for c in _COPY_COLUMNS)
+            ))
 
 
 @dataclass(frozen=True)
