@@ -244,6 +244,37 @@ def client_renew(
     return RenewalOutcome(client=locked, renewed=True)
 
 
+@transaction.atomic
+def client_apply_renewal(*, client: Client, ttl_seconds: int, actor: Actor, reason: str = "",
+                         policy_version: int | None = None, now: dt.datetime | None = None) -> Client:
+    """Extend a client once its renewal request is approved (called by the approvals app).
+
+    The lifetime is clamped to the tier ceiling; the stale flag clears (someone vouched for it) and
+    the orphan flag clears only if the client has an active owner again.
+    """
+    locked = _lock(client)
+    if locked.state != ClientState.ACTIVE:
+        raise LifecycleError(f"only an active client can be renewed (this one is {locked.state})")
+    if not isinstance(ttl_seconds, int) or ttl_seconds <= 0:
+        raise LifecycleError("the renewal lifetime must be a positive number of seconds")
+    now = now or timezone.now()
+    ttl = min(ttl_seconds, tier_ttl_ceiling(locked.risk_tier))
+    before = client_snapshot(locked) | {"stale_at": locked.stale_at, "orphaned_at": locked.orphaned_at}
+    locked.expires_at = now + dt.timedelta(seconds=ttl)
+    locked.renewals += 1
+    locked.stale_at = None
+    if locked.owner is not None and locked.owner.is_active:
+        locked.orphaned_at = None
+    locked.save(update_fields=["expires_at", "renewals", "stale_at", "orphaned_at"])
+    audit_record(
+        actor=actor, action="client.renew.approved", object_type="client", object_id=locked.registration_id,
+        before=before, after=client_snapshot(locked) | {"ttl_seconds": ttl}, reason=reason,
+        policy_version=policy_version if policy_version is not None else locked.policy_version,
+    )
+    _sync_instance(client, locked)
+    return locked
+
+
 def _file_renewal_request(client: Client, actor: Actor, ttl: int, reason: str):
     request_model = apps.get_model("approvals", "RegistrationRequest")
     if request_model.objects.filter(client=client, kind="renewal", state="pending").exists():
@@ -680,7 +711,7 @@ def live_lineage_ids(root_ids: list[int]) -> list[int]:
 
 __all__ = [
     "BulkResult", "IllegalTransition", "LifecycleError", "PermissionRefused", "RenewalOutcome",
-    "client_flag_stale", "client_mark_orphaned", "client_record_idp_disabled", "client_renew", "client_resume",
+    "client_apply_renewal", "client_flag_stale", "client_mark_orphaned", "client_record_idp_disabled", "client_renew", "client_resume",
     "client_retire", "client_rotate_key", "client_snapshot", "client_suspend", "client_take_over",
     "client_transfer_accept", "client_transfer_decline", "client_transfer_offer", "client_transition",
     "clients_transition_many", "live_lineage_ids", "renewal_needs_review", "tier_ttl_ceiling",

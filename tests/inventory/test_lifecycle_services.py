@@ -314,3 +314,19 @@ def test_idp_disabled_records_overshoot_once():
     client_record_idp_disabled(retired.pk, timezone.now())
     retired.refresh_from_db()
     assert retired.idp_disabled_at is not None and retired.expiry_overshoot_seconds is None
+
+
+def test_apply_renewal_after_approval_clears_the_stale_flag(owner, approver):
+    from inventory.lifecycle import client_apply_renewal
+
+    client = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH, stale_at=timezone.now())
+    now = timezone.now()
+    client_apply_renewal(client=client, ttl_seconds=10 * 86400, actor=Actor.user(approver), now=now)
+    client.refresh_from_db()
+    assert client.expires_at == now + dt.timedelta(days=1)  # clamped to the high-tier ceiling
+    assert client.stale_at is None and client.renewals == 1
+    assert AuditEvent.objects.get().action == "client.renew.approved"
+    retired = ClientFactory(owner=owner, state=ClientState.RETIRED)
+    with pytest.raises(LifecycleError):
+        client_apply_renewal(client=retired, ttl_seconds=3600, actor=Actor.user(approver))
+    assert AuditEvent.objects.count() == 1

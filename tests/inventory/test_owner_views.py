@@ -195,3 +195,30 @@ def test_orphans_page_and_take_over(client, owner):
     assert c.name in client.get(reverse("inventory:orphans")).content.decode()
     client.post(reverse("inventory:take-over", args=[c.registration_id]))
     assert Client.objects.get(pk=c.pk).owner_id == manager.pk
+
+
+def _queries_for(client, url):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.get(url)  # warm per-process caches
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.get(url).status_code == 200
+    return len(ctx.captured_queries)
+
+
+def test_transfer_inbox_and_orphans_query_counts_equal_at_two_sizes(client, owner, admin_user):
+    counts = {"inbox": [], "orphans": []}
+    leaver = UserFactory(is_active=False)
+    for size in (2, 20):
+        for _ in range(size - TransferOffer.objects.filter(to_user=owner).count()):
+            c = ClientFactory()
+            TransferOffer.objects.create(client=c, from_user=c.owner, to_user=owner)
+        for _ in range(size - Client.objects.filter(owner=leaver).count()):
+            ClientFactory(owner=leaver, orphaned_at=timezone.now())
+        client.force_login(owner)
+        counts["inbox"].append(_queries_for(client, reverse("inventory:transfers")))
+        client.force_login(admin_user)
+        counts["orphans"].append(_queries_for(client, reverse("inventory:orphans")))
+    assert counts["inbox"][0] == counts["inbox"][1]
+    assert counts["orphans"][0] == counts["orphans"][1]
