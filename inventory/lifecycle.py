@@ -2,6 +2,16 @@
 
 Each transition locks the client row, checks the transition map in ``inventory.choices``, writes
 one audit event and, where the IdP must follow, an outbox entry — all in one transaction.
+
+Also here: the owner actions (renew, retire, suspend/resume, rotate key, transfer offer/accept/decline,
+orphan take-over), the flags the sweeps set (orphaned, stale), the hook delivery calls when the IdP
+confirms a disable (:func:`client_record_idp_disabled`, which records the expiry overshoot), and the
+set-based :func:`clients_transition_many` used by sweeps and break glass.
+
+Renewal design choice: low and medium tiers renew in place. High tier, and any client flagged stale
+or orphaned, is NOT extended here; a pending ``approvals.RegistrationRequest(kind="renewal")`` is
+written through ``apps.get_model`` (inventory never imports approvals code) so it lands in the same
+review queue as registrations, and the approvals app calls :func:`client_apply_renewal` on approval.
 """
 
 from __future__ import annotations
