@@ -330,3 +330,9 @@ def test_apply_renewal_after_approval_clears_the_stale_flag(owner, approver):
     with pytest.raises(LifecycleError):
         client_apply_renewal(client=retired, ttl_seconds=3600, actor=Actor.user(approver))
     assert AuditEvent.objects.count() == 1
+
+
+def test_a_reactivated_owner_reclaims_their_orphaned_client(owner):
+    client = ClientFactory(owner=owner, orphaned_at=timezone.now())
+    client_take_over(client=client, user=owner, reason="I am back")
+    assert Client.objects.get(pk=client.pk).orphaned_at is None
