@@ -690,13 +690,20 @@ def outbox_insert_many(rows: list[tuple[int, int]], *, operation: str, now: dt.d
             batch_size=1000,
         )
         return
-    table = OutboxEntry._meta.db_table
-    with connection.cursor() as cursor:
-        copy_sql = (f"COPY {table} (client_id, idp_id, operation, status, attempts, next_attempt_at, last_error, "
-                    "created_at) FROM STDIN")
-        with cursor.cursor.copy(copy_sql) as copy:
-            for client_id, idp_id in rows:
-                copy.write_row((client_id, idp_id, operation, "pending", 0, now, "", now))
+    # Every concrete column, so fields added later (with Python-side defaults) are filled too.
+    fields = [f for f in OutboxEntry._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(f.column for f in fields)
+    template = {
+        f.attname: now if getattr(f, "auto_now_add", False) or getattr(f, "auto_now", False) else f.get_default()
+        for f in fields
+    }
+    template |= {"operation": operation, "next_attempt_at": now}
+    with connection.cursor() as cursor, cursor.cursor.copy(
+        f"COPY {OutboxEntry._meta.db_table} ({columns}) FROM STDIN"
+    ) as copy:
+        for client_id, idp_id in rows:
+            row = template | {"client_id": client_id, "idp_id": idp_id}
+            copy.write_row(tuple(row[f.attname] for f in fields))
 
 
 def _nudge_requeue() -> None:

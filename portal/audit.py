@@ -182,10 +182,6 @@ def audit_record_many(events: list[dict]) -> list[AuditEvent]:
     return rows
 
 
-_COPY_COLUMNS = ("id", "occurred_at", "actor_type", "actor_id", "actor_label", "action", "object_type", "object_id",
-                 "before", "after", "reason", "policy_version", "request_id", "prev_hash", "hash")
-
-
 def _insert_events(rows: list[AuditEvent]) -> None:
     """Insert prepared events. On PostgreSQL a COPY (sweeps append 100k events; an INSERT whose
     parameters psycopg quotes client-side is several times slower); elsewhere a bulk_create."""
@@ -193,13 +189,16 @@ def _insert_events(rows: list[AuditEvent]) -> None:
     if connection.vendor != "postgresql":
         AuditEvent.objects.bulk_create(rows, batch_size=1000)
         return
-    sql = f"COPY {AuditEvent._meta.db_table} ({', '.join(_COPY_COLUMNS)}) FROM STDIN"
+    fields = AuditEvent._meta.concrete_fields
+    json_fields = {f.attname for f in fields if f.get_internal_type() == "JSONField"}
+    sql = f"COPY {AuditEvent._meta.db_table} ({', '.join(f.column for f in fields)}) FROM STDIN"
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for event in rows:
-            copy.write_row(tuple(
-                (json.dumps(value) if value is not None else None) if name in ("before", "after") else value
-                for name, value in ((c, getattr(event, c)) for c in _COPY_COLUMNS)
-            ))
+            values = []
+            for f in fields:
+                value = getattr(event, f.attname)
+                values.append(json.dumps(value) if f.attname in json_fields and value is not None else value)
+            copy.write_row(values)
 
 
 @dataclass(frozen=True)
