@@ -186,6 +186,10 @@ class OutboxEntry(models.Model):
     last_error = models.TextField(_("last error"), blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
+    # A worker leases an entry before calling the IdP (conditional UPDATE, see inventory.delivery);
+    # a lease that runs out (worker killed) makes the entry claimable again.
+    claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True)
+    claimed_by = models.CharField(_("claimed by"), max_length=128, blank=True)
 
     objects = OutboxQuerySet.as_manager()
 

@@ -3,6 +3,7 @@
 from django.urls import path
 
 from inventory.views import owner
+from inventory.views import sync as sync_views
 
 app_name = "inventory"
 urlpatterns: list = [
@@ -16,4 +17,8 @@ urlpatterns: list = [
     path("inventory/orphans/", owner.orphans, name="orphans"),
     path("inventory/orphans/<str:registration_id>/take-over/", owner.take_over, name="take-over"),
     path("inventory/break-glass/", owner.break_glass, name="break-glass"),
+]
+urlpatterns += [
+    path("inventory/sync-failures/", sync_views.SyncFailuresView.as_view(), name="sync_failures"),
+    path("inventory/sync-failures/<int:pk>/retry/", sync_views.OutboxRetryView.as_view(), name="outbox_retry"),
 ]

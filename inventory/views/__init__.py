@@ -1,1 +1,1 @@
-"""Inventory HTML views, one module per audience (owner.py: owners' own clients; security.py: inventory)."""
+"""HTML views of the inventory, one module per area (views are thin: selectors read, services write)."""
