@@ -9,10 +9,11 @@ from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from approvals.choices import DecisionKind, RequestState
+from approvals.choices import DecisionKind, RequestKind, RequestState
 from approvals.models import Decision, InitialAccessToken, RegistrationRequest
 from inventory.choices import RiskTier
 from inventory.models import IdPConnection, ScopeDefinition, Team
+from inventory.lifecycle import LifecycleError, client_apply_renewal
 from inventory.services import client_create
 from portal.audit import Actor, audit_record, audit_record_many
 from portal.crypto import hash_token, new_token
@@ -331,8 +332,14 @@ def request_approve(
 
 
 def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None:
-    """Approve a locked pending request: create its client in provisioning (client_create writes the
-    OutboxEntry) and link it, in the caller's transaction."""
+    """Approve a locked pending request in the caller's transaction.
+
+    A registration creates its client in provisioning (client_create writes the OutboxEntry) and links
+    it; a renewal extends the existing client through the lifecycle service instead.
+    """
+    if locked.kind == RequestKind.RENEWAL:
+        _finalize_renewal(locked, actor=actor, reason=reason)
+        return
     idp = locked.idp or IdPConnection.objects.filter(is_default=True, enabled=True).first()
     if idp is None:
         raise DecisionConflict("no identity provider is configured for this request")
@@ -369,6 +376,20 @@ def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None
     locked.decided_at = now
     locked.decision_reason = reason
     locked.save(update_fields=["state", "client", "decided_at", "decision_reason", "granted_scopes", "granted_ttl"])
+
+
+def _finalize_renewal(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None:
+    if locked.client_id is None:
+        raise DecisionConflict("this renewal request names no client")
+    try:
+        client_apply_renewal(client=locked.client, ttl_seconds=int(locked.granted_ttl), actor=actor,
+                             reason=reason or "renewal approved", policy_version=locked.policy_version)
+    except LifecycleError as exc:
+        raise DecisionConflict(f"cannot renew: {exc}")
+    locked.state = RequestState.APPROVED
+    locked.decided_at = timezone.now()
+    locked.decision_reason = reason
+    locked.save(update_fields=["state", "decided_at", "decision_reason", "granted_scopes", "granted_ttl"])
 
 
 def request_finalize(*, request: RegistrationRequest, actor: Actor, reason: str = "") -> RegistrationRequest:
