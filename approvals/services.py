@@ -12,8 +12,8 @@ from django.utils import timezone
 from approvals.choices import DecisionKind, RequestKind, RequestState
 from approvals.models import Decision, InitialAccessToken, RegistrationRequest
 from inventory.choices import RiskTier
-from inventory.models import IdPConnection, ScopeDefinition, Team
 from inventory.lifecycle import LifecycleError, client_apply_renewal
+from inventory.models import IdPConnection, ScopeDefinition, Team
 from inventory.services import client_create
 from portal.audit import Actor, audit_record, audit_record_many
 from portal.crypto import hash_token, new_token
