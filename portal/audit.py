@@ -177,9 +177,28 @@ def audit_record_many(events: list[dict]) -> list[AuditEvent]:
             prev_hash = event.hash
             next_id += 1
             rows.append(event)
-        AuditEvent.objects.bulk_create(rows, batch_size=1000)
+        _insert_events(rows)
         AuditHead.objects.filter(id=1).update(last_event_id=rows[-1].id, last_hash=rows[-1].hash)
     return rows
+
+
+def _insert_events(rows: list[AuditEvent]) -> None:
+    """Insert prepared events. On PostgreSQL a COPY (sweeps append 100k events; an INSERT whose
+    parameters psycopg quotes client-side is several times slower); elsewhere a bulk_create."""
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        AuditEvent.objects.bulk_create(rows, batch_size=1000)
+        return
+    fields = AuditEvent._meta.concrete_fields
+    json_fields = {f.attname for f in fields if f.get_internal_type() == "JSONField"}
+    sql = f"COPY {AuditEvent._meta.db_table} ({', '.join(f.column for f in fields)}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for event in rows:
+            values = []
+            for f in fields:
+                value = getattr(event, f.attname)
+                values.append(json.dumps(value) if f.attname in json_fields and value is not None else value)
+            copy.write_row(values)
 
 
 @dataclass(frozen=True)
