@@ -33,7 +33,9 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -278,7 +280,8 @@ def _claim_head(client_id: int, worker: str) -> tuple[_Claim | None, bool]:
     previous_attempts, previous_holder = entry.attempts, entry.claimed_by
     lease_until = now + timedelta(seconds=lease_seconds())
     won = (
-        OutboxEntry.objects.filter(pk=entry.pk, status=OutboxStatus.PENDING, attempts=previous_attempts)
+        OutboxEntry.objects.filter(pk=entry.pk, status=OutboxStatus.PENDING, attempts=previous_attempts,
+                                   next_attempt_at__lte=now)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
         .update(claimed_until=lease_until, claimed_by=worker[:128], attempts=F("attempts") + 1)
     )
@@ -295,6 +298,14 @@ def _claim_head(client_id: int, worker: str) -> tuple[_Claim | None, bool]:
 
 
 def _deliver(claim: _Claim, connectors: ConnectorCache, timeout: float | None) -> Outcome:
+    attempt = _attempt(claim, connectors, timeout)
+    if isinstance(attempt, Outcome):
+        return attempt
+    return _succeed(claim, attempt)
+
+
+def _attempt(claim: _Claim, connectors: ConnectorCache, timeout: float | None) -> _Result | Outcome:
+    """Call the IdP for a claimed entry. A result to record, or the outcome already recorded."""
     entry, client = claim.entry, claim.entry.client
     operation = entry.operation
 
@@ -307,7 +318,7 @@ def _deliver(claim: _Claim, connectors: ConnectorCache, timeout: float | None) -
         if not entry.idp.enabled:
             raise Transient(f"IdP connection {entry.idp.name!r} is disabled")
         connector = connectors.get(entry.idp, timeout)
-        result = _push(connector, claim, operation, client)
+        return _push(connector, claim, operation, client)
     except Transient as exc:
         return _retry_or_die(claim, exc)
     except ConnectorError as exc:
@@ -315,7 +326,6 @@ def _deliver(claim: _Claim, connectors: ConnectorCache, timeout: float | None) -
     except Exception as exc:  # a bug or an unexpected answer: dead-letter for a person, never loop
         logger.exception("event=outbox_delivery_crashed entry_id=%s", entry.pk)
         return _dead(claim, exc)
-    return _succeed(claim, result)
 
 
 @dataclass
@@ -397,6 +407,164 @@ def _delete_by_marker(connector: BaseConnector, registrar_id: str) -> _Result:
     for remote in find_by_marker(connector, registrar_id):
         connector.delete(remote.client_id, {})
     return _Result(push=None, gone=True)
+
+
+# -- many clients at once (the workers' bulk path) ---------------------------------------------------------
+
+
+def deliver_outbox_batch(
+    client_ids: list[int],
+    *,
+    timeout: float | None = None,
+    connectors: ConnectorCache | None = None,
+    budget_seconds: float | None = None,
+) -> dict[str, int]:
+    """Deliver the due outbox heads of many clients; what ``requeue_outbox`` hands to workers.
+
+    Every entry is leased just before its IdP call and pushed exactly as :func:`deliver_client_outbox`
+    would. The common case — a CREATE that succeeded for a client still in ``provisioning`` — is then
+    recorded for many clients in one transaction (IdP fields in one UPDATE, entries in one UPDATE, one
+    set-based activation with one chained audit insert) instead of one transaction each. Results are
+    flushed before their leases could run out. Anything else is recorded by the single-entry path, and
+    clients with more entries queued behind the head are finished with :func:`deliver_client_outbox`.
+    Stops claiming after ``budget_seconds`` (default: half the soft time limit); the rest waits for the
+    next requeue.
+    """
+    worker = worker_name()
+    cache = connectors if connectors is not None else ConnectorCache()
+    budget = budget_seconds if budget_seconds is not None else _setting("CELERY_TASK_SOFT_TIME_LIMIT", 60) / 2
+    flush_after = lease_seconds() / 3
+    started = time.monotonic()
+    counts = {"delivered": 0, "other": 0, "skipped": 0}
+    fast: list[tuple[_Claim, _Result]] = []
+    fast_since = 0.0
+    followups: list[int] = []
+    try:
+        for entry, last in _due_heads(client_ids):
+            if time.monotonic() - started > budget:
+                counts["skipped"] += 1
+                continue
+            claim = _claim_entry(entry, worker, last=last)
+            if claim is None:
+                counts["skipped"] += 1
+                continue
+            attempt = _attempt(claim, cache, timeout)
+            if isinstance(attempt, _Result) and _is_plain_create(claim, attempt):
+                if not fast:
+                    fast_since = time.monotonic()
+                fast.append((claim, attempt))
+            else:
+                outcome = attempt if isinstance(attempt, Outcome) else _succeed(claim, attempt)
+                counts["delivered" if outcome == Outcome.DELIVERED else "other"] += 1
+                if outcome != Outcome.RETRY and not last:
+                    followups.append(entry.client_id)
+            if fast and (time.monotonic() - fast_since > flush_after or isinstance(attempt, Outcome)):
+                counts["delivered"] += _succeed_many(fast, followups)
+                fast = []
+        if fast:
+            counts["delivered"] += _succeed_many(fast, followups)
+            fast = []
+        for client_id in followups:
+            deliver_client_outbox(client_id, timeout=timeout, connectors=cache)
+    finally:
+        if connectors is None:
+            cache.close()
+    return counts
+
+
+def _due_heads(client_ids: list[int]) -> Iterator[tuple[OutboxEntry, bool]]:
+    """``(head entry, nothing queued behind it)`` for each client with a due, unleased head (one query)."""
+    now = timezone.now()
+    rows = (
+        OutboxEntry.objects.filter(client_id__in=client_ids, status=OutboxStatus.PENDING)
+        .select_related("client", "idp")
+        .order_by("client_id", "id")
+    )
+    by_client: dict[int, list[OutboxEntry]] = {}
+    for row in rows:
+        by_client.setdefault(row.client_id, []).append(row)
+    for entries in by_client.values():
+        head = entries[0]
+        if head.next_attempt_at > now or (head.claimed_until is not None and head.claimed_until > now):
+            continue
+        yield head, len(entries) == 1
+
+
+def _claim_entry(entry: OutboxEntry, worker: str, *, last: bool) -> _Claim | None:
+    now = timezone.now()
+    lease_until = now + timedelta(seconds=lease_seconds())
+    won = (
+        OutboxEntry.objects.filter(pk=entry.pk, status=OutboxStatus.PENDING, attempts=entry.attempts,
+                                   next_attempt_at__lte=now)
+        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
+        .update(claimed_until=lease_until, claimed_by=worker[:128], attempts=F("attempts") + 1)
+    )
+    if won != 1:
+        return None
+    previous_attempts, previous_holder = entry.attempts, entry.claimed_by
+    entry.claimed_until, entry.claimed_by, entry.attempts = lease_until, worker[:128], previous_attempts + 1
+    if previous_holder:
+        log_event("outbox_lease_taken_over", entry_id=entry.pk, previous=previous_holder, worker=worker)
+    return _Claim(entry=entry, worker=worker, maybe_reached_idp=previous_attempts > 0, last=last)
+
+
+def _is_plain_create(claim: _Claim, result: _Result) -> bool:
+    client = claim.entry.client
+    return (
+        claim.entry.operation == OutboxOperation.CREATE
+        and result.push is not None
+        and not result.adopted
+        and not result.push.deleted
+        and client.state == ClientState.PROVISIONING
+        and not client.idp_client_id
+        and not client.sync_failed
+    )
+
+
+def _succeed_many(batch: list[tuple[_Claim, _Result]], followups: list[int]) -> int:
+    """Record many successful creates in one transaction; anything unusual goes through :func:`_succeed`."""
+    now = timezone.now()
+    odd: list[tuple[_Claim, _Result]] = []
+    with transaction.atomic():
+        by_id = {claim.entry.client_id: (claim, result) for claim, result in batch}
+        fields = tuple(getattr(lifecycle, "TRANSITION_FIELDS", ())) or None
+        query = Client.objects.select_for_update().filter(pk__in=list(by_id)).order_by("pk")
+        if fields:
+            query = query.only(*fields, "idp_client_id", "sync_failed")
+        locked = list(query)
+        ready: list[Client] = []
+        for client in locked:
+            claim, result = by_id[client.pk]
+            if client.state != ClientState.PROVISIONING or client.idp_client_id or client.sync_failed:
+                odd.append((claim, result))  # changed while we called the IdP
+                continue
+            client.idp_client_id = result.push.client_id
+            client.idp_state = dict(result.push.remote_state)
+            client.last_synced_at = now
+            ready.append(client)
+        if ready:
+            Client.objects.bulk_update(ready, ["idp_client_id", "idp_state", "last_synced_at"])
+            entry_ids = [by_id[c.pk][0].entry.pk for c in ready]
+            OutboxEntry.objects.filter(pk__in=entry_ids, status=OutboxStatus.PENDING).update(
+                status=OutboxStatus.DONE, delivered_at=now, claimed_until=None, claimed_by="", last_error=""
+            )
+            transition_many = getattr(lifecycle, "clients_transition_many", None)
+            if transition_many is not None:
+                transition_many(clients=ready, target=ClientState.ACTIVE, actor=OUTBOX_ACTOR,
+                                reason="created at IdP", now=now, push_to_idp=False, cascade=False)
+            else:
+                for client in ready:
+                    client_transition(client=client, target=ClientState.ACTIVE, actor=OUTBOX_ACTOR,
+                                      reason="created at IdP", push_to_idp=False)
+    for claim, result in odd:
+        _succeed(claim, result)
+    for client in ready:
+        claim = by_id[client.pk][0]
+        if not claim.last:
+            followups.append(client.pk)
+        log_event("outbox_delivered", entry_id=claim.entry.pk, client_id=client.pk, operation=claim.entry.operation,
+                  idp_client_id=client.idp_client_id)
+    return len(ready) + len(odd)
 
 
 # -- recording outcomes ----------------------------------------------------------------------------------
