@@ -163,10 +163,6 @@ def deliver_client_outbox_inline(client_id: int, *, timeout: float) -> bool:
     ).exists()
 
 
-# Connectors kept by a web process for the inline path (a new one costs a TLS context, ~50 ms).
-_INLINE_CONNECTORS: ConnectorCache
-
-
 def due_client_ids(now: datetime | None = None, limit: int = 10_000) -> list[int]:
     """Clients with a pending entry that is due and not leased (or whose lease ran out)."""
     now = now or timezone.now()
@@ -220,6 +216,7 @@ class ConnectorCache:
             connector.close()
 
 
+# Connectors kept by a web process for the inline path (a new one costs a TLS context, ~50 ms).
 _INLINE_CONNECTORS = ConnectorCache()
 
 
@@ -434,33 +431,36 @@ def deliver_outbox_batch(
     cache = connectors if connectors is not None else ConnectorCache()
     budget = budget_seconds if budget_seconds is not None else _setting("CELERY_TASK_SOFT_TIME_LIMIT", 60) / 2
     flush_after = lease_seconds() / 3
+    chunk_size = claim_chunk_size(timeout)
     started = time.monotonic()
     counts = {"delivered": 0, "other": 0, "skipped": 0}
     fast: list[tuple[_Claim, _Result]] = []
     fast_since = 0.0
     followups: list[int] = []
     try:
-        for entry, last in _due_heads(client_ids):
+        heads = list(_due_heads(client_ids))
+        for start in range(0, len(heads), chunk_size):
             if time.monotonic() - started > budget:
-                counts["skipped"] += 1
-                continue
-            claim = _claim_entry(entry, worker, last=last)
-            if claim is None:
-                counts["skipped"] += 1
-                continue
-            attempt = _attempt(claim, cache, timeout)
-            if isinstance(attempt, _Result) and _is_plain_create(claim, attempt):
-                if not fast:
-                    fast_since = time.monotonic()
-                fast.append((claim, attempt))
-            else:
-                outcome = attempt if isinstance(attempt, Outcome) else _succeed(claim, attempt)
-                counts["delivered" if outcome == Outcome.DELIVERED else "other"] += 1
-                if outcome != Outcome.RETRY and not last:
-                    followups.append(entry.client_id)
-            if fast and (time.monotonic() - fast_since > flush_after or isinstance(attempt, Outcome)):
-                counts["delivered"] += _succeed_many(fast, followups)
-                fast = []
+                counts["skipped"] += len(heads) - start  # the next requeue hands them out again
+                break
+            claimed_at = time.monotonic()
+            chunk = heads[start:start + chunk_size]
+            claims = _claim_entries(chunk, worker)
+            counts["skipped"] += len(chunk) - len(claims)
+            for claim in claims:
+                attempt = _attempt(claim, cache, timeout)
+                if isinstance(attempt, _Result) and _is_plain_create(claim, attempt):
+                    if not fast:
+                        fast_since = claimed_at
+                    fast.append((claim, attempt))
+                else:
+                    outcome = attempt if isinstance(attempt, Outcome) else _succeed(claim, attempt)
+                    counts["delivered" if outcome == Outcome.DELIVERED else "other"] += 1
+                    if outcome != Outcome.RETRY and not claim.last:
+                        followups.append(claim.entry.client_id)
+                if fast and (time.monotonic() - fast_since > flush_after or isinstance(attempt, Outcome)):
+                    counts["delivered"] += _succeed_many(fast, followups)
+                    fast = []
         if fast:
             counts["delivered"] += _succeed_many(fast, followups)
             fast = []
@@ -470,6 +470,17 @@ def deliver_outbox_batch(
         if connectors is None:
             cache.close()
     return counts
+
+
+def claim_chunk_size(timeout: float | None = None) -> int:
+    """How many entries one UPDATE may lease at once.
+
+    Entries leased together wait for each other's IdP calls, so all of them must finish well inside one
+    lease: at most two requests (a marker lookup and the call itself) of ``timeout`` each per entry, with
+    a factor two to spare. Defaults (120 s lease, 10 s timeout): 3; the chaos test's 6 s / 1.5 s: 1.
+    """
+    per_entry = 2 * 2 * (timeout or _setting("REGISTRAR_CONNECTOR_TIMEOUT_SECONDS", DEFAULT_CONNECTOR_TIMEOUT))
+    return max(1, min(25, int(lease_seconds() // per_entry)))
 
 
 def _due_heads(client_ids: list[int]) -> Iterator[tuple[OutboxEntry, bool]]:
@@ -490,22 +501,39 @@ def _due_heads(client_ids: list[int]) -> Iterator[tuple[OutboxEntry, bool]]:
         yield head, len(entries) == 1
 
 
-def _claim_entry(entry: OutboxEntry, worker: str, *, last: bool) -> _Claim | None:
+def _claim_entries(heads: list[tuple[OutboxEntry, bool]], worker: str) -> list[_Claim]:
+    """Lease several heads with one conditional UPDATE; the ones this worker won, in order."""
+    if not heads:
+        return []
     now = timezone.now()
     lease_until = now + timedelta(seconds=lease_seconds())
+    ids = [entry.pk for entry, _ in heads]
+    # Compare-and-set on each row's attempts as read: a row another worker touched since is left alone
+    # (the heads may have been read a little while ago, earlier in the batch).
+    unchanged = Q()
+    for entry, _ in heads:
+        unchanged |= Q(pk=entry.pk, attempts=entry.attempts)
     won = (
-        OutboxEntry.objects.filter(pk=entry.pk, status=OutboxStatus.PENDING, attempts=entry.attempts,
-                                   next_attempt_at__lte=now)
+        OutboxEntry.objects.filter(unchanged, status=OutboxStatus.PENDING, next_attempt_at__lte=now)
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
         .update(claimed_until=lease_until, claimed_by=worker[:128], attempts=F("attempts") + 1)
     )
-    if won != 1:
-        return None
-    previous_attempts, previous_holder = entry.attempts, entry.claimed_by
-    entry.claimed_until, entry.claimed_by, entry.attempts = lease_until, worker[:128], previous_attempts + 1
-    if previous_holder:
-        log_event("outbox_lease_taken_over", entry_id=entry.pk, previous=previous_holder, worker=worker)
-    return _Claim(entry=entry, worker=worker, maybe_reached_idp=previous_attempts > 0, last=last)
+    if won == len(ids):
+        winners = set(ids)
+    elif won == 0:
+        winners = set()
+    else:
+        winners = set(OutboxEntry.objects.filter(pk__in=ids, claimed_by=worker[:128]).values_list("pk", flat=True))
+    claims = []
+    for entry, last in heads:
+        if entry.pk not in winners:
+            continue
+        previous_attempts, previous_holder = entry.attempts, entry.claimed_by
+        entry.claimed_until, entry.claimed_by, entry.attempts = lease_until, worker[:128], previous_attempts + 1
+        if previous_holder:
+            log_event("outbox_lease_taken_over", entry_id=entry.pk, previous=previous_holder, worker=worker)
+        claims.append(_Claim(entry=entry, worker=worker, maybe_reached_idp=previous_attempts > 0, last=last))
+    return claims
 
 
 def _is_plain_create(claim: _Claim, result: _Result) -> bool:
