@@ -509,15 +509,22 @@ def _claim_entries(heads: list[tuple[OutboxEntry, bool]], worker: str) -> list[_
     lease_until = now + timedelta(seconds=lease_seconds())
     ids = [entry.pk for entry, _ in heads]
     # Compare-and-set on each row's attempts as read: a row another worker touched since is left alone
-    # (the heads may have been read a little while ago, earlier in the batch).
-    unchanged = Q()
+    # (the heads may have been read a little while ago, earlier in the batch). Raw SQL because the ORM
+    # spends longer composing the per-row conditions than the database spends running them.
+    connection = transaction.get_connection()
+    table = connection.ops.quote_name(OutboxEntry._meta.db_table)
+    pairs = ", ".join(["(%s, %s)"] * len(heads))
+    params: list[Any] = [lease_until, worker[:128], OutboxStatus.PENDING, now, now]
     for entry, _ in heads:
-        unchanged |= Q(pk=entry.pk, attempts=entry.attempts)
-    won = (
-        OutboxEntry.objects.filter(unchanged, status=OutboxStatus.PENDING, next_attempt_at__lte=now)
-        .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
-        .update(claimed_until=lease_until, claimed_by=worker[:128], attempts=F("attempts") + 1)
-    )
+        params += [entry.pk, entry.attempts]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET claimed_until = %s, claimed_by = %s, attempts = attempts + 1 "  # noqa: S608
+            f"WHERE status = %s AND next_attempt_at <= %s AND (claimed_until IS NULL OR claimed_until <= %s) "
+            f"AND (id, attempts) IN (VALUES {pairs})",  # only the table name and placeholders are interpolated
+            params,
+        )
+        won = cursor.rowcount
     if won == len(ids):
         winners = set(ids)
     elif won == 0:
@@ -571,7 +578,7 @@ def _succeed_many(batch: list[tuple[_Claim, _Result]], followups: list[int]) -> 
             client.last_synced_at = now
             ready.append(client)
         if ready:
-            Client.objects.bulk_update(ready, ["idp_client_id", "idp_state", "last_synced_at"])
+            _store_idp_fields(ready, now)
             entry_ids = [by_id[c.pk][0].entry.pk for c in ready]
             OutboxEntry.objects.filter(pk__in=entry_ids, status=OutboxStatus.PENDING).update(
                 status=OutboxStatus.DONE, delivered_at=now, claimed_until=None, claimed_by="", last_error=""
@@ -593,6 +600,27 @@ def _succeed_many(batch: list[tuple[_Claim, _Result]], followups: list[int]) -> 
         log_event("outbox_delivered", entry_id=claim.entry.pk, client_id=client.pk, operation=claim.entry.operation,
                   idp_client_id=client.idp_client_id)
     return len(ready) + len(odd)
+
+
+def _store_idp_fields(clients: list[Client], now: datetime) -> None:
+    """Write each client's IdP id and (encrypted) registration state in one statement."""
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        Client.objects.bulk_update(clients, ["idp_client_id", "idp_state", "last_synced_at"])
+        return
+    # bulk_update builds a CASE per field and row, which costs more than the rest of the batch together.
+    state_field = Client._meta.get_field("idp_state")
+    values = ", ".join(["(%s::bigint, %s::varchar, %s::text)"] * len(clients))
+    params: list[Any] = []
+    for client in clients:
+        params += [client.pk, client.idp_client_id, state_field.get_db_prep_save(client.idp_state, connection)]
+    table = connection.ops.quote_name(Client._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} AS c SET idp_client_id = v.idp_client_id, idp_state = v.idp_state, "  # noqa: S608
+            f"last_synced_at = %s FROM (VALUES {values}) AS v(id, idp_client_id, idp_state) WHERE c.id = v.id",
+            [now, *params],
+        )
 
 
 # -- recording outcomes ----------------------------------------------------------------------------------
