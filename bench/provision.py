@@ -30,6 +30,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
+# bench/ holds scripts named like stdlib modules (queue.py): keep it off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 
 BENCH_DB = os.environ.get(

@@ -13,6 +13,7 @@ import logging
 
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
+from django.conf import settings
 
 from inventory import delivery
 
@@ -38,12 +39,23 @@ def deliver_client_outbox(client_id: int) -> bool:
         return False
 
 
+@shared_task(name="inventory.tasks.deliver_outbox_batch", ignore_result=True, soft_time_limit=60, time_limit=90)
+def deliver_outbox_batch(client_ids: list[int]) -> dict:
+    """Deliver the due heads of many clients (bulk-recorded); what the periodic requeue hands out."""
+    try:
+        return delivery.deliver_outbox_batch(client_ids, connectors=_connectors)
+    except SoftTimeLimitExceeded:
+        logger.warning("event=deliver_batch_soft_time_limit clients=%s", len(client_ids))
+        return {}
+
+
 @shared_task(name="inventory.tasks.requeue_outbox", ignore_result=True, soft_time_limit=30, time_limit=45)
 def requeue_outbox(limit: int = 10_000) -> int:
-    """Enqueue one delivery task per client with a due, unleased entry. Idempotent."""
+    """Enqueue delivery of every client with a due, unleased entry, in batches. Idempotent."""
     client_ids = delivery.due_client_ids(limit=limit)
-    for client_id in client_ids:
-        deliver_client_outbox.delay(client_id)
+    size = int(getattr(settings, "REGISTRAR_OUTBOX_BATCH_SIZE", 50))
+    for start in range(0, len(client_ids), size):
+        deliver_outbox_batch.delay(client_ids[start:start + size])
     if client_ids:
         logger.info("event=outbox_requeued clients=%s", len(client_ids))
     return len(client_ids)

@@ -83,11 +83,28 @@ def markers_at_idp(process: IdPProcess) -> Counter:
     return Counter(client.get("registrar_id") for client in idp_clients(process) if client.get("registrar_id"))
 
 
-@pytest.fixture
-def fresh_idp():
-    """A real oidc-provider of this test's own (empty at start), for tests that count everything it holds."""
+@pytest.fixture(scope="session")
+def _private_idp():
     with IdPProcess() as process:
         yield process
+
+
+@pytest.fixture
+def fresh_idp(_private_idp: IdPProcess) -> IdPProcess:
+    """A real oidc-provider holding no clients when the test starts, for tests that count everything in it.
+
+    One process per session (starting node per test is slow on a busy machine), emptied through its
+    admin API before each test.
+    """
+    for client in idp_clients(_private_idp):
+        response = httpx.delete(
+            f"{_private_idp.admin_clients_endpoint}/{client['client_id']}",
+            headers={"Authorization": f"Bearer {_private_idp.admin_token}"},
+            timeout=10,
+        )
+        assert response.status_code in (204, 404), response.text
+    assert idp_clients(_private_idp) == []
+    return _private_idp
 
 
 @pytest.fixture

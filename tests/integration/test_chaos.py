@@ -1,12 +1,12 @@
 """Reliability under failure: real Celery workers, a real IdP, and things going wrong on purpose.
 
 240 clients are registered (20 of them retired before any delivery) and delivered by two real
-``celery -A portal worker`` processes over Redis (db 9). While they work:
+``celery -A portal worker`` processes over a private, non-persistent ``redis-server``. While they work:
 
 1. one worker is killed with SIGKILL while it holds a delivery lease (mid-delivery);
 2. the IdP is frozen (SIGSTOP) for 3 s, so requests time out, then resumed;
 3. the IdP connection points at a closed port for 3 s (connections refused), then back;
-4. the broker's queue is flushed (every queued message lost, as after a Redis restart without persistence);
+4. Redis is killed with SIGKILL and restarted empty (every queued message lost);
 5. the killed worker is restarted; 20 active clients are retired and 10 expired meanwhile.
 
 Only the periodic ``requeue_outbox`` (sent here every second instead of by beat) brings lost work back.
@@ -36,11 +36,10 @@ from tests.agents import Agent
 from tests.factories import UserFactory
 from tests.idp_server import IdPProcess
 from tests.provisioning import connection_for, idp_clients, markers_at_idp, register_agent
-from tests.workers import CeleryWorker, database_url, worker_env
+from tests.workers import CeleryWorker, RedisServer, database_url, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
-REDIS_URL = os.environ.get("REGISTRAR_CHAOS_REDIS_URL", "redis://127.0.0.1:6379/9")
 CLIENTS = 240
 RETIRED_BEFORE = 20
 RETIRED_AFTER = 20
@@ -68,12 +67,11 @@ def delivered() -> int:
 
 @pytest.mark.django_db(transaction=True)
 def test_every_change_survives_killed_workers_idp_outages_and_lost_messages():
-    broker = redis.Redis.from_url(REDIS_URL)
-    broker.flushdb()
-    sender = Celery("chaos-sender", broker=REDIS_URL)
+    broker = RedisServer().start()
+    sender = Celery("chaos-sender", broker=broker.url)
     env = worker_env(
         database=database_url(connection.settings_dict),
-        redis_url=REDIS_URL,
+        redis_url=broker.url,
         encryption_key=settings.REGISTRAR_ENCRYPTION_KEYS[0],
         REGISTRAR_OUTBOX_LEASE_SECONDS="6",
         REGISTRAR_OUTBOX_BACKOFF_BASE_SECONDS="0.3",
@@ -124,8 +122,12 @@ def test_every_change_survives_killed_workers_idp_outages_and_lost_messages():
             idp.config = good_config
             idp.save(update_fields=["config"])
 
-            # 4. Every queued message is lost.
-            broker.flushdb()
+            # 4. Redis dies and comes back empty: every queued message is lost; workers reconnect.
+            broker.kill9()
+            time.sleep(1)
+            broker.start()
+            sender = Celery("chaos-sender-2", broker=broker.url)
+            assert redis.Redis.from_url(broker.url).dbsize() == 0
 
             # 5. Restart the killed worker; owners keep working meanwhile.
             workers["chaos-a"] = CeleryWorker("chaos-a2", env=env, concurrency=4).start()
@@ -148,7 +150,7 @@ def test_every_change_survives_killed_workers_idp_outages_and_lost_messages():
         finally:
             for worker in workers.values():
                 worker.stop()
-            broker.flushdb()
+            broker.stop()
 
         assert killed_at_done < CLIENTS  # the kill really happened mid-run
         assert not OutboxEntry.objects.filter(status=OutboxStatus.DEAD).exists()

@@ -3,7 +3,8 @@
 An agent registers (auto-approved, low tier) → the outbox delivers → the client exists at the IdP → the
 agent obtains an access token with a private_key_jwt client_credentials grant → the owner retires it (or
 it expires) → the outbox delivers → the IdP has removed it: the same grant fails with ``invalid_client``
-and the token issued before introspects ``active: false``.
+and the token issued before introspects ``active: false``. Same for expiry, and for a high-tier request
+registered over HTTP that reaches the IdP only after two distinct approvals.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from inventory.connectors.base import ClientSpec
 from inventory.lifecycle import client_transition
 from portal.audit import Actor, events_for
 from tests.agents import Agent
+from tests.approvals.intake_support import _fresh_limits_and_policy  # noqa: F401
 from tests.factories import UserFactory
 from tests.provisioning import markers_at_idp, real_idp, register_agent  # noqa: F401
 
@@ -93,3 +95,50 @@ def test_expiry_disables_the_client_at_the_idp(oidc_idp, real_idp, resource_serv
     assert client.state == ClientState.EXPIRED and client.idp_disabled_at is not None
     assert client.idp_state == {"deleted": True}
     assert "client.idp_disable" in [e.action for e in events_for("client", client.registration_id)]
+
+
+def test_high_tier_request_after_two_approvals(oidc_idp, real_idp, resource_server, catalogue, client,  # noqa: F811
+                                               approver, approver2, _fresh_limits_and_policy):  # noqa: F811
+    from approvals.choices import RequestState
+    from approvals.models import RegistrationRequest
+    from approvals.services import request_approve
+    from inventory.models import Client
+    from tests.approvals.intake_support import call, make_token, path_of, post
+
+    real_idp.is_default = True
+    real_idp.save()
+    owner = UserFactory(username="high-sponsor", roles=["owner"])
+    agent = Agent()
+    _, plaintext = make_token(owner)
+
+    response = post(client, {"client_name": "release-bot", "purpose": "Push release tags",
+                             "scope": "repo:write", "internal_only": True, "jwks": agent.jwks,
+                             "requested_ttl": 3600}, plaintext)
+
+    assert response.status_code == 202, response.content
+    pending = response.json()
+    request = RegistrationRequest.objects.get()
+    assert request.risk_tier == "high" and request.state == RequestState.PENDING
+    assert markers_at_idp(oidc_idp)[request.public_id] == 0  # nothing at the IdP before the approvals
+
+    request_approve(request=request, approver=approver, reason="release automation, reviewed")
+    assert not Client.objects.exists()  # one approval is not enough for a high-tier request
+    request_approve(request=RegistrationRequest.objects.get(), approver=approver2, reason="second pair of eyes")
+    created = Client.objects.get()
+    assert created.state == ClientState.PROVISIONING and created.registration_id == request.public_id
+
+    assert delivery.deliver_client_outbox(created.pk) is True
+
+    created.refresh_from_db()
+    assert created.state == ClientState.ACTIVE and markers_at_idp(oidc_idp)[created.registration_id] == 1
+    polled = call(client, "GET", path_of(pending["registration_client_uri"]), pending["registration_access_token"])
+    assert polled.status_code == 200, polled.content
+    assert polled.json()["client_id"] == created.idp_client_id
+    granted = agent.client_credentials(oidc_idp, created.idp_client_id, "repo:write")
+    assert granted.status_code == 200, granted.text
+    token = granted.json()["access_token"]
+
+    client_transition(client=created, target=ClientState.RETIRED, actor=Actor.user(owner), reason="release done")
+    assert delivery.deliver_client_outbox(created.pk) is True
+
+    assert_gone_at_idp(oidc_idp, created, agent, token, resource_server)

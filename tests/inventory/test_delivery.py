@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from inventory import delivery
 from inventory.choices import ClientState, OutboxOperation, OutboxStatus
-from inventory.connectors import AlreadyExists, NotFound, build_connector
+from inventory.connectors import AlreadyExists, NotFound, Transient, build_connector
 from inventory.connectors.base import BaseConnector, ClientSpec, PushResult, RemoteClient
 from inventory.connectors.rfc7591 import Rfc7591Connector
 from inventory.lifecycle import client_transition
@@ -400,8 +400,8 @@ def test_backoff_is_exponential_bounded_and_jittered(settings):
 def test_requeue_enqueues_each_client_with_due_work_once(real_idp, person, monkeypatch):  # noqa: F811
     from inventory import tasks
 
-    sent: list[int] = []
-    monkeypatch.setattr(tasks.deliver_client_outbox, "delay", sent.append)
+    sent: list[list[int]] = []
+    monkeypatch.setattr(tasks.deliver_outbox_batch, "delay", sent.append)
     a = register_agent(idp=real_idp, owner=person, name="a")
     b = register_agent(idp=real_idp, owner=person, name="b")
     c = register_agent(idp=real_idp, owner=person, name="c")
@@ -411,7 +411,7 @@ def test_requeue_enqueues_each_client_with_due_work_once(real_idp, person, monke
 
     assert tasks.requeue_outbox() == 1
     assert tasks.requeue_outbox() == 1
-    assert sent == [a.pk, a.pk]
+    assert sent == [[a.pk], [a.pk]]
 
 
 def test_outbox_retry_revives_a_dead_entry(real_idp, person, admin_user, monkeypatch):  # noqa: F811
@@ -506,3 +506,153 @@ def test_two_workers_at_once_never_push_the_same_entry_twice(oidc_idp, monkeypat
     assert set(Client.objects.filter(pk__in=[c.pk for c in clients]).values_list("state", flat=True)) == {
         ClientState.ACTIVE
     }
+
+
+# -- the workers' batch path ------------------------------------------------------------------------------
+
+
+def test_a_batch_delivers_many_clients_and_records_them_together(real_idp, oidc_idp, person):  # noqa: F811
+    plain = [register_agent(idp=real_idp, owner=person, name=f"plain-{n}") for n in range(3)]
+    retired = register_agent(idp=real_idp, owner=person, name="retired")
+    client_transition(client=retired, target=ClientState.RETIRED, actor=OWNER)
+    busy = register_agent(idp=real_idp, owner=person, name="busy")
+    outbox_enqueue(client=busy, operation=OutboxOperation.UPDATE)
+    later = register_agent(idp=real_idp, owner=person, name="later")
+    OutboxEntry.objects.filter(client=later).update(next_attempt_at=timezone.now() + timedelta(minutes=5))
+
+    counts = delivery.deliver_outbox_batch([c.pk for c in [*plain, retired, busy, later]])
+
+    for client in [*plain, busy]:
+        client.refresh_from_db()
+        assert client.state == ClientState.ACTIVE and client.idp_client_id, client.name
+        assert client.idp_state["registration_access_token"]
+        assert [e.action for e in events_for("client", client.registration_id)][:2] == ["client.create",
+                                                                                       "client.active"]
+        assert markers_at_idp(oidc_idp)[client.registration_id] == 1
+        assert set(OutboxEntry.objects.filter(client=client).values_list("status", flat=True)) == {OutboxStatus.DONE}
+    assert [(e.operation, e.status) for e in entries(retired)] == [
+        (OutboxOperation.CREATE, OutboxStatus.SUPERSEDED), (OutboxOperation.DELETE, OutboxStatus.DONE)]
+    assert entries(later)[0].status == OutboxStatus.PENDING and entries(later)[0].attempts == 0
+    assert counts["skipped"] == 0 and counts["delivered"] >= 4
+    # the registration access token is stored encrypted by the bulk update too
+    with db_connection.cursor() as cursor:
+        cursor.execute("SELECT idp_state::text FROM inventory_client WHERE id = %s", [plain[0].pk])
+        raw = cursor.fetchone()[0]
+    plain[0].refresh_from_db()
+    assert plain[0].idp_state["registration_access_token"] not in raw
+
+
+class FailingFor(ScriptedConnector):
+    def __init__(self, failing: str) -> None:
+        super().__init__()
+        self.failing = failing
+
+    def create(self, spec: ClientSpec) -> PushResult:
+        self.calls.append(("create", spec.registrar_id))
+        if spec.registrar_id == self.failing:
+            raise Transient("503")
+        return PushResult(client_id=f"id-{spec.registrar_id}", remote_state={"t": "1"})
+
+
+def test_a_failure_in_a_batch_only_delays_that_client(real_idp, person, monkeypatch):  # noqa: F811
+    clients = [register_agent(idp=real_idp, owner=person, name=f"b{n}") for n in range(4)]
+    use(monkeypatch, FailingFor(clients[1].registration_id))
+
+    delivery.deliver_outbox_batch([c.pk for c in clients])
+
+    states = {c.name: (c.state, c.idp_client_id) for c in Client.objects.filter(pk__in=[c.pk for c in clients])}
+    assert states["b1"] == (ClientState.PROVISIONING, None)
+    assert all(states[f"b{n}"] == (ClientState.ACTIVE, f"id-{clients[n].registration_id}") for n in (0, 2, 3))
+    failed = entries(clients[1])[0]
+    assert (failed.status, failed.attempts, failed.claimed_by) == (OutboxStatus.PENDING, 1, "")
+    assert failed.next_attempt_at > timezone.now()
+
+
+def test_a_batch_records_a_client_retired_during_its_create_without_activating_it(
+    real_idp, person, monkeypatch  # noqa: F811
+):
+    client = register_agent(idp=real_idp, owner=person)
+
+    class RetiresMeanwhile(ScriptedConnector):
+        def create(self, spec):
+            client_transition(client=Client.objects.get(pk=client.pk), target=ClientState.RETIRED, actor=OWNER)
+            return PushResult(client_id="made-anyway", remote_state={"t": "1"})
+
+    fake = use(monkeypatch, RetiresMeanwhile())
+
+    delivery.deliver_outbox_batch([client.pk])
+
+    client.refresh_from_db()
+    assert (client.state, client.idp_client_id) == (ClientState.RETIRED, "made-anyway")
+    # the DELETE queued meanwhile is nudged to a worker by its own commit (or found by the requeue)
+    assert [(e.operation, e.status) for e in entries(client)] == [
+        (OutboxOperation.CREATE, OutboxStatus.DONE), (OutboxOperation.DELETE, OutboxStatus.PENDING)]
+    assert "client.idp_create" in [e.action for e in events_for("client", client.registration_id)]
+    delivery.deliver_outbox_batch([client.pk])
+    assert entries(client)[1].status == OutboxStatus.DONE
+    assert ("delete", "made-anyway") in fake.calls
+
+
+def test_batch_cost_per_client_is_about_one_query(real_idp, person, monkeypatch):  # noqa: F811
+    from django.test.utils import CaptureQueriesContext
+
+    use(monkeypatch, ScriptedConnector())
+
+    def run(n: int) -> int:
+        clients = [register_agent(idp=real_idp, owner=person, name=f"q{n}-{i}") for i in range(n)]
+        # ScriptedConnector answers the same id for everyone; give each its own
+        counter = iter(range(10_000))
+        monkeypatch.setattr(ScriptedConnector, "create",
+                            lambda self, spec: PushResult(client_id=f"c{n}-{next(counter)}", remote_state={}))
+        with CaptureQueriesContext(db_connection) as ctx:
+            delivery.deliver_outbox_batch([c.pk for c in clients])
+        assert Client.objects.filter(pk__in=[c.pk for c in clients], state=ClientState.ACTIVE).count() == n
+        return len(ctx.captured_queries)
+
+    small, large = run(5), run(15)
+    assert large - small <= 10 * 2  # one claim UPDATE per client, plus a little for the bulk writes
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_with_overlapping_batches_never_push_an_entry_twice(oidc_idp, monkeypatch):
+    from django.db import connections
+
+    from tests.provisioning import connection_for
+
+    idp = connection_for(oidc_idp, name="batch-race-idp")
+    owner = UserFactory(username="batch-racer")
+    clients = [register_agent(idp=idp, owner=owner, name=f"batch-race-{i}") for i in range(20)]
+    creates: list[str] = []
+    real_create = Rfc7591Connector.create
+
+    def counting_create(self, spec):
+        creates.append(spec.registrar_id)
+        return real_create(self, spec)
+
+    monkeypatch.setattr(Rfc7591Connector, "create", counting_create)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def worker(ids: list[int]) -> None:
+        try:
+            barrier.wait()
+            delivery.deliver_outbox_batch(ids)
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            connections.close_all()
+
+    ids = [c.pk for c in clients]
+    threads = [threading.Thread(target=worker, args=(ids,)), threading.Thread(target=worker, args=(ids[::-1],))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+
+    assert errors == []
+    delivery.deliver_outbox_batch(ids)  # anything one thread skipped because the other held it
+    assert sorted(creates) == sorted(c.registration_id for c in clients)
+    markers = markers_at_idp(oidc_idp)
+    assert all(markers[c.registration_id] == 1 for c in clients)
+    assert set(OutboxEntry.objects.filter(client__in=clients).values_list("attempts", flat=True)) == {1}
+    assert Client.objects.filter(pk__in=ids, state=ClientState.ACTIVE).count() == 20

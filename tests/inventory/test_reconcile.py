@@ -16,7 +16,7 @@ from inventory.reconcile import reconcile_connection
 from portal.audit import Actor, events_for
 from tests.agents import Agent
 from tests.factories import IdPFactory, UserFactory
-from tests.provisioning import fresh_connection, fresh_idp, markers_at_idp, register_agent  # noqa: F401
+from tests.provisioning import _private_idp, fresh_connection, fresh_idp, markers_at_idp, register_agent  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 OWNER = Actor.system("test-owner")
