@@ -63,6 +63,22 @@ def env_int(
     return number
 
 
+def env_float(name: str, default: float, *, minimum: float | None = None,
+              environ: Mapping[str, str] | None = None) -> float:
+    value = env_str(name, environ=environ)
+    if value is None or value == "":
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}")
+    if number != number or number in (float("inf"), float("-inf")):
+        raise ImproperlyConfigured(f"{name} must be a finite number, got {value!r}")
+    if minimum is not None and number < minimum:
+        raise ImproperlyConfigured(f"{name} must be >= {minimum}, got {number}")
+    return number
+
+
 def env_list(name: str, default: list[str], *, environ: Mapping[str, str] | None = None) -> list[str]:
     value = env_str(name, environ=environ)
     if value is None:

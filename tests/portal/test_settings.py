@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from portal.env import env_bool, env_int, parse_database_url, parse_redis_url
+from portal.env import env_bool, env_float, env_int, parse_database_url, parse_redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -34,6 +34,10 @@ def test_env_helpers_reject_bad_values():
         env_int("N", 1, environ={"N": "ten"})
     with pytest.raises(ImproperlyConfigured, match="N must be >= 1"):
         env_int("N", 1, minimum=1, environ={"N": "0"})
+    with pytest.raises(ImproperlyConfigured, match="T must be a number"):
+        env_float("T", 1.0, environ={"T": "soon"})
+    with pytest.raises(ImproperlyConfigured, match="finite"):
+        env_float("T", 1.0, environ={"T": "nan"})
     with pytest.raises(ImproperlyConfigured, match="REDIS_URL"):
         parse_redis_url("http://localhost:6379")
 
