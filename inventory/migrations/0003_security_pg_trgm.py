@@ -1,0 +1,70 @@
+"""Search and sort indexes for the security inventory (PostgreSQL only).
+
+* ``pg_trgm`` + GIN trigram indexes: ``ILIKE '%q%'`` and typo-tolerant ``q <% column`` over the
+  searchable text columns use them instead of scanning the table.
+* A GIN full-text index on the same expression ``inventory.selectors.SEARCH_DOCUMENT_SQL`` builds,
+  so ``document @@ websearch_to_tsquery(...)`` is an index scan.
+* ``(sort column, id)`` btree indexes so keyset pagination reads one index range per page.
+
+SQLite (``make run``) skips all of this: search falls back to ``icontains`` there and the tables are small.
+"""
+
+from django.db import migrations
+
+# Keep in sync with inventory.selectors.SEARCH_DOCUMENT_SQL (the planner matches the expression verbatim).
+SEARCH_DOCUMENT_SQL = (
+    "to_tsvector('english'::regconfig, coalesce(name, '') || ' ' || coalesce(purpose, '') || ' ' || "
+    "coalesce(software_id, '') || ' ' || coalesce(spiffe_id, ''))"
+)
+
+TRGM_COLUMNS = ["name", "purpose", "idp_client_id", "registration_id", "software_id", "spiffe_id"]
+
+FORWARD = [
+    "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+    *[
+        f"CREATE INDEX IF NOT EXISTS client_{col}_trgm_idx ON inventory_client USING gin ({col} gin_trgm_ops)"
+        for col in TRGM_COLUMNS
+    ],
+    f"CREATE INDEX IF NOT EXISTS client_search_fts_idx ON inventory_client USING gin (({SEARCH_DOCUMENT_SQL}))",
+    "CREATE INDEX IF NOT EXISTS client_created_id_idx ON inventory_client (created_at, id)",
+    "CREATE INDEX IF NOT EXISTS client_name_id_idx ON inventory_client (name, id)",
+    "CREATE INDEX IF NOT EXISTS client_expires_id_idx ON inventory_client (expires_at, id)",
+    "CREATE INDEX IF NOT EXISTS client_ended_idx ON inventory_client (ended_at) WHERE ended_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS user_username_trgm_idx ON portal_user USING gin (username gin_trgm_ops)",
+    "CREATE INDEX IF NOT EXISTS team_name_trgm_idx ON inventory_team USING gin (name gin_trgm_ops)",
+]
+
+INDEX_NAMES = [
+    *[f"client_{col}_trgm_idx" for col in TRGM_COLUMNS],
+    "client_search_fts_idx",
+    "client_created_id_idx",
+    "client_name_id_idx",
+    "client_expires_id_idx",
+    "client_ended_idx",
+    "user_username_trgm_idx",
+    "team_name_trgm_idx",
+]
+
+
+def forward(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    for statement in FORWARD:
+        schema_editor.execute(statement)
+
+
+def backward(apps, schema_editor):
+    if schema_editor.connection.vendor != "postgresql":
+        return
+    for name in INDEX_NAMES:
+        schema_editor.execute(f"DROP INDEX IF EXISTS {name}")
+    # The extension stays: other objects may depend on it and dropping it needs superuser.
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("inventory", "0002_initial"),
+        ("portal", "0001_initial"),
+    ]
+
+    operations = [migrations.RunPython(forward, backward)]

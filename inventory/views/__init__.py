@@ -1,0 +1,1 @@
+"""Inventory HTML views: ``security`` (inventory, explain, dashboard, reports) and ``owner`` (my clients)."""
