@@ -4,3 +4,10 @@ from django.apps import AppConfig
 class InventoryConfig(AppConfig):
     name = "inventory"
     verbose_name = "Inventory"
+
+    def ready(self):
+        from django.db.backends.signals import connection_created
+
+        from inventory.selectors import configure_search_session
+
+        connection_created.connect(configure_search_session, dispatch_uid="inventory.search_session")

@@ -15,6 +15,7 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("", include("approvals.urls")),
     path("", include("inventory.urls")),
+    path("api/v1/", include("inventory.api.urls")),
 ]
 
 handler403 = "portal.views.permission_denied"
