@@ -1,0 +1,367 @@
+"""Load a realistic large inventory into PostgreSQL with COPY: ``manage.py seed_scale --clients 1000000``.
+
+Owners (some of them leavers), teams, IdPs, a scope catalogue, clients in every state and tier with
+lineage (spawned children up to depth 3), registration requests with human decisions for the last 90 days,
+and one ``client.create`` audit event per client. The audit events are hash-chained here in Python with
+``portal.audit``'s canonical payload, starting from the current chain head, and the head is moved under
+its row lock — so ``verify_audit`` still passes afterwards.
+
+Everything runs in one transaction: an interrupted seed leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+from django.apps import apps
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connection, transaction
+from django.utils import timezone
+
+from inventory.choices import ClientState, CreatedVia, IdPKind, RiskTier, ScopeCategory, Sensitivity
+from inventory.models import Client, IdPConnection, ScopeDefinition, Team
+from portal.audit import canonical_payload
+from portal.models import AuditEvent, AuditHead
+
+CATALOGUE = [
+    ("tickets:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
+    ("docs:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
+    ("metrics:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
+    ("calendar:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
+    ("tickets:write", Sensitivity.MEDIUM, ScopeCategory.INTERNAL_TOOL),
+    ("crm:read", Sensitivity.MEDIUM, ScopeCategory.SAAS_API),
+    ("repo:write", Sensitivity.HIGH, ScopeCategory.SOURCE_CONTROL),
+    ("db:prod:read", Sensitivity.HIGH, ScopeCategory.PRODUCTION_DATA),
+]
+SCOPES_BY_TIER = {
+    RiskTier.LOW: [["tickets:read"], ["docs:read", "metrics:read"], ["calendar:read"], ["docs:read"]],
+    RiskTier.MEDIUM: [["tickets:write"], ["crm:read", "docs:read"], ["tickets:read", "tickets:write"]],
+    RiskTier.HIGH: [["repo:write"], ["db:prod:read"], ["repo:write", "tickets:read"]],
+}
+TTL_BY_TIER = {RiskTier.LOW: 24 * 3600, RiskTier.MEDIUM: 7 * 24 * 3600, RiskTier.HIGH: 24 * 3600}
+# (state, weight)
+STATES = [
+    (ClientState.ACTIVE, 55), (ClientState.SUSPENDED, 4), (ClientState.PROVISIONING, 1),
+    (ClientState.EXPIRED, 16), (ClientState.RETIRED, 14), (ClientState.REVOKED, 5), (ClientState.DEPROVISIONED, 5),
+]
+TIERS = [(RiskTier.LOW, 60), (RiskTier.MEDIUM, 30), (RiskTier.HIGH, 10)]
+VERBS = ["invoice", "ticket", "calendar", "release", "incident", "billing", "payroll", "support", "search", "deploy",
+         "backup", "metrics", "compliance", "onboarding", "contract", "pricing", "inventory", "forecast", "triage",
+         "security", "marketing", "recruiting", "expense", "vendor", "catalog", "report", "translation", "audit"]
+NOUNS = ["summarizer", "router", "assistant", "reviewer", "scheduler", "classifier", "reconciler", "notifier",
+         "planner", "agent", "bot", "copilot", "checker", "indexer", "harvester", "writer", "analyst", "monitor"]
+PURPOSES = [
+    "Summarises {v} documents for the {t} team",
+    "Routes incoming {v} requests to the right queue",
+    "Reads {v} data nightly and posts a digest to {t}",
+    "Drafts replies for {v} tickets; a human sends them",
+    "Reconciles {v} records between the CRM and the ledger",
+    "Monitors {v} dashboards and opens incidents for {t}",
+]
+AUTH_METHODS = [("private_key_jwt", 95), ("client_secret_basic", 3), ("none", 2)]
+CLIENT_COLUMNS = [
+    "id", "registration_id", "idp_id", "idp_client_id", "idp_state", "name", "software_id", "software_version",
+    "spiffe_id", "owner_id", "team_id", "purpose", "scopes", "audiences", "internal_only", "metadata", "auth_method",
+    "jwks", "jwks_uri", "parent_id", "depth", "risk_tier", "state", "created_via", "policy_version", "managed",
+    "created_at", "activated_at", "state_changed_at", "expires_at", "ended_at", "idp_disabled_at",
+    "expiry_overshoot_seconds", "last_used_at", "last_synced_at", "sync_failed", "drift", "discovered_at",
+    "orphaned_at", "stale_at", "renewals",
+]
+LIVE = {ClientState.ACTIVE, ClientState.SUSPENDED, ClientState.PROVISIONING}
+
+
+def _weighted(rng: random.Random, table):
+    values, weights = zip(*table, strict=True)
+    return rng.choices(values, weights=weights, k=1)[0]
+
+
+class Command(BaseCommand):
+    help = "Load a realistic inventory of N clients (owners, teams, lineage, requests, audit) with COPY."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--clients", type=int, default=10_000)
+        parser.add_argument("--owners", type=int, default=None, help="default: clients / 200, at least 20")
+        parser.add_argument("--teams", type=int, default=None, help="default: owners / 25, at least 5")
+        parser.add_argument("--seed", type=int, default=7)
+        parser.add_argument("--days", type=int, default=365, help="spread creation over this many days")
+
+    def handle(self, *args, **opts):
+        if connection.vendor != "postgresql":
+            raise CommandError("seed_scale needs PostgreSQL (it uses COPY).")
+        n = opts["clients"]
+        if n < 1:
+            raise CommandError("--clients must be at least 1")
+        owners_n = opts["owners"] or max(20, n // 200)
+        teams_n = opts["teams"] or max(5, owners_n // 25)
+        rng = random.Random(opts["seed"])
+        started = time.monotonic()
+        run = f"{int(time.time()) % 100000:05d}"
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
+                fast = self._skip_fk_triggers(cursor)
+                # Build secondary indexes once after the load instead of maintaining them row by row.
+                dropped = self._drop_secondary_indexes(cursor)
+            owners, teams, idps = self._people(run, owners_n, teams_n, rng)
+            self._catalogue()
+            t = time.monotonic()
+            clients = self._clients(run, n, owners, teams, idps, rng, opts["days"])
+            self.stdout.write(f"clients: {n} rows in {time.monotonic() - t:.1f}s"
+                              f"{'' if fast else ' (FK checks on: not a superuser)'}")
+            t = time.monotonic()
+            requests = self._requests(clients, rng, run)
+            self.stdout.write(f"requests+decisions: {requests} requests in {time.monotonic() - t:.1f}s")
+            t = time.monotonic()
+            self._audit(clients)
+            self.stdout.write(f"audit: {len(clients)} chained events in {time.monotonic() - t:.1f}s")
+            t = time.monotonic()
+            with connection.cursor() as cursor:
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # deferred FK checks must run before DDL
+                for statement in dropped:
+                    began = time.monotonic()
+                    cursor.execute(statement)
+                    if opts["verbosity"] > 1:
+                        self.stdout.write(f"  {time.monotonic() - began:5.1f}s  {statement[:110]}")
+            self.stdout.write(f"indexes: {len(dropped)} rebuilt in {time.monotonic() - t:.1f}s")
+            with connection.cursor() as cursor:
+                for table in ("inventory_client", "portal_auditevent", "portal_user", "inventory_team"):
+                    cursor.execute(
+                        f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608 (constant names)
+                        f"(SELECT COALESCE(MAX(id), 1) FROM {table}))"
+                    )
+        t = time.monotonic()
+        with connection.cursor() as cursor:
+            for table in ("inventory_client", "portal_auditevent", "approvals_registrationrequest",
+                          "approvals_decision", "portal_user", "inventory_team"):
+                cursor.execute(f"ANALYZE {table}")
+        self.stdout.write(f"analyze: {time.monotonic() - t:.1f}s")
+        self.stdout.write(self.style.SUCCESS(
+            f"seed_scale: {n} clients, {owners_n} owners, {teams_n} teams in {time.monotonic() - started:.1f}s"))
+
+    BULK_TABLES = ("inventory_client", "portal_auditevent", "approvals_registrationrequest", "approvals_decision")
+
+    def _skip_fk_triggers(self, cursor) -> bool:
+        """Generated rows are consistent by construction; a superuser may skip the per-row FK triggers."""
+        try:
+            with transaction.atomic():
+                cursor.execute("SET LOCAL session_replication_role = replica")
+            return True
+        except DatabaseError:
+            return False
+
+    def _drop_secondary_indexes(self, cursor) -> list[str]:
+        """Drop the bulk tables' non-constraint indexes; return the statements that recreate them."""
+        cursor.execute(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i "
+            "WHERE i.schemaname = current_schema() AND i.tablename = ANY(%s) "
+            "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)",
+            [list(self.BULK_TABLES)],
+        )
+        rows = cursor.fetchall()
+        for name, _definition in rows:
+            cursor.execute(f'DROP INDEX "{name}"')
+        return [definition for _name, definition in rows]
+
+    # --- people, teams, IdPs, catalogue ---------------------------------------------------------
+
+    def _people(self, run, owners_n, teams_n, rng):
+        User = get_user_model()
+        users = [
+            User(username=f"scale{run}-owner-{i}", first_name=rng.choice(["Ana", "Ben", "Chen", "Dara", "Eli"]),
+                 last_name=f"Owner{i}", email=f"scale{run}-owner-{i}@example.com", password="!",
+                 is_active=rng.random() > 0.02)
+            for i in range(owners_n)
+        ]
+        users = User.objects.bulk_create(users, batch_size=5000)
+        owner_group = Group.objects.filter(name="owner").first()
+        if owner_group:
+            owner_group.user_set.through.objects.bulk_create(
+                [owner_group.user_set.through(user_id=u.pk, group_id=owner_group.pk) for u in users], batch_size=5000)
+        teams = Team.objects.bulk_create(
+            [Team(name=f"Scale {run} team {i}", slug=f"scale{run}-team-{i}") for i in range(teams_n)], batch_size=5000)
+        idps = [IdPConnection.objects.get_or_create(name=f"scale-idp-{i}", defaults={"kind": IdPKind.DRY_RUN})[0]
+                for i in range(3)]
+        return users, teams, idps
+
+    def _catalogue(self):
+        for name, sensitivity, category in CATALOGUE:
+            ScopeDefinition.objects.get_or_create(
+                name=name, defaults={"sensitivity": sensitivity, "category": category, "description": name})
+
+    # --- clients ------------------------------------------------------------------------------------
+
+    def _clients(self, run, n, owners, teams, idps, rng, days):
+        now = timezone.now()
+        idp_state = Client._meta.get_field("idp_state").get_db_prep_value({}, connection)
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COALESCE(MAX(id), 0) FROM inventory_client")
+            base_id = cursor.fetchone()[0]
+        rows_meta = []  # what the requests and audit phases need
+        live_ids: list[tuple[int, int, datetime | None, list]] = []  # (id, depth, expires_at, scopes) for lineage
+        team_of_owner = {o.pk: teams[i % len(teams)].pk for i, o in enumerate(owners)}
+        active_owner = {o.pk: o.is_active for o in owners}
+        columns = ", ".join(CLIENT_COLUMNS)
+        with connection.cursor() as cursor:
+            copy_cursor = cursor.cursor if hasattr(cursor, "cursor") else cursor
+            with copy_cursor.copy(f"COPY inventory_client ({columns}) FROM STDIN") as copy:  # noqa: S608
+                for i in range(n):
+                    pk = base_id + 1 + i
+                    created = now - timedelta(seconds=rng.random() * days * 86400)
+                    state = _weighted(rng, STATES)
+                    tier = _weighted(rng, TIERS)
+                    owner = rng.choice(owners)
+                    parent = None
+                    depth = 0
+                    scopes = rng.choice(SCOPES_BY_TIER[tier])
+                    created_via = rng.choice([CreatedVia.TOKEN, CreatedVia.TOKEN, CreatedVia.SOFTWARE_STATEMENT])
+                    if live_ids and rng.random() < 0.1:
+                        p_id, p_depth, p_exp, p_scopes = rng.choice(live_ids[-5000:])
+                        if p_depth < 3:
+                            parent, depth, scopes, created_via = p_id, p_depth + 1, p_scopes[:1], CreatedVia.SPAWN
+                    managed = rng.random() > 0.005
+                    if not managed:
+                        created_via = CreatedVia.DISCOVERED
+                    ttl = TTL_BY_TIER[tier]
+                    ended_at = expires_at = overshoot = None
+                    if state in LIVE:
+                        # mostly within the ceiling; 1 % are over it (legacy), like a real estate would be
+                        remaining = ttl * (rng.random() if rng.random() > 0.01 else 3)
+                        expires_at = now + timedelta(seconds=remaining)
+                        if created > now - timedelta(seconds=1):
+                            created = now - timedelta(minutes=1)
+                    else:
+                        lifetime = timedelta(seconds=ttl * rng.random())
+                        ended_at = min(created + lifetime, now)
+                        expires_at = ended_at if state == ClientState.EXPIRED else created + timedelta(seconds=ttl)
+                        if state == ClientState.EXPIRED:
+                            overshoot = rng.expovariate(1 / 20)
+                    verb, noun = rng.choice(VERBS), rng.choice(NOUNS)
+                    name = f"{verb}-{noun}-{i}"
+                    team_id = team_of_owner[owner.pk] if rng.random() > 0.1 else None
+                    purpose = rng.choice(PURPOSES).format(v=verb, t=f"team {team_id or 'platform'}")
+                    orphaned_at = now - timedelta(hours=rng.random() * 200) if not active_owner[owner.pk] else None
+                    auth = _weighted(rng, AUTH_METHODS)
+                    row = (
+                        pk, f"reg_s{run}{i:08d}", idps[i % len(idps)].pk, f"cid-{run}-{i:x}", idp_state, name,
+                        f"com.example.{verb}", "1.0", f"spiffe://prod.example/ns/{verb}/sa/{noun}-{i}"
+                        if created_via == CreatedVia.SOFTWARE_STATEMENT else "",
+                        owner.pk, team_id, purpose, json.dumps(scopes), json.dumps([f"https://{verb}.internal"]),
+                        rng.random() > 0.3, "{}", auth, None, "", parent, depth, tier, state, created_via,
+                        1 if managed else None, managed, created, created + timedelta(seconds=2),
+                        ended_at or created, expires_at, ended_at, ended_at, overshoot,
+                        now - timedelta(hours=rng.random() * 24 * 40) if rng.random() > 0.2 else None,
+                        now - timedelta(hours=rng.random() * 24), rng.random() < 0.003,
+                        None, created if not managed else None, orphaned_at,
+                        now - timedelta(days=1) if state in LIVE and rng.random() < 0.03 else None,
+                        rng.randrange(0, 4),
+                    )
+                    copy.write_row(row)
+                    rows_meta.append((pk, f"reg_s{run}{i:08d}", owner.pk, team_id, tier, state, created, name,
+                                      scopes, managed, created_via))
+                    if state in LIVE:
+                        live_ids.append((pk, depth, expires_at, scopes))
+        return rows_meta
+
+    # --- registration requests + decisions (last 90 days) -------------------------------------------
+
+    def _requests(self, clients, rng, run):
+        Request = apps.get_model("approvals", "RegistrationRequest")
+        now = timezone.now()
+        window = now - timedelta(days=90)
+        approvers = list(get_user_model().objects.filter(groups__name="approver", is_active=True)[:10])
+        if len(approvers) < 2:
+            User = get_user_model()
+            approvers = User.objects.bulk_create([
+                User(username=f"scale-approver-{i}-{int(time.time())}", password="!") for i in range(2)])
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COALESCE(MAX(id), 0) FROM approvals_registrationrequest")
+            base = cursor.fetchone()[0]
+        cols = ["id", "public_id", "kind", "state", "via", "metadata", "client_name", "software_id", "purpose",
+                "requested_scopes", "requested_ttl", "granted_scopes", "granted_ttl", "audiences", "internal_only",
+                "owner_id", "team_id", "client_id", "policy_version", "risk_tier", "outcome", "reasons", "verdict",
+                "approvals_needed", "error", "decision_reason", "statement_subject", "created_at", "decided_at"]
+        decisions = []
+        count = 0
+        with connection.cursor() as cursor:
+            raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
+            with raw.copy(f"COPY {Request._meta.db_table} ({', '.join(cols)}) FROM STDIN") as copy:  # noqa: S608
+                for pk, reg_id, owner_id, team_id, tier, _state, created, name, scopes, managed, via in clients:
+                    if created < window or not managed:
+                        continue
+                    count += 1
+                    rid = base + count
+                    human = tier != RiskTier.LOW
+                    outcome = "review" if human else "auto_approve"
+                    submitted = created - timedelta(seconds=rng.expovariate(1 / 3600) if human else 1)
+                    copy.write_row((
+                        rid, reg_id, "registration", "approved", via, "{}", name, "", "seeded", json.dumps(scopes),
+                        None, json.dumps(scopes), TTL_BY_TIER[tier], "[]", False, owner_id, team_id, pk, 1, tier,
+                        outcome, "[]", "{}", 2 if tier == RiskTier.HIGH else (1 if human else 0), "", "", "",
+                        submitted, created,
+                    ))
+                    if human:
+                        for approver in approvers[: 2 if tier == RiskTier.HIGH else 1]:
+                            decisions.append((rid, approver.pk, "approve", "seeded", created))
+                # some denials and refusals that never became clients
+                for k in range(max(1, count // 20)):
+                    count += 1
+                    when = now - timedelta(seconds=rng.random() * 89 * 86400)
+                    refused = k % 2 == 0
+                    copy.write_row((
+                        base + count, f"reg_x{run}{count:09d}", "registration",
+                        "refused" if refused else "denied", "token", "{}", "denied-agent", "", "seeded",
+                        '["db:prod:read"]', None, "[]", None, "[]", False, None, None, None, 1,
+                        "refused" if refused else "high", "refuse" if refused else "review", "[]", "{}", 0, "", "", "",
+                        when, when + timedelta(seconds=0 if refused else rng.expovariate(1 / 7200)),
+                    ))
+                    if not refused:
+                        decisions.append((base + count, approvers[0].pk, "deny", "seeded", when))
+        with connection.cursor() as cursor:
+            raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
+            with raw.copy("COPY approvals_decision (request_id, approver_id, kind, reason, created_at) FROM STDIN") as cp:
+                for row in decisions:
+                    cp.write_row(row)
+            cursor.execute("SELECT setval(pg_get_serial_sequence('approvals_registrationrequest', 'id'), "
+                           "(SELECT COALESCE(MAX(id), 1) FROM approvals_registrationrequest))")
+        return count
+
+    # --- audit chain ----------------------------------------------------------------------------------
+
+    def _audit(self, clients):
+        head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
+        prev_hash, next_id = head.last_hash, head.last_event_id + 1
+        if AuditEvent.objects.filter(id__gte=next_id).exists():
+            raise CommandError("audit head is behind the audit table; run verify_audit")
+        cols = ["id", "occurred_at", "actor_type", "actor_id", "actor_label", "action", "object_type", "object_id",
+                "before", "after", "reason", "policy_version", "request_id", "prev_hash", "hash"]
+        event = SimpleNamespace(actor_type="system", actor_id="", actor_label="seed_scale", action="client.create",
+                                object_type="client", before=None, reason="seed_scale", request_id="seed-scale")
+        # Chain order is id order, so events are written in id order with non-decreasing occurrence times.
+        ordered = sorted(clients, key=lambda c: c[6])
+        with connection.cursor() as cursor:
+            raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
+            with raw.copy(f"COPY portal_auditevent ({', '.join(cols)}) FROM STDIN") as copy:  # noqa: S608
+                for _pk, reg_id, owner_id, _team, tier, _state, created, _name, scopes, _m, via in ordered:
+                    event.id = next_id
+                    event.occurred_at = created.astimezone(UTC)
+                    event.object_id = reg_id
+                    event.after = {"state": "provisioning", "owner": owner_id, "scopes": list(scopes),
+                                   "risk_tier": str(tier), "created_via": str(via)}
+                    event.policy_version = 1
+                    event.prev_hash = prev_hash
+                    digest = hashlib.sha256(canonical_payload(event)).hexdigest()
+                    copy.write_row((next_id, event.occurred_at, "system", "", "seed_scale", "client.create", "client",
+                                    reg_id, None, json.dumps(event.after), "seed_scale", 1, "seed-scale", prev_hash,
+                                    digest))
+                    prev_hash = digest
+                    next_id += 1
+        AuditHead.objects.filter(id=1).update(last_event_id=next_id - 1, last_hash=prev_hash)
+
+
