@@ -115,6 +115,17 @@ def _people_matching(term: str) -> tuple[list[int], list[int]]:
     )
 
 
+def _word_condition(word: str, *, typos: bool) -> tuple[str, list[Any]]:
+    """``word`` as a substring of any searchable column (trigram GIN), or a near-miss of a word in name/purpose."""
+    like = f"%{_like_escape(word)}%"
+    parts = [f'"inventory_client"."{column}" ILIKE %s' for column in SUBSTRING_COLUMNS]
+    params: list[Any] = [like] * len(SUBSTRING_COLUMNS)
+    if typos:
+        parts += [f'%s <%% "inventory_client"."{column}"' for column in TYPO_COLUMNS]
+        params += [word] * len(TYPO_COLUMNS)
+    return "(" + " OR ".join(parts) + ")", params
+
+
 def client_search(qs: QuerySet[Client], term: str) -> QuerySet[Client]:
     """Filter ``qs`` to clients matching free text ``term`` (2 small look-ups + one condition)."""
     term = " ".join(term.split())[:200]
@@ -129,16 +140,22 @@ def client_search(qs: QuerySet[Client], term: str) -> QuerySet[Client]:
         for column in SUBSTRING_COLUMNS:
             text |= Q(**{f"{column}__icontains": term})
         return qs.filter(text | people)
-    like = f"%{_like_escape(term)}%"
     parts = [f"{SEARCH_DOCUMENT_SQL} @@ websearch_to_tsquery('english'::regconfig, %s)"]
     params: list[Any] = [term]
-    for column in SUBSTRING_COLUMNS:
-        parts.append(f'"inventory_client"."{column}" ILIKE %s')
-        params.append(like)
-    if len(term) >= 3:
-        for column in TYPO_COLUMNS:
-            parts.append(f'%s <%% "inventory_client"."{column}"')
-            params.append(term)
+    words = [w for w in term.split(" ") if len(w) >= 3]
+    if len(words) > 1:
+        # Several words: the whole phrase as a substring, or every word matching somewhere (typos allowed).
+        phrase_sql, phrase_params = _word_condition(term, typos=False)
+        parts.append(phrase_sql)
+        params += phrase_params
+        per_word = [_word_condition(w, typos=True) for w in words[:6]]
+        parts.append("(" + " AND ".join(sql for sql, _ in per_word) + ")")
+        for _, word_params in per_word:
+            params += word_params
+    else:
+        word_sql, word_params = _word_condition(term, typos=len(term) >= 3)
+        parts.append(word_sql)
+        params += word_params
     # Only constant SQL fragments are joined here; the search term always travels as a parameter.
     text = RawSQL("(" + " OR ".join(parts) + ")", params, output_field=BooleanField())  # noqa: S611
     return qs.filter(Q(text) | people)

@@ -61,27 +61,44 @@ def read_only_page(*roles: str):
     return decorator
 
 
+# What an untouched filter field submits: dropped before binding, so "any" never fails validation.
+BLANK_FILTER_VALUES = ("", "unknown")
+
+
+def filter_params(request):
+    params = request.GET.copy()
+    for key in list(params):
+        kept = [v for v in params.getlist(key) if v not in BLANK_FILTER_VALUES]
+        if kept:
+            params.setlist(key, kept)
+        else:
+            del params[key]
+    return params
+
+
 def _filtered(request) -> ClientFilterSet:
     base = clients_visible_to(request.user).select_related("owner", "team", "idp", "parent")
-    return ClientFilterSet(request.GET or None, queryset=base)
+    params = filter_params(request)
+    return ClientFilterSet(params or None, queryset=base)
 
 
 # --- inventory ---------------------------------------------------------------------------------
 
 @read_only_page(*INVENTORY_ROLES)
 def inventory_list(request):
+    params = filter_params(request)
     filterset = _filtered(request)
     if filterset.is_bound and not filterset.is_valid():
         return render(request, "inventory/security/list.html",
                       {"filterset": filterset, "page": None, "sees_all": has_role(request.user, *OVERSIGHT_ROLES)},
                       status=400)
     try:
-        page = keyset_paginate(filterset.qs, sort=request.GET.get("sort"), after=request.GET.get("after"),
-                               before=request.GET.get("before"))
+        page = keyset_paginate(filterset.qs, sort=params.get("sort"), after=params.get("after"),
+                               before=params.get("before"))
     except BadRequest as exc:
         return render(request, "inventory/security/list.html",
                       {"filterset": filterset, "page": None, "cursor_error": str(exc)}, status=400)
-    query = request.GET.copy()
+    query = params.copy()
     for key in ("after", "before"):
         query.pop(key, None)
     base_query = query.urlencode()
@@ -93,16 +110,16 @@ def inventory_list(request):
         "base_query": base_query,
         "next_url": f"?{base_query}&after={page.next_cursor}" if page.next_cursor else None,
         "prev_url": f"?{base_query}&before={page.prev_cursor}" if page.prev_cursor else None,
-        "sort_links": _sort_links(request, page.sort),
+        "sort_links": _sort_links(params, page.sort),
         "nav_active": "inventory",
     })
 
 
-def _sort_links(request, current: str) -> dict[str, dict[str, str]]:
+def _sort_links(params, current: str) -> dict[str, dict[str, str]]:
     """For each sortable column: the URL that sorts by it (toggling direction) and the aria-sort value."""
     links = {}
     for key in ("name", "state", "tier", "created", "expires", "depth"):
-        query = request.GET.copy()
+        query = params.copy()
         for drop in ("after", "before", "sort"):
             query.pop(drop, None)
         if current == key:
@@ -207,7 +224,7 @@ def inventory_export(request, fmt: str):
     filterset = _filtered(request)
     if filterset.is_bound and not filterset.is_valid():
         return JsonResponse({"errors": filterset.errors}, status=400)
-    field, descending = parse_sort(request.GET.get("sort"))
+    field, descending = parse_sort(filter_params(request).get("sort"))
     qs = filterset.qs.order_by(f"-{field}" if descending else field, "-pk" if descending else "pk")
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     if fmt == "csv":

@@ -310,3 +310,13 @@ def test_constant_query_count_at_100_and_10000_clients(client, security_user, id
     large = {url: _count_queries(client, url) for url in urls}
     assert small == large
     assert max(large.values()) <= 25
+
+
+def test_untouched_form_fields_mean_any(client, security_user, world):
+    """The filter form submits every field; blank selects and 'unknown' booleans must not fail or filter."""
+    client.force_login(security_user)
+    params = {"q": "", "state": "", "tier": "", "idp": "", "team": "", "owner": "", "scope": "",
+              "expires_before": "", "expires_after": "", "created_via": "", "depth": "", "orphaned": "unknown",
+              "stale": "unknown", "unmanaged": "unknown", "sync_failed": "unknown", "failing": "", "sort": ""}
+    assert listed(client, params) == ["alpha", "bravo", "charlie", "delta", "echo"]
+    assert listed(client, params | {"tier": "high"}) == ["bravo"]

@@ -35,6 +35,7 @@ def names(qs) -> set[str]:
 @pytest.mark.parametrize("term", [
     "invoce",               # typo in the name (trigram word similarity)
     "invoice-sumarizer",    # typo inside the hyphenated name
+    "invoce sumarizer",     # two misspelt words, each matched on its own
     "suplier",              # typo in the purpose
     "supplier invoices",    # full text over the purpose
     "summarising",          # stemmed full text ("summarises")
