@@ -6,7 +6,8 @@ registry (``apps.get_model``) because inventory never imports approvals code.
 Search on PostgreSQL combines, as one OR of index-backed conditions (so the planner can BitmapOr them):
 
 * full-text: ``SEARCH_DOCUMENT_SQL @@ websearch_to_tsquery('english', q)`` (GIN expression index);
-* substrings: ``column ILIKE '%q%'`` over name, purpose, client ids, software id, SPIFFE ID (GIN trigram);
+* substrings: ``column ILIKE '%q%'`` over name, purpose, software id (GIN trigram);
+* identifiers by prefix: ``column LIKE 'q%'`` over registration id, client id, SPIFFE ID (btree pattern ops);
 * typos: ``q <% name`` / ``q <% purpose`` (trigram word similarity, same GIN trigram indexes);
 * owners and teams: matching users/teams are looked up first (small tables), then ``owner_id = ANY(...)``.
 
@@ -38,11 +39,10 @@ from portal.roles import can_see_all_clients
 # Must match the index expression in migration 0003_security_pg_trgm (the planner compares expressions).
 SEARCH_DOCUMENT_SQL = (
     "to_tsvector('english'::regconfig, coalesce(\"inventory_client\".\"name\", '') || ' ' || "
-    "coalesce(\"inventory_client\".\"purpose\", '') || ' ' || "
-    "coalesce(\"inventory_client\".\"software_id\", '') || ' ' || "
-    "coalesce(\"inventory_client\".\"spiffe_id\", ''))"
+    "coalesce(\"inventory_client\".\"purpose\", ''))"
 )
-SUBSTRING_COLUMNS = ("name", "purpose", "idp_client_id", "registration_id", "software_id", "spiffe_id")
+SUBSTRING_COLUMNS = ("name", "purpose", "software_id")  # ILIKE '%q%' (GIN trigram)
+PREFIX_COLUMNS = ("registration_id", "idp_client_id", "spiffe_id")  # LIKE 'q%' (btree pattern ops)
 TYPO_COLUMNS = ("name", "purpose")
 MAX_PEOPLE_MATCHES = 500  # owners/teams matched by a search term; more than that is not a useful filter
 TIMELINE_OBJECT_TYPES = ("client", "registration_request")
@@ -119,7 +119,8 @@ def _word_condition(word: str, *, typos: bool) -> tuple[str, list[Any]]:
     """``word`` as a substring of any searchable column (trigram GIN), or a near-miss of a word in name/purpose."""
     like = f"%{_like_escape(word)}%"
     parts = [f'"inventory_client"."{column}" ILIKE %s' for column in SUBSTRING_COLUMNS]
-    params: list[Any] = [like] * len(SUBSTRING_COLUMNS)
+    parts += [f'"inventory_client"."{column}" LIKE %s' for column in PREFIX_COLUMNS]
+    params: list[Any] = [like] * len(SUBSTRING_COLUMNS) + [_like_escape(word) + "%"] * len(PREFIX_COLUMNS)
     if typos:
         parts += [f'%s <%% "inventory_client"."{column}"' for column in TYPO_COLUMNS]
         params += [word] * len(TYPO_COLUMNS)
@@ -137,7 +138,7 @@ def client_search(qs: QuerySet[Client], term: str) -> QuerySet[Client]:
         people |= Q(team_id__in=team_ids)
     if not is_postgres():
         text = Q()
-        for column in SUBSTRING_COLUMNS:
+        for column in SUBSTRING_COLUMNS + PREFIX_COLUMNS:
             text |= Q(**{f"{column}__icontains": term})
         return qs.filter(text | people)
     parts = [f"{SEARCH_DOCUMENT_SQL} @@ websearch_to_tsquery('english'::regconfig, %s)"]

@@ -40,7 +40,7 @@ def names(qs) -> set[str]:
     "supplier invoices",    # full text over the purpose
     "summarising",          # stemmed full text ("summarises")
     "kc-7f3a9e",            # client_id at the IdP
-    "7f3a",                 # client_id substring
+    "kc-7f3",               # client_id prefix
     "invoicer",             # software_id
     "spiffe://prod.example/ns/fin",  # SPIFFE ID prefix
     "olivia.owner",         # owner username

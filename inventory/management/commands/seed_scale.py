@@ -77,6 +77,22 @@ CLIENT_COLUMNS = [
 LIVE = {ClientState.ACTIVE, ClientState.SUSPENDED, ClientState.PROVISIONING}
 
 
+def _tsv(value) -> str:
+    """One value in COPY's text format."""
+    if value is None:
+        return "\\N"
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    if isinstance(value, datetime):
+        return value.isoformat()
+    text = str(value)
+    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
+        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+    return text
+
+
 def _weighted(rng: random.Random, table):
     values, weights = zip(*table, strict=True)
     return rng.choices(values, weights=weights, k=1)[0]
@@ -211,6 +227,7 @@ class Command(BaseCommand):
         with connection.cursor() as cursor:
             copy_cursor = cursor.cursor if hasattr(cursor, "cursor") else cursor
             with copy_cursor.copy(f"COPY inventory_client ({columns}) FROM STDIN") as copy:  # noqa: S608
+                buffer: list[str] = []
                 for i in range(n):
                     pk = base_id + 1 + i
                     created = now - timedelta(seconds=rng.random() * days * 86400)
@@ -262,11 +279,16 @@ class Command(BaseCommand):
                         now - timedelta(days=1) if state in LIVE and rng.random() < 0.03 else None,
                         rng.randrange(0, 4),
                     )
-                    copy.write_row(row)
+                    buffer.append("\t".join(map(_tsv, row)))
+                    if len(buffer) >= 20_000:
+                        copy.write("\n".join(buffer) + "\n")
+                        buffer.clear()
                     rows_meta.append((pk, f"reg_s{run}{i:08d}", owner.pk, team_id, tier, state, created, name,
                                       scopes, managed, created_via))
                     if state in LIVE:
                         live_ids.append((pk, depth, expires_at, scopes))
+                if buffer:
+                    copy.write("\n".join(buffer) + "\n")
         return rows_meta
 
     # --- registration requests + decisions (last 90 days) -------------------------------------------
@@ -345,23 +367,43 @@ class Command(BaseCommand):
                                 object_type="client", before=None, reason="seed_scale", request_id="seed-scale")
         # Chain order is id order, so events are written in id order with non-decreasing occurrence times.
         ordered = sorted(clients, key=lambda c: c[6])
+        scopes_json: dict[tuple, str] = {}
+        checked = False
         with connection.cursor() as cursor:
             raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
             with raw.copy(f"COPY portal_auditevent ({', '.join(cols)}) FROM STDIN") as copy:  # noqa: S608
+                buffer: list[str] = []
                 for _pk, reg_id, owner_id, _team, tier, _state, created, _name, scopes, _m, via in ordered:
-                    event.id = next_id
-                    event.occurred_at = created.astimezone(UTC)
-                    event.object_id = reg_id
-                    event.after = {"state": "provisioning", "owner": owner_id, "scopes": list(scopes),
-                                   "risk_tier": str(tier), "created_via": str(via)}
-                    event.policy_version = 1
-                    event.prev_hash = prev_hash
-                    digest = hashlib.sha256(canonical_payload(event)).hexdigest()
-                    copy.write_row((next_id, event.occurred_at, "system", "", "seed_scale", "client.create", "client",
-                                    reg_id, None, json.dumps(event.after), "seed_scale", 1, "seed-scale", prev_hash,
-                                    digest))
+                    key = tuple(scopes)
+                    if key not in scopes_json:
+                        scopes_json[key] = json.dumps(list(scopes), ensure_ascii=False, separators=(",", ":"))
+                    after = (f'{{"created_via":"{str(via)}","owner":{owner_id},"risk_tier":"{str(tier)}",'
+                             f'"scopes":{scopes_json[key]},"state":"provisioning"}}')
+                    occurred = created.astimezone(UTC).isoformat(timespec="microseconds")
+                    # portal.audit.canonical_payload, spelled out (sorted keys, compact separators) for speed;
+                    # the first event is checked against the real function below.
+                    payload = (
+                        f'{{"action":"client.create","actor":["system","","seed_scale"],"after":{after},'
+                        f'"before":null,"id":{next_id},"object":["client","{reg_id}"],"occurred_at":"{occurred}",'
+                        f'"policy_version":1,"prev_hash":"{prev_hash}","reason":"seed_scale",'
+                        f'"request_id":"seed-scale"}}'
+                    ).encode()
+                    if not checked:
+                        event.id, event.occurred_at, event.object_id = next_id, created.astimezone(UTC), reg_id
+                        event.after, event.policy_version, event.prev_hash = json.loads(after), 1, prev_hash
+                        if canonical_payload(event) != payload:
+                            raise CommandError("seed_scale's audit payload drifted from portal.audit.canonical_payload")
+                        checked = True
+                    digest = hashlib.sha256(payload).hexdigest()
+                    buffer.append(f"{next_id}\t{occurred}\tsystem\t\tseed_scale\tclient.create\tclient\t{reg_id}"
+                                  f"\t\\N\t{after}\tseed_scale\t1\tseed-scale\t{prev_hash}\t{digest}")
+                    if len(buffer) >= 20_000:
+                        copy.write("\n".join(buffer) + "\n")
+                        buffer.clear()
                     prev_hash = digest
                     next_id += 1
+                if buffer:
+                    copy.write("\n".join(buffer) + "\n")
         AuditHead.objects.filter(id=1).update(last_event_id=next_id - 1, last_hash=prev_hash)
 
 
