@@ -12,6 +12,7 @@ Everything runs in one transaction: an interrupted seed leaves nothing behind.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import random
 import time
@@ -93,9 +94,113 @@ def _tsv(value) -> str:
     return text
 
 
+# One INSERT … SELECT over generate_series: every column derived from a few random() draws per row.
+# Distributions: states 55/4/1 live (active/suspended/provisioning), 16/14/5/5 ended; tiers 60/30/10;
+# 2 % leaver owners (their clients are orphaned); 0.5 % shadow; 3 % key-less; 1 % over the TTL ceiling.
+_GENERATE_CLIENTS_SQL = """
+INSERT INTO inventory_client (
+    id, registration_id, idp_id, idp_client_id, idp_state, name, software_id, software_version, spiffe_id,
+    owner_id, team_id, purpose, scopes, audiences, internal_only, metadata, auth_method, jwks, jwks_uri,
+    parent_id, depth, risk_tier, state, created_via, policy_version, managed, created_at, activated_at,
+    state_changed_at, expires_at, ended_at, idp_disabled_at, expiry_overshoot_seconds, last_used_at,
+    last_synced_at, sync_failed, drift, discovered_at, orphaned_at, stale_at, renewals)
+SELECT
+    %(base)s + 1 + i, 'reg_s' || %(run)s || lpad(i::text, 8, '0'),
+    (%(idps)s::int[])[1 + i %% cardinality(%(idps)s::int[])],
+    'cid-' || %(run)s || '-' || to_hex(i), %(idp_state)s,
+    verb || '-' || noun || '-' || i, 'com.example.' || verb, '1.0',
+    CASE WHEN via = 'software_statement' THEN 'spiffe://prod.example/ns/' || verb || '/sa/' || noun || '-' || i
+         ELSE '' END,
+    owner_id,
+    CASE WHEN r_team < 0.1 THEN NULL
+         ELSE (%(teams)s::int[])[1 + owner_id %% cardinality(%(teams)s::int[])] END,
+    CASE (i %% 6)
+        WHEN 0 THEN 'Summarises ' || verb || ' documents for the finance team'
+        WHEN 1 THEN 'Routes incoming ' || verb || ' requests to the right queue'
+        WHEN 2 THEN 'Reads ' || verb || ' data nightly and posts a digest to the team channel'
+        WHEN 3 THEN 'Drafts replies for ' || verb || ' tickets; a human sends them'
+        WHEN 4 THEN 'Reconciles ' || verb || ' records between the CRM and the ledger'
+        ELSE 'Monitors ' || verb || ' dashboards and opens incidents' END,
+    (CASE tier
+        WHEN 'low' THEN (ARRAY['["tickets:read"]', '["docs:read", "metrics:read"]', '["calendar:read"]',
+                               '["docs:read"]'])[1 + i %% 4]
+        WHEN 'medium' THEN (ARRAY['["tickets:write"]', '["crm:read", "docs:read"]',
+                                  '["tickets:read", "tickets:write"]'])[1 + i %% 3]
+        ELSE (ARRAY['["repo:write"]', '["db:prod:read"]', '["repo:write", "tickets:read"]'])[1 + i %% 3] END)::jsonb,
+    jsonb_build_array('https://' || verb || '.internal'), r_team > 0.3, '{}'::jsonb,
+    CASE WHEN r_auth < 0.95 THEN 'private_key_jwt' WHEN r_auth < 0.98 THEN 'client_secret_basic' ELSE 'none' END,
+    NULL, '', NULL, 0, tier, state, via, CASE WHEN managed THEN 1 END, managed,
+    created, created + interval '2 seconds', COALESCE(ended, created),
+    CASE WHEN live THEN now() + make_interval(secs => ttl * (CASE WHEN r_over < 0.01 THEN 3 ELSE r_exp END))
+         WHEN state = 'expired' THEN ended
+         ELSE created + make_interval(secs => ttl) END,
+    ended, ended,
+    CASE WHEN state = 'expired' THEN -20 * ln(1 - r_exp * 0.999) END,
+    CASE WHEN r_used > 0.2 THEN now() - make_interval(secs => r_used * 40 * 86400) END,
+    now() - make_interval(secs => r_exp * 86400), r_sync < 0.003, NULL,
+    CASE WHEN NOT managed THEN created END,
+    CASE WHEN owner_id = ANY(%(inactive)s::int[]) THEN now() - make_interval(secs => r_exp * 200 * 3600) END,
+    CASE WHEN live AND r_stale < 0.03 THEN now() - interval '1 day' END,
+    (i %% 4)
+FROM (
+    SELECT i, verb, noun, tier, state, owner_id, r_team, r_auth, r_over, r_exp, r_used, r_sync, r_stale, managed,
+           CASE WHEN NOT managed THEN 'discovered'
+                WHEN r_via < 0.67 THEN 'token' ELSE 'software_statement' END AS via,
+           state IN ('active', 'suspended', 'provisioning') AS live,
+           created,
+           CASE WHEN state NOT IN ('active', 'suspended', 'provisioning')
+                THEN LEAST(created + make_interval(secs => ttl * r_exp), now()) END AS ended,
+           ttl
+    FROM (
+        SELECT i, verb, noun, tier, owner_id, r_team, r_auth, r_over, r_exp, r_used, r_sync, r_stale, r_via,
+               managed, created,
+               CASE WHEN r_state < 0.55 THEN 'active' WHEN r_state < 0.59 THEN 'suspended'
+                    WHEN r_state < 0.60 THEN 'provisioning' WHEN r_state < 0.76 THEN 'expired'
+                    WHEN r_state < 0.90 THEN 'retired' WHEN r_state < 0.95 THEN 'revoked'
+                    ELSE 'deprovisioned' END AS state,
+               CASE WHEN tier = 'medium' THEN 604800 ELSE 86400 END AS ttl
+        FROM (
+            SELECT g AS i,
+                   (%(verbs)s::text[])[1 + floor(random() * cardinality(%(verbs)s::text[]))::int] AS verb,
+                   (%(nouns)s::text[])[1 + floor(random() * cardinality(%(nouns)s::text[]))::int] AS noun,
+                   CASE WHEN r_tier < 0.6 THEN 'low' WHEN r_tier < 0.9 THEN 'medium' ELSE 'high' END AS tier,
+                   (%(owners)s::int[])[1 + floor(random() * cardinality(%(owners)s::int[]))::int] AS owner_id,
+                   random() AS r_state, random() AS r_team, random() AS r_auth, random() AS r_over,
+                   random() AS r_exp, random() AS r_used, random() AS r_sync, random() AS r_stale,
+                   random() AS r_via, random() > 0.005 AS managed,
+                   now() - make_interval(secs => random() * %(days)s * 86400) AS created
+            FROM (SELECT g, random() AS r_tier FROM generate_series(0, %(n)s - 1) g) seq
+        ) draws
+    ) states
+) rows
+"""
+
+# Spawned children: about 1 in ``modulus`` clients of this run becomes the child of a live client of the
+# previous depth created before it (the nearest such id below a random offset), inheriting the owner and
+# the parent's first scope, never outliving it.
+_LINEAGE_SQL = """
+UPDATE inventory_client c SET
+    parent_id = p.id, depth = p.depth + 1, owner_id = p.owner_id, team_id = p.team_id,
+    scopes = jsonb_build_array(p.scopes -> 0), created_via = 'spawn',
+    expires_at = LEAST(c.expires_at, p.expires_at)
+FROM inventory_client p
+WHERE c.id > %(base)s AND c.depth = 0 AND c.parent_id IS NULL AND c.managed
+  AND c.id %% %(modulus)s = 0 AND c.state IN ('active', 'suspended', 'provisioning')
+  AND p.id = c.id - 1 - (c.id %% 97)
+  AND p.id > %(base)s AND p.depth = %(depth)s - 1 AND p.state IN ('active', 'suspended', 'provisioning')
+  AND p.managed
+"""
+
+_CUMULATIVE: dict[int, tuple[tuple, list[float]]] = {}
+
+
 def _weighted(rng: random.Random, table):
-    values, weights = zip(*table, strict=True)
-    return rng.choices(values, weights=weights, k=1)[0]
+    key = id(table)
+    if key not in _CUMULATIVE:
+        values, weights = zip(*table, strict=True)
+        _CUMULATIVE[key] = (values, list(itertools.accumulate(weights)))
+    values, cumulative = _CUMULATIVE[key]
+    return rng.choices(values, cum_weights=cumulative, k=1)[0]
 
 
 class Command(BaseCommand):
@@ -128,7 +233,7 @@ class Command(BaseCommand):
             owners, teams, idps = self._people(run, owners_n, teams_n, rng)
             self._catalogue()
             t = time.monotonic()
-            clients = self._clients(run, n, owners, teams, idps, rng, opts["days"])
+            clients = self._clients_sql(run, n, owners, teams, idps, opts["seed"], opts["days"])
             self.stdout.write(f"clients: {n} rows in {time.monotonic() - t:.1f}s"
                               f"{'' if fast else ' (FK checks on: not a superuser)'}")
             t = time.monotonic()
@@ -239,7 +344,8 @@ class Command(BaseCommand):
                     scopes = rng.choice(SCOPES_BY_TIER[tier])
                     created_via = rng.choice([CreatedVia.TOKEN, CreatedVia.TOKEN, CreatedVia.SOFTWARE_STATEMENT])
                     if live_ids and rng.random() < 0.1:
-                        p_id, p_depth, p_exp, p_scopes = rng.choice(live_ids[-5000:])
+                        # a recent live client (index arithmetic: slicing here would copy 5,000 items per row)
+                        p_id, p_depth, p_exp, p_scopes = live_ids[-1 - rng.randrange(min(5000, len(live_ids)))]
                         if p_depth < 3:
                             parent, depth, scopes, created_via = p_id, p_depth + 1, p_scopes[:1], CreatedVia.SPAWN
                     managed = rng.random() > 0.005
@@ -290,6 +396,38 @@ class Command(BaseCommand):
                 if buffer:
                     copy.write("\n".join(buffer) + "\n")
         return rows_meta
+
+    def _clients_sql(self, run, n, owners, teams, idps, seed, days):
+        """Generate the clients inside PostgreSQL (generate_series + random()), then add lineage in three
+        passes (depth 1, 2, 3: a child takes its parent's first scope and a later creation time).
+        Returns the rows the request and audit phases need, in creation order."""
+        idp_state = Client._meta.get_field("idp_state").get_db_prep_value({}, connection)
+        owner_ids = [o.pk for o in owners]
+        inactive = [o.pk for o in owners if not o.is_active]
+        team_ids = [t.pk for t in teams]
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT COALESCE(MAX(id), 0) FROM inventory_client")
+            base = cursor.fetchone()[0]
+            cursor.execute("SELECT setseed(%s)", [((seed % 1000) / 1000.0)])
+            cursor.execute(_GENERATE_CLIENTS_SQL, {
+                "n": n, "base": base, "run": run, "idp_state": idp_state, "days": days,
+                "idps": [i.pk for i in idps], "owners": owner_ids, "inactive": inactive or [0], "teams": team_ids,
+                "verbs": VERBS, "nouns": NOUNS,
+            })
+            for depth in (1, 2, 3):
+                cursor.execute(_LINEAGE_SQL, {"base": base, "depth": depth, "modulus": 11 + depth})
+            cursor.execute(
+                "SELECT id, registration_id, owner_id, team_id, risk_tier, state, created_at, name, scopes, managed,"
+                " created_via FROM inventory_client WHERE id > %s ORDER BY created_at, id", [base])
+            rows = cursor.fetchall()
+        parsed: dict[str, list] = {}  # Django hands jsonb back as text; only a dozen distinct scope lists exist
+        out = []
+        for row in rows:
+            scopes = row[8]
+            if isinstance(scopes, str):
+                scopes = parsed.setdefault(scopes, json.loads(scopes))
+            out.append((*row[:8], scopes, *row[9:]))
+        return out
 
     # --- registration requests + decisions (last 90 days) -------------------------------------------
 
