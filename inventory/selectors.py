@@ -31,7 +31,7 @@ from django.db.models.functions import TruncDay
 from django.utils import timezone
 
 from inventory.choices import ENDED_STATES, LIVE_STATES, RiskTier
-from inventory.models import Client, OutboxEntry, ScopeDefinition, Team
+from inventory.models import Client, IdPConnection, OutboxEntry, ScopeDefinition, Team
 from portal.audit import censor
 from portal.models import AuditEvent
 from portal.roles import can_see_all_clients
@@ -443,16 +443,9 @@ def dashboard_data(*, now: datetime | None = None, days: int = DASHBOARD_DAYS) -
     start = timezone.make_aware(datetime.combine(today - timedelta(days=days - 1), datetime.min.time()))
     day_list = [today - timedelta(days=days - 1 - i) for i in range(days)]
     clients = Client.objects.all()
-    live = clients.filter(state__in=LIVE_STATES)
 
-    totals = live.aggregate(
-        live=Count("pk"),
-        orphaned=Count("pk", filter=Q(orphaned_at__isnull=False)),
-        stale=Count("pk", filter=Q(stale_at__isnull=False)),
-        unmanaged=Count("pk", filter=Q(managed=False)),
-        sync_failed=Count("pk", filter=Q(sync_failed=True)),
-        expiring_7d=Count("pk", filter=Q(expires_at__gte=now, expires_at__lt=now + timedelta(days=7))),
-    )
+    breakdown = live_breakdown(now) if is_postgres() else _live_breakdown_orm(now)
+    totals = breakdown["totals"]
     created = dict(
         clients.filter(created_at__gte=start).annotate(day=TruncDay("created_at"))
         .values("day").annotate(n=Count("pk")).values_list("day", "n")
@@ -470,11 +463,7 @@ def dashboard_data(*, now: datetime | None = None, days: int = DASHBOARD_DAYS) -
         running = running - created.get(day, 0) + ended.get(day, 0)
     live_series.reverse()
 
-    by_tier = dict(live.values("risk_tier").annotate(n=Count("pk")).values_list("risk_tier", "n"))
-    by_idp = list(live.values("idp__name").annotate(n=Count("pk")).order_by("-n", "idp__name")[:20])
-    by_team = list(live.values("team__name").annotate(n=Count("pk")).order_by("-n", "team__name")[:15])
-    top_owners = list(live.values("owner__username").annotate(n=Count("pk")).order_by("-n", "owner__username")[:10])
-    depth = dict(live.values("depth").annotate(n=Count("pk")).order_by("depth").values_list("depth", "n"))
+    by_tier, depth = breakdown["by_tier"], breakdown["depth"]
 
     Request = apps.get_model("approvals", "RegistrationRequest")
     outcome_rows = (
@@ -505,13 +494,89 @@ def dashboard_data(*, now: datetime | None = None, days: int = DASHBOARD_DAYS) -
             "totals": {label: sum(counter.values()) for label, counter in outcomes.items()},
         },
         "by_tier": [(tier.value, by_tier.get(tier.value, 0)) for tier in RiskTier],
-        "by_idp": [(row["idp__name"], row["n"]) for row in by_idp],
-        "by_team": [(row["team__name"] or "(no team)", row["n"]) for row in by_team],
-        "top_owners": [(row["owner__username"] or "(no owner)", row["n"]) for row in top_owners],
+        "by_idp": breakdown["by_idp"],
+        "by_team": [(name or "(no team)", n) for name, n in breakdown["by_team"]],
+        "top_owners": [(name or "(no owner)", n) for name, n in breakdown["top_owners"]],
         "depth": sorted(depth.items()),
         "time_to_decision": ttd,
         "auto_approval_ratio": (total_auto / total_decided) if total_decided else None,
         "expiry_overshoot_p99": overshoot_p99,
+    }
+
+
+_LIVE_BREAKDOWN_SQL = """
+SELECT GROUPING(risk_tier, idp_id, team_id, owner_id, depth) AS g, risk_tier, idp_id, team_id, owner_id, depth,
+       count(*) AS n,
+       count(*) FILTER (WHERE orphaned_at IS NOT NULL) AS orphaned,
+       count(*) FILTER (WHERE stale_at IS NOT NULL) AS stale,
+       count(*) FILTER (WHERE NOT managed) AS unmanaged,
+       count(*) FILTER (WHERE sync_failed) AS sync_failed,
+       count(*) FILTER (WHERE expires_at >= %(now)s AND expires_at < %(week)s) AS expiring_7d
+FROM inventory_client
+WHERE state IN ('provisioning', 'active', 'suspended')
+GROUP BY GROUPING SETS ((), (risk_tier), (idp_id), (team_id), (owner_id), (depth))
+"""
+# GROUPING() bit per column (1 = not grouped), in the order risk_tier, idp_id, team_id, owner_id, depth.
+_GROUPED_BY = {0b01111: "risk_tier", 0b10111: "idp_id", 0b11011: "team_id", 0b11101: "owner_id", 0b11110: "depth",
+               0b11111: "total"}
+
+
+def live_breakdown(now: datetime) -> dict[str, Any]:
+    """Live clients counted by tier, IdP, team, owner and depth plus the flag totals: ONE scan (GROUPING SETS),
+    then names for the few ids shown (three primary-key look-ups)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LIVE_BREAKDOWN_SQL, {"now": now, "week": now + timedelta(days=7)})
+        rows = cursor.fetchall()
+    groups: dict[str, dict] = defaultdict(dict)
+    totals = {"live": 0, "orphaned": 0, "stale": 0, "unmanaged": 0, "sync_failed": 0, "expiring_7d": 0}
+    for g, tier, idp_id, team_id, owner_id, depth, n, orphaned, stale, unmanaged, sync_failed, expiring in rows:
+        kind = _GROUPED_BY[g]
+        if kind == "total":
+            totals = {"live": n, "orphaned": orphaned, "stale": stale, "unmanaged": unmanaged,
+                      "sync_failed": sync_failed, "expiring_7d": expiring}
+        else:
+            key = {"risk_tier": tier, "idp_id": idp_id, "team_id": team_id, "owner_id": owner_id, "depth": depth}[kind]
+            groups[kind][key] = n
+
+    def top(kind: str, limit: int) -> list[tuple[Any, int]]:
+        return sorted(groups[kind].items(), key=lambda kv: (-kv[1], str(kv[0])))[:limit]
+
+    idps, teams, owners = top("idp_id", 20), top("team_id", 15), top("owner_id", 10)
+    idp_names = dict(IdPConnection.objects.filter(pk__in=[k for k, _ in idps]).values_list("pk", "name"))
+    team_names = dict(Team.objects.filter(pk__in=[k for k, _ in teams if k]).values_list("pk", "name"))
+    owner_names = dict(get_user_model().objects.filter(pk__in=[k for k, _ in owners if k])
+                       .values_list("pk", "username"))
+    return {
+        "totals": totals,
+        "by_tier": groups["risk_tier"],
+        "depth": groups["depth"],
+        "by_idp": sorted(((idp_names.get(k, str(k)), n) for k, n in idps), key=lambda kv: (-kv[1], kv[0])),
+        "by_team": sorted(((team_names.get(k), n) for k, n in teams), key=lambda kv: (-kv[1], kv[0] or "")),
+        "top_owners": sorted(((owner_names.get(k), n) for k, n in owners), key=lambda kv: (-kv[1], kv[0] or "")),
+    }
+
+
+def _live_breakdown_orm(now: datetime) -> dict[str, Any]:
+    """The same numbers with portable ORM queries (SQLite has no GROUPING SETS)."""
+    live = Client.objects.filter(state__in=LIVE_STATES)
+    totals = live.aggregate(
+        live=Count("pk"),
+        orphaned=Count("pk", filter=Q(orphaned_at__isnull=False)),
+        stale=Count("pk", filter=Q(stale_at__isnull=False)),
+        unmanaged=Count("pk", filter=Q(managed=False)),
+        sync_failed=Count("pk", filter=Q(sync_failed=True)),
+        expiring_7d=Count("pk", filter=Q(expires_at__gte=now, expires_at__lt=now + timedelta(days=7))),
+    )
+    return {
+        "totals": totals,
+        "by_tier": dict(live.values("risk_tier").annotate(n=Count("pk")).values_list("risk_tier", "n")),
+        "depth": dict(live.values("depth").annotate(n=Count("pk")).order_by("depth").values_list("depth", "n")),
+        "by_idp": [(r["idp__name"], r["n"]) for r in
+                   live.values("idp__name").annotate(n=Count("pk")).order_by("-n", "idp__name")[:20]],
+        "by_team": [(r["team__name"], r["n"]) for r in
+                    live.values("team__name").annotate(n=Count("pk")).order_by("-n", "team__name")[:15]],
+        "top_owners": [(r["owner__username"], r["n"]) for r in
+                       live.values("owner__username").annotate(n=Count("pk")).order_by("-n", "owner__username")[:10]],
     }
 
 
