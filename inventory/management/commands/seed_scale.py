@@ -261,8 +261,9 @@ class Command(BaseCommand):
         with connection.cursor() as cursor:
             for table in ("inventory_client", "portal_auditevent", "approvals_registrationrequest",
                           "approvals_decision", "portal_user", "inventory_team"):
-                cursor.execute(f"ANALYZE {table}")
-        self.stdout.write(f"analyze: {time.monotonic() - t:.1f}s")
+                # VACUUM sets the visibility map, so the dashboard's counts can be index-only scans.
+                cursor.execute(f"VACUUM (ANALYZE) {table}")
+        self.stdout.write(f"vacuum+analyze: {time.monotonic() - t:.1f}s")
         self.stdout.write(self.style.SUCCESS(
             f"seed_scale: {n} clients, {owners_n} owners, {teams_n} teams in {time.monotonic() - started:.1f}s"))
 
