@@ -2,7 +2,7 @@
 
 The cursor is an opaque, URL-safe token in the query string (``?after=…`` / ``?before=…``) holding the
 sort key of the last/first row shown, so the URL *is* the saved view: filters + sort + position.
-Nullable sort columns sort NULLs last in both directions, and the keyset condition handles them.
+NULL sorts as the largest value (PostgreSQL's default), so one (column, id) btree index serves both directions.
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import BadRequest
-from django.db.models import F, Q, QuerySet
+from django.db.models import BooleanField, F, Q, QuerySet
+from django.db.models.expressions import RawSQL
 from django.utils.dateparse import parse_datetime
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
+
+from inventory.models import Client
 
 # Sortable columns: public name -> model field. The default sort is newest first.
 SORTS: dict[str, str] = {
@@ -65,33 +68,43 @@ def decode_cursor(token: str) -> tuple[Any, int]:
         raise BadRequest("Invalid page cursor.") from exc
 
 
+def _row_compare(field: str, op: str, value: Any, pk: int) -> Q:
+    """``(field, id) op (value, pk)`` as one row comparison, so PostgreSQL reads a single index range."""
+    column = Client._meta.get_field(field).column
+    sql = f'("inventory_client"."{column}", "inventory_client"."id") {op} (%s, %s)'
+    # column comes from the SORTS whitelist; values are parameters.
+    return Q(RawSQL(sql, (value, pk), output_field=BooleanField()))  # noqa: S611
+
+
 def _after(field: str, descending: bool, value: Any, pk: int) -> Q:
-    """Rows strictly after (value, pk) in the order ``field`` (asc/desc, NULLs last), ``id`` (same direction)."""
-    op = "lt" if descending else "gt"
-    if field in NULLABLE:
-        if value is None:  # already in the NULL tail: only the id decides
-            return Q(**{f"{field}__isnull": True, f"pk__{op}": pk})
-        return (
-            Q(**{f"{field}__{op}": value})
-            | Q(**{field: value, f"pk__{op}": pk})
-            | Q(**{f"{field}__isnull": True})
-        )
-    return Q(**{f"{field}__{op}": value}) | Q(**{field: value, f"pk__{op}": pk})
+    """Rows strictly after (value, pk) in the page order. NULL sorts as the largest value (PostgreSQL's
+    default: last ascending, first descending), so the plain (field, id) btree index serves both ways."""
+    if value is None:  # only in NULLABLE columns
+        if descending:
+            return Q(**{f"{field}__isnull": True, "pk__lt": pk}) | Q(**{f"{field}__isnull": False})
+        return Q(**{f"{field}__isnull": True, "pk__gt": pk})
+    if descending:
+        return _row_compare(field, "<", value, pk)
+    after = _row_compare(field, ">", value, pk)
+    return after | Q(**{f"{field}__isnull": True}) if field in NULLABLE else after
 
 
 def _before(field: str, descending: bool, value: Any, pk: int) -> Q:
-    """Rows strictly before (value, pk) in the same order."""
-    op = "gt" if descending else "lt"
-    if field in NULLABLE:
-        if value is None:
-            return Q(**{f"{field}__isnull": False}) | Q(**{f"{field}__isnull": True, f"pk__{op}": pk})
-        return Q(**{f"{field}__{op}": value}) | Q(**{field: value, f"pk__{op}": pk})
-    return Q(**{f"{field}__{op}": value}) | Q(**{field: value, f"pk__{op}": pk})
+    """Rows strictly before (value, pk) in the page order."""
+    if value is None:
+        if descending:
+            return Q(**{f"{field}__isnull": True, "pk__gt": pk})
+        return Q(**{f"{field}__isnull": False}) | Q(**{f"{field}__isnull": True, "pk__lt": pk})
+    if descending:
+        before = _row_compare(field, ">", value, pk)
+        return before | Q(**{f"{field}__isnull": True}) if field in NULLABLE else before
+    return _row_compare(field, "<", value, pk)
 
 
 def _ordering(field: str, descending: bool):
+    # Spelled out so SQLite (NULLs smallest by default) pages exactly like PostgreSQL (NULLs largest).
     if descending:
-        return [F(field).desc(nulls_last=True), F("pk").desc()]
+        return [F(field).desc(nulls_first=True), F("pk").desc()]
     return [F(field).asc(nulls_last=True), F("pk").asc()]
 
 
@@ -142,10 +155,7 @@ def keyset_paginate(
 
 
 def _reverse_ordering(field: str, descending: bool):
-    # Exact mirror of _ordering: NULLs (last going forward) come first going backwards.
-    if descending:
-        return [F(field).asc(nulls_first=True), F("pk").asc()]
-    return [F(field).desc(nulls_first=True), F("pk").desc()]
+    return _ordering(field, not descending)
 
 
 class KeysetPagination(BasePagination):

@@ -14,7 +14,7 @@ from inventory.api.serializers import ClientSerializer, FrameworkReportSerialize
 from inventory.filtersets import ClientFilterSet
 from inventory.pagination import SORT_CHOICES, KeysetPagination
 from inventory.reports.controls import framework_report
-from inventory.selectors import clients_visible_to, dashboard_data, evidence_pack
+from inventory.selectors import cached_report, clients_visible_to, dashboard_data, evidence_pack
 from portal.roles import HasRole, Role
 
 CLIENT_READERS = HasRole.of(Role.SECURITY, Role.ADMIN, Role.OWNER, Role.APPROVER)
@@ -62,7 +62,7 @@ class SprawlReportView(APIView):
     permission_classes = [OVERSIGHT]
 
     def get(self, request):
-        data = dashboard_data()
+        data = cached_report("dashboard", dashboard_data)
         payload = {
             **data,
             "by_tier": _pairs(data["by_tier"]),
@@ -81,4 +81,4 @@ class FrameworkReportView(APIView):
     permission_classes = [OVERSIGHT]
 
     def get(self, request):
-        return Response(FrameworkReportSerializer(framework_report()).data)
+        return Response(FrameworkReportSerializer(cached_report("frameworks", framework_report)).data)

@@ -35,6 +35,12 @@ FORWARD = [
     "CREATE INDEX IF NOT EXISTS client_name_id_idx ON inventory_client (name, id)",
     "CREATE INDEX IF NOT EXISTS client_expires_id_idx ON inventory_client (expires_at, id)",
     "CREATE INDEX IF NOT EXISTS client_ended_idx ON inventory_client (ended_at) WHERE ended_at IS NOT NULL",
+    # The dashboard's live breakdown (GROUPING SETS) reads only this narrow partial index (index-only scan).
+    "CREATE INDEX IF NOT EXISTS client_live_dims_idx ON inventory_client (risk_tier, idp_id, team_id, owner_id, depth) "
+    "INCLUDE (orphaned_at, stale_at, managed, sync_failed, expires_at) "
+    "WHERE state IN ('provisioning', 'active', 'suspended')",
+    "CREATE INDEX IF NOT EXISTS client_overshoot_idx ON inventory_client (expiry_overshoot_seconds) "
+    "WHERE expiry_overshoot_seconds IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS user_username_trgm_idx ON portal_user USING gin (username gin_trgm_ops)",
     "CREATE INDEX IF NOT EXISTS team_name_trgm_idx ON inventory_team USING gin (name gin_trgm_ops)",
 ]
@@ -47,6 +53,8 @@ INDEX_NAMES = [
     "client_name_id_idx",
     "client_expires_id_idx",
     "client_ended_idx",
+    "client_live_dims_idx",
+    "client_overshoot_idx",
     "user_username_trgm_idx",
     "team_name_trgm_idx",
 ]

@@ -236,7 +236,8 @@ def measure_controls(*, now: datetime | None = None) -> list[ControlResult]:
         population, failing = control_conditions(key, now=now, catalogue=catalogue)
         aggregates[f"{key}__total"] = Count("pk", filter=population)
         aggregates[f"{key}__failing"] = Count("pk", filter=population & failing)
-    counts = Client.objects.aggregate(**aggregates)
+    # Every population is a subset of the live clients: scan only those.
+    counts = Client.objects.filter(state__in=LIVE_STATES).aggregate(**aggregates)
     results = []
     for control in CONTROLS:
         if control.key == "audit_chain_intact":
@@ -266,8 +267,13 @@ def audit_chain_status(*, budget: int = AUDIT_VERIFY_BUDGET) -> dict[str, Any]:
     """
     head = AuditHead.objects.filter(id=1).first()
     head_id = head.last_event_id if head else 0
-    state = django_cache.get(AUDIT_CACHE_KEY) or {"last_id": 0, "last_hash": GENESIS_HASH, "checked": 0,
-                                                  "broken": None}
+    fresh = {"last_id": 0, "last_hash": GENESIS_HASH, "checked": 0, "broken": None}
+    state = django_cache.get(AUDIT_CACHE_KEY) or fresh
+    if state["last_id"] > head_id or (
+        state["last_id"] == head_id and head is not None and head.last_hash != state["last_hash"]
+        and state["broken"] is None
+    ):
+        state = fresh  # a checkpoint from another database (or a rewritten head): verify from the start
     if state["broken"] is None and state["last_id"] < head_id:
         state = _verify_from(state, budget=budget)
         if state["broken"] is None and state["last_id"] >= head_id and head and head.last_hash != state["last_hash"]:

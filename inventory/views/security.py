@@ -25,6 +25,7 @@ from inventory.pagination import keyset_paginate, parse_sort
 from inventory.reports.controls import PASS, framework_report
 from inventory.selectors import (
     CHART_TITLES,
+    cached_report,
     client_explain,
     clients_visible_to,
     dashboard_charts,
@@ -76,8 +77,8 @@ def filter_params(request):
     return params
 
 
-def _filtered(request) -> ClientFilterSet:
-    base = clients_visible_to(request.user).select_related("owner", "team", "idp", "parent")
+def _filtered(request, *related: str) -> ClientFilterSet:
+    base = clients_visible_to(request.user).select_related("owner", "team", "idp", *related)
     params = filter_params(request)
     return ClientFilterSet(params or None, queryset=base)
 
@@ -221,7 +222,7 @@ def _csv_cell(value) -> str:
 
 @read_only_page(*INVENTORY_ROLES)
 def inventory_export(request, fmt: str):
-    filterset = _filtered(request)
+    filterset = _filtered(request, "parent")
     if filterset.is_bound and not filterset.is_valid():
         return JsonResponse({"errors": filterset.errors}, status=400)
     field, descending = parse_sort(filter_params(request).get("sort"))
@@ -254,7 +255,7 @@ def inventory_export(request, fmt: str):
 # --- dashboard ---------------------------------------------------------------------------------
 
 def _dashboard_context():
-    data = dashboard_data()
+    data = cached_report("dashboard", dashboard_data)
     charts = dashboard_charts(data)
     return data, charts
 
@@ -306,7 +307,7 @@ def _summary_numbers(data) -> dict[str, object]:
 
 @read_only_page(*OVERSIGHT_ROLES)
 def frameworks_report(request):
-    report = framework_report()
+    report = cached_report("frameworks", framework_report)
     template = "reports/frameworks_print.html" if request.GET.get("print") else "reports/frameworks.html"
     return render(request, template, {"report": report, "PASS": PASS, "nav_active": "frameworks",
                                       "inventory_url": reverse("inventory:list")})
@@ -314,7 +315,7 @@ def frameworks_report(request):
 
 @read_only_page(*OVERSIGHT_ROLES)
 def frameworks_csv(request):
-    report = framework_report()
+    report = cached_report("frameworks", framework_report)
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="registrar-framework-report.csv"'
     writer = csv.writer(response)

@@ -22,6 +22,12 @@ from tests.factories import ClientFactory, RequestFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
 
+
+@pytest.fixture(autouse=True)
+def _fresh_reports(settings):
+    """Each test measures its own data: no cached dashboard/report snapshot from another test."""
+    settings.REGISTRAR_REPORT_CACHE_SECONDS = 0
+
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 PASSWORD = "pw-for-tests-1"  # tests.factories.UserFactory's password

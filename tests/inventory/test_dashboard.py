@@ -20,6 +20,12 @@ from tests.factories import ClientFactory, RequestFactory, TeamFactory, UserFact
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _fresh_reports(settings):
+    """Each test measures its own data: no cached dashboard/report snapshot from another test."""
+    settings.REGISTRAR_REPORT_CACHE_SECONDS = 0
+
+
 def noon(days_ago: int) -> datetime:
     day = timezone.localdate() - timedelta(days=days_ago)
     return timezone.make_aware(datetime.combine(day, time(12, 0)))
@@ -139,3 +145,18 @@ def test_admin_sees_dashboard(client, admin_user, db):
     TeamFactory()
     client.force_login(admin_user)
     assert client.get("/dashboards/").status_code == 200
+
+
+def test_dashboard_snapshot_is_cached(client, security_user, known, settings, django_assert_max_num_queries):
+    from django.core.cache import cache
+
+    settings.REGISTRAR_REPORT_CACHE_SECONDS = 60
+    cache.delete("registrar:report:dashboard")
+    client.force_login(security_user)
+    first = client.get("/dashboards/")
+    ClientFactory(name="late", idp=known["a"].idp, owner=known["a"].owner)  # arrives inside the snapshot window
+    with django_assert_max_num_queries(6):  # session, user, roles, nav count: no aggregate runs again
+        second = client.get("/dashboards/")
+    assert second.context["d"]["totals"] == first.context["d"]["totals"]
+    cache.delete("registrar:report:dashboard")
+    assert client.get("/dashboards/").context["d"]["totals"]["live"] == 4

@@ -26,6 +26,12 @@ from tests.factories import ClientFactory, RequestFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
+
+@pytest.fixture(autouse=True)
+def _fresh_reports(settings):
+    """Each test measures its own data: no cached dashboard/report snapshot from another test."""
+    settings.REGISTRAR_REPORT_CACHE_SECONDS = 0
+
 # The published IDs and names (OWASP NHI 2025, OWASP Agentic 2026, OWASP Agentic threats v1, CSA MAESTRO,
 # NIST AI RMF 1.0, MITRE ATLAS v5.6.0), as in ../shared/frameworks.yaml with NIST names unsplit.
 EXPECTED = {

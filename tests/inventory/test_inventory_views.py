@@ -23,6 +23,12 @@ from tests.inventory.security_data import bulk_clients
 pytestmark = pytest.mark.django_db
 
 
+@pytest.fixture(autouse=True)
+def _fresh_reports(settings):
+    """Each test measures its own data: no cached dashboard/report snapshot from another test."""
+    settings.REGISTRAR_REPORT_CACHE_SECONDS = 0
+
+
 @pytest.fixture
 def world(idp, owner, team):
     other_idp = IdPFactory(name="keycloak-eu")
