@@ -38,11 +38,9 @@ from portal.audit import censor
 from portal.models import AuditEvent
 from portal.roles import can_see_all_clients
 
-# Must match the index expression in migration 0003_security_pg_trgm (the planner compares expressions).
-SEARCH_DOCUMENT_SQL = (
-    "to_tsvector('english'::regconfig, coalesce(\"inventory_client\".\"name\", '') || ' ' || "
-    "coalesce(\"inventory_client\".\"purpose\", ''))"
-)
+# A stored generated tsvector column added by migration 0003_security_pg_trgm (PostgreSQL only; not a model
+# field, so the ORM never writes it): to_tsvector('english', name || ' ' || purpose).
+SEARCH_DOCUMENT_SQL = '"inventory_client"."search_document"'
 SUBSTRING_COLUMNS = ("name", "purpose", "software_id")  # ILIKE '%q%' (GIN trigram)
 PREFIX_COLUMNS = ("registration_id", "idp_client_id", "spiffe_id")  # LIKE 'q%' (btree pattern ops)
 # Typos are tolerated in names (short text); purposes get stemmed full text and substrings. Word similarity
