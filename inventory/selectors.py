@@ -41,7 +41,8 @@ from portal.roles import can_see_all_clients
 # A stored generated tsvector column added by migration 0003_security_pg_trgm (PostgreSQL only; not a model
 # field, so the ORM never writes it): to_tsvector('english', name || ' ' || purpose).
 SEARCH_DOCUMENT_SQL = '"inventory_client"."search_document"'
-SUBSTRING_COLUMNS = ("name", "purpose", "software_id")  # ILIKE '%q%' (GIN trigram)
+# Purpose is searched by (stemmed) full text only: a substring test on long text costs on every candidate row.
+SUBSTRING_COLUMNS = ("name", "software_id")  # ILIKE '%q%' (GIN trigram)
 PREFIX_COLUMNS = ("registration_id", "idp_client_id", "spiffe_id")  # LIKE 'q%' (btree pattern ops)
 # Typos are tolerated in names (short text); purposes get stemmed full text and substrings. Word similarity
 # against long purposes costs ~10 µs a row in the recheck, too much when a common word matches thousands.
@@ -156,7 +157,7 @@ def client_search(qs: QuerySet[Client], term: str) -> QuerySet[Client]:
     if team_ids:
         people |= Q(team_id__in=team_ids)
     if not is_postgres():
-        text = Q()
+        text = Q(purpose__icontains=term)
         for column in SUBSTRING_COLUMNS + PREFIX_COLUMNS:
             text |= Q(**{f"{column}__icontains": term})
         return qs.filter(text | people)
@@ -467,12 +468,12 @@ def dashboard_data(*, now: datetime | None = None, days: int = DASHBOARD_DAYS) -
     totals = breakdown["totals"]
     created = dict(
         clients.filter(created_at__gte=start).annotate(day=TruncDay("created_at"))
-        .values("day").annotate(n=Count("pk")).values_list("day", "n")
+        .values("day").annotate(n=Count("*")).values_list("day", "n")
     )
     ended = dict(
         # ended_at is only ever set on ended clients: no state filter, so this is an index-only scan
         clients.filter(ended_at__gte=start).annotate(day=TruncDay("ended_at"))
-        .values("day").annotate(n=Count("pk")).values_list("day", "n")
+        .values("day").annotate(n=Count("*")).values_list("day", "n")
     )
     created = _by_date(created)
     ended = _by_date(ended)

@@ -46,6 +46,8 @@ FORWARD = [
     "CREATE INDEX IF NOT EXISTS client_overshoot_idx ON inventory_client (expiry_overshoot_seconds) "
     "WHERE expiry_overshoot_seconds IS NOT NULL",
     "CREATE INDEX IF NOT EXISTS user_username_trgm_idx ON portal_user USING gin (username gin_trgm_ops)",
+    "CREATE INDEX IF NOT EXISTS user_fullname_trgm_idx ON portal_user "
+    "USING gin ((first_name || ' ' || last_name) gin_trgm_ops)",
     "CREATE INDEX IF NOT EXISTS team_name_trgm_idx ON inventory_team USING gin (name gin_trgm_ops)",
 ]
 
@@ -60,6 +62,7 @@ INDEX_NAMES = [
     "client_live_dims_idx",
     "client_overshoot_idx",
     "user_username_trgm_idx",
+    "user_fullname_trgm_idx",
     "team_name_trgm_idx",
 ]
 

@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 from django.apps import apps
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.cache import cache as django_cache
 from django.db.models import BooleanField, Count, Exists, F, OuterRef, Q
 from django.db.models.expressions import RawSQL
@@ -127,12 +128,19 @@ def _human_approved():
     )
 
 
-def control_conditions(key: str, *, now: datetime | None = None, catalogue: list[str] | None = None) -> tuple[Q, Q]:
+def _inactive_owner_ids() -> list[int]:
+    # Leavers are few; an id list avoids joining the user table for every live client.
+    return list(get_user_model().objects.filter(is_active=False).values_list("pk", flat=True))
+
+
+def control_conditions(key: str, *, now: datetime | None = None, catalogue: list[str] | None = None,
+                       inactive_owners: list[int] | None = None) -> tuple[Q, Q]:
     """(population, failing) for a client-level control; ``failing`` is evaluated within the population."""
     now = now or timezone.now()
     live = Q(state__in=LIVE_STATES)
     if key == "owner_bound":
-        return live, Q(owner__isnull=True) | Q(owner__is_active=False)
+        inactive = inactive_owners if inactive_owners is not None else _inactive_owner_ids()
+        return live, Q(owner__isnull=True) | Q(owner_id__in=inactive)
     if key == "purpose_recorded":
         return live, Q(purpose="")
     if key == "ttl_within_ceiling":
@@ -157,13 +165,16 @@ def control_conditions(key: str, *, now: datetime | None = None, catalogue: list
             expires_at__gt=F("parent__expires_at")
         )
         if is_postgres():
-            wider = RawSQL(
-                'NOT ("inventory_client"."scopes" <@ (SELECT p.scopes FROM inventory_client p '
-                'WHERE p.id = "inventory_client"."parent_id"))',
+            # Correlated look-ups instead of a join: evaluated only for the few spawned clients.
+            outside = RawSQL(
+                '"inventory_client"."parent_id" IS NOT NULL AND EXISTS (SELECT 1 FROM inventory_client p '
+                'WHERE p.id = "inventory_client"."parent_id" AND (NOT ("inventory_client"."scopes" <@ p.scopes) '
+                'OR ("inventory_client"."expires_at" IS NULL AND p.expires_at IS NOT NULL) '
+                'OR "inventory_client"."expires_at" > p.expires_at))',
                 (),
                 output_field=BooleanField(),
             )
-            return population, Q(wider) | too_long
+            return population, Q(outside)
         return population, Q(pk__in=_python_failing_ids(key, [])) | too_long
     if key == "orphan_within_grace":
         grace = timedelta(hours=settings.REGISTRAR_ORPHAN_GRACE_HOURS)
@@ -231,9 +242,10 @@ def measure_controls(*, now: datetime | None = None) -> list[ControlResult]:
     """Every control on live data: one aggregate over clients, one catalogue read, the audit check."""
     now = now or timezone.now()
     catalogue = _catalogue_names()
+    inactive = _inactive_owner_ids()
     aggregates = {}
     for key in CLIENT_CONTROL_KEYS:
-        population, failing = control_conditions(key, now=now, catalogue=catalogue)
+        population, failing = control_conditions(key, now=now, catalogue=catalogue, inactive_owners=inactive)
         aggregates[f"{key}__total"] = Count("pk", filter=population)
         aggregates[f"{key}__failing"] = Count("pk", filter=population & failing)
     # Every population is a subset of the live clients: scan only those.

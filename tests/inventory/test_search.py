@@ -36,7 +36,7 @@ def names(qs) -> set[str]:
     "invoce",               # typo in the name (trigram word similarity)
     "invoice-sumarizer",    # typo inside the hyphenated name
     "invoce sumarizer",     # two misspelt words, each matched on its own
-    "supplier inv",         # substring of the purpose
+    "finance supplier",     # full text over the purpose, any word order
     "supplier invoices",    # full text over the purpose
     "summarising",          # stemmed full text ("summarises")
     "kc-7f3a9e",            # client_id at the IdP
