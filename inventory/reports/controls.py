@@ -134,10 +134,12 @@ def _inactive_owner_ids() -> list[int]:
 
 
 def control_conditions(key: str, *, now: datetime | None = None, catalogue: list[str] | None = None,
-                       inactive_owners: list[int] | None = None) -> tuple[Q, Q]:
-    """(population, failing) for a client-level control; ``failing`` is evaluated within the population."""
+                       inactive_owners: list[int] | None = None, within_live: bool = False) -> tuple[Q, Q]:
+    """(population, failing) for a client-level control; ``failing`` is evaluated within the population.
+
+    ``within_live``: the caller already restricts to live clients, so the population needn't repeat it."""
     now = now or timezone.now()
-    live = Q(state__in=LIVE_STATES)
+    live = Q() if within_live else Q(state__in=LIVE_STATES)
     if key == "owner_bound":
         inactive = inactive_owners if inactive_owners is not None else _inactive_owner_ids()
         return live, Q(owner__isnull=True) | Q(owner_id__in=inactive)
@@ -245,7 +247,8 @@ def measure_controls(*, now: datetime | None = None) -> list[ControlResult]:
     inactive = _inactive_owner_ids()
     aggregates = {}
     for key in CLIENT_CONTROL_KEYS:
-        population, failing = control_conditions(key, now=now, catalogue=catalogue, inactive_owners=inactive)
+        population, failing = control_conditions(key, now=now, catalogue=catalogue, inactive_owners=inactive,
+                                                 within_live=True)
         aggregates[f"{key}__total"] = Count("pk", filter=population)
         aggregates[f"{key}__failing"] = Count("pk", filter=population & failing)
     # Every population is a subset of the live clients: scan only those.
