@@ -32,7 +32,7 @@ from inventory.selectors import (
     dashboard_data,
     evidence_pack,
 )
-from portal.roles import Role, can_manage_client, can_view_client, has_role
+from portal.roles import Role, can_break_glass, can_manage_client, can_view_client, has_role
 
 INVENTORY_ROLES = (Role.SECURITY, Role.ADMIN, Role.OWNER, Role.APPROVER)
 OVERSIGHT_ROLES = (Role.SECURITY, Role.ADMIN)
@@ -144,13 +144,12 @@ def _get_visible_client(request, registration_id: str) -> Client:
     return client
 
 
-def _retire_url(client: Client) -> str | None:
-    for name in ("inventory:client-retire", "inventory:client_retire", "inventory:retire"):
-        try:
-            return reverse(name, args=[client.registration_id])
-        except NoReverseMatch:
-            continue
-    return None
+def _optional_url(name: str, *args) -> str | None:
+    """Owner pages live on another branch (inventory.views.owner); link to them only when they exist."""
+    try:
+        return reverse(name, args=args)
+    except NoReverseMatch:
+        return None
 
 
 @read_only_page(*INVENTORY_ROLES)
@@ -160,7 +159,10 @@ def client_explain_page(request, registration_id: str):
     return render(request, "inventory/security/explain.html", {
         "client": client,
         "x": explain,
-        "retire_url": _retire_url(client) if can_manage_client(request.user, client) and explain["is_live"] else None,
+        "retire_url": _optional_url("inventory:client-action", client.registration_id, "retire")
+        if can_manage_client(request.user, client) and explain["is_live"] else None,
+        "break_glass_url": _optional_url("inventory:break-glass")
+        if can_break_glass(request.user) and explain["is_live"] else None,
         "nav_active": "inventory",
     })
 
