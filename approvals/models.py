@@ -8,7 +8,7 @@ from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
 from approvals.choices import DecisionKind, IssuerKind, Outcome, RequestKind, RequestState
-from approvals.querysets import RegistrationRequestQuerySet
+from approvals.querysets import RegistrationRequestQuerySet, tier_rank
 from inventory.choices import CreatedVia, RiskTier
 
 
@@ -154,6 +154,9 @@ class RegistrationRequest(models.Model):
             models.Index(fields=["state", "created_at"], name="request_state_age_idx"),
             models.Index(fields=["owner", "state"], name="request_owner_state_idx"),
             models.Index(fields=["token"], name="request_token_idx"),
+            # The review queue's ORDER BY (tier desc, age) over pending rows: first page without a sort.
+            models.Index(tier_rank().desc(), models.F("created_at"), models.F("id"),
+                         condition=Q(state="pending"), name="request_queue_order_idx"),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(state__in=RequestState.values), name="request_state_valid"),

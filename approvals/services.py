@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db import transaction
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from approvals.models import InitialAccessToken
+from approvals.choices import DecisionKind, RequestKind, RequestState
+from approvals.models import Decision, InitialAccessToken, RegistrationRequest
+from inventory.choices import RiskTier
+from inventory.lifecycle import LifecycleError, client_apply_renewal
 from inventory.models import IdPConnection, ScopeDefinition, Team
-from portal.audit import Actor, audit_record
+from inventory.services import client_create
+from portal.audit import Actor, audit_record, audit_record_many
 from portal.crypto import hash_token, new_token
+from portal.roles import can_approve
 
 
 class ServiceError(Exception):
@@ -102,3 +109,424 @@ def token_revoke(*, actor: Actor, token: InitialAccessToken, reason: str = "") -
         actor=actor, action="token.revoke", object_type="initial_access_token", object_id=locked.pk, reason=reason
     )
     return locked
+
+
+# --- decisions ---------------------------------------------------------------------------------
+#
+# Separation of duties and four-eyes live here, never in views: the HTML queue, the API and any
+# command call these functions and map the exception classes onto HTTP statuses.
+
+
+class DecisionError(ServiceError):
+    """A decision was refused. ``status_code`` is the HTTP status interfaces should answer with."""
+
+    status_code = 400
+
+
+class DecisionForbidden(DecisionError):
+    """This principal may not decide this request (role, separation of duties, non-human)."""
+
+    status_code = 403
+
+
+class DecisionConflict(DecisionError):
+    """The request is no longer pending, or this approver already decided it."""
+
+    status_code = 409
+
+
+class DecisionInvalid(DecisionError):
+    """The decision itself is malformed: missing reason, widened scopes or TTL."""
+
+    status_code = 400
+
+
+# Fallback lifetimes when neither the verdict nor the agent named one (DESIGN.md "Policy" ceilings).
+DEFAULT_TTL_BY_TIER = {RiskTier.LOW: 24 * 3600, RiskTier.MEDIUM: 7 * 24 * 3600, RiskTier.HIGH: 24 * 3600}
+MIN_TTL_SECONDS = 60
+
+
+def _resolve_person(principal):
+    """Return the User behind ``principal`` (a User or an audit Actor), or raise if it is not a person."""
+    if isinstance(principal, Actor):
+        if not principal.is_human:
+            raise DecisionForbidden(f"{principal.type} principals cannot decide registration requests")
+        principal = get_user_model().objects.filter(pk=principal.id).first()
+        if principal is None:
+            raise DecisionForbidden("unknown user")
+    if principal is None or not getattr(principal, "is_authenticated", False):
+        raise DecisionForbidden("sign in to decide")
+    if getattr(principal, "is_service_account", False):
+        raise DecisionForbidden("service accounts cannot decide registration requests")
+    return principal
+
+
+def request_parties(request: RegistrationRequest) -> set[int]:
+    """User ids on the requesting side: owner/sponsor, token owner, issuer rule owner, parent's owner."""
+    ids = {request.owner_id}
+    if request.token_id:
+        ids.add(request.token.owner_id)
+    if request.issuer_id:
+        ids.add(request.issuer.owner_id)
+    if request.parent_client_id:
+        ids.add(request.parent_client.owner_id)
+    ids.discard(None)
+    return ids
+
+
+def _withdrawers(request: RegistrationRequest) -> set[int]:
+    """Who may withdraw: the request's owner/sponsor and the owner of the credential it was made with."""
+    ids = {request.owner_id}
+    if request.token_id:
+        ids.add(request.token.owner_id)
+    if request.issuer_id:
+        ids.add(request.issuer.owner_id)
+    ids.discard(None)
+    return ids
+
+
+def _check_decider(request: RegistrationRequest, principal):
+    user = _resolve_person(principal)
+    if user.pk in request_parties(request):
+        raise DecisionForbidden("you requested or sponsor this client and cannot decide it; withdraw it instead")
+    if not can_approve(user):
+        raise DecisionForbidden("only approvers can decide registration requests")
+    return user
+
+
+def decision_blocker(request: RegistrationRequest, user) -> str | None:
+    """Why ``user`` cannot decide ``request`` right now, or None. For pages that hide the decide form;
+    the services re-check everything under the row lock. Uses ``request.decisions.all()`` (prefetched)."""
+    if request.state != RequestState.PENDING:
+        return f"This request is {request.get_state_display().lower()}."
+    try:
+        _check_decider(request, user)
+    except DecisionForbidden as exc:
+        return str(exc).capitalize() + "."
+    if any(d.approver_id == user.pk for d in request.decisions.all()):
+        return "You already decided this request; the next approval must come from someone else."
+    return None
+
+
+def _lock(request: RegistrationRequest) -> RegistrationRequest:
+    """Lock the request row for the rest of the transaction; concurrent deciders queue up here."""
+    return (
+        RegistrationRequest.objects.select_for_update(of=("self",))
+        .select_related("token", "issuer", "parent_client")
+        .get(pk=request.pk)
+    )
+
+
+def _require_pending(locked: RegistrationRequest) -> None:
+    if locked.state != RequestState.PENDING:
+        raise DecisionConflict(f"request is already {locked.state}")
+
+
+def _lock_pending(request: RegistrationRequest) -> RegistrationRequest:
+    locked = _lock(request)
+    _require_pending(locked)
+    return locked
+
+
+def _snapshot(request: RegistrationRequest) -> dict:
+    return {
+        "state": request.state,
+        "granted_scopes": list(request.granted_scopes or request.requested_scopes),
+        "granted_ttl": request.granted_ttl,
+        "approvals": request.decisions.filter(kind=DecisionKind.APPROVE).count(),
+    }
+
+
+def _sync_back(target: RegistrationRequest, locked: RegistrationRequest) -> RegistrationRequest:
+    """Copy the locked row's fields back onto the caller's instance so it sees the outcome."""
+    for field in locked._meta.concrete_fields:
+        setattr(target, field.attname, getattr(locked, field.attname))
+    return target
+
+
+@transaction.atomic
+def request_approve(
+    *,
+    request: RegistrationRequest,
+    approver,
+    reason: str,
+    scopes: list[str] | None = None,
+    ttl_seconds: int | None = None,
+) -> RegistrationRequest:
+    """Record one approval; on the last one needed, approve the request and create its client.
+
+    ``scopes`` and ``ttl_seconds`` may only narrow what is currently granted (later approvers see
+    earlier narrowing). Raises DecisionForbidden / DecisionConflict / DecisionInvalid.
+    """
+    locked = _lock(request)
+    user = _check_decider(locked, approver)  # who first: a 403 never reveals the request's state
+    _require_pending(locked)
+    reason = (reason or "").strip()
+    if locked.risk_tier == RiskTier.HIGH and not reason:
+        raise DecisionInvalid("a reason is required to approve a high-risk request")
+    if locked.decisions.filter(approver=user).exists():
+        raise DecisionConflict("you already decided this request; a second approval must come from someone else")
+
+    current_scopes = list(locked.granted_scopes or locked.requested_scopes)
+    current_ttl = locked.granted_ttl or locked.requested_ttl or DEFAULT_TTL_BY_TIER.get(locked.risk_tier, 24 * 3600)
+    new_scopes = current_scopes
+    if scopes is not None:
+        wanted = sorted(set(scopes))
+        widened = sorted(set(wanted) - set(current_scopes))
+        if widened:
+            raise DecisionInvalid("approvals may only narrow scopes; not requested: " + ", ".join(widened))
+        if not wanted:
+            raise DecisionInvalid("keep at least one scope, or deny the request")
+        new_scopes = wanted
+    new_ttl = current_ttl
+    if ttl_seconds is not None:
+        if ttl_seconds > current_ttl:
+            raise DecisionInvalid(f"approvals may only shorten the lifetime (at most {current_ttl} seconds)")
+        if ttl_seconds < MIN_TTL_SECONDS:
+            raise DecisionInvalid(f"lifetime must be at least {MIN_TTL_SECONDS} seconds")
+        new_ttl = ttl_seconds
+
+    before = _snapshot(locked)
+    try:
+        with transaction.atomic():
+            Decision.objects.create(
+                request=locked,
+                approver=user,
+                kind=DecisionKind.APPROVE,
+                reason=reason,
+                granted_scopes=new_scopes if scopes is not None else None,
+                granted_ttl=new_ttl if ttl_seconds is not None else None,
+            )
+    except IntegrityError:
+        raise DecisionConflict("you already decided this request")
+    locked.granted_scopes = new_scopes
+    locked.granted_ttl = new_ttl
+    approvals = before["approvals"] + 1
+    needed = max(locked.approvals_needed, 1)
+    action = "request.approve"
+    if approvals >= needed:
+        action = "request.approved"
+        _finalize(locked, actor=Actor.user(user), reason=reason)
+    else:
+        locked.save(update_fields=["granted_scopes", "granted_ttl"])
+    audit_record(
+        actor=Actor.user(user),
+        action=action,
+        object_type="registration_request",
+        object_id=locked.public_id,
+        before=before,
+        after={
+            "state": locked.state,
+            "granted_scopes": new_scopes,
+            "granted_ttl": new_ttl,
+            "approvals": approvals,
+            "approvals_needed": needed,
+            "client": locked.client.registration_id if locked.client_id else None,
+        },
+        reason=reason,
+        policy_version=locked.policy_version,
+    )
+    if locked.state == RequestState.APPROVED:
+        _after_commit_notify_owner(locked.pk)
+    return _sync_back(request, locked)
+
+
+def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None:
+    """Approve a locked pending request in the caller's transaction.
+
+    A registration creates its client in provisioning (client_create writes the OutboxEntry) and links
+    it; a renewal extends the existing client through the lifecycle service instead.
+    """
+    if locked.kind == RequestKind.RENEWAL:
+        _finalize_renewal(locked, actor=actor, reason=reason)
+        return
+    idp = locked.idp or IdPConnection.objects.filter(is_default=True, enabled=True).first()
+    if idp is None:
+        raise DecisionConflict("no identity provider is configured for this request")
+    metadata = dict(locked.metadata or {})
+    now = timezone.now()
+    spiffe_id = locked.statement_subject if locked.statement_subject.startswith("spiffe://") else ""
+    client = client_create(
+        actor=actor,
+        idp=idp,
+        name=locked.client_name or metadata.get("client_name") or locked.public_id,
+        owner=locked.owner,
+        team=locked.team,
+        purpose=locked.purpose,
+        scopes=list(locked.granted_scopes or locked.requested_scopes),
+        expires_at=now + timedelta(seconds=locked.granted_ttl),
+        registration_id=locked.public_id,
+        risk_tier=locked.risk_tier or RiskTier.MEDIUM,
+        created_via=locked.via,
+        policy_version=locked.policy_version,
+        metadata=metadata,
+        audiences=list(locked.audiences or []),
+        internal_only=locked.internal_only,
+        auth_method=metadata.get("token_endpoint_auth_method") or "private_key_jwt",
+        jwks=metadata.get("jwks"),
+        jwks_uri=metadata.get("jwks_uri") or "",
+        software_id=locked.software_id,
+        software_version=metadata.get("software_version") or "",
+        spiffe_id=spiffe_id,
+        parent=locked.parent_client,
+        reason=reason,
+    )
+    locked.state = RequestState.APPROVED
+    locked.client = client
+    locked.decided_at = now
+    locked.decision_reason = reason
+    locked.save(update_fields=["state", "client", "decided_at", "decision_reason", "granted_scopes", "granted_ttl"])
+
+
+def _finalize_renewal(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None:
+    if locked.client_id is None:
+        raise DecisionConflict("this renewal request names no client")
+    try:
+        client_apply_renewal(client=locked.client, ttl_seconds=int(locked.granted_ttl), actor=actor,
+                             reason=reason or "renewal approved", policy_version=locked.policy_version)
+    except LifecycleError as exc:
+        raise DecisionConflict(f"cannot renew: {exc}")
+    locked.state = RequestState.APPROVED
+    locked.decided_at = timezone.now()
+    locked.decision_reason = reason
+    locked.save(update_fields=["state", "decided_at", "decision_reason", "granted_scopes", "granted_ttl"])
+
+
+def request_finalize(*, request: RegistrationRequest, actor: Actor, reason: str = "") -> RegistrationRequest:
+    """Approve a pending request without a human decision (e.g. policy auto-approval by intake).
+
+    Locks the row; one transaction, one ``request.approved`` audit event (plus ``client.create``).
+    """
+    with transaction.atomic():
+        locked = _lock_pending(request)
+        if not locked.granted_ttl:
+            locked.granted_ttl = locked.requested_ttl or DEFAULT_TTL_BY_TIER.get(locked.risk_tier, 24 * 3600)
+        if not locked.granted_scopes:
+            locked.granted_scopes = list(locked.requested_scopes)
+        _finalize(locked, actor=actor, reason=reason)
+        audit_record(
+            actor=actor,
+            action="request.approved",
+            object_type="registration_request",
+            object_id=locked.public_id,
+            before={"state": RequestState.PENDING},
+            after={"state": locked.state, "client": locked.client.registration_id,
+                   "granted_scopes": locked.granted_scopes, "granted_ttl": locked.granted_ttl},
+            reason=reason,
+            policy_version=locked.policy_version,
+        )
+    return _sync_back(request, locked)
+
+
+@transaction.atomic
+def request_deny(*, request: RegistrationRequest, approver, reason: str) -> RegistrationRequest:
+    """Deny a pending request. One deny by any eligible approver ends it."""
+    locked = _lock(request)
+    user = _check_decider(locked, approver)
+    _require_pending(locked)
+    reason = (reason or "").strip()
+    if not reason:
+        raise DecisionInvalid("a reason is required to deny a request")
+    if locked.decisions.filter(approver=user).exists():
+        raise DecisionConflict("you already decided this request")
+    before = _snapshot(locked)
+    try:
+        with transaction.atomic():
+            Decision.objects.create(request=locked, approver=user, kind=DecisionKind.DENY, reason=reason)
+    except IntegrityError:
+        raise DecisionConflict("you already decided this request")
+    locked.state = RequestState.DENIED
+    locked.decided_at = timezone.now()
+    locked.decision_reason = reason
+    locked.save(update_fields=["state", "decided_at", "decision_reason"])
+    audit_record(
+        actor=Actor.user(user),
+        action="request.deny",
+        object_type="registration_request",
+        object_id=locked.public_id,
+        before=before,
+        after={"state": locked.state},
+        reason=reason,
+        policy_version=locked.policy_version,
+    )
+    _after_commit_notify_owner(locked.pk)
+    return _sync_back(request, locked)
+
+
+@transaction.atomic
+def request_withdraw(*, request: RegistrationRequest, actor, reason: str = "") -> RegistrationRequest:
+    """The owner (or the token's owner) withdraws their own pending request."""
+    locked = _lock(request)
+    user = _resolve_person(actor)
+    if user.pk not in _withdrawers(locked):
+        raise DecisionForbidden("only the owner of a request can withdraw it")
+    _require_pending(locked)
+    locked.state = RequestState.WITHDRAWN
+    locked.decided_at = timezone.now()
+    locked.decision_reason = (reason or "").strip() or "withdrawn by the owner"
+    locked.save(update_fields=["state", "decided_at", "decision_reason"])
+    audit_record(
+        actor=Actor.user(user),
+        action="request.withdraw",
+        object_type="registration_request",
+        object_id=locked.public_id,
+        before={"state": RequestState.PENDING},
+        after={"state": locked.state},
+        reason=locked.decision_reason,
+        policy_version=locked.policy_version,
+    )
+    return _sync_back(request, locked)
+
+
+def request_lapse_due(*, now=None, batch_size: int | None = None) -> int:
+    """Lapse pending requests older than REGISTRAR_REQUEST_LAPSE_DAYS. Returns how many lapsed.
+
+    Set-based and batched: each batch locks its rows with SKIP LOCKED (so concurrent sweeps and
+    a concurrent decision never do the same row twice), flips them with one UPDATE and writes the
+    audit events with one bulk append — one transaction per batch.
+    """
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=settings.REGISTRAR_REQUEST_LAPSE_DAYS)
+    batch_size = batch_size or settings.REGISTRAR_SWEEP_BATCH_SIZE
+    total = 0
+    actor = Actor.system("sweep_lapsed")
+    reason = f"no decision within {settings.REGISTRAR_REQUEST_LAPSE_DAYS} days"
+    while True:
+        with transaction.atomic():
+            rows = list(
+                RegistrationRequest.objects.pending()
+                .filter(created_at__lt=cutoff)
+                .order_by("created_at")
+                .select_for_update(skip_locked=True)
+                .values_list("pk", "public_id", "policy_version")[:batch_size]
+            )
+            if not rows:
+                return total
+            RegistrationRequest.objects.filter(pk__in=[r[0] for r in rows], state=RequestState.PENDING).update(
+                state=RequestState.LAPSED, decided_at=now, decision_reason=reason
+            )
+            audit_record_many([
+                {
+                    "actor": actor,
+                    "action": "request.lapse",
+                    "object_type": "registration_request",
+                    "object_id": public_id,
+                    "before": {"state": RequestState.PENDING},
+                    "after": {"state": RequestState.LAPSED},
+                    "reason": reason,
+                    "policy_version": policy_version,
+                }
+                for _pk, public_id, policy_version in rows
+            ])
+            total += len(rows)
+        if len(rows) < batch_size:
+            return total
+
+
+def _after_commit_notify_owner(request_pk: int) -> None:
+    def send():
+        from approvals.notifications import notify_owner_of_decision
+
+        notify_owner_of_decision(request_pk)
+
+    transaction.on_commit(send)

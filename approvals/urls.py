@@ -1,6 +1,19 @@
 """Approvals pages (HTML), the RFC 7591/7592 endpoints and the requests API."""
 
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from approvals import tokens_views, views
+from approvals.oauth2.urls import urlpatterns as oauth2_urlpatterns
 
 app_name = "approvals"
-urlpatterns: list = []
+urlpatterns: list = [
+    *oauth2_urlpatterns,
+    path("tokens/", tokens_views.token_list, name="token-list"),
+    path("tokens/<int:pk>/", tokens_views.token_detail, name="token-detail"),
+    path("tokens/<int:pk>/revoke", tokens_views.token_revoke_view, name="token-revoke"),
+    path("approvals/", views.QueueView.as_view(), name="queue"),
+    path("approvals/mine/", views.MyRequestsView.as_view(), name="mine"),
+    path("approvals/mine/<str:public_id>/withdraw/", views.WithdrawView.as_view(), name="withdraw"),
+    path("approvals/<str:public_id>/", views.DetailView.as_view(), name="detail"),
+    path("approvals/<str:public_id>/decide/", views.DecideView.as_view(), name="decide"),
+]

@@ -44,3 +44,30 @@ class OutboxEntryAdmin(admin.ModelAdmin):
     list_filter = ("status", "operation", "idp")
     list_select_related = ("client",)
     readonly_fields = [f.name for f in OutboxEntry._meta.fields]
+
+
+# --- leaver signal from the admin ----------------------------------------------------------------
+# portal.admin registers the User admin but may not import inventory (import direction), so the
+# "deactivate" action that routes through inventory.leavers is attached here.
+
+@admin.action(description="Deactivate selected people (orphans their clients)")
+def deactivate_users(modeladmin, request, queryset):
+    from inventory.leavers import user_deactivate
+    from portal.audit import Actor
+
+    done = sum(
+        user_deactivate(user=user, actor=Actor.user(request.user), source="admin", reason="admin deactivation")
+        for user in queryset
+    )
+    modeladmin.message_user(request, f"{done} person(s) deactivated; the orphan sweep will act on their clients.")
+
+
+def _attach_user_admin_action() -> None:
+    from django.contrib.auth import get_user_model
+
+    user_admin = admin.site._registry.get(get_user_model())
+    if user_admin is not None and deactivate_users not in (user_admin.actions or []):
+        user_admin.actions = [*(user_admin.actions or []), deactivate_users]
+
+
+_attach_user_admin_action()

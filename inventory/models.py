@@ -186,6 +186,10 @@ class OutboxEntry(models.Model):
     last_error = models.TextField(_("last error"), blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
+    # A worker leases an entry before calling the IdP (conditional UPDATE, see inventory.delivery);
+    # a lease that runs out (worker killed) makes the entry claimable again.
+    claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True)
+    claimed_by = models.CharField(_("claimed by"), max_length=128, blank=True)
 
     objects = OutboxQuerySet.as_manager()
 
@@ -199,3 +203,56 @@ class OutboxEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation} {self.client_id} ({self.status})"
+
+
+class TransferState(models.TextChoices):
+    PENDING = "pending", _("Pending")
+    ACCEPTED = "accepted", _("Accepted")
+    DECLINED = "declined", _("Declined")
+    CANCELLED = "cancelled", _("Cancelled")
+
+
+class TransferOffer(models.Model):
+    """An owner offers a client to another active person; ownership moves only when they accept."""
+
+    client = models.ForeignKey(Client, verbose_name=_("client"), on_delete=models.CASCADE,
+                               related_name="transfer_offers")
+    from_user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("offered by owner"), null=True,
+                                  blank=True, on_delete=models.SET_NULL, related_name="+")
+    to_user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("offered to"), on_delete=models.CASCADE,
+                                related_name="transfer_offers_received")
+    offered_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("offered by"), null=True, blank=True,
+                                   on_delete=models.SET_NULL, related_name="+")
+    state = models.CharField(_("state"), max_length=16, choices=TransferState.choices, default=TransferState.PENDING)
+    reason = models.TextField(_("reason"), blank=True)
+    created_at = models.DateTimeField(_("offered at"), auto_now_add=True)
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("transfer offer")
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["to_user", "state"], name="transfer_inbox_idx")]
+        constraints = [
+            models.UniqueConstraint(fields=["client"], condition=Q(state="pending"), name="transfer_one_pending"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.client_id} → {self.to_user_id} ({self.state})"
+
+
+class OwnerDigest(models.Model):
+    """One notification digest per person, kind and day: the marker that keeps digests idempotent."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE,
+                             related_name="+")
+    kind = models.CharField(_("kind"), max_length=32)
+    day = models.DateField(_("day"))
+    client_count = models.PositiveIntegerField(_("clients"), default=0)
+    sent_at = models.DateTimeField(_("sent at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("owner digest")
+        constraints = [models.UniqueConstraint(fields=["user", "kind", "day"], name="digest_one_per_day")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} digest for {self.user_id} on {self.day}"

@@ -38,7 +38,7 @@ from portal.audit import censor
 from portal.models import AuditEvent
 from portal.roles import can_see_all_clients
 
-# A stored generated tsvector column added by migration 0003_security_pg_trgm (PostgreSQL only; not a model
+# A stored generated tsvector column added by migration 0005_security_pg_trgm (PostgreSQL only; not a model
 # field, so the ORM never writes it): to_tsvector('english', name || ' ' || purpose).
 SEARCH_DOCUMENT_SQL = '"inventory_client"."search_document"'
 # Purpose is searched by (stemmed) full text only: a substring test on long text costs on every candidate row.

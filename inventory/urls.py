@@ -2,10 +2,27 @@
 
 from django.urls import path, re_path
 
-from inventory.views import security
+from inventory.views import owner, security
+from inventory.views import sync as sync_views
 
 app_name = "inventory"
 urlpatterns: list = [
+    path("inventory/mine/", owner.mine, name="mine"),
+    path("inventory/mine/bulk/", owner.bulk_action, name="bulk"),
+    path("inventory/mine/<str:registration_id>/rotate-key/", owner.rotate_key, name="rotate-key"),
+    path("inventory/mine/<str:registration_id>/transfer/", owner.transfer, name="transfer"),
+    path("inventory/mine/<str:registration_id>/<slug:action>/", owner.client_action, name="client-action"),
+    path("inventory/transfers/", owner.transfers, name="transfers"),
+    path("inventory/transfers/<int:pk>/<slug:decision>/", owner.transfer_decide, name="transfer-decide"),
+    path("inventory/orphans/", owner.orphans, name="orphans"),
+    path("inventory/orphans/<str:registration_id>/take-over/", owner.take_over, name="take-over"),
+    path("inventory/break-glass/", owner.break_glass, name="break-glass"),
+]
+urlpatterns += [
+    path("inventory/sync-failures/", sync_views.SyncFailuresView.as_view(), name="sync_failures"),
+    path("inventory/sync-failures/<int:pk>/retry/", sync_views.OutboxRetryView.as_view(), name="outbox_retry"),
+]
+urlpatterns += [  # security: inventory, explain, exports, dashboard, framework report
     path("inventory/", security.inventory_list, name="list"),
     re_path(r"^inventory/export\.(?P<fmt>csv|json)$", security.inventory_export, name="export"),
     re_path(r"^inventory/(?P<registration_id>reg_[\w-]+)/$", security.client_explain_page, name="explain"),

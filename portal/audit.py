@@ -121,8 +121,12 @@ def audit_record(
     policy_version: int | None = None,
     request_id: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain (inside the caller's transaction)."""
-    with transaction.atomic():
+    """Append one event to the chain (inside the caller's transaction).
+
+    ``savepoint=False``: when called inside a transaction (the usual case) the event simply joins it,
+    saving two round trips while the chain head is locked — the lock is the throughput ceiling.
+    """
+    with transaction.atomic(savepoint=False):
         head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
         event = AuditEvent(
             id=head.last_event_id + 1,
@@ -150,7 +154,7 @@ def audit_record_many(events: list[dict]) -> list[AuditEvent]:
     """Append many events under one head lock with one bulk INSERT (used by sweeps and bulk actions)."""
     if not events:
         return []
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):
         head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
         prev_hash, next_id = head.last_hash, head.last_event_id + 1
         now = timezone.now()
@@ -177,9 +181,28 @@ def audit_record_many(events: list[dict]) -> list[AuditEvent]:
             prev_hash = event.hash
             next_id += 1
             rows.append(event)
-        AuditEvent.objects.bulk_create(rows, batch_size=1000)
+        _insert_events(rows)
         AuditHead.objects.filter(id=1).update(last_event_id=rows[-1].id, last_hash=rows[-1].hash)
     return rows
+
+
+def _insert_events(rows: list[AuditEvent]) -> None:
+    """Insert prepared events. On PostgreSQL a COPY (sweeps append 100k events; an INSERT whose
+    parameters psycopg quotes client-side is several times slower); elsewhere a bulk_create."""
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        AuditEvent.objects.bulk_create(rows, batch_size=1000)
+        return
+    fields = AuditEvent._meta.concrete_fields
+    json_fields = {f.attname for f in fields if f.get_internal_type() == "JSONField"}
+    sql = f"COPY {AuditEvent._meta.db_table} ({', '.join(f.column for f in fields)}) FROM STDIN"
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for event in rows:
+            values = []
+            for f in fields:
+                value = getattr(event, f.attname)
+                values.append(json.dumps(value) if f.attname in json_fields and value is not None else value)
+            copy.write_row(values)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,18 @@ def can_break_glass(user) -> bool:
     return has_role(user, Role.ADMIN, Role.SECURITY)
 
 
+def can_take_over_client(user, client) -> bool:
+    """Take over an orphaned client: its team's members and manager, the former owner's manager, admins,
+    and the owner themselves once reactivated (a returning person reclaims their clients)."""
+    if has_role(user, Role.ADMIN) or (client.owner_id is not None and client.owner_id == user.pk):
+        return True
+    team = client.team
+    if team is not None and (team.manager_id == user.pk or team.members.filter(pk=user.pk).exists()):
+        return True
+    former = client.owner
+    return former is not None and former.manager_id is not None and former.manager_id == user.pk
+
+
 def can_view_client(user, client) -> bool:
     return can_see_all_clients(user) or client.owner_id == user.pk or has_role(user, Role.APPROVER)
 

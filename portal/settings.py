@@ -140,6 +140,11 @@ else:
             },
         }
     }
+if DATABASE_URL:
+    # Persistent connections: Celery closes a connection after each task unless it may be reused, and a
+    # new PostgreSQL connection per outbox delivery costs more than the delivery itself.
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if REDIS_URL:
@@ -307,6 +312,13 @@ REGISTRAR_ORPHAN_RETIRE_DAYS = env_int("REGISTRAR_ORPHAN_RETIRE_DAYS", 30, minim
 REGISTRAR_STALE_DAYS = env_int("REGISTRAR_STALE_DAYS", 30, minimum=1)
 REGISTRAR_EXPIRY_REMINDER_DAYS = [int(d) for d in env_list("REGISTRAR_EXPIRY_REMINDER_DAYS", ["7", "1"])]
 REGISTRAR_OUTBOX_MAX_ATTEMPTS = env_int("REGISTRAR_OUTBOX_MAX_ATTEMPTS", 8, minimum=1)
+# Outbox delivery (inventory.delivery): a worker's lease on an entry must outlast one delivery
+# (a few connector requests of REGISTRAR_CONNECTOR_TIMEOUT_SECONDS each); retries back off
+# exponentially from BASE to MAX seconds, with jitter.
+REGISTRAR_OUTBOX_LEASE_SECONDS = env_int("REGISTRAR_OUTBOX_LEASE_SECONDS", 120, minimum=1)
+REGISTRAR_OUTBOX_BACKOFF_BASE_SECONDS = float(env_str("REGISTRAR_OUTBOX_BACKOFF_BASE_SECONDS", "5"))
+REGISTRAR_OUTBOX_BACKOFF_MAX_SECONDS = float(env_str("REGISTRAR_OUTBOX_BACKOFF_MAX_SECONDS", "600"))
+REGISTRAR_CONNECTOR_TIMEOUT_SECONDS = float(env_str("REGISTRAR_CONNECTOR_TIMEOUT_SECONDS", "10"))
 REGISTRAR_SWEEP_BATCH_SIZE = env_int("REGISTRAR_SWEEP_BATCH_SIZE", 500, minimum=1)
 REGISTRAR_SCIM_TOKEN = env_str("REGISTRAR_SCIM_TOKEN")
 

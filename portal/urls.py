@@ -13,9 +13,11 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/v1/", include("approvals.api.urls")),
     path("", include("approvals.urls")),
     path("", include("inventory.urls")),
     path("api/v1/", include("inventory.api.urls")),
+    path("scim/v2/", include("inventory.scim")),
 ]
 
 handler403 = "portal.views.permission_denied"

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 
 from inventory.choices import ScopeCategory, Sensitivity
 from tests.factories import IdPFactory, ScopeFactory, TeamFactory, UserFactory
+from tests.idp_server import IdPProcess
 
 CATALOGUE = [
     ("tickets:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
@@ -57,3 +60,16 @@ def security_user(db):
 @pytest.fixture
 def admin_user(db):
     return UserFactory(username="root-admin", roles=["admin"], is_staff=True, is_superuser=True)
+
+
+@pytest.fixture(scope="session")
+def oidc_idp():
+    """The real OpenID provider (tests/idp/server.mjs) on loopback, one per test session.
+
+    Node.js is a test requirement (make test installs the IdP's packages); a missing node is a
+    failure, not a skip, so a green run always means the real IdP was exercised.
+    """
+    if shutil.which("node") is None:
+        pytest.fail("node is not installed; the real-IdP tests need it (apt-get install nodejs)")
+    with IdPProcess() as process:
+        yield process

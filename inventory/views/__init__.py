@@ -1,1 +1,1 @@
-"""Inventory HTML views: ``security`` (inventory, explain, dashboard, reports) and ``owner`` (my clients)."""
+"""HTML views of the inventory, one module per area (views are thin: selectors read, services write)."""

@@ -85,7 +85,7 @@ def backward(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("inventory", "0002_initial"),
+        ("inventory", "0004_lifecycle_merge_provisioning"),
         ("portal", "0001_initial"),
     ]
 

@@ -1,0 +1,1 @@
+"""Management API for registration requests (/api/v1/requests/)."""

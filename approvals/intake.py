@@ -1,0 +1,911 @@
+"""Registration intake: RFC 7591 registration and RFC 7592 management, as services.
+
+The views in ``approvals.oauth2`` parse HTTP and call these functions; everything that decides or writes
+happens here.
+
+Who may register (``requester_authenticate``), told apart by the bearer's prefix:
+
+- ``Authorization: Bearer rat_…`` — an initial access token (RFC 7591 §3): owner, team, purpose, scope and
+  TTL ceiling, internal-only flag and target IdP come from the token.
+- ``Authorization: Bearer rrat_…`` — a parent client's registration access token: the registration spawns
+  a child with the parent's owner, at most its scopes and remaining lifetime, one level deeper.
+- no bearer, ``software_statement`` in the body — a JWT from a TrustedIssuer (``approvals.statements``).
+
+What happens (``registration_submit``): the body is validated (``approvals.metadata``), the active policy
+version judges it (``approvals.policy.evaluate``) and the outcome is recorded as a RegistrationRequest with
+one audit event:
+
+- refused → a ``refused`` request row and its audit event, nothing else. A refused attempt does NOT use up
+  the initial access token: the token's owner sees the attempt, and an agent that fixes its metadata can
+  try again. Only accepted and pending registrations consume a use.
+- review → a ``pending`` request; approvers take it from there (``approvals.services``).
+- auto-approve → an ``approved`` request and its client (``provisioning`` + outbox CREATE) in the same
+  transaction; after commit the view calls ``_deliver_inline`` to create it at the IdP right away.
+
+Token uses are consumed with one conditional UPDATE (``uses < max_uses``), so concurrent registrations can
+never exceed ``max_uses``; the loser of a race gets 401 and nothing is written.
+
+Registration access tokens (prefix ``rrat_``) are stored hashed on the request and rotated on every
+RFC 7592 use; the new one is in the response and the old one stops working.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count, F, OuterRef, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from approvals.choices import RequestKind, RequestState
+from approvals.metadata import ClientMetadata, MetadataError, validate_client_metadata
+from approvals.models import InitialAccessToken, RegistrationRequest, TrustedIssuer
+from approvals.policy import (
+    OUTCOME_AUTO_APPROVE,
+    OUTCOME_REFUSE,
+    TIER_REFUSED,
+    PolicyConfig,
+    RegistrationContext,
+    ScopeInfo,
+    Verdict,
+    evaluate,
+)
+from approvals.policy_store import active_policy
+from approvals.statements import StatementError, VerifiedStatement, merge_statement, verify_software_statement
+from inventory.choices import LIVE_STATES, ClientState, CreatedVia, IdPKind, OutboxOperation, OutboxStatus
+from inventory.lifecycle import LifecycleError, client_snapshot, client_transition
+from inventory.models import Client, IdPConnection, OutboxEntry, ScopeDefinition
+from inventory.outbox import outbox_enqueue
+from inventory.services import client_create, new_registration_id
+from portal.audit import Actor, audit_record
+from portal.crypto import hash_token, new_token
+
+logger = logging.getLogger(__name__)
+
+INITIAL_TOKEN_PREFIX = "rat_"
+REGISTRATION_TOKEN_PREFIX = "rrat"  # new_token() adds the "_"
+
+ERR_INVALID_TOKEN = "invalid_token"
+ERR_INVALID_METADATA = "invalid_client_metadata"
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+
+class IntakeError(Exception):
+    """An answer other than success, with its HTTP status and RFC 7591/6750 error body."""
+
+    status = 400
+
+    def __init__(self, error: str, description: str) -> None:
+        self.error = error
+        self.description = description
+        super().__init__(f"{error}: {description}")
+
+    def body(self) -> dict[str, str]:
+        return {"error": self.error, "error_description": self.description}
+
+
+class Unauthorized(IntakeError):
+    """401: the bearer credential is missing, unknown, expired, used up or revoked (RFC 6750 §3.1)."""
+
+    status = 401
+
+    def __init__(self, description: str) -> None:
+        super().__init__(ERR_INVALID_TOKEN, description)
+
+
+class BadRequest(IntakeError):
+    status = 400
+
+
+class Unavailable(IntakeError):
+    status = 503
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+
+def storable(value: Any, *, max_str: int | None = None) -> Any:
+    """A copy safe for PostgreSQL text/jsonb: NUL characters (which it refuses) become U+FFFD."""
+    if isinstance(value, str):
+        value = value.replace("\x00", "\ufffd")
+        return value[:max_str] if max_str else value
+    if isinstance(value, dict):
+        return {storable(str(k)): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _epoch(value) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+def _reasons_json(reasons) -> list[dict[str, str]]:
+    return [{"code": r.code, "message": r.message} for r in reasons]
+
+
+# Read on every registration, changed by an admin now and then: kept per process for a few seconds,
+# like the policy (approvals.policy_store). clear_caches() empties them (tests, after admin changes).
+CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[float, Any]] = {}
+
+
+def _cached(key: str, load):
+    now = time.monotonic()
+    hit = _cache.get(key)
+    if hit is not None and now - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    value = load()
+    _cache[key] = (now, value)
+    return value
+
+
+def clear_caches() -> None:
+    _cache.clear()
+
+
+def default_idp() -> IdPConnection | None:
+    return _cached("default_idp", lambda: IdPConnection.objects.filter(is_default=True, enabled=True).first())
+
+
+# --- who is registering --------------------------------------------------------------------------
+
+
+@dataclass
+class Requester:
+    """The authenticated credential behind a registration and what it allows."""
+
+    via: str
+    owner: Any
+    actor: Actor
+    team: Any = None
+    purpose: str = ""
+    idp: IdPConnection | None = None
+    token: InitialAccessToken | None = None
+    statement: VerifiedStatement | None = None
+    parent: Client | None = None
+    ceiling_scopes: frozenset[str] | None = None
+    ceiling_ttl: int | None = None
+    ceiling_internal_only: bool = False
+    audit_fields: dict[str, Any] = field(default_factory=dict)
+    # Counted with the credential lookup when that is cheap (tokens); otherwise counted by _context().
+    owner_live_clients: int | None = None
+
+    @property
+    def issuer(self) -> TrustedIssuer | None:
+        return self.statement.issuer if self.statement else None
+
+    def merge(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The metadata to validate: statement values override the body; the credential's purpose is the default."""
+        if self.statement is not None:
+            return merge_statement(body, self.statement)
+        merged = dict(body)
+        merged.pop("software_statement", None)
+        if merged.get("purpose") is None and self.purpose:
+            merged["purpose"] = self.purpose
+        return merged
+
+
+def _token_problem(token: InitialAccessToken, now) -> str | None:
+    if token.revoked_at is not None:
+        return "the initial access token has been revoked"
+    if token.expires_at <= now:
+        return "the initial access token has expired"
+    if token.uses >= token.max_uses:
+        return "the initial access token has been used up"
+    return None
+
+
+def requester_authenticate(*, bearer: str | None, body: Any) -> Requester:
+    """Find and check the credential; raise Unauthorized (401) or BadRequest (bad software statement)."""
+    now = timezone.now()
+    if bearer:
+        if bearer.startswith(REGISTRATION_TOKEN_PREFIX + "_"):
+            return _spawn_requester(bearer, now)
+        # The owner's live clients (for the quota rule) come back with the token: one round trip, not two.
+        live_clients = (
+            Client.objects.filter(owner=OuterRef("owner_id"), state__in=LIVE_STATES)
+            .order_by()
+            .values("owner")
+            .annotate(n=Count("pk"))
+            .values("n")
+        )
+        token = (
+            InitialAccessToken.objects.select_related("owner", "team", "idp")
+            .annotate(owner_live_clients=Coalesce(Subquery(live_clients), 0))
+            .filter(token_hash=hash_token(bearer))
+            .first()
+        )
+        if token is None:
+            raise Unauthorized("the bearer token is not a valid initial access token")
+        problem = _token_problem(token, now)
+        if problem:
+            raise Unauthorized(problem)
+        return Requester(
+            via=CreatedVia.TOKEN,
+            owner=token.owner,
+            team=token.team,
+            purpose=token.purpose,
+            idp=token.idp,
+            token=token,
+            actor=Actor.agent(f"token {token.prefix}", str(token.pk)),
+            ceiling_scopes=frozenset(token.allowed_scopes or ()),
+            ceiling_ttl=token.max_ttl_seconds,
+            ceiling_internal_only=token.internal_only,
+            audit_fields={"token_id": token.pk, "token_prefix": token.prefix},
+            owner_live_clients=token.owner_live_clients,
+        )
+    statement = body.get("software_statement") if isinstance(body, dict) else None
+    if statement is None:
+        raise Unauthorized("an initial access token (Authorization: Bearer) or a software_statement is required")
+    try:
+        verified = verify_software_statement(statement)
+    except StatementError as exc:
+        raise BadRequest(exc.error, exc.description)
+    rule = verified.issuer
+    return Requester(
+        via=CreatedVia.SOFTWARE_STATEMENT,
+        owner=rule.owner,
+        team=rule.team,
+        purpose=rule.purpose,
+        idp=rule.idp,
+        statement=verified,
+        actor=Actor.agent(verified.subject, f"issuer:{rule.pk}"),
+        ceiling_scopes=frozenset(rule.allowed_scopes or ()),
+        ceiling_ttl=rule.max_ttl_seconds,
+        ceiling_internal_only=rule.internal_only,
+        audit_fields={"issuer_id": rule.pk, "issuer": rule.issuer, "subject": verified.subject},
+    )
+
+
+def _spawn_requester(bearer: str, now) -> Requester:
+    parent_request = (
+        RegistrationRequest.objects.select_related("client", "client__owner", "client__team", "client__idp")
+        .filter(registration_access_token_hash=hash_token(bearer))
+        .first()
+    )
+    parent = parent_request.client if parent_request else None
+    if parent is None:
+        raise Unauthorized("the bearer token is not a valid registration access token of a client")
+    if parent.state != ClientState.ACTIVE:
+        raise Unauthorized(f"the parent client is {parent.state}; only an active client can spawn children")
+    return Requester(
+        via=CreatedVia.SPAWN,
+        owner=parent.owner,
+        team=parent.team,
+        purpose=parent.purpose,
+        idp=parent.idp,
+        parent=parent,
+        actor=Actor.agent(f"client {parent.registration_id}", parent.registration_id),
+        audit_fields={"parent": parent.registration_id},
+    )
+
+
+# --- registration --------------------------------------------------------------------------------
+
+
+@dataclass
+class Submission:
+    """What ``registration_submit`` did, for the view to answer."""
+
+    request: RegistrationRequest
+    verdict: Verdict | None
+    client: Client | None = None
+    registration_access_token: str | None = None
+    error: str | None = None
+    error_description: str | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.request.state == RequestState.REFUSED
+
+
+def _load_catalogue() -> dict[str, ScopeInfo]:
+    rows = ScopeDefinition.objects.filter(is_active=True).values_list("name", "sensitivity", "category")
+    return {name: ScopeInfo(name, sensitivity, category) for name, sensitivity, category in rows}
+
+
+def _catalogue(scopes) -> dict[str, ScopeInfo]:
+    """The catalogue entries for ``scopes`` (unknown names are simply absent: the policy refuses them)."""
+    if not scopes:
+        return {}
+    catalogue = _cached("catalogue", _load_catalogue)
+    return {name: catalogue[name] for name in scopes if name in catalogue}
+
+
+def _owner_active(owner) -> bool:
+    return bool(owner is not None and owner.is_active and getattr(owner, "deactivated_at", None) is None)
+
+
+def _context(requester: Requester, md: ClientMetadata, now) -> RegistrationContext:
+    owner = requester.owner
+    live = requester.owner_live_clients
+    if live is None:
+        live = Client.objects.live().filter(owner=owner).count() if owner is not None else 0
+    parent_fields: dict[str, Any] = {}
+    parent = requester.parent
+    if parent is not None:
+        remaining = math.floor((parent.expires_at - now).total_seconds()) if parent.expires_at is not None else None
+        parent_fields = {
+            "parent_scopes": frozenset(parent.scopes or ()),
+            "parent_remaining_ttl": remaining,
+            "parent_depth": parent.depth,
+            "parent_tier": parent.risk_tier,
+        }
+    return RegistrationContext(
+        **md.policy_fields(),
+        catalogue=_catalogue(md.scope),
+        owner_active=_owner_active(owner),
+        owner_live_clients=live,
+        via=requester.via,
+        ceiling_scopes=requester.ceiling_scopes,
+        ceiling_ttl=requester.ceiling_ttl,
+        ceiling_internal_only=requester.ceiling_internal_only,
+        **parent_fields,
+    )
+
+
+def _request_fields(requester: Requester, now, source_ip: str | None) -> dict[str, Any]:
+    statement = requester.statement
+    return {
+        "kind": RequestKind.REGISTRATION,
+        "via": requester.via,
+        "owner": requester.owner,
+        "team": requester.team,
+        "token": requester.token,
+        "issuer": requester.issuer,
+        "statement_subject": storable(statement.subject, max_str=512) if statement else "",
+        "parent_client": requester.parent,
+        "source_ip": source_ip,
+    }
+
+
+def _audit_after(requester: Requester, request: RegistrationRequest, verdict: Verdict | None) -> dict[str, Any]:
+    return storable(
+        {
+            "requester": requester.actor.label,
+            "via": requester.via,
+            **requester.audit_fields,
+            "owner": requester.owner.get_username() if requester.owner is not None else None,
+            "state": request.state,
+            "requested_scopes": request.requested_scopes,
+            "granted_scopes": request.granted_scopes,
+            "granted_ttl": request.granted_ttl,
+            "verdict": verdict.to_dict() if verdict else None,
+            "error": request.error or None,
+            "reasons": request.reasons,
+        }
+    )
+
+
+@transaction.atomic
+def _record_refusal(
+    *,
+    requester: Requester,
+    body: Any,
+    error: str,
+    reasons: list[dict[str, str]],
+    verdict: Verdict | None,
+    md: ClientMetadata | None,
+    config: PolicyConfig,
+    source_ip: str | None,
+) -> RegistrationRequest:
+    """The refused row and its audit event: all a refused attempt leaves behind."""
+    now = timezone.now()
+    raw = body if isinstance(body, dict) else {"_body": body}
+    raw = {k: v for k, v in raw.items() if k != "software_statement"}
+    metadata = md.to_response_dict() if md is not None else raw
+    scopes = list(md.scope) if md is not None else []
+    if md is None and isinstance(raw.get("scope"), str):
+        scopes = raw["scope"].split()[:50]
+
+    def text(name: str, limit: int) -> str:
+        value = md and getattr(md, name, None) or raw.get(name)
+        return storable(value, max_str=limit) if isinstance(value, str) else ""
+
+    request = RegistrationRequest.objects.create(
+        public_id=new_registration_id(),
+        state=RequestState.REFUSED,
+        metadata=storable(metadata),
+        client_name=text("client_name", 200),
+        software_id=text("software_id", 255),
+        purpose=text("purpose", 2000) or requester.purpose,
+        requested_scopes=storable(scopes),
+        requested_ttl=md.requested_ttl if md is not None else None,
+        audiences=storable(list(md.audiences)) if md is not None else [],
+        internal_only=md.internal_only if md is not None else False,
+        idp=requester.idp,
+        policy_version=config.version,
+        risk_tier=TIER_REFUSED,
+        outcome=OUTCOME_REFUSE,
+        reasons=storable(reasons),
+        verdict=storable(verdict.to_dict()) if verdict else {},
+        error=error,
+        decided_at=now,
+        decision_reason="refused by policy" if verdict else "refused: invalid client metadata",
+        **_request_fields(requester, now, source_ip),
+    )
+    audit_record(
+        actor=requester.actor,
+        action="registration.refused",
+        object_type="registration_request",
+        object_id=request.public_id,
+        after=_audit_after(requester, request, verdict),
+        reason="; ".join(r["message"] for r in reasons)[:2000],
+        policy_version=config.version,
+    )
+    return request
+
+
+def registration_submit(*, requester: Requester, body: Any, source_ip: str | None = None) -> Submission:
+    """Judge and record one RFC 7591 registration. Raises Unauthorized if the token ran out meanwhile."""
+    config = active_policy()
+    now = timezone.now()
+    merged = requester.merge(body) if isinstance(body, dict) else body
+    try:
+        md = validate_client_metadata(merged, allow_shared_secret=config.allow_shared_secret)
+    except MetadataError as exc:
+        reasons = [{"code": "invalid_metadata", "message": m} for m in exc.reasons]
+        request = _record_refusal(
+            requester=requester, body=merged, error=exc.error, reasons=reasons, verdict=None, md=None,
+            config=config, source_ip=source_ip,
+        )  # fmt: skip
+        return Submission(request=request, verdict=None, error=exc.error, error_description=exc.description)
+
+    verdict = evaluate(_context(requester, md, now), config)
+    if verdict.refused:
+        request = _record_refusal(
+            requester=requester, body=merged, error=verdict.error, reasons=_reasons_json(verdict.reasons),
+            verdict=verdict, md=md, config=config, source_ip=source_ip,
+        )  # fmt: skip
+        return Submission(
+            request=request, verdict=verdict, error=verdict.error, error_description=verdict.error_description
+        )
+
+    idp = requester.idp or default_idp()
+    if idp is None:
+        raise Unavailable("temporarily_unavailable", "no identity provider is configured for new registrations")
+    return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now, source_ip=source_ip)
+
+
+@transaction.atomic
+def _record_accepted(
+    *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None
+) -> Submission:
+    auto = verdict.outcome == OUTCOME_AUTO_APPROVE
+    plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
+    registration_id = new_registration_id()
+    metadata = storable(md.to_response_dict())
+    request = RegistrationRequest(
+        public_id=registration_id,
+        state=RequestState.APPROVED if auto else RequestState.PENDING,
+        metadata=metadata,
+        client_name=md.client_name or "",
+        software_id=md.software_id or "",
+        purpose=md.purpose,
+        requested_scopes=list(md.scope),
+        requested_ttl=md.requested_ttl,
+        granted_scopes=list(verdict.granted_scopes),
+        granted_ttl=verdict.ttl_seconds,
+        audiences=storable(list(md.audiences)),
+        internal_only=md.internal_only,
+        idp=idp,
+        registration_access_token_hash=hash_token(plaintext),
+        policy_version=verdict.policy_version,
+        risk_tier=verdict.tier,
+        outcome=verdict.outcome,
+        reasons=_reasons_json(verdict.reasons),
+        verdict=verdict.to_dict(),
+        approvals_needed=verdict.approvals_needed,
+        decided_at=now if auto else None,
+        decision_reason=f"auto-approved by policy v{verdict.policy_version}" if auto else "",
+        **_request_fields(requester, now, source_ip),
+    )
+    client = None
+    if auto:
+        statement = requester.statement
+        client = client_create(
+            actor=requester.actor,
+            idp=idp,
+            name=md.client_name or f"agent {registration_id}",
+            owner=requester.owner,
+            team=requester.team,
+            purpose=md.purpose,
+            scopes=list(verdict.granted_scopes),
+            expires_at=now + timedelta(seconds=verdict.ttl_seconds),
+            registration_id=registration_id,
+            risk_tier=verdict.tier,
+            created_via=requester.via,
+            policy_version=verdict.policy_version,
+            metadata=metadata,
+            audiences=list(md.audiences),
+            internal_only=md.internal_only,
+            auth_method=md.token_endpoint_auth_method,
+            jwks=md.jwks,
+            jwks_uri=md.jwks_uri or "",
+            software_id=md.software_id or "",
+            software_version=md.software_version or "",
+            spiffe_id=statement.subject if statement and statement.issuer.kind == "spiffe" else "",
+            parent=requester.parent,
+            reason=f"auto-approved by policy v{verdict.policy_version}",
+        )
+        request.client = client
+    request.save(force_insert=True)
+    token = requester.token
+    if token is not None:
+        # The one place a use is consumed: conditional, so max_uses holds under any concurrency. Done after
+        # the inserts so the token's row lock is held as briefly as possible (every agent of a fleet shares
+        # one token); a lost race rolls the inserts back.
+        used = InitialAccessToken.objects.filter(
+            pk=token.pk, uses__lt=F("max_uses"), revoked_at__isnull=True, expires_at__gt=now
+        ).update(uses=F("uses") + 1, last_used_at=now)
+        if not used:
+            raise Unauthorized("the initial access token has been used up")
+    audit_record(
+        actor=requester.actor,
+        action="registration.accepted" if auto else "registration.pending",
+        object_type="registration_request",
+        object_id=registration_id,
+        after=_audit_after(requester, request, verdict),
+        reason=verdict.error_description[:2000],
+        policy_version=verdict.policy_version,
+    )
+    return Submission(request=request, verdict=verdict, client=client, registration_access_token=plaintext)
+
+
+def registration_unauthorized_record(
+    *,
+    description: str,
+    bearer: str | None,
+    source_ip: str | None,
+    path: str = "/oauth2/register",
+    error: str = ERR_INVALID_TOKEN,
+) -> None:
+    """Audit a credential that was refused (401, or a software statement that did not verify).
+
+    Only the credential's public prefix is recorded, never the credential.
+    """
+    prefix = (bearer or "")[:12] if bearer else ""
+    with transaction.atomic():
+        audit_record(
+            actor=Actor.agent(f"unauthenticated {source_ip or '?'}", ""),
+            action="registration.unauthorized" if error == ERR_INVALID_TOKEN else "registration.statement_rejected",
+            object_type="registration_endpoint",
+            object_id=path[:64],
+            after=storable({"credential_prefix": prefix, "source_ip": source_ip, "error": error}),
+            reason=storable(description, max_str=2000),
+        )
+
+
+# --- inline delivery on the 201 path ---------------------------------------------------------------
+
+
+def _deliver_inline(client: Client) -> bool:
+    """Create ``client`` at its IdP now, bounded by REGISTRAR_INLINE_DELIVERY_TIMEOUT; True once it is active.
+
+    Uses the workers' own delivery code when the provisioning module provides it. Until then the fallback
+    below handles DRY-RUN IdP connections only (it records, provisions nothing anywhere); any other IdP
+    answers 202 and the outbox worker finishes the job. The lead swaps this when inventory.delivery lands.
+    """
+    timeout = settings.REGISTRAR_INLINE_DELIVERY_TIMEOUT
+    try:
+        from inventory.delivery import deliver_client_outbox_inline  # type: ignore[import-not-found]
+    except ImportError:
+        deliver_client_outbox_inline = None
+    if deliver_client_outbox_inline is not None:
+        try:
+            delivered = bool(deliver_client_outbox_inline(client.pk, timeout=timeout))
+        except Exception:  # noqa: BLE001 - any failure means "not yet": the worker retries, the agent polls
+            logger.warning("event=inline_delivery_failed client=%s", client.registration_id, exc_info=True)
+            return False
+        if delivered:
+            client.refresh_from_db(fields=["idp_client_id", "state", "activated_at", "state_changed_at"])
+        return delivered
+    return _deliver_inline_dry_run(client)
+
+
+def _deliver_inline_dry_run(client: Client) -> bool:
+    """DRY RUN fallback: mark the CREATE delivered with the id the dry-run connector would return."""
+    if client.idp.kind != IdPKind.DRY_RUN:
+        return False
+    from inventory.connectors.dryrun import DRYRUN_PREFIX
+
+    with transaction.atomic():
+        locked = Client.objects.select_for_update().get(pk=client.pk)
+        if locked.state != ClientState.PROVISIONING:
+            return locked.state == ClientState.ACTIVE
+        now = timezone.now()
+        done = OutboxEntry.objects.filter(
+            client=locked, operation=OutboxOperation.CREATE, status=OutboxStatus.PENDING
+        ).update(status=OutboxStatus.DONE, delivered_at=now, attempts=F("attempts") + 1)
+        if not done:
+            return False
+        locked.idp_client_id = f"{DRYRUN_PREFIX}{locked.registration_id}"
+        locked.idp_state = {"dry_run": True}
+        locked.last_synced_at = now
+        locked.save(update_fields=["idp_client_id", "idp_state", "last_synced_at"])
+        client_transition(
+            client=locked,
+            target=ClientState.ACTIVE,
+            actor=Actor.system("inline-delivery (dry-run)"),
+            reason="created at the dry-run IdP inline",
+        )
+    for name in ("idp_client_id", "idp_state", "last_synced_at", "state", "state_changed_at", "activated_at"):
+        setattr(client, name, getattr(locked, name))
+    return True
+
+
+# --- RFC 7592 ------------------------------------------------------------------------------------
+
+
+def _authenticated_request(registration_id: str, bearer: str | None) -> RegistrationRequest:
+    if not bearer:
+        raise Unauthorized("a registration access token (Authorization: Bearer) is required")
+    request = (
+        RegistrationRequest.objects.select_related("client", "client__idp", "idp", "owner")
+        .filter(public_id=registration_id, registration_access_token_hash=hash_token(bearer))
+        .first()
+    )
+    if request is None:
+        raise Unauthorized("the registration access token is not valid for this registration")
+    return request
+
+
+def _rotate(request: RegistrationRequest, bearer: str) -> str:
+    """Swap the registration access token; the old one stops working. Conditional: a replay loses."""
+    plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
+    rotated = RegistrationRequest.objects.filter(
+        pk=request.pk, registration_access_token_hash=hash_token(bearer)
+    ).update(registration_access_token_hash=hash_token(plaintext))
+    if not rotated:
+        raise Unauthorized("the registration access token was already used")
+    request.registration_access_token_hash = hash_token(plaintext)
+    return plaintext
+
+
+def _revoke_token(request: RegistrationRequest) -> None:
+    RegistrationRequest.objects.filter(pk=request.pk).update(registration_access_token_hash=None)
+
+
+def _ended_error(request: RegistrationRequest) -> IntakeError | None:
+    """400 for a request that will never become a client (denied, lapsed, withdrawn)."""
+    reason = request.decision_reason or ""
+    error = "unapproved_software_statement" if request.via == CreatedVia.SOFTWARE_STATEMENT else "access_denied"
+    if request.state == RequestState.DENIED:
+        return BadRequest(error, f"the registration was denied: {reason or 'no reason given'}")
+    if request.state == RequestState.LAPSED:
+        return BadRequest(error, f"the registration lapsed without a decision{': ' + reason if reason else ''}")
+    if request.state == RequestState.WITHDRAWN:
+        return BadRequest(error, f"the registration was withdrawn{': ' + reason if reason else ''}")
+    return None
+
+
+@dataclass
+class Management:
+    """The outcome of an RFC 7592 read or update, for the view to answer."""
+
+    status: int
+    request: RegistrationRequest
+    client: Client | None
+    registration_access_token: str | None
+
+
+def registration_read(*, registration_id: str, bearer: str | None) -> Management:
+    """RFC 7592 GET: 200 with the client when live, 202 while pending or provisioning, 400 once refused."""
+    request = _authenticated_request(registration_id, bearer)
+    ended = _ended_error(request)
+    if ended is not None:
+        raise ended
+    client = request.client
+    if client is not None and client.state not in (ClientState.PROVISIONING, ClientState.ACTIVE, ClientState.SUSPENDED):
+        _revoke_token(request)
+        raise Unauthorized(f"the client is {client.state}; its registration access token is no longer valid")
+    new = _rotate(request, bearer)
+    status = 200 if client is not None and client.state != ClientState.PROVISIONING else 202
+    return Management(status=status, request=request, client=client, registration_access_token=new)
+
+
+def _agent_actor(request: RegistrationRequest) -> Actor:
+    return Actor.agent(f"client {request.public_id}", request.public_id)
+
+
+def _current_metadata(request: RegistrationRequest, client: Client) -> ClientMetadata:
+    stored = dict(client.metadata or request.metadata or {})
+    stored["scope"] = " ".join(client.scopes or ())
+    stored.setdefault("purpose", client.purpose or request.purpose or "unknown")
+    try:
+        md = validate_client_metadata(stored, allow_shared_secret=True)
+    except MetadataError:
+        # Metadata stored by an older validator: compare on what the client row holds.
+        md = ClientMetadata(purpose=client.purpose or "unknown", scope=tuple(client.scopes or ()))
+    return dataclasses.replace(md, requested_ttl=None)
+
+
+def registration_update(*, registration_id: str, bearer: str | None, body: Any) -> Management:
+    """RFC 7592 PUT by the agent: narrow scopes or lifetime, rotate keys. Anything wider is refused."""
+    request = _authenticated_request(registration_id, bearer)
+    ended = _ended_error(request)
+    if ended is not None:
+        raise ended
+    client = request.client
+    if client is None:
+        raise BadRequest(ERR_INVALID_METADATA, "the registration is waiting for review; it can be read or deleted")
+    if client.state not in (ClientState.PROVISIONING, ClientState.ACTIVE, ClientState.SUSPENDED):
+        _revoke_token(request)
+        raise Unauthorized(f"the client is {client.state}; its registration access token is no longer valid")
+    if not isinstance(body, dict):
+        raise BadRequest(ERR_INVALID_METADATA, "client metadata must be a JSON object")
+    claimed = body.get("client_id")
+    if claimed is not None and claimed not in (client.idp_client_id, client.registration_id):
+        raise BadRequest(ERR_INVALID_METADATA, "client_id does not match this registration")
+    body = {k: v for k, v in body.items() if k != "software_statement"}
+    body.setdefault("purpose", client.purpose)
+    config = active_policy()
+    try:
+        new = validate_client_metadata(body, allow_shared_secret=config.allow_shared_secret)
+    except MetadataError as exc:
+        raise BadRequest(exc.error, exc.description)
+    current = _current_metadata(request, client)
+    base = client.created_at
+    current_ttl = max(0, math.ceil((client.expires_at - base).total_seconds())) if client.expires_at else None
+    problems = current.narrowing_problems(new, current_ttl_seconds=current_ttl)
+    if problems:
+        raise BadRequest(ERR_INVALID_METADATA, "widening needs a new registration: " + "; ".join(problems))
+    return _apply_narrowing(request=request, client=client, new=new, bearer=bearer, base=base)
+
+
+@transaction.atomic
+def _apply_narrowing(*, request, client: Client, new: ClientMetadata, bearer: str, base) -> Management:
+    locked = Client.objects.select_for_update().get(pk=client.pk)
+    before = client_snapshot(locked)
+    scopes = [s for s in locked.scopes if s in new.scope]
+    expires_at = locked.expires_at
+    if new.requested_ttl is not None:
+        proposed = base + timedelta(seconds=new.requested_ttl)
+        expires_at = proposed if expires_at is None else min(expires_at, proposed)
+    metadata = storable(new.to_response_dict())
+    metadata["scope"] = " ".join(scopes)
+    locked.scopes = scopes
+    locked.expires_at = expires_at
+    locked.metadata = metadata
+    locked.name = new.client_name or locked.name
+    locked.auth_method = new.token_endpoint_auth_method
+    locked.jwks = new.jwks
+    locked.jwks_uri = new.jwks_uri or ""
+    locked.software_version = new.software_version or ""
+    locked.save(
+        update_fields=[
+            "scopes",
+            "expires_at",
+            "metadata",
+            "name",
+            "auth_method",
+            "jwks",
+            "jwks_uri",
+            "software_version",
+        ]
+    )
+    audit_record(
+        actor=_agent_actor(request),
+        action="client.narrow",
+        object_type="client",
+        object_id=locked.registration_id,
+        before=before,
+        after=client_snapshot(locked) | {"auth_method": locked.auth_method, "key_rotated": new.jwks != client.jwks},
+        reason="RFC 7592 update by the agent",
+        policy_version=locked.policy_version,
+    )
+    outbox_enqueue(client=locked, operation=OutboxOperation.UPDATE)
+    token = _rotate(request, bearer)
+    return Management(status=200, request=request, client=locked, registration_access_token=token)
+
+
+def registration_delete(*, registration_id: str, bearer: str | None) -> None:
+    """RFC 7592 DELETE: withdraw a pending request or retire the client (its IdP removal is queued)."""
+    request = _authenticated_request(registration_id, bearer)
+    actor = _agent_actor(request)
+    with transaction.atomic():
+        if request.state == RequestState.PENDING:
+            withdrawn = RegistrationRequest.objects.filter(pk=request.pk, state=RequestState.PENDING).update(
+                state=RequestState.WITHDRAWN, decided_at=timezone.now(), decision_reason="deleted by the agent"
+            )
+            if withdrawn:
+                audit_record(
+                    actor=actor,
+                    action="registration.withdraw",
+                    object_type="registration_request",
+                    object_id=request.public_id,
+                    before={"state": RequestState.PENDING},
+                    after={"state": RequestState.WITHDRAWN},
+                    reason="RFC 7592 delete by the agent",
+                    policy_version=request.policy_version,
+                )
+        elif request.client is not None and request.client.state in (
+            ClientState.PROVISIONING, ClientState.ACTIVE, ClientState.SUSPENDED,
+        ):  # fmt: skip
+            try:
+                client_transition(
+                    client=request.client,
+                    target=ClientState.RETIRED,
+                    actor=actor,
+                    reason="RFC 7592 delete by the agent",
+                )
+            except LifecycleError:
+                raise Unauthorized("the client is no longer live")
+        _revoke_token(request)
+
+
+def client_information(
+    *, request: RegistrationRequest, client: Client, registration_access_token: str, registration_client_uri: str
+) -> dict[str, Any]:
+    """The RFC 7591 §3.2.1 client information response (also RFC 7592 read/update)."""
+    info: dict[str, Any] = {
+        "client_id": client.idp_client_id,
+        "client_id_issued_at": _epoch(client.activated_at or client.created_at),
+        "registration_access_token": registration_access_token,
+        "registration_client_uri": registration_client_uri,
+    }
+    metadata = dict(client.metadata or {})
+    metadata["scope"] = " ".join(client.scopes or ())
+    metadata.pop("requested_ttl", None)
+    info.update(metadata)
+    info.update(
+        {
+            "expires_at": _epoch(client.expires_at),
+            "issuer": client.idp.issuer,
+            "token_endpoint": client.idp.token_endpoint,
+            "registration_id": request.public_id,
+            "status": client.state,
+            "risk_tier": client.risk_tier,
+            "policy_version": client.policy_version,
+        }
+    )
+    if client.idp.kind == IdPKind.DRY_RUN:
+        info["dry_run"] = True  # nothing was created at a real IdP: say so to the agent
+    return info
+
+
+def pending_information(
+    *, request: RegistrationRequest, registration_access_token: str, registration_client_uri: str, status: str
+) -> dict[str, Any]:
+    """The 202 body: where to poll and with which token."""
+    return {
+        "status": status,
+        "registration_id": request.public_id,
+        "registration_client_uri": registration_client_uri,
+        "registration_access_token": registration_access_token,
+        "risk_tier": request.risk_tier,
+        "approvals_needed": request.approvals_needed,
+        "policy_version": request.policy_version,
+        "reasons": [r["message"] for r in request.reasons or []],
+    }
+
+
+__all__ = [
+    "BadRequest",
+    "IntakeError",
+    "Management",
+    "Requester",
+    "Submission",
+    "Unauthorized",
+    "client_information",
+    "pending_information",
+    "registration_delete",
+    "registration_read",
+    "registration_submit",
+    "registration_unauthorized_record",
+    "registration_update",
+    "requester_authenticate",
+]

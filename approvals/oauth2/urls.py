@@ -1,0 +1,10 @@
+"""RFC 7591/7592 routes; included from approvals.urls (namespace ``approvals``)."""
+
+from django.urls import path
+
+from approvals.oauth2 import views
+
+urlpatterns = [
+    path("oauth2/register", views.register, name="oauth2-register"),
+    path("oauth2/register/<str:registration_id>", views.manage, name="oauth2-manage"),
+]

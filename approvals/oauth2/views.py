@@ -1,0 +1,246 @@
+"""``/oauth2/register`` (RFC 7591) and ``/oauth2/register/<registration id>`` (RFC 7592).
+
+Plain Django views, JSON in and out, CSRF-exempt because they are authenticated by a bearer credential
+(never a cookie). Every error body is ``{"error": ..., "error_description": ...}`` (RFC 7591 §3.2.2 /
+RFC 6750 §3); a 401 also carries ``WWW-Authenticate: Bearer error="invalid_token"``.
+
+Order of checks on POST: per-address rate limit → body size (413) → JSON (400) → per-credential rate
+limit → credential (401) → metadata and policy (400/201/202). The two cheap checks come first so a flood
+costs a cache round trip, not a database transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from typing import Any
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
+
+from approvals import intake, ratelimit
+
+logger = logging.getLogger(__name__)
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _json(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> JsonResponse:
+    response = JsonResponse(body, status=status, json_dumps_params={"separators": (",", ":")})
+    for key, value in {**NO_STORE, **(headers or {})}.items():
+        response[key] = value
+    return response
+
+
+def _error(status: int, error: str, description: str, headers: dict[str, str] | None = None) -> JsonResponse:
+    return _json(status, {"error": error, "error_description": description}, headers)
+
+
+def _from_exc(exc: intake.IntakeError) -> JsonResponse:
+    headers = None
+    if exc.status == 401:
+        headers = {
+            "WWW-Authenticate": f'Bearer error="invalid_token", error_description="{_header_safe(exc.description)}"'
+        }
+    return _error(exc.status, exc.error, exc.description, headers)
+
+
+def _header_safe(text: str) -> str:
+    return "".join(c for c in text if c.isprintable() and c not in '"\\')[:200]
+
+
+def _bearer(request: HttpRequest) -> str | None:
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return value.strip() or None
+
+
+def _source_ip(request: HttpRequest) -> str | None:
+    # REMOTE_ADDR only: X-Forwarded-For is set by whoever sends the request. Behind a proxy, have the
+    # proxy (or gunicorn's --forwarded-allow-ips) set REMOTE_ADDR.
+    return request.META.get("REMOTE_ADDR") or None
+
+
+def _limited(limit: ratelimit.Limited) -> JsonResponse:
+    return _error(
+        429,
+        "too_many_requests",
+        f"rate limit per {limit.scope} exceeded; retry after {limit.retry_after} s",
+        {"Retry-After": str(limit.retry_after)},
+    )
+
+
+def _read_json(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
+    """The parsed body, or the error response (413 too large, 400 not JSON)."""
+    limit = settings.REGISTRAR_MAX_BODY_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return None, _error(413, intake.ERR_INVALID_METADATA, f"the request body is larger than {limit} bytes")
+    raw = request.body
+    if len(raw) > limit:
+        return None, _error(413, intake.ERR_INVALID_METADATA, f"the request body is larger than {limit} bytes")
+    content_type = request.content_type or ""
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        return None, _error(
+            400, intake.ERR_INVALID_METADATA, "the request body must be JSON (Content-Type: application/json)"
+        )
+    try:
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None, _error(400, intake.ERR_INVALID_METADATA, "the request body is not valid JSON")
+    return body, None
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN/Infinity; RFC 8259 and PostgreSQL do not
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _client_uri(request: HttpRequest, registration_id: str) -> str:
+    path = reverse("approvals:oauth2-manage", kwargs={"registration_id": registration_id})
+    base = settings.REGISTRAR_PUBLIC_URL
+    return f"{base}{path}" if base else request.build_absolute_uri(path)
+
+
+def _unauthorized(request: HttpRequest, exc: intake.IntakeError, bearer: str | None) -> JsonResponse:
+    intake.registration_unauthorized_record(
+        description=exc.description, bearer=bearer, source_ip=_source_ip(request), path=request.path
+    )
+    return _from_exc(exc)
+
+
+@csrf_exempt
+def register(request: HttpRequest) -> HttpResponse:
+    """RFC 7591 §3.1 client registration."""
+    if request.method != "POST":
+        response = _error(405, "invalid_request", "use POST to register a client")
+        response["Allow"] = "POST"
+        return response
+    source_ip = _source_ip(request)
+    limited = ratelimit.hit("address", source_ip or "unknown", settings.REGISTRAR_REGISTER_RATE_PER_IP)
+    if limited:
+        return _limited(limited)
+    body, problem = _read_json(request)
+    if problem is not None:
+        return problem
+    bearer = _bearer(request)
+    if bearer:
+        limited = ratelimit.hit("token", bearer, settings.REGISTRAR_REGISTER_RATE_PER_TOKEN)
+        if limited:
+            return _limited(limited)
+    try:
+        requester = intake.requester_authenticate(bearer=bearer, body=body)
+    except intake.Unauthorized as exc:
+        return _unauthorized(request, exc, bearer)
+    except intake.IntakeError as exc:  # a software statement that does not verify
+        intake.registration_unauthorized_record(
+            description=exc.description, bearer=None, source_ip=source_ip, path=request.path, error=exc.error
+        )
+        return _from_exc(exc)
+    if requester.statement is not None:
+        # A statement is its own credential: limit per workload (issuer rule + subject), like a token.
+        ident = f"statement:{requester.statement.issuer.pk}:{requester.statement.subject}"
+        limited = ratelimit.hit("token", ident, settings.REGISTRAR_REGISTER_RATE_PER_TOKEN)
+        if limited:
+            return _limited(limited)
+    try:
+        submission = intake.registration_submit(requester=requester, body=body, source_ip=source_ip)
+    except intake.Unauthorized as exc:
+        return _unauthorized(request, exc, bearer)
+    except intake.IntakeError as exc:
+        return _from_exc(exc)
+
+    if submission.refused:
+        return _error(400, submission.error, submission.error_description)
+    reg = submission.request
+    uri = _client_uri(request, reg.public_id)
+    if submission.client is not None and intake._deliver_inline(submission.client):
+        body = intake.client_information(
+            request=reg, client=submission.client,
+            registration_access_token=submission.registration_access_token, registration_client_uri=uri,
+        )  # fmt: skip
+        response = _json(201, body)
+        response["Location"] = uri
+        return response
+    status = "pending" if submission.client is None else "provisioning"
+    response = _json(
+        202,
+        intake.pending_information(
+            request=reg,
+            registration_access_token=submission.registration_access_token,
+            registration_client_uri=uri,
+            status=status,
+        ),  # fmt: skip
+    )
+    response["Location"] = uri
+    return response
+
+
+@csrf_exempt
+def manage(request: HttpRequest, registration_id: str) -> HttpResponse:
+    """RFC 7592: read (GET), narrow (PUT) or delete (DELETE) one registration."""
+    if request.method not in ("GET", "PUT", "DELETE"):
+        response = _error(405, "invalid_request", "use GET, PUT or DELETE on a registration")
+        response["Allow"] = "GET, PUT, DELETE"
+        return response
+    limited = ratelimit.hit("address", _source_ip(request) or "unknown", settings.REGISTRAR_REGISTER_RATE_PER_IP)
+    if limited:
+        return _limited(limited)
+    bearer = _bearer(request)
+    if bearer:
+        limited = ratelimit.hit("token", bearer, settings.REGISTRAR_REGISTER_RATE_PER_TOKEN)
+        if limited:
+            return _limited(limited)
+    try:
+        if request.method == "DELETE":
+            intake.registration_delete(registration_id=registration_id, bearer=bearer)
+            return HttpResponse(status=204, headers=NO_STORE)
+        if request.method == "GET":
+            result = intake.registration_read(registration_id=registration_id, bearer=bearer)
+        else:
+            # Authenticate before reading the body, so an anonymous caller learns nothing from parse errors.
+            body, problem = _read_json(request)
+            if problem is not None:
+                intake._authenticated_request(registration_id, bearer)
+                return problem
+            result = intake.registration_update(registration_id=registration_id, bearer=bearer, body=body)
+    except intake.Unauthorized as exc:
+        return _unauthorized(request, exc, bearer)
+    except intake.IntakeError as exc:
+        return _from_exc(exc)
+
+    uri = _client_uri(request, registration_id)
+    if result.status == 200:
+        return _json(
+            200,
+            intake.client_information(
+                request=result.request,
+                client=result.client,
+                registration_access_token=result.registration_access_token,
+                registration_client_uri=uri,
+            ),  # fmt: skip
+        )
+    status = "pending" if result.client is None else "provisioning"
+    return _json(
+        202,
+        intake.pending_information(
+            request=result.request,
+            registration_access_token=result.registration_access_token,
+            registration_client_uri=uri,
+            status=status,
+        ),  # fmt: skip
+    )

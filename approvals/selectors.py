@@ -1,0 +1,213 @@
+"""Reads for the review queue, the request detail page and the owner's view.
+
+Every function here runs a fixed number of queries whatever the queue length (asserted in
+tests/approvals/test_queue_views.py at 10 and 500 pending requests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from approvals.choices import DecisionKind
+from approvals.models import Decision, RegistrationRequest
+from approvals.querysets import tier_rank
+from inventory.models import Client, ScopeDefinition
+from portal.audit import events_for
+
+MAX_LINEAGE_DEPTH = 10  # policy caps spawn depth far below this; the bound keeps the walk finite
+MAX_DUPLICATE_ROWS = 20
+
+
+def _tier_rank():
+    return tier_rank()  # shared with the partial index request_queue_order_idx
+
+
+def _approvals_so_far():
+    # A correlated subquery rather than Count(): no GROUP BY over the whole queue, and the paginator's
+    # COUNT(*) can drop it (a JOIN + GROUP BY would make every count aggregate 10,000 rows).
+    return Coalesce(
+        Subquery(
+            Decision.objects.filter(request=OuterRef("pk"), kind=DecisionKind.APPROVE)
+            .order_by().values("request").annotate(n=Count("pk")).values("n")[:1],
+            output_field=IntegerField(),
+        ),
+        0,
+    )
+
+
+def _with_review_data(qs: QuerySet) -> QuerySet:
+    return (
+        qs.select_related("owner", "team", "idp")
+        .annotate(approvals_so_far=_approvals_so_far(), tier_rank=_tier_rank())
+        .prefetch_related(
+            Prefetch("decisions", queryset=Decision.objects.select_related("approver").order_by("created_at"))
+        )
+    )
+
+
+def queue_for(user) -> QuerySet:
+    """Pending requests this approver may decide: high tier first, then oldest first."""
+    return _with_review_data(RegistrationRequest.objects.awaiting_decision_by(user)).order_by(
+        "-tier_rank", "created_at", "pk"
+    )
+
+
+def requests_for_api() -> QuerySet:
+    """All requests for the API list (filterable by state etc.), newest first within tier."""
+    return _with_review_data(RegistrationRequest.objects.all()).order_by("-tier_rank", "created_at", "pk")
+
+
+def requests_of_owner(user) -> QuerySet:
+    """Requests the user sponsors or made with their tokens, newest first."""
+    return (
+        RegistrationRequest.objects.filter(Q(owner=user) | Q(token__owner=user))
+        .select_related("owner", "team", "token", "client")
+        .annotate(approvals_so_far=_approvals_so_far())
+        .prefetch_related(
+            Prefetch("decisions", queryset=Decision.objects.select_related("approver").order_by("created_at"))
+        )
+        .order_by("-created_at", "-pk")
+    )
+
+
+def scope_sensitivity() -> dict[str, str]:
+    """Scope name -> sensitivity for badges (one query; the catalogue is small)."""
+    return dict(ScopeDefinition.objects.values_list("name", "sensitivity"))
+
+
+def sla_class(created_at, now=None) -> str:
+    now = now or timezone.now()
+    age = now - created_at
+    if age >= timedelta(hours=settings.REGISTRAR_SLA_LATE_HOURS):
+        return "sla-late"
+    if age >= timedelta(hours=settings.REGISTRAR_SLA_WARN_HOURS):
+        return "sla-warn"
+    return "sla-ok"
+
+
+def reason_messages(reasons) -> list[tuple[str, str]]:
+    """Normalise stored policy reasons ({code, message} dicts, [code, message] pairs or strings)."""
+    out = []
+    for reason in reasons or []:
+        if isinstance(reason, dict):
+            out.append((str(reason.get("code", "")), str(reason.get("message") or reason.get("code", ""))))
+        elif isinstance(reason, list | tuple) and len(reason) >= 2:
+            out.append((str(reason[0]), str(reason[1])))
+        else:
+            out.append(("", str(reason)))
+    return out
+
+
+def decorate_rows(rows, *, sensitivity: dict[str, str], now=None) -> list:
+    """Attach display-only attributes (no queries) to each request on a page."""
+    now = now or timezone.now()
+    for row in rows:
+        row.scope_badges = [(s, sensitivity.get(s, "refused")) for s in (row.requested_scopes or [])]
+        row.sla = sla_class(row.created_at, now)
+        row.reason_list = reason_messages(row.reasons)
+        row.needed = max(row.approvals_needed, 1)
+    return rows
+
+
+@dataclass
+class RequestDetail:
+    request: RegistrationRequest
+    lineage: list[Client] = field(default_factory=list)
+    scopes_added: list[str] = field(default_factory=list)
+    scopes_removed: list[str] = field(default_factory=list)
+    scopes_kept: list[str] = field(default_factory=list)
+    owner_live_clients: list[Client] = field(default_factory=list)
+    duplicate_clients: list[tuple[Client, list[str]]] = field(default_factory=list)
+    duplicate_requests: list[tuple[RegistrationRequest, list[str]]] = field(default_factory=list)
+    audit_events: list = field(default_factory=list)
+    scope_badges: list[tuple[str, str]] = field(default_factory=list)
+    granted_badges: list[tuple[str, str]] = field(default_factory=list)
+    reasons: list[tuple[str, str]] = field(default_factory=list)
+    redirect_uris: list[str] = field(default_factory=list)
+
+
+def request_detail(public_id: str) -> RequestDetail:
+    """Everything an approver needs on one page. Raises RegistrationRequest.DoesNotExist."""
+    req = (
+        _with_review_data(RegistrationRequest.objects.filter(public_id=public_id))
+        .select_related("token", "token__owner", "issuer", "parent_client", "parent_client__owner", "client")
+        .get()
+    )
+    detail = RequestDetail(request=req)
+    sensitivity = scope_sensitivity()
+    detail.scope_badges = [(s, sensitivity.get(s, "refused")) for s in req.requested_scopes or []]
+    detail.granted_badges = [(s, sensitivity.get(s, "refused")) for s in req.granted_scopes or []]
+    detail.reasons = reason_messages(req.reasons)
+    req.sla = sla_class(req.created_at)
+    req.needed = max(req.approvals_needed, 1)
+
+    # Lineage: parent, grandparent, ... (bounded by the spawn depth limit, not by the queue size).
+    node = req.parent_client
+    while node is not None and len(detail.lineage) < MAX_LINEAGE_DEPTH:
+        detail.lineage.append(node)
+        node = Client.objects.select_related("owner").filter(pk=node.parent_id).first() if node.parent_id else None
+    if req.parent_client is not None:
+        parent_scopes = set(req.parent_client.scopes or [])
+        requested = set(req.requested_scopes or [])
+        detail.scopes_added = sorted(requested - parent_scopes)
+        detail.scopes_removed = sorted(parent_scopes - requested)
+        detail.scopes_kept = sorted(requested & parent_scopes)
+
+    if req.owner_id:
+        detail.owner_live_clients = list(
+            Client.objects.live().filter(owner_id=req.owner_id).exclude(registration_id=req.public_id)
+            .select_related("idp").order_by("-created_at")[:MAX_DUPLICATE_ROWS]
+        )
+
+    uris = [u for u in (req.metadata or {}).get("redirect_uris", []) if isinstance(u, str)][:10]
+    detail.redirect_uris = uris
+    name = (req.client_name or "").strip()
+    match = Q()
+    if req.software_id:
+        match |= Q(software_id=req.software_id)
+    if name:
+        match |= Q(name__iexact=name)
+    for uri in uris:
+        match |= Q(metadata__redirect_uris__icontains=f'"{uri}"')
+    if match:
+        for client in (
+            Client.objects.live().filter(match).exclude(registration_id=req.public_id)
+            .select_related("owner").order_by("-created_at")[:MAX_DUPLICATE_ROWS]
+        ):
+            detail.duplicate_clients.append((client, _why_duplicate(req, name, uris, client.software_id,
+                                                                     client.name, client.metadata)))
+        request_match = Q()
+        if req.software_id:
+            request_match |= Q(software_id=req.software_id)
+        if name:
+            request_match |= Q(client_name__iexact=name)
+        for uri in uris:
+            request_match |= Q(metadata__redirect_uris__icontains=f'"{uri}"')
+        for other in (
+            RegistrationRequest.objects.pending().filter(request_match).exclude(pk=req.pk)
+            .select_related("owner").order_by("-created_at")[:MAX_DUPLICATE_ROWS]
+        ):
+            detail.duplicate_requests.append((other, _why_duplicate(req, name, uris, other.software_id,
+                                                                     other.client_name, other.metadata)))
+
+    detail.audit_events = list(events_for("registration_request", req.public_id))
+    return detail
+
+
+def _why_duplicate(req, name, uris, software_id, other_name, other_metadata) -> list[str]:
+    why = []
+    if req.software_id and software_id == req.software_id:
+        why.append("same software_id")
+    if name and (other_name or "").strip().lower() == name.lower():
+        why.append("same name")
+    other_uris = set((other_metadata or {}).get("redirect_uris", []) or [])
+    overlap = sorted(set(uris) & other_uris)
+    if overlap:
+        why.append("shares redirect URI " + ", ".join(overlap))
+    return why

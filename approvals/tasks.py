@@ -1,0 +1,28 @@
+"""Periodic approvals work (beat schedule in portal/celery.py). Tasks are thin: they call one function."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(name="approvals.tasks.sweep_lapsed")
+def sweep_lapsed() -> int:
+    """Lapse pending requests nobody decided within REGISTRAR_REQUEST_LAPSE_DAYS."""
+    from approvals.services import request_lapse_due
+
+    count = request_lapse_due()
+    if count:
+        log.info("event=requests_lapsed count=%s", count)
+    return count
+
+
+@shared_task(name="approvals.tasks.notify_approvers")
+def notify_approvers() -> int:
+    """Batched mail to approvers who have new requests waiting (at most one per approver per interval)."""
+    from approvals import notifications
+
+    return notifications.notify_approvers()

@@ -1,0 +1,146 @@
+"""Owner pages for initial access tokens (``/tokens/``): mint, list, revoke, and what each token produced.
+
+Thin views over ``approvals.services.token_mint`` / ``token_revoke``. A minted token is rendered once, in
+the response to the POST that created it, and never stored in plaintext anywhere (not even the session):
+reloading that page cannot show it again.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django import forms
+from django.contrib import messages
+from django.core.paginator import Paginator
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_http_methods, require_POST
+
+from approvals.models import InitialAccessToken, RegistrationRequest
+from approvals.services import TokenError, token_mint, token_revoke
+from inventory.models import IdPConnection, ScopeDefinition
+from portal.audit import Actor
+from portal.roles import Role, role_required
+
+PAGE_SIZE = 25
+
+
+class TokenMintForm(forms.Form):
+    purpose = forms.CharField(
+        label="Purpose", max_length=500, widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="What the agent registering with this token is for. Every client it creates carries this.",
+    )  # fmt: skip
+    scopes = forms.MultipleChoiceField(
+        label="Allowed scopes", widget=forms.CheckboxSelectMultiple,
+        help_text="The most a registration with this token can ask for.",
+    )  # fmt: skip
+    max_ttl_hours = forms.IntegerField(label="Max client lifetime (hours)", min_value=1, max_value=24 * 365, initial=24)
+    max_uses = forms.IntegerField(label="Max registrations", min_value=1, max_value=10000, initial=1)
+    valid_days = forms.IntegerField(label="Token valid for (days)", min_value=1, max_value=365, initial=7)
+    internal_only = forms.BooleanField(label="Internal-only clients", required=False, initial=True)
+    idp = forms.ModelChoiceField(
+        label="Target IdP", queryset=IdPConnection.objects.none(), required=False, empty_label="Default IdP"
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["scopes"].choices = [
+            (s.name, f"{s.name} ({s.sensitivity})")
+            for s in ScopeDefinition.objects.filter(is_active=True).only("name", "sensitivity")
+        ]
+        self.fields["idp"].queryset = IdPConnection.objects.filter(enabled=True)
+
+
+def token_state(token: InitialAccessToken, now) -> str:
+    """One word for the list: revoked, expired, used up or active (in that order of precedence)."""
+    if token.revoked_at is not None:
+        return "revoked"
+    if token.expires_at <= now:
+        return "expired"
+    if token.uses >= token.max_uses:
+        return "used up"
+    return "active"
+
+
+def _token_list(request: HttpRequest, form: TokenMintForm, status: int = 200) -> HttpResponse:
+    tokens = (
+        InitialAccessToken.objects.filter(owner=request.user)
+        .annotate(registrations=Count("requests"))
+        .order_by("-created_at", "-pk")
+    )
+    page = Paginator(tokens, PAGE_SIZE).get_page(request.GET.get("page"))
+    now = timezone.now()
+    for token in page.object_list:
+        token.state = token_state(token, now)
+    return render(
+        request,
+        "approvals/tokens.html",
+        {"page_obj": page, "tokens": page.object_list, "form": form, "now": timezone.now(), "nav_active": "tokens"},
+        status=status,
+    )
+
+
+@role_required(Role.OWNER)
+@require_http_methods(["GET", "POST"])
+def token_list(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return _token_list(request, TokenMintForm())
+    form = TokenMintForm(request.POST)
+    if not form.is_valid():
+        return _token_list(request, form, status=400)
+    data = form.cleaned_data
+    try:
+        token, plaintext = token_mint(
+            actor=Actor.user(request.user),
+            owner=request.user,
+            purpose=data["purpose"],
+            scopes=data["scopes"],
+            max_ttl_seconds=data["max_ttl_hours"] * 3600,
+            max_uses=data["max_uses"],
+            internal_only=data["internal_only"],
+            valid_for=timedelta(days=data["valid_days"]),
+            idp=data["idp"],
+        )
+    except TokenError as exc:
+        form.add_error(None, str(exc))
+        return _token_list(request, form, status=400)
+    messages.success(request, f"Token {token.prefix}… minted. Copy it now: it is shown only once.")
+    return render(
+        request, "approvals/tokens_minted.html", {"token": token, "plaintext": plaintext, "nav_active": "tokens"}
+    )
+
+
+@role_required(Role.OWNER)
+def token_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(InitialAccessToken.objects.select_related("idp"), pk=pk, owner=request.user)
+    registrations = (
+        RegistrationRequest.objects.filter(token=token).select_related("client").order_by("-created_at", "-pk")
+    )
+    page = Paginator(registrations, PAGE_SIZE).get_page(request.GET.get("page"))
+    token.state = token_state(token, timezone.now())
+    return render(
+        request,
+        "approvals/tokens_detail.html",
+        {
+            "token": token,
+            "page_obj": page,
+            "registrations": page.object_list,
+            "now": timezone.now(),
+            "nav_active": "tokens",
+        },
+    )
+
+
+@role_required(Role.OWNER)
+@require_POST
+def token_revoke_view(request: HttpRequest, pk: int) -> HttpResponse:
+    token = get_object_or_404(InitialAccessToken, pk=pk, owner=request.user)
+    try:
+        token_revoke(actor=Actor.user(request.user), token=token, reason=request.POST.get("reason", "")[:500])
+    except TokenError as exc:
+        messages.error(request, f"Token {token.prefix}…: {exc}")
+    else:
+        messages.success(request, f"Token {token.prefix}… revoked: it can no longer register clients.")
+    return redirect("approvals:token-list")

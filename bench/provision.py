@@ -1,0 +1,178 @@
+"""Benchmark provisioning: approved clients delivered to the real IdP by Celery workers.
+
+Run from the repository root (PostgreSQL and Redis on localhost, Node.js for the IdP)::
+
+    python bench/provision.py [--clients 1000] [--workers 2] [--concurrency 1]
+
+Measures, in the same run and against the same real IdP (tests/idp/server.mjs, started fresh):
+
+* **baseline**: the IdP's own registration rate — a plain sequential HTTP loop POSTing the same RFC 7591
+  metadata to its registration endpoint over one keep-alive connection;
+* **workers**: ``--clients`` approved clients (rows + outbox CREATE entries written beforehand) delivered
+  by ``--workers`` real ``celery -A portal worker`` processes over Redis, from the moment one
+  ``requeue_outbox`` task is sent until no entry is pending (each delivery: lease, connector call, store
+  the encrypted registration token, activate the client, audit).
+
+Prints clients/s for both and their ratio (goal >= 0.7) and appends a line to bench/RESULTS.md.
+Uses its own database (``REGISTRAR_BENCH_DATABASE_URL``, default ``registrar_bench_provision``; dropped and
+recreated) and Redis db 10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BENCH_DB = os.environ.get(
+    "REGISTRAR_BENCH_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/registrar_bench_provision"
+)
+REDIS_URL = os.environ.get("REGISTRAR_BENCH_REDIS_URL", "redis://127.0.0.1:6379/10")
+RESULTS = ROOT / "bench" / "RESULTS.md"
+HEADER = (
+    "# Benchmark results\n\n"
+    "One line per run, appended by the scripts in bench/. Ratios compare against a baseline measured in the\n"
+    "same run; absolute times depend on the machine.\n\n"
+)
+GOAL = 0.7
+
+
+def recreate_database(url: str) -> None:
+    import psycopg
+
+    parsed = urlparse(url)
+    name = parsed.path.lstrip("/")
+    admin = parsed._replace(path="/postgres").geturl()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def setup_django() -> None:
+    os.environ["DATABASE_URL"] = BENCH_DB
+    os.environ["REDIS_URL"] = REDIS_URL
+    os.environ.setdefault("DEBUG", "true")
+    os.environ["REGISTRAR_DEMO_MODE"] = "false"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def baseline(idp, agent, count: int) -> float:
+    import httpx
+
+    body = {
+        "grant_types": ["client_credentials"], "response_types": [], "redirect_uris": [],
+        "token_endpoint_auth_method": "private_key_jwt", "jwks": agent.jwks, "scope": "tickets:read",
+    }
+    headers = {"Authorization": f"Bearer {idp.initial_access_token}"}
+    with httpx.Client(timeout=10) as http:
+        started = time.perf_counter()
+        for n in range(count):
+            response = http.post(idp.registration_endpoint, json={**body, "client_name": f"baseline-{n}"},
+                                 headers=headers)
+            response.raise_for_status()
+        elapsed = time.perf_counter() - started
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--clients", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--concurrency", type=int, default=1, help="pool processes per worker")
+    args = parser.parse_args()
+
+    recreate_database(BENCH_DB)
+    setup_django()
+
+    from datetime import timedelta
+
+    import redis
+    from celery import Celery
+    from django.conf import settings
+    from django.db import transaction
+    from django.utils import timezone
+
+    from inventory.choices import ClientState, OutboxStatus
+    from inventory.models import Client, OutboxEntry
+    from inventory.services import client_create
+    from portal.audit import Actor
+    from portal.models import User
+    from tests.agents import Agent
+    from tests.idp_server import IdPProcess
+    from tests.provisioning import connection_for
+    from tests.workers import CeleryWorker, worker_env
+
+    broker = redis.Redis.from_url(REDIS_URL)
+    broker.flushdb()
+    agent = Agent()
+    workers: list[CeleryWorker] = []
+    with IdPProcess() as idp_process:
+        idp = connection_for(idp_process, name="bench-idp")
+        owner = User.objects.create(username="bench-owner")
+        later = timezone.now() + timedelta(days=1)
+        # Write the approved clients with their outbox entries, not yet due, without nudging workers.
+        with transaction.atomic():
+            for n in range(args.clients):
+                client_create(
+                    actor=Actor.system("bench"), idp=idp, name=f"bench-{n}", owner=owner, purpose="bench",
+                    scopes=["tickets:read"], expires_at=later, internal_only=True, jwks=agent.jwks,
+                )
+            OutboxEntry.objects.update(next_attempt_at=later)
+        broker.flushdb()  # drop the nudges: the timed run starts from one requeue
+
+        base_rate = baseline(idp_process, agent, args.clients)
+
+        env = worker_env(database=BENCH_DB, redis_url=REDIS_URL, encryption_key=settings.REGISTRAR_ENCRYPTION_KEYS[0])
+        try:
+            for n in range(args.workers):
+                # production log level (INFO): one connector line and one delivery line per client
+                workers.append(CeleryWorker(f"bench-{n}", env=env, concurrency=args.concurrency).start())
+            sender = Celery("bench-sender", broker=REDIS_URL)
+            started = time.perf_counter()
+            OutboxEntry.objects.update(next_attempt_at=timezone.now())
+            sender.send_task("inventory.tasks.requeue_outbox")
+            while OutboxEntry.objects.filter(status=OutboxStatus.PENDING).exists():
+                time.sleep(0.02)
+            elapsed = time.perf_counter() - started
+        finally:
+            for worker in workers:
+                worker.stop()
+            broker.flushdb()
+
+        active = Client.objects.filter(state=ClientState.ACTIVE, idp_client_id__isnull=False).count()
+        dead = OutboxEntry.objects.filter(status=OutboxStatus.DEAD).count()
+
+    rate = args.clients / elapsed
+    ratio = rate / base_rate
+    verdict = "OK" if ratio >= GOAL else "below goal"
+    line = (
+        f"- {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC provision: {args.clients} clients by "
+        f"{args.workers} worker(s) x{args.concurrency} in {elapsed:.2f} s = {rate:.0f} clients/s; IdP sequential "
+        f"registration loop {base_rate:.0f} clients/s; ratio {ratio:.2f} (goal >= {GOAL}) {verdict}; "
+        f"{active} active, {dead} dead; Python {platform.python_version()}\n"
+    )
+    print(line.strip())
+    if not RESULTS.exists():
+        RESULTS.write_text(HEADER)
+    with RESULTS.open("a") as results:
+        results.write(line)
+    if active != args.clients or dead:
+        sys.exit("not every client was delivered")
+
+
+if __name__ == "__main__":
+    main()

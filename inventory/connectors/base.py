@@ -1,0 +1,321 @@
+"""The connector interface, the data it exchanges, and the HTTP plumbing every connector shares.
+
+A connector turns a :class:`ClientSpec` (what Registrar wants to exist) into calls on one IdP, and reads
+back :class:`RemoteClient` records (what does exist). Everything a connector must remember between calls
+for one client (a rotated registration access token, a management URI, an issued secret) comes back in
+:attr:`PushResult.remote_state`; the caller stores it encrypted and hands it back on the next call.
+Connectors are stateless otherwise, so any worker can deliver any outbox entry.
+
+All HTTP goes through :meth:`BaseConnector._request`, which maps answers onto the shared error types
+(:mod:`inventory.connectors.errors`) and logs one censored ``key=value`` line per request.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, ClassVar, Self
+
+import httpx
+
+from inventory.connectors.errors import (
+    AlreadyExists,
+    BadRequest,
+    ConnectorError,
+    Misconfigured,
+    NotFound,
+    Transient,
+)
+
+logger = logging.getLogger("inventory.connectors")
+
+CENSORED = "********"
+
+# A key is sensitive when its last word is one of these (``registration_access_token``, ``client_secret``,
+# ``Authorization``) — but not ``token_endpoint`` or ``client_secret_expires_at``.
+_SENSITIVE_KEY = re.compile(
+    r"(?:^|[_\-.])(?:token|secret|password|passwd|passphrase|assertion|authorization|cookie|"
+    r"private_?key|api_?key|credentials?)$",
+    re.IGNORECASE,
+)
+# Private members of a JWK (RFC 7518 §6.2.2, §6.3.2, §6.4): a public JWKS passes through untouched.
+_JWK_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k", "oth"})
+
+
+def is_sensitive_key(key: str, extra: Iterable[str] = ()) -> bool:
+    return key in extra or bool(_SENSITIVE_KEY.search(key))
+
+
+def censor(value: Any, *, extra_keys: Iterable[str] = (), secret_values: Iterable[str] = ()) -> Any:
+    """A copy of ``value`` safe for logs and audit payloads.
+
+    Mapping values under sensitive keys (tokens, secrets, passwords, private keys, ``extra_keys``) become
+    ``"********"``, private JWK members are dropped to the same marker, and any string containing one of
+    ``secret_values`` (e.g. a token an IdP echoed into an error description) has it replaced.
+    Recurses into mappings, lists and tuples; other values are returned unchanged.
+    """
+    extra = frozenset(extra_keys)
+    needles = sorted({s for s in secret_values if isinstance(s, str) and len(s) >= 4}, key=len, reverse=True)
+
+    def walk(item: Any) -> Any:
+        if isinstance(item, Mapping):
+            is_jwk = "kty" in item
+            result = {}
+            for key, inner in item.items():
+                key_str = str(key)
+                if is_sensitive_key(key_str, extra) or (is_jwk and key_str in _JWK_PRIVATE_MEMBERS):
+                    result[key] = CENSORED if inner not in (None, "") else inner
+                else:
+                    result[key] = walk(inner)
+            return result
+        if isinstance(item, list | tuple):
+            return type(item)(walk(inner) for inner in item)
+        if isinstance(item, str) and needles:
+            for needle in needles:
+                item = item.replace(needle, CENSORED)
+            return item
+        return item
+
+    return walk(value)
+
+
+def log_event(event: str, *, level: int = logging.INFO, extra_keys: Iterable[str] = (), **fields: Any) -> None:
+    """One structured ``event key=value ...`` line with sensitive fields censored."""
+    if not logger.isEnabledFor(level):
+        return
+    safe = censor(fields, extra_keys=extra_keys)
+    rendered = " ".join(f"{key}={_render(value)}" for key, value in safe.items() if value is not None)
+    logger.log(level, "%s %s", event, rendered)
+
+
+def _render(value: Any) -> str:
+    text = str(value)
+    if not text or any(ch.isspace() or ch in '"=' for ch in text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    """What Registrar wants to exist at the IdP for one client.
+
+    ``registrar_id`` is Registrar's opaque id for the client; connectors send it as the correlation marker
+    at create so :meth:`BaseConnector.list` can tell Registrar's clients from shadow ones.
+    """
+
+    registrar_id: str
+    client_name: str
+    scopes: list[str] = field(default_factory=list)
+    grant_types: list[str] = field(default_factory=lambda: ["client_credentials"])
+    response_types: list[str] = field(default_factory=list)
+    redirect_uris: list[str] = field(default_factory=list)
+    token_endpoint_auth_method: str = "private_key_jwt"
+    jwks: dict | None = None
+    jwks_uri: str | None = None
+    enabled: bool = True
+    expires_at: datetime | None = None
+    software_id: str | None = None
+    software_version: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RemoteClient:
+    """A client as the IdP reports it. ``registrar_id`` is None for clients Registrar did not create."""
+
+    client_id: str
+    registrar_id: str | None
+    enabled: bool
+    scopes: list[str]
+    metadata: dict
+
+
+@dataclass(frozen=True)
+class PushResult:
+    """The outcome of create/update/disable.
+
+    ``remote_state`` is what the caller must persist (encrypted) and pass back next time, replacing the old
+    one entirely: e.g. ``registration_access_token`` (rotated on every RFC 7592 update),
+    ``registration_client_uri``, and ``client_secret`` if the IdP issued one. ``deleted`` is True when the
+    operation removed the client at the IdP (RFC 7591 has no "disabled"), so re-enabling means creating.
+    """
+
+    client_id: str
+    remote_state: dict = field(default_factory=dict)
+    deleted: bool = False
+
+
+class BaseConnector(abc.ABC):
+    """One IdP connection. Subclasses set ``kind`` and implement the six operations.
+
+    ``config`` holds endpoints and options (not secret); ``secrets`` holds credentials (decrypted by the
+    caller, never logged). ``transport`` replaces httpx's network transport, for tests.
+    """
+
+    kind: ClassVar[str]
+    #: Parameter names (config, secrets, remote_state, metadata) censored in logs and audit payloads,
+    #: in addition to anything :func:`censor` already recognises by name.
+    sensitive_params: ClassVar[frozenset[str]] = frozenset()
+    required_config: ClassVar[frozenset[str]] = frozenset()
+    required_secrets: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(
+        self,
+        *,
+        config: Mapping[str, Any],
+        secrets: Mapping[str, Any],
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        missing = sorted(key for key in self.required_config if not config.get(key)) + sorted(
+            key for key in self.required_secrets if not secrets.get(key)
+        )
+        if missing:
+            raise Misconfigured(f"{self.kind} connector is missing {', '.join(missing)}")
+        self.config = dict(config)
+        self.secrets = dict(secrets)
+        self.timeout = timeout
+        self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=False)
+
+    # -- the interface -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def create(self, spec: ClientSpec) -> PushResult:
+        """Create the client; AlreadyExists if the IdP already has one with this identity."""
+
+    @abc.abstractmethod
+    def get(self, client_id: str, remote_state: Mapping[str, Any]) -> RemoteClient:
+        """Read one client; NotFound if it is gone."""
+
+    @abc.abstractmethod
+    def update(self, client_id: str, spec: ClientSpec, remote_state: Mapping[str, Any]) -> PushResult:
+        """Make the client match ``spec``; NotFound if it is gone (the caller recreates)."""
+
+    @abc.abstractmethod
+    def disable(self, client_id: str, spec: ClientSpec, remote_state: Mapping[str, Any]) -> PushResult:
+        """Stop the client from obtaining or using tokens."""
+
+    @abc.abstractmethod
+    def delete(self, client_id: str, remote_state: Mapping[str, Any]) -> None:
+        """Remove the client. A client that is already gone counts as deleted (no NotFound)."""
+
+    @abc.abstractmethod
+    def list(self) -> Iterator[RemoteClient]:
+        """Every client the IdP holds (Registrar's and others), for reconciliation."""
+
+    @property
+    @abc.abstractmethod
+    def issuer(self) -> str:
+        """The IdP's issuer identifier, told to agents with their credentials."""
+
+    @property
+    @abc.abstractmethod
+    def token_endpoint(self) -> str:
+        """Where the agent's credentials work."""
+
+    # -- shared plumbing ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def censor(self, value: Any, *, remote_state: Mapping[str, Any] | None = None) -> Any:
+        """:func:`censor` that also knows this connection's sensitive parameters and secret values."""
+        secret_values = [v for v in self.secrets.values() if isinstance(v, str)]
+        if remote_state:
+            secret_values += [
+                v for k, v in remote_state.items() if isinstance(v, str) and is_sensitive_key(k, self.sensitive_params)
+            ]
+        return censor(value, extra_keys=self.sensitive_params, secret_values=secret_values)
+
+    def _request(
+        self,
+        method: str,
+        url: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        json: Any = None,
+        data: Mapping[str, Any] | None = None,
+        params: Mapping[str, Any] | None = None,
+        secret_values: Iterable[str] = (),
+    ) -> httpx.Response:
+        """Send one request and map failures onto the shared error types.
+
+        Returns the response for any 2xx/3xx. Raises :class:`Transient` for timeouts, connection errors,
+        429 and 5xx; :class:`NotFound` for 404/410; :class:`AlreadyExists` for 409; :class:`BadRequest`
+        for other 4xx, carrying the IdP's error body with secrets censored. ``secret_values`` are extra
+        strings (e.g. a per-client token) to scrub from that body.
+        """
+        started = time.monotonic()
+        try:
+            response = self._http.request(method, url, headers=headers, json=json, data=data, params=params)
+        except httpx.TimeoutException as exc:
+            self._log_request(method, url, started, error=type(exc).__name__)
+            raise Transient(f"{self.kind}: {method} {url} timed out after {self.timeout}s") from exc
+        except httpx.TransportError as exc:
+            self._log_request(method, url, started, error=type(exc).__name__)
+            raise Transient(f"{self.kind}: {method} {url} failed: {type(exc).__name__}: {exc}") from exc
+        except httpx.InvalidURL as exc:
+            raise Misconfigured(f"{self.kind}: invalid URL {url!r}: {exc}") from exc
+
+        status = response.status_code
+        self._log_request(method, url, started, status=status)
+        if status < 400:
+            return response
+
+        detail = self._error_detail(response, secret_values)
+        message = f"{self.kind}: {method} {url} answered {status}"
+        if status == 429 or status >= 500:
+            raise Transient(message, status_code=status, detail=detail, retry_after=_retry_after(response))
+        if status in (404, 410):
+            raise NotFound(message, status_code=status, detail=detail)
+        if status == 409:
+            raise AlreadyExists(message, status_code=status, detail=detail)
+        raise BadRequest(message, status_code=status, detail=detail)
+
+    def _error_detail(self, response: httpx.Response, secret_values: Iterable[str]) -> Any:
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text[:2000]
+        scrub = [v for v in self.secrets.values() if isinstance(v, str)] + list(secret_values)
+        return censor(body, extra_keys=self.sensitive_params, secret_values=scrub)
+
+    def _log_request(self, method: str, url: str, started: float, **fields: Any) -> None:
+        log_event(
+            "connector_request",
+            level=logging.WARNING if fields.get("error") or fields.get("status", 0) >= 500 else logging.INFO,
+            extra_keys=self.sensitive_params,
+            kind=self.kind,
+            method=method,
+            url=url,
+            elapsed_ms=round((time.monotonic() - started) * 1000, 1),
+            **fields,
+        )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP-date: rare from IdPs; the caller's own backoff applies
+
+
+def require_str(value: Any, what: str) -> str:
+    """A non-empty string from an IdP answer, or a ConnectorError naming what was missing."""
+    if not isinstance(value, str) or not value:
+        raise ConnectorError(f"IdP answer has no {what}")
+    return value

@@ -1,0 +1,144 @@
+"""E-mail to people about their clients: expiry reminders, stale flags, orphans.
+
+Owners get at most ONE digest per kind per day, however many clients it lists: the ``OwnerDigest``
+row (unique per user, kind, day) is written in the same transaction as the send, so a task that runs
+twice (a retry, two beat instances) does not mail twice. Backend: console in the demo, SMTP from
+settings in production (``EMAIL_*``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import defaultdict
+
+from django.conf import settings
+from django.core.mail import send_mail
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+
+from inventory.choices import ClientState
+from inventory.models import Client, OwnerDigest
+
+logger = logging.getLogger(__name__)
+
+
+def _link(name: str) -> str:
+    return (getattr(settings, "REGISTRAR_PUBLIC_URL", "") or "") + reverse(name)
+
+
+def _line(client: Client, now: dt.datetime) -> str:
+    left = ""
+    if client.expires_at:
+        hours = max(0, int((client.expires_at - now).total_seconds() // 3600))
+        left = f" — expires {client.expires_at:%Y-%m-%d %H:%M} UTC (in {hours // 24} d {hours % 24} h)"
+    return f"  • {client.name} ({client.registration_id}, {client.risk_tier} tier){left}"
+
+
+def _send_digest(*, user, kind: str, day: dt.date, subject: str, body: str, count: int) -> bool:
+    """Send once per (user, kind, day). Returns False when today's digest already went out."""
+    if not user.email:
+        return False
+    try:
+        with transaction.atomic():
+            OwnerDigest.objects.create(user=user, kind=kind, day=day, client_count=count)
+            send_mail(subject, body, None, [user.email])
+    except IntegrityError:
+        return False
+    logger.info("event=digest_sent kind=%s user_id=%s clients=%s", kind, user.pk, count)
+    return True
+
+
+def expiring_clients(*, now: dt.datetime, days: list[int] | None = None):
+    """Active clients whose expiry falls in one of the reminder windows (d−1, d] days from now."""
+    days = days or settings.REGISTRAR_EXPIRY_REMINDER_DAYS
+    window = Q()
+    for d in days:
+        window |= Q(expires_at__gt=now + dt.timedelta(days=d - 1), expires_at__lte=now + dt.timedelta(days=d))
+    return (
+        Client.objects.filter(state=ClientState.ACTIVE, owner__is_active=True).filter(window)
+        .select_related("owner").order_by("owner_id", "expires_at")
+    )
+
+
+def notify_expiring(*, now: dt.datetime | None = None) -> int:
+    """One reminder digest per owner per day listing clients that expire in 7 days or 1 day (configurable)."""
+    now = now or timezone.now()
+    by_owner: dict[int, list[Client]] = defaultdict(list)
+    owners = {}
+    for client in expiring_clients(now=now):
+        by_owner[client.owner_id].append(client)
+        owners[client.owner_id] = client.owner
+    sent = 0
+    for owner_id, clients in by_owner.items():
+        body = (
+            f"Hello {owners[owner_id].get_username()},\n\n"
+            f"{len(clients)} of your clients expire soon. Renew the ones still needed; the rest will be "
+            f"disabled at the identity provider when they expire.\n\n"
+            + "\n".join(_line(c, now) for c in clients)
+            + f"\n\nManage them: {_link('inventory:mine')}\n"
+        )
+        sent += _send_digest(user=owners[owner_id], kind="expiry", day=now.date(),
+                             subject=f"[Registrar] {len(clients)} client(s) expire soon", body=body,
+                             count=len(clients))
+    return sent
+
+
+def notify_stale(*, client_ids: list[int], now: dt.datetime | None = None) -> int:
+    """Owners of newly flagged stale clients: one digest asking to retire or renew (renewal is reviewed)."""
+    now = now or timezone.now()
+    by_owner: dict[int, list[Client]] = defaultdict(list)
+    for client in Client.objects.filter(pk__in=client_ids, owner__is_active=True).select_related("owner"):
+        by_owner[client.owner_id].append(client)
+    sent = 0
+    for clients in by_owner.values():
+        owner = clients[0].owner
+        body = (
+            f"Hello {owner.get_username()},\n\nThese clients have not been used for "
+            f"{settings.REGISTRAR_STALE_DAYS} days. Retire them if they are no longer needed; renewing them "
+            f"now goes through review.\n\n" + "\n".join(_line(c, now) for c in clients)
+            + f"\n\nManage them: {_link('inventory:mine')}\n"
+        )
+        sent += _send_digest(user=owner, kind="stale", day=now.date(),
+                             subject=f"[Registrar] {len(clients)} unused client(s)", body=body, count=len(clients))
+    return sent
+
+
+def orphan_recipients(client: Client) -> set[str]:
+    """Who hears about an orphaned client: the team's address and manager, the former owner's manager."""
+    recipients = set()
+    if client.team is not None:
+        if client.team.notify_email:
+            recipients.add(client.team.notify_email)
+        if client.team.manager is not None and client.team.manager.is_active and client.team.manager.email:
+            recipients.add(client.team.manager.email)
+    manager = client.owner.manager if client.owner is not None else None
+    if manager is not None and manager.is_active and manager.email:
+        recipients.add(manager.email)
+    return recipients
+
+
+def notify_orphans(*, client_ids: list[int], now: dt.datetime | None = None) -> int:
+    """One mail per recipient listing the clients newly orphaned in this sweep run, with the deadlines."""
+    now = now or timezone.now()
+    grace = dt.timedelta(hours=settings.REGISTRAR_ORPHAN_GRACE_HOURS)
+    by_recipient: dict[str, list[Client]] = defaultdict(list)
+    clients = Client.objects.filter(pk__in=client_ids).select_related("team__manager", "owner__manager")
+    for client in clients:
+        for address in orphan_recipients(client):
+            by_recipient[address].append(client)
+    for address, items in by_recipient.items():
+        body = (
+            "The owner of these clients has left. A team member, the team manager or the owner's manager "
+            f"can take them over. Unless someone does, they are suspended at the IdP after "
+            f"{settings.REGISTRAR_ORPHAN_GRACE_HOURS} h (around {now + grace:%Y-%m-%d %H:%M} UTC) and retired "
+            f"{settings.REGISTRAR_ORPHAN_RETIRE_DAYS} days later.\n\n"
+            + "\n".join(f"{_line(c, now)} — former owner {c.owner.get_username() if c.owner else 'unknown'}"
+                        for c in items)
+            + f"\n\nTake them over: {_link('inventory:orphans')}\n"
+        )
+        send_mail(f"[Registrar] {len(items)} orphaned client(s) need a new owner", body, None, [address])
+    logger.info("event=orphan_notified recipients=%s clients=%s", len(by_recipient), len(client_ids))
+    return len(by_recipient)

@@ -1,0 +1,256 @@
+"""SCIM 2.0 ``/scim/v2/Users`` for the company directory: the leaver signal (RFC 7643/7644 subset).
+
+Why not django-scim2: it wants its own adapter classes and a user model mixin in ``portal`` and
+routes deactivation through model ``save()``; the subset a directory needs for leavers (list/filter,
+get, create, replace, patch ``active``, delete) is small enough to implement here directly, and
+deactivation must go through :func:`inventory.leavers.user_deactivate`.
+
+Auth: ``Authorization: Bearer <REGISTRAR_SCIM_TOKEN>`` (constant-time compare; no token configured →
+every call is 401). DELETE deactivates instead of deleting: people own clients and audit history
+(``on_delete=PROTECT``), so the record stays with ``active: false``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.http import HttpResponse, JsonResponse
+from django.urls import path
+from django.utils.crypto import constant_time_compare
+from django.views.decorators.csrf import csrf_exempt
+
+from inventory.leavers import user_deactivate, user_reactivate
+from portal.audit import Actor, audit_record
+
+USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
+LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
+PATCH_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+ERROR_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:Error"
+CONTENT_TYPE = "application/scim+json"
+MAX_COUNT = 200
+ACTOR = Actor.system("scim")
+_FILTER = re.compile(r'^\s*(userName|externalId|emails(?:\.value)?)\s+eq\s+"([^"]*)"\s*$', re.IGNORECASE)
+
+
+class ScimError(Exception):
+    def __init__(self, status: int, detail: str, scim_type: str = ""):
+        super().__init__(detail)
+        self.status, self.detail, self.scim_type = status, detail, scim_type
+
+
+def _response(data: dict, status: int = 200) -> JsonResponse:
+    return JsonResponse(data, status=status, content_type=CONTENT_TYPE)
+
+
+def _error(exc: ScimError) -> JsonResponse:
+    body = {"schemas": [ERROR_SCHEMA], "status": str(exc.status), "detail": exc.detail}
+    if exc.scim_type:
+        body["scimType"] = exc.scim_type
+    response = _response(body, exc.status)
+    if exc.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="scim"'
+    return response
+
+
+def _authenticate(request) -> None:
+    expected = settings.REGISTRAR_SCIM_TOKEN or ""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if not expected or scheme.lower() != "bearer" or not constant_time_compare(token.strip(), expected):
+        raise ScimError(401, "a valid bearer token is required")
+
+
+def _location(request, user) -> str:
+    return request.build_absolute_uri(f"/scim/v2/Users/{user.pk}")
+
+
+def user_resource(request, user) -> dict:
+    resource = {
+        "schemas": [USER_SCHEMA],
+        "id": str(user.pk),
+        "userName": user.username,
+        "name": {"givenName": user.first_name, "familyName": user.last_name,
+                 "formatted": user.get_full_name() or user.username},
+        "displayName": user.get_full_name() or user.username,
+        "emails": [{"value": user.email, "primary": True, "type": "work"}] if user.email else [],
+        "active": user.is_active,
+        "meta": {"resourceType": "User", "created": user.date_joined.isoformat(), "location": _location(request, user)},
+    }
+    if user.external_id:
+        resource["externalId"] = user.external_id
+    return resource
+
+
+def _body(request) -> dict:
+    try:
+        data = json.loads(request.body or b"{}")
+    except ValueError:
+        raise ScimError(400, "the body is not valid JSON", "invalidSyntax")
+    if not isinstance(data, dict):
+        raise ScimError(400, "the body must be a JSON object", "invalidSyntax")
+    return data
+
+
+def _as_bool(value) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise ScimError(400, f"active must be a boolean, not {value!r}", "invalidValue")
+
+
+def _apply_attributes(user, data: dict, *, replace: bool) -> bool | None:
+    """Copy SCIM attributes onto the user (unsaved). Returns the wanted ``active`` value, if given."""
+    if "userName" in data or replace:
+        username = data.get("userName")
+        if not isinstance(username, str) or not username.strip():
+            raise ScimError(400, "userName is required", "invalidValue")
+        user.username = username.strip()[:150]
+    if "externalId" in data or replace:
+        user.external_id = data.get("externalId") or None
+    name = data.get("name")
+    if isinstance(name, dict):
+        user.first_name = (name.get("givenName") or "")[:150]
+        user.last_name = (name.get("familyName") or "")[:150]
+    elif replace:
+        user.first_name = user.last_name = ""
+    if "emails" in data or replace:
+        emails = data.get("emails") or []
+        primary = next((e for e in emails if isinstance(e, dict) and e.get("primary")), None) or (
+            emails[0] if emails and isinstance(emails[0], dict) else {})
+        user.email = (primary.get("value") or "")[:254]
+    return _as_bool(data["active"]) if "active" in data else None
+
+
+def _set_active(user, active: bool | None) -> None:
+    if active is False:
+        user_deactivate(user=user, actor=ACTOR, source="scim", reason="directory: active=false")
+    elif active is True:
+        user_reactivate(user=user, actor=ACTOR, source="scim", reason="directory: active=true")
+
+
+def _save(user) -> None:
+    try:
+        with transaction.atomic():
+            user.save()
+    except IntegrityError:
+        raise ScimError(409, "userName or externalId already exists", "uniqueness")
+
+
+def _get_user(pk: str):
+    user = get_user_model().objects.filter(pk=int(pk)).first() if pk.isdigit() else None
+    if user is None:
+        raise ScimError(404, f"user {pk} not found")
+    return user
+
+
+def _list(request):
+    users = get_user_model().objects.order_by("pk")
+    raw_filter = request.GET.get("filter")
+    if raw_filter:
+        match = _FILTER.match(raw_filter)
+        if not match:
+            raise ScimError(400, "supported filters: userName, externalId or emails eq \"…\"", "invalidFilter")
+        attribute, value = match.group(1).lower(), match.group(2)
+        field = {"username": "username", "externalid": "external_id"}.get(attribute, "email")
+        users = users.filter(**{f"{field}__iexact" if field != "external_id" else field: value})
+    try:
+        start = max(1, int(request.GET.get("startIndex", 1)))
+        count = min(MAX_COUNT, max(0, int(request.GET.get("count", 100))))
+    except ValueError:
+        raise ScimError(400, "startIndex and count must be integers", "invalidValue")
+    total = users.count()
+    page = list(users[start - 1:start - 1 + count])
+    return _response({"schemas": [LIST_SCHEMA], "totalResults": total, "startIndex": start,
+                      "itemsPerPage": len(page), "Resources": [user_resource(request, u) for u in page]})
+
+
+def _create(request):
+    data = _body(request)
+    user = get_user_model()()
+    active = _apply_attributes(user, data, replace=True)
+    user.set_unusable_password()  # people sign in through SSO; a password is set by an admin if at all
+    with transaction.atomic():
+        _save(user)
+        audit_record(actor=ACTOR, action="user.create", object_type="user", object_id=user.pk,
+                     after={"username": user.username, "external_id": user.external_id})
+        if active is False:
+            _set_active(user, False)
+    return _response(user_resource(request, user), 201)
+
+
+def _replace(request, user):
+    data = _body(request)
+    with transaction.atomic():
+        active = _apply_attributes(user, data, replace=True)
+        _save(user)
+        _set_active(user, active)
+    user.refresh_from_db()
+    return _response(user_resource(request, user))
+
+
+def _patch(request, user):
+    data = _body(request)
+    operations = data.get("Operations")
+    if PATCH_SCHEMA not in (data.get("schemas") or []) or not isinstance(operations, list) or not operations:
+        raise ScimError(400, "a PatchOp with Operations is required", "invalidSyntax")
+    changes: dict = {}
+    for op in operations:
+        kind = str(op.get("op", "")).lower() if isinstance(op, dict) else ""
+        if kind not in ("replace", "add"):
+            raise ScimError(400, f"unsupported patch operation {op!r}", "invalidSyntax")
+        path_name, value = op.get("path"), op.get("value")
+        if path_name:
+            if path_name in ("name.givenName", "name.familyName"):
+                changes.setdefault("name", {"givenName": user.first_name, "familyName": user.last_name})
+                changes["name"][path_name.split(".")[1]] = value
+            elif path_name in ("active", "userName", "externalId", "emails"):
+                changes[path_name] = value
+            else:
+                raise ScimError(400, f"unsupported path {path_name!r}", "invalidPath")
+        elif isinstance(value, dict):
+            changes.update(value)
+        else:
+            raise ScimError(400, "a patch without a path needs an object value", "invalidValue")
+    with transaction.atomic():
+        active = _apply_attributes(user, changes, replace=False)
+        _save(user)
+        _set_active(user, active)
+    user.refresh_from_db()
+    return _response(user_resource(request, user))
+
+
+@csrf_exempt
+def users(request, pk: str | None = None):
+    try:
+        _authenticate(request)
+        if pk is None:
+            if request.method == "GET":
+                return _list(request)
+            if request.method == "POST":
+                return _create(request)
+            raise ScimError(405, f"{request.method} is not allowed on /Users")
+        user = _get_user(pk)
+        if request.method == "GET":
+            return _response(user_resource(request, user))
+        if request.method == "PUT":
+            return _replace(request, user)
+        if request.method == "PATCH":
+            return _patch(request, user)
+        if request.method == "DELETE":
+            _set_active(user, False)
+            return HttpResponse(status=204)
+        raise ScimError(405, f"{request.method} is not allowed on a User")
+    except ScimError as exc:
+        return _error(exc)
+
+
+app_name = "scim"
+urlpatterns = [
+    path("Users", users, name="users"),
+    path("Users/<str:pk>", users, name="user"),
+]

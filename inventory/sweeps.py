@@ -1,0 +1,224 @@
+"""Sweeps: expiry, orphaned owners, stale clients (and lapsed requests, delegated to approvals).
+
+Every sweep is set-based and batched: it selects due rows over an indexed column with
+``SELECT … FOR UPDATE SKIP LOCKED LIMIT <REGISTRAR_SWEEP_BATCH_SIZE>``, changes them with the same
+lifecycle rules a person's action follows (``inventory.lifecycle.clients_transition_many``: one audit
+event and one outbox row per client) and commits per batch. Two workers running the same sweep never
+see each other's locked rows, and a committed row no longer matches the filter, so each due client is
+transitioned exactly once. A keyset cursor on the primary key guarantees termination even when a
+batch cannot change some of its rows.
+
+All sweeps take ``now=`` so tests (and the benchmark) can move time without sleeping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import import_module
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q, QuerySet
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from inventory.choices import ENDED_STATES, LIVE_STATES, ClientState
+from inventory.lifecycle import TRANSITION_FIELDS, client_snapshot, clients_transition_many
+from inventory.models import Client
+from portal.audit import Actor, audit_record_many
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepResult:
+    name: str
+    counts: dict[str, int] = field(default_factory=dict)
+    batches: int = 0
+    client_ids: dict[str, list[int]] = field(default_factory=dict)
+
+    def add(self, key: str, ids: list[int]) -> None:
+        self.counts[key] = self.counts.get(key, 0) + len(ids)
+        self.client_ids.setdefault(key, []).extend(ids)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __str__(self) -> str:
+        parts = " ".join(f"{k}={v}" for k, v in sorted(self.counts.items())) or "nothing=0"
+        return f"sweep={self.name} {parts} batches={self.batches}"
+
+
+def _batch_size(batch_size: int | None) -> int:
+    return batch_size or settings.REGISTRAR_SWEEP_BATCH_SIZE
+
+
+def _in_batches(
+    queryset: QuerySet, handle: Callable[[list[Client]], list[int]], *, batch_size: int, result: SweepResult,
+    key: str, limit: int | None = None,
+) -> None:
+    """Lock up to ``batch_size`` matching rows (skipping locked ones), handle them, commit; repeat."""
+    last_pk = 0
+    done = 0
+    while limit is None or done < limit:
+        size = batch_size if limit is None else min(batch_size, limit - done)
+        with transaction.atomic():
+            batch = list(
+                queryset.filter(pk__gt=last_pk).only(*TRANSITION_FIELDS).order_by("pk")
+                .select_for_update(skip_locked=True, of=("self",))[:size]
+            )
+            if not batch:
+                return
+            changed = handle(batch)
+        last_pk = batch[-1].pk
+        done += len(batch)
+        result.batches += 1
+        result.add(key, changed)
+
+
+def _transition(target: str, actor: Actor, reason: str, action: str, now: dt.datetime, result: SweepResult):
+    def handle(batch: list[Client]) -> list[int]:
+        outcome = clients_transition_many(clients=batch, target=target, actor=actor, reason=reason, action=action,
+                                          now=now)
+        if outcome.cascaded:
+            result.add("cascaded", outcome.cascaded)
+        return outcome.transitioned
+
+    return handle
+
+
+# --- expiry --------------------------------------------------------------------------------------
+
+def sweep_expired(*, now: dt.datetime | None = None, batch_size: int | None = None, limit: int | None = None,
+                  actor: Actor | None = None) -> SweepResult:
+    """Live clients past ``expires_at`` become expired (IdP disable queued); then end orphaned lineages.
+
+    Suspended clients expire too (they are already disabled; expiring them ends them for good).
+    The overshoot is recorded when the IdP confirms the disable (``client_record_idp_disabled``).
+    """
+    now = now or timezone.now()
+    actor = actor or Actor.system("sweep_expired")
+    size = _batch_size(batch_size)
+    result = SweepResult("expired")
+    due = Client.objects.filter(state__in=[ClientState.ACTIVE, ClientState.SUSPENDED], expires_at__lte=now)
+    _in_batches(due, _transition(ClientState.EXPIRED, actor, "expires_at passed", "client.expired", now, result),
+                batch_size=size, result=result, key="expired", limit=limit)
+    # Lineage pass: a live child of an ended parent (its cascade was skipped because another
+    # transaction held the child's lock) is retired here, on the next run at the latest.
+    stranded = Client.objects.filter(state__in=LIVE_STATES, parent__state__in=ENDED_STATES)
+    _in_batches(stranded, _transition(ClientState.RETIRED, actor, "parent ended", "client.retired.cascade", now,
+                                      result), batch_size=size, result=result, key="lineage")
+    logger.info("event=sweep %s", result)
+    return result
+
+
+# --- orphans -------------------------------------------------------------------------------------
+
+def _orphan_grace() -> dt.timedelta:
+    return dt.timedelta(hours=settings.REGISTRAR_ORPHAN_GRACE_HOURS)
+
+
+def _orphan_retire_after() -> dt.timedelta:
+    # The second period starts when the grace period ends (i.e. when the client was suspended).
+    return _orphan_grace() + dt.timedelta(days=settings.REGISTRAR_ORPHAN_RETIRE_DAYS)
+
+
+def _flag(field_name: str, action: str, actor: Actor, reason: str, now: dt.datetime, before: Callable):
+    def handle(batch: list[Client]) -> list[int]:
+        ids = [c.pk for c in batch]
+        Client.objects.filter(pk__in=ids).update(**{field_name: now})
+        audit_record_many([
+            {"actor": actor, "action": action, "object_type": "client", "object_id": c.registration_id,
+             "before": before(c), "after": {field_name: now}, "reason": reason, "policy_version": c.policy_version}
+            for c in batch
+        ])
+        return ids
+
+    return handle
+
+
+def sweep_orphans(*, now: dt.datetime | None = None, batch_size: int | None = None,
+                  actor: Actor | None = None, notify: bool = True) -> SweepResult:
+    """Owner gone → orphaned (team and manager notified) → suspended after the grace → retired later."""
+    now = now or timezone.now()
+    actor = actor or Actor.system("sweep_orphans")
+    size = _batch_size(batch_size)
+    result = SweepResult("orphans")
+    newly = Client.objects.filter(managed=True, state__in=LIVE_STATES, orphaned_at__isnull=True).filter(
+        Q(owner__isnull=True) | Q(owner__is_active=False)
+    )
+    _in_batches(newly, _flag("orphaned_at", "client.orphaned", actor, "owner deactivated", now,
+                             lambda c: client_snapshot(c)), batch_size=size, result=result, key="orphaned")
+    to_suspend = Client.objects.filter(state=ClientState.ACTIVE, orphaned_at__lte=now - _orphan_grace())
+    _in_batches(to_suspend, _transition(ClientState.SUSPENDED, actor, "orphaned: grace period over",
+                                        "client.suspend.orphan", now, result),
+                batch_size=size, result=result, key="suspended")
+    to_retire = Client.objects.filter(state__in=LIVE_STATES, orphaned_at__lte=now - _orphan_retire_after())
+    _in_batches(to_retire, _transition(ClientState.RETIRED, actor, "orphaned: nobody took it over",
+                                       "client.retire.orphan", now, result),
+                batch_size=size, result=result, key="retired")
+    if notify and result.client_ids.get("orphaned"):
+        from inventory.notifications import notify_orphans
+
+        notify_orphans(client_ids=result.client_ids["orphaned"], now=now)
+    logger.info("event=sweep %s", result)
+    return result
+
+
+# --- stale ---------------------------------------------------------------------------------------
+
+def sweep_stale(*, now: dt.datetime | None = None, batch_size: int | None = None,
+                actor: Actor | None = None, notify: bool = True) -> SweepResult:
+    """Active clients unused for ``REGISTRAR_STALE_DAYS`` are flagged; their owners get one digest."""
+    now = now or timezone.now()
+    actor = actor or Actor.system("sweep_stale")
+    cutoff = now - dt.timedelta(days=settings.REGISTRAR_STALE_DAYS)
+    result = SweepResult("stale")
+    unused = (
+        Client.objects.filter(state=ClientState.ACTIVE, managed=True, stale_at__isnull=True)
+        .filter(Q(last_used_at__lte=cutoff) | Q(last_used_at__isnull=True))
+        .alias(seen=Coalesce("last_used_at", "activated_at", "created_at"))
+        .filter(seen__lte=cutoff)
+    )
+    _in_batches(unused, _flag("stale_at", "client.stale", actor, f"unused for {settings.REGISTRAR_STALE_DAYS} days",
+                              now, lambda c: {"last_used_at": c.last_used_at}),
+                batch_size=_batch_size(batch_size), result=result, key="stale")
+    if notify and result.client_ids.get("stale"):
+        from inventory.notifications import notify_stale
+
+        notify_stale(client_ids=result.client_ids["stale"], now=now)
+    logger.info("event=sweep %s", result)
+    return result
+
+
+# --- lapsed requests (owned by approvals) --------------------------------------------------------
+
+def sweep_lapsed(*, now: dt.datetime | None = None) -> SweepResult:
+    """Pending requests past their age lapse. The rule lives in approvals; inventory calls it lazily
+    (``approvals.services.request_lapse_due``) because inventory never imports approvals at module level."""
+    result = SweepResult("lapsed")
+    try:
+        services = import_module("approvals.services")
+    except ImportError:
+        return result
+    lapse = getattr(services, "request_lapse_due", None)
+    if lapse is None:
+        logger.warning("event=sweep_lapsed_unavailable reason=approvals.services.request_lapse_due missing")
+        result.counts["unavailable"] = 0
+        return result
+    outcome = lapse(now=now or timezone.now())
+    count = outcome if isinstance(outcome, int) else len(outcome or [])
+    result.counts["lapsed"] = count
+    return result
+
+
+SWEEPS: dict[str, Callable[..., SweepResult]] = {
+    "expired": sweep_expired,
+    "orphans": sweep_orphans,
+    "stale": sweep_stale,
+    "lapsed": sweep_lapsed,
+}

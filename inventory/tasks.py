@@ -1,0 +1,71 @@
+"""Celery tasks of the inventory: outbox delivery, its periodic requeue, and reconciliation.
+
+Tasks are thin: they take primary keys and call ``inventory.delivery`` / ``inventory.reconcile``.
+Retries are *not* Celery retries: a failed delivery records its own ``next_attempt_at`` (backoff with
+jitter) and ``requeue_outbox`` (beat, every 15 s) enqueues whatever is due, so a lost broker message or a
+killed worker delays a change but never loses it. Soft and hard time limits come from settings
+(``CELERY_TASK_SOFT_TIME_LIMIT`` / ``CELERY_TASK_TIME_LIMIT``) and are tightened per task below.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from inventory import delivery
+
+logger = logging.getLogger(__name__)
+
+# One per worker process: connectors keep their HTTP connections (and TLS contexts) between tasks.
+_connectors = delivery.ConnectorCache()
+
+try:  # periodic sweeps live in their own module (added by the lifecycle work)
+    from inventory import sweep_tasks  # noqa: F401
+except ImportError:  # pragma: no cover - depends on branch merge order
+    sweep_tasks = None
+
+
+@shared_task(name="inventory.tasks.deliver_client_outbox", ignore_result=True, soft_time_limit=60, time_limit=90)
+def deliver_client_outbox(client_id: int) -> bool:
+    """Deliver one client's due outbox entries (in order). Safe to run twice at once."""
+    try:
+        return delivery.deliver_client_outbox(client_id, connectors=_connectors)
+    except SoftTimeLimitExceeded:
+        # The lease on the entry runs out and requeue_outbox retries it; nothing to undo here.
+        logger.warning("event=deliver_soft_time_limit client_id=%s", client_id)
+        return False
+
+
+@shared_task(name="inventory.tasks.requeue_outbox", ignore_result=True, soft_time_limit=30, time_limit=45)
+def requeue_outbox(limit: int = 10_000) -> int:
+    """Enqueue one delivery task per client with a due, unleased entry. Idempotent."""
+    client_ids = delivery.due_client_ids(limit=limit)
+    for client_id in client_ids:
+        deliver_client_outbox.delay(client_id)
+    if client_ids:
+        logger.info("event=outbox_requeued clients=%s", len(client_ids))
+    return len(client_ids)
+
+
+@shared_task(name="inventory.tasks.reconcile_idp", ignore_result=True, soft_time_limit=600, time_limit=660)
+def reconcile_idp(idp_id: int) -> dict:
+    from inventory.models import IdPConnection
+    from inventory.reconcile import reconcile_connection
+
+    idp = IdPConnection.objects.filter(pk=idp_id, enabled=True).first()
+    if idp is None:
+        return {}
+    return reconcile_connection(idp=idp).summary()
+
+
+@shared_task(name="inventory.tasks.reconcile_all", ignore_result=True, soft_time_limit=30, time_limit=45)
+def reconcile_all() -> int:
+    """Fan out one reconcile task per enabled IdP connection."""
+    from inventory.models import IdPConnection
+
+    ids = list(IdPConnection.objects.filter(enabled=True).values_list("pk", flat=True))
+    for idp_id in ids:
+        reconcile_idp.delay(idp_id)
+    return len(ids)

@@ -1,0 +1,128 @@
+"""End to end in a real browser: an owner renews one client, retires another through the confirm
+dialog, and accepts a client a colleague offered. Screenshots go to artifacts/screenshots/.
+
+Debian's Chromium driven by Playwright for Python (`make browser` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group
+from django.utils import timezone
+
+from inventory.choices import ClientState
+from inventory.models import Client, TransferOffer, TransferState
+from portal.models import AuditEvent
+from portal.roles import Role
+from tests.factories import ClientFactory, UserFactory
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+PASSWORD = "pw-for-tests-1"  # tests.factories.UserFactory's password
+
+
+@pytest.fixture
+def browser():
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def world(transactional_db, idp):
+    for role in Role:  # data-migration rows are flushed between transactional tests
+        Group.objects.get_or_create(name=role.value)
+    olivia = UserFactory(username="olivia", roles=["owner"])
+    dave = UserFactory(username="dave", roles=["owner"])
+    now = timezone.now()
+    renew_me = ClientFactory(owner=olivia, idp=idp, name="ticket-triage", expires_at=now + timedelta(hours=3),
+                             scopes=["tickets:read"])
+    retire_me = ClientFactory(owner=olivia, idp=idp, name="old-report-bot", expires_at=now + timedelta(hours=8),
+                              scopes=["docs:read"])
+    offered = ClientFactory(owner=dave, idp=idp, name="calendar-sync", expires_at=now + timedelta(hours=20),
+                            scopes=["calendar:read"])
+    offer = TransferOffer.objects.create(client=offered, from_user=dave, to_user=olivia, offered_by=dave,
+                                         reason="dave is moving to the data team")
+    return {"olivia": olivia, "renew": renew_me, "retire": retire_me, "offered": offered, "offer": offer}
+
+
+def login(browser, base: str, username: str):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{base}/accounts/login/")
+    page.fill("input[name=login]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")
+    return context, page
+
+
+def test_owner_renews_retires_and_accepts_a_transfer(live_server, browser, world):
+    base = live_server.url
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context, page = login(browser, base, "olivia")
+    errors = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+
+    page.goto(f"{base}/inventory/mine/")
+    rows = page.locator("tbody tr")
+    assert rows.count() == 2
+    assert rows.nth(0).get_attribute("data-client") == world["renew"].registration_id  # soonest expiry first
+    page.screenshot(path=str(SHOTS / "owner-mine.png"), full_page=True)
+
+    # Renew one.
+    before = world["renew"].expires_at
+    page.locator(f'tr[data-client="{world["renew"].registration_id}"] button[data-action=renew]').click()
+    page.wait_for_selector(".messages li.success")
+    assert "renewed until" in page.inner_text(".messages")
+    renewed = Client.objects.get(pk=world["renew"].pk)
+    assert renewed.expires_at > before and renewed.renewals == 1
+    page.screenshot(path=str(SHOTS / "owner-renewed.png"), full_page=True)
+
+    # Retire one: the confirm dialog appears first; cancelling changes nothing, confirming retires.
+    retire_button = page.locator(f'tr[data-client="{world["retire"].registration_id}"] button[data-action=retire]')
+    retire_button.click()
+    dialog = page.locator("dialog#confirm-dialog")
+    dialog.wait_for(state="visible")
+    assert "old-report-bot" in dialog.inner_text()
+    page.screenshot(path=str(SHOTS / "owner-retire-confirm.png"), full_page=True)
+    dialog.locator('button[value="cancel"]').click()
+    assert Client.objects.get(pk=world["retire"].pk).state == ClientState.ACTIVE
+    retire_button.click()
+    dialog.wait_for(state="visible")
+    dialog.locator("[data-confirm-ok]").click()
+    page.wait_for_selector(".messages li.success")
+    assert "old-report-bot retired" in page.inner_text(".messages")
+    assert Client.objects.get(pk=world["retire"].pk).state == ClientState.RETIRED
+    assert page.locator("tbody tr").count() == 1
+    page.screenshot(path=str(SHOTS / "owner-retired.png"), full_page=True)
+
+    # Accept a transfer from the inbox.
+    page.goto(f"{base}/inventory/transfers/")
+    offer_row = page.locator(f'tr[data-offer="{world["offer"].pk}"]')
+    assert "calendar-sync" in offer_row.inner_text()
+    page.screenshot(path=str(SHOTS / "owner-transfer-inbox.png"), full_page=True)
+    offer_row.locator("button", has_text="Accept").click()
+    page.wait_for_selector(".messages li.success")
+    assert "You now own calendar-sync" in page.inner_text(".messages")
+    assert Client.objects.get(pk=world["offered"].pk).owner_id == world["olivia"].pk
+    assert TransferOffer.objects.get().state == TransferState.ACCEPTED
+    page.goto(f"{base}/inventory/mine/")
+    assert "calendar-sync" in page.inner_text("tbody")
+    page.screenshot(path=str(SHOTS / "owner-after-transfer.png"), full_page=True)
+
+    actions = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
+    assert actions == ["client.renew", "client.retire", "client.transfer_accept"]
+    assert not [e for e in errors if "Content Security Policy" in e]
+    context.close()

@@ -1,0 +1,359 @@
+// A real OpenID provider (the npm package `oidc-provider`, 9.13.x) on loopback, used by Registrar's
+// connector tests and by the demo. It is deliberately small: everything it adds to the library is
+// something Registrar's generic RFC 7591/7592 connector relies on and a production IdP would provide.
+//
+//   node server.mjs [port]
+//
+// Environment (all optional):
+//   IDP_PORT                  port to listen on when no argv port is given; 0 (default) = any free port
+//   IDP_HOST                  interface to bind; default 127.0.0.1 (loopback only)
+//   IDP_INITIAL_ACCESS_TOKEN  RFC 7591 initial access token; default "dev-initial-access-token"
+//   IDP_ADMIN_TOKEN           bearer token for GET /admin/clients; default "dev-admin-token"
+//   IDP_SCOPES                space-separated scope list the provider supports. Unset or containing "*":
+//                             also learn every scope a client registers (see learnScopes below).
+//
+// When listening it prints exactly one JSON line on stdout: {"issuer": "...", "port": N}.
+// Library warnings go to stderr.
+
+import { generateKeyPairSync, randomBytes, timingSafeEqual } from 'node:crypto';
+import { createServer } from 'node:http';
+import process from 'node:process';
+
+import Provider, { errors } from 'oidc-provider';
+// Internal, but the package has no "exports" map and the version is pinned to 9.13.x.
+import instance from 'oidc-provider/lib/helpers/weak_cache.js';
+
+const HOST = process.env.IDP_HOST || '127.0.0.1';
+const requestedPort = Number.parseInt(process.argv[2] ?? process.env.IDP_PORT ?? '0', 10);
+if (!Number.isInteger(requestedPort) || requestedPort < 0 || requestedPort > 65535) {
+  console.error(`invalid port: ${process.argv[2] ?? process.env.IDP_PORT}`);
+  process.exit(2);
+}
+const INITIAL_ACCESS_TOKEN = process.env.IDP_INITIAL_ACCESS_TOKEN || 'dev-initial-access-token';
+const ADMIN_TOKEN = process.env.IDP_ADMIN_TOKEN || 'dev-admin-token';
+
+// ---------------------------------------------------------------------------------------------
+// Storage: an unbounded in-memory adapter. The library's own MemoryAdapter is an LRU capped at
+// 1000 entries, which silently evicts clients under the scale benchmarks. This one never evicts
+// (entries only go away when they expire or are destroyed) and indexes tokens by client so that
+// deleting a client can revoke everything issued to it.
+// ---------------------------------------------------------------------------------------------
+
+const store = new Map(); // `${model}:${id}` -> { payload, expiresAt }
+const byGrant = new Map(); // grantId -> Set of keys
+const byClient = new Map(); // clientId -> Set of keys (tokens only; not the Client record itself)
+const byUid = new Map(); // Session uid -> id
+const byUserCode = new Map(); // userCode -> id
+
+function indexAdd(index, name, key) {
+  if (!name) return;
+  let keys = index.get(name);
+  if (!keys) {
+    keys = new Set();
+    index.set(name, keys);
+  }
+  keys.add(key);
+}
+
+function indexRemove(index, name, key) {
+  const keys = name && index.get(name);
+  if (keys) {
+    keys.delete(key);
+    if (!keys.size) index.delete(name);
+  }
+}
+
+function removeKey(key) {
+  const entry = store.get(key);
+  if (!entry) return;
+  store.delete(key);
+  const { payload } = entry;
+  indexRemove(byGrant, payload.grantId, key);
+  if (!key.startsWith('Client:')) indexRemove(byClient, payload.clientId, key);
+  if (payload.uid && byUid.get(payload.uid) === key) byUid.delete(payload.uid);
+  if (payload.userCode && byUserCode.get(payload.userCode) === key) byUserCode.delete(payload.userCode);
+}
+
+function liveEntry(key) {
+  const entry = store.get(key);
+  if (!entry) return undefined;
+  if (entry.expiresAt !== undefined && entry.expiresAt <= Date.now()) {
+    removeKey(key);
+    return undefined;
+  }
+  return entry;
+}
+
+class UnboundedMemoryAdapter {
+  constructor(model) {
+    this.model = model;
+  }
+
+  key(id) {
+    return `${this.model}:${id}`;
+  }
+
+  async upsert(id, payload, expiresIn) {
+    const key = this.key(id);
+    removeKey(key);
+    const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : undefined;
+    store.set(key, { payload, expiresAt });
+    indexAdd(byGrant, payload.grantId, key);
+    if (this.model !== 'Client') indexAdd(byClient, payload.clientId, key);
+    if (this.model === 'Session' && payload.uid) byUid.set(payload.uid, key);
+    if (payload.userCode) byUserCode.set(payload.userCode, key);
+  }
+
+  async find(id) {
+    return liveEntry(this.key(id))?.payload;
+  }
+
+  async findByUid(uid) {
+    const key = byUid.get(uid);
+    return key ? liveEntry(key)?.payload : undefined;
+  }
+
+  async findByUserCode(userCode) {
+    const key = byUserCode.get(userCode);
+    return key ? liveEntry(key)?.payload : undefined;
+  }
+
+  async consume(id) {
+    const entry = liveEntry(this.key(id));
+    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
+  }
+
+  async destroy(id) {
+    removeKey(this.key(id));
+  }
+
+  async revokeByGrantId(grantId) {
+    for (const key of [...(byGrant.get(grantId) ?? [])]) removeKey(key);
+    byGrant.delete(grantId);
+  }
+
+  // Not part of the adapter interface: drop every token, grant and registration access token that
+  // names this client. Synchronous so it completes before the DELETE response is sent.
+  static purgeClient(clientId) {
+    for (const key of [...(byClient.get(clientId) ?? [])]) removeKey(key);
+    byClient.delete(clientId);
+  }
+
+  static clients() {
+    const clients = [];
+    for (const key of store.keys()) {
+      if (key.startsWith('Client:')) {
+        const entry = liveEntry(key);
+        if (entry) clients.push(entry.payload);
+      }
+    }
+    return clients;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scopes. Three things in oidc-provider 9 decide which scopes work, all keyed on the provider's own
+// `scopes` Set:
+//  - registration: a client's `scope` metadata must only name provider scopes (client_schema.js);
+//  - token endpoint: without a resource indicator, requested scopes are filtered down to provider
+//    scopes (shared/check_resource.js), so an unknown scope silently vanishes from the token;
+//  - token endpoint: a provider scope not in the client's `scope` is refused (grant_authorization.js).
+// Registrar's scope catalogue is edited at runtime, so by default (IDP_SCOPES unset or "*") the
+// provider *learns* scopes: when a client registers or updates, its scopes join the provider's Set
+// (the extraClientMetadata validator runs before the scope check). A scope no client ever registered
+// is still dropped from tokens, and a client still only gets scopes in its own `scope`. With a fixed
+// IDP_SCOPES list, registering any other scope is refused. The Provider deep-clones its
+// configuration, so the live Set is reached through the (pinned) library's internal instance cache.
+// ---------------------------------------------------------------------------------------------
+
+const scopeList = (process.env.IDP_SCOPES ?? '').split(/\s+/).filter(Boolean);
+const LEARN_SCOPES = scopeList.length === 0 || scopeList.includes('*');
+const scopes = ['openid', 'offline_access', ...scopeList.filter((scope) => scope !== '*')];
+const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/; // RFC 6749 §3.3 scope-token
+
+let provider; // assigned below; the validator only runs once requests arrive
+
+function learnScopes(scope) {
+  if (!LEARN_SCOPES || typeof scope !== 'string') return;
+  const live = instance(provider)?.configuration?.scopes;
+  if (!(live instanceof Set)) {
+    throw new Error('oidc-provider internals changed: cannot reach configuration.scopes');
+  }
+  for (const token of scope.split(' ')) {
+    if (SCOPE_TOKEN.test(token)) live.add(token);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Keys: fresh per process; nothing here is meant to outlive the process.
+// ---------------------------------------------------------------------------------------------
+
+function signingKeys() {
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
+  const ec = generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' });
+  return {
+    keys: [
+      { ...rsa, kid: `rsa-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'RS256' },
+      { ...ec, kid: `ec-${randomBytes(4).toString('hex')}`, use: 'sig', alg: 'ES256' },
+    ],
+  };
+}
+
+const configuration = {
+  adapter: UnboundedMemoryAdapter,
+  jwks: signingKeys(),
+  cookies: { keys: [randomBytes(32).toString('base64url')] },
+  scopes,
+  // Unknown metadata is dropped unless listed here: registrar_id is the correlation marker Registrar
+  // sends at create; software_id/software_version (RFC 7591 §2) are not kept by the library otherwise.
+  extraClientMetadata: {
+    properties: ['registrar_id', 'software_id', 'software_version'],
+    validator(ctx, key, value, metadata) {
+      if (key === 'registrar_id') learnScopes(metadata.scope); // once per validation: the first property
+      if (value !== undefined && (typeof value !== 'string' || value.length === 0 || value.length > 255)) {
+        throw new errors.InvalidClientMetadata(`${key} must be a non-empty string of at most 255 characters`);
+      }
+    },
+  },
+  features: {
+    // No interactive login here: Registrar's clients are client_credentials-only.
+    devInteractions: { enabled: false },
+    registration: {
+      enabled: true,
+      initialAccessToken: INITIAL_ACCESS_TOKEN,
+    },
+    registrationManagement: {
+      enabled: true,
+      rotateRegistrationAccessToken: true,
+    },
+    clientCredentials: { enabled: true },
+    introspection: {
+      enabled: true,
+      // Any authenticated confidential client (a resource server) may introspect, but a token whose
+      // client no longer exists is reported inactive even if purging missed it.
+      async allowedPolicy(ctx, caller, token) {
+        if (caller.clientAuthMethod === 'none' && token.clientId !== caller.clientId) return false;
+        return Boolean(await ctx.oidc.provider.Client.find(token.clientId));
+      },
+    },
+    revocation: {
+      enabled: true,
+      async allowedPolicy(ctx, caller, token) {
+        return token.clientId === caller.clientId;
+      },
+    },
+  },
+};
+
+// The issuer must name the real port, which is only known after binding when port 0 is asked for:
+// bind a plain listener first, read the port, then attach the provider's request handler.
+const httpServer = createServer();
+await new Promise((resolve, reject) => {
+  httpServer.once('error', reject);
+  httpServer.listen(requestedPort, HOST, resolve);
+});
+const { port } = httpServer.address();
+const issuer = `http://${HOST}:${port}`;
+
+provider = new Provider(issuer, configuration);
+
+// Deleting a client must also kill what it was issued: client_credentials tokens carry no grant,
+// so the library itself would keep them valid until they expire.
+provider.on('registration_delete.success', (ctx, client) => {
+  UnboundedMemoryAdapter.purgeClient(client.clientId);
+});
+
+const HIDDEN_CLIENT_FIELDS = new Set(['client_secret']);
+
+function adminAuthorized(ctx) {
+  const header = ctx.get('authorization');
+  const match = /^Bearer\s+(.+)$/i.exec(header);
+  if (!match) return false;
+  const given = Buffer.from(match[1]);
+  const expected = Buffer.from(ADMIN_TOKEN);
+  return given.length === expected.length && timingSafeEqual(given, expected);
+}
+
+// RFC 7591 has no list endpoint; Registrar's reconciliation needs one. Paged with offset/limit,
+// ordered by client_id so pages are stable.
+// DELETE /admin/clients/<client_id>: remove a client without its registration access token, and purge
+// what it was issued. A real IdP's admin API offers the same; Registrar uses it to remove a duplicate
+// left by a create that crashed before Registrar stored the client_id (and so never got its token).
+provider.use(async (ctx, next) => {
+  const match = /^\/admin\/clients\/([^/]+)$/.exec(ctx.path);
+  if (!match) {
+    await next();
+    return;
+  }
+  ctx.set('Cache-Control', 'no-store');
+  if (ctx.method !== 'DELETE') {
+    ctx.status = 405;
+    ctx.set('Allow', 'DELETE');
+    ctx.body = { error: 'invalid_request', error_description: 'method not allowed' };
+    return;
+  }
+  if (!adminAuthorized(ctx)) {
+    ctx.status = 401;
+    ctx.set('WWW-Authenticate', 'Bearer error="invalid_token"');
+    ctx.body = { error: 'invalid_token', error_description: 'admin token required' };
+    return;
+  }
+  const clientId = decodeURIComponent(match[1]);
+  const adapter = new UnboundedMemoryAdapter('Client');
+  if (!(await adapter.find(clientId))) {
+    ctx.status = 404;
+    ctx.body = { error: 'invalid_request', error_description: 'no such client' };
+    return;
+  }
+  await adapter.destroy(clientId);
+  UnboundedMemoryAdapter.purgeClient(clientId);
+  ctx.status = 204;
+});
+
+provider.use(async (ctx, next) => {
+  if (ctx.path !== '/admin/clients') {
+    await next();
+    return;
+  }
+  ctx.set('Cache-Control', 'no-store');
+  if (ctx.method !== 'GET') {
+    ctx.status = 405;
+    ctx.set('Allow', 'GET');
+    ctx.body = { error: 'invalid_request', error_description: 'method not allowed' };
+    return;
+  }
+  if (!adminAuthorized(ctx)) {
+    ctx.status = 401;
+    ctx.set('WWW-Authenticate', 'Bearer error="invalid_token"');
+    ctx.body = { error: 'invalid_token', error_description: 'admin token required' };
+    return;
+  }
+  const offset = Math.max(0, Number.parseInt(ctx.query.offset ?? '0', 10) || 0);
+  const limit = Math.min(1000, Math.max(1, Number.parseInt(ctx.query.limit ?? '1000', 10) || 1000));
+  const all = UnboundedMemoryAdapter.clients()
+    .map((metadata) => Object.fromEntries(
+      Object.entries(metadata).filter(([key]) => !HIDDEN_CLIENT_FIELDS.has(key)),
+    ))
+    .sort((a, b) => (a.client_id < b.client_id ? -1 : a.client_id > b.client_id ? 1 : 0));
+  ctx.body = { total: all.length, offset, limit, clients: all.slice(offset, offset + limit) };
+});
+
+httpServer.on('request', provider.callback());
+
+process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
+
+let stopping = false;
+function shutdown(signal) {
+  if (stopping) return;
+  stopping = true;
+  console.error(`received ${signal}, closing`);
+  httpServer.close(() => process.exit(0));
+  httpServer.closeIdleConnections();
+  // Do not let a stuck keep-alive connection hold the process hostage.
+  setTimeout(() => {
+    httpServer.closeAllConnections();
+    process.exit(0);
+  }, 2000).unref();
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'));
+process.on('SIGINT', () => shutdown('SIGINT'));

@@ -1,0 +1,174 @@
+"""Reliability under failure: real Celery workers, a real IdP, and things going wrong on purpose.
+
+240 clients are registered (20 of them retired before any delivery) and delivered by two real
+``celery -A portal worker`` processes over Redis (db 9). While they work:
+
+1. one worker is killed with SIGKILL while it holds a delivery lease (mid-delivery);
+2. the IdP is frozen (SIGSTOP) for 3 s, so requests time out, then resumed;
+3. the IdP connection points at a closed port for 3 s (connections refused), then back;
+4. the broker's queue is flushed (every queued message lost, as after a Redis restart without persistence);
+5. the killed worker is restarted; 20 active clients are retired and 10 expired meanwhile.
+
+Only the periodic ``requeue_outbox`` (sent here every second instead of by beat) brings lost work back.
+Afterwards every live client exists exactly once at the IdP, every retired/expired one is gone, nothing
+is dead-lettered, and reconciliation finds nothing to report.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import redis
+from celery import Celery
+from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+from inventory.choices import ClientState, OutboxStatus
+from inventory.lifecycle import client_transition
+from inventory.models import Client, OutboxEntry
+from inventory.reconcile import reconcile_connection
+from portal.audit import Actor
+from tests.agents import Agent
+from tests.factories import UserFactory
+from tests.idp_server import IdPProcess
+from tests.provisioning import connection_for, idp_clients, markers_at_idp, register_agent
+from tests.workers import CeleryWorker, database_url, worker_env
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+REDIS_URL = os.environ.get("REGISTRAR_CHAOS_REDIS_URL", "redis://127.0.0.1:6379/9")
+CLIENTS = 240
+RETIRED_BEFORE = 20
+RETIRED_AFTER = 20
+EXPIRED_AFTER = 10
+DEADLINE_S = 75
+
+
+def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def pending() -> int:
+    return OutboxEntry.objects.filter(status=OutboxStatus.PENDING).count()
+
+
+def delivered() -> int:
+    return OutboxEntry.objects.filter(status=OutboxStatus.DONE).count()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_change_survives_killed_workers_idp_outages_and_lost_messages():
+    broker = redis.Redis.from_url(REDIS_URL)
+    broker.flushdb()
+    sender = Celery("chaos-sender", broker=REDIS_URL)
+    env = worker_env(
+        database=database_url(connection.settings_dict),
+        redis_url=REDIS_URL,
+        encryption_key=settings.REGISTRAR_ENCRYPTION_KEYS[0],
+        REGISTRAR_OUTBOX_LEASE_SECONDS="6",
+        REGISTRAR_OUTBOX_BACKOFF_BASE_SECONDS="0.3",
+        REGISTRAR_OUTBOX_BACKOFF_MAX_SECONDS="2",
+        REGISTRAR_OUTBOX_MAX_ATTEMPTS="200",
+        REGISTRAR_CONNECTOR_TIMEOUT_SECONDS="1.5",
+    )
+    workers = {name: CeleryWorker(name, env=env, concurrency=4) for name in ("chaos-a", "chaos-b")}
+    with IdPProcess() as idp_process:
+        idp = connection_for(idp_process, name="chaos-idp")
+        good_config = dict(idp.config)
+        owner = UserFactory(username="chaos-owner", roles=["owner"])
+        agent = Agent()  # one key for all: the IdP only needs a valid JWKS
+        clients = [register_agent(idp=idp, owner=owner, agent=agent, name=f"chaos-{n}") for n in range(CLIENTS)]
+        system = Actor.system("chaos")
+        for client in clients[:RETIRED_BEFORE]:
+            client_transition(client=client, target=ClientState.RETIRED, actor=system, reason="never needed")
+
+        try:
+            for worker in workers.values():
+                worker.start()
+            sender.send_task("inventory.tasks.requeue_outbox")
+
+            # 1. SIGKILL worker A while it holds a lease (it is mid-delivery).
+            a_pids = workers["chaos-a"].pids()
+
+            def a_holds_a_lease():
+                leases = OutboxEntry.objects.filter(
+                    status=OutboxStatus.PENDING, claimed_until__gt=timezone.now()
+                ).values_list("claimed_by", flat=True)
+                return any(int(lease.split(":")[1]) in a_pids for lease in leases if lease.count(":") >= 2)
+
+            wait_for(lambda: delivered() >= 10 and a_holds_a_lease(), timeout=30, what="worker A mid-delivery",
+                     interval=0.01)
+            workers["chaos-a"].kill9()
+            killed_at_done = delivered()
+
+            # 2. The IdP stops answering (requests time out), then comes back.
+            os.kill(idp_process._process.pid, signal.SIGSTOP)
+            time.sleep(3)
+            os.kill(idp_process._process.pid, signal.SIGCONT)
+
+            # 3. Connections refused for a while, then the right address again.
+            idp.config = {**good_config, "registration_endpoint": "http://127.0.0.1:9/reg",
+                          "list_endpoint": "http://127.0.0.1:9/admin/clients"}
+            idp.save(update_fields=["config"])
+            time.sleep(3)
+            idp.config = good_config
+            idp.save(update_fields=["config"])
+
+            # 4. Every queued message is lost.
+            broker.flushdb()
+
+            # 5. Restart the killed worker; owners keep working meanwhile.
+            workers["chaos-a"] = CeleryWorker("chaos-a2", env=env, concurrency=4).start()
+            sender.send_task("inventory.tasks.requeue_outbox")
+            live = clients[RETIRED_BEFORE:]
+            wait_for(lambda: Client.objects.filter(pk__in=[c.pk for c in live[: RETIRED_AFTER + EXPIRED_AFTER]],
+                                                   state=ClientState.ACTIVE).count() == RETIRED_AFTER + EXPIRED_AFTER,
+                     timeout=40, what="clients to retire/expire to become active", interval=0.5)
+            for client in live[:RETIRED_AFTER]:
+                client_transition(client=client, target=ClientState.RETIRED, actor=system, reason="done")
+            for client in live[RETIRED_AFTER: RETIRED_AFTER + EXPIRED_AFTER]:
+                client_transition(client=client, target=ClientState.EXPIRED, actor=system, reason="ttl")
+
+            # The periodic requeue is all that brings lost and abandoned work back.
+            deadline = time.monotonic() + DEADLINE_S
+            while pending() and time.monotonic() < deadline:
+                sender.send_task("inventory.tasks.requeue_outbox")
+                time.sleep(1)
+            assert pending() == 0, f"{pending()} entries still pending; worker log: {workers['chaos-b'].log_tail()}"
+        finally:
+            for worker in workers.values():
+                worker.stop()
+            broker.flushdb()
+
+        assert killed_at_done < CLIENTS  # the kill really happened mid-run
+        assert not OutboxEntry.objects.filter(status=OutboxStatus.DEAD).exists()
+        retried = OutboxEntry.objects.filter(attempts__gt=1).count()
+        assert retried > 0  # the outages were felt
+
+        markers = markers_at_idp(idp_process)
+        ended_ids = {c.pk for c in clients[:RETIRED_BEFORE] + live[: RETIRED_AFTER + EXPIRED_AFTER]}
+        for client in Client.objects.filter(pk__in=[c.pk for c in clients]):
+            if client.pk in ended_ids:
+                assert client.state in (ClientState.RETIRED, ClientState.EXPIRED)
+                assert markers[client.registration_id] == 0, client.registration_id
+            else:
+                assert client.state == ClientState.ACTIVE, client.registration_id
+                assert markers[client.registration_id] == 1, client.registration_id
+        at_idp = {c["client_id"]: c.get("registrar_id") for c in idp_clients(idp_process)}
+        assert sum(markers.values()) == len(at_idp) == CLIENTS - len(ended_ids)
+        for client in Client.objects.filter(pk__in=[c.pk for c in clients], state=ClientState.ACTIVE):
+            assert at_idp[client.idp_client_id] == client.registration_id
+
+        report = reconcile_connection(idp=idp)
+        assert report.is_empty, report.lines()
+        assert report.remote_total == CLIENTS - len(ended_ids)

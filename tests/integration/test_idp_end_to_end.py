@@ -1,0 +1,95 @@
+"""End-to-end proof against the real OpenID provider (tests/idp/server.mjs on loopback).
+
+An agent registers (auto-approved, low tier) → the outbox delivers → the client exists at the IdP → the
+agent obtains an access token with a private_key_jwt client_credentials grant → the owner retires it (or
+it expires) → the outbox delivers → the IdP has removed it: the same grant fails with ``invalid_client``
+and the token issued before introspects ``active: false``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from inventory import delivery
+from inventory.choices import ClientState, OutboxStatus
+from inventory.connectors.base import ClientSpec
+from inventory.lifecycle import client_transition
+from portal.audit import Actor, events_for
+from tests.agents import Agent
+from tests.factories import UserFactory
+from tests.provisioning import markers_at_idp, real_idp, register_agent  # noqa: F401
+
+pytestmark = [pytest.mark.integration, pytest.mark.django_db]
+
+
+@pytest.fixture
+def resource_server(oidc_idp, real_idp):  # noqa: F811
+    """A resource server's own client at the IdP, allowed to introspect tokens."""
+    rs_agent = Agent()
+    connector = delivery.connector_for(real_idp)
+    created = connector.create(ClientSpec(registrar_id="rs-e2e", client_name="resource server", jwks=rs_agent.jwks))
+    yield rs_agent, created.client_id
+    connector.delete(created.client_id, created.remote_state)
+
+
+def provision_and_get_token(oidc_idp, real_idp, agent: Agent):  # noqa: F811
+    owner = UserFactory(username="sponsor", roles=["owner"])
+    client = register_agent(idp=real_idp, owner=owner, agent=agent, scopes=["tickets:read", "docs:read"])
+    assert client.state == ClientState.PROVISIONING and client.idp_client_id is None
+
+    assert delivery.deliver_client_outbox(client.pk) is True
+
+    client.refresh_from_db()
+    assert client.state == ClientState.ACTIVE
+    assert markers_at_idp(oidc_idp)[client.registration_id] == 1
+    granted = agent.client_credentials(oidc_idp, client.idp_client_id, "tickets:read")
+    assert granted.status_code == 200, granted.text
+    assert granted.json()["scope"] == "tickets:read"
+    # scopes outside the approved set never reach a token (refused, or dropped if the IdP never saw them)
+    wider = agent.client_credentials(oidc_idp, client.idp_client_id, "repo:write")
+    assert wider.status_code == 400 or "repo:write" not in wider.json().get("scope", "").split()
+    return client, owner, granted.json()["access_token"]
+
+
+def assert_gone_at_idp(oidc_idp, client, agent: Agent, token: str, resource_server) -> None:
+    rs_agent, rs_client_id = resource_server
+    refused = agent.client_credentials(oidc_idp, client.idp_client_id, "tickets:read")
+    assert refused.status_code == 401
+    assert refused.json()["error"] == "invalid_client"
+    assert rs_agent.introspect(oidc_idp, rs_client_id, token) == {"active": False}
+    assert markers_at_idp(oidc_idp)[client.registration_id] == 0
+
+
+def test_retire_removes_the_client_and_kills_its_tokens(oidc_idp, real_idp, resource_server):  # noqa: F811
+    agent = Agent()
+    client, owner, token = provision_and_get_token(oidc_idp, real_idp, agent)
+    rs_agent, rs_client_id = resource_server
+    info = rs_agent.introspect(oidc_idp, rs_client_id, token)
+    assert info["active"] is True and info["client_id"] == client.idp_client_id
+
+    client_transition(client=client, target=ClientState.RETIRED, actor=Actor.user(owner), reason="project over")
+    # until the outbox delivers, the IdP still honours the client: the change is queued, not lost
+    assert agent.client_credentials(oidc_idp, client.idp_client_id, "tickets:read").status_code == 200
+    assert delivery.deliver_client_outbox(client.pk) is True
+
+    assert_gone_at_idp(oidc_idp, client, agent, token, resource_server)
+    client.refresh_from_db()
+    assert client.state == ClientState.RETIRED and client.idp_disabled_at is not None
+    assert set(client.outbox.values_list("status", flat=True)) == {OutboxStatus.DONE}
+    actions = [e.action for e in events_for("client", client.registration_id)]
+    assert actions == ["client.create", "client.active", "client.retired", "client.idp_delete"]
+
+
+def test_expiry_disables_the_client_at_the_idp(oidc_idp, real_idp, resource_server):  # noqa: F811
+    agent = Agent()
+    client, _owner, token = provision_and_get_token(oidc_idp, real_idp, agent)
+
+    client_transition(client=client, target=ClientState.EXPIRED, actor=Actor.system("sweep_expired"))
+    assert delivery.deliver_client_outbox(client.pk) is True
+
+    # rfc7591 has no "disabled": disabling deletes the client, which also revokes its tokens
+    assert_gone_at_idp(oidc_idp, client, agent, token, resource_server)
+    client.refresh_from_db()
+    assert client.state == ClientState.EXPIRED and client.idp_disabled_at is not None
+    assert client.idp_state == {"deleted": True}
+    assert "client.idp_disable" in [e.action for e in events_for("client", client.registration_id)]

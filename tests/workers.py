@@ -1,0 +1,114 @@
+"""Real ``celery -A portal worker`` processes for reliability tests and benchmarks.
+
+The workers run ``portal.settings`` (not the test settings) against the given database URL and a Redis
+broker, in their own session so ``kill9()`` takes down the main process and its pool children at once.
+Nothing here imports pytest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CELERY = Path(sys.executable).with_name("celery")
+
+
+def database_url(settings_dict: dict) -> str:
+    """A DATABASE_URL for Django's ``connection.settings_dict`` (e.g. pytest-django's test database)."""
+    user = settings_dict.get("USER") or "postgres"
+    password = settings_dict.get("PASSWORD") or ""
+    auth = f"{user}:{password}@" if password else f"{user}@"
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or "5432"
+    return f"postgres://{auth}{host}:{port}/{settings_dict['NAME']}"
+
+
+def worker_env(*, database: str, redis_url: str, encryption_key: str, **overrides: str) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DATABASE_URL": database,
+        "REDIS_URL": redis_url,
+        "DEBUG": "true",
+        "REGISTRAR_DEMO_MODE": "false",
+        "REGISTRAR_ENCRYPTION_KEY": encryption_key,
+        "REGISTRAR_DATA_DIR": tempfile.mkdtemp(prefix="registrar-worker-"),
+        "PYTHONPATH": str(ROOT),
+    }
+    env.update(overrides)
+    return env
+
+
+class CeleryWorker:
+    def __init__(self, name: str, *, env: dict[str, str], concurrency: int = 4, loglevel: str = "info") -> None:
+        self.name = name
+        self.env = env
+        self.concurrency = concurrency
+        self.loglevel = loglevel
+        self.process: subprocess.Popen | None = None
+        self.log_path: Path | None = None
+
+    def start(self, ready_timeout: float = 30.0) -> CeleryWorker:
+        fd, log_name = tempfile.mkstemp(prefix=f"registrar-worker-{self.name}-", suffix=".log")
+        self.log_path = Path(log_name)
+        with os.fdopen(fd, "wb") as log:
+            self.process = subprocess.Popen(
+                [str(CELERY), "-A", "portal", "worker", "-l", self.loglevel, "-c", str(self.concurrency),
+                 "-n", f"{self.name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
+                 "-P", "prefork"],
+                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + ready_timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker {self.name} exited: {self.log_tail()}")
+            if b" ready." in self.log_path.read_bytes():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"worker {self.name} not ready in {ready_timeout}s: {self.log_tail()}")
+
+    def pids(self) -> set[int]:
+        """The main process and its pool children."""
+        if self.process is None:
+            return set()
+        main = self.process.pid
+        found = {main}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == main:
+                found.add(int(stat.parent.name))
+        return found
+
+    def kill9(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.process is None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            self.process.wait(timeout=timeout)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def log_tail(self, chars: int = 3000) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return "no log"
+        return self.log_path.read_text(errors="replace")[-chars:]
