@@ -129,7 +129,7 @@ def keyset_paginate(
     qs: QuerySet, *, sort: str | None, after: str | None = None, before: str | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
 ) -> KeysetPage:
-    """One query of ``page_size + 1`` rows; ``after``/``before`` are cursors from a previous page."""
+    """Two queries (page ids, then rows); ``after``/``before`` are cursors from a previous page."""
     field, descending = parse_sort(sort)
     public_sort = ("-" if descending else "") + next(k for k, v in SORTS.items() if v == field)
     page_size = max(1, min(page_size, MAX_PAGE_SIZE))
@@ -138,16 +138,18 @@ def keyset_paginate(
         qs = qs.filter(_after(field, descending, *decode_cursor(after)))
     elif before:
         qs = qs.filter(_before(field, descending, *decode_cursor(before)))
+    ordering = _reverse_ordering(field, descending) if backwards else _ordering(field, descending)
+    # Two steps: the page's ids (a narrow query the planner answers from indexes alone, e.g. a BitmapAnd of
+    # the search and filter indexes), then those rows with their joins by primary key.
+    ids = list(qs.order_by(*ordering).values_list("pk", flat=True)[: page_size + 1])
+    more = len(ids) > page_size
+    ids = ids[:page_size]
+    by_pk = {obj.pk: obj for obj in qs.filter(pk__in=ids).order_by()} if ids else {}
+    rows = [by_pk[pk] for pk in ids if pk in by_pk]
     if backwards:
-        # Walk the reversed order from the cursor, then flip the page back.
-        rows = list(qs.order_by(*_reverse_ordering(field, descending))[: page_size + 1])
-        more = len(rows) > page_size
-        rows = list(reversed(rows[:page_size]))
+        rows.reverse()  # walked the reversed order from the cursor; flip the page back
         has_prev, has_next = more, True
     else:
-        rows = list(qs.order_by(*_ordering(field, descending))[: page_size + 1])
-        more = len(rows) > page_size
-        rows = rows[:page_size]
         has_prev, has_next = bool(after), more
     next_cursor = encode_cursor(getattr(rows[-1], field), rows[-1].pk) if rows and has_next else None
     prev_cursor = encode_cursor(getattr(rows[0], field), rows[0].pk) if rows and has_prev else None
