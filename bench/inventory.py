@@ -12,17 +12,21 @@ issue's budgets, and appends one line to bench/RESULTS.md.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# bench/ holds scripts named like stdlib modules (bench/queue.py): keep it off the import path.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 import argparse
 import http.client
 import os
 import socket
 import statistics
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime
 from importlib import import_module
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))

@@ -326,3 +326,15 @@ def test_untouched_form_fields_mean_any(client, security_user, world):
               "stale": "unknown", "unmanaged": "unknown", "sync_failed": "unknown", "failing": "", "sort": ""}
     assert listed(client, params) == ["alpha", "bravo", "charlie", "delta", "echo"]
     assert listed(client, params | {"tier": "high"}) == ["bravo"]
+
+
+def test_filter_form_shows_the_saved_view(client, security_user, world):
+    client.force_login(security_user)
+    html = client.get("/inventory/", {"team": "platform", "idp": "keycloak-eu", "orphaned": "true",
+                                      "failing": "owner_bound", "sort": "-expires", "q": "alp"}).content.decode()
+    assert '<option value="platform" selected>Platform</option>' in html
+    assert '<option value="keycloak-eu" selected>keycloak-eu</option>' in html
+    assert '<option value="true" selected>yes</option>' in html
+    assert '<option value="owner_bound" selected>Owner bound</option>' in html
+    assert '<option value="-expires" selected>' in html
+    assert 'value="alp"' in html
