@@ -5,10 +5,11 @@ registry (``apps.get_model``) because inventory never imports approvals code.
 
 Search on PostgreSQL combines, as one OR of index-backed conditions (so the planner can BitmapOr them):
 
-* full-text: ``SEARCH_DOCUMENT_SQL @@ websearch_to_tsquery('english', q)`` (GIN expression index);
-* substrings: ``column ILIKE '%q%'`` over name, purpose, software id (GIN trigram);
+* full text: ``search_document @@ websearch_to_tsquery('english', q)`` over name + purpose (stored
+  generated tsvector column, GIN);
+* substrings: ``column ILIKE '%q%'`` over name and software id (GIN trigram);
 * identifiers by prefix: ``column LIKE 'q%'`` over registration id, client id, SPIFFE ID (btree pattern ops);
-* typos: ``q <% name`` / ``q <% purpose`` (trigram word similarity, same GIN trigram indexes);
+* typos: ``q <% name`` (trigram word similarity, same GIN trigram index), word by word for several words;
 * owners and teams: matching users/teams are looked up first (small tables), then ``owner_id = ANY(...)``.
 
 SQLite has none of these, so it falls back to ``icontains`` on the same fields.
@@ -44,7 +45,7 @@ SEARCH_DOCUMENT_SQL = '"inventory_client"."search_document"'
 # Purpose is searched by (stemmed) full text only: a substring test on long text costs on every candidate row.
 SUBSTRING_COLUMNS = ("name", "software_id")  # ILIKE '%q%' (GIN trigram)
 PREFIX_COLUMNS = ("registration_id", "idp_client_id", "spiffe_id")  # LIKE 'q%' (btree pattern ops)
-# Typos are tolerated in names (short text); purposes get stemmed full text and substrings. Word similarity
+# Typos are tolerated in names (short text); purposes get stemmed full text. Word similarity
 # against long purposes costs ~10 µs a row in the recheck, too much when a common word matches thousands.
 TYPO_COLUMNS = ("name",)
 MAX_PEOPLE_MATCHES = 500  # owners/teams matched by a search term; more than that is not a useful filter
