@@ -6,6 +6,10 @@ class InventoryConfig(AppConfig):
     verbose_name = "Inventory"
 
     def ready(self) -> None:
+        from django.db.backends.signals import connection_created
+
         from inventory.leavers import connect_signals
+        from inventory.selectors import configure_search_session
 
         connect_signals()
+        connection_created.connect(configure_search_session, dispatch_uid="inventory.search_session")

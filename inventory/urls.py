@@ -1,8 +1,8 @@
 """Inventory pages (HTML) and its API routes."""
 
-from django.urls import path
+from django.urls import path, re_path
 
-from inventory.views import owner
+from inventory.views import owner, security
 from inventory.views import sync as sync_views
 
 app_name = "inventory"
@@ -21,4 +21,14 @@ urlpatterns: list = [
 urlpatterns += [
     path("inventory/sync-failures/", sync_views.SyncFailuresView.as_view(), name="sync_failures"),
     path("inventory/sync-failures/<int:pk>/retry/", sync_views.OutboxRetryView.as_view(), name="outbox_retry"),
+]
+urlpatterns += [  # security: inventory, explain, exports, dashboard, framework report
+    path("inventory/", security.inventory_list, name="list"),
+    re_path(r"^inventory/export\.(?P<fmt>csv|json)$", security.inventory_export, name="export"),
+    re_path(r"^inventory/(?P<registration_id>reg_[\w-]+)/$", security.client_explain_page, name="explain"),
+    re_path(r"^inventory/(?P<registration_id>reg_[\w-]+)/evidence\.json$", security.client_evidence, name="evidence"),
+    path("dashboards/", security.dashboard, name="dashboard"),
+    path("dashboards/<slug:chart>.csv", security.dashboard_csv, name="dashboard-csv"),
+    path("reports/frameworks/", security.frameworks_report, name="frameworks"),
+    path("reports/frameworks.csv", security.frameworks_csv, name="frameworks-csv"),
 ]

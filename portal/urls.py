@@ -16,6 +16,7 @@ urlpatterns = [
     path("api/v1/", include("approvals.api.urls")),
     path("", include("approvals.urls")),
     path("", include("inventory.urls")),
+    path("api/v1/", include("inventory.api.urls")),
     path("scim/v2/", include("inventory.scim")),
 ]
 

@@ -1,0 +1,84 @@
+"""Security API: the filterable client list (same FilterSet as /inventory/) and the two reports. Read-only."""
+
+from __future__ import annotations
+
+from django.shortcuts import get_object_or_404
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from inventory.api.serializers import ClientSerializer, FrameworkReportSerializer, SprawlSerializer
+from inventory.filtersets import ClientFilterSet
+from inventory.pagination import SORT_CHOICES, KeysetPagination
+from inventory.reports.controls import framework_report
+from inventory.selectors import cached_report, clients_visible_to, dashboard_data, evidence_pack
+from portal.roles import HasRole, Role
+
+CLIENT_READERS = HasRole.of(Role.SECURITY, Role.ADMIN, Role.OWNER, Role.APPROVER)
+OVERSIGHT = HasRole.of(Role.SECURITY, Role.ADMIN)
+
+
+@extend_schema(tags=["inventory"])
+class ClientViewSet(viewsets.ReadOnlyModelViewSet):
+    """Clients visible to the caller (security/admin: all; owners: their own), filtered like /inventory/."""
+
+    serializer_class = ClientSerializer
+    permission_classes = [CLIENT_READERS]
+    filterset_class = ClientFilterSet
+    pagination_class = KeysetPagination
+    lookup_field = "registration_id"
+    lookup_value_regex = r"reg_[\w-]+"
+
+    def get_queryset(self):
+        return clients_visible_to(self.request.user).select_related("owner", "team", "idp", "parent")
+
+    @extend_schema(parameters=[
+        OpenApiParameter("after", str, description="Cursor from `next` (keyset pagination)"),
+        OpenApiParameter("before", str, description="Cursor from `previous`"),
+        OpenApiParameter("page_size", int, description="1–500, default 50"),
+        OpenApiParameter("sort", str, enum=[value for value, _ in SORT_CHOICES]),
+    ])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="Evidence pack: the explain page as JSON.")
+    @action(detail=True, methods=["get"])
+    def evidence(self, request, registration_id=None):
+        client = get_object_or_404(self.get_queryset(), registration_id=registration_id)
+        return Response(evidence_pack(client))
+
+
+def _pairs(rows):
+    return [{"label": str(label), "count": count} for label, count in rows]
+
+
+@extend_schema(tags=["reports"], responses=SprawlSerializer)
+class SprawlReportView(APIView):
+    """The sprawl dashboard's numbers."""
+
+    permission_classes = [OVERSIGHT]
+
+    def get(self, request):
+        data = cached_report("dashboard", dashboard_data)
+        payload = {
+            **data,
+            "by_tier": _pairs(data["by_tier"]),
+            "by_idp": _pairs(data["by_idp"]),
+            "by_team": _pairs(data["by_team"]),
+            "top_owners": _pairs(data["top_owners"]),
+            "depth": _pairs(data["depth"]),
+        }
+        return Response(SprawlSerializer(payload).data)
+
+
+@extend_schema(tags=["reports"], responses=FrameworkReportSerializer)
+class FrameworkReportView(APIView):
+    """Controls measured on live data and their coverage of each framework."""
+
+    permission_classes = [OVERSIGHT]
+
+    def get(self, request):
+        return Response(FrameworkReportSerializer(cached_report("frameworks", framework_report)).data)

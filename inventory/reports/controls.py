@@ -1,0 +1,377 @@
+"""Registrar's controls, measured on live data, and their mapping onto framework items.
+
+Each client-level control is a *population* (which clients it applies to) and a *failing* condition
+(both ``Q`` objects), so the whole set is measured by ONE aggregate query over the client table, and the
+same ``failing`` condition backs the drill-down link (``/inventory/?failing=<control>``) through the
+shared FilterSet. The audit-chain control is measured by :func:`audit_chain_status` (incremental, cached).
+
+A control passes when nothing fails, is *partial* when at least ``PARTIAL_AT`` of its population passes,
+and fails below that. A framework item takes the worst status of the controls mapped onto it; items no
+Registrar control addresses are reported as "not assessed" rather than silently passed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.apps import apps
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache as django_cache
+from django.db.models import BooleanField, Count, Exists, F, OuterRef, Q
+from django.db.models.expressions import RawSQL
+from django.utils import timezone
+
+from inventory.choices import LIVE_STATES, ClientState, RiskTier
+from inventory.models import Client, ScopeDefinition
+from inventory.selectors import (
+    KEY_BASED_AUTH_METHODS,
+    SHARED_SECRET_AUTH_METHODS,
+    TTL_CEILING_SECONDS,
+    is_postgres,
+)
+from portal.audit import GENESIS_HASH, compute_hash
+from portal.models import AuditEvent, AuditHead
+
+CATALOGUE_PATH = Path(__file__).with_name("frameworks.yaml")
+PARTIAL_AT = 0.9
+PASS, PARTIAL, FAIL, NOT_ASSESSED = "pass", "partial", "fail", "not_assessed"
+STATUS_RANK = {PASS: 0, PARTIAL: 1, FAIL: 2}
+AUDIT_CACHE_KEY = "registrar:audit-chain-checkpoint"
+AUDIT_VERIFY_BUDGET = 5000  # events verified per report request; the rest waits for the next one
+
+
+@dataclass(frozen=True)
+class Control:
+    key: str
+    name: str
+    population_label: str
+    passing_phrase: str
+    items: tuple[str, ...]
+    description: str = ""
+
+
+CONTROLS: tuple[Control, ...] = (
+    Control("owner_bound", "Owner bound", "live clients", "have an active owner",
+            ("NHI1:2025", "NHI9:2025", "ASI03", "ASI10", "T13", "GOVERN 1.6", "GOVERN 2.1", "L6", "L7"),
+            "Every live client names a person who is still active in the directory."),
+    Control("purpose_recorded", "Purpose recorded", "live clients", "have a recorded purpose",
+            ("MAP 1.1", "MAP 3.3", "GOVERN 1.6", "NHI9:2025", "ASI10", "L7"),
+            "Every live client says what it is for."),
+    Control("ttl_within_ceiling", "TTL within ceiling", "live clients", "expire within their tier's TTL ceiling",
+            ("NHI7:2025", "NHI2:2025", "ASI03", "AML.T0091.000", "AML.T0055", "MANAGE 2.4", "L6"),
+            "Every live client has an expiry no further away than its risk tier allows (low 24 h, medium 7 d, "
+            "high 24 h)."),
+    Control("key_based_auth", "Key-based authentication", "live clients", "authenticate with a key",
+            ("NHI4:2025", "NHI2:2025", "ASI03", "ASI07", "T9", "AML.T0083", "AML.T0098", "AML.T0055", "L4"),
+            "Clients authenticate with private_key_jwt or mutual TLS, not with a bearer secret."),
+    Control("no_shared_secret", "No shared secret", "live clients", "hold no shared client secret",
+            ("NHI2:2025", "NHI4:2025", "NHI7:2025", "AML.T0012", "AML.T0055", "AML.T0083", "AML.T0098"),
+            "No live client uses client_secret_basic / client_secret_post / client_secret_jwt."),
+    Control("human_approval_high_tier", "Human approval for high tier", "live high-tier clients",
+            "were approved by two distinct people",
+            ("GOVERN 3.2", "GOVERN 1.4", "MAP 3.5", "ASI03", "ASI09", "T10", "AML.M0029", "L6"),
+            "Every live high-risk client's registration carries two distinct human approvals."),
+    Control("scope_within_catalogue", "Scopes within catalogue", "live clients", "hold only catalogued scopes",
+            ("NHI5:2025", "NHI3:2025", "ASI02", "ASI03", "T3", "MAP 3.3", "AML.M0026", "AML.M0028"),
+            "Every scope a live client holds is an active entry of the scope catalogue."),
+    Control("child_within_parent", "Child within parent", "live spawned clients",
+            "stay within their parent's scopes and lifetime",
+            ("NHI5:2025", "ASI03", "ASI08", "ASI10", "T3", "T13", "AML.M0027", "AML.T0103", "L7"),
+            "A spawned client holds at most its parent's scopes and outlives it never."),
+    Control("orphan_within_grace", "Orphans handled within grace", "live orphaned clients",
+            "were suspended, retired or taken over within the grace period",
+            ("NHI1:2025", "GOVERN 1.7", "MANAGE 2.4", "MANAGE 4.1", "AML.T0012", "AML.T0021"),
+            "A client whose owner left is not still active after the orphan grace period."),
+    Control("audit_chain_intact", "Audit chain intact", "audit events", "verify against the hash chain",
+            ("T8", "GOVERN 4.3", "MEASURE 2.7", "MEASURE 2.8", "AML.M0024", "L5", "L6"),
+            "Every audit event's hash matches its content and its predecessor."),
+    Control("idp_in_sync", "IdP in sync", "live clients", "match their IdP (no failed sync, drift or shadow)",
+            ("NHI1:2025", "GOVERN 1.6", "MEASURE 2.4", "MANAGE 4.1", "ASI10", "AML.T0081", "L4", "L5"),
+            "Inventory and IdP agree: no dead-lettered pushes, no drift, no unmanaged (shadow) clients."),
+)
+CONTROLS_BY_KEY = {c.key: c for c in CONTROLS}
+CLIENT_CONTROL_KEYS = tuple(c.key for c in CONTROLS if c.key != "audit_chain_intact")
+
+
+# --- the catalogue -----------------------------------------------------------------------------
+
+@cache
+def framework_catalogue() -> dict[str, dict[str, Any]]:
+    """{framework key: {"title", "items": [{"id", "name"}]}} exactly as in frameworks.yaml."""
+    with CATALOGUE_PATH.open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def catalogue_item_ids() -> set[str]:
+    return {item["id"] for fw in framework_catalogue().values() for item in fw["items"]}
+
+
+# --- client controls as Q ----------------------------------------------------------------------
+
+def _catalogue_names() -> list[str]:
+    return list(ScopeDefinition.objects.filter(is_active=True).values_list("name", flat=True))
+
+
+def _human_approved():
+    Decision = apps.get_model("approvals", "Decision")
+    return Exists(
+        Decision.objects.filter(request__public_id=OuterRef("registration_id"), kind="approve")
+        .values("request_id")
+        .annotate(n=Count("approver_id", distinct=True))
+        .filter(n__gte=2)
+    )
+
+
+def _inactive_owner_ids() -> list[int]:
+    # Leavers are few; an id list avoids joining the user table for every live client.
+    return list(get_user_model().objects.filter(is_active=False).values_list("pk", flat=True))
+
+
+def control_conditions(key: str, *, now: datetime | None = None, catalogue: list[str] | None = None,
+                       inactive_owners: list[int] | None = None, within_live: bool = False) -> tuple[Q, Q]:
+    """(population, failing) for a client-level control; ``failing`` is evaluated within the population.
+
+    ``within_live``: the caller already restricts to live clients, so the population needn't repeat it."""
+    now = now or timezone.now()
+    live = Q() if within_live else Q(state__in=LIVE_STATES)
+    if key == "owner_bound":
+        inactive = inactive_owners if inactive_owners is not None else _inactive_owner_ids()
+        return live, Q(owner__isnull=True) | Q(owner_id__in=inactive)
+    if key == "purpose_recorded":
+        return live, Q(purpose="")
+    if key == "ttl_within_ceiling":
+        over = Q(expires_at__isnull=True)
+        for tier in RiskTier:
+            over |= Q(risk_tier=tier.value, expires_at__gt=now + timedelta(seconds=TTL_CEILING_SECONDS[tier]))
+        return live, over
+    if key == "key_based_auth":
+        return live, ~Q(auth_method__in=KEY_BASED_AUTH_METHODS)
+    if key == "no_shared_secret":
+        return live, Q(auth_method__in=SHARED_SECRET_AUTH_METHODS)
+    if key == "human_approval_high_tier":
+        return live & Q(risk_tier=RiskTier.HIGH, managed=True), ~Q(_human_approved())
+    if key == "scope_within_catalogue":
+        names = catalogue if catalogue is not None else _catalogue_names()
+        if is_postgres():
+            return live, ~Q(scopes__contained_by=names)
+        return live, Q(pk__in=_python_failing_ids(key, names))
+    if key == "child_within_parent":
+        population = live & Q(parent__isnull=False)
+        too_long = Q(expires_at__isnull=True, parent__expires_at__isnull=False) | Q(
+            expires_at__gt=F("parent__expires_at")
+        )
+        if is_postgres():
+            # Correlated look-ups instead of a join: evaluated only for the few spawned clients.
+            outside = RawSQL(
+                '"inventory_client"."parent_id" IS NOT NULL AND EXISTS (SELECT 1 FROM inventory_client p '
+                'WHERE p.id = "inventory_client"."parent_id" AND (NOT ("inventory_client"."scopes" <@ p.scopes) '
+                'OR ("inventory_client"."expires_at" IS NULL AND p.expires_at IS NOT NULL) '
+                'OR "inventory_client"."expires_at" > p.expires_at))',
+                (),
+                output_field=BooleanField(),
+            )
+            return population, Q(outside)
+        return population, Q(pk__in=_python_failing_ids(key, [])) | too_long
+    if key == "orphan_within_grace":
+        grace = timedelta(hours=settings.REGISTRAR_ORPHAN_GRACE_HOURS)
+        return live & Q(orphaned_at__isnull=False), Q(
+            state__in=(ClientState.ACTIVE, ClientState.PROVISIONING), orphaned_at__lt=now - grace
+        )
+    if key == "idp_in_sync":
+        return live, Q(sync_failed=True) | Q(drift__isnull=False) | Q(managed=False)
+    raise KeyError(key)
+
+
+def _python_failing_ids(key: str, names: list[str]) -> list[int]:
+    """JSON containment for SQLite (``make run``), which has no ``<@``: small data, evaluated in Python."""
+    live = Client.objects.filter(state__in=LIVE_STATES)
+    if key == "scope_within_catalogue":
+        allowed = set(names)
+        return [pk for pk, scopes in live.values_list("pk", "scopes") if not set(scopes or []) <= allowed]
+    rows = live.filter(parent__isnull=False).values_list("pk", "scopes", "parent__scopes")
+    return [pk for pk, scopes, parent_scopes in rows if not set(scopes or []) <= set(parent_scopes or [])]
+
+
+def failing_clients(key: str, qs=None):
+    """Clients failing control ``key`` (drill-down); unknown keys raise KeyError."""
+    population, failing = control_conditions(key)
+    return (qs if qs is not None else Client.objects.all()).filter(population).filter(failing)
+
+
+# --- measuring ---------------------------------------------------------------------------------
+
+@dataclass
+class ControlResult:
+    control: Control
+    status: str
+    total: int
+    failing: int
+    sentence: str
+    drill_down: str | None = None  # query string for the inventory, e.g. "failing=owner_bound"
+    note: str = ""
+
+    @property
+    def passing(self) -> int:
+        return self.total - self.failing
+
+    @property
+    def percent(self) -> float | None:
+        return round(100.0 * self.passing / self.total, 1) if self.total else None
+
+
+def _status(total: int, failing: int) -> str:
+    if failing == 0:
+        return PASS
+    return PARTIAL if (total - failing) / total >= PARTIAL_AT else FAIL
+
+
+def _sentence(control: Control, total: int, failing: int) -> str:
+    if total == 0:
+        return f"No {control.population_label} to measure — nothing fails."
+    pct = 100.0 * (total - failing) / total
+    pct_text = f"{pct:.1f}".rstrip("0").rstrip(".") if pct not in (0, 100) else f"{pct:.0f}"
+    tail = "all do" if failing == 0 else (f"{failing:,} does not" if failing == 1 else f"{failing:,} do not")
+    return f"{pct_text} % of {control.population_label} {control.passing_phrase} — {tail}."
+
+
+def measure_controls(*, now: datetime | None = None) -> list[ControlResult]:
+    """Every control on live data: one aggregate over clients, one catalogue read, the audit check."""
+    now = now or timezone.now()
+    catalogue = _catalogue_names()
+    inactive = _inactive_owner_ids()
+    aggregates = {}
+    for key in CLIENT_CONTROL_KEYS:
+        population, failing = control_conditions(key, now=now, catalogue=catalogue, inactive_owners=inactive,
+                                                 within_live=True)
+        aggregates[f"{key}__total"] = Count("pk", filter=population)
+        aggregates[f"{key}__failing"] = Count("pk", filter=population & failing)
+    # Every population is a subset of the live clients: scan only those.
+    counts = Client.objects.filter(state__in=LIVE_STATES).aggregate(**aggregates)
+    results = []
+    for control in CONTROLS:
+        if control.key == "audit_chain_intact":
+            results.append(_audit_result(control))
+            continue
+        total, failing = counts[f"{control.key}__total"], counts[f"{control.key}__failing"]
+        results.append(
+            ControlResult(
+                control=control,
+                status=_status(total, failing),
+                total=total,
+                failing=failing,
+                sentence=_sentence(control, total, failing),
+                drill_down=f"failing={control.key}" if failing else None,
+            )
+        )
+    return results
+
+
+# --- audit chain (incremental, cached) ------------------------------------------------------------
+
+def audit_chain_status(*, budget: int = AUDIT_VERIFY_BUDGET) -> dict[str, Any]:
+    """Verify the audit chain from the last cached checkpoint onwards, at most ``budget`` events per call.
+
+    The full walk is O(n) (``manage.py verify_audit``); the report only re-checks what was appended since
+    the last checkpoint. Rows cannot change after insert (database triggers), so the checkpoint stays valid.
+    """
+    head = AuditHead.objects.filter(id=1).first()
+    head_id = head.last_event_id if head else 0
+    fresh = {"last_id": 0, "last_hash": GENESIS_HASH, "checked": 0, "broken": None}
+    state = django_cache.get(AUDIT_CACHE_KEY) or fresh
+    if state["last_id"] > head_id or (
+        state["last_id"] == head_id and head is not None and head.last_hash != state["last_hash"]
+        and state["broken"] is None
+    ):
+        state = fresh  # a checkpoint from another database (or a rewritten head): verify from the start
+    if state["broken"] is None and state["last_id"] < head_id:
+        state = _verify_from(state, budget=budget)
+        if state["broken"] is None and state["last_id"] >= head_id and head and head.last_hash != state["last_hash"]:
+            state["broken"] = {"event_id": head_id, "problem": "chain head does not match the last event"}
+        django_cache.set(AUDIT_CACHE_KEY, state, timeout=None)
+    return {**state, "head_id": head_id, "complete": state["last_id"] >= head_id}
+
+
+def audit_chain_refresh() -> dict[str, Any]:
+    """Verify everything still unverified (bench and commands call this; O(new events))."""
+    while True:
+        status = audit_chain_status(budget=50_000)
+        if status["complete"] or status["broken"]:
+            return status
+
+
+def _verify_from(state: dict[str, Any], *, budget: int) -> dict[str, Any]:
+    last_id, prev_hash, checked = state["last_id"], state["last_hash"], state["checked"]
+    events = AuditEvent.objects.filter(id__gt=last_id).order_by("id")[:budget]
+    for event in events:
+        if event.id != last_id + 1:
+            return {**state, "broken": {"event_id": last_id + 1, "problem": f"event {last_id + 1} is missing"}}
+        if event.prev_hash != prev_hash:
+            return {**state, "broken": {"event_id": event.id, "problem": "prev_hash does not match"}}
+        if compute_hash(event) != event.hash:
+            return {**state, "broken": {"event_id": event.id, "problem": "content does not match its hash"}}
+        last_id, prev_hash, checked = event.id, event.hash, checked + 1
+    return {"last_id": last_id, "last_hash": prev_hash, "checked": checked, "broken": None}
+
+
+def _audit_result(control: Control) -> ControlResult:
+    status = audit_chain_status()
+    head_id = status["head_id"]
+    if status["broken"]:
+        return ControlResult(control, FAIL, head_id, 1,
+                             f"The audit chain is broken at event {status['broken']['event_id']}: "
+                             f"{status['broken']['problem']}.")
+    if not status["complete"]:
+        return ControlResult(control, PARTIAL, head_id, 0,
+                             f"{status['checked']:,} of {head_id:,} audit events verified so far — no break found; "
+                             "the rest is verified on the next report runs (or run manage.py verify_audit).",
+                             note="verification in progress")
+    return ControlResult(control, PASS, head_id, 0,
+                         f"100 % of {head_id:,} audit events verify against the hash chain — none altered.")
+
+
+# --- framework coverage --------------------------------------------------------------------------
+
+@dataclass
+class ItemCoverage:
+    id: str
+    name: str
+    status: str
+    controls: list[ControlResult] = field(default_factory=list)
+
+    @property
+    def evidence_total(self) -> int:
+        return sum(r.total for r in self.controls)
+
+    @property
+    def evidence_failing(self) -> int:
+        return sum(r.failing for r in self.controls)
+
+
+def framework_coverage(results: list[ControlResult]) -> list[dict[str, Any]]:
+    """Per framework: each item with its status (worst mapped control) and the controls behind it."""
+    by_item: dict[str, list[ControlResult]] = {}
+    for result in results:
+        for item_id in result.control.items:
+            by_item.setdefault(item_id, []).append(result)
+    frameworks = []
+    for key, fw in framework_catalogue().items():
+        items = []
+        for item in fw["items"]:
+            mapped = by_item.get(item["id"], [])
+            status = max((r.status for r in mapped), key=STATUS_RANK.__getitem__) if mapped else NOT_ASSESSED
+            items.append(ItemCoverage(id=item["id"], name=item["name"], status=status, controls=mapped))
+        summary = {s: sum(1 for i in items if i.status == s) for s in (PASS, PARTIAL, FAIL, NOT_ASSESSED)}
+        frameworks.append({"key": key, "title": fw["title"], "items": items, "summary": summary})
+    return frameworks
+
+
+def framework_report(*, now: datetime | None = None) -> dict[str, Any]:
+    now = now or timezone.now()
+    results = measure_controls(now=now)
+    return {"generated_at": now, "controls": results, "frameworks": framework_coverage(results)}

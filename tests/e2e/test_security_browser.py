@@ -1,0 +1,119 @@
+"""End to end in a real browser: the CISO signs in, finds a client by a misspelt search, reads its
+explain page, then the sprawl dashboard and the framework report. Screenshots go to artifacts/screenshots/.
+
+Debian's Chromium driven by Playwright for Python (`make browser` installs it).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import Group
+from django.utils import timezone
+
+from approvals.models import Decision
+from inventory.choices import RiskTier
+from portal.audit import Actor, audit_record
+from portal.roles import Role
+from tests.factories import ClientFactory, RequestFactory, UserFactory
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(autouse=True)
+def _fresh_reports(settings):
+    """Each test measures its own data: no cached dashboard/report snapshot from another test."""
+    settings.REGISTRAR_REPORT_CACHE_SECONDS = 0
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+PASSWORD = "pw-for-tests-1"  # tests.factories.UserFactory's password
+
+
+@pytest.fixture
+def browser():
+    # Playwright's sync API runs an event loop in this thread; our ORM calls here are plain sync code.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
+    with sync_api.sync_playwright() as pw:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def estate(transactional_db, catalogue, idp, team):
+    for role in Role:  # data-migration rows are flushed between transactional tests
+        Group.objects.get_or_create(name=role.value)
+    UserFactory(username="ciso", roles=["security"])
+    olivia = UserFactory(username="olivia", first_name="Olivia", roles=["owner"])
+    bob = UserFactory(username="bob", roles=["approver"])
+    carol = UserFactory(username="carol", roles=["approver"])
+    leaver = UserFactory(username="leaver", is_active=False)
+    now = timezone.now()
+    target = ClientFactory(name="invoice-summarizer", purpose="Summarises supplier invoices for finance", idp=idp,
+                           owner=olivia, team=team, risk_tier=RiskTier.HIGH, scopes=["db:prod:read"],
+                           expires_at=now + timedelta(hours=20), policy_version=1)
+    request = RequestFactory(public_id=target.registration_id, owner=olivia, state="approved", outcome="review",
+                             risk_tier="high", approvals_needed=2, client=target,
+                             reasons=["scope db:prod:read is high sensitivity"])
+    Decision.objects.create(request=request, approver=bob, kind="approve", reason="finance sign-off")
+    Decision.objects.create(request=request, approver=carol, kind="approve", reason="24h is fine")
+    audit_record(actor=Actor.user(olivia), action="client.create", object_type="client",
+                 object_id=target.registration_id)
+    audit_record(actor=Actor.system("provisioner"), action="client.activate", object_type="client",
+                 object_id=target.registration_id)
+    ClientFactory(name="ticket-triage-bot", purpose="Labels support tickets", idp=idp, owner=olivia)
+    ClientFactory(name="calendar-helper", purpose="Books rooms", idp=idp, owner=leaver)
+    return target
+
+
+def test_ciso_finds_a_client_by_typo_and_reads_the_reports(live_server, browser, estate):
+    base = live_server.url
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.goto(f"{base}/accounts/login/")
+    page.fill("input[name=login]", "ciso")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{base}/")
+
+    page.goto(f"{base}/inventory/")
+    page.fill("input[name=q]", "invoce sumarizer")
+    page.click(".filters button[type=submit]")
+    page.wait_for_url("**/inventory/?q=invoce+sumarizer*")
+    rows = page.locator("tbody tr[data-row]")
+    assert rows.count() == 1
+    assert "invoice-summarizer" in rows.first.inner_text()
+    page.screenshot(path=str(SHOTS / "security-inventory-search.png"), full_page=True)
+
+    page.click("text=invoice-summarizer")
+    page.wait_for_url(f"**/inventory/{estate.registration_id}/")
+    text = page.locator("main").inner_text() if page.locator("main").count() else page.inner_text("body")
+    for expected in ("Summarises supplier invoices", "bob", "carol", "finance sign-off", "db:prod:read",
+                     "client.activate", "How it is revoked"):
+        assert expected in text, expected
+    page.screenshot(path=str(SHOTS / "security-explain.png"), full_page=True)
+
+    page.click("nav.sidenav >> text=Dashboard")
+    page.wait_for_url(f"{base}/dashboards/")
+    assert page.locator("canvas[data-chart]").count() == 7
+    assert page.locator(".stat", has_text="Live clients").first.inner_text().split()[-1] == "3"
+    page.screenshot(path=str(SHOTS / "security-dashboard.png"), full_page=True)
+
+    page.click("nav.sidenav >> text=Framework report")
+    page.wait_for_url(f"{base}/reports/frameworks/")
+    body = page.inner_text("body")
+    assert "66.7 % of live clients have an active owner — 1 does not." in body
+    assert "NHI1:2025" in body and "Improper Offboarding" in body and "AML.M0029" in body
+    page.screenshot(path=str(SHOTS / "security-frameworks.png"), full_page=True)
+    page.click("text=List them >> nth=0")
+    page.wait_for_url("**/inventory/?failing=*")
+    assert page.locator("tbody tr[data-row]").count() >= 1
+    context.close()
