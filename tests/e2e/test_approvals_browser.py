@@ -7,14 +7,11 @@ Debian's Chromium driven by Playwright for Python (`make browser` installs it).
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
-from django.contrib.auth.models import Group
 from django.db import connections
 from django.utils import timezone
 
@@ -22,36 +19,20 @@ from approvals.choices import RequestState
 from approvals.models import RegistrationRequest
 from inventory.choices import ClientState, RiskTier
 from inventory.models import Client
-from portal.roles import Role
+from tests.e2e.support import SHOTS, login
 from tests.factories import TokenFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-PASSWORD = "pw-for-tests-1"  # tests.factories.UserFactory's password
 TOKEN = "rat_e2e_queue_token_0000000000"
 JWKS = {"keys": [{"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
                   "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0", "kid": "e2e"}]}
 
 
-@pytest.fixture
-def browser():
-    # Playwright's sync API runs an event loop in this thread; our ORM calls here are plain sync code.
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
-def world(transactional_db, catalogue, idp, team):
-    for role in Role:  # data-migration rows are flushed between transactional tests
-        Group.objects.get_or_create(name=role.value)
+def world(transactional_db, role_groups, catalogue, idp, team):
     owner = UserFactory(username="olivia", roles=["owner"])
     bob = UserFactory(username="bob", roles=["approver"])
     carol = UserFactory(username="carol", roles=["approver"])
@@ -75,15 +56,6 @@ def poll(info: dict) -> httpx.Response:
     return response
 
 
-def login(browser, base: str, username: str):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=login]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
-    return context, page
 
 
 def test_two_approvers_clear_a_high_risk_request_and_one_is_denied(live_server, browser, world):
@@ -96,7 +68,6 @@ def test_two_approvers_clear_a_high_risk_request_and_one_is_denied(live_server, 
 
 
 def _scenario(base: str, browser):
-    SHOTS.mkdir(parents=True, exist_ok=True)
     high = register(base, {
         "client_name": "deploy-bot", "purpose": "Open pull requests for dependency bumps",
         "scope": "repo:write tickets:read", "jwks": JWKS, "requested_ttl": 3600,

@@ -6,43 +6,25 @@ Debian's Chromium driven by Playwright for Python (`make browser` installs it).
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from inventory.choices import ClientState
 from inventory.models import Client, TransferOffer, TransferState
 from portal.models import AuditEvent
-from portal.roles import Role
+from tests.e2e.support import SHOTS, login
 from tests.factories import ClientFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-PASSWORD = "pw-for-tests-1"  # tests.factories.UserFactory's password
+
+
 
 
 @pytest.fixture
-def browser():
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")  # Playwright's sync API runs an event loop
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def world(transactional_db, idp):
-    for role in Role:  # data-migration rows are flushed between transactional tests
-        Group.objects.get_or_create(name=role.value)
+def world(transactional_db, role_groups, idp):
     olivia = UserFactory(username="olivia", roles=["owner"])
     dave = UserFactory(username="dave", roles=["owner"])
     now = timezone.now()
@@ -57,20 +39,10 @@ def world(transactional_db, idp):
     return {"olivia": olivia, "renew": renew_me, "retire": retire_me, "offered": offered, "offer": offer}
 
 
-def login(browser, base: str, username: str):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=login]", username)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
-    return context, page
 
 
 def test_owner_renews_retires_and_accepts_a_transfer(live_server, browser, world):
     base = live_server.url
-    SHOTS.mkdir(parents=True, exist_ok=True)
     context, page = login(browser, base, "olivia")
     errors = []
     page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)

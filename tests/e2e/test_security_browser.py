@@ -6,18 +6,15 @@ Debian's Chromium driven by Playwright for Python (`make browser` installs it).
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from approvals.models import Decision
 from inventory.choices import RiskTier
 from portal.audit import Actor, audit_record
-from portal.roles import Role
+from tests.e2e.support import SHOTS, login
 from tests.factories import ClientFactory, RequestFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
@@ -28,28 +25,12 @@ def _fresh_reports(settings):
     """Each test measures its own data: no cached dashboard/report snapshot from another test."""
     settings.REGISTRAR_REPORT_CACHE_SECONDS = 0
 
-CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
-PASSWORD = "pw-for-tests-1"  # tests.factories.UserFactory's password
+
+
 
 
 @pytest.fixture
-def browser():
-    # Playwright's sync API runs an event loop in this thread; our ORM calls here are plain sync code.
-    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)")
-    with sync_api.sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def estate(transactional_db, catalogue, idp, team):
-    for role in Role:  # data-migration rows are flushed between transactional tests
-        Group.objects.get_or_create(name=role.value)
+def estate(transactional_db, role_groups, catalogue, idp, team):
     UserFactory(username="ciso", roles=["security"])
     olivia = UserFactory(username="olivia", first_name="Olivia", roles=["owner"])
     bob = UserFactory(username="bob", roles=["approver"])
@@ -75,14 +56,7 @@ def estate(transactional_db, catalogue, idp, team):
 
 def test_ciso_finds_a_client_by_typo_and_reads_the_reports(live_server, browser, estate):
     base = live_server.url
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.goto(f"{base}/accounts/login/")
-    page.fill("input[name=login]", "ciso")
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{base}/")
+    context, page = login(browser, base, "ciso")
 
     page.goto(f"{base}/inventory/")
     page.fill("input[name=q]", "invoce sumarizer")

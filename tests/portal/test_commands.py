@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
 
-from approvals.models import InitialAccessToken
+from approvals.models import InitialAccessToken, RegistrationRequest
 from inventory.choices import ClientState
 from inventory.models import Client, IdPConnection, ScopeDefinition
 from portal.audit import verify_chain
@@ -31,8 +31,12 @@ def test_seed_demo_creates_people_catalogue_and_every_state(django_user_model):
     assert IdPConnection.objects.filter(is_default=True).count() == 1
     assert verify_chain()[1] is None
     # idempotent
+    pending = RegistrationRequest.objects.filter(state="pending")
+    assert sorted(pending.values_list("risk_tier", flat=True)) == ["high", "medium", "medium"]
+    assert all(r.token_id and r.owner.username == "alice" for r in pending)
     call_command("seed_demo", "--password", "demo-pass-123", stdout=StringIO())
     assert Client.objects.count() == 9
+    assert pending.count() == 3
 
 
 def test_seed_demo_generates_and_prints_a_password_when_none_given(settings):

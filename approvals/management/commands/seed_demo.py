@@ -99,7 +99,8 @@ class Command(BaseCommand):
             dryrun, default_idp = self._idps()
             created = self._clients(users, teams, dryrun)
             token_text = self._token(users, default_idp)
-        self.stdout.write(self.style.SUCCESS(f"demo data ready: {created} new clients"))
+            queued = self._pending_requests(token_text)
+        self.stdout.write(self.style.SUCCESS(f"demo data ready: {created} new clients, {queued} requests in the queue"))
         self.stdout.write("users: " + ", ".join(f"{u} ({'/'.join(r)})" for u, _, _, r, _ in PEOPLE))
         if generated:
             self.stdout.write(f"generated password for every demo user: {password}")
@@ -202,3 +203,29 @@ class Command(BaseCommand):
             max_uses=100, internal_only=False, idp=idp,
         )
         return plaintext
+
+    def _pending_requests(self, token_text: str) -> int:
+        """Registrations made through the real intake path, so the review queue has work in it."""
+        from joserfc.jwk import ECKey
+
+        from approvals.choices import RequestState
+        from approvals.intake import registration_submit, requester_authenticate
+        from approvals.models import RegistrationRequest
+
+        if RegistrationRequest.objects.filter(state=RequestState.PENDING).exists():
+            return 0
+        jwks = {"keys": [ECKey.generate_key("P-256").as_dict(private=False) | {"kid": "demo"}]}
+        bodies = [
+            {"client_name": "ticket-writer", "scope": "tickets:read tickets:write", "internal_only": True,
+             "purpose": "Drafts replies to support tickets for a human to send", "requested_ttl": 3 * 86400},
+            {"client_name": "release-pusher", "scope": "repo:write", "internal_only": True,
+             "purpose": "Tags releases and pushes changelog commits", "requested_ttl": 12 * 3600},
+            {"client_name": "kb-crawler", "scope": "docs:read", "internal_only": False,
+             "purpose": "Indexes the public help centre", "requested_ttl": 86400},
+        ]
+        queued = 0
+        for body in bodies:
+            requester = requester_authenticate(bearer=token_text, body=body | {"jwks": jwks})
+            submission = registration_submit(requester=requester, body=body | {"jwks": jwks}, source_ip="127.0.0.1")
+            queued += submission.request.state == RequestState.PENDING
+        return queued
