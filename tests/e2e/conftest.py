@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
+from django.db import connections
 from playwright.sync_api import sync_playwright
 
 from portal.roles import Role
@@ -22,8 +23,13 @@ def browser():
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox", "--disable-gpu"])
-        yield chromium
-        chromium.close()
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+            # ORM calls made while Playwright's loop runs use connections bound to this context; close
+            # them so they do not outlive the test and block dropping the test database.
+            connections.close_all()
 
 
 @pytest.fixture
