@@ -26,7 +26,7 @@ logger = logging.getLogger(__name__)
 
 
 def _link(name: str) -> str:
-    return (getattr(settings, "REGISTRAR_PUBLIC_URL", "") or "") + reverse(name)
+    return settings.REGISTRAR_PUBLIC_URL + reverse(name)
 
 
 def _line(client: Client, now: dt.datetime) -> str:

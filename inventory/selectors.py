@@ -82,7 +82,7 @@ def configure_search_session(sender, connection, **kwargs):
 def cached_report(key: str, compute):
     """Dashboards and reports are snapshots: recompute at most every REGISTRAR_REPORT_CACHE_SECONDS (60 s)
     per key, so a room full of auditors refreshing the page costs one computation a minute."""
-    seconds = getattr(settings, "REGISTRAR_REPORT_CACHE_SECONDS", 60)
+    seconds = settings.REGISTRAR_REPORT_CACHE_SECONDS
     if seconds <= 0:
         return compute()
     full_key = f"registrar:report:{key}"

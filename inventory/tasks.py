@@ -53,7 +53,7 @@ def deliver_outbox_batch(client_ids: list[int]) -> dict:
 def requeue_outbox(limit: int = 10_000) -> int:
     """Enqueue delivery of every client with a due, unleased entry, in batches. Idempotent."""
     client_ids = delivery.due_client_ids(limit=limit)
-    size = int(getattr(settings, "REGISTRAR_OUTBOX_BATCH_SIZE", 50))
+    size = settings.REGISTRAR_OUTBOX_BATCH_SIZE
     for start in range(0, len(client_ids), size):
         deliver_outbox_batch.delay(client_ids[start:start + size])
     if client_ids:

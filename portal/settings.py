@@ -323,6 +323,8 @@ REGISTRAR_CONNECTOR_TIMEOUT_SECONDS = env_float("REGISTRAR_CONNECTOR_TIMEOUT_SEC
 REGISTRAR_OUTBOX_BATCH_SIZE = env_int("REGISTRAR_OUTBOX_BATCH_SIZE", 50, minimum=1)  # clients per requeued task
 REGISTRAR_SWEEP_BATCH_SIZE = env_int("REGISTRAR_SWEEP_BATCH_SIZE", 500, minimum=1)
 REGISTRAR_SCIM_TOKEN = env_str("REGISTRAR_SCIM_TOKEN")
+# Dashboards and the framework report are snapshots recomputed at most this often (0 = always fresh).
+REGISTRAR_REPORT_CACHE_SECONDS = env_int("REGISTRAR_REPORT_CACHE_SECONDS", 60, minimum=0)
 
 LOGGING = {
     "version": 1,
