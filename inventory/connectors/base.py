@@ -292,9 +292,18 @@ class BaseConnector(abc.ABC):
         return censor(body, extra_keys=self.sensitive_params, secret_values=scrub)
 
     def _log_request(self, method: str, url: str, started: float, **fields: Any) -> None:
+        # Successful calls are DEBUG: the connector's own event (connector_created, ...) already says what
+        # changed, and a second INFO line per call costs real CPU at worker speed. Failures stay loud.
+        status = fields.get("status", 0)
+        if fields.get("error") or status >= 500:
+            level = logging.WARNING
+        elif status >= 400:
+            level = logging.INFO
+        else:
+            level = logging.DEBUG
         log_event(
             "connector_request",
-            level=logging.WARNING if fields.get("error") or fields.get("status", 0) >= 500 else logging.INFO,
+            level=level,
             extra_keys=self.sensitive_params,
             kind=self.kind,
             method=method,
