@@ -79,14 +79,19 @@ def configure_search_session(sender, connection, **kwargs):
                        "set_config('jit', 'off', false)", [str(WORD_SIMILARITY_THRESHOLD)])
 
 
-def cached_report(key: str, compute):
+def cached_report(key: str, compute, *, refresh: bool = False):
     """Dashboards and reports are snapshots: recompute at most every REGISTRAR_REPORT_CACHE_SECONDS (60 s)
-    per key, so a room full of auditors refreshing the page costs one computation a minute."""
+    per key, so a room full of auditors refreshing the page costs one computation a minute.
+
+    Beat keeps the snapshots warm (``inventory.tasks.refresh_report_snapshots`` with ``refresh=True`` twice
+    per period), so people never wait for the full aggregate at scale; if beat stops, the first request
+    after expiry computes it inline, as before.
+    """
     seconds = settings.REGISTRAR_REPORT_CACHE_SECONDS
     if seconds <= 0:
         return compute()
     full_key = f"registrar:report:{key}"
-    value = cache.get(full_key)
+    value = None if refresh else cache.get(full_key)
     if value is None:
         value = compute()
         cache.set(full_key, value, timeout=seconds)

@@ -15,17 +15,16 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from inventory import delivery
+from inventory import (
+    delivery,
+    sweep_tasks,  # noqa: F401  (registers the periodic sweeps under inventory.tasks.*)
+)
 
 logger = logging.getLogger(__name__)
 
 # One per worker process: connectors keep their HTTP connections (and TLS contexts) between tasks.
 _connectors = delivery.ConnectorCache()
 
-try:  # periodic sweeps live in their own module (added by the lifecycle work)
-    from inventory import sweep_tasks  # noqa: F401
-except ImportError:  # pragma: no cover - depends on branch merge order
-    sweep_tasks = None
 
 
 @shared_task(name="inventory.tasks.deliver_client_outbox", ignore_result=True, soft_time_limit=60, time_limit=90)
@@ -81,3 +80,18 @@ def reconcile_all() -> int:
     for idp_id in ids:
         reconcile_idp.delay(idp_id)
     return len(ids)
+
+
+@shared_task(name="inventory.tasks.refresh_report_snapshots", ignore_result=True, soft_time_limit=120, time_limit=150)
+def refresh_report_snapshots() -> list[str]:
+    """Recompute the dashboard and framework-report snapshots so no page view pays for the aggregates."""
+    from inventory.reports.controls import framework_report
+    from inventory.selectors import cached_report, dashboard_data
+
+    if settings.REGISTRAR_REPORT_CACHE_SECONDS <= 0:
+        return []
+    refreshed = []
+    for key, compute in (("dashboard", dashboard_data), ("frameworks", framework_report)):
+        cached_report(key, compute, refresh=True)
+        refreshed.append(key)
+    return refreshed

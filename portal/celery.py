@@ -20,6 +20,8 @@ app.conf.beat_schedule = {
     "sweep-stale": {"task": "inventory.tasks.sweep_stale", "schedule": crontab(hour=3, minute=17)},
     "notify-expiring": {"task": "inventory.tasks.notify_expiring", "schedule": crontab(hour=8, minute=0)},
     "reconcile-idp": {"task": "inventory.tasks.reconcile_all", "schedule": crontab(minute="*/30")},
+    # Twice per REGISTRAR_REPORT_CACHE_SECONDS (default 60 s), so the snapshots never expire while beat runs.
+    "refresh-report-snapshots": {"task": "inventory.tasks.refresh_report_snapshots", "schedule": 30.0},
     "sweep-lapsed": {"task": "approvals.tasks.sweep_lapsed", "schedule": crontab(minute="*/10")},
     "notify-approvers": {"task": "approvals.tasks.notify_approvers", "schedule": 60.0},
 }

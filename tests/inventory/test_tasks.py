@@ -51,3 +51,37 @@ def test_reconcile_task_skips_missing_or_disabled_connections():
     assert tasks.reconcile_idp.run(999_999) == {}
     dry = IdPFactory(name="dry")
     assert tasks.reconcile_idp.run(dry.pk)["is_empty"] is True
+
+
+@pytest.mark.django_db
+def test_refresh_report_snapshots_keeps_the_dashboard_and_report_warm(settings, idp):
+    from django.core.cache import cache
+
+    from inventory.selectors import cached_report
+    from inventory.tasks import refresh_report_snapshots
+    from tests.factories import ClientFactory
+
+    settings.REGISTRAR_REPORT_CACHE_SECONDS = 60
+    cache.clear()
+    ClientFactory(idp=idp)
+    assert refresh_report_snapshots() == ["dashboard", "frameworks"]
+    assert cache.get("registrar:report:dashboard")["totals"]["live"] == 1
+    ClientFactory(idp=idp)
+    # a page view reads the snapshot without computing anything...
+    assert cached_report("dashboard", lambda: pytest.fail("computed on a page view"))["totals"]["live"] == 1
+    # ...and the next beat picks up the change
+    refresh_report_snapshots()
+    assert cache.get("registrar:report:dashboard")["totals"]["live"] == 2
+    assert cache.get("registrar:report:frameworks") is not None
+
+
+@pytest.mark.django_db
+def test_refresh_report_snapshots_does_nothing_when_caching_is_off(settings):
+    from django.core.cache import cache
+
+    from inventory.tasks import refresh_report_snapshots
+
+    settings.REGISTRAR_REPORT_CACHE_SECONDS = 0
+    cache.clear()
+    assert refresh_report_snapshots() == []
+    assert cache.get("registrar:report:dashboard") is None
