@@ -59,12 +59,13 @@ from approvals.policy import (
     evaluate,
 )
 from approvals.policy_store import active_policy
+from approvals.services import request_client_create
 from approvals.statements import StatementError, VerifiedStatement, merge_statement, verify_software_statement
 from inventory.choices import LIVE_STATES, ClientState, CreatedVia, IdPKind, OutboxOperation, OutboxStatus
 from inventory.lifecycle import LifecycleError, client_snapshot, client_transition
 from inventory.models import Client, IdPConnection, OutboxEntry, ScopeDefinition
 from inventory.outbox import outbox_enqueue
-from inventory.services import client_create, new_registration_id
+from inventory.services import new_registration_id
 from portal.audit import Actor, audit_record
 from portal.crypto import hash_token, new_token
 
@@ -515,32 +516,8 @@ def _record_accepted(
     )
     client = None
     if auto:
-        statement = requester.statement
-        client = client_create(
-            actor=requester.actor,
-            idp=idp,
-            name=md.client_name or f"agent {registration_id}",
-            owner=requester.owner,
-            team=requester.team,
-            purpose=md.purpose,
-            scopes=list(verdict.granted_scopes),
-            expires_at=now + timedelta(seconds=verdict.ttl_seconds),
-            registration_id=registration_id,
-            risk_tier=verdict.tier,
-            created_via=requester.via,
-            policy_version=verdict.policy_version,
-            metadata=metadata,
-            audiences=list(md.audiences),
-            internal_only=md.internal_only,
-            auth_method=md.token_endpoint_auth_method,
-            jwks=md.jwks,
-            jwks_uri=md.jwks_uri or "",
-            software_id=md.software_id or "",
-            software_version=md.software_version or "",
-            spiffe_id=statement.subject if statement and statement.issuer.kind == "spiffe" else "",
-            parent=requester.parent,
-            reason=f"auto-approved by policy v{verdict.policy_version}",
-        )
+        client = request_client_create(request=request, idp=idp, actor=requester.actor,
+                                       reason=f"auto-approved by policy v{verdict.policy_version}", now=now)
         request.client = client
     request.save(force_insert=True)
     token = requester.token

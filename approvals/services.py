@@ -13,7 +13,7 @@ from approvals.choices import DecisionKind, RequestKind, RequestState
 from approvals.models import Decision, InitialAccessToken, RegistrationRequest
 from inventory.choices import RiskTier
 from inventory.lifecycle import LifecycleError, client_apply_renewal
-from inventory.models import IdPConnection, ScopeDefinition, Team
+from inventory.models import Client, IdPConnection, ScopeDefinition, Team
 from inventory.services import client_create
 from portal.audit import Actor, audit_record, audit_record_many
 from portal.crypto import hash_token, new_token
@@ -343,39 +343,49 @@ def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None
     idp = locked.idp or IdPConnection.objects.filter(is_default=True, enabled=True).first()
     if idp is None:
         raise DecisionConflict("no identity provider is configured for this request")
-    metadata = dict(locked.metadata or {})
     now = timezone.now()
-    spiffe_id = locked.statement_subject if locked.statement_subject.startswith("spiffe://") else ""
-    client = client_create(
-        actor=actor,
-        idp=idp,
-        name=locked.client_name or metadata.get("client_name") or locked.public_id,
-        owner=locked.owner,
-        team=locked.team,
-        purpose=locked.purpose,
-        scopes=list(locked.granted_scopes or locked.requested_scopes),
-        expires_at=now + timedelta(seconds=locked.granted_ttl),
-        registration_id=locked.public_id,
-        risk_tier=locked.risk_tier or RiskTier.MEDIUM,
-        created_via=locked.via,
-        policy_version=locked.policy_version,
-        metadata=metadata,
-        audiences=list(locked.audiences or []),
-        internal_only=locked.internal_only,
-        auth_method=metadata.get("token_endpoint_auth_method") or "private_key_jwt",
-        jwks=metadata.get("jwks"),
-        jwks_uri=metadata.get("jwks_uri") or "",
-        software_id=locked.software_id,
-        software_version=metadata.get("software_version") or "",
-        spiffe_id=spiffe_id,
-        parent=locked.parent_client,
-        reason=reason,
-    )
+    client = request_client_create(request=locked, idp=idp, actor=actor, reason=reason, now=now)
     locked.state = RequestState.APPROVED
     locked.client = client
     locked.decided_at = now
     locked.decision_reason = reason
     locked.save(update_fields=["state", "client", "decided_at", "decision_reason", "granted_scopes", "granted_ttl"])
+
+
+def request_client_create(*, request: RegistrationRequest, idp: IdPConnection, actor: Actor, reason: str,
+                          now) -> Client:
+    """The client an approved registration request becomes, in ``provisioning`` with its outbox CREATE.
+
+    The one mapping from request to client: used by policy auto-approval (intake) and by the final human
+    approval, so both paths produce the same client for the same request. Runs in the caller's transaction.
+    """
+    metadata = dict(request.metadata or {})
+    spiffe_id = request.statement_subject if request.statement_subject.startswith("spiffe://") else ""
+    return client_create(
+        actor=actor,
+        idp=idp,
+        name=request.client_name or metadata.get("client_name") or f"agent {request.public_id}",
+        owner=request.owner,
+        team=request.team,
+        purpose=request.purpose,
+        scopes=list(request.granted_scopes or request.requested_scopes),
+        expires_at=now + timedelta(seconds=request.granted_ttl),
+        registration_id=request.public_id,
+        risk_tier=request.risk_tier or RiskTier.MEDIUM,
+        created_via=request.via,
+        policy_version=request.policy_version,
+        metadata=metadata,
+        audiences=list(request.audiences or []),
+        internal_only=request.internal_only,
+        auth_method=metadata.get("token_endpoint_auth_method") or "private_key_jwt",
+        jwks=metadata.get("jwks"),
+        jwks_uri=metadata.get("jwks_uri") or "",
+        software_id=request.software_id,
+        software_version=metadata.get("software_version") or "",
+        spiffe_id=spiffe_id,
+        parent=request.parent_client,
+        reason=reason,
+    )
 
 
 def _finalize_renewal(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None:
