@@ -52,7 +52,7 @@ class IdPProcess:
         scopes: str | list[str] | None = None,
         node: str | None = None,
         npm: str | None = None,
-        startup_timeout: float = 30.0,
+        startup_timeout: float = 60.0,
         idp_dir: Path = IDP_DIR,
     ) -> None:
         self.port = port
