@@ -20,7 +20,8 @@ one audit event:
   try again. Only accepted and pending registrations consume a use.
 - review → a ``pending`` request; approvers take it from there (``approvals.services``).
 - auto-approve → an ``approved`` request and its client (``provisioning`` + outbox CREATE) in the same
-  transaction; after commit the view calls ``_deliver_inline`` to create it at the IdP right away.
+  transaction; after commit the view calls ``_deliver_inline`` (the workers' delivery code) to create it at
+  the IdP right away.
 
 Token uses are consumed with one conditional UPDATE (``uses < max_uses``), so concurrent registrations can
 never exceed ``max_uses``; the loser of a race gets 401 and nothing is written.
@@ -61,9 +62,10 @@ from approvals.policy import (
 from approvals.policy_store import active_policy
 from approvals.services import request_client_create
 from approvals.statements import StatementError, VerifiedStatement, merge_statement, verify_software_statement
-from inventory.choices import LIVE_STATES, ClientState, CreatedVia, IdPKind, OutboxOperation, OutboxStatus
+from inventory.choices import LIVE_STATES, ClientState, CreatedVia, IdPKind, OutboxOperation
+from inventory.delivery import deliver_client_outbox_inline
 from inventory.lifecycle import LifecycleError, client_snapshot, client_transition
-from inventory.models import Client, IdPConnection, OutboxEntry, ScopeDefinition
+from inventory.models import Client, IdPConnection, ScopeDefinition
 from inventory.outbox import outbox_enqueue
 from inventory.services import new_registration_id
 from portal.audit import Actor, audit_record
@@ -570,58 +572,20 @@ def registration_unauthorized_record(
 
 
 def _deliver_inline(client: Client) -> bool:
-    """Create ``client`` at its IdP now, bounded by REGISTRAR_INLINE_DELIVERY_TIMEOUT; True once it is active.
+    """Create ``client`` at its IdP now, with the workers' own delivery code, bounded by
+    REGISTRAR_INLINE_DELIVERY_TIMEOUT; True once it is active there.
 
-    Uses the workers' own delivery code when the provisioning module provides it. Until then the fallback
-    below handles DRY-RUN IdP connections only (it records, provisions nothing anywhere); any other IdP
-    answers 202 and the outbox worker finishes the job. The lead swaps this when inventory.delivery lands.
+    Any failure or timeout means "not yet": the outbox entry stays due, a worker finishes the job and the
+    agent (answered 202) polls.
     """
-    timeout = settings.REGISTRAR_INLINE_DELIVERY_TIMEOUT
     try:
-        from inventory.delivery import deliver_client_outbox_inline  # type: ignore[import-not-found]
-    except ImportError:
-        deliver_client_outbox_inline = None
-    if deliver_client_outbox_inline is not None:
-        try:
-            delivered = bool(deliver_client_outbox_inline(client.pk, timeout=timeout))
-        except Exception:  # noqa: BLE001 - any failure means "not yet": the worker retries, the agent polls
-            logger.warning("event=inline_delivery_failed client=%s", client.registration_id, exc_info=True)
-            return False
-        if delivered:
-            client.refresh_from_db(fields=["idp_client_id", "state", "activated_at", "state_changed_at"])
-        return delivered
-    return _deliver_inline_dry_run(client)
-
-
-def _deliver_inline_dry_run(client: Client) -> bool:
-    """DRY RUN fallback: mark the CREATE delivered with the id the dry-run connector would return."""
-    if client.idp.kind != IdPKind.DRY_RUN:
+        delivered = bool(deliver_client_outbox_inline(client.pk, timeout=settings.REGISTRAR_INLINE_DELIVERY_TIMEOUT))
+    except Exception:  # noqa: BLE001 - see docstring
+        logger.warning("event=inline_delivery_failed client=%s", client.registration_id, exc_info=True)
         return False
-    from inventory.connectors.dryrun import DRYRUN_PREFIX
-
-    with transaction.atomic():
-        locked = Client.objects.select_for_update().get(pk=client.pk)
-        if locked.state != ClientState.PROVISIONING:
-            return locked.state == ClientState.ACTIVE
-        now = timezone.now()
-        done = OutboxEntry.objects.filter(
-            client=locked, operation=OutboxOperation.CREATE, status=OutboxStatus.PENDING
-        ).update(status=OutboxStatus.DONE, delivered_at=now, attempts=F("attempts") + 1)
-        if not done:
-            return False
-        locked.idp_client_id = f"{DRYRUN_PREFIX}{locked.registration_id}"
-        locked.idp_state = {"dry_run": True}
-        locked.last_synced_at = now
-        locked.save(update_fields=["idp_client_id", "idp_state", "last_synced_at"])
-        client_transition(
-            client=locked,
-            target=ClientState.ACTIVE,
-            actor=Actor.system("inline-delivery (dry-run)"),
-            reason="created at the dry-run IdP inline",
-        )
-    for name in ("idp_client_id", "idp_state", "last_synced_at", "state", "state_changed_at", "activated_at"):
-        setattr(client, name, getattr(locked, name))
-    return True
+    if delivered:
+        client.refresh_from_db(fields=["idp_client_id", "state", "activated_at", "state_changed_at"])
+    return delivered
 
 
 # --- RFC 7592 ------------------------------------------------------------------------------------

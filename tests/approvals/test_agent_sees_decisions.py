@@ -7,9 +7,9 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from approvals.intake import _deliver_inline
 from approvals.models import RegistrationRequest
 from approvals.services import request_approve, request_deny, request_lapse_due
+from inventory.delivery import deliver_client_outbox
 from tests.approvals.intake_support import _fresh_limits_and_policy, call, low_body, make_token, path_of, post
 
 __all__ = ["_fresh_limits_and_policy"]  # autouse fixture: fresh rate limits and policy cache per test
@@ -40,7 +40,7 @@ def test_poll_is_202_until_approved_and_provisioned_then_200(client, pending, ap
     assert poll(client, pending).status_code == 202
     request_approve(request=req, approver=approver2, reason="ok too")
     assert poll(client, pending).status_code == 202  # approved, client provisioning at the IdP
-    assert _deliver_inline(RegistrationRequest.objects.get(pk=req.pk).client)  # what the outbox worker does
+    assert deliver_client_outbox(RegistrationRequest.objects.get(pk=req.pk).client_id)  # what the outbox worker does
     answer = poll(client, pending)
     assert answer.status_code == 200
     assert answer.json()["client_id"]

@@ -124,10 +124,10 @@ def _scenario(base: str, browser):
     assert client.state == ClientState.PROVISIONING and client.registration_id == high_req.public_id
     assert poll(high).status_code == 202  # waiting for the IdP
 
-    # the provisioning worker's job (inventory delivery is another branch): deliver the CREATE to the dry-run IdP
-    from approvals.intake import _deliver_inline
+    # what a worker does next: deliver the outbox CREATE (to the dry-run IdP), then the poll answers 200
+    from inventory.delivery import deliver_client_outbox
 
-    assert _deliver_inline(client)
+    assert deliver_client_outbox(client.pk)
     answer = poll(high)
     assert answer.status_code == 200, answer.text
     assert answer.json()["client_id"]

@@ -55,8 +55,9 @@ def test_owner_renews_retires_and_accepts_a_transfer(live_server, browser, world
 
     # Renew one.
     before = world["renew"].expires_at
-    page.locator(f'tr[data-client="{world["renew"].registration_id}"] button[data-action=renew]').click()
-    page.wait_for_selector(".messages li.success")
+    with page.expect_navigation():
+        page.locator(f'tr[data-client="{world["renew"].registration_id}"] button[data-action=renew]').click()
+    page.wait_for_selector(".messages li.success:has-text('renewed until')")
     assert "renewed until" in page.inner_text(".messages")
     renewed = Client.objects.get(pk=world["renew"].pk)
     assert renewed.expires_at > before and renewed.renewals == 1
@@ -73,8 +74,10 @@ def test_owner_renews_retires_and_accepts_a_transfer(live_server, browser, world
     assert Client.objects.get(pk=world["retire"].pk).state == ClientState.ACTIVE
     retire_button.click()
     dialog.wait_for(state="visible")
-    dialog.locator("[data-confirm-ok]").click()
-    page.wait_for_selector(".messages li.success")
+    # The renew message is still on the page until the retire POST's redirect lands: wait for the new one.
+    with page.expect_navigation():
+        dialog.locator("[data-confirm-ok]").click()
+    page.wait_for_selector(".messages li.success:has-text('retired')")
     assert "old-report-bot retired" in page.inner_text(".messages")
     assert Client.objects.get(pk=world["retire"].pk).state == ClientState.RETIRED
     assert page.locator("tbody tr").count() == 1
@@ -85,8 +88,9 @@ def test_owner_renews_retires_and_accepts_a_transfer(live_server, browser, world
     offer_row = page.locator(f'tr[data-offer="{world["offer"].pk}"]')
     assert "calendar-sync" in offer_row.inner_text()
     page.screenshot(path=str(SHOTS / "owner-transfer-inbox.png"), full_page=True)
-    offer_row.locator("button", has_text="Accept").click()
-    page.wait_for_selector(".messages li.success")
+    with page.expect_navigation():
+        offer_row.locator("button", has_text="Accept").click()
+    page.wait_for_selector(".messages li.success:has-text('calendar-sync')")
     assert "You now own calendar-sync" in page.inner_text(".messages")
     assert Client.objects.get(pk=world["offered"].pk).owner_id == world["olivia"].pk
     assert TransferOffer.objects.get().state == TransferState.ACCEPTED

@@ -44,7 +44,7 @@ class Command(BaseCommand):
                          "--concurrency", "2", "--pool", "threads",
                          "--schedule", str(Path(settings.DATA_DIR) / "celerybeat-schedule")], env)
             self.stdout.write(self.style.SUCCESS(
-                f"\nRegistrar is starting on http://{opts['addr']}/  — log in as admin, alice, dave (owners), "
+                f"\nRegistrar is starting on http://{opts['addr']}/  — log in as admin (admin), alice or dave (owners), "
                 "bob, carol (approvers) or ciso (security) with the password printed above.\n"
                 f"Demo IdP: {idp_url or 'dry-run connector (Node.js not found)'}\n"
             ))
