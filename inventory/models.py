@@ -153,6 +153,8 @@ class Client(models.Model):
         verbose_name = _("client")
         indexes = [
             models.Index(fields=["state", "expires_at"], name="client_state_expiry_idx"),
+            # The inventory's commonest filter pair, newest first: a LIMITed page scans only matching rows.
+            models.Index(fields=["state", "risk_tier", "created_at", "id"], name="client_state_tier_created_idx"),
             models.Index(fields=["owner", "state"], name="client_owner_state_idx"),
             models.Index(fields=["idp", "state"], name="client_idp_state_idx"),
             models.Index(fields=["team", "state"], name="client_team_state_idx"),
