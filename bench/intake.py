@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# Run as a script, bench/ is sys.path[0]; its bench/queue.py would shadow the standard library's queue.
+# Run as a script, bench/ is sys.path[0]: keep it off the import path so no script there can shadow a module.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# bench/ holds scripts named like stdlib modules (bench/queue.py): keep it off the import path.
+# Run as a script, bench/ is sys.path[0]: keep it off the import path so no script there can shadow a module.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse

@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench/ holds scripts named like stdlib modules (queue.py): keep it off the import path.
+# Run as a script, bench/ is sys.path[0]: keep it off the import path so no script there can shadow a module.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
 sys.path.insert(0, str(ROOT))
 

@@ -2,7 +2,7 @@
 
 Run from the repository root (PostgreSQL on localhost):
 
-    DATABASE_URL=postgres://postgres@127.0.0.1:5432/registrar_queue python bench/queue.py
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/registrar_queue python bench/approvals_queue.py
 
 It creates (and afterwards drops) a throw-away ``test_<name>`` database, bulk-loads 10,000 pending
 requests, renders ``/approvals/`` for an approver through Django's test client (the full stack:
