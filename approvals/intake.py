@@ -32,6 +32,7 @@ RFC 7592 use; the new one is in the response and the old one stops working.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -60,7 +61,7 @@ from approvals.policy import (
     evaluate,
 )
 from approvals.policy_store import active_policy
-from approvals.services import request_client_create
+from approvals.services import DecisionConflict, request_client_create, request_withdraw_by_registrant
 from approvals.statements import StatementError, VerifiedStatement, merge_statement, verify_software_statement
 from inventory.choices import LIVE_STATES, ClientState, CreatedVia, IdPKind, OutboxOperation
 from inventory.delivery import deliver_client_outbox_inline
@@ -759,20 +760,9 @@ def registration_delete(*, registration_id: str, bearer: str | None) -> None:
     actor = _agent_actor(request)
     with transaction.atomic():
         if request.state == RequestState.PENDING:
-            withdrawn = RegistrationRequest.objects.filter(pk=request.pk, state=RequestState.PENDING).update(
-                state=RequestState.WITHDRAWN, decided_at=timezone.now(), decision_reason="deleted by the agent"
-            )
-            if withdrawn:
-                audit_record(
-                    actor=actor,
-                    action="registration.withdraw",
-                    object_type="registration_request",
-                    object_id=request.public_id,
-                    before={"state": RequestState.PENDING},
-                    after={"state": RequestState.WITHDRAWN},
-                    reason="RFC 7592 delete by the agent",
-                    policy_version=request.policy_version,
-                )
+            # Decided a moment ago (a conflict): the delete still revokes the registration access token.
+            with contextlib.suppress(DecisionConflict):
+                request_withdraw_by_registrant(request=request, actor=actor)
         elif request.client is not None and request.client.state in (
             ClientState.PROVISIONING, ClientState.ACTIVE, ClientState.SUSPENDED,
         ):  # fmt: skip

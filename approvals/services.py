@@ -470,22 +470,38 @@ def request_withdraw(*, request: RegistrationRequest, actor, reason: str = "") -
     user = _resolve_person(actor)
     if user.pk not in _withdrawers(locked):
         raise DecisionForbidden("only the owner of a request can withdraw it")
+    _withdraw(locked, actor=Actor.user(user), reason=(reason or "").strip() or "withdrawn by the owner")
+    return _sync_back(request, locked)
+
+
+@transaction.atomic
+def request_withdraw_by_registrant(*, request: RegistrationRequest, actor: Actor) -> RegistrationRequest:
+    """The agent that registered withdraws its own pending request (RFC 7592 DELETE).
+
+    The caller has already authenticated the request's registration access token: holding it is the
+    authority here, so there is no person to check.
+    """
+    locked = _lock(request)
+    _withdraw(locked, actor=actor, reason="RFC 7592 delete by the agent")
+    return _sync_back(request, locked)
+
+
+def _withdraw(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None:
     _require_pending(locked)
     locked.state = RequestState.WITHDRAWN
     locked.decided_at = timezone.now()
-    locked.decision_reason = (reason or "").strip() or "withdrawn by the owner"
+    locked.decision_reason = reason
     locked.save(update_fields=["state", "decided_at", "decision_reason"])
     audit_record(
-        actor=Actor.user(user),
+        actor=actor,
         action="request.withdraw",
         object_type="registration_request",
         object_id=locked.public_id,
         before={"state": RequestState.PENDING},
         after={"state": locked.state},
-        reason=locked.decision_reason,
+        reason=reason,
         policy_version=locked.policy_version,
     )
-    return _sync_back(request, locked)
 
 
 def request_lapse_due(*, now=None, batch_size: int | None = None) -> int:

@@ -216,7 +216,7 @@ def test_delete_while_pending_withdraws_the_request(client, plaintext):
     assert call(client, "DELETE", uri, pending["registration_access_token"]).status_code == 204
     reg = RegistrationRequest.objects.get()
     assert reg.state == RequestState.WITHDRAWN and reg.registration_access_token_hash is None
-    assert AuditEvent.objects.filter(action="registration.withdraw", object_id=reg.public_id).exists()
+    assert AuditEvent.objects.filter(action="request.withdraw", object_id=reg.public_id, actor_type="agent").exists()
 
 
 def test_manage_rejects_other_methods(client, registered):
