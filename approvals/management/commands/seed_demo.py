@@ -17,26 +17,12 @@ from django.db import transaction
 from django.utils import timezone
 
 from approvals.services import token_mint
-from inventory.choices import ClientState, CreatedVia, IdPKind, RiskTier, ScopeCategory, Sensitivity
+from inventory.catalogue import DEMO_SCOPES
+from inventory.choices import ClientState, CreatedVia, IdPKind, RiskTier
 from inventory.lifecycle import client_transition
 from inventory.models import Client, IdPConnection, ScopeDefinition, Team
 from inventory.services import client_create
 from portal.audit import Actor
-
-SCOPES = [
-    ("tickets:read", "Read support tickets", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
-    ("docs:read", "Read the internal knowledge base", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
-    ("calendar:read", "Read team calendars", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
-    ("metrics:read", "Read service metrics", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
-    ("tickets:write", "Create and update support tickets", Sensitivity.MEDIUM, ScopeCategory.INTERNAL_TOOL),
-    ("crm:read", "Read CRM contacts (SaaS)", Sensitivity.MEDIUM, ScopeCategory.SAAS_API),
-    ("mail:send", "Send e-mail on behalf of the team", Sensitivity.MEDIUM, ScopeCategory.SAAS_API),
-    ("repo:read", "Read source repositories", Sensitivity.MEDIUM, ScopeCategory.SOURCE_CONTROL),
-    ("repo:write", "Push to source repositories", Sensitivity.HIGH, ScopeCategory.SOURCE_CONTROL),
-    ("db:prod:read", "Read production databases", Sensitivity.HIGH, ScopeCategory.PRODUCTION_DATA),
-    ("payments:refund", "Issue refunds in the payments SaaS", Sensitivity.HIGH, ScopeCategory.SAAS_API),
-    ("idp:admin", "Administer the identity provider", Sensitivity.HIGH, ScopeCategory.IDENTITY_ADMIN),
-]
 
 PEOPLE = [
     # username, first, last, roles, superuser
@@ -110,7 +96,7 @@ class Command(BaseCommand):
             self.stdout.write(f"initial access token for alice (purpose 'Demo: support triage agents'): {token_text}")
 
     def _scopes(self):
-        for name, description, sensitivity, category in SCOPES:
+        for name, description, sensitivity, category in DEMO_SCOPES:
             ScopeDefinition.objects.update_or_create(
                 name=name, defaults={"description": description, "sensitivity": sensitivity, "category": category}
             )

@@ -26,21 +26,12 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from inventory.choices import ClientState, CreatedVia, IdPKind, RiskTier, ScopeCategory, Sensitivity
+from inventory.catalogue import DEMO_SCOPES
+from inventory.choices import ClientState, CreatedVia, IdPKind, RiskTier
 from inventory.models import Client, IdPConnection, ScopeDefinition, Team
 from portal.audit import canonical_payload
 from portal.models import AuditEvent, AuditHead
 
-CATALOGUE = [
-    ("tickets:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
-    ("docs:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
-    ("metrics:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
-    ("calendar:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),
-    ("tickets:write", Sensitivity.MEDIUM, ScopeCategory.INTERNAL_TOOL),
-    ("crm:read", Sensitivity.MEDIUM, ScopeCategory.SAAS_API),
-    ("repo:write", Sensitivity.HIGH, ScopeCategory.SOURCE_CONTROL),
-    ("db:prod:read", Sensitivity.HIGH, ScopeCategory.PRODUCTION_DATA),
-]
 SCOPES_BY_TIER = {
     RiskTier.LOW: [["tickets:read"], ["docs:read", "metrics:read"], ["calendar:read"], ["docs:read"]],
     RiskTier.MEDIUM: [["tickets:write"], ["crm:read", "docs:read"], ["tickets:read", "tickets:write"]],
@@ -313,9 +304,9 @@ class Command(BaseCommand):
         return users, teams, idps
 
     def _catalogue(self):
-        for name, sensitivity, category in CATALOGUE:
+        for name, description, sensitivity, category in DEMO_SCOPES:
             ScopeDefinition.objects.get_or_create(
-                name=name, defaults={"sensitivity": sensitivity, "category": category, "description": name})
+                name=name, defaults={"sensitivity": sensitivity, "category": category, "description": description})
 
     # --- clients ------------------------------------------------------------------------------------
 
