@@ -36,7 +36,7 @@ from tests.agents import Agent
 from tests.factories import UserFactory
 from tests.idp_server import IdPProcess
 from tests.provisioning import connection_for, idp_clients, markers_at_idp, register_agent
-from tests.workers import CeleryWorker, RedisServer, database_url, worker_env
+from tests.workers import CeleryWorker, RedisServer, database_url, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -47,14 +47,6 @@ EXPIRED_AFTER = 10
 DEADLINE_S = 75
 
 
-def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def pending() -> int:

@@ -14,7 +14,6 @@ import signal
 import statistics
 import subprocess
 import tempfile
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from tests.agents import Agent
 from tests.factories import UserFactory
 from tests.idp_server import IdPProcess
 from tests.provisioning import connection_for, register_agent
-from tests.workers import CELERY, ROOT, CeleryWorker, database_url, worker_env
+from tests.workers import CELERY, ROOT, CeleryWorker, database_url, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
@@ -41,13 +40,6 @@ SPREAD_S = 75
 GOAL_P99_S = 90.0
 
 
-def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @contextlib.contextmanager
@@ -95,7 +87,7 @@ def test_expiry_overshoot_p99_with_the_default_schedule():
             worker.start()
             sender.send_task("inventory.tasks.requeue_outbox")
             wait_for(lambda: Client.objects.filter(pk__in=ids, state=ClientState.ACTIVE).count() == CLIENTS,
-                     timeout=60, what="clients to be provisioned")
+                     timeout=60, what="clients to be provisioned", interval=0.5)
             start = timezone.now()
             for n, pk in enumerate(ids):  # TTLs of 5 … 80 s
                 Client.objects.filter(pk=pk).update(expires_at=start + timedelta(seconds=5 + n * SPREAD_S / CLIENTS))
