@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from portal.middleware import current_request_id
 from portal.models import ActorType, AuditEvent, AuditHead
+from portal.rawsql import InsertStatement
 
 GENESIS_HASH = "0" * 64
 SENSITIVE_KEYS = frozenset(
@@ -124,12 +125,14 @@ def audit_record(
     """Append one event to the chain (inside the caller's transaction).
 
     ``savepoint=False``: when called inside a transaction (the usual case) the event simply joins it,
-    saving two round trips while the chain head is locked — the lock is the throughput ceiling.
+    saving two round trips while the chain head is locked — the lock is the throughput ceiling. For the
+    same reason the append is two statements: lock the head, then insert the event and move the head.
     """
     with transaction.atomic(savepoint=False):
-        head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
+        connection = transaction.get_connection()
+        last_event_id, last_hash = _lock_head(connection)
         event = AuditEvent(
-            id=head.last_event_id + 1,
+            id=last_event_id + 1,
             occurred_at=timezone.now(),
             actor_type=actor.type,
             actor_id=actor.id,
@@ -142,12 +145,43 @@ def audit_record(
             reason=reason or "",
             policy_version=policy_version,
             request_id=(request_id if request_id is not None else current_request_id())[:64],
-            prev_hash=head.last_hash,
+            prev_hash=last_hash,
         )
         event.hash = compute_hash(event)
-        event.save(force_insert=True)
-        AuditHead.objects.filter(id=1).update(last_event_id=event.id, last_hash=event.hash)
+        _append(connection, event)
     return event
+
+
+# The single-event append runs on every registration, hundreds of times a second, while the chain head is
+# locked: its two statements are written out once (portal.rawsql) rather than compiled by the ORM per call.
+_EVENT_INSERT = InsertStatement(AuditEvent)
+
+
+def _lock_head(connection) -> tuple[int, str]:
+    """Lock the chain head (``FOR UPDATE`` where the database has it) and return (last id, last hash)."""
+    qn = connection.ops.quote_name
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
+    sql = f"SELECT last_event_id, last_hash FROM {qn(AuditHead._meta.db_table)} WHERE id = 1{lock}"  # noqa: S608
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        row = cursor.fetchone()
+    if row is None:  # a new database: create the head (get_or_create copes with a concurrent first writer)
+        head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
+        return head.last_event_id, head.last_hash
+    return row[0], row[1]
+
+
+def _append(connection, event: AuditEvent) -> None:
+    """Insert ``event`` and move the head to it: one statement on PostgreSQL (a data-modifying CTE)."""
+    head = f"UPDATE {connection.ops.quote_name(AuditHead._meta.db_table)} SET last_event_id = %s, last_hash = %s WHERE id = 1"  # noqa: S608
+    insert = _EVENT_INSERT.sql(connection)
+    params = _EVENT_INSERT.params(event, connection)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(f"WITH appended AS ({insert}) {head}", [*params, event.id, event.hash])
+        else:
+            cursor.execute(insert, params)
+            cursor.execute(head, [event.id, event.hash])
 
 
 def audit_record_many(events: list[dict]) -> list[AuditEvent]:

@@ -4,9 +4,9 @@ Plain Django views, JSON in and out, CSRF-exempt because they are authenticated 
 (never a cookie). Every error body is ``{"error": ..., "error_description": ...}`` (RFC 7591 §3.2.2 /
 RFC 6750 §3); a 401 also carries ``WWW-Authenticate: Bearer error="invalid_token"``.
 
-Order of checks on POST: per-address rate limit → body size (413) → JSON (400) → per-credential rate
-limit → credential (401) → metadata and policy (400/201/202). The two cheap checks come first so a flood
-costs a cache round trip, not a database transaction.
+Order of checks on POST: rate limits per source address and per bearer credential (one Redis round trip)
+→ body size (413) → JSON (400) → credential (401) → metadata and policy (400/201/202). The cheap checks
+come first so a flood costs a cache round trip, not a database transaction.
 """
 
 from __future__ import annotations
@@ -75,6 +75,14 @@ def _limited(limit: ratelimit.Limited) -> JsonResponse:
     )
 
 
+def _rate_limits(source_ip: str | None, bearer: str | None) -> ratelimit.Limited | None:
+    """Count the request per source address and, when it carries one, per bearer credential (one round trip)."""
+    limits = [("address", source_ip or "unknown", settings.REGISTRAR_REGISTER_RATE_PER_IP)]
+    if bearer:
+        limits.append(("token", bearer, settings.REGISTRAR_REGISTER_RATE_PER_TOKEN))
+    return ratelimit.check(*limits)
+
+
 def _read_json(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
     """The parsed body, or the error response (413 too large, 400 not JSON)."""
     limit = settings.REGISTRAR_MAX_BODY_BYTES
@@ -131,17 +139,13 @@ def register(request: HttpRequest) -> HttpResponse:
         response["Allow"] = "POST"
         return response
     source_ip = _source_ip(request)
-    limited = ratelimit.hit("address", source_ip or "unknown", settings.REGISTRAR_REGISTER_RATE_PER_IP)
+    bearer = _bearer(request)
+    limited = _rate_limits(source_ip, bearer)
     if limited:
         return _limited(limited)
     body, problem = _read_json(request)
     if problem is not None:
         return problem
-    bearer = _bearer(request)
-    if bearer:
-        limited = ratelimit.hit("token", bearer, settings.REGISTRAR_REGISTER_RATE_PER_TOKEN)
-        if limited:
-            return _limited(limited)
     try:
         requester = intake.requester_authenticate(bearer=bearer, body=body)
     except intake.Unauthorized as exc:
@@ -197,14 +201,10 @@ def manage(request: HttpRequest, registration_id: str) -> HttpResponse:
         response = _error(405, "invalid_request", "use GET, PUT or DELETE on a registration")
         response["Allow"] = "GET, PUT, DELETE"
         return response
-    limited = ratelimit.hit("address", _source_ip(request) or "unknown", settings.REGISTRAR_REGISTER_RATE_PER_IP)
+    bearer = _bearer(request)
+    limited = _rate_limits(_source_ip(request), bearer)
     if limited:
         return _limited(limited)
-    bearer = _bearer(request)
-    if bearer:
-        limited = ratelimit.hit("token", bearer, settings.REGISTRAR_REGISTER_RATE_PER_TOKEN)
-        if limited:
-            return _limited(limited)
     try:
         if request.method == "DELETE":
             intake.registration_delete(registration_id=registration_id, bearer=bearer)

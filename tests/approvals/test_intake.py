@@ -162,9 +162,9 @@ def test_202_path_query_count(client, token, django_assert_num_queries):
     _, plaintext = token
     post(client, low_body(scope="tickets:write"), plaintext)  # warm caches (policy, content types)
     # token with the owner's live-client count (catalogue and default IdP are cached per process); savepoint;
-    # request INSERT; token UPDATE; audit head lock, event INSERT, head UPDATE (joining the transaction,
-    # no savepoint); release. Nothing per scope or per reason.
-    with django_assert_num_queries(8):
+    # request INSERT; token UPDATE; audit head lock, then event INSERT + head UPDATE in one statement (joining
+    # the transaction, no savepoint); release. Nothing per scope or per reason.
+    with django_assert_num_queries(7):
         response = post(client, low_body(scope="tickets:write docs:read"), plaintext)
     assert response.status_code == 202
 

@@ -1,0 +1,124 @@
+"""portal.rawsql: hand-written statements that must behave exactly like the ORM they stand in for."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from approvals.choices import RequestState
+from approvals.intake import _token_with_owner
+from approvals.models import InitialAccessToken, RegistrationRequest
+from inventory.models import IdPConnection
+from portal.crypto import hash_token
+from portal.models import User
+from portal.rawsql import InsertStatement, ModelColumns
+from tests.factories import ClientFactory, IdPFactory, TeamFactory, TokenFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def _row(sql: str, params=()):
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()
+
+
+def test_model_columns_load_equals_the_orm_instance():
+    idp = IdPFactory(name="cols-idp", kind="dry-run", config={"issuer": "https://x", "nested": {"a": [1, 2]}})
+    columns = ModelColumns(IdPConnection, "i")
+    row = _row(f"SELECT {columns.select(connection)} FROM inventory_idpconnection i WHERE i.id = %s", [idp.pk])
+
+    loaded = columns.load(row, 0, connection)
+
+    orm = IdPConnection.objects.get(pk=idp.pk)
+    assert isinstance(loaded, IdPConnection) and not loaded._state.adding
+    for field in IdPConnection._meta.concrete_fields:
+        assert getattr(loaded, field.attname) == getattr(orm, field.attname), field.name
+    assert loaded.config == {"issuer": "https://x", "nested": {"a": [1, 2]}}  # JSON decoded, not a string
+    assert loaded.created_at.tzinfo is not None
+
+
+def test_model_columns_load_returns_none_for_an_outer_join_miss():
+    user = UserFactory()
+    columns = ModelColumns(IdPConnection, "i")
+    row = _row(
+        f"SELECT u.id, {columns.select(connection)} FROM portal_user u "
+        "LEFT JOIN inventory_idpconnection i ON i.id = -1 WHERE u.id = %s",
+        [user.pk],
+    )
+    assert row[0] == user.pk
+    assert columns.load(row, 1, connection) is None
+
+
+def test_token_lookup_brings_owner_team_idp_and_live_clients_in_one_query(django_assert_num_queries):
+    owner = UserFactory(username="lookup-owner")
+    team = TeamFactory(name="lookup-team", slug="lookup-team")
+    idp = IdPFactory(name="lookup-idp", kind="dry-run")
+    token = TokenFactory(owner=owner, team=team, idp=idp, plaintext="rat_lookup_" + "z" * 30,
+                         allowed_scopes=["tickets:read"])  # fmt: skip
+    for state in ("active", "active", "suspended", "retired", "expired"):
+        ClientFactory(owner=owner, state=state)
+    ClientFactory(state="active")  # someone else's
+
+    with django_assert_num_queries(1):
+        found = _token_with_owner(hash_token("rat_lookup_" + "z" * 30))
+
+    assert found.pk == token.pk and found.allowed_scopes == ["tickets:read"]
+    assert found.owner == owner and found.owner.username == "lookup-owner"
+    assert found.team == team and found.idp == idp
+    assert found.owner_live_clients == 3  # active, active, suspended
+    with django_assert_num_queries(0):
+        assert (found.owner.is_active, found.team.slug, found.idp.kind) == (True, "lookup-team", "dry-run")
+
+
+def test_token_lookup_without_team_or_idp_and_unknown_hash():
+    token = TokenFactory(owner=UserFactory(), plaintext="rat_lookup_" + "y" * 30)
+    found = _token_with_owner(hash_token("rat_lookup_" + "y" * 30))
+    assert found.pk == token.pk and found.team is None and found.idp is None and found.owner_live_clients == 0
+    assert _token_with_owner(hash_token("rat_nobody")) is None
+
+
+def test_insert_statement_assigns_the_auto_pk_and_stores_what_the_orm_reads_back():
+    owner = UserFactory()
+    before = timezone.now()
+    request = RegistrationRequest(
+        public_id="reg_rawsql_1", state=RequestState.PENDING, metadata={"scope": "a b", "jwks": {"keys": []}},
+        purpose="raw insert", requested_scopes=["a", "b"], granted_scopes=["a"], owner=owner,
+    )  # fmt: skip
+
+    InsertStatement(RegistrationRequest).insert(request)
+
+    assert request.pk is not None and not request._state.adding
+    stored = RegistrationRequest.objects.get(pk=request.pk)
+    assert stored.public_id == "reg_rawsql_1" and stored.owner == owner
+    assert stored.metadata == {"scope": "a b", "jwks": {"keys": []}}
+    assert stored.requested_scopes == ["a", "b"] and stored.granted_scopes == ["a"]
+    assert stored.created_at >= before and stored.created_at == request.created_at  # auto_now_add applied
+
+
+def test_insert_statement_failure_writes_nothing():
+    from django.db import IntegrityError, transaction
+
+    UserFactory(username="taken")
+    duplicate = User(username="taken", email="x@example.com")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        InsertStatement(User).insert(duplicate)
+    assert User.objects.filter(username="taken").count() == 1
+
+
+def test_token_use_is_conditional():
+    from approvals.intake import _token_use
+
+    now = timezone.now()
+    token = TokenFactory(owner=UserFactory(), plaintext="rat_use_" + "q" * 30, max_uses=1)
+    assert _token_use(token.pk, now) is True
+    assert _token_use(token.pk, now) is False  # used up
+    token.refresh_from_db()
+    assert token.uses == 1 and token.last_used_at == now
+    expired = TokenFactory(owner=UserFactory(), plaintext="rat_use_" + "r" * 30,
+                            expires_at=now - timedelta(seconds=1))  # fmt: skip
+    assert _token_use(expired.pk, now) is False
+    assert InitialAccessToken.objects.get(pk=expired.pk).uses == 0
