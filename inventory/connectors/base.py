@@ -93,9 +93,12 @@ def log_event(event: str, *, level: int = logging.INFO, extra_keys: Iterable[str
     logger.log(level, "%s %s", event, rendered)
 
 
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
 def _render(value: Any) -> str:
     text = str(value)
-    if not text or any(ch.isspace() or ch in '"=' for ch in text):
+    if not text or _NEEDS_QUOTES.search(text):
         return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
     return text
 

@@ -382,6 +382,112 @@ def test_a_leased_entry_is_left_alone_until_its_lease_runs_out(real_idp, person,
     assert entries(client)[0].status == OutboxStatus.DONE and entries(client)[0].attempts == 2
 
 
+def test_a_slow_idp_never_lets_a_lease_run_out_under_a_call(real_idp, person, monkeypatch, settings, caplog):  # noqa: F811
+    """Entries leased together wait for each other's calls: one is only pushed while its lease still has
+    room for the longest delivery (two connector timeouts + margin); the rest go back unattempted."""
+    settings.REGISTRAR_OUTBOX_PARALLEL_CALLS = 1  # the scripted IdP reads the lease from the database
+    settings.REGISTRAR_OUTBOX_LEASE_SECONDS = 30
+    settings.REGISTRAR_CONNECTOR_TIMEOUT_SECONDS = 5  # budget: 2 x 5 s + 2 s = 12 s
+    clients = [register_agent(idp=real_idp, owner=person, name=f"slow-{n}") for n in range(5)]
+    real_now, offset, call_seconds = timezone.now, [timedelta(0)], [10]
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + offset[0])
+    leases_at_call: list[float] = []
+
+    class SlowIdP(ScriptedConnector):
+        def create(self, spec):
+            self.calls.append(("create", spec.registrar_id))
+            entry = OutboxEntry.objects.get(client__registration_id=spec.registrar_id)
+            leases_at_call.append((entry.claimed_until - timezone.now()).total_seconds())
+            offset[0] += timedelta(seconds=call_seconds[0])  # each call takes 10 s
+            return PushResult(client_id=f"slow-{spec.registrar_id}", remote_state={})
+
+    fake = use(monkeypatch, SlowIdP())
+    with caplog.at_level("WARNING", logger="inventory.connectors"):
+        counts = delivery.deliver_outbox_batch([c.pk for c in clients])
+
+    assert len(fake.calls) == 2 and all(left >= 12 for left in leases_at_call)  # 30 s, then 20 s left
+    assert counts == {"delivered": 2, "other": 0, "skipped": 3}
+    rows = OutboxEntry.objects.filter(client__in=clients).order_by("client_id")
+    assert [r.status for r in rows] == [OutboxStatus.DONE] * 2 + [OutboxStatus.PENDING] * 3
+    # given back as if never claimed: no attempt counted, so no needless marker lookup next time
+    assert [(r.attempts, r.claimed_by, r.claimed_until) for r in rows[2:]] == [(0, "", None)] * 3
+    assert "outbox_claims_returned entries=3 released=3" in caplog.text
+    call_seconds[0] = 0  # the IdP recovers; the next requeue finishes them
+    delivery.deliver_outbox_batch([c.pk for c in clients])
+    assert Client.objects.filter(pk__in=[c.pk for c in clients], state=ClientState.ACTIVE).count() == 5
+    assert ("list", None) not in fake.calls
+
+
+class InFlight(ScriptedConnector):
+    """Counts IdP calls running at the same time; each takes a little while, like a network round trip."""
+
+    def __init__(self, fail_for: str = "") -> None:
+        super().__init__()
+        self.lock = threading.Lock()
+        self.running = self.most = 0
+        self.fail_for = fail_for
+        self.threads: set[str] = set()
+
+    def create(self, spec: ClientSpec) -> PushResult:
+        with self.lock:
+            self.running += 1
+            self.most = max(self.most, self.running)
+            self.calls.append(("create", spec.registrar_id))
+            self.threads.add(threading.current_thread().name)
+        try:
+            import time
+
+            time.sleep(0.05)
+            if spec.registrar_id == self.fail_for:
+                raise Transient("503 from a busy IdP")
+            return PushResult(client_id=f"id-{spec.registrar_id}", remote_state={"registration_access_token": "t"})
+        finally:
+            with self.lock:
+                self.running -= 1
+
+
+def test_a_worker_keeps_several_idp_calls_in_flight_and_records_each_once(
+    real_idp, person, monkeypatch, settings  # noqa: F811
+):
+    settings.REGISTRAR_OUTBOX_PARALLEL_CALLS = 4
+    clients = [register_agent(idp=real_idp, owner=person, name=f"inflight-{n}") for n in range(12)]
+    fake = use(monkeypatch, InFlight(fail_for=clients[5].registration_id))
+
+    counts = delivery.deliver_outbox_batch([c.pk for c in clients])
+
+    assert fake.most == 4 and all(name.startswith("outbox-call") for name in fake.threads)
+    assert sorted(registrar_id for _, registrar_id in fake.calls) == sorted(c.registration_id for c in clients)
+    assert counts == {"delivered": 11, "other": 1, "skipped": 0}
+    rows = {c.name: (c.state, c.idp_client_id) for c in Client.objects.filter(pk__in=[c.pk for c in clients])}
+    assert rows.pop("inflight-5") == (ClientState.PROVISIONING, None)  # its transient failure is retried later
+    assert all(state == (ClientState.ACTIVE, f"id-{c.registration_id}") for c in clients if c.name in rows
+               for state in [rows[c.name]])  # fmt: skip
+    failed = entries(clients[5])[0]
+    assert (failed.status, failed.attempts, failed.claimed_by) == (OutboxStatus.PENDING, 1, "")
+    assert "503 from a busy IdP" in failed.last_error
+    # one audit trail per client, recorded by the calling thread
+    assert all([e.action for e in events_for("client", c.registration_id)] == ["client.create", "client.active"]
+               for c in clients if c.name != "inflight-5")  # fmt: skip
+
+
+def test_an_idp_call_on_the_pool_may_not_touch_the_database(real_idp, person, monkeypatch, settings):  # noqa: F811
+    settings.REGISTRAR_OUTBOX_PARALLEL_CALLS = 2
+    client = register_agent(idp=real_idp, owner=person, name="sneaky")
+
+    class Sneaky(ScriptedConnector):
+        def create(self, spec):
+            Client.objects.count()  # would run outside the worker's transaction, on a connection of its own
+            return super().create(spec)
+
+    use(monkeypatch, Sneaky())
+    delivery.deliver_outbox_batch([client.pk])
+
+    entry = entries(client)[0]
+    assert entry.status == OutboxStatus.DEAD and "touched the database" in entry.last_error
+    client.refresh_from_db()
+    assert client.sync_failed and client.state == ClientState.PROVISIONING
+
+
 def test_backoff_is_exponential_bounded_and_jittered(settings):
     settings.REGISTRAR_OUTBOX_BACKOFF_BASE_SECONDS = 5
     settings.REGISTRAR_OUTBOX_BACKOFF_MAX_SECONDS = 60
@@ -569,8 +675,9 @@ def test_a_failure_in_a_batch_only_delays_that_client(real_idp, person, monkeypa
 
 
 def test_a_batch_records_a_client_retired_during_its_create_without_activating_it(
-    real_idp, person, monkeypatch  # noqa: F811
+    real_idp, person, monkeypatch, settings  # noqa: F811
 ):
+    settings.REGISTRAR_OUTBOX_PARALLEL_CALLS = 1  # the retirement happens inside the (inline) IdP call
     client = register_agent(idp=real_idp, owner=person)
 
     class RetiresMeanwhile(ScriptedConnector):
@@ -593,7 +700,7 @@ def test_a_batch_records_a_client_retired_during_its_create_without_activating_i
     assert ("delete", "made-anyway") in fake.calls
 
 
-def test_batch_cost_per_client_is_about_one_query(real_idp, person, monkeypatch):  # noqa: F811
+def test_batch_queries_do_not_grow_with_the_clients_in_a_claim_chunk(real_idp, person, monkeypatch):  # noqa: F811
     from django.test.utils import CaptureQueriesContext
 
     use(monkeypatch, ScriptedConnector())
@@ -609,8 +716,10 @@ def test_batch_cost_per_client_is_about_one_query(real_idp, person, monkeypatch)
         assert Client.objects.filter(pk__in=[c.pk for c in clients], state=ClientState.ACTIVE).count() == n
         return len(ctx.captured_queries)
 
-    small, large = run(5), run(15)
-    assert large - small <= 10 * 2  # one claim UPDATE per client, plus a little for the bulk writes
+    # heads read once, one claim UPDATE per chunk of CLAIM_CHUNK, the bulk writes once per flush
+    small, large = run(5), run(delivery.CLAIM_CHUNK)
+    assert large == small
+    assert run(delivery.CLAIM_CHUNK + 1) == small + 1  # a second chunk: one more claim
 
 
 @pytest.mark.django_db(transaction=True)
