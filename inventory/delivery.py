@@ -36,7 +36,9 @@ import socket
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -465,6 +467,29 @@ def deliver_outbox_batch(
     fast: list[tuple[_Claim, _Result]] = []
     fast_since = 0.0
     followups: list[int] = []
+    in_flight: deque[tuple[_Claim, Future, float]] = deque()
+    returned: list[_Claim] = []
+
+    def record(claim: _Claim, future: Future, claimed_at: float) -> None:
+        nonlocal fast, fast_since
+        answer = future.result()
+        if answer is None:  # no room left in its lease: never started
+            returned.append(claim)
+            return
+        attempt = _record_failure(claim, answer) if isinstance(answer, BaseException) else answer
+        if isinstance(attempt, _Result) and _is_plain_create(claim, attempt):
+            if not fast:
+                fast_since = claimed_at
+            fast.append((claim, attempt))
+        else:
+            outcome = attempt if isinstance(attempt, Outcome) else _succeed(claim, attempt)
+            counts["delivered" if outcome == Outcome.DELIVERED else "other"] += 1
+            if outcome != Outcome.RETRY and not claim.last:
+                followups.append(claim.entry.client_id)
+        if fast and (time.monotonic() - fast_since > flush_after or isinstance(attempt, Outcome)):
+            counts["delivered"] += _succeed_many(fast, followups)
+            fast = []
+
     try:
         heads = list(_due_heads(client_ids))
         for start in range(0, len(heads), chunk_size):
@@ -475,37 +500,24 @@ def deliver_outbox_batch(
             chunk = heads[start:start + chunk_size]
             claims = _claim_entries(chunk, worker)
             counts["skipped"] += len(chunk) - len(claims)
-            calls = []
             for claim in claims:
                 if _supersede_if_ended(claim) is not None:
                     counts["other"] += 1
                     if not claim.last:
                         followups.append(claim.entry.client_id)  # its DELETE/DISABLE, queued behind
                     continue
-                calls.append((claim, pool.submit(_timed_call, claim, _connector(claim, cache, timeout), timeout)))
-            returned: list[_Claim] = []
-            for claim, future in calls:
-                answer = future.result()
-                if answer is None:  # no room left in its lease: never started
-                    returned.append(claim)
-                    continue
-                attempt = _record_failure(claim, answer) if isinstance(answer, BaseException) else answer
-                if isinstance(attempt, _Result) and _is_plain_create(claim, attempt):
-                    if not fast:
-                        fast_since = claimed_at
-                    fast.append((claim, attempt))
-                else:
-                    outcome = attempt if isinstance(attempt, Outcome) else _succeed(claim, attempt)
-                    counts["delivered" if outcome == Outcome.DELIVERED else "other"] += 1
-                    if outcome != Outcome.RETRY and not claim.last:
-                        followups.append(claim.entry.client_id)
-                if fast and (time.monotonic() - fast_since > flush_after or isinstance(attempt, Outcome)):
-                    counts["delivered"] += _succeed_many(fast, followups)
-                    fast = []
-            if returned:
-                # A slow IdP ate the chunk's lease: those calls were never started; give them back.
-                _unclaim(returned)
-                counts["skipped"] += len(returned)
+                future = pool.submit(_timed_call, claim, _connector(claim, cache, timeout), timeout)
+                in_flight.append((claim, future, claimed_at))
+            # Record the previous chunk's outcomes while this chunk's calls run: the pool never runs dry
+            # between chunks (a claim, a flush) and at most two chunks are leased and unrecorded at a time.
+            while len(in_flight) > len(claims):
+                record(*in_flight.popleft())
+        while in_flight:
+            record(*in_flight.popleft())
+        if returned:
+            # A slow IdP ate the leases: those calls were never started; give them back.
+            _unclaim(returned)
+            counts["skipped"] += len(returned)
         if fast:
             counts["delivered"] += _succeed_many(fast, followups)
             fast = []
@@ -590,13 +602,9 @@ class _CallPool:
     """
 
     def __init__(self, size: int) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
         self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="outbox-call") if size > 1 else None
 
-    def submit(self, fn, *args):
-        from concurrent.futures import Future
-
+    def submit(self, fn, *args) -> Future:
         if self._executor is not None:
             return self._executor.submit(_without_database, fn, *args)
         future: Future = Future()
@@ -722,13 +730,11 @@ def _succeed_many(batch: list[tuple[_Claim, _Result]], followups: list[int]) -> 
     for claim, result in odd:
         _succeed(claim, result)
     for client in ready:
-        if not by_id[client.pk][0].last:
+        claim = by_id[client.pk][0]
+        if not claim.last:
             followups.append(client.pk)
-    if ready:
-        # One line per flush: each client's IdP id is already in the connector's own line (connector_created).
-        entry_ids = sorted(by_id[c.pk][0].entry.pk for c in ready)
-        log_event("outbox_delivered_many", operation=OutboxOperation.CREATE, entries=len(ready),
-                  first_entry_id=entry_ids[0], last_entry_id=entry_ids[-1])  # fmt: skip
+        log_event("outbox_delivered", entry_id=claim.entry.pk, client_id=client.pk, operation=claim.entry.operation,
+                  idp_client_id=client.idp_client_id)
     return len(ready) + len(odd)
 
 

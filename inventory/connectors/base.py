@@ -295,8 +295,10 @@ class BaseConnector(abc.ABC):
         return censor(body, extra_keys=self.sensitive_params, secret_values=scrub)
 
     def _log_request(self, method: str, url: str, started: float, **fields: Any) -> None:
-        # Successful calls are DEBUG: the connector's own event (connector_created, ...) already says what
-        # changed, and a second INFO line per call costs real CPU at worker speed. Failures stay loud.
+        # Successful calls are DEBUG, like the connectors' own success events (connector_created, ...): the
+        # outbox writes the INFO line for each delivered change (outbox_delivered), from the thread that
+        # records it, so IdP calls in flight on a worker's pool do not queue on the log handler's lock.
+        # Failures stay loud.
         status = fields.get("status", 0)
         if fields.get("error") or status >= 500:
             level = logging.WARNING

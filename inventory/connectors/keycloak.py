@@ -25,6 +25,7 @@ short).
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
@@ -214,7 +215,7 @@ class KeycloakConnector(BaseConnector):
         if not internal_id:
             internal_id = self._internal_id(client_id, {})
         state = self._with_secret(internal_id, spec, {"id": internal_id})
-        log_event("connector_created", kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
+        log_event("connector_created", level=logging.DEBUG, kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
         return PushResult(client_id=client_id, remote_state=state)
 
     def get(self, client_id: str, remote_state: Mapping[str, Any]) -> RemoteClient:
@@ -231,7 +232,7 @@ class KeycloakConnector(BaseConnector):
         self._request("PUT", self._admin_url(f"/{internal_id}"), json=self.representation_for(spec, client_id))
         self._sync_default_scopes(internal_id, spec.scopes)
         state = {**remote_state, "id": internal_id}
-        log_event("connector_updated", kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
+        log_event("connector_updated", level=logging.DEBUG, kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
         return PushResult(client_id=client_id, remote_state=state)
 
     def _sync_default_scopes(self, internal_id: str, wanted: list[str]) -> None:
@@ -258,7 +259,7 @@ class KeycloakConnector(BaseConnector):
         representation = self.representation_for(spec, client_id)
         representation["enabled"] = False
         self._request("PUT", self._admin_url(f"/{internal_id}"), json=representation)
-        log_event("connector_disabled", kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
+        log_event("connector_disabled", level=logging.DEBUG, kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
         return PushResult(client_id=client_id, remote_state={**remote_state, "id": internal_id})
 
     def delete(self, client_id: str, remote_state: Mapping[str, Any]) -> None:
@@ -266,9 +267,9 @@ class KeycloakConnector(BaseConnector):
             internal_id = self._internal_id(client_id, remote_state)
             self._request("DELETE", self._admin_url(f"/{internal_id}"))
         except NotFound:
-            log_event("connector_delete_already_gone", kind=self.kind, client_id=client_id)
+            log_event("connector_delete_already_gone", level=logging.DEBUG, kind=self.kind, client_id=client_id)
             return
-        log_event("connector_deleted", kind=self.kind, client_id=client_id)
+        log_event("connector_deleted", level=logging.DEBUG, kind=self.kind, client_id=client_id)
 
     def list(self) -> Iterator[RemoteClient]:
         first = 0

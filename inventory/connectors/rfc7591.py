@@ -28,6 +28,7 @@ management of the client. Answers to GET are checked for a rotated token too.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
@@ -185,7 +186,7 @@ class Rfc7591Connector(BaseConnector):
         body = response.json()
         client_id = require_str(body.get("client_id"), "client_id")
         state = self._state_from(body)
-        log_event("connector_created", kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
+        log_event("connector_created", level=logging.DEBUG, kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
         return PushResult(client_id=client_id, remote_state=state)
 
     def get(self, client_id: str, remote_state: Mapping[str, Any]) -> RemoteClient:
@@ -207,6 +208,7 @@ class Rfc7591Connector(BaseConnector):
         state = self._state_from(body, remote_state)
         log_event(
             "connector_updated",
+            level=logging.DEBUG,
             kind=self.kind,
             registrar_id=spec.registrar_id,
             client_id=client_id,
@@ -233,16 +235,16 @@ class Rfc7591Connector(BaseConnector):
                 self._request("DELETE", f"{self.config['list_endpoint'].rstrip('/')}/{client_id}",
                               bearer=self.secrets["admin_token"])
             except NotFound:
-                log_event("connector_delete_already_gone", kind=self.kind, client_id=client_id)
+                log_event("connector_delete_already_gone", level=logging.DEBUG, kind=self.kind, client_id=client_id)
                 return
-            log_event("connector_deleted", kind=self.kind, client_id=client_id, via="admin")
+            log_event("connector_deleted", level=logging.DEBUG, kind=self.kind, client_id=client_id, via="admin")
             return
         try:
             self._management_request("DELETE", client_id, remote_state)
         except NotFound:
-            log_event("connector_delete_already_gone", kind=self.kind, client_id=client_id)
+            log_event("connector_delete_already_gone", level=logging.DEBUG, kind=self.kind, client_id=client_id)
             return
-        log_event("connector_deleted", kind=self.kind, client_id=client_id)
+        log_event("connector_deleted", level=logging.DEBUG, kind=self.kind, client_id=client_id)
 
     def _can_admin_delete(self) -> bool:
         return bool(self.config.get("list_endpoint") and self.config.get("admin_delete", True)
