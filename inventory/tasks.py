@@ -48,13 +48,20 @@ def deliver_outbox_batch(client_ids: list[int]) -> dict:
         return {}
 
 
+def even_batches(items: list, size: int) -> list[list]:
+    """``items`` in as few batches of at most ``size`` as possible, of (nearly) equal length: 120 items at
+    size 100 make 60 + 60, not 100 + 20, so the workers sharing them finish together."""
+    count = -(-len(items) // size)  # ceiling
+    bounds = [round(i * len(items) / count) for i in range(count + 1)] if count else [0]
+    return [items[bounds[i]:bounds[i + 1]] for i in range(count)]
+
+
 @shared_task(name="inventory.tasks.requeue_outbox", ignore_result=True, soft_time_limit=30, time_limit=45)
 def requeue_outbox(limit: int = 10_000) -> int:
     """Enqueue delivery of every client with a due, unleased entry, in batches. Idempotent."""
     client_ids = delivery.due_client_ids(limit=limit)
-    size = settings.REGISTRAR_OUTBOX_BATCH_SIZE
-    for start in range(0, len(client_ids), size):
-        deliver_outbox_batch.delay(client_ids[start:start + size])
+    for batch in even_batches(client_ids, settings.REGISTRAR_OUTBOX_BATCH_SIZE):
+        deliver_outbox_batch.delay(batch)
     if client_ids:
         logger.info("event=outbox_requeued clients=%s", len(client_ids))
     return len(client_ids)

@@ -520,6 +520,31 @@ def test_requeue_enqueues_each_client_with_due_work_once(real_idp, person, monke
     assert sent == [[a.pk], [a.pk]]
 
 
+def test_requeue_splits_the_due_clients_into_even_batches(real_idp, person, monkeypatch, settings):  # noqa: F811
+    from inventory import tasks
+
+    settings.REGISTRAR_OUTBOX_BATCH_SIZE = 4
+    sent: list[list[int]] = []
+    monkeypatch.setattr(tasks.deliver_outbox_batch, "delay", sent.append)
+    clients = [register_agent(idp=real_idp, owner=person, name=f"even-{n}") for n in range(10)]
+
+    assert tasks.requeue_outbox() == 10
+    assert [len(batch) for batch in sent] == [3, 4, 3]  # not 4 + 4 + 2
+    assert sorted(pk for batch in sent for pk in batch) == sorted(c.pk for c in clients)
+
+
+@pytest.mark.parametrize(("count", "size", "lengths"), [
+    (0, 100, []), (1, 100, [1]), (100, 100, [100]), (101, 100, [50, 51]), (120, 100, [60, 60]),
+    (250, 100, [83, 84, 83]), (7, 1, [1] * 7),
+])  # fmt: skip
+def test_even_batches(count, size, lengths):
+    from inventory.tasks import even_batches
+
+    batches = even_batches(list(range(count)), size)
+    assert [len(b) for b in batches] == lengths
+    assert [x for b in batches for x in b] == list(range(count))  # every item once, in order
+
+
 def test_outbox_retry_revives_a_dead_entry(real_idp, person, admin_user, monkeypatch):  # noqa: F811
     client = register_agent(idp=real_idp, owner=person)
     OutboxEntry.objects.filter(client=client).update(status=OutboxStatus.DEAD, attempts=8, last_error="x")
