@@ -144,8 +144,9 @@ else:
 if DATABASE_URL:
     # Persistent connections: Celery closes a connection after each task unless it may be reused, and a
     # new PostgreSQL connection per outbox delivery costs more than the delivery itself.
-    DATABASES["default"].setdefault("CONN_MAX_AGE", env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0))
-    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", env_bool("DATABASE_CONN_HEALTH_CHECKS", True))
+    # Assigned, not setdefault: parse_database_url already filled both with its defaults.
+    DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("DATABASE_CONN_HEALTH_CHECKS", True)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if REDIS_URL:

@@ -69,3 +69,22 @@ def test_production_requires_secret_and_encryption_key():
     good = prod | {"SECRET_KEY": "x" * 50, "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY="}
     result = _import_settings(good)
     assert result.returncode == 0, result.stderr
+
+
+def test_database_connection_settings_come_from_the_environment():
+    snippet = (
+        "import django; django.setup(); from django.conf import settings; "
+        "d = settings.DATABASES['default']; print(d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'])"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "DEBUG", "SECRET_KEY", "REDIS"))}
+    base = clean | {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true",
+                    "DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar"}  # fmt: skip
+
+    def run(**env: str) -> str:
+        result = subprocess.run([sys.executable, "-c", snippet], env=base | env, cwd=ROOT, capture_output=True,
+                                text=True, timeout=60)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return result.stdout.strip()
+
+    assert run() == "60 True"
+    assert run(DATABASE_CONN_MAX_AGE="5", DATABASE_CONN_HEALTH_CHECKS="false") == "5 False"
