@@ -102,7 +102,7 @@ class TrustedIssuer(models.Model):
 class RegistrationRequest(models.Model):
     """What an agent asked for, the verdict the policy gave, and where it went from there."""
 
-    public_id = models.CharField(_("registration id"), max_length=40, unique=True)
+    public_id = models.CharField(_("registration id"), max_length=40)  # unique: see Meta.constraints
     kind = models.CharField(_("kind"), max_length=16, choices=RequestKind.choices, default=RequestKind.REGISTRATION)
     state = models.CharField(_("state"), max_length=16, choices=RequestState.choices, default=RequestState.PENDING)
     via = models.CharField(_("requested via"), max_length=24, choices=CreatedVia.choices)
@@ -118,12 +118,13 @@ class RegistrationRequest(models.Model):
     internal_only = models.BooleanField(_("internal only"), default=False)
     idp = models.ForeignKey("inventory.IdPConnection", verbose_name=_("target IdP"), null=True, blank=True,
                             on_delete=models.PROTECT, related_name="+")
+    # owner and token: indexed by request_owner_state_idx / request_token_idx (no second single-column index)
     owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
-                              on_delete=models.PROTECT, related_name="registration_requests")
+                              on_delete=models.PROTECT, related_name="registration_requests", db_index=False)
     team = models.ForeignKey("inventory.Team", verbose_name=_("team"), null=True, blank=True,
                              on_delete=models.SET_NULL, related_name="+")
     token = models.ForeignKey(InitialAccessToken, verbose_name=_("initial access token"), null=True, blank=True,
-                              on_delete=models.PROTECT, related_name="requests")
+                              on_delete=models.PROTECT, related_name="requests", db_index=False)
     issuer = models.ForeignKey(TrustedIssuer, verbose_name=_("software statement issuer"), null=True, blank=True,
                                on_delete=models.PROTECT, related_name="requests")
     statement_subject = models.CharField(_("software statement subject"), max_length=512, blank=True)
@@ -132,7 +133,7 @@ class RegistrationRequest(models.Model):
     client = models.ForeignKey("inventory.Client", verbose_name=_("client"), null=True, blank=True,
                                on_delete=models.SET_NULL, related_name="requests")
     registration_access_token_hash = models.CharField(_("registration access token hash"), max_length=64,
-                                                      null=True, blank=True, unique=True)
+                                                      null=True, blank=True)  # unique: see Meta.constraints
     policy_version = models.PositiveIntegerField(_("policy version"), null=True, blank=True)
     risk_tier = models.CharField(_("risk tier"), max_length=8, blank=True,
                                  choices=[*RiskTier.choices, ("refused", _("Refused"))])
@@ -158,8 +159,12 @@ class RegistrationRequest(models.Model):
             models.Index(tier_rank().desc(), models.F("created_at"), models.F("id"),
                          condition=Q(state="pending"), name="request_queue_order_idx"),
         ]
+        # Unique constraints rather than unique=True: on PostgreSQL a unique CharField also gets a second,
+        # varchar_pattern_ops index for LIKE, which nothing here uses and every registration would maintain.
         constraints = [
             models.CheckConstraint(condition=Q(state__in=RequestState.values), name="request_state_valid"),
+            models.UniqueConstraint(fields=["public_id"], name="request_public_id_unique"),
+            models.UniqueConstraint(fields=["registration_access_token_hash"], name="request_rat_hash_unique"),
         ]
 
     def __str__(self) -> str:

@@ -74,7 +74,7 @@ class AuditEvent(models.Model):
     actor_type = models.CharField(_("actor type"), max_length=16, choices=ActorType.choices)
     actor_id = models.CharField(_("actor id"), max_length=64, blank=True)
     actor_label = models.CharField(_("actor"), max_length=255, blank=True)
-    action = models.CharField(_("action"), max_length=64, db_index=True)
+    action = models.CharField(_("action"), max_length=64)  # indexed: see Meta.indexes
     object_type = models.CharField(_("object type"), max_length=64)
     object_id = models.CharField(_("object id"), max_length=64)
     before = models.JSONField(_("before"), null=True, blank=True)
@@ -83,12 +83,18 @@ class AuditEvent(models.Model):
     policy_version = models.PositiveIntegerField(_("policy version"), null=True, blank=True)
     request_id = models.CharField(_("request id"), max_length=64, blank=True)
     prev_hash = models.CharField(_("previous hash"), max_length=64)
-    hash = models.CharField(_("hash"), max_length=64, unique=True)
+    hash = models.CharField(_("hash"), max_length=64)  # unique: see Meta.constraints
 
     class Meta:
         verbose_name = _("audit event")
         ordering = ["id"]
-        indexes = [models.Index(fields=["object_type", "object_id", "id"], name="audit_object_idx")]
+        # Plain indexes and a unique constraint rather than db_index/unique=True: on PostgreSQL those also
+        # build varchar_pattern_ops (LIKE) indexes that nothing uses and every appended event would maintain.
+        indexes = [
+            models.Index(fields=["object_type", "object_id", "id"], name="audit_object_idx"),
+            models.Index(fields=["action"], name="audit_action_idx"),
+        ]
+        constraints = [models.UniqueConstraint(fields=["hash"], name="audit_hash_unique")]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.action} {self.object_type}:{self.object_id}"
