@@ -2,7 +2,7 @@
 
 Run from the repository root (PostgreSQL and Redis on localhost, Node.js for the IdP)::
 
-    python bench/provision.py [--clients 1000] [--workers 2] [--concurrency 1]
+    python bench/provision.py [--clients 1000] [--workers 2] [--concurrency 1] [--idp-latency-ms 0]
 
 Measures, in the same run and against the same real IdP (tests/idp/server.mjs, started fresh):
 
@@ -15,6 +15,8 @@ Measures, in the same run and against the same real IdP (tests/idp/server.mjs, s
   the encrypted registration token, activate the client, audit).
 
 Prints clients/s for both and their ratio (goal >= 0.7) and appends a line to bench/RESULTS.md.
+``--idp-latency-ms N`` puts a delaying proxy between everyone and the IdP (a real IdP is a network hop away):
+there the workers' in-flight calls (``REGISTRAR_OUTBOX_PARALLEL_CALLS``) decide the rate.
 Uses its own database (``REGISTRAR_BENCH_DATABASE_URL``, default ``registrar_bench_provision``; dropped and
 recreated) and Redis db 10.
 """
@@ -74,21 +76,81 @@ def setup_django() -> None:
     call_command("migrate", verbosity=0)
 
 
-def baseline(idp, agent, count: int, warmup: int = WARMUP_CLIENTS) -> float:
+class LatencyProxy:
+    """A loopback TCP proxy that delivers every byte from the client to the IdP ``latency_ms`` after it
+    arrived (answers come straight back): the IdP as if it were a network hop away, for ``--idp-latency-ms``.
+    Order and pipelining are kept: each chunk is forwarded at its own arrival time + latency."""
+
+    def __init__(self, target_port: int, latency_ms: float) -> None:
+        self.target_port = target_port
+        self.delay = latency_ms / 1000
+        self.port = 0
+
+    def start(self) -> LatencyProxy:
+        import asyncio
+        import threading
+
+        ready = threading.Event()
+
+        async def pump_delayed(reader, writer) -> None:
+            loop = asyncio.get_running_loop()
+            queue: asyncio.Queue = asyncio.Queue()
+
+            async def forward() -> None:
+                while (item := await queue.get()) is not None:
+                    due, data = item
+                    await asyncio.sleep(max(0.0, due - loop.time()))
+                    writer.write(data)
+                    await writer.drain()
+                writer.close()
+
+            forwarder = asyncio.create_task(forward())
+            while data := await reader.read(65536):
+                queue.put_nowait((loop.time() + self.delay, data))
+            queue.put_nowait(None)
+            await forwarder
+
+        async def pump(reader, writer) -> None:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+            writer.close()
+
+        async def handle(client_reader, client_writer) -> None:
+            server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            await asyncio.gather(pump_delayed(client_reader, server_writer), pump(server_reader, client_writer),
+                                 return_exceptions=True)  # fmt: skip
+
+        async def serve() -> None:
+            server = await asyncio.start_server(handle, "127.0.0.1", 0)
+            self.port = server.sockets[0].getsockname()[1]
+            ready.set()
+            async with server:
+                await server.serve_forever()
+
+        threading.Thread(target=lambda: asyncio.run(serve()), daemon=True, name="latency-proxy").start()
+        ready.wait(10)
+        return self
+
+    def url(self, url: str) -> str:
+        """``url`` of the IdP, routed through the proxy."""
+        return url.replace(f":{self.target_port}/", f":{self.port}/", 1)
+
+
+def baseline(endpoint: str, token: str, agent, count: int, warmup: int = WARMUP_CLIENTS) -> float:
     import httpx
 
     body = {
         "grant_types": ["client_credentials"], "response_types": [], "redirect_uris": [],
         "token_endpoint_auth_method": "private_key_jwt", "jwks": agent.jwks, "scope": "tickets:read",
     }
-    headers = {"Authorization": f"Bearer {idp.initial_access_token}"}
+    headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(timeout=10) as http:
         for n in range(warmup):  # unmeasured: connection, V8's JIT, the client's first-call costs
-            http.post(idp.registration_endpoint, json={**body, "client_name": f"warmup-{n}"}, headers=headers)
+            http.post(endpoint, json={**body, "client_name": f"warmup-{n}"}, headers=headers)
         started = time.perf_counter()
         for n in range(count):
-            response = http.post(idp.registration_endpoint, json={**body, "client_name": f"baseline-{n}"},
-                                 headers=headers)
+            response = http.post(endpoint, json={**body, "client_name": f"baseline-{n}"}, headers=headers)
             response.raise_for_status()
         elapsed = time.perf_counter() - started
     return count / elapsed
@@ -99,6 +161,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=1, help="pool processes per worker")
+    parser.add_argument("--idp-latency-ms", type=float, default=0.0,
+                        help="put the IdP this far away (a delaying proxy) for the baseline and the workers alike")
     args = parser.parse_args()
 
     recreate_database(BENCH_DB)
@@ -127,7 +191,13 @@ def main() -> None:
     agent = Agent()
     workers: list[CeleryWorker] = []
     with IdPProcess() as idp_process:
+        endpoint = idp_process.registration_endpoint
         idp = connection_for(idp_process, name="bench-idp")
+        if args.idp_latency_ms:
+            proxy = LatencyProxy(urlparse(endpoint).port, args.idp_latency_ms).start()
+            endpoint = proxy.url(endpoint)
+            idp.config = {**idp.config, "registration_endpoint": endpoint}
+            idp.save(update_fields=["config"])
         owner = User.objects.create(username="bench-owner")
         later = timezone.now() + timedelta(days=1)
         # Write the approved clients with their outbox entries, not yet due, without nudging workers; the
@@ -143,7 +213,7 @@ def main() -> None:
         broker.flushdb()  # drop the nudges: the timed run starts from one requeue
         warmup_ids = list(OutboxEntry.objects.order_by("id").values_list("id", flat=True)[:WARMUP_CLIENTS])
 
-        base_before = baseline(idp_process, agent, args.clients)
+        base_before = baseline(endpoint, idp_process.initial_access_token, agent, args.clients)
 
         # Production settings in the workers (DEBUG off: no per-query recording; REGISTRAR_OUTBOX_PARALLEL_CALLS
         # as configured, default 4); the demo-only dev key is fine.
@@ -171,7 +241,7 @@ def main() -> None:
 
         # The baseline again after the workers, against the same IdP (now holding both runs' clients): the
         # mean of the two is less at the mercy of a noisy moment than either alone.
-        base_after = baseline(idp_process, agent, args.clients)
+        base_after = baseline(endpoint, idp_process.initial_access_token, agent, args.clients)
         base_rate = (base_before + base_after) / 2
         active = Client.objects.filter(state=ClientState.ACTIVE, idp_client_id__isnull=False).count() - WARMUP_CLIENTS
         dead = OutboxEntry.objects.filter(status=OutboxStatus.DEAD).count()
@@ -179,9 +249,11 @@ def main() -> None:
     rate = args.clients / elapsed
     ratio = rate / base_rate
     verdict = "OK" if ratio >= GOAL else "below goal"
+    parallel = os.environ.get("REGISTRAR_OUTBOX_PARALLEL_CALLS", "4")
+    latency = f", IdP {args.idp_latency_ms:g} ms away, {parallel} calls in flight" if args.idp_latency_ms else ""
     line = (
         f"- {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC provision: {args.clients} clients by "
-        f"{args.workers} worker(s) x{args.concurrency} in {elapsed:.2f} s = {rate:.0f} clients/s; IdP sequential "
+        f"{args.workers} worker(s) x{args.concurrency}{latency} in {elapsed:.2f} s = {rate:.0f} clients/s; IdP sequential "
         f"registration loop {base_rate:.0f} clients/s (before {base_before:.0f}, after {base_after:.0f}); ratio {ratio:.2f} (goal >= {GOAL}) {verdict}; "
         f"{active} active, {dead} dead; Python {platform.python_version()}\n"
     )
