@@ -448,8 +448,10 @@ def deliver_outbox_batch(
     """Deliver the due outbox heads of many clients; what ``requeue_outbox`` hands to workers.
 
     Heads are leased in chunks (one UPDATE per ``CLAIM_CHUNK``) and each is pushed exactly as
-    :func:`deliver_client_outbox` would, if its lease still has room for the call (:func:`_lease_has_room`). The common case — a CREATE that succeeded for a client still in ``provisioning`` — is then
-    recorded for many clients in one transaction (IdP fields in one UPDATE, entries in one UPDATE, one
+    :func:`deliver_client_outbox` would, if its lease still has room for the call (:func:`_lease_has_room`),
+    with up to ``REGISTRAR_OUTBOX_PARALLEL_CALLS`` calls in flight on a thread pool (:class:`_CallPool`);
+    this thread records every outcome, in order. The common case — a CREATE that succeeded for a client
+    still in ``provisioning`` — is recorded for many clients in one transaction (IdP fields in one UPDATE, entries in one UPDATE, one
     set-based activation with one chained audit insert) instead of one transaction each. Results are
     flushed before their leases could run out. Anything else is recorded by the single-entry path, and
     clients with more entries queued behind the head are finished with :func:`deliver_client_outbox`.
