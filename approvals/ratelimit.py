@@ -141,8 +141,3 @@ def check(*limits: tuple[str, str, str]) -> Limited | None:
             retry_after = max(1, math.ceil((window + 1) * parsed.seconds - now))
             return Limited(scope=scope, retry_after=retry_after)
     return None
-
-
-def hit(scope: str, ident: str, rate: str) -> Limited | None:
-    """Count one request for ``ident`` under ``scope``; return Limited if it is over ``rate``."""
-    return check((scope, ident, rate))

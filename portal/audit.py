@@ -189,8 +189,8 @@ def audit_record_many(events: list[dict]) -> list[AuditEvent]:
     if not events:
         return []
     with transaction.atomic(savepoint=False):
-        head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
-        prev_hash, next_id = head.last_hash, head.last_event_id + 1
+        last_event_id, prev_hash = _lock_head(transaction.get_connection())
+        next_id = last_event_id + 1
         now = timezone.now()
         rows = []
         for spec in events:

@@ -158,7 +158,7 @@ def register(request: HttpRequest) -> HttpResponse:
     if requester.statement is not None:
         # A statement is its own credential: limit per workload (issuer rule + subject), like a token.
         ident = f"statement:{requester.statement.issuer.pk}:{requester.statement.subject}"
-        limited = ratelimit.hit("token", ident, settings.REGISTRAR_REGISTER_RATE_PER_TOKEN)
+        limited = ratelimit.check(("token", ident, settings.REGISTRAR_REGISTER_RATE_PER_TOKEN))
         if limited:
             return _limited(limited)
     try:
