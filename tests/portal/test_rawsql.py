@@ -122,3 +122,20 @@ def test_token_use_is_conditional():
                             expires_at=now - timedelta(seconds=1))  # fmt: skip
     assert _token_use(expired.pk, now) is False
     assert InitialAccessToken.objects.get(pk=expired.pk).uses == 0
+
+
+def test_hot_statements_are_prepared_on_the_server_after_a_few_runs():
+    """DATABASE_PREPARED_STATEMENTS (on by default): the intake's token lookup is planned once per connection,
+    not on every registration (planning it cost PostgreSQL more CPU than running it)."""
+    token = TokenFactory(owner=UserFactory())
+    lookup_sql = _token_with_owner.sql(connection)
+
+    def prepared() -> list[str]:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT statement FROM pg_prepared_statements")
+            return [row[0] for row in cursor.fetchall()]
+
+    assert not [s for s in prepared() if "token_hash" in s]
+    for _ in range(6):  # psycopg prepares a statement on its 5th run on a connection
+        assert _token_with_owner(token.token_hash).pk == token.pk
+    assert [s for s in prepared() if "token_hash" in s and "FROM" in s], lookup_sql[:80]

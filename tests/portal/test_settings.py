@@ -74,7 +74,8 @@ def test_production_requires_secret_and_encryption_key():
 def test_database_connection_settings_come_from_the_environment():
     snippet = (
         "import django; django.setup(); from django.conf import settings; "
-        "d = settings.DATABASES['default']; print(d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'])"
+        "d = settings.DATABASES['default']; o = d.get('OPTIONS', {}); "
+        "print(d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'], o.get('server_side_binding'), o.get('prepare_threshold'))"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "DEBUG", "SECRET_KEY", "REDIS"))}
     base = clean | {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true",
@@ -86,5 +87,6 @@ def test_database_connection_settings_come_from_the_environment():
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
-    assert run() == "60 True"
-    assert run(DATABASE_CONN_MAX_AGE="5", DATABASE_CONN_HEALTH_CHECKS="false") == "5 False"
+    assert run() == "60 True True 5"
+    assert run(DATABASE_CONN_MAX_AGE="5", DATABASE_CONN_HEALTH_CHECKS="false") == "5 False True 5"
+    assert run(DATABASE_PREPARED_STATEMENTS="false") == "60 True None None"  # behind an old PgBouncer
