@@ -67,8 +67,9 @@ from inventory.lifecycle import LifecycleError, client_snapshot, client_transiti
 from inventory.models import Client, IdPConnection, ScopeDefinition
 from inventory.outbox import outbox_enqueue
 from inventory.services import new_registration_id
-from portal.audit import Actor, audit_record
+from portal.audit import Actor, audit_append, audit_event, audit_record, chained, chained_insert
 from portal.crypto import hash_token, new_token
+from portal.models import AuditEvent
 from portal.rawsql import InsertStatement, ModelColumns, fetch_one
 
 logger = logging.getLogger(__name__)
@@ -444,7 +445,6 @@ def _audit_after(requester: Requester, request: RegistrationRequest, verdict: Ve
 _REQUEST_INSERT = InsertStatement(RegistrationRequest)
 
 
-@transaction.atomic
 def _record_refusal(
     *,
     requester: Requester,
@@ -491,8 +491,7 @@ def _record_refusal(
         decision_reason="refused by policy" if verdict else "refused: invalid client metadata",
         **_request_fields(requester, now, source_ip),
     )
-    _REQUEST_INSERT.insert(request)
-    audit_record(
+    event = audit_event(
         actor=requester.actor,
         action="registration.refused",
         object_type="registration_request",
@@ -501,6 +500,7 @@ def _record_refusal(
         reason="; ".join(r["message"] for r in reasons)[:2000],
         policy_version=config.version,
     )
+    _insert_with_event(request, event, token_id=None, now=now)
     return request
 
 
@@ -535,18 +535,54 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
     return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now, source_ip=source_ip)
 
 
-def _token_use(token_id: int, now) -> bool:
-    """Consume one use of a live token; False if it ran out (or was revoked or expired) meanwhile."""
-    connection = transaction.get_connection()
+def _token_use_sql(connection) -> str:
+    """Consume one use of a live token (params: now, token id, now): conditional, so max_uses holds under any
+    concurrency; no row changed means it ran out (or was revoked or expired) meanwhile."""
     qn = connection.ops.quote_name
-    sql = (f"UPDATE {qn(InitialAccessToken._meta.db_table)} SET uses = uses + 1, last_used_at = %s "  # noqa: S608
-           "WHERE id = %s AND uses < max_uses AND revoked_at IS NULL AND expires_at > %s")  # fmt: skip
+    return (f"UPDATE {qn(InitialAccessToken._meta.db_table)} SET uses = uses + 1, last_used_at = %s "  # noqa: S608
+            "WHERE id = %s AND uses < max_uses AND revoked_at IS NULL AND expires_at > %s")  # fmt: skip
+
+
+def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token_id: int | None, now) -> bool:
+    """Write ``request`` and its audit ``event``, consuming one use of token ``token_id`` if given; False (and
+    nothing written) when the token ran out meanwhile. This is the one place a use is consumed.
+
+    On PostgreSQL it is one statement (token UPDATE, request INSERT and the chain append as data-modifying
+    CTEs, :func:`portal.audit.chained_insert`): every agent of a fleet shares one token and every registration
+    the chain head, and their row locks are then held for one statement and its commit, never across a round
+    trip to Python. Elsewhere the same steps run in a transaction.
+    """
+    connection = transaction.get_connection()
+    if connection.vendor != "postgresql":
+        with transaction.atomic():
+            _REQUEST_INSERT.insert(request)
+            if token_id is not None:
+                with connection.cursor() as cursor:
+                    cursor.execute(_token_use_sql(connection), [now, token_id, now])
+                    if cursor.rowcount != 1:
+                        transaction.set_rollback(True)
+                        return False
+            audit_append(event)
+        return True
+    ctes = []
+    if token_id is not None:
+        ctes.append(("tok", _token_use_sql(connection) + " RETURNING id", [now, token_id, now]))
+    insert, params = _REQUEST_INSERT.from_select(request, connection, expressions={}, source="tok" if ctes else "")
+    ctes.append(("req", f"{insert} RETURNING id", params))
+    sql, params = chained_insert(connection, event, ctes=ctes, when="EXISTS (SELECT 1 FROM req)",
+                                 returning=["(SELECT id FROM req)"])  # fmt: skip
     with connection.cursor() as cursor:
-        cursor.execute(sql, [now, token_id, now])
-        return cursor.rowcount == 1
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return False
+    chained(event, row, using=connection.alias)
+    request.pk = row[3]
+    request._state.adding = False
+    request._state.db = connection.alias
+    return True
 
 
-@transaction.atomic
 def _record_accepted(
     *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None
 ) -> Submission:
@@ -579,27 +615,26 @@ def _record_accepted(
         decision_reason=f"auto-approved by policy v{verdict.policy_version}" if auto else "",
         **_request_fields(requester, now, source_ip),
     )
+    token_id = requester.token.pk if requester.token is not None else None
     client = None
-    if auto:
-        client = request_client_create(request=request, idp=idp, actor=requester.actor,
-                                       reason=f"auto-approved by policy v{verdict.policy_version}", now=now)
-        request.client = client
-    _REQUEST_INSERT.insert(request)
-    token = requester.token
-    # The one place a use is consumed: conditional, so max_uses holds under any concurrency. Done after the
-    # inserts so the token's row lock is held as briefly as possible (every agent of a fleet shares one token);
-    # a lost race rolls the inserts back.
-    if token is not None and not _token_use(token.pk, now):
-        raise Unauthorized("the initial access token has been used up")
-    audit_record(
-        actor=requester.actor,
-        action="registration.accepted" if auto else "registration.pending",
-        object_type="registration_request",
-        object_id=registration_id,
-        after=_audit_after(requester, request, verdict),
-        reason=verdict.error_description[:2000],
-        policy_version=verdict.policy_version,
-    )
+    # A pending request is one statement (_insert_with_event); an auto-approved one also creates its client,
+    # in the same transaction. A token that ran out meanwhile leaves nothing behind either way.
+    with transaction.atomic() if auto else contextlib.nullcontext():
+        if auto:
+            client = request_client_create(request=request, idp=idp, actor=requester.actor,
+                                           reason=f"auto-approved by policy v{verdict.policy_version}", now=now)
+            request.client = client
+        event = audit_event(
+            actor=requester.actor,
+            action="registration.accepted" if auto else "registration.pending",
+            object_type="registration_request",
+            object_id=registration_id,
+            after=_audit_after(requester, request, verdict),
+            reason=verdict.error_description[:2000],
+            policy_version=verdict.policy_version,
+        )
+        if not _insert_with_event(request, event, token_id=token_id, now=now):
+            raise Unauthorized("the initial access token has been used up")
     return Submission(request=request, verdict=verdict, client=client, registration_access_token=plaintext)
 
 

@@ -1,9 +1,11 @@
 """The audit chain: append events, verify the chain.
 
-Appends are serialised by locking the single ``AuditHead`` row (``SELECT … FOR UPDATE`` on
-PostgreSQL; SQLite serialises writers itself), so concurrent writers can never fork the chain.
-Call :func:`audit_record` inside the transaction of the change it describes: if the change rolls
-back, so does its event.
+Each event's ``hash`` is the SHA-256 of its canonical JSON, which includes its id and the previous event's
+hash. Appends are serialised by the single ``AuditHead`` row: on PostgreSQL one statement moves the head
+(its row lock) and inserts the event, with the hash computed by the database from the same canonical bytes
+(:func:`chained_insert`); SQLite serialises writers itself. Concurrent writers can never fork the chain.
+Call :func:`audit_record` inside the transaction of the change it describes: if the change rolls back, so
+does its event.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,21 +84,34 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+def _dumps(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def canonical_parts(event: AuditEvent) -> tuple[bytes, bytes, bytes]:
+    """The canonical payload split around its two chain fields: ``a + id + b + prev_hash + c``.
+
+    The payload is the event's JSON with sorted keys and compact separators; ``id`` (a number) and ``prev_hash``
+    (a hex string) are spliced in, so PostgreSQL can hash an event whose id and previous hash it assigns under
+    the head's lock (:func:`chained_insert`) byte for byte as :func:`compute_hash` does.
+    """
+    a = (
+        f'{{"action":{_dumps(event.action)},'
+        f'"actor":{_dumps([event.actor_type, event.actor_id, event.actor_label])},'
+        f'"after":{_dumps(event.after)},"before":{_dumps(event.before)},"id":'
+    )
+    occurred = event.occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    b = (
+        f',"object":{_dumps([event.object_type, event.object_id])},"occurred_at":{_dumps(occurred)},'
+        f'"policy_version":{_dumps(event.policy_version)},"prev_hash":"'
+    )
+    c = f'","reason":{_dumps(event.reason)},"request_id":{_dumps(event.request_id)}}}'
+    return a.encode(), b.encode(), c.encode()
+
+
 def canonical_payload(event: AuditEvent) -> bytes:
-    payload = {
-        "id": event.id,
-        "occurred_at": event.occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds"),
-        "actor": [event.actor_type, event.actor_id, event.actor_label],
-        "action": event.action,
-        "object": [event.object_type, event.object_id],
-        "before": event.before,
-        "after": event.after,
-        "reason": event.reason,
-        "policy_version": event.policy_version,
-        "request_id": event.request_id,
-        "prev_hash": event.prev_hash,
-    }
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    a, b, c = canonical_parts(event)
+    return b"".join((a, str(event.id).encode(), b, event.prev_hash.encode(), c))
 
 
 def compute_hash(event: AuditEvent) -> str:
@@ -108,6 +123,35 @@ def _normalise(value: Any) -> Any:
     if value is None:
         return None
     return json.loads(json.dumps(censor(value), default=_json_default))
+
+
+def audit_event(
+    *,
+    actor: Actor,
+    action: str,
+    object_type: str,
+    object_id: Any,
+    before: Mapping | None = None,
+    after: Mapping | None = None,
+    reason: str = "",
+    policy_version: int | None = None,
+    request_id: str | None = None,
+) -> AuditEvent:
+    """A new event, not yet on the chain (no id, ``prev_hash`` or ``hash``): see :func:`audit_record`."""
+    return AuditEvent(
+        occurred_at=timezone.now(),
+        actor_type=actor.type,
+        actor_id=actor.id,
+        actor_label=actor.label[:255],
+        action=action,
+        object_type=object_type,
+        object_id=str(object_id),
+        before=_normalise(before),
+        after=_normalise(after),
+        reason=reason or "",
+        policy_version=policy_version,
+        request_id=(request_id if request_id is not None else current_request_id())[:64],
+    )
 
 
 def audit_record(
@@ -122,39 +166,92 @@ def audit_record(
     policy_version: int | None = None,
     request_id: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain (inside the caller's transaction).
+    """Append one event to the chain (inside the caller's transaction, if there is one).
 
-    ``savepoint=False``: when called inside a transaction (the usual case) the event simply joins it,
-    saving two round trips while the chain head is locked — the lock is the throughput ceiling. For the
-    same reason the append is two statements: lock the head, then insert the event and move the head.
+    On PostgreSQL the append is a single statement (:func:`chained_insert`): the head's row lock is held
+    for that statement and the commit, never across a round trip to Python. Elsewhere the head is locked,
+    the hash computed here and the event inserted.
     """
+    return audit_append(audit_event(
+        actor=actor, action=action, object_type=object_type, object_id=object_id, before=before, after=after,
+        reason=reason, policy_version=policy_version, request_id=request_id,
+    ))  # fmt: skip
+
+
+def audit_append(event: AuditEvent) -> AuditEvent:
+    """Append ``event`` (from :func:`audit_event`) to the chain: see :func:`audit_record`."""
+    connection = transaction.get_connection()
+    if connection.vendor == "postgresql":
+        sql, params = chained_insert(connection, event)
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            chained(event, cursor.fetchone(), using=connection.alias)
+        return event
     with transaction.atomic(savepoint=False):
-        connection = transaction.get_connection()
         last_event_id, last_hash = _lock_head(connection)
-        event = AuditEvent(
-            id=last_event_id + 1,
-            occurred_at=timezone.now(),
-            actor_type=actor.type,
-            actor_id=actor.id,
-            actor_label=actor.label[:255],
-            action=action,
-            object_type=object_type,
-            object_id=str(object_id),
-            before=_normalise(before),
-            after=_normalise(after),
-            reason=reason or "",
-            policy_version=policy_version,
-            request_id=(request_id if request_id is not None else current_request_id())[:64],
-            prev_hash=last_hash,
-        )
+        event.id = last_event_id + 1
+        event.prev_hash = last_hash
         event.hash = compute_hash(event)
-        _append(connection, event)
+        _EVENT_INSERT.insert(event, using=connection.alias)
+        AuditHead.objects.using(connection.alias).filter(id=1).update(
+            last_event_id=event.id, last_hash=event.hash, prev_hash=event.prev_hash
+        )
     return event
 
 
-# The single-event append runs on every registration, hundreds of times a second, while the chain head is
-# locked: its two statements are written out once (portal.rawsql) rather than compiled by the ORM per call.
+# The single-event append runs on every registration, hundreds of times a second: its statement is written
+# out once (portal.rawsql) rather than compiled by the ORM per call.
 _EVENT_INSERT = InsertStatement(AuditEvent)
+_CHAIN_COLUMNS = {"id": "head.last_event_id", "prev_hash": "head.prev_hash", "hash": "head.last_hash"}
+
+
+def chained_insert(
+    connection,
+    event: AuditEvent,
+    *,
+    ctes: Sequence[tuple[str, str, Sequence[Any]]] = (),
+    when: str = "",
+    returning: Sequence[str] = (),
+) -> tuple[str, list[Any]]:
+    """PostgreSQL: one statement that appends ``event`` to the chain; (sql, params).
+
+    The database moves the head (creating it on first use, ``ON CONFLICT``), assigns the event its id and
+    previous hash, and hashes :func:`canonical_parts` with them spliced in: the same bytes, so the same hash,
+    as :func:`compute_hash`. ``ctes`` — (name, sql, params) — run first in the same statement (the change the
+    event describes), and the event is appended only if the SQL condition ``when`` holds (e.g. ``EXISTS
+    (SELECT 1 FROM req)``). It returns ``id, prev_hash, hash`` (see :func:`chained`) then ``returning``, or no
+    row when ``when`` did not hold.
+    """
+    qn = connection.ops.quote_name
+    a, b, c = canonical_parts(event)
+
+    def digest(event_id: str, prev: str) -> str:
+        return (f"encode(sha256(%s::bytea || convert_to(({event_id})::text, 'UTF8') || %s::bytea"
+                f" || convert_to({prev}, 'UTF8') || %s::bytea), 'hex')")  # fmt: skip
+
+    head_table = qn(AuditHead._meta.db_table)
+    head = (
+        f"INSERT INTO {head_table} AS h (id, last_event_id, prev_hash, last_hash)"  # noqa: S608
+        f" SELECT 1, 1, %s, {digest('1', '%s')}{f' WHERE {when}' if when else ''}"
+        " ON CONFLICT (id) DO UPDATE SET last_event_id = h.last_event_id + 1, prev_hash = h.last_hash,"
+        f" last_hash = {digest('h.last_event_id + 1', 'h.last_hash')}"
+        " RETURNING last_event_id, prev_hash, last_hash"
+    )
+    head_params = [GENESIS_HASH, a, b, GENESIS_HASH, c, a, b, c]
+    insert, insert_params = _EVENT_INSERT.from_select(event, connection, expressions=_CHAIN_COLUMNS, source="head")
+    extra = "".join(f", {r}" for r in returning)
+    with_ = ", ".join(f"{name} AS ({sql})" for name, sql, _ in ctes)
+    sql = f"WITH {with_ + ', ' if with_ else ''}head AS ({head}) {insert} RETURNING id, prev_hash, hash{extra}"
+    params = [p for _, _, cte_params in ctes for p in cte_params]
+    return sql, [*params, *head_params, *insert_params]
+
+
+def chained(event: AuditEvent, row: Sequence[Any], *, using: str) -> AuditEvent:
+    """Set what :func:`chained_insert` returned (id, prev_hash, hash) on ``event``, now saved in ``using``."""
+    event.id, event.prev_hash, event.hash = row[0], row[1], row[2]
+    event._state.adding = False
+    event._state.db = using
+    return event
 
 
 def _lock_head(connection) -> tuple[int, str]:
@@ -169,19 +266,6 @@ def _lock_head(connection) -> tuple[int, str]:
         head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
         return head.last_event_id, head.last_hash
     return row[0], row[1]
-
-
-def _append(connection, event: AuditEvent) -> None:
-    """Insert ``event`` and move the head to it: one statement on PostgreSQL (a data-modifying CTE)."""
-    head = f"UPDATE {connection.ops.quote_name(AuditHead._meta.db_table)} SET last_event_id = %s, last_hash = %s WHERE id = 1"  # noqa: S608
-    insert = _EVENT_INSERT.sql(connection)
-    params = _EVENT_INSERT.params(event, connection)
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(f"WITH appended AS ({insert}) {head}", [*params, event.id, event.hash])
-        else:
-            cursor.execute(insert, params)
-            cursor.execute(head, [event.id, event.hash])
 
 
 def audit_record_many(events: list[dict]) -> list[AuditEvent]:
@@ -216,7 +300,9 @@ def audit_record_many(events: list[dict]) -> list[AuditEvent]:
             next_id += 1
             rows.append(event)
         _insert_events(rows)
-        AuditHead.objects.filter(id=1).update(last_event_id=rows[-1].id, last_hash=rows[-1].hash)
+        AuditHead.objects.filter(id=1).update(
+            last_event_id=rows[-1].id, last_hash=rows[-1].hash, prev_hash=rows[-1].prev_hash
+        )
     return rows
 
 

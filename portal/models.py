@@ -101,11 +101,16 @@ class AuditEvent(models.Model):
 
 
 class AuditHead(models.Model):
-    """Single row pointing at the chain's last event; locked FOR UPDATE to serialise appends."""
+    """Single row pointing at the chain's last event; its row lock serialises appends.
+
+    ``prev_hash`` is the hash before ``last_hash``: a single-statement append (``portal.audit.chained_insert``)
+    moves the head and reads the previous hash back from the same row, in one ``RETURNING``.
+    """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
     last_event_id = models.BigIntegerField(default=0)
     last_hash = models.CharField(max_length=64, default="0" * 64)
+    prev_hash = models.CharField(max_length=64, default="0" * 64, db_default="0" * 64)
 
     class Meta:
         verbose_name = _("audit chain head")

@@ -14,6 +14,8 @@ Use it only where a profile says so; everywhere else the ORM is the clearer tool
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from django.db import connections
@@ -85,7 +87,7 @@ class InsertStatement:
         pk = model._meta.pk
         self.fields = list(model._meta.concrete_fields)
         self.generated_fields = [f for f in self.fields if f is not pk or not pk.db_returning]
-        self._sql: dict[tuple[str, bool], str] = {}
+        self._sql: dict[tuple, str] = {}
 
     def sql(self, connection, *, with_pk: bool = True) -> str:
         """The statement for all concrete fields, or (``with_pk=False``) without the auto primary key."""
@@ -118,3 +120,40 @@ class InsertStatement:
         obj._state.adding = False
         obj._state.db = using
         return obj
+
+    def from_select(
+        self, obj: Model, connection, *, expressions: Mapping[str, str], source: str = ""
+    ) -> tuple[str, list[Any]]:
+        """``INSERT … SELECT`` of ``obj`` for a data-modifying CTE: (sql, params).
+
+        The columns named in ``expressions`` (attname → SQL expression, e.g. ``{"token_id": "tok.id"}``) take
+        those expressions; every other column takes its value prepared as in :meth:`params`, as a parameter
+        cast to the column's type (a bare parameter in a SELECT list is text to PostgreSQL). With ``source``
+        the SELECT reads ``FROM source``, so no row there means no row inserted. An auto primary key left
+        unset is omitted (the database assigns it); add ``RETURNING`` as needed.
+        """
+        with_pk = obj.pk is not None or self.model._meta.pk.attname in expressions
+        fields = self.fields if with_pk else self.generated_fields
+        key = (connection.alias, with_pk, tuple(sorted(expressions.items())), source)
+        sql = self._sql.get(key)
+        if sql is None:
+            qn = connection.ops.quote_name
+            columns = ", ".join(qn(f.column) for f in fields)
+            values = ", ".join(expressions.get(f.attname) or _typed_placeholder(f, connection) for f in fields)
+            sql = f"INSERT INTO {qn(self.model._meta.db_table)} ({columns}) SELECT {values}"  # noqa: S608
+            if source:
+                sql += f" FROM {source}"
+            self._sql[key] = sql
+        params = [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields if f.attname not in expressions]
+        return sql, params
+
+
+_LENGTH = re.compile(r"\(.*\)")
+
+
+def _typed_placeholder(field, connection) -> str:
+    """``%s::type`` on PostgreSQL, the column's type without its length (``varchar``, not ``varchar(64)``: an
+    explicit cast would truncate where the assignment to the column raises). Other databases: ``%s``."""
+    if connection.vendor != "postgresql":
+        return "%s"
+    return f"%s::{_LENGTH.sub('', field.db_type(connection))}"

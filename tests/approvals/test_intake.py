@@ -161,12 +161,26 @@ def test_review_tiers_answer_202_pending(client, token, overrides, tier, approva
 def test_202_path_query_count(client, token, django_assert_num_queries):
     _, plaintext = token
     post(client, low_body(scope="tickets:write"), plaintext)  # warm caches (policy, content types)
-    # token with the owner's live-client count (catalogue and default IdP are cached per process); savepoint;
-    # request INSERT; token UPDATE; audit head lock, then event INSERT + head UPDATE in one statement (joining
-    # the transaction, no savepoint); release. Nothing per scope or per reason.
-    with django_assert_num_queries(7):
+    # The token with its owner's live-client count (catalogue and default IdP are cached per process), then
+    # ONE statement: token use, request INSERT and the audit append (no transaction of its own, so no
+    # BEGIN/COMMIT either outside a test). Nothing per scope or per reason.
+    with django_assert_num_queries(2) as ctx:
         response = post(client, low_body(scope="tickets:write docs:read"), plaintext)
     assert response.status_code == 202
+    write = ctx.captured_queries[1]["sql"]
+    assert all(table in write for table in ("approvals_initialaccesstoken", "approvals_registrationrequest",
+                                            "portal_audithead", "portal_auditevent"))  # fmt: skip
+    reg = RegistrationRequest.objects.get(public_id=response.json()["registration_id"])
+    assert reg.state == RequestState.PENDING
+    assert AuditEvent.objects.latest("id").object_id == reg.public_id
+
+
+def test_400_path_query_count(client, token, django_assert_num_queries):
+    _, plaintext = token
+    post(client, low_body(scope="nope:x"), plaintext)
+    with django_assert_num_queries(2):  # the token, then the refused row and its audit event in one statement
+        response = post(client, low_body(scope="nope:y"), plaintext)
+    assert response.status_code == 400
 
 
 # --- 400: policy refusals ----------------------------------------------------------------------------

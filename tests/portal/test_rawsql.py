@@ -15,7 +15,7 @@ from inventory.models import IdPConnection
 from portal.crypto import hash_token
 from portal.models import User
 from portal.rawsql import InsertStatement, ModelColumns
-from tests.factories import ClientFactory, IdPFactory, TeamFactory, TokenFactory, UserFactory
+from tests.factories import ClientFactory, IdPFactory, RequestFactory, TeamFactory, TokenFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -109,19 +109,55 @@ def test_insert_statement_failure_writes_nothing():
     assert User.objects.filter(username="taken").count() == 1
 
 
-def test_token_use_is_conditional():
-    from approvals.intake import _token_use
+def _pending(token, public_id: str) -> tuple[RegistrationRequest, object]:
+    from portal.audit import Actor, audit_event
+
+    request = RequestFactory.build(public_id=public_id, owner=token.owner, token=token, state=RequestState.PENDING,
+                                   reasons=[{"code": "x"}], metadata={"client_name": "n"})  # fmt: skip
+    event = audit_event(actor=Actor.agent("token t"), action="registration.pending",
+                        object_type="registration_request", object_id=public_id, after={"state": "pending"})  # fmt: skip
+    return request, event
+
+
+def test_request_and_event_are_written_only_while_the_token_has_a_use_left():
+    from approvals.intake import _insert_with_event
+    from portal.audit import verify_chain
+    from portal.models import AuditEvent, AuditHead
 
     now = timezone.now()
     token = TokenFactory(owner=UserFactory(), plaintext="rat_use_" + "q" * 30, max_uses=1)
-    assert _token_use(token.pk, now) is True
-    assert _token_use(token.pk, now) is False  # used up
+    request, event = _pending(token, "reg_first")
+    assert _insert_with_event(request, event, token_id=token.pk, now=now) is True
+    stored = RegistrationRequest.objects.get(pk=request.pk)
+    assert (stored.public_id, stored.token_id, stored.state, stored.reasons) == (
+        "reg_first", token.pk, RequestState.PENDING, [{"code": "x"}]
+    )
+    assert AuditEvent.objects.get(pk=event.pk).object_id == "reg_first"
     token.refresh_from_db()
     assert token.uses == 1 and token.last_used_at == now
+
+    # used up: nothing is written, the chain head does not move
+    head = AuditHead.objects.values_list("last_event_id", "last_hash").get()
+    request, event = _pending(token, "reg_second")
+    assert _insert_with_event(request, event, token_id=token.pk, now=now) is False
+    assert not RegistrationRequest.objects.filter(public_id="reg_second").exists()
+    assert AuditEvent.objects.count() == 1
+    assert AuditHead.objects.values_list("last_event_id", "last_hash").get() == head
+    assert InitialAccessToken.objects.get(pk=token.pk).uses == 1
+
     expired = TokenFactory(owner=UserFactory(), plaintext="rat_use_" + "r" * 30,
-                            expires_at=now - timedelta(seconds=1))  # fmt: skip
-    assert _token_use(expired.pk, now) is False
+                           expires_at=now - timedelta(seconds=1))  # fmt: skip
+    request, event = _pending(expired, "reg_expired")
+    assert _insert_with_event(request, event, token_id=expired.pk, now=now) is False
     assert InitialAccessToken.objects.get(pk=expired.pk).uses == 0
+    assert not RegistrationRequest.objects.filter(public_id="reg_expired").exists()
+
+    # without a token (software statement, parent credentials) the request is written unconditionally
+    request, event = _pending(token, "reg_statement")
+    request.token = None
+    assert _insert_with_event(request, event, token_id=None, now=now) is True
+    assert RegistrationRequest.objects.get(public_id="reg_statement").token_id is None
+    assert verify_chain() == (2, None)
 
 
 def test_hot_statements_are_prepared_on_the_server_after_a_few_runs():
