@@ -11,7 +11,7 @@ from django.utils import timezone
 from approvals.choices import RequestState
 from approvals.intake import _token_with_owner
 from approvals.models import InitialAccessToken, RegistrationRequest
-from inventory.models import IdPConnection
+from inventory.models import Client, IdPConnection
 from portal.crypto import hash_token
 from portal.models import User
 from portal.rawsql import InsertStatement, ModelColumns
@@ -107,6 +107,41 @@ def test_insert_statement_failure_writes_nothing():
     with pytest.raises(IntegrityError), transaction.atomic():
         InsertStatement(User).insert(duplicate)
     assert User.objects.filter(username="taken").count() == 1
+
+
+def test_from_select_writes_what_save_would_write():
+    """One jsonb parameter expanded into the row type: every value comes back as the ORM wrote it."""
+    owner, team = UserFactory(), TeamFactory()
+    decided = timezone.now().replace(microsecond=123456)
+    request = RegistrationRequest(
+        public_id="reg_json_1", state=RequestState.APPROVED, metadata={"client_name": "é \"q\"", "n": [1, None]},
+        client_name="ünï", purpose="json row", requested_scopes=["a"], granted_scopes=[], requested_ttl=3600,
+        owner=owner, team=team, internal_only=True, source_ip="2001:db8::1", decided_at=decided, verdict={},
+        reasons=[],
+    )  # fmt: skip
+    sql, params = InsertStatement(RegistrationRequest).from_select(request, connection, expressions={})
+    assert len(params) == 1
+    row = _row(sql + " RETURNING id", params)
+
+    stored = RegistrationRequest.objects.get(pk=row[0])
+    assert stored.metadata == {"client_name": 'é "q"', "n": [1, None]} and stored.client_name == "ünï"
+    assert (stored.owner_id, stored.team_id, stored.token_id, stored.requested_ttl) == (owner.pk, team.pk, None, 3600)
+    assert stored.internal_only is True and stored.source_ip == "2001:db8::1"
+    assert stored.decided_at == decided and stored.created_at == request.created_at  # microseconds kept
+    assert stored.granted_ttl is None and stored.requested_scopes == ["a"]
+
+
+def test_from_select_refuses_what_the_column_refuses_and_what_json_cannot_carry():
+    from django.db import DataError, transaction
+
+    too_long = RegistrationRequest(public_id="reg_" + "x" * 80, owner=UserFactory(), metadata={})
+    sql, params = InsertStatement(RegistrationRequest).from_select(too_long, connection, expressions={})
+    with pytest.raises(DataError), transaction.atomic():
+        _row(sql, params)  # the column's length is checked, not silently truncated
+    assert not RegistrationRequest.objects.filter(public_id__startswith="reg_xxx").exists()
+
+    with pytest.raises(TypeError, match="expiry_overshoot_seconds"):  # a type not on from_select's list
+        InsertStatement(Client).from_select(Client(), connection, expressions={})
 
 
 def _pending(token, public_id: str) -> tuple[RegistrationRequest, object]:
