@@ -300,7 +300,7 @@ def main() -> int:
     print(f"gunicorn log: {log.name}", flush=True)
     gunicorn = subprocess.Popen(
         [str(VENV_BIN / "gunicorn"), "portal.wsgi:application", "-w", str(args.workers), "-b", f"127.0.0.1:{port}",
-         *os.environ.get("BENCH_GUNICORN_ARGS", "").split(), "--log-level", "warning", "--access-logfile", "-" if os.environ.get("BENCH_ACCESS_LOG") else "/dev/null"],
+         "--log-level", "warning", *(["--access-logfile", "-"] if os.environ.get("BENCH_ACCESS_LOG") else [])],
         cwd=ROOT, env=server_env(), stderr=log,
     )  # fmt: skip
     results: dict[str, dict[str, float]] = {}

@@ -26,19 +26,24 @@ def redis_cache(settings):
 
 
 def test_redis_counts_every_limit_in_one_round_trip_and_sets_the_window_expiry(redis_cache, monkeypatch):
-    sent = []
-    original = redis.client.Pipeline.execute
+    redis_cache.script_flush()  # the first request loads the counting script, the others only run it
+    sent: list[str] = []
+    original = redis.Redis.execute_command
 
     def spy(self, *args, **kwargs):
-        sent.append([c[0][0] for c in self.command_stack])
+        sent.append(str(args[0]).split()[0].upper())
         return original(self, *args, **kwargs)
 
-    monkeypatch.setattr(redis.client.Pipeline, "execute", spy)
+    monkeypatch.setattr(redis.Redis, "execute_command", spy)
 
+    per_request = []
     for _ in range(3):
+        sent.clear()
         assert ratelimit.check(("address", "10.0.0.1", "3/m"), ("token", "rat_secret_value", "5/m")) is None
+        per_request.append(list(sent))
 
-    assert sent == [["INCRBY", "EXPIRE", "INCRBY", "EXPIRE"]] * 3  # one pipeline per request, both limits
+    assert per_request[0][-1] == "EVALSHA" and "SCRIPT" in per_request[0]  # loaded once, after NOSCRIPT
+    assert per_request[1:] == [["EVALSHA"]] * 2  # then one command per request, for both limits
     keys = sorted(k.decode() for k in redis_cache.keys("rl:*"))
     assert len(keys) == 2 and all(k.startswith(("rl:address:", "rl:token:")) for k in keys)
     assert not any("rat_secret_value" in k for k in keys)  # the credential is hashed, never stored
