@@ -651,15 +651,14 @@ def registration_unauthorized_record(
     Only the credential's public prefix is recorded, never the credential.
     """
     prefix = (bearer or "")[:12] if bearer else ""
-    with transaction.atomic():
-        audit_record(
-            actor=Actor.agent(f"unauthenticated {source_ip or '?'}", ""),
-            action="registration.unauthorized" if error == ERR_INVALID_TOKEN else "registration.statement_rejected",
-            object_type="registration_endpoint",
-            object_id=path[:64],
-            after=storable({"credential_prefix": prefix, "source_ip": source_ip, "error": error}),
-            reason=storable(description, max_str=2000),
-        )
+    audit_record(  # atomic on its own: one statement on PostgreSQL
+        actor=Actor.agent(f"unauthenticated {source_ip or '?'}", ""),
+        action="registration.unauthorized" if error == ERR_INVALID_TOKEN else "registration.statement_rejected",
+        object_type="registration_endpoint",
+        object_id=path[:64],
+        after=storable({"credential_prefix": prefix, "source_ip": source_ip, "error": error}),
+        reason=storable(description, max_str=2000),
+    )
 
 
 # --- inline delivery on the 201 path ---------------------------------------------------------------
