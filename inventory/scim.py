@@ -12,7 +12,6 @@ every call is 401). DELETE deactivates instead of deleting: people own clients a
 
 from __future__ import annotations
 
-import json
 import re
 
 from django.conf import settings
@@ -24,6 +23,7 @@ from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 
 from inventory.leavers import user_deactivate, user_reactivate
+from portal import jsonbody
 from portal.audit import Actor, audit_record
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
@@ -87,9 +87,9 @@ def user_resource(request, user) -> dict:
 
 def _body(request) -> dict:
     try:
-        data = json.loads(request.body or b"{}")
-    except ValueError:
-        raise ScimError(400, "the body is not valid JSON", "invalidSyntax")
+        data = jsonbody.loads(request.body or b"{}")
+    except ValueError as exc:
+        raise ScimError(400, f"the body is not valid JSON: {exc}", "invalidSyntax")
     if not isinstance(data, dict):
         raise ScimError(400, "the body must be a JSON object", "invalidSyntax")
     return data

@@ -11,9 +11,7 @@ come first so a flood costs a cache round trip, not a database transaction.
 
 from __future__ import annotations
 
-import json
 import logging
-import math
 from typing import Any
 
 from django.conf import settings
@@ -22,6 +20,7 @@ from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from approvals import intake, ratelimit
+from portal import jsonbody
 
 logger = logging.getLogger(__name__)
 
@@ -101,21 +100,10 @@ def _read_json(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
             400, intake.ERR_INVALID_METADATA, "the request body must be JSON (Content-Type: application/json)"
         )
     try:
-        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
-    except (ValueError, UnicodeDecodeError, RecursionError):
-        return None, _error(400, intake.ERR_INVALID_METADATA, "the request body is not valid JSON")
+        body = jsonbody.loads(raw)
+    except ValueError as exc:
+        return None, _error(400, intake.ERR_INVALID_METADATA, f"the request body is not valid JSON: {exc}")
     return body, None
-
-
-def _no_constant(name: str):
-    raise ValueError(f"{name} is not JSON")  # Python's json accepts NaN/Infinity; RFC 8259 and PostgreSQL do not
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("number out of range")
-    return value
 
 
 def _client_uri(request: HttpRequest, registration_id: str) -> str:

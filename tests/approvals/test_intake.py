@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 
 import pytest
@@ -396,6 +397,37 @@ def test_non_json_body_is_400(client, token):
     )
     _assert_rfc7591_error(post(client, "{not json", plaintext), 400, "invalid_client_metadata", "not valid JSON")
     assert counts() == before  # nothing authenticated yet, nothing recorded
+
+
+@pytest.mark.parametrize("field", ["client_name", "purpose", "scope", "software_id", "unknown_extension"])
+def test_unpaired_surrogate_escape_is_400_and_writes_nothing(client, token, field):
+    """JSON lets a \\u escape name half a surrogate pair; no UTF-8 column can store it (it was a 500)."""
+    row, plaintext = token
+    before = counts()
+    raw = json.dumps(low_body(**{field: "agent \ud800 x"}))  # ensure_ascii: the body carries "\\ud800"
+    assert "\\ud800" in raw
+    response = post(client, raw, plaintext)
+    _assert_rfc7591_error(response, 400, "invalid_client_metadata", "unpaired surrogate")
+    assert counts() == before
+    row.refresh_from_db()
+    assert row.uses == 0
+
+
+def test_an_escaped_surrogate_pair_is_an_ordinary_character(client, token):
+    _, plaintext = token
+    raw = json.dumps(low_body(client_name="agent \U0001f916", scope="tickets:write"))
+    assert "\\ud83e\\udd16" in raw  # the robot emoji, escaped as a valid pair
+    response = post(client, raw, plaintext)
+    assert response.status_code == 202, response.content
+    reg = RegistrationRequest.objects.get(public_id=response.json()["registration_id"])
+    assert reg.client_name == "agent \U0001f916"
+
+
+def test_storable_replaces_what_postgresql_cannot_store():
+    from approvals.intake import storable
+
+    value = {"a\x00": ["x\ud800y", "ok \U0001f916"], "n": float("inf")}
+    assert storable(value) == {"a\ufffd": ["x\ufffdy", "ok \U0001f916"], "n": None}
 
 
 def test_json_that_is_not_an_object_is_refused(client, token):

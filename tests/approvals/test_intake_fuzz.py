@@ -21,7 +21,7 @@ FIELDS = [
 ]  # fmt: skip
 SCOPES = ["tickets:read", "docs:read", "tickets:write", "repo:write", "db:prod:read", "nope:x", "", " ", "a\x00b"]
 
-text = st.text(max_size=40)
+text = st.text(st.characters(exclude_categories=[]), max_size=40)  # surrogates too: JSON can escape half a pair
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats(allow_nan=False) | text,
     lambda children: st.lists(children, max_size=4) | st.dictionaries(text, children, max_size=4),

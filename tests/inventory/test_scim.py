@@ -120,6 +120,23 @@ def test_bad_patches_change_nothing(client):
     assert User.objects.get(pk=user.pk).is_active and AuditEvent.objects.count() == 0
 
 
+def test_json_that_cannot_be_stored_is_400_not_500(client):
+    """A half surrogate pair (\\ud800) or NaN parses in Python but no column stores it: refused at the door."""
+    user = UserFactory(username="keep", first_name="Keep")
+    url = f"/scim/v2/Users/{user.pk}"
+    bodies = ('{"userName": "keep", "name": {"givenName": "x \\ud800"}, "active": true}',
+              '{"userName": "keep", "name": {"givenName": "x"}, "active": NaN}')  # fmt: skip
+    for raw in bodies:
+        response = client.put(url, data=raw, content_type="application/scim+json", **AUTH)
+        assert response.status_code == 400, response.content
+        assert response.json()["scimType"] == "invalidSyntax" and "not valid JSON" in response.json()["detail"]
+    created = client.post("/scim/v2/Users", data=bodies[0].replace("keep", "new"), content_type="application/scim+json",
+                          **AUTH)  # fmt: skip
+    assert created.status_code == 400
+    assert User.objects.get(pk=user.pk).first_name == "Keep" and not User.objects.filter(username="new").exists()
+    assert AuditEvent.objects.count() == 0
+
+
 def test_put_replaces_and_can_deactivate_and_reactivate(client, sent_tasks):
     user = UserFactory(username="putme")
     url = f"/scim/v2/Users/{user.pk}"
