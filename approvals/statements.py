@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ from joserfc.jwk import KeySet
 
 from approvals.choices import IssuerKind
 from approvals.models import TrustedIssuer
+from portal import jsonbody
 
 LEEWAY_SECONDS = 60
 MAX_STATEMENT_BYTES = 16 * 1024
@@ -88,9 +88,13 @@ def merge_statement(body: dict[str, Any], statement: VerifiedStatement) -> dict[
 def _b64json(segment: str) -> Any:
     try:
         raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-        return json.loads(raw)
-    except (ValueError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, binascii.Error):
         raise _invalid("software_statement is not a JWT (undecodable header or payload)")
+    try:
+        # I-JSON, like a request body: the claims end up in the request row and the audit chain
+        return jsonbody.loads(raw)
+    except ValueError as exc:
+        raise _invalid(f"software_statement is not a JWT (its header or payload is not valid JSON: {exc})")
 
 
 def _peek(statement: str) -> tuple[dict[str, Any], dict[str, Any]]:

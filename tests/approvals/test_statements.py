@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
-from joserfc import jwt
+from joserfc import jws, jwt
 from joserfc.jwk import ECKey, OctKey, RSAKey
 
 from approvals.models import RegistrationRequest, TrustedIssuer
@@ -90,6 +91,15 @@ def sign(claims: dict | None = None, *, key=ISSUER_KEY, alg: str = "RS256", drop
     return jwt.encode(header, payload, key, algorithms=[alg])
 
 
+def sign_escaped(**claims) -> str:
+    """Like sign(), with the payload JSON escaped to ASCII: the only way to carry half a surrogate pair (a JWT
+    library encoding UTF-8 cannot)."""
+    now = int(time.time())
+    payload = {"iss": ISSUER, "sub": "repo:acme/agents:ref:refs/heads/main", "aud": AUDIENCE, "iat": now,
+               "exp": now + 300, **claims}  # fmt: skip
+    return jws.serialize_compact({"alg": "RS256", "kid": ISSUER_KEY.kid}, json.dumps(payload).encode(), ISSUER_KEY)
+
+
 def _assert_error(response, error: str, fragment: str):
     assert response.status_code == 400, response.content
     body = response.json()
@@ -161,6 +171,9 @@ def test_spiffe_jwt_svid_registers_with_its_spiffe_id(client, spiffe_rule):
         (lambda: "not-a-jwt", "invalid_software_statement", "three dot-separated parts"),
         (lambda: "e30.e30.", "invalid_software_statement", "alg"),
         (lambda: 42, "invalid_software_statement", "JWT string"),
+        # a correctly signed statement whose subject holds half a surrogate pair (no column can store it)
+        (lambda: sign_escaped(sub="repo:acme/agents:\ud800"), "invalid_software_statement", "unpaired surrogate"),
+        (lambda: sign_escaped(client_name="x\udfff"), "invalid_software_statement", "unpaired surrogate"),
     ],
 )  # fmt: skip
 def test_bad_statements_are_refused_with_the_rfc_7591_code(client, oidc_rule, statement, error, fragment):
