@@ -1,4 +1,4 @@
-"""Hand-written SELECTs for hot paths that still hand back ordinary model instances.
+"""Hand-written statements for hot paths that still read and write ordinary model instances.
 
 Building a QuerySet with ``select_related`` and an annotation and compiling it to SQL costs about a
 millisecond of CPU per call, for SQL that PostgreSQL then runs in a tenth of that. On the registration
@@ -7,7 +7,9 @@ are written by hand with this helper, which keeps the part worth keeping from th
 
 - column lists come from the model's ``_meta`` (a new field is picked up, no column list to maintain);
 - values go through the same converters the ORM applies (JSON decoding, SQLite's datetimes, encrypted
-  fields), so the instances are indistinguishable from ``QuerySet`` results.
+  fields), so the instances are indistinguishable from ``QuerySet`` results;
+- writes (``InsertStatement``) prepare values as ``save()`` does, and ``from_select`` turns an insert into a
+  data-modifying CTE, so one statement can write several rows (the intake's request and its audit event).
 
 Use it only where a profile says so; everywhere else the ORM is the clearer tool.
 """
