@@ -229,9 +229,11 @@ class _TokenLookup:
         from portal.models import User
 
         self.token = ModelColumns(InitialAccessToken, "t")
-        self.owner = ModelColumns(User, "u")
+        # Intake never needs the owner's password hash or the IdP's credentials: not loaded (and the
+        # credentials not decrypted) on every registration; a delivery that needs them loads them then.
+        self.owner = ModelColumns(User, "u", defer=["password"])
         self.team = ModelColumns(Team, "tm")
-        self.idp = ModelColumns(IdPConnection, "i")
+        self.idp = ModelColumns(IdPConnection, "i", defer=["secrets"])
         self._sql: dict[str, str] = {}
 
     def sql(self, connection) -> str:

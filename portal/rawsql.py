@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from django.db import connections
@@ -29,10 +29,16 @@ from django.db.models import Model
 class ModelColumns:
     """The columns of ``model`` selected under table alias ``alias``, and how to turn them back into an instance."""
 
-    def __init__(self, model: type[Model], alias: str) -> None:
+    def __init__(self, model: type[Model], alias: str, *, defer: Iterable[str] = ()) -> None:
+        """``defer``: fields left out of the SELECT; like ``QuerySet.defer()``, an instance loads one when it is
+        first read (e.g. encrypted credentials a caller rarely needs, decrypted on every load otherwise)."""
+        deferred = set(defer)
+        names = {name for f in model._meta.concrete_fields for name in (f.name, f.attname)}
+        if deferred - names or model._meta.pk.name in deferred:
+            raise ValueError(f"cannot defer {sorted(deferred - names) or model._meta.pk.name} of {model.__name__}")
         self.model = model
         self.alias = alias
-        self.fields = list(model._meta.concrete_fields)
+        self.fields = [f for f in model._meta.concrete_fields if f.name not in deferred]
         self.attnames = [f.attname for f in self.fields]
         self._pk_index = self.attnames.index(model._meta.pk.attname)
         self._converters: dict[str, list[tuple[int, list, Any]]] = {}

@@ -41,6 +41,13 @@ def test_model_columns_load_equals_the_orm_instance():
     assert loaded.created_at.tzinfo is not None
 
 
+def test_model_columns_refuse_to_defer_what_is_not_there():
+    with pytest.raises(ValueError, match="nope"):
+        ModelColumns(IdPConnection, "i", defer=["nope"])
+    with pytest.raises(ValueError, match="id"):
+        ModelColumns(IdPConnection, "i", defer=["id"])
+
+
 def test_model_columns_load_returns_none_for_an_outer_join_miss():
     user = UserFactory()
     columns = ModelColumns(IdPConnection, "i")
@@ -56,7 +63,7 @@ def test_model_columns_load_returns_none_for_an_outer_join_miss():
 def test_token_lookup_brings_owner_team_idp_and_live_clients_in_one_query(django_assert_num_queries):
     owner = UserFactory(username="lookup-owner")
     team = TeamFactory(name="lookup-team", slug="lookup-team")
-    idp = IdPFactory(name="lookup-idp", kind="dry-run")
+    idp = IdPFactory(name="lookup-idp", kind="dry-run", secrets={"admin_client_secret": "s3cret"})
     token = TokenFactory(owner=owner, team=team, idp=idp, plaintext="rat_lookup_" + "z" * 30,
                          allowed_scopes=["tickets:read"])  # fmt: skip
     for state in ("active", "active", "suspended", "retired", "expired"):
@@ -72,6 +79,10 @@ def test_token_lookup_brings_owner_team_idp_and_live_clients_in_one_query(django
     assert found.owner_live_clients == 3  # active, active, suspended
     with django_assert_num_queries(0):
         assert (found.owner.is_active, found.team.slug, found.idp.kind) == (True, "lookup-team", "dry-run")
+    # the IdP's credentials (encrypted) and the owner's password hash are not loaded, until read
+    assert found.idp.get_deferred_fields() == {"secrets"} and found.owner.get_deferred_fields() == {"password"}
+    with django_assert_num_queries(1):
+        assert found.idp.secrets == {"admin_client_secret": "s3cret"}  # loaded and decrypted on first read
 
 
 def test_token_lookup_without_team_or_idp_and_unknown_hash():
