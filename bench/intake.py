@@ -12,9 +12,9 @@ What runs:
    the same JSON body over ``--connections`` connections for ``--duration`` seconds, twice:
    - the 202 path: a medium-risk registration (``tickets:write``) → pending request + token use + audit event;
    - the 400 path: an unknown scope → refused request + audit event.
-4. Baseline A, raw psycopg: ``--connections`` threads, one connection each, writing the 202 path's rows
-   (request INSERT, token UPDATE, audit head lock + event INSERT + head UPDATE, in the intake's order) in one transaction per
-   registration, for the same duration.
+4. Baseline A, raw psycopg: ``--connections`` threads, one connection each, writing the 202 path's rows the
+   way the intake writes them (token use, request INSERT, audit head + event: one prepared statement, one
+   transaction per registration), for the same duration.
 5. Baseline B, the oidc-provider test IdP's own registration endpoint (in-memory, ungoverned) under the
    same wrk load, unless ``--no-idp`` or Node.js is missing.
 
@@ -203,65 +203,63 @@ def parse_wrk(out: str) -> dict[str, float]:
 # --- baseline A: raw psycopg transactions ---------------------------------------------------------------
 
 
+RAW_COLUMNS = (
+    "public_id, kind, state, via, metadata, client_name, software_id, purpose, requested_scopes, requested_ttl,"
+    " granted_scopes, granted_ttl, audiences, internal_only, idp_id, owner_id, token_id, statement_subject,"
+    " registration_access_token_hash, policy_version, risk_tier, outcome, reasons, verdict, approvals_needed, error,"
+    " source_ip, created_at, decision_reason"
+)
+# The 202 path's rows as the intake writes them (approvals.intake._insert_with_event): one statement per
+# registration, in autocommit, prepared — token use, request INSERT, chain head upsert with the event hashed by
+# PostgreSQL, event INSERT. Hand-written here with literal constants, so only the database's work is measured.
+RAW_STATEMENT = f"""
+WITH tok AS (UPDATE approvals_initialaccesstoken SET uses = uses + 1, last_used_at = now()
+             WHERE id = %s AND uses < max_uses AND revoked_at IS NULL AND expires_at > now() RETURNING id),
+ req AS (INSERT INTO approvals_registrationrequest ({RAW_COLUMNS})
+         SELECT %s, 'registration', 'pending', 'token', %s::jsonb, 'bench-agent', '', 'benchmark', '["tickets:write"]',
+                3600, '["tickets:write"]', 3600, '[]', true, %s, %s, tok.id, '', %s, 1, 'medium', 'review',
+                '[{{"code": "medium_sensitivity_scope"}}]', %s::jsonb, 1, '', '127.0.0.1', now(), '' FROM tok
+         RETURNING id),
+ head AS (INSERT INTO portal_audithead AS h (id, last_event_id, prev_hash, last_hash)
+          SELECT 1, 1, repeat('0', 64), encode(sha256(%s::bytea), 'hex') WHERE EXISTS (SELECT 1 FROM req)
+          ON CONFLICT (id) DO UPDATE SET last_event_id = h.last_event_id + 1, prev_hash = h.last_hash,
+             last_hash = encode(sha256(%s::bytea || convert_to((h.last_event_id + 1)::text, 'UTF8')
+                                       || convert_to(h.last_hash, 'UTF8')), 'hex')
+          RETURNING last_event_id, prev_hash, last_hash)
+INSERT INTO portal_auditevent (id, occurred_at, actor_type, actor_id, actor_label, action, object_type, object_id,
+                               after, reason, policy_version, request_id, prev_hash, hash)
+SELECT head.last_event_id, now(), 'agent', %s, 'token rat_bench_x', 'registration.pending', 'registration_request',
+       %s, %s::jsonb, '', 1, '', head.prev_hash, head.last_hash FROM head
+RETURNING id"""
+
+
 def raw_baseline(*, duration: int, connections: int) -> dict[str, float]:
-    """The 202 path's rows, written with raw SQL, one transaction per registration, N threads."""
+    """The 202 path's rows, written with raw SQL the way the intake writes them, N threads."""
     import psycopg
-    from psycopg.types.json import Jsonb
 
     with psycopg.connect(DB_URL) as conn:
         token_id, owner_id = conn.execute("SELECT id, owner_id FROM approvals_initialaccesstoken").fetchone()
         idp_id = conn.execute("SELECT id FROM inventory_idpconnection").fetchone()[0]
     latencies: list[list[float]] = [[] for _ in range(connections)]
     stop = time.monotonic() + duration
-    metadata = Jsonb(BODY_202)
-    verdict = Jsonb({"tier": "medium", "outcome": "review", "reasons": [{"code": "medium_sensitivity_scope"}]})
+    metadata = json.dumps(BODY_202)
+    verdict = json.dumps({"tier": "medium", "outcome": "review", "reasons": [{"code": "medium_sensitivity_scope"}]})
+    payload = json.dumps({"requester": "token rat_bench_x", "verdict": json.loads(verdict)}).encode()
 
     def worker(slot: int) -> None:
-        with psycopg.connect(DB_URL) as conn:
+        with psycopg.connect(DB_URL, autocommit=True, prepare_threshold=0) as conn:
             while time.monotonic() < stop:
                 started = time.perf_counter()
-                with conn.transaction():
-                    public_id = "reg_" + uuid.uuid4().hex[:20]
-                    conn.execute(
-                        "INSERT INTO approvals_registrationrequest (public_id, kind, state, via, metadata, client_name,"
-                        " software_id, purpose, requested_scopes, requested_ttl, granted_scopes, granted_ttl,"
-                        " audiences, internal_only, idp_id, owner_id, token_id, statement_subject,"
-                        " registration_access_token_hash, policy_version, risk_tier, outcome, reasons, verdict,"
-                        " approvals_needed, error, source_ip, created_at, decision_reason)"
-                        " VALUES (%s, 'registration', 'pending', 'token', %s, 'bench-agent', '', 'benchmark',"
-                        " %s, 3600, %s, 3600, '[]', true, %s, %s, %s, '', %s, 1, 'medium', 'review', %s, %s, 1, '',"
-                        " '127.0.0.1', now(), '')",
-                        (public_id, metadata, Jsonb(["tickets:write"]), Jsonb(["tickets:write"]), idp_id, owner_id,
-                         token_id, uuid.uuid4().hex + uuid.uuid4().hex, Jsonb([{"code": "medium_sensitivity_scope"}]),
-                         verdict),
-                    )  # fmt: skip
-                    conn.execute(
-                        "UPDATE approvals_initialaccesstoken SET uses = uses + 1, last_used_at = now() "
-                        "WHERE id = %s AND uses < max_uses AND revoked_at IS NULL AND expires_at > now()",
-                        (token_id,),
-                    )
-                    last_id, last_hash = conn.execute(
-                        "SELECT last_event_id, last_hash FROM portal_audithead WHERE id = 1 FOR UPDATE"
-                    ).fetchone()
-                    new_hash = uuid.uuid4().hex + uuid.uuid4().hex
-                    conn.execute(
-                        "INSERT INTO portal_auditevent (id, occurred_at, actor_type, actor_id, actor_label, action,"
-                        " object_type, object_id, after, reason, policy_version, request_id, prev_hash, hash)"
-                        " VALUES (%s, now(), 'agent', %s, 'token rat_bench_x', 'registration.pending',"
-                        " 'registration_request', %s, %s, '', 1, '', %s, %s)",
-                        (last_id + 1, str(token_id), public_id, verdict, last_hash, new_hash),
-                    )
-                    conn.execute(
-                        "UPDATE portal_audithead SET last_event_id = %s, last_hash = %s WHERE id = 1",
-                        (last_id + 1, new_hash),
-                    )
+                public_id = "reg_" + uuid.uuid4().hex[:20]
+                row = conn.execute(
+                    RAW_STATEMENT,
+                    (token_id, public_id, metadata, idp_id, owner_id, uuid.uuid4().hex + uuid.uuid4().hex, verdict,
+                     payload, payload, str(token_id), public_id, verdict),
+                ).fetchone()  # fmt: skip
+                if row is None:
+                    raise RuntimeError("raw baseline: the token ran out")
                 latencies[slot].append((time.perf_counter() - started) * 1000)
 
-    with psycopg.connect(DB_URL, autocommit=True) as conn:
-        conn.execute("INSERT INTO portal_audithead (id, last_event_id, last_hash) VALUES (1, 0, %s) "
-                     "ON CONFLICT (id) DO NOTHING", ("0" * 64,))  # fmt: skip
-        # continue the chain after the HTTP runs' events
-        conn.execute("UPDATE portal_audithead SET last_event_id = (SELECT coalesce(max(id), 0) FROM portal_auditevent)")
     started = time.monotonic()
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
     for t in threads:
