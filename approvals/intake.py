@@ -36,7 +36,6 @@ import contextlib
 import dataclasses
 import logging
 import math
-import re
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -119,16 +118,11 @@ class Unavailable(IntakeError):
 # --- helpers -------------------------------------------------------------------------------------
 
 
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")  # in a str, a surrogate is always unpaired (a pair decodes to one)
-
-
 def storable(value: Any, *, max_str: int | None = None) -> Any:
-    """A copy safe for PostgreSQL text/jsonb: NUL characters (which it refuses) and unpaired surrogates (which
-    UTF-8 cannot encode, e.g. from a software statement's claims) become U+FFFD."""
+    """A copy safe for PostgreSQL text/jsonb: NUL characters (which it refuses) become U+FFFD. (Unpaired
+    surrogates never get this far: request bodies and statements are parsed by portal.jsonbody.)"""
     if isinstance(value, str):
         value = value.replace("\x00", "\ufffd")
-        if not value.isascii():
-            value = _LONE_SURROGATE.sub("\ufffd", value)
         return value[:max_str] if max_str else value
     if isinstance(value, dict):
         return {storable(str(k)): storable(v) for k, v in value.items()}

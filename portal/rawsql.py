@@ -38,7 +38,7 @@ class ModelColumns:
             raise ValueError(f"cannot defer {sorted(deferred - names) or model._meta.pk.name} of {model.__name__}")
         self.model = model
         self.alias = alias
-        self.fields = [f for f in model._meta.concrete_fields if f.name not in deferred]
+        self.fields = [f for f in model._meta.concrete_fields if f.name not in deferred and f.attname not in deferred]
         self.attnames = [f.attname for f in self.fields]
         self._pk_index = self.attnames.index(model._meta.pk.attname)
         self._converters: dict[str, list[tuple[int, list, Any]]] = {}

@@ -426,7 +426,7 @@ def test_an_escaped_surrogate_pair_is_an_ordinary_character(client, token):
 def test_storable_replaces_what_postgresql_cannot_store():
     from approvals.intake import storable
 
-    value = {"a\x00": ["x\ud800y", "ok \U0001f916"], "n": float("inf")}
+    value = {"a\x00": ["x\x00y", "ok \U0001f916"], "n": float("inf")}
     assert storable(value) == {"a\ufffd": ["x\ufffdy", "ok \U0001f916"], "n": None}
 
 

@@ -48,6 +48,13 @@ def test_model_columns_refuse_to_defer_what_is_not_there():
         ModelColumns(IdPConnection, "i", defer=["id"])
 
 
+def test_model_columns_defer_by_field_name_or_column_attname():
+    by_name = ModelColumns(InitialAccessToken, "t", defer=["owner"])
+    by_attname = ModelColumns(InitialAccessToken, "t", defer=["owner_id"])
+    assert "owner_id" not in by_name.attnames and by_name.attnames == by_attname.attnames
+    assert len(by_name) == len(InitialAccessToken._meta.concrete_fields) - 1
+
+
 def test_model_columns_load_returns_none_for_an_outer_join_miss():
     user = UserFactory()
     columns = ModelColumns(IdPConnection, "i")
