@@ -457,6 +457,40 @@ def test_get_on_register_is_405(client, setup):
     assert response.status_code == 405 and response.json()["error"] == "invalid_request"
 
 
+
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+
+
+def test_registration_endpoints_answer_without_the_browser_middleware(client, token, owner):
+    """Sessions, authentication, CSRF and the page CSP stay out of the agents' endpoints: a browser session
+    cookie authenticates nothing there, and the JSON carries the API security headers."""
+    _, plaintext = token
+    client.force_login(owner)  # a session cookie rides along, as from a logged-in browser
+    response = post(client, low_body(scope="tickets:write"), plaintext)
+    assert response.status_code == 202
+    assert response["Content-Security-Policy"] == API_CSP
+    assert response["X-Frame-Options"] == "DENY" and response["X-Content-Type-Options"] == "nosniff"
+    assert response["X-Request-ID"]
+    assert "Cookie" not in response.get("Vary", "") and not response.cookies
+    assert not hasattr(response.wsgi_request, "user") and not hasattr(response.wsgi_request, "session")
+
+    before = counts()
+    response = post(client, low_body())  # no bearer: the session is not a credential
+    assert response.status_code == 401 and response["Content-Security-Policy"] == API_CSP
+    assert counts() == before | {"audit": before["audit"] + 1}  # the refused credential's audit event only
+
+    manage = client.get(f"/oauth2/register/{RegistrationRequest.objects.latest('pk').public_id}")
+    assert manage.status_code == 401 and manage["Content-Security-Policy"] == API_CSP
+    assert client.get("/oauth2/registerx").status_code == 404
+
+
+def test_pages_keep_the_page_middleware(client, owner):
+    client.force_login(owner)
+    response = client.get("/")
+    assert "default-src 'self'" in response["Content-Security-Policy"]
+    assert response.wsgi_request.user == owner
+
+
 # --- 429 ---------------------------------------------------------------------------------------------
 
 
