@@ -11,12 +11,13 @@ come first so a flood costs a cache round trip, not a database transaction.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.urls import reverse
+from django.urls import get_script_prefix, reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from approvals import intake, ratelimit
@@ -106,8 +107,20 @@ def _read_json(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
     return body, None
 
 
+@functools.lru_cache(maxsize=16)
+def _manage_path(script_prefix: str) -> tuple[str, str]:
+    """The RFC 7592 URL path around its registration id, reversed once per script prefix (reverse() is ~30 µs
+    of CPU, on every registration). Registration ids are ``reg_`` + URL-safe base64: nothing reverse() would quote."""
+    head, _, tail = reverse("approvals:oauth2-manage", kwargs={"registration_id": _ID_SLOT}).partition(_ID_SLOT)
+    return head, tail
+
+
+_ID_SLOT = "registration-id-slot"
+
+
 def _client_uri(request: HttpRequest, registration_id: str) -> str:
-    path = reverse("approvals:oauth2-manage", kwargs={"registration_id": registration_id})
+    head, tail = _manage_path(get_script_prefix())
+    path = f"{head}{registration_id}{tail}"
     base = settings.REGISTRAR_PUBLIC_URL
     return f"{base}{path}" if base else request.build_absolute_uri(path)
 
