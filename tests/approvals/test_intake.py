@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 
 import pytest
+from django.urls import clear_script_prefix, set_script_prefix
 from django.utils import timezone
 
 from approvals.choices import RequestState
@@ -92,6 +93,20 @@ def test_low_risk_registration_is_created_at_the_idp_and_answered_201(client, to
     assert event.object_id == reg.public_id and event.actor_id == str(row.pk)
     assert event.after["token_id"] == row.pk and event.after["verdict"]["outcome"] == "auto_approve"
     assert event.policy_version == 1
+
+
+def test_registration_client_uri_follows_the_script_prefix(client, token):
+    """The RFC 7592 path is reversed once per script prefix (cached): a deployment under a sub-path gets its own."""
+    _, plaintext = token
+    set_script_prefix("/registrar/")  # what WSGIHandler does for SCRIPT_NAME=/registrar (the test client does not)
+    try:
+        mounted = post(client, low_body(scope="tickets:write"), plaintext)
+    finally:
+        clear_script_prefix()
+    plain = post(client, low_body(scope="tickets:write"), plaintext)
+    for response, prefix in ((mounted, "/registrar"), (plain, "")):
+        body = response.json()
+        assert body["registration_client_uri"] == f"http://testserver{prefix}/oauth2/register/{body['registration_id']}"
 
 
 def test_purpose_defaults_to_the_tokens(client, token):
