@@ -3,8 +3,9 @@
     .venv/bin/python bench/intake_cpu.py [--requests 150]
 
 Why: throughput on these shared 2-core VMs swings by ±20 % from one run to the next (steal time), so
-``bench/intake.py`` cannot tell a change worth 5 % from noise. Instructions executed are repeatable to about
-0.1 % for the same code and inputs, whatever else the machine is doing.
+``bench/intake.py`` cannot tell a change worth 5 % from noise. Instructions executed do not depend on what
+else the machine is doing: two runs of the same code agree to within about 2 % per request (what remains is
+the per-process caches expiring after 5 s of a slowed-down run, and random ids and tokens).
 
 What is counted: the instructions of ONE Python process (Django's WSGI handler with every middleware, the
 view, the psycopg and redis clients), not PostgreSQL's or Redis's own work and not gunicorn's socket
@@ -141,7 +142,7 @@ def instructions(target: str, n: int) -> int:
         proc = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
              "--child", target, str(n)],
-            cwd=ROOT, capture_output=True, text=True,
+            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
         )  # fmt: skip
         if proc.returncode != 0:
             raise RuntimeError(f"{target} x{n} failed under valgrind:\n{proc.stderr[-3000:]}")

@@ -19,3 +19,17 @@ def login(browser, base: str, username: str):
     page.click("button[type=submit]")
     page.wait_for_url(f"{base}/")
     return context, page
+
+
+def assert_fits_a_laptop(page, width: int = 1280) -> None:
+    """At ``width`` px every table is in view: none scrolls sideways (its buttons would be out of sight)."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": width, "height": size["height"]})
+    try:
+        overflowing = page.evaluate(
+            "() => [...document.querySelectorAll('.table-wrap')]"
+            ".filter(w => w.scrollWidth > w.clientWidth).map(w => [w.scrollWidth, w.clientWidth])"
+        )
+        assert not overflowing, f"tables scroll sideways at {width} px (content, visible width): {overflowing}"
+    finally:
+        page.set_viewport_size(size)

@@ -19,7 +19,7 @@ from approvals.choices import RequestState
 from approvals.models import RegistrationRequest
 from inventory.choices import ClientState, RiskTier
 from inventory.models import Client
-from tests.e2e.support import SHOTS, login
+from tests.e2e.support import SHOTS, assert_fits_a_laptop, login
 from tests.factories import TokenFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
@@ -89,11 +89,7 @@ def _scenario(base: str, browser):
     assert "deploy-bot" in rows.nth(0).inner_text()  # high tier first
     assert "0 of 2" in rows.nth(0).inner_text()
     page.screenshot(path=str(SHOTS / "approvals-queue.png"), full_page=True)
-    page.set_viewport_size({"width": 1280, "height": 900})  # a laptop: the decision buttons are in view
-    table = page.evaluate("() => { const t = document.querySelector('#queue-results table');"
-                          " return [t.scrollWidth, t.parentElement.clientWidth]; }")
-    assert table[0] <= table[1], f"the queue scrolls sideways at 1280 px: {table}"
-    page.set_viewport_size({"width": 1400, "height": 1000})
+    assert_fits_a_laptop(page)  # the decision buttons are in view at 1280 px
     page.click("text=deploy-bot")
     page.wait_for_url(re.compile(r".*/approvals/reg_.+/$"))
     assert "Open pull requests" in page.content()
