@@ -14,7 +14,7 @@ from django.utils import timezone
 from approvals.models import Decision
 from inventory.choices import RiskTier
 from portal.audit import Actor, audit_record
-from tests.e2e.support import SHOTS, login
+from tests.e2e.support import SHOTS, assert_fits_a_laptop, login
 from tests.factories import ClientFactory, RequestFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
@@ -59,6 +59,7 @@ def test_ciso_finds_a_client_by_typo_and_reads_the_reports(live_server, browser,
     context, page = login(browser, base, "ciso")
 
     page.goto(f"{base}/inventory/")
+    assert_fits_a_laptop(page)
     page.fill("input[name=q]", "invoce sumarizer")
     page.click(".filters button[type=submit]")
     page.wait_for_url("**/inventory/?q=invoce+sumarizer*")
