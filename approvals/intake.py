@@ -125,7 +125,7 @@ def storable(value: Any, *, max_str: int | None = None) -> Any:
         value = value.replace("\x00", "\ufffd")
         return value[:max_str] if max_str else value
     if isinstance(value, dict):
-        return {storable(str(k)): storable(v) for k, v in value.items()}
+        return {storable(k if isinstance(k, str) else str(k)): storable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [storable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
