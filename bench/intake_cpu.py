@@ -4,8 +4,9 @@
 
 Why: throughput on these shared 2-core VMs swings by ±20 % from one run to the next (steal time), so
 ``bench/intake.py`` cannot tell a change worth 5 % from noise. Instructions executed do not depend on what
-else the machine is doing: two runs of the same code agree to within about 2 % per request (what remains is
-the per-process caches expiring after 5 s of a slowed-down run, and random ids and tokens).
+else the machine is doing. Runs of the same code on different occasions agree to within 2-4 % per request
+(what remains: per-process caches that expire after 5 s of a slowed-down run, random ids and tokens, garbage
+collection); for a smaller effect, count old and new code side by side in one sitting.
 
 What is counted: the instructions of ONE Python process (Django's WSGI handler with every middleware, the
 view, the psycopg and redis clients), not PostgreSQL's or Redis's own work and not gunicorn's socket
