@@ -107,15 +107,15 @@ def _read_json(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
     return body, None
 
 
+_ID_SLOT = "registration-id-slot"
+
+
 @functools.lru_cache(maxsize=16)
 def _manage_path(script_prefix: str) -> tuple[str, str]:
     """The RFC 7592 URL path around its registration id, reversed once per script prefix (reverse() is ~30 µs
     of CPU, on every registration). Registration ids are ``reg_`` + URL-safe base64: nothing reverse() would quote."""
     head, _, tail = reverse("approvals:oauth2-manage", kwargs={"registration_id": _ID_SLOT}).partition(_ID_SLOT)
     return head, tail
-
-
-_ID_SLOT = "registration-id-slot"
 
 
 def _client_uri(request: HttpRequest, registration_id: str) -> str:
