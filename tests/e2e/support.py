@@ -33,3 +33,21 @@ def assert_fits_a_laptop(page, width: int = 1280) -> None:
         assert not overflowing, f"tables scroll sideways at {width} px (content, visible width): {overflowing}"
     finally:
         page.set_viewport_size(size)
+
+
+def assert_actions_in_view(page, width: int = 1024) -> None:
+    """At ``width`` px (a narrow desktop, where wide tables do scroll) every row's buttons are still in sight:
+    the actions column sticks to the right edge of its scrolling frame."""
+    size = page.viewport_size
+    page.set_viewport_size({"width": width, "height": size["height"]})
+    try:
+        hidden = page.evaluate(
+            "() => [...document.querySelectorAll('.table-wrap')].flatMap(w => {"
+            " const frame = w.getBoundingClientRect();"
+            " return [...w.querySelectorAll('.col-actions .btn')].filter(b => {"
+            "  const r = b.getBoundingClientRect(); return r.right > frame.right + 0.5 || r.left < frame.left; })"
+            " .map(b => b.textContent.trim()); })"
+        )
+        assert not hidden, f"buttons out of sight at {width} px: {hidden}"
+    finally:
+        page.set_viewport_size(size)

@@ -19,7 +19,7 @@ from approvals.choices import RequestState
 from approvals.models import RegistrationRequest
 from inventory.choices import ClientState, RiskTier
 from inventory.models import Client
-from tests.e2e.support import SHOTS, assert_fits_a_laptop, login
+from tests.e2e.support import SHOTS, assert_actions_in_view, assert_fits_a_laptop, login
 from tests.factories import TokenFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
@@ -90,6 +90,7 @@ def _scenario(base: str, browser):
     assert "0 of 2" in rows.nth(0).inner_text()
     page.screenshot(path=str(SHOTS / "approvals-queue.png"), full_page=True)
     assert_fits_a_laptop(page)  # the decision buttons are in view at 1280 px
+    assert_actions_in_view(page)  # at 1024 px the table scrolls, its buttons stay in sight
     page.click("text=deploy-bot")
     page.wait_for_url(re.compile(r".*/approvals/reg_.+/$"))
     assert "Open pull requests" in page.content()

@@ -14,7 +14,7 @@ from django.utils import timezone
 from inventory.choices import ClientState
 from inventory.models import Client, TransferOffer, TransferState
 from portal.models import AuditEvent
-from tests.e2e.support import SHOTS, assert_fits_a_laptop, login
+from tests.e2e.support import SHOTS, assert_actions_in_view, assert_fits_a_laptop, login
 from tests.factories import ClientFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +53,7 @@ def test_owner_renews_retires_and_accepts_a_transfer(live_server, browser, world
     assert rows.nth(0).get_attribute("data-client") == world["renew"].registration_id  # soonest expiry first
     page.screenshot(path=str(SHOTS / "owner-mine.png"), full_page=True)
     assert_fits_a_laptop(page)  # renew, suspend, rotate, transfer and retire in view at 1280 px
+    assert_actions_in_view(page)  # at 1024 px the table scrolls, its buttons stay in sight
 
     # Renew one.
     before = world["renew"].expires_at
