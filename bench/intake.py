@@ -38,6 +38,7 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -233,31 +234,40 @@ SELECT head.last_event_id, now(), 'agent', %s, 'token rat_bench_x', 'registratio
 RETURNING id"""
 
 
-def raw_baseline(*, duration: int, connections: int) -> dict[str, float]:
-    """The 202 path's rows, written with raw SQL the way the intake writes them, N threads."""
-    import psycopg
-
-    with psycopg.connect(DB_URL) as conn:
-        token_id, owner_id = conn.execute("SELECT id, owner_id FROM approvals_initialaccesstoken").fetchone()
-        idp_id = conn.execute("SELECT id FROM inventory_idpconnection").fetchone()[0]
-    latencies: list[list[float]] = [[] for _ in range(connections)]
-    stop = time.monotonic() + duration
+def raw_writer(conn) -> Callable[[], None]:
+    """A function writing one 202-path registration on ``conn`` (autocommit) the way the intake does."""
+    token_id, owner_id = conn.execute("SELECT id, owner_id FROM approvals_initialaccesstoken").fetchone()
+    idp_id = conn.execute("SELECT id FROM inventory_idpconnection").fetchone()[0]
     metadata = json.dumps(BODY_202)
     verdict = json.dumps({"tier": "medium", "outcome": "review", "reasons": [{"code": "medium_sensitivity_scope"}]})
     payload = json.dumps({"requester": "token rat_bench_x", "verdict": json.loads(verdict)}).encode()
 
+    def write() -> None:
+        public_id = "reg_" + uuid.uuid4().hex[:20]
+        row = conn.execute(
+            RAW_STATEMENT,
+            (token_id, public_id, metadata, idp_id, owner_id, uuid.uuid4().hex + uuid.uuid4().hex, verdict,
+             payload, payload, str(token_id), public_id, verdict),
+        ).fetchone()  # fmt: skip
+        if row is None:
+            raise RuntimeError("raw baseline: the token ran out")
+
+    return write
+
+
+def raw_baseline(*, duration: int, connections: int) -> dict[str, float]:
+    """The 202 path's rows, written with raw SQL the way the intake writes them, N threads."""
+    import psycopg
+
+    latencies: list[list[float]] = [[] for _ in range(connections)]
+    stop = time.monotonic() + duration
+
     def worker(slot: int) -> None:
         with psycopg.connect(DB_URL, autocommit=True, prepare_threshold=0) as conn:
+            write = raw_writer(conn)
             while time.monotonic() < stop:
                 started = time.perf_counter()
-                public_id = "reg_" + uuid.uuid4().hex[:20]
-                row = conn.execute(
-                    RAW_STATEMENT,
-                    (token_id, public_id, metadata, idp_id, owner_id, uuid.uuid4().hex + uuid.uuid4().hex, verdict,
-                     payload, payload, str(token_id), public_id, verdict),
-                ).fetchone()  # fmt: skip
-                if row is None:
-                    raise RuntimeError("raw baseline: the token ran out")
+                write()
                 latencies[slot].append((time.perf_counter() - started) * 1000)
 
     started = time.monotonic()
@@ -274,6 +284,15 @@ def raw_baseline(*, duration: int, connections: int) -> dict[str, float]:
         "p50_ms": statistics.median(everything),
         "p99_ms": everything[int(len(everything) * 0.99) - 1],
     }
+
+
+def append_result(line: str) -> None:
+    """Append one run's line to bench/RESULTS.md (creating it with its header) and print it."""
+    if not RESULTS.exists():
+        RESULTS.write_text("# Benchmark results\n\nOne line per run, appended by the scripts in bench/.\n\n")
+    with RESULTS.open("a") as fh:
+        fh.write(line + "\n")
+    print(line)
 
 
 # --- main ------------------------------------------------------------------------------------------------
@@ -360,11 +379,7 @@ def main() -> int:
         line += f"; oidc-provider /reg {results['idp']['rps']:.0f}/s → ratio {ratio_idp:.2f}"
         print(f" idp_rps={results['idp']['rps']:.0f} ratio_idp={ratio_idp:.3f}", end="")
     print()
-    if not RESULTS.exists():
-        RESULTS.write_text("# Benchmark results\n\nOne line per run, appended by the scripts in bench/.\n\n")
-    with RESULTS.open("a") as fh:
-        fh.write(line + "\n")
-    print(line)
+    append_result(line)
     return 0
 
 

@@ -45,7 +45,6 @@ BENCH = ROOT / "bench"
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 sys.path.insert(0, str(ROOT))
 
-RESULTS = BENCH / "RESULTS.md"
 TARGETS = ("intake 202", "intake 400", "healthz", "raw")
 WARM_UP = 30
 
@@ -109,28 +108,9 @@ def _wsgi_call(bench, target: str):
 
 
 def _raw_call(bench):
-    import uuid
-
     import psycopg
 
-    conn = psycopg.connect(bench.DB_URL, autocommit=True, prepare_threshold=0)
-    token_id, owner_id = conn.execute("SELECT id, owner_id FROM approvals_initialaccesstoken").fetchone()
-    idp_id = conn.execute("SELECT id FROM inventory_idpconnection").fetchone()[0]
-    metadata = json.dumps(bench.BODY_202)
-    verdict = json.dumps({"tier": "medium", "outcome": "review", "reasons": [{"code": "medium_sensitivity_scope"}]})
-    payload = json.dumps({"requester": "token rat_bench_x", "verdict": json.loads(verdict)}).encode()
-
-    def call() -> None:
-        public_id = "reg_" + uuid.uuid4().hex[:20]
-        row = conn.execute(
-            bench.RAW_STATEMENT,
-            (token_id, public_id, metadata, idp_id, owner_id, uuid.uuid4().hex + uuid.uuid4().hex, verdict,
-             payload, payload, str(token_id), public_id, verdict),
-        ).fetchone()  # fmt: skip
-        if row is None:
-            raise RuntimeError("raw: the token ran out")
-
-    return call
+    return bench.raw_writer(psycopg.connect(bench.DB_URL, autocommit=True, prepare_threshold=0))
 
 
 # --- parent: count ----------------------------------------------------------------------------------------
@@ -185,9 +165,7 @@ def main() -> int:
     )
     print(f"intake_instructions={per['intake 202']:.0f} healthz_instructions={per['healthz']:.0f} "
           f"raw_instructions={per['raw']:.0f} ratio_healthz={vs_healthz:.2f} ratio_raw={vs_raw:.2f}")  # fmt: skip
-    with RESULTS.open("a") as fh:
-        fh.write(line + "\n")
-    print(line)
+    bench.append_result(line)
     return 0
 
 
