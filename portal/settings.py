@@ -26,6 +26,7 @@ from portal.env import (
     env_float,
     env_int,
     env_list,
+    env_rate,
     env_required,
     env_str,
     parse_database_url,
@@ -241,6 +242,25 @@ ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_ADAPTER = "portal.adapters.NoSignupAccountAdapter"
 SOCIALACCOUNT_ADAPTER = "portal.adapters.RegistrarSocialAccountAdapter"
 ACCOUNT_SESSION_REMEMBER = None
+
+# Login throttling (portal.loginthrottle). The client address is the one the trusted proxies saw: with
+# REGISTRAR_TRUSTED_PROXY_COUNT = N the N-th X-Forwarded-For entry from the right (what the outermost
+# trusted proxy appended), or the header named by REGISTRAR_TRUSTED_CLIENT_IP_HEADER; with neither, the
+# peer address (REMOTE_ADDR), and X-Forwarded-For is ignored because any client can send it. allauth
+# reads both settings for its own rate limits too.
+ALLAUTH_TRUSTED_PROXY_COUNT = env_int("REGISTRAR_TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+ALLAUTH_TRUSTED_CLIENT_IP_HEADER = env_str("REGISTRAR_TRUSTED_CLIENT_IP_HEADER") or None
+# Failed logins counted per client address (any account) and per account *from one address*: a guesser
+# is stopped at its own address while the account's owner, elsewhere, still signs in. Guesses at one
+# account from many addresses are slowed down (REGISTRAR_LOGIN_SLOWDOWN_*), never turned into a lock-out.
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": f"{env_rate('REGISTRAR_LOGIN_FAILURES_PER_ADDRESS', '10/m')}/ip,"
+                    f"{env_rate('REGISTRAR_LOGIN_FAILURES_PER_ACCOUNT', '5/5m')}/key",
+}
+REGISTRAR_LOGIN_SLOWDOWN_AFTER = env_int("REGISTRAR_LOGIN_SLOWDOWN_AFTER", 10, minimum=1)
+REGISTRAR_LOGIN_SLOWDOWN_MAX_SECONDS = env_int("REGISTRAR_LOGIN_SLOWDOWN_MAX_SECONDS", 300, minimum=1)
+REGISTRAR_LOGIN_SLOWDOWN_WINDOW_SECONDS = env_int("REGISTRAR_LOGIN_SLOWDOWN_WINDOW_SECONDS", 3600, minimum=60)
+REGISTRAR_LOGIN_KNOWN_ADDRESS_DAYS = env_int("REGISTRAR_LOGIN_KNOWN_ADDRESS_DAYS", 90, minimum=1)
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 
 OIDC_SSO_SERVER_URL = env_str("OIDC_SSO_SERVER_URL")
