@@ -337,7 +337,13 @@ def test_api_tokens_are_never_reowned_or_unrevoked(client, staff, mark, owner):
 def test_revoking_api_tokens_is_the_services_event(client, staff, mark, owner):
     api_token = ApiToken.objects.create(user=owner, name="ci", prefix="rapi_abc", token_hash="h" * 64)
     client.post("/admin/portal/apitoken/", {"action": "revoke_api_tokens", "_selected_action": [api_token.pk]})
-    assert ApiToken.objects.get(pk=api_token.pk).revoked_at is not None
+    revoked_at = ApiToken.objects.get(pk=api_token.pk).revoked_at
+    assert revoked_at is not None
+    assert [e.action for e in mark()] == ["api_token.revoke"]
+    again = client.post("/admin/portal/apitoken/", {"action": "revoke_api_tokens",
+                                                    "_selected_action": [api_token.pk]}, follow=True)  # fmt: skip
+    assert "already revoked" in again.content.decode()
+    assert ApiToken.objects.get(pk=api_token.pk).revoked_at == revoked_at
     assert [e.action for e in mark()] == ["api_token.revoke"]
 
 
@@ -404,6 +410,15 @@ def test_idp_connection_changes_are_audited_and_credentials_never_shown(client, 
     assert "kc-secret-value-123" not in json.dumps(deleted.before)
 
 
+def test_creating_an_idp_connection_is_audited(client, staff, mark):
+    save(client, url(IdPConnection, "add"), {"name": "new-idp", "kind": "dry-run",
+                                             "config": json.dumps({"issuer": "https://idp.example"}),
+                                             "enabled": "on"})  # fmt: skip
+    event = only_event(mark(), "idp.admin_create")
+    assert event.after["name"] == "new-idp" and event.after["config"] == {"issuer": "https://idp.example"}
+    assert event.after["secrets"] == {}  # none set: shown as empty, never as a value
+
+
 def test_idp_credentials_changed_elsewhere_in_the_admin_are_recorded_as_changed_only(rf, admin_user, mark):
     """The mixin's own rule, for any audited admin that does expose an encrypted field."""
     idp = IdPFactory(name="kc2", secrets={"admin_client_secret": "old-secret-value"})
@@ -429,6 +444,13 @@ def test_team_members_are_audited(client, staff, mark, owner):
                                            {"members": ["olivia"], "max_live_clients": 5})
     save(client, url(Team, "add"), {"name": "Green", "slug": "green"})
     assert mark()[-1].action == "team.admin_create"
+
+
+def test_adding_a_policy_publishes_a_version_through_the_service(client, staff, mark):
+    current = Policy.objects.get(is_active=True)
+    save(client, url(Policy, "add"), {"thresholds": '{"max_spawn_depth": 2}', "note": "from the add page"})
+    assert [e.action for e in mark()] == ["policy.publish"]
+    assert Policy.objects.get(is_active=True).version == current.version + 1
 
 
 def test_policy_saves_publish_a_version_through_the_service(client, staff, mark):
