@@ -191,7 +191,7 @@ if DATABASE_URL:
     # Assigned, not setdefault: parse_database_url already filled both with its defaults.
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("DATABASE_CONN_HEALTH_CHECKS", True)
-    if env_bool("DATABASE_PREPARED_STATEMENTS", True):
+    if env_bool("DATABASE_PREPARED_STATEMENTS", True) and DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # Server-side parameter binding, and psycopg prepares a statement on its 5th run on a connection: the
         # server stops re-planning the hot queries (planning the intake's token lookup alone cost PostgreSQL
         # more CPU than running it) and psycopg stops quoting parameters into the SQL text. Django leaves

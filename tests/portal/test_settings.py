@@ -174,3 +174,10 @@ def test_embedded_mode_only_when_asked_for(tmp_path):
     result = _import_settings({"REGISTRAR_EMBEDDED": "1", "DATABASE_URL": PROD["DATABASE_URL"]}, _SNIPPET)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[:4] == ["True", "True", "True", "django.db.backends.postgresql"]
+
+
+def test_an_sqlite_database_url_connects(tmp_path):
+    """PostgreSQL-only connection options stay off an SQLite DATABASE_URL (the invariant matrix runs on both)."""
+    snippet = "import django; django.setup(); from django.db import connection; connection.ensure_connection()"
+    result = _import_settings({"REGISTRAR_EMBEDDED": "1", "DATABASE_URL": f"sqlite:///{tmp_path}/r.sqlite3"}, snippet)
+    assert result.returncode == 0, result.stderr
