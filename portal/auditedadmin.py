@@ -107,7 +107,8 @@ class AuditedAdminMixin:
     def audit_admin_change(self, request, *, verb: str, pk: Any, before: dict | None, after: dict | None,
                            reason: str = "") -> bool:
         """Record one admin event; for a change, only the fields that differ (none differ: no event)."""
-        assert verb in VERBS, verb
+        if verb not in VERBS:
+            raise ValueError(f"verb must be one of {VERBS}, not {verb!r}")
         changed: list[str] = []
         if verb == "change":
             before, after = before or {}, after or {}

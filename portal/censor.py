@@ -54,7 +54,7 @@ _KEY_CACHE: dict[str, bool] = {}
 _KEY_CACHE_MAX = 4096
 # Checked first: most values are scalars, and an isinstance() against the Mapping ABC costs ten times one
 # against concrete types.
-_SCALARS = (str, int, float, bool, type(None))
+_SCALARS = (str, int, float, type(None))  # bool is an int
 _EMPTY = (None, "")
 
 
@@ -77,13 +77,10 @@ def _is_empty(value: Any) -> bool:
 
 def censor(value: Any, *, extra_keys: Iterable[str] = (), secret_values: Iterable[str] = ()) -> Any:
     """A copy of ``value`` safe for the audit chain and logs; mappings, lists and tuples are walked."""
-    needles = sorted({s for s in secret_values if isinstance(s, str) and len(s) >= 4}, key=len, reverse=True)
-    if isinstance(value, _SCALARS) and not needles:
-        return value
-    extra = frozenset(extra_keys)
-    if not extra and not needles:
+    if not extra_keys and not secret_values:
         return _censor_keys(value)
-    return _walk(value, extra, needles)
+    needles = sorted({s for s in secret_values if isinstance(s, str) and len(s) >= 4}, key=len, reverse=True)
+    return _walk(value, frozenset(extra_keys), needles)
 
 
 def _censor_keys(value: Any) -> Any:
@@ -92,13 +89,22 @@ def _censor_keys(value: Any) -> Any:
         return value
     if isinstance(value, dict | Mapping):
         is_jwk = "kty" in value
-        return {
-            key: (CENSORED if not _is_empty(inner) and (is_sensitive_key(key) or (is_jwk and key in JWK_PRIVATE_MEMBERS))
-                  else _censor_keys(inner))
-            for key, inner in value.items()
-        }  # fmt: skip
+        result = {}
+        get = _KEY_CACHE.get
+        for key, inner in value.items():
+            sensitive = get(key)
+            if sensitive is None:
+                sensitive = is_sensitive_key(key)
+            if (sensitive or (is_jwk and key in JWK_PRIVATE_MEMBERS)) and not _is_empty(inner):
+                result[key] = CENSORED
+            elif isinstance(inner, _SCALARS):
+                result[key] = inner
+            else:
+                result[key] = _censor_keys(inner)
+        return result
     if isinstance(value, list | tuple):
-        return type(value)(_censor_keys(inner) for inner in value)
+        censored = [_censor_keys(inner) for inner in value]
+        return censored if isinstance(value, list) else tuple(censored)
     return value
 
 
@@ -117,5 +123,6 @@ def _walk(value: Any, extra: frozenset[str], needles: list[str]) -> Any:
             result[key] = CENSORED if sensitive and not _is_empty(inner) else _walk(inner, extra, needles)
         return result
     if isinstance(value, list | tuple):
-        return type(value)(_walk(inner, extra, needles) for inner in value)
+        censored = [_walk(inner, extra, needles) for inner in value]
+        return censored if isinstance(value, list) else tuple(censored)
     return value
