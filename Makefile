@@ -27,9 +27,10 @@ idp-deps:
 		[ -d tests/idp/node_modules ] || (cd tests/idp && npm ci --no-audit --no-fund --loglevel=error); \
 	else echo "note: Node.js not found; the demo IdP is replaced by the dry-run connector"; fi
 
+# The demo is the one place embedded mode (SQLite, demo keys) is asked for; anything else needs real secrets.
 run: venv idp-deps
-	$(PY) manage.py migrate --noinput -v0
-	$(PY) manage.py rundemo
+	REGISTRAR_EMBEDDED=1 $(PY) manage.py migrate --noinput -v0
+	REGISTRAR_EMBEDDED=1 $(PY) manage.py rundemo
 
 services:
 	@bash .ci/ensure-services

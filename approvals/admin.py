@@ -1,7 +1,15 @@
+"""Admin for intake configuration: policy versions, initial access tokens, trusted issuers; requests read-only.
+
+Every change writes one audit event (:mod:`portal.auditedadmin`). Requests, decisions, tokens and policy
+versions are never deleted here: they explain who approved what. Tokens are minted at ``/tokens/`` (or
+``mint_access_token``) and revoked through the token service, never re-owned or un-revoked here.
+"""
+
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from approvals.models import Decision, InitialAccessToken, Policy, RegistrationRequest, TrustedIssuer
+from portal.auditedadmin import AuditedModelAdmin, ReadOnlyInlineMixin, audited_by_service
 
 
 class PolicyAdminForm(forms.ModelForm):
@@ -21,9 +29,11 @@ class PolicyAdminForm(forms.ModelForm):
 
 
 @admin.register(Policy)
-class PolicyAdmin(admin.ModelAdmin):
+class PolicyAdmin(AuditedModelAdmin):
     """Saving never edits a version: it publishes a new one (approvals.policy_store.policy_publish)."""
 
+    audit_object_type = "policy"
+    audited_by_service = True  # policy_publish records policy.publish
     form = PolicyAdminForm
     list_display = ("version", "is_active", "note", "created_at", "created_by")
     readonly_fields = ("version", "is_active", "created_at", "created_by")
@@ -49,28 +59,71 @@ class PolicyAdmin(admin.ModelAdmin):
         return False  # old versions explain old verdicts
 
 
+class InitialAccessTokenAdminForm(forms.ModelForm):
+    class Meta:
+        model = InitialAccessToken
+        fields = ("purpose", "team", "allowed_scopes", "max_ttl_seconds", "max_uses", "internal_only", "idp",
+                  "expires_at")  # fmt: skip
+
+    def clean_max_uses(self):
+        max_uses = self.cleaned_data["max_uses"]
+        if self.instance.pk is not None and max_uses < self.instance.uses:
+            raise forms.ValidationError(f"The token has been used {self.instance.uses} times already.")
+        return max_uses
+
+
+@admin.action(description="Revoke selected tokens")
+@audited_by_service
+def revoke_tokens(modeladmin, request, queryset):
+    from approvals.services import TokenError, token_revoke
+    from portal.audit import Actor
+
+    done = 0
+    for token in queryset:
+        try:
+            token_revoke(actor=Actor.user(request.user), token=token, reason="revoked in Django admin")
+            done += 1
+        except TokenError as exc:
+            modeladmin.message_user(request, f"{token.prefix}…: {exc}", messages.WARNING)
+    modeladmin.message_user(request, f"{done} token(s) revoked.")
+
+
 @admin.register(InitialAccessToken)
-class InitialAccessTokenAdmin(admin.ModelAdmin):
+class InitialAccessTokenAdmin(AuditedModelAdmin):
+    audit_object_type = "initial_access_token"
+    form = InitialAccessTokenAdminForm
     list_display = ("prefix", "owner", "purpose", "uses", "max_uses", "expires_at", "revoked_at")
-    readonly_fields = ("prefix", "token_hash", "uses", "created_at", "last_used_at")
+    # The owner is who every registration made with the token is bound to, and revocation is one-way.
+    readonly_fields = ("owner", "prefix", "token_hash", "uses", "created_at", "last_used_at", "revoked_at")
     list_select_related = ("owner",)
+    actions = [revoke_tokens]
+
+    def has_add_permission(self, request):
+        return False  # minted at /tokens/ or with mint_access_token: the token is shown once
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # registrations made with it point at it
 
 
 @admin.register(TrustedIssuer)
-class TrustedIssuerAdmin(admin.ModelAdmin):
+class TrustedIssuerAdmin(AuditedModelAdmin):
+    audit_object_type = "trusted_issuer"
     list_display = ("name", "kind", "issuer", "subject", "owner", "enabled")
     list_filter = ("kind", "enabled")
 
 
-class DecisionInline(admin.TabularInline):
+class DecisionInline(ReadOnlyInlineMixin, admin.TabularInline):
+    """Decisions are made in the review queue, where separation of duties is enforced; never here."""
+
     model = Decision
-    extra = 0
-    can_delete = False
     readonly_fields = ("approver", "kind", "reason", "granted_scopes", "granted_ttl", "created_at")
 
 
 @admin.register(RegistrationRequest)
-class RegistrationRequestAdmin(admin.ModelAdmin):
+class RegistrationRequestAdmin(AuditedModelAdmin):
+    """Read-only: requests change state through the review queue and the registration API."""
+
+    audit_object_type = "registration_request"
     list_display = ("public_id", "client_name", "state", "risk_tier", "owner", "created_at")
     list_filter = ("state", "risk_tier", "via", "kind")
     search_fields = ("public_id", "client_name", "purpose")
@@ -78,4 +131,10 @@ class RegistrationRequestAdmin(admin.ModelAdmin):
     inlines = [DecisionInline]
 
     def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False

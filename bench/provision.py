@@ -66,6 +66,7 @@ def setup_django() -> None:
     os.environ["DATABASE_URL"] = BENCH_DB
     os.environ["REDIS_URL"] = REDIS_URL
     os.environ.setdefault("DEBUG", "true")
+    os.environ.setdefault("REGISTRAR_EMBEDDED", "1")  # demo-grade keys; the database and Redis are real
     os.environ["REGISTRAR_DEMO_MODE"] = "false"
     os.environ["DJANGO_SETTINGS_MODULE"] = "portal.settings"
     import django

@@ -2,12 +2,21 @@
 
 Why not django-scim2: it wants its own adapter classes and a user model mixin in ``portal`` and
 routes deactivation through model ``save()``; the subset a directory needs for leavers (list/filter,
-get, create, replace, patch ``active``, delete) is small enough to implement here directly, and
-deactivation must go through :func:`inventory.leavers.user_deactivate`.
+get, create, replace, patch ``active``, delete) is small enough to implement here directly. Every write
+goes through :mod:`inventory.directory`, which acts on ordinary people only.
 
 Auth: ``Authorization: Bearer <REGISTRAR_SCIM_TOKEN>`` (constant-time compare; no token configured →
 every call is 401). DELETE deactivates instead of deleting: people own clients and audit history
 (``on_delete=PROTECT``), so the record stays with ``active: false``.
+
+Privileged accounts (staff, superusers, approvers, security, admins; :func:`portal.roles.is_privileged`):
+PUT, PATCH and DELETE on them are 403, and creating or renaming someone onto one of their user names,
+directory ids or e-mails is 409 ``uniqueness``. Reading them stays allowed: a directory matches its people
+by ``filter=userName eq`` before it creates them, and a privileged person it could not see would look
+missing (and be re-created, then refused). The resource carries no roles, so reading reveals nothing the
+directory does not already hold. Roles, groups, ``is_staff``, ``is_superuser`` and passwords are never set
+over SCIM: ``groups`` is read-only in RFC 7643 and ignored, ``password``, ``roles`` and ``entitlements``
+are refused (400 ``mutability``).
 """
 
 from __future__ import annotations
@@ -16,15 +25,14 @@ import re
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import IntegrityError, transaction
 from django.http import HttpResponse, JsonResponse
 from django.urls import path
 from django.utils.crypto import constant_time_compare
 from django.views.decorators.csrf import csrf_exempt
 
-from inventory.leavers import user_deactivate, user_reactivate
+from inventory import directory
 from portal import jsonbody
-from portal.audit import Actor, audit_record
+from portal.audit import Actor
 
 USER_SCHEMA = "urn:ietf:params:scim:schemas:core:2.0:User"
 LIST_SCHEMA = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
@@ -103,42 +111,48 @@ def _as_bool(value) -> bool:
     raise ScimError(400, f"active must be a boolean, not {value!r}", "invalidValue")
 
 
-def _apply_attributes(user, data: dict, *, replace: bool) -> bool | None:
-    """Copy SCIM attributes onto the user (unsaved). Returns the wanted ``active`` value, if given."""
+# Attributes Registrar never takes from a directory (RFC 7643 marks ``groups`` read-only: ignored).
+_REFUSED_ATTRIBUTES = ("password", "roles", "entitlements")
+
+
+def _attributes(data: dict, *, replace: bool) -> tuple[dict, bool | None]:
+    """The directory attributes ``data`` sets (all of them when ``replace``), and the wanted ``active``."""
+    for name in _REFUSED_ATTRIBUTES:
+        if data.get(name):
+            raise ScimError(400, f"{name} cannot be set over SCIM: people sign in through SSO and roles are "
+                                 "granted in Registrar", "mutability")  # fmt: skip
+    attributes: dict = {}
     if "userName" in data or replace:
         username = data.get("userName")
         if not isinstance(username, str) or not username.strip():
             raise ScimError(400, "userName is required", "invalidValue")
-        user.username = username.strip()[:150]
+        attributes["username"] = username.strip()[:150]
     if "externalId" in data or replace:
-        user.external_id = data.get("externalId") or None
+        attributes["external_id"] = data.get("externalId") or None
     name = data.get("name")
     if isinstance(name, dict):
-        user.first_name = (name.get("givenName") or "")[:150]
-        user.last_name = (name.get("familyName") or "")[:150]
+        attributes["first_name"] = (name.get("givenName") or "")[:150]
+        attributes["last_name"] = (name.get("familyName") or "")[:150]
     elif replace:
-        user.first_name = user.last_name = ""
+        attributes["first_name"] = attributes["last_name"] = ""
     if "emails" in data or replace:
         emails = data.get("emails") or []
         primary = next((e for e in emails if isinstance(e, dict) and e.get("primary")), None) or (
             emails[0] if emails and isinstance(emails[0], dict) else {})
-        user.email = (primary.get("value") or "")[:254]
-    return _as_bool(data["active"]) if "active" in data else None
+        attributes["email"] = (primary.get("value") or "")[:254]
+    return attributes, (_as_bool(data["active"]) if "active" in data else None)
 
 
-def _set_active(user, active: bool | None) -> None:
-    if active is False:
-        user_deactivate(user=user, actor=ACTOR, source="scim", reason="directory: active=false")
-    elif active is True:
-        user_reactivate(user=user, actor=ACTOR, source="scim", reason="directory: active=true")
-
-
-def _save(user) -> None:
+def _write(change):
+    """Run one directory service call, mapping its refusals onto SCIM errors."""
     try:
-        with transaction.atomic():
-            user.save()
-    except IntegrityError:
-        raise ScimError(409, "userName or externalId already exists", "uniqueness")
+        return change()
+    except directory.PrivilegedAccount as exc:
+        raise ScimError(403, str(exc))
+    except directory.Collision as exc:
+        raise ScimError(409, str(exc), "uniqueness")
+    except directory.InvalidAttributes as exc:
+        raise ScimError(400, str(exc), "invalidValue")
 
 
 def _get_user(pk: str):
@@ -170,26 +184,15 @@ def _list(request):
 
 
 def _create(request):
-    data = _body(request)
-    user = get_user_model()()
-    active = _apply_attributes(user, data, replace=True)
-    user.set_unusable_password()  # people sign in through SSO; a password is set by an admin if at all
-    with transaction.atomic():
-        _save(user)
-        audit_record(actor=ACTOR, action="user.create", object_type="user", object_id=user.pk,
-                     after={"username": user.username, "external_id": user.external_id})
-        if active is False:
-            _set_active(user, False)
+    attributes, active = _attributes(_body(request), replace=True)
+    user = _write(lambda: directory.directory_user_create(actor=ACTOR, attributes=attributes, active=active))
     return _response(user_resource(request, user), 201)
 
 
 def _replace(request, user):
-    data = _body(request)
-    with transaction.atomic():
-        active = _apply_attributes(user, data, replace=True)
-        _save(user)
-        _set_active(user, active)
-    user.refresh_from_db()
+    attributes, active = _attributes(_body(request), replace=True)
+    user = _write(lambda: directory.directory_user_update(actor=ACTOR, user=user, attributes=attributes,
+                                                          active=active))  # fmt: skip
     return _response(user_resource(request, user))
 
 
@@ -216,11 +219,9 @@ def _patch(request, user):
             changes.update(value)
         else:
             raise ScimError(400, "a patch without a path needs an object value", "invalidValue")
-    with transaction.atomic():
-        active = _apply_attributes(user, changes, replace=False)
-        _save(user)
-        _set_active(user, active)
-    user.refresh_from_db()
+    attributes, active = _attributes(changes, replace=False)
+    user = _write(lambda: directory.directory_user_update(actor=ACTOR, user=user, attributes=attributes,
+                                                          active=active))  # fmt: skip
     return _response(user_resource(request, user))
 
 
@@ -242,7 +243,7 @@ def users(request, pk: str | None = None):
         if request.method == "PATCH":
             return _patch(request, user)
         if request.method == "DELETE":
-            _set_active(user, False)
+            _write(lambda: directory.directory_user_deactivate(actor=ACTOR, user=user))
             return HttpResponse(status=204)
         raise ScimError(405, f"{request.method} is not allowed on a User")
     except ScimError as exc:

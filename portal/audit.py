@@ -20,26 +20,12 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
+from portal.censor import censor  # also imported from here by callers that audit
 from portal.middleware import current_request_id
 from portal.models import ActorType, AuditEvent, AuditHead
 from portal.rawsql import InsertStatement
 
 GENESIS_HASH = "0" * 64
-SENSITIVE_KEYS = frozenset(
-    {
-        "token",
-        "access_token",
-        "registration_access_token",
-        "initial_access_token",
-        "client_secret",
-        "secret",
-        "password",
-        "private_key",
-        "admin_client_secret",
-        "admin_token",
-        "d",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -65,22 +51,6 @@ class Actor:
     @property
     def is_human(self) -> bool:
         return self.type == ActorType.USER
-
-
-# Checked first: most values are scalars, and an isinstance() against the Mapping ABC costs ten times one
-# against concrete types (censor() runs over every audited value, on every registration).
-_SCALARS = (str, int, float, type(None))
-
-
-def censor(value: Any) -> Any:
-    """Replace secret-bearing keys in nested mappings before they reach the audit log or logs."""
-    if isinstance(value, _SCALARS):
-        return value
-    if isinstance(value, dict | Mapping):
-        return {k: ("********" if k in SENSITIVE_KEYS and v else censor(v)) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [censor(v) for v in value]
-    return value
 
 
 def _json_default(value: Any) -> Any:

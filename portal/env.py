@@ -8,6 +8,7 @@ surfacing later as a confusing runtime error.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 
 from django.core.exceptions import ImproperlyConfigured
@@ -84,6 +85,19 @@ def env_list(name: str, default: list[str], *, environ: Mapping[str, str] | None
     if value is None:
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+_RATE = re.compile(r"^(\d+)/(\d*)([smhd])$")
+
+
+def env_rate(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> str:
+    """A rate such as ``10/m`` or ``5/15m`` (count per duration, units s, m, h, d), normalised to
+    ``count/<n><unit>``: the form allauth's rate limits take."""
+    value = (env_str(name, environ=environ) or default).replace(" ", "")
+    match = _RATE.match(value)
+    if not match or int(match.group(1)) < 1 or match.group(2) == "0":
+        raise ImproperlyConfigured(f"{name} must be a rate like 10/m or 5/15m (units s, m, h, d), got {value!r}")
+    return f"{int(match.group(1))}/{match.group(2) or 1}{match.group(3)}"
 
 
 def parse_database_url(url: str) -> dict:

@@ -7,6 +7,9 @@ Roles are Django groups. Superusers count as admins. The rules:
 * security — CISO/auditor: reads everything, changes nothing (except break-glass suspend/retire);
 * admin    — configures policy, scopes, IdP connections; sees everything.
 
+Approvers, security, admins, staff and superusers are *privileged* (:func:`is_privileged`): the company
+directory (SCIM) may not change or deactivate them, and nothing it does can grant a role.
+
 Views use :class:`RoleRequiredMixin` / :func:`role_required`, the API uses :class:`HasRole`; both call
 :func:`has_role`, so a rule changes in exactly one place.
 """
@@ -30,6 +33,8 @@ class Role(StrEnum):
 
 
 ALL_ROLES = tuple(Role)
+#: Roles that make an account privileged: it decides, investigates or configures. Owners are ordinary people.
+PRIVILEGED_ROLES = (Role.APPROVER, Role.SECURITY, Role.ADMIN)
 
 
 def roles_of(user) -> frozenset[str]:
@@ -48,6 +53,29 @@ def roles_of(user) -> frozenset[str]:
 
 def has_role(user, *roles: str) -> bool:
     return bool(roles_of(user) & set(roles))
+
+
+def is_privileged(user) -> bool:
+    """Staff, superusers, approvers, security and admins, whether or not the account is active today.
+
+    Unlike :func:`roles_of` this ignores ``is_active``: a deactivated admin is still an admin to whoever
+    could switch them back on. Read from the database, not the per-request cache.
+    """
+    if user is None or user.pk is None:
+        return False
+    if user.is_staff or user.is_superuser:
+        return True
+    return user.groups.filter(name__in=[r.value for r in PRIVILEGED_ROLES]).exists()
+
+
+def privileged_users():
+    """Every privileged account (see :func:`is_privileged`), as a queryset."""
+    from django.contrib.auth import get_user_model
+    from django.db.models import Q
+
+    return get_user_model().objects.filter(
+        Q(is_staff=True) | Q(is_superuser=True) | Q(groups__name__in=[r.value for r in PRIVILEGED_ROLES])
+    ).distinct()
 
 
 # --- named capabilities (what views and services ask) ------------------------------------------

@@ -1,13 +1,16 @@
 """Registrar settings: every value comes from the environment, read here and nowhere else.
 
-Two shapes:
+Two shapes, and Registrar never guesses which one it is in:
 
-* **embedded** (nothing set): SQLite under ``data/``, Celery over kombu's filesystem transport,
-  DEBUG on, demo mode. ``make run`` uses it; no server is needed.
-* **production**: ``DATABASE_URL`` (PostgreSQL), ``REDIS_URL`` (Celery broker + cache),
-  ``SECRET_KEY``, ``ALLOWED_HOSTS``, ``REGISTRAR_ENCRYPTION_KEY``; DEBUG off, secure cookies, HSTS.
+* **embedded**, only with ``REGISTRAR_EMBEDDED=1`` (``make run``, the test settings): SQLite under ``data/``
+  unless ``DATABASE_URL`` is set, Celery over kombu's filesystem transport, DEBUG and demo mode on by default,
+  and demo-grade keys (a built-in ``SECRET_KEY``, an encryption key derived from it) when none are given.
+* **production**, otherwise: ``DATABASE_URL``, ``SECRET_KEY`` and ``REGISTRAR_ENCRYPTION_KEY`` are required,
+  and the publicly known demo values are refused; plus ``REDIS_URL`` (Celery broker + cache) and
+  ``ALLOWED_HOSTS``; DEBUG off, secure cookies, HSTS.
 
-A malformed value raises ``ImproperlyConfigured`` at import time.
+A missing, malformed or known-insecure value raises ``ImproperlyConfigured`` at import time, naming the
+variable and how to produce a good one.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from portal.env import (
     env_float,
     env_int,
     env_list,
+    env_rate,
     env_required,
     env_str,
     parse_database_url,
@@ -32,39 +36,76 @@ from portal.env import (
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("REGISTRAR_DATA_DIR") or BASE_DIR / "data")
 
+EMBEDDED = env_bool("REGISTRAR_EMBEDDED", False)
 DATABASE_URL = env_str("DATABASE_URL") or ""
+if DATABASE_URL:
+    _database = parse_database_url(DATABASE_URL)
+elif not EMBEDDED:
+    raise ImproperlyConfigured(
+        "DATABASE_URL must be set, e.g. postgres://registrar@db.internal:5432/registrar "
+        "(or set REGISTRAR_EMBEDDED=1 for the self-contained demo: SQLite and demo keys, never for real use)"
+    )
 REDIS_URL = env_str("REDIS_URL") or ""
-EMBEDDED = not DATABASE_URL
 
 DEBUG = env_bool("DEBUG", EMBEDDED)
 DEMO_MODE = env_bool("REGISTRAR_DEMO_MODE", EMBEDDED)
 
-if DEBUG or EMBEDDED:
-    SECRET_KEY = env_str("SECRET_KEY") or "registrar-embedded-insecure-key-do-not-use-in-production"
-else:
-    SECRET_KEY = env_required("SECRET_KEY")
+# Public (it is in this file): only ever acceptable in embedded mode.
+EMBEDDED_SECRET_KEY = "registrar-embedded-insecure-key-do-not-use-in-production"
+_GENERATE_SECRET_KEY = 'generate one with: python -c "import secrets; print(secrets.token_urlsafe(50))"'
+_GENERATE_ENCRYPTION_KEY = (
+    'generate one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+)
+
+
+def _derived_encryption_key(secret_key: str) -> str:
+    """The encryption key embedded mode derives from SECRET_KEY (so the demo needs no second secret)."""
+    return base64.urlsafe_b64encode(hashlib.sha256(secret_key.encode()).digest()).decode()
+
+
+SECRET_KEY = env_str("SECRET_KEY") or ""
+if not EMBEDDED:
+    if not SECRET_KEY:
+        raise ImproperlyConfigured(f"SECRET_KEY must be set (at least 32 random characters); {_GENERATE_SECRET_KEY}")
+    if SECRET_KEY == EMBEDDED_SECRET_KEY or SECRET_KEY.startswith("django-insecure"):
+        raise ImproperlyConfigured(
+            f"SECRET_KEY is a publicly known demo value and is refused outside REGISTRAR_EMBEDDED=1; "
+            f"{_GENERATE_SECRET_KEY}"
+        )
     if len(SECRET_KEY) < 32:
-        raise ImproperlyConfigured("SECRET_KEY must be at least 32 characters in production")
+        raise ImproperlyConfigured(f"SECRET_KEY must be at least 32 characters; {_GENERATE_SECRET_KEY}")
+SECRET_KEY = SECRET_KEY or EMBEDDED_SECRET_KEY
 
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]", "testserver"] if DEBUG else [])
 if not DEBUG and not ALLOWED_HOSTS:
     raise ImproperlyConfigured("ALLOWED_HOSTS must be set when DEBUG is off")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
-# Key for IdP credentials at rest (Fernet, 32 url-safe base64 bytes). In embedded mode a key is
-# derived from SECRET_KEY so the demo works out of the box; production must set its own.
-_encryption_key = env_str("REGISTRAR_ENCRYPTION_KEY")
+# Key for IdP credentials at rest (Fernet, 32 url-safe base64 bytes). Embedded mode derives one from
+# SECRET_KEY so the demo works out of the box; anywhere else it is a secret of its own, and a key derived
+# from SECRET_KEY the same way is refused (anyone holding SECRET_KEY, or reading this file for the demo
+# default, could decrypt the IdP credentials).
+_encryption_key = env_str("REGISTRAR_ENCRYPTION_KEY") or ""
 if not _encryption_key:
-    if not (DEBUG or EMBEDDED):
-        raise ImproperlyConfigured("REGISTRAR_ENCRYPTION_KEY must be set in production (a Fernet key)")
-    _encryption_key = base64.urlsafe_b64encode(hashlib.sha256(SECRET_KEY.encode()).digest()).decode()
+    if not EMBEDDED:
+        raise ImproperlyConfigured(
+            f"REGISTRAR_ENCRYPTION_KEY must be set (a Fernet key for IdP credentials at rest); "
+            f"{_GENERATE_ENCRYPTION_KEY}"
+        )
+    _encryption_key = _derived_encryption_key(SECRET_KEY)
+elif not EMBEDDED and _encryption_key in (_derived_encryption_key(EMBEDDED_SECRET_KEY),
+                                           _derived_encryption_key(SECRET_KEY)):  # fmt: skip
+    raise ImproperlyConfigured(
+        "REGISTRAR_ENCRYPTION_KEY is derived from SECRET_KEY (the embedded demo's key) and is refused outside "
+        f"REGISTRAR_EMBEDDED=1; {_GENERATE_ENCRYPTION_KEY}. Existing credentials stay readable if the old key "
+        "is listed in REGISTRAR_OLD_ENCRYPTION_KEYS"
+    )
 try:
     if len(base64.urlsafe_b64decode(_encryption_key.encode())) != 32:
         raise ValueError
 except (ValueError, TypeError):
     raise ImproperlyConfigured(
-        "REGISTRAR_ENCRYPTION_KEY must be a Fernet key (32 url-safe base64-encoded bytes); "
-        'generate one with: python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+        f"REGISTRAR_ENCRYPTION_KEY must be a Fernet key (32 url-safe base64-encoded bytes); {_GENERATE_ENCRYPTION_KEY}"
     )
 REGISTRAR_ENCRYPTION_KEYS = [_encryption_key] + env_list("REGISTRAR_OLD_ENCRYPTION_KEYS", [])
 
@@ -129,7 +170,7 @@ TEMPLATES = [
 ]
 
 if DATABASE_URL:
-    DATABASES = {"default": parse_database_url(DATABASE_URL)}
+    DATABASES = {"default": _database}
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     DATABASES = {
@@ -150,7 +191,7 @@ if DATABASE_URL:
     # Assigned, not setdefault: parse_database_url already filled both with its defaults.
     DATABASES["default"]["CONN_MAX_AGE"] = env_int("DATABASE_CONN_MAX_AGE", 60, minimum=0)
     DATABASES["default"]["CONN_HEALTH_CHECKS"] = env_bool("DATABASE_CONN_HEALTH_CHECKS", True)
-    if env_bool("DATABASE_PREPARED_STATEMENTS", True):
+    if env_bool("DATABASE_PREPARED_STATEMENTS", True) and DATABASES["default"]["ENGINE"].endswith("postgresql"):
         # Server-side parameter binding, and psycopg prepares a statement on its 5th run on a connection: the
         # server stops re-planning the hot queries (planning the intake's token lookup alone cost PostgreSQL
         # more CPU than running it) and psycopg stops quoting parameters into the SQL text. Django leaves
@@ -201,6 +242,25 @@ ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_ADAPTER = "portal.adapters.NoSignupAccountAdapter"
 SOCIALACCOUNT_ADAPTER = "portal.adapters.RegistrarSocialAccountAdapter"
 ACCOUNT_SESSION_REMEMBER = None
+
+# Login throttling (portal.loginthrottle). The client address is the one the trusted proxies saw: with
+# REGISTRAR_TRUSTED_PROXY_COUNT = N the N-th X-Forwarded-For entry from the right (what the outermost
+# trusted proxy appended), or the header named by REGISTRAR_TRUSTED_CLIENT_IP_HEADER; with neither, the
+# peer address (REMOTE_ADDR), and X-Forwarded-For is ignored because any client can send it. allauth
+# reads both settings for its own rate limits too.
+ALLAUTH_TRUSTED_PROXY_COUNT = env_int("REGISTRAR_TRUSTED_PROXY_COUNT", 0, minimum=0, maximum=10)
+ALLAUTH_TRUSTED_CLIENT_IP_HEADER = env_str("REGISTRAR_TRUSTED_CLIENT_IP_HEADER") or None
+# Failed logins counted per client address (any account) and per account *from one address*: a guesser
+# is stopped at its own address while the account's owner, elsewhere, still signs in. Guesses at one
+# account from many addresses are slowed down (REGISTRAR_LOGIN_SLOWDOWN_*), never turned into a lock-out.
+ACCOUNT_RATE_LIMITS = {
+    "login_failed": f"{env_rate('REGISTRAR_LOGIN_FAILURES_PER_ADDRESS', '10/m')}/ip,"
+                    f"{env_rate('REGISTRAR_LOGIN_FAILURES_PER_ACCOUNT', '5/5m')}/key",
+}
+REGISTRAR_LOGIN_SLOWDOWN_AFTER = env_int("REGISTRAR_LOGIN_SLOWDOWN_AFTER", 10, minimum=1)
+REGISTRAR_LOGIN_SLOWDOWN_MAX_SECONDS = env_int("REGISTRAR_LOGIN_SLOWDOWN_MAX_SECONDS", 300, minimum=1)
+REGISTRAR_LOGIN_SLOWDOWN_WINDOW_SECONDS = env_int("REGISTRAR_LOGIN_SLOWDOWN_WINDOW_SECONDS", 3600, minimum=60)
+REGISTRAR_LOGIN_KNOWN_ADDRESS_DAYS = env_int("REGISTRAR_LOGIN_KNOWN_ADDRESS_DAYS", 90, minimum=1)
 MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
 
 OIDC_SSO_SERVER_URL = env_str("OIDC_SSO_SERVER_URL")

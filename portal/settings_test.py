@@ -4,6 +4,8 @@ import os
 
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/registrar")
 os.environ.setdefault("DEBUG", "true")
+# Demo-grade keys are fine for tests (PostgreSQL all the same); production refuses them (portal.settings).
+os.environ.setdefault("REGISTRAR_EMBEDDED", "1")
 
 from portal.settings import *  # noqa: E402,F403
 

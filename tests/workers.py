@@ -37,6 +37,7 @@ def worker_env(*, database: str, redis_url: str, encryption_key: str, **override
         "DATABASE_URL": database,
         "REDIS_URL": redis_url,
         "DEBUG": "true",
+        "REGISTRAR_EMBEDDED": "1",  # demo-grade SECRET_KEY; the database and broker are real
         "REGISTRAR_DEMO_MODE": "false",
         "REGISTRAR_ENCRYPTION_KEY": encryption_key,
         "REGISTRAR_DATA_DIR": tempfile.mkdtemp(prefix="registrar-worker-"),

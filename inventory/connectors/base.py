@@ -31,61 +31,14 @@ from inventory.connectors.errors import (
     NotFound,
     Transient,
 )
+from portal.censor import censor, is_sensitive_key
 
 logger = logging.getLogger("inventory.connectors")
 
-CENSORED = "********"
-
-# A key is sensitive when its last word is one of these (``registration_access_token``, ``client_secret``,
-# ``Authorization``) — but not ``token_endpoint`` or ``client_secret_expires_at``.
-_SENSITIVE_KEY = re.compile(
-    r"(?:^|[_\-.])(?:token|secret|password|passwd|passphrase|assertion|authorization|cookie|"
-    r"private_?key|api_?key|credentials?)$",
-    re.IGNORECASE,
-)
-# Private members of a JWK (RFC 7518 §6.2.2, §6.3.2, §6.4): a public JWKS passes through untouched.
-_JWK_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k", "oth"})
-
-
-def is_sensitive_key(key: str, extra: Iterable[str] = ()) -> bool:
-    return key in extra or bool(_SENSITIVE_KEY.search(key))
-
-
-def censor(value: Any, *, extra_keys: Iterable[str] = (), secret_values: Iterable[str] = ()) -> Any:
-    """A copy of ``value`` safe for logs and audit payloads.
-
-    Mapping values under sensitive keys (tokens, secrets, passwords, private keys, ``extra_keys``) become
-    ``"********"``, private JWK members are dropped to the same marker, and any string containing one of
-    ``secret_values`` (e.g. a token an IdP echoed into an error description) has it replaced.
-    Recurses into mappings, lists and tuples; other values are returned unchanged.
-    """
-    extra = frozenset(extra_keys)
-    needles = sorted({s for s in secret_values if isinstance(s, str) and len(s) >= 4}, key=len, reverse=True)
-
-    def walk(item: Any) -> Any:
-        if isinstance(item, Mapping):
-            is_jwk = "kty" in item
-            result = {}
-            for key, inner in item.items():
-                key_str = str(key)
-                if is_sensitive_key(key_str, extra) or (is_jwk and key_str in _JWK_PRIVATE_MEMBERS):
-                    result[key] = CENSORED if inner not in (None, "") else inner
-                else:
-                    result[key] = walk(inner)
-            return result
-        if isinstance(item, list | tuple):
-            return type(item)(walk(inner) for inner in item)
-        if isinstance(item, str) and needles:
-            for needle in needles:
-                item = item.replace(needle, CENSORED)
-            return item
-        return item
-
-    return walk(value)
-
 
 def log_event(event: str, *, level: int = logging.INFO, extra_keys: Iterable[str] = (), **fields: Any) -> None:
-    """One structured ``event key=value ...`` line with sensitive fields censored."""
+    """One structured ``event key=value ...`` line, censored by :func:`portal.censor.censor` (the audit chain's
+    censor too)."""
     if not logger.isEnabledFor(level):
         return
     safe = censor(fields, extra_keys=extra_keys)

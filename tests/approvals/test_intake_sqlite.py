@@ -61,8 +61,8 @@ print(json.dumps(out))
 
 def test_registration_on_sqlite_writes_rows_and_a_valid_chain(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DJANGO_"))}
-    env |= {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true", "REGISTRAR_DATA_DIR": str(tmp_path),
-            "PYTHONPATH": str(ROOT), "LOG_LEVEL": "ERROR"}  # fmt: skip
+    env |= {"DJANGO_SETTINGS_MODULE": "portal.settings", "REGISTRAR_EMBEDDED": "1", "DEBUG": "true",
+            "REGISTRAR_DATA_DIR": str(tmp_path), "PYTHONPATH": str(ROOT), "LOG_LEVEL": "ERROR"}  # fmt: skip
     run = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 120}
     migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], **run)
     assert migrate.returncode == 0, migrate.stderr

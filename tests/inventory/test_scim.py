@@ -149,8 +149,10 @@ def test_put_replaces_and_can_deactivate_and_reactivate(client, sent_tasks):
     call(client, "put", url, body | {"active": True})
     user.refresh_from_db()
     assert user.is_active and user.deactivated_at is None
-    assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
-        "user.deactivate", "user.reactivate"]
+    events = list(AuditEvent.objects.order_by("id"))
+    assert [e.action for e in events] == ["user.update", "user.deactivate", "user.reactivate"]
+    assert (events[0].actor_label, events[0].before, events[0].after) == (
+        "scim", {"first_name": "", "email": "putme@example.com"}, {"first_name": "Put", "email": "p@example.com"})
 
 
 def test_delete_deactivates_and_the_next_orphan_sweep_acts(client, sent_tasks):
@@ -208,6 +210,24 @@ def test_sso_signal_deactivates_a_disabled_account(sent_tasks):
     login.account.user = other
     on_social_login(sender=None, request=None, sociallogin=login)
     assert User.objects.get(pk=other.pk).is_active
+
+
+def test_scim_cannot_take_over_or_switch_off_an_admin(client, admin_user, sent_tasks):
+    """Regression: with REGISTRAR_SCIM_TOKEN set, SCIM could PATCH the superuser's e-mail (→ password reset
+    → admin) and deactivate admins."""
+    url = f"/scim/v2/Users/{admin_user.pk}"
+    takeover = call(client, "patch", url, {"schemas": [PATCH_SCHEMA], "Operations": [
+        {"op": "replace", "path": "emails", "value": [{"value": "attacker@evil.example", "primary": True}]}]})
+    assert takeover.status_code == 403, takeover.content
+    assert takeover.json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
+    assert takeover.json()["status"] == "403" and "privileged account" in takeover.json()["detail"]
+    assert call(client, "delete", url).status_code == 403
+    assert call(client, "patch", url, {"schemas": [PATCH_SCHEMA], "Operations": [
+        {"op": "replace", "path": "active", "value": False}]}).status_code == 403
+    admin_user.refresh_from_db()
+    assert (admin_user.email, admin_user.is_active) == ("root-admin@example.com", True)
+    assert AuditEvent.objects.count() == 0
+    sent_tasks.assert_not_called()
 
 
 def test_user_deactivate_is_idempotent(sent_tasks):

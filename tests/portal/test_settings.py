@@ -42,10 +42,17 @@ def test_env_helpers_reject_bad_values():
         parse_redis_url("http://localhost:6379")
 
 
-def _import_settings(env: dict) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DEBUG", "SECRET_KEY", "REDIS"))}
+# Everything that decides the settings' shape; the test process has some of these set (settings_test).
+_SHAPE = ("DATABASE_URL", "DEBUG", "SECRET_KEY", "REDIS", "REGISTRAR_EMBEDDED", "REGISTRAR_ENCRYPTION_KEY",
+          "REGISTRAR_OLD_ENCRYPTION_KEYS", "REGISTRAR_DEMO_MODE", "ALLOWED_HOSTS")  # fmt: skip
+_SNIPPET = ("import django; django.setup(); from django.conf import settings as s; "
+            "print(s.EMBEDDED, s.DEBUG, s.DEMO_MODE, s.DATABASES['default']['ENGINE'], s.SECRET_KEY)")  # fmt: skip
+
+
+def _import_settings(env: dict, snippet: str = "import django; django.setup()") -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(_SHAPE)}
     return subprocess.run(
-        [sys.executable, "-c", "import django; django.setup()"],
+        [sys.executable, "-c", snippet],
         env=clean | {"DJANGO_SETTINGS_MODULE": "portal.settings"} | env,
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
@@ -77,8 +84,8 @@ def test_database_connection_settings_come_from_the_environment():
         "d = settings.DATABASES['default']; o = d.get('OPTIONS', {}); "
         "print(d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'], o.get('server_side_binding'), o.get('prepare_threshold'))"
     )
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "DEBUG", "SECRET_KEY", "REDIS"))}
-    base = clean | {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true",
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", *_SHAPE))}
+    base = clean | {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true", "REGISTRAR_EMBEDDED": "1",
                     "DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar"}  # fmt: skip
 
     def run(**env: str) -> str:
@@ -90,3 +97,87 @@ def test_database_connection_settings_come_from_the_environment():
     assert run() == "60 True True 5"
     assert run(DATABASE_CONN_MAX_AGE="5", DATABASE_CONN_HEALTH_CHECKS="false") == "5 False True 5"
     assert run(DATABASE_PREPARED_STATEMENTS="false") == "60 True None None"  # behind an old PgBouncer
+
+
+# --- fail closed: embedded mode only when asked for -------------------------------------------------------
+
+EMBEDDED_SECRET_KEY = "registrar-embedded-insecure-key-do-not-use-in-production"
+GOOD_SECRET = "k" * 20 + "-production-secret-0123456789"
+GOOD_FERNET = "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY="
+PROD = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/registrar", "ALLOWED_HOSTS": "registrar.example.com",
+        "SECRET_KEY": GOOD_SECRET, "REGISTRAR_ENCRYPTION_KEY": GOOD_FERNET}  # fmt: skip
+
+
+def _derived(secret_key: str) -> str:
+    import base64
+    import hashlib
+
+    return base64.urlsafe_b64encode(hashlib.sha256(secret_key.encode()).digest()).decode()
+
+
+def _refused(result: subprocess.CompletedProcess, *needles: str) -> None:
+    assert result.returncode != 0, result.stdout
+    message = result.stderr.strip().splitlines()[-1]
+    assert "ImproperlyConfigured" in message
+    for needle in needles:
+        assert needle in message, message
+
+
+@pytest.mark.parametrize("debug", ["false", "true", None])
+def test_no_database_url_without_the_embedded_flag_stops_start_up(tmp_path, debug):
+    """Regression: DEBUG=false without DATABASE_URL started embedded, on the public SECRET_KEY, with an
+    encryption key derived from it."""
+    env = {"ALLOWED_HOSTS": "registrar.example.com", "REGISTRAR_DATA_DIR": str(tmp_path)}
+    if debug is not None:
+        env["DEBUG"] = debug
+    _refused(_import_settings(env, _SNIPPET), "DATABASE_URL must be set", "REGISTRAR_EMBEDDED=1")
+    assert not (tmp_path / "registrar.sqlite3").exists()
+
+
+@pytest.mark.parametrize("debug", ["false", "true"])
+def test_secrets_are_required_without_the_embedded_flag_even_with_debug(debug):
+    env = PROD | {"DEBUG": debug}
+    _refused(_import_settings({k: v for k, v in env.items() if k != "SECRET_KEY"}), "SECRET_KEY must be set",
+             "secrets.token_urlsafe")  # fmt: skip
+    _refused(_import_settings({k: v for k, v in env.items() if k != "REGISTRAR_ENCRYPTION_KEY"}),
+             "REGISTRAR_ENCRYPTION_KEY must be set", "Fernet.generate_key()")  # fmt: skip
+    _refused(_import_settings(env | {"SECRET_KEY": "short"}), "SECRET_KEY must be at least 32 characters")
+
+
+@pytest.mark.parametrize("secret_key", [EMBEDDED_SECRET_KEY, "django-insecure-" + "x" * 40])
+def test_the_known_demo_secret_key_is_refused(secret_key):
+    _refused(_import_settings(PROD | {"SECRET_KEY": secret_key}), "SECRET_KEY is a publicly known demo value",
+             "secrets.token_urlsafe")  # fmt: skip
+
+
+@pytest.mark.parametrize("derived_from", ["embedded default", "the configured SECRET_KEY"])
+def test_an_encryption_key_derived_from_a_secret_key_is_refused(derived_from):
+    key = _derived(EMBEDDED_SECRET_KEY if derived_from == "embedded default" else GOOD_SECRET)
+    _refused(_import_settings(PROD | {"REGISTRAR_ENCRYPTION_KEY": key}),
+             "REGISTRAR_ENCRYPTION_KEY is derived from SECRET_KEY", "REGISTRAR_OLD_ENCRYPTION_KEYS")  # fmt: skip
+    # still readable during a move away from it: an old key may be the derived one
+    result = _import_settings(PROD | {"REGISTRAR_OLD_ENCRYPTION_KEYS": key})
+    assert result.returncode == 0, result.stderr
+
+
+def test_production_with_real_secrets_starts_with_debug_off():
+    result = _import_settings(PROD, _SNIPPET)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "False", "django.db.backends.postgresql", GOOD_SECRET]
+
+
+def test_embedded_mode_only_when_asked_for(tmp_path):
+    result = _import_settings({"REGISTRAR_EMBEDDED": "1", "REGISTRAR_DATA_DIR": str(tmp_path)}, _SNIPPET)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "True", "True", "django.db.backends.sqlite3", EMBEDDED_SECRET_KEY]
+    # the test settings' shape: embedded keys on a real PostgreSQL
+    result = _import_settings({"REGISTRAR_EMBEDDED": "1", "DATABASE_URL": PROD["DATABASE_URL"]}, _SNIPPET)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[:4] == ["True", "True", "True", "django.db.backends.postgresql"]
+
+
+def test_an_sqlite_database_url_connects(tmp_path):
+    """PostgreSQL-only connection options stay off an SQLite DATABASE_URL (the invariant matrix runs on both)."""
+    snippet = "import django; django.setup(); from django.db import connection; connection.ensure_connection()"
+    result = _import_settings({"REGISTRAR_EMBEDDED": "1", "DATABASE_URL": f"sqlite:///{tmp_path}/r.sqlite3"}, snippet)
+    assert result.returncode == 0, result.stderr
