@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from inventory.keys import KEY_BASED_METHODS
+
 TIERS = ("low", "medium", "high")
 SENSITIVITIES = TIERS
 TIER_RANK = {"low": 0, "medium": 1, "high": 2}
@@ -138,7 +140,7 @@ class PolicyConfig:
     approvals_high: int = 2
     default_ttl_seconds: int = 3600
     high_categories: tuple[str, ...] = ("source_control", "production_data", "identity_admin")
-    key_based_methods: tuple[str, ...] = ("private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth")
+    key_based_methods: tuple[str, ...] = tuple(sorted(KEY_BASED_METHODS))
 
     def __post_init__(self) -> None:
         problems: list[str] = []
