@@ -63,6 +63,7 @@ from approvals.services import DecisionConflict, request_client_create, request_
 from approvals.statements import StatementError, VerifiedStatement, merge_statement, verify_software_statement
 from inventory.choices import LIVE_STATES, ClientState, CreatedVia, IdPKind, OutboxOperation
 from inventory.delivery import deliver_client_outbox_inline
+from inventory.keys import FetchedKeySet, KeySetError, jwks_fetch, jwks_thumbprints
 from inventory.lifecycle import LifecycleError, client_snapshot, client_transition
 from inventory.models import Client, IdPConnection, ScopeDefinition
 from inventory.outbox import outbox_enqueue
@@ -521,6 +522,17 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
             config=config, source_ip=source_ip,
         )  # fmt: skip
         return Submission(request=request, verdict=None, error=exc.error, error_description=exc.description)
+    fetched = None
+    if md.jwks_uri is not None:
+        try:
+            fetched = _fetch_keys(md.jwks_uri)
+        except BadRequest as exc:
+            reasons = [{"code": "invalid_jwks_uri", "message": exc.description}]
+            request = _record_refusal(
+                requester=requester, body=merged, error=exc.error, reasons=reasons, verdict=None, md=md,
+                config=config, source_ip=source_ip,
+            )  # fmt: skip
+            return Submission(request=request, verdict=None, error=exc.error, error_description=exc.description)
 
     verdict = evaluate(_context(requester, md, now), config)
     if verdict.refused:
@@ -535,7 +547,27 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
     idp = requester.idp or default_idp()
     if idp is None:
         raise Unavailable("temporarily_unavailable", "no identity provider is configured for new registrations")
-    return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now, source_ip=source_ip)
+    return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now, source_ip=source_ip,
+                            fetched=fetched)
+
+
+def _fetch_keys(jwks_uri: str) -> FetchedKeySet:
+    """The key set behind ``jwks_uri``, fetched safely and checked like an inline ``jwks``; BadRequest (400
+    invalid_client_metadata) naming the reason otherwise. Runs outside any transaction: it waits on the network."""
+    try:
+        return jwks_fetch(jwks_uri)
+    except KeySetError as exc:
+        raise BadRequest(ERR_INVALID_METADATA, str(exc))
+
+
+def _keys_audit(md: ClientMetadata, fetched: FetchedKeySet | None) -> dict[str, Any]:
+    """The client's keys for an audit event: where they came from and their RFC 7638 thumbprints."""
+    if fetched is not None:
+        return {"source": "jwks_uri", "jwks_uri": fetched.uri, "fetched_from": fetched.address,
+                "thumbprints": fetched.thumbprints}
+    if md.jwks is not None:
+        return {"source": "jwks", "thumbprints": jwks_thumbprints(md.jwks)}
+    return {"source": None, "thumbprints": []}
 
 
 def _token_use_sql(connection) -> str:
@@ -587,7 +619,8 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
 
 
 def _record_accepted(
-    *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None
+    *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None,
+    fetched: FetchedKeySet | None = None,
 ) -> Submission:
     auto = verdict.outcome == OUTCOME_AUTO_APPROVE
     plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
@@ -606,6 +639,7 @@ def _record_accepted(
         granted_ttl=verdict.ttl_seconds,
         audiences=storable(list(md.audiences)),
         internal_only=md.internal_only,
+        fetched_jwks=fetched.jwks if fetched is not None else None,
         idp=idp,
         registration_access_token_hash=hash_token(plaintext),
         policy_version=verdict.policy_version,
@@ -632,7 +666,7 @@ def _record_accepted(
             action="registration.accepted" if auto else "registration.pending",
             object_type="registration_request",
             object_id=registration_id,
-            after=_audit_after(requester, request, verdict),
+            after=_audit_after(requester, request, verdict) | {"keys": storable(_keys_audit(md, fetched))},
             reason=verdict.error_description[:2000],
             policy_version=verdict.policy_version,
         )
@@ -800,13 +834,17 @@ def registration_update(*, registration_id: str, bearer: str | None, body: Any) 
     problems = current.narrowing_problems(new, current_ttl_seconds=current_ttl)
     if problems:
         raise BadRequest(ERR_INVALID_METADATA, "widening needs a new registration: " + "; ".join(problems))
-    return _apply_narrowing(request=request, client=client, new=new, bearer=bearer, base=base)
+    # Keys behind a jwks_uri are fetched and checked on every update (that is how an agent rotates them).
+    fetched = _fetch_keys(new.jwks_uri) if new.jwks_uri is not None else None
+    return _apply_narrowing(request=request, client=client, new=new, bearer=bearer, base=base, fetched=fetched)
 
 
 @transaction.atomic
-def _apply_narrowing(*, request, client: Client, new: ClientMetadata, bearer: str, base) -> Management:
+def _apply_narrowing(*, request, client: Client, new: ClientMetadata, bearer: str, base,
+                     fetched: FetchedKeySet | None = None) -> Management:
     locked = Client.objects.select_for_update().get(pk=client.pk)
-    before = client_snapshot(locked)
+    old_keys = jwks_thumbprints(locked.jwks)
+    before = client_snapshot(locked) | {"keys": {"jwks_uri": locked.jwks_uri or None, "thumbprints": old_keys}}
     scopes = [s for s in locked.scopes if s in new.scope]
     expires_at = locked.expires_at
     if new.requested_ttl is not None:
@@ -819,7 +857,7 @@ def _apply_narrowing(*, request, client: Client, new: ClientMetadata, bearer: st
     locked.metadata = metadata
     locked.name = new.client_name or locked.name
     locked.auth_method = new.token_endpoint_auth_method
-    locked.jwks = new.jwks
+    locked.jwks = fetched.jwks if fetched is not None else new.jwks
     locked.jwks_uri = new.jwks_uri or ""
     locked.software_version = new.software_version or ""
     locked.save(
@@ -840,7 +878,11 @@ def _apply_narrowing(*, request, client: Client, new: ClientMetadata, bearer: st
         object_type="client",
         object_id=locked.registration_id,
         before=before,
-        after=client_snapshot(locked) | {"auth_method": locked.auth_method, "key_rotated": new.jwks != client.jwks},
+        after=client_snapshot(locked) | {
+            "auth_method": locked.auth_method,
+            "key_rotated": jwks_thumbprints(locked.jwks) != old_keys,
+            "keys": storable(_keys_audit(new, fetched)),
+        },
         reason="RFC 7592 update by the agent",
         policy_version=locked.policy_version,
     )

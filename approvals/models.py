@@ -116,6 +116,8 @@ class RegistrationRequest(models.Model):
     granted_ttl = models.PositiveIntegerField(_("granted TTL (s)"), null=True, blank=True)
     audiences = models.JSONField(_("service boundary"), default=list)
     internal_only = models.BooleanField(_("internal only"), default=False)
+    # The key set Registrar fetched from the metadata's jwks_uri and validated: the keys the client is given.
+    fetched_jwks = models.JSONField(_("keys fetched from jwks_uri"), null=True, blank=True)
     idp = models.ForeignKey("inventory.IdPConnection", verbose_name=_("target IdP"), null=True, blank=True,
                             on_delete=models.PROTECT, related_name="+")
     # owner and token: indexed by request_owner_state_idx / request_token_idx (no second single-column index)

@@ -21,6 +21,8 @@ from __future__ import annotations
 import base64
 import binascii
 import copy
+import hashlib
+import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -128,17 +130,24 @@ def parse_jwks_json(raw: str | bytes, *, label: str = "jwks") -> Any:
         raise KeySetError([f"{label} is not valid JSON: {exc}"])
 
 
+# RFC 7638 §3.2: the members a thumbprint hashes, per key type (RFC 8037 §2 for OKP).
+_THUMBPRINT_MEMBERS = {"RSA": ("e", "kty", "n"), "EC": ("crv", "kty", "x", "y"), "OKP": ("crv", "kty", "x")}
+
+
+def jwk_thumbprint(key: Mapping[str, Any]) -> str:
+    """The RFC 7638 SHA-256 thumbprint (base64url) of a public JWK; "(unreadable)" for a key without its members."""
+    members = _THUMBPRINT_MEMBERS.get(key.get("kty"))  # type: ignore[arg-type]
+    if members is None or not all(isinstance(key.get(m), str) for m in members):
+        return "(unreadable)"
+    canonical = json.dumps({m: key[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    digest = hashlib.sha256(canonical.encode()).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
 def jwks_thumbprints(jwks: Mapping[str, Any] | None) -> list[str]:
-    """RFC 7638 SHA-256 thumbprints of the keys of a validated key set, in order (for audit events)."""
-    if not jwks:
-        return []
-    thumbprints = []
-    for key in jwks.get("keys") or ():
-        try:
-            thumbprints.append(JWKRegistry.import_key(dict(key)).thumbprint())
-        except (JoseError, ValueError, TypeError, KeyError):
-            thumbprints.append("(unreadable)")  # stored before this validator existed
-    return thumbprints
+    """The thumbprints of a key set's keys, in order (for audit events and the explain page)."""
+    keys = (jwks or {}).get("keys") or ()
+    return [jwk_thumbprint(key) if isinstance(key, Mapping) else "(unreadable)" for key in keys]
 
 
 # --- keys behind a jwks_uri ------------------------------------------------------------------------
@@ -187,6 +196,7 @@ __all__ = [
     "KeySetError",
     "jwks_fetch",
     "jwks_problems",
+    "jwk_thumbprint",
     "jwks_thumbprints",
     "parse_jwks_json",
     "validate_public_jwks",

@@ -120,6 +120,7 @@ def test_key_set_text_must_be_i_json(raw, reason):
 
 
 def test_thumbprints_are_rfc7638():
-    key = ECKey.generate_key("P-256")
-    assert jwks_thumbprints({"keys": [key.as_dict(private=False)]}) == [key.thumbprint()]
-    assert jwks_thumbprints(None) == [] and jwks_thumbprints({"keys": [{"kty": "?"}]}) == ["(unreadable)"]
+    keys = [ECKey.generate_key("P-256"), RSAKey.generate_key(2048), OKPKey.generate_key("Ed25519")]
+    jwks = {"keys": [key.as_dict(private=False) | {"kid": "ignored", "use": "sig"} for key in keys]}
+    assert jwks_thumbprints(jwks) == [key.thumbprint() for key in keys]
+    assert jwks_thumbprints(None) == [] and jwks_thumbprints({"keys": [{"kty": "?"}, "x"]}) == ["(unreadable)"] * 2
