@@ -24,7 +24,15 @@ one audit event:
   the IdP right away.
 
 Token uses are consumed with one conditional UPDATE (``uses < max_uses``), so concurrent registrations can
-never exceed ``max_uses``; the loser of a race gets 401 and nothing is written.
+never exceed ``max_uses``; the loser of a race gets 401 and nothing is written. A software statement's ``jti``
+is recorded the same way (an INSERT that a unique constraint turns into nothing on a replay), so a statement
+registers once; the loser of that race gets 400 ``invalid_software_statement``. A refused attempt uses
+neither.
+
+Keys: an inline ``jwks`` is checked by ``approvals.metadata`` (``inventory.keys``); the key set behind a
+``jwks_uri`` is fetched here through ``portal.safefetch`` and checked by the same rules, at registration and on
+every RFC 7592 update, outside any transaction. The client — and so the IdP — gets the vetted key set, never
+the URI to fetch on its own; the request keeps it (``fetched_jwks``) for an approval days later.
 
 Registration access tokens (prefix ``rrat_``) are stored hashed on the request and rotated on every
 RFC 7592 use; the new one is in the response and the old one stops working.
@@ -47,7 +55,7 @@ from django.utils import timezone
 
 from approvals.choices import RequestKind, RequestState
 from approvals.metadata import ClientMetadata, MetadataError, validate_client_metadata
-from approvals.models import InitialAccessToken, RegistrationRequest, TrustedIssuer
+from approvals.models import InitialAccessToken, RegistrationRequest, SoftwareStatementUse, TrustedIssuer
 from approvals.policy import (
     OUTCOME_AUTO_APPROVE,
     OUTCOME_REFUSE,
@@ -60,7 +68,13 @@ from approvals.policy import (
 )
 from approvals.policy_store import active_policy
 from approvals.services import DecisionConflict, request_client_create, request_withdraw_by_registrant
-from approvals.statements import StatementError, VerifiedStatement, merge_statement, verify_software_statement
+from approvals.statements import (
+    StatementError,
+    VerifiedStatement,
+    merge_statement,
+    replayed,
+    verify_software_statement,
+)
 from inventory.choices import LIVE_STATES, ClientState, CreatedVia, IdPKind, OutboxOperation
 from inventory.delivery import deliver_client_outbox_inline
 from inventory.keys import FetchedKeySet, KeySetError, jwks_fetch, jwks_thumbprints
@@ -578,22 +592,44 @@ def _token_use_sql(connection) -> str:
             "WHERE id = %s AND uses < max_uses AND revoked_at IS NULL AND expires_at > %s")  # fmt: skip
 
 
-def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token_id: int | None, now) -> bool:
-    """Write ``request`` and its audit ``event``, consuming one use of token ``token_id`` if given; False (and
-    nothing written) when the token ran out meanwhile. This is the one place a use is consumed.
+def _statement_use_sql(connection, use: SoftwareStatementUse) -> tuple[str, list[Any]]:
+    """Record a statement's ``jti`` unless it is on record already: no row inserted means it was used (the
+    unique constraint decides, so concurrent registrations with one statement cannot both get one)."""
+    qn = connection.ops.quote_name
+    meta = SoftwareStatementUse._meta
+    fields = [meta.get_field(name) for name in ("issuer", "jti", "expires_at", "registration_id", "used_at")]
+    columns = ", ".join(qn(f.column) for f in fields)
+    conflict = ", ".join(qn(meta.get_field(name).column) for name in ("issuer", "jti"))
+    sql = (f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
+           f" ON CONFLICT ({conflict}) DO NOTHING")
+    return sql, [f.get_db_prep_save(getattr(use, f.attname), connection) for f in fields]
 
-    On PostgreSQL it is one statement (token UPDATE, request INSERT and the chain append as data-modifying
-    CTEs, :func:`portal.audit.chained_insert`): every agent of a fleet shares one token and every registration
-    the chain head, and their row locks are then held for one statement and its commit, never across a round
-    trip to Python. Elsewhere the same steps run in a transaction.
+
+def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token_id: int | None, now,
+                       statement_use: SoftwareStatementUse | None = None) -> bool:
+    """Write ``request`` and its audit ``event``, consuming one use of token ``token_id`` if given and
+    recording the software statement's ``jti`` (``statement_use``) if given; False (and nothing written) when
+    the token ran out or the ``jti`` was used meanwhile. This is the one place a use is consumed. (A
+    registration has one credential, a token or a statement, so the caller knows which it was.)
+
+    On PostgreSQL it is one statement (token UPDATE, statement-use INSERT … ON CONFLICT DO NOTHING, request
+    INSERT and the chain append as data-modifying CTEs, :func:`portal.audit.chained_insert`; the request is
+    inserted only from the rows the first two return): every agent of a fleet shares one token and every
+    registration the chain head, and their row locks are then held for one statement and its commit, never
+    across a round trip to Python. Elsewhere the same steps run in a transaction.
     """
     connection = transaction.get_connection()
     if connection.vendor != "postgresql":
         with transaction.atomic():
             _REQUEST_INSERT.insert(request)
-            if token_id is not None:
-                with connection.cursor() as cursor:
+            with connection.cursor() as cursor:
+                if token_id is not None:
                     cursor.execute(_token_use_sql(connection), [now, token_id, now])
+                    if cursor.rowcount != 1:
+                        transaction.set_rollback(True)
+                        return False
+                if statement_use is not None:
+                    cursor.execute(*_statement_use_sql(connection, statement_use))
                     if cursor.rowcount != 1:
                         transaction.set_rollback(True)
                         return False
@@ -602,7 +638,11 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
     ctes = []
     if token_id is not None:
         ctes.append(("tok", _token_use_sql(connection) + " RETURNING id", [now, token_id, now]))
-    insert, params = _REQUEST_INSERT.from_select(request, connection, expressions={}, source="tok" if ctes else "")
+    if statement_use is not None:
+        sql, params = _statement_use_sql(connection, statement_use)
+        ctes.append(("stmt", f"{sql} RETURNING id", params))
+    source = ", ".join(name for name, _, _ in ctes)
+    insert, params = _REQUEST_INSERT.from_select(request, connection, expressions={}, source=source)
     ctes.append(("req", f"{insert} RETURNING id", params))
     sql, params = chained_insert(connection, event, ctes=ctes, when="EXISTS (SELECT 1 FROM req)",
                                  returning=["(SELECT id FROM req)"])  # fmt: skip
@@ -653,9 +693,12 @@ def _record_accepted(
         **_request_fields(requester, now, source_ip),
     )
     token_id = requester.token.pk if requester.token is not None else None
+    statement = requester.statement
+    statement_use = statement.use(registration_id=registration_id, now=now) if statement is not None else None
     client = None
     # A pending request is one statement (_insert_with_event); an auto-approved one also creates its client,
-    # in the same transaction. A token that ran out meanwhile leaves nothing behind either way.
+    # in the same transaction. A token that ran out, or a statement whose jti was used, meanwhile leaves nothing
+    # behind either way.
     with transaction.atomic() if auto else contextlib.nullcontext():
         if auto:
             client = request_client_create(request=request, idp=idp, actor=requester.actor,
@@ -670,7 +713,10 @@ def _record_accepted(
             reason=verdict.error_description[:2000],
             policy_version=verdict.policy_version,
         )
-        if not _insert_with_event(request, event, token_id=token_id, now=now):
+        if not _insert_with_event(request, event, token_id=token_id, now=now, statement_use=statement_use):
+            if statement is not None:  # another registration used this statement's jti meanwhile
+                refusal = replayed(statement)
+                raise BadRequest(refusal.error, refusal.description)
             raise Unauthorized("the initial access token has been used up")
     return Submission(request=request, verdict=verdict, client=client, registration_access_token=plaintext)
 

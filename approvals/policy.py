@@ -141,12 +141,15 @@ class PolicyConfig:
     default_ttl_seconds: int = 3600
     high_categories: tuple[str, ...] = ("source_control", "production_data", "identity_admin")
     key_based_methods: tuple[str, ...] = tuple(sorted(KEY_BASED_METHODS))
+    # A software statement (RFC 7591 §2.3) may live at most this long: exp - iat, and exp - now.
+    max_statement_lifetime_seconds: int = 3600
 
     def __post_init__(self) -> None:
         problems: list[str] = []
         _int_in("version", self.version, 1, 2**31 - 1, problems)
         for name in ("low_ttl_seconds", "medium_ttl_seconds", "high_ttl_seconds", "default_ttl_seconds"):
             _int_in(name, getattr(self, name), 1, _MAX_TTL, problems)
+        _int_in("max_statement_lifetime_seconds", self.max_statement_lifetime_seconds, 60, 86400, problems)
         _int_in("low_max_scopes", self.low_max_scopes, 0, 1000, problems)
         _int_in("max_spawn_depth", self.max_spawn_depth, 0, 100, problems)
         # 0 is allowed: an admin's kill switch that stops every new registration.

@@ -93,6 +93,7 @@ def test_default_thresholds_match_design():
         "default_ttl_seconds": 3600,
         "high_categories": ["source_control", "production_data", "identity_admin"],
         "key_based_methods": ["private_key_jwt", "self_signed_tls_client_auth", "tls_client_auth"],
+        "max_statement_lifetime_seconds": 3600,
     }
 
 
