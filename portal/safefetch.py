@@ -43,7 +43,9 @@ none), ``REGISTRAR_FETCH_CA_FILE`` (extra trusted CA certificates), and the test
 
 from __future__ import annotations
 
+import functools
 import ipaddress
+import os
 import socket
 import ssl
 import time
@@ -172,8 +174,16 @@ def system_resolver(host: str, port: int) -> list[str]:
 
 # The resolver fetch() uses unless given one; tests replace it (monkeypatch) to make a name resolve anywhere.
 resolve: Resolver = system_resolver
-# getaddrinfo() cannot be given a timeout: it runs here, and the fetch stops waiting at its deadline.
-_dns_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="safefetch-dns")
+# getaddrinfo() cannot be given a timeout: it runs in this pool, and the fetch stops waiting at its deadline.
+# One pool per process, made on first use: a pool inherited through fork() has no threads behind it.
+_dns: tuple[int, ThreadPoolExecutor] | None = None
+
+
+def _dns_pool() -> ThreadPoolExecutor:
+    global _dns
+    if _dns is None or _dns[0] != os.getpid():
+        _dns = (os.getpid(), ThreadPoolExecutor(max_workers=4, thread_name_prefix="safefetch-dns"))
+    return _dns[1]
 
 
 class _DeadlineStream(httpcore.NetworkStream):
@@ -224,7 +234,7 @@ class _VettingBackend(httpcore.NetworkBackend):
             literal = None
         if literal is not None:
             return [str(literal)]
-        future = _dns_pool.submit(self._resolver, host, port)
+        future = _dns_pool().submit(self._resolver, host, port)
         try:
             addresses = list(future.result(timeout=max(0.0, self._deadline - time.monotonic())))
         except FutureTimeout:
@@ -278,14 +288,19 @@ def _setting(name: str, default: Any) -> Any:
     return getattr(settings, name, default) if settings.configured else default
 
 
-def ssl_context() -> ssl.SSLContext:
-    """Certificate and host name verification against certifi's CAs (plus REGISTRAR_FETCH_CA_FILE, if set)."""
+@functools.lru_cache(maxsize=4)
+def _context_for(extra_ca_file: str) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=certifi.where())
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    extra = _setting("REGISTRAR_FETCH_CA_FILE", "")
-    if extra:
-        context.load_verify_locations(cafile=extra)
+    if extra_ca_file:
+        context.load_verify_locations(cafile=extra_ca_file)
     return context
+
+
+def ssl_context() -> ssl.SSLContext:
+    """Certificate and host name verification against certifi's CAs (plus REGISTRAR_FETCH_CA_FILE, if set).
+    Built once per CA file and shared: loading the CA bundle costs more than a TLS handshake."""
+    return _context_for(_setting("REGISTRAR_FETCH_CA_FILE", "") or "")
 
 
 def host_of(url: str) -> str:
