@@ -24,7 +24,15 @@ one audit event:
   the IdP right away.
 
 Token uses are consumed with one conditional UPDATE (``uses < max_uses``), so concurrent registrations can
-never exceed ``max_uses``; the loser of a race gets 401 and nothing is written.
+never exceed ``max_uses``; the loser of a race gets 401 and nothing is written. A software statement's ``jti``
+is recorded the same way (an INSERT that a unique constraint turns into nothing on a replay), so a statement
+registers once; the loser of that race gets 400 ``invalid_software_statement``. A refused attempt uses
+neither.
+
+Keys: an inline ``jwks`` is checked by ``approvals.metadata`` (``inventory.keys``); the key set behind a
+``jwks_uri`` is fetched here through ``portal.safefetch`` and checked by the same rules, at registration and on
+every RFC 7592 update, outside any transaction. The client — and so the IdP — gets the vetted key set, never
+the URI to fetch on its own; the request keeps it (``fetched_jwks``) for an approval days later.
 
 Registration access tokens (prefix ``rrat_``) are stored hashed on the request and rotated on every
 RFC 7592 use; the new one is in the response and the old one stops working.
@@ -47,7 +55,7 @@ from django.utils import timezone
 
 from approvals.choices import RequestKind, RequestState
 from approvals.metadata import ClientMetadata, MetadataError, validate_client_metadata
-from approvals.models import InitialAccessToken, RegistrationRequest, TrustedIssuer
+from approvals.models import InitialAccessToken, RegistrationRequest, SoftwareStatementUse, TrustedIssuer
 from approvals.policy import (
     OUTCOME_AUTO_APPROVE,
     OUTCOME_REFUSE,
@@ -60,9 +68,16 @@ from approvals.policy import (
 )
 from approvals.policy_store import active_policy
 from approvals.services import DecisionConflict, request_client_create, request_withdraw_by_registrant
-from approvals.statements import StatementError, VerifiedStatement, merge_statement, verify_software_statement
+from approvals.statements import (
+    StatementError,
+    VerifiedStatement,
+    merge_statement,
+    replayed,
+    verify_software_statement,
+)
 from inventory.choices import LIVE_STATES, ClientState, CreatedVia, IdPKind, OutboxOperation
 from inventory.delivery import deliver_client_outbox_inline
+from inventory.keys import FetchedKeySet, KeySetError, jwks_fetch, jwks_thumbprints
 from inventory.lifecycle import LifecycleError, client_snapshot, client_transition
 from inventory.models import Client, IdPConnection, ScopeDefinition
 from inventory.outbox import outbox_enqueue
@@ -521,6 +536,17 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
             config=config, source_ip=source_ip,
         )  # fmt: skip
         return Submission(request=request, verdict=None, error=exc.error, error_description=exc.description)
+    fetched = None
+    if md.jwks_uri is not None:
+        try:
+            fetched = _fetch_keys(md.jwks_uri)
+        except BadRequest as exc:
+            reasons = [{"code": "invalid_jwks_uri", "message": exc.description}]
+            request = _record_refusal(
+                requester=requester, body=merged, error=exc.error, reasons=reasons, verdict=None, md=md,
+                config=config, source_ip=source_ip,
+            )  # fmt: skip
+            return Submission(request=request, verdict=None, error=exc.error, error_description=exc.description)
 
     verdict = evaluate(_context(requester, md, now), config)
     if verdict.refused:
@@ -535,7 +561,27 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
     idp = requester.idp or default_idp()
     if idp is None:
         raise Unavailable("temporarily_unavailable", "no identity provider is configured for new registrations")
-    return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now, source_ip=source_ip)
+    return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now, source_ip=source_ip,
+                            fetched=fetched)
+
+
+def _fetch_keys(jwks_uri: str) -> FetchedKeySet:
+    """The key set behind ``jwks_uri``, fetched safely and checked like an inline ``jwks``; BadRequest (400
+    invalid_client_metadata) naming the reason otherwise. Runs outside any transaction: it waits on the network."""
+    try:
+        return jwks_fetch(jwks_uri)
+    except KeySetError as exc:
+        raise BadRequest(ERR_INVALID_METADATA, str(exc))
+
+
+def _keys_audit(md: ClientMetadata, fetched: FetchedKeySet | None) -> dict[str, Any]:
+    """The client's keys for an audit event: where they came from and their RFC 7638 thumbprints."""
+    if fetched is not None:
+        return {"source": "jwks_uri", "jwks_uri": fetched.uri, "fetched_from": fetched.address,
+                "thumbprints": fetched.thumbprints}
+    if md.jwks is not None:
+        return {"source": "jwks", "thumbprints": jwks_thumbprints(md.jwks)}
+    return {"source": None, "thumbprints": []}
 
 
 def _token_use_sql(connection) -> str:
@@ -546,22 +592,44 @@ def _token_use_sql(connection) -> str:
             "WHERE id = %s AND uses < max_uses AND revoked_at IS NULL AND expires_at > %s")  # fmt: skip
 
 
-def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token_id: int | None, now) -> bool:
-    """Write ``request`` and its audit ``event``, consuming one use of token ``token_id`` if given; False (and
-    nothing written) when the token ran out meanwhile. This is the one place a use is consumed.
+def _statement_use_sql(connection, use: SoftwareStatementUse) -> tuple[str, list[Any]]:
+    """Record a statement's ``jti`` unless it is on record already: no row inserted means it was used (the
+    unique constraint decides, so concurrent registrations with one statement cannot both get one)."""
+    qn = connection.ops.quote_name
+    meta = SoftwareStatementUse._meta
+    fields = [meta.get_field(name) for name in ("issuer", "jti", "expires_at", "registration_id", "used_at")]
+    columns = ", ".join(qn(f.column) for f in fields)
+    conflict = ", ".join(qn(meta.get_field(name).column) for name in ("issuer", "jti"))
+    sql = (f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
+           f" ON CONFLICT ({conflict}) DO NOTHING")
+    return sql, [f.get_db_prep_save(getattr(use, f.attname), connection) for f in fields]
 
-    On PostgreSQL it is one statement (token UPDATE, request INSERT and the chain append as data-modifying
-    CTEs, :func:`portal.audit.chained_insert`): every agent of a fleet shares one token and every registration
-    the chain head, and their row locks are then held for one statement and its commit, never across a round
-    trip to Python. Elsewhere the same steps run in a transaction.
+
+def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token_id: int | None, now,
+                       statement_use: SoftwareStatementUse | None = None) -> bool:
+    """Write ``request`` and its audit ``event``, consuming one use of token ``token_id`` if given and
+    recording the software statement's ``jti`` (``statement_use``) if given; False (and nothing written) when
+    the token ran out or the ``jti`` was used meanwhile. This is the one place a use is consumed. (A
+    registration has one credential, a token or a statement, so the caller knows which it was.)
+
+    On PostgreSQL it is one statement (token UPDATE, statement-use INSERT … ON CONFLICT DO NOTHING, request
+    INSERT and the chain append as data-modifying CTEs, :func:`portal.audit.chained_insert`; the request is
+    inserted only from the rows the first two return): every agent of a fleet shares one token and every
+    registration the chain head, and their row locks are then held for one statement and its commit, never
+    across a round trip to Python. Elsewhere the same steps run in a transaction.
     """
     connection = transaction.get_connection()
     if connection.vendor != "postgresql":
         with transaction.atomic():
             _REQUEST_INSERT.insert(request)
-            if token_id is not None:
-                with connection.cursor() as cursor:
+            with connection.cursor() as cursor:
+                if token_id is not None:
                     cursor.execute(_token_use_sql(connection), [now, token_id, now])
+                    if cursor.rowcount != 1:
+                        transaction.set_rollback(True)
+                        return False
+                if statement_use is not None:
+                    cursor.execute(*_statement_use_sql(connection, statement_use))
                     if cursor.rowcount != 1:
                         transaction.set_rollback(True)
                         return False
@@ -570,7 +638,11 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
     ctes = []
     if token_id is not None:
         ctes.append(("tok", _token_use_sql(connection) + " RETURNING id", [now, token_id, now]))
-    insert, params = _REQUEST_INSERT.from_select(request, connection, expressions={}, source="tok" if ctes else "")
+    if statement_use is not None:
+        sql, params = _statement_use_sql(connection, statement_use)
+        ctes.append(("stmt", f"{sql} RETURNING id", params))
+    source = ", ".join(name for name, _, _ in ctes)
+    insert, params = _REQUEST_INSERT.from_select(request, connection, expressions={}, source=source)
     ctes.append(("req", f"{insert} RETURNING id", params))
     sql, params = chained_insert(connection, event, ctes=ctes, when="EXISTS (SELECT 1 FROM req)",
                                  returning=["(SELECT id FROM req)"])  # fmt: skip
@@ -587,7 +659,8 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
 
 
 def _record_accepted(
-    *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None
+    *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None,
+    fetched: FetchedKeySet | None = None,
 ) -> Submission:
     auto = verdict.outcome == OUTCOME_AUTO_APPROVE
     plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
@@ -606,6 +679,7 @@ def _record_accepted(
         granted_ttl=verdict.ttl_seconds,
         audiences=storable(list(md.audiences)),
         internal_only=md.internal_only,
+        fetched_jwks=fetched.jwks if fetched is not None else None,
         idp=idp,
         registration_access_token_hash=hash_token(plaintext),
         policy_version=verdict.policy_version,
@@ -619,9 +693,12 @@ def _record_accepted(
         **_request_fields(requester, now, source_ip),
     )
     token_id = requester.token.pk if requester.token is not None else None
+    statement = requester.statement
+    statement_use = statement.use(registration_id=registration_id, now=now) if statement is not None else None
     client = None
     # A pending request is one statement (_insert_with_event); an auto-approved one also creates its client,
-    # in the same transaction. A token that ran out meanwhile leaves nothing behind either way.
+    # in the same transaction. A token that ran out, or a statement whose jti was used, meanwhile leaves nothing
+    # behind either way.
     with transaction.atomic() if auto else contextlib.nullcontext():
         if auto:
             client = request_client_create(request=request, idp=idp, actor=requester.actor,
@@ -632,11 +709,14 @@ def _record_accepted(
             action="registration.accepted" if auto else "registration.pending",
             object_type="registration_request",
             object_id=registration_id,
-            after=_audit_after(requester, request, verdict),
+            after=_audit_after(requester, request, verdict) | {"keys": storable(_keys_audit(md, fetched))},
             reason=verdict.error_description[:2000],
             policy_version=verdict.policy_version,
         )
-        if not _insert_with_event(request, event, token_id=token_id, now=now):
+        if not _insert_with_event(request, event, token_id=token_id, now=now, statement_use=statement_use):
+            if statement is not None:  # another registration used this statement's jti meanwhile
+                refusal = replayed(statement)
+                raise BadRequest(refusal.error, refusal.description)
             raise Unauthorized("the initial access token has been used up")
     return Submission(request=request, verdict=verdict, client=client, registration_access_token=plaintext)
 
@@ -800,13 +880,17 @@ def registration_update(*, registration_id: str, bearer: str | None, body: Any) 
     problems = current.narrowing_problems(new, current_ttl_seconds=current_ttl)
     if problems:
         raise BadRequest(ERR_INVALID_METADATA, "widening needs a new registration: " + "; ".join(problems))
-    return _apply_narrowing(request=request, client=client, new=new, bearer=bearer, base=base)
+    # Keys behind a jwks_uri are fetched and checked on every update (that is how an agent rotates them).
+    fetched = _fetch_keys(new.jwks_uri) if new.jwks_uri is not None else None
+    return _apply_narrowing(request=request, client=client, new=new, bearer=bearer, base=base, fetched=fetched)
 
 
 @transaction.atomic
-def _apply_narrowing(*, request, client: Client, new: ClientMetadata, bearer: str, base) -> Management:
+def _apply_narrowing(*, request, client: Client, new: ClientMetadata, bearer: str, base,
+                     fetched: FetchedKeySet | None = None) -> Management:
     locked = Client.objects.select_for_update().get(pk=client.pk)
-    before = client_snapshot(locked)
+    old_keys = jwks_thumbprints(locked.jwks)
+    before = client_snapshot(locked) | {"keys": {"jwks_uri": locked.jwks_uri or None, "thumbprints": old_keys}}
     scopes = [s for s in locked.scopes if s in new.scope]
     expires_at = locked.expires_at
     if new.requested_ttl is not None:
@@ -819,7 +903,7 @@ def _apply_narrowing(*, request, client: Client, new: ClientMetadata, bearer: st
     locked.metadata = metadata
     locked.name = new.client_name or locked.name
     locked.auth_method = new.token_endpoint_auth_method
-    locked.jwks = new.jwks
+    locked.jwks = fetched.jwks if fetched is not None else new.jwks
     locked.jwks_uri = new.jwks_uri or ""
     locked.software_version = new.software_version or ""
     locked.save(
@@ -840,7 +924,11 @@ def _apply_narrowing(*, request, client: Client, new: ClientMetadata, bearer: st
         object_type="client",
         object_id=locked.registration_id,
         before=before,
-        after=client_snapshot(locked) | {"auth_method": locked.auth_method, "key_rotated": new.jwks != client.jwks},
+        after=client_snapshot(locked) | {
+            "auth_method": locked.auth_method,
+            "key_rotated": jwks_thumbprints(locked.jwks) != old_keys,
+            "keys": storable(_keys_audit(new, fetched)),
+        },
         reason="RFC 7592 update by the agent",
         policy_version=locked.policy_version,
     )

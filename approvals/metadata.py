@@ -11,14 +11,14 @@ Choices beyond the RFC, made for agents and governance:
 - ``implicit`` and ``password`` are refused (OAuth 2.0 Security BCP, RFC 9700 §2.1.2 and §2.4).
 - ``token_endpoint_auth_method`` defaults to ``private_key_jwt``; shared secrets only where the policy
   allows them; ``none`` only for native public clients using the authorization code flow.
-- ``jwks`` keys must be public: private members are refused before anything else looks at them.
+- ``jwks`` is checked by the one key-set validator every path uses (``inventory.keys``): public asymmetric
+  keys only, RSA of at least 2048 bits, no repeated ``kid``. ``jwks_uri`` is only checked for form here (an
+  absolute https URI); ``approvals.intake`` fetches it and checks the keys behind it by the same rules.
 - Registrar extensions: ``purpose`` (required), ``requested_ttl``, ``audiences``, ``internal_only``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import copy
 import re
 from collections.abc import Mapping
@@ -26,12 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from joserfc.errors import JoseError
-from joserfc.jwk import JWKRegistry
-
 from approvals.policy import SHARED_SECRET_METHODS, redirect_uri_problems
+from inventory.keys import KEY_BASED_METHODS, jwks_problems
 
-KEY_BASED_METHODS = frozenset({"private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"})
 AUTH_METHODS = KEY_BASED_METHODS | SHARED_SECRET_METHODS | {"none"}
 GRANT_TYPES = frozenset(
     {
@@ -50,8 +47,6 @@ REFUSED_GRANT_TYPES = {
 RESPONSE_TYPES = frozenset({"code", "token"})
 # RFC 7591 §2.1: which response type each grant type goes with.
 _GRANT_FOR_RESPONSE = {"code": "authorization_code", "token": "implicit"}
-# JWK members that only a private or symmetric key carries (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
-PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
 # Key strength of each auth method, for "is the new method weaker?" (narrowing_problems).
 AUTH_STRENGTH = {
     "private_key_jwt": 3,
@@ -64,8 +59,6 @@ AUTH_STRENGTH = {
 }
 
 MAX_TTL_SECONDS = 365 * 86400
-MIN_RSA_BITS = 2048
-MAX_JWKS_KEYS = 20
 MAX_LIST_ITEMS = 50
 MAX_URI_LENGTH = 2000
 # RFC 6749 §3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
@@ -288,67 +281,16 @@ def _https_uri(body: Mapping[str, Any], name: str, problems: _Problems) -> str |
     return value
 
 
-def _rsa_bits(key: Mapping[str, Any]) -> int | None:
-    """The modulus size of an RSA JWK, or None if it is not one or ``n`` is unreadable (import reports that)."""
-    n = key.get("n")
-    if key.get("kty") != "RSA" or not isinstance(n, str):
-        return None
-    try:
-        return int.from_bytes(base64.b64decode(n + "=" * (-len(n) % 4), altchars=b"-_", validate=True)).bit_length()
-    except (ValueError, binascii.Error):
-        return None
-
-
-def _jwk_problems(index: int, key: Any, seen_kids: set[str]) -> list[str]:
-    where = f"jwks.keys[{index}]"
-    if not isinstance(key, Mapping):
-        return [f"{where} must be a JSON object"]
-    private = [m for m in PRIVATE_JWK_MEMBERS if m in key]
-    if key.get("kty") == "oct" or "k" in private:
-        return [f"{where} is a symmetric (oct) key; register only public asymmetric keys (RSA, EC, OKP)"]
-    if private:
-        return [f"{where} contains private key material ({', '.join(private)}); register only the public key"]
-    bits = _rsa_bits(key)
-    if bits is not None and bits < MIN_RSA_BITS:
-        # Checked before importing: joserfc would log a SecurityWarning for every weak key an agent sends.
-        return [f"{where} is a {bits}-bit RSA key; at least {MIN_RSA_BITS} bits are required"]
-    try:
-        imported = JWKRegistry.import_key(dict(key))
-    except (JoseError, ValueError, TypeError, KeyError) as exc:
-        detail = str(exc) or type(exc).__name__
-        return [f"{where} is not a valid public JWK ({detail})"]
-    problems: list[str] = []
-    if imported.is_private:  # belt and braces: the member check above should make this unreachable
-        problems.append(f"{where} is a private key; register only the public key")
-    kid = key.get("kid")
-    if isinstance(kid, str):
-        if kid in seen_kids:
-            problems.append(f"{where} repeats kid {kid!r}")
-        seen_kids.add(kid)
-    return problems
-
-
 def _jwks(body: Mapping[str, Any], problems: _Problems) -> dict[str, Any] | None:
+    """The inline key set, checked by the one key-set validator (``inventory.keys``)."""
     if not _present(body, "jwks"):
         return None
-    value = body["jwks"]
-    keys = value.get("keys") if isinstance(value, Mapping) else None
-    if not isinstance(keys, list):
-        problems.add('jwks must be a JSON object with a "keys" list')
-        return None
-    if not keys:
-        problems.add("jwks.keys must contain at least one key")
-        return None
-    if len(keys) > MAX_JWKS_KEYS:
-        problems.add(f"jwks.keys has {len(keys)} keys; at most {MAX_JWKS_KEYS} are allowed")
-        return None
-    seen_kids: set[str] = set()
-    key_problems = [p for i, key in enumerate(keys) for p in _jwk_problems(i, key, seen_kids)]
+    key_problems = jwks_problems(body["jwks"], label="jwks")
     for message in key_problems:
         problems.add(message)
     if key_problems:
         return None
-    return {"keys": copy.deepcopy(keys)}
+    return {"keys": copy.deepcopy(body["jwks"]["keys"])}
 
 
 def _scope(body: Mapping[str, Any], problems: _Problems) -> tuple[str, ...]:

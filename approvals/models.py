@@ -99,6 +99,29 @@ class TrustedIssuer(models.Model):
         return f"{self.name} ({self.issuer})"
 
 
+class SoftwareStatementUse(models.Model):
+    """A software statement's ``jti``, used once by an accepted or pending registration (RFC 7591 §2.3).
+
+    The unique constraint is the promise that a statement registers once, whatever the concurrency: the row is
+    written in the same database statement as the registration (``approvals.intake``). Rows whose statement has
+    expired are purged (``approvals.statements.statement_uses_purge``).
+    """
+
+    issuer = models.CharField(_("issuer (iss) or SPIFFE trust domain"), max_length=512)
+    jti = models.CharField(_("statement id (jti)"), max_length=255)
+    expires_at = models.DateTimeField(_("statement expires at"))
+    registration_id = models.CharField(_("used by registration"), max_length=40)
+    used_at = models.DateTimeField(_("used at"))
+
+    class Meta:
+        verbose_name = _("software statement use")
+        constraints = [models.UniqueConstraint(fields=["issuer", "jti"], name="statement_jti_used_once")]
+        indexes = [models.Index(fields=["expires_at"], name="statement_use_expiry_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.issuer} jti={self.jti}"
+
+
 class RegistrationRequest(models.Model):
     """What an agent asked for, the verdict the policy gave, and where it went from there."""
 
@@ -116,6 +139,8 @@ class RegistrationRequest(models.Model):
     granted_ttl = models.PositiveIntegerField(_("granted TTL (s)"), null=True, blank=True)
     audiences = models.JSONField(_("service boundary"), default=list)
     internal_only = models.BooleanField(_("internal only"), default=False)
+    # The key set Registrar fetched from the metadata's jwks_uri and validated: the keys the client is given.
+    fetched_jwks = models.JSONField(_("keys fetched from jwks_uri"), null=True, blank=True)
     idp = models.ForeignKey("inventory.IdPConnection", verbose_name=_("target IdP"), null=True, blank=True,
                             on_delete=models.PROTECT, related_name="+")
     # owner and token: indexed by request_owner_state_idx / request_token_idx (no second single-column index)

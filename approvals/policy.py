@@ -31,6 +31,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from inventory.keys import KEY_BASED_METHODS
+
 TIERS = ("low", "medium", "high")
 SENSITIVITIES = TIERS
 TIER_RANK = {"low": 0, "medium": 1, "high": 2}
@@ -138,13 +140,16 @@ class PolicyConfig:
     approvals_high: int = 2
     default_ttl_seconds: int = 3600
     high_categories: tuple[str, ...] = ("source_control", "production_data", "identity_admin")
-    key_based_methods: tuple[str, ...] = ("private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth")
+    key_based_methods: tuple[str, ...] = tuple(sorted(KEY_BASED_METHODS))
+    # A software statement (RFC 7591 §2.3) may live at most this long: exp - iat, and exp - now.
+    max_statement_lifetime_seconds: int = 3600
 
     def __post_init__(self) -> None:
         problems: list[str] = []
         _int_in("version", self.version, 1, 2**31 - 1, problems)
         for name in ("low_ttl_seconds", "medium_ttl_seconds", "high_ttl_seconds", "default_ttl_seconds"):
             _int_in(name, getattr(self, name), 1, _MAX_TTL, problems)
+        _int_in("max_statement_lifetime_seconds", self.max_statement_lifetime_seconds, 60, 86400, problems)
         _int_in("low_max_scopes", self.low_max_scopes, 0, 1000, problems)
         _int_in("max_spawn_depth", self.max_spawn_depth, 0, 100, problems)
         # 0 is allowed: an admin's kill switch that stops every new registration.

@@ -378,7 +378,7 @@ def request_client_create(*, request: RegistrationRequest, idp: IdPConnection, a
         audiences=list(request.audiences or []),
         internal_only=request.internal_only,
         auth_method=metadata.get("token_endpoint_auth_method") or "private_key_jwt",
-        jwks=metadata.get("jwks"),
+        jwks=metadata.get("jwks") or request.fetched_jwks,  # keys behind a jwks_uri: as fetched and vetted
         jwks_uri=metadata.get("jwks_uri") or "",
         software_id=request.software_id,
         software_version=metadata.get("software_version") or "",

@@ -4,6 +4,19 @@ A statement is accepted when an enabled ``TrustedIssuer`` rule knows its issuer 
 signature verifies against that rule's configured JWKS (asymmetric algorithms only), its ``aud`` contains
 the rule's audience, and ``exp``/``iat`` are present and current (60 s leeway for clock skew).
 
+A statement is a bearer credential, so it must be short-lived and usable once:
+
+- its life is bounded by the policy's ``max_statement_lifetime_seconds`` (default 3600): both ``exp - iat``
+  and ``exp - now`` must be within it (the latter with the leeway);
+- it must carry a ``jti``, and a ``jti`` is accepted ONCE per issuer. ``verify_software_statement`` refuses a
+  ``jti`` already on record (the cheap, early answer); the guarantee is a unique constraint on
+  ``SoftwareStatementUse`` (issuer, jti), whose row ``approvals.intake`` writes in the same statement as the
+  accepted or pending registration, so of concurrent registrations with one statement exactly one gets in.
+  A refused registration does not use the ``jti`` (like an initial access token's use): the workload can fix
+  its metadata and retry with the same statement while it lives. Rows are purged once the statement has
+  expired (``statement_uses_purge``, a beat task and the ``purge_statement_uses`` command): an expired
+  statement is refused anyway.
+
 Issuer matching:
 
 - ``oidc`` rules: ``iss`` equals ``TrustedIssuer.issuer``; the rule's ``subject`` matches ``sub``.
@@ -25,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -35,11 +49,12 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 
 from approvals.choices import IssuerKind
-from approvals.models import TrustedIssuer
+from approvals.models import SoftwareStatementUse, TrustedIssuer
 from portal import jsonbody
 
 LEEWAY_SECONDS = 60
 MAX_STATEMENT_BYTES = 16 * 1024
+MAX_JTI_BYTES = 255
 ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA")
 # JWT claims that describe the statement itself, not the client (RFC 7519 §4.1).
 JWT_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "iat", "nbf", "jti"})
@@ -69,6 +84,27 @@ class VerifiedStatement:
     issuer: TrustedIssuer
     subject: str
     claims: dict[str, Any]
+
+    @property
+    def jti(self) -> str:
+        return self.claims["jti"]
+
+    @property
+    def issuer_key(self) -> str:
+        """Who assigned the ``jti`` (its uniqueness is per issuer): the OIDC ``iss``, or the SPIFFE trust domain
+        as ``spiffe://<domain>``. Not the rule: a new, more specific rule must not make a used ``jti`` new again."""
+        if self.issuer.kind == IssuerKind.SPIFFE:
+            return f"spiffe://{spiffe_trust_domain(self.subject)}"
+        return self.issuer.issuer
+
+    @property
+    def expires_at(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.claims["exp"], tz=dt.UTC)
+
+    def use(self, *, registration_id: str, now: dt.datetime) -> SoftwareStatementUse:
+        """The row that records this statement's ``jti`` as used by ``registration_id`` (written by the intake)."""
+        return SoftwareStatementUse(issuer=self.issuer_key, jti=self.jti, expires_at=self.expires_at,
+                                    registration_id=registration_id, used_at=now)
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -141,8 +177,13 @@ def _candidates(iss: Any, sub: str) -> list[TrustedIssuer]:
     return list(TrustedIssuer.objects.filter(query, enabled=True).select_related("owner", "team", "idp"))
 
 
-def verify_software_statement(statement: Any, *, now: int | None = None) -> VerifiedStatement:
-    """Verify ``statement`` and return its rule and claims, or raise StatementError."""
+def verify_software_statement(
+    statement: Any, *, now: int | None = None, max_lifetime: int | None = None
+) -> VerifiedStatement:
+    """Verify ``statement`` and return its rule and claims, or raise StatementError.
+
+    ``max_lifetime`` (seconds) defaults to the active policy's ``max_statement_lifetime_seconds``.
+    """
     if not isinstance(statement, str) or not statement:
         raise _invalid("software_statement must be a JWT string")
     if len(statement) > MAX_STATEMENT_BYTES:
@@ -197,4 +238,45 @@ def verify_software_statement(statement: Any, *, now: int | None = None) -> Veri
         raise _invalid("software statement iat is in the future")
     if rule.kind == IssuerKind.SPIFFE and spiffe_trust_domain(sub) is None:
         raise _invalid("software statement sub is not a SPIFFE ID")
-    return VerifiedStatement(issuer=rule, subject=sub, claims=dict(claims))
+    if max_lifetime is None:
+        from approvals.policy_store import active_policy
+
+        max_lifetime = active_policy().max_statement_lifetime_seconds
+    _check_lifetime(claims, current, max_lifetime)
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti.strip():
+        raise _invalid("software statement has no jti claim; each statement needs a unique jti, as it is accepted "
+                       "only once")
+    if len(jti.encode()) > MAX_JTI_BYTES or not jti.isprintable():
+        raise _invalid(f"software statement jti must be printable and at most {MAX_JTI_BYTES} bytes long")
+    verified = VerifiedStatement(issuer=rule, subject=sub, claims=dict(claims))
+    if SoftwareStatementUse.objects.filter(issuer=verified.issuer_key, jti=jti).exists():
+        raise replayed(verified)
+    return verified
+
+
+def _check_lifetime(claims: dict[str, Any], current: int, max_lifetime: int) -> None:
+    lifetime = claims["exp"] - claims["iat"]
+    if lifetime > max_lifetime:
+        raise _invalid(f"software statement lives {int(lifetime)} s (exp - iat); at most {max_lifetime} s are "
+                       "accepted: issue short-lived statements")
+    remaining = claims["exp"] - current
+    if remaining > max_lifetime + LEEWAY_SECONDS:
+        raise _invalid(f"software statement expires in {int(remaining)} s; at most {max_lifetime} s ahead are "
+                       "accepted")
+
+
+def replayed(statement: VerifiedStatement) -> StatementError:
+    """The refusal of a statement whose ``jti`` was already used (by an accepted or pending registration)."""
+    return _invalid(f"software statement jti {statement.jti[:100]!r} of issuer {statement.issuer_key[:200]!r} was "
+                    "already used; a statement is accepted once: get a new one from your issuer")
+
+
+def statement_uses_purge(*, now: dt.datetime | None = None) -> int:
+    """Delete the records of statements that have expired (past ``exp`` and the leeway): they can no longer
+    verify, so their ``jti`` cannot be replayed. Returns how many were deleted."""
+    from django.utils import timezone
+
+    cutoff = (now or timezone.now()) - dt.timedelta(seconds=LEEWAY_SECONDS)
+    deleted, _ = SoftwareStatementUse.objects.filter(expires_at__lt=cutoff).delete()
+    return deleted

@@ -26,3 +26,14 @@ def notify_approvers() -> int:
     from approvals import notifications
 
     return notifications.notify_approvers()
+
+
+@shared_task(name="approvals.tasks.purge_statement_uses")
+def purge_statement_uses() -> int:
+    """Forget the jti of software statements that have expired (they can no longer be replayed)."""
+    from approvals.statements import statement_uses_purge
+
+    count = statement_uses_purge()
+    if count:
+        log.info("event=statement_uses_purged count=%s", count)
+    return count

@@ -237,7 +237,9 @@ def client_spec(client: Client) -> ClientSpec:
         scopes=list(client.scopes or []),
         token_endpoint_auth_method=client.auth_method or "private_key_jwt",
         jwks=client.jwks or None,
-        jwks_uri=client.jwks_uri or None,
+        # Keys are Registrar's business: the IdP gets the key set Registrar fetched from a jwks_uri and vetted,
+        # never the URI to fetch on its own (only a client registered before keys were fetched has none).
+        jwks_uri=None if client.jwks else (client.jwks_uri or None),
         enabled=client.state not in ENDED_STATES and client.state != ClientState.SUSPENDED,
         expires_at=client.expires_at,
         software_id=client.software_id or None,

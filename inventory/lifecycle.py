@@ -29,6 +29,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inventory.choices import CLIENT_TRANSITIONS, ENDED_STATES, LIVE_STATES, ClientState, OutboxOperation, RiskTier
+from inventory.keys import KeySetError, jwks_thumbprints, validate_public_jwks
 from inventory.models import Client, OutboxEntry, TransferOffer, TransferState
 from inventory.outbox import outbox_enqueue
 from portal import roles
@@ -148,8 +149,6 @@ logger = logging.getLogger(__name__)
 
 # Tier TTL ceilings when the active policy row does not say otherwise (DESIGN.md "Policy").
 DEFAULT_TTL_CEILINGS = {RiskTier.LOW: 86400, RiskTier.MEDIUM: 7 * 86400, RiskTier.HIGH: 86400}
-# JWK members that only private (or symmetric) keys carry (RFC 7518 §6.2.2, §6.3.2, §6.4.1).
-PRIVATE_JWK_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "oth", "k"})
 
 
 class PermissionRefused(LifecycleError):
@@ -369,47 +368,6 @@ def client_resume(*, client: Client, user=None, actor: Actor | None = None, reas
 
 # --- rotate key -----------------------------------------------------------------------------------
 
-def validate_public_jwks(jwks: Any) -> dict:
-    """Parse and check a JWKS: well formed, importable by joserfc, public keys only. Returns the JWKS."""
-    import json
-
-    from joserfc.jwk import KeySet
-
-    if isinstance(jwks, str | bytes):
-        try:
-            jwks = json.loads(jwks)
-        except ValueError as exc:
-            raise LifecycleError(f"the JWKS is not valid JSON: {exc}") from exc
-    if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:
-        raise LifecycleError('the JWKS must be a JSON object with a non-empty "keys" list')
-    for i, key in enumerate(jwks["keys"]):
-        if not isinstance(key, dict):
-            raise LifecycleError(f"key {i} is not a JSON object")
-        private = sorted(PRIVATE_JWK_MEMBERS & set(key))
-        if private:
-            raise LifecycleError(
-                f"key {i} contains private or secret members ({', '.join(private)}): upload public keys only"
-            )
-    try:
-        keyset = KeySet.import_key_set(jwks)
-    except Exception as exc:  # joserfc raises several error types for malformed keys
-        raise LifecycleError(f"the JWKS could not be read: {exc}") from exc
-    if any(key.is_private for key in keyset.keys):
-        raise LifecycleError("the JWKS contains a private key: upload public keys only")
-    return {"keys": [dict(key) for key in jwks["keys"]]}
-
-
-def _thumbprints(jwks: dict | None) -> list[str]:
-    if not jwks:
-        return []
-    from joserfc.jwk import KeySet
-
-    try:
-        return [key.thumbprint() for key in KeySet.import_key_set(jwks).keys]
-    except Exception:
-        return []
-
-
 @transaction.atomic
 def client_rotate_key(*, client: Client, jwks: Any, user=None, actor: Actor | None = None,
                       reason: str = "") -> Client:
@@ -418,8 +376,11 @@ def client_rotate_key(*, client: Client, jwks: Any, user=None, actor: Actor | No
     _require_manage(user, locked)
     if locked.state not in LIVE_STATES:
         raise LifecycleError(f"a {locked.state} client has no key to rotate")
-    new_jwks = validate_public_jwks(jwks)
-    before = {"keys": _thumbprints(locked.jwks), "jwks_uri": locked.jwks_uri}
+    try:
+        new_jwks = validate_public_jwks(jwks)  # the same rules as registration and RFC 7592 updates
+    except KeySetError as exc:
+        raise LifecycleError(str(exc)) from exc
+    before = {"keys": jwks_thumbprints(locked.jwks), "jwks_uri": locked.jwks_uri}
     locked.jwks = new_jwks
     locked.jwks_uri = ""  # an uploaded JWKS replaces a JWKS URI (RFC 7591 §2: one or the other)
     if locked.auth_method == "client_secret_basic":
@@ -427,7 +388,7 @@ def client_rotate_key(*, client: Client, jwks: Any, user=None, actor: Actor | No
     locked.save(update_fields=["jwks", "jwks_uri", "auth_method"])
     audit_record(
         actor=_actor(user, actor), action="client.rotate_key", object_type="client",
-        object_id=locked.registration_id, before=before, after={"keys": _thumbprints(new_jwks)},
+        object_id=locked.registration_id, before=before, after={"keys": jwks_thumbprints(new_jwks)},
         reason=reason, policy_version=locked.policy_version,
     )
     outbox_enqueue(client=locked, operation=OutboxOperation.UPDATE)
@@ -732,5 +693,4 @@ __all__ = [
     "client_retire", "client_rotate_key", "client_snapshot", "client_suspend", "client_take_over",
     "client_transfer_accept", "client_transfer_decline", "client_transfer_offer", "client_transition",
     "clients_transition_many", "live_lineage_ids", "renewal_needs_review", "tier_ttl_ceiling",
-    "validate_public_jwks",
 ]

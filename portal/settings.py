@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -400,6 +401,22 @@ REGISTRAR_SWEEP_BATCH_SIZE = env_int("REGISTRAR_SWEEP_BATCH_SIZE", 500, minimum=
 REGISTRAR_SCIM_TOKEN = env_str("REGISTRAR_SCIM_TOKEN")
 # Dashboards and the framework report are snapshots recomputed at most this often (0 = always fresh).
 REGISTRAR_REPORT_CACHE_SECONDS = env_int("REGISTRAR_REPORT_CACHE_SECONDS", 60, minimum=0)
+
+# --- outbound fetches of untrusted URLs (portal.safefetch: jwks_uri, metadata documents) ----
+REGISTRAR_FETCH_TIMEOUT_SECONDS = env_float("REGISTRAR_FETCH_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+REGISTRAR_FETCH_MAX_BYTES = env_int("REGISTRAR_FETCH_MAX_BYTES", 64 * 1024, minimum=1024)
+REGISTRAR_FETCH_CA_FILE = env_str("REGISTRAR_FETCH_CA_FILE") or ""  # extra trusted CAs (PEM), besides certifi's
+if REGISTRAR_FETCH_CA_FILE and not Path(REGISTRAR_FETCH_CA_FILE).is_file():
+    raise ImproperlyConfigured(f"REGISTRAR_FETCH_CA_FILE {REGISTRAR_FETCH_CA_FILE!r} is not a readable file")
+# Test-only: lets the fetcher connect to loopback, where tests serve HTTPS with a test CA. Anywhere else it would
+# let an agent make Registrar fetch from its own host, so it is refused outside the test settings and embedded mode.
+REGISTRAR_FETCH_ALLOW_LOOPBACK = env_bool("REGISTRAR_FETCH_ALLOW_LOOPBACK", False)
+_TEST_SETTINGS = os.environ.get("DJANGO_SETTINGS_MODULE") == "portal.settings_test"
+if REGISTRAR_FETCH_ALLOW_LOOPBACK and not (EMBEDDED or _TEST_SETTINGS):
+    raise ImproperlyConfigured(
+        "REGISTRAR_FETCH_ALLOW_LOOPBACK is for tests only: it lets agents make Registrar fetch URLs on its own "
+        "host. Unset it (it is honoured only with the test settings or in embedded mode)."
+    )
 
 LOGGING = {
     "version": 1,

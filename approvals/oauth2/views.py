@@ -167,6 +167,11 @@ def register(request: HttpRequest) -> HttpResponse:
     except intake.Unauthorized as exc:
         return _unauthorized(request, exc, bearer)
     except intake.IntakeError as exc:
+        if requester.statement is not None and exc.error == "invalid_software_statement":
+            # its jti was used by a concurrent registration: recorded like any rejected statement
+            intake.registration_unauthorized_record(
+                description=exc.description, bearer=None, source_ip=source_ip, path=request.path, error=exc.error
+            )
         return _from_exc(exc)
 
     if submission.refused:

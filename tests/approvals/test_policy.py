@@ -92,7 +92,8 @@ def test_default_thresholds_match_design():
         "approvals_high": 2,
         "default_ttl_seconds": 3600,
         "high_categories": ["source_control", "production_data", "identity_admin"],
-        "key_based_methods": ["private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"],
+        "key_based_methods": ["private_key_jwt", "self_signed_tls_client_auth", "tls_client_auth"],
+        "max_statement_lifetime_seconds": 3600,
     }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 from joserfc import jws, jwt
@@ -82,6 +83,7 @@ def sign(claims: dict | None = None, *, key=ISSUER_KEY, alg: str = "RS256", drop
         "aud": AUDIENCE,
         "iat": now,
         "exp": now + 300,
+        "jti": uuid.uuid4().hex,  # a statement is accepted once: each one carries its own id
     }
     payload.update(claims or {})
     payload.update(extra)
@@ -96,7 +98,7 @@ def sign_escaped(**claims) -> str:
     library encoding UTF-8 cannot)."""
     now = int(time.time())
     payload = {"iss": ISSUER, "sub": "repo:acme/agents:ref:refs/heads/main", "aud": AUDIENCE, "iat": now,
-               "exp": now + 300, **claims}  # fmt: skip
+               "exp": now + 300, "jti": uuid.uuid4().hex, **claims}  # fmt: skip
     return jws.serialize_compact({"alg": "RS256", "kid": ISSUER_KEY.kid}, json.dumps(payload).encode(), ISSUER_KEY)
 
 
@@ -212,7 +214,7 @@ def test_exact_rule_beats_prefix_rule(oidc_rule, ci_owner):
 
 def test_statement_metadata_excludes_jwt_claims(oidc_rule):
     verified = verify_software_statement(sign({"scope": "tickets:read", "jti": "abc"}))
-    assert verified.metadata == {"scope": "tickets:read"}
+    assert verified.metadata == {"scope": "tickets:read"} and verified.jti == "abc"
 
 
 def test_broken_issuer_jwks_is_unapproved(oidc_rule):

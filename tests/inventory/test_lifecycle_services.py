@@ -186,13 +186,13 @@ def test_rotate_key_stores_public_jwks_and_pushes_update(owner):
 
 
 @pytest.mark.parametrize("bad,message", [
-    ("not json", "not valid JSON"),
-    ({"keys": []}, "non-empty"),
-    ({"nokeys": 1}, "non-empty"),
-    ({"keys": [{"kty": "EC", "crv": "P-256", "x": "bad"}]}, "could not be read"),
-    ("private-ec", "private or secret members (d)"),
-    ("private-rsa", "private or secret members"),
-    ("symmetric", "private or secret members (k)"),
+    ("not json", "jwks is not valid JSON"),
+    ({"keys": []}, "jwks.keys must contain at least one key"),
+    ({"nokeys": 1}, 'jwks must be a JSON object with a "keys" list'),
+    ({"keys": [{"kty": "EC", "crv": "P-256", "x": "bad"}]}, "jwks.keys[0] is not a valid public JWK"),
+    ("private-ec", "jwks.keys[0] contains private key material (d)"),
+    ("private-rsa", "jwks.keys[0] contains private key material (d, p, q, dp, dq, qi)"),
+    ("symmetric", "jwks.keys[0] is a symmetric (oct) key"),
 ])
 def test_rotate_key_refuses_private_or_broken_keys(owner, bad, message):
     if bad == "private-ec":

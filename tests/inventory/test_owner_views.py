@@ -145,7 +145,7 @@ def test_rotate_key_form(owner_client, owner):
 
     private = json.dumps({"keys": [ECKey.generate_key("P-256").as_dict(private=True)]})
     response = owner_client.post(url, {"jwks": private})
-    assert response.status_code == 200 and "private or secret members" in response.content.decode()
+    assert response.status_code == 200 and "contains private key material (d)" in response.content.decode()
     assert Client.objects.get(pk=c.pk).jwks is None and OutboxEntry.objects.count() == 0
     public = json.dumps({"keys": [ECKey.generate_key("P-256").as_dict(private=False)]})
     assert owner_client.post(url, {"jwks": public}).status_code == 302
