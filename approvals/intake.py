@@ -334,6 +334,8 @@ def _spawn_requester(bearer: str, now) -> Requester:
         raise Unauthorized("the bearer token is not a valid registration access token of a client")
     if parent.state != ClientState.ACTIVE:
         raise Unauthorized(f"the parent client is {parent.state}; only an active client can spawn children")
+    if parent.spawn_revoked_at is not None:
+        raise Unauthorized(_spawn_revoked_message(parent))
     return Requester(
         via=CreatedVia.SPAWN,
         owner=parent.owner,
@@ -344,6 +346,12 @@ def _spawn_requester(bearer: str, now) -> Requester:
         actor=Actor.agent(f"client {parent.registration_id}", parent.registration_id),
         audit_fields={"parent": parent.registration_id},
     )
+
+
+def _spawn_revoked_message(parent: Client) -> str:
+    why = f": {parent.spawn_revoked_reason}" if parent.spawn_revoked_reason else ""
+    return (f"the parent client's right to spawn children was revoked on "
+            f"{parent.spawn_revoked_at:%Y-%m-%d %H:%M} UTC{why}")
 
 
 # --- registration --------------------------------------------------------------------------------
@@ -396,6 +404,7 @@ def _context(requester: Requester, md: ClientMetadata, now) -> RegistrationConte
             "parent_remaining_ttl": remaining,
             "parent_depth": parent.depth,
             "parent_tier": parent.risk_tier,
+            "parent_children": parent.children_spawned,
         }
     return RegistrationContext(
         **md.policy_fields(),
@@ -535,7 +544,8 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
     idp = requester.idp or default_idp()
     if idp is None:
         raise Unavailable("temporarily_unavailable", "no identity provider is configured for new registrations")
-    return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now, source_ip=source_ip)
+    return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now, source_ip=source_ip,
+                            spawn_limit=config.max_children_per_parent)
 
 
 def _token_use_sql(connection) -> str:
@@ -546,34 +556,61 @@ def _token_use_sql(connection) -> str:
             "WHERE id = %s AND uses < max_uses AND revoked_at IS NULL AND expires_at > %s")  # fmt: skip
 
 
-def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token_id: int | None, now) -> bool:
-    """Write ``request`` and its audit ``event``, consuming one use of token ``token_id`` if given; False (and
-    nothing written) when the token ran out meanwhile. This is the one place a use is consumed.
+def _spawn_sql(connection) -> str:
+    """Consume one of a parent's child slots (params: parent id, limit): conditional, like a token use, so
+    ``max_children_per_parent`` holds under any concurrency; no row changed means the parent reached its limit,
+    stopped being active or lost its spawn right meanwhile."""
+    qn = connection.ops.quote_name
+    return (f"UPDATE {qn(Client._meta.db_table)} SET children_spawned = children_spawned + 1 "  # noqa: S608
+            f"WHERE id = %s AND children_spawned < %s AND state = '{ClientState.ACTIVE}' "
+            "AND spawn_revoked_at IS NULL")
 
-    On PostgreSQL it is one statement (token UPDATE, request INSERT and the chain append as data-modifying
-    CTEs, :func:`portal.audit.chained_insert`): every agent of a fleet shares one token and every registration
-    the chain head, and their row locks are then held for one statement and its commit, never across a round
-    trip to Python. Elsewhere the same steps run in a transaction.
+
+@dataclass
+class _SpawnSlot:
+    """A spawn's claim on its parent's child count: the parent and the limit in, the new count out."""
+
+    parent_id: int
+    limit: int
+    count: int | None = None
+
+
+def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token_id: int | None, now,
+                       spawn: _SpawnSlot | None = None) -> bool:
+    """Write ``request`` and its audit ``event``, consuming one use of token ``token_id`` or one child slot of the
+    ``spawn`` parent if given; False (and nothing written) when the token ran out or the parent reached its limit
+    meanwhile. This is the one place a use or a slot is consumed.
+
+    On PostgreSQL it is one statement (token or parent UPDATE, request INSERT and the chain append as
+    data-modifying CTEs, :func:`portal.audit.chained_insert`): every agent of a fleet shares one token and every
+    registration the chain head, and their row locks are then held for one statement and its commit, never across
+    a round trip to Python. Elsewhere the same steps run in a transaction.
     """
     connection = transaction.get_connection()
+    guard = _guard(connection, token_id, spawn, now)  # (CTE name, conditional UPDATE, params) or None
     if connection.vendor != "postgresql":
         with transaction.atomic():
             _REQUEST_INSERT.insert(request)
-            if token_id is not None:
+            if guard is not None:
                 with connection.cursor() as cursor:
-                    cursor.execute(_token_use_sql(connection), [now, token_id, now])
+                    cursor.execute(guard[1], guard[2])
                     if cursor.rowcount != 1:
                         transaction.set_rollback(True)
                         return False
+            if spawn is not None:
+                spawn.count = Client.objects.filter(pk=spawn.parent_id).values_list("children_spawned", flat=True)[0]
             audit_append(event)
         return True
     ctes = []
-    if token_id is not None:
-        ctes.append(("tok", _token_use_sql(connection) + " RETURNING id", [now, token_id, now]))
-    insert, params = _REQUEST_INSERT.from_select(request, connection, expressions={}, source="tok" if ctes else "")
+    if guard is not None:
+        name, sql, params = guard
+        ctes.append((name, sql + (" RETURNING id, children_spawned" if name == "par" else " RETURNING id"), params))
+    insert, params = _REQUEST_INSERT.from_select(request, connection, expressions={},
+                                                 source=guard[0] if guard is not None else "")
     ctes.append(("req", f"{insert} RETURNING id", params))
+    returning = ["(SELECT id FROM req)"] + (["(SELECT children_spawned FROM par)"] if spawn is not None else [])
     sql, params = chained_insert(connection, event, ctes=ctes, when="EXISTS (SELECT 1 FROM req)",
-                                 returning=["(SELECT id FROM req)"])  # fmt: skip
+                                 returning=returning)  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
@@ -583,11 +620,23 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
     request.pk = row[3]
     request._state.adding = False
     request._state.db = connection.alias
+    if spawn is not None:
+        spawn.count = row[4]
     return True
 
 
+def _guard(connection, token_id: int | None, spawn: _SpawnSlot | None, now) -> tuple[str, str, list] | None:
+    """The conditional UPDATE an accepted registration must win: the token's use, or the parent's child slot."""
+    if token_id is not None:
+        return "tok", _token_use_sql(connection), [now, token_id, now]
+    if spawn is not None:
+        return "par", _spawn_sql(connection), [spawn.parent_id, spawn.limit]
+    return None
+
+
 def _record_accepted(
-    *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None
+    *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None,
+    spawn_limit: int,
 ) -> Submission:
     auto = verdict.outcome == OUTCOME_AUTO_APPROVE
     plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
@@ -619,10 +668,13 @@ def _record_accepted(
         **_request_fields(requester, now, source_ip),
     )
     token_id = requester.token.pk if requester.token is not None else None
+    parent = requester.parent
+    spawn = _SpawnSlot(parent_id=parent.pk, limit=spawn_limit) if parent is not None else None
     client = None
     # A pending request is one statement (_insert_with_event); an auto-approved one also creates its client,
-    # in the same transaction. A token that ran out meanwhile leaves nothing behind either way.
-    with transaction.atomic() if auto else contextlib.nullcontext():
+    # and a spawn also records itself on the parent, in the same transaction. A token that ran out (or a parent
+    # that reached its limit) meanwhile leaves nothing behind either way.
+    with transaction.atomic() if auto or spawn is not None else contextlib.nullcontext():
         if auto:
             client = request_client_create(request=request, idp=idp, actor=requester.actor,
                                            reason=f"auto-approved by policy v{verdict.policy_version}", now=now)
@@ -636,9 +688,32 @@ def _record_accepted(
             reason=verdict.error_description[:2000],
             policy_version=verdict.policy_version,
         )
-        if not _insert_with_event(request, event, token_id=token_id, now=now):
+        if not _insert_with_event(request, event, token_id=token_id, now=now, spawn=spawn):
+            if spawn is not None:
+                raise _spawn_refusal(parent, spawn_limit)
             raise Unauthorized("the initial access token has been used up")
+        if spawn is not None:
+            audit_record(
+                actor=requester.actor, action="client.spawn", object_type="client", object_id=parent.registration_id,
+                after={"child": registration_id, "child_state": request.state, "children_spawned": spawn.count,
+                       "max_children_per_parent": spawn_limit, "granted_scopes": request.granted_scopes},
+                reason=f"spawned {registration_id} ({spawn.count} of {spawn_limit})",
+                policy_version=verdict.policy_version,
+            )
     return Submission(request=request, verdict=verdict, client=client, registration_access_token=plaintext)
+
+
+def _spawn_refusal(parent: Client, limit: int) -> IntakeError:
+    """Why a spawn lost its parent's conditional UPDATE (the policy saw a free slot a moment before)."""
+    fresh = Client.objects.filter(pk=parent.pk).only("state", "children_spawned", "spawn_revoked_at",
+                                                     "spawn_revoked_reason").first()
+    if fresh is None or fresh.state != ClientState.ACTIVE:
+        return Unauthorized(f"the parent client is {getattr(fresh, 'state', 'gone')}; only an active client "
+                            "can spawn children")
+    if fresh.spawn_revoked_at is not None:
+        return Unauthorized(_spawn_revoked_message(fresh))
+    return BadRequest(ERR_INVALID_METADATA, f"the parent client has already spawned {fresh.children_spawned} "
+                                            f"children; the limit is {limit} (policy max_children_per_parent)")
 
 
 def registration_unauthorized_record(
