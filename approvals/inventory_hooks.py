@@ -76,10 +76,14 @@ def renewal_file(review: hooks.RenewalReview) -> RegistrationRequest:
 
 
 def _by_id_or(model, value: str, **lookup):
-    obj = model.objects.filter(**lookup).first()
-    if obj is None and value.isdigit():
-        obj = model.objects.filter(pk=int(value)).first()
-    return obj
+    """The one row ``lookup`` names, else the row with that id; a lookup that names several is refused, never
+    guessed (two tokens can share a prefix)."""
+    matches = list(model.objects.filter(**lookup)[:2])
+    if len(matches) > 1:
+        raise ValueError(f"{value!r} names more than one {model._meta.verbose_name}; give its id instead")
+    if matches:
+        return matches[0]
+    return model.objects.filter(pk=int(value)).first() if value.isdigit() else None
 
 
 def _client_ids(requests) -> list[int]:
