@@ -11,7 +11,6 @@ import pytest
 from approvals import intake
 from approvals.models import RegistrationRequest
 from approvals.policy_store import policy_publish
-from approvals.services import request_approve
 from inventory.containment import client_spawn_restore, client_spawn_revoke
 from inventory.models import Client
 from portal.audit import Actor
