@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from django.test import override_settings
 
 from approvals import intake, policy_store
@@ -13,6 +16,8 @@ from tests.invariants.support import SCIM_TOKEN, TamperableConnector, build_worl
 @pytest.fixture(autouse=True)
 def _isolated(db, catalogue):
     """Fresh per-process caches (policy, catalogue, default IdP, rate limits), the SCIM door open."""
+    expected = os.environ.get("INVARIANTS_EXPECT_VENDOR")
+    assert expected in (None, connection.vendor), f"expected {expected}, running on {connection.vendor}"
     cache.clear()
     policy_store.clear_cache()
     intake.clear_caches()
