@@ -53,7 +53,8 @@ class PolicyLimits:
         return value if isinstance(value, int) and value > 0 else default_ttl_ceiling(risk_tier)
 
     def approvals_for(self, risk_tier: str) -> int:
-        return max(1, int(self.renewal_approvals.get(str(risk_tier), DEFAULT_RENEWAL_APPROVALS["high"])))
+        fallback = DEFAULT_RENEWAL_APPROVALS.get(str(risk_tier), DEFAULT_RENEWAL_APPROVALS["high"])
+        return max(1, int(self.renewal_approvals.get(str(risk_tier), fallback)))
 
 
 _policy_limits: Callable[[], PolicyLimits] | None = None

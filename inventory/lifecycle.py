@@ -223,8 +223,8 @@ def _live_children(client: Client) -> Iterable[Client]:
 
 
 def suspend_descendants(parent: Client, *, actor: Actor, push_to_idp: bool, hold: Hold | None) -> None:
-    """In the caller's transaction: suspend ``parent``'s live descendants; with a hold, already-suspended ones are held as well (else
-    their owner could resume them under a held ancestor)."""
+    """In the caller's transaction: suspend ``parent``'s live descendants. With a hold, already-suspended ones
+    are held as well (else their owner could resume them under a held ancestor)."""
     reason = f"parent {parent.registration_id} suspended"
     for child in _live_children(parent):
         if child.state == ClientState.SUSPENDED:
@@ -237,8 +237,8 @@ def suspend_descendants(parent: Client, *, actor: Actor, push_to_idp: bool, hold
 
 
 def hold_in_place(client: Client, *, hold: Hold, actor: Actor, reason: str, action: str) -> bool:
-    """In the caller's transaction: put a hold on an already-suspended client (conditional: False when it is no longer suspended, or
-    already held — the first hold stands)."""
+    """In the caller's transaction: put a hold on an already-suspended client. Conditional: False when it is no
+    longer suspended, or already held (the first hold stands)."""
     now = timezone.now()
     done = Client.objects.filter(pk=client.pk, state=ClientState.SUSPENDED, hold_kind="").update(**hold.columns(now))
     if done:
@@ -413,6 +413,11 @@ def client_apply_renewal(*, client: Client, ttl_seconds: int, actor: Actor, reas
     previous = client_ceiling(locked)
     if wider and (previous is None or set(wider) - previous.scopes):
         raise LifecycleError("a renewal may only narrow scopes; not held: " + ", ".join(wider))
+    if audiences is not None:
+        allowed = set(locked.audiences or ()) | (previous.audiences if previous is not None else set())
+        outside = sorted(set(audiences) - allowed)
+        if outside:
+            raise LifecycleError("a renewal may only narrow audiences; not granted: " + ", ".join(outside))
     now = now or timezone.now()
     ttl = min(ttl_seconds, tier_ttl_ceiling(locked.risk_tier))
     before = client_snapshot(locked) | {"stale_at": locked.stale_at, "orphaned_at": locked.orphaned_at,

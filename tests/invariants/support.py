@@ -30,7 +30,7 @@ from inventory import delivery
 from inventory.choices import ClientState
 from inventory.connectors.base import RemoteClient
 from inventory.connectors.dryrun import DryRunConnector
-from inventory.connectors.registry import register
+from inventory.connectors.registry import _REGISTRY, register
 from inventory.lifecycle import LifecycleError
 from inventory.models import Client
 from portal.roles import Role
@@ -52,7 +52,6 @@ ROLES = (*PEOPLE, "agent", "system")
 # --- an IdP whose copy of each client the tests can tamper with --------------------------------------------
 
 
-@register
 class TamperableConnector(DryRunConnector):
     """Like the dry-run connector, but it remembers clients across instances and lists them, so reconciliation
     compares something; :meth:`tamper` changes the IdP's copy behind Registrar's back."""
@@ -90,6 +89,16 @@ class TamperableConnector(DryRunConnector):
 
     def list(self) -> Iterator[RemoteClient]:
         return iter(list(self.remote.values()))
+
+    @classmethod
+    @contextlib.contextmanager
+    def registered(cls) -> Iterator[None]:
+        """Available under its kind while the matrix runs only (the connector registry is process-wide)."""
+        register(cls)
+        try:
+            yield
+        finally:
+            _REGISTRY.pop(cls.kind, None)
 
     @classmethod
     def tamper(cls, client: Client, *, enabled: bool = True, extra_scopes: tuple[str, ...] = ()) -> None:
