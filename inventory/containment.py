@@ -37,6 +37,7 @@ from inventory.lifecycle import (
     hold_in_place,
     live_lineage_ids,
     suspend_descendants,
+    suspended_ancestor,
 )
 from inventory.models import Client
 from inventory.outbox import outbox_enqueue
@@ -109,6 +110,9 @@ def client_hold_lift(*, client: Client, user, reason: str, now: dt.datetime | No
     root = Client.objects.select_for_update().get(pk=client.pk)
     if not root.hold_kind:
         raise LifecycleError(f"client {root.registration_id} is not held")
+    held_ancestor = _held_ancestor(root)
+    if held_ancestor is not None:
+        raise LifecycleError(f"its ancestor {held_ancestor.registration_id} is held too; lift that hold first")
     subtree = live_lineage_ids([root.pk])
     held = list(
         Client.objects.select_for_update().filter(pk__in=subtree, hold_ref=root.hold_ref)
@@ -143,11 +147,25 @@ def client_hold_lift(*, client: Client, user, reason: str, now: dt.datetime | No
     return outcome
 
 
+def _held_ancestor(client: Client) -> Client | None:
+    """The nearest live ancestor under a hold: a client is not let out while its ancestor stays contained."""
+    ancestor_id = client.parent_id
+    while ancestor_id is not None:
+        ancestor = Client.objects.only("registration_id", "state", "hold_kind", "parent_id").get(pk=ancestor_id)
+        if ancestor.hold_kind and ancestor.state in LIVE_STATES:
+            return ancestor
+        ancestor_id = ancestor.parent_id
+    return None
+
+
 def _why_not_resumable(client: Client, now: dt.datetime) -> str:
     if client.expires_at is not None and client.expires_at <= now:
         return "past its expiry"
     if client.orphaned_at is not None:
         return "orphaned: transfer or take it over first"
+    paused = suspended_ancestor(client)
+    if paused is not None:
+        return f"its ancestor {paused.registration_id} is suspended"
     return ""
 
 

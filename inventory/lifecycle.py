@@ -222,6 +222,17 @@ def _live_children(client: Client) -> Iterable[Client]:
     return Client.objects.filter(parent=client, state__in=LIVE_STATES).order_by("pk")
 
 
+def suspended_ancestor(client: Client) -> Client | None:
+    """The nearest suspended ancestor: a child does not run while its lineage above it is suspended."""
+    ancestor_id = client.parent_id
+    while ancestor_id is not None:
+        ancestor = Client.objects.only("name", "registration_id", "state", "parent_id").get(pk=ancestor_id)
+        if ancestor.state == ClientState.SUSPENDED:
+            return ancestor
+        ancestor_id = ancestor.parent_id
+    return None
+
+
 def suspend_descendants(parent: Client, *, actor: Actor, push_to_idp: bool, hold: Hold | None) -> None:
     """In the caller's transaction: suspend ``parent``'s live descendants. With a hold, already-suspended ones
     are held as well (else their owner could resume them under a held ancestor)."""
@@ -521,6 +532,9 @@ def client_resume(*, client: Client, user=None, actor: Actor | None = None, reas
         raise LifecycleError("the client is past its expiry; it cannot be resumed")
     if locked.orphaned_at is not None:
         raise LifecycleError("the client is orphaned: transfer or take it over before resuming it")
+    paused = suspended_ancestor(locked)
+    if paused is not None:
+        raise LifecycleError(f"its ancestor {paused.name} ({paused.registration_id}) is suspended: resume that first")
     result = client_transition(client=locked, target=ClientState.ACTIVE, actor=_actor(user, actor),
                                reason=reason, action="client.resume")
     outbox_enqueue(client=result, operation=OutboxOperation.UPDATE)
@@ -926,7 +940,7 @@ def live_lineage_ids(root_ids: list[int]) -> list[int]:
 __all__ = [
     "BulkResult", "ClientHeld", "Hold", "IllegalTransition", "LifecycleError", "PermissionRefused", "RenewalOutcome",
     "client_apply_renewal", "client_ceiling", "hold_description", "hold_in_place", "renewal_review_reasons",
-    "suspend_descendants", "client_flag_stale", "client_mark_orphaned", "client_record_idp_disabled", "client_renew", "client_resume",
+    "suspend_descendants", "suspended_ancestor", "client_flag_stale", "client_mark_orphaned", "client_record_idp_disabled", "client_renew", "client_resume",
     "client_retire", "client_rotate_key", "client_snapshot", "client_suspend", "client_take_over",
     "client_transfer_accept", "client_transfer_decline", "client_transfer_offer", "client_transition",
     "clients_transition_many", "live_lineage_ids", "renewal_needs_review", "tier_ttl_ceiling",

@@ -290,6 +290,15 @@ def owner_resumes_the_child_under_a_held_parent(world, role):
             lc.client_resume(client=world.fresh(key), user=world.user(role))
 
 
+def owner_suspends_the_parent_then_resumes_the_child(world, role):
+    with refused_ok():
+        lc.client_suspend(client=world.fresh("parent"), user=world.user("owner"), reason="pause")
+    for key in ("child", "grandchild"):
+        world.http(role).post(f"/inventory/mine/{world.clients[key].registration_id}/resume/")
+        with refused_ok():
+            lc.client_resume(client=world.fresh(key), user=world.user(role))
+
+
 CASCADE_PATHS = [
     Path("owner-page suspend", owner_page_suspends_the_parent),
     Path("owner-page retire", owner_page_retires_the_parent),
@@ -301,6 +310,7 @@ CASCADE_PATHS = [
     Path("expiry sweep", expiry_sweep, ("system",)),
     Path("SCIM leaver, orphan sweep suspends", orphan_sweep_after_scim, ("system",)),
     Path("resume a child under a held parent", owner_resumes_the_child_under_a_held_parent, PEOPLE[1:]),
+    Path("resume a child under a suspended parent", owner_suspends_the_parent_then_resumes_the_child, PEOPLE[1:]),
 ]
 
 

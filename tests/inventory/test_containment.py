@@ -19,7 +19,7 @@ from approvals.models import InitialAccessToken, RegistrationRequest, TrustedIss
 from inventory.breakglass import BreakGlassError, breakglass_execute, breakglass_preview
 from inventory.choices import ClientState, HoldKind, OutboxOperation
 from inventory.containment import client_hold_lift
-from inventory.lifecycle import client_suspend, clients_transition_many
+from inventory.lifecycle import LifecycleError, client_resume, client_suspend, clients_transition_many
 from inventory.models import Client, OutboxEntry
 from portal.audit import Actor, verify_chain
 from portal.models import AuditEvent
@@ -176,3 +176,14 @@ def test_an_ambiguous_token_prefix_is_refused(owner, security_user):
         TokenFactory(owner=owner, plaintext=f"rat_samepfx_{n}" + "z" * 26)
     with pytest.raises(BreakGlassError, match="more than one initial access token; give its id"):
         breakglass_preview(user=security_user, scope="token", value="rat_samepfx_", action="retire")
+
+
+def test_a_child_does_not_resume_under_a_suspended_parent(owner):
+    parent = ClientFactory(owner=owner)
+    child = ClientFactory(owner=owner, parent=parent, depth=1)
+    client_suspend(client=parent, user=owner, reason="pause the family")
+    with pytest.raises(LifecycleError, match=f"its ancestor {parent.name} \\({parent.registration_id}\\) is suspended"):
+        client_resume(client=Client.objects.get(pk=child.pk), user=owner)
+    client_resume(client=Client.objects.get(pk=parent.pk), user=owner)
+    client_resume(client=Client.objects.get(pk=child.pk), user=owner)
+    assert states(parent, child) == [ClientState.ACTIVE, ClientState.ACTIVE]

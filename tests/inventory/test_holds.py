@@ -187,3 +187,12 @@ def test_hold_page_for_security(client, owner, security_user):
     assert (fresh.state, fresh.hold_kind, fresh.hold_by_id) == (ClientState.SUSPENDED, "security", security_user.pk)
     again = client.get(url)
     assert "already held" in again.content.decode()
+
+
+def test_a_descendant_is_not_let_out_before_its_held_ancestor(owner, security_user):
+    parent = ClientFactory(owner=owner)
+    child = ClientFactory(owner=owner, parent=parent, depth=1)
+    client_hold_place(client=parent, user=security_user, reason="contain the family")
+    with pytest.raises(LifecycleError, match=f"ancestor {parent.registration_id} is held too; lift that hold first"):
+        client_hold_lift(client=Client.objects.get(pk=child.pk), user=security_user, reason="just the child")
+    assert state(child) == ClientState.SUSPENDED
