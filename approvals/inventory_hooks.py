@@ -65,8 +65,10 @@ def renewal_file(review: hooks.RenewalReview) -> RegistrationRequest:
         risk_tier=client.risk_tier,
         outcome="review",
         reasons=reasons,
-        verdict={"kind": "renewal", "reasons": reasons, "approvals_needed": review.approvals_needed,
-                 "ttl_seconds": review.ttl_seconds, "policy_version": config.version},
+        # The shape of a policy verdict (approvals.policy.Verdict.to_dict), so readers need no special case.
+        verdict={"policy_version": config.version, "tier": client.risk_tier, "outcome": "review",
+                 "reasons": reasons, "granted_scopes": list(client.scopes), "ttl_seconds": review.ttl_seconds,
+                 "approvals_needed": review.approvals_needed, "error": None, "kind": "renewal"},
         approvals_needed=review.approvals_needed,
         decision_reason="",
     )

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from approvals.choices import RequestKind, RequestState
 from approvals.models import RegistrationRequest
+from approvals.policy import Verdict
 from approvals.policy_store import policy_publish
 from approvals.services import DecisionInvalid, request_approve
 from inventory.choices import ClientState, OutboxOperation, RiskTier
@@ -83,6 +84,7 @@ def test_renewing_beyond_the_approved_lifetime_needs_a_new_approval(narrowed_med
     renewal = RegistrationRequest.objects.get(kind=RequestKind.RENEWAL, state=RequestState.PENDING)
     assert (renewal.requested_ttl, renewal.approvals_needed, renewal.risk_tier) == (7 * 86400, 1, RiskTier.MEDIUM)
     assert [r["code"] for r in renewal.reasons] == ["beyond_approved_ttl"]
+    assert Verdict.from_dict(renewal.verdict).tier == RiskTier.MEDIUM  # readable like any policy verdict
     assert "asks for 7d; the last approval granted 1h per renewal" in renewal.reasons[0]["message"]
     event = AuditEvent.objects.filter(action="client.renewal_requested").get()
     assert event.after["ceiling"]["ttl_seconds"] == HOUR and event.after["approvals_needed"] == 1
