@@ -349,6 +349,8 @@ def _spawn_requester(bearer: str, now) -> Requester:
         raise Unauthorized("the bearer token is not a valid registration access token of a client")
     if parent.state != ClientState.ACTIVE:
         raise Unauthorized(f"the parent client is {parent.state}; only an active client can spawn children")
+    if parent.spawn_revoked_at is not None:
+        raise Unauthorized(_spawn_revoked_message(parent))
     return Requester(
         via=CreatedVia.SPAWN,
         owner=parent.owner,
@@ -359,6 +361,12 @@ def _spawn_requester(bearer: str, now) -> Requester:
         actor=Actor.agent(f"client {parent.registration_id}", parent.registration_id),
         audit_fields={"parent": parent.registration_id},
     )
+
+
+def _spawn_revoked_message(parent: Client) -> str:
+    why = f": {parent.spawn_revoked_reason}" if parent.spawn_revoked_reason else ""
+    return (f"the parent client's right to spawn children was revoked on "
+            f"{parent.spawn_revoked_at:%Y-%m-%d %H:%M} UTC{why}")
 
 
 # --- registration --------------------------------------------------------------------------------
@@ -411,6 +419,7 @@ def _context(requester: Requester, md: ClientMetadata, now) -> RegistrationConte
             "parent_remaining_ttl": remaining,
             "parent_depth": parent.depth,
             "parent_tier": parent.risk_tier,
+            "parent_children": parent.children_spawned,
         }
     return RegistrationContext(
         **md.policy_fields(),
@@ -562,7 +571,7 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
     if idp is None:
         raise Unavailable("temporarily_unavailable", "no identity provider is configured for new registrations")
     return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now, source_ip=source_ip,
-                            fetched=fetched)
+                            fetched=fetched, spawn_limit=config.max_children_per_parent)
 
 
 def _fetch_keys(jwks_uri: str) -> FetchedKeySet:
@@ -605,47 +614,64 @@ def _statement_use_sql(connection, use: SoftwareStatementUse) -> tuple[str, list
     return sql, [f.get_db_prep_save(getattr(use, f.attname), connection) for f in fields]
 
 
-def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token_id: int | None, now,
-                       statement_use: SoftwareStatementUse | None = None) -> bool:
-    """Write ``request`` and its audit ``event``, consuming one use of token ``token_id`` if given and
-    recording the software statement's ``jti`` (``statement_use``) if given; False (and nothing written) when
-    the token ran out or the ``jti`` was used meanwhile. This is the one place a use is consumed. (A
-    registration has one credential, a token or a statement, so the caller knows which it was.)
+def _spawn_sql(connection) -> str:
+    """Consume one of a parent's child slots (params: parent id, limit): conditional, like a token use, so
+    ``max_children_per_parent`` holds under any concurrency; no row changed means the parent reached its limit,
+    stopped being active or lost its spawn right meanwhile."""
+    qn = connection.ops.quote_name
+    return (f"UPDATE {qn(Client._meta.db_table)} SET children_spawned = children_spawned + 1 "  # noqa: S608
+            f"WHERE id = %s AND children_spawned < %s AND state = '{ClientState.ACTIVE}' "
+            "AND spawn_revoked_at IS NULL")
 
-    On PostgreSQL it is one statement (token UPDATE, statement-use INSERT … ON CONFLICT DO NOTHING, request
-    INSERT and the chain append as data-modifying CTEs, :func:`portal.audit.chained_insert`; the request is
-    inserted only from the rows the first two return): every agent of a fleet shares one token and every
-    registration the chain head, and their row locks are then held for one statement and its commit, never
-    across a round trip to Python. Elsewhere the same steps run in a transaction.
+
+@dataclass
+class _SpawnSlot:
+    """A spawn's claim on its parent's child count: the parent and the limit in, the new count out."""
+
+    parent_id: int
+    limit: int
+    count: int | None = None
+
+
+def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token_id: int | None, now,
+                       spawn: _SpawnSlot | None = None, statement_use: SoftwareStatementUse | None = None) -> bool:
+    """Write ``request`` and its audit ``event``, consuming what its credential allows once: one use of token
+    ``token_id``, one child slot of the ``spawn`` parent, or the software statement's ``jti``
+    (``statement_use``); False (and nothing written) when the token ran out, the parent reached its limit or
+    the ``jti`` was used meanwhile. This is the one place a use, a slot or a ``jti`` is consumed. (A
+    registration has one credential, so the caller knows which it was.)
+
+    On PostgreSQL it is one statement (the token or parent UPDATE, or the statement-use INSERT … ON CONFLICT
+    DO NOTHING, then the request INSERT from the row that returned, and the chain append, as data-modifying
+    CTEs, :func:`portal.audit.chained_insert`): every agent of a fleet shares one token and every registration
+    the chain head, and their row locks are then held for one statement and its commit, never across a round
+    trip to Python. Elsewhere the same steps run in a transaction.
     """
     connection = transaction.get_connection()
+    guard = _guard(connection, token_id, spawn, statement_use, now)  # (CTE name, conditional write, params)
     if connection.vendor != "postgresql":
         with transaction.atomic():
             _REQUEST_INSERT.insert(request)
-            with connection.cursor() as cursor:
-                if token_id is not None:
-                    cursor.execute(_token_use_sql(connection), [now, token_id, now])
+            if guard is not None:
+                with connection.cursor() as cursor:
+                    cursor.execute(guard[1], guard[2])
                     if cursor.rowcount != 1:
                         transaction.set_rollback(True)
                         return False
-                if statement_use is not None:
-                    cursor.execute(*_statement_use_sql(connection, statement_use))
-                    if cursor.rowcount != 1:
-                        transaction.set_rollback(True)
-                        return False
+            if spawn is not None:
+                spawn.count = Client.objects.filter(pk=spawn.parent_id).values_list("children_spawned", flat=True)[0]
             audit_append(event)
         return True
     ctes = []
-    if token_id is not None:
-        ctes.append(("tok", _token_use_sql(connection) + " RETURNING id", [now, token_id, now]))
-    if statement_use is not None:
-        sql, params = _statement_use_sql(connection, statement_use)
-        ctes.append(("stmt", f"{sql} RETURNING id", params))
-    source = ", ".join(name for name, _, _ in ctes)
-    insert, params = _REQUEST_INSERT.from_select(request, connection, expressions={}, source=source)
+    if guard is not None:
+        name, sql, params = guard
+        ctes.append((name, sql + (" RETURNING id, children_spawned" if name == "par" else " RETURNING id"), params))
+    insert, params = _REQUEST_INSERT.from_select(request, connection, expressions={},
+                                                 source=guard[0] if guard is not None else "")
     ctes.append(("req", f"{insert} RETURNING id", params))
+    returning = ["(SELECT id FROM req)"] + (["(SELECT children_spawned FROM par)"] if spawn is not None else [])
     sql, params = chained_insert(connection, event, ctes=ctes, when="EXISTS (SELECT 1 FROM req)",
-                                 returning=["(SELECT id FROM req)"])  # fmt: skip
+                                 returning=returning)  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
@@ -655,12 +681,29 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
     request.pk = row[3]
     request._state.adding = False
     request._state.db = connection.alias
+    if spawn is not None:
+        spawn.count = row[4]
     return True
+
+
+def _guard(connection, token_id: int | None, spawn: _SpawnSlot | None, statement_use: SoftwareStatementUse | None,
+           now) -> tuple[str, str, list] | None:
+    """The conditional write an accepted registration must win: the token's use, the parent's child slot, or the
+    software statement's ``jti`` (an insert the unique constraint lets through once)."""
+    if token_id is not None:
+        return "tok", _token_use_sql(connection), [now, token_id, now]
+    if spawn is not None:
+        return "par", _spawn_sql(connection), [spawn.parent_id, spawn.limit]
+    if statement_use is not None:
+        sql, params = _statement_use_sql(connection, statement_use)
+        return "stmt", sql, params
+    return None
 
 
 def _record_accepted(
     *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None,
     fetched: FetchedKeySet | None = None,
+    spawn_limit: int,
 ) -> Submission:
     auto = verdict.outcome == OUTCOME_AUTO_APPROVE
     plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
@@ -695,11 +738,13 @@ def _record_accepted(
     token_id = requester.token.pk if requester.token is not None else None
     statement = requester.statement
     statement_use = statement.use(registration_id=registration_id, now=now) if statement is not None else None
+    parent = requester.parent
+    spawn = _SpawnSlot(parent_id=parent.pk, limit=spawn_limit) if parent is not None else None
     client = None
     # A pending request is one statement (_insert_with_event); an auto-approved one also creates its client,
-    # in the same transaction. A token that ran out, or a statement whose jti was used, meanwhile leaves nothing
-    # behind either way.
-    with transaction.atomic() if auto else contextlib.nullcontext():
+    # and a spawn also records itself on the parent, in the same transaction. A token that ran out, a parent
+    # that reached its limit, or a statement whose jti was used, meanwhile leaves nothing behind either way.
+    with transaction.atomic() if auto or spawn is not None else contextlib.nullcontext():
         if auto:
             client = request_client_create(request=request, idp=idp, actor=requester.actor,
                                            reason=f"auto-approved by policy v{verdict.policy_version}", now=now)
@@ -713,12 +758,36 @@ def _record_accepted(
             reason=verdict.error_description[:2000],
             policy_version=verdict.policy_version,
         )
-        if not _insert_with_event(request, event, token_id=token_id, now=now, statement_use=statement_use):
+        if not _insert_with_event(request, event, token_id=token_id, now=now, spawn=spawn,
+                                  statement_use=statement_use):
+            if spawn is not None:
+                raise _spawn_refusal(parent, spawn_limit)
             if statement is not None:  # another registration used this statement's jti meanwhile
                 refusal = replayed(statement)
                 raise BadRequest(refusal.error, refusal.description)
             raise Unauthorized("the initial access token has been used up")
+        if spawn is not None:
+            audit_record(
+                actor=requester.actor, action="client.spawn", object_type="client", object_id=parent.registration_id,
+                after={"child": registration_id, "child_state": request.state, "children_spawned": spawn.count,
+                       "max_children_per_parent": spawn_limit, "granted_scopes": request.granted_scopes},
+                reason=f"spawned {registration_id} ({spawn.count} of {spawn_limit})",
+                policy_version=verdict.policy_version,
+            )
     return Submission(request=request, verdict=verdict, client=client, registration_access_token=plaintext)
+
+
+def _spawn_refusal(parent: Client, limit: int) -> IntakeError:
+    """Why a spawn lost its parent's conditional UPDATE (the policy saw a free slot a moment before)."""
+    fresh = Client.objects.filter(pk=parent.pk).only("state", "children_spawned", "spawn_revoked_at",
+                                                     "spawn_revoked_reason").first()
+    if fresh is None or fresh.state != ClientState.ACTIVE:
+        return Unauthorized(f"the parent client is {getattr(fresh, 'state', 'gone')}; only an active client "
+                            "can spawn children")
+    if fresh.spawn_revoked_at is not None:
+        return Unauthorized(_spawn_revoked_message(fresh))
+    return BadRequest(ERR_INVALID_METADATA, f"the parent client has already spawned {fresh.children_spawned} "
+                                            f"children; the limit is {limit} (policy max_children_per_parent)")
 
 
 def registration_unauthorized_record(

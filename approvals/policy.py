@@ -9,8 +9,9 @@ records the policy version and every reason, so an approver or auditor can see w
 Rules (DESIGN.md "Policy"):
 
 - Refused (400) on: unknown scope, wildcard/insecure/fragment redirect URI, scope outside the token's or
-  trusted issuer's ceiling, scope outside the parent's scopes, spawn depth over the limit, owner inactive,
-  owner over quota, shared secret where forbidden, a non-internal client on an internal-only credential.
+  trusted issuer's ceiling, scope outside the parent's scopes, spawn depth over the limit, a parent that has
+  spawned ``max_children_per_parent`` children already, owner inactive, owner over quota, shared secret
+  where forbidden, a non-internal client on an internal-only credential.
 - Tier: high if any scope is high sensitivity or in a high-risk category; medium if any scope is medium,
   or the client is not internal-only, or its auth is not key-based, or it asks for more than
   ``low_max_scopes`` scopes; low otherwise. A spawned child's tier is at least its parent's, so a child
@@ -31,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from inventory.ceilings import DEFAULT_TTL_CEILINGS
 from inventory.keys import KEY_BASED_METHODS
 
 TIERS = ("low", "medium", "high")
@@ -56,6 +58,7 @@ REASON_CODES: dict[str, str] = {
     "scope_above_parent": "refusal",
     "internal_only_required": "refusal",
     "spawn_depth_exceeded": "refusal",
+    "spawn_limit_reached": "refusal",
     "parent_context_missing": "refusal",
     "parent_expired": "refusal",
     "shared_secret_forbidden": "refusal",
@@ -129,11 +132,14 @@ class PolicyConfig:
     """One version of the policy thresholds. Validated on construction; raises ValueError."""
 
     version: int
-    low_ttl_seconds: int = 86400
-    medium_ttl_seconds: int = 7 * 86400
-    high_ttl_seconds: int = 86400
+    low_ttl_seconds: int = DEFAULT_TTL_CEILINGS["low"]
+    medium_ttl_seconds: int = DEFAULT_TTL_CEILINGS["medium"]
+    high_ttl_seconds: int = DEFAULT_TTL_CEILINGS["high"]
     low_max_scopes: int = 3
     max_spawn_depth: int = 3
+    # Children one parent's registration access token may spawn in its life (accepted or pending ones count;
+    # refused attempts do not). 0 forbids spawning.
+    max_children_per_parent: int = 10
     max_live_clients_per_owner: int = 50
     allow_shared_secret: bool = False
     approvals_medium: int = 1
@@ -152,6 +158,7 @@ class PolicyConfig:
         _int_in("max_statement_lifetime_seconds", self.max_statement_lifetime_seconds, 60, 86400, problems)
         _int_in("low_max_scopes", self.low_max_scopes, 0, 1000, problems)
         _int_in("max_spawn_depth", self.max_spawn_depth, 0, 100, problems)
+        _int_in("max_children_per_parent", self.max_children_per_parent, 0, 100_000, problems)
         # 0 is allowed: an admin's kill switch that stops every new registration.
         _int_in("max_live_clients_per_owner", self.max_live_clients_per_owner, 0, 10**9, problems)
         _int_in("approvals_medium", self.approvals_medium, 1, 10, problems)
@@ -224,6 +231,7 @@ class RegistrationContext:
     parent_remaining_ttl: int | None = None
     parent_depth: int | None = None
     parent_tier: str | None = None
+    parent_children: int | None = None  # children the parent has spawned so far
 
     def __post_init__(self) -> None:
         # Programming errors, not policy outcomes: the API validates these before building a context.
@@ -423,6 +431,14 @@ def evaluate(ctx: RegistrationContext, config: PolicyConfig) -> Verdict:
                 "spawn_depth_exceeded",
                 f"a child of this parent would be at depth {ctx.parent_depth + 1}; "
                 f"the limit is {config.max_spawn_depth}",
+            )
+        )
+    if ctx.parent_children is not None and ctx.parent_children >= config.max_children_per_parent:
+        refusals.append(
+            Reason(
+                "spawn_limit_reached",
+                f"the parent client has already spawned {ctx.parent_children} children; "
+                f"the limit is {config.max_children_per_parent} (policy max_children_per_parent)",
             )
         )
     if ctx.parent_remaining_ttl is not None and ctx.parent_remaining_ttl <= 0:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from approvals.choices import DecisionKind, RequestKind, RequestState
 from approvals.models import Decision, InitialAccessToken, RegistrationRequest
+from approvals.policy_store import active_policy
 from inventory.choices import RiskTier
 from inventory.lifecycle import LifecycleError, client_apply_renewal
 from inventory.models import Client, IdPConnection, ScopeDefinition, Team
@@ -141,9 +142,15 @@ class DecisionInvalid(DecisionError):
     status_code = 400
 
 
-# Fallback lifetimes when neither the verdict nor the agent named one (DESIGN.md "Policy" ceilings).
-DEFAULT_TTL_BY_TIER = {RiskTier.LOW: 24 * 3600, RiskTier.MEDIUM: 7 * 24 * 3600, RiskTier.HIGH: 24 * 3600}
 MIN_TTL_SECONDS = 60
+
+
+def _tier_ttl(risk_tier: str) -> int:
+    """The fallback lifetime when neither the verdict nor the agent named one: the tier's ceiling under
+    the active policy (whose defaults are ``inventory.ceilings.DEFAULT_TTL_CEILINGS``)."""
+    config = active_policy()
+    return {RiskTier.LOW: config.low_ttl_seconds, RiskTier.MEDIUM: config.medium_ttl_seconds}.get(
+        risk_tier, config.high_ttl_seconds)
 
 
 def _resolve_person(principal):
@@ -268,7 +275,7 @@ def request_approve(
         raise DecisionConflict("you already decided this request; a second approval must come from someone else")
 
     current_scopes = list(locked.granted_scopes or locked.requested_scopes)
-    current_ttl = locked.granted_ttl or locked.requested_ttl or DEFAULT_TTL_BY_TIER.get(locked.risk_tier, 24 * 3600)
+    current_ttl = locked.granted_ttl or locked.requested_ttl or _tier_ttl(locked.risk_tier)
     new_scopes = current_scopes
     if scopes is not None:
         wanted = sorted(set(scopes))
@@ -357,7 +364,9 @@ def request_client_create(*, request: RegistrationRequest, idp: IdPConnection, a
     """The client an approved registration request becomes, in ``provisioning`` with its outbox CREATE.
 
     The one mapping from request to client: used by policy auto-approval (intake) and by the final human
-    approval, so both paths produce the same client for the same request. Runs in the caller's transaction.
+    approval, so both paths produce the same client for the same request. What was approved — the granted
+    scopes, the granted lifetime, the audiences — becomes the client's approved ceiling: renewing inside it
+    may be direct, beyond it needs people again. Runs in the caller's transaction.
     """
     metadata = dict(request.metadata or {})
     spiffe_id = request.statement_subject if request.statement_subject.startswith("spiffe://") else ""
@@ -385,14 +394,19 @@ def request_client_create(*, request: RegistrationRequest, idp: IdPConnection, a
         spiffe_id=spiffe_id,
         parent=request.parent_client,
         reason=reason,
+        ceiling_ttl_seconds=request.granted_ttl,
     )
 
 
 def _finalize_renewal(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None:
+    """Approve a renewal: the lifecycle extends the client by the granted lifetime, narrows it to the granted
+    scopes (an approver's narrowing reaches the IdP) and records both as its new approved ceiling."""
     if locked.client_id is None:
         raise DecisionConflict("this renewal request names no client")
     try:
         client_apply_renewal(client=locked.client, ttl_seconds=int(locked.granted_ttl), actor=actor,
+                             scopes=list(locked.granted_scopes or locked.requested_scopes),
+                             audiences=list(locked.audiences or []),
                              reason=reason or "renewal approved", policy_version=locked.policy_version)
     except LifecycleError as exc:
         raise DecisionConflict(f"cannot renew: {exc}")
@@ -410,7 +424,7 @@ def request_finalize(*, request: RegistrationRequest, actor: Actor, reason: str 
     with transaction.atomic():
         locked = _lock_pending(request)
         if not locked.granted_ttl:
-            locked.granted_ttl = locked.requested_ttl or DEFAULT_TTL_BY_TIER.get(locked.risk_tier, 24 * 3600)
+            locked.granted_ttl = locked.requested_ttl or _tier_ttl(locked.risk_tier)
         if not locked.granted_scopes:
             locked.granted_scopes = list(locked.requested_scopes)
         _finalize(locked, actor=actor, reason=reason)

@@ -40,7 +40,11 @@ class ClientState(models.TextChoices):
 
 # The only legal moves. Anything else raises IllegalTransition (inventory.lifecycle).
 CLIENT_TRANSITIONS: dict[str, frozenset[str]] = {
-    ClientState.PROVISIONING: frozenset({ClientState.ACTIVE, ClientState.RETIRED, ClientState.REVOKED}),
+    # provisioning -> suspended: a hold (break glass, containment) reaches a client still being created;
+    # its DISABLE is delivered after the CREATE, so it never works at the IdP.
+    ClientState.PROVISIONING: frozenset(
+        {ClientState.ACTIVE, ClientState.SUSPENDED, ClientState.RETIRED, ClientState.REVOKED}
+    ),
     ClientState.ACTIVE: frozenset(
         {ClientState.SUSPENDED, ClientState.EXPIRED, ClientState.RETIRED, ClientState.REVOKED}
     ),
@@ -59,6 +63,17 @@ LIVE_STATES = frozenset({ClientState.PROVISIONING, ClientState.ACTIVE, ClientSta
 ENDED_STATES = frozenset(
     {ClientState.EXPIRED, ClientState.RETIRED, ClientState.REVOKED, ClientState.DEPROVISIONED}
 )
+
+
+class HoldKind(models.TextChoices):
+    """Why security or an admin suspended a client. A held client cannot become active until security
+    or an admin lifts the hold (``inventory.containment.client_hold_lift``); its owner cannot resume it."""
+
+    BREAK_GLASS = "break_glass", _("Break glass")
+    SECURITY = "security", _("Security hold")
+    ADMIN = "admin", _("Admin suspension")
+    POLICY = "policy", _("Policy enforcement")
+    CONTAINMENT = "containment", _("Containment (an ancestor is held)")
 
 
 class CreatedVia(models.TextChoices):

@@ -10,6 +10,7 @@ from django.utils.translation import gettext_lazy as _
 from inventory.choices import (
     ClientState,
     CreatedVia,
+    HoldKind,
     IdPKind,
     OutboxOperation,
     OutboxStatus,
@@ -146,6 +147,29 @@ class Client(models.Model):
     orphaned_at = models.DateTimeField(_("orphaned at"), null=True, blank=True)
     stale_at = models.DateTimeField(_("flagged stale at"), null=True, blank=True)
     renewals = models.PositiveIntegerField(_("renewals"), default=0)
+    # The approved ceiling: what the last approval (policy auto-approval, the final human approval, an
+    # approved renewal) granted. A renewal inside it may be direct (low/medium tier); anything beyond it
+    # goes back to review. NULL: no approval on record (e.g. a shadow client found at the IdP).
+    ceiling_scopes = models.JSONField(_("approved scopes"), null=True, blank=True)
+    ceiling_ttl_seconds = models.PositiveIntegerField(_("approved lifetime per renewal (s)"), null=True, blank=True)
+    ceiling_audiences = models.JSONField(_("approved audiences"), null=True, blank=True)
+    # A hold: a suspension by security or an admin that only they can lift (inventory.containment).
+    # db_default on the NOT NULL columns: bulk loaders that COPY a column list (seed_scale) need none.
+    hold_kind = models.CharField(_("hold"), max_length=16, choices=HoldKind.choices, blank=True, default="",
+                                 db_default="")
+    hold_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("held by"), null=True, blank=True,
+                                on_delete=models.SET_NULL, related_name="+")
+    hold_at = models.DateTimeField(_("held at"), null=True, blank=True)
+    hold_reason = models.TextField(_("hold reason"), blank=True, default="", db_default="")
+    hold_ref = models.CharField(_("hold reference"), max_length=64, blank=True, default="", db_default="",
+                                help_text=_("The break-glass decision or the held ancestor behind the hold."))
+    # Spawning: how many children this client's registration access token has spawned (consumed in the
+    # statement that accepts a spawn, like an initial access token's uses), and whether containment took
+    # the right away.
+    children_spawned = models.PositiveIntegerField(_("children spawned"), default=0, db_default=0)
+    spawn_revoked_at = models.DateTimeField(_("spawn right revoked at"), null=True, blank=True)
+    spawn_revoked_reason = models.TextField(_("why the spawn right was revoked"), blank=True, default="",
+                                            db_default="")
 
     objects = ClientQuerySet.as_manager()
 
@@ -166,10 +190,22 @@ class Client(models.Model):
             models.UniqueConstraint(fields=["idp", "idp_client_id"], condition=Q(idp_client_id__isnull=False),
                                     name="client_unique_idp_client_id"),
             models.CheckConstraint(condition=Q(state__in=ClientState.values), name="client_state_valid"),
+            # The database's own guarantee behind holds: whatever path writes, a held client is not active.
+            models.CheckConstraint(condition=Q(hold_kind="") | ~Q(state=ClientState.ACTIVE),
+                                   name="client_held_not_active"),
+            models.CheckConstraint(condition=Q(hold_kind__in=["", *HoldKind.values]), name="client_hold_kind_valid"),
         ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.registration_id})"
+
+    @property
+    def is_held(self) -> bool:
+        return bool(self.hold_kind)
+
+    @property
+    def can_spawn(self) -> bool:
+        return self.spawn_revoked_at is None
 
 
 class OutboxEntry(models.Model):

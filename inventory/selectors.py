@@ -33,6 +33,7 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
+from inventory.ceilings import DEFAULT_TTL_CEILINGS, Ceiling, duration
 from inventory.choices import LIVE_STATES, RiskTier
 from inventory.models import Client, IdPConnection, OutboxEntry, ScopeDefinition, Team
 from portal.audit import censor
@@ -51,9 +52,9 @@ TYPO_COLUMNS = ("name",)
 MAX_PEOPLE_MATCHES = 500  # owners/teams matched by a search term; more than that is not a useful filter
 TIMELINE_OBJECT_TYPES = ("client", "registration_request")
 
-# Policy defaults (DESIGN.md "Policy"): the TTL ceiling per tier. Mirrors approvals' defaults; inventory
-# cannot import the policy engine, and a report must not change when a draft policy is edited.
-TTL_CEILING_SECONDS = {RiskTier.LOW: 24 * 3600, RiskTier.MEDIUM: 7 * 24 * 3600, RiskTier.HIGH: 24 * 3600}
+# Policy defaults (DESIGN.md "Policy"): the TTL ceiling per tier, the one table in inventory.ceilings (a report
+# must not change when a draft policy is edited).
+TTL_CEILING_SECONDS = DEFAULT_TTL_CEILINGS
 KEY_BASED_AUTH_METHODS = frozenset({"private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"})
 SHARED_SECRET_AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post", "client_secret_jwt"})
 
@@ -278,6 +279,8 @@ def client_explain(client: Client) -> dict[str, Any]:
     now = timezone.now()
     ceiling = TTL_CEILING_SECONDS.get(client.risk_tier)
     remaining = (client.expires_at - now).total_seconds() if client.expires_at else None
+    ceiling_granted = Ceiling.of(scopes=client.ceiling_scopes, ttl_seconds=client.ceiling_ttl_seconds,
+                                 audiences=client.ceiling_audiences)
     return {
         "client": client,
         "origin": origin,
@@ -292,6 +295,10 @@ def client_explain(client: Client) -> dict[str, Any]:
             "within_ceiling": remaining is not None and ceiling is not None and remaining <= ceiling,
         },
         "is_live": client.state in LIVE_STATES,
+        "ceiling": ceiling_granted,
+        "ceiling_scopes": sorted(ceiling_granted.scopes) if ceiling_granted else [],
+        "ceiling_audiences": sorted(ceiling_granted.audiences) if ceiling_granted else [],
+        "ceiling_ttl": duration(ceiling_granted.ttl_seconds) if ceiling_granted else None,
         "owner_active": bool(client.owner and client.owner.is_active),
         "key_based_auth": client.auth_method in KEY_BASED_AUTH_METHODS,
     }
@@ -372,6 +379,7 @@ def evidence_pack(client: Client, explain: dict[str, Any] | None = None) -> dict
             "ttl_ceiling_seconds": data["lifetime"]["ttl_ceiling_seconds"],
             "remaining_seconds": data["lifetime"]["remaining_seconds"],
             "last_used_at": _iso(client.last_used_at),
+            "approved_ceiling": data["ceiling"].to_dict() if data["ceiling"] is not None else None,
         },
         "revocation": {
             "idp": idp.name,
@@ -382,6 +390,19 @@ def evidence_pack(client: Client, explain: dict[str, Any] | None = None) -> dict
             "sync_failed": client.sync_failed,
             "drift": client.drift,
             "idp_disabled_at": _iso(client.idp_disabled_at),
+            "containment": {
+                "hold": {
+                    "kind": client.hold_kind,
+                    "by": client.hold_by.get_username() if client.hold_by_id and client.hold_by else None,
+                    "at": _iso(client.hold_at),
+                    "reason": client.hold_reason,
+                    "ref": client.hold_ref,
+                } if client.hold_kind else None,
+                "can_spawn": client.spawn_revoked_at is None,
+                "spawn_revoked_at": _iso(client.spawn_revoked_at),
+                "spawn_revoked_reason": client.spawn_revoked_reason or None,
+                "children_spawned": client.children_spawned,
+            },
             "outbox": [
                 {"operation": e.operation, "status": e.status, "attempts": e.attempts,
                  "created_at": _iso(e.created_at), "delivered_at": _iso(e.delivered_at)}

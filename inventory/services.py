@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 from datetime import datetime
 
@@ -47,8 +48,18 @@ def client_create(
     parent: Client | None = None,
     reason: str = "",
     provision: bool = True,
+    ceiling_ttl_seconds: int | None = None,
 ) -> Client:
-    """Create a client in ``provisioning`` and queue its creation at the IdP (one transaction)."""
+    """Create a client in ``provisioning`` and queue its creation at the IdP (one transaction).
+
+    Whoever calls this approved the client: its scopes, audiences and lifetime (``ceiling_ttl_seconds``,
+    else the time until ``expires_at``) become its approved ceiling for renewals.
+    """
+    now = timezone.now()
+    if ceiling_ttl_seconds is None:
+        ceiling_ttl_seconds = max(1, math.ceil((expires_at - now).total_seconds()))
+    scopes = sorted(set(scopes))
+    audiences = list(audiences or [])
     client = Client.objects.create(
         registration_id=registration_id or new_registration_id(),
         idp=idp,
@@ -56,8 +67,8 @@ def client_create(
         owner=owner,
         team=team,
         purpose=purpose,
-        scopes=sorted(set(scopes)),
-        audiences=list(audiences or []),
+        scopes=scopes,
+        audiences=audiences,
         internal_only=internal_only,
         metadata=dict(metadata or {}),
         auth_method=auth_method,
@@ -73,7 +84,10 @@ def client_create(
         created_via=created_via,
         policy_version=policy_version,
         expires_at=expires_at,
-        state_changed_at=timezone.now(),
+        state_changed_at=now,
+        ceiling_scopes=list(scopes),
+        ceiling_ttl_seconds=ceiling_ttl_seconds,
+        ceiling_audiences=list(audiences),
     )
     audit_record(
         actor=actor,

@@ -4,7 +4,8 @@ Roles are Django groups. Superusers count as admins. The rules:
 
 * approver — clears the review queue (never their own requests; enforced in approvals.services);
 * owner    — sponsors clients: mints tokens, renews/retires/transfers their own clients;
-* security — CISO/auditor: reads everything, changes nothing (except break-glass suspend/retire);
+* security — CISO/auditor: reads everything, changes nothing except containment (break-glass suspend/retire,
+  holds on clients and lifting them, spawn rights);
 * admin    — configures policy, scopes, IdP connections; sees everything.
 
 Approvers, security, admins, staff and superusers are *privileged* (:func:`is_privileged`): the company
@@ -97,6 +98,12 @@ def can_manage_client(user, client) -> bool:
 
 def can_break_glass(user) -> bool:
     return has_role(user, Role.ADMIN, Role.SECURITY)
+
+
+def can_hold_clients(user) -> bool:
+    """Place a hold on a client, lift one, revoke or restore a spawn right. An owner never may: a hold is
+    exactly what its owner cannot undo."""
+    return has_role(user, Role.ADMIN, Role.SECURITY) and not getattr(user, "is_service_account", False)
 
 
 def can_take_over_client(user, client) -> bool:

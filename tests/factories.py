@@ -9,6 +9,7 @@ from django.contrib.auth.models import Group
 from django.utils import timezone
 
 from approvals.models import InitialAccessToken, RegistrationRequest
+from inventory.ceilings import default_ttl_ceiling
 from inventory.choices import ClientState, IdPKind, RiskTier, ScopeCategory, Sensitivity
 from inventory.models import Client, IdPConnection, ScopeDefinition, Team
 from portal.crypto import hash_token
@@ -72,9 +73,14 @@ class ClientFactory(factory.django.DjangoModelFactory):
     owner = factory.SubFactory(UserFactory)
     purpose = "test purpose"
     scopes = factory.LazyFunction(lambda: ["tickets:read"])
+    audiences = factory.LazyFunction(list)
     risk_tier = RiskTier.LOW
     state = ClientState.ACTIVE
     expires_at = factory.LazyFunction(lambda: timezone.now() + timedelta(hours=12))
+    # As an approval would have left it: the scopes and audiences it holds, the tier's default lifetime.
+    ceiling_scopes = factory.LazyAttribute(lambda c: list(c.scopes))
+    ceiling_ttl_seconds = factory.LazyAttribute(lambda c: default_ttl_ceiling(c.risk_tier))
+    ceiling_audiences = factory.LazyAttribute(lambda c: list(c.audiences))
 
 
 class TokenFactory(factory.django.DjangoModelFactory):

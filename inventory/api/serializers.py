@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from inventory.ceilings import Ceiling
 from inventory.models import Client
 
 
@@ -15,6 +16,11 @@ class ClientSerializer(serializers.ModelSerializer):
     parent = serializers.CharField(source="parent.registration_id", read_only=True, allow_null=True, default=None)
     orphaned = serializers.SerializerMethodField()
     stale = serializers.SerializerMethodField()
+    approved_ceiling = serializers.SerializerMethodField(
+        help_text="What the last approval granted: scopes, ttl_seconds per renewal, audiences (null: none on record)")
+    hold = serializers.SerializerMethodField(
+        help_text="A suspension by security or an admin that only they can lift: kind, at, reason, ref (null: none)")
+    can_spawn = serializers.SerializerMethodField()
 
     class Meta:
         model = Client
@@ -23,7 +29,7 @@ class ClientSerializer(serializers.ModelSerializer):
             "scopes", "audiences", "internal_only", "auth_method", "created_via", "managed", "parent", "depth",
             "software_id", "software_version", "spiffe_id", "policy_version", "created_at", "activated_at",
             "expires_at", "ended_at", "last_used_at", "last_synced_at", "sync_failed", "orphaned", "stale",
-            "renewals",
+            "renewals", "approved_ceiling", "hold", "can_spawn", "children_spawned",
         ]
         read_only_fields = fields
 
@@ -32,6 +38,19 @@ class ClientSerializer(serializers.ModelSerializer):
 
     def get_stale(self, obj) -> bool:
         return obj.stale_at is not None
+
+    def get_approved_ceiling(self, obj) -> dict | None:
+        ceiling = Ceiling.of(scopes=obj.ceiling_scopes, ttl_seconds=obj.ceiling_ttl_seconds,
+                             audiences=obj.ceiling_audiences)
+        return ceiling.to_dict() if ceiling is not None else None
+
+    def get_hold(self, obj) -> dict | None:
+        if not obj.hold_kind:
+            return None
+        return {"kind": obj.hold_kind, "at": obj.hold_at, "reason": obj.hold_reason, "ref": obj.hold_ref}
+
+    def get_can_spawn(self, obj) -> bool:
+        return obj.spawn_revoked_at is None
 
 
 class LabelCountSerializer(serializers.Serializer):

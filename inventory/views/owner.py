@@ -28,7 +28,7 @@ PAGE_SIZE = 50
 def _my_clients(user):
     request_model = apps.get_model("approvals", "RegistrationRequest")
     return (
-        Client.objects.live().owned_by(user).select_related("idp")
+        Client.objects.live().owned_by(user).select_related("idp", "hold_by")
         .annotate(
             transfer_pending=Exists(TransferOffer.objects.filter(client=OuterRef("pk"), state=TransferState.PENDING)),
             renewal_pending=Exists(request_model.objects.filter(client=OuterRef("pk"), kind="renewal",
@@ -81,7 +81,8 @@ def client_action(request, registration_id: str, action: str):
 
         if _do(request, f"Renew {client.name}", renew):
             if outcome["r"].needs_review:
-                messages.info(request, f"{client.name}: renewal sent for review (high tier, stale or orphaned).")
+                why = "; ".join(r["message"] for r in outcome["r"].request.reasons)
+                messages.info(request, f"{client.name}: renewal sent for review ({why}).")
             else:
                 messages.success(request, f"{client.name} renewed until {client.expires_at:%Y-%m-%d %H:%M} UTC.")
     elif action in ("retire", "suspend", "resume"):
@@ -230,8 +231,11 @@ def break_glass(request):
             if request.POST.get("confirm") == "yes":
                 outcome = breakglass.breakglass_execute(user=request.user, scope=data["scope"], value=data["value"],
                                                         action=data["action"], reason=data["reason"])
+                done = "suspended and held" if data["action"] == "suspend" else "retired"
+                extra = f"; {len(outcome.held)} already-suspended client(s) held" if outcome.held else ""
+                effects = (" Also: " + "; ".join(outcome.effects) + ".") if outcome.effects else ""
                 messages.success(request, f"Break glass {outcome.decision_id}: {outcome.count} client(s) of "
-                                          f"{outcome.label} {'suspended' if data['action'] == 'suspend' else 'retired'}.")
+                                          f"{outcome.label} {done}{extra}.{effects}")
                 return redirect("inventory:break-glass")
             preview = breakglass.breakglass_preview(user=request.user, scope=data["scope"], value=data["value"],
                                                     action=data["action"])

@@ -32,7 +32,7 @@ from inventory.selectors import (
     dashboard_data,
     evidence_pack,
 )
-from portal.roles import Role, can_break_glass, can_manage_client, can_view_client, has_role
+from portal.roles import Role, can_break_glass, can_hold_clients, can_manage_client, can_view_client, has_role
 
 INVENTORY_ROLES = (Role.SECURITY, Role.ADMIN, Role.OWNER, Role.APPROVER)
 OVERSIGHT_ROLES = (Role.SECURITY, Role.ADMIN)
@@ -149,7 +149,7 @@ def _sort_links(params, current: str) -> dict[str, dict[str, str]]:
 
 def _get_visible_client(request, registration_id: str) -> Client:
     client = (
-        Client.objects.select_related("owner", "team", "idp", "parent")
+        Client.objects.select_related("owner", "team", "idp", "parent", "hold_by")
         .filter(registration_id=registration_id)
         .first()
     )
@@ -177,6 +177,7 @@ def client_explain_page(request, registration_id: str):
         if can_manage_client(request.user, client) and explain["is_live"] else None,
         "break_glass_url": _optional_url("inventory:break-glass")
         if can_break_glass(request.user) and explain["is_live"] else None,
+        "can_contain": can_hold_clients(request.user),
         "nav_active": "inventory",
     })
 

@@ -24,25 +24,32 @@ def states(clients):
 def test_preview_counts_then_execute_suspends_with_one_decision(security_user):
     leaker = UserFactory(username="leaker")
     active = [ClientFactory(owner=leaker) for _ in range(3)]
-    provisioning = ClientFactory(owner=leaker, state=ClientState.PROVISIONING)
+    # A client still being created is suspended too (its DISABLE follows its CREATE): containment means
+    # nothing in scope becomes active afterwards. One its owner suspended gets the hold.
+    provisioning = ClientFactory(owner=leaker, state=ClientState.PROVISIONING, idp_client_id=None)
+    owner_suspended = ClientFactory(owner=leaker, state=ClientState.SUSPENDED)
     ClientFactory(owner=leaker, state=ClientState.RETIRED)
     other = ClientFactory()
     preview = breakglass_preview(user=security_user, scope="owner", value="leaker", action="suspend")
-    assert (preview.total, preview.affected, preview.unaffected) == (4, 3, 1)
+    assert (preview.total, preview.affected, preview.to_hold, preview.unaffected) == (5, 4, 1, 0)
     assert AuditEvent.objects.count() == 0 and OutboxEntry.objects.count() == 0  # preview changes nothing
 
     outcome = breakglass_execute(user=security_user, scope="owner", value="leaker", action="suspend",
                                  reason="credential leak INC-42")
-    assert outcome.count == 3
-    assert states(active) == [ClientState.SUSPENDED] * 3
-    assert states([provisioning, other]) == [ClientState.PROVISIONING, ClientState.ACTIVE]
+    assert outcome.count == 4 and outcome.held == [owner_suspended.pk]
+    assert states([*active, provisioning, owner_suspended]) == [ClientState.SUSPENDED] * 5
+    assert states([other]) == [ClientState.ACTIVE]
+    held = Client.objects.filter(owner=leaker, state=ClientState.SUSPENDED)
+    assert {(c.hold_kind, c.hold_by_id, c.hold_ref) for c in held} == {
+        ("break_glass", security_user.pk, outcome.decision_id)}
     decision = AuditEvent.objects.get(action="breakglass.suspend")
     assert decision.object_id == outcome.decision_id and decision.reason == "credential leak INC-42"
-    assert decision.after["count"] == 3 and sorted(decision.after["clients"]) == sorted(
-        c.registration_id for c in active)
+    assert decision.after["count"] == 5 and sorted(decision.after["clients"]) == sorted(
+        c.registration_id for c in [*active, provisioning, owner_suspended])
     per_client = AuditEvent.objects.filter(action="client.suspend.breakglass")
-    assert per_client.count() == 3 and all(outcome.decision_id in e.reason for e in per_client)
-    assert Counter(OutboxEntry.objects.values_list("operation", flat=True)) == {OutboxOperation.DISABLE: 3}
+    assert per_client.count() == 4 and all(outcome.decision_id in e.reason for e in per_client)
+    assert AuditEvent.objects.get(action="client.hold.breakglass").object_id == owner_suspended.registration_id
+    assert Counter(OutboxEntry.objects.values_list("operation", flat=True)) == {OutboxOperation.DISABLE: 4}
     assert verify_chain()[1] is None
 
 

@@ -1,0 +1,190 @@
+"""What approvals provides to inventory through ``inventory.hooks`` (registered in ``ApprovalsConfig.ready()``).
+
+Inventory's lifecycle and break glass need facts and writes that belong to approvals; it may not import
+approvals or reach its models by name, so approvals hands them over here:
+
+- **policy limits** — the active policy's tier TTL ceilings, how many approvals a renewal review needs per
+  tier, and the per-parent child limit;
+- **renewal filer** — a renewal the lifecycle may not grant by itself becomes a pending
+  ``RegistrationRequest(kind="renewal")`` in the same review queue as registrations;
+- **containment scopes** — break glass "by initial access token", "by trusted issuer" and "by policy
+  version": which clients each covers, and what else confirming does (the token is revoked, the issuer
+  disabled, their pending requests withdrawn), each effect audited.
+"""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from approvals.choices import RequestKind, RequestState
+from approvals.models import InitialAccessToken, RegistrationRequest, TrustedIssuer
+from approvals.policy_store import active_policy
+from inventory import hooks
+from inventory.models import Client
+from inventory.services import new_registration_id
+from portal.audit import Actor, audit_record, audit_record_many
+
+
+def policy_limits() -> hooks.PolicyLimits:
+    """The active policy, read fresh: renewals are rare, and one must never use a policy just replaced."""
+    config = active_policy(use_cache=False)
+    return hooks.PolicyLimits(
+        version=config.version,
+        ttl_ceilings={"low": config.low_ttl_seconds, "medium": config.medium_ttl_seconds,
+                      "high": config.high_ttl_seconds},
+        renewal_approvals={"low": 1, "medium": config.approvals_medium, "high": config.approvals_high},
+        max_children_per_parent=config.max_children_per_parent,
+    )
+
+
+def renewal_file(review: hooks.RenewalReview) -> RegistrationRequest:
+    """The pending renewal request for ``review`` (in the lifecycle's transaction; it writes the audit event)."""
+    client = review.client
+    if RegistrationRequest.objects.filter(client=client, kind=RequestKind.RENEWAL, state=RequestState.PENDING).exists():
+        raise hooks.RenewalConflict(f"a renewal of {client.registration_id} is already waiting for review")
+    config = active_policy(use_cache=False)
+    reasons = [{"code": code, "message": message} for code, message in review.reasons]
+    return RegistrationRequest.objects.create(
+        public_id=new_registration_id(),
+        kind=RequestKind.RENEWAL,
+        state=RequestState.PENDING,
+        via=client.created_via,
+        client=client,
+        client_name=client.name,
+        software_id=client.software_id,
+        purpose=client.purpose,
+        requested_scopes=list(client.scopes),
+        requested_ttl=review.ttl_seconds,
+        audiences=list(client.audiences),
+        internal_only=client.internal_only,
+        idp=client.idp,
+        owner=client.owner,
+        team=client.team,
+        parent_client=client.parent,
+        policy_version=config.version,
+        risk_tier=client.risk_tier,
+        outcome="review",
+        reasons=reasons,
+        # The shape of a policy verdict (approvals.policy.Verdict.to_dict), so readers need no special case.
+        verdict={"policy_version": config.version, "tier": client.risk_tier, "outcome": "review",
+                 "reasons": reasons, "granted_scopes": list(client.scopes), "ttl_seconds": review.ttl_seconds,
+                 "approvals_needed": review.approvals_needed, "error": None, "kind": "renewal"},
+        approvals_needed=review.approvals_needed,
+        decision_reason="",
+    )
+
+
+# --- break glass scopes ----------------------------------------------------------------------------------
+
+
+def _by_id_or(model, value: str, **lookup):
+    """The one row ``lookup`` names, else the row with that id; a lookup that names several is refused, never
+    guessed (two tokens can share a prefix)."""
+    matches = list(model.objects.filter(**lookup)[:2])
+    if len(matches) > 1:
+        raise ValueError(f"{value!r} names more than one {model._meta.verbose_name}; give its id instead")
+    if matches:
+        return matches[0]
+    return model.objects.filter(pk=int(value)).first() if value.isdigit() else None
+
+
+def _client_ids(requests) -> list[int]:
+    return list(requests.filter(client__isnull=False).values_list("client_id", flat=True).distinct())
+
+
+def _withdraw_pending(requests, *, actor: Actor, reason: str) -> int:
+    """Withdraw the pending requests a leaked credential filed: no approver may approve them afterwards."""
+    rows = list(requests.filter(state=RequestState.PENDING).select_for_update()
+                .values_list("pk", "public_id", "policy_version"))
+    if not rows:
+        return 0
+    now = timezone.now()
+    RegistrationRequest.objects.filter(pk__in=[r[0] for r in rows], state=RequestState.PENDING).update(
+        state=RequestState.WITHDRAWN, decided_at=now, decision_reason=reason[:2000]
+    )
+    audit_record_many([
+        {"actor": actor, "action": "request.withdraw.breakglass", "object_type": "registration_request",
+         "object_id": public_id, "before": {"state": RequestState.PENDING}, "after": {"state": RequestState.WITHDRAWN},
+         "reason": reason, "policy_version": version}
+        for _pk, public_id, version in rows
+    ])
+    return len(rows)
+
+
+def _pending_sentence(count: int, source: str) -> list[str]:
+    if not count:
+        return []
+    return [f"withdraw {count} pending registration request{'s' if count != 1 else ''} made with {source}"]
+
+
+def resolve_token(value: str) -> hooks.ContainmentTarget | None:
+    token = _by_id_or(InitialAccessToken, value, prefix=value)
+    if token is None:
+        return None
+    requests = RegistrationRequest.objects.filter(token=token)
+    name = f"initial access token {token.prefix}…"
+    pending = requests.filter(state=RequestState.PENDING).count()
+    if token.revoked_at is not None:
+        effects = [f"{name} is already revoked (since {token.revoked_at:%Y-%m-%d %H:%M} UTC)"]
+    else:
+        effects = [f"revoke {name}: it can register nothing more ({token.uses} of {token.max_uses} uses spent)"]
+    effects += _pending_sentence(pending, "it")
+
+    def apply(actor: Actor, reason: str) -> None:
+        locked = InitialAccessToken.objects.select_for_update().get(pk=token.pk)
+        if locked.revoked_at is None:
+            locked.revoked_at = timezone.now()
+            locked.save(update_fields=["revoked_at"])
+            audit_record(actor=actor, action="token.revoke.breakglass", object_type="initial_access_token",
+                         object_id=locked.pk, before={"revoked": False},
+                         after={"revoked": True, "prefix": locked.prefix, "uses": locked.uses}, reason=reason)
+        _withdraw_pending(RegistrationRequest.objects.filter(token=locked), actor=actor, reason=reason)
+
+    return hooks.ContainmentTarget(label=name, client_ids=_client_ids(requests), effects=effects, apply=apply)
+
+
+def resolve_issuer(value: str) -> hooks.ContainmentTarget | None:
+    issuer = _by_id_or(TrustedIssuer, value, name=value)
+    if issuer is None:
+        return None
+    requests = RegistrationRequest.objects.filter(issuer=issuer)
+    name = f"software-statement issuer {issuer.name}"
+    pending = requests.filter(state=RequestState.PENDING).count()
+    if issuer.enabled:
+        effects = [f"disable trusted issuer {issuer.name} ({issuer.issuer}): its software statements are refused "
+                   "until an admin enables it again"]
+    else:
+        effects = [f"trusted issuer {issuer.name} is already disabled"]
+    effects += _pending_sentence(pending, "its statements")
+
+    def apply(actor: Actor, reason: str) -> None:
+        locked = TrustedIssuer.objects.select_for_update().get(pk=issuer.pk)
+        if locked.enabled:
+            locked.enabled = False
+            locked.save(update_fields=["enabled"])
+            audit_record(actor=actor, action="issuer.disable.breakglass", object_type="trusted_issuer",
+                         object_id=locked.pk, before={"enabled": True},
+                         after={"enabled": False, "name": locked.name, "issuer": locked.issuer}, reason=reason)
+        _withdraw_pending(RegistrationRequest.objects.filter(issuer=locked), actor=actor, reason=reason)
+
+    return hooks.ContainmentTarget(label=name, client_ids=_client_ids(requests), effects=effects, apply=apply)
+
+
+def resolve_policy(value: str) -> hooks.ContainmentTarget | None:
+    if not value.isdigit():
+        raise ValueError("a policy version is a number")
+    version = int(value)
+    via_requests = _client_ids(RegistrationRequest.objects.filter(policy_version=version))
+    direct = list(Client.objects.filter(policy_version=version).values_list("pk", flat=True))
+    return hooks.ContainmentTarget(label=f"policy version {version}", client_ids=sorted(set(via_requests + direct)))
+
+
+def register() -> None:
+    hooks.register_policy_limits(policy_limits)
+    hooks.register_renewal_filer(renewal_file)
+    hooks.register_containment_scope("token", resolve_token)
+    hooks.register_containment_scope("issuer", resolve_issuer)
+    hooks.register_containment_scope("policy", resolve_policy)
+
+
+__all__ = ["policy_limits", "register", "renewal_file", "resolve_issuer", "resolve_policy", "resolve_token"]

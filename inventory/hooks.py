@@ -1,0 +1,152 @@
+"""Hooks through which inventory triggers the approvals app without importing it.
+
+Imports point one way (``approvals -> inventory -> portal``), and a lower layer does not reach a higher
+one by ``apps.get_model`` or string-named writes either. Where inventory's lifecycle needs something only
+approvals knows — the active policy's thresholds, filing a renewal for review, what an initial access token
+or a trusted issuer covers — approvals registers an implementation here at start-up
+(``ApprovalsConfig.ready()`` -> ``approvals.inventory_hooks.register``) and inventory calls it through the
+functions below.
+
+Nothing registered (inventory on its own, or a unit test that resets the registry) degrades safely: the
+policy limits are the documented defaults, a renewal that needs review is refused with a clear error
+instead of being granted, and the break-glass scopes that need approvals are unknown.
+
+Every hook runs inside the caller's transaction and must not commit; each write it makes is audited.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from inventory.ceilings import DEFAULT_TTL_CEILINGS, default_ttl_ceiling
+
+if TYPE_CHECKING:  # pragma: no cover
+    from inventory.models import Client
+    from portal.audit import Actor
+
+
+class HookMissing(RuntimeError):
+    """No implementation is registered for a hook that has no safe default."""
+
+
+# --- policy limits --------------------------------------------------------------------------------
+
+DEFAULT_MAX_CHILDREN_PER_PARENT = 10
+# Human approvals a renewal review needs per tier when no policy says otherwise; a low-tier client
+# that goes back to review still needs one person (its policy outcome was "no human needed").
+DEFAULT_RENEWAL_APPROVALS = {"low": 1, "medium": 1, "high": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyLimits:
+    """The active policy's thresholds inventory enforces (renewal ceilings, review sizes, spawning)."""
+
+    version: int | None = None
+    ttl_ceilings: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_TTL_CEILINGS))
+    renewal_approvals: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_RENEWAL_APPROVALS))
+    max_children_per_parent: int = DEFAULT_MAX_CHILDREN_PER_PARENT
+
+    def ttl_ceiling(self, risk_tier: str) -> int:
+        value = self.ttl_ceilings.get(str(risk_tier))
+        return value if isinstance(value, int) and value > 0 else default_ttl_ceiling(risk_tier)
+
+    def approvals_for(self, risk_tier: str) -> int:
+        fallback = DEFAULT_RENEWAL_APPROVALS.get(str(risk_tier), DEFAULT_RENEWAL_APPROVALS["high"])
+        return max(1, int(self.renewal_approvals.get(str(risk_tier), fallback)))
+
+
+_policy_limits: Callable[[], PolicyLimits] | None = None
+
+
+def register_policy_limits(provider: Callable[[], PolicyLimits]) -> None:
+    """Approvals: ``provider()`` returns the active policy's limits (it may cache for a few seconds)."""
+    global _policy_limits
+    _policy_limits = provider
+
+
+def policy_limits() -> PolicyLimits:
+    return _policy_limits() if _policy_limits is not None else PolicyLimits()
+
+
+# --- renewal review -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RenewalReview:
+    """A renewal inventory may not grant by itself: approvals files it in the review queue."""
+
+    client: Client
+    actor: Actor
+    ttl_seconds: int
+    reasons: Sequence[tuple[str, str]]  # (stable code, message) — why it needs people
+    approvals_needed: int
+    note: str = ""  # what the person renewing wrote
+
+
+class RenewalConflict(Exception):
+    """A renewal of this client is already waiting for review (raised by the filer)."""
+
+
+_renewal_filer: Callable[[RenewalReview], Any] | None = None
+
+
+def register_renewal_filer(filer: Callable[[RenewalReview], Any]) -> None:
+    """Approvals: ``filer(review)`` writes the pending renewal request and returns it (no audit event: the
+    lifecycle audits the renewal on the client), or raises :class:`RenewalConflict`."""
+    global _renewal_filer
+    _renewal_filer = filer
+
+
+def renewal_review_file(review: RenewalReview) -> Any:
+    if _renewal_filer is None:
+        raise HookMissing("renewals that need review cannot be filed: the approvals app is not installed")
+    return _renewal_filer(review)
+
+
+# --- containment scopes for break glass -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContainmentTarget:
+    """What a break-glass scope owned by another app resolves to.
+
+    ``client_ids`` are the matched clients (break glass adds their descendants). ``effects`` say, in words
+    for the preview, what confirming does besides suspending or retiring the clients (revoke a token,
+    disable an issuer); ``apply(actor, reason)`` does it in the caller's transaction, audited.
+    """
+
+    label: str
+    client_ids: Sequence[int]
+    effects: Sequence[str] = ()
+    apply: Callable[[Actor, str], None] | None = None
+
+
+# value -> target; None when nothing matches; ValueError (message shown) when the value is malformed.
+ContainmentResolver = Callable[[str], "ContainmentTarget | None"]
+_containment: dict[str, ContainmentResolver] = {}
+
+
+def register_containment_scope(scope: str, resolver: ContainmentResolver) -> None:
+    _containment[scope] = resolver
+
+
+def containment_resolver(scope: str) -> ContainmentResolver | None:
+    return _containment.get(scope)
+
+
+def reset_for_tests() -> dict[str, Any]:
+    """Unregister everything; returns the previous registrations for :func:`restore`."""
+    global _policy_limits, _renewal_filer
+    saved = {"policy": _policy_limits, "renewal": _renewal_filer, "containment": dict(_containment)}
+    _policy_limits = _renewal_filer = None
+    _containment.clear()
+    return saved
+
+
+def restore(saved: dict[str, Any]) -> None:
+    global _policy_limits, _renewal_filer
+    _policy_limits, _renewal_filer = saved["policy"], saved["renewal"]
+    _containment.clear()
+    _containment.update(saved["containment"])

@@ -1,0 +1,35 @@
+"""Fixtures of the invariant matrix (see tests/invariants/support.py)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.test import override_settings
+
+from approvals import intake, policy_store
+from tests.invariants.support import SCIM_TOKEN, TamperableConnector, build_world
+
+
+@pytest.fixture(autouse=True)
+def _isolated(db, catalogue):
+    """Fresh per-process caches (policy, catalogue, default IdP, rate limits), the SCIM door open."""
+    expected = os.environ.get("INVARIANTS_EXPECT_VENDOR")
+    assert expected in (None, connection.vendor), f"expected {expected}, running on {connection.vendor}"
+    cache.clear()
+    policy_store.clear_cache()
+    intake.clear_caches()
+    with override_settings(REGISTRAR_SCIM_TOKEN=SCIM_TOKEN, REGISTRAR_INLINE_DELIVERY_TIMEOUT=5), \
+            TamperableConnector.registered():
+        yield
+    TamperableConnector.remote.clear()
+    cache.clear()
+    policy_store.clear_cache()
+    intake.clear_caches()
+
+
+@pytest.fixture
+def world(_isolated):
+    return build_world()
