@@ -74,6 +74,8 @@ BODY_202 = {
     "requested_ttl": 3600,
 }
 BODY_400 = dict(BODY_202, scope="nope:unknown")
+# Low risk: auto-approved, so the client is created (and delivered to the dry-run IdP) in the request.
+BODY_201 = dict(BODY_202, scope="tickets:read")
 
 
 def server_env() -> dict[str, str]:
@@ -115,7 +117,7 @@ def seed() -> None:
 
     from django.utils import timezone
 
-    from approvals.models import InitialAccessToken
+    from approvals.models import InitialAccessToken, Policy
     from inventory.models import IdPConnection, ScopeDefinition
     from portal.crypto import hash_token
     from portal.models import User
@@ -127,6 +129,10 @@ def seed() -> None:
         config={"issuer": "https://idp.bench", "token_endpoint": "https://idp.bench/token"},
     )  # fmt: skip
     owner = User.objects.create_user("bench-owner", "bench@example.com", "x" * 20)
+    # One owner registers every client of a run: lift its live-client quota so the 201 path never turns into 400.
+    policy = Policy.objects.get(is_active=True)
+    policy.thresholds = {**policy.thresholds, "max_live_clients_per_owner": 10**9}
+    policy.save(update_fields=["thresholds"])
     InitialAccessToken.objects.create(
         owner=owner, purpose="benchmark", prefix=TOKEN[:12], token_hash=hash_token(TOKEN),
         allowed_scopes=["tickets:read", "tickets:write"], max_ttl_seconds=86400, max_uses=2_000_000_000,
