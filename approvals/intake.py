@@ -26,6 +26,12 @@ one audit event:
 Token uses are consumed with one conditional UPDATE (``uses < max_uses``), so concurrent registrations can
 never exceed ``max_uses``; the loser of a race gets 401 and nothing is written.
 
+The owner's live-client quota is judged twice: the policy sees the count read with the credential (a cheap
+early refusal, recorded like any other), and an auto-approved registration is checked again inside the
+transaction that creates its client, under the owner's row lock (``inventory.quotas``). A registration that
+loses that race is refused by the same policy rule on the recounted figure (400 ``invalid_client_metadata``,
+"the owner already has 50 live clients; the limit is 50") and, like every refusal, uses nothing up.
+
 Registration access tokens (prefix ``rrat_``) are stored hashed on the request and rotated on every
 RFC 7592 use; the new one is in the response and the old one stops working.
 """
@@ -66,6 +72,7 @@ from inventory.delivery import deliver_client_outbox_inline
 from inventory.lifecycle import LifecycleError, client_snapshot, client_transition
 from inventory.models import Client, IdPConnection, ScopeDefinition
 from inventory.outbox import outbox_enqueue
+from inventory.quotas import OwnerQuotaExceeded
 from inventory.services import new_registration_id
 from portal.audit import Actor, audit_append, audit_event, audit_record, chained, chained_insert
 from portal.crypto import hash_token, new_token
@@ -214,8 +221,8 @@ def _token_problem(token: InitialAccessToken, now) -> str | None:
 
 
 class _TokenLookup:
-    """The initial access token by hash, with its owner, team and IdP and the owner's live-client count (for
-    the quota rule): one hand-written query (``portal.rawsql``), the hottest read of the registration endpoint.
+    """The initial access token by hash, with its owner, team and IdP and the owner's live-client count (the
+    policy's early look at the quota; the binding check is inventory.quotas'): one hand-written query (``portal.rawsql``), the hottest read of the registration endpoint.
     The ORM equivalent (``select_related`` + ``Subquery`` annotation) spent ~1 ms per call compiling itself."""
 
     def __init__(self) -> None:
@@ -522,20 +529,27 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
         )  # fmt: skip
         return Submission(request=request, verdict=None, error=exc.error, error_description=exc.description)
 
-    verdict = evaluate(_context(requester, md, now), config)
-    if verdict.refused:
-        request = _record_refusal(
-            requester=requester, body=merged, error=verdict.error, reasons=_reasons_json(verdict.reasons),
-            verdict=verdict, md=md, config=config, source_ip=source_ip,
-        )  # fmt: skip
-        return Submission(
-            request=request, verdict=verdict, error=verdict.error, error_description=verdict.error_description
-        )
-
-    idp = requester.idp or default_idp()
-    if idp is None:
-        raise Unavailable("temporarily_unavailable", "no identity provider is configured for new registrations")
-    return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now, source_ip=source_ip)
+    context = _context(requester, md, now)
+    verdict = evaluate(context, config)
+    if not verdict.refused:
+        idp = requester.idp or default_idp()
+        if idp is None:
+            raise Unavailable("temporarily_unavailable", "no identity provider is configured for new registrations")
+        try:
+            return _record_accepted(
+                requester=requester, md=md, verdict=verdict, idp=idp, now=now, source_ip=source_ip, config=config
+            )
+        except OwnerQuotaExceeded as exc:
+            # The owner's live clients were counted again under the owner's lock (concurrent registrations
+            # took the room the first count saw): the same policy, on that count, refuses it.
+            verdict = evaluate(dataclasses.replace(context, owner_live_clients=exc.live), config)
+            if not verdict.refused:  # only if the policy's own figure differs from the one enforced
+                raise BadRequest(ERR_INVALID_METADATA, exc.describe("the owner"))
+    request = _record_refusal(
+        requester=requester, body=merged, error=verdict.error, reasons=_reasons_json(verdict.reasons),
+        verdict=verdict, md=md, config=config, source_ip=source_ip,
+    )  # fmt: skip
+    return Submission(request=request, verdict=verdict, error=verdict.error, error_description=verdict.error_description)
 
 
 def _token_use_sql(connection) -> str:
@@ -587,7 +601,8 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
 
 
 def _record_accepted(
-    *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None
+    *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None,
+    config: PolicyConfig,
 ) -> Submission:
     auto = verdict.outcome == OUTCOME_AUTO_APPROVE
     plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
@@ -621,11 +636,13 @@ def _record_accepted(
     token_id = requester.token.pk if requester.token is not None else None
     client = None
     # A pending request is one statement (_insert_with_event); an auto-approved one also creates its client,
-    # in the same transaction. A token that ran out meanwhile leaves nothing behind either way.
+    # in the same transaction, which first takes the owner's quota lock (OwnerQuotaExceeded: nothing written).
+    # A token that ran out meanwhile leaves nothing behind either way.
     with transaction.atomic() if auto else contextlib.nullcontext():
         if auto:
             client = request_client_create(request=request, idp=idp, actor=requester.actor,
-                                           reason=f"auto-approved by policy v{verdict.policy_version}", now=now)
+                                           reason=f"auto-approved by policy v{verdict.policy_version}", now=now,
+                                           owner_limit=config.max_live_clients_per_owner)
             request.client = client
         event = audit_event(
             actor=requester.actor,

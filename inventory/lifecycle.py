@@ -4,8 +4,8 @@ Each transition locks the client row, checks the transition map in ``inventory.c
 one audit event and, where the IdP must follow, an outbox entry — all in one transaction.
 
 Also here: the owner actions (renew, retire, suspend/resume, rotate key, transfer offer/accept/decline,
-orphan take-over), the flags the sweeps set (orphaned, stale), the hook delivery calls when the IdP
-confirms a disable (:func:`client_record_idp_disabled`, which records the expiry overshoot), and the
+orphan take-over; a new owner's live-client quota is checked under their lock, ``inventory.quotas``), the
+flags the sweeps set (orphaned, stale), the hook delivery calls when the IdP confirms a disable (:func:`client_record_idp_disabled`, which records the expiry overshoot), and the
 set-based :func:`clients_transition_many` used by sweeps and break glass.
 
 Renewal design choice: low and medium tiers renew in place. High tier, and any client flagged stale
@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.apps import apps
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -286,11 +286,13 @@ def client_apply_renewal(*, client: Client, ttl_seconds: int, actor: Actor, reas
 
 
 def _file_renewal_request(client: Client, actor: Actor, ttl: int, reason: str):
+    """One pending renewal per client: the partial unique index ``request_one_pending_renewal`` decides (the
+    check before it only saves a failed insert in the common case)."""
     request_model = apps.get_model("approvals", "RegistrationRequest")
-    if request_model.objects.filter(client=client, kind="renewal", state="pending").exists():
-        raise LifecycleError(f"a renewal of {client.registration_id} is already waiting for review")
-    from inventory.services import new_registration_id  # services imports this module
-
+    pending = request_model.objects.filter(client=client, kind="renewal", state="pending")
+    already = LifecycleError(f"a renewal of {client.registration_id} is already waiting for review")
+    if pending.exists():
+        raise already
     why = []
     if client.risk_tier == RiskTier.HIGH:
         why.append("high-risk tier")
@@ -298,7 +300,25 @@ def _file_renewal_request(client: Client, actor: Actor, ttl: int, reason: str):
         why.append("flagged stale")
     if client.orphaned_at is not None:
         why.append("orphaned (owner left)")
-    request = request_model.objects.create(
+    try:
+        with transaction.atomic():
+            request = _create_renewal_request(request_model, client, ttl, why)
+    except IntegrityError as exc:
+        if pending.exists():  # committed by a concurrent renewal since the check above
+            raise already from exc
+        raise
+    audit_record(
+        actor=actor, action="client.renewal_requested", object_type="client", object_id=client.registration_id,
+        before=client_snapshot(client), after={"request": request.public_id, "ttl_seconds": ttl, "why": why},
+        reason=reason, policy_version=client.policy_version,
+    )
+    return request
+
+
+def _create_renewal_request(request_model, client: Client, ttl: int, why: list[str]):
+    from inventory.services import new_registration_id  # services imports this module
+
+    return request_model.objects.create(
         public_id=new_registration_id(),
         kind="renewal",
         state="pending",
@@ -322,12 +342,6 @@ def _file_renewal_request(client: Client, actor: Actor, ttl: int, reason: str):
         approvals_needed=2 if client.risk_tier == RiskTier.HIGH else 1,
         decision_reason="",
     )
-    audit_record(
-        actor=actor, action="client.renewal_requested", object_type="client", object_id=client.registration_id,
-        before=client_snapshot(client), after={"request": request.public_id, "ttl_seconds": ttl, "why": why},
-        reason=reason, policy_version=client.policy_version,
-    )
-    return request
 
 
 # --- retire / suspend / resume ------------------------------------------------------------------
@@ -437,6 +451,14 @@ def client_rotate_key(*, client: Client, jwks: Any, user=None, actor: Actor | No
 
 # --- transfer -----------------------------------------------------------------------------------
 
+def _owner_quota_hold(user) -> None:
+    """A live client moving to ``user`` counts against their quota: lock them and check (inventory.quotas).
+    Raises OwnerQuotaExceeded (a LifecycleError), rolling the transfer back; the offer stays pending."""
+    from inventory.quotas import owner_quota_hold  # quotas imports this module
+
+    owner_quota_hold(owner_id=user.pk, subject="you")
+
+
 @transaction.atomic
 def client_transfer_offer(*, client: Client, to_user, user=None, actor: Actor | None = None,
                           reason: str = "") -> TransferOffer:
@@ -482,6 +504,8 @@ def client_transfer_accept(*, offer: TransferOffer, user, reason: str = "") -> C
     client = _lock(locked_offer.client)
     if client.state not in LIVE_STATES:
         raise LifecycleError(f"the client is {client.state}; it can no longer be transferred")
+    if client.owner_id != user.pk:
+        _owner_quota_hold(user)
     now = timezone.now()
     before = client_snapshot(client) | {"orphaned_at": client.orphaned_at}
     client.owner = user
@@ -529,6 +553,8 @@ def client_take_over(*, client: Client, user, reason: str = "") -> Client:
         raise LifecycleError(f"the client is {locked.state}")
     if not user.is_active or not roles.can_take_over_client(user, locked):
         raise PermissionRefused("only the team, its manager, the former owner's manager or an admin can take over")
+    if locked.owner_id != user.pk:
+        _owner_quota_hold(user)
     before = client_snapshot(locked) | {"orphaned_at": locked.orphaned_at}
     locked.owner, locked.orphaned_at = user, None
     locked.save(update_fields=["owner", "orphaned_at"])
