@@ -88,6 +88,7 @@ def _wsgi_call(bench, target: str):
         method, path, body, expect = "GET", "/healthz", b"", "200"
     else:
         payload = {"intake 201": bench.BODY_201, "intake 202": bench.BODY_202, "intake 400": bench.BODY_400}[target]
+    token = bench.TOKEN_201 if target == "intake 201" else bench.TOKEN
         method, path, body, expect = "POST", "/oauth2/register", json.dumps(payload).encode(), target[-3:]
 
     def call() -> None:
@@ -95,7 +96,7 @@ def _wsgi_call(bench, target: str):
             "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
             "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
             "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000", "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(body)), "HTTP_AUTHORIZATION": f"Bearer {bench.TOKEN}",
+            "CONTENT_LENGTH": str(len(body)), "HTTP_AUTHORIZATION": f"Bearer {token}",
             "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
             "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
         }  # fmt: skip
