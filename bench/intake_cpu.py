@@ -88,8 +88,8 @@ def _wsgi_call(bench, target: str):
         method, path, body, expect = "GET", "/healthz", b"", "200"
     else:
         payload = {"intake 201": bench.BODY_201, "intake 202": bench.BODY_202, "intake 400": bench.BODY_400}[target]
-    token = bench.TOKEN_201 if target == "intake 201" else bench.TOKEN
         method, path, body, expect = "POST", "/oauth2/register", json.dumps(payload).encode(), target[-3:]
+    token = bench.TOKEN_201 if target == "intake 201" else bench.TOKEN
 
     def call() -> None:
         environ = {
