@@ -560,9 +560,18 @@ def _token_use_sql(connection) -> str:
             "WHERE id = %s AND uses < max_uses AND revoked_at IS NULL AND expires_at > %s")  # fmt: skip
 
 
+def _token_use(token_id: int, now) -> bool:
+    """Consume one use of token ``token_id`` in the caller's transaction; False when it ran out meanwhile."""
+    connection = transaction.get_connection()
+    with connection.cursor() as cursor:
+        cursor.execute(_token_use_sql(connection), [now, token_id, now])
+        return cursor.rowcount == 1
+
+
 def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token_id: int | None, now) -> bool:
     """Write ``request`` and its audit ``event``, consuming one use of token ``token_id`` if given; False (and
-    nothing written) when the token ran out meanwhile. This is the one place a use is consumed.
+    nothing written) when the token ran out meanwhile. (An auto-approved registration has used its token
+    already, in its transaction: see ``_record_accepted``.)
 
     On PostgreSQL it is one statement (token UPDATE, request INSERT and the chain append as data-modifying
     CTEs, :func:`portal.audit.chained_insert`): every agent of a fleet shares one token and every registration
@@ -573,12 +582,9 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
     if connection.vendor != "postgresql":
         with transaction.atomic():
             _REQUEST_INSERT.insert(request)
-            if token_id is not None:
-                with connection.cursor() as cursor:
-                    cursor.execute(_token_use_sql(connection), [now, token_id, now])
-                    if cursor.rowcount != 1:
-                        transaction.set_rollback(True)
-                        return False
+            if token_id is not None and not _token_use(token_id, now):
+                transaction.set_rollback(True)
+                return False
             audit_append(event)
         return True
     ctes = []
@@ -635,11 +641,17 @@ def _record_accepted(
     )
     token_id = requester.token.pk if requester.token is not None else None
     client = None
-    # A pending request is one statement (_insert_with_event); an auto-approved one also creates its client,
-    # in the same transaction, which first takes the owner's quota lock (OwnerQuotaExceeded: nothing written).
+    # A pending request is one statement (_insert_with_event); an auto-approved one also creates its client, in
+    # one transaction taking its locks in the order the one statement takes them: the token row (its use)
+    # before the audit chain head (the client's and the request's events), with the owner's quota lock between
+    # (OwnerQuotaExceeded: nothing written). In the other order, concurrent low- and medium-risk registrations
+    # on one token would each hold the row the other waits for (a deadlock: one of them answered 500).
     # A token that ran out meanwhile leaves nothing behind either way.
     with transaction.atomic() if auto else contextlib.nullcontext():
         if auto:
+            if token_id is not None and not _token_use(token_id, now):
+                raise Unauthorized("the initial access token has been used up")
+            token_id = None  # used
             client = request_client_create(request=request, idp=idp, actor=requester.actor,
                                            reason=f"auto-approved by policy v{verdict.policy_version}", now=now,
                                            owner_limit=config.max_live_clients_per_owner)
