@@ -77,12 +77,13 @@ def test_one_token_used_by_auto_approved_and_reviewed_registrations_at_once_stop
 
 
 def test_eighty_registrations_for_a_new_owner_32_at_once_leave_exactly_50_live(race_server, world):
-    """The issue's row: 51 live in 5 of 6 runs when the quota was compared with a count read earlier."""
+    """The issue's row: 51 live in 5 of 6 runs when the quota was compared with a count read earlier. The waves
+    are 32, 16 and 32, so the last one starts two short of the limit: its first requests all find room."""
     owner = world.owner()
     tokens = [world.token(owner, max_uses=40) for _ in range(2)]  # two fleets; each within the per-token rate
     calls = [register(tokens[i % 2][1], f"agent-{i}") for i in range(80)]
 
-    answers = [race_server.burst(calls[start:start + 32]) for start in (0, 32, 64)]
+    answers = [race_server.burst(calls[start:end]) for start, end in ((0, 32), (32, 48), (48, 80))]
 
     statuses = sum((a.statuses() for a in answers), Counter())
     assert statuses[201] + statuses[202] == QUOTA, statuses
@@ -106,8 +107,8 @@ def test_eighty_registrations_for_a_new_owner_32_at_once_leave_exactly_50_live(r
 
 
 def test_spawned_children_count_towards_the_owner(race_server, world):
-    """16 parents of one owner each spawn a child at once: children take the owner's last 4 places."""
-    owner = world.owner(live=QUOTA - 16 - 4)
+    """16 parents of one owner each spawn a child at once: children take the owner's last place."""
+    owner = world.owner(live=QUOTA - 16 - 1)
     parents = world.clients(owner, 16)
     rats = []
     for parent in parents:
@@ -118,11 +119,11 @@ def test_spawned_children_count_towards_the_owner(race_server, world):
 
     answers = race_server.burst([register(rat, f"child-{i}") for i, rat in enumerate(rats)])
 
-    assert answers.count(201, 202) == 4, answers
-    assert answers.count(400) == 12, answers
+    assert answers.count(201, 202) == 1, answers
+    assert answers.count(400) == 15, answers
     assert all(a.json["error_description"].endswith(QUOTA_MESSAGE) for a in answers.with_status(400))
     assert live(owner) == QUOTA
-    assert Client.objects.filter(owner=owner, parent__in=parents).count() == 4
+    assert Client.objects.filter(owner=owner, parent__in=parents).count() == 1
 
 
 def test_the_last_approval_at_quota_is_refused_and_the_requests_stay_pending(race_server, world):

@@ -202,26 +202,30 @@ def test_a_token_is_revoked_once(race_server, world):
         {"token.revoke": 1})
 
 
-def test_a_dead_delivery_is_retried_once_and_the_client_created_once(race_server, world):
-    """An admin's Retry clicked 16 times at once: one retry, and the IdP gets the client exactly once."""
+def test_dead_deliveries_are_retried_once_and_each_client_created_once(race_server, world):
+    """An admin's Retry clicked 4 times at once on each of 4 dead deliveries: one retry each, and the IdP gets
+    each client exactly once."""
     from inventory.services import client_create
     from portal.audit import Actor
 
     owner = world.owner()
-    client = client_create(actor=Actor.system("race"), idp=race_server.idp, name=world.name("dead"), owner=owner,
-                           purpose="a delivery that died", scopes=["tickets:read"], internal_only=True,
-                           expires_at=timezone.now() + timedelta(hours=2), jwks=body("x")["jwks"])
-    OutboxEntry.objects.filter(client=client).update(status=OutboxStatus.DEAD, attempts=8, last_error="gave up")
-    entry = OutboxEntry.objects.get(client=client)
+    clients = [client_create(actor=Actor.system("race"), idp=race_server.idp, name=world.name("dead"), owner=owner,
+                             purpose="a delivery that died", scopes=["tickets:read"], internal_only=True,
+                             expires_at=timezone.now() + timedelta(hours=2), jwks=body("x")["jwks"])
+               for _ in range(4)]  # this process has no broker (memory://): nothing is delivered meanwhile
+    OutboxEntry.objects.filter(client__in=clients).update(status=OutboxStatus.DEAD, attempts=8, last_error="gave up")
+    entries = list(OutboxEntry.objects.filter(client__in=clients).order_by("pk"))
     admin = world.person(world.user("admin", is_staff=True, is_superuser=True))
 
-    race_server.burst_same(admin.post(f"/inventory/sync-failures/{entry.pk}/retry/"), 16)
+    race_server.burst([admin.post(f"/inventory/sync-failures/{entry.pk}/retry/") for entry in entries for _ in range(4)])
 
-    assert actions(object_id=client.registration_id, action="outbox.retry") == Counter({"outbox.retry": 1})
-    wait_until(lambda: Client.objects.get(pk=client.pk).state == ClientState.ACTIVE,
-               what="the retried client to be created at the IdP")
-    assert markers_at_idp(race_server.idp_process)[client.registration_id] == 1
-    assert actions(object_id=client.registration_id, action="client.active") == Counter({"client.active": 1})
+    ids = [c.registration_id for c in clients]
+    assert actions(object_id__in=ids, action="outbox.retry") == Counter({"outbox.retry": len(clients)})
+    wait_until(lambda: Client.objects.filter(pk__in=[c.pk for c in clients], state=ClientState.ACTIVE).count() == 4,
+               what="the retried clients to be created at the IdP")
+    markers = markers_at_idp(race_server.idp_process)
+    assert [markers[i] for i in ids] == [1] * len(ids)
+    assert actions(object_id__in=ids, action="client.active") == Counter({"client.active": len(clients)})
 
 
 # --- directory and policy ------------------------------------------------------------------------------------
