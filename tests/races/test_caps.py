@@ -17,10 +17,12 @@ import pytest
 
 from approvals.choices import RequestState
 from approvals.models import Decision, RegistrationRequest
+from inventory.choices import ClientState
 from inventory.models import Client, TransferOffer, TransferState
 from portal.crypto import hash_token
 from tests.factories import RequestFactory, TeamFactory
-from tests.races.harness import Call, api_token, bearer, fresh_source
+from tests.provisioning import markers_at_idp
+from tests.races.harness import Call, api_token, bearer, fresh_source, wait_until
 from tests.races.support import RACE, RATE_PER_ADDRESS, RATE_PER_TOKEN, REGISTER, actions, body, live
 
 pytestmark = RACE
@@ -104,6 +106,12 @@ def test_eighty_registrations_for_a_new_owner_32_at_once_leave_exactly_50_live(r
         {"registration.accepted": QUOTA, "registration.refused": 80 - QUOTA})
     assert actions(action="client.create", object_id__in=made.values("public_id")) == Counter(
         {"client.create": QUOTA})
+    # Each client is created at the IdP once, although the web worker delivers it inline while the Celery
+    # worker, nudged by the same commit, reaches for the same outbox entry (the lease is a conditional UPDATE).
+    clients = Client.objects.filter(owner=owner)
+    wait_until(lambda: not clients.exclude(state=ClientState.ACTIVE).exists(), what="all 50 clients to be active")
+    markers = markers_at_idp(race_server.idp_process)
+    assert [markers[c.registration_id] for c in clients] == [1] * QUOTA
 
 
 def test_spawned_children_count_towards_the_owner(race_server, world):
