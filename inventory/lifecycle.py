@@ -473,11 +473,19 @@ def client_transfer_offer(*, client: Client, to_user, user=None, actor: Actor | 
         raise LifecycleError("a service account cannot own clients")
     if to_user.pk == locked.owner_id:
         raise LifecycleError("that person already owns this client")
-    if TransferOffer.objects.filter(client=locked, state=TransferState.PENDING).exists():
-        raise LifecycleError("this client already has a pending transfer offer")
-    offer = TransferOffer.objects.create(
-        client=locked, from_user_id=locked.owner_id, to_user=to_user, offered_by=user, reason=reason
-    )
+    pending = TransferOffer.objects.filter(client=locked, state=TransferState.PENDING)
+    already = LifecycleError("this client already has a pending transfer offer")
+    if pending.exists():
+        raise already
+    try:  # the partial unique index transfer_one_pending decides; the client's row lock makes a clash rare
+        with transaction.atomic():
+            offer = TransferOffer.objects.create(
+                client=locked, from_user_id=locked.owner_id, to_user=to_user, offered_by=user, reason=reason
+            )
+    except IntegrityError as exc:
+        if pending.exists():
+            raise already from exc
+        raise
     audit_record(
         actor=_actor(user, actor), action="client.transfer_offer", object_type="client",
         object_id=locked.registration_id, before={"owner": locked.owner_id},

@@ -101,7 +101,7 @@ from datetime import timedelta
 from django.db import connection
 from django.test import Client as HttpClient
 from django.utils import timezone
-from approvals.models import InitialAccessToken
+from approvals.models import InitialAccessToken, RegistrationRequest
 from inventory.models import Client, IdPConnection, ScopeDefinition
 from portal.crypto import hash_token
 from portal.models import User
@@ -121,38 +121,65 @@ token = InitialAccessToken.objects.create(
 )
 jwks = {"keys": [{"kty": "EC", "crv": "P-256", "x": "gV1J6obKVMtk6b-WBzqbYdKYHiQKHw4IcoqYh1ofjZE",
                   "y": "LT-DhnSDk1z4LY6Q2_n8-SnN_q8yPSL_S7iUyB5dlhU"}]}
+# A second owner whose 16 parents each spawn a child (no token: the count is the transaction's first statement).
+parent_owner = User.objects.create_user("sqlite-parents", "p@example.com", "x" * 20)
+Client.objects.bulk_create(Client(registration_id=f"reg_other{i}", idp=idp, name=f"other{i}", owner=parent_owner,
+                                  state="active", expires_at=timezone.now() + timedelta(hours=1))
+                           for i in range(QUOTA - BURST - 1))
+rats = []
+for i in range(BURST):
+    parent = Client.objects.create(registration_id=f"reg_parent{i}", idp=idp, name=f"parent{i}", owner=parent_owner,
+                                   state="active", scopes=["tickets:read"], expires_at=timezone.now() + timedelta(hours=1))
+    rats.append(f"rrat_sqlite_parent_{i}")
+    RegistrationRequest.objects.create(public_id=parent.registration_id, state="approved", via="token",
+                                       owner=parent_owner, client=parent, idp=idp,
+                                       registration_access_token_hash=hash_token(rats[-1]))
 connection.close()
-barrier = threading.Barrier(BURST)
-answers = []
 
-def register(i):
-    http = HttpClient(raise_request_exception=False)
-    body = json.dumps({"client_name": f"agent{i}", "purpose": "sqlite race", "scope": "tickets:read", "jwks": jwks,
-                       "requested_ttl": 3600, "internal_only": True})
-    barrier.wait()
-    try:
-        response = http.post("/oauth2/register", body, content_type="application/json",
-                             HTTP_AUTHORIZATION="Bearer " + plain, REMOTE_ADDR=f"127.0.0.{i + 1}")
-        answers.append([response.status_code, response.json().get("error_description", "")])
-    except Exception as exc:
-        answers.append([0, repr(exc)])
-    finally:
-        connection.close()
 
-threads = [threading.Thread(target=register, args=(i,)) for i in range(BURST)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
+def burst(bearers):
+    barrier = threading.Barrier(len(bearers))
+    answers = []
+
+    def register(i, bearer):
+        http = HttpClient(raise_request_exception=False)
+        body = json.dumps({"client_name": f"agent{i}", "purpose": "sqlite race", "scope": "tickets:read",
+                           "jwks": jwks, "requested_ttl": 3600, "internal_only": True})
+        barrier.wait()
+        try:
+            response = http.post("/oauth2/register", body, content_type="application/json",
+                                 HTTP_AUTHORIZATION="Bearer " + bearer, REMOTE_ADDR=f"127.0.0.{i + 1}")
+            answers.append([response.status_code, response.json().get("error_description", "")])
+        except Exception as exc:
+            answers.append([0, repr(exc)])
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=register, args=(i, b)) for i, b in enumerate(bearers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return answers
+
+
+def live(who):
+    return Client.objects.filter(owner=who, state__in=["provisioning", "active", "suspended"]).count()
+
+
+tokens = burst([plain] * BURST)
+spawns = burst(rats)
 token.refresh_from_db()
-print(json.dumps({"answers": answers, "live": Client.objects.filter(owner=owner, state__in=["provisioning", "active",
-                  "suspended"]).count(), "uses": token.uses}))
+print(json.dumps({"answers": tokens, "live": live(owner), "uses": token.uses,
+                  "spawns": spawns, "spawn_live": live(parent_owner)}))
 """
 
 
 def test_the_owner_quota_holds_under_concurrent_registrations_on_sqlite(migrated, tmp_path):
-    """Embedded mode gives the same answer as PostgreSQL: its write transactions begin IMMEDIATE, so the owner's
-    recount inside the one that creates the client is serialised (16 threads race for the last 5 places)."""
+    """Embedded mode gives the same answers as PostgreSQL: its write transactions begin IMMEDIATE, so the owner's
+    recount inside the one that creates the client is serialised. 16 threads race for an owner's last 5 places
+    with one token, then 16 parents of another owner spawn a child each for its last place (that transaction's
+    first statement is the count: begun DEFERRED, the losers would fail on "database is locked")."""
     out = _run_script(RACE_SCRIPT, migrated, tmp_path)
 
     statuses = sorted(status for status, _ in out["answers"])
@@ -161,3 +188,5 @@ def test_the_owner_quota_holds_under_concurrent_registrations_on_sqlite(migrated
                for status, text in out["answers"] if status == 400), out["answers"]
     assert out["live"] == 50
     assert out["uses"] == 5  # the refused eleven consumed nothing
+    assert sorted(status for status, _ in out["spawns"]) == [201] + [400] * 15, out["spawns"]
+    assert out["spawn_live"] == 50
