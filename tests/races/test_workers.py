@@ -99,3 +99,44 @@ def test_one_approver_mail_per_interval(race_server, world):
     recipients = Counter(re.search(r"^To: (.+)$", m, re.MULTILINE).group(1) for m in waiting)
     assert recipients[approver.email] == 1, recipients
     assert max(recipients.values()) == 1, recipients
+
+
+def test_each_unused_client_is_flagged_stale_once_and_its_owner_mailed_once(race_server, world):
+    owner = world.owner()
+    month_ago = timezone.now() - timedelta(days=40)
+    unused = world.clients(owner, 30, last_used_at=month_ago, activated_at=month_ago)
+    Client.objects.filter(pk__in=[c.pk for c in unused]).update(created_at=month_ago)
+
+    run_at_once(race_server, "inventory.tasks.sweep_stale")
+
+    ids = [c.registration_id for c in unused]
+    assert actions(action="client.stale", object_id__in=ids) == Counter({"client.stale": len(unused)})
+    assert OwnerDigest.objects.filter(user=owner, kind="stale").count() == 1
+    mails = [m for m in race_server.mails() if "unused client(s)" in m and f"To: {owner.email}" in m]
+    assert len(mails) == 1
+
+
+def test_each_forgotten_request_lapses_once(race_server, world):
+    from approvals.models import RegistrationRequest
+
+    owner = world.owner()
+    forgotten = [world.pending(owner) for _ in range(20)]
+    RegistrationRequest.objects.filter(pk__in=[r.pk for r in forgotten]).update(
+        created_at=timezone.now() - timedelta(days=30))
+
+    run_at_once(race_server, "approvals.tasks.sweep_lapsed")
+
+    assert set(RegistrationRequest.objects.filter(pk__in=[r.pk for r in forgotten])
+               .values_list("state", flat=True)) == {"lapsed"}  # fmt: skip
+    ids = [r.public_id for r in forgotten]
+    assert actions(action="request.lapse", object_id__in=ids) == Counter({"request.lapse": len(forgotten)})
+
+
+def test_the_audit_chain_never_forked(race_server):
+    """Last in the suite: every event appended by every burst above, by every process, forms one chain."""
+    from portal.audit import verify_chain
+    from portal.models import AuditEvent
+
+    checked, broken = verify_chain()
+    assert broken is None, broken
+    assert checked == AuditEvent.objects.count()
