@@ -222,8 +222,9 @@ def _token_problem(token: InitialAccessToken, now) -> str | None:
 
 class _TokenLookup:
     """The initial access token by hash, with its owner, team and IdP and the owner's live-client count (the
-    policy's early look at the quota; the binding check is inventory.quotas'): one hand-written query (``portal.rawsql``), the hottest read of the registration endpoint.
-    The ORM equivalent (``select_related`` + ``Subquery`` annotation) spent ~1 ms per call compiling itself."""
+    policy's early look at the quota; the binding check is ``inventory.quotas``): one hand-written query
+    (``portal.rawsql``), the hottest read of the registration endpoint. The ORM equivalent (``select_related``
+    + ``Subquery`` annotation) spent ~1 ms per call compiling itself."""
 
     def __init__(self) -> None:
         from inventory.models import Team
@@ -541,10 +542,9 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
             )
         except OwnerQuotaExceeded as exc:
             # The owner's live clients were counted again under the owner's lock (concurrent registrations
-            # took the room the first count saw): the same policy, on that count, refuses it.
+            # took the room the first count saw): the same policy, on that count, refuses it (the limit
+            # enforced was this config's, passed down by _record_accepted).
             verdict = evaluate(dataclasses.replace(context, owner_live_clients=exc.live), config)
-            if not verdict.refused:  # only if the policy's own figure differs from the one enforced
-                raise BadRequest(ERR_INVALID_METADATA, exc.describe("the owner"))
     request = _record_refusal(
         requester=requester, body=merged, error=verdict.error, reasons=_reasons_json(verdict.reasons),
         verdict=verdict, md=md, config=config, source_ip=source_ip,
