@@ -22,7 +22,7 @@ from tests.races.support import RATE_PER_ADDRESS, RATE_PER_TOKEN, World
 
 
 @pytest.fixture(scope="session")
-def race_server(django_db_blocker, request) -> RaceServer:
+def race_server(django_db_blocker) -> RaceServer:
     from tests.idp_server import IdPProcess
     from tests.provisioning import connection_for
 
