@@ -167,3 +167,17 @@ def test_quota_hold_counts_live_clients_only_and_names_the_figure(owner, idp):
     assert (info.value.live, info.value.limit) == (2, 3)
     assert str(info.value) == "the owner already has 2 live clients; the limit is 3 (max_live_clients_per_owner)"
     assert info.value.describe("you") == "you already have 2 live clients; the limit is 3 (max_live_clients_per_owner)"
+
+
+def test_the_review_page_says_why_an_approval_at_quota_was_refused(client, make_request, approver, owner, idp,
+                                                                      quota):
+    from django.urls import reverse
+
+    ClientFactory(owner=owner, idp=idp)
+    ClientFactory(owner=owner, idp=idp)
+    req = make_request()
+    client.force_login(approver)
+    response = client.post(reverse("approvals:decide", args=[req.public_id]), {"decision": "approve", "reason": "ok"})
+    assert response.status_code == 409
+    assert "the owner already has 2 live clients; the limit is 2 (max_live_clients_per_owner)" in response.content.decode()
+    assert RegistrationRequest.objects.get(pk=req.pk).state == RequestState.PENDING
