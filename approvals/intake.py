@@ -34,6 +34,12 @@ Keys: an inline ``jwks`` is checked by ``approvals.metadata`` (``inventory.keys`
 every RFC 7592 update, outside any transaction. The client — and so the IdP — gets the vetted key set, never
 the URI to fetch on its own; the request keeps it (``fetched_jwks``) for an approval days later.
 
+The owner's live-client quota is judged twice: the policy sees the count read with the credential (a cheap
+early refusal, recorded like any other), and an auto-approved registration is checked again inside the
+transaction that creates its client, under the owner's row lock (``inventory.quotas``). A registration that
+loses that race is refused by the same policy rule on the recounted figure (400 ``invalid_client_metadata``,
+"the owner already has 50 live clients; the limit is 50") and, like every refusal, uses nothing up.
+
 Registration access tokens (prefix ``rrat_``) are stored hashed on the request and rotated on every
 RFC 7592 use; the new one is in the response and the old one stops working.
 """
@@ -81,6 +87,7 @@ from inventory.keys import FetchedKeySet, KeySetError, jwks_fetch, jwks_thumbpri
 from inventory.lifecycle import LifecycleError, client_snapshot, client_transition
 from inventory.models import Client, IdPConnection, ScopeDefinition
 from inventory.outbox import outbox_enqueue
+from inventory.quotas import OwnerQuotaExceeded
 from inventory.services import new_registration_id
 from portal.audit import Actor, audit_append, audit_event, audit_record, chained, chained_insert
 from portal.crypto import hash_token, new_token
@@ -229,9 +236,10 @@ def _token_problem(token: InitialAccessToken, now) -> str | None:
 
 
 class _TokenLookup:
-    """The initial access token by hash, with its owner, team and IdP and the owner's live-client count (for
-    the quota rule): one hand-written query (``portal.rawsql``), the hottest read of the registration endpoint.
-    The ORM equivalent (``select_related`` + ``Subquery`` annotation) spent ~1 ms per call compiling itself."""
+    """The initial access token by hash, with its owner, team and IdP and the owner's live-client count (the
+    policy's early look at the quota; the binding check is ``inventory.quotas``): one hand-written query
+    (``portal.rawsql``), the hottest read of the registration endpoint. The ORM equivalent (``select_related``
+    + ``Subquery`` annotation) spent ~1 ms per call compiling itself."""
 
     def __init__(self) -> None:
         from inventory.models import Team
@@ -557,21 +565,25 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
             )  # fmt: skip
             return Submission(request=request, verdict=None, error=exc.error, error_description=exc.description)
 
-    verdict = evaluate(_context(requester, md, now), config)
-    if verdict.refused:
-        request = _record_refusal(
-            requester=requester, body=merged, error=verdict.error, reasons=_reasons_json(verdict.reasons),
-            verdict=verdict, md=md, config=config, source_ip=source_ip,
-        )  # fmt: skip
-        return Submission(
-            request=request, verdict=verdict, error=verdict.error, error_description=verdict.error_description
-        )
-
-    idp = requester.idp or default_idp()
-    if idp is None:
-        raise Unavailable("temporarily_unavailable", "no identity provider is configured for new registrations")
-    return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now, source_ip=source_ip,
-                            fetched=fetched, spawn_limit=config.max_children_per_parent)
+    context = _context(requester, md, now)
+    verdict = evaluate(context, config)
+    if not verdict.refused:
+        idp = requester.idp or default_idp()
+        if idp is None:
+            raise Unavailable("temporarily_unavailable", "no identity provider is configured for new registrations")
+        try:
+            return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now,
+                                    source_ip=source_ip, config=config, fetched=fetched)
+        except OwnerQuotaExceeded as exc:
+            # The owner's live clients were counted again under the owner's lock (concurrent registrations
+            # took the room the first count saw): the same policy, on that count, refuses it (the limit
+            # enforced was this config's, passed down by _record_accepted).
+            verdict = evaluate(dataclasses.replace(context, owner_live_clients=exc.live), config)
+    request = _record_refusal(
+        requester=requester, body=merged, error=verdict.error, reasons=_reasons_json(verdict.reasons),
+        verdict=verdict, md=md, config=config, source_ip=source_ip,
+    )  # fmt: skip
+    return Submission(request=request, verdict=verdict, error=verdict.error, error_description=verdict.error_description)
 
 
 def _fetch_keys(jwks_uri: str) -> FetchedKeySet:
@@ -700,10 +712,17 @@ def _guard(connection, token_id: int | None, spawn: _SpawnSlot | None, statement
     return None
 
 
+def _consume(guard: tuple[str, str, list]) -> bool:
+    """Run a credential's once-only write (``_guard``) in the caller's transaction; False when it lost."""
+    _name, sql, params = guard
+    with transaction.get_connection().cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount == 1
+
+
 def _record_accepted(
     *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None,
-    fetched: FetchedKeySet | None = None,
-    spawn_limit: int,
+    config: PolicyConfig, fetched: FetchedKeySet | None = None,
 ) -> Submission:
     auto = verdict.outcome == OUTCOME_AUTO_APPROVE
     plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
@@ -739,16 +758,41 @@ def _record_accepted(
     statement = requester.statement
     statement_use = statement.use(registration_id=registration_id, now=now) if statement is not None else None
     parent = requester.parent
+    spawn_limit = config.max_children_per_parent
     spawn = _SpawnSlot(parent_id=parent.pk, limit=spawn_limit) if parent is not None else None
+
+    def lost() -> IntakeError:
+        """Why the credential's once-only write found nothing left (another registration took it meanwhile)."""
+        if spawn is not None:
+            return _spawn_refusal(parent, spawn_limit)
+        if statement is not None:
+            refusal = replayed(statement)
+            return BadRequest(refusal.error, refusal.description)
+        return Unauthorized("the initial access token has been used up")
+
     client = None
-    # A pending request is one statement (_insert_with_event); an auto-approved one also creates its client,
-    # and a spawn also records itself on the parent, in the same transaction. A token that ran out, a parent
-    # that reached its limit, or a statement whose jti was used, meanwhile leaves nothing behind either way.
+    # A pending request is one statement (_insert_with_event) that also consumes the credential's once-only write
+    # (token use, parent's child slot or statement jti). An auto-approved one also creates its client, in one
+    # transaction taking its locks in the order the one statement takes them: the credential's row first, then
+    # the owner's quota lock (OwnerQuotaExceeded: nothing written), then the audit chain head. In the other
+    # order, concurrent low- and medium-risk registrations on one token would each hold the row the other waits
+    # for (a deadlock). A credential that ran out meanwhile leaves nothing behind either way.
     with transaction.atomic() if auto or spawn is not None else contextlib.nullcontext():
         if auto:
+            guard = _guard(transaction.get_connection(), token_id, spawn, statement_use, now)
+            if guard is not None:
+                if not _consume(guard):
+                    raise lost()
+                if spawn is not None:
+                    spawn.count = Client.objects.filter(pk=spawn.parent_id).values_list(
+                        "children_spawned", flat=True)[0]
+            token_id, statement_use, guarded_spawn = None, None, None  # consumed
             client = request_client_create(request=request, idp=idp, actor=requester.actor,
-                                           reason=f"auto-approved by policy v{verdict.policy_version}", now=now)
+                                           reason=f"auto-approved by policy v{verdict.policy_version}", now=now,
+                                           owner_limit=config.max_live_clients_per_owner)
             request.client = client
+        else:
+            guarded_spawn = spawn
         event = audit_event(
             actor=requester.actor,
             action="registration.accepted" if auto else "registration.pending",
@@ -758,14 +802,9 @@ def _record_accepted(
             reason=verdict.error_description[:2000],
             policy_version=verdict.policy_version,
         )
-        if not _insert_with_event(request, event, token_id=token_id, now=now, spawn=spawn,
+        if not _insert_with_event(request, event, token_id=token_id, now=now, spawn=guarded_spawn,
                                   statement_use=statement_use):
-            if spawn is not None:
-                raise _spawn_refusal(parent, spawn_limit)
-            if statement is not None:  # another registration used this statement's jti meanwhile
-                refusal = replayed(statement)
-                raise BadRequest(refusal.error, refusal.description)
-            raise Unauthorized("the initial access token has been used up")
+            raise lost()
         if spawn is not None:
             audit_record(
                 actor=requester.actor, action="client.spawn", object_type="client", object_id=parent.registration_id,

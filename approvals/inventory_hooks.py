@@ -14,6 +14,7 @@ approvals or reach its models by name, so approvals hands them over here:
 
 from __future__ import annotations
 
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from approvals.choices import RequestKind, RequestState
@@ -40,8 +41,21 @@ def policy_limits() -> hooks.PolicyLimits:
 def renewal_file(review: hooks.RenewalReview) -> RegistrationRequest:
     """The pending renewal request for ``review`` (in the lifecycle's transaction; it writes the audit event)."""
     client = review.client
-    if RegistrationRequest.objects.filter(client=client, kind=RequestKind.RENEWAL, state=RequestState.PENDING).exists():
-        raise hooks.RenewalConflict(f"a renewal of {client.registration_id} is already waiting for review")
+    pending = RegistrationRequest.objects.filter(client=client, kind=RequestKind.RENEWAL, state=RequestState.PENDING)
+    already = hooks.RenewalConflict(f"a renewal of {client.registration_id} is already waiting for review")
+    if pending.exists():  # the common case; the partial unique index request_one_pending_renewal decides
+        raise already
+    try:
+        with transaction.atomic():
+            return _create_renewal_request(review)
+    except IntegrityError as exc:
+        if pending.exists():  # committed by a concurrent renewal since the check above
+            raise already from exc
+        raise
+
+
+def _create_renewal_request(review: hooks.RenewalReview) -> RegistrationRequest:
+    client = review.client
     config = active_policy(use_cache=False)
     reasons = [{"code": code, "message": message} for code, message in review.reasons]
     return RegistrationRequest.objects.create(

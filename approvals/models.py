@@ -190,6 +190,9 @@ class RegistrationRequest(models.Model):
             models.CheckConstraint(condition=Q(state__in=RequestState.values), name="request_state_valid"),
             models.UniqueConstraint(fields=["public_id"], name="request_public_id_unique"),
             models.UniqueConstraint(fields=["registration_access_token_hash"], name="request_rat_hash_unique"),
+            # At most one renewal of a client waits for review (inventory.lifecycle._file_renewal_request).
+            models.UniqueConstraint(fields=["client"], condition=Q(kind=RequestKind.RENEWAL, state=RequestState.PENDING),
+                                    name="request_one_pending_renewal"),
         ]
 
     def __str__(self) -> str:

@@ -68,8 +68,12 @@ def _validated(thresholds: Mapping[str, Any], version: int) -> PolicyConfig:
 @transaction.atomic
 def policy_publish(*, actor: Actor, thresholds: Mapping[str, Any], note: str = "", created_by=None) -> Policy:
     """Create and activate a new policy version (the previous one stays, inactive, for old verdicts)."""
-    # Lock the active row so two admins publishing at once get consecutive versions, not a unique error.
-    current = Policy.objects.select_for_update().filter(is_active=True).first()
+    # Publishes queue on the oldest version's row, which never changes and is never deleted, so two admins
+    # publishing at once get consecutive versions. (Locking the active row instead does not work under READ
+    # COMMITTED: the publisher that waited finds the row no longer active, gets nothing, and its new version
+    # then clashes with the winner's on policy_one_active.)
+    Policy.objects.select_for_update().order_by("pk").values_list("pk", flat=True).first()
+    current = Policy.objects.filter(is_active=True).first()
     version = (Policy.objects.aggregate(m=Max("version"))["m"] or 0) + 1
     config = _validated(thresholds, version)
     stored = config.to_dict()

@@ -15,6 +15,7 @@ from approvals.policy_store import active_policy
 from inventory.choices import RiskTier
 from inventory.lifecycle import LifecycleError, client_apply_renewal
 from inventory.models import Client, IdPConnection, ScopeDefinition, Team
+from inventory.quotas import OwnerQuotaExceeded, owner_quota_hold
 from inventory.services import client_create
 from portal.audit import Actor, audit_record, audit_record_many
 from portal.crypto import hash_token, new_token
@@ -351,7 +352,14 @@ def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None
     if idp is None:
         raise DecisionConflict("no identity provider is configured for this request")
     now = timezone.now()
-    client = request_client_create(request=locked, idp=idp, actor=actor, reason=reason, now=now)
+    try:
+        client = request_client_create(request=locked, idp=idp, actor=actor, reason=reason, now=now)
+    except OwnerQuotaExceeded as exc:
+        # The caller's transaction rolls back (this approval is not recorded): the request stays pending.
+        raise DecisionConflict(
+            f"cannot approve yet: {exc.describe('the owner')}. The request stays pending; approve it once the "
+            "owner has retired a client or an admin has raised the limit"
+        ) from exc
     locked.state = RequestState.APPROVED
     locked.client = client
     locked.decided_at = now
@@ -360,14 +368,18 @@ def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None
 
 
 def request_client_create(*, request: RegistrationRequest, idp: IdPConnection, actor: Actor, reason: str,
-                          now) -> Client:
+                          now, owner_limit: int | None = None) -> Client:
     """The client an approved registration request becomes, in ``provisioning`` with its outbox CREATE.
 
     The one mapping from request to client: used by policy auto-approval (intake) and by the final human
     approval, so both paths produce the same client for the same request. What was approved — the granted
     scopes, the granted lifetime, the audiences — becomes the client's approved ceiling: renewing inside it
-    may be direct, beyond it needs people again. Runs in the caller's transaction.
+    may be direct, beyond it needs people again. Runs in the caller's transaction, which must not have appended
+    to the audit chain yet: it first takes the owner's quota lock and raises OwnerQuotaExceeded (nothing
+    written) when the owner has no room left (``inventory.quotas``). ``owner_limit`` defaults to the active
+    policy's ``max_live_clients_per_owner``.
     """
+    owner_quota_hold(owner_id=request.owner_id, limit=owner_limit)
     metadata = dict(request.metadata or {})
     spiffe_id = request.statement_subject if request.statement_subject.startswith("spiffe://") else ""
     return client_create(

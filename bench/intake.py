@@ -52,6 +52,7 @@ DB_NAME = os.environ.get("BENCH_DATABASE_NAME", "registrar_bench_intake")
 DB_URL = ADMIN_URL.rsplit("/", 1)[0] + "/" + DB_NAME
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
 TOKEN = "rat_bench_" + "x" * 32
+TOKEN_201 = "rat_bench_" + "y" * 32  # bench/intake_cpu.py's 201 path: its own token, so targets never share a row
 RESULTS = ROOT / "bench" / "RESULTS.md"
 VENV_BIN = Path(sys.executable).parent
 
@@ -74,6 +75,8 @@ BODY_202 = {
     "requested_ttl": 3600,
 }
 BODY_400 = dict(BODY_202, scope="nope:unknown")
+# Low risk: auto-approved, so the client is created (and delivered to the dry-run IdP) in the request.
+BODY_201 = dict(BODY_202, scope="tickets:read")
 
 
 def server_env() -> dict[str, str]:
@@ -115,7 +118,7 @@ def seed() -> None:
 
     from django.utils import timezone
 
-    from approvals.models import InitialAccessToken
+    from approvals.models import InitialAccessToken, Policy
     from inventory.models import IdPConnection, ScopeDefinition
     from portal.crypto import hash_token
     from portal.models import User
@@ -127,11 +130,16 @@ def seed() -> None:
         config={"issuer": "https://idp.bench", "token_endpoint": "https://idp.bench/token"},
     )  # fmt: skip
     owner = User.objects.create_user("bench-owner", "bench@example.com", "x" * 20)
-    InitialAccessToken.objects.create(
-        owner=owner, purpose="benchmark", prefix=TOKEN[:12], token_hash=hash_token(TOKEN),
-        allowed_scopes=["tickets:read", "tickets:write"], max_ttl_seconds=86400, max_uses=2_000_000_000,
-        expires_at=timezone.now() + timedelta(days=1),
-    )  # fmt: skip
+    # One owner registers every client of a run: lift its live-client quota so the 201 path never turns into 400.
+    policy = Policy.objects.get(is_active=True)
+    policy.thresholds = {**policy.thresholds, "max_live_clients_per_owner": 10**9}
+    policy.save(update_fields=["thresholds"])
+    for plaintext in (TOKEN, TOKEN_201):
+        InitialAccessToken.objects.create(
+            owner=owner, purpose="benchmark", prefix=plaintext[:12], token_hash=hash_token(plaintext),
+            allowed_scopes=["tickets:read", "tickets:write"], max_ttl_seconds=86400, max_uses=2_000_000_000,
+            expires_at=timezone.now() + timedelta(days=1),
+        )  # fmt: skip
 
 
 def count_requests() -> dict[str, int]:
@@ -236,7 +244,7 @@ RETURNING id"""
 
 def raw_writer(conn) -> Callable[[], None]:
     """A function writing one 202-path registration on ``conn`` (autocommit) the way the intake does."""
-    token_id, owner_id = conn.execute("SELECT id, owner_id FROM approvals_initialaccesstoken").fetchone()
+    token_id, owner_id = conn.execute("SELECT id, owner_id FROM approvals_initialaccesstoken ORDER BY id").fetchone()
     idp_id = conn.execute("SELECT id FROM inventory_idpconnection").fetchone()[0]
     metadata = json.dumps(BODY_202)
     verdict = json.dumps({"tier": "medium", "outcome": "review", "reasons": [{"code": "medium_sensitivity_scope"}]})

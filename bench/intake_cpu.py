@@ -16,6 +16,8 @@ divided by the number of requests is the cost of one request (start-up and warm-
 
 Targets, all in the same run against the database ``bench/intake.py`` prepares (with its token and catalogue):
 
+- ``intake 201``: ``POST /oauth2/register``, a low-risk registration: auto-approved, so the owner's quota is
+  checked, the client and its outbox entry are written and it is delivered to the dry-run IdP inline;
 - ``intake 202``: ``POST /oauth2/register``, a medium-risk registration (pending request, token use, audit event);
 - ``intake 400``: the same with an unknown scope (refused request and audit event);
 - ``healthz``: ``GET /healthz`` through the same handler and middleware — the cheapest request the stack answers;
@@ -45,7 +47,7 @@ BENCH = ROOT / "bench"
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 sys.path.insert(0, str(ROOT))
 
-TARGETS = ("intake 202", "intake 400", "healthz", "raw")
+TARGETS = ("intake 201", "intake 202", "intake 400", "healthz", "raw")
 WARM_UP = 30
 
 
@@ -85,15 +87,16 @@ def _wsgi_call(bench, target: str):
     if target == "healthz":
         method, path, body, expect = "GET", "/healthz", b"", "200"
     else:
-        payload = bench.BODY_202 if target == "intake 202" else bench.BODY_400
+        payload = {"intake 201": bench.BODY_201, "intake 202": bench.BODY_202, "intake 400": bench.BODY_400}[target]
         method, path, body, expect = "POST", "/oauth2/register", json.dumps(payload).encode(), target[-3:]
+    token = bench.TOKEN_201 if target == "intake 201" else bench.TOKEN
 
     def call() -> None:
         environ = {
             "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
             "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
             "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000", "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(body)), "HTTP_AUTHORIZATION": f"Bearer {bench.TOKEN}",
+            "CONTENT_LENGTH": str(len(body)), "HTTP_AUTHORIZATION": f"Bearer {token}",
             "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
             "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
         }  # fmt: skip
@@ -159,11 +162,13 @@ def main() -> int:
     vs_raw = per["intake 202"] / per["raw"]
     line = (
         f"- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC intake_cpu (callgrind, one process, {args.requests} requests): "
-        f"202 path {per['intake 202'] / 1e6:.2f} M instructions/request, 400 path {per['intake 400'] / 1e6:.2f} M; "
+        f"202 path {per['intake 202'] / 1e6:.2f} M instructions/request, 400 path {per['intake 400'] / 1e6:.2f} M, "
+        f"201 path {per['intake 201'] / 1e6:.2f} M; "
         f"healthz {per['healthz'] / 1e6:.2f} M → ratio {vs_healthz:.1f}; raw psycopg statement "
         f"{per['raw'] / 1e6:.2f} M → ratio {vs_raw:.1f}"
     )
-    print(f"intake_instructions={per['intake 202']:.0f} healthz_instructions={per['healthz']:.0f} "
+    print(f"intake_instructions={per['intake 202']:.0f} intake_201_instructions={per['intake 201']:.0f} "
+          f"healthz_instructions={per['healthz']:.0f} "
           f"raw_instructions={per['raw']:.0f} ratio_healthz={vs_healthz:.2f} ratio_raw={vs_raw:.2f}")  # fmt: skip
     bench.append_result(line)
     return 0

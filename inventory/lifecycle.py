@@ -4,8 +4,8 @@ Each transition locks the client row, checks the transition map in ``inventory.c
 one audit event and, where the IdP must follow, an outbox entry — all in one transaction.
 
 Also here: the owner actions (renew, retire, suspend/resume, rotate key, transfer offer/accept/decline,
-orphan take-over), the flags the sweeps set (orphaned, stale), the hook delivery calls when the IdP
-confirms a disable (:func:`client_record_idp_disabled`, which records the expiry overshoot), and the
+orphan take-over; a new owner's live-client quota is checked under their lock, ``inventory.quotas``), the
+flags the sweeps set (orphaned, stale), the hook delivery calls when the IdP confirms a disable (:func:`client_record_idp_disabled`, which records the expiry overshoot), and the
 set-based :func:`clients_transition_many` used by sweeps and break glass.
 
 The gate every path goes through (agent RFC 7592, owner and approver pages, the API, admin, SCIM, sweeps,
@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -573,6 +573,14 @@ def client_rotate_key(*, client: Client, jwks: Any, user=None, actor: Actor | No
 
 # --- transfer -----------------------------------------------------------------------------------
 
+def _owner_quota_hold(user) -> None:
+    """A live client moving to ``user`` counts against their quota: lock them and check (inventory.quotas).
+    Raises OwnerQuotaExceeded (a LifecycleError), rolling the transfer back; the offer stays pending."""
+    from inventory.quotas import owner_quota_hold  # quotas imports this module
+
+    owner_quota_hold(owner_id=user.pk, subject="you")
+
+
 @transaction.atomic
 def client_transfer_offer(*, client: Client, to_user, user=None, actor: Actor | None = None,
                           reason: str = "") -> TransferOffer:
@@ -587,11 +595,19 @@ def client_transfer_offer(*, client: Client, to_user, user=None, actor: Actor | 
         raise LifecycleError("a service account cannot own clients")
     if to_user.pk == locked.owner_id:
         raise LifecycleError("that person already owns this client")
-    if TransferOffer.objects.filter(client=locked, state=TransferState.PENDING).exists():
-        raise LifecycleError("this client already has a pending transfer offer")
-    offer = TransferOffer.objects.create(
-        client=locked, from_user_id=locked.owner_id, to_user=to_user, offered_by=user, reason=reason
-    )
+    pending = TransferOffer.objects.filter(client=locked, state=TransferState.PENDING)
+    already = LifecycleError("this client already has a pending transfer offer")
+    if pending.exists():
+        raise already
+    try:  # the partial unique index transfer_one_pending decides; the client's row lock makes a clash rare
+        with transaction.atomic():
+            offer = TransferOffer.objects.create(
+                client=locked, from_user_id=locked.owner_id, to_user=to_user, offered_by=user, reason=reason
+            )
+    except IntegrityError as exc:
+        if pending.exists():
+            raise already from exc
+        raise
     audit_record(
         actor=_actor(user, actor), action="client.transfer_offer", object_type="client",
         object_id=locked.registration_id, before={"owner": locked.owner_id},
@@ -618,6 +634,8 @@ def client_transfer_accept(*, offer: TransferOffer, user, reason: str = "") -> C
     client = _lock(locked_offer.client)
     if client.state not in LIVE_STATES:
         raise LifecycleError(f"the client is {client.state}; it can no longer be transferred")
+    if client.owner_id != user.pk:
+        _owner_quota_hold(user)
     now = timezone.now()
     before = client_snapshot(client) | {"orphaned_at": client.orphaned_at}
     client.owner = user
@@ -665,6 +683,8 @@ def client_take_over(*, client: Client, user, reason: str = "") -> Client:
         raise LifecycleError(f"the client is {locked.state}")
     if not user.is_active or not roles.can_take_over_client(user, locked):
         raise PermissionRefused("only the team, its manager, the former owner's manager or an admin can take over")
+    if locked.owner_id != user.pk:
+        _owner_quota_hold(user)
     before = client_snapshot(locked) | {"orphaned_at": locked.orphaned_at}
     locked.owner, locked.orphaned_at = user, None
     locked.save(update_fields=["owner", "orphaned_at"])

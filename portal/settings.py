@@ -369,6 +369,8 @@ EMAIL_HOST_USER = env_str("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "registrar@localhost")
+# Where EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend writes messages (one file per connection).
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(DATA_DIR / "mail"))
 
 # --- Registrar -----------------------------------------------------------------------------
 REGISTRAR_VERSION = "0.1.0"

@@ -22,7 +22,8 @@ from portal.roles import HasRole, Role
 DECISION_ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Missing reason, widened scopes or lifetime"),
     403: OpenApiResponse(ErrorSerializer, description="Not an approver, or a party to the request"),
-    409: OpenApiResponse(ErrorSerializer, description="Request not pending, or already decided by you"),
+    409: OpenApiResponse(ErrorSerializer, description="Request not pending, already decided by you, or (last "
+                         "approval) the owner is at their live-client quota: the request stays pending"),
 }
 
 

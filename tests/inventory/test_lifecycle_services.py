@@ -289,6 +289,57 @@ def test_orphan_take_over_by_team_or_manager_only(owner):
         client_take_over(client=client, user=manager)
 
 
+def _publish_quota(limit: int) -> None:
+    from approvals.policy_store import clear_cache, policy_publish
+
+    policy_publish(actor=Actor.system("test"), thresholds={"max_live_clients_per_owner": limit})
+    clear_cache()
+
+
+@pytest.fixture
+def _policy_cache_cleared():
+    """The active policy is cached per process: a quota published inside a rolled-back test must not outlive it."""
+    from approvals.policy_store import clear_cache
+
+    clear_cache()
+    yield
+    clear_cache()
+
+
+def test_accepting_a_transfer_needs_room_in_the_recipients_quota(owner, _policy_cache_cleared):
+    _publish_quota(2)
+    dave = UserFactory(username="dave")
+    ClientFactory(owner=dave)
+    ClientFactory(owner=dave, state=ClientState.SUSPENDED)
+    client = ClientFactory(owner=owner)
+    offer = client_transfer_offer(client=client, to_user=dave, user=owner)
+    with pytest.raises(LifecycleError) as refused:
+        client_transfer_accept(offer=offer, user=dave)
+    assert str(refused.value) == "you already have 2 live clients; the limit is 2 (max_live_clients_per_owner)"
+    assert Client.objects.get(pk=client.pk).owner_id == owner.pk
+    assert TransferOffer.objects.get().state == TransferState.PENDING  # still there to accept later
+    assert list(AuditEvent.objects.values_list("action", flat=True)) == ["policy.publish", "client.transfer_offer"]
+    Client.objects.filter(owner=dave, state=ClientState.SUSPENDED).update(state=ClientState.RETIRED)
+    client_transfer_accept(offer=offer, user=dave)
+    assert Client.objects.get(pk=client.pk).owner_id == dave.pk
+
+
+def test_taking_over_an_orphan_needs_room_in_the_quota(owner, _policy_cache_cleared):
+    _publish_quota(1)
+    member = UserFactory(username="member")
+    team = TeamFactory()
+    team.members.add(member)
+    ClientFactory(owner=member)
+    owner.is_active = False
+    owner.save()
+    client = ClientFactory(owner=owner, team=team, orphaned_at=timezone.now())
+    with pytest.raises(LifecycleError, match="you already have 1 live clients; the limit is 1"):
+        client_take_over(client=client, user=member)
+    fresh = Client.objects.get(pk=client.pk)
+    assert fresh.owner_id == owner.pk and fresh.orphaned_at is not None
+    assert not AuditEvent.objects.filter(action="client.take_over").exists()
+
+
 # --- flags ---------------------------------------------------------------------------------------
 
 def test_flags_are_set_once(owner):

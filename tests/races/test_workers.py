@@ -1,0 +1,152 @@
+"""Only-once rules of the background work, raced by queueing 16 copies of a task at once on the Celery worker
+(four processes): what two beat instances, a retried message or an impatient admin cause in production.
+
+Every run of the task must find the work done by the others: one digest per person and day, each expired
+client expired once, each outbox entry delivered once (one client at the IdP), one approver mail per interval.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections import Counter
+from datetime import timedelta
+
+from django.utils import timezone
+
+from inventory.choices import ClientState, OutboxOperation, OutboxStatus
+from inventory.models import Client, OutboxEntry, OwnerDigest
+from inventory.services import client_create
+from portal.audit import Actor
+from tests.provisioning import markers_at_idp
+from tests.races.harness import RaceServer, wait_until
+from tests.races.support import AGENT_JWKS, RACE, actions
+
+pytestmark = RACE
+
+COPIES = 16
+
+
+def same_day(margin: float = 60.0) -> None:
+    """Digests are one per person and UTC day: start well inside a day, so every run of a burst counts in it."""
+    left = 86400 - time.time() % 86400
+    if left < margin:
+        time.sleep(left + 1)
+
+
+def run_at_once(server: RaceServer, task: str, *, args=()) -> None:
+    """Queue COPIES of ``task`` together and wait until the worker has finished every one of them."""
+    done = re.compile(rf"Task {re.escape(task)}\[[0-9a-f-]+\] (succeeded|raised)")
+
+    def finished() -> int:
+        return len(done.findall(server.celery.log_path.read_text(errors="replace")))
+
+    before = finished()
+    server.send_tasks(task, COPIES, args=args)
+    wait_until(lambda: finished() >= before + COPIES, what=f"{COPIES} runs of {task}", timeout=120)
+    outcomes = Counter(m.group(1) for m in done.finditer(server.celery.log_path.read_text(errors="replace")))
+    assert not outcomes["raised"], server.celery.log_tail()
+
+
+def test_one_expiry_digest_per_owner_and_day(race_server, world):
+    owner = world.owner()
+    world.clients(owner, 3, expires_at=timezone.now() + timedelta(hours=6))
+    same_day()
+
+    run_at_once(race_server, "inventory.tasks.notify_expiring")
+
+    assert OwnerDigest.objects.filter(user=owner, kind="expiry").count() == 1
+    digests = [m for m in race_server.mails() if "client(s) expire soon" in m]
+    recipients = Counter(re.search(r"^To: (.+)$", m, re.MULTILINE).group(1) for m in digests)
+    assert recipients[owner.email] == 1, recipients
+    assert max(recipients.values()) == 1, recipients  # nobody else got two either
+
+
+def test_each_expired_client_is_expired_once(race_server, world):
+    owner = world.owner()
+    due = world.clients(owner, 40, expires_at=timezone.now() - timedelta(minutes=5))
+    ids = [c.registration_id for c in due]
+
+    run_at_once(race_server, "inventory.tasks.sweep_expired")
+
+    assert set(Client.objects.filter(pk__in=[c.pk for c in due]).values_list("state", flat=True)) == {
+        ClientState.EXPIRED}
+    assert actions(action="client.expired", object_id__in=ids) == Counter({"client.expired": len(due)})
+    disables = Counter(OutboxEntry.objects.filter(client__in=due, operation=OutboxOperation.DISABLE)
+                       .values_list("client_id", flat=True))  # fmt: skip
+    assert set(disables.values()) == {1} and len(disables) == len(due)
+
+
+def test_each_outbox_entry_is_delivered_once(race_server, world):
+    """20 clients waiting for their CREATE; 16 batch deliveries of all of them at once: one client each at the IdP."""
+    owner = world.owner()
+    clients = [
+        client_create(actor=Actor.system("race"), idp=race_server.idp, name=world.name("queued"), owner=owner,
+                      purpose="delivered by a worker", scopes=["tickets:read"], internal_only=True, jwks=AGENT_JWKS,
+                      expires_at=timezone.now() + timedelta(hours=2))
+        for _ in range(20)
+    ]  # this process has no broker (memory://): nothing is delivered until the tasks below
+
+    run_at_once(race_server, "inventory.tasks.deliver_outbox_batch", args=[[c.pk for c in clients]])
+
+    wait_until(lambda: not OutboxEntry.objects.filter(client__in=clients, status=OutboxStatus.PENDING).exists(),
+               what="the batch deliveries to finish")
+    assert set(OutboxEntry.objects.filter(client__in=clients).values_list("status", flat=True)) == {OutboxStatus.DONE}
+    markers = markers_at_idp(race_server.idp_process)
+    assert [markers[c.registration_id] for c in clients] == [1] * len(clients)
+    ids = [c.registration_id for c in clients]
+    assert actions(action="client.active", object_id__in=ids) == Counter({"client.active": len(clients)})
+
+
+def test_one_approver_mail_per_interval(race_server, world):
+    approver = world.user("approver")
+    world.pending(world.owner())
+
+    run_at_once(race_server, "approvals.tasks.notify_approvers")
+
+    waiting = [m for m in race_server.mails() if "awaiting your decision" in m]
+    recipients = Counter(re.search(r"^To: (.+)$", m, re.MULTILINE).group(1) for m in waiting)
+    assert recipients[approver.email] == 1, recipients
+    assert max(recipients.values()) == 1, recipients
+
+
+def test_each_unused_client_is_flagged_stale_once_and_its_owner_mailed_once(race_server, world):
+    owner = world.owner()
+    month_ago = timezone.now() - timedelta(days=40)
+    unused = world.clients(owner, 30, last_used_at=month_ago, activated_at=month_ago)
+    Client.objects.filter(pk__in=[c.pk for c in unused]).update(created_at=month_ago)
+    same_day()
+
+    run_at_once(race_server, "inventory.tasks.sweep_stale")
+
+    ids = [c.registration_id for c in unused]
+    assert actions(action="client.stale", object_id__in=ids) == Counter({"client.stale": len(unused)})
+    assert OwnerDigest.objects.filter(user=owner, kind="stale").count() == 1
+    mails = [m for m in race_server.mails() if "unused client(s)" in m and f"To: {owner.email}" in m]
+    assert len(mails) == 1
+
+
+def test_each_forgotten_request_lapses_once(race_server, world):
+    from approvals.models import RegistrationRequest
+
+    owner = world.owner()
+    forgotten = [world.pending(owner) for _ in range(20)]
+    RegistrationRequest.objects.filter(pk__in=[r.pk for r in forgotten]).update(
+        created_at=timezone.now() - timedelta(days=30))
+
+    run_at_once(race_server, "approvals.tasks.sweep_lapsed")
+
+    assert set(RegistrationRequest.objects.filter(pk__in=[r.pk for r in forgotten])
+               .values_list("state", flat=True)) == {"lapsed"}  # fmt: skip
+    ids = [r.public_id for r in forgotten]
+    assert actions(action="request.lapse", object_id__in=ids) == Counter({"request.lapse": len(forgotten)})
+
+
+def test_the_audit_chain_never_forked(race_server):
+    """Last in the suite: every event appended by every burst above, by every process, forms one chain."""
+    from portal.audit import verify_chain
+    from portal.models import AuditEvent
+
+    checked, broken = verify_chain()
+    assert broken is None, broken
+    assert checked == AuditEvent.objects.count()
