@@ -26,3 +26,11 @@ def notify_approvers() -> int:
     from approvals import notifications
 
     return notifications.notify_approvers()
+
+
+@shared_task(name="approvals.tasks.fold_unauthorized")
+def fold_unauthorized() -> int:
+    """Fold the closed minutes of refused-credential tallies into audit events (one per source and minute)."""
+    from approvals.unauthorized import unauthorized_fold
+
+    return unauthorized_fold()

@@ -24,4 +24,5 @@ app.conf.beat_schedule = {
     "refresh-report-snapshots": {"task": "inventory.tasks.refresh_report_snapshots", "schedule": 30.0},
     "sweep-lapsed": {"task": "approvals.tasks.sweep_lapsed", "schedule": crontab(minute="*/10")},
     "notify-approvers": {"task": "approvals.tasks.notify_approvers", "schedule": 60.0},
+    "fold-unauthorized": {"task": "approvals.tasks.fold_unauthorized", "schedule": 60.0},
 }
