@@ -409,7 +409,7 @@ def _journaled_call(claim: _Claim, connector: BaseConnector) -> _Result | BaseEx
     if not journal_start(entry, claim.worker):
         return Transient("the lease on this entry was lost before the call", reached_idp=False)
     try:
-        result = _push(connector, claim, operation, client)
+        result = _push(connector, claim, operation, client, may_recreate=blind_retry or not unsure)
     except AccessDenied as exc:
         if operation in (OutboxOperation.DELETE, OutboxOperation.DISABLE) and unsure:
             # Our own earlier delete, whose answer was lost, is what the IdP answers for: the token was
@@ -430,6 +430,8 @@ def _journaled_call(claim: _Claim, connector: BaseConnector) -> _Result | BaseEx
             journal_clear(entry, claim.worker)
         elif creates and not blind_retry:
             return _unconfirmed_create(claim, cause=str(exc))
+        return exc
+    except Unconfirmed as exc:
         return exc
     except ConnectorError as exc:  # the IdP answered and refused: nothing happened there
         journal_clear(entry, claim.worker)
@@ -467,7 +469,10 @@ class _Result:
     note: str = ""
 
 
-def _push(connector: BaseConnector, claim: _Claim, operation: str, client: Client) -> _Result:
+def _push(connector: BaseConnector, claim: _Claim, operation: str, client: Client, *,
+          may_recreate: bool = True) -> _Result:
+    """``may_recreate=False``: an update that finds the client gone raises Unconfirmed instead of creating it
+    again (an earlier, unanswered attempt may already have done so, at an IdP that cannot list)."""
     spec = client_spec(client)
     state = dict(client.idp_state or {})
     client_id = client.idp_client_id
@@ -485,6 +490,13 @@ def _push(connector: BaseConnector, claim: _Claim, operation: str, client: Clien
         except NotFound:
             if not spec.enabled:
                 return _Result(push=None, gone=True, note="gone at IdP")
+            if not may_recreate:
+                raise Unconfirmed(
+                    f"IdP {claim.entry.idp.name!r} no longer has client {client_id}, and an earlier attempt to "
+                    "update it never recorded its outcome: it may already have created a replacement that the "
+                    "IdP offers no listing to find. Look at the IdP for a client with registrar_id/software_id "
+                    f"{client.registration_id}; delete it there if present, then Retry."
+                )
             return _create(connector, claim, spec, note="recreated")
 
     if operation == OutboxOperation.DISABLE:

@@ -378,3 +378,31 @@ def test_marking_resolved_needs_an_admin(client, person, unlisted_connection, mo
     assert client.post(f"/inventory/sync-failures/{entry.pk}/resolve/", {"reason": "x"}).status_code == 403
     entry.refresh_from_db()
     assert entry.status == OutboxStatus.DEAD
+
+
+def test_an_update_that_would_recreate_after_an_unanswered_attempt_asks_a_person(
+    unlisted_connection, person, monkeypatch  # noqa: F811
+):
+    """An IdP answering 404 for a vanished client: the update recreates it. If that recreate's answer is lost,
+    the retry must not recreate a second time."""
+    from inventory.connectors import NotFound, PushResult
+    from tests.inventory.test_delivery import ScriptedConnector
+
+    class Unlisted(ScriptedConnector):
+        can_list = False
+
+    fake = Unlisted(update=NotFound("404"), create=Transient("read timed out", reached_idp=True))
+    monkeypatch.setattr(delivery, "connector_for", lambda idp, timeout=None: fake)
+    client = register_agent(idp=unlisted_connection, owner=person)
+    fake.script["create"] = PushResult(client_id="first-id", remote_state={"registration_access_token": "t"})
+    assert delivery.deliver_client_outbox(client.pk) is True
+    fake.script["create"] = Transient("read timed out", reached_idp=True)
+    outbox_enqueue(client=client, operation=OutboxOperation.UPDATE)
+
+    delivery.deliver_client_outbox(client.pk)  # PUT → 404 → create, whose answer is lost
+    lease_runs_out(client)
+    delivery.deliver_client_outbox(client.pk)  # PUT → 404 again: the earlier create may exist
+
+    update = entries(client)[1]
+    assert update.status == OutboxStatus.DEAD and update.last_error.startswith("Unconfirmed:")
+    assert [name for name, _ in fake.calls].count("create") == 2  # the first create, and the one recreate
