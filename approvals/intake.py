@@ -81,6 +81,7 @@ from approvals.statements import (
     replayed,
     verify_software_statement,
 )
+from approvals.unauthorized import ACTION_STATEMENT_REJECTED, ACTION_UNAUTHORIZED, unauthorized_count
 from inventory.choices import LIVE_STATES, ClientState, CreatedVia, IdPKind, OutboxOperation
 from inventory.delivery import deliver_client_outbox_inline
 from inventory.keys import FetchedKeySet, KeySetError, jwks_fetch, jwks_thumbprints
@@ -837,18 +838,19 @@ def registration_unauthorized_record(
     path: str = "/oauth2/register",
     error: str = ERR_INVALID_TOKEN,
 ) -> None:
-    """Audit a credential that was refused (401, or a software statement that did not verify).
+    """Count a credential that was refused (401, or a software statement that did not verify).
 
-    Only the credential's public prefix is recorded, never the credential.
+    One upsert into the per-minute tally, never an audit append on the request path: the periodic fold
+    writes one audit event per source and minute with the count (``approvals.unauthorized``). Only the
+    credential's public prefix is kept, never the credential.
     """
-    prefix = (bearer or "")[:12] if bearer else ""
-    audit_record(  # atomic on its own: one statement on PostgreSQL
-        actor=Actor.agent(f"unauthenticated {source_ip or '?'}", ""),
-        action="registration.unauthorized" if error == ERR_INVALID_TOKEN else "registration.statement_rejected",
-        object_type="registration_endpoint",
-        object_id=path[:64],
-        after=storable({"credential_prefix": prefix, "source_ip": source_ip, "error": error}),
-        reason=storable(description, max_str=2000),
+    unauthorized_count(
+        action=ACTION_UNAUTHORIZED if error == ERR_INVALID_TOKEN else ACTION_STATEMENT_REJECTED,
+        source=source_ip,
+        credential_prefix=storable((bearer or "")[:12]),
+        path=storable(path),
+        error=storable(error),
+        reason=storable(description, max_str=500),
     )
 
 

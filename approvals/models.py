@@ -221,3 +221,37 @@ class Decision(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} by {self.approver_id} on {self.request_id}"
+
+
+class UnauthorizedTally(models.Model):
+    """Refused credentials on the registration API, counted per minute, source and credential prefix.
+
+    The request path only upserts a row here (``approvals.unauthorized``); a periodic fold turns each closed
+    minute's rows into one audit event per row and deletes them. The audit chain holds decisions; garbage
+    traffic costs a counter, not a chain append. ``source`` is the client address, or ``*<n>`` for the
+    "other sources" buckets once a minute holds its cap of rows; ``credential_prefix`` is ``*`` for "other
+    credentials" of a source past its own cap.
+    """
+
+    minute = models.DateTimeField(_("minute"))
+    source = models.CharField(_("source address"), max_length=64)
+    action = models.CharField(_("action"), max_length=64)
+    credential_prefix = models.CharField(_("credential prefix"), max_length=16, blank=True)
+    count = models.PositiveBigIntegerField(_("count"), default=1)
+    first_at = models.DateTimeField(_("first seen at"))
+    last_at = models.DateTimeField(_("last seen at"))
+    path = models.CharField(_("last path"), max_length=200, blank=True)
+    error = models.CharField(_("last error code"), max_length=64, blank=True)
+    reason = models.CharField(_("last reason"), max_length=500, blank=True)
+
+    class Meta:
+        verbose_name = _("refused credential tally")
+        verbose_name_plural = _("refused credential tallies")
+        # (minute, source) leads: the per-minute and per-source caps count rows over this index's prefixes.
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "source", "action", "credential_prefix"],
+                                    name="unauthorized_tally_key"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.source} {self.credential_prefix} @ {self.minute:%Y-%m-%d %H:%M} x{self.count}"

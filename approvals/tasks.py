@@ -37,3 +37,11 @@ def purge_statement_uses() -> int:
     if count:
         log.info("event=statement_uses_purged count=%s", count)
     return count
+
+
+@shared_task(name="approvals.tasks.fold_unauthorized")
+def fold_unauthorized() -> int:
+    """Fold the closed minutes of refused-credential tallies into audit events (one per source and minute)."""
+    from approvals.unauthorized import unauthorized_fold
+
+    return unauthorized_fold()

@@ -11,15 +11,19 @@ What runs:
 3. ``wrk`` (Debian package; a C load generator that leaves the cores to the server) with a Lua script POSTing
    the same JSON body over ``--connections`` connections for ``--duration`` seconds, twice:
    - the 202 path: a medium-risk registration (``tickets:write``) → pending request + token use + audit event;
-   - the 400 path: an unknown scope → refused request + audit event.
+   - the 400 path: an unknown scope → refused request + audit event;
+   - the 401 path: an unknown initial access token → one refused-credential tally upsert (no audit append);
+   - the 202 path again while a second wrk floods the 401 path: what garbage traffic costs real work.
 4. Baseline A, raw psycopg: ``--connections`` threads, one connection each, writing the 202 path's rows the
    way the intake writes them (token use, request INSERT, audit head + event: one prepared statement, one
    transaction per registration), for the same duration.
 5. Baseline B, the oidc-provider test IdP's own registration endpoint (in-memory, ungoverned) under the
    same wrk load, unless ``--no-idp`` or Node.js is missing.
 
-Prints ``intake_rps`` for both paths, the baselines and the ratios, and appends one line to bench/RESULTS.md.
-Row counts are checked after each run, so a fast stream of errors cannot pass for throughput.
+Prints ``intake_rps`` for each path, the baselines and the ratios, and appends one line to bench/RESULTS.md.
+Row counts are checked after each run, so a fast stream of errors cannot pass for throughput (for the 401
+path: every answer must be counted in ``approvals_unauthorizedtally`` or, on code that still chains each
+refusal, as a ``registration.unauthorized`` audit event).
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ BODY_202 = {
 BODY_400 = dict(BODY_202, scope="nope:unknown")
 # Low risk: auto-approved, so the client is created (and delivered to the dry-run IdP) in the request.
 BODY_201 = dict(BODY_202, scope="tickets:read")
+BAD_TOKEN = "rat_bench_wrong_" + "y" * 26
 
 
 def server_env() -> dict[str, str]:
@@ -148,6 +153,20 @@ def count_requests() -> dict[str, int]:
     with psycopg.connect(DB_URL) as conn:
         rows = conn.execute("SELECT state, count(*) FROM approvals_registrationrequest GROUP BY state").fetchall()
     return dict(rows)
+
+
+def count_refused() -> int:
+    """Refused credentials recorded so far: tallied (not yet folded) plus chained one by one."""
+    import psycopg
+
+    with psycopg.connect(DB_URL) as conn:
+        chained = conn.execute(
+            "SELECT count(*) FROM portal_auditevent WHERE action = 'registration.unauthorized'"
+        ).fetchone()[0]
+        exists = conn.execute("SELECT to_regclass('approvals_unauthorizedtally') IS NOT NULL").fetchone()[0]
+        tallied = conn.execute("SELECT coalesce(sum(count), 0) FROM approvals_unauthorizedtally").fetchone()[0] \
+            if exists else 0
+    return int(chained) + int(tallied)
 
 
 # --- load generation ------------------------------------------------------------------------------------
@@ -349,6 +368,24 @@ def main() -> int:
             results[name] = r
             print(f"intake {name} path: {r['rps']:.0f} registrations/s, p50 {r['p50_ms']:.1f} ms, "
                   f"p99 {r['p99_ms']:.1f} ms ({written} {state} rows)", flush=True)  # fmt: skip
+        before = count_refused()
+        r = run_wrk(url, BODY_202, bearer=BAD_TOKEN, duration=args.duration, connections=args.connections)
+        counted = count_refused() - before
+        if counted < r["requests"] * 0.98:
+            raise RuntimeError(f"401 path: wrk counted {r['requests']:.0f} requests, only {counted} recorded")
+        results["401"] = r
+        print(f"intake 401 path: {r['rps']:.0f} refusals/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
+              f"({counted} counted)", flush=True)  # fmt: skip
+        # The 202 path while a second load generator floods the 401 path over as many connections.
+        flood: dict[str, dict[str, float]] = {}
+        flooder = threading.Thread(target=lambda: flood.setdefault("401", run_wrk(
+            url, BODY_202, bearer=BAD_TOKEN, duration=args.duration, connections=args.connections)))
+        flooder.start()
+        r = run_wrk(url, BODY_202, bearer=TOKEN, duration=args.duration, connections=args.connections)
+        flooder.join()
+        results["202_flood"], results["401_flood"] = r, flood["401"]
+        print(f"intake 202 path under a 401 flood: {r['rps']:.0f} registrations/s, p50 {r['p50_ms']:.1f} ms, "
+              f"p99 {r['p99_ms']:.1f} ms (flood {flood['401']['rps']:.0f}/s)", flush=True)  # fmt: skip
     finally:
         gunicorn.terminate()
         gunicorn.wait(timeout=30)
@@ -377,10 +414,14 @@ def main() -> int:
         f"{args.duration}s, {os.cpu_count()} cores): intake_rps 202 path {results['202']['rps']:.0f}/s "
         f"(p50 {results['202']['p50_ms']:.1f} ms, p99 {results['202']['p99_ms']:.1f} ms), "
         f"400 path {results['400']['rps']:.0f}/s (p50 {results['400']['p50_ms']:.1f} ms, "
-        f"p99 {results['400']['p99_ms']:.1f} ms); raw psycopg baseline {results['raw']['rps']:.0f} tx/s "
+        f"p99 {results['400']['p99_ms']:.1f} ms), 401 path {results['401']['rps']:.0f}/s "
+        f"(p50 {results['401']['p50_ms']:.1f} ms, p99 {results['401']['p99_ms']:.1f} ms), "
+        f"202 path under a 401 flood {results['202_flood']['rps']:.0f}/s (p99 {results['202_flood']['p99_ms']:.1f} ms; "
+        f"flood {results['401_flood']['rps']:.0f}/s); raw psycopg baseline {results['raw']['rps']:.0f} tx/s "
         f"→ ratio {ratio_raw:.2f} (goal ≥ 0.12)"
     )
     print(f"intake_rps={results['202']['rps']:.0f} intake_400_rps={results['400']['rps']:.0f} "
+          f"intake_401_rps={results['401']['rps']:.0f} intake_202_under_flood_rps={results['202_flood']['rps']:.0f} "
           f"raw_rps={results['raw']['rps']:.0f} ratio_raw={ratio_raw:.3f}", end="")  # fmt: skip
     if "idp" in results:
         ratio_idp = results["202"]["rps"] / results["idp"]["rps"]

@@ -20,6 +20,7 @@ Targets, all in the same run against the database ``bench/intake.py`` prepares (
   checked, the client and its outbox entry are written and it is delivered to the dry-run IdP inline;
 - ``intake 202``: ``POST /oauth2/register``, a medium-risk registration (pending request, token use, audit event);
 - ``intake 400``: the same with an unknown scope (refused request and audit event);
+- ``intake 401``: the same with an unknown initial access token (a refused-credential tally upsert);
 - ``healthz``: ``GET /healthz`` through the same handler and middleware — the cheapest request the stack answers;
 - ``raw``: the 202 path's rows written by bench/intake.py's raw psycopg statement — the driver's share alone.
 
@@ -47,7 +48,7 @@ BENCH = ROOT / "bench"
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 sys.path.insert(0, str(ROOT))
 
-TARGETS = ("intake 201", "intake 202", "intake 400", "healthz", "raw")
+TARGETS = ("intake 201", "intake 202", "intake 400", "intake 401", "healthz", "raw")
 WARM_UP = 30
 
 
@@ -87,16 +88,17 @@ def _wsgi_call(bench, target: str):
     if target == "healthz":
         method, path, body, expect = "GET", "/healthz", b"", "200"
     else:
-        payload = {"intake 201": bench.BODY_201, "intake 202": bench.BODY_202, "intake 400": bench.BODY_400}[target]
+        payload = {"intake 201": bench.BODY_201, "intake 202": bench.BODY_202, "intake 400": bench.BODY_400,
+                   "intake 401": bench.BODY_202}[target]
         method, path, body, expect = "POST", "/oauth2/register", json.dumps(payload).encode(), target[-3:]
-    token = bench.TOKEN_201 if target == "intake 201" else bench.TOKEN
+    bearer = {"intake 201": bench.TOKEN_201, "intake 401": bench.BAD_TOKEN}.get(target, bench.TOKEN)
 
     def call() -> None:
         environ = {
             "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
             "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
             "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000", "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(body)), "HTTP_AUTHORIZATION": f"Bearer {token}",
+            "CONTENT_LENGTH": str(len(body)), "HTTP_AUTHORIZATION": f"Bearer {bearer}",
             "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
             "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
         }  # fmt: skip
@@ -163,7 +165,7 @@ def main() -> int:
     line = (
         f"- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC intake_cpu (callgrind, one process, {args.requests} requests): "
         f"202 path {per['intake 202'] / 1e6:.2f} M instructions/request, 400 path {per['intake 400'] / 1e6:.2f} M, "
-        f"201 path {per['intake 201'] / 1e6:.2f} M; "
+        f"201 path {per['intake 201'] / 1e6:.2f} M, 401 path {per['intake 401'] / 1e6:.2f} M; "
         f"healthz {per['healthz'] / 1e6:.2f} M → ratio {vs_healthz:.1f}; raw psycopg statement "
         f"{per['raw'] / 1e6:.2f} M → ratio {vs_raw:.1f}"
     )

@@ -102,3 +102,4 @@ class OutboxStatus(models.TextChoices):
     DONE = "done", _("Delivered")
     DEAD = "dead", _("Dead-lettered")
     SUPERSEDED = "superseded", _("Superseded")
+    RESOLVED = "resolved", _("Resolved by a person")

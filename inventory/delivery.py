@@ -18,6 +18,10 @@ How an entry is delivered exactly once, in order, without holding a transaction 
   IdP (``attempts`` was already > 0 when claimed) looks for the client at the IdP by its correlation marker
   (``ClientSpec.registrar_id`` = ``Client.registration_id``) before creating, and adopts what it finds, so
   a retry never leaves a duplicate behind. Reconciliation catches anything that still slips through.
+  An IdP that cannot list (``BaseConnector.can_list``) offers nothing to look at: every call to it is
+  journaled instead (``inventory.journal``: intent before the call, the answer stored the moment it
+  arrives), runs in the recording thread, and a create whose answer was lost is never repeated blindly
+  (``Unconfirmed``: a sync failure for a person). Its management 401/403 is ``AccessDenied``, never "gone".
 * **Errors.** :class:`Transient` → retry with exponential backoff and jitter, up to
   ``REGISTRAR_OUTBOX_MAX_ATTEMPTS``; then, like :class:`BadRequest` and other non-transient errors, the
   entry is dead-lettered, the client flagged ``sync_failed``, and an audit event written.
@@ -55,12 +59,15 @@ from inventory.choices import ENDED_STATES, ClientState, OutboxOperation, Outbox
 from inventory.connectors import build_connector
 from inventory.connectors.base import BaseConnector, ClientSpec, PushResult, RemoteClient, log_event
 from inventory.connectors.errors import (
+    AccessDenied,
     AlreadyExists,
     ConnectorError,
     NotFound,
     NotSupported,
     Transient,
+    Unconfirmed,
 )
+from inventory.journal import journal_clear, journal_land, journal_start, unconfirmed_create
 from inventory.lifecycle import client_transition
 from inventory.models import Client, IdPConnection, OutboxEntry
 from portal.audit import Actor, audit_record
@@ -123,14 +130,16 @@ class _Claim:
 
 
 def deliver_client_outbox(
-    client_id: int, *, timeout: float | None = None, connectors: ConnectorCache | None = None
+    client_id: int, *, timeout: float | None = None, connectors: ConnectorCache | None = None,
+    inline: bool = False,
 ) -> bool:
     """Deliver one client's due outbox entries in id order.
 
     Returns True when nothing is left pending for the client (everything delivered, superseded or
     dead-lettered), False when an entry waits for a retry or another worker holds it. ``connectors`` is a
     per-process cache (workers pass one, so connections and TLS contexts are reused across tasks);
-    without it connectors are built for this call and closed after.
+    without it connectors are built for this call and closed after. ``inline`` (the 201 path) leaves an
+    IdP that cannot list to a worker: see :func:`deliver_client_outbox_inline`.
     """
     worker = worker_name()
     cache = connectors if connectors is not None else ConnectorCache()
@@ -139,7 +148,7 @@ def deliver_client_outbox(
             claim, nothing_pending = _claim_head(client_id, worker)
             if claim is None:
                 return nothing_pending
-            outcome = _deliver(claim, cache, timeout)
+            outcome = _deliver(claim, cache, timeout, inline=inline)
             if outcome == Outcome.RETRY:
                 return False
             if claim.last:
@@ -153,11 +162,13 @@ def deliver_client_outbox_inline(client_id: int, *, timeout: float) -> bool:
     """The registration API's 201 path: deliver now with a short connector timeout.
 
     True when the client ended up active at the IdP (``state == active`` with an IdP client id). On a
-    slow or failing IdP the entry is left scheduled for a worker and the caller answers 202.
+    slow or failing IdP the entry is left scheduled for a worker and the caller answers 202. An IdP that
+    cannot list is not called here at all: a short timeout there turns a slow answer into a lost one, which
+    only a person can sort out (``inventory.journal``), so a worker creates it with the full timeout.
     Must be called after the transaction that wrote the outbox entry has committed.
     """
     try:
-        deliver_client_outbox(client_id, timeout=timeout, connectors=_INLINE_CONNECTORS)
+        deliver_client_outbox(client_id, timeout=timeout, connectors=_INLINE_CONNECTORS, inline=True)
     except Exception:  # the worker path will finish the job; the agent gets a 202
         logger.exception("event=inline_delivery_failed client_id=%s", client_id)
         return False
@@ -299,19 +310,31 @@ def _claim_head(client_id: int, worker: str) -> tuple[_Claim | None, bool]:
 # -- delivering one entry ----------------------------------------------------------------------------------
 
 
-def _deliver(claim: _Claim, connectors: ConnectorCache, timeout: float | None) -> Outcome:
-    attempt = _attempt(claim, connectors, timeout)
+def _deliver(claim: _Claim, connectors: ConnectorCache, timeout: float | None, *, inline: bool = False) -> Outcome:
+    attempt = _attempt(claim, connectors, timeout, inline=inline)
     if isinstance(attempt, Outcome):
         return attempt
     return _succeed(claim, attempt)
 
 
-def _attempt(claim: _Claim, connectors: ConnectorCache, timeout: float | None) -> _Result | Outcome:
+def _attempt(
+    claim: _Claim, connectors: ConnectorCache, timeout: float | None, *, inline: bool = False
+) -> _Result | Outcome:
     """Call the IdP for a claimed entry. A result to record, or the outcome already recorded."""
     superseded = _supersede_if_ended(claim)
     if superseded is not None:
         return superseded
-    answer = _call(claim, _connector(claim, connectors, timeout))
+    connector = _connector(claim, connectors, timeout)
+    if _journaled(connector):
+        if inline:
+            from inventory.outbox import _nudge_worker
+
+            _unclaim([claim])  # not attempted here: a worker creates it with the full connector timeout
+            _nudge_worker(claim.entry.client_id)
+            return Outcome.RETRY
+        answer = _journaled_call(claim, connector)
+    else:
+        answer = _call(claim, connector)
     return _record_failure(claim, answer) if isinstance(answer, BaseException) else answer
 
 
@@ -348,6 +371,90 @@ def _call(claim: _Claim, connector: BaseConnector | BaseException) -> _Result | 
         return exc
 
 
+# -- IdPs that cannot list: journaled calls (inventory.journal) ---------------------------------------------
+
+
+def _journaled(connector: BaseConnector | BaseException) -> bool:
+    return isinstance(connector, BaseConnector) and not connector.can_list
+
+
+def _journaled_call(claim: _Claim, connector: BaseConnector) -> _Result | BaseException:
+    """:func:`_call` for an IdP that cannot list, in the recording thread (it writes the journal).
+
+    Before the call: an answer an earlier attempt stored is adopted, and a create an earlier attempt may
+    have made unseen is refused (:class:`Unconfirmed`). The intent is written, the call made, and its answer
+    stored on the client at once (:func:`journal_land`); a failure that proves the IdP did nothing clears the
+    intent, and a create that may have taken effect unseen becomes :class:`Unconfirmed` right away.
+    """
+    entry, client = claim.entry, claim.entry.client
+    operation = entry.operation
+    unsure = entry.idp_call_started_at is not None  # an earlier attempt's call never recorded its outcome
+    if operation == OutboxOperation.CREATE and client.idp_client_id:
+        return _Result(push=None, adopted=True, note="answer stored by an earlier attempt")
+    creates = operation == OutboxOperation.CREATE or (
+        operation == OutboxOperation.UPDATE and (not client.idp_client_id or (client.idp_state or {}).get("deleted"))
+    )
+    blind_retry = connector.config.get("recreate_unconfirmed") is True
+    if creates and unsure and not blind_retry:
+        started = entry.idp_call_started_at.strftime("%Y-%m-%d %H:%M:%S")
+        return _unconfirmed_create(claim, cause=f"an earlier attempt's call, started {started} UTC, never recorded "
+                                                "its outcome")
+    if operation in (OutboxOperation.DELETE, OutboxOperation.DISABLE) and not client.idp_client_id and not blind_retry:
+        earlier = unconfirmed_create(client, exclude=entry.pk)
+        if earlier is not None:
+            return Unconfirmed(
+                f"IdP {entry.idp.name!r} may hold this client: an earlier {earlier.get_operation_display().lower()} "
+                "never learnt its answer, so Registrar has no id to remove, and the IdP offers no listing to find "
+                f"it by. Look at the IdP for a client with registrar_id/software_id {client.registration_id}, "
+                "delete it there, then mark this change resolved."
+            )
+    if not journal_start(entry, claim.worker):
+        return Transient("the lease on this entry was lost before the call", reached_idp=False)
+    try:
+        result = _push(connector, claim, operation, client, may_recreate=blind_retry or not unsure)
+    except AccessDenied as exc:
+        if operation in (OutboxOperation.DELETE, OutboxOperation.DISABLE) and unsure:
+            # Our own earlier delete, whose answer was lost, is what the IdP answers for: the token was
+            # good until that call (its last answer was stored), and only the delete could end it since.
+            result = _Result(push=None, gone=True,
+                             note="gone: an earlier attempt's delete went unanswered and the IdP now refuses its token")
+        else:
+            journal_clear(entry, claim.worker)
+            if operation == OutboxOperation.UPDATE and unsure:
+                exc.message += (
+                    "; an earlier update's answer was lost, and an IdP that rotates the registration access token "
+                    "on every update (RFC 7592) refuses the old one after it: Registrar can no longer manage this "
+                    "client there. Delete it at the IdP, then retire or revoke it here and mark that change resolved"
+                )
+            return exc
+    except Transient as exc:
+        if not exc.reached_idp:
+            journal_clear(entry, claim.worker)
+        elif creates and not blind_retry:
+            return _unconfirmed_create(claim, cause=str(exc))
+        return exc
+    except Unconfirmed as exc:
+        return exc
+    except ConnectorError as exc:  # the IdP answered and refused: nothing happened there
+        journal_clear(entry, claim.worker)
+        return exc
+    except Exception as exc:  # an answer we could not use: it may have taken effect
+        return exc
+    journal_land(entry, claim.worker, _idp_fields(entry, client, result))
+    return result
+
+
+def _unconfirmed_create(claim: _Claim, *, cause: str) -> Unconfirmed:
+    entry, client = claim.entry, claim.entry.client
+    return Unconfirmed(
+        f"IdP {entry.idp.name!r} may have created this client without Registrar learning its answer ({cause}), "
+        "and it offers no listing to check. Registrar does not create it again by itself: that could leave a "
+        f"duplicate nobody can find. Look at the IdP for a client with registrar_id/software_id "
+        f"{client.registration_id}; delete it there if present, then Retry. (An admin can let Registrar retry "
+        'such creates itself, accepting that risk: the IdP connection\'s config "recreate_unconfirmed": true.)'
+    )
+
+
 def _record_failure(claim: _Claim, exc: BaseException) -> Outcome:
     if isinstance(exc, Transient):
         return _retry_or_die(claim, exc)
@@ -364,7 +471,10 @@ class _Result:
     note: str = ""
 
 
-def _push(connector: BaseConnector, claim: _Claim, operation: str, client: Client) -> _Result:
+def _push(connector: BaseConnector, claim: _Claim, operation: str, client: Client, *,
+          may_recreate: bool = True) -> _Result:
+    """``may_recreate=False``: an update that finds the client gone raises Unconfirmed instead of creating it
+    again (an earlier, unanswered attempt may already have done so, at an IdP that cannot list)."""
     spec = client_spec(client)
     state = dict(client.idp_state or {})
     client_id = client.idp_client_id
@@ -382,6 +492,13 @@ def _push(connector: BaseConnector, claim: _Claim, operation: str, client: Clien
         except NotFound:
             if not spec.enabled:
                 return _Result(push=None, gone=True, note="gone at IdP")
+            if not may_recreate:
+                raise Unconfirmed(
+                    f"IdP {claim.entry.idp.name!r} no longer has client {client_id}, and an earlier attempt to "
+                    "update it never recorded its outcome: it may already have created a replacement that the "
+                    "IdP offers no listing to find. Look at the IdP for a client with registrar_id/software_id "
+                    f"{client.registration_id}; delete it there if present, then Retry."
+                )
             return _create(connector, claim, spec, note="recreated")
 
     if operation == OutboxOperation.DISABLE:
@@ -398,6 +515,8 @@ def _push(connector: BaseConnector, claim: _Claim, operation: str, client: Clien
     if operation == OutboxOperation.DELETE:
         if not client_id:
             return _delete_by_marker(connector, spec.registrar_id)
+        if state.get("deleted"):
+            return _Result(push=None, gone=True, note="already gone")
         with contextlib.suppress(NotFound):  # connectors treat "already gone" as deleted; some raise
             connector.delete(client_id, state)
         return _Result(push=None, gone=True)
@@ -510,7 +629,13 @@ def deliver_outbox_batch(
                     if not claim.last:
                         followups.append(claim.entry.client_id)  # its DELETE/DISABLE, queued behind
                     continue
-                future = pool.submit(_timed_call, claim, _connector(claim, cache, timeout), timeout)
+                connector = _connector(claim, cache, timeout)
+                if _journaled(connector):
+                    # Journaled calls write to the database: they run here, one at a time, not on the pool.
+                    future = Future()
+                    future.set_result(_timed_call(claim, connector, timeout, journaled=True))
+                else:
+                    future = pool.submit(_timed_call, claim, connector, timeout)
                 in_flight.append((claim, future, claimed_at))
             # Record the previous chunk's outcomes while this chunk's calls run: the pool never runs dry
             # between chunks (a claim, a flush) and at most two chunks are leased and unrecorded at a time.
@@ -574,11 +699,13 @@ def parallel_calls() -> int:
     return max(1, int(_setting("REGISTRAR_OUTBOX_PARALLEL_CALLS", 4)))
 
 
-def _timed_call(claim: _Claim, connector: BaseConnector | BaseException, timeout: float | None):
-    """The IdP call if the claim's lease still has room for it, else None (run on the call pool)."""
+def _timed_call(claim: _Claim, connector: BaseConnector | BaseException, timeout: float | None, *,
+                journaled: bool = False):
+    """The IdP call if the claim's lease still has room for it, else None (run on the call pool, unless
+    ``journaled``)."""
     if not _lease_has_room(claim, timeout):
         return None
-    return _call(claim, connector)
+    return _journaled_call(claim, connector) if journaled else _call(claim, connector)
 
 
 def _without_database(fn, *args):
@@ -782,15 +909,10 @@ def _finish(claim: _Claim, *, status: str, outcome: Outcome) -> Outcome:
     return outcome
 
 
-@transaction.atomic
-def _succeed(claim: _Claim, result: _Result) -> Outcome:
-    entry = claim.entry
-    # The client as read with the claim. Only delivery writes the idp_* fields and we hold the lease, so a
-    # plain UPDATE (which also row-locks the client) is enough; the state change below re-locks and
-    # re-checks the state through the lifecycle service.
-    client = entry.client
-    now = timezone.now()
-    fields: dict[str, Any] = {"last_synced_at": now}
+def _idp_fields(entry: OutboxEntry, client: Client, result: _Result) -> dict[str, Any]:
+    """The client's IdP fields after ``result`` (its id, and the remote state to store encrypted); also set on
+    ``client``. Applying them twice changes nothing, so a journaled answer and the success record agree."""
+    fields: dict[str, Any] = {}
     push = result.push
     if push is not None:
         previous = {} if (result.adopted or entry.operation == OutboxOperation.CREATE) else dict(client.idp_state or {})
@@ -803,6 +925,18 @@ def _succeed(claim: _Claim, result: _Result) -> Outcome:
         fields["idp_state"] = client.idp_state = state
     elif result.gone:
         fields["idp_state"] = client.idp_state = {"deleted": True} if client.idp_client_id else {}
+    return fields
+
+
+@transaction.atomic
+def _succeed(claim: _Claim, result: _Result) -> Outcome:
+    entry = claim.entry
+    # The client as read with the claim. Only delivery writes the idp_* fields and we hold the lease, so a
+    # plain UPDATE (which also row-locks the client) is enough; the state change below re-locks and
+    # re-checks the state through the lifecycle service.
+    client = entry.client
+    now = timezone.now()
+    fields: dict[str, Any] = {"last_synced_at": now, **_idp_fields(entry, client, result)}
 
     disabled = entry.operation in (OutboxOperation.DISABLE, OutboxOperation.DELETE)
     if disabled:

@@ -222,3 +222,9 @@ SWEEPS: dict[str, Callable[..., SweepResult]] = {
     "stale": sweep_stale,
     "lapsed": sweep_lapsed,
 }
+
+
+def sweep_register(name: str, sweep: Callable[..., SweepResult]) -> None:
+    """Add a sweep owned by a higher app (called from its ``AppConfig.ready()``), so ``manage.py sweep <name>``
+    runs it without inventory importing that app."""
+    SWEEPS[name] = sweep

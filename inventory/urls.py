@@ -21,6 +21,7 @@ urlpatterns: list = [
 urlpatterns += [
     path("inventory/sync-failures/", sync_views.SyncFailuresView.as_view(), name="sync_failures"),
     path("inventory/sync-failures/<int:pk>/retry/", sync_views.OutboxRetryView.as_view(), name="outbox_retry"),
+    path("inventory/sync-failures/<int:pk>/resolve/", sync_views.OutboxResolveView.as_view(), name="outbox_resolve"),
 ]
 urlpatterns += [  # security: inventory, explain, exports, dashboard, framework report
     path("inventory/", security.inventory_list, name="list"),

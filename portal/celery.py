@@ -25,4 +25,5 @@ app.conf.beat_schedule = {
     "sweep-lapsed": {"task": "approvals.tasks.sweep_lapsed", "schedule": crontab(minute="*/10")},
     "notify-approvers": {"task": "approvals.tasks.notify_approvers", "schedule": 60.0},
     "purge-statement-uses": {"task": "approvals.tasks.purge_statement_uses", "schedule": crontab(minute=23)},
+    "fold-unauthorized": {"task": "approvals.tasks.fold_unauthorized", "schedule": 60.0},
 }

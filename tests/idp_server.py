@@ -40,7 +40,9 @@ class IdPProcess:
     """One ``node tests/idp/server.mjs`` child process.
 
     ``scopes`` (space-separated or a list) pins the provider to a fixed scope list; by default it accepts
-    any scope a client registers. ``port=0`` picks a free port.
+    any scope a client registers. ``port=0`` picks a free port. ``listing=False`` starts it as a plain RFC
+    7591/7592 IdP with no admin API (``IDP_LISTING=off``): :meth:`connector_config` then names no listing, and
+    only the test console (:attr:`console_clients_endpoint`) shows what it holds.
     """
 
     def __init__(
@@ -54,8 +56,10 @@ class IdPProcess:
         npm: str | None = None,
         startup_timeout: float = 60.0,
         idp_dir: Path = IDP_DIR,
+        listing: bool = True,
     ) -> None:
         self.port = port
+        self.listing = listing
         self.initial_access_token = initial_access_token
         self.admin_token = admin_token
         self.scopes = " ".join(scopes) if isinstance(scopes, list) else scopes
@@ -99,15 +103,23 @@ class IdPProcess:
     def admin_clients_endpoint(self) -> str:
         return self._url("/admin/clients")
 
+    @property
+    def console_clients_endpoint(self) -> str:
+        """What the provider truly holds, in either mode (GET; DELETE ``…/<client_id>``; the admin token):
+        the operator's console, for tests to check and to act as the person a sync failure asks for."""
+        return self._url("/_test/clients")
+
     def connector_config(self) -> tuple[dict, dict]:
         """``(config, secrets)`` for the ``rfc7591`` connector pointed at this provider."""
         config = {
             "issuer": self.issuer,
             "registration_endpoint": self.registration_endpoint,
             "token_endpoint": self.token_endpoint,
-            "list_endpoint": self.admin_clients_endpoint,
         }
-        secrets = {"initial_access_token": self.initial_access_token, "admin_token": self.admin_token}
+        secrets = {"initial_access_token": self.initial_access_token}
+        if self.listing:
+            config["list_endpoint"] = self.admin_clients_endpoint
+            secrets["admin_token"] = self.admin_token
         return config, secrets
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -136,6 +148,7 @@ class IdPProcess:
             "IDP_PORT": str(self.port),
             "IDP_INITIAL_ACCESS_TOKEN": self.initial_access_token,
             "IDP_ADMIN_TOKEN": self.admin_token,
+            "IDP_LISTING": "on" if self.listing else "off",
         }
         env.pop("IDP_SCOPES", None)
         if self.scopes:

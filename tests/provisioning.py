@@ -55,9 +55,9 @@ def register_agent(*, idp: IdPConnection, owner, agent: Agent | None = None, sco
 
 
 def idp_clients(process: IdPProcess) -> list[dict]:
-    """Every client the IdP holds, from its admin listing."""
+    """Every client the IdP holds, from its operator console (works with and without its listing)."""
     response = httpx.get(
-        process.admin_clients_endpoint,
+        process.console_clients_endpoint,
         params={"limit": 1000, "offset": 0},
         headers={"Authorization": f"Bearer {process.admin_token}"},
         timeout=10,
@@ -67,7 +67,7 @@ def idp_clients(process: IdPProcess) -> list[dict]:
     clients = body["clients"]
     while len(clients) < body["total"]:
         more = httpx.get(
-            process.admin_clients_endpoint,
+            process.console_clients_endpoint,
             params={"limit": 1000, "offset": len(clients)},
             headers={"Authorization": f"Bearer {process.admin_token}"},
             timeout=10,
@@ -96,15 +96,43 @@ def fresh_idp(_private_idp: IdPProcess) -> IdPProcess:
     One process per session (starting node per test is slow on a busy machine), emptied through its
     admin API before each test.
     """
-    for client in idp_clients(_private_idp):
-        response = httpx.delete(
-            f"{_private_idp.admin_clients_endpoint}/{client['client_id']}",
-            headers={"Authorization": f"Bearer {_private_idp.admin_token}"},
-            timeout=10,
-        )
-        assert response.status_code in (204, 404), response.text
-    assert idp_clients(_private_idp) == []
+    empty(_private_idp)
     return _private_idp
+
+
+def empty(process: IdPProcess) -> None:
+    """Delete everything the IdP holds, through its operator console."""
+    for client in idp_clients(process):
+        console_delete(process, client["client_id"])
+    assert idp_clients(process) == []
+
+
+def console_delete(process: IdPProcess, client_id: str) -> None:
+    """What the person a sync failure asks for does at the IdP: delete a client there by hand."""
+    response = httpx.delete(
+        f"{process.console_clients_endpoint}/{client_id}",
+        headers={"Authorization": f"Bearer {process.admin_token}"},
+        timeout=10,
+    )
+    assert response.status_code in (204, 404), response.text
+
+
+@pytest.fixture(scope="session")
+def _unlisted_idp():
+    with IdPProcess(listing=False) as process:
+        yield process
+
+
+@pytest.fixture
+def unlisted_idp(_unlisted_idp: IdPProcess) -> IdPProcess:
+    """A real oidc-provider WITHOUT a client listing (a plain RFC 7591/7592 IdP), empty when the test starts."""
+    empty(_unlisted_idp)
+    return _unlisted_idp
+
+
+@pytest.fixture
+def unlisted_connection(db, unlisted_idp: IdPProcess) -> IdPConnection:
+    return connection_for(unlisted_idp, name="unlisted-oidc-provider")
 
 
 @pytest.fixture

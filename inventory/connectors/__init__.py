@@ -10,6 +10,7 @@ Importing the package registers the built-in kinds.
 from inventory.connectors import dryrun, keycloak, rfc7591  # noqa: F401 - register the built-in kinds
 from inventory.connectors.base import BaseConnector, ClientSpec, PushResult, RemoteClient, censor
 from inventory.connectors.errors import (
+    AccessDenied,
     AlreadyExists,
     BadRequest,
     ConnectorError,
@@ -17,10 +18,12 @@ from inventory.connectors.errors import (
     NotFound,
     NotSupported,
     Transient,
+    Unconfirmed,
 )
 from inventory.connectors.registry import available_kinds, build_connector, get_connector_class, register
 
 __all__ = [
+    "AccessDenied",
     "AlreadyExists",
     "BadRequest",
     "BaseConnector",
@@ -32,6 +35,7 @@ __all__ = [
     "PushResult",
     "RemoteClient",
     "Transient",
+    "Unconfirmed",
     "available_kinds",
     "build_connector",
     "censor",

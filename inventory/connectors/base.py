@@ -165,6 +165,12 @@ class BaseConnector(abc.ABC):
         """Every client the IdP holds (Registrar's and others), for reconciliation."""
 
     @property
+    def can_list(self) -> bool:
+        """Whether :meth:`list` works here. Without it a call whose answer is lost cannot be looked up
+        afterwards, so delivery journals every call to such an IdP (``inventory.delivery``)."""
+        return True
+
+    @property
     @abc.abstractmethod
     def issuer(self) -> str:
         """The IdP's issuer identifier, told to agents with their credentials."""
@@ -217,10 +223,12 @@ class BaseConnector(abc.ABC):
             response = self._http.request(method, url, headers=headers, json=json, data=data, params=params)
         except httpx.TimeoutException as exc:
             self._log_request(method, url, started, error=type(exc).__name__)
-            raise Transient(f"{self.kind}: {method} {url} timed out after {self.timeout}s") from exc
+            raise Transient(f"{self.kind}: {method} {url} timed out after {self.timeout}s",
+                            reached_idp=not isinstance(exc, _NOT_SENT)) from exc
         except httpx.TransportError as exc:
             self._log_request(method, url, started, error=type(exc).__name__)
-            raise Transient(f"{self.kind}: {method} {url} failed: {type(exc).__name__}: {exc}") from exc
+            raise Transient(f"{self.kind}: {method} {url} failed: {type(exc).__name__}: {exc}",
+                            reached_idp=not isinstance(exc, _NOT_SENT)) from exc
         except httpx.InvalidURL as exc:
             raise Misconfigured(f"{self.kind}: invalid URL {url!r}: {exc}") from exc
 
@@ -232,7 +240,8 @@ class BaseConnector(abc.ABC):
         detail = self._error_detail(response, secret_values)
         message = f"{self.kind}: {method} {url} answered {status}"
         if status == 429 or status >= 500:
-            raise Transient(message, status_code=status, detail=detail, retry_after=_retry_after(response))
+            raise Transient(message, status_code=status, detail=detail, retry_after=_retry_after(response),
+                            reached_idp=status not in _REFUSED_UNPROCESSED)
         if status in (404, 410):
             raise NotFound(message, status_code=status, detail=detail)
         if status == 409:
@@ -269,6 +278,14 @@ class BaseConnector(abc.ABC):
             elapsed_ms=round((time.monotonic() - started) * 1000, 1),
             **fields,
         )
+
+
+# Failures that prove the request never took effect: no connection was made (refused, unresolvable, no free
+# connection in the pool), or the IdP turned it away before processing it (429 Too Many Requests, 503
+# Unavailable). Everything else — a read timeout, a dropped connection, another 5xx — may come after the IdP
+# acted on the request.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
+_REFUSED_UNPROCESSED = frozenset({429, 503})
 
 
 def _retry_after(response: httpx.Response) -> float | None:

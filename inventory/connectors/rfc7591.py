@@ -14,6 +14,9 @@ Secrets:
                                {list_endpoint}/{client_id}``, used to remove a client whose registration
                                access token Registrar never got, e.g. a duplicate from a crashed create;
                                set config ``admin_delete: false`` if the IdP has no such route)
+    Without both ``list_endpoint`` and ``admin_token`` the connector cannot list (:attr:`can_list` is False):
+    delivery then journals every call to the IdP, and a 401/403 on a management call is
+    :class:`AccessDenied`, never "gone" (docs/connectors.md, "IdPs without a listing").
 Remote state (per client, persist encrypted):
     ``registration_access_token``, ``registration_client_uri`` (RFC 7592 §3), ``client_secret`` if issued.
 
@@ -40,7 +43,7 @@ from inventory.connectors.base import (
     log_event,
     require_str,
 )
-from inventory.connectors.errors import BadRequest, Misconfigured, NotFound, NotSupported
+from inventory.connectors.errors import AccessDenied, BadRequest, Misconfigured, NotFound, NotSupported
 from inventory.connectors.registry import register
 
 # Fields an RFC 7592 update request MUST NOT carry (§2.2) and the IdP's bookkeeping we never send back.
@@ -147,29 +150,41 @@ class Rfc7591Connector(BaseConnector):
             )
         return uri, token
 
-    def _management_request(self, method: str, client_id: str, remote_state: Mapping[str, Any], *, json: Any = None):
-        """An RFC 7592 call. RFC 7592 §3 answers an unknown client with 401, not 404.
+    @property
+    def can_list(self) -> bool:
+        return bool(self.config.get("list_endpoint") and self.secrets.get("admin_token"))
 
-        A 401 could also mean our stored token is stale (a rotated token that was never persisted). When
-        an admin listing is configured we ask it which one it is; without one we follow the RFC and call it
-        NotFound (for a delete that means "done"; reconciliation will still catch a survivor).
+    def _management_request(self, method: str, client_id: str, remote_state: Mapping[str, Any], *, json: Any = None):
+        """An RFC 7592 call. RFC 7592 §3 answers an unknown client with 401, not 404 — and a stale or revoked
+        registration access token gets the same 401 (or a 403).
+
+        With an admin listing we ask it which one it is: absent → NotFound (gone), present → AccessDenied.
+        Without one nobody can tell, so it is AccessDenied: "already gone" would be a guess, and a wrong guess
+        leaves a live client that Registrar believes deleted.
         """
         uri, token = self._management(client_id, remote_state)
         try:
             return self._request(method, uri, bearer=token, json=json)
         except BadRequest as exc:
-            if exc.status_code != 401:
+            if exc.status_code not in (401, 403):
                 raise
-            can_list = bool(self.config.get("list_endpoint") and self.secrets.get("admin_token"))
-            if can_list and any(remote.client_id == client_id for remote in self.list()):
-                raise BadRequest(
-                    f"{self.kind}: registration access token for {client_id} was refused "
-                    "but the client exists (stale token?)",
-                    status_code=401,
+            if self.can_list:
+                if any(remote.client_id == client_id for remote in self.list()):
+                    raise AccessDenied(
+                        f"{self.kind}: the IdP refused the registration access token for {client_id} "
+                        f"({exc.status_code}) but still lists the client: a stale token, or a revoked one",
+                        status_code=exc.status_code,
+                        detail=exc.detail,
+                    ) from exc
+                raise NotFound(
+                    f"{self.kind}: client {client_id} is unknown to the IdP", status_code=exc.status_code,
                     detail=exc.detail,
                 ) from exc
-            raise NotFound(
-                f"{self.kind}: client {client_id} is unknown to the IdP", status_code=401, detail=exc.detail
+            raise AccessDenied(
+                f"{self.kind}: the IdP refused the registration access token for {client_id} ({exc.status_code}); "
+                "it offers no listing, so Registrar cannot tell a deleted client from a stale or revoked token",
+                status_code=exc.status_code,
+                detail=exc.detail,
             ) from exc
 
     # -- operations ------------------------------------------------------------------------------------

@@ -86,5 +86,24 @@ def counts() -> dict[str, int]:
     }
 
 
+def refusals_counted() -> int:
+    """Refused credentials counted on the request path and not yet folded into the audit chain."""
+    from django.db.models import Sum
+
+    from approvals.models import UnauthorizedTally
+
+    return UnauthorizedTally.objects.aggregate(n=Sum("count"))["n"] or 0
+
+
+def fold_refusals() -> list[AuditEvent]:
+    """Fold every refused-credential tally as the minute-ly beat task would once their minute is over; the
+    events it wrote, oldest first."""
+    from approvals.unauthorized import unauthorized_fold
+
+    last = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first() or 0
+    unauthorized_fold(now=timezone.now() + timedelta(minutes=2))
+    return list(AuditEvent.objects.filter(id__gt=last).order_by("id"))
+
+
 def path_of(uri: str) -> str:
     return uri.split("testserver", 1)[-1]

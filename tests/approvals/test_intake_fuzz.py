@@ -10,7 +10,14 @@ from hypothesis import strategies as st
 
 from approvals.models import RegistrationRequest
 from inventory.models import Client
-from tests.approvals.intake_support import PUBLIC_JWKS, _fresh_limits_and_policy, counts, make_token, post  # noqa: F401
+from tests.approvals.intake_support import (  # noqa: F401 - autouse fixture
+    PUBLIC_JWKS,
+    _fresh_limits_and_policy,
+    counts,
+    make_token,
+    post,
+    refusals_counted,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -107,7 +114,7 @@ def test_fuzzed_raw_bodies(client, fuzz_setup, raw, content_type):
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(header=st.text(max_size=60))
 def test_fuzzed_authorization_headers(client, fuzz_setup, header):
-    before = counts()
+    before, counted = counts(), refusals_counted()
     response = client.post(
         "/oauth2/register", data=json.dumps({"purpose": "x" * 5}), content_type="application/json",
         HTTP_AUTHORIZATION=header,
@@ -116,4 +123,4 @@ def test_fuzzed_authorization_headers(client, fuzz_setup, header):
     assert set(response.json()) == {"error", "error_description"}
     if response.status_code == 401:
         assert response["WWW-Authenticate"].startswith('Bearer error="invalid_token"')
-        assert counts() == before | {"audit": before["audit"] + 1}
+        assert counts() == before and refusals_counted() == counted + 1

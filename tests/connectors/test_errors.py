@@ -9,7 +9,15 @@ import socket
 import httpx
 import pytest
 
-from inventory.connectors import AlreadyExists, BadRequest, ClientSpec, NotFound, Transient, build_connector
+from inventory.connectors import (
+    AccessDenied,
+    AlreadyExists,
+    BadRequest,
+    ClientSpec,
+    NotFound,
+    Transient,
+    build_connector,
+)
 
 CONFIG = {
     "registration_endpoint": "https://idp.test/reg",
@@ -68,13 +76,57 @@ def test_client_errors(status, error):
     assert caught.value.detail == {"error": "nope"}
 
 
-def test_delete_tolerates_404_and_401_for_unknown_clients():
+def test_delete_tolerates_404_for_unknown_clients():
     seen: list[httpx.Request] = []
     connector_answering(404, {"error": "not_found"}, seen=seen).delete("c1", STATE)
-    connector_answering(401, {"error": "invalid_token"}, seen=seen).delete("c1", STATE)
     assert [(r.method, str(r.url), r.headers["authorization"]) for r in seen] == [
         ("DELETE", "https://idp.test/reg/c1", "Bearer rat-secret-value"),
-    ] * 2
+    ]
+
+
+@pytest.mark.parametrize("status", [401, 403])
+@pytest.mark.parametrize("operation", ["delete", "get", "update"])
+def test_a_refused_management_token_without_a_listing_is_access_denied_never_gone(status, operation):
+    """RFC 7592 answers an unknown client with 401, but so does a stale or revoked token: without a listing
+    to ask, a refused token is a failure for a person, not "already gone"."""
+    connector = connector_answering(status, {"error": "invalid_token"})
+    assert connector.can_list is False
+    call = {"delete": lambda: connector.delete("c1", STATE), "get": lambda: connector.get("c1", STATE),
+            "update": lambda: connector.update("c1", SPEC, STATE)}[operation]
+    with pytest.raises(AccessDenied, match="cannot tell a deleted client from a stale or revoked token") as caught:
+        call()
+    assert caught.value.status_code == status
+    assert "rat-secret-value" not in str(caught.value)
+
+
+def test_a_refused_management_token_with_a_listing_is_gone_only_when_the_listing_agrees():
+    listed: list[dict] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/admin/clients":
+            return httpx.Response(200, json={"clients": listed, "total": len(listed)})
+        return httpx.Response(401, json={"error": "invalid_token"})
+
+    config = {**CONFIG, "list_endpoint": "https://idp.test/admin/clients", "admin_delete": False}
+    connector = build_connector("rfc7591", config, {**SECRETS, "admin_token": "adm"}, 5.0,
+                                transport=httpx.MockTransport(handler))
+    assert connector.can_list is True
+    connector.delete("c1", STATE)  # not listed: really gone
+    listed.append({"client_id": "c1", "grant_types": ["client_credentials"]})
+    with pytest.raises(AccessDenied, match="still lists the client"):
+        connector.delete("c1", STATE)
+
+
+def test_transient_errors_say_whether_the_request_can_have_taken_effect():
+    for status, reached in ((429, False), (503, False), (500, True), (502, True), (504, True)):
+        with pytest.raises(Transient) as caught:
+            connector_answering(status, {"error": "x"}).create(SPEC)
+        assert caught.value.reached_idp is reached, status
+    for error, reached in ((httpx.ConnectError("refused"), False), (httpx.ConnectTimeout("slow"), False),
+                           (httpx.ReadTimeout("slow"), True), (httpx.RemoteProtocolError("cut"), True)):
+        with pytest.raises(Transient) as caught:
+            connector_answering(0, error).create(SPEC)
+        assert caught.value.reached_idp is reached, error
 
 
 def test_get_of_an_unknown_client_is_not_found():

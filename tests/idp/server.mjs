@@ -11,8 +11,14 @@
 //   IDP_ADMIN_TOKEN           bearer token for GET /admin/clients; default "dev-admin-token"
 //   IDP_SCOPES                space-separated scope list the provider supports. Unset or containing "*":
 //                             also learn every scope a client registers (see learnScopes below).
+//   IDP_LISTING               "off": behave like a plain RFC 7591/7592 IdP with no admin API — GET
+//                             /admin/clients and DELETE /admin/clients/<id> answer 404, so a client is only
+//                             reachable through its own registration access token. Default "on".
 //
-// When listening it prints exactly one JSON line on stdout: {"issuer": "...", "port": N}.
+// Tests see the provider's true contents, in both modes, through /_test/clients (GET, and DELETE
+// /_test/clients/<id>; admin token): the IdP operator's console, which Registrar is never configured to use.
+//
+// When listening it prints exactly one JSON line on stdout: {"issuer": "...", "port": N, "listing": bool}.
 // Library warnings go to stderr.
 
 import { generateKeyPair, randomBytes, timingSafeEqual } from 'node:crypto';
@@ -32,6 +38,7 @@ if (!Number.isInteger(requestedPort) || requestedPort < 0 || requestedPort > 655
 }
 const INITIAL_ACCESS_TOKEN = process.env.IDP_INITIAL_ACCESS_TOKEN || 'dev-initial-access-token';
 const ADMIN_TOKEN = process.env.IDP_ADMIN_TOKEN || 'dev-admin-token';
+const LISTING = (process.env.IDP_LISTING ?? 'on').toLowerCase() !== 'off';
 
 // ---------------------------------------------------------------------------------------------
 // Storage: an unbounded in-memory adapter. The library's own MemoryAdapter is an LRU capped at
@@ -286,8 +293,16 @@ function adminAuthorized(ctx) {
 // DELETE /admin/clients/<client_id>: remove a client without its registration access token, and purge
 // what it was issued. A real IdP's admin API offers the same; Registrar uses it to remove a duplicate
 // left by a create that crashed before Registrar stored the client_id (and so never got its token).
+// The admin API below answers under /admin/clients when listing is on, and always under /_test/clients
+// (the operator's console for tests). Returns the path with the prefix replaced by /admin, or null.
+function adminPath(path) {
+  if (path.startsWith('/_test/clients')) return `/admin${path.slice('/_test'.length)}`;
+  if (LISTING && path.startsWith('/admin/clients')) return path;
+  return null;
+}
+
 provider.use(async (ctx, next) => {
-  const match = /^\/admin\/clients\/([^/]+)$/.exec(ctx.path);
+  const match = /^\/admin\/clients\/([^/]+)$/.exec(adminPath(ctx.path) ?? '');
   if (!match) {
     await next();
     return;
@@ -318,7 +333,7 @@ provider.use(async (ctx, next) => {
 });
 
 provider.use(async (ctx, next) => {
-  if (ctx.path !== '/admin/clients') {
+  if (adminPath(ctx.path) !== '/admin/clients') {
     await next();
     return;
   }
@@ -347,7 +362,7 @@ provider.use(async (ctx, next) => {
 
 httpServer.on('request', provider.callback());
 
-process.stdout.write(`${JSON.stringify({ issuer, port })}\n`);
+process.stdout.write(`${JSON.stringify({ issuer, port, listing: LISTING })}\n`);
 
 let stopping = false;
 function shutdown(signal) {

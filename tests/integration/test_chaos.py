@@ -10,8 +10,18 @@
 5. the killed worker is restarted; 20 active clients are retired and 10 expired meanwhile.
 
 Only the periodic ``requeue_outbox`` (sent here every second instead of by beat) brings lost work back.
-Afterwards every live client exists exactly once at the IdP, every retired/expired one is gone, nothing
-is dead-lettered, and reconciliation finds nothing to report.
+The retry limit is the production default (``REGISTRAR_OUTBOX_MAX_ATTEMPTS``); only the backoff is shortened.
+
+Run twice: against the IdP with its admin listing, and against the same IdP as a plain RFC 7591/7592 server
+without one (``IDP_LISTING=off``).
+
+- With the listing: afterwards every live client exists exactly once at the IdP, every retired/expired one
+  is gone, nothing is dead-lettered, and reconciliation finds nothing to report.
+- Without it, a create whose answer the kill or the freeze swallowed cannot be looked up. At no point does
+  the IdP hold two clients for one registration; such creates are dead-lettered as ``Unconfirmed`` (and
+  nothing else is), each with at most one client at the IdP. Then the person the sync-failures page asks
+  for does what it says — deletes that client in the IdP's console and retries the create, or marks the
+  delete of an ended client resolved — and the end state is the same as with the listing.
 """
 
 from __future__ import annotations
@@ -27,15 +37,17 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from inventory.choices import ClientState, OutboxStatus
+from inventory import delivery
+from inventory.choices import ClientState, OutboxOperation, OutboxStatus
 from inventory.lifecycle import client_transition
 from inventory.models import Client, OutboxEntry
+from inventory.outbox import outbox_resolve, outbox_retry
 from inventory.reconcile import reconcile_connection
 from portal.audit import Actor
 from tests.agents import Agent
 from tests.factories import UserFactory
 from tests.idp_server import IdPProcess
-from tests.provisioning import connection_for, idp_clients, markers_at_idp, register_agent
+from tests.provisioning import connection_for, console_delete, idp_clients, markers_at_idp, register_agent
 from tests.workers import CeleryWorker, RedisServer, database_url, wait_for, worker_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
@@ -58,7 +70,8 @@ def delivered() -> int:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_every_change_survives_killed_workers_idp_outages_and_lost_messages():
+@pytest.mark.parametrize("listing", [True, False], ids=["with-listing", "without-listing"])
+def test_every_change_survives_killed_workers_idp_outages_and_lost_messages(listing):
     broker = RedisServer().start()
     sender = Celery("chaos-sender", broker=broker.url)
     env = worker_env(
@@ -68,11 +81,11 @@ def test_every_change_survives_killed_workers_idp_outages_and_lost_messages():
         REGISTRAR_OUTBOX_LEASE_SECONDS="6",
         REGISTRAR_OUTBOX_BACKOFF_BASE_SECONDS="0.3",
         REGISTRAR_OUTBOX_BACKOFF_MAX_SECONDS="2",
-        REGISTRAR_OUTBOX_MAX_ATTEMPTS="200",
         REGISTRAR_CONNECTOR_TIMEOUT_SECONDS="1.5",
     )
+    env.pop("REGISTRAR_OUTBOX_MAX_ATTEMPTS", None)  # the production default, whatever the caller's environment
     workers = {name: CeleryWorker(name, env=env, concurrency=4) for name in ("chaos-a", "chaos-b")}
-    with IdPProcess() as idp_process:
+    with IdPProcess(listing=listing) as idp_process:
         idp = connection_for(idp_process, name="chaos-idp")
         good_config = dict(idp.config)
         owner = UserFactory(username="chaos-owner", roles=["owner"])
@@ -107,8 +120,9 @@ def test_every_change_survives_killed_workers_idp_outages_and_lost_messages():
             os.kill(idp_process._process.pid, signal.SIGCONT)
 
             # 3. Connections refused for a while, then the right address again.
-            idp.config = {**good_config, "registration_endpoint": "http://127.0.0.1:9/reg",
-                          "list_endpoint": "http://127.0.0.1:9/admin/clients"}
+            idp.config = {**good_config, "registration_endpoint": "http://127.0.0.1:9/reg"}
+            if listing:
+                idp.config["list_endpoint"] = "http://127.0.0.1:9/admin/clients"
             idp.save(update_fields=["config"])
             time.sleep(3)
             idp.config = good_config
@@ -145,9 +159,12 @@ def test_every_change_survives_killed_workers_idp_outages_and_lost_messages():
             broker.stop()
 
         assert killed_at_done < CLIENTS  # the kill really happened mid-run
-        assert not OutboxEntry.objects.filter(status=OutboxStatus.DEAD).exists()
         retried = OutboxEntry.objects.filter(attempts__gt=1).count()
         assert retried > 0  # the outages were felt
+        assert max(markers_at_idp(idp_process).values(), default=0) <= 1  # never two clients for one registration
+        if not listing:
+            settle_unconfirmed_as_a_person(idp_process, idp, [c.pk for c in clients])
+        assert not OutboxEntry.objects.filter(status=OutboxStatus.DEAD).exists()
 
         markers = markers_at_idp(idp_process)
         ended_ids = {c.pk for c in clients[:RETIRED_BEFORE] + live[: RETIRED_AFTER + EXPIRED_AFTER]}
@@ -163,6 +180,35 @@ def test_every_change_survives_killed_workers_idp_outages_and_lost_messages():
         for client in Client.objects.filter(pk__in=[c.pk for c in clients], state=ClientState.ACTIVE):
             assert at_idp[client.idp_client_id] == client.registration_id
 
-        report = reconcile_connection(idp=idp)
-        assert report.is_empty, report.lines()
-        assert report.remote_total == CLIENTS - len(ended_ids)
+        if listing:
+            report = reconcile_connection(idp=idp)
+            assert report.is_empty, report.lines()
+            assert report.remote_total == CLIENTS - len(ended_ids)
+
+
+def settle_unconfirmed_as_a_person(idp_process: IdPProcess, idp, client_ids: list[int]) -> None:
+    """What the sync-failures page asks an admin to do about each dead entry on an IdP without a listing.
+
+    Only ``Unconfirmed`` failures may be there — creates whose answer was lost, and deletes of clients whose id
+    Registrar never learnt — each with at most one client at the IdP. The admin deletes that client in the
+    IdP's console, then retries the create or marks the delete resolved; delivery finishes the rest.
+    """
+    dead = list(OutboxEntry.objects.filter(status=OutboxStatus.DEAD, client_id__in=client_ids)
+                .select_related("client").order_by("id"))  # fmt: skip
+    assert all(entry.last_error.startswith("Unconfirmed:") for entry in dead), [e.last_error for e in dead]
+    by_marker: dict[str, list[str]] = {}
+    for remote in idp_clients(idp_process):
+        by_marker.setdefault(remote.get("registrar_id"), []).append(remote["client_id"])
+    admin = UserFactory(username="chaos-admin", roles=["admin"], is_staff=True)
+    person = Actor.user(admin)
+    for entry in dead:
+        client = entry.client
+        for client_id in by_marker.pop(client.registration_id, []):
+            if client_id != client.idp_client_id:
+                console_delete(idp_process, client_id)
+        if entry.operation in (OutboxOperation.DELETE, OutboxOperation.DISABLE):
+            outbox_resolve(entry=entry, actor=person, reason="checked the IdP console; removed what was there")
+        else:
+            outbox_retry(entry=entry, actor=person)
+    for client_id in {entry.client_id for entry in dead}:
+        delivery.deliver_client_outbox(client_id)
