@@ -26,7 +26,6 @@ from approvals.policy_store import policy_publish
 from approvals.statements import statement_uses_purge, verify_software_statement
 from inventory.models import Client
 from portal.audit import Actor
-from portal.models import AuditEvent
 from tests.approvals.intake_support import (  # noqa: F401
     _fresh_limits_and_policy,
     counts,
