@@ -65,7 +65,7 @@ from inventory.choices import LIVE_STATES, ClientState, CreatedVia, IdPKind, Out
 from inventory.delivery import deliver_client_outbox_inline
 from inventory.lifecycle import LifecycleError, client_snapshot, client_transition
 from inventory.models import Client, IdPConnection, ScopeDefinition
-from inventory.outbox import outbox_enqueue
+from inventory.outbox import outbox_enqueue, outbox_nudge
 from inventory.services import new_registration_id
 from portal.audit import Actor, audit_append, audit_event, audit_record, chained, chained_insert
 from portal.crypto import hash_token, new_token
@@ -624,8 +624,10 @@ def _record_accepted(
     # in the same transaction. A token that ran out meanwhile leaves nothing behind either way.
     with transaction.atomic() if auto else contextlib.nullcontext():
         if auto:
+            # Delivered inline by the view once this commits (_deliver_inline), so no worker is nudged to race it.
             client = request_client_create(request=request, idp=idp, actor=requester.actor,
-                                           reason=f"auto-approved by policy v{verdict.policy_version}", now=now)
+                                           reason=f"auto-approved by policy v{verdict.policy_version}", now=now,
+                                           nudge_worker=False)
             request.client = client
         event = audit_event(
             actor=requester.actor,
@@ -671,17 +673,19 @@ def _deliver_inline(client: Client) -> bool:
     """Create ``client`` at its IdP now, with the workers' own delivery code, bounded by
     REGISTRAR_INLINE_DELIVERY_TIMEOUT; True once it is active there.
 
-    Any failure or timeout means "not yet": the outbox entry stays due, a worker finishes the job and the
-    agent (answered 202) polls.
+    Any failure or timeout means "not yet": the outbox entry stays due, a worker is nudged to finish the job and
+    the agent (answered 202) polls.
     """
     try:
         delivered = bool(deliver_client_outbox_inline(client.pk, timeout=settings.REGISTRAR_INLINE_DELIVERY_TIMEOUT))
     except Exception:  # noqa: BLE001 - see docstring
         logger.warning("event=inline_delivery_failed client=%s", client.registration_id, exc_info=True)
+        delivered = False
+    if not delivered:
+        outbox_nudge(client_id=client.pk)  # a worker takes over now, not at the next periodic requeue
         return False
-    if delivered:
-        client.refresh_from_db(fields=["idp_client_id", "state", "activated_at", "state_changed_at"])
-    return delivered
+    client.refresh_from_db(fields=["idp_client_id", "state", "activated_at", "state_changed_at"])
+    return True
 
 
 # --- RFC 7592 ------------------------------------------------------------------------------------

@@ -353,11 +353,12 @@ def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None
 
 
 def request_client_create(*, request: RegistrationRequest, idp: IdPConnection, actor: Actor, reason: str,
-                          now) -> Client:
+                          now, nudge_worker: bool = True) -> Client:
     """The client an approved registration request becomes, in ``provisioning`` with its outbox CREATE.
 
     The one mapping from request to client: used by policy auto-approval (intake) and by the final human
     approval, so both paths produce the same client for the same request. Runs in the caller's transaction.
+    ``nudge_worker=False``: the caller delivers the CREATE itself after the commit (see ``client_create``).
     """
     metadata = dict(request.metadata or {})
     spiffe_id = request.statement_subject if request.statement_subject.startswith("spiffe://") else ""
@@ -383,6 +384,7 @@ def request_client_create(*, request: RegistrationRequest, idp: IdPConnection, a
         software_id=request.software_id,
         software_version=metadata.get("software_version") or "",
         spiffe_id=spiffe_id,
+        nudge_worker=nudge_worker,
         parent=request.parent_client,
         reason=reason,
     )

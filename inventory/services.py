@@ -47,8 +47,13 @@ def client_create(
     parent: Client | None = None,
     reason: str = "",
     provision: bool = True,
+    nudge_worker: bool = True,
 ) -> Client:
-    """Create a client in ``provisioning`` and queue its creation at the IdP (one transaction)."""
+    """Create a client in ``provisioning`` and queue its creation at the IdP (one transaction).
+
+    ``nudge_worker=False`` when the caller delivers the entry itself right after the commit (the intake's inline
+    201 path): a worker nudged at the same moment would race it for the entry and turn the 201 into a 202.
+    """
     client = Client.objects.create(
         registration_id=registration_id or new_registration_id(),
         idp=idp,
@@ -85,5 +90,5 @@ def client_create(
         policy_version=policy_version,
     )
     if provision:
-        outbox_enqueue(client=client, operation=OutboxOperation.CREATE)
+        outbox_enqueue(client=client, operation=OutboxOperation.CREATE, deliver_after_commit=nudge_worker)
     return client
