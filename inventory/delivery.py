@@ -63,6 +63,7 @@ from inventory.connectors.errors import (
 )
 from inventory.lifecycle import client_transition
 from inventory.models import Client, IdPConnection, OutboxEntry
+from portal import logs
 from portal.audit import Actor, audit_record
 
 logger = logging.getLogger(__name__)
@@ -249,7 +250,9 @@ def client_spec(client: Client) -> ClientSpec:
 
 def connector_for(idp: IdPConnection, *, timeout: float | None = None) -> BaseConnector:
     timeout = timeout or _setting("REGISTRAR_CONNECTOR_TIMEOUT_SECONDS", DEFAULT_CONNECTOR_TIMEOUT)
-    return build_connector(idp.kind, idp.config or {}, idp.secrets or {}, timeout)
+    connector = build_connector(idp.kind, idp.config or {}, idp.secrets or {}, timeout)
+    connector.label = idp.name
+    return connector
 
 
 def find_by_marker(connector: BaseConnector, registrar_id: str) -> list[RemoteClient]:
@@ -608,7 +611,9 @@ class _CallPool:
 
     def submit(self, fn, *args) -> Future:
         if self._executor is not None:
-            return self._executor.submit(_without_database, fn, *args)
+            # With the caller's request and task ids, so the calls' log lines carry them. (Not a copy of the whole
+            # context: Django's connections live in it, and a pool thread must not touch the caller's.)
+            return self._executor.submit(logs.run_with_ids, logs.ids_snapshot(), _without_database, fn, *args)
         future: Future = Future()
         future.set_result(fn(*args))
         return future
