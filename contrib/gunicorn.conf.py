@@ -3,8 +3,9 @@
 
     gunicorn --config contrib/gunicorn.conf.py portal.wsgi:application
 
-Why gunicorn (and not granian): see bench/RESULTS.md ("server choice") — on the registration intake the two
-are within noise of each other, and gunicorn's sync workers are the simpler process model to operate.
+Why gunicorn's sync workers (and not granian): bench/RESULTS.md, "server choice" — behind the TLS proxy the two
+serve the registration intake alike, granian's latency tail was far longer, and a sync worker that hangs is
+killed and replaced after ``timeout``.
 
 Tunables come from the environment, so a unit or a compose file changes them without editing this file:
 
