@@ -106,6 +106,14 @@ def _serve_worker_metrics(**_kwargs) -> None:
     from django.conf import settings
 
     if settings.REGISTRAR_WORKER_METRICS_PORT:
+        import logging
+
         from portal.metrics import serve_worker_metrics
 
-        serve_worker_metrics(port=settings.REGISTRAR_WORKER_METRICS_PORT, addr=settings.REGISTRAR_WORKER_METRICS_ADDR)
+        try:
+            serve_worker_metrics(port=settings.REGISTRAR_WORKER_METRICS_PORT,
+                                 addr=settings.REGISTRAR_WORKER_METRICS_ADDR)
+        except OSError as exc:  # a busy port costs the metrics, not the deliveries
+            logging.getLogger(__name__).error("event=worker_metrics_unavailable addr=%s port=%s error=%s",
+                                              settings.REGISTRAR_WORKER_METRICS_ADDR,
+                                              settings.REGISTRAR_WORKER_METRICS_PORT, exc)

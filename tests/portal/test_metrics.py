@@ -245,3 +245,25 @@ def test_multiprocess_mode_adds_up_the_counts_of_every_process(tmp_path):
     assert samples[("registrar_idp_request_duration_seconds_count", frozenset(labels.items()))] == 3
     portal_metrics.clear_multiprocess_dir(str(tmp_path))
     assert not list(tmp_path.glob("*.db"))
+
+
+def test_a_worker_whose_metrics_port_is_taken_still_starts(tmp_path, monkeypatch, caplog):
+    import socket
+
+    from portal.celery import _serve_worker_metrics
+
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with override_settings(REGISTRAR_WORKER_METRICS_PORT=taken.getsockname()[1]):
+            _serve_worker_metrics()  # no exception: the worker goes on without its metrics endpoint
+    assert "event=worker_metrics_unavailable" in caplog.text
+
+
+def test_worker_metrics_without_a_multiprocess_directory_is_a_configuration_error(monkeypatch):
+    from django.core.exceptions import ImproperlyConfigured
+
+    monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
+    with pytest.raises(ImproperlyConfigured, match="PROMETHEUS_MULTIPROC_DIR"):
+        portal_metrics.serve_worker_metrics(port=1, addr="127.0.0.1")
