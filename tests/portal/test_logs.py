@@ -129,6 +129,10 @@ def test_one_configuration_for_both_formats():
         logging_config(log_format="xml", level="INFO")
 
 
+# Production shape needs its secrets whatever else a test sets.
+SECRETS = {"SECRET_KEY": "s" * 50, "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY="}
+
+
 def _settings_log(env: dict[str, str]) -> subprocess.CompletedProcess:
     snippet = "import django, logging; django.setup(); logging.getLogger('probe').warning('event=hello')"
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DEBUG", "LOG_"))}
@@ -137,16 +141,18 @@ def _settings_log(env: dict[str, str]) -> subprocess.CompletedProcess:
 
 
 def test_production_logs_json_and_embedded_mode_key_value(tmp_path):
-    production = _settings_log({"DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar", "DEBUG": "true"})
+    production = _settings_log({"DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar", "DEBUG": "true", **SECRETS})
     assert production.returncode == 0, production.stderr
     line = json.loads(production.stderr.strip().splitlines()[-1])
     assert line["message"] == "event=hello" and "request_id" in line and "task_id" in line
     embedded = _settings_log({"REGISTRAR_DATA_DIR": str(tmp_path), "REGISTRAR_EMBEDDED": "1"})
     assert embedded.returncode == 0, embedded.stderr
     assert embedded.stderr.strip().splitlines()[-1].endswith("level=WARNING logger=probe event=hello")
-    chosen = _settings_log({"DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar", "DEBUG": "true", "LOG_FORMAT": "kv"})
+    chosen = _settings_log({"DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar", "DEBUG": "true", "LOG_FORMAT": "kv",
+                            **SECRETS})
     assert "level=WARNING logger=probe event=hello" in chosen.stderr
-    bad = _settings_log({"DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar", "DEBUG": "true", "LOG_FORMAT": "xml"})
+    bad = _settings_log({"DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar", "DEBUG": "true", "LOG_FORMAT": "xml",
+                         **SECRETS})
     assert bad.returncode != 0 and "LOG_FORMAT must be kv or json" in bad.stderr
 
 

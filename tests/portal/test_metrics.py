@@ -210,7 +210,8 @@ def test_metrics_outside_the_probe_networks_need_the_token(client):
 
 def test_a_short_metrics_token_is_refused_at_start_up():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DEBUG"))}
-    env |= {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true",
+    env |= {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true", "SECRET_KEY": "s" * 50,
+            "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY=",
             "DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar", "REGISTRAR_METRICS_TOKEN": "short"}
     result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, cwd=ROOT,
                             capture_output=True, text=True, timeout=60)  # fmt: skip
