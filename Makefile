@@ -6,12 +6,14 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export DJANGO_SETTINGS_MODULE ?= portal.settings
 
-.PHONY: help run test test-fast lint services browser idp-deps lock bench clean
+.PHONY: help run test test-fast lint services browser idp-deps lock bench prod-check clean
 
 help:
 	@echo "make run    - demo on http://127.0.0.1:8000 (SQLite, no services needed)"
 	@echo "make test   - whole suite against PostgreSQL + Redis on localhost"
 	@echo "make lint   - ruff check"
+	@echo "make prod-check - start the production configuration (gunicorn, worker, beat as the systemd units do)"
+	@echo "                  on PostgreSQL + Redis and put a registration, an approval and a sweep through it"
 
 $(VENV)/.installed: requirements.lock pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Registrar needs Python 3.11)"; exit 1; }
@@ -50,6 +52,10 @@ test-fast: venv services
 
 lint: venv
 	$(VENV)/bin/ruff check .
+
+# contrib/prod_check.py: its own database, redis-server and test IdP; everything is removed afterwards.
+prod-check: venv idp-deps services
+	env -u DJANGO_SETTINGS_MODULE $(PY) contrib/prod_check.py
 
 lock: venv
 	(echo "# Pinned lock of every Python dependency (runtime + test). Regenerate with: make lock"; \

@@ -6,6 +6,7 @@ class ApprovalsConfig(AppConfig):
     verbose_name = "Approvals"
 
     def ready(self) -> None:
+        from approvals import metrics
         from approvals.inventory_hooks import register
         from approvals.policy_store import active_policy
         from approvals.unauthorized import sweep_unauthorized
@@ -16,3 +17,4 @@ class ApprovalsConfig(AppConfig):
         # The owner quota is enforced by inventory (where clients become live); the figure is this app's policy.
         owner_limit_source_register(lambda: active_policy().max_live_clients_per_owner)
         sweep_register("unauthorized", sweep_unauthorized)
+        metrics.register()  # /metrics figures

@@ -87,7 +87,7 @@ from inventory.delivery import deliver_client_outbox_inline
 from inventory.keys import FetchedKeySet, KeySetError, jwks_fetch, jwks_thumbprints
 from inventory.lifecycle import LifecycleError, client_snapshot, client_transition
 from inventory.models import Client, IdPConnection, ScopeDefinition
-from inventory.outbox import outbox_enqueue
+from inventory.outbox import outbox_enqueue, outbox_nudge
 from inventory.quotas import OwnerQuotaExceeded
 from inventory.services import new_registration_id
 from portal.audit import Actor, audit_append, audit_event, audit_record, chained, chained_insert
@@ -788,9 +788,10 @@ def _record_accepted(
                     spawn.count = Client.objects.filter(pk=spawn.parent_id).values_list(
                         "children_spawned", flat=True)[0]
             token_id, statement_use, guarded_spawn = None, None, None  # consumed
+            # Delivered inline by the view once this commits (_deliver_inline), so no worker is nudged to race it.
             client = request_client_create(request=request, idp=idp, actor=requester.actor,
                                            reason=f"auto-approved by policy v{verdict.policy_version}", now=now,
-                                           owner_limit=config.max_live_clients_per_owner)
+                                           owner_limit=config.max_live_clients_per_owner, nudge_worker=False)
             request.client = client
         else:
             guarded_spawn = spawn
@@ -861,17 +862,19 @@ def _deliver_inline(client: Client) -> bool:
     """Create ``client`` at its IdP now, with the workers' own delivery code, bounded by
     REGISTRAR_INLINE_DELIVERY_TIMEOUT; True once it is active there.
 
-    Any failure or timeout means "not yet": the outbox entry stays due, a worker finishes the job and the
-    agent (answered 202) polls.
+    Any failure or timeout means "not yet": the outbox entry stays due, a worker is nudged to finish the job and
+    the agent (answered 202) polls.
     """
     try:
         delivered = bool(deliver_client_outbox_inline(client.pk, timeout=settings.REGISTRAR_INLINE_DELIVERY_TIMEOUT))
     except Exception:  # noqa: BLE001 - see docstring
         logger.warning("event=inline_delivery_failed client=%s", client.registration_id, exc_info=True)
+        delivered = False
+    if not delivered:
+        outbox_nudge(client_id=client.pk)  # a worker takes over now, not at the next periodic requeue
         return False
-    if delivered:
-        client.refresh_from_db(fields=["idp_client_id", "state", "activated_at", "state_changed_at"])
-    return delivered
+    client.refresh_from_db(fields=["idp_client_id", "state", "activated_at", "state_changed_at"])
+    return True
 
 
 # --- RFC 7592 ------------------------------------------------------------------------------------

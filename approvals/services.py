@@ -368,7 +368,7 @@ def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None
 
 
 def request_client_create(*, request: RegistrationRequest, idp: IdPConnection, actor: Actor, reason: str,
-                          now, owner_limit: int | None = None) -> Client:
+                          now, owner_limit: int | None = None, nudge_worker: bool = True) -> Client:
     """The client an approved registration request becomes, in ``provisioning`` with its outbox CREATE.
 
     The one mapping from request to client: used by policy auto-approval (intake) and by the final human
@@ -377,7 +377,8 @@ def request_client_create(*, request: RegistrationRequest, idp: IdPConnection, a
     may be direct, beyond it needs people again. Runs in the caller's transaction, which must not have appended
     to the audit chain yet: it first takes the owner's quota lock and raises OwnerQuotaExceeded (nothing
     written) when the owner has no room left (``inventory.quotas``). ``owner_limit`` defaults to the active
-    policy's ``max_live_clients_per_owner``.
+    policy's ``max_live_clients_per_owner``. ``nudge_worker=False``: the caller delivers the CREATE itself after
+    the commit (see ``client_create``).
     """
     owner_quota_hold(owner_id=request.owner_id, limit=owner_limit)
     metadata = dict(request.metadata or {})
@@ -404,6 +405,7 @@ def request_client_create(*, request: RegistrationRequest, idp: IdPConnection, a
         software_id=request.software_id,
         software_version=metadata.get("software_version") or "",
         spiffe_id=spiffe_id,
+        nudge_worker=nudge_worker,
         parent=request.parent_client,
         reason=reason,
         ceiling_ttl_seconds=request.granted_ttl,

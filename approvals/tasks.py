@@ -6,6 +6,8 @@ import logging
 
 from celery import shared_task
 
+from portal.heartbeats import SWEEP_PREFIX, heartbeat_timed
+
 log = logging.getLogger(__name__)
 
 
@@ -14,7 +16,8 @@ def sweep_lapsed() -> int:
     """Lapse pending requests nobody decided within REGISTRAR_REQUEST_LAPSE_DAYS."""
     from approvals.services import request_lapse_due
 
-    count = request_lapse_due()
+    with heartbeat_timed(SWEEP_PREFIX + "lapsed"):
+        count = request_lapse_due()
     if count:
         log.info("event=requests_lapsed count=%s", count)
     return count

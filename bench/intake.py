@@ -1,13 +1,16 @@
 """Registration intake throughput: the production stack on loopback vs. two baselines measured in the same run.
 
     .venv/bin/python bench/intake.py [--duration 10] [--connections 8] [--workers 3] [--no-idp]
+                                     [--server gunicorn,granian] [--rounds 3]
 
 What runs:
 
 1. A fresh PostgreSQL database (``registrar_bench_intake``), migrated, with the test catalogue, a dry-run IdP,
    one owner and an initial access token with (practically) unlimited uses.
-2. gunicorn (``--workers`` sync workers, DEBUG off, Redis cache so the rate limiter does its round trip; the
-   limits are set high enough never to trigger) on 127.0.0.1.
+2. The WSGI server (``--server``: gunicorn with contrib/gunicorn.conf.py, or granian's WSGI interface; several
+   comma-separated are measured one after the other, ``--rounds`` times interleaved) with ``--workers``
+   processes, DEBUG off, Redis cache so the rate limiter does its round trip (the limits are set high enough
+   never to trigger), on 127.0.0.1.
 3. ``wrk`` (Debian package; a C load generator that leaves the cores to the server) with a Lua script POSTing
    the same JSON body over ``--connections`` connections for ``--duration`` seconds, twice:
    - the 202 path: a medium-risk registration (``tickets:write``) → pending request + token use + audit event;
@@ -20,10 +23,13 @@ What runs:
 5. Baseline B, the oidc-provider test IdP's own registration endpoint (in-memory, ungoverned) under the
    same wrk load, unless ``--no-idp`` or Node.js is missing.
 
-Prints ``intake_rps`` for each path, the baselines and the ratios, and appends one line to bench/RESULTS.md.
-Row counts are checked after each run, so a fast stream of errors cannot pass for throughput (for the 401
-path: every answer must be counted in ``approvals_unauthorizedtally`` or, on code that still chains each
-refusal, as a ``registration.unauthorized`` audit event).
+Prints ``intake_rps`` and the server's CPU milliseconds per request (its processes' user + system time over
+the run, divided by the requests: the steadier figure on a shared machine) for both paths, the baselines and
+the ratios, and appends one line per server to
+bench/RESULTS.md (all against the same baselines).
+Row counts are checked after each run, so a fast stream of errors cannot pass for throughput (the 401 path:
+every answer must be counted in ``approvals_unauthorizedtally``). The 401 path and the 202 path under a 401
+flood are measured on every server too.
 """
 
 from __future__ import annotations
@@ -193,14 +199,18 @@ LUA = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 {auth}
+{close}
 wrk.body = {body}
 """
+# --close: every request on a new connection, as from a reverse proxy without upstream keep-alive.
+CLOSE_CONNECTIONS = False
 
 
 def run_wrk(url: str, body: dict, *, bearer: str | None, duration: int, connections: int) -> dict[str, float]:
     auth = f'wrk.headers["Authorization"] = "Bearer {bearer}"' if bearer else ""
+    close = 'wrk.headers["Connection"] = "close"' if CLOSE_CONNECTIONS else ""
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(LUA.format(auth=auth, body=json.dumps(json.dumps(body))))
+        script.write(LUA.format(auth=auth, close=close, body=json.dumps(json.dumps(body))))
     try:
         out = subprocess.run(
             ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script.name, url],
@@ -325,28 +335,68 @@ def append_result(line: str) -> None:
 # --- main ------------------------------------------------------------------------------------------------
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=int, default=10)
-    parser.add_argument("--connections", type=int, default=8)
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--no-idp", action="store_true", help="skip the oidc-provider baseline")
-    args = parser.parse_args()
-    if not shutil.which("wrk"):
-        print("wrk is required: apt-get install wrk", file=sys.stderr)
-        return 2
+SERVERS = ("gunicorn", "gunicorn-gthread", "granian")
 
-    print(f"preparing database {DB_NAME} ...", flush=True)
-    recreate_database()
-    seed()
+
+def server_command(server: str, *, port: int, workers: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and extra environment of one WSGI server on 127.0.0.1:``port``.
+
+    gunicorn runs with the production configuration file (contrib/gunicorn.conf.py: its worker class, the
+    structured logger, prometheus multiprocess files), so the figure is the one the deployment gets;
+    ``gunicorn-gthread`` is the same with a one-thread gthread worker, which keeps connections alive. granian runs
+    its WSGI interface with one blocking thread per worker process, the same concurrency as one gunicorn worker.
+    """
+    if server.startswith("gunicorn"):
+        env = {
+            "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers),
+            "GUNICORN_ACCESS_LOG": "true" if os.environ.get("BENCH_ACCESS_LOG") else "false",
+        }  # fmt: skip
+        if server == "gunicorn-gthread":  # one thread per worker, but keep-alive (a sync worker closes each connection)
+            env |= {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": "1"}
+        return [str(VENV_BIN / "gunicorn"), "--config", str(ROOT / "contrib" / "gunicorn.conf.py"),
+                "portal.wsgi:application"], env
+    if server == "granian":
+        return [str(VENV_BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
+                "--workers", str(workers), "--blocking-threads", "1", "--no-ws", "--log-level", "warning",
+                *(["--access-log"] if os.environ.get("BENCH_ACCESS_LOG") else []), "portal.wsgi:application"], {}
+    raise ValueError(f"unknown server {server!r}; choose from {', '.join(SERVERS)}")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants, reaped ones included.
+
+    Throughput on a shared 2-core VM moves with the neighbours; the server's own CPU per request moves much
+    less, so it is what tells two servers apart.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, list[str]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stats[int(stat.parent.name)] = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError, ValueError):
+            continue
+    children: dict[int, list[int]] = {}
+    for child, fields in stats.items():
+        children.setdefault(int(fields[1]), []).append(child)
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        fields = stats.get(current)
+        if fields is None:
+            continue
+        # utime, stime, cutime, cstime: fields 14-17 of /proc/<pid>/stat (11-14 after the command name)
+        total += sum(int(value) for value in fields[11:15]) / tick
+        todo.extend(children.get(current, []))
+    return total
+
+
+def measure_server(server: str, args) -> dict[str, dict[str, float]]:
+    """Start ``server``, warm it, run wrk on the 202 and 400 paths, check the rows, stop it."""
     port = free_port()
-    log = tempfile.NamedTemporaryFile("w", prefix="bench-intake-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
-    print(f"gunicorn log: {log.name}", flush=True)
-    gunicorn = subprocess.Popen(
-        [str(VENV_BIN / "gunicorn"), "portal.wsgi:application", "-w", str(args.workers), "-b", f"127.0.0.1:{port}",
-         "--log-level", "warning", *(["--access-logfile", "-"] if os.environ.get("BENCH_ACCESS_LOG") else [])],
-        cwd=ROOT, env=server_env(), stderr=log,
-    )  # fmt: skip
+    command, extra_env = server_command(server, port=port, workers=args.workers)
+    log = tempfile.NamedTemporaryFile("w", prefix=f"bench-intake-{server}-", suffix=".log", delete=False)  # noqa: SIM115
+    print(f"{server} log: {log.name}", flush=True)
+    process = subprocess.Popen(command, cwd=ROOT, env={**server_env(), **extra_env}, stdout=log, stderr=log)
     results: dict[str, dict[str, float]] = {}
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -355,80 +405,139 @@ def main() -> int:
         run_wrk(url, BODY_202, bearer=TOKEN, duration=2, connections=args.connections)
         for name, body, state in (("202", BODY_202, "pending"), ("400", BODY_400, "refused")):
             before = count_requests().get(state, 0)
+            cpu_before = tree_cpu_seconds(process.pid)
             r = run_wrk(url, body, bearer=TOKEN, duration=args.duration, connections=args.connections)
+            r["cpu_ms"] = (tree_cpu_seconds(process.pid) - cpu_before) * 1000 / max(r["requests"], 1)
             written = count_requests().get(state, 0) - before
             # every answered request must have written its row (wrk's count includes a few cut at the end)
             if written < r["requests"] * 0.98:
                 raise RuntimeError(
-                    f"{name} path: wrk counted {r['requests']:.0f} requests, only {written} {state} rows"
+                    f"{server} {name} path: wrk counted {r['requests']:.0f} requests, only {written} {state} rows"
                 )
             if name == "202" and r["non_2xx"]:
-                raise RuntimeError(f"202 path: {r['non_2xx']:.0f} non-2xx answers")
+                raise RuntimeError(f"{server} 202 path: {r['non_2xx']:.0f} non-2xx answers")
             r["rows"] = float(written)
             results[name] = r
-            print(f"intake {name} path: {r['rps']:.0f} registrations/s, p50 {r['p50_ms']:.1f} ms, "
-                  f"p99 {r['p99_ms']:.1f} ms ({written} {state} rows)", flush=True)  # fmt: skip
+            print(f"{server} intake {name} path: {r['rps']:.0f} registrations/s, p50 {r['p50_ms']:.1f} ms, "
+                  f"p99 {r['p99_ms']:.1f} ms, server CPU {r['cpu_ms']:.2f} ms/request ({written} {state} rows)",
+                  flush=True)  # fmt: skip
+        # The 401 path: every refusal must be counted (a refused-credential tally, folded into the audit later).
         before = count_refused()
+        cpu_before = tree_cpu_seconds(process.pid)
         r = run_wrk(url, BODY_202, bearer=BAD_TOKEN, duration=args.duration, connections=args.connections)
+        r["cpu_ms"] = (tree_cpu_seconds(process.pid) - cpu_before) * 1000 / max(r["requests"], 1)
         counted = count_refused() - before
         if counted < r["requests"] * 0.98:
-            raise RuntimeError(f"401 path: wrk counted {r['requests']:.0f} requests, only {counted} recorded")
+            raise RuntimeError(f"{server} 401 path: wrk counted {r['requests']:.0f} requests, only {counted} recorded")
         results["401"] = r
-        print(f"intake 401 path: {r['rps']:.0f} refusals/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms "
-              f"({counted} counted)", flush=True)  # fmt: skip
+        print(f"{server} intake 401 path: {r['rps']:.0f} refusals/s, p50 {r['p50_ms']:.1f} ms, "
+              f"p99 {r['p99_ms']:.1f} ms ({counted} counted)", flush=True)  # fmt: skip
         # The 202 path while a second load generator floods the 401 path over as many connections.
         flood: dict[str, dict[str, float]] = {}
         flooder = threading.Thread(target=lambda: flood.setdefault("401", run_wrk(
             url, BODY_202, bearer=BAD_TOKEN, duration=args.duration, connections=args.connections)))
         flooder.start()
+        cpu_before = tree_cpu_seconds(process.pid)
         r = run_wrk(url, BODY_202, bearer=TOKEN, duration=args.duration, connections=args.connections)
+        r["cpu_ms"] = (tree_cpu_seconds(process.pid) - cpu_before) * 1000 / max(r["requests"], 1)
         flooder.join()
         results["202_flood"], results["401_flood"] = r, flood["401"]
-        print(f"intake 202 path under a 401 flood: {r['rps']:.0f} registrations/s, p50 {r['p50_ms']:.1f} ms, "
+        results["401_flood"].setdefault("cpu_ms", 0.0)
+        print(f"{server} intake 202 path under a 401 flood: {r['rps']:.0f} registrations/s, p50 {r['p50_ms']:.1f} ms, "
               f"p99 {r['p99_ms']:.1f} ms (flood {flood['401']['rps']:.0f}/s)", flush=True)  # fmt: skip
     finally:
-        gunicorn.terminate()
-        gunicorn.wait(timeout=30)
+        process.terminate()
+        process.wait(timeout=30)
+    return results
 
-    results["raw"] = raw_baseline(duration=args.duration, connections=args.connections)
-    print(f"baseline raw psycopg: {results['raw']['rps']:.0f} tx/s, p50 {results['raw']['p50_ms']:.1f} ms, "
-          f"p99 {results['raw']['p99_ms']:.1f} ms", flush=True)  # fmt: skip
 
+def _median_run(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Per path, the run with the median rate (its latencies stay consistent with its rate), and the median
+    server CPU per request of all runs."""
+    median = {}
+    for path in runs[0]:
+        chosen = dict(sorted((run[path] for run in runs), key=lambda r: r["rps"])[len(runs) // 2])
+        chosen["cpu_ms"] = statistics.median(run[path]["cpu_ms"] for run in runs)
+        median[path] = chosen
+    return median
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=3)
+    parser.add_argument("--server", default="gunicorn",
+                        help=f"WSGI server(s) to measure, comma-separated: {', '.join(SERVERS)} (default gunicorn)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure the servers this many times, interleaved; report each one's median run")
+    parser.add_argument("--close", action="store_true",
+                        help="send Connection: close (a new connection per request, as behind a proxy without "
+                             "upstream keep-alive)")
+    parser.add_argument("--no-idp", action="store_true", help="skip the oidc-provider baseline")
+    args = parser.parse_args()
+    global CLOSE_CONNECTIONS
+    CLOSE_CONNECTIONS = args.close
+    servers = [name.strip() for name in args.server.split(",") if name.strip()]
+    unknown = [name for name in servers if name not in SERVERS]
+    if unknown or not servers:
+        print(f"--server: unknown {', '.join(unknown) or '(none)'}; choose from {', '.join(SERVERS)}", file=sys.stderr)
+        return 2
+    if not shutil.which("wrk"):
+        print("wrk is required: apt-get install wrk", file=sys.stderr)
+        return 2
+
+    print(f"preparing database {DB_NAME} ...", flush=True)
+    recreate_database()
+    seed()
+    runs: dict[str, list[dict[str, dict[str, float]]]] = {server: [] for server in servers}
+    for _ in range(max(1, args.rounds)):
+        for server in servers:
+            runs[server].append(measure_server(server, args))
+    measured = {server: _median_run(server_runs) for server, server_runs in runs.items()}
+
+    raw = raw_baseline(duration=args.duration, connections=args.connections)
+    print(f"baseline raw psycopg: {raw['rps']:.0f} tx/s, p50 {raw['p50_ms']:.1f} ms, p99 {raw['p99_ms']:.1f} ms",
+          flush=True)  # fmt: skip
+
+    idp = None
     if not args.no_idp and shutil.which("node"):
         from tests.idp_server import IdPProcess
 
-        with IdPProcess() as idp:
+        with IdPProcess() as process:
             body = {"client_name": "bench-agent", "grant_types": ["client_credentials"], "response_types": [],
                     "token_endpoint_auth_method": "private_key_jwt", "jwks": JWKS}  # fmt: skip
-            r = run_wrk(idp.registration_endpoint, body, bearer=idp.initial_access_token,
-                        duration=args.duration, connections=args.connections)  # fmt: skip
-            if r["non_2xx"]:
-                raise RuntimeError(f"oidc-provider answered {r['non_2xx']:.0f} non-2xx responses; check the body")
-            results["idp"] = r
-            print(f"baseline oidc-provider /reg: {r['rps']:.0f} registrations/s, p50 {r['p50_ms']:.1f} ms, "
-                  f"p99 {r['p99_ms']:.1f} ms", flush=True)  # fmt: skip
+            idp = run_wrk(process.registration_endpoint, body, bearer=process.initial_access_token,
+                          duration=args.duration, connections=args.connections)  # fmt: skip
+            if idp["non_2xx"]:
+                raise RuntimeError(f"oidc-provider answered {idp['non_2xx']:.0f} non-2xx responses; check the body")
+            print(f"baseline oidc-provider /reg: {idp['rps']:.0f} registrations/s, p50 {idp['p50_ms']:.1f} ms, "
+                  f"p99 {idp['p99_ms']:.1f} ms", flush=True)  # fmt: skip
 
-    ratio_raw = results["202"]["rps"] / results["raw"]["rps"]
-    line = (
-        f"- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC intake ({args.workers} gunicorn workers, {args.connections} conns, "
-        f"{args.duration}s, {os.cpu_count()} cores): intake_rps 202 path {results['202']['rps']:.0f}/s "
-        f"(p50 {results['202']['p50_ms']:.1f} ms, p99 {results['202']['p99_ms']:.1f} ms), "
-        f"400 path {results['400']['rps']:.0f}/s (p50 {results['400']['p50_ms']:.1f} ms, "
-        f"p99 {results['400']['p99_ms']:.1f} ms), 401 path {results['401']['rps']:.0f}/s "
-        f"(p50 {results['401']['p50_ms']:.1f} ms, p99 {results['401']['p99_ms']:.1f} ms), "
-        f"202 path under a 401 flood {results['202_flood']['rps']:.0f}/s (p99 {results['202_flood']['p99_ms']:.1f} ms; "
-        f"flood {results['401_flood']['rps']:.0f}/s); raw psycopg baseline {results['raw']['rps']:.0f} tx/s "
-        f"→ ratio {ratio_raw:.2f} (goal ≥ 0.12)"
-    )
-    print(f"intake_rps={results['202']['rps']:.0f} intake_400_rps={results['400']['rps']:.0f} "
-          f"intake_401_rps={results['401']['rps']:.0f} intake_202_under_flood_rps={results['202_flood']['rps']:.0f} "
-          f"raw_rps={results['raw']['rps']:.0f} ratio_raw={ratio_raw:.3f}", end="")  # fmt: skip
-    if "idp" in results:
-        ratio_idp = results["202"]["rps"] / results["idp"]["rps"]
-        line += f"; oidc-provider /reg {results['idp']['rps']:.0f}/s → ratio {ratio_idp:.2f}"
-        print(f" idp_rps={results['idp']['rps']:.0f} ratio_idp={ratio_idp:.3f}", end="")
-    print()
-    append_result(line)
+    rounds = f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""
+    rounds += ", Connection: close" if args.close else ""
+    for server, results in measured.items():
+        ratio_raw = results["202"]["rps"] / raw["rps"]
+        line = (
+            f"- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC intake ({args.workers} {server} workers, {args.connections} "
+            f"conns, {args.duration}s, {os.cpu_count()} cores{rounds}): intake_rps 202 path {results['202']['rps']:.0f}/s "
+            f"(p50 {results['202']['p50_ms']:.1f} ms, p99 {results['202']['p99_ms']:.1f} ms, server CPU "
+            f"{results['202']['cpu_ms']:.2f} ms/request), 400 path {results['400']['rps']:.0f}/s (p50 "
+            f"{results['400']['p50_ms']:.1f} ms, p99 {results['400']['p99_ms']:.1f} ms, server CPU "
+            f"{results['400']['cpu_ms']:.2f} ms/request), 401 path {results['401']['rps']:.0f}/s (p50 "
+            f"{results['401']['p50_ms']:.1f} ms, p99 {results['401']['p99_ms']:.1f} ms), 202 path under a 401 flood "
+            f"{results['202_flood']['rps']:.0f}/s (p99 {results['202_flood']['p99_ms']:.1f} ms; flood "
+            f"{results['401_flood']['rps']:.0f}/s); raw psycopg baseline {raw['rps']:.0f} tx/s "
+            f"→ ratio {ratio_raw:.2f} (goal ≥ 0.12)"
+        )
+        print(f"server={server} intake_rps={results['202']['rps']:.0f} intake_400_rps={results['400']['rps']:.0f} "
+              f"raw_rps={raw['rps']:.0f} ratio_raw={ratio_raw:.3f}", end="")  # fmt: skip
+        if idp is not None:
+            ratio_idp = results["202"]["rps"] / idp["rps"]
+            line += f"; oidc-provider /reg {idp['rps']:.0f}/s → ratio {ratio_idp:.2f}"
+            print(f" idp_rps={idp['rps']:.0f} ratio_idp={ratio_idp:.3f}", end="")
+        print()
+        append_result(line)
     return 0
 
 

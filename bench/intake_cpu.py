@@ -21,8 +21,13 @@ Targets, all in the same run against the database ``bench/intake.py`` prepares (
 - ``intake 202``: ``POST /oauth2/register``, a medium-risk registration (pending request, token use, audit event);
 - ``intake 400``: the same with an unknown scope (refused request and audit event);
 - ``intake 401``: the same with an unknown initial access token (a refused-credential tally upsert);
-- ``healthz``: ``GET /healthz`` through the same handler and middleware — the cheapest request the stack answers;
-- ``raw``: the 202 path's rows written by bench/intake.py's raw psycopg statement — the driver's share alone.
+- ``healthz``: ``GET /healthz`` through the same handler and middleware — the cheapest request the stack answers
+  (sent from a non-probe address, so it passes every middleware rather than the probe shortcut; it no longer
+  queries the database);
+- ``raw``: the 202 path's rows written by bench/intake.py's raw psycopg statement — the driver's share alone;
+- ``log kv`` / ``log json``: one typical log line (``outbox_delivered …``, inside a request id) through
+  ``portal.logs``' key=value or JSON formatter to a handler writing to /dev/null — what each line costs, to set
+  against a registration (the 202/400 paths write no line at the default level; gunicorn's access log adds one).
 
 Prints instructions per request and the ratio of the 202 path to ``healthz`` and ``raw``, and appends one
 line to bench/RESULTS.md. Needs valgrind (Debian package ``valgrind``).
@@ -48,7 +53,7 @@ BENCH = ROOT / "bench"
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 sys.path.insert(0, str(ROOT))
 
-TARGETS = ("intake 201", "intake 202", "intake 400", "intake 401", "healthz", "raw")
+TARGETS = ("intake 201", "intake 202", "intake 400", "intake 401", "healthz", "raw", "log kv", "log json")
 WARM_UP = 30
 
 
@@ -73,6 +78,8 @@ def child(target: str, n: int) -> None:
     django.setup()
     if target == "raw":
         call = _raw_call(bench)
+    elif target.startswith("log "):
+        call = _log_call(target.removeprefix("log "))
     else:
         call = _wsgi_call(bench, target)
     for _ in range(WARM_UP):
@@ -85,8 +92,10 @@ def _wsgi_call(bench, target: str):
     from django.core.wsgi import get_wsgi_application
 
     app = get_wsgi_application()
+    remote = "127.0.0.1"
     if target == "healthz":
-        method, path, body, expect = "GET", "/healthz", b"", "200"
+        # Not from a probe network: through the whole middleware stack like a registration.
+        method, path, body, expect, remote = "GET", "/healthz", b"", "200", "192.0.2.10"
     else:
         payload = {"intake 201": bench.BODY_201, "intake 202": bench.BODY_202, "intake 400": bench.BODY_400,
                    "intake 401": bench.BODY_202}[target]
@@ -97,7 +106,7 @@ def _wsgi_call(bench, target: str):
         environ = {
             "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
             "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": "127.0.0.1", "HTTP_HOST": "127.0.0.1:8000", "CONTENT_TYPE": "application/json",
+            "REMOTE_ADDR": remote, "HTTP_HOST": "127.0.0.1:8000", "CONTENT_TYPE": "application/json",
             "CONTENT_LENGTH": str(len(body)), "HTTP_AUTHORIZATION": f"Bearer {bearer}",
             "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
             "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
@@ -108,6 +117,26 @@ def _wsgi_call(bench, target: str):
         response.close()
         if not status[0].startswith(expect):
             raise RuntimeError(f"{target}: expected {expect}, got {status[0]}")
+
+    return call
+
+
+def _log_call(log_format: str):
+    import logging
+
+    from portal.logs import bind_request_id, formatter
+
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    handler.setFormatter(formatter(log_format))
+    log = logging.getLogger("inventory.connectors.bench")
+    log.handlers[:] = [handler]
+    log.propagate = False
+    log.setLevel(logging.INFO)
+    bind_request_id("3f2a9c1e7b8d4e6fa0b1c2d3e4f5a6b7")
+
+    def call() -> None:
+        log.info("%s %s", "outbox_delivered",
+                 "entry_id=123456 client_id=98765 operation=create idp_client_id=dryrun-reg_AbCdEfGhIjKlMnOpQrSt")
 
     return call
 
@@ -158,7 +187,7 @@ def main() -> int:
         counts = dict(zip(jobs, pool.map(lambda job: instructions(*job), jobs), strict=True))
     per = {target: (counts[(target, args.requests)] - counts[(target, 0)]) / args.requests for target in TARGETS}
     for target in TARGETS:
-        print(f"{target:12s} {per[target] / 1e6:6.2f} M instructions/request", flush=True)
+        print(f"{target:12s} {per[target] / 1e6:8.4f} M instructions/request", flush=True)
 
     vs_healthz = per["intake 202"] / per["healthz"]
     vs_raw = per["intake 202"] / per["raw"]
@@ -169,9 +198,12 @@ def main() -> int:
         f"healthz {per['healthz'] / 1e6:.2f} M → ratio {vs_healthz:.1f}; raw psycopg statement "
         f"{per['raw'] / 1e6:.2f} M → ratio {vs_raw:.1f}"
     )
+    line += (f"; one log line: kv {per['log kv'] / 1e3:.1f} k, json {per['log json'] / 1e3:.1f} k instructions "
+             f"({per['log json'] / per['intake 202'] * 100:.2f} % of a 202 registration)")
     print(f"intake_instructions={per['intake 202']:.0f} intake_201_instructions={per['intake 201']:.0f} "
           f"healthz_instructions={per['healthz']:.0f} "
-          f"raw_instructions={per['raw']:.0f} ratio_healthz={vs_healthz:.2f} ratio_raw={vs_raw:.2f}")  # fmt: skip
+          f"raw_instructions={per['raw']:.0f} ratio_healthz={vs_healthz:.2f} ratio_raw={vs_raw:.2f} "
+          f"log_kv_instructions={per['log kv']:.0f} log_json_instructions={per['log json']:.0f}")  # fmt: skip
     bench.append_result(line)
     return 0
 

@@ -24,6 +24,7 @@ import os
 import socket
 import statistics
 import subprocess
+import tempfile
 import time
 from datetime import UTC, datetime
 from importlib import import_module
@@ -36,6 +37,8 @@ os.environ.setdefault("DEBUG", "false")
 os.environ.setdefault("SECRET_KEY", "bench-" + "x" * 40)
 os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+# DEBUG off serves hashed static files, as in production: collected here (main) before any page renders.
+os.environ.setdefault("STATIC_ROOT", str(Path(tempfile.gettempdir()) / "registrar-bench-static"))
 if "REGISTRAR_ENCRYPTION_KEY" not in os.environ:
     from cryptography.fernet import Fernet
 
@@ -165,6 +168,7 @@ def main():
     args = parser.parse_args()
     if connection.vendor != "postgresql":
         raise SystemExit("bench/inventory.py needs DATABASE_URL pointing at PostgreSQL")
+    call_command("collectstatic", interactive=False, verbosity=0)
     seed_s = None
     if args.seed and not args.no_seed:
         began = time.monotonic()

@@ -8,8 +8,10 @@ class InventoryConfig(AppConfig):
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
 
+        from inventory import metrics
         from inventory.leavers import connect_signals
         from inventory.selectors import configure_search_session
 
         connect_signals()
+        metrics.register()  # /metrics figures and /readyz checks
         connection_created.connect(configure_search_session, dispatch_uid="inventory.search_session")

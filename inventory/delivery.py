@@ -70,6 +70,7 @@ from inventory.connectors.errors import (
 from inventory.journal import journal_clear, journal_land, journal_start, unconfirmed_create
 from inventory.lifecycle import client_transition
 from inventory.models import Client, IdPConnection, OutboxEntry
+from portal import logs
 from portal.audit import Actor, audit_record
 
 logger = logging.getLogger(__name__)
@@ -262,7 +263,9 @@ def client_spec(client: Client) -> ClientSpec:
 
 def connector_for(idp: IdPConnection, *, timeout: float | None = None) -> BaseConnector:
     timeout = timeout or _setting("REGISTRAR_CONNECTOR_TIMEOUT_SECONDS", DEFAULT_CONNECTOR_TIMEOUT)
-    return build_connector(idp.kind, idp.config or {}, idp.secrets or {}, timeout)
+    connector = build_connector(idp.kind, idp.config or {}, idp.secrets or {}, timeout)
+    connector.label = idp.name
+    return connector
 
 
 def find_by_marker(connector: BaseConnector, registrar_id: str) -> list[RemoteClient]:
@@ -327,10 +330,9 @@ def _attempt(
     connector = _connector(claim, connectors, timeout)
     if _journaled(connector):
         if inline:
-            from inventory.outbox import _nudge_worker
-
-            _unclaim([claim])  # not attempted here: a worker creates it with the full connector timeout
-            _nudge_worker(claim.entry.client_id)
+            # Not attempted here: a worker creates it with the full connector timeout (the intake nudges one
+            # when the inline delivery did not finish).
+            _unclaim([claim])
             return Outcome.RETRY
         answer = _journaled_call(claim, connector)
     else:
@@ -737,7 +739,9 @@ class _CallPool:
 
     def submit(self, fn, *args) -> Future:
         if self._executor is not None:
-            return self._executor.submit(_without_database, fn, *args)
+            # With the caller's request and task ids, so the calls' log lines carry them. (Not a copy of the whole
+            # context: Django's connections live in it, and a pool thread must not touch the caller's.)
+            return self._executor.submit(logs.run_with_ids, logs.ids_snapshot(), _without_database, fn, *args)
         future: Future = Future()
         future.set_result(fn(*args))
         return future

@@ -22,6 +22,11 @@ def outbox_enqueue(*, client: Client, operation: str, deliver_after_commit: bool
     return entry
 
 
+def outbox_nudge(*, client_id: int) -> None:
+    """Ask a worker to deliver ``client_id``'s due entries now (best effort; the periodic requeue backs it up)."""
+    _nudge_worker(client_id)
+
+
 def _nudge_worker(client_id: int) -> None:
     try:
         from inventory.tasks import deliver_client_outbox

@@ -49,11 +49,15 @@ def client_create(
     reason: str = "",
     provision: bool = True,
     ceiling_ttl_seconds: int | None = None,
+    nudge_worker: bool = True,
 ) -> Client:
     """Create a client in ``provisioning`` and queue its creation at the IdP (one transaction).
 
     Whoever calls this approved the client: its scopes, audiences and lifetime (``ceiling_ttl_seconds``,
     else the time until ``expires_at``) become its approved ceiling for renewals.
+
+    ``nudge_worker=False`` when the caller delivers the entry itself right after the commit (the intake's inline
+    201 path): a worker nudged at the same moment would race it for the entry and turn the 201 into a 202.
     """
     now = timezone.now()
     if ceiling_ttl_seconds is None:
@@ -99,5 +103,5 @@ def client_create(
         policy_version=policy_version,
     )
     if provision:
-        outbox_enqueue(client=client, operation=OutboxOperation.CREATE)
+        outbox_enqueue(client=client, operation=OutboxOperation.CREATE, deliver_after_commit=nudge_worker)
     return client

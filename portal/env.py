@@ -129,3 +129,16 @@ def parse_redis_url(url: str, name: str = "REDIS_URL") -> str:
     if not (url.startswith("redis://") or url.startswith("rediss://") or url.startswith("unix://")):
         raise ImproperlyConfigured(f"{name} must start with redis://, rediss:// or unix://, got {url!r}")
     return url
+
+
+def parse_networks(values: list[str], name: str) -> tuple:
+    """CIDR networks (``127.0.0.0/8``, ``10.0.0.0/8``, ``::1/128``; a bare address is a /32 or /128)."""
+    import ipaddress
+
+    networks = []
+    for value in values:
+        try:
+            networks.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(f"{name} must list IP networks in CIDR form (e.g. 10.0.0.0/8), got {value!r}")
+    return tuple(networks)

@@ -1,19 +1,70 @@
-"""Request id propagation: every request gets an id that audit events and logs carry."""
+"""Request-level plumbing: health probes before the host checks, request ids, the agents' fast path."""
 
 from __future__ import annotations
 
-import contextvars
+import ipaddress
 import re
 import uuid
 
+from django.conf import settings
 from django.urls import resolve
 
-_request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
+from portal.logs import bind_request_id, current_request_id, unbind_request_id
+
+__all__ = ["MachineEndpointMiddleware", "ProbeMiddleware", "RequestIdMiddleware", "current_request_id", "is_probe"]
+
 _VALID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 
+# Headers a reverse proxy adds when it forwards a request. A request carrying one came through a proxy, so its
+# socket peer (the proxy) says nothing about who sent it.
+_FORWARDING_HEADERS = (
+    "HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO",
+)
 
-def current_request_id() -> str:
-    return _request_id.get()
+
+def is_probe(request) -> bool:
+    """True when the request comes straight from an address in ``REGISTRAR_PROBE_NETWORKS``.
+
+    ``REMOTE_ADDR`` is the TCP peer as the WSGI server saw it (nothing the client can write), and a request
+    that carries a forwarding header is never a probe: behind a proxy on loopback every public request has
+    a loopback peer, but the proxy adds ``X-Forwarded-For``, and the sender cannot remove what the proxy adds.
+    """
+    if any(header in request.META for header in _FORWARDING_HEADERS):
+        return False
+    try:
+        address = ipaddress.ip_address(request.META.get("REMOTE_ADDR", "").split("%", 1)[0])
+    except ValueError:
+        return False
+    if address.version == 6 and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return any(address in network for network in settings.REGISTRAR_PROBE_NETWORKS)
+
+
+class ProbeMiddleware:
+    """Answers ``GET /healthz``, ``/readyz`` and ``/metrics`` from the probe networks before the host and TLS checks.
+
+    A load balancer, the kubelet or a container health check calls the process by its address (a Host header
+    that is not in ``ALLOWED_HOSTS``) over plain HTTP (which ``SECURE_SSL_REDIRECT`` would bounce to HTTPS),
+    so through the normal stack every probe would get a 400 or a 301. For these three exact paths, GET or
+    HEAD only, from a direct peer in ``REGISTRAR_PROBE_NETWORKS`` (see :func:`is_probe`), this middleware
+    calls the view itself. Why that is safe: the host check guards against forged Host headers ending up in
+    links, redirects and cached pages, and these views never read the Host header, set no cookies and build
+    no URLs; HTTPS guards credentials and cookies in transit, and these answers carry neither (the metrics
+    token is only needed from outside the probe networks, which still go through both checks). It must stay
+    first in ``MIDDLEWARE`` so it sees the socket peer, before anything that rewrites ``REMOTE_ADDR``.
+    """
+
+    paths = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if request.path_info in self.paths and request.method in ("GET", "HEAD") and is_probe(request):
+            match = resolve(request.path_info)
+            request.resolver_match = match
+            return match.func(request, *match.args, **match.kwargs)
+        return self.get_response(request)
 
 
 class RequestIdMiddleware:
@@ -26,11 +77,11 @@ class RequestIdMiddleware:
         incoming = request.META.get(self.header, "")
         request_id = incoming if _VALID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id
-        token = _request_id.set(request_id)
+        token = bind_request_id(request_id)
         try:
             response = self.get_response(request)
         finally:
-            _request_id.reset(token)
+            unbind_request_id(token)
         response["X-Request-ID"] = request_id
         return response
 

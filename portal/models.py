@@ -118,3 +118,27 @@ class AuditHead(models.Model):
 
     def __str__(self) -> str:
         return f"audit head at #{self.last_event_id}"
+
+
+class Heartbeat(models.Model):
+    """When a piece of background machinery last proved it runs: a worker queue, a periodic sweep.
+
+    ``queue:<name>`` rows are written by the heartbeat task beat sends to each queue (so a fresh row means beat,
+    the broker and a worker consuming that queue all work); ``sweep:<name>`` rows by each periodic sweep, with
+    how long it took. ``/readyz`` and ``/metrics`` read them; one row per name, overwritten in place.
+    """
+
+    name = models.CharField(_("name"), max_length=64)  # unique: see Meta.constraints
+    beat_at = models.DateTimeField(_("last beat at"))
+    duration_seconds = models.FloatField(_("duration (s)"), null=True, blank=True)
+    delay_seconds = models.FloatField(_("queue delay (s)"), null=True, blank=True,
+                                      help_text=_("Time between beat sending the heartbeat and a worker running it."))
+    host = models.CharField(_("host"), max_length=255, blank=True)
+
+    class Meta:
+        verbose_name = _("heartbeat")
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["name"], name="heartbeat_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -31,8 +30,10 @@ from portal.env import (
     env_required,
     env_str,
     parse_database_url,
+    parse_networks,
     parse_redis_url,
 )
+from portal.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("REGISTRAR_DATA_DIR") or BASE_DIR / "data")
@@ -135,7 +136,11 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Health and metrics probes from REGISTRAR_PROBE_NETWORKS are answered here, before the host and TLS
+    # checks below: first in the list so it sees the socket peer (see its docstring for why that is safe).
+    "portal.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.middleware.RequestIdMiddleware",
     # Agents' registration endpoints skip everything below (browser middleware): see its docstring.
     "portal.middleware.MachineEndpointMiddleware",
@@ -414,26 +419,61 @@ REGISTRAR_FETCH_CA_FILE = env_str("REGISTRAR_FETCH_CA_FILE") or ""  # extra trus
 if REGISTRAR_FETCH_CA_FILE and not Path(REGISTRAR_FETCH_CA_FILE).is_file():
     raise ImproperlyConfigured(f"REGISTRAR_FETCH_CA_FILE {REGISTRAR_FETCH_CA_FILE!r} is not a readable file")
 # Test-only: lets the fetcher connect to loopback, where tests serve HTTPS with a test CA. Anywhere else it would
-# let an agent make Registrar fetch from its own host, so it is refused outside the test settings and embedded mode.
+# let an agent make Registrar fetch from its own host, so it is refused outside embedded mode (which the test
+# settings and `make run` ask for).
 REGISTRAR_FETCH_ALLOW_LOOPBACK = env_bool("REGISTRAR_FETCH_ALLOW_LOOPBACK", False)
-_TEST_SETTINGS = os.environ.get("DJANGO_SETTINGS_MODULE") == "portal.settings_test"
-if REGISTRAR_FETCH_ALLOW_LOOPBACK and not (EMBEDDED or _TEST_SETTINGS):
+if REGISTRAR_FETCH_ALLOW_LOOPBACK and not EMBEDDED:
     raise ImproperlyConfigured(
         "REGISTRAR_FETCH_ALLOW_LOOPBACK is for tests only: it lets agents make Registrar fetch URLs on its own "
         "host. Unset it (it is honoured only with the test settings or in embedded mode)."
     )
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"kv": {"format": "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "kv"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        # One INFO line per IdP call is noise (and CPU) at worker speed; connectors log their own
-        # censored key=value events.
-        "httpx": {"level": "WARNING"},
-        "httpcore": {"level": "WARNING"},
+# --- static files --------------------------------------------------------------------------
+# WhiteNoise serves STATIC_ROOT from the WSGI server. Production uses hashed, pre-compressed files
+# (``collectstatic`` at install or image build); DEBUG serves the source folders as they are.
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
     },
 }
+if DEBUG:
+    import warnings
+
+    # In DEBUG WhiteNoise serves from the source folders (its finders); STATIC_ROOT exists only after collectstatic.
+    warnings.filterwarnings("ignore", message=r"No directory at: ", category=UserWarning)
+
+# --- health, metrics and worker heartbeats ---------------------------------------------------
+# Probes from these networks reach /healthz, /readyz and /metrics without the ALLOWED_HOSTS and HTTPS checks
+# (portal.middleware.ProbeMiddleware); everyone else goes through them, and /metrics then needs the token.
+REGISTRAR_PROBE_NETWORKS = parse_networks(
+    env_list("REGISTRAR_PROBE_NETWORKS", ["127.0.0.0/8", "::1/128"]), "REGISTRAR_PROBE_NETWORKS"
+)
+REGISTRAR_METRICS_TOKEN = env_str("REGISTRAR_METRICS_TOKEN") or None
+if REGISTRAR_METRICS_TOKEN and len(REGISTRAR_METRICS_TOKEN) < 32:
+    raise ImproperlyConfigured("REGISTRAR_METRICS_TOKEN must be at least 32 characters")
+# Checks whose failure makes /readyz answer 503; the others (IdPs, outbox age, workers) only report.
+REGISTRAR_READYZ_REQUIRED = env_list("REGISTRAR_READYZ_REQUIRED", ["database", "cache", "broker"])
+REGISTRAR_READYZ_TIMEOUT_SECONDS = env_float("REGISTRAR_READYZ_TIMEOUT_SECONDS", 2.0, minimum=0.1)
+REGISTRAR_READYZ_IDP_CACHE_SECONDS = env_int("REGISTRAR_READYZ_IDP_CACHE_SECONDS", 30, minimum=0)
+REGISTRAR_OUTBOX_AGE_WARN_SECONDS = env_int("REGISTRAR_OUTBOX_AGE_WARN_SECONDS", 300, minimum=1)
+REGISTRAR_HEARTBEAT_SECONDS = env_int("REGISTRAR_HEARTBEAT_SECONDS", 30, minimum=5)
+REGISTRAR_HEARTBEAT_QUEUES = env_list("REGISTRAR_HEARTBEAT_QUEUES", ["celery"])
+# A Celery worker's own /metrics (IdP calls made by its pool), served by its main process; 0 = off.
+REGISTRAR_WORKER_METRICS_PORT = env_int("REGISTRAR_WORKER_METRICS_PORT", 0, minimum=0, maximum=65535)
+REGISTRAR_WORKER_METRICS_ADDR = env_str("REGISTRAR_WORKER_METRICS_ADDR", "127.0.0.1")
+
+# --- logging -------------------------------------------------------------------------------
+# One configuration for the web server, the workers, beat and gunicorn's own lines (portal.logs); every line
+# carries the request id and the Celery task id. key=value for people at a terminal, JSON for log pipelines.
+LOG_FORMAT = env_str("LOG_FORMAT", "kv" if EMBEDDED else "json")
+if LOG_FORMAT not in ("kv", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be kv or json, got {LOG_FORMAT!r}")
+LOG_LEVEL = (env_str("LOG_LEVEL", "INFO") or "INFO").upper()
+if LOG_LEVEL not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+    raise ImproperlyConfigured(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {LOG_LEVEL!r}")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+# Celery keeps its hands off the root logger; portal.celery applies LOGGING in its worker and beat processes.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False

@@ -21,6 +21,7 @@ from django.urls import get_script_prefix, reverse
 from django.views.decorators.csrf import csrf_exempt
 
 from approvals import intake, ratelimit
+from approvals.metrics import registration_counted
 from portal import jsonbody
 
 logger = logging.getLogger(__name__)
@@ -132,9 +133,27 @@ def _unauthorized(request: HttpRequest, exc: intake.IntakeError, bearer: str | N
     return _from_exc(exc)
 
 
+# Outcome label of registrar_registrations_total by status code; 202 and 400 are told apart by the view.
+_OUTCOMES = {201: "created", 202: "pending", 400: "invalid", 401: "unauthorized", 405: "invalid", 413: "invalid",
+             429: "rate_limited"}
+
+
 @csrf_exempt
 def register(request: HttpRequest) -> HttpResponse:
-    """RFC 7591 §3.1 client registration."""
+    """RFC 7591 §3.1 client registration, counted by channel and outcome (``approvals.metrics``)."""
+    request.registration_channel = ""
+    request.registration_outcome = ""
+    try:
+        response = _register(request)
+    except Exception:
+        registration_counted(channel=request.registration_channel, outcome="error")
+        raise
+    outcome = request.registration_outcome or _OUTCOMES.get(response.status_code, "error")
+    registration_counted(channel=request.registration_channel, outcome=outcome)
+    return response
+
+
+def _register(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         response = _error(405, "invalid_request", "use POST to register a client")
         response["Allow"] = "POST"
@@ -156,6 +175,7 @@ def register(request: HttpRequest) -> HttpResponse:
             description=exc.description, bearer=None, source_ip=source_ip, path=request.path, error=exc.error
         )
         return _from_exc(exc)
+    request.registration_channel = requester.via
     if requester.statement is not None:
         # A statement is its own credential: limit per workload (issuer rule + subject), like a token.
         ident = f"statement:{requester.statement.issuer.pk}:{requester.statement.subject}"
@@ -175,6 +195,7 @@ def register(request: HttpRequest) -> HttpResponse:
         return _from_exc(exc)
 
     if submission.refused:
+        request.registration_outcome = "refused"
         return _error(400, submission.error, submission.error_description)
     reg = submission.request
     uri = _client_uri(request, reg.public_id)
@@ -187,6 +208,7 @@ def register(request: HttpRequest) -> HttpResponse:
         response["Location"] = uri
         return response
     status = "pending" if submission.client is None else "provisioning"
+    request.registration_outcome = status
     response = _json(
         202,
         intake.pending_information(

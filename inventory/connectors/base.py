@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Self
 
 import httpx
 
+from inventory.connectors import telemetry
 from inventory.connectors.errors import (
     AlreadyExists,
     BadRequest,
@@ -114,6 +115,8 @@ class BaseConnector(abc.ABC):
     """
 
     kind: ClassVar[str]
+    #: Which connection this connector talks to, for metrics and logs (``IdPConnection.name``; the kind until set).
+    label: str = ""
     #: Parameter names (config, secrets, remote_state, metadata) censored in logs and audit payloads,
     #: in addition to anything :func:`censor` already recognises by name.
     sensitive_params: ClassVar[frozenset[str]] = frozenset()
@@ -256,12 +259,31 @@ class BaseConnector(abc.ABC):
         scrub = [v for v in self.secrets.values() if isinstance(v, str)] + list(secret_values)
         return censor(body, extra_keys=self.sensitive_params, secret_values=scrub)
 
+    def probe(self) -> None:
+        """Is the IdP reachable? Any HTTP answer below 500 from its OpenID/OAuth discovery document (or the
+        issuer URL) counts; :class:`Transient` when it times out, refuses or answers 5xx. No credentials are sent,
+        and the call is not counted in the IdP call metrics (it measures reachability, not Registrar's work)."""
+        url = self.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        try:
+            response = self._http.get(url)
+        except httpx.TimeoutException as exc:
+            raise Transient(f"{self.kind}: GET {url} timed out after {self.timeout}s") from exc
+        except httpx.TransportError as exc:
+            raise Transient(f"{self.kind}: GET {url} failed: {type(exc).__name__}: {exc}") from exc
+        except httpx.InvalidURL as exc:
+            raise Misconfigured(f"{self.kind}: invalid URL {url!r}: {exc}") from exc
+        if response.status_code >= 500:
+            raise Transient(f"{self.kind}: GET {url} answered {response.status_code}", status_code=response.status_code)
+
     def _log_request(self, method: str, url: str, started: float, **fields: Any) -> None:
         # Successful calls are DEBUG, like the connectors' own success events (connector_created, ...): the
         # outbox writes the INFO line for each delivered change (outbox_delivered), from the thread that
         # records it, so IdP calls in flight on a worker's pool do not queue on the log handler's lock.
         # Failures stay loud.
         status = fields.get("status", 0)
+        elapsed = time.monotonic() - started
+        telemetry.observe_idp_call(connection=self.label or self.kind, kind=self.kind, method=method, seconds=elapsed,
+                                   status=status, error=fields.get("error") or "")
         if fields.get("error") or status >= 500:
             level = logging.WARNING
         elif status >= 400:
@@ -275,7 +297,7 @@ class BaseConnector(abc.ABC):
             kind=self.kind,
             method=method,
             url=url,
-            elapsed_ms=round((time.monotonic() - started) * 1000, 1),
+            elapsed_ms=round(elapsed * 1000, 1),
             **fields,
         )
 

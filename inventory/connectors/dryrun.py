@@ -39,6 +39,9 @@ class DryRunConnector(BaseConnector):
     def token_endpoint(self) -> str:
         return self.config.get("token_endpoint", f"{self.issuer.rstrip('/')}/token")
 
+    def probe(self) -> None:
+        """Always reachable: there is nothing to reach."""
+
     def _record(self, operation: str, client_id: str, payload: dict) -> None:
         self.calls.append((operation, client_id, payload))
         log_event("connector_dry_run", kind=self.kind, operation=operation, client_id=client_id)

@@ -203,7 +203,8 @@ class RaceServer:
         self._stack.callback(self._stop_gunicorn)
         wait_for(self._healthy, timeout=60, what=f"gunicorn on {self.url} (log {self.work_dir / 'gunicorn.log'})",
                  interval=0.2)
-        self.celery = CeleryWorker("races", env=self.env(), concurrency=CELERY_CONCURRENCY)
+        # LOG_LEVEL INFO: the worker's " ready." line, which CeleryWorker waits for, is an INFO line.
+        self.celery = CeleryWorker("races", env=self.env() | {"LOG_LEVEL": "INFO"}, concurrency=CELERY_CONCURRENCY)
         self.celery.start(ready_timeout=60)
         self._stack.callback(self.celery.stop)
 
