@@ -67,7 +67,7 @@ from inventory.lifecycle import LifecycleError, client_snapshot, client_transiti
 from inventory.models import Client, IdPConnection, ScopeDefinition
 from inventory.outbox import outbox_enqueue
 from inventory.services import new_registration_id
-from portal.audit import Actor, audit_append, audit_event, audit_record, chained, chained_insert
+from portal.audit import Actor, audit_append, audit_event, audit_record, event_insert, event_inserted
 from portal.crypto import hash_token, new_token
 from portal.models import AuditEvent
 from portal.rawsql import InsertStatement, ModelColumns, fetch_one
@@ -550,10 +550,10 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
     """Write ``request`` and its audit ``event``, consuming one use of token ``token_id`` if given; False (and
     nothing written) when the token ran out meanwhile. This is the one place a use is consumed.
 
-    On PostgreSQL it is one statement (token UPDATE, request INSERT and the chain append as data-modifying
-    CTEs, :func:`portal.audit.chained_insert`): every agent of a fleet shares one token and every registration
-    the chain head, and their row locks are then held for one statement and its commit, never across a round
-    trip to Python. Elsewhere the same steps run in a transaction.
+    On PostgreSQL it is one statement (token UPDATE and request INSERT as data-modifying CTEs, then the event
+    INSERT, :func:`portal.audit.event_insert`): every agent of a fleet shares one token, and its row lock is
+    then held for one statement and its commit, never across a round trip to Python. The event takes no lock
+    at all (the sequencer places it in the log later). Elsewhere the same steps run in a transaction.
     """
     connection = transaction.get_connection()
     if connection.vendor != "postgresql":
@@ -572,15 +572,15 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
         ctes.append(("tok", _token_use_sql(connection) + " RETURNING id", [now, token_id, now]))
     insert, params = _REQUEST_INSERT.from_select(request, connection, expressions={}, source="tok" if ctes else "")
     ctes.append(("req", f"{insert} RETURNING id", params))
-    sql, params = chained_insert(connection, event, ctes=ctes, when="EXISTS (SELECT 1 FROM req)",
-                                 returning=["(SELECT id FROM req)"])  # fmt: skip
+    sql, params = event_insert(connection, event, ctes=ctes, when="EXISTS (SELECT 1 FROM req)",
+                               returning=["(SELECT id FROM req)"])  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return False
-    chained(event, row, using=connection.alias)
-    request.pk = row[3]
+    event_inserted(event, row, using=connection.alias)
+    request.pk = row[1]
     request._state.adding = False
     request._state.db = connection.alias
     return True
