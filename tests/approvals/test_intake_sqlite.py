@@ -24,6 +24,7 @@ from django.utils import timezone
 from approvals.models import InitialAccessToken, RegistrationRequest
 from inventory.models import IdPConnection, ScopeDefinition
 from portal.audit import verify_chain
+from portal.tlog.sequencer import log_seal
 from portal.crypto import hash_token
 from portal.models import AuditEvent, User
 
@@ -53,13 +54,14 @@ out["uses"] = InitialAccessToken.objects.get().uses
 out["requests"] = sorted(RegistrationRequest.objects.values_list("state", flat=True))
 out["owners"] = sorted(set(RegistrationRequest.objects.values_list("owner__username", flat=True)))
 out["actions"] = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
+out["sealed"] = log_seal().sealed
 checked, broken = verify_chain()
 out["chain"] = [checked, None if broken is None else broken.problem]
 print(json.dumps(out))
 """
 
 
-def test_registration_on_sqlite_writes_rows_and_a_valid_chain(tmp_path):
+def test_registration_on_sqlite_writes_rows_and_a_valid_log(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DJANGO_"))}
     env |= {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true", "REGISTRAR_DATA_DIR": str(tmp_path),
             "PYTHONPATH": str(ROOT), "LOG_LEVEL": "ERROR"}  # fmt: skip
@@ -75,4 +77,5 @@ def test_registration_on_sqlite_writes_rows_and_a_valid_chain(tmp_path):
     assert out["requests"] == ["approved", "pending", "refused"] and out["owners"] == ["demo-owner"]
     assert {"client.create", "registration.accepted", "client.active"} <= set(out["actions"])
     assert out["actions"][-2:] == ["registration.pending", "registration.refused"]
+    assert out["sealed"] == len(out["actions"])
     assert out["chain"] == [len(out["actions"]), None]

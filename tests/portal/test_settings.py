@@ -13,6 +13,8 @@ from django.core.exceptions import ImproperlyConfigured
 from portal.env import env_bool, env_float, env_int, parse_database_url, parse_redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
+TEST_LOG_KEY = "PRIVATE+KEY+registrar.test/audit-log+23489aee+AbLUkPGT8NXxl453Z+fncnV6KVajDSg9Yz0HcvL1aSS4"
+TEST_LOG_VERIFIER_KEY = "registrar.test/audit-log+23489aee+AXSUlzg7vliEFEkSv1ltpOE4hvrbzW/P86mqZQOZI9fZ"
 
 
 @pytest.mark.parametrize("url", ["mysql://u@h/db", "postgres://u@h:notaport/db", "postgres://u@h:5432/", "nonsense"])
@@ -43,7 +45,8 @@ def test_env_helpers_reject_bad_values():
 
 
 def _import_settings(env: dict) -> subprocess.CompletedProcess:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DEBUG", "SECRET_KEY", "REDIS"))}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DATABASE_URL", "DEBUG", "SECRET_KEY", "REDIS", "REGISTRAR_LOG_"))}  # fmt: skip
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         env=clean | {"DJANGO_SETTINGS_MODULE": "portal.settings"} | env,
@@ -66,8 +69,16 @@ def test_production_requires_secret_and_encryption_key():
     assert result.returncode != 0 and "REGISTRAR_ENCRYPTION_KEY" in result.stderr
     result = _import_settings(prod | {"SECRET_KEY": "x" * 50, "REGISTRAR_ENCRYPTION_KEY": "short"})
     assert result.returncode != 0 and "Fernet key" in result.stderr
-    good = prod | {"SECRET_KEY": "x" * 50, "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY="}
+    keyed = prod | {"SECRET_KEY": "x" * 50, "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY="}
+    result = _import_settings(keyed)
+    assert result.returncode != 0 and "REGISTRAR_LOG_SIGNING_KEY" in result.stderr
+    result = _import_settings(keyed | {"REGISTRAR_LOG_SIGNING_KEY": "PRIVATE+KEY+x+00000000+AAAA"})
+    assert result.returncode != 0 and "audit log key" in result.stderr
+    good = keyed | {"REGISTRAR_LOG_SIGNING_KEY": TEST_LOG_KEY}
     result = _import_settings(good)
+    assert result.returncode == 0, result.stderr
+    # a web server may hold the public key only
+    result = _import_settings(keyed | {"REGISTRAR_LOG_VERIFIER_KEY": TEST_LOG_VERIFIER_KEY})
     assert result.returncode == 0, result.stderr
 
 
