@@ -37,8 +37,8 @@ from inventory.choices import LIVE_STATES, RiskTier
 from inventory.models import Client, IdPConnection, OutboxEntry, ScopeDefinition, Team
 from portal.audit import censor
 from portal.models import AuditEvent
-from portal.tlog.evidence import b64, log_evidence
 from portal.roles import can_see_all_clients
+from portal.tlog.evidence import b64, log_evidence
 
 # A stored generated tsvector column added by migration 0005_security_pg_trgm (PostgreSQL only; not a model
 # field, so the ORM never writes it): to_tsvector('english', name || ' ' || purpose).
