@@ -22,14 +22,15 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
-from portal.models import AuditEvent, LogCheckpoint, LogTile
+from portal.models import AuditEvent, LogCheckpoint, LogTile, LogWitnessReceipt
 from portal.tlog import merkle
 from portal.tlog.entries import row_entry, select_list
 from portal.tlog.keys import log_signer, log_verifiers
 from portal.tlog.locks import SEQUENCER_LOCK, try_lock
-from portal.tlog.note import Checkpoint, NoteError, open_checkpoint, sign_note
+from portal.tlog.note import Checkpoint, NoteError, open_checkpoint, parse_checkpoint, parse_note, sign_note
 from portal.tlog.tiles import HASH, TILE_WIDTH, TileSet, read_tiles, right_edge
 from portal.tlog.witness import witness_publish
 
@@ -80,8 +81,6 @@ def latest_checkpoint(*, verify: bool = True) -> tuple[LogCheckpoint | None, Che
     if stored is None:
         return None, Checkpoint("", 0, merkle.EMPTY_ROOT)
     if not verify:
-        from portal.tlog.note import parse_checkpoint, parse_note
-
         return stored, parse_checkpoint(parse_note(stored.note).text)
     try:
         parsed, _ = open_checkpoint(stored.note, log_verifiers())
@@ -167,6 +166,22 @@ def append_leaves(tiles: TileSet, size: int, leaves: list[bytes]) -> list[tuple[
             level, count = level + 1, count // TILE_WIDTH
         size += 1
     return list(dirty)
+
+
+def log_status(now=None) -> dict:
+    """For dashboards, in one query: the seal lag, and the latest checkpoint with when a witness got it."""
+    now = now or timezone.now()
+    oldest = AuditEvent.objects.filter(log_index__isnull=True).order_by("id").values("occurred_at")[:1]
+    witnessed = (LogWitnessReceipt.objects.filter(checkpoint=OuterRef("pk")).order_by("witnessed_at")
+                 .values("witnessed_at")[:1])  # fmt: skip
+    row = (LogCheckpoint.objects.order_by("-tree_size")
+           .annotate(oldest=Subquery(oldest), witnessed_at=Subquery(witnessed))
+           .values("tree_size", "created_at", "witnessed_at", "oldest").first())  # fmt: skip
+    if row is None:
+        return {"seal_lag_seconds": seal_lag_seconds(now), "tree_size": 0, "checkpoint_at": None, "witnessed_at": None}
+    lag = max(0.0, (now - row["oldest"]).total_seconds()) if row["oldest"] else 0.0
+    return {"seal_lag_seconds": lag, "tree_size": row["tree_size"], "checkpoint_at": row["created_at"],
+            "witnessed_at": row["witnessed_at"]}  # fmt: skip
 
 
 def seal_lag_seconds(now=None) -> float:
