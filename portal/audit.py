@@ -108,7 +108,7 @@ def _dumps(value: Any) -> str:
 
 
 def entry_bytes(
-    event_id: int, occurred_at: dt.datetime, actor_type: str, actor_id: str, actor_label: str, action: str,
+    event_id: int, occurred_at: dt.datetime | str, actor_type: str, actor_id: str, actor_label: str, action: str,
     object_type: str, object_id: str, before: Any, after: Any, reason: str, policy_version: int | None,
     request_id: str, prev_hash: str | None,
 ) -> bytes:
@@ -116,9 +116,13 @@ def entry_bytes(
 
     With ``prev_hash`` it is exactly the payload the hash chain hashed, so a chained event's leaf is its
     chain payload; events appended since the log took over have none. Positional arguments, one per column,
-    so the sequencer and ``verify_audit`` can feed database rows without building model instances.
+    so the sequencer and ``verify_audit`` can feed database rows without building model instances;
+    ``occurred_at`` may come already formatted by the database (:data:`OCCURRED_AT_SQL`).
     """
-    occurred = occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    if type(occurred_at) is str:
+        occurred = occurred_at
+    else:
+        occurred = occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds")
     chain = f'"prev_hash":{_dumps(prev_hash)},' if prev_hash else ""
     q = _quote
     return (
@@ -129,6 +133,11 @@ def entry_bytes(
         f'"policy_version":{"null" if policy_version is None else int(policy_version)},{chain}'
         f'"reason":{q(reason)},"request_id":{q(request_id)}}}'
     ).encode()
+
+
+# PostgreSQL formats occurred_at exactly as entry_bytes does (UTC, microseconds, "+00:00"): reading millions of
+# events, parsing each timestamp into a datetime only to format it again was a fifth of verify_audit's time.
+OCCURRED_AT_SQL = """to_char("occurred_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
 
 
 def _entry_values(event: AuditEvent, prev_hash: str | None) -> tuple:

@@ -10,7 +10,7 @@ from typing import Any
 
 from django.db import connections
 
-from portal.audit import entry_bytes
+from portal.audit import OCCURRED_AT_SQL, entry_bytes
 from portal.models import AuditEvent
 
 _TABLE = AuditEvent._meta.db_table
@@ -20,14 +20,19 @@ _COLUMNS = ("id", "occurred_at", "actor_type", "actor_id", "actor_label", "actio
 
 
 def select_list(vendor: str) -> str:
-    # JSON as text on PostgreSQL: parsed here exactly as the JSONField parses it, whatever psycopg's loaders.
-    cast = "::text" if vendor == "postgresql" else ""
-    return ", ".join(f'"{c}"{cast if c in ("before", "after") else ""}' for c in _COLUMNS)
+    # JSON as text on PostgreSQL: parsed here exactly as the JSONField parses it, whatever psycopg's loaders;
+    # the timestamp already in the entry's format.
+    if vendor != "postgresql":
+        return ", ".join(f'"{c}"' for c in _COLUMNS)
+    special = {"before": '"before"::text', "after": '"after"::text', "occurred_at": OCCURRED_AT_SQL}
+    return ", ".join(special.get(c, f'"{c}"') for c in _COLUMNS)
 
 
-def _datetime(value: Any) -> dt.datetime:
-    if isinstance(value, str):  # SQLite keeps UTC datetimes as text
-        value = dt.datetime.fromisoformat(value)
+def _datetime(value: Any) -> dt.datetime | str:
+    if isinstance(value, str):
+        if "T" in value:  # PostgreSQL formatted it already (OCCURRED_AT_SQL)
+            return value
+        value = dt.datetime.fromisoformat(value)  # SQLite keeps UTC datetimes as "YYYY-MM-DD HH:MM:SS.ffffff"
     return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
 
 

@@ -504,3 +504,21 @@ def test_event_insert_runs_the_change_first_and_appends_only_when_it_happened():
     assert row[1] == 7 and AuditEvent.objects.get().pk == event.id
     log_seal()
     assert verify_chain() == (1, None)
+
+
+@pytest.mark.parametrize("occurred_at", [
+    dt.datetime(2026, 1, 2, 3, 4, 5, 0, tzinfo=dt.UTC),
+    dt.datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+    dt.datetime(1999, 7, 1, 0, 0, 0, 10, tzinfo=dt.timezone(dt.timedelta(hours=-9, minutes=-30))),
+])
+def test_the_database_formats_timestamps_exactly_as_the_entry_does(occurred_at):
+    event = audit_event(actor=Actor.system("t"), action="x", object_type="t", object_id=1)
+    event.occurred_at = occurred_at
+    from portal.audit import audit_append
+
+    audit_append(event)
+    log_seal()
+    from portal.tlog.entries import iter_entries
+
+    [(_, _, _, _, entry)] = list(iter_entries())
+    assert entry == leaf_data(event) == leaf_data(AuditEvent.objects.get(pk=event.pk))
