@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+
 from django.db import connections
 
 from portal.models import LogTile
