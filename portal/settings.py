@@ -375,6 +375,9 @@ except NoteError as exc:
 # Where every checkpoint is copied besides the database, comma-separated: a directory (append-only files,
 # one per day) or syslog: / syslog://host:port. See docs/audit-log.md for object storage with retention lock.
 REGISTRAR_LOG_WITNESS = env_list("REGISTRAR_LOG_WITNESS", [str(DATA_DIR / "witness")])
+for _witness in REGISTRAR_LOG_WITNESS:
+    if "://" in _witness and not _witness.startswith("syslog://"):
+        raise ImproperlyConfigured(f"REGISTRAR_LOG_WITNESS: {_witness!r} is neither a directory nor syslog:…")
 REGISTRAR_LOG_BATCH_SIZE = env_int("REGISTRAR_LOG_BATCH_SIZE", 10000, minimum=1)  # events sealed per checkpoint
 # After a commit that appended events, ask a worker to run the sequencer now rather than at the next beat.
 REGISTRAR_LOG_NUDGE = env_bool("REGISTRAR_LOG_NUDGE", True)

@@ -138,3 +138,30 @@ def test_checkpoints_reach_the_witness_directory_and_a_failed_witness_catches_up
     assert witness_publish() == 2
     lines = [json.loads(line) for f in sorted(blocked.glob("*.jsonl")) for line in f.read_text().splitlines()]
     assert [line["tree_size"] for line in lines] == [300, 301]
+
+
+def test_a_syslog_witness_gets_one_line_per_checkpoint(sealed, settings):
+    import socket
+
+    from portal.tlog.witness import witness_from_spec
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as collector:
+        collector.bind(("127.0.0.1", 0))
+        collector.settimeout(5)
+        port = collector.getsockname()[1]
+        settings.REGISTRAR_LOG_WITNESS = [f"syslog://127.0.0.1:{port}"]
+        assert witness_publish() == 1
+        line = collector.recv(65536).decode()
+    assert "registrar-audit-log: " in line and '"tree_size": 300' in line
+    assert LogWitnessReceipt.objects.filter(witness=f"syslog:127.0.0.1:{port}").count() == 1
+    with pytest.raises(NotImplementedError):
+        list(witness_from_spec(f"syslog://127.0.0.1:{port}").checkpoints())
+
+
+def test_an_unknown_witness_is_refused():
+    from django.core.exceptions import ImproperlyConfigured
+
+    from portal.tlog.witness import witness_from_spec
+
+    with pytest.raises(ImproperlyConfigured, match="unknown witness"):
+        witness_from_spec("s3://bucket/checkpoints")

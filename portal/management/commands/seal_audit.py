@@ -3,7 +3,7 @@
 Useful after an upgrade (events of the old hash chain are sealed in their order) and in scripts.
 """
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from portal.tlog.sequencer import log_seal, seal_lag_seconds
 
@@ -16,8 +16,6 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         if options["batch_size"] is not None and options["batch_size"] < 1:
-            from django.core.management.base import CommandError
-
             raise CommandError("--batch-size must be 1 or more")
         total, size = 0, None
         while True:
