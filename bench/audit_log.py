@@ -13,7 +13,7 @@ Parts:
   events is loaded first, then gunicorn + wrk POST registrations (the 202 path) for ``--seal-duration`` seconds
   while a sequencer process runs ``log_seal`` in a loop (idle wait 0.25 s, the nudge cadence). Reports the
   backlog's drain rate (events sealed per second while intake runs; goal ≥ 5,000/s), the sequencer's capacity
-  (events per second of its busy time), and, once the backlog is gone, the seal lag of every event the load
+  (events per second of its runs that sealed 1,000 or more), and, once the backlog is gone, the seal lag of every event the load
   writes (checkpoint time − event time; goal p99 ≤ 2 s), with the registrations/s reached.
 - ``proof`` — inclusion proofs at ``--events`` (10,000,000) events: a dedicated database (``reg_auditlog_bench10m``)
   is filled once synthetically — events COPYed with their log indexes, tiles built in Python from the same entry
@@ -159,7 +159,11 @@ while not os.path.exists(stop):
         batches.append((report.sealed, spent))
     else:
         time.sleep(0.25)
-print(json.dumps({"sealed": sealed, "busy": busy, "batches": len(batches)}))
+# capacity: the rate of full runs (thousands of events), not of the trickle after the backlog, whose fixed cost
+# per run (checking the last checkpoint, loading the right edge, signing) dominates a handful of events
+big = [(n, s) for n, s in batches if n >= 1000]
+print(json.dumps({"sealed": sealed, "busy": busy, "batches": len(batches),
+                  "capacity": sum(n for n, _ in big) / sum(s for _, s in big) if big else 0.0}))
 """
 
 
@@ -244,7 +248,7 @@ def part_seal(args) -> dict:
     drain_rate = args.backlog / drained_at
     return {
         "seal_drain_rate": drain_rate, "seal_drained_s": drained_at or float("nan"),
-        "seal_capacity": summary.get("sealed", 0) / summary["busy"] if summary.get("busy") else 0.0,
+        "seal_capacity": summary.get("capacity", 0.0),
         "seal_total": summary.get("sealed", 0), "seal_lag_p50": percentile(lags, 0.50),
         "seal_lag_p99": percentile(lags, 0.99), "seal_load_rps": load["rps"], "seal_load_events": len(lags),
         "seal_drain_events": drain_events,
@@ -442,7 +446,7 @@ def main() -> int:
     if "seal_lag_p99" in r:
         pieces.append(f"sequencer under intake load ({r['seal_load_rps']:.0f} registrations/s): backlog of "
                       f"{args.backlog:,} drained at {r['seal_drain_rate']:,.0f} events/s (goal ≥ 5,000), capacity "
-                      f"{r['seal_capacity']:,.0f} events/s busy; seal lag of the load's {r['seal_load_events']:,} "
+                      f"{r['seal_capacity']:,.0f} events/s while running; seal lag of the load's {r['seal_load_events']:,} "
                       f"events p50 {r['seal_lag_p50']:.2f} s, p99 {r['seal_lag_p99']:.2f} s (goal ≤ 2 s)")  # fmt: skip
     if "proof_p95_ms" in r:
         pieces.append(f"inclusion proof at {r['proof_size']:,} events p50 {r['proof_p50_ms']:.2f} ms, "
