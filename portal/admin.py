@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin
 
-from portal.models import ApiToken, AuditEvent, User
+from portal.models import ApiToken, AuditEvent, LogCheckpoint, User
 
 
 @admin.register(User)
@@ -16,7 +16,7 @@ class RegistrarUserAdmin(UserAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "user", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_display = ("name", "user", "prefix", "rights", "created_at", "last_used_at", "revoked_at")
     readonly_fields = ("prefix", "token_hash", "created_at", "last_used_at")
 
 
@@ -24,9 +24,26 @@ class ApiTokenAdmin(admin.ModelAdmin):
 class AuditEventAdmin(admin.ModelAdmin):
     """Read-only: the database refuses changes anyway."""
 
-    list_display = ("id", "occurred_at", "actor_label", "action", "object_type", "object_id")
+    list_display = ("id", "log_index", "occurred_at", "actor_label", "action", "object_type", "object_id")
     list_filter = ("action", "actor_type", "object_type")
     search_fields = ("object_id", "actor_label", "action")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LogCheckpoint)
+class LogCheckpointAdmin(admin.ModelAdmin):
+    """Read-only: the audit log's signed checkpoints (the database refuses changes anyway)."""
+
+    list_display = ("tree_size", "root_hash", "created_at")
+    readonly_fields = ("tree_size", "root_hash", "note", "created_at")
 
     def has_add_permission(self, request):
         return False
