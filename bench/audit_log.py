@@ -7,8 +7,8 @@ Parts:
 
 - ``append`` — raw write ceiling of the intake's statement (token use + request INSERT + audit event INSERT,
   bench/intake.py's ``RAW_STATEMENT``) against the head-locked statement it replaced (``OLD_STATEMENT``: the
-  chain head upserted under its row lock, the event hashed by PostgreSQL), ``--connections`` threads for
-  ``--duration`` seconds each, alternated twice. Goal: new ≥ 2× old.
+  chain head upserted under its row lock, the event hashed by PostgreSQL), ``--connections`` client processes
+  for ``--duration`` seconds each, alternated twice. Goal: new ≥ 2× old.
 - ``seal`` — the sequencer while bench/intake.py's load runs at full speed: a backlog of ``--backlog`` waiting
   events is loaded first, then gunicorn + wrk POST registrations (the 202 path) for ``--seal-duration`` seconds
   while a sequencer process runs ``log_seal`` in a loop (idle wait 0.25 s, the nudge cadence). Reports the
@@ -104,26 +104,35 @@ def old_writer(conn):
     return write
 
 
-def ceiling(make_writer, *, duration: int, connections: int) -> float:
+def _ceiling_worker(kind: str, duration: float, start_at: float, queue) -> None:
     import psycopg
 
-    counts = [0] * connections
-    stop = time.monotonic() + duration
+    with psycopg.connect(intake.DB_URL, autocommit=True, prepare_threshold=0) as conn:
+        write = (old_writer if kind == "old" else intake.raw_writer)(conn)
+        while time.time() < start_at:
+            time.sleep(0.01)
+        stop, count = start_at + duration, 0
+        while time.time() < stop:
+            write()
+            count += 1
+    queue.put(count)
 
-    def worker(slot: int) -> None:
-        with psycopg.connect(intake.DB_URL, autocommit=True, prepare_threshold=0) as conn:
-            write = make_writer(conn)
-            while time.monotonic() < stop:
-                write()
-                counts[slot] += 1
 
-    began = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(connections)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return sum(counts) / (time.monotonic() - began)
+def ceiling(kind: str, *, duration: int, connections: int) -> float:
+    """Statements per second from ``connections`` client processes (not threads: one Python process's GIL
+    would cap the clients before the database)."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+    start_at = time.time() + 2  # every client connected before the clock starts
+    procs = [ctx.Process(target=_ceiling_worker, args=(kind, duration, start_at, queue)) for _ in range(connections)]
+    for p in procs:
+        p.start()
+    total = sum(queue.get() for _ in procs)
+    for p in procs:
+        p.join()
+    return total / duration
 
 
 def part_append(args) -> dict:
@@ -132,8 +141,8 @@ def part_append(args) -> dict:
     intake.seed()
     runs = {"new": [], "old": []}
     for _ in range(2):
-        for name, make in (("old", old_writer), ("new", intake.raw_writer)):
-            rate = ceiling(make, duration=args.duration, connections=args.connections)
+        for name in ("old", "new"):
+            rate = ceiling(name, duration=args.duration, connections=args.connections)
             runs[name].append(rate)
             print(f"append {name}: {rate:.0f} tx/s", flush=True)
     new, old = statistics.mean(runs["new"]), statistics.mean(runs["old"])
