@@ -90,7 +90,7 @@ from inventory.models import Client, IdPConnection, ScopeDefinition
 from inventory.outbox import outbox_enqueue, outbox_nudge
 from inventory.quotas import OwnerQuotaExceeded
 from inventory.services import new_registration_id
-from portal.audit import Actor, audit_append, audit_event, audit_record, chained, chained_insert
+from portal.audit import Actor, audit_append, audit_event, audit_record, event_insert, event_inserted
 from portal.crypto import hash_token, new_token
 from portal.models import AuditEvent
 from portal.rawsql import InsertStatement, ModelColumns, fetch_one
@@ -655,10 +655,10 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
     registration has one credential, so the caller knows which it was.)
 
     On PostgreSQL it is one statement (the token or parent UPDATE, or the statement-use INSERT … ON CONFLICT
-    DO NOTHING, then the request INSERT from the row that returned, and the chain append, as data-modifying
-    CTEs, :func:`portal.audit.chained_insert`): every agent of a fleet shares one token and every registration
-    the chain head, and their row locks are then held for one statement and its commit, never across a round
-    trip to Python. Elsewhere the same steps run in a transaction.
+    DO NOTHING, then the request INSERT from the row that returned, as data-modifying CTEs, then the event
+    INSERT, :func:`portal.audit.event_insert`): every agent of a fleet shares one token, and its row lock is
+    then held for one statement and its commit, never across a round trip to Python. The event takes no lock
+    at all (the sequencer places it in the log later). Elsewhere the same steps run in a transaction.
     """
     connection = transaction.get_connection()
     guard = _guard(connection, token_id, spawn, statement_use, now)  # (CTE name, conditional write, params)
@@ -683,19 +683,19 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
                                                  source=guard[0] if guard is not None else "")
     ctes.append(("req", f"{insert} RETURNING id", params))
     returning = ["(SELECT id FROM req)"] + (["(SELECT children_spawned FROM par)"] if spawn is not None else [])
-    sql, params = chained_insert(connection, event, ctes=ctes, when="EXISTS (SELECT 1 FROM req)",
-                                 returning=returning)  # fmt: skip
+    sql, params = event_insert(connection, event, ctes=ctes, when="EXISTS (SELECT 1 FROM req)",
+                               returning=returning)  # fmt: skip
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
     if row is None:
         return False
-    chained(event, row, using=connection.alias)
-    request.pk = row[3]
+    event_inserted(event, row, using=connection.alias)
+    request.pk = row[1]
     request._state.adding = False
     request._state.db = connection.alias
     if spawn is not None:
-        spawn.count = row[4]
+        spawn.count = row[2]
     return True
 
 

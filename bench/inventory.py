@@ -39,6 +39,9 @@ os.environ.setdefault("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 # DEBUG off serves hashed static files, as in production: collected here (main) before any page renders.
 os.environ.setdefault("STATIC_ROOT", str(Path(tempfile.gettempdir()) / "registrar-bench-static"))
+# bench-only audit log key (seed_scale seals the events it loads); its private half is public here
+os.environ.setdefault("REGISTRAR_LOG_SIGNING_KEY",
+                      "PRIVATE+KEY+registrar.test/audit-log+23489aee+AbLUkPGT8NXxl453Z+fncnV6KVajDSg9Yz0HcvL1aSS4")
 if "REGISTRAR_ENCRYPTION_KEY" not in os.environ:
     from cryptography.fernet import Fernet
 

@@ -182,6 +182,7 @@ def main() -> None:
     from inventory.services import client_create
     from portal.audit import Actor
     from portal.models import User
+    from portal.tlog.keys import log_signer
     from tests.agents import Agent
     from tests.idp_server import IdPProcess
     from tests.provisioning import connection_for
@@ -219,7 +220,8 @@ def main() -> None:
         # Production settings in the workers (DEBUG off: no per-query recording; REGISTRAR_OUTBOX_PARALLEL_CALLS
         # as configured, default 4); the demo-only dev key is fine.
         env = worker_env(database=BENCH_DB, redis_url=REDIS_URL, encryption_key=settings.REGISTRAR_ENCRYPTION_KEYS[0],
-                         DEBUG="false", SECRET_KEY="bench-provision-" + "k" * 40, ALLOWED_HOSTS="127.0.0.1")  # fmt: skip
+                         DEBUG="false", SECRET_KEY="bench-provision-" + "k" * 40, ALLOWED_HOSTS="127.0.0.1",
+                         REGISTRAR_LOG_SIGNING_KEY=log_signer().encoded)  # fmt: skip
         try:
             for n in range(args.workers):
                 # production log level (INFO): one connector line and one delivery line per client

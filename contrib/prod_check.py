@@ -261,6 +261,8 @@ class ProdCheck:
     def environment(self) -> dict[str, str]:
         from cryptography.fernet import Fernet
 
+        from portal.tlog.note import generate_signer
+
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "REDIS_", "DEBUG",
                                                                          "REGISTRAR_", "CELERY_", "LOG_", "PROMETHEUS"))}
         env.update(example_environment())
@@ -270,6 +272,7 @@ class ProdCheck:
             "REDIS_URL": self.redis.url,
             "SECRET_KEY": secrets.token_urlsafe(50),
             "REGISTRAR_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+            "REGISTRAR_LOG_SIGNING_KEY": generate_signer(f"{PUBLIC_HOST}/audit-log").encoded,
             "REGISTRAR_METRICS_TOKEN": self.metrics_token,
             "ALLOWED_HOSTS": PUBLIC_HOST,
             "REGISTRAR_PUBLIC_URL": f"https://{PUBLIC_HOST}",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import statistics
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.apps import apps
@@ -39,6 +39,7 @@ from inventory.models import Client, IdPConnection, OutboxEntry, ScopeDefinition
 from portal.audit import censor
 from portal.models import AuditEvent
 from portal.roles import can_see_all_clients
+from portal.tlog.evidence import b64, log_evidence
 
 # A stored generated tsvector column added by migration 0005_security_pg_trgm (PostgreSQL only; not a model
 # field, so the ORM never writes it): to_tsvector('english', name || ' ' || purpose).
@@ -276,6 +277,7 @@ def client_explain(client: Client) -> dict[str, Any]:
         .order_by("id")[:500]
     )
     outbox = list(OutboxEntry.objects.filter(client=client).order_by("-id")[:20])
+    evidence = log_evidence(timeline)
     now = timezone.now()
     ceiling = TTL_CEILING_SECONDS.get(client.risk_tier)
     remaining = (client.expires_at - now).total_seconds() if client.expires_at else None
@@ -287,6 +289,7 @@ def client_explain(client: Client) -> dict[str, Any]:
         "requests": [{"request": r, "decisions": decisions_by_request.get(r.pk, [])} for r in requests],
         "scopes": scopes,
         "timeline": timeline,
+        "log": evidence,
         "outbox": outbox,
         "lineage": client_lineage(client),
         "lifetime": {
@@ -315,7 +318,7 @@ def evidence_pack(client: Client, explain: dict[str, Any] | None = None) -> dict
     origin = data["origin"]
     lineage = data["lineage"]
     return {
-        "schema": "registrar.evidence-pack/1",
+        "schema": "registrar.evidence-pack/2",
         "generated_at": timezone.now().isoformat(),
         "client": {
             "registration_id": client.registration_id,
@@ -421,23 +424,36 @@ def evidence_pack(client: Client, explain: dict[str, Any] | None = None) -> dict
             "stale_at": _iso(client.stale_at),
             "discovered_at": _iso(client.discovered_at),
         },
-        "timeline": [
-            {
-                "id": e.id,
-                "at": _iso(e.occurred_at),
-                "actor": {"type": e.actor_type, "id": e.actor_id, "label": e.actor_label},
-                "action": e.action,
-                "object": f"{e.object_type}:{e.object_id}",
-                "before": e.before,
-                "after": e.after,
-                "reason": e.reason,
-                "policy_version": e.policy_version,
-                "request_id": e.request_id,
-                "hash": e.hash,
-                "prev_hash": e.prev_hash,
-            }
-            for e in data["timeline"]
-        ],
+        "log_witness": {
+            "witnessed_at": _iso(data["log"].witnessed_at),
+            "witness": data["log"].witness or None,
+        },
+        # Each event with its log entry (the exact bytes the log hashed) and its inclusion proof, then the
+        # signed checkpoint they prove against: tools/verify_evidence.py checks both sections offline, with the
+        # log's public key, and that every field shown here is what the entry says.
+        "timeline": [_timeline_json(e, data["log"]) for e in data["timeline"]],
+        "log": {"checkpoint": data["log"].checkpoint.note if data["log"].checkpoint else None},
+    }
+
+
+def _timeline_json(e, evidence) -> dict[str, Any]:
+    proof = evidence.proofs.get(e.id)
+    return {
+        "id": e.id,
+        "at": e.occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
+        "actor": {"type": e.actor_type, "id": e.actor_id, "label": e.actor_label},
+        "action": e.action,
+        "object": f"{e.object_type}:{e.object_id}",
+        "before": e.before,
+        "after": e.after,
+        "reason": e.reason,
+        "policy_version": e.policy_version,
+        "request_id": e.request_id,
+        "hash": e.hash,
+        "prev_hash": e.prev_hash,
+        "log_index": proof.log_index if proof else None,
+        "leaf": b64(proof.leaf) if proof else None,
+        "inclusion_proof": [b64(h) for h in proof.proof] if proof else None,
     }
 
 

@@ -14,7 +14,7 @@ from django.db import router, transaction
 
 from portal.audit import Actor
 from portal.auditedadmin import AuditedAdminMixin, AuditedModelAdmin, audited_by_service
-from portal.models import ApiToken, AuditEvent, User
+from portal.models import ApiToken, AuditEvent, LogCheckpoint, User
 from portal.roles import Role
 from portal.services import ApiTokenError, api_token_revoke
 
@@ -69,7 +69,7 @@ class ApiTokenAdmin(AuditedModelAdmin):
     un-revoked."""
 
     audit_object_type = "api_token"
-    list_display = ("name", "user", "prefix", "created_at", "expires_at", "last_used_at", "revoked_at")
+    list_display = ("name", "user", "prefix", "rights", "created_at", "expires_at", "last_used_at", "revoked_at")
     readonly_fields = ("user", "prefix", "token_hash", "created_at", "last_used_at", "revoked_at")
     actions = [revoke_api_tokens]
 
@@ -84,9 +84,27 @@ class ApiTokenAdmin(AuditedModelAdmin):
 class AuditEventAdmin(AuditedModelAdmin):
     """Read-only: the database refuses changes anyway."""
 
-    list_display = ("id", "occurred_at", "actor_label", "action", "object_type", "object_id")
+    list_display = ("id", "log_index", "occurred_at", "actor_label", "action", "object_type", "object_id")
     list_filter = ("action", "actor_type", "object_type")
     search_fields = ("object_id", "actor_label", "action")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(LogCheckpoint)
+class LogCheckpointAdmin(AuditedModelAdmin):
+    """Read-only: the audit log's signed checkpoints (the database refuses changes anyway)."""
+
+    audit_object_type = "log_checkpoint"
+    list_display = ("tree_size", "root_hash", "created_at")
+    readonly_fields = ("tree_size", "root_hash", "note", "created_at")
 
     def has_add_permission(self, request):
         return False

@@ -1,11 +1,15 @@
-"""The audit chain: append events, verify the chain.
+"""The audit log: append events; the canonical bytes each event is logged as.
 
-Each event's ``hash`` is the SHA-256 of its canonical JSON, which includes its id and the previous event's
-hash. Appends are serialised by the single ``AuditHead`` row: on PostgreSQL one statement moves the head
-(its row lock) and inserts the event, with the hash computed by the database from the same canonical bytes
-(:func:`chained_insert`); SQLite serialises writers itself. Concurrent writers can never fork the chain.
-Call :func:`audit_record` inside the transaction of the change it describes: if the change rolls back, so
-does its event.
+A change records its event with :func:`audit_record` (or builds it with :func:`audit_event` and writes it
+inside a larger statement, :func:`event_insert`) inside the change's own transaction: if the change rolls
+back, so does its event. Appending is a plain INSERT — no lock, no counter, nothing shared between writers.
+The event has no place in the log yet: the sequencer (:mod:`portal.tlog.sequencer`) gives events their log
+index shortly after they commit, adds their leaf hash (RFC 9162) over :func:`leaf_data` to the Merkle tree
+and signs a checkpoint; after a commit that appended events a worker is nudged to do it now
+(:mod:`portal.tlog.nudge`), and beat runs it every second anyway. See docs/audit-log.md.
+
+Events appended before the log existed also carry the hash chain they were written with
+(``prev_hash``/``hash``, :func:`compute_hash`); their leaves include it, and ``verify_audit`` still checks it.
 """
 
 from __future__ import annotations
@@ -13,16 +17,17 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from django.conf import settings
+from django.db import connections, transaction
 from django.utils import timezone
 
 from portal.censor import censor  # also imported from here by callers that audit
 from portal.middleware import current_request_id
-from portal.models import ActorType, AuditEvent, AuditHead
+from portal.models import ActorType, AuditEvent
 from portal.rawsql import InsertStatement
 
 GENESIS_HASH = "0" * 64
@@ -61,42 +66,73 @@ def _json_default(value: Any) -> Any:
     return str(value)
 
 
+# The canonical JSON encoder, built once (json.dumps builds a new encoder on every call with these options:
+# the sequencer and verify_audit encode millions of values). Strings go straight to the C quoting function,
+# which is what JSONEncoder.encode does for them.
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+_quote = json.encoder.encode_basestring
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _quote(value) if type(value) is str else _encode(value)
 
 
-def canonical_parts(event: AuditEvent) -> tuple[bytes, bytes, bytes]:
-    """The canonical payload split around its two chain fields: ``a + id + b + prev_hash + c``.
+def entry_bytes(
+    event_id: int, occurred_at: dt.datetime | str, actor_type: str, actor_id: str, actor_label: str, action: str,
+    object_type: str, object_id: str, before: Any, after: Any, reason: str, policy_version: int | None,
+    request_id: str, prev_hash: str | None,
+) -> bytes:
+    """An event's canonical JSON: sorted keys, compact separators, UTF-8; ``prev_hash`` only when set.
 
-    The payload is the event's JSON with sorted keys and compact separators; ``id`` (a number) and ``prev_hash``
-    (a hex string) are spliced in, so PostgreSQL can hash an event whose id and previous hash it assigns under
-    the head's lock (:func:`chained_insert`) byte for byte as :func:`compute_hash` does.
+    With ``prev_hash`` it is exactly the payload the hash chain hashed, so a chained event's leaf is its
+    chain payload; events appended since the log took over have none. Positional arguments, one per column,
+    so the sequencer and ``verify_audit`` can feed database rows without building model instances;
+    ``occurred_at`` may come already formatted by the database (:data:`OCCURRED_AT_SQL`).
     """
-    a = (
-        f'{{"action":{_dumps(event.action)},'
-        f'"actor":{_dumps([event.actor_type, event.actor_id, event.actor_label])},'
-        f'"after":{_dumps(event.after)},"before":{_dumps(event.before)},"id":'
-    )
-    occurred = event.occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds")
-    b = (
-        f',"object":{_dumps([event.object_type, event.object_id])},"occurred_at":{_dumps(occurred)},'
-        f'"policy_version":{_dumps(event.policy_version)},"prev_hash":"'
-    )
-    c = f'","reason":{_dumps(event.reason)},"request_id":{_dumps(event.request_id)}}}'
-    return a.encode(), b.encode(), c.encode()
+    if type(occurred_at) is str:
+        occurred = occurred_at
+    else:
+        occurred = occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds")
+    chain = f'"prev_hash":{_dumps(prev_hash)},' if prev_hash else ""
+    q = _quote
+    return (
+        f'{{"action":{q(action)},"actor":[{q(actor_type)},{q(actor_id)},{q(actor_label)}],'
+        f'"after":{"null" if after is None else _encode(after)},'
+        f'"before":{"null" if before is None else _encode(before)},"id":{int(event_id)},'
+        f'"object":[{q(object_type)},{q(object_id)}],"occurred_at":"{occurred}",'
+        f'"policy_version":{"null" if policy_version is None else int(policy_version)},{chain}'
+        f'"reason":{q(reason)},"request_id":{q(request_id)}}}'
+    ).encode()
+
+
+# PostgreSQL formats occurred_at exactly as entry_bytes does (UTC, microseconds, "+00:00"): reading millions of
+# events, parsing each timestamp into a datetime only to format it again was a fifth of verify_audit's time.
+OCCURRED_AT_SQL = """to_char("occurred_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"')"""
+
+
+def _entry_values(event: AuditEvent, prev_hash: str | None) -> tuple:
+    return (event.id, event.occurred_at, event.actor_type, event.actor_id, event.actor_label, event.action,
+            event.object_type, event.object_id, event.before, event.after, event.reason, event.policy_version,
+            event.request_id, prev_hash)  # fmt: skip
+
+
+def leaf_data(event: AuditEvent) -> bytes:
+    """The bytes ``event`` is logged as (the log entry; its leaf hash is SHA-256(0x00 || these bytes))."""
+    return entry_bytes(*_entry_values(event, event.prev_hash or None))
 
 
 def canonical_payload(event: AuditEvent) -> bytes:
-    a, b, c = canonical_parts(event)
-    return b"".join((a, str(event.id).encode(), b, event.prev_hash.encode(), c))
+    """The hash chain's payload of ``event`` (with its ``prev_hash``), as chained events were hashed."""
+    return entry_bytes(*_entry_values(event, event.prev_hash))
 
 
 def compute_hash(event: AuditEvent) -> str:
+    """The hash chain's hash of a chained event."""
     return hashlib.sha256(canonical_payload(event)).hexdigest()
 
 
 def _normalise(value: Any) -> Any:
-    # Round-trip through JSON so what we hash is exactly what the JSONField stores and returns.
+    # Round-trip through JSON so what we log is exactly what the JSONField stores and returns.
     if value is None:
         return None
     return json.loads(json.dumps(censor(value), default=_json_default))
@@ -114,7 +150,7 @@ def audit_event(
     policy_version: int | None = None,
     request_id: str | None = None,
 ) -> AuditEvent:
-    """A new event, not yet on the chain (no id, ``prev_hash`` or ``hash``): see :func:`audit_record`."""
+    """A new event, not yet saved: see :func:`audit_record`."""
     return AuditEvent(
         occurred_at=timezone.now(),
         actor_type=actor.type,
@@ -143,12 +179,7 @@ def audit_record(
     policy_version: int | None = None,
     request_id: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain (inside the caller's transaction, if there is one).
-
-    On PostgreSQL the append is a single statement (:func:`chained_insert`): the head's row lock is held
-    for that statement and the commit, never across a round trip to Python. Elsewhere the head is locked,
-    the hash computed here and the event inserted.
-    """
+    """Append one event (inside the caller's transaction, if there is one): one INSERT, no lock."""
     return audit_append(audit_event(
         actor=actor, action=action, object_type=object_type, object_id=object_id, before=before, after=after,
         reason=reason, policy_version=policy_version, request_id=request_id,
@@ -156,33 +187,19 @@ def audit_record(
 
 
 def audit_append(event: AuditEvent) -> AuditEvent:
-    """Append ``event`` (from :func:`audit_event`) to the chain: see :func:`audit_record`."""
+    """Append ``event`` (from :func:`audit_event`): see :func:`audit_record`."""
     connection = transaction.get_connection()
-    if connection.vendor == "postgresql":
-        sql, params = chained_insert(connection, event)
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
-            chained(event, cursor.fetchone(), using=connection.alias)
-        return event
-    with transaction.atomic(savepoint=False):
-        last_event_id, last_hash = _lock_head(connection)
-        event.id = last_event_id + 1
-        event.prev_hash = last_hash
-        event.hash = compute_hash(event)
-        _EVENT_INSERT.insert(event, using=connection.alias)
-        AuditHead.objects.using(connection.alias).filter(id=1).update(
-            last_event_id=event.id, last_hash=event.hash, prev_hash=event.prev_hash
-        )
+    _EVENT_INSERT.insert(event, using=connection.alias)
+    log_appended(connection.alias)
     return event
 
 
 # The single-event append runs on every registration, hundreds of times a second: its statement is written
 # out once (portal.rawsql) rather than compiled by the ORM per call.
 _EVENT_INSERT = InsertStatement(AuditEvent)
-_CHAIN_COLUMNS = {"id": "head.last_event_id", "prev_hash": "head.prev_hash", "hash": "head.last_hash"}
 
 
-def chained_insert(
+def event_insert(
     connection,
     event: AuditEvent,
     *,
@@ -190,109 +207,88 @@ def chained_insert(
     when: str = "",
     returning: Sequence[str] = (),
 ) -> tuple[str, list[Any]]:
-    """PostgreSQL: one statement that appends ``event`` to the chain; (sql, params).
-
-    The database moves the head (creating it on first use, ``ON CONFLICT``), assigns the event its id and
-    previous hash, and hashes :func:`canonical_parts` with them spliced in: the same bytes, so the same hash,
-    as :func:`compute_hash`. ``ctes`` — (name, sql, params) — run first in the same statement (the change the
-    event describes), and the event is appended only if the SQL condition ``when`` holds (e.g. ``EXISTS
-    (SELECT 1 FROM req)``). It returns ``id, prev_hash, hash`` (see :func:`chained`) then ``returning``, or no
-    row when ``when`` did not hold.
+    """PostgreSQL: one statement that inserts ``event`` after the data-modifying CTEs ``ctes`` — (name, sql,
+    params), the change the event describes — and only if the SQL condition ``when`` holds (e.g. ``EXISTS
+    (SELECT 1 FROM req)``); (sql, params). It returns the event's ``id`` then ``returning`` (see
+    :func:`event_inserted`), or no row when ``when`` did not hold.
     """
-    qn = connection.ops.quote_name
-    a, b, c = canonical_parts(event)
-
-    def digest(event_id: str, prev: str) -> str:
-        return (f"encode(sha256(%s::bytea || convert_to(({event_id})::text, 'UTF8') || %s::bytea"
-                f" || convert_to({prev}, 'UTF8') || %s::bytea), 'hex')")  # fmt: skip
-
-    head_table = qn(AuditHead._meta.db_table)
-    head = (
-        f"INSERT INTO {head_table} AS h (id, last_event_id, prev_hash, last_hash)"  # noqa: S608
-        f" SELECT 1, 1, %s, {digest('1', '%s')}{f' WHERE {when}' if when else ''}"
-        " ON CONFLICT (id) DO UPDATE SET last_event_id = h.last_event_id + 1, prev_hash = h.last_hash,"
-        f" last_hash = {digest('h.last_event_id + 1', 'h.last_hash')}"
-        " RETURNING last_event_id, prev_hash, last_hash"
-    )
-    head_params = [GENESIS_HASH, a, b, GENESIS_HASH, c, a, b, c]
-    insert, insert_params = _EVENT_INSERT.from_select(event, connection, expressions=_CHAIN_COLUMNS, source="head")
+    insert, insert_params = _EVENT_INSERT.from_select(event, connection, expressions={})
     extra = "".join(f", {r}" for r in returning)
     with_ = ", ".join(f"{name} AS ({sql})" for name, sql, _ in ctes)
-    sql = f"WITH {with_ + ', ' if with_ else ''}head AS ({head}) {insert} RETURNING id, prev_hash, hash{extra}"
+    sql = (f"{'WITH ' + with_ + ' ' if with_ else ''}{insert}{f' WHERE {when}' if when else ''}"
+           f" RETURNING {connection.ops.quote_name(AuditEvent._meta.pk.column)}{extra}")  # fmt: skip
     params = [p for _, _, cte_params in ctes for p in cte_params]
-    return sql, [*params, *head_params, *insert_params]
+    return sql, [*params, *insert_params]
 
 
-def chained(event: AuditEvent, row: Sequence[Any], *, using: str) -> AuditEvent:
-    """Set what :func:`chained_insert` returned (id, prev_hash, hash) on ``event``, now saved in ``using``."""
-    event.id, event.prev_hash, event.hash = row[0], row[1], row[2]
+def event_inserted(event: AuditEvent, row: Sequence[Any], *, using: str) -> AuditEvent:
+    """Mark ``event`` saved in ``using`` with the id :func:`event_insert` returned (``row[0]``)."""
+    event.id = row[0]
     event._state.adding = False
     event._state.db = using
+    log_appended(using)
     return event
 
 
-def _lock_head(connection) -> tuple[int, str]:
-    """Lock the chain head (``FOR UPDATE`` where the database has it) and return (last id, last hash)."""
-    qn = connection.ops.quote_name
-    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""
-    sql = f"SELECT last_event_id, last_hash FROM {qn(AuditHead._meta.db_table)} WHERE id = 1{lock}"  # noqa: S608
-    with connection.cursor() as cursor:
-        cursor.execute(sql)
-        row = cursor.fetchone()
-    if row is None:  # a new database: create the head (get_or_create copes with a concurrent first writer)
-        head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
-        return head.last_event_id, head.last_hash
-    return row[0], row[1]
+def log_appended(using: str = "default") -> None:
+    """Events were appended on ``using``: once the transaction commits, nudge the sequencer (never waiting
+    for it). Registered once per transaction."""
+    if not settings.REGISTRAR_LOG_NUDGE:
+        return
+    from portal.tlog.nudge import nudge_sequencer
+
+    connection = connections[using]
+    if not connection.in_atomic_block:
+        nudge_sequencer()
+    elif not any(func is nudge_sequencer for _, func, _ in connection.run_on_commit):
+        transaction.on_commit(nudge_sequencer, using=using)
 
 
 def audit_record_many(events: list[dict]) -> list[AuditEvent]:
-    """Append many events under one head lock with one bulk INSERT (used by sweeps and bulk actions)."""
+    """Append many events with one bulk write (sweeps and bulk actions); same keys as :func:`audit_record`."""
     if not events:
         return []
+    now = timezone.now()
+    rows = []
+    for spec in events:
+        actor: Actor = spec["actor"]
+        rows.append(AuditEvent(
+            occurred_at=now,
+            actor_type=actor.type,
+            actor_id=actor.id,
+            actor_label=actor.label[:255],
+            action=spec["action"],
+            object_type=spec["object_type"],
+            object_id=str(spec["object_id"]),
+            before=_normalise(spec.get("before")),
+            after=_normalise(spec.get("after")),
+            reason=spec.get("reason", "") or "",
+            policy_version=spec.get("policy_version"),
+            request_id=(spec.get("request_id") or current_request_id())[:64],
+        ))  # fmt: skip
     with transaction.atomic(savepoint=False):
-        last_event_id, prev_hash = _lock_head(transaction.get_connection())
-        next_id = last_event_id + 1
-        now = timezone.now()
-        rows = []
-        for spec in events:
-            actor: Actor = spec["actor"]
-            event = AuditEvent(
-                id=next_id,
-                occurred_at=now,
-                actor_type=actor.type,
-                actor_id=actor.id,
-                actor_label=actor.label[:255],
-                action=spec["action"],
-                object_type=spec["object_type"],
-                object_id=str(spec["object_id"]),
-                before=_normalise(spec.get("before")),
-                after=_normalise(spec.get("after")),
-                reason=spec.get("reason", "") or "",
-                policy_version=spec.get("policy_version"),
-                request_id=(spec.get("request_id") or current_request_id())[:64],
-                prev_hash=prev_hash,
-            )
-            event.hash = compute_hash(event)
-            prev_hash = event.hash
-            next_id += 1
-            rows.append(event)
         _insert_events(rows)
-        AuditHead.objects.filter(id=1).update(
-            last_event_id=rows[-1].id, last_hash=rows[-1].hash, prev_hash=rows[-1].prev_hash
-        )
+        log_appended(transaction.get_connection().alias)
     return rows
 
 
 def _insert_events(rows: list[AuditEvent]) -> None:
-    """Insert prepared events. On PostgreSQL a COPY (sweeps append 100k events; an INSERT whose
-    parameters psycopg quotes client-side is several times slower); elsewhere a bulk_create."""
+    """Insert new events. On PostgreSQL their ids come from the table's sequence in one query and the rows go
+    in with COPY (sweeps append 100k events; an INSERT whose parameters psycopg quotes client-side is several
+    times slower); elsewhere a bulk_create."""
     connection = transaction.get_connection()
     if connection.vendor != "postgresql":
         AuditEvent.objects.bulk_create(rows, batch_size=1000)
         return
+    table = AuditEvent._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
+                       [table, len(rows)])  # fmt: skip
+        for event, (event_id,) in zip(rows, cursor.fetchall(), strict=True):
+            event.id = event_id
     fields = AuditEvent._meta.concrete_fields
     json_fields = {f.attname for f in fields if f.get_internal_type() == "JSONField"}
-    sql = f"COPY {AuditEvent._meta.db_table} ({', '.join(f.column for f in fields)}) FROM STDIN"
+    sql = f"COPY {table} ({', '.join(f.column for f in fields)}) FROM STDIN"
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for event in rows:
             values = []
@@ -300,43 +296,18 @@ def _insert_events(rows: list[AuditEvent]) -> None:
                 value = getattr(event, f.attname)
                 values.append(json.dumps(value) if f.attname in json_fields and value is not None else value)
             copy.write_row(values)
+    for event in rows:
+        event._state.adding = False
+        event._state.db = connection.alias
 
 
-@dataclass(frozen=True)
-class ChainBreak:
-    event_id: int
-    problem: str
+def verify_chain(batch_size: int = 5000):
+    """Verify the whole audit log (see :func:`portal.tlog.verify.verify_log`): (events verified, first problem
+    or None). Kept for the callers that ask "is the audit intact?"."""
+    from portal.tlog.verify import verify_log
 
-
-def verify_chain(batch_size: int = 5000) -> tuple[int, ChainBreak | None]:
-    """Walk the chain in id order; return (events checked, first break or None)."""
-    checked = 0
-    prev_hash = GENESIS_HASH
-    expected_id = None
-    for event in _iter_events(batch_size):
-        if expected_id is not None and event.id != expected_id:
-            return checked, ChainBreak(expected_id, f"event {expected_id} is missing (next is {event.id})")
-        if event.prev_hash != prev_hash:
-            return checked, ChainBreak(event.id, "prev_hash does not match the previous event's hash")
-        if compute_hash(event) != event.hash:
-            return checked, ChainBreak(event.id, "content does not match its hash (row altered)")
-        prev_hash = event.hash
-        expected_id = event.id + 1
-        checked += 1
-    head = AuditHead.objects.filter(id=1).first()
-    if head and checked and head.last_hash != prev_hash:
-        return checked, ChainBreak(head.last_event_id, "chain head does not match the last event (rows removed)")
-    return checked, None
-
-
-def _iter_events(batch_size: int) -> Iterator[AuditEvent]:
-    last_id = 0
-    while True:
-        batch = list(AuditEvent.objects.filter(id__gt=last_id).order_by("id")[:batch_size])
-        if not batch:
-            return
-        yield from batch
-        last_id = batch[-1].id
+    report = verify_log(batch_size=batch_size)
+    return report.events_verified, report.problem
 
 
 def events_for(object_type: str, object_id: Any):

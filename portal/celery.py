@@ -15,6 +15,9 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 app.conf.beat_schedule = {
+    # The audit log's sequencer (portal.tlog.sequencer): nudged after commits too; a run that finds another one
+    # busy returns at once, and a run still queued after a few seconds is pointless (the next one is due).
+    "log-sequence": {"task": "portal.tasks.log_sequence", "schedule": 1.0, "options": {"expires": 5}},
     "requeue-outbox": {"task": "inventory.tasks.requeue_outbox", "schedule": 15.0},
     "sweep-expired": {"task": "inventory.tasks.sweep_expired", "schedule": 60.0},
     "sweep-orphans": {"task": "inventory.tasks.sweep_orphans", "schedule": crontab(minute=7)},

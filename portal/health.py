@@ -178,3 +178,19 @@ register("database", single("database", check_database))
 register("cache", single("cache", check_cache))
 register("broker", single("broker", check_broker))
 register("workers", single("workers", check_workers))
+
+
+# A sealing backlog is reported, never failed on: intake and people never wait for the sequencer.
+SEAL_LAG_WARN_SECONDS = 10.0
+
+
+def check_audit_log() -> Check:
+    """The audit log's seal lag: how long the oldest event has waited for the sequencer (portal.tlog)."""
+    from portal.tlog.sequencer import seal_lag_seconds
+
+    lag = seal_lag_seconds()
+    return Check(OK if lag <= SEAL_LAG_WARN_SECONDS else WARN,
+                 details={"seal_lag_seconds": round(lag, 3), "warn_after_seconds": SEAL_LAG_WARN_SECONDS})
+
+
+register("audit_log", single("audit_log", check_audit_log))

@@ -171,3 +171,14 @@ def collect_heartbeats(now) -> Iterable[Metric]:
 
 
 register_collector("heartbeats", collect_heartbeats)
+
+
+def collect_audit_log(now) -> Iterable[Metric]:
+    from portal.tlog.sequencer import seal_lag_seconds
+
+    yield gauge("registrar_audit_seal_lag_seconds",
+                "How long the oldest audit event has waited for the log sequencer (0 when none waits).",
+                seal_lag_seconds(now))
+
+
+register_collector("audit_log", collect_audit_log)

@@ -1,4 +1,4 @@
-"""Shared kernel models: people, API tokens and the tamper-evident audit chain."""
+"""Shared kernel models: people, API tokens and the audit transparency log (events, tiles, checkpoints)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,19 @@ class User(AbstractUser):
         return self.get_full_name() or self.username
 
 
+class TokenRight(models.TextChoices):
+    """What an API token may be used for: a token holds a list of these (``ApiToken.rights``)."""
+
+    API = "api", _("Management API, acting as the token's user")
+    LOG_READ = "log:read", _("Read the audit log's checkpoint and tiles (monitors)")
+
+
+def default_token_rights() -> list[str]:
+    return [TokenRight.API.value]
+
+
 class ApiToken(models.Model):
-    """A bearer token for the management API (``/api/v1``), acting as its user. Stored hashed."""
+    """A bearer token, acting as its user, for what its ``rights`` allow (``TokenRight``). Stored hashed."""
 
     user = models.ForeignKey(User, verbose_name=_("user"), on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(_("name"), max_length=100)
@@ -47,6 +58,12 @@ class ApiToken(models.Model):
     expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
+    rights = models.JSONField(
+        _("rights"),
+        default=default_token_rights,
+        help_text=_('What the token may do: "api" (the management API, as its user), "log:read" (the audit '
+                    "log's checkpoint and tiles, whatever its user's role)."),
+    )
 
     class Meta:
         verbose_name = _("API token")
@@ -62,11 +79,16 @@ class ActorType(models.TextChoices):
 
 
 class AuditEvent(models.Model):
-    """One append-only, hash-chained audit record.
+    """One append-only audit record, and a leaf of the audit transparency log (docs/audit-log.md).
 
-    ``prev_hash`` is the ``hash`` of the event before it (64 zeros for the first) and ``hash`` the
-    SHA-256 of this event's canonical JSON (which includes ``prev_hash``). The database refuses
-    UPDATE and DELETE on this table (triggers in migration 0002); ``verify_audit`` re-computes the chain.
+    A change's transaction inserts its event with no ``log_index``; the sequencer (``portal.tlog.sequencer``)
+    later gives it the next index, appends its leaf hash to the Merkle tree and signs a checkpoint. The
+    database refuses DELETE and every UPDATE except that one-time setting of ``log_index`` (triggers in the
+    portal migration ``audit_log_append_only``).
+
+    ``prev_hash``/``hash`` belong to the hash chain that preceded the log: events appended before the log
+    existed keep them (the log includes them in its leaves, and ``verify_audit`` still checks them); events
+    appended since have ``prev_hash=""`` and ``hash=NULL``.
     """
 
     id = models.BigAutoField(primary_key=True)
@@ -82,8 +104,9 @@ class AuditEvent(models.Model):
     reason = models.TextField(_("reason"), blank=True)
     policy_version = models.PositiveIntegerField(_("policy version"), null=True, blank=True)
     request_id = models.CharField(_("request id"), max_length=64, blank=True)
-    prev_hash = models.CharField(_("previous hash"), max_length=64)
-    hash = models.CharField(_("hash"), max_length=64)  # unique: see Meta.constraints
+    prev_hash = models.CharField(_("previous hash (legacy chain)"), max_length=64, blank=True, default="")
+    hash = models.CharField(_("hash (legacy chain)"), max_length=64, null=True, blank=True)  # unique: see Meta
+    log_index = models.BigIntegerField(_("log index"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("audit event")
@@ -93,18 +116,22 @@ class AuditEvent(models.Model):
         indexes = [
             models.Index(fields=["object_type", "object_id", "id"], name="audit_object_idx"),
             models.Index(fields=["action"], name="audit_action_idx"),
+            # What the sequencer scans and the seal lag reads: only events still waiting, so it stays small.
+            models.Index(fields=["id"], condition=models.Q(log_index__isnull=True), name="audit_unsealed_idx"),
         ]
-        constraints = [models.UniqueConstraint(fields=["hash"], name="audit_hash_unique")]
+        constraints = [
+            models.UniqueConstraint(fields=["hash"], name="audit_hash_unique"),
+            models.UniqueConstraint(fields=["log_index"], name="audit_log_index_unique"),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.action} {self.object_type}:{self.object_id}"
 
 
 class AuditHead(models.Model):
-    """Single row pointing at the chain's last event; its row lock serialises appends.
+    """The last head of the hash chain that preceded the transparency log, frozen since the log took over.
 
-    ``prev_hash`` is the hash before ``last_hash``: a single-statement append (``portal.audit.chained_insert``)
-    moves the head and reads the previous hash back from the same row, in one ``RETURNING``.
+    ``verify_audit`` checks that it still names the last chained event (a tail cut from the old chain).
     """
 
     id = models.PositiveSmallIntegerField(primary_key=True, default=1)
@@ -142,3 +169,59 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"
+class LogTile(models.Model):
+    """One tile of the log's Merkle tree (c2sp.org/tlog-tiles): up to 256 consecutive hashes of one level.
+
+    Tile ``tile_index`` at ``level`` L holds the hashes of the complete subtrees of 256**L leaves numbered
+    ``tile_index * 256`` onwards; the rightmost tile of a level is partial and grows as the log does (a
+    trigger lets ``hashes`` only grow, never change). Tiles are derived data: ``verify_audit`` recomputes
+    them from the events, and every proof read from them is checked against a signed checkpoint.
+    """
+
+    level = models.PositiveSmallIntegerField(_("level"))
+    tile_index = models.BigIntegerField(_("tile index"))
+    hashes = models.BinaryField(_("hashes"))
+
+    class Meta:
+        verbose_name = _("log tile")
+        constraints = [models.UniqueConstraint(fields=["level", "tile_index"], name="log_tile_unique")]
+
+    def __str__(self) -> str:
+        return f"tile {self.level}/{self.tile_index} ({len(self.hashes) // 32} hashes)"
+
+
+class LogCheckpoint(models.Model):
+    """A signed tree head: the C2SP checkpoint of the log at ``tree_size``, as the signed note the sequencer
+    wrote (and sent to the witnesses). Append-only, like the events."""
+
+    tree_size = models.BigIntegerField(_("tree size"))
+    root_hash = models.CharField(_("root hash"), max_length=64)
+    note = models.TextField(_("signed note"))
+    created_at = models.DateTimeField(_("created at"))
+
+    class Meta:
+        verbose_name = _("log checkpoint")
+        ordering = ["tree_size"]
+        constraints = [models.UniqueConstraint(fields=["tree_size"], name="log_checkpoint_size_unique")]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.tree_size}"
+
+
+class LogWitnessReceipt(models.Model):
+    """A checkpoint reached a witness outside the database (``REGISTRAR_LOG_WITNESS``), at ``witnessed_at``."""
+
+    checkpoint = models.ForeignKey(
+        LogCheckpoint, verbose_name=_("checkpoint"), on_delete=models.PROTECT, related_name="receipts"
+    )
+    witness = models.CharField(_("witness"), max_length=255)
+    witnessed_at = models.DateTimeField(_("witnessed at"))
+
+    class Meta:
+        verbose_name = _("log witness receipt")
+        constraints = [
+            models.UniqueConstraint(fields=["witness", "checkpoint"], name="log_receipt_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"checkpoint {self.checkpoint_id} at {self.witness}"

@@ -428,6 +428,47 @@ if REGISTRAR_FETCH_ALLOW_LOOPBACK and not EMBEDDED:
         "host. Unset it (it is honoured only with the test settings or in embedded mode)."
     )
 
+# --- audit transparency log (docs/audit-log.md) ---------------------------------------------------
+# The log's Ed25519 key, as a C2SP signed-note signer key ("PRIVATE+KEY+<origin>+<id>+<key>", made by
+# `manage.py log_keygen`), from the environment or a file — never from the database. Processes that only
+# show proofs (web servers) may have the public verifier key alone; the sequencer needs the signer key.
+# Checkpoints signed by earlier keys keep verifying with REGISTRAR_LOG_PREVIOUS_VERIFIER_KEYS (rotation).
+REGISTRAR_LOG_SIGNING_KEY = env_str("REGISTRAR_LOG_SIGNING_KEY") or None
+REGISTRAR_LOG_SIGNING_KEY_FILE = env_str("REGISTRAR_LOG_SIGNING_KEY_FILE") or None
+REGISTRAR_LOG_VERIFIER_KEY = env_str("REGISTRAR_LOG_VERIFIER_KEY") or None
+REGISTRAR_LOG_PREVIOUS_VERIFIER_KEYS = env_list("REGISTRAR_LOG_PREVIOUS_VERIFIER_KEYS", [])
+# The origin line (and key name) of a key generated here: a schema-less URL naming this log.
+REGISTRAR_LOG_ORIGIN = env_str("REGISTRAR_LOG_ORIGIN") or "registrar.localhost/audit-log"
+REGISTRAR_LOG_GENERATE_KEY = False
+if not (REGISTRAR_LOG_SIGNING_KEY or REGISTRAR_LOG_SIGNING_KEY_FILE or REGISTRAR_LOG_VERIFIER_KEY):
+    if not EMBEDDED:
+        raise ImproperlyConfigured(
+            "REGISTRAR_LOG_SIGNING_KEY (or REGISTRAR_LOG_SIGNING_KEY_FILE) must be set in production: the audit "
+            "log's Ed25519 signer key; generate one with: python manage.py log_keygen --origin <host>/audit-log"
+        )
+    # Embedded mode: a key generated on first use under data/ (mode 0600).
+    REGISTRAR_LOG_SIGNING_KEY_FILE = str(DATA_DIR / "log-signing.key")
+    REGISTRAR_LOG_GENERATE_KEY = True
+try:
+    from portal.tlog.note import NoteError, parse_signer_key, parse_verifier_key
+
+    if REGISTRAR_LOG_SIGNING_KEY:
+        parse_signer_key(REGISTRAR_LOG_SIGNING_KEY)
+    for _key in [REGISTRAR_LOG_VERIFIER_KEY, *REGISTRAR_LOG_PREVIOUS_VERIFIER_KEYS]:
+        if _key:
+            parse_verifier_key(_key)
+except NoteError as exc:
+    raise ImproperlyConfigured(f"audit log key: {exc} (REGISTRAR_LOG_SIGNING_KEY / REGISTRAR_LOG_*VERIFIER_KEY*)")
+# Where every checkpoint is copied besides the database, comma-separated: a directory (append-only files,
+# one per day) or syslog: / syslog://host:port. See docs/audit-log.md for object storage with retention lock.
+REGISTRAR_LOG_WITNESS = env_list("REGISTRAR_LOG_WITNESS", [str(DATA_DIR / "witness")])
+for _witness in REGISTRAR_LOG_WITNESS:
+    if "://" in _witness and not _witness.startswith("syslog://"):
+        raise ImproperlyConfigured(f"REGISTRAR_LOG_WITNESS: {_witness!r} is neither a directory nor syslog:…")
+REGISTRAR_LOG_BATCH_SIZE = env_int("REGISTRAR_LOG_BATCH_SIZE", 10000, minimum=1)  # events sealed per checkpoint
+# After a commit that appended events, ask a worker to run the sequencer now rather than at the next beat.
+REGISTRAR_LOG_NUDGE = env_bool("REGISTRAR_LOG_NUDGE", True)
+
 # --- static files --------------------------------------------------------------------------
 # WhiteNoise serves STATIC_ROOT from the WSGI server. Production uses hashed, pre-compressed files
 # (``collectstatic`` at install or image build); DEBUG serves the source folders as they are.

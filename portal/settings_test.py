@@ -20,3 +20,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
 }
+# A fixed key for the audit log (tests only; its private half is public here). The witness directory is
+# set per test (tests/conftest.py), and nothing nudges a worker: tests run the sequencer themselves.
+REGISTRAR_LOG_SIGNING_KEY = "PRIVATE+KEY+registrar.test/audit-log+23489aee+AbLUkPGT8NXxl453Z+fncnV6KVajDSg9Yz0HcvL1aSS4"
+REGISTRAR_LOG_SIGNING_KEY_FILE = None
+REGISTRAR_LOG_GENERATE_KEY = False
+REGISTRAR_LOG_NUDGE = False

@@ -1,16 +1,19 @@
 """URL map (see DESIGN.md "Pages and endpoints"). Each app owns its own urls modules."""
 
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from portal import views
+from portal.tlog import views as log_views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
     path("metrics", views.metrics, name="metrics"),
+    path("log/checkpoint", log_views.checkpoint, name="log-checkpoint"),
+    re_path(r"^log/tile/(?P<path>.+)$", log_views.tile, name="log-tile"),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),

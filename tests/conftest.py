@@ -22,6 +22,13 @@ CATALOGUE = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def log_witness_dir(tmp_path, settings):
+    """Each test's audit log checkpoints go to its own witness directory."""
+    settings.REGISTRAR_LOG_WITNESS = [str(tmp_path / "witness")]
+    return tmp_path / "witness"
+
+
 @pytest.fixture
 def catalogue(db):
     return {name: ScopeFactory(name=name, sensitivity=s, category=c) for name, s, c in CATALOGUE}

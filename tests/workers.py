@@ -43,6 +43,10 @@ def worker_env(*, database: str, redis_url: str, encryption_key: str, **override
         "REGISTRAR_DATA_DIR": tempfile.mkdtemp(prefix="registrar-worker-"),
         "PYTHONPATH": str(ROOT),
     }
+    from portal.tlog.keys import log_signer
+
+    # the workers' sequencer signs with the test process's key, so both verify the same log
+    env["REGISTRAR_LOG_SIGNING_KEY"] = log_signer().encoded
     env.update(overrides)
     return env
 

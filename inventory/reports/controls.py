@@ -3,7 +3,7 @@
 Each client-level control is a *population* (which clients it applies to) and a *failing* condition
 (both ``Q`` objects), so the whole set is measured by ONE aggregate query over the client table, and the
 same ``failing`` condition backs the drill-down link (``/inventory/?failing=<control>``) through the
-shared FilterSet. The audit-chain control is measured by :func:`audit_chain_status` (incremental, cached).
+shared FilterSet. The audit control is measured by :func:`audit_chain_status` (incremental, cached).
 
 A control passes when nothing fails, is *partial* when at least ``PARTIAL_AT`` of its population passes,
 and fails below that. A framework item takes the worst status of the controls mapped onto it; items no
@@ -35,14 +35,18 @@ from inventory.selectors import (
     TTL_CEILING_SECONDS,
     is_postgres,
 )
-from portal.audit import GENESIS_HASH, compute_hash
-from portal.models import AuditEvent, AuditHead
+from portal.tlog import merkle
+from portal.tlog.entries import iter_entries
+from portal.tlog.guard import missing_triggers
+from portal.tlog.keys import log_verifiers
+from portal.tlog.note import NoteError, open_checkpoint
+from portal.tlog.sequencer import latest_checkpoint
 
 CATALOGUE_PATH = Path(__file__).with_name("frameworks.yaml")
 PARTIAL_AT = 0.9
 PASS, PARTIAL, FAIL, NOT_ASSESSED = "pass", "partial", "fail", "not_assessed"
 STATUS_RANK = {PASS: 0, PARTIAL: 1, FAIL: 2}
-AUDIT_CACHE_KEY = "registrar:audit-chain-checkpoint"
+AUDIT_CACHE_KEY = "registrar:audit-log-verified"
 AUDIT_VERIFY_BUDGET = 5000  # events verified per report request; the rest waits for the next one
 
 
@@ -88,9 +92,10 @@ CONTROLS: tuple[Control, ...] = (
             "were suspended, retired or taken over within the grace period",
             ("NHI1:2025", "GOVERN 1.7", "MANAGE 2.4", "MANAGE 4.1", "AML.T0012", "AML.T0021"),
             "A client whose owner left is not still active after the orphan grace period."),
-    Control("audit_chain_intact", "Audit chain intact", "audit events", "verify against the hash chain",
+    Control("audit_chain_intact", "Audit log intact", "audit events", "verify against the signed checkpoint",
             ("T8", "GOVERN 4.3", "MEASURE 2.7", "MEASURE 2.8", "AML.M0024", "L5", "L6"),
-            "Every audit event's hash matches its content and its predecessor."),
+            "The audit log's Merkle tree, recomputed from the events, matches its latest signed checkpoint, "
+            "and the database refuses to change or delete events."),
     Control("idp_in_sync", "IdP in sync", "live clients", "match their IdP (no failed sync, drift or shadow)",
             ("NHI1:2025", "GOVERN 1.6", "MEASURE 2.4", "MANAGE 4.1", "ASI10", "AML.T0081", "L4", "L5"),
             "Inventory and IdP agree: no dead-lettered pushes, no drift, no unmanaged (shadow) clients."),
@@ -272,29 +277,28 @@ def measure_controls(*, now: datetime | None = None) -> list[ControlResult]:
     return results
 
 
-# --- audit chain (incremental, cached) ------------------------------------------------------------
+# --- audit log (incremental, cached) --------------------------------------------------------------
 
 def audit_chain_status(*, budget: int = AUDIT_VERIFY_BUDGET) -> dict[str, Any]:
-    """Verify the audit chain from the last cached checkpoint onwards, at most ``budget`` events per call.
+    """Verify the audit log from where the last call stopped, at most ``budget`` events per call.
 
-    The full walk is O(n) (``manage.py verify_audit``); the report only re-checks what was appended since
-    the last checkpoint. Rows cannot change after insert (database triggers), so the checkpoint stays valid.
+    The state carried between calls is the tree's compact form (O(log n) hashes): each call appends the next
+    events' leaf hashes and, on reaching the latest checkpoint, checks its signature and root. The full check
+    (every checkpoint, tiles, witnesses) is ``manage.py verify_audit``. Keys: ``checked`` (events verified),
+    ``head_id`` (the latest checkpoint's size), ``complete``, ``broken`` ({"event_id", "problem"} or None) and
+    ``missing_triggers``.
     """
-    head = AuditHead.objects.filter(id=1).first()
-    head_id = head.last_event_id if head else 0
-    fresh = {"last_id": 0, "last_hash": GENESIS_HASH, "checked": 0, "broken": None}
+    stored, head = latest_checkpoint(verify=False)
+    target = head.size
+    fresh = {"checked": 0, "hashes": [], "broken": None}
     state = django_cache.get(AUDIT_CACHE_KEY) or fresh
-    if state["last_id"] > head_id or (
-        state["last_id"] == head_id and head is not None and head.last_hash != state["last_hash"]
-        and state["broken"] is None
-    ):
-        state = fresh  # a checkpoint from another database (or a rewritten head): verify from the start
-    if state["broken"] is None and state["last_id"] < head_id:
-        state = _verify_from(state, budget=budget)
-        if state["broken"] is None and state["last_id"] >= head_id and head and head.last_hash != state["last_hash"]:
-            state["broken"] = {"event_id": head_id, "problem": "chain head does not match the last event"}
+    if state["checked"] > target:
+        state = fresh  # a state from another database: verify from the start
+    if state["broken"] is None and state["checked"] < target:
+        state = _verify_from(state, stored, target, budget=budget)
         django_cache.set(AUDIT_CACHE_KEY, state, timeout=None)
-    return {**state, "head_id": head_id, "complete": state["last_id"] >= head_id}
+    missing = sorted(f"{name} on {table}" for table, name in missing_triggers())
+    return {**state, "head_id": target, "complete": state["checked"] >= target, "missing_triggers": missing}
 
 
 def audit_chain_refresh() -> dict[str, Any]:
@@ -305,34 +309,45 @@ def audit_chain_refresh() -> dict[str, Any]:
             return status
 
 
-def _verify_from(state: dict[str, Any], *, budget: int) -> dict[str, Any]:
-    last_id, prev_hash, checked = state["last_id"], state["last_hash"], state["checked"]
-    events = AuditEvent.objects.filter(id__gt=last_id).order_by("id")[:budget]
-    for event in events:
-        if event.id != last_id + 1:
-            return {**state, "broken": {"event_id": last_id + 1, "problem": f"event {last_id + 1} is missing"}}
-        if event.prev_hash != prev_hash:
-            return {**state, "broken": {"event_id": event.id, "problem": "prev_hash does not match"}}
-        if compute_hash(event) != event.hash:
-            return {**state, "broken": {"event_id": event.id, "problem": "content does not match its hash"}}
-        last_id, prev_hash, checked = event.id, event.hash, checked + 1
-    return {"last_id": last_id, "last_hash": prev_hash, "checked": checked, "broken": None}
+def _verify_from(state: dict[str, Any], stored, target: int, *, budget: int) -> dict[str, Any]:
+    tree = merkle.CompactTree(state["checked"], [bytes.fromhex(h) for h in state["hashes"]])
+    stop = min(target, tree.size + budget)
+    for index, _event_id, _prev, _hash, entry in iter_entries(start=tree.size):
+        if index != tree.size:
+            return {**state, "broken": {"event_id": None, "problem": f"log index {tree.size} is missing"}}
+        tree.append(merkle.leaf_hash(entry))
+        if tree.size >= stop:
+            break
+    if tree.size < stop:
+        return {**state, "broken": {"event_id": None, "problem": f"log index {tree.size} is missing"}}
+    if tree.size == target:
+        try:
+            signed, _ = open_checkpoint(stored.note, log_verifiers())
+        except NoteError as exc:
+            return {**state, "broken": {"event_id": None, "problem": f"checkpoint {target} does not verify: {exc}"}}
+        if signed.size != target or signed.root != tree.root():
+            return {**state, "broken": {"event_id": None, "problem": f"the events no longer match signed "
+                                        f"checkpoint {target} (run manage.py verify_audit to locate the change)"}}  # fmt: skip
+    return {"checked": tree.size, "hashes": [h.hex() for h in tree.hashes], "broken": None}
 
 
 def _audit_result(control: Control) -> ControlResult:
     status = audit_chain_status()
     head_id = status["head_id"]
+    if status["missing_triggers"]:
+        return ControlResult(control, FAIL, head_id, head_id,
+                             "The database does not refuse changes to the audit log: triggers missing ("
+                             f"{', '.join(status['missing_triggers'])}).")  # fmt: skip
     if status["broken"]:
-        return ControlResult(control, FAIL, head_id, 1,
-                             f"The audit chain is broken at event {status['broken']['event_id']}: "
-                             f"{status['broken']['problem']}.")
+        return ControlResult(control, FAIL, head_id, 1, f"The audit log is broken: {status['broken']['problem']}.")
     if not status["complete"]:
         return ControlResult(control, PARTIAL, head_id, 0,
                              f"{status['checked']:,} of {head_id:,} audit events verified so far — no break found; "
                              "the rest is verified on the next report runs (or run manage.py verify_audit).",
                              note="verification in progress")
     return ControlResult(control, PASS, head_id, 0,
-                         f"100 % of {head_id:,} audit events verify against the hash chain — none altered.")
+                         f"100 % of {head_id:,} sealed audit events verify against signed checkpoint {head_id:,} "
+                         "— none altered; the database refuses changes.")
 
 
 # --- framework coverage --------------------------------------------------------------------------

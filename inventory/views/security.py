@@ -33,6 +33,7 @@ from inventory.selectors import (
     evidence_pack,
 )
 from portal.roles import Role, can_break_glass, can_hold_clients, can_manage_client, can_view_client, has_role
+from portal.tlog.sequencer import log_status
 
 INVENTORY_ROLES = (Role.SECURITY, Role.ADMIN, Role.OWNER, Role.APPROVER)
 OVERSIGHT_ROLES = (Role.SECURITY, Role.ADMIN)
@@ -288,6 +289,7 @@ def dashboard(request):
     ]
     return render(request, "inventory/security/dashboard.html", {
         "d": data, "charts": chart_list, "nav_active": "dashboard",
+        "log": log_status(),  # live, not snapshotted: a sequencer falling behind shows at once
     })
 
 

@@ -25,6 +25,7 @@ from django.utils import timezone
 from approvals.models import InitialAccessToken, RegistrationRequest
 from inventory.models import IdPConnection, ScopeDefinition
 from portal.audit import verify_chain
+from portal.tlog.sequencer import log_seal
 from portal.crypto import hash_token
 from portal.models import AuditEvent, User
 
@@ -54,6 +55,7 @@ out["uses"] = InitialAccessToken.objects.get().uses
 out["requests"] = sorted(RegistrationRequest.objects.values_list("state", flat=True))
 out["owners"] = sorted(set(RegistrationRequest.objects.values_list("owner__username", flat=True)))
 out["actions"] = list(AuditEvent.objects.order_by("id").values_list("action", flat=True))
+out["sealed"] = log_seal().sealed
 checked, broken = verify_chain()
 out["chain"] = [checked, None if broken is None else broken.problem]
 print(json.dumps(out))
@@ -84,7 +86,7 @@ def _run_script(script: str, migrated: Path, data_dir: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
-def test_registration_on_sqlite_writes_rows_and_a_valid_chain(migrated, tmp_path):
+def test_registration_on_sqlite_writes_rows_and_a_valid_log(migrated, tmp_path):
     out = _run_script(SCRIPT, migrated, tmp_path)
 
     assert out["status"] == {"tickets:read": 201, "tickets:write": 202, "nope:x": 400}
@@ -92,6 +94,7 @@ def test_registration_on_sqlite_writes_rows_and_a_valid_chain(migrated, tmp_path
     assert out["requests"] == ["approved", "pending", "refused"] and out["owners"] == ["demo-owner"]
     assert {"client.create", "registration.accepted", "client.active"} <= set(out["actions"])
     assert out["actions"][-2:] == ["registration.pending", "registration.refused"]
+    assert out["sealed"] == len(out["actions"])
     assert out["chain"] == [len(out["actions"]), None]
 
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 
 import pytest
 from django.core.cache import cache
+from django.db import connection
 from django.utils import timezone
 from django.utils.html import escape
 
@@ -22,6 +23,8 @@ from inventory.reports.controls import (
     measure_controls,
 )
 from portal.audit import Actor, audit_record
+from portal.models import LogCheckpoint
+from portal.tlog.sequencer import log_seal
 from tests.factories import ClientFactory, RequestFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -257,20 +260,37 @@ def test_orphans_within_grace(idp, owner, catalogue, settings):
 def test_audit_chain_control_incremental_and_detects_breaks(db):
     for i in range(3):
         audit_record(actor=Actor.system("t"), action="test.event", object_type="thing", object_id=i)
+    log_seal()
     result = by_key(measure_controls())["audit_chain_intact"]
     assert (result.status, result.total, result.failing) == ("pass", 3, 0)
+    assert "verify against signed checkpoint 3" in result.sentence
     audit_record(actor=Actor.system("t"), action="test.event", object_type="thing", object_id=4)
+    log_seal()
     state = ctl.audit_chain_status()
     assert state["checked"] == 4 and state["complete"]
-    # A checkpoint that disagrees with the stored chain is reported as a break, not papered over.
-    cache.set(ctl.AUDIT_CACHE_KEY, {**state, "last_hash": "f" * 64, "last_id": 3, "checked": 3})
+    # A cached state that disagrees with the signed checkpoint is reported as a break, not papered over.
+    forged = ctl._verify_from({"checked": 0, "hashes": [], "broken": None}, LogCheckpoint.objects.get(tree_size=3), 3,
+                              budget=10)  # fmt: skip
+    assert forged["checked"] == 3 and forged["broken"] is None
+    forged["hashes"][0] = "ff" * 32
+    cache.set(ctl.AUDIT_CACHE_KEY, forged)
     result = by_key(measure_controls())["audit_chain_intact"]
-    assert result.status == "fail" and "broken at event 4" in result.sentence
+    assert result.status == "fail" and "no longer match signed checkpoint 4" in result.sentence
+
+
+def test_audit_control_fails_when_the_database_would_accept_changes(db):
+    audit_record(actor=Actor.system("t"), action="test.event", object_type="thing", object_id=1)
+    log_seal()
+    with connection.cursor() as cursor:
+        cursor.execute("ALTER TABLE portal_auditevent DISABLE TRIGGER audit_immutable")
+    result = by_key(measure_controls())["audit_chain_intact"]
+    assert result.status == "fail" and "audit_immutable on portal_auditevent" in result.sentence
 
 
 def test_audit_chain_verification_in_budgeted_steps(db):
     for i in range(5):
         audit_record(actor=Actor.system("t"), action="test.event", object_type="thing", object_id=i)
+    log_seal()
     first = ctl.audit_chain_status(budget=2)
     assert (first["checked"], first["complete"]) == (2, False)
     assert by_key(measure_controls())["audit_chain_intact"].status in ("partial", "pass")

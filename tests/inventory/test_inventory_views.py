@@ -264,7 +264,7 @@ def test_evidence_pack(client, security_user, explained):
     pack = response.json()
     assert set(pack) == {"schema", "generated_at", "client", "purpose", "owner", "team", "sponsor", "approval",
                          "policy_version", "scopes", "service_boundary", "lifetime", "revocation", "lineage",
-                         "flags", "timeline"}
+                         "flags", "log_witness", "timeline", "log"}
     assert pack["client"]["registration_id"] == explained.registration_id
     assert pack["sponsor"]["token"]["prefix"] == "rat_explain_"
     approval = pack["approval"][0]
@@ -274,6 +274,8 @@ def test_evidence_pack(client, security_user, explained):
     assert pack["lineage"]["descendants"][0]["name"] == "bravo-child"
     assert pack["lineage"]["descendants"][0]["children"][0]["name"] == "bravo-grandchild"
     assert [e["action"] for e in pack["timeline"]] == ["request.approve", "client.activate"]
+    assert all(e["log_index"] is None and e["leaf"] is None for e in pack["timeline"])  # not sealed yet
+    assert pack["log"] == {"checkpoint": None}
     assert pack["revocation"]["idp"] == "keycloak-eu" and pack["revocation"]["sync_failed"] is True
     assert "idp_state" not in json.dumps(pack)
 

@@ -12,7 +12,8 @@ EXAMPLE = ROOT / "contrib" / "registrar.env.example"
 # Every environment read in settings.py goes through these readers (portal/env.py); the name may sit on the next line.
 ENV_READ = re.compile(r"\benv_(?:str|bool|int|list|required|float)\(\s*[\"']([A-Z][A-Z0-9_]*)[\"']")
 ASSIGNMENT = re.compile(r"^#?([A-Z][A-Z0-9_]*)=(.*)$")
-LOOKS_SECRET = re.compile(r"(SECRET|PASSWORD|(?<!RATE_PER)_TOKEN$|_KEY$|_KEYS$|WEBHOOK)")
+# Public keys (the audit log's verifier keys) end in _KEY too; they are not secrets.
+LOOKS_SECRET = re.compile(r"(SECRET|PASSWORD|(?<!RATE_PER)_TOKEN$|(?<!VERIFIER)_KEY$|(?<!VERIFIER)_KEYS$|WEBHOOK)")
 
 
 def settings_reads(text: str) -> set[str]:

@@ -130,12 +130,14 @@ def test_one_configuration_for_both_formats():
 
 
 # Production shape needs its secrets whatever else a test sets.
-SECRETS = {"SECRET_KEY": "s" * 50, "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY="}
+SECRETS = {"SECRET_KEY": "s" * 50, "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY=",
+           "REGISTRAR_LOG_VERIFIER_KEY": "registrar.test/audit-log+23489aee+AXSUlzg7vliEFEkSv1ltpOE4hvrbzW/P86mqZQOZI9fZ"}
 
 
 def _settings_log(env: dict[str, str]) -> subprocess.CompletedProcess:
     snippet = "import django, logging; django.setup(); logging.getLogger('probe').warning('event=hello')"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DEBUG", "LOG_", "REGISTRAR_EMBEDDED"))}
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DATABASE_URL", "DEBUG", "LOG_", "REGISTRAR_EMBEDDED", "REGISTRAR_LOG_"))}
     return subprocess.run([sys.executable, "-c", snippet], env=clean | {"DJANGO_SETTINGS_MODULE": "portal.settings"} | env,
                           cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
 

@@ -263,7 +263,8 @@ def _start(settings_module: str, env: dict) -> subprocess.CompletedProcess:
 def test_the_loopback_escape_hatch_is_refused_at_start_up_in_production():
     production = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/registrar", "DEBUG": "false",
                   "ALLOWED_HOSTS": "registrar.example.com", "SECRET_KEY": "x" * 50,
-                  "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY="}
+                  "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY=",
+                  "REGISTRAR_LOG_VERIFIER_KEY": "registrar.test/audit-log+23489aee+AXSUlzg7vliEFEkSv1ltpOE4hvrbzW/P86mqZQOZI9fZ"}
     assert _start("portal.settings", production).returncode == 0
     result = _start("portal.settings", production | {"REGISTRAR_FETCH_ALLOW_LOOPBACK": "true"})
     assert result.returncode != 0

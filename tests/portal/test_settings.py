@@ -13,6 +13,8 @@ from django.core.exceptions import ImproperlyConfigured
 from portal.env import env_bool, env_float, env_int, parse_database_url, parse_redis_url
 
 ROOT = Path(__file__).resolve().parents[2]
+TEST_LOG_KEY = "PRIVATE+KEY+registrar.test/audit-log+23489aee+AbLUkPGT8NXxl453Z+fncnV6KVajDSg9Yz0HcvL1aSS4"
+TEST_LOG_VERIFIER_KEY = "registrar.test/audit-log+23489aee+AXSUlzg7vliEFEkSv1ltpOE4hvrbzW/P86mqZQOZI9fZ"
 
 
 @pytest.mark.parametrize("url", ["mysql://u@h/db", "postgres://u@h:notaport/db", "postgres://u@h:5432/", "nonsense"])
@@ -44,7 +46,7 @@ def test_env_helpers_reject_bad_values():
 
 # Everything that decides the settings' shape; the test process has some of these set (settings_test).
 _SHAPE = ("DATABASE_URL", "DEBUG", "SECRET_KEY", "REDIS", "REGISTRAR_EMBEDDED", "REGISTRAR_ENCRYPTION_KEY",
-          "REGISTRAR_OLD_ENCRYPTION_KEYS", "REGISTRAR_DEMO_MODE", "ALLOWED_HOSTS")  # fmt: skip
+          "REGISTRAR_OLD_ENCRYPTION_KEYS", "REGISTRAR_DEMO_MODE", "REGISTRAR_LOG_", "ALLOWED_HOSTS")  # fmt: skip
 _SNIPPET = ("import django; django.setup(); from django.conf import settings as s; "
             "print(s.EMBEDDED, s.DEBUG, s.DEMO_MODE, s.DATABASES['default']['ENGINE'], s.SECRET_KEY)")  # fmt: skip
 
@@ -73,8 +75,16 @@ def test_production_requires_secret_and_encryption_key():
     assert result.returncode != 0 and "REGISTRAR_ENCRYPTION_KEY" in result.stderr
     result = _import_settings(prod | {"SECRET_KEY": "x" * 50, "REGISTRAR_ENCRYPTION_KEY": "short"})
     assert result.returncode != 0 and "Fernet key" in result.stderr
-    good = prod | {"SECRET_KEY": "x" * 50, "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY="}
+    keyed = prod | {"SECRET_KEY": "x" * 50, "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY="}
+    result = _import_settings(keyed)
+    assert result.returncode != 0 and "REGISTRAR_LOG_SIGNING_KEY" in result.stderr
+    result = _import_settings(keyed | {"REGISTRAR_LOG_SIGNING_KEY": "PRIVATE+KEY+x+00000000+AAAA"})
+    assert result.returncode != 0 and "audit log key" in result.stderr
+    good = keyed | {"REGISTRAR_LOG_SIGNING_KEY": TEST_LOG_KEY}
     result = _import_settings(good)
+    assert result.returncode == 0, result.stderr
+    # a web server may hold the public key only
+    result = _import_settings(keyed | {"REGISTRAR_LOG_VERIFIER_KEY": TEST_LOG_VERIFIER_KEY})
     assert result.returncode == 0, result.stderr
 
 
@@ -105,7 +115,8 @@ EMBEDDED_SECRET_KEY = "registrar-embedded-insecure-key-do-not-use-in-production"
 GOOD_SECRET = "k" * 20 + "-production-secret-0123456789"
 GOOD_FERNET = "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY="
 PROD = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/registrar", "ALLOWED_HOSTS": "registrar.example.com",
-        "SECRET_KEY": GOOD_SECRET, "REGISTRAR_ENCRYPTION_KEY": GOOD_FERNET}  # fmt: skip
+        "SECRET_KEY": GOOD_SECRET, "REGISTRAR_ENCRYPTION_KEY": GOOD_FERNET,
+        "REGISTRAR_LOG_SIGNING_KEY": TEST_LOG_KEY}  # fmt: skip
 
 
 def _derived(secret_key: str) -> str:

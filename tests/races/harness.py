@@ -132,6 +132,9 @@ class RaceServer:
         self.database = database
         self.secret_key = secret_key
         self.encryption_key = encryption_key
+        from portal.tlog.keys import log_signer
+
+        self.log_key = log_signer().encoded  # the test process's own key
         self.rates = rates
         self.scim_token = "scim-" + secrets.token_urlsafe(24)
         self.port = _free_port()
@@ -156,6 +159,7 @@ class RaceServer:
             "DEBUG": "true",
             "SECRET_KEY": self.secret_key,  # the test process writes the sessions the server reads
             "REGISTRAR_ENCRYPTION_KEY": self.encryption_key,  # and the IdP credentials
+            "REGISTRAR_LOG_SIGNING_KEY": self.log_key,  # the test process verifies the log the server signs
             "REGISTRAR_DEMO_MODE": "false",
             "REGISTRAR_DATA_DIR": str(self.work_dir / "data"),
             "REGISTRAR_SCIM_TOKEN": self.scim_token,

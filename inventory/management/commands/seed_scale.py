@@ -11,13 +11,11 @@ Everything runs in one transaction: an interrupted seed leaves nothing behind.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import random
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 
 from django.apps import apps
 from django.contrib.auth import get_user_model
@@ -29,8 +27,7 @@ from django.utils import timezone
 from inventory.catalogue import DEMO_SCOPES
 from inventory.choices import ClientState, CreatedVia, IdPKind, RiskTier
 from inventory.models import Client, IdPConnection, ScopeDefinition, Team
-from portal.audit import canonical_payload
-from portal.models import AuditEvent, AuditHead
+from portal.tlog.sequencer import log_seal
 
 SCOPES_BY_TIER = {
     RiskTier.LOW: [["tickets:read"], ["docs:read", "metrics:read"], ["calendar:read"], ["docs:read"]],
@@ -203,6 +200,8 @@ class Command(BaseCommand):
         parser.add_argument("--teams", type=int, default=None, help="default: owners / 25, at least 5")
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--days", type=int, default=365, help="spread creation over this many days")
+        parser.add_argument("--no-seal", action="store_true",
+                            help="leave the audit events for the sequencer instead of sealing them here")  # fmt: skip
 
     def handle(self, *args, **opts):
         if connection.vendor != "postgresql":
@@ -232,7 +231,7 @@ class Command(BaseCommand):
             self.stdout.write(f"requests+decisions: {requests} requests in {time.monotonic() - t:.1f}s")
             t = time.monotonic()
             self._audit(clients)
-            self.stdout.write(f"audit: {len(clients)} chained events in {time.monotonic() - t:.1f}s")
+            self.stdout.write(f"audit: {len(clients)} events in {time.monotonic() - t:.1f}s")
             t = time.monotonic()
             with connection.cursor() as cursor:
                 cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # deferred FK checks must run before DDL
@@ -255,6 +254,14 @@ class Command(BaseCommand):
                 # VACUUM sets the visibility map, so the dashboard's counts can be index-only scans.
                 cursor.execute(f"VACUUM (ANALYZE) {table}")
         self.stdout.write(f"vacuum+analyze: {time.monotonic() - t:.1f}s")
+        if not opts["no_seal"]:
+            t, sealed = time.monotonic(), 0
+            while True:
+                report = log_seal(time_budget=60)
+                sealed += report.sealed
+                if report.busy or not report.sealed:
+                    break
+            self.stdout.write(f"audit log: {sealed} events sealed in {time.monotonic() - t:.1f}s")
         self.stdout.write(self.style.SUCCESS(
             f"seed_scale: {n} clients, {owners_n} owners, {teams_n} teams in {time.monotonic() - started:.1f}s"))
 
@@ -484,21 +491,15 @@ class Command(BaseCommand):
                            "(SELECT COALESCE(MAX(id), 1) FROM approvals_registrationrequest))")
         return count
 
-    # --- audit chain ----------------------------------------------------------------------------------
+    # --- audit log ------------------------------------------------------------------------------------
 
     def _audit(self, clients):
-        head, _ = AuditHead.objects.select_for_update().get_or_create(id=1)
-        prev_hash, next_id = head.last_hash, head.last_event_id + 1
-        if AuditEvent.objects.filter(id__gte=next_id).exists():
-            raise CommandError("audit head is behind the audit table; run verify_audit")
-        cols = ["id", "occurred_at", "actor_type", "actor_id", "actor_label", "action", "object_type", "object_id",
-                "before", "after", "reason", "policy_version", "request_id", "prev_hash", "hash"]
-        event = SimpleNamespace(actor_type="system", actor_id="", actor_label="seed_scale", action="client.create",
-                                object_type="client", before=None, reason="seed_scale", request_id="seed-scale")
-        # Chain order is id order, so events are written in id order with non-decreasing occurrence times.
+        """One ``client.create`` event per client, appended like any event (no log index yet), in creation
+        order; the sequencer seals them afterwards (``handle``)."""
+        cols = ["occurred_at", "actor_type", "actor_id", "actor_label", "action", "object_type", "object_id",
+                "before", "after", "reason", "policy_version", "request_id", "prev_hash", "hash", "log_index"]
         ordered = sorted(clients, key=lambda c: c[6])
         scopes_json: dict[tuple, str] = {}
-        checked = False
         with connection.cursor() as cursor:
             raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
             with raw.copy(f"COPY portal_auditevent ({', '.join(cols)}) FROM STDIN") as copy:  # noqa: S608
@@ -510,30 +511,12 @@ class Command(BaseCommand):
                     after = (f'{{"created_via":"{str(via)}","owner":{owner_id},"risk_tier":"{str(tier)}",'
                              f'"scopes":{scopes_json[key]},"state":"provisioning"}}')
                     occurred = created.astimezone(UTC).isoformat(timespec="microseconds")
-                    # portal.audit.canonical_payload, spelled out (sorted keys, compact separators) for speed;
-                    # the first event is checked against the real function below.
-                    payload = (
-                        f'{{"action":"client.create","actor":["system","","seed_scale"],"after":{after},'
-                        f'"before":null,"id":{next_id},"object":["client","{reg_id}"],"occurred_at":"{occurred}",'
-                        f'"policy_version":1,"prev_hash":"{prev_hash}","reason":"seed_scale",'
-                        f'"request_id":"seed-scale"}}'
-                    ).encode()
-                    if not checked:
-                        event.id, event.occurred_at, event.object_id = next_id, created.astimezone(UTC), reg_id
-                        event.after, event.policy_version, event.prev_hash = json.loads(after), 1, prev_hash
-                        if canonical_payload(event) != payload:
-                            raise CommandError("seed_scale's audit payload drifted from portal.audit.canonical_payload")
-                        checked = True
-                    digest = hashlib.sha256(payload).hexdigest()
-                    buffer.append(f"{next_id}\t{occurred}\tsystem\t\tseed_scale\tclient.create\tclient\t{reg_id}"
-                                  f"\t\\N\t{after}\tseed_scale\t1\tseed-scale\t{prev_hash}\t{digest}")
+                    buffer.append(f"{occurred}\tsystem\t\tseed_scale\tclient.create\tclient\t{reg_id}"
+                                  f"\t\\N\t{after}\tseed_scale\t1\tseed-scale\t\t\\N\t\\N")
                     if len(buffer) >= 20_000:
                         copy.write("\n".join(buffer) + "\n")
                         buffer.clear()
-                    prev_hash = digest
-                    next_id += 1
                 if buffer:
                     copy.write("\n".join(buffer) + "\n")
-        AuditHead.objects.filter(id=1).update(last_event_id=next_id - 1, last_hash=prev_hash)
 
 

@@ -47,6 +47,8 @@ class Command(BaseCommand):
                 f"\nRegistrar is starting on http://{opts['addr']}/  — log in as admin (admin), alice or dave (owners), "
                 "bob, carol (approvers) or ciso (security) with the password printed above.\n"
                 f"Demo IdP: {idp_url or 'dry-run connector (Node.js not found)'}\n"
+                f"Audit log: checkpoints signed by the worker every second, copied to the witness "
+                f"{', '.join(settings.REGISTRAR_LOG_WITNESS)}; key {settings.REGISTRAR_LOG_SIGNING_KEY_FILE or 'from the environment'}\n"
             ))
             server = self._spawn([python, "manage.py", "runserver", opts["addr"], "--noreload"], env)
             server.wait()

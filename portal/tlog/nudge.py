@@ -1,0 +1,59 @@
+"""Nudge the sequencer after a commit that appended events, without ever making the request wait.
+
+The request thread only sets an event; a daemon thread per process sends the Celery task, at most once per
+``MIN_INTERVAL`` — so a burst of registrations costs one message, and a slow or absent broker delays the seal
+(beat runs the sequencer every second anyway), never the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+logger = logging.getLogger(__name__)
+MIN_INTERVAL = 0.25  # seconds between two nudges from one process
+TASK = "portal.tasks.log_sequence"
+
+
+class _Nudger:
+    def __init__(self) -> None:
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def poke(self) -> None:
+        if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+            with self._lock:  # (re)start after a fork: threads do not survive it
+                if self._thread is None or self._pid != os.getpid() or not self._thread.is_alive():
+                    self._wake = threading.Event()
+                    self._pid = os.getpid()
+                    self._thread = threading.Thread(target=self._run, name="audit-log-nudge", daemon=True)
+                    self._thread.start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        wake = self._wake
+        while True:
+            wake.wait()
+            wake.clear()
+            send()
+            threading.Event().wait(MIN_INTERVAL)
+
+
+def send() -> None:
+    """Ask a worker to run the sequencer now (best effort: a failure only leaves it to beat)."""
+    try:
+        from portal.celery import app
+
+        app.send_task(TASK, expires=10, retry=False)
+    except Exception:  # noqa: BLE001 - the broker being down must never surface here
+        logger.warning("event=log_nudge_failed task=%s", TASK, exc_info=True)
+
+
+_nudger = _Nudger()
+
+
+def nudge_sequencer() -> None:
+    _nudger.poke()
