@@ -207,10 +207,21 @@ class RaceServer:
         self._stack.callback(self._stop_gunicorn)
         wait_for(self._healthy, timeout=60, what=f"gunicorn on {self.url} (log {self.work_dir / 'gunicorn.log'})",
                  interval=0.2)
+        self._warm_up()
         # LOG_LEVEL INFO: the worker's " ready." line, which CeleryWorker waits for, is an INFO line.
         self.celery = CeleryWorker("races", env=self.env() | {"LOG_LEVEL": "INFO"}, concurrency=CELERY_CONCURRENCY)
         self.celery.start(ready_timeout=60)
         self._stack.callback(self.celery.stop)
+
+    def _warm_up(self) -> None:
+        """Bring every web worker past its first request (URLconf, views, database connection) before a race.
+
+        A cold worker spends a few hundred milliseconds on its first request; a burst sent to a server with one
+        warm worker is then mostly served by that worker one request after another, and the race the test is
+        about never happens (a spawn test passed with its guard removed). ``/readyz`` loads the URLconf and
+        opens the database connection; a few bursts larger than the worker count reach every worker."""
+        for _ in range(3):
+            self.burst([Call("GET", "/readyz") for _ in range(4 * WEB_WORKERS)], timeout=30)  # any answer will do
 
     def _healthy(self) -> bool:
         if self.gunicorn is not None and self.gunicorn.poll() is not None:

@@ -266,3 +266,33 @@ def test_the_per_token_limit_lets_exactly_its_rate_through(race_server, world):
     assert answers.count(429) == 4, answers
     assert {a.json["error_description"].split(";")[0] for a in answers.with_status(429)} == {
         "rate limit per token exceeded"}
+
+
+# --- a parent's children: max_children_per_parent --------------------------------------------------------------
+
+SPAWN_LIMIT = 10  # the default policy's max_children_per_parent
+
+
+def test_a_parent_spawns_exactly_max_children_per_parent(race_server, world):
+    """A parent one child short of the limit; 16 spawns with its registration access token at once. Every request
+    of the first wave reads a free slot (the policy's early count), so only the conditional child-slot UPDATE in
+    the registration's one statement can let exactly one through; the rest are refused naming the limit, and
+    consume nothing. The children are medium risk (review): that path takes no owner lock, so nothing but the
+    child-slot guard stands between the requests."""
+    owner = world.owner()
+    [parent] = world.clients(owner, 1, children_spawned=SPAWN_LIMIT - 1, scopes=["tickets:read", "tickets:write"])
+    rat = f"rrat_{world.name('parent')}"
+    RequestFactory(public_id=parent.registration_id, state=RequestState.APPROVED, owner=owner, client=parent,
+                   registration_access_token_hash=hash_token(rat), idp=parent.idp)
+
+    answers = race_server.burst([register(rat, f"spawned-{i}", scope="tickets:write") for i in range(16)])
+
+    assert answers.count(202) == 1, answers
+    assert answers.count(400) == 15, answers
+    assert {a.json["error_description"] for a in answers.with_status(400)} == {
+        f"the parent client has already spawned {SPAWN_LIMIT} children; the limit is {SPAWN_LIMIT} "
+        "(policy max_children_per_parent)"}
+    parent.refresh_from_db()
+    assert parent.children_spawned == SPAWN_LIMIT
+    assert RegistrationRequest.objects.filter(parent_client=parent, state=RequestState.PENDING).count() == 1
+    assert actions(object_type="client", object_id=parent.registration_id) == Counter({"client.spawn": 1})

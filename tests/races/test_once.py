@@ -21,7 +21,7 @@ from inventory.models import Client, OutboxEntry, TransferOffer, TransferState
 from portal.models import User
 from tests.provisioning import markers_at_idp
 from tests.races.harness import Call, api_token, bearer, wait_until
-from tests.races.support import RACE, actions, body
+from tests.races.support import RACE, REGISTER, actions, body
 
 pytestmark = RACE
 
@@ -267,3 +267,33 @@ def test_policy_versions_published_at_once_are_consecutive_with_one_active(race_
     assert Policy.objects.get(is_active=True).version == versions[-1]
     assert actions(action="policy.publish", object_id__in=[str(v) for v in versions[before:]]) == Counter(
         {"policy.publish": 16})
+
+
+# --- a software statement's jti: accepted once ------------------------------------------------------------------
+
+
+def test_a_software_statement_registers_once(race_server, world):
+    """16 registrations carrying one signed statement at once: the (issuer, jti) unique constraint, written in the
+    same statement as the registration, lets exactly one in; the others are 400 invalid_software_statement."""
+    from approvals.models import SoftwareStatementUse, TrustedIssuer
+    from tests.approvals.test_statements import AUDIENCE, ISSUER, ISSUER_KEY, sign
+
+    owner = world.owner()
+    rule = TrustedIssuer.objects.create(
+        name=world.name("ci"), kind="oidc", issuer=ISSUER, audience=AUDIENCE,
+        jwks={"keys": [ISSUER_KEY.as_dict(private=False)]}, subject="repo:acme/agents:*", owner=owner,
+        purpose="CI agents of acme/agents", allowed_scopes=["tickets:read"], max_ttl_seconds=3600, internal_only=True,
+    )
+    jti = world.name("jti")
+    statement = sign({"scope": "tickets:read"}, jti=jti)
+    call = Call("POST", REGISTER, json=body("ci-agent", software_statement=statement))
+
+    answers = race_server.burst_same(call, 16)
+
+    assert answers.count(201, 202) == 1, answers
+    assert answers.count(400) == 15, answers
+    for refused in answers.with_status(400):
+        assert refused.json["error"] == "invalid_software_statement"
+        assert f"software statement jti '{jti}' of issuer '{ISSUER}' was already used" in refused.json["error_description"]
+    assert SoftwareStatementUse.objects.filter(jti=jti).count() == 1
+    assert RegistrationRequest.objects.filter(issuer=rule).exclude(state=RequestState.REFUSED).count() == 1
