@@ -46,12 +46,14 @@ browser:
 test: venv idp-deps services browser
 	DJANGO_SETTINGS_MODULE=portal.settings_test $(VENV)/bin/pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 test-fast: venv services
 	DJANGO_SETTINGS_MODULE=portal.settings_test $(VENV)/bin/pytest -q -m "not e2e and not integration and not slow" $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # contrib/prod_check.py: its own database, redis-server and test IdP; everything is removed afterwards.
 prod-check: venv idp-deps services

@@ -62,8 +62,16 @@ class PolicyAdmin(AuditedModelAdmin):
 class InitialAccessTokenAdminForm(forms.ModelForm):
     class Meta:
         model = InitialAccessToken
-        fields = ("purpose", "team", "allowed_scopes", "max_ttl_seconds", "max_uses", "internal_only", "idp",
-                  "expires_at")  # fmt: skip
+        fields = (
+            "purpose",
+            "team",
+            "allowed_scopes",
+            "max_ttl_seconds",
+            "max_uses",
+            "internal_only",
+            "idp",
+            "expires_at",
+        )
 
     def clean_max_uses(self):
         max_uses = self.cleaned_data["max_uses"]

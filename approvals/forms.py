@@ -23,7 +23,9 @@ class ScopeListField(forms.Field):
 
 class DecisionForm(forms.Form):
     decision = forms.ChoiceField(choices=DecisionKind.choices)
-    reason = forms.CharField(label=_("Reason"), required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+    reason = forms.CharField(
+        label=_("Reason"), required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
+    )
     # "narrow" marks that the scope checkboxes were on the form, so "none ticked" means "no scopes"
     # (refused by the service) rather than "not narrowed".
     narrow = forms.BooleanField(required=False, widget=forms.HiddenInput)

@@ -270,9 +270,11 @@ class _TokenLookup:
             columns = ", ".join(c.select(connection) for c in (self.token, self.owner, self.team, self.idp))
             owner_live = f"c.{col(Client, 'owner')} = t.{col(T, 'owner')} AND c.{col(Client, 'state')} IN ({live})"
             count = f"(SELECT COUNT(*) FROM {table(Client)} c WHERE {owner_live})"  # noqa: S608
-            joins = (f"JOIN {table(U)} u ON u.{qn(U._meta.pk.column)} = t.{col(T, 'owner')} "
-                     f"LEFT JOIN {table(tm)} tm ON tm.{qn(tm._meta.pk.column)} = t.{col(T, 'team')} "
-                     f"LEFT JOIN {table(i)} i ON i.{qn(i._meta.pk.column)} = t.{col(T, 'idp')}")  # fmt: skip
+            joins = (
+                f"JOIN {table(U)} u ON u.{qn(U._meta.pk.column)} = t.{col(T, 'owner')} "
+                f"LEFT JOIN {table(tm)} tm ON tm.{qn(tm._meta.pk.column)} = t.{col(T, 'team')} "
+                f"LEFT JOIN {table(i)} i ON i.{qn(i._meta.pk.column)} = t.{col(T, 'idp')}"
+            )
             # Identifiers come from _meta (quoted) and the states are constants; the hash is a parameter.
             sql = f"SELECT {columns}, {count} FROM {table(T)} t {joins} WHERE t.{col(T, 'token_hash')} = %s"  # noqa: S608
             self._sql[connection.alias] = sql
@@ -374,8 +376,9 @@ def _spawn_requester(bearer: str, now) -> Requester:
 
 def _spawn_revoked_message(parent: Client) -> str:
     why = f": {parent.spawn_revoked_reason}" if parent.spawn_revoked_reason else ""
-    return (f"the parent client's right to spawn children was revoked on "
-            f"{parent.spawn_revoked_at:%Y-%m-%d %H:%M} UTC{why}")
+    return (
+        f"the parent client's right to spawn children was revoked on {parent.spawn_revoked_at:%Y-%m-%d %H:%M} UTC{why}"
+    )
 
 
 # --- registration --------------------------------------------------------------------------------
@@ -550,9 +553,15 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
     except MetadataError as exc:
         reasons = [{"code": "invalid_metadata", "message": m} for m in exc.reasons]
         request = _record_refusal(
-            requester=requester, body=merged, error=exc.error, reasons=reasons, verdict=None, md=None,
-            config=config, source_ip=source_ip,
-        )  # fmt: skip
+            requester=requester,
+            body=merged,
+            error=exc.error,
+            reasons=reasons,
+            verdict=None,
+            md=None,
+            config=config,
+            source_ip=source_ip,
+        )
         return Submission(request=request, verdict=None, error=exc.error, error_description=exc.description)
     fetched = None
     if md.jwks_uri is not None:
@@ -561,9 +570,15 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
         except BadRequest as exc:
             reasons = [{"code": "invalid_jwks_uri", "message": exc.description}]
             request = _record_refusal(
-                requester=requester, body=merged, error=exc.error, reasons=reasons, verdict=None, md=md,
-                config=config, source_ip=source_ip,
-            )  # fmt: skip
+                requester=requester,
+                body=merged,
+                error=exc.error,
+                reasons=reasons,
+                verdict=None,
+                md=md,
+                config=config,
+                source_ip=source_ip,
+            )
             return Submission(request=request, verdict=None, error=exc.error, error_description=exc.description)
 
     context = _context(requester, md, now)
@@ -573,18 +588,34 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
         if idp is None:
             raise Unavailable("temporarily_unavailable", "no identity provider is configured for new registrations")
         try:
-            return _record_accepted(requester=requester, md=md, verdict=verdict, idp=idp, now=now,
-                                    source_ip=source_ip, config=config, fetched=fetched)
+            return _record_accepted(
+                requester=requester,
+                md=md,
+                verdict=verdict,
+                idp=idp,
+                now=now,
+                source_ip=source_ip,
+                config=config,
+                fetched=fetched,
+            )
         except OwnerQuotaExceeded as exc:
             # The owner's live clients were counted again under the owner's lock (concurrent registrations
             # took the room the first count saw): the same policy, on that count, refuses it (the limit
             # enforced was this config's, passed down by _record_accepted).
             verdict = evaluate(dataclasses.replace(context, owner_live_clients=exc.live), config)
     request = _record_refusal(
-        requester=requester, body=merged, error=verdict.error, reasons=_reasons_json(verdict.reasons),
-        verdict=verdict, md=md, config=config, source_ip=source_ip,
-    )  # fmt: skip
-    return Submission(request=request, verdict=verdict, error=verdict.error, error_description=verdict.error_description)
+        requester=requester,
+        body=merged,
+        error=verdict.error,
+        reasons=_reasons_json(verdict.reasons),
+        verdict=verdict,
+        md=md,
+        config=config,
+        source_ip=source_ip,
+    )
+    return Submission(
+        request=request, verdict=verdict, error=verdict.error, error_description=verdict.error_description
+    )
 
 
 def _fetch_keys(jwks_uri: str) -> FetchedKeySet:
@@ -599,8 +630,12 @@ def _fetch_keys(jwks_uri: str) -> FetchedKeySet:
 def _keys_audit(md: ClientMetadata, fetched: FetchedKeySet | None) -> dict[str, Any]:
     """The client's keys for an audit event: where they came from and their RFC 7638 thumbprints."""
     if fetched is not None:
-        return {"source": "jwks_uri", "jwks_uri": fetched.uri, "fetched_from": fetched.address,
-                "thumbprints": fetched.thumbprints}
+        return {
+            "source": "jwks_uri",
+            "jwks_uri": fetched.uri,
+            "fetched_from": fetched.address,
+            "thumbprints": fetched.thumbprints,
+        }
     if md.jwks is not None:
         return {"source": "jwks", "thumbprints": jwks_thumbprints(md.jwks)}
     return {"source": None, "thumbprints": []}
@@ -610,8 +645,10 @@ def _token_use_sql(connection) -> str:
     """Consume one use of a live token (params: now, token id, now): conditional, so max_uses holds under any
     concurrency; no row changed means it ran out (or was revoked or expired) meanwhile."""
     qn = connection.ops.quote_name
-    return (f"UPDATE {qn(InitialAccessToken._meta.db_table)} SET uses = uses + 1, last_used_at = %s "  # noqa: S608
-            "WHERE id = %s AND uses < max_uses AND revoked_at IS NULL AND expires_at > %s")  # fmt: skip
+    return (
+        f"UPDATE {qn(InitialAccessToken._meta.db_table)} SET uses = uses + 1, last_used_at = %s "  # noqa: S608
+        "WHERE id = %s AND uses < max_uses AND revoked_at IS NULL AND expires_at > %s"
+    )
 
 
 def _statement_use_sql(connection, use: SoftwareStatementUse) -> tuple[str, list[Any]]:
@@ -622,8 +659,10 @@ def _statement_use_sql(connection, use: SoftwareStatementUse) -> tuple[str, list
     fields = [meta.get_field(name) for name in ("issuer", "jti", "expires_at", "registration_id", "used_at")]
     columns = ", ".join(qn(f.column) for f in fields)
     conflict = ", ".join(qn(meta.get_field(name).column) for name in ("issuer", "jti"))
-    sql = (f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
-           f" ON CONFLICT ({conflict}) DO NOTHING")
+    sql = (
+        f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
+        f" ON CONFLICT ({conflict}) DO NOTHING"
+    )
     return sql, [f.get_db_prep_save(getattr(use, f.attname), connection) for f in fields]
 
 
@@ -632,9 +671,11 @@ def _spawn_sql(connection) -> str:
     ``max_children_per_parent`` holds under any concurrency; no row changed means the parent reached its limit,
     stopped being active or lost its spawn right meanwhile."""
     qn = connection.ops.quote_name
-    return (f"UPDATE {qn(Client._meta.db_table)} SET children_spawned = children_spawned + 1 "  # noqa: S608
-            f"WHERE id = %s AND children_spawned < %s AND state = '{ClientState.ACTIVE}' "
-            "AND spawn_revoked_at IS NULL")
+    return (
+        f"UPDATE {qn(Client._meta.db_table)} SET children_spawned = children_spawned + 1 "  # noqa: S608
+        f"WHERE id = %s AND children_spawned < %s AND state = '{ClientState.ACTIVE}' "
+        "AND spawn_revoked_at IS NULL"
+    )
 
 
 @dataclass
@@ -646,8 +687,15 @@ class _SpawnSlot:
     count: int | None = None
 
 
-def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token_id: int | None, now,
-                       spawn: _SpawnSlot | None = None, statement_use: SoftwareStatementUse | None = None) -> bool:
+def _insert_with_event(
+    request: RegistrationRequest,
+    event: AuditEvent,
+    *,
+    token_id: int | None,
+    now,
+    spawn: _SpawnSlot | None = None,
+    statement_use: SoftwareStatementUse | None = None,
+) -> bool:
     """Write ``request`` and its audit ``event``, consuming what its credential allows once: one use of token
     ``token_id``, one child slot of the ``spawn`` parent, or the software statement's ``jti``
     (``statement_use``); False (and nothing written) when the token ran out, the parent reached its limit or
@@ -679,12 +727,12 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
     if guard is not None:
         name, sql, params = guard
         ctes.append((name, sql + (" RETURNING id, children_spawned" if name == "par" else " RETURNING id"), params))
-    insert, params = _REQUEST_INSERT.from_select(request, connection, expressions={},
-                                                 source=guard[0] if guard is not None else "")
+    insert, params = _REQUEST_INSERT.from_select(
+        request, connection, expressions={}, source=guard[0] if guard is not None else ""
+    )
     ctes.append(("req", f"{insert} RETURNING id", params))
     returning = ["(SELECT id FROM req)"] + (["(SELECT children_spawned FROM par)"] if spawn is not None else [])
-    sql, params = event_insert(connection, event, ctes=ctes, when="EXISTS (SELECT 1 FROM req)",
-                               returning=returning)  # fmt: skip
+    sql, params = event_insert(connection, event, ctes=ctes, when="EXISTS (SELECT 1 FROM req)", returning=returning)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         row = cursor.fetchone()
@@ -699,8 +747,9 @@ def _insert_with_event(request: RegistrationRequest, event: AuditEvent, *, token
     return True
 
 
-def _guard(connection, token_id: int | None, spawn: _SpawnSlot | None, statement_use: SoftwareStatementUse | None,
-           now) -> tuple[str, str, list] | None:
+def _guard(
+    connection, token_id: int | None, spawn: _SpawnSlot | None, statement_use: SoftwareStatementUse | None, now
+) -> tuple[str, str, list] | None:
     """The conditional write an accepted registration must win: the token's use, the parent's child slot, or the
     software statement's ``jti`` (an insert the unique constraint lets through once)."""
     if token_id is not None:
@@ -722,8 +771,15 @@ def _consume(guard: tuple[str, str, list]) -> bool:
 
 
 def _record_accepted(
-    *, requester: Requester, md: ClientMetadata, verdict: Verdict, idp: IdPConnection, now, source_ip: str | None,
-    config: PolicyConfig, fetched: FetchedKeySet | None = None,
+    *,
+    requester: Requester,
+    md: ClientMetadata,
+    verdict: Verdict,
+    idp: IdPConnection,
+    now,
+    source_ip: str | None,
+    config: PolicyConfig,
+    fetched: FetchedKeySet | None = None,
 ) -> Submission:
     auto = verdict.outcome == OUTCOME_AUTO_APPROVE
     plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
@@ -785,13 +841,20 @@ def _record_accepted(
                 if not _consume(guard):
                     raise lost()
                 if spawn is not None:
-                    spawn.count = Client.objects.filter(pk=spawn.parent_id).values_list(
-                        "children_spawned", flat=True)[0]
+                    spawn.count = Client.objects.filter(pk=spawn.parent_id).values_list("children_spawned", flat=True)[
+                        0
+                    ]
             token_id, statement_use, guarded_spawn = None, None, None  # consumed
             # Delivered inline by the view once this commits (_deliver_inline), so no worker is nudged to race it.
-            client = request_client_create(request=request, idp=idp, actor=requester.actor,
-                                           reason=f"auto-approved by policy v{verdict.policy_version}", now=now,
-                                           owner_limit=config.max_live_clients_per_owner, nudge_worker=False)
+            client = request_client_create(
+                request=request,
+                idp=idp,
+                actor=requester.actor,
+                reason=f"auto-approved by policy v{verdict.policy_version}",
+                now=now,
+                owner_limit=config.max_live_clients_per_owner,
+                nudge_worker=False,
+            )
             request.client = client
         else:
             guarded_spawn = spawn
@@ -804,14 +867,23 @@ def _record_accepted(
             reason=verdict.error_description[:2000],
             policy_version=verdict.policy_version,
         )
-        if not _insert_with_event(request, event, token_id=token_id, now=now, spawn=guarded_spawn,
-                                  statement_use=statement_use):
+        if not _insert_with_event(
+            request, event, token_id=token_id, now=now, spawn=guarded_spawn, statement_use=statement_use
+        ):
             raise lost()
         if spawn is not None:
             audit_record(
-                actor=requester.actor, action="client.spawn", object_type="client", object_id=parent.registration_id,
-                after={"child": registration_id, "child_state": request.state, "children_spawned": spawn.count,
-                       "max_children_per_parent": spawn_limit, "granted_scopes": request.granted_scopes},
+                actor=requester.actor,
+                action="client.spawn",
+                object_type="client",
+                object_id=parent.registration_id,
+                after={
+                    "child": registration_id,
+                    "child_state": request.state,
+                    "children_spawned": spawn.count,
+                    "max_children_per_parent": spawn_limit,
+                    "granted_scopes": request.granted_scopes,
+                },
                 reason=f"spawned {registration_id} ({spawn.count} of {spawn_limit})",
                 policy_version=verdict.policy_version,
             )
@@ -820,15 +892,22 @@ def _record_accepted(
 
 def _spawn_refusal(parent: Client, limit: int) -> IntakeError:
     """Why a spawn lost its parent's conditional UPDATE (the policy saw a free slot a moment before)."""
-    fresh = Client.objects.filter(pk=parent.pk).only("state", "children_spawned", "spawn_revoked_at",
-                                                     "spawn_revoked_reason").first()
+    fresh = (
+        Client.objects.filter(pk=parent.pk)
+        .only("state", "children_spawned", "spawn_revoked_at", "spawn_revoked_reason")
+        .first()
+    )
     if fresh is None or fresh.state != ClientState.ACTIVE:
-        return Unauthorized(f"the parent client is {getattr(fresh, 'state', 'gone')}; only an active client "
-                            "can spawn children")
+        return Unauthorized(
+            f"the parent client is {getattr(fresh, 'state', 'gone')}; only an active client can spawn children"
+        )
     if fresh.spawn_revoked_at is not None:
         return Unauthorized(_spawn_revoked_message(fresh))
-    return BadRequest(ERR_INVALID_METADATA, f"the parent client has already spawned {fresh.children_spawned} "
-                                            f"children; the limit is {limit} (policy max_children_per_parent)")
+    return BadRequest(
+        ERR_INVALID_METADATA,
+        f"the parent client has already spawned {fresh.children_spawned} "
+        f"children; the limit is {limit} (policy max_children_per_parent)",
+    )
 
 
 def registration_unauthorized_record(
@@ -999,8 +1078,9 @@ def registration_update(*, registration_id: str, bearer: str | None, body: Any) 
 
 
 @transaction.atomic
-def _apply_narrowing(*, request, client: Client, new: ClientMetadata, bearer: str, base,
-                     fetched: FetchedKeySet | None = None) -> Management:
+def _apply_narrowing(
+    *, request, client: Client, new: ClientMetadata, bearer: str, base, fetched: FetchedKeySet | None = None
+) -> Management:
     locked = Client.objects.select_for_update().get(pk=client.pk)
     old_keys = jwks_thumbprints(locked.jwks)
     before = client_snapshot(locked) | {"keys": {"jwks_uri": locked.jwks_uri or None, "thumbprints": old_keys}}
@@ -1037,7 +1117,8 @@ def _apply_narrowing(*, request, client: Client, new: ClientMetadata, bearer: st
         object_type="client",
         object_id=locked.registration_id,
         before=before,
-        after=client_snapshot(locked) | {
+        after=client_snapshot(locked)
+        | {
             "auth_method": locked.auth_method,
             "key_rotated": jwks_thumbprints(locked.jwks) != old_keys,
             "keys": storable(_keys_audit(new, fetched)),
@@ -1060,8 +1141,10 @@ def registration_delete(*, registration_id: str, bearer: str | None) -> None:
             with contextlib.suppress(DecisionConflict):
                 request_withdraw_by_registrant(request=request, actor=actor)
         elif request.client is not None and request.client.state in (
-            ClientState.PROVISIONING, ClientState.ACTIVE, ClientState.SUSPENDED,
-        ):  # fmt: skip
+            ClientState.PROVISIONING,
+            ClientState.ACTIVE,
+            ClientState.SUSPENDED,
+        ):
             try:
                 client_transition(
                     client=request.client,

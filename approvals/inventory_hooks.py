@@ -31,8 +31,11 @@ def policy_limits() -> hooks.PolicyLimits:
     config = active_policy(use_cache=False)
     return hooks.PolicyLimits(
         version=config.version,
-        ttl_ceilings={"low": config.low_ttl_seconds, "medium": config.medium_ttl_seconds,
-                      "high": config.high_ttl_seconds},
+        ttl_ceilings={
+            "low": config.low_ttl_seconds,
+            "medium": config.medium_ttl_seconds,
+            "high": config.high_ttl_seconds,
+        },
         renewal_approvals={"low": 1, "medium": config.approvals_medium, "high": config.approvals_high},
         max_children_per_parent=config.max_children_per_parent,
     )
@@ -80,9 +83,17 @@ def _create_renewal_request(review: hooks.RenewalReview) -> RegistrationRequest:
         outcome="review",
         reasons=reasons,
         # The shape of a policy verdict (approvals.policy.Verdict.to_dict), so readers need no special case.
-        verdict={"policy_version": config.version, "tier": client.risk_tier, "outcome": "review",
-                 "reasons": reasons, "granted_scopes": list(client.scopes), "ttl_seconds": review.ttl_seconds,
-                 "approvals_needed": review.approvals_needed, "error": None, "kind": "renewal"},
+        verdict={
+            "policy_version": config.version,
+            "tier": client.risk_tier,
+            "outcome": "review",
+            "reasons": reasons,
+            "granted_scopes": list(client.scopes),
+            "ttl_seconds": review.ttl_seconds,
+            "approvals_needed": review.approvals_needed,
+            "error": None,
+            "kind": "renewal",
+        },
         approvals_needed=review.approvals_needed,
         decision_reason="",
     )
@@ -108,20 +119,30 @@ def _client_ids(requests) -> list[int]:
 
 def _withdraw_pending(requests, *, actor: Actor, reason: str) -> int:
     """Withdraw the pending requests a leaked credential filed: no approver may approve them afterwards."""
-    rows = list(requests.filter(state=RequestState.PENDING).select_for_update()
-                .values_list("pk", "public_id", "policy_version"))
+    rows = list(
+        requests.filter(state=RequestState.PENDING).select_for_update().values_list("pk", "public_id", "policy_version")
+    )
     if not rows:
         return 0
     now = timezone.now()
     RegistrationRequest.objects.filter(pk__in=[r[0] for r in rows], state=RequestState.PENDING).update(
         state=RequestState.WITHDRAWN, decided_at=now, decision_reason=reason[:2000]
     )
-    audit_record_many([
-        {"actor": actor, "action": "request.withdraw.breakglass", "object_type": "registration_request",
-         "object_id": public_id, "before": {"state": RequestState.PENDING}, "after": {"state": RequestState.WITHDRAWN},
-         "reason": reason, "policy_version": version}
-        for _pk, public_id, version in rows
-    ])
+    audit_record_many(
+        [
+            {
+                "actor": actor,
+                "action": "request.withdraw.breakglass",
+                "object_type": "registration_request",
+                "object_id": public_id,
+                "before": {"state": RequestState.PENDING},
+                "after": {"state": RequestState.WITHDRAWN},
+                "reason": reason,
+                "policy_version": version,
+            }
+            for _pk, public_id, version in rows
+        ]
+    )
     return len(rows)
 
 
@@ -149,9 +170,15 @@ def resolve_token(value: str) -> hooks.ContainmentTarget | None:
         if locked.revoked_at is None:
             locked.revoked_at = timezone.now()
             locked.save(update_fields=["revoked_at"])
-            audit_record(actor=actor, action="token.revoke.breakglass", object_type="initial_access_token",
-                         object_id=locked.pk, before={"revoked": False},
-                         after={"revoked": True, "prefix": locked.prefix, "uses": locked.uses}, reason=reason)
+            audit_record(
+                actor=actor,
+                action="token.revoke.breakglass",
+                object_type="initial_access_token",
+                object_id=locked.pk,
+                before={"revoked": False},
+                after={"revoked": True, "prefix": locked.prefix, "uses": locked.uses},
+                reason=reason,
+            )
         _withdraw_pending(RegistrationRequest.objects.filter(token=locked), actor=actor, reason=reason)
 
     return hooks.ContainmentTarget(label=name, client_ids=_client_ids(requests), effects=effects, apply=apply)
@@ -165,8 +192,10 @@ def resolve_issuer(value: str) -> hooks.ContainmentTarget | None:
     name = f"software-statement issuer {issuer.name}"
     pending = requests.filter(state=RequestState.PENDING).count()
     if issuer.enabled:
-        effects = [f"disable trusted issuer {issuer.name} ({issuer.issuer}): its software statements are refused "
-                   "until an admin enables it again"]
+        effects = [
+            f"disable trusted issuer {issuer.name} ({issuer.issuer}): its software statements are refused "
+            "until an admin enables it again"
+        ]
     else:
         effects = [f"trusted issuer {issuer.name} is already disabled"]
     effects += _pending_sentence(pending, "its statements")
@@ -176,9 +205,15 @@ def resolve_issuer(value: str) -> hooks.ContainmentTarget | None:
         if locked.enabled:
             locked.enabled = False
             locked.save(update_fields=["enabled"])
-            audit_record(actor=actor, action="issuer.disable.breakglass", object_type="trusted_issuer",
-                         object_id=locked.pk, before={"enabled": True},
-                         after={"enabled": False, "name": locked.name, "issuer": locked.issuer}, reason=reason)
+            audit_record(
+                actor=actor,
+                action="issuer.disable.breakglass",
+                object_type="trusted_issuer",
+                object_id=locked.pk,
+                before={"enabled": True},
+                after={"enabled": False, "name": locked.name, "issuer": locked.issuer},
+                reason=reason,
+            )
         _withdraw_pending(RegistrationRequest.objects.filter(issuer=locked), actor=actor, reason=reason)
 
     return hooks.ContainmentTarget(label=name, client_ids=_client_ids(requests), effects=effects, apply=apply)

@@ -21,7 +21,8 @@ from approvals.models import RegistrationRequest
 from portal.metrics import gauge
 
 REGISTRATIONS = Counter(
-    "registrar_registrations", "Answers of the RFC 7591 registration endpoint, by channel and outcome.",
+    "registrar_registrations",
+    "Answers of the RFC 7591 registration endpoint, by channel and outcome.",
     ["channel", "outcome"],
 )
 UNKNOWN_CHANNEL = "unknown"
@@ -34,17 +35,20 @@ def registration_counted(*, channel: str, outcome: str) -> None:
 def collect_review_queue(now) -> Iterable:
     pending = RegistrationRequest.objects.filter(state=RequestState.PENDING)
     by_tier = dict(pending.order_by().values_list("risk_tier").annotate(n=Count("pk")))
-    depth = gauge("registrar_review_queue_depth", "Registration requests waiting for approvers, by risk tier.",
-                  labels=["tier"])
+    depth = gauge(
+        "registrar_review_queue_depth", "Registration requests waiting for approvers, by risk tier.", labels=["tier"]
+    )
     for tier in ("low", "medium", "high"):
         depth.add_metric([tier], by_tier.pop(tier, 0))
     for tier, count in sorted(by_tier.items()):
         depth.add_metric([tier or "unknown"], count)
     yield depth
     oldest = pending.aggregate(oldest=Min("created_at"))["oldest"]
-    yield gauge("registrar_review_queue_oldest_age_seconds",
-                "Age of the oldest request waiting for approvers (0 when the queue is empty).",
-                max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+    yield gauge(
+        "registrar_review_queue_oldest_age_seconds",
+        "Age of the oldest request waiting for approvers (0 when the queue is empty).",
+        max(0.0, (now - oldest).total_seconds()) if oldest else 0.0,
+    )
 
 
 def register() -> None:

@@ -20,8 +20,14 @@ class Policy(models.Model):
     is_active = models.BooleanField(_("active"), default=False)
     note = models.CharField(_("change note"), max_length=255, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("created by"), null=True,
-                                   blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("created by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
 
     class Meta:
         verbose_name = _("policy version")
@@ -37,10 +43,12 @@ class Policy(models.Model):
 class InitialAccessToken(models.Model):
     """RFC 7591 §3 initial access token, minted by an owner for one purpose. Stored hashed; shown once."""
 
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.PROTECT,
-                              related_name="access_tokens")
-    team = models.ForeignKey("inventory.Team", verbose_name=_("team"), null=True, blank=True,
-                             on_delete=models.SET_NULL, related_name="+")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.PROTECT, related_name="access_tokens"
+    )
+    team = models.ForeignKey(
+        "inventory.Team", verbose_name=_("team"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     purpose = models.TextField(_("purpose"))
     prefix = models.CharField(_("prefix"), max_length=16, db_index=True)
     token_hash = models.CharField(_("token hash"), max_length=64, unique=True)
@@ -49,8 +57,14 @@ class InitialAccessToken(models.Model):
     max_uses = models.PositiveIntegerField(_("max uses"), default=1)
     uses = models.PositiveIntegerField(_("uses"), default=0)
     internal_only = models.BooleanField(_("internal only"), default=False)
-    idp = models.ForeignKey("inventory.IdPConnection", verbose_name=_("target IdP"), null=True, blank=True,
-                            on_delete=models.SET_NULL, related_name="+")
+    idp = models.ForeignKey(
+        "inventory.IdPConnection",
+        verbose_name=_("target IdP"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     expires_at = models.DateTimeField(_("expires at"))
     revoked_at = models.DateTimeField(_("revoked at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
@@ -78,16 +92,24 @@ class TrustedIssuer(models.Model):
     audience = models.CharField(_("expected audience"), max_length=512)
     jwks = models.JSONField(_("issuer JWKS"), default=dict)
     subject = models.CharField(_("subject / SPIFFE ID rule"), max_length=512)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.PROTECT,
-                              related_name="trusted_issuers")
-    team = models.ForeignKey("inventory.Team", verbose_name=_("team"), null=True, blank=True,
-                             on_delete=models.SET_NULL, related_name="+")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("owner"), on_delete=models.PROTECT, related_name="trusted_issuers"
+    )
+    team = models.ForeignKey(
+        "inventory.Team", verbose_name=_("team"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     purpose = models.TextField(_("purpose"))
     allowed_scopes = models.JSONField(_("allowed scopes"), default=list)
     max_ttl_seconds = models.PositiveIntegerField(_("max client TTL (s)"), default=86400)
     internal_only = models.BooleanField(_("internal only"), default=True)
-    idp = models.ForeignKey("inventory.IdPConnection", verbose_name=_("target IdP"), null=True, blank=True,
-                            on_delete=models.SET_NULL, related_name="+")
+    idp = models.ForeignKey(
+        "inventory.IdPConnection",
+        verbose_name=_("target IdP"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     enabled = models.BooleanField(_("enabled"), default=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
@@ -141,27 +163,68 @@ class RegistrationRequest(models.Model):
     internal_only = models.BooleanField(_("internal only"), default=False)
     # The key set Registrar fetched from the metadata's jwks_uri and validated: the keys the client is given.
     fetched_jwks = models.JSONField(_("keys fetched from jwks_uri"), null=True, blank=True)
-    idp = models.ForeignKey("inventory.IdPConnection", verbose_name=_("target IdP"), null=True, blank=True,
-                            on_delete=models.PROTECT, related_name="+")
+    idp = models.ForeignKey(
+        "inventory.IdPConnection",
+        verbose_name=_("target IdP"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
     # owner and token: indexed by request_owner_state_idx / request_token_idx (no second single-column index)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
-                              on_delete=models.PROTECT, related_name="registration_requests", db_index=False)
-    team = models.ForeignKey("inventory.Team", verbose_name=_("team"), null=True, blank=True,
-                             on_delete=models.SET_NULL, related_name="+")
-    token = models.ForeignKey(InitialAccessToken, verbose_name=_("initial access token"), null=True, blank=True,
-                              on_delete=models.PROTECT, related_name="requests", db_index=False)
-    issuer = models.ForeignKey(TrustedIssuer, verbose_name=_("software statement issuer"), null=True, blank=True,
-                               on_delete=models.PROTECT, related_name="requests")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="registration_requests",
+        db_index=False,
+    )
+    team = models.ForeignKey(
+        "inventory.Team", verbose_name=_("team"), null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    token = models.ForeignKey(
+        InitialAccessToken,
+        verbose_name=_("initial access token"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="requests",
+        db_index=False,
+    )
+    issuer = models.ForeignKey(
+        TrustedIssuer,
+        verbose_name=_("software statement issuer"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="requests",
+    )
     statement_subject = models.CharField(_("software statement subject"), max_length=512, blank=True)
-    parent_client = models.ForeignKey("inventory.Client", verbose_name=_("parent client"), null=True, blank=True,
-                                      on_delete=models.PROTECT, related_name="spawn_requests")
-    client = models.ForeignKey("inventory.Client", verbose_name=_("client"), null=True, blank=True,
-                               on_delete=models.SET_NULL, related_name="requests")
-    registration_access_token_hash = models.CharField(_("registration access token hash"), max_length=64,
-                                                      null=True, blank=True)  # unique: see Meta.constraints
+    parent_client = models.ForeignKey(
+        "inventory.Client",
+        verbose_name=_("parent client"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="spawn_requests",
+    )
+    client = models.ForeignKey(
+        "inventory.Client",
+        verbose_name=_("client"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="requests",
+    )
+    registration_access_token_hash = models.CharField(
+        _("registration access token hash"), max_length=64, null=True, blank=True
+    )  # unique: see Meta.constraints
     policy_version = models.PositiveIntegerField(_("policy version"), null=True, blank=True)
-    risk_tier = models.CharField(_("risk tier"), max_length=8, blank=True,
-                                 choices=[*RiskTier.choices, ("refused", _("Refused"))])
+    risk_tier = models.CharField(
+        _("risk tier"), max_length=8, blank=True, choices=[*RiskTier.choices, ("refused", _("Refused"))]
+    )
     outcome = models.CharField(_("policy outcome"), max_length=16, choices=Outcome.choices, blank=True)
     reasons = models.JSONField(_("policy reasons"), default=list)
     verdict = models.JSONField(_("verdict"), default=dict)
@@ -181,8 +244,13 @@ class RegistrationRequest(models.Model):
             models.Index(fields=["owner", "state"], name="request_owner_state_idx"),
             models.Index(fields=["token"], name="request_token_idx"),
             # The review queue's ORDER BY (tier desc, age) over pending rows: first page without a sort.
-            models.Index(tier_rank().desc(), models.F("created_at"), models.F("id"),
-                         condition=Q(state="pending"), name="request_queue_order_idx"),
+            models.Index(
+                tier_rank().desc(),
+                models.F("created_at"),
+                models.F("id"),
+                condition=Q(state="pending"),
+                name="request_queue_order_idx",
+            ),
         ]
         # Unique constraints rather than unique=True: on PostgreSQL a unique CharField also gets a second,
         # varchar_pattern_ops index for LIKE, which nothing here uses and every registration would maintain.
@@ -191,8 +259,11 @@ class RegistrationRequest(models.Model):
             models.UniqueConstraint(fields=["public_id"], name="request_public_id_unique"),
             models.UniqueConstraint(fields=["registration_access_token_hash"], name="request_rat_hash_unique"),
             # At most one renewal of a client waits for review (inventory.lifecycle._file_renewal_request).
-            models.UniqueConstraint(fields=["client"], condition=Q(kind=RequestKind.RENEWAL, state=RequestState.PENDING),
-                                    name="request_one_pending_renewal"),
+            models.UniqueConstraint(
+                fields=["client"],
+                condition=Q(kind=RequestKind.RENEWAL, state=RequestState.PENDING),
+                name="request_one_pending_renewal",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -202,10 +273,12 @@ class RegistrationRequest(models.Model):
 class Decision(models.Model):
     """One approver's approve/deny with a reason."""
 
-    request = models.ForeignKey(RegistrationRequest, verbose_name=_("request"), on_delete=models.CASCADE,
-                                related_name="decisions")
-    approver = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("approver"), on_delete=models.PROTECT,
-                                 related_name="decisions")
+    request = models.ForeignKey(
+        RegistrationRequest, verbose_name=_("request"), on_delete=models.CASCADE, related_name="decisions"
+    )
+    approver = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("approver"), on_delete=models.PROTECT, related_name="decisions"
+    )
     kind = models.CharField(_("decision"), max_length=8, choices=DecisionKind.choices)
     reason = models.TextField(_("reason"), blank=True)
     granted_scopes = models.JSONField(_("granted scopes"), null=True, blank=True)
@@ -249,8 +322,9 @@ class UnauthorizedTally(models.Model):
         verbose_name_plural = _("refused credential tallies")
         # (minute, source) leads: the per-minute and per-source caps count rows over this index's prefixes.
         constraints = [
-            models.UniqueConstraint(fields=["minute", "source", "action", "credential_prefix"],
-                                    name="unauthorized_tally_key"),
+            models.UniqueConstraint(
+                fields=["minute", "source", "action", "credential_prefix"], name="unauthorized_tally_key"
+            ),
         ]
 
     def __str__(self) -> str:

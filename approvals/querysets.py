@@ -24,8 +24,4 @@ class RegistrationRequestQuerySet(models.QuerySet):
 
     def awaiting_decision_by(self, user):
         """Pending requests this approver may still act on (not their own, not already decided by them)."""
-        return (
-            self.pending()
-            .exclude(owner=user)
-            .exclude(decisions__approver=user)
-        )
+        return self.pending().exclude(owner=user).exclude(decisions__approver=user)

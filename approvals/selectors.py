@@ -34,7 +34,10 @@ def _approvals_so_far():
     return Coalesce(
         Subquery(
             Decision.objects.filter(request=OuterRef("pk"), kind=DecisionKind.APPROVE)
-            .order_by().values("request").annotate(n=Count("pk")).values("n")[:1],
+            .order_by()
+            .values("request")
+            .annotate(n=Count("pk"))
+            .values("n")[:1],
             output_field=IntegerField(),
         ),
         0,
@@ -161,8 +164,11 @@ def request_detail(public_id: str) -> RequestDetail:
 
     if req.owner_id:
         detail.owner_live_clients = list(
-            Client.objects.live().filter(owner_id=req.owner_id).exclude(registration_id=req.public_id)
-            .select_related("idp").order_by("-created_at")[:MAX_DUPLICATE_ROWS]
+            Client.objects.live()
+            .filter(owner_id=req.owner_id)
+            .exclude(registration_id=req.public_id)
+            .select_related("idp")
+            .order_by("-created_at")[:MAX_DUPLICATE_ROWS]
         )
 
     uris = [u for u in (req.metadata or {}).get("redirect_uris", []) if isinstance(u, str)][:10]
@@ -177,11 +183,15 @@ def request_detail(public_id: str) -> RequestDetail:
         match |= Q(metadata__redirect_uris__icontains=f'"{uri}"')
     if match:
         for client in (
-            Client.objects.live().filter(match).exclude(registration_id=req.public_id)
-            .select_related("owner").order_by("-created_at")[:MAX_DUPLICATE_ROWS]
+            Client.objects.live()
+            .filter(match)
+            .exclude(registration_id=req.public_id)
+            .select_related("owner")
+            .order_by("-created_at")[:MAX_DUPLICATE_ROWS]
         ):
-            detail.duplicate_clients.append((client, _why_duplicate(req, name, uris, client.software_id,
-                                                                     client.name, client.metadata)))
+            detail.duplicate_clients.append(
+                (client, _why_duplicate(req, name, uris, client.software_id, client.name, client.metadata))
+            )
         request_match = Q()
         if req.software_id:
             request_match |= Q(software_id=req.software_id)
@@ -190,11 +200,15 @@ def request_detail(public_id: str) -> RequestDetail:
         for uri in uris:
             request_match |= Q(metadata__redirect_uris__icontains=f'"{uri}"')
         for other in (
-            RegistrationRequest.objects.pending().filter(request_match).exclude(pk=req.pk)
-            .select_related("owner").order_by("-created_at")[:MAX_DUPLICATE_ROWS]
+            RegistrationRequest.objects.pending()
+            .filter(request_match)
+            .exclude(pk=req.pk)
+            .select_related("owner")
+            .order_by("-created_at")[:MAX_DUPLICATE_ROWS]
         ):
-            detail.duplicate_requests.append((other, _why_duplicate(req, name, uris, other.software_id,
-                                                                     other.client_name, other.metadata)))
+            detail.duplicate_requests.append(
+                (other, _why_duplicate(req, name, uris, other.software_id, other.client_name, other.metadata))
+            )
 
     detail.audit_events = list(events_for("registration_request", req.public_id))
     return detail

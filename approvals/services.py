@@ -151,7 +151,8 @@ def _tier_ttl(risk_tier: str) -> int:
     the active policy (whose defaults are ``inventory.ceilings.DEFAULT_TTL_CEILINGS``)."""
     config = active_policy()
     return {RiskTier.LOW: config.low_ttl_seconds, RiskTier.MEDIUM: config.medium_ttl_seconds}.get(
-        risk_tier, config.high_ttl_seconds)
+        risk_tier, config.high_ttl_seconds
+    )
 
 
 def _resolve_person(principal):
@@ -367,8 +368,16 @@ def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None
     locked.save(update_fields=["state", "client", "decided_at", "decision_reason", "granted_scopes", "granted_ttl"])
 
 
-def request_client_create(*, request: RegistrationRequest, idp: IdPConnection, actor: Actor, reason: str,
-                          now, owner_limit: int | None = None, nudge_worker: bool = True) -> Client:
+def request_client_create(
+    *,
+    request: RegistrationRequest,
+    idp: IdPConnection,
+    actor: Actor,
+    reason: str,
+    now,
+    owner_limit: int | None = None,
+    nudge_worker: bool = True,
+) -> Client:
     """The client an approved registration request becomes, in ``provisioning`` with its outbox CREATE.
 
     The one mapping from request to client: used by policy auto-approval (intake) and by the final human
@@ -418,10 +427,15 @@ def _finalize_renewal(locked: RegistrationRequest, *, actor: Actor, reason: str)
     if locked.client_id is None:
         raise DecisionConflict("this renewal request names no client")
     try:
-        client_apply_renewal(client=locked.client, ttl_seconds=int(locked.granted_ttl), actor=actor,
-                             scopes=list(locked.granted_scopes or locked.requested_scopes),
-                             audiences=list(locked.audiences or []),
-                             reason=reason or "renewal approved", policy_version=locked.policy_version)
+        client_apply_renewal(
+            client=locked.client,
+            ttl_seconds=int(locked.granted_ttl),
+            actor=actor,
+            scopes=list(locked.granted_scopes or locked.requested_scopes),
+            audiences=list(locked.audiences or []),
+            reason=reason or "renewal approved",
+            policy_version=locked.policy_version,
+        )
     except LifecycleError as exc:
         raise DecisionConflict(f"cannot renew: {exc}")
     locked.state = RequestState.APPROVED
@@ -448,8 +462,12 @@ def request_finalize(*, request: RegistrationRequest, actor: Actor, reason: str 
             object_type="registration_request",
             object_id=locked.public_id,
             before={"state": RequestState.PENDING},
-            after={"state": locked.state, "client": locked.client.registration_id,
-                   "granted_scopes": locked.granted_scopes, "granted_ttl": locked.granted_ttl},
+            after={
+                "state": locked.state,
+                "client": locked.client.registration_id,
+                "granted_scopes": locked.granted_scopes,
+                "granted_ttl": locked.granted_ttl,
+            },
             reason=reason,
             policy_version=locked.policy_version,
         )
@@ -559,19 +577,21 @@ def request_lapse_due(*, now=None, batch_size: int | None = None) -> int:
             RegistrationRequest.objects.filter(pk__in=[r[0] for r in rows], state=RequestState.PENDING).update(
                 state=RequestState.LAPSED, decided_at=now, decision_reason=reason
             )
-            audit_record_many([
-                {
-                    "actor": actor,
-                    "action": "request.lapse",
-                    "object_type": "registration_request",
-                    "object_id": public_id,
-                    "before": {"state": RequestState.PENDING},
-                    "after": {"state": RequestState.LAPSED},
-                    "reason": reason,
-                    "policy_version": policy_version,
-                }
-                for _pk, public_id, policy_version in rows
-            ])
+            audit_record_many(
+                [
+                    {
+                        "actor": actor,
+                        "action": "request.lapse",
+                        "object_type": "registration_request",
+                        "object_id": public_id,
+                        "before": {"state": RequestState.PENDING},
+                        "after": {"state": RequestState.LAPSED},
+                        "reason": reason,
+                        "policy_version": policy_version,
+                    }
+                    for _pk, public_id, policy_version in rows
+                ]
+            )
             total += len(rows)
         if len(rows) < batch_size:
             return total

@@ -103,8 +103,13 @@ class VerifiedStatement:
 
     def use(self, *, registration_id: str, now: dt.datetime) -> SoftwareStatementUse:
         """The row that records this statement's ``jti`` as used by ``registration_id`` (written by the intake)."""
-        return SoftwareStatementUse(issuer=self.issuer_key, jti=self.jti, expires_at=self.expires_at,
-                                    registration_id=registration_id, used_at=now)
+        return SoftwareStatementUse(
+            issuer=self.issuer_key,
+            jti=self.jti,
+            expires_at=self.expires_at,
+            registration_id=registration_id,
+            used_at=now,
+        )
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -245,8 +250,9 @@ def verify_software_statement(
     _check_lifetime(claims, current, max_lifetime)
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti.strip():
-        raise _invalid("software statement has no jti claim; each statement needs a unique jti, as it is accepted "
-                       "only once")
+        raise _invalid(
+            "software statement has no jti claim; each statement needs a unique jti, as it is accepted only once"
+        )
     if len(jti.encode()) > MAX_JTI_BYTES or not jti.isprintable():
         raise _invalid(f"software statement jti must be printable and at most {MAX_JTI_BYTES} bytes long")
     verified = VerifiedStatement(issuer=rule, subject=sub, claims=dict(claims))
@@ -258,18 +264,21 @@ def verify_software_statement(
 def _check_lifetime(claims: dict[str, Any], current: int, max_lifetime: int) -> None:
     lifetime = claims["exp"] - claims["iat"]
     if lifetime > max_lifetime:
-        raise _invalid(f"software statement lives {int(lifetime)} s (exp - iat); at most {max_lifetime} s are "
-                       "accepted: issue short-lived statements")
+        raise _invalid(
+            f"software statement lives {int(lifetime)} s (exp - iat); at most {max_lifetime} s are "
+            "accepted: issue short-lived statements"
+        )
     remaining = claims["exp"] - current
     if remaining > max_lifetime + LEEWAY_SECONDS:
-        raise _invalid(f"software statement expires in {int(remaining)} s; at most {max_lifetime} s ahead are "
-                       "accepted")
+        raise _invalid(f"software statement expires in {int(remaining)} s; at most {max_lifetime} s ahead are accepted")
 
 
 def replayed(statement: VerifiedStatement) -> StatementError:
     """The refusal of a statement whose ``jti`` was already used (by an accepted or pending registration)."""
-    return _invalid(f"software statement jti {statement.jti[:100]!r} of issuer {statement.issuer_key[:200]!r} was "
-                    "already used; a statement is accepted once: get a new one from your issuer")
+    return _invalid(
+        f"software statement jti {statement.jti[:100]!r} of issuer {statement.issuer_key[:200]!r} was "
+        "already used; a statement is accepted once: get a new one from your issuer"
+    )
 
 
 def statement_uses_purge(*, now: dt.datetime | None = None) -> int:

@@ -29,13 +29,16 @@ PAGE_SIZE = 25
 
 class TokenMintForm(forms.Form):
     purpose = forms.CharField(
-        label="Purpose", max_length=500, widget=forms.Textarea(attrs={"rows": 2}),
+        label="Purpose",
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 2}),
         help_text="What the agent registering with this token is for. Every client it creates carries this.",
-    )  # fmt: skip
+    )
     scopes = forms.MultipleChoiceField(
-        label="Allowed scopes", widget=forms.CheckboxSelectMultiple,
+        label="Allowed scopes",
+        widget=forms.CheckboxSelectMultiple,
         help_text="The most a registration with this token can ask for.",
-    )  # fmt: skip
+    )
     max_ttl_hours = forms.IntegerField(label="Max client lifetime (hours)", min_value=1, max_value=24 * 365, initial=24)
     max_uses = forms.IntegerField(label="Max registrations", min_value=1, max_value=10000, initial=1)
     valid_days = forms.IntegerField(label="Token valid for (days)", min_value=1, max_value=365, initial=7)

@@ -111,12 +111,31 @@ def unauthorized_count(
     overflow = f"{OVERFLOW_PREFIX}{zlib.crc32(source.encode()) % OVERFLOW_SHARDS}"
     cap = settings.REGISTRAR_UNAUTHORIZED_SOURCES_PER_MINUTE
     params: list[Any] = [
-        minute, overflow, source, action, prefix, OVERFLOW_PREFIX, at, at, path[:200], error[:64], reason[:500],
-        minute, source, action, prefix,
-        minute, source, PREFIXES_PER_SOURCE, PREFIXES_PER_SOURCE,
-        minute, cap, cap,
-        minute, source,
-    ]  # fmt: skip
+        minute,
+        overflow,
+        source,
+        action,
+        prefix,
+        OVERFLOW_PREFIX,
+        at,
+        at,
+        path[:200],
+        error[:64],
+        reason[:500],
+        minute,
+        source,
+        action,
+        prefix,
+        minute,
+        source,
+        PREFIXES_PER_SOURCE,
+        PREFIXES_PER_SOURCE,
+        minute,
+        cap,
+        cap,
+        minute,
+        source,
+    ]
     with connection.cursor() as cursor:
         cursor.execute(_upsert_sql(), params)
 
@@ -138,9 +157,11 @@ def unauthorized_fold(*, now: dt.datetime | None = None) -> int:
     written = 0
     while True:
         minute = (
-            UnauthorizedTally.objects.filter(minute__lt=cutoff).order_by("minute")
-            .values_list("minute", flat=True).first()
-        )  # fmt: skip
+            UnauthorizedTally.objects.filter(minute__lt=cutoff)
+            .order_by("minute")
+            .values_list("minute", flat=True)
+            .first()
+        )
         if minute is None:
             break
         with transaction.atomic():

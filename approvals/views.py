@@ -72,11 +72,17 @@ class DetailView(RoleRequiredMixin, View):
         req = detail.request
         current = req.granted_scopes or req.requested_scopes
         decision = decision or request.GET.get("decide") or ""
-        approve_form = form if form is not None and decision == DecisionKind.APPROVE else DecisionForm(
-            initial={"decision": DecisionKind.APPROVE, "scopes": current, "narrow": True}, choices=current
+        approve_form = (
+            form
+            if form is not None and decision == DecisionKind.APPROVE
+            else DecisionForm(
+                initial={"decision": DecisionKind.APPROVE, "scopes": current, "narrow": True}, choices=current
+            )
         )
-        deny_form = form if form is not None and decision == DecisionKind.DENY else DecisionForm(
-            initial={"decision": DecisionKind.DENY}
+        deny_form = (
+            form
+            if form is not None and decision == DecisionKind.DENY
+            else DecisionForm(initial={"decision": DecisionKind.DENY})
         )
         context = {
             "detail": detail,
@@ -145,8 +151,12 @@ class DecideView(RoleRequiredMixin, View):
 
     def _error(self, request, req, form, message, status, decision):
         if request.htmx:
-            response = render(request, "approvals/_decide_form.html",
-                              self._inline_context(request, req, decision, form), status=status)
+            response = render(
+                request,
+                "approvals/_decide_form.html",
+                self._inline_context(request, req, decision, form),
+                status=status,
+            )
             # static/js/approvals.js swaps 4xx answers carrying this header into the form's slot.
             response["X-Decision-Error"] = "1"
             return response
@@ -166,8 +176,9 @@ class DecideView(RoleRequiredMixin, View):
     @staticmethod
     def _next(request) -> str:
         target = request.POST.get("next") or request.GET.get("next") or ""
-        if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
-                                                      require_https=request.is_secure()):
+        if target and url_has_allowed_host_and_scheme(
+            target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        ):
             return target
         return reverse("approvals:queue")
 
@@ -180,9 +191,16 @@ class MyRequestsView(LoginRequiredMixin, View):
         paginator = Paginator(filterset.qs, QUEUE_PAGE_SIZE)
         page_obj = paginator.get_page(request.GET.get("page"))
         rows = selectors.decorate_rows(list(page_obj.object_list), sensitivity=selectors.scope_sensitivity())
-        return render(request, "approvals/mine.html", {
-            "filter": filterset, "page_obj": page_obj, "rows": rows, "nav_active": "my_requests",
-        })
+        return render(
+            request,
+            "approvals/mine.html",
+            {
+                "filter": filterset,
+                "page_obj": page_obj,
+                "rows": rows,
+                "nav_active": "my_requests",
+            },
+        )
 
 
 class WithdrawView(LoginRequiredMixin, View):

@@ -75,10 +75,14 @@ def load(n: int):
     from inventory.models import IdPConnection, ScopeDefinition, Team
     from portal.models import User
 
-    for name, sens in [("tickets:read", Sensitivity.LOW), ("crm:read", Sensitivity.MEDIUM),
-                       ("repo:write", Sensitivity.HIGH)]:
-        ScopeDefinition.objects.get_or_create(name=name, defaults={"sensitivity": sens,
-                                                                   "category": ScopeCategory.OTHER})
+    for name, sens in [
+        ("tickets:read", Sensitivity.LOW),
+        ("crm:read", Sensitivity.MEDIUM),
+        ("repo:write", Sensitivity.HIGH),
+    ]:
+        ScopeDefinition.objects.get_or_create(
+            name=name, defaults={"sensitivity": sens, "category": ScopeCategory.OTHER}
+        )
     idp, _ = IdPConnection.objects.get_or_create(name="bench-dry-run", defaults={"kind": "dry-run", "is_default": True})
     teams = [Team.objects.get_or_create(name=f"Team {i}", slug=f"team-{i}")[0] for i in range(20)]
     owners = [User.objects.create(username=f"owner{i}", email=f"owner{i}@example.com") for i in range(200)]
@@ -88,13 +92,25 @@ def load(n: int):
     tiers = [RiskTier.HIGH, RiskTier.MEDIUM]
     rows = [
         RegistrationRequest(
-            public_id=f"reg_bench{i:07d}", via="token", client_name=f"agent-{i}", software_id=f"com.example.{i % 500}",
-            purpose="Summarise tickets and open pull requests for the platform team", owner=owners[i % len(owners)],
-            team=teams[i % len(teams)], idp=idp, requested_scopes=["tickets:read", "repo:write", "crm:read"],
-            requested_ttl=3600, risk_tier=tiers[i % 2], approvals_needed=2 - i % 2, policy_version=1,
-            outcome="review", metadata={"redirect_uris": [f"https://a{i}.example/cb"]},
-            reasons=[{"code": "high_sensitivity_scope", "message": "scope 'repo:write' has high sensitivity"},
-                     {"code": "not_internal_only", "message": "the client is not internal-only"}],
+            public_id=f"reg_bench{i:07d}",
+            via="token",
+            client_name=f"agent-{i}",
+            software_id=f"com.example.{i % 500}",
+            purpose="Summarise tickets and open pull requests for the platform team",
+            owner=owners[i % len(owners)],
+            team=teams[i % len(teams)],
+            idp=idp,
+            requested_scopes=["tickets:read", "repo:write", "crm:read"],
+            requested_ttl=3600,
+            risk_tier=tiers[i % 2],
+            approvals_needed=2 - i % 2,
+            policy_version=1,
+            outcome="review",
+            metadata={"redirect_uris": [f"https://a{i}.example/cb"]},
+            reasons=[
+                {"code": "high_sensitivity_scope", "message": "scope 'repo:write' has high sensitivity"},
+                {"code": "not_internal_only", "message": "the client is not internal-only"},
+            ],
         )
         for i in range(n)
     ]

@@ -95,9 +95,23 @@ def old_writer(conn):
 
     def write() -> None:
         public_id = "reg_" + uuid.uuid4().hex[:20]
-        row = conn.execute(OLD_STATEMENT, (token_id, public_id, metadata, idp_id, owner_id,
-                                           uuid.uuid4().hex + uuid.uuid4().hex, verdict, payload, payload,
-                                           str(token_id), public_id, verdict)).fetchone()  # fmt: skip
+        row = conn.execute(
+            OLD_STATEMENT,
+            (
+                token_id,
+                public_id,
+                metadata,
+                idp_id,
+                owner_id,
+                uuid.uuid4().hex + uuid.uuid4().hex,
+                verdict,
+                payload,
+                payload,
+                str(token_id),
+                public_id,
+                verdict,
+            ),
+        ).fetchone()
         if row is None:
             raise RuntimeError("old statement: the token ran out")
 
@@ -190,16 +204,38 @@ def part_seal(args) -> dict:
 
     backlog_began = time.monotonic()
     for offset in range(0, args.backlog, 20_000):
-        audit_record_many([{"actor": Actor.system("bench"), "action": "client.expired", "object_type": "client",
-                            "object_id": f"reg_backlog{offset + i:09d}", "reason": "expired by sweep",
-                            "after": {"state": "expired", "n": offset + i}}
-                           for i in range(min(20_000, args.backlog - offset))])  # fmt: skip
+        audit_record_many(
+            [
+                {
+                    "actor": Actor.system("bench"),
+                    "action": "client.expired",
+                    "object_type": "client",
+                    "object_id": f"reg_backlog{offset + i:09d}",
+                    "reason": "expired by sweep",
+                    "after": {"state": "expired", "n": offset + i},
+                }
+                for i in range(min(20_000, args.backlog - offset))
+            ]
+        )
     print(f"seal: backlog of {args.backlog} events loaded in {time.monotonic() - backlog_began:.0f}s", flush=True)
     env = intake.server_env()
     port = intake.free_port()
     log = tempfile.NamedTemporaryFile("w", prefix="bench-audit-gunicorn-", suffix=".log", delete=False)  # noqa: SIM115
-    gunicorn = subprocess.Popen([str(intake.VENV_BIN / "gunicorn"), "portal.wsgi:application", "-w", str(args.workers),
-                                 "-b", f"127.0.0.1:{port}", "--log-level", "warning"], cwd=ROOT, env=env, stderr=log)  # fmt: skip
+    gunicorn = subprocess.Popen(
+        [
+            str(intake.VENV_BIN / "gunicorn"),
+            "portal.wsgi:application",
+            "-w",
+            str(args.workers),
+            "-b",
+            f"127.0.0.1:{port}",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stderr=log,
+    )
     stop_file = Path(tempfile.mkdtemp()) / "stop"
     sequencer = None
     samples: list[tuple[float, int]] = []
@@ -207,8 +243,9 @@ def part_seal(args) -> dict:
         intake.wait_http(f"http://127.0.0.1:{port}/healthz")
         with psycopg.connect(intake.DB_URL, autocommit=True) as conn:
             load_start = conn.execute("SELECT now()").fetchone()[0]
-        sequencer = subprocess.Popen([sys.executable, "-c", SEQUENCER, str(stop_file)], cwd=ROOT, env=env,
-                                     stdout=subprocess.PIPE, text=True)  # fmt: skip
+        sequencer = subprocess.Popen(
+            [sys.executable, "-c", SEQUENCER, str(stop_file)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True
+        )
         drained_at = None
         began = time.monotonic()
         done = threading.Event()
@@ -217,8 +254,10 @@ def part_seal(args) -> dict:
             nonlocal drained_at
             with psycopg.connect(intake.DB_URL, autocommit=True) as conn:
                 while not done.is_set():
-                    waiting = conn.execute("SELECT count(*) FROM portal_auditevent WHERE log_index IS NULL "
-                                           "AND object_id LIKE 'reg_backlog%%'").fetchone()[0]  # fmt: skip
+                    waiting = conn.execute(
+                        "SELECT count(*) FROM portal_auditevent WHERE log_index IS NULL "
+                        "AND object_id LIKE 'reg_backlog%%'"
+                    ).fetchone()[0]
                     samples.append((time.monotonic() - began, waiting))
                     if waiting == 0 and drained_at is None:
                         drained_at = time.monotonic() - began
@@ -227,8 +266,9 @@ def part_seal(args) -> dict:
         sampler = threading.Thread(target=sample)
         sampler.start()
         url = f"http://127.0.0.1:{port}/oauth2/register"
-        load = intake.run_wrk(url, intake.BODY_202, bearer=intake.TOKEN, duration=args.seal_duration,
-                              connections=args.connections)  # fmt: skip
+        load = intake.run_wrk(
+            url, intake.BODY_202, bearer=intake.TOKEN, duration=args.seal_duration, connections=args.connections
+        )
         time.sleep(3)  # the last events of the load get sealed
         done.set()
         sampler.join()
@@ -246,22 +286,31 @@ def part_seal(args) -> dict:
         # steady state: every event the load wrote once the backlog was gone, from its occurrence to the first
         # checkpoint that covers it
         steady = load_start + timedelta(seconds=drained_at + 1)
-        lags = [row[0] for row in conn.execute(
-            "SELECT extract(epoch FROM (SELECT min(c.created_at) FROM portal_logcheckpoint c "
-            "WHERE c.tree_size > e.log_index) - e.occurred_at) FROM portal_auditevent e "
-            "WHERE e.occurred_at >= %s AND e.object_id NOT LIKE 'reg_backlog%%'", [steady]).fetchall()]  # fmt: skip
+        lags = [
+            row[0]
+            for row in conn.execute(
+                "SELECT extract(epoch FROM (SELECT min(c.created_at) FROM portal_logcheckpoint c "
+                "WHERE c.tree_size > e.log_index) - e.occurred_at) FROM portal_auditevent e "
+                "WHERE e.occurred_at >= %s AND e.object_id NOT LIKE 'reg_backlog%%'",
+                [steady],
+            ).fetchall()
+        ]
     if not lags:
         raise RuntimeError("no steady-state events after the backlog drained: raise --seal-duration")
     lags = [float(lag) for lag in lags]
     drain_events = args.backlog
     drain_rate = args.backlog / drained_at
     return {
-        "seal_drain_rate": drain_rate, "seal_drained_s": drained_at or float("nan"),
+        "seal_drain_rate": drain_rate,
+        "seal_drained_s": drained_at or float("nan"),
         "seal_capacity": summary.get("capacity", 0.0),
-        "seal_total": summary.get("sealed", 0), "seal_lag_p50": percentile(lags, 0.50),
-        "seal_lag_p99": percentile(lags, 0.99), "seal_load_rps": load["rps"], "seal_load_events": len(lags),
+        "seal_total": summary.get("sealed", 0),
+        "seal_lag_p50": percentile(lags, 0.50),
+        "seal_lag_p99": percentile(lags, 0.99),
+        "seal_load_rps": load["rps"],
+        "seal_load_events": len(lags),
         "seal_drain_events": drain_events,
-    }  # fmt: skip
+    }
 
 
 # --- the 10-million-event log ---------------------------------------------------------------------------
@@ -288,22 +337,67 @@ def synthetic_chunks(n: int, chunk: int = 100_000):
     from portal.audit import entry_bytes
 
     rng = random.Random(10_000_000)
-    actions = ["registration.pending", "registration.accepted", "client.activate", "client.expired",
-               "request.approve", "client.renew", "registration.refused"]  # fmt: skip
+    actions = [
+        "registration.pending",
+        "registration.accepted",
+        "client.activate",
+        "client.expired",
+        "request.approve",
+        "client.renew",
+        "registration.refused",
+    ]
     base = datetime(2026, 1, 1, tzinfo=UTC)
     for start in range(0, n, chunk):
         rows, entries = [], []
         for i in range(start, min(n, start + chunk)):
             occurred = (base + timedelta(microseconds=i * 3_000_017)).isoformat(timespec="microseconds")
             action = actions[i % len(actions)]
-            after = {"state": "pending" if i % 3 else "active", "scopes": ["tickets:write", "docs:read"][: 1 + i % 2],
-                     "verdict": {"tier": "medium", "outcome": "review"}, "n": i}  # fmt: skip
+            after = {
+                "state": "pending" if i % 3 else "active",
+                "scopes": ["tickets:write", "docs:read"][: 1 + i % 2],
+                "verdict": {"tier": "medium", "outcome": "review"},
+                "n": i,
+            }
             label = f"token rat_{rng.randrange(10**6):06d}"
             object_id = f"reg_{i:020d}"
-            entries.append(entry_bytes(i + 1, occurred, "agent", "", label, action, "registration_request", object_id,
-                                       None, after, "", 1, "req-bench", None))  # fmt: skip
-            rows.append((i + 1, occurred, "agent", "", label, action, "registration_request", object_id, None,
-                         json.dumps(after), "", 1, "req-bench", "", None, i))  # fmt: skip
+            entries.append(
+                entry_bytes(
+                    i + 1,
+                    occurred,
+                    "agent",
+                    "",
+                    label,
+                    action,
+                    "registration_request",
+                    object_id,
+                    None,
+                    after,
+                    "",
+                    1,
+                    "req-bench",
+                    None,
+                )
+            )
+            rows.append(
+                (
+                    i + 1,
+                    occurred,
+                    "agent",
+                    "",
+                    label,
+                    action,
+                    "registration_request",
+                    object_id,
+                    None,
+                    json.dumps(after),
+                    "",
+                    1,
+                    "req-bench",
+                    "",
+                    None,
+                    i,
+                )
+            )
         yield start, rows, entries
 
 
@@ -337,14 +431,18 @@ def _build(n: int) -> None:
     began = time.monotonic()
     tiles = TileSet()
     with connection.cursor() as cursor:
-        cursor.execute("SELECT indexdef, indexname FROM pg_indexes WHERE tablename = 'portal_auditevent' "
-                       "AND indexname <> 'portal_auditevent_pkey'")  # fmt: skip
+        cursor.execute(
+            "SELECT indexdef, indexname FROM pg_indexes WHERE tablename = 'portal_auditevent' "
+            "AND indexname <> 'portal_auditevent_pkey'"
+        )
         indexes = cursor.fetchall()
         for _, name in indexes:  # built once after the load
             cursor.execute(f'ALTER TABLE portal_auditevent DROP CONSTRAINT IF EXISTS "{name}"')
             cursor.execute(f'DROP INDEX IF EXISTS "{name}"')
-        columns = ("id, occurred_at, actor_type, actor_id, actor_label, action, object_type, object_id, before, after,"
-                   " reason, policy_version, request_id, prev_hash, hash, log_index")  # fmt: skip
+        columns = (
+            "id, occurred_at, actor_type, actor_id, actor_label, action, object_type, object_id, before, after,"
+            " reason, policy_version, request_id, prev_hash, hash, log_index"
+        )
         for start, rows, entries in synthetic_chunks(n):
             append_leaves(tiles, start, [merkle.leaf_hash(e) for e in entries])
             with cursor.cursor.copy(f"COPY portal_auditevent ({columns}) FROM STDIN") as copy:
@@ -364,8 +462,12 @@ def _build(n: int) -> None:
     signer = log_signer()
     for size in list(range(1_000_000, n, 1_000_000)) + [n]:
         root = merkle.root(size, tiles.node)
-        LogCheckpoint.objects.create(tree_size=size, root_hash=root.hex(), created_at=datetime.now(UTC),
-                                     note=sign_note(Checkpoint(signer.name, size, root).text, [signer]))  # fmt: skip
+        LogCheckpoint.objects.create(
+            tree_size=size,
+            root_hash=root.hex(),
+            created_at=datetime.now(UTC),
+            note=sign_note(Checkpoint(signer.name, size, root).text, [signer]),
+        )
     STATS_FILE.write_text(json.dumps({"events": n, "build_seconds": time.monotonic() - began}))
     print(f"built {n:,} events in {time.monotonic() - began:.0f}s", flush=True)
 
@@ -400,8 +502,11 @@ def _measure_big(parts: list[str]) -> None:
         seconds = time.perf_counter() - began
         if report.problem is not None or report.events_verified != size:
             raise RuntimeError(f"verify_log: {report.problem} ({report.events_verified} events)")
-        out |= {"verify_seconds": seconds, "verify_events": report.events_verified,
-                "sha256_seconds": sha256_loop_seconds(size)}
+        out |= {
+            "verify_seconds": seconds,
+            "verify_events": report.events_verified,
+            "sha256_seconds": sha256_loop_seconds(size),
+        }
     print("RESULT " + json.dumps(out), flush=True)
 
 
@@ -418,8 +523,14 @@ def part_big(args, parts: list[str]) -> dict:
         print(f"building {BIG_DB} with {args.events:,} events ...", flush=True)
         build_big(args)
     stats = json.loads(STATS_FILE.read_text())
-    run = subprocess.run([sys.executable, __file__, "--_measure", ",".join(parts)], cwd=ROOT, env=big_env(),
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, __file__, "--_measure", ",".join(parts)],
+        cwd=ROOT,
+        env=big_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     result = json.loads(next(line for line in run.stdout.splitlines() if line.startswith("RESULT "))[7:])
     if "verify_seconds" in result:
         result["sha256_rate"] = result["verify_events"] / result["sha256_seconds"]
@@ -462,23 +573,33 @@ def main() -> int:
         r |= part_big(args, big)
     pieces = []
     if "append_ratio" in r:
-        pieces.append(f"append ceiling ({args.connections} conns) new {r['append_new']:.0f} tx/s vs head-locked "
-                      f"{r['append_old']:.0f} tx/s → ratio {r['append_ratio']:.2f} (goal ≥ 2)")  # fmt: skip
+        pieces.append(
+            f"append ceiling ({args.connections} conns) new {r['append_new']:.0f} tx/s vs head-locked "
+            f"{r['append_old']:.0f} tx/s → ratio {r['append_ratio']:.2f} (goal ≥ 2)"
+        )
     if "seal_lag_p99" in r:
-        pieces.append(f"sequencer under intake load ({r['seal_load_rps']:.0f} registrations/s): backlog of "
-                      f"{args.backlog:,} drained at {r['seal_drain_rate']:,.0f} events/s (goal ≥ 5,000), capacity "
-                      f"{r['seal_capacity']:,.0f} events/s while running; seal lag of the load's {r['seal_load_events']:,} "
-                      f"events p50 {r['seal_lag_p50']:.2f} s, p99 {r['seal_lag_p99']:.2f} s (goal ≤ 2 s)")  # fmt: skip
+        pieces.append(
+            f"sequencer under intake load ({r['seal_load_rps']:.0f} registrations/s): backlog of "
+            f"{args.backlog:,} drained at {r['seal_drain_rate']:,.0f} events/s (goal ≥ 5,000), capacity "
+            f"{r['seal_capacity']:,.0f} events/s while running; seal lag of the load's {r['seal_load_events']:,} "
+            f"events p50 {r['seal_lag_p50']:.2f} s, p99 {r['seal_lag_p99']:.2f} s (goal ≤ 2 s)"
+        )
     if "proof_p95_ms" in r:
-        pieces.append(f"inclusion proof at {r['proof_size']:,} events p50 {r['proof_p50_ms']:.2f} ms, "
-                      f"p95 {r['proof_p95_ms']:.2f} ms (goal ≤ 5 ms)")  # fmt: skip
+        pieces.append(
+            f"inclusion proof at {r['proof_size']:,} events p50 {r['proof_p50_ms']:.2f} ms, "
+            f"p95 {r['proof_p95_ms']:.2f} ms (goal ≤ 5 ms)"
+        )
     if "verify_ratio" in r:
-        pieces.append(f"verify_audit over {r['verify_events']:,} events {r['verify_seconds']:.0f} s = "
-                      f"{r['verify_rate']:,.0f} events/s vs sha256 loop {r['sha256_rate']:,.0f} events/s → ratio "
-                      f"{r['verify_ratio']:.3f} (goal ≥ 0.3)")  # fmt: skip
+        pieces.append(
+            f"verify_audit over {r['verify_events']:,} events {r['verify_seconds']:.0f} s = "
+            f"{r['verify_rate']:,.0f} events/s vs sha256 loop {r['sha256_rate']:,.0f} events/s → ratio "
+            f"{r['verify_ratio']:.3f} (goal ≥ 0.3)"
+        )
     load = os.getloadavg()[0]  # other work on the machine skews every figure: say how busy it was
-    line = (f"- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC audit_log ({os.cpu_count()} cores, load {load:.1f} at the end, "
-            f"PostgreSQL): " + "; ".join(pieces))
+    line = (
+        f"- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC audit_log ({os.cpu_count()} cores, load {load:.1f} at the end, "
+        f"PostgreSQL): " + "; ".join(pieces)
+    )
     print(json.dumps(r, default=str))
     intake.append_result(line)
     return 0

@@ -142,9 +142,11 @@ def seed() -> None:
     for name, sensitivity in (("tickets:read", "low"), ("tickets:write", "medium"), ("repo:write", "high")):
         ScopeDefinition.objects.create(name=name, sensitivity=sensitivity, category="internal_tool")
     IdPConnection.objects.create(
-        name="bench-dry-run", kind="dry-run", is_default=True,
+        name="bench-dry-run",
+        kind="dry-run",
+        is_default=True,
         config={"issuer": "https://idp.bench", "token_endpoint": "https://idp.bench/token"},
-    )  # fmt: skip
+    )
     owner = User.objects.create_user("bench-owner", "bench@example.com", "x" * 20)
     # One owner registers every client of a run: lift its live-client quota so the 201 path never turns into 400.
     policy = Policy.objects.get(is_active=True)
@@ -152,10 +154,15 @@ def seed() -> None:
     policy.save(update_fields=["thresholds"])
     for plaintext in (TOKEN, TOKEN_201):
         InitialAccessToken.objects.create(
-            owner=owner, purpose="benchmark", prefix=plaintext[:12], token_hash=hash_token(plaintext),
-            allowed_scopes=["tickets:read", "tickets:write"], max_ttl_seconds=86400, max_uses=2_000_000_000,
+            owner=owner,
+            purpose="benchmark",
+            prefix=plaintext[:12],
+            token_hash=hash_token(plaintext),
+            allowed_scopes=["tickets:read", "tickets:write"],
+            max_ttl_seconds=86400,
+            max_uses=2_000_000_000,
             expires_at=timezone.now() + timedelta(days=1),
-        )  # fmt: skip
+        )
 
 
 def count_requests() -> dict[str, int]:
@@ -175,8 +182,11 @@ def count_refused() -> int:
             "SELECT count(*) FROM portal_auditevent WHERE action = 'registration.unauthorized'"
         ).fetchone()[0]
         exists = conn.execute("SELECT to_regclass('approvals_unauthorizedtally') IS NOT NULL").fetchone()[0]
-        tallied = conn.execute("SELECT coalesce(sum(count), 0) FROM approvals_unauthorizedtally").fetchone()[0] \
-            if exists else 0
+        tallied = (
+            conn.execute("SELECT coalesce(sum(count), 0) FROM approvals_unauthorizedtally").fetchone()[0]
+            if exists
+            else 0
+        )
     return int(chained) + int(tallied)
 
 
@@ -218,9 +228,21 @@ def run_wrk(url: str, body: dict, *, bearer: str | None, duration: int, connecti
         script.write(LUA.format(auth=auth, close=close, body=json.dumps(json.dumps(body))))
     try:
         out = subprocess.run(
-            ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{duration}s", "--latency", "-s", script.name, url],
-            capture_output=True, text=True, check=True, timeout=duration + 60,
-        ).stdout  # fmt: skip
+            [
+                "wrk",
+                f"-t{min(2, connections)}",
+                f"-c{connections}",
+                f"-d{duration}s",
+                "--latency",
+                "-s",
+                script.name,
+                url,
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=duration + 60,
+        ).stdout
     finally:
         os.unlink(script.name)
     return parse_wrk(out)
@@ -282,9 +304,19 @@ def raw_writer(conn) -> Callable[[], None]:
         public_id = "reg_" + uuid.uuid4().hex[:20]
         row = conn.execute(
             RAW_STATEMENT,
-            (token_id, public_id, metadata, idp_id, owner_id, uuid.uuid4().hex + uuid.uuid4().hex, verdict,
-             str(token_id), public_id, verdict),
-        ).fetchone()  # fmt: skip
+            (
+                token_id,
+                public_id,
+                metadata,
+                idp_id,
+                owner_id,
+                uuid.uuid4().hex + uuid.uuid4().hex,
+                verdict,
+                str(token_id),
+                public_id,
+                verdict,
+            ),
+        ).fetchone()
         if row is None:
             raise RuntimeError("raw baseline: the token ran out")
 
@@ -347,17 +379,37 @@ def server_command(server: str, *, port: int, workers: int) -> tuple[list[str], 
     """
     if server.startswith("gunicorn"):
         env = {
-            "GUNICORN_BIND": f"127.0.0.1:{port}", "GUNICORN_WORKERS": str(workers),
+            "GUNICORN_BIND": f"127.0.0.1:{port}",
+            "GUNICORN_WORKERS": str(workers),
             "GUNICORN_ACCESS_LOG": "true" if os.environ.get("BENCH_ACCESS_LOG") else "false",
-        }  # fmt: skip
+        }
         if server == "gunicorn-gthread":  # one thread per worker, but keep-alive (a sync worker closes each connection)
             env |= {"GUNICORN_WORKER_CLASS": "gthread", "GUNICORN_THREADS": "1"}
-        return [str(VENV_BIN / "gunicorn"), "--config", str(ROOT / "contrib" / "gunicorn.conf.py"),
-                "portal.wsgi:application"], env
+        return [
+            str(VENV_BIN / "gunicorn"),
+            "--config",
+            str(ROOT / "contrib" / "gunicorn.conf.py"),
+            "portal.wsgi:application",
+        ], env
     if server == "granian":
-        return [str(VENV_BIN / "granian"), "--interface", "wsgi", "--host", "127.0.0.1", "--port", str(port),
-                "--workers", str(workers), "--blocking-threads", "1", "--no-ws", "--log-level", "warning",
-                *(["--access-log"] if os.environ.get("BENCH_ACCESS_LOG") else []), "portal.wsgi:application"], {}
+        return [
+            str(VENV_BIN / "granian"),
+            "--interface",
+            "wsgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--blocking-threads",
+            "1",
+            "--no-ws",
+            "--log-level",
+            "warning",
+            *(["--access-log"] if os.environ.get("BENCH_ACCESS_LOG") else []),
+            "portal.wsgi:application",
+        ], {}
     raise ValueError(f"unknown server {server!r}; choose from {', '.join(SERVERS)}")
 
 
@@ -417,9 +469,11 @@ def measure_server(server: str, args) -> dict[str, dict[str, float]]:
                 raise RuntimeError(f"{server} 202 path: {r['non_2xx']:.0f} non-2xx answers")
             r["rows"] = float(written)
             results[name] = r
-            print(f"{server} intake {name} path: {r['rps']:.0f} registrations/s, p50 {r['p50_ms']:.1f} ms, "
-                  f"p99 {r['p99_ms']:.1f} ms, server CPU {r['cpu_ms']:.2f} ms/request ({written} {state} rows)",
-                  flush=True)  # fmt: skip
+            print(
+                f"{server} intake {name} path: {r['rps']:.0f} registrations/s, p50 {r['p50_ms']:.1f} ms, "
+                f"p99 {r['p99_ms']:.1f} ms, server CPU {r['cpu_ms']:.2f} ms/request ({written} {state} rows)",
+                flush=True,
+            )
         # The 401 path: every refusal must be counted (a refused-credential tally, folded into the audit later).
         before = count_refused()
         cpu_before = tree_cpu_seconds(process.pid)
@@ -429,12 +483,18 @@ def measure_server(server: str, args) -> dict[str, dict[str, float]]:
         if counted < r["requests"] * 0.98:
             raise RuntimeError(f"{server} 401 path: wrk counted {r['requests']:.0f} requests, only {counted} recorded")
         results["401"] = r
-        print(f"{server} intake 401 path: {r['rps']:.0f} refusals/s, p50 {r['p50_ms']:.1f} ms, "
-              f"p99 {r['p99_ms']:.1f} ms ({counted} counted)", flush=True)  # fmt: skip
+        print(
+            f"{server} intake 401 path: {r['rps']:.0f} refusals/s, p50 {r['p50_ms']:.1f} ms, "
+            f"p99 {r['p99_ms']:.1f} ms ({counted} counted)",
+            flush=True,
+        )
         # The 202 path while a second load generator floods the 401 path over as many connections.
         flood: dict[str, dict[str, float]] = {}
-        flooder = threading.Thread(target=lambda: flood.setdefault("401", run_wrk(
-            url, BODY_202, bearer=BAD_TOKEN, duration=args.duration, connections=args.connections)))
+        flooder = threading.Thread(
+            target=lambda: flood.setdefault(
+                "401", run_wrk(url, BODY_202, bearer=BAD_TOKEN, duration=args.duration, connections=args.connections)
+            )
+        )
         flooder.start()
         cpu_before = tree_cpu_seconds(process.pid)
         r = run_wrk(url, BODY_202, bearer=TOKEN, duration=args.duration, connections=args.connections)
@@ -442,8 +502,11 @@ def measure_server(server: str, args) -> dict[str, dict[str, float]]:
         flooder.join()
         results["202_flood"], results["401_flood"] = r, flood["401"]
         results["401_flood"].setdefault("cpu_ms", 0.0)
-        print(f"{server} intake 202 path under a 401 flood: {r['rps']:.0f} registrations/s, p50 {r['p50_ms']:.1f} ms, "
-              f"p99 {r['p99_ms']:.1f} ms (flood {flood['401']['rps']:.0f}/s)", flush=True)  # fmt: skip
+        print(
+            f"{server} intake 202 path under a 401 flood: {r['rps']:.0f} registrations/s, p50 {r['p50_ms']:.1f} ms, "
+            f"p99 {r['p99_ms']:.1f} ms (flood {flood['401']['rps']:.0f}/s)",
+            flush=True,
+        )
     finally:
         process.terminate()
         process.wait(timeout=30)
@@ -466,13 +529,22 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=10)
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--server", default="gunicorn",
-                        help=f"WSGI server(s) to measure, comma-separated: {', '.join(SERVERS)} (default gunicorn)")
-    parser.add_argument("--rounds", type=int, default=1,
-                        help="measure the servers this many times, interleaved; report each one's median run")
-    parser.add_argument("--close", action="store_true",
-                        help="send Connection: close (a new connection per request, as behind a proxy without "
-                             "upstream keep-alive)")
+    parser.add_argument(
+        "--server",
+        default="gunicorn",
+        help=f"WSGI server(s) to measure, comma-separated: {', '.join(SERVERS)} (default gunicorn)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure the servers this many times, interleaved; report each one's median run",
+    )
+    parser.add_argument(
+        "--close",
+        action="store_true",
+        help="send Connection: close (a new connection per request, as behind a proxy without upstream keep-alive)",
+    )
     parser.add_argument("--no-idp", action="store_true", help="skip the oidc-provider baseline")
     args = parser.parse_args()
     global CLOSE_CONNECTIONS
@@ -496,22 +568,37 @@ def main() -> int:
     measured = {server: _median_run(server_runs) for server, server_runs in runs.items()}
 
     raw = raw_baseline(duration=args.duration, connections=args.connections)
-    print(f"baseline raw psycopg: {raw['rps']:.0f} tx/s, p50 {raw['p50_ms']:.1f} ms, p99 {raw['p99_ms']:.1f} ms",
-          flush=True)  # fmt: skip
+    print(
+        f"baseline raw psycopg: {raw['rps']:.0f} tx/s, p50 {raw['p50_ms']:.1f} ms, p99 {raw['p99_ms']:.1f} ms",
+        flush=True,
+    )
 
     idp = None
     if not args.no_idp and shutil.which("node"):
         from tests.idp_server import IdPProcess
 
         with IdPProcess() as process:
-            body = {"client_name": "bench-agent", "grant_types": ["client_credentials"], "response_types": [],
-                    "token_endpoint_auth_method": "private_key_jwt", "jwks": JWKS}  # fmt: skip
-            idp = run_wrk(process.registration_endpoint, body, bearer=process.initial_access_token,
-                          duration=args.duration, connections=args.connections)  # fmt: skip
+            body = {
+                "client_name": "bench-agent",
+                "grant_types": ["client_credentials"],
+                "response_types": [],
+                "token_endpoint_auth_method": "private_key_jwt",
+                "jwks": JWKS,
+            }
+            idp = run_wrk(
+                process.registration_endpoint,
+                body,
+                bearer=process.initial_access_token,
+                duration=args.duration,
+                connections=args.connections,
+            )
             if idp["non_2xx"]:
                 raise RuntimeError(f"oidc-provider answered {idp['non_2xx']:.0f} non-2xx responses; check the body")
-            print(f"baseline oidc-provider /reg: {idp['rps']:.0f} registrations/s, p50 {idp['p50_ms']:.1f} ms, "
-                  f"p99 {idp['p99_ms']:.1f} ms", flush=True)  # fmt: skip
+            print(
+                f"baseline oidc-provider /reg: {idp['rps']:.0f} registrations/s, p50 {idp['p50_ms']:.1f} ms, "
+                f"p99 {idp['p99_ms']:.1f} ms",
+                flush=True,
+            )
 
     rounds = f", median of {args.rounds} interleaved rounds" if args.rounds > 1 else ""
     rounds += ", Connection: close" if args.close else ""
@@ -529,8 +616,11 @@ def main() -> int:
             f"{results['401_flood']['rps']:.0f}/s); raw psycopg baseline {raw['rps']:.0f} tx/s "
             f"→ ratio {ratio_raw:.2f} (goal ≥ 0.12)"
         )
-        print(f"server={server} intake_rps={results['202']['rps']:.0f} intake_400_rps={results['400']['rps']:.0f} "
-              f"raw_rps={raw['rps']:.0f} ratio_raw={ratio_raw:.3f}", end="")  # fmt: skip
+        print(
+            f"server={server} intake_rps={results['202']['rps']:.0f} intake_400_rps={results['400']['rps']:.0f} "
+            f"raw_rps={raw['rps']:.0f} ratio_raw={ratio_raw:.3f}",
+            end="",
+        )
         if idp is not None:
             ratio_idp = results["202"]["rps"] / idp["rps"]
             line += f"; oidc-provider /reg {idp['rps']:.0f}/s → ratio {ratio_idp:.2f}"

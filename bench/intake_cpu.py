@@ -97,20 +97,37 @@ def _wsgi_call(bench, target: str):
         # Not from a probe network: through the whole middleware stack like a registration.
         method, path, body, expect, remote = "GET", "/healthz", b"", "200", "192.0.2.10"
     else:
-        payload = {"intake 201": bench.BODY_201, "intake 202": bench.BODY_202, "intake 400": bench.BODY_400,
-                   "intake 401": bench.BODY_202}[target]
+        payload = {
+            "intake 201": bench.BODY_201,
+            "intake 202": bench.BODY_202,
+            "intake 400": bench.BODY_400,
+            "intake 401": bench.BODY_202,
+        }[target]
         method, path, body, expect = "POST", "/oauth2/register", json.dumps(payload).encode(), target[-3:]
     bearer = {"intake 201": bench.TOKEN_201, "intake 401": bench.BAD_TOKEN}.get(target, bench.TOKEN)
 
     def call() -> None:
         environ = {
-            "REQUEST_METHOD": method, "PATH_INFO": path, "SCRIPT_NAME": "", "QUERY_STRING": "",
-            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "8000", "SERVER_PROTOCOL": "HTTP/1.1",
-            "REMOTE_ADDR": remote, "HTTP_HOST": "127.0.0.1:8000", "CONTENT_TYPE": "application/json",
-            "CONTENT_LENGTH": str(len(body)), "HTTP_AUTHORIZATION": f"Bearer {bearer}",
-            "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "wsgi.errors": sys.stderr,
-            "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False, "wsgi.version": (1, 0),
-        }  # fmt: skip
+            "REQUEST_METHOD": method,
+            "PATH_INFO": path,
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REMOTE_ADDR": remote,
+            "HTTP_HOST": "127.0.0.1:8000",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": f"Bearer {bearer}",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": True,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
+        }
         status: list[str] = []
         response = app(environ, lambda s, headers, exc_info=None: status.append(s))
         b"".join(response)
@@ -135,8 +152,11 @@ def _log_call(log_format: str):
     bind_request_id("3f2a9c1e7b8d4e6fa0b1c2d3e4f5a6b7")
 
     def call() -> None:
-        log.info("%s %s", "outbox_delivered",
-                 "entry_id=123456 client_id=98765 operation=create idp_client_id=dryrun-reg_AbCdEfGhIjKlMnOpQrSt")
+        log.info(
+            "%s %s",
+            "outbox_delivered",
+            "entry_id=123456 client_id=98765 operation=create idp_client_id=dryrun-reg_AbCdEfGhIjKlMnOpQrSt",
+        )
 
     return call
 
@@ -155,10 +175,21 @@ def instructions(target: str, n: int) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
         proc = subprocess.run(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", sys.executable, __file__,
-             "--child", target, str(n)],
-            cwd=ROOT, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
-        )  # fmt: skip
+            [
+                "valgrind",
+                "--tool=callgrind",
+                f"--callgrind-out-file={out}",
+                sys.executable,
+                __file__,
+                "--child",
+                target,
+                str(n),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONHASHSEED": "0"},
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"{target} x{n} failed under valgrind:\n{proc.stderr[-3000:]}")
         match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.MULTILINE)
@@ -198,12 +229,16 @@ def main() -> int:
         f"healthz {per['healthz'] / 1e6:.2f} M → ratio {vs_healthz:.1f}; raw psycopg statement "
         f"{per['raw'] / 1e6:.2f} M → ratio {vs_raw:.1f}"
     )
-    line += (f"; one log line: kv {per['log kv'] / 1e3:.1f} k, json {per['log json'] / 1e3:.1f} k instructions "
-             f"({per['log json'] / per['intake 202'] * 100:.2f} % of a 202 registration)")
-    print(f"intake_instructions={per['intake 202']:.0f} intake_201_instructions={per['intake 201']:.0f} "
-          f"healthz_instructions={per['healthz']:.0f} "
-          f"raw_instructions={per['raw']:.0f} ratio_healthz={vs_healthz:.2f} ratio_raw={vs_raw:.2f} "
-          f"log_kv_instructions={per['log kv']:.0f} log_json_instructions={per['log json']:.0f}")  # fmt: skip
+    line += (
+        f"; one log line: kv {per['log kv'] / 1e3:.1f} k, json {per['log json'] / 1e3:.1f} k instructions "
+        f"({per['log json'] / per['intake 202'] * 100:.2f} % of a 202 registration)"
+    )
+    print(
+        f"intake_instructions={per['intake 202']:.0f} intake_201_instructions={per['intake 201']:.0f} "
+        f"healthz_instructions={per['healthz']:.0f} "
+        f"raw_instructions={per['raw']:.0f} ratio_healthz={vs_healthz:.2f} ratio_raw={vs_raw:.2f} "
+        f"log_kv_instructions={per['log kv']:.0f} log_json_instructions={per['log json']:.0f}"
+    )
     bench.append_result(line)
     return 0
 

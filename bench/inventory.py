@@ -40,8 +40,10 @@ os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 # DEBUG off serves hashed static files, as in production: collected here (main) before any page renders.
 os.environ.setdefault("STATIC_ROOT", str(Path(tempfile.gettempdir()) / "registrar-bench-static"))
 # bench-only audit log key (seed_scale seals the events it loads); its private half is public here
-os.environ.setdefault("REGISTRAR_LOG_SIGNING_KEY",
-                      "PRIVATE+KEY+registrar.test/audit-log+23489aee+AbLUkPGT8NXxl453Z+fncnV6KVajDSg9Yz0HcvL1aSS4")
+os.environ.setdefault(
+    "REGISTRAR_LOG_SIGNING_KEY",
+    "PRIVATE+KEY+registrar.test/audit-log+23489aee+AbLUkPGT8NXxl453Z+fncnV6KVajDSg9Yz0HcvL1aSS4",
+)
 if "REGISTRAR_ENCRYPTION_KEY" not in os.environ:
     from cryptography.fernet import Fernet
 
@@ -64,10 +66,26 @@ from inventory.models import Client  # noqa: E402
 from inventory.reports.controls import audit_chain_refresh  # noqa: E402
 from portal.models import User  # noqa: E402
 
-TYPO_TERMS = ["invoce", "triag", "billng", "suport", "compliance", "forcast", "reconciler", "payrol", "incidnt",
-              "scheduler"]
-BUDGETS_MS = {"search": 100, "first_page": 50, "dashboard": 500, "report": 1000,
-              "dashboard_cold": 500, "report_cold": 1000}  # p95 for search, p50 others
+TYPO_TERMS = [
+    "invoce",
+    "triag",
+    "billng",
+    "suport",
+    "compliance",
+    "forcast",
+    "reconciler",
+    "payrol",
+    "incidnt",
+    "scheduler",
+]
+BUDGETS_MS = {
+    "search": 100,
+    "first_page": 50,
+    "dashboard": 500,
+    "report": 1000,
+    "dashboard_cold": 500,
+    "report_cold": 1000,
+}  # p95 for search, p50 others
 SNAPSHOT_KEYS = ["registrar:report:dashboard", "registrar:report:frameworks"]
 
 
@@ -148,9 +166,22 @@ def time_http(port: int, session_key: str, paths: list[str], repeat: int, cold: 
 
 def start_gunicorn(port: int) -> subprocess.Popen:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "portal.wsgi:application", "--bind", f"127.0.0.1:{port}",
-         "--workers", "2", "--threads", "1", "--log-level", "warning"],
-        cwd=ROOT, env=os.environ.copy(),
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "portal.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "1",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=os.environ.copy(),
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -182,8 +213,10 @@ def main():
     began = time.monotonic()
     chain = audit_chain_refresh()
     verify_s = time.monotonic() - began
-    print(f"clients: {total:,}; audit chain verified once ({chain['checked']:,} events, {verify_s:.1f}s), "
-          "then incrementally per report")
+    print(
+        f"clients: {total:,}; audit chain verified once ({chain['checked']:,} events, {verify_s:.1f}s), "
+        "then incrementally per report"
+    )
 
     scenarios = {
         "search": [f"/inventory/?q={t}&state=active&tier=high" for t in TYPO_TERMS],
@@ -208,8 +241,10 @@ def main():
             http_ms = time_http(port, session_key, paths, repeat, cold=cold)
             results[name] = {
                 "queries": len(statements[0]),
-                "http_p50": statistics.median(http_ms), "http_p95": pct(http_ms, 0.95),
-                "raw_p50": statistics.median(raw), "raw_p95": pct(raw, 0.95),
+                "http_p50": statistics.median(http_ms),
+                "http_p95": pct(http_ms, 0.95),
+                "raw_p50": statistics.median(raw),
+                "raw_p95": pct(raw, 0.95),
             }
     finally:
         proc.terminate()
@@ -220,24 +255,31 @@ def main():
         ratio = r["http_p50"] / r["raw_p50"] if r["raw_p50"] else float("nan")
         measured = r["http_p95"] if name == "search" else r["http_p50"]
         verdict = "OK" if measured <= BUDGETS_MS[name] else "OVER"
-        line = (f"{name}: HTTP p50 {r['http_p50']:.1f} ms p95 {r['http_p95']:.1f} ms; raw SQL p50 {r['raw_p50']:.1f} ms "
-                f"({r['queries']} queries); ratio {ratio:.1f}x; budget {BUDGETS_MS[name]} ms "
-                f"({'p95' if name == 'search' else 'p50'}) {verdict}")
+        line = (
+            f"{name}: HTTP p50 {r['http_p50']:.1f} ms p95 {r['http_p95']:.1f} ms; raw SQL p50 {r['raw_p50']:.1f} ms "
+            f"({r['queries']} queries); ratio {ratio:.1f}x; budget {BUDGETS_MS[name]} ms "
+            f"({'p95' if name == 'search' else 'p50'}) {verdict}"
+        )
         print(line)
         lines.append(line)
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     summary = "; ".join(
         f"{n} {r['http_p50']:.0f}/{r['http_p95']:.0f} ms (raw {r['raw_p50']:.0f} ms, "
-        f"{r['http_p50'] / r['raw_p50']:.1f}x)" for n, r in results.items()
+        f"{r['http_p50'] / r['raw_p50']:.1f}x)"
+        for n, r in results.items()
     )
     seeded = f", seed_scale {seed_s:.0f}s" if seed_s is not None else ""
-    entry = (f"- {stamp} inventory at {total:,} clients{seeded}: HTTP p50/p95 — {summary}; gunicorn 2 workers, "
-             f"PostgreSQL {connection.pg_version // 10000}, {os.cpu_count()} CPUs\n")
+    entry = (
+        f"- {stamp} inventory at {total:,} clients{seeded}: HTTP p50/p95 — {summary}; gunicorn 2 workers, "
+        f"PostgreSQL {connection.pg_version // 10000}, {os.cpu_count()} CPUs\n"
+    )
     results_md = ROOT / "bench" / "RESULTS.md"
     if not results_md.exists():
-        results_md.write_text("# Benchmark results\n\nOne line per run, appended by the scripts in bench/. Ratios "
-                              "compare against a baseline measured in the\nsame run; absolute times depend on the "
-                              "machine.\n\n")
+        results_md.write_text(
+            "# Benchmark results\n\nOne line per run, appended by the scripts in bench/. Ratios "
+            "compare against a baseline measured in the\nsame run; absolute times depend on the "
+            "machine.\n\n"
+        )
     with results_md.open("a") as fh:
         fh.write(entry)
     print(entry.strip())

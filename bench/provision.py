@@ -119,8 +119,9 @@ class LatencyProxy:
 
         async def handle(client_reader, client_writer) -> None:
             server_reader, server_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
-            await asyncio.gather(pump_delayed(client_reader, server_writer), pump(server_reader, client_writer),
-                                 return_exceptions=True)  # fmt: skip
+            await asyncio.gather(
+                pump_delayed(client_reader, server_writer), pump(server_reader, client_writer), return_exceptions=True
+            )
 
         async def serve() -> None:
             server = await asyncio.start_server(handle, "127.0.0.1", 0)
@@ -142,8 +143,12 @@ def baseline(endpoint: str, token: str, agent, count: int, warmup: int = WARMUP_
     import httpx
 
     body = {
-        "grant_types": ["client_credentials"], "response_types": [], "redirect_uris": [],
-        "token_endpoint_auth_method": "private_key_jwt", "jwks": agent.jwks, "scope": "tickets:read",
+        "grant_types": ["client_credentials"],
+        "response_types": [],
+        "redirect_uris": [],
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": agent.jwks,
+        "scope": "tickets:read",
     }
     headers = {"Authorization": f"Bearer {token}"}
     with httpx.Client(timeout=10) as http:
@@ -162,8 +167,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=1, help="pool processes per worker")
-    parser.add_argument("--idp-latency-ms", type=float, default=0.0,
-                        help="put the IdP this far away (a delaying proxy) for the baseline and the workers alike")
+    parser.add_argument(
+        "--idp-latency-ms",
+        type=float,
+        default=0.0,
+        help="put the IdP this far away (a delaying proxy) for the baseline and the workers alike",
+    )
     args = parser.parse_args()
 
     recreate_database(BENCH_DB)
@@ -208,8 +217,15 @@ def main() -> None:
         with transaction.atomic():
             for n in range(WARMUP_CLIENTS + args.clients):
                 client_create(
-                    actor=Actor.system("bench"), idp=idp, name=f"bench-{n}", owner=owner, purpose="bench",
-                    scopes=["tickets:read"], expires_at=later, internal_only=True, jwks=agent.jwks,
+                    actor=Actor.system("bench"),
+                    idp=idp,
+                    name=f"bench-{n}",
+                    owner=owner,
+                    purpose="bench",
+                    scopes=["tickets:read"],
+                    expires_at=later,
+                    internal_only=True,
+                    jwks=agent.jwks,
                 )
             OutboxEntry.objects.update(next_attempt_at=later)
         broker.flushdb()  # drop the nudges: the timed run starts from one requeue
@@ -219,9 +235,15 @@ def main() -> None:
 
         # Production settings in the workers (DEBUG off: no per-query recording; REGISTRAR_OUTBOX_PARALLEL_CALLS
         # as configured, default 4); the demo-only dev key is fine.
-        env = worker_env(database=BENCH_DB, redis_url=REDIS_URL, encryption_key=settings.REGISTRAR_ENCRYPTION_KEYS[0],
-                         DEBUG="false", SECRET_KEY="bench-provision-" + "k" * 40, ALLOWED_HOSTS="127.0.0.1",
-                         REGISTRAR_LOG_SIGNING_KEY=log_signer().encoded)  # fmt: skip
+        env = worker_env(
+            database=BENCH_DB,
+            redis_url=REDIS_URL,
+            encryption_key=settings.REGISTRAR_ENCRYPTION_KEYS[0],
+            DEBUG="false",
+            SECRET_KEY="bench-provision-" + "k" * 40,
+            ALLOWED_HOSTS="127.0.0.1",
+            REGISTRAR_LOG_SIGNING_KEY=log_signer().encoded,
+        )
         try:
             for n in range(args.workers):
                 # production log level (INFO): one connector line and one delivery line per client

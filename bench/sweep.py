@@ -84,9 +84,15 @@ def build_source(url: str, clients: int, due: int) -> None:
     call_command("migrate", verbosity=0)
     owner = User.objects.create(username="bench-owner", email="bench@example.com")
     idp = IdPConnection.objects.create(name="bench-dry-run", kind=IdPKind.DRY_RUN, is_default=True)
-    template = Client.objects.create(registration_id="reg_template", idp=idp, name="template", owner=owner,
-                                     scopes=["tickets:read"], state="retired",
-                                     expires_at=datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC))
+    template = Client.objects.create(
+        registration_id="reg_template",
+        idp=idp,
+        name="template",
+        owner=owner,
+        scopes=["tickets:read"],
+        state="retired",
+        expires_at=datetime.datetime(2020, 1, 1, tzinfo=datetime.UTC),
+    )
     columns = [f.column for f in Client._meta.concrete_fields if f.column != "id"]
     overrides = {
         "registration_id": "'reg_b' || lpad(g::text, 9, '0')",
@@ -95,7 +101,7 @@ def build_source(url: str, clients: int, due: int) -> None:
         # g <= due: active and past expiry; then 60 % active later; the rest already ended.
         "state": f"CASE WHEN g <= {due} THEN 'active' WHEN g %% 10 < 6 THEN 'active' ELSE 'retired' END",
         "expires_at": f"CASE WHEN g <= {due} THEN {NOW_SQL} - (1 + g %% 3600) * INTERVAL '1 second' "
-                      f"ELSE {NOW_SQL} + (1 + g %% 700) * INTERVAL '1 hour' END",
+        f"ELSE {NOW_SQL} + (1 + g %% 700) * INTERVAL '1 hour' END",
     }
     select = ", ".join(overrides.get(col, f"t.{col}") for col in columns)
     with connection.cursor() as cursor:
@@ -134,13 +140,17 @@ def run_baseline(url: str) -> tuple[int, float]:
 
     with psycopg.connect(url) as conn:
         # NOT NULL text columns other branches add to the outbox (e.g. claimed_by) get '' like Django would.
-        extra = [row[0] for row in conn.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'inventory_outboxentry' "
-            "AND is_nullable = 'NO' AND column_default IS NULL AND data_type IN ('character varying', 'text') "
-            "AND column_name NOT IN ('operation', 'status', 'last_error')"
-        )]
+        extra = [
+            row[0]
+            for row in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'inventory_outboxentry' "
+                "AND is_nullable = 'NO' AND column_default IS NULL AND data_type IN ('character varying', 'text') "
+                "AND column_name NOT IN ('operation', 'status', 'last_error')"
+            )
+        ]
         sql = BASELINE_SQL.replace("@EXTRA_COLUMNS@", "".join(f", {c}" for c in extra)).replace(
-            "@EXTRA_VALUES@", ", ''" * len(extra))
+            "@EXTRA_VALUES@", ", ''" * len(extra)
+        )
         started = time.perf_counter()
         cursor = conn.execute(sql)
         conn.commit()
@@ -158,8 +168,16 @@ def worker(url: str, batch_size: int) -> None:
     result = sweep_expired(now=now, batch_size=batch_size)
     elapsed = time.perf_counter() - started
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"expired": result.counts.get("expired", 0), "seconds": elapsed, "peak_rss_mb": peak_kb / 1024,
-                      "batches": result.batches}))
+    print(
+        json.dumps(
+            {
+                "expired": result.counts.get("expired", 0),
+                "seconds": elapsed,
+                "peak_rss_mb": peak_kb / 1024,
+                "batches": result.batches,
+            }
+        )
+    )
 
 
 def verify(url: str, due: int) -> str:
@@ -218,15 +236,17 @@ def main() -> int:
         _admin(base_url, f'DROP DATABASE IF EXISTS "{name}"')
     _admin(base_url, f'CREATE DATABASE "{src}"')
     t0 = time.perf_counter()
-    _child(["--role", "build", "--url", _with_db(base_url, src), "--clients", str(args.clients),
-            "--due", str(args.due)])
+    _child(
+        ["--role", "build", "--url", _with_db(base_url, src), "--clients", str(args.clients), "--due", str(args.due)]
+    )
     build_s = time.perf_counter() - t0
     for name in (copy_a, copy_b):
         _admin(base_url, f'CREATE DATABASE "{name}" TEMPLATE "{src}"')
 
     moved, baseline_s = run_baseline(_with_db(base_url, copy_a))
-    report = json.loads(_child(["--role", "worker", "--url", _with_db(base_url, copy_b),
-                                "--batch-size", str(args.batch_size)]))
+    report = json.loads(
+        _child(["--role", "worker", "--url", _with_db(base_url, copy_b), "--batch-size", str(args.batch_size)])
+    )
     check = _child(["--role", "verify", "--url", _with_db(base_url, copy_b), "--due", str(args.due)])
     for name in (copy_a, copy_b, src):
         _admin(base_url, f'DROP DATABASE IF EXISTS "{name}"')

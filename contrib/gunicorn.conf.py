@@ -82,7 +82,7 @@ errorlog = "-"
 accesslog = "-" if _env_bool("GUNICORN_ACCESS_LOG", False) else None
 access_log_format = (
     'event=http_request remote=%(h)s method=%(m)s path="%(U)s" status=%(s)s bytes=%(B)s duration_ms=%(M)s '
-    'request_id=%({x-request-id}o)s'
+    "request_id=%({x-request-id}o)s"
 )
 
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="registrar-web-metrics-"))

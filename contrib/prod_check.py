@@ -58,9 +58,17 @@ INSTALL_DIR = "/opt/registrar"
 ADMIN_URL = os.environ.get("PRODCHECK_ADMIN_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
 PUBLIC_HOST = "registrar.prodcheck.test"
 IDP_NAME = "prodcheck-idp"
-JWKS = {"keys": [{"kty": "EC", "crv": "P-256", "kid": "k1",
-                  "x": "gV1J6obKVMtk6b-WBzqbYdKYHiQKHw4IcoqYh1ofjZE",
-                  "y": "LT-DhnSDk1z4LY6Q2_n8-SnN_q8yPSL_S7iUyB5dlhU"}]}  # fmt: skip
+JWKS = {
+    "keys": [
+        {
+            "kty": "EC",
+            "crv": "P-256",
+            "kid": "k1",
+            "x": "gV1J6obKVMtk6b-WBzqbYdKYHiQKHw4IcoqYh1ofjZE",
+            "y": "LT-DhnSDk1z4LY6Q2_n8-SnN_q8yPSL_S7iUyB5dlhU",
+        }
+    ]
+}
 SCOPES = (("tickets:read", "low"), ("tickets:write", "medium"), ("repo:write", "high"))
 
 
@@ -138,8 +146,15 @@ class Service:
 
     def start(self) -> Service:
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(self.command.argv, cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command.argv,
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         return self
 
     def alive(self) -> bool:
@@ -182,8 +197,9 @@ def free_worker_instance() -> str:
     raise CheckFailed("no free port in 9101-9199 for the worker's metrics")
 
 
-def wait_for(predicate: Callable[[], object], *, timeout: float, what: str, services: list[Service],
-             interval: float = 0.5) -> object:
+def wait_for(
+    predicate: Callable[[], object], *, timeout: float, what: str, services: list[Service], interval: float = 0.5
+) -> object:
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
@@ -263,30 +279,37 @@ class ProdCheck:
 
         from portal.tlog.note import generate_signer
 
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "REDIS_", "DEBUG",
-                                                                         "REGISTRAR_", "CELERY_", "LOG_", "PROMETHEUS"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(
+                ("DJANGO_", "DATABASE_", "REDIS_", "DEBUG", "REGISTRAR_", "CELERY_", "LOG_", "PROMETHEUS")
+            )
+        }
         env.update(example_environment())
-        env.update({
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
-            "DATABASE_URL": self.db_url,
-            "REDIS_URL": self.redis.url,
-            "SECRET_KEY": secrets.token_urlsafe(50),
-            "REGISTRAR_ENCRYPTION_KEY": Fernet.generate_key().decode(),
-            "REGISTRAR_LOG_SIGNING_KEY": generate_signer(f"{PUBLIC_HOST}/audit-log").encoded,
-            "REGISTRAR_METRICS_TOKEN": self.metrics_token,
-            "ALLOWED_HOSTS": PUBLIC_HOST,
-            "REGISTRAR_PUBLIC_URL": f"https://{PUBLIC_HOST}",
-            "REGISTRAR_DATA_DIR": str(self.tmp / "data"),
-            "STATIC_ROOT": str(self.tmp / "static"),
-            "GUNICORN_BIND": f"127.0.0.1:{self.port}",
-            "GUNICORN_WORKERS": "2",
-            # Mail is the site's business; the check sends none.
-            "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
-            # A busy shared test machine can make the local IdP slower than the 2 s default budget; what is checked
-            # is that the 201 path works, not how long the budget is.
-            "REGISTRAR_INLINE_DELIVERY_TIMEOUT_MS": "10000",
-            "PYTHONPATH": str(ROOT),
-        })  # fmt: skip
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "portal.settings",
+                "DATABASE_URL": self.db_url,
+                "REDIS_URL": self.redis.url,
+                "SECRET_KEY": secrets.token_urlsafe(50),
+                "REGISTRAR_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+                "REGISTRAR_LOG_SIGNING_KEY": generate_signer(f"{PUBLIC_HOST}/audit-log").encoded,
+                "REGISTRAR_METRICS_TOKEN": self.metrics_token,
+                "ALLOWED_HOSTS": PUBLIC_HOST,
+                "REGISTRAR_PUBLIC_URL": f"https://{PUBLIC_HOST}",
+                "REGISTRAR_DATA_DIR": str(self.tmp / "data"),
+                "STATIC_ROOT": str(self.tmp / "static"),
+                "GUNICORN_BIND": f"127.0.0.1:{self.port}",
+                "GUNICORN_WORKERS": "2",
+                # Mail is the site's business; the check sends none.
+                "EMAIL_BACKEND": "django.core.mail.backends.dummy.EmailBackend",
+                # A busy shared test machine can make the local IdP slower than the 2 s default budget; what is checked
+                # is that the 201 path works, not how long the budget is.
+                "REGISTRAR_INLINE_DELIVERY_TIMEOUT_MS": "10000",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
         if os.geteuid() == 0:
             # The units run as the user "registrar"; a test machine may run this as root, and Celery then prints a
             # warning about it (before logging is set up, so not as JSON) that the deployment never sees.
@@ -297,9 +320,13 @@ class ProdCheck:
         return env
 
     def manage(self, env: dict[str, str], *args: str) -> str:
-        result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True,
-                                text=True, timeout=300)  # fmt: skip
-        expect(result.returncode == 0, f"manage.py {' '.join(args)} failed:\n{result.stdout[-2000:]}{result.stderr[-3000:]}")
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        expect(
+            result.returncode == 0,
+            f"manage.py {' '.join(args)} failed:\n{result.stdout[-2000:]}{result.stderr[-3000:]}",
+        )
         return result.stdout + result.stderr
 
     # -- setup ------------------------------------------------------------------------------------------
@@ -350,12 +377,19 @@ class ProdCheck:
         approver.groups.add(Group.objects.get(name="approver"))
         access_token = "rat_prodcheck_" + secrets.token_urlsafe(24)
         InitialAccessToken.objects.create(
-            owner=owner, purpose="production check", prefix=access_token[:12], token_hash=hash_token(access_token),
-            allowed_scopes=["tickets:read", "tickets:write"], max_ttl_seconds=86400, max_uses=10,
+            owner=owner,
+            purpose="production check",
+            prefix=access_token[:12],
+            token_hash=hash_token(access_token),
+            allowed_scopes=["tickets:read", "tickets:write"],
+            max_ttl_seconds=86400,
+            max_uses=10,
             expires_at=timezone.now() + timedelta(hours=1),
-        )  # fmt: skip
+        )
         api_token = "api_prodcheck_" + secrets.token_urlsafe(24)
-        ApiToken.objects.create(user=approver, name="prod-check", prefix=api_token[:12], token_hash=hash_token(api_token))
+        ApiToken.objects.create(
+            user=approver, name="prod-check", prefix=api_token[:12], token_hash=hash_token(api_token)
+        )
         step("seeded: catalogue, IdP connection, owner token, approver API token")
         return {"access": access_token, "api": api_token}
 
@@ -373,31 +407,52 @@ class ProdCheck:
 
     def front(self, method: str, path: str, **kwargs) -> Answer:
         """Through the front door, as the TLS proxy forwards it."""
-        headers = {"Host": PUBLIC_HOST, "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7",
-                   **kwargs.pop("headers", {})}  # fmt: skip
+        headers = {
+            "Host": PUBLIC_HOST,
+            "X-Forwarded-Proto": "https",
+            "X-Forwarded-For": "203.0.113.7",
+            **kwargs.pop("headers", {}),
+        }
         return http(method, self.base + path, headers=headers, **kwargs)
 
     def idp_client_ids(self) -> dict[str, str]:
         """registrar_id -> client_id of every client at the IdP (its admin listing)."""
-        answer = http("GET", self.idp.admin_clients_endpoint + "?limit=500",
-                      headers={"Authorization": f"Bearer {self.idp.admin_token}"})
+        answer = http(
+            "GET",
+            self.idp.admin_clients_endpoint + "?limit=500",
+            headers={"Authorization": f"Bearer {self.idp.admin_token}"},
+        )
         expect(answer.status == 200, f"IdP admin listing answered {answer.status}")
         return {c.get("registrar_id"): c["client_id"] for c in answer.json()["clients"] if c.get("registrar_id")}
 
     def register(self, token: str, *, scope: str, ttl: int) -> Answer:
-        body = {"client_name": f"prodcheck-{scope.replace(':', '-')}", "purpose": "production check",
-                "scope": scope, "internal_only": True, "requested_ttl": ttl, "jwks": JWKS}  # fmt: skip
+        body = {
+            "client_name": f"prodcheck-{scope.replace(':', '-')}",
+            "purpose": "production check",
+            "scope": scope,
+            "internal_only": True,
+            "requested_ttl": ttl,
+            "jwks": JWKS,
+        }
         return self.front("POST", "/oauth2/register", headers={"Authorization": f"Bearer {token}"}, body=body)
 
     def run_checks(self, tokens: dict[str, str]) -> None:
         services = self.services
-        wait_for(lambda: http("GET", f"{self.base}/healthz").status == 200, timeout=60, what="/healthz",
-                 services=services)
+        wait_for(
+            lambda: http("GET", f"{self.base}/healthz").status == 200, timeout=60, what="/healthz", services=services
+        )
         step("/healthz 200 from loopback (no Host, plain HTTP: a probe)")
-        ready = wait_for(lambda: (a := http("GET", f"{self.base}/readyz")).status == 200 and a.json(), timeout=60,
-                         what="/readyz 200", services=services)
+        ready = wait_for(
+            lambda: (a := http("GET", f"{self.base}/readyz")).status == 200 and a.json(),
+            timeout=60,
+            what="/readyz 200",
+            services=services,
+        )
         for name in ("database", "cache", "broker", f"idp:{IDP_NAME}"):
-            expect(ready["checks"].get(name, {}).get("status") == "ok", f"/readyz check {name}: {ready['checks'].get(name)}")
+            expect(
+                ready["checks"].get(name, {}).get("status") == "ok",
+                f"/readyz check {name}: {ready['checks'].get(name)}",
+            )
         statuses = ", ".join(f"{name}={check['status']}" for name, check in ready["checks"].items())
         step(f"/readyz 200: {statuses}")
 
@@ -415,30 +470,49 @@ class ProdCheck:
         step(f"registration 201: {info['client_id']} exists at the IdP")
 
         pending = self.register(tokens["access"], scope="tickets:write", ttl=3600)
-        expect(pending.status == 202 and pending.json()["status"] == "pending",
-               f"medium-risk registration answered {pending.status}: {pending.body[:500]!r}")
+        expect(
+            pending.status == 202 and pending.json()["status"] == "pending",
+            f"medium-risk registration answered {pending.status}: {pending.body[:500]!r}",
+        )
         pending_id = pending.json()["registration_client_uri"].rsplit("/", 1)[1]
         step(f"registration 202: {pending_id} waits for review")
 
-        approved = self.front("POST", f"/api/v1/requests/{pending_id}/approve/", body={"reason": "production check"},
-                              headers={"Authorization": f"Token {tokens['api']}"})
-        expect(approved.status == 200 and approved.json()["state"] == "approved",
-               f"approval through the API answered {approved.status}: {approved.body[:500]!r}")
-        wait_for(lambda: pending_id in self.idp_client_ids(), timeout=60, what="the worker to create the approved "
-                 "client at the IdP", services=services)
+        approved = self.front(
+            "POST",
+            f"/api/v1/requests/{pending_id}/approve/",
+            body={"reason": "production check"},
+            headers={"Authorization": f"Token {tokens['api']}"},
+        )
+        expect(
+            approved.status == 200 and approved.json()["state"] == "approved",
+            f"approval through the API answered {approved.status}: {approved.body[:500]!r}",
+        )
+        wait_for(
+            lambda: pending_id in self.idp_client_ids(),
+            timeout=60,
+            what="the worker to create the approved client at the IdP",
+            services=services,
+        )
         step("approval through the management API: 200, and the worker created the client at the IdP")
 
         static = self.static_file()
         step(f"static file served by WhiteNoise: {static}")
 
-        wait_for(lambda: short_id not in self.idp_client_ids(), timeout=150, interval=2,
-                 what="beat's expiry sweep to expire the short-lived client and the worker to remove it at the IdP",
-                 services=services)
+        wait_for(
+            lambda: short_id not in self.idp_client_ids(),
+            timeout=150,
+            interval=2,
+            what="beat's expiry sweep to expire the short-lived client and the worker to remove it at the IdP",
+            services=services,
+        )
         step("sweep: the short-lived client expired (beat + worker) and is gone from the IdP")
 
         self.metrics(short_id)
-        forged = http("GET", f"{self.base}/accounts/login/",
-                      headers={"Host": "evil.example", "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"})
+        forged = http(
+            "GET",
+            f"{self.base}/accounts/login/",
+            headers={"Host": "evil.example", "X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"},
+        )
         expect(forged.status == 400, f"a forged Host through the proxy answered {forged.status}, not 400")
         step("a forged Host header is refused (400)")
         out = self.manage(self.services[0].env, "verify_audit")
@@ -467,27 +541,40 @@ class ProdCheck:
 
         def heartbeat_seen():
             values = scrape()
-            return values if values.get(("registrar_worker_heartbeat_age_seconds", (("queue", "celery"),)),
-                                        float("inf")) < 120 else None
+            return (
+                values
+                if values.get(("registrar_worker_heartbeat_age_seconds", (("queue", "celery"),)), float("inf")) < 120
+                else None
+            )
 
-        values = wait_for(heartbeat_seen, timeout=90, interval=3, what="a worker heartbeat in /metrics",
-                          services=self.services)
+        values = wait_for(
+            heartbeat_seen, timeout=90, interval=3, what="a worker heartbeat in /metrics", services=self.services
+        )
         created = values.get(("registrar_registrations_total", (("channel", "token"), ("outcome", "created"))), 0)
         pending = values.get(("registrar_registrations_total", (("channel", "token"), ("outcome", "pending"))), 0)
         expect(created == 2 and pending == 1, f"registrations counted: created={created} pending={pending}")
         depth = sum(v for (name, _), v in values.items() if name == "registrar_review_queue_depth")
         expect(depth == 0, f"review queue depth {depth} after the approval")
-        expect(("registrar_sweep_last_run_timestamp_seconds", (("sweep", "expired"),)) in values,
-               "no expiry sweep run in /metrics")
+        expect(
+            ("registrar_sweep_last_run_timestamp_seconds", (("sweep", "expired"),)) in values,
+            "no expiry sweep run in /metrics",
+        )
         expect(values.get(("registrar_outbox_entries", (("status", "dead"),))) == 0, "dead-lettered outbox entries")
-        step(f"/metrics: 401 without the token; with it registrations created={created:.0f} pending={pending:.0f}, "
-             f"queue depth 0, heartbeat and sweep runs present")
+        step(
+            f"/metrics: 401 without the token; with it registrations created={created:.0f} pending={pending:.0f}, "
+            f"queue depth 0, heartbeat and sweep runs present"
+        )
 
         worker = http("GET", f"http://127.0.0.1:91{self.worker_instance}/metrics")
         expect(worker.status == 200, f"worker metrics answered {worker.status}")
         worker_values = parse_metrics(worker.body.decode())
-        calls = sum(v for (name, labels), v in worker_values.items() if name == "registrar_idp_requests_total"
-                    and dict(labels).get("connection") == IDP_NAME and dict(labels).get("outcome") == "ok")
+        calls = sum(
+            v
+            for (name, labels), v in worker_values.items()
+            if name == "registrar_idp_requests_total"
+            and dict(labels).get("connection") == IDP_NAME
+            and dict(labels).get("outcome") == "ok"
+        )
         expect(calls >= 2, f"the worker counted {calls} successful IdP calls (create + delete expected)")
         step(f"worker /metrics: {calls:.0f} successful IdP calls to {IDP_NAME}")
 
@@ -535,8 +622,10 @@ class ProdCheck:
         traced = [e for e in worker if e.get("task_id") and e.get("request_id")]
         expect(traced, "no worker log line carries both a task id and the originating request id")
         web_ids = {e["request_id"] for e in entries["registrar-web.service"] if e.get("request_id")}
-        step(f"logs: {sum(map(len, entries.values()))} lines, all JSON; {len(traced)} worker lines carry a task id "
-             f"and a request id ({len(web_ids)} request ids in the web log)")
+        step(
+            f"logs: {sum(map(len, entries.values()))} lines, all JSON; {len(traced)} worker lines carry a task id "
+            f"and a request id ({len(web_ids)} request ids in the web log)"
+        )
 
     def run(self) -> None:
         failed = True

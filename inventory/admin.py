@@ -59,7 +59,8 @@ class ClientAdmin(AuditedModelAdmin):
         return format_html(
             'State and owner change on <a href="{}">the client\'s page</a> (suspend, retire, renew, transfer) '
             'or through <a href="{}">break glass</a>: every change there is a checked, audited transition.',
-            reverse("inventory:explain", args=[obj.registration_id]), reverse("inventory:break-glass"),
+            reverse("inventory:explain", args=[obj.registration_id]),
+            reverse("inventory:break-glass"),
         )
 
     def has_add_permission(self, request):
@@ -93,6 +94,7 @@ class OutboxEntryAdmin(AuditedModelAdmin):
 # --- leaver signal from the admin ----------------------------------------------------------------
 # portal.admin registers the User admin but may not import inventory (import direction), so the
 # "deactivate" action that routes through inventory.leavers is attached here.
+
 
 @admin.action(description="Deactivate selected people (orphans their clients)")
 @audited_by_service  # user_deactivate records user.deactivate

@@ -161,8 +161,10 @@ def _resolve_lineage(value: str) -> Resolved | None:
     if root.spawn_revoked_at is not None:
         effects = [f"{root.name} ({root.registration_id}) already has no right to spawn children"]
     else:
-        effects = [f"revoke the spawn right of {root.name} ({root.registration_id}): its registration access "
-                   f"token can register no more children ({root.children_spawned} spawned so far)"]
+        effects = [
+            f"revoke the spawn right of {root.name} ({root.registration_id}): its registration access "
+            f"token can register no more children ({root.children_spawned} spawned so far)"
+        ]
 
     def apply(actor: Actor, reason: str) -> None:
         client_spawn_revoke(client=root, actor=actor, reason=reason)
@@ -220,23 +222,50 @@ def breakglass_execute(*, user, scope: str, value: str, action: str, reason: str
     actor = Actor.user(user)
     roots = set(resolved.root_ids)
     audit_record(
-        actor=actor, action=f"breakglass.{action}", object_type="breakglass", object_id=decision_id,
+        actor=actor,
+        action=f"breakglass.{action}",
+        object_type="breakglass",
+        object_id=decision_id,
         before=None,
-        after={"scope": scope, "value": value, "label": resolved.label, "count": len(locked),
-               "clients": [c.registration_id for c in locked],
-               "descendants": [c.registration_id for c in locked if c.pk not in roots],
-               "effects": resolved.effects},
+        after={
+            "scope": scope,
+            "value": value,
+            "label": resolved.label,
+            "count": len(locked),
+            "clients": [c.registration_id for c in locked],
+            "descendants": [c.registration_id for c in locked if c.pk not in roots],
+            "effects": resolved.effects,
+        },
         reason=reason,
     )
     why = f"break glass {decision_id}: {reason}"
     hold = Hold(kind=HoldKind.BREAK_GLASS, by_id=user.pk, reason=why, ref=decision_id) if action == "suspend" else None
     result = clients_transition_many(
-        clients=locked, target=ACTIONS[action], actor=actor, reason=why, action=f"client.{action}.breakglass",
-        hold=hold, hold_action="client.hold.breakglass",
+        clients=locked,
+        target=ACTIONS[action],
+        actor=actor,
+        reason=why,
+        action=f"client.{action}.breakglass",
+        hold=hold,
+        hold_action="client.hold.breakglass",
     )
     if resolved.apply is not None:
         resolved.apply(actor, why)
-    logger.info("event=breakglass decision=%s action=%s scope=%s count=%s held=%s effects=%s", decision_id, action,
-                scope, len(result.transitioned), len(result.held), len(resolved.effects))
-    return Outcome(decision_id=decision_id, action=action, label=resolved.label, transitioned=result.transitioned,
-                   cascaded=result.cascaded, held=result.held, effects=list(resolved.effects))
+    logger.info(
+        "event=breakglass decision=%s action=%s scope=%s count=%s held=%s effects=%s",
+        decision_id,
+        action,
+        scope,
+        len(result.transitioned),
+        len(result.held),
+        len(resolved.effects),
+    )
+    return Outcome(
+        decision_id=decision_id,
+        action=action,
+        label=resolved.label,
+        transitioned=result.transitioned,
+        cascaded=result.cascaded,
+        held=result.held,
+        effects=list(resolved.effects),
+    )

@@ -48,8 +48,9 @@ class Ceiling:
     audiences: frozenset[str]
 
     @classmethod
-    def of(cls, *, scopes: Iterable[str] | None, ttl_seconds: int | None,
-           audiences: Iterable[str] | None) -> Ceiling | None:
+    def of(
+        cls, *, scopes: Iterable[str] | None, ttl_seconds: int | None, audiences: Iterable[str] | None
+    ) -> Ceiling | None:
         """The ceiling stored on a client, or None when no approval is on record."""
         if scopes is None or not ttl_seconds:
             return None
@@ -59,16 +60,26 @@ class Ceiling:
         """How a renewal with these values goes beyond this ceiling ([] when it stays inside)."""
         out: list[Excess] = []
         if ttl_seconds > self.ttl_seconds:
-            out.append(Excess("beyond_approved_ttl", f"asks for {duration(ttl_seconds)}; the last approval granted "
-                                                     f"{duration(self.ttl_seconds)} per renewal"))
+            out.append(
+                Excess(
+                    "beyond_approved_ttl",
+                    f"asks for {duration(ttl_seconds)}; the last approval granted "
+                    f"{duration(self.ttl_seconds)} per renewal",
+                )
+            )
         wider = sorted(set(scopes) - self.scopes)
         if wider:
-            out.append(Excess("beyond_approved_scopes", "holds scopes the last approval did not grant: "
-                                                        + ", ".join(wider)))
+            out.append(
+                Excess("beyond_approved_scopes", "holds scopes the last approval did not grant: " + ", ".join(wider))
+            )
         outside = sorted(set(audiences) - self.audiences)
         if outside:
-            out.append(Excess("beyond_approved_audiences", "reaches audiences the last approval did not grant: "
-                                                           + ", ".join(outside)))
+            out.append(
+                Excess(
+                    "beyond_approved_audiences",
+                    "reaches audiences the last approval did not grant: " + ", ".join(outside),
+                )
+            )
         return out
 
     def to_dict(self) -> dict:

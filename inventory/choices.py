@@ -60,9 +60,7 @@ CLIENT_TRANSITIONS: dict[str, frozenset[str]] = {
 # Live clients still hold (or are about to hold) credentials at the IdP.
 LIVE_STATES = frozenset({ClientState.PROVISIONING, ClientState.ACTIVE, ClientState.SUSPENDED})
 # Ended clients must be gone (or disabled) at the IdP.
-ENDED_STATES = frozenset(
-    {ClientState.EXPIRED, ClientState.RETIRED, ClientState.REVOKED, ClientState.DEPROVISIONED}
-)
+ENDED_STATES = frozenset({ClientState.EXPIRED, ClientState.RETIRED, ClientState.REVOKED, ClientState.DEPROVISIONED})
 
 
 class HoldKind(models.TextChoices):

@@ -62,8 +62,11 @@ def _required_reason(reason: str) -> str:
 def suspended_by_hold(client: Client) -> bool:
     """True when the hold itself suspended the client (state change and hold share one timestamp, written
     together), False when its owner had suspended it before the hold came."""
-    return client.state == ClientState.SUSPENDED and client.hold_at is not None and \
-        client.state_changed_at == client.hold_at
+    return (
+        client.state == ClientState.SUSPENDED
+        and client.hold_at is not None
+        and client.state_changed_at == client.hold_at
+    )
 
 
 @transaction.atomic
@@ -83,8 +86,9 @@ def client_hold_place(*, client: Client, user, reason: str) -> Client:
         hold_in_place(locked, hold=hold, actor=actor, reason="held by security", action="client.hold")
         suspend_descendants(locked, actor=actor, push_to_idp=True, hold=hold.for_descendants(locked))
     else:
-        client_transition(client=locked, target=ClientState.SUSPENDED, actor=actor, reason=reason,
-                          action="client.hold", hold=hold)
+        client_transition(
+            client=locked, target=ClientState.SUSPENDED, actor=actor, reason=reason, action="client.hold", hold=hold
+        )
     logger.info("event=client_hold client=%s ref=%s", locked.registration_id, hold.ref)
     locked.refresh_from_db()
     return locked
@@ -115,8 +119,10 @@ def client_hold_lift(*, client: Client, user, reason: str, now: dt.datetime | No
         raise LifecycleError(f"its ancestor {held_ancestor.registration_id} is held too; lift that hold first")
     subtree = live_lineage_ids([root.pk])
     held = list(
-        Client.objects.select_for_update().filter(pk__in=subtree, hold_ref=root.hold_ref)
-        .exclude(hold_kind="").order_by("depth", "pk")
+        Client.objects.select_for_update()
+        .filter(pk__in=subtree, hold_ref=root.hold_ref)
+        .exclude(hold_kind="")
+        .order_by("depth", "pk")
     )
     held = [root] + [c for c in held if c.pk != root.pk and c.state in LIVE_STATES]
     actor = Actor.user(user)
@@ -127,9 +133,16 @@ def client_hold_lift(*, client: Client, user, reason: str, now: dt.datetime | No
         for name in HOLD_FIELDS:
             setattr(locked, name, Client._meta.get_field(name).get_default())
         locked.save(update_fields=list(HOLD_FIELDS))
-        audit_record(actor=actor, action="client.hold_lift", object_type="client", object_id=locked.registration_id,
-                     before=before, after=client_snapshot(locked), reason=reason,
-                     policy_version=locked.policy_version)
+        audit_record(
+            actor=actor,
+            action="client.hold_lift",
+            object_type="client",
+            object_id=locked.registration_id,
+            before=before,
+            after=client_snapshot(locked),
+            reason=reason,
+            policy_version=locked.policy_version,
+        )
         outcome.lifted.append(locked.registration_id)
         why_not = _why_not_resumable(locked, now) if resume else "its owner had suspended it before the hold"
         if locked.state != ClientState.SUSPENDED:
@@ -137,12 +150,22 @@ def client_hold_lift(*, client: Client, user, reason: str, now: dt.datetime | No
         if why_not:
             outcome.still_suspended[locked.registration_id] = why_not
             continue
-        client_transition(client=locked, target=ClientState.ACTIVE, actor=actor, reason=reason,
-                          action="client.resume.hold_lifted", cascade=False)
+        client_transition(
+            client=locked,
+            target=ClientState.ACTIVE,
+            actor=actor,
+            reason=reason,
+            action="client.resume.hold_lifted",
+            cascade=False,
+        )
         outbox_enqueue(client=locked, operation=OutboxOperation.UPDATE)
         outcome.resumed.append(locked.registration_id)
-    logger.info("event=client_hold_lift client=%s lifted=%s resumed=%s", root.registration_id, len(outcome.lifted),
-                len(outcome.resumed))
+    logger.info(
+        "event=client_hold_lift client=%s lifted=%s resumed=%s",
+        root.registration_id,
+        len(outcome.lifted),
+        len(outcome.resumed),
+    )
     client.refresh_from_db()
     return outcome
 
@@ -179,10 +202,16 @@ def client_spawn_revoke(*, client: Client, actor: Actor, reason: str, now: dt.da
             spawn_revoked_at=now, spawn_revoked_reason=reason
         )
         if done:
-            audit_record(actor=actor, action="client.spawn_revoke", object_type="client",
-                         object_id=client.registration_id, before={"can_spawn": True},
-                         after={"can_spawn": False, "children_spawned": client.children_spawned}, reason=reason,
-                         policy_version=client.policy_version)
+            audit_record(
+                actor=actor,
+                action="client.spawn_revoke",
+                object_type="client",
+                object_id=client.registration_id,
+                before={"can_spawn": True},
+                after={"can_spawn": False, "children_spawned": client.children_spawned},
+                reason=reason,
+                policy_version=client.policy_version,
+            )
             client.spawn_revoked_at, client.spawn_revoked_reason = now, reason
     return bool(done)
 
@@ -204,14 +233,26 @@ def client_spawn_restore(*, client: Client, user, reason: str) -> Client:
     before = {"can_spawn": False, "revoked_at": locked.spawn_revoked_at, "revoked_because": locked.spawn_revoked_reason}
     locked.spawn_revoked_at, locked.spawn_revoked_reason = None, ""
     locked.save(update_fields=["spawn_revoked_at", "spawn_revoked_reason"])
-    audit_record(actor=Actor.user(user), action="client.spawn_restore", object_type="client",
-                 object_id=locked.registration_id, before=before, after={"can_spawn": True}, reason=reason,
-                 policy_version=locked.policy_version)
+    audit_record(
+        actor=Actor.user(user),
+        action="client.spawn_restore",
+        object_type="client",
+        object_id=locked.registration_id,
+        before=before,
+        after={"can_spawn": True},
+        reason=reason,
+        policy_version=locked.policy_version,
+    )
     client.spawn_revoked_at, client.spawn_revoked_reason = None, ""
     return locked
 
 
 __all__ = [
-    "HoldLift", "client_hold_lift", "client_hold_place", "client_spawn_restore", "client_spawn_revoke",
-    "client_spawn_revoke_by", "suspended_by_hold",
+    "HoldLift",
+    "client_hold_lift",
+    "client_hold_place",
+    "client_spawn_restore",
+    "client_spawn_revoke",
+    "client_spawn_revoke_by",
+    "suspended_by_hold",
 ]

@@ -131,7 +131,10 @@ class _Claim:
 
 
 def deliver_client_outbox(
-    client_id: int, *, timeout: float | None = None, connectors: ConnectorCache | None = None,
+    client_id: int,
+    *,
+    timeout: float | None = None,
+    connectors: ConnectorCache | None = None,
     inline: bool = False,
 ) -> bool:
     """Deliver one client's due outbox entries in id order.
@@ -173,9 +176,7 @@ def deliver_client_outbox_inline(client_id: int, *, timeout: float) -> bool:
     except Exception:  # the worker path will finish the job; the agent gets a 202
         logger.exception("event=inline_delivery_failed client_id=%s", client_id)
         return False
-    return Client.objects.filter(
-        pk=client_id, state=ClientState.ACTIVE, idp_client_id__isnull=False
-    ).exists()
+    return Client.objects.filter(pk=client_id, state=ClientState.ACTIVE, idp_client_id__isnull=False).exists()
 
 
 def due_client_ids(now: datetime | None = None, limit: int = 10_000) -> list[int]:
@@ -296,8 +297,9 @@ def _claim_head(client_id: int, worker: str) -> tuple[_Claim | None, bool]:
     previous_attempts, previous_holder = entry.attempts, entry.claimed_by
     lease_until = now + timedelta(seconds=lease_seconds())
     won = (
-        OutboxEntry.objects.filter(pk=entry.pk, status=OutboxStatus.PENDING, attempts=previous_attempts,
-                                   next_attempt_at__lte=now)
+        OutboxEntry.objects.filter(
+            pk=entry.pk, status=OutboxStatus.PENDING, attempts=previous_attempts, next_attempt_at__lte=now
+        )
         .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lte=now))
         .update(claimed_until=lease_until, claimed_by=worker[:128], attempts=F("attempts") + 1)
     )
@@ -399,8 +401,9 @@ def _journaled_call(claim: _Claim, connector: BaseConnector) -> _Result | BaseEx
     blind_retry = connector.config.get("recreate_unconfirmed") is True
     if creates and unsure and not blind_retry:
         started = entry.idp_call_started_at.strftime("%Y-%m-%d %H:%M:%S")
-        return _unconfirmed_create(claim, cause=f"an earlier attempt's call, started {started} UTC, never recorded "
-                                                "its outcome")
+        return _unconfirmed_create(
+            claim, cause=f"an earlier attempt's call, started {started} UTC, never recorded its outcome"
+        )
     if operation in (OutboxOperation.DELETE, OutboxOperation.DISABLE) and not client.idp_client_id and not blind_retry:
         earlier = unconfirmed_create(client, exclude=entry.pk)
         if earlier is not None:
@@ -418,8 +421,11 @@ def _journaled_call(claim: _Claim, connector: BaseConnector) -> _Result | BaseEx
         if operation in (OutboxOperation.DELETE, OutboxOperation.DISABLE) and unsure:
             # Our own earlier delete, whose answer was lost, is what the IdP answers for: the token was
             # good until that call (its last answer was stored), and only the delete could end it since.
-            result = _Result(push=None, gone=True,
-                             note="gone: an earlier attempt's delete went unanswered and the IdP now refuses its token")
+            result = _Result(
+                push=None,
+                gone=True,
+                note="gone: an earlier attempt's delete went unanswered and the IdP now refuses its token",
+            )
         else:
             journal_clear(entry, claim.worker)
             if operation == OutboxOperation.UPDATE and unsure:
@@ -473,8 +479,9 @@ class _Result:
     note: str = ""
 
 
-def _push(connector: BaseConnector, claim: _Claim, operation: str, client: Client, *,
-          may_recreate: bool = True) -> _Result:
+def _push(
+    connector: BaseConnector, claim: _Claim, operation: str, client: Client, *, may_recreate: bool = True
+) -> _Result:
     """``may_recreate=False``: an update that finds the client gone raises Unconfirmed instead of creating it
     again (an earlier, unanswered attempt may already have done so, at an IdP that cannot list)."""
     spec = client_spec(client)
@@ -622,7 +629,7 @@ def deliver_outbox_batch(
                 counts["skipped"] += len(heads) - start  # the next requeue hands them out again
                 break
             claimed_at = time.monotonic()
-            chunk = heads[start:start + chunk_size]
+            chunk = heads[start : start + chunk_size]
             claims = _claim_entries(chunk, worker)
             counts["skipped"] += len(chunk) - len(claims)
             for claim in claims:
@@ -693,16 +700,18 @@ def _unclaim(claims: list[_Claim]) -> None:
     released = OutboxEntry.objects.filter(
         pk__in=ids, status=OutboxStatus.PENDING, claimed_by=claims[0].worker[:128]
     ).update(claimed_until=None, claimed_by="", attempts=F("attempts") - 1)
-    log_event("outbox_claims_returned", level=logging.WARNING, entries=len(ids), released=released,
-              worker=claims[0].worker)  # fmt: skip
+    log_event(
+        "outbox_claims_returned", level=logging.WARNING, entries=len(ids), released=released, worker=claims[0].worker
+    )
 
 
 def parallel_calls() -> int:
     return max(1, int(_setting("REGISTRAR_OUTBOX_PARALLEL_CALLS", 4)))
 
 
-def _timed_call(claim: _Claim, connector: BaseConnector | BaseException, timeout: float | None, *,
-                journaled: bool = False):
+def _timed_call(
+    claim: _Claim, connector: BaseConnector | BaseException, timeout: float | None, *, journaled: bool = False
+):
     """The IdP call if the claim's lease still has room for it, else None (run on the call pool, unless
     ``journaled``)."""
     if not _lease_has_room(claim, timeout):
@@ -856,20 +865,37 @@ def _succeed_many(batch: list[tuple[_Claim, _Result]], followups: list[int]) -> 
             )
             transition_many = getattr(lifecycle, "clients_transition_many", None)
             if transition_many is not None:
-                transition_many(clients=ready, target=ClientState.ACTIVE, actor=OUTBOX_ACTOR,
-                                reason="created at IdP", now=now, push_to_idp=False, cascade=False)
+                transition_many(
+                    clients=ready,
+                    target=ClientState.ACTIVE,
+                    actor=OUTBOX_ACTOR,
+                    reason="created at IdP",
+                    now=now,
+                    push_to_idp=False,
+                    cascade=False,
+                )
             else:
                 for client in ready:
-                    client_transition(client=client, target=ClientState.ACTIVE, actor=OUTBOX_ACTOR,
-                                      reason="created at IdP", push_to_idp=False)
+                    client_transition(
+                        client=client,
+                        target=ClientState.ACTIVE,
+                        actor=OUTBOX_ACTOR,
+                        reason="created at IdP",
+                        push_to_idp=False,
+                    )
     for claim, result in odd:
         _succeed(claim, result)
     for client in ready:
         claim = by_id[client.pk][0]
         if not claim.last:
             followups.append(client.pk)
-        log_event("outbox_delivered", entry_id=claim.entry.pk, client_id=client.pk, operation=claim.entry.operation,
-                  idp_client_id=client.idp_client_id)
+        log_event(
+            "outbox_delivered",
+            entry_id=claim.entry.pk,
+            client_id=client.pk,
+            operation=claim.entry.operation,
+            idp_client_id=client.idp_client_id,
+        )
     return len(ready) + len(odd)
 
 
@@ -908,8 +934,9 @@ def _release(claim: _Claim, **fields: Any) -> bool:
 
 def _finish(claim: _Claim, *, status: str, outcome: Outcome) -> Outcome:
     _release(claim, status=status, delivered_at=timezone.now(), last_error="")
-    log_event("outbox_" + outcome, entry_id=claim.entry.pk, client_id=claim.entry.client_id,
-              operation=claim.entry.operation)
+    log_event(
+        "outbox_" + outcome, entry_id=claim.entry.pk, client_id=claim.entry.client_id, operation=claim.entry.operation
+    )
     return outcome
 
 
@@ -958,8 +985,13 @@ def _succeed(claim: _Claim, result: _Result) -> Outcome:
             record(client.pk, client.idp_disabled_at)
     if entry.operation in (OutboxOperation.CREATE, OutboxOperation.UPDATE) and client.state == ClientState.PROVISIONING:
         try:
-            client_transition(client=client, target=ClientState.ACTIVE, actor=OUTBOX_ACTOR,
-                              reason=f"created at IdP {entry.idp.name}", push_to_idp=False)
+            client_transition(
+                client=client,
+                target=ClientState.ACTIVE,
+                actor=OUTBOX_ACTOR,
+                reason=f"created at IdP {entry.idp.name}",
+                push_to_idp=False,
+            )
         except lifecycle.IllegalTransition:
             client.refresh_from_db(fields=["state"])  # ended meantime; its DELETE/DISABLE is queued behind us
     if entry.operation != OutboxOperation.CREATE or result.adopted or client.state != ClientState.ACTIVE:
@@ -968,12 +1000,23 @@ def _succeed(claim: _Claim, result: _Result) -> Outcome:
             action=f"client.idp_{entry.operation}" + ("_adopted" if result.adopted else ""),
             object_type="client",
             object_id=client.registration_id,
-            after={"idp": entry.idp.name, "idp_client_id": client.idp_client_id, "note": result.note,
-                   "attempts": entry.attempts},
+            after={
+                "idp": entry.idp.name,
+                "idp_client_id": client.idp_client_id,
+                "note": result.note,
+                "attempts": entry.attempts,
+            },
             policy_version=client.policy_version,
         )
-    log_event("outbox_delivered", entry_id=entry.pk, client_id=client.pk, operation=entry.operation,
-              idp_client_id=client.idp_client_id, adopted=result.adopted or None, note=result.note or None)
+    log_event(
+        "outbox_delivered",
+        entry_id=entry.pk,
+        client_id=client.pk,
+        operation=entry.operation,
+        idp_client_id=client.idp_client_id,
+        adopted=result.adopted or None,
+        note=result.note or None,
+    )
     return Outcome.DELIVERED
 
 
@@ -983,9 +1026,16 @@ def _retry_or_die(claim: _Claim, exc: Transient) -> Outcome:
         return _dead(claim, exc)
     delay = backoff_seconds(attempts, retry_after=exc.retry_after)
     _release(claim, next_attempt_at=timezone.now() + timedelta(seconds=delay), last_error=_error_text(exc))
-    log_event("outbox_retry_scheduled", level=logging.WARNING, entry_id=claim.entry.pk,
-              client_id=claim.entry.client_id, operation=claim.entry.operation, attempts=attempts,
-              delay_s=round(delay, 1), error=type(exc).__name__)
+    log_event(
+        "outbox_retry_scheduled",
+        level=logging.WARNING,
+        entry_id=claim.entry.pk,
+        client_id=claim.entry.client_id,
+        operation=claim.entry.operation,
+        attempts=attempts,
+        delay_s=round(delay, 1),
+        error=type(exc).__name__,
+    )
     return Outcome.RETRY
 
 
@@ -1003,12 +1053,23 @@ def _dead(claim: _Claim, exc: BaseException) -> Outcome:
         action="outbox.dead_lettered",
         object_type="client",
         object_id=client.registration_id,
-        after={"entry": entry.pk, "operation": entry.operation, "idp": entry.idp.name,
-               "attempts": entry.attempts, "error": _error_text(exc)[:500]},
+        after={
+            "entry": entry.pk,
+            "operation": entry.operation,
+            "idp": entry.idp.name,
+            "attempts": entry.attempts,
+            "error": _error_text(exc)[:500],
+        },
         policy_version=client.policy_version,
     )
-    log_event("outbox_dead_lettered", level=logging.ERROR, entry_id=entry.pk, client_id=client.pk,
-              operation=entry.operation, error=type(exc).__name__)
+    log_event(
+        "outbox_dead_lettered",
+        level=logging.ERROR,
+        entry_id=entry.pk,
+        client_id=client.pk,
+        operation=entry.operation,
+        error=type(exc).__name__,
+    )
     return Outcome.DEAD
 
 

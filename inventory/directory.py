@@ -54,8 +54,11 @@ def _check_attributes(attributes: dict) -> None:
         raise InvalidAttributes(f"the directory cannot set {', '.join(unknown)}")
 
 
-_IDENTITY = (("username", "userName", "username__iexact"), ("external_id", "externalId", "external_id"),
-             ("email", "e-mail", "email__iexact"))  # fmt: skip
+_IDENTITY = (
+    ("username", "userName", "username__iexact"),
+    ("external_id", "externalId", "external_id"),
+    ("email", "e-mail", "email__iexact"),
+)
 
 
 def _check_no_privileged_collision(attributes: dict, *, exclude_pk: int | None = None) -> None:
@@ -89,8 +92,14 @@ def directory_user_create(*, actor: Actor, attributes: dict, active: bool | None
     user = get_user_model()(**attributes, is_staff=False, is_superuser=False)
     user.set_unusable_password()
     _save(user)
-    audit_record(actor=actor, action="user.create", object_type="user", object_id=user.pk,
-                 after=_snapshot(user), reason="created by the directory (SCIM)")  # fmt: skip
+    audit_record(
+        actor=actor,
+        action="user.create",
+        object_type="user",
+        object_id=user.pk,
+        after=_snapshot(user),
+        reason="created by the directory (SCIM)",
+    )
     _set_active(user, active, actor=actor)
     return user
 
@@ -109,8 +118,15 @@ def directory_user_update(*, actor: Actor, user, attributes: dict, active: bool 
         for name, value in changed.items():
             setattr(locked, name, value)
         _save(locked, update_fields=sorted(changed))
-        audit_record(actor=actor, action="user.update", object_type="user", object_id=locked.pk, before=before,
-                     after=changed, reason="changed by the directory (SCIM)")  # fmt: skip
+        audit_record(
+            actor=actor,
+            action="user.update",
+            object_type="user",
+            object_id=locked.pk,
+            before=before,
+            after=changed,
+            reason="changed by the directory (SCIM)",
+        )
     _set_active(locked, active, actor=actor)
     return locked
 

@@ -23,32 +23,41 @@ class ClientFilterSet(django_filters.FilterSet):
     # distinct=False on the multiple-choice filters: they filter plain columns, and a DISTINCT over every
     # selected column would force PostgreSQL to sort all matches instead of reading one index range.
 
-    q = django_filters.CharFilter(label=_("Search"), method="filter_q",
-                                  help_text=_("Name, client id, purpose, owner, team, software id, SPIFFE ID"))
+    q = django_filters.CharFilter(
+        label=_("Search"),
+        method="filter_q",
+        help_text=_("Name, client id, purpose, owner, team, software id, SPIFFE ID"),
+    )
     state = django_filters.MultipleChoiceFilter(label=_("State"), choices=ClientState.choices, distinct=False)
     live = django_filters.BooleanFilter(label=_("Live"), method="filter_live")
-    tier = django_filters.MultipleChoiceFilter(label=_("Risk tier"), field_name="risk_tier", choices=RiskTier.choices,
-                                             distinct=False)
+    tier = django_filters.MultipleChoiceFilter(
+        label=_("Risk tier"), field_name="risk_tier", choices=RiskTier.choices, distinct=False
+    )
     idp = django_filters.ModelChoiceFilter(label=_("IdP"), queryset=IdPConnection.objects.all(), to_field_name="name")
     owner = django_filters.CharFilter(label=_("Owner (username)"), field_name="owner__username")
     team = django_filters.ModelChoiceFilter(label=_("Team"), queryset=Team.objects.all(), to_field_name="slug")
     scope = django_filters.CharFilter(label=_("Holds scope"), method="filter_scope")
-    expires_before = django_filters.IsoDateTimeFilter(label=_("Expires before"), field_name="expires_at",
-                                                      lookup_expr="lt")
-    expires_after = django_filters.IsoDateTimeFilter(label=_("Expires after"), field_name="expires_at",
-                                                     lookup_expr="gte")
-    orphaned = django_filters.BooleanFilter(label=_("Orphaned"), field_name="orphaned_at", lookup_expr="isnull",
-                                            exclude=True)
+    expires_before = django_filters.IsoDateTimeFilter(
+        label=_("Expires before"), field_name="expires_at", lookup_expr="lt"
+    )
+    expires_after = django_filters.IsoDateTimeFilter(
+        label=_("Expires after"), field_name="expires_at", lookup_expr="gte"
+    )
+    orphaned = django_filters.BooleanFilter(
+        label=_("Orphaned"), field_name="orphaned_at", lookup_expr="isnull", exclude=True
+    )
     stale = django_filters.BooleanFilter(label=_("Stale"), field_name="stale_at", lookup_expr="isnull", exclude=True)
     unmanaged = django_filters.BooleanFilter(label=_("Unmanaged (shadow)"), field_name="managed", exclude=True)
     sync_failed = django_filters.BooleanFilter(label=_("Sync failed"), field_name="sync_failed")
-    created_via = django_filters.MultipleChoiceFilter(label=_("Created via"), choices=CreatedVia.choices,
-                                                    distinct=False)
+    created_via = django_filters.MultipleChoiceFilter(
+        label=_("Created via"), choices=CreatedVia.choices, distinct=False
+    )
     depth = django_filters.NumberFilter(label=_("Lineage depth"), field_name="depth")
     min_depth = django_filters.NumberFilter(label=_("Lineage depth at least"), field_name="depth", lookup_expr="gte")
     failing = django_filters.ChoiceFilter(label=_("Failing control"), choices=CONTROL_CHOICES, method="filter_failing")
-    sort = django_filters.ChoiceFilter(label=_("Sort"), choices=SORT_CHOICES, method="filter_noop",
-                                       empty_label=_("newest first"))
+    sort = django_filters.ChoiceFilter(
+        label=_("Sort"), choices=SORT_CHOICES, method="filter_noop", empty_label=_("newest first")
+    )
 
     class Meta:
         model = Client
@@ -83,4 +92,3 @@ def active_filters(filterset: ClientFilterSet) -> dict[str, object]:
     if not filterset.is_valid():
         return {}
     return {k: v for k, v in filterset.form.cleaned_data.items() if v not in (None, "", [], ()) and k != "sort"}
-

@@ -13,7 +13,8 @@ class ReasonForm(forms.Form):
 
 class RotateKeyForm(forms.Form):
     jwks = forms.CharField(
-        label=_("New public JWKS"), widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false"}),
+        label=_("New public JWKS"),
+        widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false"}),
         help_text=_('A JSON Web Key Set: {"keys": [...]}. Public keys only; private members are refused.'),
     )
     reason = forms.CharField(label=_("Reason"), required=False, max_length=500)

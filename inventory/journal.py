@@ -61,7 +61,10 @@ def journal_clear(entry: OutboxEntry, worker: str) -> None:
 def unconfirmed_create(client: Client, *, exclude: int | None = None) -> OutboxEntry | None:
     """An entry of ``client`` whose creating call may have taken effect unseen (its intent is still set)."""
     return (
-        OutboxEntry.objects.filter(client_id=client.pk, operation__in=CREATING_OPERATIONS,
-                                   idp_call_started_at__isnull=False)
-        .exclude(pk=exclude).order_by("id").first()
-    )  # fmt: skip
+        OutboxEntry.objects.filter(
+            client_id=client.pk, operation__in=CREATING_OPERATIONS, idp_call_started_at__isnull=False
+        )
+        .exclude(pk=exclude)
+        .order_by("id")
+        .first()
+    )

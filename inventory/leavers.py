@@ -27,8 +27,11 @@ DISABLED_CLAIMS = ("active", "enabled", "accountEnabled", "account_enabled")
 
 
 def _user_snapshot(user) -> dict:
-    return {"is_active": user.is_active, "deactivated_at": user.deactivated_at,
-            "deactivation_source": user.deactivation_source}
+    return {
+        "is_active": user.is_active,
+        "deactivated_at": user.deactivated_at,
+        "deactivation_source": user.deactivation_source,
+    }
 
 
 def _enqueue_orphan_sweep() -> None:
@@ -51,11 +54,19 @@ def user_deactivate(*, user, actor: Actor, source: str, reason: str = "", now: d
     locked.deactivated_at = locked.deactivated_at or now or timezone.now()
     locked.deactivation_source = source[:32]
     locked.save(update_fields=["is_active", "deactivated_at", "deactivation_source"])
-    audit_record(actor=actor, action="user.deactivate", object_type="user", object_id=locked.pk,
-                 before=before, after=_user_snapshot(locked), reason=reason or f"deactivated via {source}")
+    audit_record(
+        actor=actor,
+        action="user.deactivate",
+        object_type="user",
+        object_id=locked.pk,
+        before=before,
+        after=_user_snapshot(locked),
+        reason=reason or f"deactivated via {source}",
+    )
     transaction.on_commit(_enqueue_orphan_sweep)
-    user.__dict__.update(is_active=False, deactivated_at=locked.deactivated_at,
-                         deactivation_source=locked.deactivation_source)
+    user.__dict__.update(
+        is_active=False, deactivated_at=locked.deactivated_at, deactivation_source=locked.deactivation_source
+    )
     logger.info("event=user_deactivated user_id=%s source=%s", locked.pk, source)
     return True
 
@@ -70,8 +81,15 @@ def user_reactivate(*, user, actor: Actor, source: str, reason: str = "") -> boo
     before = _user_snapshot(locked)
     locked.is_active, locked.deactivated_at, locked.deactivation_source = True, None, ""
     locked.save(update_fields=["is_active", "deactivated_at", "deactivation_source"])
-    audit_record(actor=actor, action="user.reactivate", object_type="user", object_id=locked.pk,
-                 before=before, after=_user_snapshot(locked), reason=reason or f"reactivated via {source}")
+    audit_record(
+        actor=actor,
+        action="user.reactivate",
+        object_type="user",
+        object_id=locked.pk,
+        before=before,
+        after=_user_snapshot(locked),
+        reason=reason or f"reactivated via {source}",
+    )
     user.__dict__.update(is_active=True, deactivated_at=None, deactivation_source="")
     return True
 
@@ -92,8 +110,12 @@ def on_social_login(sender, request=None, sociallogin=None, **kwargs) -> None:
     user = getattr(account, "user", None) if account is not None else None
     if user is None or user.pk is None or not sso_account_disabled(getattr(account, "extra_data", None)):
         return
-    user_deactivate(user=user, actor=Actor.system(f"sso:{account.provider}"), source="sso",
-                    reason="the SSO provider reports the account disabled")
+    user_deactivate(
+        user=user,
+        actor=Actor.system(f"sso:{account.provider}"),
+        source="sso",
+        reason="the SSO provider reports the account disabled",
+    )
 
 
 def connect_signals() -> None:

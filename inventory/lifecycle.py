@@ -85,7 +85,7 @@ class ClientHeld(LifecycleError):
 
 
 def hold_description(client: Client) -> str:
-    """"client reg_… is held (Break glass) by ciso on 2026-01-02 10:00 UTC: leaked token" — for errors and pages."""
+    """ "client reg_… is held (Break glass) by ciso on 2026-01-02 10:00 UTC: leaked token" — for errors and pages."""
     who = ""
     if client.hold_by_id is not None:
         person = client.hold_by
@@ -107,16 +107,22 @@ class Hold:
     ref: str = field(default_factory=lambda: "hold_" + secrets.token_urlsafe(9))
 
     def columns(self, now: dt.datetime) -> dict[str, Any]:
-        return {"hold_kind": self.kind, "hold_by_id": self.by_id, "hold_at": now, "hold_reason": self.reason[:2000],
-                "hold_ref": self.ref[:64]}
+        return {
+            "hold_kind": self.kind,
+            "hold_by_id": self.by_id,
+            "hold_at": now,
+            "hold_reason": self.reason[:2000],
+            "hold_ref": self.ref[:64],
+        }
 
     def for_descendants(self, ancestor: Client | None = None) -> Hold:
         """The hold a held client's descendants get: containment, same decision, naming the ancestor."""
         if self.kind == HoldKind.CONTAINMENT:
             return self
         named = f"ancestor {ancestor.registration_id}" if ancestor is not None else "an ancestor"
-        return Hold(kind=HoldKind.CONTAINMENT, by_id=self.by_id, ref=self.ref,
-                    reason=f"{named} is held: {self.reason}"[:2000])
+        return Hold(
+            kind=HoldKind.CONTAINMENT, by_id=self.by_id, ref=self.ref, reason=f"{named} is held: {self.reason}"[:2000]
+        )
 
 
 HOLD_FIELDS = ("hold_kind", "hold_by", "hold_at", "hold_reason", "hold_ref")
@@ -212,10 +218,15 @@ def client_transition(
                 push_to_idp=push_to_idp,
             )
     if cascade and target == ClientState.SUSPENDED:
-        suspend_descendants(locked, actor=actor, push_to_idp=push_to_idp,
-                             hold=hold.for_descendants(locked) if hold is not None else None)
-    client.__dict__.update({f.attname: getattr(locked, f.attname) for f in Client._meta.concrete_fields
-                            if f.name in fields})
+        suspend_descendants(
+            locked,
+            actor=actor,
+            push_to_idp=push_to_idp,
+            hold=hold.for_descendants(locked) if hold is not None else None,
+        )
+    client.__dict__.update(
+        {f.attname: getattr(locked, f.attname) for f in Client._meta.concrete_fields if f.name in fields}
+    )
     return locked
 
 
@@ -244,8 +255,15 @@ def suspend_descendants(parent: Client, *, actor: Actor, push_to_idp: bool, hold
                 hold_in_place(child, hold=hold, actor=actor, reason=reason, action="client.hold.cascade")
             suspend_descendants(child, actor=actor, push_to_idp=push_to_idp, hold=hold)
         else:  # active or provisioning: client_transition suspends its own descendants in turn
-            client_transition(client=child, target=ClientState.SUSPENDED, actor=actor, reason=reason,
-                              action="client.suspend.cascade", push_to_idp=push_to_idp, hold=hold)
+            client_transition(
+                client=child,
+                target=ClientState.SUSPENDED,
+                actor=actor,
+                reason=reason,
+                action="client.suspend.cascade",
+                push_to_idp=push_to_idp,
+                hold=hold,
+            )
 
 
 def hold_in_place(client: Client, *, hold: Hold, actor: Actor, reason: str, action: str) -> bool:
@@ -257,9 +275,16 @@ def hold_in_place(client: Client, *, hold: Hold, actor: Actor, reason: str, acti
         before = client_snapshot(client)
         for name, value in hold.columns(now).items():
             setattr(client, name, value)
-        audit_record(actor=actor, action=action, object_type="client", object_id=client.registration_id,
-                     before=before, after=client_snapshot(client), reason=f"{reason}: {hold.reason}"[:2000],
-                     policy_version=client.policy_version)
+        audit_record(
+            actor=actor,
+            action=action,
+            object_type="client",
+            object_id=client.registration_id,
+            before=before,
+            after=client_snapshot(client),
+            reason=f"{reason}: {hold.reason}"[:2000],
+            policy_version=client.policy_version,
+        )
     return bool(done)
 
 
@@ -270,7 +295,6 @@ def hold_in_place(client: Client, *, hold: Hold, actor: Actor, reason: str, acti
 # ================================================================================================
 
 logger = logging.getLogger(__name__)
-
 
 
 class PermissionRefused(LifecycleError):
@@ -300,6 +324,7 @@ def _sync_instance(client: Client, locked: Client) -> None:
 
 # --- renew ---------------------------------------------------------------------------------------
 
+
 def tier_ttl_ceiling(risk_tier: str) -> int:
     """The tier's TTL ceiling (seconds) under the active policy (``inventory.hooks.policy_limits``)."""
     return hooks.policy_limits().ttl_ceiling(risk_tier)
@@ -307,8 +332,9 @@ def tier_ttl_ceiling(risk_tier: str) -> int:
 
 def client_ceiling(client: Client) -> Ceiling | None:
     """The ceiling the client's last approval granted, or None when no approval is on record."""
-    return Ceiling.of(scopes=client.ceiling_scopes, ttl_seconds=client.ceiling_ttl_seconds,
-                      audiences=client.ceiling_audiences)
+    return Ceiling.of(
+        scopes=client.ceiling_scopes, ttl_seconds=client.ceiling_ttl_seconds, audiences=client.ceiling_audiences
+    )
 
 
 @dataclass
@@ -335,8 +361,9 @@ def renewal_review_reasons(client: Client, *, ttl_seconds: int) -> list[tuple[st
     if ceiling is None:
         reasons.append(("no_approved_ceiling", "no approval on record for this client"))
     else:
-        reasons.extend(ceiling.excesses(scopes=client.scopes or (), ttl_seconds=ttl_seconds,
-                                        audiences=client.audiences or ()))
+        reasons.extend(
+            ceiling.excesses(scopes=client.scopes or (), ttl_seconds=ttl_seconds, audiences=client.audiences or ())
+        )
     return reasons
 
 
@@ -391,8 +418,13 @@ def client_renew(
     locked.renewals += 1
     locked.save(update_fields=["expires_at", "renewals"])
     audit_record(
-        actor=who, action="client.renew", object_type="client", object_id=locked.registration_id,
-        before=before, after=client_snapshot(locked) | {"ttl_seconds": ttl}, reason=reason,
+        actor=who,
+        action="client.renew",
+        object_type="client",
+        object_id=locked.registration_id,
+        before=before,
+        after=client_snapshot(locked) | {"ttl_seconds": ttl},
+        reason=reason,
         policy_version=locked.policy_version,
     )
     _sync_instance(client, locked)
@@ -400,9 +432,17 @@ def client_renew(
 
 
 @transaction.atomic
-def client_apply_renewal(*, client: Client, ttl_seconds: int, actor: Actor, reason: str = "",
-                         scopes: list[str] | None = None, audiences: list[str] | None = None,
-                         policy_version: int | None = None, now: dt.datetime | None = None) -> Client:
+def client_apply_renewal(
+    *,
+    client: Client,
+    ttl_seconds: int,
+    actor: Actor,
+    reason: str = "",
+    scopes: list[str] | None = None,
+    audiences: list[str] | None = None,
+    policy_version: int | None = None,
+    now: dt.datetime | None = None,
+) -> Client:
     """Extend a client once people approved its renewal (called by the approvals app), and record what they
     approved as its new ceiling.
 
@@ -430,8 +470,11 @@ def client_apply_renewal(*, client: Client, ttl_seconds: int, actor: Actor, reas
             raise LifecycleError("a renewal may only narrow audiences; not granted: " + ", ".join(outside))
     now = now or timezone.now()
     ttl = min(ttl_seconds, tier_ttl_ceiling(locked.risk_tier))
-    before = client_snapshot(locked) | {"stale_at": locked.stale_at, "orphaned_at": locked.orphaned_at,
-                                        "ceiling": previous.to_dict() if previous else None}
+    before = client_snapshot(locked) | {
+        "stale_at": locked.stale_at,
+        "orphaned_at": locked.orphaned_at,
+        "ceiling": previous.to_dict() if previous else None,
+    }
     narrowed = [s for s in held if s in approved_scopes]
     scopes_changed = narrowed != held
     locked.scopes = narrowed
@@ -440,16 +483,30 @@ def client_apply_renewal(*, client: Client, ttl_seconds: int, actor: Actor, reas
     locked.stale_at = None
     if locked.owner is not None and locked.owner.is_active:
         locked.orphaned_at = None
-    ceiling = Ceiling.of(scopes=approved_scopes, ttl_seconds=ttl,
-                         audiences=locked.audiences if audiences is None else audiences)
+    ceiling = Ceiling.of(
+        scopes=approved_scopes, ttl_seconds=ttl, audiences=locked.audiences if audiences is None else audiences
+    )
     _set_ceiling(locked, ceiling)
-    locked.save(update_fields=["scopes", "expires_at", "renewals", "stale_at", "orphaned_at", "ceiling_scopes",
-                               "ceiling_ttl_seconds", "ceiling_audiences"])
+    locked.save(
+        update_fields=[
+            "scopes",
+            "expires_at",
+            "renewals",
+            "stale_at",
+            "orphaned_at",
+            "ceiling_scopes",
+            "ceiling_ttl_seconds",
+            "ceiling_audiences",
+        ]
+    )
     audit_record(
-        actor=actor, action="client.renew.approved", object_type="client", object_id=locked.registration_id,
+        actor=actor,
+        action="client.renew.approved",
+        object_type="client",
+        object_id=locked.registration_id,
         before=before,
-        after=client_snapshot(locked) | {"ttl_seconds": ttl, "ceiling": ceiling.to_dict(),
-                                         "narrowed_scopes": sorted(set(held) - set(narrowed))},
+        after=client_snapshot(locked)
+        | {"ttl_seconds": ttl, "ceiling": ceiling.to_dict(), "narrowed_scopes": sorted(set(held) - set(narrowed))},
         reason=reason,
         policy_version=policy_version if policy_version is not None else locked.policy_version,
     )
@@ -465,10 +522,17 @@ def _set_ceiling(client: Client, ceiling: Ceiling) -> None:
     client.ceiling_audiences = sorted(ceiling.audiences)
 
 
-def _file_renewal_review(client: Client, actor: Actor, ttl: int, reasons: list[tuple[str, str]], note: str,
-                         limits: hooks.PolicyLimits):
-    review = hooks.RenewalReview(client=client, actor=actor, ttl_seconds=ttl, reasons=tuple(reasons),
-                                 approvals_needed=limits.approvals_for(client.risk_tier), note=note)
+def _file_renewal_review(
+    client: Client, actor: Actor, ttl: int, reasons: list[tuple[str, str]], note: str, limits: hooks.PolicyLimits
+):
+    review = hooks.RenewalReview(
+        client=client,
+        actor=actor,
+        ttl_seconds=ttl,
+        reasons=tuple(reasons),
+        approvals_needed=limits.approvals_for(client.risk_tier),
+        note=note,
+    )
     try:
         request = hooks.renewal_review_file(review)
     except hooks.RenewalConflict as exc:
@@ -476,24 +540,34 @@ def _file_renewal_review(client: Client, actor: Actor, ttl: int, reasons: list[t
     except hooks.HookMissing as exc:
         raise LifecycleError(str(exc))
     audit_record(
-        actor=actor, action="client.renewal_requested", object_type="client", object_id=client.registration_id,
+        actor=actor,
+        action="client.renewal_requested",
+        object_type="client",
+        object_id=client.registration_id,
         before=client_snapshot(client),
-        after={"request": request.public_id, "ttl_seconds": ttl, "why": [message for _code, message in reasons],
-               "approvals_needed": review.approvals_needed,
-               "ceiling": (client_ceiling(client).to_dict() if client_ceiling(client) else None)},
-        reason=note, policy_version=client.policy_version,
+        after={
+            "request": request.public_id,
+            "ttl_seconds": ttl,
+            "why": [message for _code, message in reasons],
+            "approvals_needed": review.approvals_needed,
+            "ceiling": (client_ceiling(client).to_dict() if client_ceiling(client) else None),
+        },
+        reason=note,
+        policy_version=client.policy_version,
     )
     return request
 
 
 # --- retire / suspend / resume ------------------------------------------------------------------
 
+
 def client_retire(*, client: Client, user=None, actor: Actor | None = None, reason: str = "") -> Client:
     """Retire the client (and its live descendants); the IdP deletes it via the outbox."""
     with transaction.atomic():
         _require_manage(user, _lock(client))
-        return client_transition(client=client, target=ClientState.RETIRED, actor=_actor(user, actor),
-                                 reason=reason, action="client.retire")
+        return client_transition(
+            client=client, target=ClientState.RETIRED, actor=_actor(user, actor), reason=reason, action="client.retire"
+        )
 
 
 def client_suspend(*, client: Client, user=None, actor: Actor | None = None, reason: str = "") -> Client:
@@ -507,15 +581,25 @@ def client_suspend(*, client: Client, user=None, actor: Actor | None = None, rea
         _require_manage(user, locked)
         hold = None
         if user is not None and user.pk != locked.owner_id:
-            hold = Hold(kind=HoldKind.ADMIN, by_id=user.pk,
-                        reason=(reason or "").strip() or f"suspended by the admin {user.get_username()}")
-        return client_transition(client=client, target=ClientState.SUSPENDED, actor=_actor(user, actor),
-                                 reason=reason, action="client.suspend", hold=hold)
+            hold = Hold(
+                kind=HoldKind.ADMIN,
+                by_id=user.pk,
+                reason=(reason or "").strip() or f"suspended by the admin {user.get_username()}",
+            )
+        return client_transition(
+            client=client,
+            target=ClientState.SUSPENDED,
+            actor=_actor(user, actor),
+            reason=reason,
+            action="client.suspend",
+            hold=hold,
+        )
 
 
 @transaction.atomic
-def client_resume(*, client: Client, user=None, actor: Actor | None = None, reason: str = "",
-                  now: dt.datetime | None = None) -> Client:
+def client_resume(
+    *, client: Client, user=None, actor: Actor | None = None, reason: str = "", now: dt.datetime | None = None
+) -> Client:
     """Resume a suspended client; the IdP re-enables it (outbox UPDATE pushes the live state).
 
     A held client is refused for everyone (:class:`ClientHeld`): a hold is lifted through
@@ -534,8 +618,9 @@ def client_resume(*, client: Client, user=None, actor: Actor | None = None, reas
     paused = suspended_ancestor(locked)
     if paused is not None:
         raise LifecycleError(f"its ancestor {paused.name} ({paused.registration_id}) is suspended: resume that first")
-    result = client_transition(client=locked, target=ClientState.ACTIVE, actor=_actor(user, actor),
-                               reason=reason, action="client.resume")
+    result = client_transition(
+        client=locked, target=ClientState.ACTIVE, actor=_actor(user, actor), reason=reason, action="client.resume"
+    )
     outbox_enqueue(client=result, operation=OutboxOperation.UPDATE)
     _sync_instance(client, result)
     return result
@@ -543,9 +628,9 @@ def client_resume(*, client: Client, user=None, actor: Actor | None = None, reas
 
 # --- rotate key -----------------------------------------------------------------------------------
 
+
 @transaction.atomic
-def client_rotate_key(*, client: Client, jwks: Any, user=None, actor: Actor | None = None,
-                      reason: str = "") -> Client:
+def client_rotate_key(*, client: Client, jwks: Any, user=None, actor: Actor | None = None, reason: str = "") -> Client:
     """Replace the client's public JWKS and push it to the IdP (outbox UPDATE)."""
     locked = _lock(client)
     _require_manage(user, locked)
@@ -562,9 +647,14 @@ def client_rotate_key(*, client: Client, jwks: Any, user=None, actor: Actor | No
         locked.auth_method = "private_key_jwt"
     locked.save(update_fields=["jwks", "jwks_uri", "auth_method"])
     audit_record(
-        actor=_actor(user, actor), action="client.rotate_key", object_type="client",
-        object_id=locked.registration_id, before=before, after={"keys": jwks_thumbprints(new_jwks)},
-        reason=reason, policy_version=locked.policy_version,
+        actor=_actor(user, actor),
+        action="client.rotate_key",
+        object_type="client",
+        object_id=locked.registration_id,
+        before=before,
+        after={"keys": jwks_thumbprints(new_jwks)},
+        reason=reason,
+        policy_version=locked.policy_version,
     )
     outbox_enqueue(client=locked, operation=OutboxOperation.UPDATE)
     _sync_instance(client, locked)
@@ -572,6 +662,7 @@ def client_rotate_key(*, client: Client, jwks: Any, user=None, actor: Actor | No
 
 
 # --- transfer -----------------------------------------------------------------------------------
+
 
 def _owner_quota_hold(user) -> None:
     """A live client moving to ``user`` counts against their quota: lock them and check (inventory.quotas).
@@ -582,8 +673,9 @@ def _owner_quota_hold(user) -> None:
 
 
 @transaction.atomic
-def client_transfer_offer(*, client: Client, to_user, user=None, actor: Actor | None = None,
-                          reason: str = "") -> TransferOffer:
+def client_transfer_offer(
+    *, client: Client, to_user, user=None, actor: Actor | None = None, reason: str = ""
+) -> TransferOffer:
     """Offer the client to another active person; nothing moves until they accept."""
     locked = _lock(client)
     _require_manage(user, locked)
@@ -609,9 +701,14 @@ def client_transfer_offer(*, client: Client, to_user, user=None, actor: Actor | 
             raise already from exc
         raise
     audit_record(
-        actor=_actor(user, actor), action="client.transfer_offer", object_type="client",
-        object_id=locked.registration_id, before={"owner": locked.owner_id},
-        after={"offered_to": to_user.pk, "offer": offer.pk}, reason=reason, policy_version=locked.policy_version,
+        actor=_actor(user, actor),
+        action="client.transfer_offer",
+        object_type="client",
+        object_id=locked.registration_id,
+        before={"owner": locked.owner_id},
+        after={"offered_to": to_user.pk, "offer": offer.pk},
+        reason=reason,
+        policy_version=locked.policy_version,
     )
     return offer
 
@@ -644,9 +741,14 @@ def client_transfer_accept(*, offer: TransferOffer, user, reason: str = "") -> C
     locked_offer.state, locked_offer.decided_at = TransferState.ACCEPTED, now
     locked_offer.save(update_fields=["state", "decided_at"])
     audit_record(
-        actor=Actor.user(user), action="client.transfer_accept", object_type="client",
-        object_id=client.registration_id, before=before, after=client_snapshot(client) | {"offer": offer.pk},
-        reason=reason, policy_version=client.policy_version,
+        actor=Actor.user(user),
+        action="client.transfer_accept",
+        object_type="client",
+        object_id=client.registration_id,
+        before=before,
+        after=client_snapshot(client) | {"offer": offer.pk},
+        reason=reason,
+        policy_version=client.policy_version,
     )
     offer.__dict__.update(state=locked_offer.state, decided_at=now)
     return client
@@ -665,9 +767,12 @@ def client_transfer_decline(*, offer: TransferOffer, user, reason: str = "") -> 
     locked_offer.state, locked_offer.decided_at = state, timezone.now()
     locked_offer.save(update_fields=["state", "decided_at"])
     audit_record(
-        actor=Actor.user(user), action=f"client.transfer_{'decline' if state == TransferState.DECLINED else 'cancel'}",
-        object_type="client", object_id=locked_offer.client.registration_id,
-        after={"offer": offer.pk, "offered_to": locked_offer.to_user_id}, reason=reason,
+        actor=Actor.user(user),
+        action=f"client.transfer_{'decline' if state == TransferState.DECLINED else 'cancel'}",
+        object_type="client",
+        object_id=locked_offer.client.registration_id,
+        after={"offer": offer.pk, "offered_to": locked_offer.to_user_id},
+        reason=reason,
     )
     offer.__dict__.update(state=locked_offer.state, decided_at=locked_offer.decided_at)
     return locked_offer
@@ -692,8 +797,14 @@ def client_take_over(*, client: Client, user, reason: str = "") -> Client:
         state=TransferState.CANCELLED, decided_at=timezone.now()
     )
     audit_record(
-        actor=Actor.user(user), action="client.take_over", object_type="client", object_id=locked.registration_id,
-        before=before, after=client_snapshot(locked), reason=reason, policy_version=locked.policy_version,
+        actor=Actor.user(user),
+        action="client.take_over",
+        object_type="client",
+        object_id=locked.registration_id,
+        before=before,
+        after=client_snapshot(locked),
+        reason=reason,
+        policy_version=locked.policy_version,
     )
     _sync_instance(client, locked)
     return locked
@@ -701,16 +812,22 @@ def client_take_over(*, client: Client, user, reason: str = "") -> Client:
 
 # --- flags set by the sweeps --------------------------------------------------------------------
 
+
 @transaction.atomic
 def client_mark_orphaned(*, client: Client, actor: Actor, reason: str = "", now: dt.datetime | None = None) -> bool:
     """Flag a live client whose owner left. Conditional update: False when it was already flagged."""
     now = now or timezone.now()
-    done = Client.objects.filter(pk=client.pk, orphaned_at__isnull=True, state__in=LIVE_STATES).update(
-        orphaned_at=now
-    )
+    done = Client.objects.filter(pk=client.pk, orphaned_at__isnull=True, state__in=LIVE_STATES).update(orphaned_at=now)
     if done:
-        audit_record(actor=actor, action="client.orphaned", object_type="client", object_id=client.registration_id,
-                     before={"owner": client.owner_id}, after={"orphaned_at": now}, reason=reason)
+        audit_record(
+            actor=actor,
+            action="client.orphaned",
+            object_type="client",
+            object_id=client.registration_id,
+            before={"owner": client.owner_id},
+            after={"orphaned_at": now},
+            reason=reason,
+        )
         client.orphaned_at = now
     return bool(done)
 
@@ -721,8 +838,15 @@ def client_flag_stale(*, client: Client, actor: Actor, reason: str = "", now: dt
     now = now or timezone.now()
     done = Client.objects.filter(pk=client.pk, stale_at__isnull=True, state=ClientState.ACTIVE).update(stale_at=now)
     if done:
-        audit_record(actor=actor, action="client.stale", object_type="client", object_id=client.registration_id,
-                     before={"last_used_at": client.last_used_at}, after={"stale_at": now}, reason=reason)
+        audit_record(
+            actor=actor,
+            action="client.stale",
+            object_type="client",
+            object_id=client.registration_id,
+            before={"last_used_at": client.last_used_at},
+            after={"stale_at": now},
+            reason=reason,
+        )
         client.stale_at = now
     return bool(done)
 
@@ -734,8 +858,13 @@ def client_record_idp_disabled(client_id: int, at: dt.datetime) -> None:
     only the first confirmation counts (a conditional update, so re-deliveries are harmless).
     """
     Client.objects.filter(pk=client_id, idp_disabled_at__isnull=True).update(idp_disabled_at=at)
-    client = Client.objects.filter(pk=client_id, state=ClientState.EXPIRED, expiry_overshoot_seconds__isnull=True,
-                                   expires_at__isnull=False).only("expires_at").first()
+    client = (
+        Client.objects.filter(
+            pk=client_id, state=ClientState.EXPIRED, expiry_overshoot_seconds__isnull=True, expires_at__isnull=False
+        )
+        .only("expires_at")
+        .first()
+    )
     if client is not None:
         overshoot = max(0.0, (at - client.expires_at).total_seconds())
         Client.objects.filter(pk=client_id, expiry_overshoot_seconds__isnull=True).update(
@@ -744,6 +873,7 @@ def client_record_idp_disabled(client_id: int, at: dt.datetime) -> None:
 
 
 # --- set-based variants for sweeps and break glass ----------------------------------------------
+
 
 @dataclass
 class BulkResult:
@@ -813,22 +943,36 @@ def clients_transition_many(
             if target in ENDED_STATES and client.ended_at is None:
                 client.ended_at = now
             client.__dict__.update(hold_columns)
-            events.append({
-                "actor": actor, "action": action or f"client.{target}", "object_type": "client",
-                "object_id": client.registration_id, "before": before, "after": client_snapshot(client),
-                "reason": reason, "policy_version": client.policy_version,
-            })
+            events.append(
+                {
+                    "actor": actor,
+                    "action": action or f"client.{target}",
+                    "object_type": "client",
+                    "object_id": client.registration_id,
+                    "before": before,
+                    "after": client_snapshot(client),
+                    "reason": reason,
+                    "policy_version": client.policy_version,
+                }
+            )
     if to_hold:
         result.held = [c.pk for c in to_hold]
         Client.objects.filter(pk__in=result.held, state=ClientState.SUSPENDED).update(**hold_columns)
         for client in to_hold:
             before = client_snapshot(client)
             client.__dict__.update(hold_columns)
-            events.append({
-                "actor": actor, "action": hold_action, "object_type": "client", "object_id": client.registration_id,
-                "before": before, "after": client_snapshot(client), "reason": reason,
-                "policy_version": client.policy_version,
-            })
+            events.append(
+                {
+                    "actor": actor,
+                    "action": hold_action,
+                    "object_type": "client",
+                    "object_id": client.registration_id,
+                    "before": before,
+                    "after": client_snapshot(client),
+                    "reason": reason,
+                    "policy_version": client.policy_version,
+                }
+            )
     if events:
         audit_record_many(events)
     operation = _IDP_OPERATION_ON_ENTER.get(target)
@@ -851,22 +995,46 @@ def clients_transition_many(
         return result
     children = list(
         Client.objects.filter(parent_id__in=parents, state__in=LIVE_STATES)
-        .exclude(pk__in=[c.pk for c in clients]).select_for_update(skip_locked=True).order_by("pk")
+        .exclude(pk__in=[c.pk for c in clients])
+        .select_for_update(skip_locked=True)
+        .order_by("pk")
     )
     if children:
         sub = clients_transition_many(
-            clients=children, target=descendant_target, actor=actor, reason=reason or f"parent {target}",
-            action=f"client.{descendant_target}.cascade", now=now, push_to_idp=push_to_idp, nudge=False,
-            hold=hold.for_descendants() if hold is not None else None, hold_action="client.hold.cascade",
+            clients=children,
+            target=descendant_target,
+            actor=actor,
+            reason=reason or f"parent {target}",
+            action=f"client.{descendant_target}.cascade",
+            now=now,
+            push_to_idp=push_to_idp,
+            nudge=False,
+            hold=hold.for_descendants() if hold is not None else None,
+            hold_action="client.hold.cascade",
         )
         result.cascaded = sub.transitioned + sub.held + sub.cascaded
     return result
 
 
 # Columns a set-based transition reads: sweeps load only these (no decrypting ``idp_state`` per row).
-TRANSITION_FIELDS = ("id", "registration_id", "state", "owner", "idp", "scopes", "expires_at", "risk_tier",
-                     "policy_version", "ended_at", "activated_at", "last_used_at", "orphaned_at", "stale_at",
-                     "hold_kind", "hold_ref")
+TRANSITION_FIELDS = (
+    "id",
+    "registration_id",
+    "state",
+    "owner",
+    "idp",
+    "scopes",
+    "expires_at",
+    "risk_tier",
+    "policy_version",
+    "ended_at",
+    "activated_at",
+    "last_used_at",
+    "orphaned_at",
+    "stale_at",
+    "hold_kind",
+    "hold_ref",
+)
 
 
 def outbox_insert_many(rows: list[tuple[int, int]], *, operation: str, now: dt.datetime) -> None:
@@ -890,9 +1058,10 @@ def outbox_insert_many(rows: list[tuple[int, int]], *, operation: str, now: dt.d
         for f in fields
     }
     template |= {"operation": operation, "next_attempt_at": now}
-    with connection.cursor() as cursor, cursor.cursor.copy(
-        f"COPY {OutboxEntry._meta.db_table} ({columns}) FROM STDIN"
-    ) as copy:
+    with (
+        connection.cursor() as cursor,
+        cursor.cursor.copy(f"COPY {OutboxEntry._meta.db_table} ({columns}) FROM STDIN") as copy,
+    ):
         for client_id, idp_id in rows:
             row = template | {"client_id": client_id, "idp_id": idp_id}
             copy.write_row(tuple(row[f.attname] for f in fields))
@@ -919,10 +1088,36 @@ def live_lineage_ids(root_ids: list[int]) -> list[int]:
 
 
 __all__ = [
-    "BulkResult", "ClientHeld", "Hold", "IllegalTransition", "LifecycleError", "PermissionRefused", "RenewalOutcome",
-    "client_apply_renewal", "client_ceiling", "hold_description", "hold_in_place", "renewal_review_reasons",
-    "suspend_descendants", "suspended_ancestor", "client_flag_stale", "client_mark_orphaned", "client_record_idp_disabled", "client_renew", "client_resume",
-    "client_retire", "client_rotate_key", "client_snapshot", "client_suspend", "client_take_over",
-    "client_transfer_accept", "client_transfer_decline", "client_transfer_offer", "client_transition",
-    "clients_transition_many", "live_lineage_ids", "renewal_needs_review", "tier_ttl_ceiling",
+    "BulkResult",
+    "ClientHeld",
+    "Hold",
+    "IllegalTransition",
+    "LifecycleError",
+    "PermissionRefused",
+    "RenewalOutcome",
+    "client_apply_renewal",
+    "client_ceiling",
+    "hold_description",
+    "hold_in_place",
+    "renewal_review_reasons",
+    "suspend_descendants",
+    "suspended_ancestor",
+    "client_flag_stale",
+    "client_mark_orphaned",
+    "client_record_idp_disabled",
+    "client_renew",
+    "client_resume",
+    "client_retire",
+    "client_rotate_key",
+    "client_snapshot",
+    "client_suspend",
+    "client_take_over",
+    "client_transfer_accept",
+    "client_transfer_decline",
+    "client_transfer_offer",
+    "client_transition",
+    "clients_transition_many",
+    "live_lineage_ids",
+    "renewal_needs_review",
+    "tier_ttl_ceiling",
 ]

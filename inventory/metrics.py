@@ -44,9 +44,10 @@ def _age(now: dt.datetime, since: dt.datetime | None) -> float:
 
 def outbox_figures(now: dt.datetime) -> dict[str, float]:
     pending = OutboxEntry.objects.filter(status=OutboxStatus.PENDING).aggregate(
-        pending=Count("pk"), due=Count("pk", filter=Q(next_attempt_at__lte=now)),
+        pending=Count("pk"),
+        due=Count("pk", filter=Q(next_attempt_at__lte=now)),
         oldest_due=Min("next_attempt_at", filter=Q(next_attempt_at__lte=now)),
-    )  # fmt: skip
+    )
     return {
         "pending": pending["pending"],
         "due": pending["due"],
@@ -57,41 +58,62 @@ def outbox_figures(now: dt.datetime) -> dict[str, float]:
 
 def collect_outbox(now: dt.datetime) -> Iterable:
     figures = outbox_figures(now)
-    entries = gauge("registrar_outbox_entries", "Outbox entries waiting for an IdP, by status (pending, due: "
-                    "pending and due now, dead: dead-lettered, waiting for an admin's retry).", labels=["status"])
+    entries = gauge(
+        "registrar_outbox_entries",
+        "Outbox entries waiting for an IdP, by status (pending, due: "
+        "pending and due now, dead: dead-lettered, waiting for an admin's retry).",
+        labels=["status"],
+    )
     for status in ("pending", "due", "dead"):
         entries.add_metric([status], figures[status])
     yield entries
-    yield gauge("registrar_outbox_oldest_due_age_seconds",
-                "How long the oldest due outbox entry has been due (0 when none is).", figures["oldest_due_age"])
+    yield gauge(
+        "registrar_outbox_oldest_due_age_seconds",
+        "How long the oldest due outbox entry has been due (0 when none is).",
+        figures["oldest_due_age"],
+    )
 
 
 def collect_expiry(now: dt.datetime) -> Iterable:
-    overdue = Client.objects.filter(state__in=[ClientState.ACTIVE, ClientState.SUSPENDED], expires_at__lte=now).aggregate(
-        count=Count("pk"), oldest=Min("expires_at")
+    overdue = Client.objects.filter(
+        state__in=[ClientState.ACTIVE, ClientState.SUSPENDED], expires_at__lte=now
+    ).aggregate(count=Count("pk"), oldest=Min("expires_at"))
+    yield gauge(
+        "registrar_sweep_lag_seconds",
+        "How long the most overdue live client has been past expires_at (0 when none is): the expiry sweep's lag.",
+        _age(now, overdue["oldest"]),
     )
-    yield gauge("registrar_sweep_lag_seconds",
-                "How long the most overdue live client has been past expires_at (0 when none is): the expiry "
-                "sweep's lag.", _age(now, overdue["oldest"]))
-    yield gauge("registrar_clients_overdue_for_expiry", "Live clients past expires_at, not yet expired by the sweep.",
-                overdue["count"])
+    yield gauge(
+        "registrar_clients_overdue_for_expiry",
+        "Live clients past expires_at, not yet expired by the sweep.",
+        overdue["count"],
+    )
     # Clients that expired in the window: index (state, expires_at); the overshoot is set once the IdP confirms.
     recent = list(
-        Client.objects.filter(state=ClientState.EXPIRED, expires_at__gt=now - OVERSHOOT_WINDOW, expires_at__lte=now)
-        .values_list("expiry_overshoot_seconds", flat=True)
+        Client.objects.filter(
+            state=ClientState.EXPIRED, expires_at__gt=now - OVERSHOOT_WINDOW, expires_at__lte=now
+        ).values_list("expiry_overshoot_seconds", flat=True)
     )
     confirmed = sorted(value for value in recent if value is not None)
-    overshoot = gauge("registrar_expiry_overshoot_seconds",
-                      "Expiry overshoot (expires_at to the IdP confirming the disable) of clients that expired in the "
-                      "last hour: p50, p99 and max.", labels=["stat"])
+    overshoot = gauge(
+        "registrar_expiry_overshoot_seconds",
+        "Expiry overshoot (expires_at to the IdP confirming the disable) of clients that expired in the "
+        "last hour: p50, p99 and max.",
+        labels=["stat"],
+    )
     if confirmed:
-        for stat, value in (("p50", _quantile(confirmed, 0.5)), ("p99", _quantile(confirmed, 0.99)),
-                            ("max", confirmed[-1])):  # fmt: skip
+        for stat, value in (
+            ("p50", _quantile(confirmed, 0.5)),
+            ("p99", _quantile(confirmed, 0.99)),
+            ("max", confirmed[-1]),
+        ):
             overshoot.add_metric([stat], value)
     yield overshoot
-    expired = gauge("registrar_expired_clients_last_hour",
-                    "Clients that expired in the last hour, by whether the IdP has confirmed the disable.",
-                    labels=["confirmed"])
+    expired = gauge(
+        "registrar_expired_clients_last_hour",
+        "Clients that expired in the last hour, by whether the IdP has confirmed the disable.",
+        labels=["confirmed"],
+    )
     expired.add_metric(["true"], len(confirmed))
     expired.add_metric(["false"], len(recent) - len(confirmed))
     yield expired
@@ -144,8 +166,11 @@ def check_idps() -> dict[str, health.Check]:
 
 def check_outbox() -> health.Check:
     figures = outbox_figures(timezone.now())
-    details = {"oldest_due_seconds": round(figures["oldest_due_age"], 1), "due": figures["due"],
-               "dead": figures["dead"]}  # fmt: skip
+    details = {
+        "oldest_due_seconds": round(figures["oldest_due_age"], 1),
+        "due": figures["due"],
+        "dead": figures["dead"],
+    }
     limit = settings.REGISTRAR_OUTBOX_AGE_WARN_SECONDS
     if figures["oldest_due_age"] > limit:
         return health.Check(health.WARN, details, error=f"an outbox entry has been due for more than {limit} s")

@@ -42,10 +42,16 @@ class ScopeDefinition(models.Model):
 class Team(models.Model):
     name = models.CharField(_("name"), max_length=128, unique=True)
     slug = models.SlugField(_("slug"), max_length=64, unique=True)
-    members = models.ManyToManyField(settings.AUTH_USER_MODEL, verbose_name=_("members"), related_name="teams", blank=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, verbose_name=_("members"), related_name="teams", blank=True
+    )
     manager = models.ForeignKey(
-        settings.AUTH_USER_MODEL, verbose_name=_("manager"), null=True, blank=True,
-        on_delete=models.SET_NULL, related_name="managed_teams",
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("manager"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="managed_teams",
     )
     notify_email = models.EmailField(_("notification e-mail"), blank=True)
     max_live_clients = models.PositiveIntegerField(_("max live clients"), null=True, blank=True)
@@ -63,10 +69,12 @@ class IdPConnection(models.Model):
 
     name = models.CharField(_("name"), max_length=128, unique=True)
     kind = models.CharField(_("kind"), max_length=32, choices=IdPKind.choices)
-    config = models.JSONField(_("configuration"), default=dict, blank=True,
-                              help_text=_("Non-secret settings: endpoints, realm, issuer."))
-    secrets = EncryptedJSONField(_("credentials"), blank=True, default=dict,
-                                 help_text=_("Encrypted with REGISTRAR_ENCRYPTION_KEY."))
+    config = models.JSONField(
+        _("configuration"), default=dict, blank=True, help_text=_("Non-secret settings: endpoints, realm, issuer.")
+    )
+    secrets = EncryptedJSONField(
+        _("credentials"), blank=True, default=dict, help_text=_("Encrypted with REGISTRAR_ENCRYPTION_KEY.")
+    )
     enabled = models.BooleanField(_("enabled"), default=True)
     is_default = models.BooleanField(_("default for new registrations"), default=False)
     repair_drift = models.BooleanField(_("repair drift automatically"), default=False)
@@ -111,10 +119,17 @@ class Client(models.Model):
     software_id = models.CharField(_("software id"), max_length=255, blank=True)
     software_version = models.CharField(_("software version"), max_length=64, blank=True)
     spiffe_id = models.CharField(_("SPIFFE ID"), max_length=512, blank=True)
-    owner = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("owner"), null=True, blank=True,
-                              on_delete=models.PROTECT, related_name="clients")
-    team = models.ForeignKey(Team, verbose_name=_("team"), null=True, blank=True,
-                             on_delete=models.SET_NULL, related_name="clients")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="clients",
+    )
+    team = models.ForeignKey(
+        Team, verbose_name=_("team"), null=True, blank=True, on_delete=models.SET_NULL, related_name="clients"
+    )
     purpose = models.TextField(_("purpose"), blank=True)
     scopes = models.JSONField(_("scopes"), default=list, blank=True)
     audiences = models.JSONField(_("service boundary (audiences)"), default=list, blank=True)
@@ -123,15 +138,26 @@ class Client(models.Model):
     auth_method = models.CharField(_("token endpoint auth method"), max_length=64, default="private_key_jwt")
     jwks = models.JSONField(_("public JWKS"), null=True, blank=True)
     jwks_uri = models.URLField(_("JWKS URI"), max_length=512, blank=True)
-    parent = models.ForeignKey("self", verbose_name=_("parent client"), null=True, blank=True,
-                               on_delete=models.PROTECT, related_name="children")
+    parent = models.ForeignKey(
+        "self",
+        verbose_name=_("parent client"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="children",
+    )
     depth = models.PositiveSmallIntegerField(_("lineage depth"), default=0)
     risk_tier = models.CharField(_("risk tier"), max_length=8, choices=RiskTier.choices, default=RiskTier.LOW)
     state = models.CharField(_("state"), max_length=16, choices=ClientState.choices, default=ClientState.PROVISIONING)
-    created_via = models.CharField(_("created via"), max_length=24, choices=CreatedVia.choices, default=CreatedVia.TOKEN)
+    created_via = models.CharField(
+        _("created via"), max_length=24, choices=CreatedVia.choices, default=CreatedVia.TOKEN
+    )
     policy_version = models.PositiveIntegerField(_("policy version"), null=True, blank=True)
-    managed = models.BooleanField(_("managed by Registrar"), default=True,
-                                  help_text=_("False for shadow clients found at the IdP by reconciliation."))
+    managed = models.BooleanField(
+        _("managed by Registrar"),
+        default=True,
+        help_text=_("False for shadow clients found at the IdP by reconciliation."),
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
     activated_at = models.DateTimeField(_("activated at"), null=True, blank=True)
     state_changed_at = models.DateTimeField(_("state changed at"), null=True, blank=True)
@@ -155,21 +181,33 @@ class Client(models.Model):
     ceiling_audiences = models.JSONField(_("approved audiences"), null=True, blank=True)
     # A hold: a suspension by security or an admin that only they can lift (inventory.containment).
     # db_default on the NOT NULL columns: bulk loaders that COPY a column list (seed_scale) need none.
-    hold_kind = models.CharField(_("hold"), max_length=16, choices=HoldKind.choices, blank=True, default="",
-                                 db_default="")
-    hold_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("held by"), null=True, blank=True,
-                                on_delete=models.SET_NULL, related_name="+")
+    hold_kind = models.CharField(
+        _("hold"), max_length=16, choices=HoldKind.choices, blank=True, default="", db_default=""
+    )
+    hold_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("held by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     hold_at = models.DateTimeField(_("held at"), null=True, blank=True)
     hold_reason = models.TextField(_("hold reason"), blank=True, default="", db_default="")
-    hold_ref = models.CharField(_("hold reference"), max_length=64, blank=True, default="", db_default="",
-                                help_text=_("The break-glass decision or the held ancestor behind the hold."))
+    hold_ref = models.CharField(
+        _("hold reference"),
+        max_length=64,
+        blank=True,
+        default="",
+        db_default="",
+        help_text=_("The break-glass decision or the held ancestor behind the hold."),
+    )
     # Spawning: how many children this client's registration access token has spawned (consumed in the
     # statement that accepts a spawn, like an initial access token's uses), and whether containment took
     # the right away.
     children_spawned = models.PositiveIntegerField(_("children spawned"), default=0, db_default=0)
     spawn_revoked_at = models.DateTimeField(_("spawn right revoked at"), null=True, blank=True)
-    spawn_revoked_reason = models.TextField(_("why the spawn right was revoked"), blank=True, default="",
-                                            db_default="")
+    spawn_revoked_reason = models.TextField(_("why the spawn right was revoked"), blank=True, default="", db_default="")
 
     objects = ClientQuerySet.as_manager()
 
@@ -187,12 +225,16 @@ class Client(models.Model):
             models.Index(fields=["orphaned_at"], name="client_orphaned_idx", condition=Q(orphaned_at__isnull=False)),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["idp", "idp_client_id"], condition=Q(idp_client_id__isnull=False),
-                                    name="client_unique_idp_client_id"),
+            models.UniqueConstraint(
+                fields=["idp", "idp_client_id"],
+                condition=Q(idp_client_id__isnull=False),
+                name="client_unique_idp_client_id",
+            ),
             models.CheckConstraint(condition=Q(state__in=ClientState.values), name="client_state_valid"),
             # The database's own guarantee behind holds: whatever path writes, a held client is not active.
-            models.CheckConstraint(condition=Q(hold_kind="") | ~Q(state=ClientState.ACTIVE),
-                                   name="client_held_not_active"),
+            models.CheckConstraint(
+                condition=Q(hold_kind="") | ~Q(state=ClientState.ACTIVE), name="client_held_not_active"
+            ),
             models.CheckConstraint(condition=Q(hold_kind__in=["", *HoldKind.values]), name="client_hold_kind_valid"),
         ]
 
@@ -260,14 +302,31 @@ class TransferState(models.TextChoices):
 class TransferOffer(models.Model):
     """An owner offers a client to another active person; ownership moves only when they accept."""
 
-    client = models.ForeignKey(Client, verbose_name=_("client"), on_delete=models.CASCADE,
-                               related_name="transfer_offers")
-    from_user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("offered by owner"), null=True,
-                                  blank=True, on_delete=models.SET_NULL, related_name="+")
-    to_user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("offered to"), on_delete=models.CASCADE,
-                                related_name="transfer_offers_received")
-    offered_by = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("offered by"), null=True, blank=True,
-                                   on_delete=models.SET_NULL, related_name="+")
+    client = models.ForeignKey(
+        Client, verbose_name=_("client"), on_delete=models.CASCADE, related_name="transfer_offers"
+    )
+    from_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("offered by owner"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    to_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("offered to"),
+        on_delete=models.CASCADE,
+        related_name="transfer_offers_received",
+    )
+    offered_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("offered by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     state = models.CharField(_("state"), max_length=16, choices=TransferState.choices, default=TransferState.PENDING)
     reason = models.TextField(_("reason"), blank=True)
     created_at = models.DateTimeField(_("offered at"), auto_now_add=True)
@@ -288,8 +347,9 @@ class TransferOffer(models.Model):
 class OwnerDigest(models.Model):
     """One notification digest per person, kind and day: the marker that keeps digests idempotent."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE,
-                             related_name="+")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("user"), on_delete=models.CASCADE, related_name="+"
+    )
     kind = models.CharField(_("kind"), max_length=32)
     day = models.DateField(_("day"))
     client_count = models.PositiveIntegerField(_("clients"), default=0)

@@ -58,8 +58,10 @@ def expiring_clients(*, now: dt.datetime, days: list[int] | None = None):
     for d in days:
         window |= Q(expires_at__gt=now + dt.timedelta(days=d - 1), expires_at__lte=now + dt.timedelta(days=d))
     return (
-        Client.objects.filter(state=ClientState.ACTIVE, owner__is_active=True).filter(window)
-        .select_related("owner").order_by("owner_id", "expires_at")
+        Client.objects.filter(state=ClientState.ACTIVE, owner__is_active=True)
+        .filter(window)
+        .select_related("owner")
+        .order_by("owner_id", "expires_at")
     )
 
 
@@ -80,9 +82,14 @@ def notify_expiring(*, now: dt.datetime | None = None) -> int:
             + "\n".join(_line(c, now) for c in clients)
             + f"\n\nManage them: {_link('inventory:mine')}\n"
         )
-        sent += _send_digest(user=owners[owner_id], kind="expiry", day=now.date(),
-                             subject=f"[Registrar] {len(clients)} client(s) expire soon", body=body,
-                             count=len(clients))
+        sent += _send_digest(
+            user=owners[owner_id],
+            kind="expiry",
+            day=now.date(),
+            subject=f"[Registrar] {len(clients)} client(s) expire soon",
+            body=body,
+            count=len(clients),
+        )
     return sent
 
 
@@ -98,11 +105,18 @@ def notify_stale(*, client_ids: list[int], now: dt.datetime | None = None) -> in
         body = (
             f"Hello {owner.get_username()},\n\nThese clients have not been used for "
             f"{settings.REGISTRAR_STALE_DAYS} days. Retire them if they are no longer needed; renewing them "
-            f"now goes through review.\n\n" + "\n".join(_line(c, now) for c in clients)
+            f"now goes through review.\n\n"
+            + "\n".join(_line(c, now) for c in clients)
             + f"\n\nManage them: {_link('inventory:mine')}\n"
         )
-        sent += _send_digest(user=owner, kind="stale", day=now.date(),
-                             subject=f"[Registrar] {len(clients)} unused client(s)", body=body, count=len(clients))
+        sent += _send_digest(
+            user=owner,
+            kind="stale",
+            day=now.date(),
+            subject=f"[Registrar] {len(clients)} unused client(s)",
+            body=body,
+            count=len(clients),
+        )
     return sent
 
 
@@ -135,8 +149,9 @@ def notify_orphans(*, client_ids: list[int], now: dt.datetime | None = None) -> 
             f"can take them over. Unless someone does, they are suspended at the IdP after "
             f"{settings.REGISTRAR_ORPHAN_GRACE_HOURS} h (around {now + grace:%Y-%m-%d %H:%M} UTC) and retired "
             f"{settings.REGISTRAR_ORPHAN_RETIRE_DAYS} days later.\n\n"
-            + "\n".join(f"{_line(c, now)} — former owner {c.owner.get_username() if c.owner else 'unknown'}"
-                        for c in items)
+            + "\n".join(
+                f"{_line(c, now)} — former owner {c.owner.get_username() if c.owner else 'unknown'}" for c in items
+            )
             + f"\n\nTake them over: {_link('inventory:orphans')}\n"
         )
         send_mail(f"[Registrar] {len(items)} orphaned client(s) need a new owner", body, None, [address])

@@ -66,8 +66,9 @@ def outbox_retry(*, entry: OutboxEntry, actor) -> OutboxEntry:
     locked.claimed_until = None
     locked.claimed_by = ""
     locked.idp_call_started_at = None
-    locked.save(update_fields=["status", "attempts", "next_attempt_at", "claimed_until", "claimed_by",
-                               "idp_call_started_at"])
+    locked.save(
+        update_fields=["status", "attempts", "next_attempt_at", "claimed_until", "claimed_by", "idp_call_started_at"]
+    )
     if superseded and not client.outbox.filter(status=OutboxStatus.DEAD).exists():
         Client.objects.filter(pk=client.pk).update(sync_failed=False)
     after = {"entry": locked.pk, "operation": locked.operation, "status": locked.status}
@@ -134,10 +135,19 @@ def outbox_resolve(*, entry: OutboxEntry, actor, reason: str) -> OutboxEntry:
         action="outbox.resolved",
         object_type="client",
         object_id=client.registration_id,
-        before={"entry": locked.pk, "operation": locked.operation, "status": OutboxStatus.DEAD,
-                "error": (locked.last_error or "")[:500]},
-        after={"entry": locked.pk, "status": locked.status, "idp": locked.idp.name,
-               "superseded_entries": superseded, "sync_failed": still_dead},
+        before={
+            "entry": locked.pk,
+            "operation": locked.operation,
+            "status": OutboxStatus.DEAD,
+            "error": (locked.last_error or "")[:500],
+        },
+        after={
+            "entry": locked.pk,
+            "status": locked.status,
+            "idp": locked.idp.name,
+            "superseded_entries": superseded,
+            "sync_failed": still_dead,
+        },
         reason=reason[:2000],
     )
     entry.status = locked.status

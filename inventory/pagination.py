@@ -126,7 +126,11 @@ class KeysetPage:
 
 
 def keyset_paginate(
-    qs: QuerySet, *, sort: str | None, after: str | None = None, before: str | None = None,
+    qs: QuerySet,
+    *,
+    sort: str | None,
+    after: str | None = None,
+    before: str | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
 ) -> KeysetPage:
     """Two queries (page ids, then rows); ``after``/``before`` are cursors from a previous page."""
@@ -170,8 +174,11 @@ class KeysetPagination(BasePagination):
             size = DEFAULT_PAGE_SIZE
         self.request = request
         self.page = keyset_paginate(
-            queryset, sort=request.query_params.get("sort"), after=request.query_params.get("after"),
-            before=request.query_params.get("before"), page_size=size,
+            queryset,
+            sort=request.query_params.get("sort"),
+            after=request.query_params.get("after"),
+            before=request.query_params.get("before"),
+            page_size=size,
         )
         return self.page.items
 
@@ -185,12 +192,14 @@ class KeysetPagination(BasePagination):
         return self.request.build_absolute_uri(self.request.path + "?" + params.urlencode())
 
     def get_paginated_response(self, data):
-        return Response({
-            "next": self._link("after", self.page.next_cursor),
-            "previous": self._link("before", self.page.prev_cursor),
-            "sort": self.page.sort,
-            "results": data,
-        })
+        return Response(
+            {
+                "next": self._link("after", self.page.next_cursor),
+                "previous": self._link("before", self.page.prev_cursor),
+                "sort": self.page.sort,
+                "results": data,
+            }
+        )
 
     def get_paginated_response_schema(self, schema):
         return {

@@ -88,8 +88,10 @@ def _sql(connection) -> tuple[str | None, str]:
         lock = None
         if connection.features.has_select_for_update:
             mode = "FOR NO KEY UPDATE" if connection.features.has_select_for_no_key_update else "FOR UPDATE"
-            lock = (f"SELECT 1 FROM {qn(user._meta.db_table)} "  # noqa: S608 - identifiers from _meta
-                    f"WHERE {qn(user._meta.pk.column)} = %s {mode}")
+            lock = (
+                f"SELECT 1 FROM {qn(user._meta.db_table)} "  # noqa: S608 - identifiers from _meta
+                f"WHERE {qn(user._meta.pk.column)} = %s {mode}"
+            )
         owner = qn(Client._meta.get_field("owner").column)
         state = qn(Client._meta.get_field("state").column)
         live = ", ".join(f"'{s}'" for s in sorted(LIVE_STATES))  # constants, not input

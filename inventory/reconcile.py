@@ -66,8 +66,14 @@ class ReconcileReport:
     @property
     def is_empty(self) -> bool:
         """True when the IdP and the inventory agree (nothing drifted, found, adopted or removed)."""
-        return not (self.drift or self.ended_present or self.adopted or self.duplicates_deleted
-                    or self.discovered or self.errors)
+        return not (
+            self.drift
+            or self.ended_present
+            or self.adopted
+            or self.duplicates_deleted
+            or self.discovered
+            or self.errors
+        )
 
     def summary(self) -> dict:
         return asdict(self) | {"is_empty": self.is_empty}
@@ -93,7 +99,9 @@ class ReconcileReport:
         out += [f"  repaired    {rid}" for rid in self.repaired]
         out += [f"  ended, still at IdP (delete queued) {rid}" for rid in self.ended_present]
         out += [f"  adopted     {a['registration_id']} -> {a['idp_client_id']}" for a in self.adopted]
-        out += [f"  duplicate   {d['idp_client_id']} of {d['registration_id']} deleted" for d in self.duplicates_deleted]
+        out += [
+            f"  duplicate   {d['idp_client_id']} of {d['registration_id']} deleted" for d in self.duplicates_deleted
+        ]
         out += [f"  unmanaged   {d['idp_client_id']} {d['name']!r}" for d in self.discovered]
         out += [f"  error       {e}" for e in self.errors]
         if self.is_empty:
@@ -101,19 +109,28 @@ class ReconcileReport:
         return out
 
 
-def reconcile_connection(*, idp: IdPConnection, dry_run: bool = False, actor: Actor = RECONCILE_ACTOR) -> ReconcileReport:
+def reconcile_connection(
+    *, idp: IdPConnection, dry_run: bool = False, actor: Actor = RECONCILE_ACTOR
+) -> ReconcileReport:
     report = ReconcileReport(idp=idp.name, dry_run=dry_run)
     if idp.is_dry_run:
         return report  # a dry-run connection holds nothing anywhere: there is nothing to compare
     clients = list(
         Client.objects.filter(idp=idp).only(
-            "id", "registration_id", "idp_client_id", "idp_state", "state", "scopes", "managed", "drift", "name",
-            "policy_version", "idp_id",
+            "id",
+            "registration_id",
+            "idp_client_id",
+            "idp_state",
+            "state",
+            "scopes",
+            "managed",
+            "drift",
+            "name",
+            "policy_version",
+            "idp_id",
         )
     )
-    pending = set(
-        OutboxEntry.objects.filter(idp=idp, status=OutboxStatus.PENDING).values_list("client_id", flat=True)
-    )
+    pending = set(OutboxEntry.objects.filter(idp=idp, status=OutboxStatus.PENDING).values_list("client_id", flat=True))
     by_idp_id = {c.idp_client_id: c for c in clients if c.idp_client_id}
     by_registration_id = {c.registration_id: c for c in clients}
 
@@ -139,8 +156,13 @@ def reconcile_connection(*, idp: IdPConnection, dry_run: bool = False, actor: Ac
         _record_drift(report, clients)
         with transaction.atomic():
             IdPConnection.objects.filter(pk=idp.pk).update(last_reconciled_at=timezone.now())
-            audit_record(actor=actor, action="idp.reconciled", object_type="idp", object_id=idp.pk,
-                         after={"idp": idp.name, **report.counts()})
+            audit_record(
+                actor=actor,
+                action="idp.reconciled",
+                object_type="idp",
+                object_id=idp.pk,
+                after={"idp": idp.name, **report.counts()},
+            )
     log_event("reconciled", idp=idp.name, dry_run=dry_run, **report.counts())
     return report
 
@@ -177,14 +199,25 @@ def _check_known(report, idp, client: Client, remote: RemoteClient, pending: set
         if sorted(set(remote.scopes)) != sorted(set(client.scopes or [])):
             differences["scopes"] = {"inventory": sorted(client.scopes or []), "idp": sorted(remote.scopes)}
     if differences:
-        _drift(report, idp, client, differences, dry_run,
-               OutboxOperation.DISABLE if client.state == ClientState.SUSPENDED else OutboxOperation.UPDATE)
+        _drift(
+            report,
+            idp,
+            client,
+            differences,
+            dry_run,
+            OutboxOperation.DISABLE if client.state == ClientState.SUSPENDED else OutboxOperation.UPDATE,
+        )
 
 
 def _check_missing(report, idp, clients: list[Client], seen: set[str], pending: set[int], dry_run: bool) -> None:
     for client in clients:
-        if (client.managed and client.state == ClientState.ACTIVE and client.idp_client_id
-                and client.idp_client_id not in seen and not (client.idp_state or {}).get("deleted")):
+        if (
+            client.managed
+            and client.state == ClientState.ACTIVE
+            and client.idp_client_id
+            and client.idp_client_id not in seen
+            and not (client.idp_state or {}).get("deleted")
+        ):
             if client.pk in pending:
                 report.skipped_pending += 1
                 continue
@@ -192,15 +225,24 @@ def _check_missing(report, idp, clients: list[Client], seen: set[str], pending: 
 
 
 def _drift(report, idp, client: Client, differences: dict, dry_run: bool, repair_with: str) -> None:
-    report.drift.append({"registration_id": client.registration_id, "idp_client_id": client.idp_client_id,
-                         "differences": differences})
+    report.drift.append(
+        {"registration_id": client.registration_id, "idp_client_id": client.idp_client_id, "differences": differences}
+    )
     if idp.repair_drift and not dry_run:
         outbox_enqueue(client=client, operation=repair_with)
         report.repaired.append(client.registration_id)
 
 
-def _check_unknown(report, idp, connector, remote: RemoteClient, by_registration_id: dict, pending: set[int],
-                   dry_run: bool, actor: Actor) -> None:
+def _check_unknown(
+    report,
+    idp,
+    connector,
+    remote: RemoteClient,
+    by_registration_id: dict,
+    pending: set[int],
+    dry_run: bool,
+    actor: Actor,
+) -> None:
     owner_client = by_registration_id.get(remote.registrar_id) if remote.registrar_id else None
     if owner_client is None or not owner_client.managed:
         if Client.objects.filter(idp=idp, idp_client_id=remote.client_id).exists():
@@ -214,14 +256,22 @@ def _check_unknown(report, idp, connector, remote: RemoteClient, by_registration
         return
     has_other_id = bool(owner_client.idp_client_id) and not (owner_client.idp_state or {}).get("deleted")
     if owner_client.state in ENDED_STATES or has_other_id:
-        report.duplicates_deleted.append({"registration_id": owner_client.registration_id,
-                                          "idp_client_id": remote.client_id})
+        report.duplicates_deleted.append(
+            {"registration_id": owner_client.registration_id, "idp_client_id": remote.client_id}
+        )
         if not dry_run:
             connector.delete(remote.client_id, {})
-            audit_record(actor=actor, action="client.idp_duplicate_deleted", object_type="client",
-                         object_id=owner_client.registration_id,
-                         after={"idp": idp.name, "duplicate_client_id": remote.client_id,
-                                "kept_client_id": owner_client.idp_client_id})
+            audit_record(
+                actor=actor,
+                action="client.idp_duplicate_deleted",
+                object_type="client",
+                object_id=owner_client.registration_id,
+                after={
+                    "idp": idp.name,
+                    "duplicate_client_id": remote.client_id,
+                    "kept_client_id": owner_client.idp_client_id,
+                },
+            )
         return
     report.adopted.append({"registration_id": owner_client.registration_id, "idp_client_id": remote.client_id})
     if not dry_run:
@@ -238,14 +288,26 @@ def _adopt(idp: IdPConnection, client: Client, remote: RemoteClient, actor: Acto
     locked.last_synced_at = timezone.now()
     # The create that crashed (and maybe dead-lettered) is now fulfilled.
     locked.outbox.filter(status=OutboxStatus.DEAD, operation=OutboxOperation.CREATE).update(
-        status=OutboxStatus.SUPERSEDED)
+        status=OutboxStatus.SUPERSEDED
+    )
     locked.sync_failed = locked.outbox.filter(status=OutboxStatus.DEAD).exists()
     locked.save(update_fields=["idp_client_id", "idp_state", "last_synced_at", "sync_failed"])
-    audit_record(actor=actor, action="client.idp_adopted", object_type="client", object_id=locked.registration_id,
-                 after={"idp": idp.name, "idp_client_id": remote.client_id}, policy_version=locked.policy_version)
+    audit_record(
+        actor=actor,
+        action="client.idp_adopted",
+        object_type="client",
+        object_id=locked.registration_id,
+        after={"idp": idp.name, "idp_client_id": remote.client_id},
+        policy_version=locked.policy_version,
+    )
     if locked.state == ClientState.PROVISIONING:
-        client_transition(client=locked, target=ClientState.ACTIVE, actor=actor,
-                          reason="found at the IdP by its correlation marker", push_to_idp=False)
+        client_transition(
+            client=locked,
+            target=ClientState.ACTIVE,
+            actor=actor,
+            reason="found at the IdP by its correlation marker",
+            push_to_idp=False,
+        )
 
 
 @transaction.atomic
@@ -267,9 +329,13 @@ def _record_unmanaged(idp: IdPConnection, remote: RemoteClient, actor: Actor) ->
         last_synced_at=now,
         auth_method=str(remote.metadata.get("token_endpoint_auth_method") or "unknown")[:64],
     )
-    audit_record(actor=actor, action="client.discovered", object_type="client", object_id=client.registration_id,
-                 after={"idp": idp.name, "idp_client_id": remote.client_id, "scopes": client.scopes,
-                        "enabled": remote.enabled})
+    audit_record(
+        actor=actor,
+        action="client.discovered",
+        object_type="client",
+        object_id=client.registration_id,
+        after={"idp": idp.name, "idp_client_id": remote.client_id, "scopes": client.scopes, "enabled": remote.enabled},
+    )
     return client
 
 

@@ -81,8 +81,11 @@ def user_resource(request, user) -> dict:
         "schemas": [USER_SCHEMA],
         "id": str(user.pk),
         "userName": user.username,
-        "name": {"givenName": user.first_name, "familyName": user.last_name,
-                 "formatted": user.get_full_name() or user.username},
+        "name": {
+            "givenName": user.first_name,
+            "familyName": user.last_name,
+            "formatted": user.get_full_name() or user.username,
+        },
         "displayName": user.get_full_name() or user.username,
         "emails": [{"value": user.email, "primary": True, "type": "work"}] if user.email else [],
         "active": user.is_active,
@@ -119,8 +122,11 @@ def _attributes(data: dict, *, replace: bool) -> tuple[dict, bool | None]:
     """The directory attributes ``data`` sets (all of them when ``replace``), and the wanted ``active``."""
     for name in _REFUSED_ATTRIBUTES:
         if data.get(name):
-            raise ScimError(400, f"{name} cannot be set over SCIM: people sign in through SSO and roles are "
-                                 "granted in Registrar", "mutability")  # fmt: skip
+            raise ScimError(
+                400,
+                f"{name} cannot be set over SCIM: people sign in through SSO and roles are granted in Registrar",
+                "mutability",
+            )
     attributes: dict = {}
     if "userName" in data or replace:
         username = data.get("userName")
@@ -138,7 +144,8 @@ def _attributes(data: dict, *, replace: bool) -> tuple[dict, bool | None]:
     if "emails" in data or replace:
         emails = data.get("emails") or []
         primary = next((e for e in emails if isinstance(e, dict) and e.get("primary")), None) or (
-            emails[0] if emails and isinstance(emails[0], dict) else {})
+            emails[0] if emails and isinstance(emails[0], dict) else {}
+        )
         attributes["email"] = (primary.get("value") or "")[:254]
     return attributes, (_as_bool(data["active"]) if "active" in data else None)
 
@@ -168,7 +175,7 @@ def _list(request):
     if raw_filter:
         match = _FILTER.match(raw_filter)
         if not match:
-            raise ScimError(400, "supported filters: userName, externalId or emails eq \"…\"", "invalidFilter")
+            raise ScimError(400, 'supported filters: userName, externalId or emails eq "…"', "invalidFilter")
         attribute, value = match.group(1).lower(), match.group(2)
         field = {"username": "username", "externalid": "external_id"}.get(attribute, "email")
         users = users.filter(**{f"{field}__iexact" if field != "external_id" else field: value})
@@ -178,9 +185,16 @@ def _list(request):
     except ValueError:
         raise ScimError(400, "startIndex and count must be integers", "invalidValue")
     total = users.count()
-    page = list(users[start - 1:start - 1 + count])
-    return _response({"schemas": [LIST_SCHEMA], "totalResults": total, "startIndex": start,
-                      "itemsPerPage": len(page), "Resources": [user_resource(request, u) for u in page]})
+    page = list(users[start - 1 : start - 1 + count])
+    return _response(
+        {
+            "schemas": [LIST_SCHEMA],
+            "totalResults": total,
+            "startIndex": start,
+            "itemsPerPage": len(page),
+            "Resources": [user_resource(request, u) for u in page],
+        }
+    )
 
 
 def _create(request):
@@ -191,8 +205,7 @@ def _create(request):
 
 def _replace(request, user):
     attributes, active = _attributes(_body(request), replace=True)
-    user = _write(lambda: directory.directory_user_update(actor=ACTOR, user=user, attributes=attributes,
-                                                          active=active))  # fmt: skip
+    user = _write(lambda: directory.directory_user_update(actor=ACTOR, user=user, attributes=attributes, active=active))
     return _response(user_resource(request, user))
 
 
@@ -220,8 +233,7 @@ def _patch(request, user):
         else:
             raise ScimError(400, "a patch without a path needs an object value", "invalidValue")
     attributes, active = _attributes(changes, replace=False)
-    user = _write(lambda: directory.directory_user_update(actor=ACTOR, user=user, attributes=attributes,
-                                                          active=active))  # fmt: skip
+    user = _write(lambda: directory.directory_user_update(actor=ACTOR, user=user, attributes=attributes, active=active))
     return _response(user_resource(request, user))
 
 

@@ -77,8 +77,10 @@ def configure_search_session(sender, connection, **kwargs):
     if connection.vendor != "postgresql":
         return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT set_config('pg_trgm.word_similarity_threshold', %s, false), "
-                       "set_config('jit', 'off', false)", [str(WORD_SIMILARITY_THRESHOLD)])
+        cursor.execute(
+            "SELECT set_config('pg_trgm.word_similarity_threshold', %s, false), set_config('jit', 'off', false)",
+            [str(WORD_SIMILARITY_THRESHOLD)],
+        )
 
 
 def cached_report(key: str, compute, *, refresh: bool = False):
@@ -102,6 +104,7 @@ def cached_report(key: str, compute, *, refresh: bool = False):
 
 # --- visibility ------------------------------------------------------------------------------
 
+
 def clients_visible_to(user) -> QuerySet[Client]:
     """Security and admins see every client; everyone else only the clients they own."""
     qs = Client.objects.all()
@@ -111,6 +114,7 @@ def clients_visible_to(user) -> QuerySet[Client]:
 
 
 # --- search ----------------------------------------------------------------------------------
+
 
 def _like_escape(term: str) -> str:
     return term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
@@ -124,11 +128,13 @@ def _people_matching(term: str) -> tuple[list[int], list[int]]:
         user_q = RawSQL(
             '("portal_user"."username" ILIKE %s OR %s <%% "portal_user"."username" '
             'OR ("portal_user"."first_name" || \' \' || "portal_user"."last_name") ILIKE %s)',
-            (like, term, like), output_field=BooleanField(),
+            (like, term, like),
+            output_field=BooleanField(),
         )
         team_q = RawSQL(
             '("inventory_team"."name" ILIKE %s OR "inventory_team"."slug" ILIKE %s OR %s <%% "inventory_team"."name")',
-            (like, like, term), output_field=BooleanField(),
+            (like, like, term),
+            output_field=BooleanField(),
         )
         users = User.objects.filter(user_q)
         teams = Team.objects.filter(team_q)
@@ -223,10 +229,7 @@ def client_lineage(client: Client, *, limit: int = 200) -> dict[str, Any]:
         descendant_ids = [row[0] for row in cursor.fetchall()]
     truncated = len(descendant_ids) > limit
     descendant_ids = descendant_ids[:limit]
-    related = {
-        c.pk: c
-        for c in Client.objects.filter(pk__in=ancestor_ids + descendant_ids).select_related("owner")
-    }
+    related = {c.pk: c for c in Client.objects.filter(pk__in=ancestor_ids + descendant_ids).select_related("owner")}
     ancestors = sorted((related[i] for i in ancestor_ids if i in related), key=lambda c: c.depth)
     nodes = {pk: LineageNode(related[pk]) for pk in descendant_ids if pk in related}
     root = LineageNode(client)
@@ -273,16 +276,18 @@ def client_explain(client: Client) -> dict[str, Any]:
         for name in client.scopes
     ]
     timeline = list(
-        AuditEvent.objects.filter(object_type__in=TIMELINE_OBJECT_TYPES, object_id=client.registration_id)
-        .order_by("id")[:500]
+        AuditEvent.objects.filter(object_type__in=TIMELINE_OBJECT_TYPES, object_id=client.registration_id).order_by(
+            "id"
+        )[:500]
     )
     outbox = list(OutboxEntry.objects.filter(client=client).order_by("-id")[:20])
     evidence = log_evidence(timeline)
     now = timezone.now()
     ceiling = TTL_CEILING_SECONDS.get(client.risk_tier)
     remaining = (client.expires_at - now).total_seconds() if client.expires_at else None
-    ceiling_granted = Ceiling.of(scopes=client.ceiling_scopes, ttl_seconds=client.ceiling_ttl_seconds,
-                                 audiences=client.ceiling_audiences)
+    ceiling_granted = Ceiling.of(
+        scopes=client.ceiling_scopes, ttl_seconds=client.ceiling_ttl_seconds, audiences=client.ceiling_audiences
+    )
     return {
         "client": client,
         "origin": origin,
@@ -400,15 +405,22 @@ def evidence_pack(client: Client, explain: dict[str, Any] | None = None) -> dict
                     "at": _iso(client.hold_at),
                     "reason": client.hold_reason,
                     "ref": client.hold_ref,
-                } if client.hold_kind else None,
+                }
+                if client.hold_kind
+                else None,
                 "can_spawn": client.spawn_revoked_at is None,
                 "spawn_revoked_at": _iso(client.spawn_revoked_at),
                 "spawn_revoked_reason": client.spawn_revoked_reason or None,
                 "children_spawned": client.children_spawned,
             },
             "outbox": [
-                {"operation": e.operation, "status": e.status, "attempts": e.attempts,
-                 "created_at": _iso(e.created_at), "delivered_at": _iso(e.delivered_at)}
+                {
+                    "operation": e.operation,
+                    "status": e.status,
+                    "attempts": e.attempts,
+                    "created_at": _iso(e.created_at),
+                    "delivered_at": _iso(e.delivered_at),
+                }
                 for e in data["outbox"]
             ],
         },
@@ -510,13 +522,19 @@ def dashboard_data(*, now: datetime | None = None, days: int = DASHBOARD_DAYS) -
     breakdown = live_breakdown(now) if is_postgres() else _live_breakdown_orm(now)
     totals = breakdown["totals"]
     created = dict(
-        clients.filter(created_at__gte=start).annotate(day=TruncDay("created_at"))
-        .values("day").annotate(n=Count("*")).values_list("day", "n")
+        clients.filter(created_at__gte=start)
+        .annotate(day=TruncDay("created_at"))
+        .values("day")
+        .annotate(n=Count("*"))
+        .values_list("day", "n")
     )
     ended = dict(
         # ended_at is only ever set on ended clients: no state filter, so this is an index-only scan
-        clients.filter(ended_at__gte=start).annotate(day=TruncDay("ended_at"))
-        .values("day").annotate(n=Count("*")).values_list("day", "n")
+        clients.filter(ended_at__gte=start)
+        .annotate(day=TruncDay("ended_at"))
+        .values("day")
+        .annotate(n=Count("*"))
+        .values_list("day", "n")
     )
     created = _by_date(created)
     ended = _by_date(ended)
@@ -581,8 +599,14 @@ WHERE state IN ('provisioning', 'active', 'suspended')
 GROUP BY GROUPING SETS ((), (risk_tier), (idp_id), (team_id), (owner_id), (depth))
 """
 # GROUPING() bit per column (1 = not grouped), in the order risk_tier, idp_id, team_id, owner_id, depth.
-_GROUPED_BY = {0b01111: "risk_tier", 0b10111: "idp_id", 0b11011: "team_id", 0b11101: "owner_id", 0b11110: "depth",
-               0b11111: "total"}
+_GROUPED_BY = {
+    0b01111: "risk_tier",
+    0b10111: "idp_id",
+    0b11011: "team_id",
+    0b11101: "owner_id",
+    0b11110: "depth",
+    0b11111: "total",
+}
 
 
 def live_breakdown(now: datetime) -> dict[str, Any]:
@@ -596,8 +620,14 @@ def live_breakdown(now: datetime) -> dict[str, Any]:
     for g, tier, idp_id, team_id, owner_id, depth, n, orphaned, stale, unmanaged, sync_failed, expiring in rows:
         kind = _GROUPED_BY[g]
         if kind == "total":
-            totals = {"live": n, "orphaned": orphaned, "stale": stale, "unmanaged": unmanaged,
-                      "sync_failed": sync_failed, "expiring_7d": expiring}
+            totals = {
+                "live": n,
+                "orphaned": orphaned,
+                "stale": stale,
+                "unmanaged": unmanaged,
+                "sync_failed": sync_failed,
+                "expiring_7d": expiring,
+            }
         else:
             key = {"risk_tier": tier, "idp_id": idp_id, "team_id": team_id, "owner_id": owner_id, "depth": depth}[kind]
             groups[kind][key] = n
@@ -608,8 +638,9 @@ def live_breakdown(now: datetime) -> dict[str, Any]:
     idps, teams, owners = top("idp_id", 20), top("team_id", 15), top("owner_id", 10)
     idp_names = dict(IdPConnection.objects.filter(pk__in=[k for k, _ in idps]).values_list("pk", "name"))
     team_names = dict(Team.objects.filter(pk__in=[k for k, _ in teams if k]).values_list("pk", "name"))
-    owner_names = dict(get_user_model().objects.filter(pk__in=[k for k, _ in owners if k])
-                       .values_list("pk", "username"))
+    owner_names = dict(
+        get_user_model().objects.filter(pk__in=[k for k, _ in owners if k]).values_list("pk", "username")
+    )
     return {
         "totals": totals,
         "by_tier": groups["risk_tier"],
@@ -635,12 +666,18 @@ def _live_breakdown_orm(now: datetime) -> dict[str, Any]:
         "totals": totals,
         "by_tier": dict(live.values("risk_tier").annotate(n=Count("pk")).values_list("risk_tier", "n")),
         "depth": dict(live.values("depth").annotate(n=Count("pk")).order_by("depth").values_list("depth", "n")),
-        "by_idp": [(r["idp__name"], r["n"]) for r in
-                   live.values("idp__name").annotate(n=Count("pk")).order_by("-n", "idp__name")[:20]],
-        "by_team": [(r["team__name"], r["n"]) for r in
-                    live.values("team__name").annotate(n=Count("pk")).order_by("-n", "team__name")[:15]],
-        "top_owners": [(r["owner__username"], r["n"]) for r in
-                       live.values("owner__username").annotate(n=Count("pk")).order_by("-n", "owner__username")[:10]],
+        "by_idp": [
+            (r["idp__name"], r["n"])
+            for r in live.values("idp__name").annotate(n=Count("pk")).order_by("-n", "idp__name")[:20]
+        ],
+        "by_team": [
+            (r["team__name"], r["n"])
+            for r in live.values("team__name").annotate(n=Count("pk")).order_by("-n", "team__name")[:15]
+        ],
+        "top_owners": [
+            (r["owner__username"], r["n"])
+            for r in live.values("owner__username").annotate(n=Count("pk")).order_by("-n", "owner__username")[:10]
+        ],
     }
 
 
@@ -679,9 +716,7 @@ def _time_to_decision(Request, start: datetime) -> dict[str, float | None]:
             (0.5, 0.9),
         )
         return {"median_seconds": median, "p90_seconds": p90}
-    values = [
-        (decided - created).total_seconds() for created, decided in human.values_list("created_at", "decided_at")
-    ]
+    values = [(decided - created).total_seconds() for created, decided in human.values_list("created_at", "decided_at")]
     return {"median_seconds": statistics.median(values) if values else None, "p90_seconds": _percentile(values, 0.9)}
 
 
@@ -691,8 +726,9 @@ def _overshoot_p99() -> float | None:
             Client._meta.db_table, "expiry_overshoot_seconds", "expiry_overshoot_seconds IS NOT NULL", [], (0.99,)
         )
         return p99
-    values = list(Client.objects.filter(expiry_overshoot_seconds__isnull=False)
-                  .values_list("expiry_overshoot_seconds", flat=True))
+    values = list(
+        Client.objects.filter(expiry_overshoot_seconds__isnull=False).values_list("expiry_overshoot_seconds", flat=True)
+    )
     return _percentile(values, 0.99)
 
 
@@ -710,11 +746,19 @@ def dashboard_charts(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {
         "live-over-time": chart("line", data["live_series"]["labels"], {"Live clients": data["live_series"]["values"]}),
         "registrations-by-outcome": chart("bar", data["registrations"]["labels"], data["registrations"]["series"]),
-        "live-by-tier": chart("doughnut", [t for t, _ in data["by_tier"]], {"Live clients": [n for _, n in data["by_tier"]]}),
+        "live-by-tier": chart(
+            "doughnut", [t for t, _ in data["by_tier"]], {"Live clients": [n for _, n in data["by_tier"]]}
+        ),
         "live-by-idp": chart("bar", [i for i, _ in data["by_idp"]], {"Live clients": [n for _, n in data["by_idp"]]}),
-        "live-by-team": chart("bar", [t for t, _ in data["by_team"]], {"Live clients": [n for _, n in data["by_team"]]}),
-        "top-owners": chart("bar", [o for o, _ in data["top_owners"]], {"Live clients": [n for _, n in data["top_owners"]]}),
-        "lineage-depth": chart("bar", [str(d) for d, _ in data["depth"]], {"Live clients": [n for _, n in data["depth"]]}),
+        "live-by-team": chart(
+            "bar", [t for t, _ in data["by_team"]], {"Live clients": [n for _, n in data["by_team"]]}
+        ),
+        "top-owners": chart(
+            "bar", [o for o, _ in data["top_owners"]], {"Live clients": [n for _, n in data["top_owners"]]}
+        ),
+        "lineage-depth": chart(
+            "bar", [str(d) for d, _ in data["depth"]], {"Live clients": [n for _, n in data["depth"]]}
+        ),
     }
 
 
@@ -727,4 +771,3 @@ CHART_TITLES = {
     "top-owners": "Top owners by live clients",
     "lineage-depth": "Lineage depth distribution (live clients)",
 }
-

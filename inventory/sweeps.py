@@ -58,8 +58,13 @@ def _batch_size(batch_size: int | None) -> int:
 
 
 def _in_batches(
-    queryset: QuerySet, handle: Callable[[list[Client]], list[int]], *, batch_size: int, result: SweepResult,
-    key: str, limit: int | None = None,
+    queryset: QuerySet,
+    handle: Callable[[list[Client]], list[int]],
+    *,
+    batch_size: int,
+    result: SweepResult,
+    key: str,
+    limit: int | None = None,
 ) -> None:
     """Lock up to ``batch_size`` matching rows (skipping locked ones), handle them, commit; repeat."""
     last_pk = 0
@@ -68,7 +73,9 @@ def _in_batches(
         size = batch_size if limit is None else min(batch_size, limit - done)
         with transaction.atomic():
             batch = list(
-                queryset.filter(pk__gt=last_pk).only(*TRANSITION_FIELDS).order_by("pk")
+                queryset.filter(pk__gt=last_pk)
+                .only(*TRANSITION_FIELDS)
+                .order_by("pk")
                 .select_for_update(skip_locked=True, of=("self",))[:size]
             )
             if not batch:
@@ -82,8 +89,9 @@ def _in_batches(
 
 def _transition(target: str, actor: Actor, reason: str, action: str, now: dt.datetime, result: SweepResult):
     def handle(batch: list[Client]) -> list[int]:
-        outcome = clients_transition_many(clients=batch, target=target, actor=actor, reason=reason, action=action,
-                                          now=now)
+        outcome = clients_transition_many(
+            clients=batch, target=target, actor=actor, reason=reason, action=action, now=now
+        )
         if outcome.cascaded:
             result.add("cascaded", outcome.cascaded)
         return outcome.transitioned
@@ -93,8 +101,14 @@ def _transition(target: str, actor: Actor, reason: str, action: str, now: dt.dat
 
 # --- expiry --------------------------------------------------------------------------------------
 
-def sweep_expired(*, now: dt.datetime | None = None, batch_size: int | None = None, limit: int | None = None,
-                  actor: Actor | None = None) -> SweepResult:
+
+def sweep_expired(
+    *,
+    now: dt.datetime | None = None,
+    batch_size: int | None = None,
+    limit: int | None = None,
+    actor: Actor | None = None,
+) -> SweepResult:
     """Live clients past ``expires_at`` become expired (IdP disable queued); then end orphaned lineages.
 
     Suspended clients expire too (they are already disabled; expiring them ends them for good).
@@ -105,18 +119,30 @@ def sweep_expired(*, now: dt.datetime | None = None, batch_size: int | None = No
     size = _batch_size(batch_size)
     result = SweepResult("expired")
     due = Client.objects.filter(state__in=[ClientState.ACTIVE, ClientState.SUSPENDED], expires_at__lte=now)
-    _in_batches(due, _transition(ClientState.EXPIRED, actor, "expires_at passed", "client.expired", now, result),
-                batch_size=size, result=result, key="expired", limit=limit)
+    _in_batches(
+        due,
+        _transition(ClientState.EXPIRED, actor, "expires_at passed", "client.expired", now, result),
+        batch_size=size,
+        result=result,
+        key="expired",
+        limit=limit,
+    )
     # Lineage pass: a live child of an ended parent (its cascade was skipped because another
     # transaction held the child's lock) is retired here, on the next run at the latest.
     stranded = Client.objects.filter(state__in=LIVE_STATES, parent__state__in=ENDED_STATES)
-    _in_batches(stranded, _transition(ClientState.RETIRED, actor, "parent ended", "client.retired.cascade", now,
-                                      result), batch_size=size, result=result, key="lineage")
+    _in_batches(
+        stranded,
+        _transition(ClientState.RETIRED, actor, "parent ended", "client.retired.cascade", now, result),
+        batch_size=size,
+        result=result,
+        key="lineage",
+    )
     logger.info("event=sweep %s", result)
     return result
 
 
 # --- orphans -------------------------------------------------------------------------------------
+
 
 def _orphan_grace() -> dt.timedelta:
     return dt.timedelta(hours=settings.REGISTRAR_ORPHAN_GRACE_HOURS)
@@ -131,18 +157,29 @@ def _flag(field_name: str, action: str, actor: Actor, reason: str, now: dt.datet
     def handle(batch: list[Client]) -> list[int]:
         ids = [c.pk for c in batch]
         Client.objects.filter(pk__in=ids).update(**{field_name: now})
-        audit_record_many([
-            {"actor": actor, "action": action, "object_type": "client", "object_id": c.registration_id,
-             "before": before(c), "after": {field_name: now}, "reason": reason, "policy_version": c.policy_version}
-            for c in batch
-        ])
+        audit_record_many(
+            [
+                {
+                    "actor": actor,
+                    "action": action,
+                    "object_type": "client",
+                    "object_id": c.registration_id,
+                    "before": before(c),
+                    "after": {field_name: now},
+                    "reason": reason,
+                    "policy_version": c.policy_version,
+                }
+                for c in batch
+            ]
+        )
         return ids
 
     return handle
 
 
-def sweep_orphans(*, now: dt.datetime | None = None, batch_size: int | None = None,
-                  actor: Actor | None = None, notify: bool = True) -> SweepResult:
+def sweep_orphans(
+    *, now: dt.datetime | None = None, batch_size: int | None = None, actor: Actor | None = None, notify: bool = True
+) -> SweepResult:
     """Owner gone → orphaned (team and manager notified) → suspended after the grace → retired later."""
     now = now or timezone.now()
     actor = actor or Actor.system("sweep_orphans")
@@ -151,16 +188,29 @@ def sweep_orphans(*, now: dt.datetime | None = None, batch_size: int | None = No
     newly = Client.objects.filter(managed=True, state__in=LIVE_STATES, orphaned_at__isnull=True).filter(
         Q(owner__isnull=True) | Q(owner__is_active=False)
     )
-    _in_batches(newly, _flag("orphaned_at", "client.orphaned", actor, "owner deactivated", now,
-                             lambda c: client_snapshot(c)), batch_size=size, result=result, key="orphaned")
+    _in_batches(
+        newly,
+        _flag("orphaned_at", "client.orphaned", actor, "owner deactivated", now, lambda c: client_snapshot(c)),
+        batch_size=size,
+        result=result,
+        key="orphaned",
+    )
     to_suspend = Client.objects.filter(state=ClientState.ACTIVE, orphaned_at__lte=now - _orphan_grace())
-    _in_batches(to_suspend, _transition(ClientState.SUSPENDED, actor, "orphaned: grace period over",
-                                        "client.suspend.orphan", now, result),
-                batch_size=size, result=result, key="suspended")
+    _in_batches(
+        to_suspend,
+        _transition(ClientState.SUSPENDED, actor, "orphaned: grace period over", "client.suspend.orphan", now, result),
+        batch_size=size,
+        result=result,
+        key="suspended",
+    )
     to_retire = Client.objects.filter(state__in=LIVE_STATES, orphaned_at__lte=now - _orphan_retire_after())
-    _in_batches(to_retire, _transition(ClientState.RETIRED, actor, "orphaned: nobody took it over",
-                                       "client.retire.orphan", now, result),
-                batch_size=size, result=result, key="retired")
+    _in_batches(
+        to_retire,
+        _transition(ClientState.RETIRED, actor, "orphaned: nobody took it over", "client.retire.orphan", now, result),
+        batch_size=size,
+        result=result,
+        key="retired",
+    )
     if notify and result.client_ids.get("orphaned"):
         from inventory.notifications import notify_orphans
 
@@ -171,8 +221,10 @@ def sweep_orphans(*, now: dt.datetime | None = None, batch_size: int | None = No
 
 # --- stale ---------------------------------------------------------------------------------------
 
-def sweep_stale(*, now: dt.datetime | None = None, batch_size: int | None = None,
-                actor: Actor | None = None, notify: bool = True) -> SweepResult:
+
+def sweep_stale(
+    *, now: dt.datetime | None = None, batch_size: int | None = None, actor: Actor | None = None, notify: bool = True
+) -> SweepResult:
     """Active clients unused for ``REGISTRAR_STALE_DAYS`` are flagged; their owners get one digest."""
     now = now or timezone.now()
     actor = actor or Actor.system("sweep_stale")
@@ -184,9 +236,20 @@ def sweep_stale(*, now: dt.datetime | None = None, batch_size: int | None = None
         .alias(seen=Coalesce("last_used_at", "activated_at", "created_at"))
         .filter(seen__lte=cutoff)
     )
-    _in_batches(unused, _flag("stale_at", "client.stale", actor, f"unused for {settings.REGISTRAR_STALE_DAYS} days",
-                              now, lambda c: {"last_used_at": c.last_used_at}),
-                batch_size=_batch_size(batch_size), result=result, key="stale")
+    _in_batches(
+        unused,
+        _flag(
+            "stale_at",
+            "client.stale",
+            actor,
+            f"unused for {settings.REGISTRAR_STALE_DAYS} days",
+            now,
+            lambda c: {"last_used_at": c.last_used_at},
+        ),
+        batch_size=_batch_size(batch_size),
+        result=result,
+        key="stale",
+    )
     if notify and result.client_ids.get("stale"):
         from inventory.notifications import notify_stale
 
@@ -196,6 +259,7 @@ def sweep_stale(*, now: dt.datetime | None = None, batch_size: int | None = None
 
 
 # --- lapsed requests (owned by approvals) --------------------------------------------------------
+
 
 def sweep_lapsed(*, now: dt.datetime | None = None) -> SweepResult:
     """Pending requests past their age lapse. The rule lives in approvals; inventory calls it lazily

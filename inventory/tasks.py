@@ -26,7 +26,6 @@ logger = logging.getLogger(__name__)
 _connectors = delivery.ConnectorCache()
 
 
-
 @shared_task(name="inventory.tasks.deliver_client_outbox", ignore_result=True, soft_time_limit=60, time_limit=90)
 def deliver_client_outbox(client_id: int) -> bool:
     """Deliver one client's due outbox entries (in order). Safe to run twice at once."""
@@ -53,7 +52,7 @@ def even_batches(items: list, size: int) -> list[list]:
     size 100 make 60 + 60, not 100 + 20, so the workers sharing them finish together."""
     count = -(-len(items) // size)  # ceiling
     bounds = [round(i * len(items) / count) for i in range(count + 1)] if count else [0]
-    return [items[bounds[i]:bounds[i + 1]] for i in range(count)]
+    return [items[bounds[i] : bounds[i + 1]] for i in range(count)]
 
 
 @shared_task(name="inventory.tasks.requeue_outbox", ignore_result=True, soft_time_limit=30, time_limit=45)

@@ -28,8 +28,11 @@ urlpatterns += [  # security: inventory, explain, exports, dashboard, framework 
     re_path(r"^inventory/export\.(?P<fmt>csv|json)$", security.inventory_export, name="export"),
     re_path(r"^inventory/(?P<registration_id>reg_[\w-]+)/$", security.client_explain_page, name="explain"),
     re_path(r"^inventory/(?P<registration_id>reg_[\w-]+)/evidence\.json$", security.client_evidence, name="evidence"),
-    re_path(r"^inventory/(?P<registration_id>reg_[\w-]+)/(?P<action>hold|lift-hold|revoke-spawn|restore-spawn)/$",
-            containment.containment_action, name="containment"),
+    re_path(
+        r"^inventory/(?P<registration_id>reg_[\w-]+)/(?P<action>hold|lift-hold|revoke-spawn|restore-spawn)/$",
+        containment.containment_action,
+        name="containment",
+    ),
     path("dashboards/", security.dashboard, name="dashboard"),
     path("dashboards/<slug:chart>.csv", security.dashboard_csv, name="dashboard-csv"),
     path("reports/frameworks/", security.frameworks_report, name="frameworks"),

@@ -37,8 +37,9 @@ class NoSignupAccountAdapter(DefaultAccountAdapter):
     def authenticate(self, request, **credentials):
         user = super().authenticate(request, **credentials)
         if user is not None:
-            loginthrottle.record_success(account=loginthrottle.account_of(credentials),
-                                         address=self.get_client_ip(request))  # fmt: skip
+            loginthrottle.record_success(
+                account=loginthrottle.account_of(credentials), address=self.get_client_ip(request)
+            )
         return user
 
     def authentication_failed(self, request, **credentials) -> None:

@@ -25,8 +25,10 @@ class RegistrarUserAdmin(AuditedAdminMixin, UserAdmin):
     audit_exclude = ("last_login",)
     audit_secret_fields = ("password",)
     fieldsets = UserAdmin.fieldsets + (
-        ("Registrar", {"fields": ("is_service_account", "manager", "external_id", "deactivated_at",
-                                  "deactivation_source")}),
+        (
+            "Registrar",
+            {"fields": ("is_service_account", "manager", "external_id", "deactivated_at", "deactivation_source")},
+        ),
     )
     # Written by the leaver services (inventory.leavers), which record who switched someone off and how.
     readonly_fields = ("deactivated_at", "deactivation_source", "last_login", "date_joined")
@@ -45,8 +47,14 @@ class RegistrarUserAdmin(AuditedAdminMixin, UserAdmin):
             before = self.audit_snapshot(user) if user is not None else None
             response = super().user_change_password(request, id, form_url)
             if before is not None and response.status_code == 302:
-                self.audit_admin_change(request, verb="change", pk=user.pk, before=before,
-                                        after=self.audit_snapshot(user), reason="Django admin: password set")  # fmt: skip
+                self.audit_admin_change(
+                    request,
+                    verb="change",
+                    pk=user.pk,
+                    before=before,
+                    after=self.audit_snapshot(user),
+                    reason="Django admin: password set",
+                )
         return response
 
 
@@ -135,8 +143,10 @@ class RegistrarGroupAdmin(AuditedAdminMixin, GroupAdmin):
 _THIRD_PARTY = {
     "mfa.authenticator": {"audit_object_type": "mfa_authenticator", "audit_secret_fields": ("data",)},
     "socialaccount.socialapp": {"audit_object_type": "social_app", "audit_secret_fields": ("secret",)},
-    "socialaccount.socialtoken": {"audit_object_type": "social_token",
-                                  "audit_secret_fields": ("token", "token_secret")},
+    "socialaccount.socialtoken": {
+        "audit_object_type": "social_token",
+        "audit_secret_fields": ("token", "token_secret"),
+    },
     "socialaccount.socialaccount": {"audit_object_type": "social_account"},
     "account.emailaddress": {"audit_object_type": "email_address"},
 }
@@ -150,8 +160,11 @@ def _audit_every_registered_admin(site: admin.AdminSite) -> None:
         if isinstance(model_admin, AuditedAdminMixin):
             continue
         base = type(model_admin)
-        audited = type(f"Audited{base.__name__}", (AuditedAdminMixin, base),
-                       {"__module__": __name__, **_THIRD_PARTY.get(model._meta.label_lower, {})})  # fmt: skip
+        audited = type(
+            f"Audited{base.__name__}",
+            (AuditedAdminMixin, base),
+            {"__module__": __name__, **_THIRD_PARTY.get(model._meta.label_lower, {})},
+        )
         site.unregister(model)
         site.register(model, audited)
 

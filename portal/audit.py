@@ -78,9 +78,20 @@ def _dumps(value: Any) -> str:
 
 
 def entry_bytes(
-    event_id: int, occurred_at: dt.datetime | str, actor_type: str, actor_id: str, actor_label: str, action: str,
-    object_type: str, object_id: str, before: Any, after: Any, reason: str, policy_version: int | None,
-    request_id: str, prev_hash: str | None,
+    event_id: int,
+    occurred_at: dt.datetime | str,
+    actor_type: str,
+    actor_id: str,
+    actor_label: str,
+    action: str,
+    object_type: str,
+    object_id: str,
+    before: Any,
+    after: Any,
+    reason: str,
+    policy_version: int | None,
+    request_id: str,
+    prev_hash: str | None,
 ) -> bytes:
     """An event's canonical JSON: sorted keys, compact separators, UTF-8; ``prev_hash`` only when set.
 
@@ -111,9 +122,22 @@ OCCURRED_AT_SQL = """to_char("occurred_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH2
 
 
 def _entry_values(event: AuditEvent, prev_hash: str | None) -> tuple:
-    return (event.id, event.occurred_at, event.actor_type, event.actor_id, event.actor_label, event.action,
-            event.object_type, event.object_id, event.before, event.after, event.reason, event.policy_version,
-            event.request_id, prev_hash)  # fmt: skip
+    return (
+        event.id,
+        event.occurred_at,
+        event.actor_type,
+        event.actor_id,
+        event.actor_label,
+        event.action,
+        event.object_type,
+        event.object_id,
+        event.before,
+        event.after,
+        event.reason,
+        event.policy_version,
+        event.request_id,
+        prev_hash,
+    )
 
 
 def leaf_data(event: AuditEvent) -> bytes:
@@ -180,10 +204,19 @@ def audit_record(
     request_id: str | None = None,
 ) -> AuditEvent:
     """Append one event (inside the caller's transaction, if there is one): one INSERT, no lock."""
-    return audit_append(audit_event(
-        actor=actor, action=action, object_type=object_type, object_id=object_id, before=before, after=after,
-        reason=reason, policy_version=policy_version, request_id=request_id,
-    ))  # fmt: skip
+    return audit_append(
+        audit_event(
+            actor=actor,
+            action=action,
+            object_type=object_type,
+            object_id=object_id,
+            before=before,
+            after=after,
+            reason=reason,
+            policy_version=policy_version,
+            request_id=request_id,
+        )
+    )
 
 
 def audit_append(event: AuditEvent) -> AuditEvent:
@@ -215,8 +248,10 @@ def event_insert(
     insert, insert_params = _EVENT_INSERT.from_select(event, connection, expressions={})
     extra = "".join(f", {r}" for r in returning)
     with_ = ", ".join(f"{name} AS ({sql})" for name, sql, _ in ctes)
-    sql = (f"{'WITH ' + with_ + ' ' if with_ else ''}{insert}{f' WHERE {when}' if when else ''}"
-           f" RETURNING {connection.ops.quote_name(AuditEvent._meta.pk.column)}{extra}")  # fmt: skip
+    sql = (
+        f"{'WITH ' + with_ + ' ' if with_ else ''}{insert}{f' WHERE {when}' if when else ''}"
+        f" RETURNING {connection.ops.quote_name(AuditEvent._meta.pk.column)}{extra}"
+    )
     params = [p for _, _, cte_params in ctes for p in cte_params]
     return sql, [*params, *insert_params]
 
@@ -252,20 +287,22 @@ def audit_record_many(events: list[dict]) -> list[AuditEvent]:
     rows = []
     for spec in events:
         actor: Actor = spec["actor"]
-        rows.append(AuditEvent(
-            occurred_at=now,
-            actor_type=actor.type,
-            actor_id=actor.id,
-            actor_label=actor.label[:255],
-            action=spec["action"],
-            object_type=spec["object_type"],
-            object_id=str(spec["object_id"]),
-            before=_normalise(spec.get("before")),
-            after=_normalise(spec.get("after")),
-            reason=spec.get("reason", "") or "",
-            policy_version=spec.get("policy_version"),
-            request_id=(spec.get("request_id") or current_request_id())[:64],
-        ))  # fmt: skip
+        rows.append(
+            AuditEvent(
+                occurred_at=now,
+                actor_type=actor.type,
+                actor_id=actor.id,
+                actor_label=actor.label[:255],
+                action=spec["action"],
+                object_type=spec["object_type"],
+                object_id=str(spec["object_id"]),
+                before=_normalise(spec.get("before")),
+                after=_normalise(spec.get("after")),
+                reason=spec.get("reason", "") or "",
+                policy_version=spec.get("policy_version"),
+                request_id=(spec.get("request_id") or current_request_id())[:64],
+            )
+        )
     with transaction.atomic(savepoint=False):
         _insert_events(rows)
         log_appended(transaction.get_connection().alias)
@@ -282,8 +319,9 @@ def _insert_events(rows: list[AuditEvent]) -> None:
         return
     table = AuditEvent._meta.db_table
     with connection.cursor() as cursor:
-        cursor.execute("SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)",
-                       [table, len(rows)])  # fmt: skip
+        cursor.execute(
+            "SELECT nextval(pg_get_serial_sequence(%s, 'id')) FROM generate_series(1, %s)", [table, len(rows)]
+        )
         for event, (event_id,) in zip(rows, cursor.fetchall(), strict=True):
             event.id = event_id
     fields = AuditEvent._meta.concrete_fields

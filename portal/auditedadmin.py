@@ -104,16 +104,18 @@ class AuditedAdminMixin:
 
     # --- recording --------------------------------------------------------------------------------
 
-    def audit_admin_change(self, request, *, verb: str, pk: Any, before: dict | None, after: dict | None,
-                           reason: str = "") -> bool:
+    def audit_admin_change(
+        self, request, *, verb: str, pk: Any, before: dict | None, after: dict | None, reason: str = ""
+    ) -> bool:
         """Record one admin event; for a change, only the fields that differ (none differ: no event)."""
         if verb not in VERBS:
             raise ValueError(f"verb must be one of {VERBS}, not {verb!r}")
         changed: list[str] = []
         if verb == "change":
             before, after = before or {}, after or {}
-            changed = sorted(k for k in before.keys() | after.keys()
-                             if _comparable(before.get(k)) != _comparable(after.get(k)))
+            changed = sorted(
+                k for k in before.keys() | after.keys() if _comparable(before.get(k)) != _comparable(after.get(k))
+            )
             if not changed:
                 return False
             before = {k: before.get(k) for k in changed}
@@ -148,8 +150,7 @@ class AuditedAdminMixin:
         obj = form.instance
         before = self._pending(request).pop(id(obj), None)
         after = self.audit_snapshot(obj)
-        self.audit_admin_change(request, verb="change" if change else "create", pk=obj.pk,
-                                before=before, after=after)  # fmt: skip
+        self.audit_admin_change(request, verb="change" if change else "create", pk=obj.pk, before=before, after=after)
 
     def delete_model(self, request, obj):
         with transaction.atomic(using=router.db_for_write(self.model)):
@@ -167,10 +168,15 @@ class AuditedAdminMixin:
     def get_actions(self, request):
         actions = super().get_actions(request)
         return {
-            name: (func if name == "delete_selected" or getattr(func, "audited_by_service", False)
-                   else self._audited_action(func, name), name, description)
+            name: (
+                func
+                if name == "delete_selected" or getattr(func, "audited_by_service", False)
+                else self._audited_action(func, name),
+                name,
+                description,
+            )
             for name, (func, name, description) in actions.items()
-        }  # fmt: skip
+        }
 
     def _audited_action(self, func: Callable, name: str) -> Callable:
         """Run an action in one transaction and record one change event per object it changed."""
@@ -182,9 +188,14 @@ class AuditedAdminMixin:
                 response = func(modeladmin, request, queryset)
                 for obj, before in befores:
                     after = modeladmin.audit_snapshot(obj)
-                    modeladmin.audit_admin_change(request, verb="change" if after else "delete", pk=obj.pk,
-                                                  before=before, after=after or None,
-                                                  reason=f"Django admin action: {name}")  # fmt: skip
+                    modeladmin.audit_admin_change(
+                        request,
+                        verb="change" if after else "delete",
+                        pk=obj.pk,
+                        before=before,
+                        after=after or None,
+                        reason=f"Django admin action: {name}",
+                    )
             return response
 
         return run

@@ -43,8 +43,13 @@ def _schedule_heartbeats(sender, **_kwargs) -> None:
 
     interval = float(settings.REGISTRAR_HEARTBEAT_SECONDS)
     for queue in settings.REGISTRAR_HEARTBEAT_QUEUES:
-        sender.add_periodic_task(interval, sender.signature("portal.tasks.heartbeat", args=(queue,)),
-                                 name=f"heartbeat-{queue}", queue=queue, expires=interval)
+        sender.add_periodic_task(
+            interval,
+            sender.signature("portal.tasks.heartbeat", args=(queue,)),
+            name=f"heartbeat-{queue}",
+            queue=queue,
+            expires=interval,
+        )
 
 
 # --- logging, ids and metrics in worker and beat processes -------------------------------------------------
@@ -116,9 +121,13 @@ def _serve_worker_metrics(**_kwargs) -> None:
         from portal.metrics import serve_worker_metrics
 
         try:
-            serve_worker_metrics(port=settings.REGISTRAR_WORKER_METRICS_PORT,
-                                 addr=settings.REGISTRAR_WORKER_METRICS_ADDR)
+            serve_worker_metrics(
+                port=settings.REGISTRAR_WORKER_METRICS_PORT, addr=settings.REGISTRAR_WORKER_METRICS_ADDR
+            )
         except OSError as exc:  # a busy port costs the metrics, not the deliveries
-            logging.getLogger(__name__).error("event=worker_metrics_unavailable addr=%s port=%s error=%s",
-                                              settings.REGISTRAR_WORKER_METRICS_ADDR,
-                                              settings.REGISTRAR_WORKER_METRICS_PORT, exc)
+            logging.getLogger(__name__).error(
+                "event=worker_metrics_unavailable addr=%s port=%s error=%s",
+                settings.REGISTRAR_WORKER_METRICS_ADDR,
+                settings.REGISTRAR_WORKER_METRICS_PORT,
+                exc,
+            )

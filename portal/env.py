@@ -64,8 +64,9 @@ def env_int(
     return number
 
 
-def env_float(name: str, default: float, *, minimum: float | None = None,
-              environ: Mapping[str, str] | None = None) -> float:
+def env_float(
+    name: str, default: float, *, minimum: float | None = None, environ: Mapping[str, str] | None = None
+) -> float:
     value = env_str(name, environ=environ)
     if value is None or value == "":
         return default

@@ -189,8 +189,10 @@ def check_audit_log() -> Check:
     from portal.tlog.sequencer import seal_lag_seconds
 
     lag = seal_lag_seconds()
-    return Check(OK if lag <= SEAL_LAG_WARN_SECONDS else WARN,
-                 details={"seal_lag_seconds": round(lag, 3), "warn_after_seconds": SEAL_LAG_WARN_SECONDS})
+    return Check(
+        OK if lag <= SEAL_LAG_WARN_SECONDS else WARN,
+        details={"seal_lag_seconds": round(lag, 3), "warn_after_seconds": SEAL_LAG_WARN_SECONDS},
+    )
 
 
 register("audit_log", single("audit_log", check_audit_log))

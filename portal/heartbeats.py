@@ -21,8 +21,12 @@ SWEEP_PREFIX = "sweep:"
 
 
 def heartbeat_record(
-    *, name: str, at: datetime | None = None, duration_seconds: float | None = None,
-    delay_seconds: float | None = None, host: str | None = None,
+    *,
+    name: str,
+    at: datetime | None = None,
+    duration_seconds: float | None = None,
+    delay_seconds: float | None = None,
+    host: str | None = None,
 ) -> None:
     """Record that ``name`` ran (at ``at``, default now), overwriting its previous beat."""
     Heartbeat.objects.update_or_create(

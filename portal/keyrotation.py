@@ -33,8 +33,12 @@ class RotationResult:
     columns: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, int]:
-        return {"rewritten": self.rewritten, "current": self.current, "changed_meanwhile": self.changed_meanwhile,
-                "unreadable": self.unreadable}  # fmt: skip
+        return {
+            "rewritten": self.rewritten,
+            "current": self.current,
+            "changed_meanwhile": self.changed_meanwhile,
+            "unreadable": self.unreadable,
+        }
 
 
 def encrypted_columns() -> list[tuple[type[models.Model], models.Field]]:
@@ -51,8 +55,14 @@ def _keys() -> tuple[Fernet, MultiFernet]:
     return fernets[0], MultiFernet(fernets)
 
 
-def rotate_rows(model: type[models.Model], model_field: models.Field, rows: list[tuple[int, str]],
-                result: RotationResult, *, dry_run: bool = False) -> None:
+def rotate_rows(
+    model: type[models.Model],
+    model_field: models.Field,
+    rows: list[tuple[int, str]],
+    result: RotationResult,
+    *,
+    dry_run: bool = False,
+) -> None:
     """Rewrite ``rows`` (primary key, ciphertext as read) with the current key, each only if still as read."""
     current, every = _keys()
     table = connection.ops.quote_name(model._meta.db_table)
@@ -90,8 +100,11 @@ def encryption_key_rotate(*, actor: Actor, dry_run: bool = False, batch_size: in
         last_pk = None
         while True:
             # Cast: the ciphertext as stored, not the field's decrypted value (nor a filter value it would encrypt).
-            queryset = (model._base_manager.annotate(ciphertext=Cast(model_field.attname, models.TextField()))
-                        .exclude(ciphertext="").order_by("pk"))
+            queryset = (
+                model._base_manager.annotate(ciphertext=Cast(model_field.attname, models.TextField()))
+                .exclude(ciphertext="")
+                .order_by("pk")
+            )
             if last_pk is not None:
                 queryset = queryset.filter(pk__gt=last_pk)
             rows = list(queryset.values_list("pk", "ciphertext")[:batch_size])
@@ -100,6 +113,11 @@ def encryption_key_rotate(*, actor: Actor, dry_run: bool = False, batch_size: in
             rotate_rows(model, model_field, rows, result, dry_run=dry_run)
             last_pk = rows[-1][0]
     if not dry_run:
-        audit_record(actor=actor, action="encryption_key.rotated", object_type="encryption_key", object_id="current",
-                     after=result.as_dict() | {"columns": result.columns})
+        audit_record(
+            actor=actor,
+            action="encryption_key.rotated",
+            object_type="encryption_key",
+            object_id="current",
+            after=result.as_dict() | {"columns": result.columns},
+        )
     return result

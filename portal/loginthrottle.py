@@ -64,8 +64,11 @@ def warn_if_behind_an_untrusted_proxy(request) -> None:
         return
     if peer.is_private or peer.is_loopback:
         _warned_untrusted_proxy = True
-        logger.warning("event=login_throttle_proxy_untrusted peer=%s hint=\"set REGISTRAR_TRUSTED_PROXY_COUNT "
-                       "(or REGISTRAR_TRUSTED_CLIENT_IP_HEADER) so login limits apply per client\"", peer)
+        logger.warning(
+            'event=login_throttle_proxy_untrusted peer=%s hint="set REGISTRAR_TRUSTED_PROXY_COUNT '
+            '(or REGISTRAR_TRUSTED_CLIENT_IP_HEADER) so login limits apply per client"',
+            peer,
+        )
 
 
 def account_of(credentials: dict) -> str:
@@ -110,6 +113,10 @@ def record_success(*, account: str, address: str) -> None:
 def slowed(*, account: str, address: str) -> bool:
     wait = wait_seconds(account=account, address=address)
     if wait:
-        logger.warning("event=login_slowed account_hash=%s address=%s wait_s=%s",
-                       hashlib.sha256(account.encode()).hexdigest()[:12], address, wait)  # fmt: skip
+        logger.warning(
+            "event=login_slowed account_hash=%s address=%s wait_s=%s",
+            hashlib.sha256(account.encode()).hexdigest()[:12],
+            address,
+            wait,
+        )
     return bool(wait)

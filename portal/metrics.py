@@ -41,7 +41,9 @@ def register_collector(name: str, collect: Callable[..., Iterable[Metric]]) -> N
     _COLLECTORS[name] = collect
 
 
-def gauge(name: str, documentation: str, value: float | None = None, *, labels: Iterable[str] = ()) -> GaugeMetricFamily:
+def gauge(
+    name: str, documentation: str, value: float | None = None, *, labels: Iterable[str] = ()
+) -> GaugeMetricFamily:
     """A gauge family for a collector (``value`` for an unlabelled one, else ``.add_metric(labels, value)``)."""
     return GaugeMetricFamily(name, documentation, value=value, labels=None if value is not None else list(labels))
 
@@ -51,8 +53,11 @@ class _ScrapeTimeCollector(Collector):
         from django.utils import timezone
 
         now = timezone.now()
-        up = gauge("registrar_collector_up", "1 when the collector could read its figures at this scrape.",
-                   labels=["collector"])
+        up = gauge(
+            "registrar_collector_up",
+            "1 when the collector could read its figures at this scrape.",
+            labels=["collector"],
+        )
         for name, collect in list(_COLLECTORS.items()):
             try:
                 families = list(collect(now))
@@ -137,14 +142,25 @@ def collect_heartbeats(now) -> Iterable[Metric]:
     from portal.models import Heartbeat
 
     beats = {hb.name: hb for hb in Heartbeat.objects.all()}
-    seen = gauge("registrar_worker_heartbeat_timestamp_seconds",
-                 "Unix time a worker last ran the heartbeat beat sent to this queue.", labels=["queue"])
-    age = gauge("registrar_worker_heartbeat_age_seconds",
-                "Seconds since a worker last ran this queue's heartbeat (+Inf: never).", labels=["queue"])
-    delay = gauge("registrar_worker_queue_delay_seconds",
-                  "How long the last heartbeat waited in this queue before a worker ran it.", labels=["queue"])
-    queues = sorted(set(settings.REGISTRAR_HEARTBEAT_QUEUES) | {
-        name.removeprefix(QUEUE_PREFIX) for name in beats if name.startswith(QUEUE_PREFIX)})
+    seen = gauge(
+        "registrar_worker_heartbeat_timestamp_seconds",
+        "Unix time a worker last ran the heartbeat beat sent to this queue.",
+        labels=["queue"],
+    )
+    age = gauge(
+        "registrar_worker_heartbeat_age_seconds",
+        "Seconds since a worker last ran this queue's heartbeat (+Inf: never).",
+        labels=["queue"],
+    )
+    delay = gauge(
+        "registrar_worker_queue_delay_seconds",
+        "How long the last heartbeat waited in this queue before a worker ran it.",
+        labels=["queue"],
+    )
+    queues = sorted(
+        set(settings.REGISTRAR_HEARTBEAT_QUEUES)
+        | {name.removeprefix(QUEUE_PREFIX) for name in beats if name.startswith(QUEUE_PREFIX)}
+    )
     for queue in queues:
         beat = beats.get(QUEUE_PREFIX + queue)
         if beat is None:
@@ -156,10 +172,12 @@ def collect_heartbeats(now) -> Iterable[Metric]:
             delay.add_metric([queue], beat.delay_seconds)
     yield from (seen, age, delay)
 
-    last_run = gauge("registrar_sweep_last_run_timestamp_seconds", "Unix time this periodic sweep last finished.",
-                     labels=["sweep"])
-    duration = gauge("registrar_sweep_last_duration_seconds", "How long this periodic sweep's last run took.",
-                     labels=["sweep"])
+    last_run = gauge(
+        "registrar_sweep_last_run_timestamp_seconds", "Unix time this periodic sweep last finished.", labels=["sweep"]
+    )
+    duration = gauge(
+        "registrar_sweep_last_duration_seconds", "How long this periodic sweep's last run took.", labels=["sweep"]
+    )
     for name, beat in sorted(beats.items()):
         if not name.startswith(SWEEP_PREFIX):
             continue
@@ -176,9 +194,11 @@ register_collector("heartbeats", collect_heartbeats)
 def collect_audit_log(now) -> Iterable[Metric]:
     from portal.tlog.sequencer import seal_lag_seconds
 
-    yield gauge("registrar_audit_seal_lag_seconds",
-                "How long the oldest audit event has waited for the log sequencer (0 when none waits).",
-                seal_lag_seconds(now))
+    yield gauge(
+        "registrar_audit_seal_lag_seconds",
+        "How long the oldest audit event has waited for the log sequencer (0 when none waits).",
+        seal_lag_seconds(now),
+    )
 
 
 register_collector("audit_log", collect_audit_log)

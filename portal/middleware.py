@@ -18,7 +18,11 @@ _VALID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 # Headers a reverse proxy adds when it forwards a request. A request carrying one came through a proxy, so its
 # socket peer (the proxy) says nothing about who sent it.
 _FORWARDING_HEADERS = (
-    "HTTP_X_FORWARDED_FOR", "HTTP_FORWARDED", "HTTP_X_REAL_IP", "HTTP_X_FORWARDED_HOST", "HTTP_X_FORWARDED_PROTO",
+    "HTTP_X_FORWARDED_FOR",
+    "HTTP_FORWARDED",
+    "HTTP_X_REAL_IP",
+    "HTTP_X_FORWARDED_HOST",
+    "HTTP_X_FORWARDED_PROTO",
 )
 
 

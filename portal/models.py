@@ -61,8 +61,10 @@ class ApiToken(models.Model):
     rights = models.JSONField(
         _("rights"),
         default=default_token_rights,
-        help_text=_('What the token may do: "api" (the management API, as its user), "log:read" (the audit '
-                    "log's checkpoint and tiles, whatever its user's role)."),
+        help_text=_(
+            'What the token may do: "api" (the management API, as its user), "log:read" (the audit '
+            "log's checkpoint and tiles, whatever its user's role)."
+        ),
     )
 
     class Meta:
@@ -158,8 +160,12 @@ class Heartbeat(models.Model):
     name = models.CharField(_("name"), max_length=64)  # unique: see Meta.constraints
     beat_at = models.DateTimeField(_("last beat at"))
     duration_seconds = models.FloatField(_("duration (s)"), null=True, blank=True)
-    delay_seconds = models.FloatField(_("queue delay (s)"), null=True, blank=True,
-                                      help_text=_("Time between beat sending the heartbeat and a worker running it."))
+    delay_seconds = models.FloatField(
+        _("queue delay (s)"),
+        null=True,
+        blank=True,
+        help_text=_("Time between beat sending the heartbeat and a worker running it."),
+    )
     host = models.CharField(_("host"), max_length=255, blank=True)
 
     class Meta:
@@ -169,6 +175,8 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} at {self.beat_at:%Y-%m-%d %H:%M:%S}"
+
+
 class LogTile(models.Model):
     """One tile of the log's Merkle tree (c2sp.org/tlog-tiles): up to 256 consecutive hashes of one level.
 

@@ -167,12 +167,31 @@ class InsertStatement:
 
 
 # Field types whose prepared Python value has a faithful JSON form that PostgreSQL reads back into the column.
-_JSON_SAFE = frozenset({
-    "AutoField", "BigAutoField", "SmallAutoField", "BigIntegerField", "IntegerField", "SmallIntegerField",
-    "PositiveBigIntegerField", "PositiveIntegerField", "PositiveSmallIntegerField", "BooleanField", "CharField",
-    "TextField", "SlugField", "EmailField", "URLField", "DateTimeField", "DateField", "ForeignKey", "OneToOneField",
-    "GenericIPAddressField", "UUIDField",
-})  # fmt: skip
+_JSON_SAFE = frozenset(
+    {
+        "AutoField",
+        "BigAutoField",
+        "SmallAutoField",
+        "BigIntegerField",
+        "IntegerField",
+        "SmallIntegerField",
+        "PositiveBigIntegerField",
+        "PositiveIntegerField",
+        "PositiveSmallIntegerField",
+        "BooleanField",
+        "CharField",
+        "TextField",
+        "SlugField",
+        "EmailField",
+        "URLField",
+        "DateTimeField",
+        "DateField",
+        "ForeignKey",
+        "OneToOneField",
+        "GenericIPAddressField",
+        "UUIDField",
+    }
+)
 
 
 def _json_safe(field) -> bool:

@@ -74,12 +74,17 @@ def privileged_users():
     from django.contrib.auth import get_user_model
     from django.db.models import Q
 
-    return get_user_model().objects.filter(
-        Q(is_staff=True) | Q(is_superuser=True) | Q(groups__name__in=[r.value for r in PRIVILEGED_ROLES])
-    ).distinct()
+    return (
+        get_user_model()
+        .objects.filter(
+            Q(is_staff=True) | Q(is_superuser=True) | Q(groups__name__in=[r.value for r in PRIVILEGED_ROLES])
+        )
+        .distinct()
+    )
 
 
 # --- named capabilities (what views and services ask) ------------------------------------------
+
 
 def can_approve(user) -> bool:
     return has_role(user, Role.APPROVER) and not getattr(user, "is_service_account", False)
@@ -123,6 +128,7 @@ def can_view_client(user, client) -> bool:
 
 
 # --- adapters for views and the API ----------------------------------------------------------
+
 
 class RoleRequiredMixin(AccessMixin):
     """Class-based view mixin: anonymous → login, signed in without the role → 403."""

@@ -94,6 +94,7 @@ class FetchResult:
 
 # --- which addresses are public --------------------------------------------------------------------
 
+
 def _net(cidr: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     return ipaddress.ip_network(cidr)
 
@@ -166,6 +167,7 @@ def address_problem(address: str | Address, *, allow_loopback: bool = False) -> 
 
 # --- resolving and connecting ----------------------------------------------------------------------
 
+
 def system_resolver(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to (the system resolver), in its order, without duplicates."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
@@ -208,10 +210,12 @@ class _DeadlineStream(httpcore.NetworkStream):
     def close(self) -> None:
         self._inner.close()
 
-    def start_tls(self, ssl_context: ssl.SSLContext, server_hostname: str | None = None,
-                  timeout: float | None = None) -> httpcore.NetworkStream:
-        return _DeadlineStream(self._inner.start_tls(ssl_context, server_hostname, self._remaining(timeout)),
-                               self._deadline)
+    def start_tls(
+        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
+    ) -> httpcore.NetworkStream:
+        return _DeadlineStream(
+            self._inner.start_tls(ssl_context, server_hostname, self._remaining(timeout)), self._deadline
+        )
 
     def get_extra_info(self, info: str) -> Any:
         return self._inner.get_extra_info(info)
@@ -245,8 +249,14 @@ class _VettingBackend(httpcore.NetworkBackend):
             raise FetchRefused("dns", f"the host {host} does not resolve")
         return addresses
 
-    def connect_tcp(self, host: str, port: int, timeout: float | None = None, local_address: str | None = None,
-                    socket_options: Iterable[Any] | None = None) -> httpcore.NetworkStream:
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
         addresses = self._resolve(host, port)
         for address in addresses:
             problem = address_problem(address, allow_loopback=self._allow_loopback)
@@ -259,8 +269,13 @@ class _VettingBackend(httpcore.NetworkBackend):
             if remaining <= 0:
                 raise httpcore.ConnectTimeout("deadline passed")
             try:
-                stream = self._tcp.connect_tcp(address, port, timeout=min(timeout or remaining, remaining),
-                                               local_address=local_address, socket_options=socket_options)
+                stream = self._tcp.connect_tcp(
+                    address,
+                    port,
+                    timeout=min(timeout or remaining, remaining),
+                    local_address=local_address,
+                    socket_options=socket_options,
+                )
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 last_error = exc
                 continue
@@ -281,6 +296,7 @@ class _VettingBackend(httpcore.NetworkBackend):
 
 
 # --- the fetch -------------------------------------------------------------------------------------
+
 
 def _setting(name: str, default: Any) -> Any:
     from django.conf import settings
@@ -372,11 +388,19 @@ def fetch(
     }
     limits = {"connect": timeout, "read": timeout, "write": timeout, "pool": timeout}
     try:
-        with httpcore.ConnectionPool(ssl_context=context or ssl_context(), network_backend=backend, retries=0,
-                                     max_connections=1, max_keepalive_connections=0, http1=True, http2=False) as pool:
+        with httpcore.ConnectionPool(
+            ssl_context=context or ssl_context(),
+            network_backend=backend,
+            retries=0,
+            max_connections=1,
+            max_keepalive_connections=0,
+            http1=True,
+            http2=False,
+        ) as pool:
             target = httpcore.URL(scheme=b"https", host=parsed.raw_host, port=parsed.port, target=parsed.raw_path)
-            with pool.stream("GET", target, headers=list(request_headers.items()),
-                             extensions={"timeout": limits}) as response:
+            with pool.stream(
+                "GET", target, headers=list(request_headers.items()), extensions={"timeout": limits}
+            ) as response:
                 answer_headers = _headers(response.headers)
                 _check_answer(response.status, answer_headers, max_bytes, url)
                 body = _read_capped(response, max_bytes, url)
@@ -414,18 +438,22 @@ def _headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
 def _check_answer(status: int, headers: Mapping[str, str], max_bytes: int, url: str) -> None:
     if 300 <= status < 400:
         location = headers.get("location", "")[:200]
-        raise FetchRefused("redirect", f"the server answered {status} (a redirect{f' to {location!r}' if location else ''}); "
-                           "redirects are not followed", url=url)
+        raise FetchRefused(
+            "redirect",
+            f"the server answered {status} (a redirect{f' to {location!r}' if location else ''}); "
+            "redirects are not followed",
+            url=url,
+        )
     if status != 200:
         raise FetchRefused("status", f"the server answered {status}; only 200 is accepted", url=url)
     encoding = headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise FetchRefused("encoding", f"the body is {encoding}-encoded; only uncompressed bodies are accepted",
-                           url=url)
+        raise FetchRefused(
+            "encoding", f"the body is {encoding}-encoded; only uncompressed bodies are accepted", url=url
+        )
     declared = headers.get("content-length", "").strip()
     if declared.isdigit() and int(declared) > max_bytes:
-        raise FetchRefused("too_large", f"the body is {int(declared)} bytes; at most {max_bytes} are accepted",
-                           url=url)
+        raise FetchRefused("too_large", f"the body is {int(declared)} bytes; at most {max_bytes} are accepted", url=url)
 
 
 def _read_capped(response: httpcore.Response, max_bytes: int, url: str) -> bytes:

@@ -21,6 +21,13 @@ def api_token_revoke(*, actor: Actor, token: ApiToken, reason: str = "") -> ApiT
         raise ApiTokenError(f"API token {locked.prefix}… is already revoked")
     locked.revoked_at = timezone.now()
     locked.save(update_fields=["revoked_at"])
-    audit_record(actor=actor, action="api_token.revoke", object_type="api_token", object_id=locked.pk,
-                 before={"revoked_at": None}, after={"revoked_at": locked.revoked_at}, reason=reason)  # fmt: skip
+    audit_record(
+        actor=actor,
+        action="api_token.revoke",
+        object_type="api_token",
+        object_id=locked.pk,
+        before={"revoked_at": None},
+        after={"revoked_at": locked.revoked_at},
+        reason=reason,
+    )
     return locked

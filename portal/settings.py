@@ -95,8 +95,10 @@ if not _encryption_key:
             f"{_GENERATE_ENCRYPTION_KEY}"
         )
     _encryption_key = _derived_encryption_key(SECRET_KEY)
-elif not EMBEDDED and _encryption_key in (_derived_encryption_key(EMBEDDED_SECRET_KEY),
-                                           _derived_encryption_key(SECRET_KEY)):  # fmt: skip
+elif not EMBEDDED and _encryption_key in (
+    _derived_encryption_key(EMBEDDED_SECRET_KEY),
+    _derived_encryption_key(SECRET_KEY),
+):
     raise ImproperlyConfigured(
         "REGISTRAR_ENCRYPTION_KEY is derived from SECRET_KEY (the embedded demo's key) and is refused outside "
         f"REGISTRAR_EMBEDDED=1; {_GENERATE_ENCRYPTION_KEY}. Existing credentials stay readable if the old key "
@@ -261,7 +263,7 @@ ALLAUTH_TRUSTED_CLIENT_IP_HEADER = env_str("REGISTRAR_TRUSTED_CLIENT_IP_HEADER")
 # account from many addresses are slowed down (REGISTRAR_LOGIN_SLOWDOWN_*), never turned into a lock-out.
 ACCOUNT_RATE_LIMITS = {
     "login_failed": f"{env_rate('REGISTRAR_LOGIN_FAILURES_PER_ADDRESS', '10/m')}/ip,"
-                    f"{env_rate('REGISTRAR_LOGIN_FAILURES_PER_ACCOUNT', '5/5m')}/key",
+    f"{env_rate('REGISTRAR_LOGIN_FAILURES_PER_ACCOUNT', '5/5m')}/key",
 }
 REGISTRAR_LOGIN_SLOWDOWN_AFTER = env_int("REGISTRAR_LOGIN_SLOWDOWN_AFTER", 10, minimum=1)
 REGISTRAR_LOGIN_SLOWDOWN_MAX_SECONDS = env_int("REGISTRAR_LOGIN_SLOWDOWN_MAX_SECONDS", 300, minimum=1)
@@ -406,7 +408,9 @@ REGISTRAR_OUTBOX_BACKOFF_BASE_SECONDS = env_float("REGISTRAR_OUTBOX_BACKOFF_BASE
 REGISTRAR_OUTBOX_BACKOFF_MAX_SECONDS = env_float("REGISTRAR_OUTBOX_BACKOFF_MAX_SECONDS", 600.0, minimum=0.0)
 REGISTRAR_CONNECTOR_TIMEOUT_SECONDS = env_float("REGISTRAR_CONNECTOR_TIMEOUT_SECONDS", 10.0, minimum=0.1)
 REGISTRAR_OUTBOX_BATCH_SIZE = env_int("REGISTRAR_OUTBOX_BATCH_SIZE", 100, minimum=1)  # clients per requeued task
-REGISTRAR_OUTBOX_PARALLEL_CALLS = env_int("REGISTRAR_OUTBOX_PARALLEL_CALLS", 4, minimum=1)  # IdP calls in flight per worker
+REGISTRAR_OUTBOX_PARALLEL_CALLS = env_int(
+    "REGISTRAR_OUTBOX_PARALLEL_CALLS", 4, minimum=1
+)  # IdP calls in flight per worker
 REGISTRAR_SWEEP_BATCH_SIZE = env_int("REGISTRAR_SWEEP_BATCH_SIZE", 500, minimum=1)
 REGISTRAR_SCIM_TOKEN = env_str("REGISTRAR_SCIM_TOKEN")
 # Dashboards and the framework report are snapshots recomputed at most this often (0 = always fresh).

@@ -43,7 +43,9 @@ def readyz(request):
     failing = [name for name, (check, _) in results.items() if check.status != health.OK]
     body = {
         "status": "ok" if not failing else ("degraded" if ready else "fail"),
-        "checks": {name: check.as_dict(required=required, detailed=detailed) for name, (check, required) in results.items()},
+        "checks": {
+            name: check.as_dict(required=required, detailed=detailed) for name, (check, required) in results.items()
+        },
     }
     return JsonResponse(body, status=200 if ready else 503, headers=NO_STORE)
 
@@ -53,13 +55,22 @@ def metrics(request):
     """Prometheus exposition, for the probe networks or a bearer holding ``REGISTRAR_METRICS_TOKEN``."""
     if not (is_probe(request) or _metrics_token_ok(request)):
         if settings.REGISTRAR_METRICS_TOKEN:
-            response = JsonResponse({"error": "invalid_token", "error_description": "a metrics token is required"},
-                                    status=401, headers=NO_STORE)
+            response = JsonResponse(
+                {"error": "invalid_token", "error_description": "a metrics token is required"},
+                status=401,
+                headers=NO_STORE,
+            )
             response["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return response
-        return JsonResponse({"error": "forbidden", "error_description": "metrics are served to the probe networks "
-                             "only (REGISTRAR_PROBE_NETWORKS) unless REGISTRAR_METRICS_TOKEN is set"},
-                            status=403, headers=NO_STORE)
+        return JsonResponse(
+            {
+                "error": "forbidden",
+                "error_description": "metrics are served to the probe networks "
+                "only (REGISTRAR_PROBE_NETWORKS) unless REGISTRAR_METRICS_TOKEN is set",
+            },
+            status=403,
+            headers=NO_STORE,
+        )
     from prometheus_client import CONTENT_TYPE_LATEST
 
     from portal.metrics import exposition

@@ -96,8 +96,15 @@ class HttpsHost:
     def url(self, path: str = "/", *, host: str = "localhost") -> str:
         return f"https://{host}:{self.port}{path}"
 
-    def serve(self, path: str, body: bytes | str | dict | list = b"", *, status: int = 200,
-              headers: dict[str, str | None] | None = None, drip: float | None = None) -> str:
+    def serve(
+        self,
+        path: str,
+        body: bytes | str | dict | list = b"",
+        *,
+        status: int = 200,
+        headers: dict[str, str | None] | None = None,
+        drip: float | None = None,
+    ) -> str:
         """Answer GET ``path`` like this from now on; returns the URL (host ``localhost``)."""
         if isinstance(body, dict | list):
             body = json.dumps(body)

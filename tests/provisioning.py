@@ -34,8 +34,9 @@ def real_idp(db, oidc_idp: IdPProcess) -> IdPConnection:
     return connection_for(oidc_idp)
 
 
-def register_agent(*, idp: IdPConnection, owner, agent: Agent | None = None, scopes=("tickets:read",),
-                   name: str = "agent", **kwargs) -> Client:
+def register_agent(
+    *, idp: IdPConnection, owner, agent: Agent | None = None, scopes=("tickets:read",), name: str = "agent", **kwargs
+) -> Client:
     """What an auto-approved low-tier registration writes: a client in provisioning + an outbox CREATE."""
     agent = agent or Agent()
     return client_create(

@@ -65,10 +65,28 @@ class CeleryWorker:
         self.log_path = Path(log_name)
         with os.fdopen(fd, "wb") as log:
             self.process = subprocess.Popen(
-                [str(CELERY), "-A", "portal", "worker", "-l", self.loglevel, "-c", str(self.concurrency),
-                 "-n", f"{self.name}@%h", "--without-gossip", "--without-mingle", "--without-heartbeat",
-                 "-P", "prefork"],
-                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                [
+                    str(CELERY),
+                    "-A",
+                    "portal",
+                    "worker",
+                    "-l",
+                    self.loglevel,
+                    "-c",
+                    str(self.concurrency),
+                    "-n",
+                    f"{self.name}@%h",
+                    "--without-gossip",
+                    "--without-mingle",
+                    "--without-heartbeat",
+                    "-P",
+                    "prefork",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         deadline = time.monotonic() + ready_timeout
@@ -136,7 +154,9 @@ class RedisServer:
 
         self.process = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -39,8 +39,23 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 EM_DASH = "\u2014 "
-TIMELINE_KEYS = {"id", "at", "actor", "action", "object", "before", "after", "reason", "policy_version",
-                 "request_id", "hash", "prev_hash", "log_index", "leaf", "inclusion_proof"}  # fmt: skip
+TIMELINE_KEYS = {
+    "id",
+    "at",
+    "actor",
+    "action",
+    "object",
+    "before",
+    "after",
+    "reason",
+    "policy_version",
+    "request_id",
+    "hash",
+    "prev_hash",
+    "log_index",
+    "leaf",
+    "inclusion_proof",
+}
 
 
 class Invalid(Exception):
@@ -172,7 +187,9 @@ def check_event(event: dict, tree_size: int, root: bytes) -> tuple[str, dict] | 
     data = b64decode(event["leaf"], f"{label}: leaf")
     path = [b64decode(p, f"{label}: inclusion proof") for p in proof]
     if root_from_inclusion_proof(index, tree_size, leaf_hash(data), path) != root:
-        raise Invalid(f"{label}: its leaf is not at log index {index} of the signed tree (altered leaf, index or proof)")
+        raise Invalid(
+            f"{label}: its leaf is not at log index {index} of the signed tree (altered leaf, index or proof)"
+        )
     try:
         leaf = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
@@ -184,21 +201,33 @@ def check_event(event: dict, tree_size: int, root: bytes) -> tuple[str, dict] | 
         raise Invalid(f"{label}: the leaf is not a JSON audit event")
     obj = leaf["object"]
     shown = {
-        "id": event["id"], "occurred_at": event["at"], "actor": [actor.get("type"), actor.get("id"), actor.get("label")],
-        "action": event["action"], "object": event["object"], "before": event["before"], "after": event["after"],
-        "reason": event["reason"], "policy_version": event["policy_version"], "request_id": event["request_id"],
-    }  # fmt: skip
+        "id": event["id"],
+        "occurred_at": event["at"],
+        "actor": [actor.get("type"), actor.get("id"), actor.get("label")],
+        "action": event["action"],
+        "object": event["object"],
+        "before": event["before"],
+        "after": event["after"],
+        "reason": event["reason"],
+        "policy_version": event["policy_version"],
+        "request_id": event["request_id"],
+    }
     logged = {**{k: leaf.get(k) for k in shown}, "object": f"{obj[0]}:{obj[1]}"}
     for key in shown:
         if canonical(shown[key]) != canonical(logged[key]):
-            raise Invalid(f"{label}: the pack shows {key} = {canonical(shown[key])[:80]}, the log recorded "
-                          f"{canonical(logged[key])[:80]}")  # fmt: skip
+            raise Invalid(
+                f"{label}: the pack shows {key} = {canonical(shown[key])[:80]}, the log recorded "
+                f"{canonical(logged[key])[:80]}"
+            )
     chained = "prev_hash" in leaf
     if chained and (event["prev_hash"] != leaf["prev_hash"] or event["hash"] != hashlib.sha256(data).hexdigest()):
         raise Invalid(f"{label}: its old chain hashes do not match its leaf")
     if not chained and (event["prev_hash"] != "" or event["hash"] is not None):
         raise Invalid(f"{label}: chain hashes shown for an event that has none")
-    return f"{label} at log index {index}: {leaf['occurred_at']} {leaf['actor'][2] or leaf['actor'][0]} {leaf['action']} {logged['object']}", leaf
+    return (
+        f"{label} at log index {index}: {leaf['occurred_at']} {leaf['actor'][2] or leaf['actor'][0]} {leaf['action']} {logged['object']}",
+        leaf,
+    )
 
 
 def verify(pack_bytes: bytes, key: tuple[str, int, bytes]) -> tuple[int, list[str]]:
@@ -209,7 +238,11 @@ def verify(pack_bytes: bytes, key: tuple[str, int, bytes]) -> tuple[int, list[st
         return 1, ["FAIL: the pack is not valid JSON (it was altered or truncated)"]
     lines = []
     try:
-        if not isinstance(pack, dict) or not isinstance(pack.get("log"), dict) or not isinstance(pack.get("timeline"), list):
+        if (
+            not isinstance(pack, dict)
+            or not isinstance(pack.get("log"), dict)
+            or not isinstance(pack.get("timeline"), list)
+        ):
             raise Invalid("not a Registrar evidence pack (no timeline or log section)")
         if set(pack["log"]) != {"checkpoint"}:
             raise Invalid("the log section has missing or unexpected fields")
@@ -220,7 +253,9 @@ def verify(pack_bytes: bytes, key: tuple[str, int, bytes]) -> tuple[int, list[st
             origin, size, root = key[0], 0, b""
         else:
             origin, size, root = open_checkpoint(pack["log"]["checkpoint"], key)
-            lines.append(f"checkpoint: log {origin}, tree size {size}, root {root.hex()}, signed by {key[0]}+{key[1]:08x}")
+            lines.append(
+                f"checkpoint: log {origin}, tree size {size}, root {root.hex()}, signed by {key[0]}+{key[1]:08x}"
+            )
         proven, pending = [], []
         for event in timeline:
             result = check_event(event, size, root)
@@ -231,15 +266,21 @@ def verify(pack_bytes: bytes, key: tuple[str, int, bytes]) -> tuple[int, list[st
     except Invalid as exc:
         return 1, [*lines, f"FAIL: {exc}"]
     client = pack.get("client", {}).get("registration_id") if isinstance(pack.get("client"), dict) else None
-    lines.append(f"PROVEN: {len(proven)} event{'s' * (len(proven) != 1)} of client {client} are in the audit log as shown:")
+    lines.append(
+        f"PROVEN: {len(proven)} event{'s' * (len(proven) != 1)} of client {client} are in the audit log as shown:"
+    )
     lines += [f"  {p}" for p in proven]
     witnessed = pack.get("log_witness", {}).get("witnessed_at") if isinstance(pack.get("log_witness"), dict) else None
     if witnessed:
-        lines.append(f"Registrar reports this checkpoint reached its witness at {witnessed} (not proven by the pack: "
-                     "compare the checkpoint with your own witness copy).")  # fmt: skip
+        lines.append(
+            f"Registrar reports this checkpoint reached its witness at {witnessed} (not proven by the pack: "
+            "compare the checkpoint with your own witness copy)."
+        )
     if pending:
-        lines.append(f"NOT PROVEN: {len(pending)} event(s) not sealed in the log when the pack was made: "
-                     f"{', '.join(f'#{p}' for p in pending)} — download the pack again in a few seconds.")  # fmt: skip
+        lines.append(
+            f"NOT PROVEN: {len(pending)} event(s) not sealed in the log when the pack was made: "
+            f"{', '.join(f'#{p}' for p in pending)} — download the pack again in a few seconds."
+        )
         return 2, lines
     return 0, lines
 

@@ -28,10 +28,33 @@ class RegistrationRequestSerializer(serializers.ModelSerializer):
     class Meta:
         model = RegistrationRequest
         fields = [
-            "id", "kind", "state", "via", "client_name", "software_id", "purpose", "owner", "team", "idp",
-            "requested_scopes", "requested_ttl", "granted_scopes", "granted_ttl", "audiences", "internal_only",
-            "risk_tier", "outcome", "reasons", "policy_version", "approvals_needed", "approvals_so_far",
-            "decisions", "client_id", "created_at", "decided_at", "decision_reason",
+            "id",
+            "kind",
+            "state",
+            "via",
+            "client_name",
+            "software_id",
+            "purpose",
+            "owner",
+            "team",
+            "idp",
+            "requested_scopes",
+            "requested_ttl",
+            "granted_scopes",
+            "granted_ttl",
+            "audiences",
+            "internal_only",
+            "risk_tier",
+            "outcome",
+            "reasons",
+            "policy_version",
+            "approvals_needed",
+            "approvals_so_far",
+            "decisions",
+            "client_id",
+            "created_at",
+            "decided_at",
+            "decision_reason",
         ]
         read_only_fields = fields
 
@@ -40,12 +63,17 @@ class RegistrationRequestSerializer(serializers.ModelSerializer):
 
 
 class ApproveInputSerializer(serializers.Serializer):
-    reason = serializers.CharField(required=False, allow_blank=True, max_length=2000, default="",
-                                   help_text="Required for high-risk requests")
-    scopes = serializers.ListField(child=serializers.CharField(max_length=200), required=False,
-                                   help_text="Narrow the grant to these scopes (a subset of what is granted so far)")
-    ttl_seconds = serializers.IntegerField(required=False, min_value=1,
-                                           help_text="Shorten the client's lifetime (never longer than granted)")
+    reason = serializers.CharField(
+        required=False, allow_blank=True, max_length=2000, default="", help_text="Required for high-risk requests"
+    )
+    scopes = serializers.ListField(
+        child=serializers.CharField(max_length=200),
+        required=False,
+        help_text="Narrow the grant to these scopes (a subset of what is granted so far)",
+    )
+    ttl_seconds = serializers.IntegerField(
+        required=False, min_value=1, help_text="Shorten the client's lifetime (never longer than granted)"
+    )
 
 
 class DenyInputSerializer(serializers.Serializer):

@@ -22,8 +22,11 @@ from portal.roles import HasRole, Role
 DECISION_ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="Missing reason, widened scopes or lifetime"),
     403: OpenApiResponse(ErrorSerializer, description="Not an approver, or a party to the request"),
-    409: OpenApiResponse(ErrorSerializer, description="Request not pending, already decided by you, or (last "
-                         "approval) the owner is at their live-client quota: the request stays pending"),
+    409: OpenApiResponse(
+        ErrorSerializer,
+        description="Request not pending, already decided by you, or (last "
+        "approval) the owner is at their live-client quota: the request stays pending",
+    ),
 }
 
 
@@ -43,9 +46,12 @@ class RegistrationRequestViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return selectors.requests_for_api()
 
-    @extend_schema(summary="Approve (one approval; the last needed one creates the client)", tags=["requests"],
-                   request=ApproveInputSerializer,
-                   responses={200: RegistrationRequestSerializer, **DECISION_ERRORS})
+    @extend_schema(
+        summary="Approve (one approval; the last needed one creates the client)",
+        tags=["requests"],
+        request=ApproveInputSerializer,
+        responses={200: RegistrationRequestSerializer, **DECISION_ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def approve(self, request, public_id=None):
         obj = self.get_object()
@@ -53,8 +59,12 @@ class RegistrationRequestViewSet(viewsets.ReadOnlyModelViewSet):
         data.is_valid(raise_exception=True)
         return self._decide(lambda: request_approve(request=obj, approver=request.user, **data.validated_data), obj)
 
-    @extend_schema(summary="Deny (ends the request)", tags=["requests"], request=DenyInputSerializer,
-                   responses={200: RegistrationRequestSerializer, **DECISION_ERRORS})
+    @extend_schema(
+        summary="Deny (ends the request)",
+        tags=["requests"],
+        request=DenyInputSerializer,
+        responses={200: RegistrationRequestSerializer, **DECISION_ERRORS},
+    )
     @action(detail=True, methods=["post"])
     def deny(self, request, public_id=None):
         obj = self.get_object()

@@ -134,8 +134,15 @@ def _unauthorized(request: HttpRequest, exc: intake.IntakeError, bearer: str | N
 
 
 # Outcome label of registrar_registrations_total by status code; 202 and 400 are told apart by the view.
-_OUTCOMES = {201: "created", 202: "pending", 400: "invalid", 401: "unauthorized", 405: "invalid", 413: "invalid",
-             429: "rate_limited"}
+_OUTCOMES = {
+    201: "created",
+    202: "pending",
+    400: "invalid",
+    401: "unauthorized",
+    405: "invalid",
+    413: "invalid",
+    429: "rate_limited",
+}
 
 
 @csrf_exempt
@@ -201,9 +208,11 @@ def _register(request: HttpRequest) -> HttpResponse:
     uri = _client_uri(request, reg.public_id)
     if submission.client is not None and intake._deliver_inline(submission.client):
         body = intake.client_information(
-            request=reg, client=submission.client,
-            registration_access_token=submission.registration_access_token, registration_client_uri=uri,
-        )  # fmt: skip
+            request=reg,
+            client=submission.client,
+            registration_access_token=submission.registration_access_token,
+            registration_client_uri=uri,
+        )
         response = _json(201, body)
         response["Location"] = uri
         return response
@@ -216,7 +225,7 @@ def _register(request: HttpRequest) -> HttpResponse:
             registration_access_token=submission.registration_access_token,
             registration_client_uri=uri,
             status=status,
-        ),  # fmt: skip
+        ),
     )
     response["Location"] = uri
     return response
@@ -260,7 +269,7 @@ def manage(request: HttpRequest, registration_id: str) -> HttpResponse:
                 client=result.client,
                 registration_access_token=result.registration_access_token,
                 registration_client_uri=uri,
-            ),  # fmt: skip
+            ),
         )
     status = "pending" if result.client is None else "provisioning"
     return _json(
@@ -270,5 +279,5 @@ def manage(request: HttpRequest, registration_id: str) -> HttpResponse:
             registration_access_token=result.registration_access_token,
             registration_client_uri=uri,
             status=status,
-        ),  # fmt: skip
+        ),
     )

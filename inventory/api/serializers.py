@@ -17,19 +17,51 @@ class ClientSerializer(serializers.ModelSerializer):
     orphaned = serializers.SerializerMethodField()
     stale = serializers.SerializerMethodField()
     approved_ceiling = serializers.SerializerMethodField(
-        help_text="What the last approval granted: scopes, ttl_seconds per renewal, audiences (null: none on record)")
+        help_text="What the last approval granted: scopes, ttl_seconds per renewal, audiences (null: none on record)"
+    )
     hold = serializers.SerializerMethodField(
-        help_text="A suspension by security or an admin that only they can lift: kind, at, reason, ref (null: none)")
+        help_text="A suspension by security or an admin that only they can lift: kind, at, reason, ref (null: none)"
+    )
     can_spawn = serializers.SerializerMethodField()
 
     class Meta:
         model = Client
         fields = [
-            "registration_id", "client_id", "name", "state", "risk_tier", "idp", "owner", "team", "purpose",
-            "scopes", "audiences", "internal_only", "auth_method", "created_via", "managed", "parent", "depth",
-            "software_id", "software_version", "spiffe_id", "policy_version", "created_at", "activated_at",
-            "expires_at", "ended_at", "last_used_at", "last_synced_at", "sync_failed", "orphaned", "stale",
-            "renewals", "approved_ceiling", "hold", "can_spawn", "children_spawned",
+            "registration_id",
+            "client_id",
+            "name",
+            "state",
+            "risk_tier",
+            "idp",
+            "owner",
+            "team",
+            "purpose",
+            "scopes",
+            "audiences",
+            "internal_only",
+            "auth_method",
+            "created_via",
+            "managed",
+            "parent",
+            "depth",
+            "software_id",
+            "software_version",
+            "spiffe_id",
+            "policy_version",
+            "created_at",
+            "activated_at",
+            "expires_at",
+            "ended_at",
+            "last_used_at",
+            "last_synced_at",
+            "sync_failed",
+            "orphaned",
+            "stale",
+            "renewals",
+            "approved_ceiling",
+            "hold",
+            "can_spawn",
+            "children_spawned",
         ]
         read_only_fields = fields
 
@@ -40,8 +72,9 @@ class ClientSerializer(serializers.ModelSerializer):
         return obj.stale_at is not None
 
     def get_approved_ceiling(self, obj) -> dict | None:
-        ceiling = Ceiling.of(scopes=obj.ceiling_scopes, ttl_seconds=obj.ceiling_ttl_seconds,
-                             audiences=obj.ceiling_audiences)
+        ceiling = Ceiling.of(
+            scopes=obj.ceiling_scopes, ttl_seconds=obj.ceiling_ttl_seconds, audiences=obj.ceiling_audiences
+        )
         return ceiling.to_dict() if ceiling is not None else None
 
     def get_hold(self, obj) -> dict | None:

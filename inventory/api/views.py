@@ -35,12 +35,14 @@ class ClientViewSet(viewsets.ReadOnlyModelViewSet):
     def get_queryset(self):
         return clients_visible_to(self.request.user).select_related("owner", "team", "idp", "parent")
 
-    @extend_schema(parameters=[
-        OpenApiParameter("after", str, description="Cursor from `next` (keyset pagination)"),
-        OpenApiParameter("before", str, description="Cursor from `previous`"),
-        OpenApiParameter("page_size", int, description="1–500, default 50"),
-        OpenApiParameter("sort", str, enum=[value for value, _ in SORT_CHOICES]),
-    ])
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("after", str, description="Cursor from `next` (keyset pagination)"),
+            OpenApiParameter("before", str, description="Cursor from `previous`"),
+            OpenApiParameter("page_size", int, description="1–500, default 50"),
+            OpenApiParameter("sort", str, enum=[value for value, _ in SORT_CHOICES]),
+        ]
+    )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 

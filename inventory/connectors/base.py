@@ -226,12 +226,16 @@ class BaseConnector(abc.ABC):
             response = self._http.request(method, url, headers=headers, json=json, data=data, params=params)
         except httpx.TimeoutException as exc:
             self._log_request(method, url, started, error=type(exc).__name__)
-            raise Transient(f"{self.kind}: {method} {url} timed out after {self.timeout}s",
-                            reached_idp=not isinstance(exc, _NOT_SENT)) from exc
+            raise Transient(
+                f"{self.kind}: {method} {url} timed out after {self.timeout}s",
+                reached_idp=not isinstance(exc, _NOT_SENT),
+            ) from exc
         except httpx.TransportError as exc:
             self._log_request(method, url, started, error=type(exc).__name__)
-            raise Transient(f"{self.kind}: {method} {url} failed: {type(exc).__name__}: {exc}",
-                            reached_idp=not isinstance(exc, _NOT_SENT)) from exc
+            raise Transient(
+                f"{self.kind}: {method} {url} failed: {type(exc).__name__}: {exc}",
+                reached_idp=not isinstance(exc, _NOT_SENT),
+            ) from exc
         except httpx.InvalidURL as exc:
             raise Misconfigured(f"{self.kind}: invalid URL {url!r}: {exc}") from exc
 
@@ -243,8 +247,13 @@ class BaseConnector(abc.ABC):
         detail = self._error_detail(response, secret_values)
         message = f"{self.kind}: {method} {url} answered {status}"
         if status == 429 or status >= 500:
-            raise Transient(message, status_code=status, detail=detail, retry_after=_retry_after(response),
-                            reached_idp=status not in _REFUSED_UNPROCESSED)
+            raise Transient(
+                message,
+                status_code=status,
+                detail=detail,
+                retry_after=_retry_after(response),
+                reached_idp=status not in _REFUSED_UNPROCESSED,
+            )
         if status in (404, 410):
             raise NotFound(message, status_code=status, detail=detail)
         if status == 409:
@@ -282,8 +291,14 @@ class BaseConnector(abc.ABC):
         # Failures stay loud.
         status = fields.get("status", 0)
         elapsed = time.monotonic() - started
-        telemetry.observe_idp_call(connection=self.label or self.kind, kind=self.kind, method=method, seconds=elapsed,
-                                   status=status, error=fields.get("error") or "")
+        telemetry.observe_idp_call(
+            connection=self.label or self.kind,
+            kind=self.kind,
+            method=method,
+            seconds=elapsed,
+            status=status,
+            error=fields.get("error") or "",
+        )
         if fields.get("error") or status >= 500:
             level = logging.WARNING
         elif status >= 400:

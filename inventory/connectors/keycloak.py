@@ -215,7 +215,13 @@ class KeycloakConnector(BaseConnector):
         if not internal_id:
             internal_id = self._internal_id(client_id, {})
         state = self._with_secret(internal_id, spec, {"id": internal_id})
-        log_event("connector_created", level=logging.DEBUG, kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
+        log_event(
+            "connector_created",
+            level=logging.DEBUG,
+            kind=self.kind,
+            registrar_id=spec.registrar_id,
+            client_id=client_id,
+        )
         return PushResult(client_id=client_id, remote_state=state)
 
     def get(self, client_id: str, remote_state: Mapping[str, Any]) -> RemoteClient:
@@ -232,7 +238,13 @@ class KeycloakConnector(BaseConnector):
         self._request("PUT", self._admin_url(f"/{internal_id}"), json=self.representation_for(spec, client_id))
         self._sync_default_scopes(internal_id, spec.scopes)
         state = {**remote_state, "id": internal_id}
-        log_event("connector_updated", level=logging.DEBUG, kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
+        log_event(
+            "connector_updated",
+            level=logging.DEBUG,
+            kind=self.kind,
+            registrar_id=spec.registrar_id,
+            client_id=client_id,
+        )
         return PushResult(client_id=client_id, remote_state=state)
 
     def _sync_default_scopes(self, internal_id: str, wanted: list[str]) -> None:
@@ -259,7 +271,13 @@ class KeycloakConnector(BaseConnector):
         representation = self.representation_for(spec, client_id)
         representation["enabled"] = False
         self._request("PUT", self._admin_url(f"/{internal_id}"), json=representation)
-        log_event("connector_disabled", level=logging.DEBUG, kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
+        log_event(
+            "connector_disabled",
+            level=logging.DEBUG,
+            kind=self.kind,
+            registrar_id=spec.registrar_id,
+            client_id=client_id,
+        )
         return PushResult(client_id=client_id, remote_state={**remote_state, "id": internal_id})
 
     def delete(self, client_id: str, remote_state: Mapping[str, Any]) -> None:

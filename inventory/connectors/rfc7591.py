@@ -177,7 +177,8 @@ class Rfc7591Connector(BaseConnector):
                         detail=exc.detail,
                     ) from exc
                 raise NotFound(
-                    f"{self.kind}: client {client_id} is unknown to the IdP", status_code=exc.status_code,
+                    f"{self.kind}: client {client_id} is unknown to the IdP",
+                    status_code=exc.status_code,
                     detail=exc.detail,
                 ) from exc
             raise AccessDenied(
@@ -201,7 +202,13 @@ class Rfc7591Connector(BaseConnector):
         body = response.json()
         client_id = require_str(body.get("client_id"), "client_id")
         state = self._state_from(body)
-        log_event("connector_created", level=logging.DEBUG, kind=self.kind, registrar_id=spec.registrar_id, client_id=client_id)
+        log_event(
+            "connector_created",
+            level=logging.DEBUG,
+            kind=self.kind,
+            registrar_id=spec.registrar_id,
+            client_id=client_id,
+        )
         return PushResult(client_id=client_id, remote_state=state)
 
     def get(self, client_id: str, remote_state: Mapping[str, Any]) -> RemoteClient:
@@ -247,8 +254,11 @@ class Rfc7591Connector(BaseConnector):
             # No RFC 7592 token (a duplicate found by its correlation marker, or an adopted client):
             # use the admin API's ``DELETE {list_endpoint}/{client_id}`` where the IdP offers one.
             try:
-                self._request("DELETE", f"{self.config['list_endpoint'].rstrip('/')}/{client_id}",
-                              bearer=self.secrets["admin_token"])
+                self._request(
+                    "DELETE",
+                    f"{self.config['list_endpoint'].rstrip('/')}/{client_id}",
+                    bearer=self.secrets["admin_token"],
+                )
             except NotFound:
                 log_event("connector_delete_already_gone", level=logging.DEBUG, kind=self.kind, client_id=client_id)
                 return
@@ -262,8 +272,11 @@ class Rfc7591Connector(BaseConnector):
         log_event("connector_deleted", level=logging.DEBUG, kind=self.kind, client_id=client_id)
 
     def _can_admin_delete(self) -> bool:
-        return bool(self.config.get("list_endpoint") and self.config.get("admin_delete", True)
-                    and self.secrets.get("admin_token"))
+        return bool(
+            self.config.get("list_endpoint")
+            and self.config.get("admin_delete", True)
+            and self.secrets.get("admin_token")
+        )
 
     def list(self) -> Iterator[RemoteClient]:
         endpoint = self.config.get("list_endpoint")

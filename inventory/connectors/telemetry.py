@@ -10,11 +10,13 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 IDP_REQUESTS = Counter(
-    "registrar_idp_requests", "HTTP calls to identity providers, by connection, method and outcome.",
+    "registrar_idp_requests",
+    "HTTP calls to identity providers, by connection, method and outcome.",
     ["connection", "kind", "method", "outcome"],
 )
 IDP_REQUEST_SECONDS = Histogram(
-    "registrar_idp_request_duration_seconds", "Latency of HTTP calls to identity providers.",
+    "registrar_idp_request_duration_seconds",
+    "Latency of HTTP calls to identity providers.",
     ["connection", "kind", "method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0),
 )
@@ -34,7 +36,8 @@ def outcome_of(*, status: int = 0, error: str = "") -> str:
     return "ok"
 
 
-def observe_idp_call(*, connection: str, kind: str, method: str, seconds: float, status: int = 0,
-                     error: str = "") -> None:
+def observe_idp_call(
+    *, connection: str, kind: str, method: str, seconds: float, status: int = 0, error: str = ""
+) -> None:
     IDP_REQUESTS.labels(connection, kind, method, outcome_of(status=status, error=error)).inc()
     IDP_REQUEST_SECONDS.labels(connection, kind, method).observe(seconds)

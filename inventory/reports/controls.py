@@ -61,50 +61,102 @@ class Control:
 
 
 CONTROLS: tuple[Control, ...] = (
-    Control("owner_bound", "Owner bound", "live clients", "have an active owner",
-            ("NHI1:2025", "NHI9:2025", "ASI03", "ASI10", "T13", "GOVERN 1.6", "GOVERN 2.1", "L6", "L7"),
-            "Every live client names a person who is still active in the directory."),
-    Control("purpose_recorded", "Purpose recorded", "live clients", "have a recorded purpose",
-            ("MAP 1.1", "MAP 3.3", "GOVERN 1.6", "NHI9:2025", "ASI10", "L7"),
-            "Every live client says what it is for."),
-    Control("ttl_within_ceiling", "TTL within ceiling", "live clients", "expire within their tier's TTL ceiling",
-            ("NHI7:2025", "NHI2:2025", "ASI03", "AML.T0091.000", "AML.T0055", "MANAGE 2.4", "L6"),
-            "Every live client has an expiry no further away than its risk tier allows (low 24 h, medium 7 d, "
-            "high 24 h)."),
-    Control("key_based_auth", "Key-based authentication", "live clients", "authenticate with a key",
-            ("NHI4:2025", "NHI2:2025", "ASI03", "ASI07", "T9", "AML.T0083", "AML.T0098", "AML.T0055", "L4"),
-            "Clients authenticate with private_key_jwt or mutual TLS, not with a bearer secret."),
-    Control("no_shared_secret", "No shared secret", "live clients", "hold no shared client secret",
-            ("NHI2:2025", "NHI4:2025", "NHI7:2025", "AML.T0012", "AML.T0055", "AML.T0083", "AML.T0098"),
-            "No live client uses client_secret_basic / client_secret_post / client_secret_jwt."),
-    Control("human_approval_high_tier", "Human approval for high tier", "live high-tier clients",
-            "were approved by two distinct people",
-            ("GOVERN 3.2", "GOVERN 1.4", "MAP 3.5", "ASI03", "ASI09", "T10", "AML.M0029", "L6"),
-            "Every live high-risk client's registration carries two distinct human approvals."),
-    Control("scope_within_catalogue", "Scopes within catalogue", "live clients", "hold only catalogued scopes",
-            ("NHI5:2025", "NHI3:2025", "ASI02", "ASI03", "T3", "MAP 3.3", "AML.M0026", "AML.M0028"),
-            "Every scope a live client holds is an active entry of the scope catalogue."),
-    Control("child_within_parent", "Child within parent", "live spawned clients",
-            "stay within their parent's scopes and lifetime",
-            ("NHI5:2025", "ASI03", "ASI08", "ASI10", "T3", "T13", "AML.M0027", "AML.T0103", "L7"),
-            "A spawned client holds at most its parent's scopes and outlives it never."),
-    Control("orphan_within_grace", "Orphans handled within grace", "live orphaned clients",
-            "were suspended, retired or taken over within the grace period",
-            ("NHI1:2025", "GOVERN 1.7", "MANAGE 2.4", "MANAGE 4.1", "AML.T0012", "AML.T0021"),
-            "A client whose owner left is not still active after the orphan grace period."),
-    Control("audit_chain_intact", "Audit log intact", "audit events", "verify against the signed checkpoint",
-            ("T8", "GOVERN 4.3", "MEASURE 2.7", "MEASURE 2.8", "AML.M0024", "L5", "L6"),
-            "The audit log's Merkle tree, recomputed from the events, matches its latest signed checkpoint, "
-            "and the database refuses to change or delete events."),
-    Control("idp_in_sync", "IdP in sync", "live clients", "match their IdP (no failed sync, drift or shadow)",
-            ("NHI1:2025", "GOVERN 1.6", "MEASURE 2.4", "MANAGE 4.1", "ASI10", "AML.T0081", "L4", "L5"),
-            "Inventory and IdP agree: no dead-lettered pushes, no drift, no unmanaged (shadow) clients."),
+    Control(
+        "owner_bound",
+        "Owner bound",
+        "live clients",
+        "have an active owner",
+        ("NHI1:2025", "NHI9:2025", "ASI03", "ASI10", "T13", "GOVERN 1.6", "GOVERN 2.1", "L6", "L7"),
+        "Every live client names a person who is still active in the directory.",
+    ),
+    Control(
+        "purpose_recorded",
+        "Purpose recorded",
+        "live clients",
+        "have a recorded purpose",
+        ("MAP 1.1", "MAP 3.3", "GOVERN 1.6", "NHI9:2025", "ASI10", "L7"),
+        "Every live client says what it is for.",
+    ),
+    Control(
+        "ttl_within_ceiling",
+        "TTL within ceiling",
+        "live clients",
+        "expire within their tier's TTL ceiling",
+        ("NHI7:2025", "NHI2:2025", "ASI03", "AML.T0091.000", "AML.T0055", "MANAGE 2.4", "L6"),
+        "Every live client has an expiry no further away than its risk tier allows (low 24 h, medium 7 d, high 24 h).",
+    ),
+    Control(
+        "key_based_auth",
+        "Key-based authentication",
+        "live clients",
+        "authenticate with a key",
+        ("NHI4:2025", "NHI2:2025", "ASI03", "ASI07", "T9", "AML.T0083", "AML.T0098", "AML.T0055", "L4"),
+        "Clients authenticate with private_key_jwt or mutual TLS, not with a bearer secret.",
+    ),
+    Control(
+        "no_shared_secret",
+        "No shared secret",
+        "live clients",
+        "hold no shared client secret",
+        ("NHI2:2025", "NHI4:2025", "NHI7:2025", "AML.T0012", "AML.T0055", "AML.T0083", "AML.T0098"),
+        "No live client uses client_secret_basic / client_secret_post / client_secret_jwt.",
+    ),
+    Control(
+        "human_approval_high_tier",
+        "Human approval for high tier",
+        "live high-tier clients",
+        "were approved by two distinct people",
+        ("GOVERN 3.2", "GOVERN 1.4", "MAP 3.5", "ASI03", "ASI09", "T10", "AML.M0029", "L6"),
+        "Every live high-risk client's registration carries two distinct human approvals.",
+    ),
+    Control(
+        "scope_within_catalogue",
+        "Scopes within catalogue",
+        "live clients",
+        "hold only catalogued scopes",
+        ("NHI5:2025", "NHI3:2025", "ASI02", "ASI03", "T3", "MAP 3.3", "AML.M0026", "AML.M0028"),
+        "Every scope a live client holds is an active entry of the scope catalogue.",
+    ),
+    Control(
+        "child_within_parent",
+        "Child within parent",
+        "live spawned clients",
+        "stay within their parent's scopes and lifetime",
+        ("NHI5:2025", "ASI03", "ASI08", "ASI10", "T3", "T13", "AML.M0027", "AML.T0103", "L7"),
+        "A spawned client holds at most its parent's scopes and outlives it never.",
+    ),
+    Control(
+        "orphan_within_grace",
+        "Orphans handled within grace",
+        "live orphaned clients",
+        "were suspended, retired or taken over within the grace period",
+        ("NHI1:2025", "GOVERN 1.7", "MANAGE 2.4", "MANAGE 4.1", "AML.T0012", "AML.T0021"),
+        "A client whose owner left is not still active after the orphan grace period.",
+    ),
+    Control(
+        "audit_chain_intact",
+        "Audit log intact",
+        "audit events",
+        "verify against the signed checkpoint",
+        ("T8", "GOVERN 4.3", "MEASURE 2.7", "MEASURE 2.8", "AML.M0024", "L5", "L6"),
+        "The audit log's Merkle tree, recomputed from the events, matches its latest signed checkpoint, "
+        "and the database refuses to change or delete events.",
+    ),
+    Control(
+        "idp_in_sync",
+        "IdP in sync",
+        "live clients",
+        "match their IdP (no failed sync, drift or shadow)",
+        ("NHI1:2025", "GOVERN 1.6", "MEASURE 2.4", "MANAGE 4.1", "ASI10", "AML.T0081", "L4", "L5"),
+        "Inventory and IdP agree: no dead-lettered pushes, no drift, no unmanaged (shadow) clients.",
+    ),
 )
 CONTROLS_BY_KEY = {c.key: c for c in CONTROLS}
 CLIENT_CONTROL_KEYS = tuple(c.key for c in CONTROLS if c.key != "audit_chain_intact")
 
 
 # --- the catalogue -----------------------------------------------------------------------------
+
 
 @cache
 def framework_catalogue() -> dict[str, dict[str, Any]]:
@@ -118,6 +170,7 @@ def catalogue_item_ids() -> set[str]:
 
 
 # --- client controls as Q ----------------------------------------------------------------------
+
 
 def _catalogue_names() -> list[str]:
     return list(ScopeDefinition.objects.filter(is_active=True).values_list("name", flat=True))
@@ -138,8 +191,14 @@ def _inactive_owner_ids() -> list[int]:
     return list(get_user_model().objects.filter(is_active=False).values_list("pk", flat=True))
 
 
-def control_conditions(key: str, *, now: datetime | None = None, catalogue: list[str] | None = None,
-                       inactive_owners: list[int] | None = None, within_live: bool = False) -> tuple[Q, Q]:
+def control_conditions(
+    key: str,
+    *,
+    now: datetime | None = None,
+    catalogue: list[str] | None = None,
+    inactive_owners: list[int] | None = None,
+    within_live: bool = False,
+) -> tuple[Q, Q]:
     """(population, failing) for a client-level control; ``failing`` is evaluated within the population.
 
     ``within_live``: the caller already restricts to live clients, so the population needn't repeat it."""
@@ -211,6 +270,7 @@ def failing_clients(key: str, qs=None):
 
 # --- measuring ---------------------------------------------------------------------------------
 
+
 @dataclass
 class ControlResult:
     control: Control
@@ -252,8 +312,9 @@ def measure_controls(*, now: datetime | None = None) -> list[ControlResult]:
     inactive = _inactive_owner_ids()
     aggregates = {}
     for key in CLIENT_CONTROL_KEYS:
-        population, failing = control_conditions(key, now=now, catalogue=catalogue, inactive_owners=inactive,
-                                                 within_live=True)
+        population, failing = control_conditions(
+            key, now=now, catalogue=catalogue, inactive_owners=inactive, within_live=True
+        )
         aggregates[f"{key}__total"] = Count("pk", filter=population)
         aggregates[f"{key}__failing"] = Count("pk", filter=population & failing)
     # Every population is a subset of the live clients: scan only those.
@@ -278,6 +339,7 @@ def measure_controls(*, now: datetime | None = None) -> list[ControlResult]:
 
 
 # --- audit log (incremental, cached) --------------------------------------------------------------
+
 
 def audit_chain_status(*, budget: int = AUDIT_VERIFY_BUDGET) -> dict[str, Any]:
     """Verify the audit log from where the last call stopped, at most ``budget`` events per call.
@@ -326,8 +388,14 @@ def _verify_from(state: dict[str, Any], stored, target: int, *, budget: int) -> 
         except NoteError as exc:
             return {**state, "broken": {"event_id": None, "problem": f"checkpoint {target} does not verify: {exc}"}}
         if signed.size != target or signed.root != tree.root():
-            return {**state, "broken": {"event_id": None, "problem": f"the events no longer match signed "
-                                        f"checkpoint {target} (run manage.py verify_audit to locate the change)"}}  # fmt: skip
+            return {
+                **state,
+                "broken": {
+                    "event_id": None,
+                    "problem": f"the events no longer match signed "
+                    f"checkpoint {target} (run manage.py verify_audit to locate the change)",
+                },
+            }
     return {"checked": tree.size, "hashes": [h.hex() for h in tree.hashes], "broken": None}
 
 
@@ -335,22 +403,38 @@ def _audit_result(control: Control) -> ControlResult:
     status = audit_chain_status()
     head_id = status["head_id"]
     if status["missing_triggers"]:
-        return ControlResult(control, FAIL, head_id, head_id,
-                             "The database does not refuse changes to the audit log: triggers missing ("
-                             f"{', '.join(status['missing_triggers'])}).")  # fmt: skip
+        return ControlResult(
+            control,
+            FAIL,
+            head_id,
+            head_id,
+            "The database does not refuse changes to the audit log: triggers missing ("
+            f"{', '.join(status['missing_triggers'])}).",
+        )
     if status["broken"]:
         return ControlResult(control, FAIL, head_id, 1, f"The audit log is broken: {status['broken']['problem']}.")
     if not status["complete"]:
-        return ControlResult(control, PARTIAL, head_id, 0,
-                             f"{status['checked']:,} of {head_id:,} audit events verified so far — no break found; "
-                             "the rest is verified on the next report runs (or run manage.py verify_audit).",
-                             note="verification in progress")
-    return ControlResult(control, PASS, head_id, 0,
-                         f"100 % of {head_id:,} sealed audit events verify against signed checkpoint {head_id:,} "
-                         "— none altered; the database refuses changes.")
+        return ControlResult(
+            control,
+            PARTIAL,
+            head_id,
+            0,
+            f"{status['checked']:,} of {head_id:,} audit events verified so far — no break found; "
+            "the rest is verified on the next report runs (or run manage.py verify_audit).",
+            note="verification in progress",
+        )
+    return ControlResult(
+        control,
+        PASS,
+        head_id,
+        0,
+        f"100 % of {head_id:,} sealed audit events verify against signed checkpoint {head_id:,} "
+        "— none altered; the database refuses changes.",
+    )
 
 
 # --- framework coverage --------------------------------------------------------------------------
+
 
 @dataclass
 class ItemCoverage:

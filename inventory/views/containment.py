@@ -27,22 +27,28 @@ ACTIONS = {
     "hold": {
         "title": _("Hold"),
         "button": _("Hold the client"),
-        "explain": _("The client and its live descendants are suspended and disabled at the identity provider. "
-                     "Their owner sees your reason and cannot resume them; only security or an admin can lift "
-                     "the hold."),
+        "explain": _(
+            "The client and its live descendants are suspended and disabled at the identity provider. "
+            "Their owner sees your reason and cannot resume them; only security or an admin can lift "
+            "the hold."
+        ),
     },
     "lift-hold": {
         "title": _("Lift the hold on"),
         "button": _("Lift the hold"),
-        "explain": _("The hold is lifted on the client and on its descendants held by the same decision. Clients "
-                     "the hold suspended are resumed and re-enabled at the identity provider; one its owner had "
-                     "suspended before, or past its expiry, or orphaned, stays suspended."),
+        "explain": _(
+            "The hold is lifted on the client and on its descendants held by the same decision. Clients "
+            "the hold suspended are resumed and re-enabled at the identity provider; one its owner had "
+            "suspended before, or past its expiry, or orphaned, stays suspended."
+        ),
     },
     "revoke-spawn": {
         "title": _("Revoke the spawn right of"),
         "button": _("Revoke the spawn right"),
-        "explain": _("The client's registration access token can spawn no more children. Existing children are "
-                     "not changed (use a hold or break glass for them)."),
+        "explain": _(
+            "The client's registration access token can spawn no more children. Existing children are "
+            "not changed (use a hold or break glass for them)."
+        ),
     },
     "restore-spawn": {
         "title": _("Restore the spawn right of"),
@@ -53,8 +59,11 @@ ACTIONS = {
 
 
 class ContainmentForm(forms.Form):
-    reason = forms.CharField(label=_("Reason (shown to the owner and kept in the audit log)"), max_length=500,
-                             widget=forms.Textarea(attrs={"rows": 3}))
+    reason = forms.CharField(
+        label=_("Reason (shown to the owner and kept in the audit log)"),
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3}),
+    )
 
     def clean_reason(self):
         reason = self.cleaned_data["reason"].strip()
@@ -117,10 +126,20 @@ def containment_action(request, registration_id: str, action: str):
             messages.success(request, message)
             return redirect("inventory:explain", registration_id=client.registration_id)
     status = 400 if request.method == "POST" else 200
-    return render(request, "inventory/security/containment_confirm.html", {
-        "client": client, "action": action, "spec": ACTIONS[action], "form": form, "unavailable": unavailable,
-        "hold": lc.hold_description(client) if client.hold_kind else "",
-        "descendants": Client.objects.filter(pk__in=lc.live_lineage_ids([client.pk]), state__in=LIVE_STATES)
-        .exclude(pk=client.pk).count(),
-        "nav_active": "inventory",
-    }, status=status)
+    return render(
+        request,
+        "inventory/security/containment_confirm.html",
+        {
+            "client": client,
+            "action": action,
+            "spec": ACTIONS[action],
+            "form": form,
+            "unavailable": unavailable,
+            "hold": lc.hold_description(client) if client.hold_kind else "",
+            "descendants": Client.objects.filter(pk__in=lc.live_lineage_ids([client.pk]), state__in=LIVE_STATES)
+            .exclude(pk=client.pk)
+            .count(),
+            "nav_active": "inventory",
+        },
+        status=status,
+    )

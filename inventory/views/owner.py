@@ -28,11 +28,14 @@ PAGE_SIZE = 50
 def _my_clients(user):
     request_model = apps.get_model("approvals", "RegistrationRequest")
     return (
-        Client.objects.live().owned_by(user).select_related("idp", "hold_by")
+        Client.objects.live()
+        .owned_by(user)
+        .select_related("idp", "hold_by")
         .annotate(
             transfer_pending=Exists(TransferOffer.objects.filter(client=OuterRef("pk"), state=TransferState.PENDING)),
-            renewal_pending=Exists(request_model.objects.filter(client=OuterRef("pk"), kind="renewal",
-                                                                state="pending")),
+            renewal_pending=Exists(
+                request_model.objects.filter(client=OuterRef("pk"), kind="renewal", state="pending")
+            ),
         )
         .order_by(F("expires_at").asc(nulls_last=True), "pk")
     )
@@ -43,10 +46,17 @@ def _my_clients(user):
 def mine(request):
     page = Paginator(_my_clients(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     incoming = TransferOffer.objects.filter(to_user=request.user, state=TransferState.PENDING).count()
-    return render(request, "inventory/owner/mine.html", {
-        "page_obj": page, "clients": page.object_list, "now": timezone.now(), "incoming_offers": incoming,
-        "nav_active": "my_clients",
-    })
+    return render(
+        request,
+        "inventory/owner/mine.html",
+        {
+            "page_obj": page,
+            "clients": page.object_list,
+            "now": timezone.now(),
+            "incoming_offers": incoming,
+            "nav_active": "my_clients",
+        },
+    )
 
 
 def _managed_client(request, registration_id: str) -> Client:
@@ -139,15 +149,17 @@ def rotate_key(request, registration_id: str):
     form = RotateKeyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            lc.client_rotate_key(client=client, user=request.user, jwks=form.cleaned_data["jwks"],
-                                 reason=form.cleaned_data["reason"])
+            lc.client_rotate_key(
+                client=client, user=request.user, jwks=form.cleaned_data["jwks"], reason=form.cleaned_data["reason"]
+            )
         except lc.LifecycleError as exc:
             form.add_error("jwks", str(exc))
         else:
             messages.success(request, f"New key for {client.name} saved; the IdP is being updated.")
             return redirect("inventory:mine")
-    return render(request, "inventory/owner/rotate_key.html", {"client": client, "form": form,
-                                                                "nav_active": "my_clients"})
+    return render(
+        request, "inventory/owner/rotate_key.html", {"client": client, "form": form, "nav_active": "my_clients"}
+    )
 
 
 @login_required
@@ -157,27 +169,40 @@ def transfer(request, registration_id: str):
     form = TransferForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            lc.client_transfer_offer(client=client, to_user=form.cleaned_data["username"], user=request.user,
-                                     reason=form.cleaned_data["reason"])
+            lc.client_transfer_offer(
+                client=client,
+                to_user=form.cleaned_data["username"],
+                user=request.user,
+                reason=form.cleaned_data["reason"],
+            )
         except lc.LifecycleError as exc:
             form.add_error(None, str(exc))
         else:
-            messages.success(request, f"{client.name} offered to {form.cleaned_data['username'].username}; "
-                                      "ownership moves when they accept.")
+            messages.success(
+                request,
+                f"{client.name} offered to {form.cleaned_data['username'].username}; ownership moves when they accept.",
+            )
             return redirect("inventory:mine")
-    return render(request, "inventory/owner/transfer.html", {"client": client, "form": form,
-                                                              "nav_active": "my_clients"})
+    return render(
+        request, "inventory/owner/transfer.html", {"client": client, "form": form, "nav_active": "my_clients"}
+    )
 
 
 @login_required
 @require_http_methods(["GET"])
 def transfers(request):
     base = TransferOffer.objects.filter(state=TransferState.PENDING).select_related("client", "from_user", "to_user")
-    return render(request, "inventory/owner/transfers.html", {
-        "incoming": base.filter(to_user=request.user).order_by("-created_at")[:200],
-        "outgoing": base.filter(Q(from_user=request.user) | Q(offered_by=request.user)).order_by("-created_at")[:200],
-        "nav_active": "my_clients",
-    })
+    return render(
+        request,
+        "inventory/owner/transfers.html",
+        {
+            "incoming": base.filter(to_user=request.user).order_by("-created_at")[:200],
+            "outgoing": base.filter(Q(from_user=request.user) | Q(offered_by=request.user)).order_by("-created_at")[
+                :200
+            ],
+            "nav_active": "my_clients",
+        },
+    )
 
 
 @login_required
@@ -203,16 +228,22 @@ def orphans(request):
     if not roles.has_role(user, roles.Role.ADMIN):
         qs = qs.filter(Q(team__members=user) | Q(team__manager=user) | Q(owner__manager=user)).distinct()
     page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "inventory/owner/orphans.html", {"page_obj": page, "clients": page.object_list,
-                                                             "nav_active": "my_clients"})
+    return render(
+        request,
+        "inventory/owner/orphans.html",
+        {"page_obj": page, "clients": page.object_list, "nav_active": "my_clients"},
+    )
 
 
 @login_required
 @require_POST
 def take_over(request, registration_id: str):
     client = get_object_or_404(Client, registration_id=registration_id)
-    if _do(request, "Take over", lambda: lc.client_take_over(client=client, user=request.user,
-                                                             reason=request.POST.get("reason", "")[:500])):
+    if _do(
+        request,
+        "Take over",
+        lambda: lc.client_take_over(client=client, user=request.user, reason=request.POST.get("reason", "")[:500]),
+    ):
         messages.success(request, f"You now own {client.name}.")
         return redirect("inventory:mine")
     return redirect("inventory:orphans")
@@ -229,16 +260,25 @@ def break_glass(request):
         data = form.cleaned_data
         try:
             if request.POST.get("confirm") == "yes":
-                outcome = breakglass.breakglass_execute(user=request.user, scope=data["scope"], value=data["value"],
-                                                        action=data["action"], reason=data["reason"])
+                outcome = breakglass.breakglass_execute(
+                    user=request.user,
+                    scope=data["scope"],
+                    value=data["value"],
+                    action=data["action"],
+                    reason=data["reason"],
+                )
                 done = "suspended and held" if data["action"] == "suspend" else "retired"
                 extra = f"; {len(outcome.held)} already-suspended client(s) held" if outcome.held else ""
                 effects = (" Also: " + "; ".join(outcome.effects) + ".") if outcome.effects else ""
-                messages.success(request, f"Break glass {outcome.decision_id}: {outcome.count} client(s) of "
-                                          f"{outcome.label} {done}{extra}.{effects}")
+                messages.success(
+                    request,
+                    f"Break glass {outcome.decision_id}: {outcome.count} client(s) of "
+                    f"{outcome.label} {done}{extra}.{effects}",
+                )
                 return redirect("inventory:break-glass")
-            preview = breakglass.breakglass_preview(user=request.user, scope=data["scope"], value=data["value"],
-                                                    action=data["action"])
+            preview = breakglass.breakglass_preview(
+                user=request.user, scope=data["scope"], value=data["value"], action=data["action"]
+            )
         except lc.PermissionRefused as exc:
             raise PermissionDenied(str(exc))
         except lc.LifecycleError as exc:

@@ -38,9 +38,30 @@ from portal.tlog.sequencer import log_status
 INVENTORY_ROLES = (Role.SECURITY, Role.ADMIN, Role.OWNER, Role.APPROVER)
 OVERSIGHT_ROLES = (Role.SECURITY, Role.ADMIN)
 EXPORT_FIELDS = (
-    "registration_id", "idp_client_id", "name", "state", "risk_tier", "idp", "owner", "team", "purpose",
-    "scopes", "audiences", "auth_method", "created_via", "managed", "depth", "parent", "software_id",
-    "spiffe_id", "created_at", "expires_at", "last_used_at", "orphaned_at", "stale_at", "sync_failed",
+    "registration_id",
+    "idp_client_id",
+    "name",
+    "state",
+    "risk_tier",
+    "idp",
+    "owner",
+    "team",
+    "purpose",
+    "scopes",
+    "audiences",
+    "auth_method",
+    "created_via",
+    "managed",
+    "depth",
+    "parent",
+    "software_id",
+    "spiffe_id",
+    "created_at",
+    "expires_at",
+    "last_used_at",
+    "orphaned_at",
+    "stale_at",
+    "sync_failed",
 )
 
 
@@ -86,39 +107,57 @@ def _filtered(request, *related: str) -> ClientFilterSet:
 
 # --- inventory ---------------------------------------------------------------------------------
 
+
 @read_only_page(*INVENTORY_ROLES)
 def inventory_list(request):
     params = filter_params(request)
     filterset = _filtered(request)
     if filterset.is_bound and not filterset.is_valid():
-        return render(request, "inventory/security/list.html",
-                      {"filterset": filterset, "page": None, "sees_all": has_role(request.user, *OVERSIGHT_ROLES)},
-                      status=400)
+        return render(
+            request,
+            "inventory/security/list.html",
+            {"filterset": filterset, "page": None, "sees_all": has_role(request.user, *OVERSIGHT_ROLES)},
+            status=400,
+        )
     try:
-        page = keyset_paginate(filterset.qs, sort=params.get("sort"), after=params.get("after"),
-                               before=params.get("before"))
+        page = keyset_paginate(
+            filterset.qs, sort=params.get("sort"), after=params.get("after"), before=params.get("before")
+        )
     except BadRequest as exc:
-        return render(request, "inventory/security/list.html",
-                      {"filterset": filterset, "page": None, "cursor_error": str(exc)}, status=400)
+        return render(
+            request,
+            "inventory/security/list.html",
+            {"filterset": filterset, "page": None, "cursor_error": str(exc)},
+            status=400,
+        )
     query = params.copy()
     for key in ("after", "before"):
         query.pop(key, None)
     base_query = query.urlencode()
-    return render(request, "inventory/security/list.html", {
-        "filterset": filterset,
-        "page": page,
-        "active": active_filters(filterset),
-        "sees_all": has_role(request.user, *OVERSIGHT_ROLES),
-        "base_query": base_query,
-        "next_url": f"?{base_query}&after={page.next_cursor}" if page.next_cursor else None,
-        "prev_url": f"?{base_query}&before={page.prev_cursor}" if page.prev_cursor else None,
-        "sort_links": _sort_links(params, page.sort),
-        "nav_active": "inventory",
-        **_form_choices(params),
-    })
+    return render(
+        request,
+        "inventory/security/list.html",
+        {
+            "filterset": filterset,
+            "page": page,
+            "active": active_filters(filterset),
+            "sees_all": has_role(request.user, *OVERSIGHT_ROLES),
+            "base_query": base_query,
+            "next_url": f"?{base_query}&after={page.next_cursor}" if page.next_cursor else None,
+            "prev_url": f"?{base_query}&before={page.prev_cursor}" if page.prev_cursor else None,
+            "sort_links": _sort_links(params, page.sort),
+            "nav_active": "inventory",
+            **_form_choices(params),
+        },
+    )
 
 
-FLAG_FILTERS = (("orphaned", "Orphaned"), ("stale", "Stale"), ("unmanaged", "Unmanaged"), ("sync_failed", "Sync failed"))
+FLAG_FILTERS = (
+    ("orphaned", "Orphaned"),
+    ("stale", "Stale"),
+    ("unmanaged", "Unmanaged"),
+    ("sync_failed", "Sync failed"),
+)
 
 
 def _form_choices(params) -> dict:
@@ -171,16 +210,22 @@ def _optional_url(name: str, *args) -> str | None:
 def client_explain_page(request, registration_id: str):
     client = _get_visible_client(request, registration_id)
     explain = client_explain(client)
-    return render(request, "inventory/security/explain.html", {
-        "client": client,
-        "x": explain,
-        "retire_url": _optional_url("inventory:client-action", client.registration_id, "retire")
-        if can_manage_client(request.user, client) and explain["is_live"] else None,
-        "break_glass_url": _optional_url("inventory:break-glass")
-        if can_break_glass(request.user) and explain["is_live"] else None,
-        "can_contain": can_hold_clients(request.user),
-        "nav_active": "inventory",
-    })
+    return render(
+        request,
+        "inventory/security/explain.html",
+        {
+            "client": client,
+            "x": explain,
+            "retire_url": _optional_url("inventory:client-action", client.registration_id, "retire")
+            if can_manage_client(request.user, client) and explain["is_live"]
+            else None,
+            "break_glass_url": _optional_url("inventory:break-glass")
+            if can_break_glass(request.user) and explain["is_live"]
+            else None,
+            "can_contain": can_hold_clients(request.user),
+            "nav_active": "inventory",
+        },
+    )
 
 
 @read_only_page(*INVENTORY_ROLES)
@@ -256,6 +301,7 @@ def inventory_export(request, fmt: str):
 
         response = StreamingHttpResponse(lines(), content_type="text/csv; charset=utf-8")
     else:
+
         def chunks():
             yield '{"generated_at": ' + json.dumps(timezone.now().isoformat()) + ', "filters": '
             yield json.dumps({k: request.GET.getlist(k) for k in request.GET}) + ', "clients": ['
@@ -272,6 +318,7 @@ def inventory_export(request, fmt: str):
 
 # --- dashboard ---------------------------------------------------------------------------------
 
+
 def _dashboard_context():
     data = cached_report("dashboard", dashboard_data)
     charts = dashboard_charts(data)
@@ -282,15 +329,26 @@ def _dashboard_context():
 def dashboard(request):
     data, charts = _dashboard_context()
     chart_list = [
-        {"id": key, "title": CHART_TITLES[key], "spec": spec, "json_id": f"chart-{key}",
-         "rows": list(zip(spec["labels"], *[d["data"] for d in spec["datasets"]], strict=True)),
-         "columns": [d["label"] for d in spec["datasets"]]}
+        {
+            "id": key,
+            "title": CHART_TITLES[key],
+            "spec": spec,
+            "json_id": f"chart-{key}",
+            "rows": list(zip(spec["labels"], *[d["data"] for d in spec["datasets"]], strict=True)),
+            "columns": [d["label"] for d in spec["datasets"]],
+        }
         for key, spec in charts.items()
     ]
-    return render(request, "inventory/security/dashboard.html", {
-        "d": data, "charts": chart_list, "nav_active": "dashboard",
-        "log": log_status(),  # live, not snapshotted: a sequencer falling behind shows at once
-    })
+    return render(
+        request,
+        "inventory/security/dashboard.html",
+        {
+            "d": data,
+            "charts": chart_list,
+            "nav_active": "dashboard",
+            "log": log_status(),  # live, not snapshotted: a sequencer falling behind shows at once
+        },
+    )
 
 
 @read_only_page(*OVERSIGHT_ROLES)
@@ -324,12 +382,16 @@ def _summary_numbers(data) -> dict[str, object]:
 
 # --- framework report --------------------------------------------------------------------------
 
+
 @read_only_page(*OVERSIGHT_ROLES)
 def frameworks_report(request):
     report = cached_report("frameworks", framework_report)
     template = "reports/frameworks_print.html" if request.GET.get("print") else "reports/frameworks.html"
-    return render(request, template, {"report": report, "PASS": PASS, "nav_active": "frameworks",
-                                      "inventory_url": reverse("inventory:list")})
+    return render(
+        request,
+        template,
+        {"report": report, "PASS": PASS, "nav_active": "frameworks", "inventory_url": reverse("inventory:list")},
+    )
 
 
 @read_only_page(*OVERSIGHT_ROLES)
@@ -338,16 +400,22 @@ def frameworks_csv(request):
     response = HttpResponse(content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = 'attachment; filename="registrar-framework-report.csv"'
     writer = csv.writer(response)
-    writer.writerow(["framework", "item_id", "item_name", "status", "controls", "evidence_total",
-                     "evidence_failing"])
+    writer.writerow(["framework", "item_id", "item_name", "status", "controls", "evidence_total", "evidence_failing"])
     for fw in report["frameworks"]:
         for item in fw["items"]:
-            writer.writerow([fw["title"], item.id, item.name, item.status,
-                             "; ".join(r.control.name for r in item.controls),
-                             item.evidence_total, item.evidence_failing])
+            writer.writerow(
+                [
+                    fw["title"],
+                    item.id,
+                    item.name,
+                    item.status,
+                    "; ".join(r.control.name for r in item.controls),
+                    item.evidence_total,
+                    item.evidence_failing,
+                ]
+            )
     writer.writerow([])
     writer.writerow(["control", "status", "population", "failing", "percent_passing", "measurement"])
     for r in report["controls"]:
         writer.writerow([r.control.name, r.status, r.total, r.failing, r.percent, r.sentence])
     return response
-

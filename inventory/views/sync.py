@@ -40,12 +40,14 @@ class SyncFailuresView(RoleRequiredMixin, TemplateView):
         for entry in page.object_list:
             if entry.idp_id not in secrets_by_idp:
                 secrets_by_idp[entry.idp_id] = [v for v in (entry.idp.secrets or {}).values() if isinstance(v, str)]
-            rows.append({
-                "entry": entry,
-                "error": censor(entry.last_error, secret_values=secrets_by_idp[entry.idp_id]),
-                "hint": _HINTS.get(entry.last_error.partition(":")[0], ""),
-                "resolvable": entry.operation in (OutboxOperation.DISABLE, OutboxOperation.DELETE),
-            })
+            rows.append(
+                {
+                    "entry": entry,
+                    "error": censor(entry.last_error, secret_values=secrets_by_idp[entry.idp_id]),
+                    "hint": _HINTS.get(entry.last_error.partition(":")[0], ""),
+                    "resolvable": entry.operation in (OutboxOperation.DISABLE, OutboxOperation.DELETE),
+                }
+            )
         context.update(
             page_obj=page,
             rows=rows,
@@ -58,11 +60,11 @@ class SyncFailuresView(RoleRequiredMixin, TemplateView):
 # What a person should do, by the error's type (the stored text starts with it).
 _HINTS = {
     "AccessDenied": "The IdP refused Registrar's management token and cannot say whether the client still "
-                    "exists. Check the IdP: delete the client there if it is still present, then mark this "
-                    "change resolved.",
+    "exists. Check the IdP: delete the client there if it is still present, then mark this "
+    "change resolved.",
     "Unconfirmed": "An earlier call may have taken effect at the IdP without Registrar learning its answer, and "
-                   "the IdP cannot list its clients. Check the IdP for a client carrying this registration id "
-                   "and delete it there; then Retry (a create) or mark resolved (a delete).",
+    "the IdP cannot list its clients. Check the IdP for a client carrying this registration id "
+    "and delete it there; then Retry (a create) or mark resolved (a delete).",
 }
 
 

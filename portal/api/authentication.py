@@ -15,7 +15,9 @@ from portal.models import ApiToken, TokenRight
 
 def api_token_lookup(raw: str) -> ApiToken | None:
     """The live token ``raw`` names (not revoked, not expired, its user active), noting its use; None if none."""
-    api_token = ApiToken.objects.select_related("user").filter(token_hash=hash_token(raw), revoked_at__isnull=True).first()
+    api_token = (
+        ApiToken.objects.select_related("user").filter(token_hash=hash_token(raw), revoked_at__isnull=True).first()
+    )
     now = timezone.now()
     if api_token is None or (api_token.expires_at and api_token.expires_at <= now) or not api_token.user.is_active:
         return None
@@ -36,8 +38,10 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         if api_token is None:
             raise exceptions.AuthenticationFailed("Invalid or expired token.")
         if TokenRight.API not in (api_token.rights or []):
-            raise exceptions.PermissionDenied("This token has no right to the management API (rights: "
-                                              f"{', '.join(api_token.rights or []) or 'none'}).")  # fmt: skip
+            raise exceptions.PermissionDenied(
+                "This token has no right to the management API (rights: "
+                f"{', '.join(api_token.rights or []) or 'none'})."
+            )
         return api_token.user, api_token
 
     def authenticate_header(self, request):

@@ -67,7 +67,7 @@ END;
 $$ LANGUAGE plpgsql;
 """
 SQLITE_TRIGGERS = ("audit_no_update", "audit_no_delete", "log_checkpoint_no_update", "log_checkpoint_no_delete",
-                   "log_tile_grows", "log_tile_no_delete")  # fmt: skip
+                   "log_tile_grows", "log_tile_no_delete")
 
 
 def _abort(message: str) -> str:

@@ -15,8 +15,22 @@ from portal.models import AuditEvent
 
 _TABLE = AuditEvent._meta.db_table
 # entry_bytes' arguments in order, then what callers need besides.
-_COLUMNS = ("id", "occurred_at", "actor_type", "actor_id", "actor_label", "action", "object_type", "object_id",
-            "before", "after", "reason", "policy_version", "request_id", "prev_hash")  # fmt: skip
+_COLUMNS = (
+    "id",
+    "occurred_at",
+    "actor_type",
+    "actor_id",
+    "actor_label",
+    "action",
+    "object_type",
+    "object_id",
+    "before",
+    "after",
+    "reason",
+    "policy_version",
+    "request_id",
+    "prev_hash",
+)
 
 
 def select_list(vendor: str) -> str:
@@ -41,13 +55,38 @@ _loads = json.loads
 
 def row_entry(row: tuple) -> bytes:
     """The log entry of a row selected with :func:`select_list`."""
-    (event_id, occurred_at, actor_type, actor_id, actor_label, action, object_type, object_id, before, after,
-     reason, policy_version, request_id, prev_hash) = row[:14]  # fmt: skip
+    (
+        event_id,
+        occurred_at,
+        actor_type,
+        actor_id,
+        actor_label,
+        action,
+        object_type,
+        object_id,
+        before,
+        after,
+        reason,
+        policy_version,
+        request_id,
+        prev_hash,
+    ) = row[:14]
     return entry_bytes(
-        event_id, _datetime(occurred_at), actor_type, actor_id, actor_label, action, object_type, object_id,
-        None if before is None else _loads(before), None if after is None else _loads(after),
-        reason, policy_version, request_id, prev_hash or None,
-    )  # fmt: skip
+        event_id,
+        _datetime(occurred_at),
+        actor_type,
+        actor_id,
+        actor_label,
+        action,
+        object_type,
+        object_id,
+        None if before is None else _loads(before),
+        None if after is None else _loads(after),
+        reason,
+        policy_version,
+        request_id,
+        prev_hash or None,
+    )
 
 
 def iter_entries(
@@ -59,8 +98,10 @@ def iter_entries(
     Keyset batches over the unique log-index index, so memory stays flat at any log size.
     """
     connection = connections[using]
-    sql = (f'SELECT {select_list(connection.vendor)}, "hash", "log_index" FROM {_TABLE} '  # noqa: S608
-           'WHERE "log_index" >= %s ORDER BY "log_index" LIMIT %s')  # fmt: skip
+    sql = (
+        f'SELECT {select_list(connection.vendor)}, "hash", "log_index" FROM {_TABLE} '  # noqa: S608
+        'WHERE "log_index" >= %s ORDER BY "log_index" LIMIT %s'
+    )
     position = start
     while True:
         with connection.cursor() as cursor:

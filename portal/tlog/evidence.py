@@ -56,8 +56,12 @@ def log_evidence(events: Sequence[AuditEvent]) -> LogEvidence:
     if checkpoint is None:
         evidence.pending = [e.id for e in events]
         return evidence
-    receipt = (LogWitnessReceipt.objects.filter(checkpoint=checkpoint).order_by("witnessed_at")
-               .values_list("witnessed_at", "witness").first())  # fmt: skip
+    receipt = (
+        LogWitnessReceipt.objects.filter(checkpoint=checkpoint)
+        .order_by("witnessed_at")
+        .values_list("witnessed_at", "witness")
+        .first()
+    )
     if receipt:
         evidence.witnessed_at, evidence.witness = receipt
     size = checkpoint.tree_size

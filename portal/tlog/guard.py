@@ -36,8 +36,10 @@ def installed_triggers(using: str = "default") -> set[tuple[str, str]]:
                 "AND c.relname IN ('portal_auditevent', 'portal_logcheckpoint', 'portal_logtile')"
             )
         elif connection.vendor == "sqlite":
-            cursor.execute("SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger' "
-                           "AND tbl_name IN ('portal_auditevent', 'portal_logcheckpoint', 'portal_logtile')")  # fmt: skip
+            cursor.execute(
+                "SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger' "
+                "AND tbl_name IN ('portal_auditevent', 'portal_logcheckpoint', 'portal_logtile')"
+            )
         else:
             return set()
         return {(table, name) for table, name in cursor.fetchall()}

@@ -27,9 +27,14 @@ class LogKeyUnavailable(ImproperlyConfigured):
 
 
 def _settings_key() -> tuple:
-    return (settings.REGISTRAR_LOG_SIGNING_KEY, settings.REGISTRAR_LOG_SIGNING_KEY_FILE,
-            settings.REGISTRAR_LOG_GENERATE_KEY, settings.REGISTRAR_LOG_VERIFIER_KEY,
-            tuple(settings.REGISTRAR_LOG_PREVIOUS_VERIFIER_KEYS), settings.REGISTRAR_LOG_ORIGIN)  # fmt: skip
+    return (
+        settings.REGISTRAR_LOG_SIGNING_KEY,
+        settings.REGISTRAR_LOG_SIGNING_KEY_FILE,
+        settings.REGISTRAR_LOG_GENERATE_KEY,
+        settings.REGISTRAR_LOG_VERIFIER_KEY,
+        tuple(settings.REGISTRAR_LOG_PREVIOUS_VERIFIER_KEYS),
+        settings.REGISTRAR_LOG_ORIGIN,
+    )
 
 
 def _read_key_file(path: Path, *, generate: bool) -> Signer | None:
@@ -59,8 +64,9 @@ def log_signer() -> Signer:
         if settings.REGISTRAR_LOG_SIGNING_KEY:
             _cache[key] = parse_signer_key(settings.REGISTRAR_LOG_SIGNING_KEY)
         elif settings.REGISTRAR_LOG_SIGNING_KEY_FILE:
-            _cache[key] = _read_key_file(Path(settings.REGISTRAR_LOG_SIGNING_KEY_FILE),
-                                         generate=settings.REGISTRAR_LOG_GENERATE_KEY)  # fmt: skip
+            _cache[key] = _read_key_file(
+                Path(settings.REGISTRAR_LOG_SIGNING_KEY_FILE), generate=settings.REGISTRAR_LOG_GENERATE_KEY
+            )
         else:
             raise LogKeyUnavailable("no audit log signer key here (REGISTRAR_LOG_SIGNING_KEY or _FILE)")
     return _cache[key]

@@ -84,7 +84,9 @@ class Signer:
 
     @property
     def verifier(self) -> Verifier:
-        public = Ed25519PrivateKey.from_private_bytes(self.seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        public = (
+            Ed25519PrivateKey.from_private_bytes(self.seed).public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        )
         return Verifier(self.name, self.key_id, public)
 
     @property

@@ -102,8 +102,11 @@ def _seal_batch(connection, batch_size: int) -> tuple[LogCheckpoint | None, int]
         if (top if top is not None else -1) != size - 1:
             raise LogStateError(f"events are indexed up to {top} but the last checkpoint has size {size}")
         lock = " FOR UPDATE SKIP LOCKED" if connection.vendor == "postgresql" else ""
-        cursor.execute(f'SELECT {select_list(connection.vendor)} FROM {_TABLE} WHERE "log_index" IS NULL '  # noqa: S608
-                       f'ORDER BY "id" LIMIT %s{lock}', [batch_size])  # fmt: skip
+        cursor.execute(
+            f'SELECT {select_list(connection.vendor)} FROM {_TABLE} WHERE "log_index" IS NULL '  # noqa: S608
+            f'ORDER BY "id" LIMIT %s{lock}',
+            [batch_size],
+        )
         rows = cursor.fetchall()
     if not rows:
         return None, 0
@@ -116,19 +119,26 @@ def _seal_batch(connection, batch_size: int) -> tuple[LogCheckpoint | None, int]
     ids = [row[0] for row in rows]
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            cursor.execute(f'UPDATE {_TABLE} AS e SET "log_index" = v.idx '  # noqa: S608
-                           "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, idx) WHERE e.id = v.id",
-                           [ids, list(range(size, new_size))])  # fmt: skip
+            cursor.execute(
+                f'UPDATE {_TABLE} AS e SET "log_index" = v.idx '  # noqa: S608
+                "FROM unnest(%s::bigint[], %s::bigint[]) AS v(id, idx) WHERE e.id = v.id",
+                [ids, list(range(size, new_size))],
+            )
         else:
-            cursor.executemany(f'UPDATE {_TABLE} SET "log_index" = %s WHERE "id" = %s',  # noqa: S608
-                               list(zip(range(size, new_size), ids, strict=True)))  # fmt: skip
+            cursor.executemany(
+                f'UPDATE {_TABLE} SET "log_index" = %s WHERE "id" = %s',  # noqa: S608
+                list(zip(range(size, new_size), ids, strict=True)),
+            )
     LogTile.objects.bulk_create(
         [LogTile(level=level, tile_index=index, hashes=bytes(tiles.tiles[(level, index)])) for level, index in dirty],
-        update_conflicts=True, unique_fields=["level", "tile_index"], update_fields=["hashes"],
-    )  # fmt: skip
+        update_conflicts=True,
+        unique_fields=["level", "tile_index"],
+        update_fields=["hashes"],
+    )
     note = sign_note(Checkpoint(signer.name, new_size, new_root).text, [signer])
-    checkpoint = LogCheckpoint.objects.create(tree_size=new_size, root_hash=new_root.hex(), note=note,
-                                              created_at=timezone.now())  # fmt: skip
+    checkpoint = LogCheckpoint.objects.create(
+        tree_size=new_size, root_hash=new_root.hex(), note=note, created_at=timezone.now()
+    )
     return checkpoint, len(rows)
 
 
@@ -140,8 +150,9 @@ def _edge_tiles(size: int, root: bytes) -> TileSet:
     for key, width in edge.items():
         hashes = stored.tiles.get(key, b"")
         if len(hashes) != width * HASH:
-            raise LogStateError(f"tile {key[0]}/{key[1]} holds {len(hashes) // HASH} hashes; the tree of size "
-                                f"{size} needs {width}")  # fmt: skip
+            raise LogStateError(
+                f"tile {key[0]}/{key[1]} holds {len(hashes) // HASH} hashes; the tree of size {size} needs {width}"
+            )
         tiles.tiles[key] = bytearray(hashes)
     if merkle.root(size, tiles.node) != root:
         raise LogStateError(f"the stored tiles do not reproduce the root of checkpoint {size}")
@@ -173,16 +184,24 @@ def log_status(now=None) -> dict:
     """For dashboards, in one query: the seal lag, and the latest checkpoint with when a witness got it."""
     now = now or timezone.now()
     oldest = AuditEvent.objects.filter(log_index__isnull=True).order_by("id").values("occurred_at")[:1]
-    witnessed = (LogWitnessReceipt.objects.filter(checkpoint=OuterRef("pk")).order_by("witnessed_at")
-                 .values("witnessed_at")[:1])  # fmt: skip
-    row = (LogCheckpoint.objects.order_by("-tree_size")
-           .annotate(oldest=Subquery(oldest), witnessed_at=Subquery(witnessed))
-           .values("tree_size", "created_at", "witnessed_at", "oldest").first())  # fmt: skip
+    witnessed = (
+        LogWitnessReceipt.objects.filter(checkpoint=OuterRef("pk")).order_by("witnessed_at").values("witnessed_at")[:1]
+    )
+    row = (
+        LogCheckpoint.objects.order_by("-tree_size")
+        .annotate(oldest=Subquery(oldest), witnessed_at=Subquery(witnessed))
+        .values("tree_size", "created_at", "witnessed_at", "oldest")
+        .first()
+    )
     if row is None:
         return {"seal_lag_seconds": seal_lag_seconds(now), "tree_size": 0, "checkpoint_at": None, "witnessed_at": None}
     lag = max(0.0, (now - row["oldest"]).total_seconds()) if row["oldest"] else 0.0
-    return {"seal_lag_seconds": lag, "tree_size": row["tree_size"], "checkpoint_at": row["created_at"],
-            "witnessed_at": row["witnessed_at"]}  # fmt: skip
+    return {
+        "seal_lag_seconds": lag,
+        "tree_size": row["tree_size"],
+        "checkpoint_at": row["created_at"],
+        "witnessed_at": row["witnessed_at"],
+    }
 
 
 _OLDEST_WAITING = f'SELECT "occurred_at" FROM {_TABLE} WHERE "log_index" IS NULL ORDER BY "id" LIMIT 1'  # noqa: S608

@@ -111,7 +111,9 @@ def tree_root(size: int, *, using: str = "default") -> bytes:
 
 # --- tile paths (c2sp.org/tlog-tiles) -----------------------------------------------------------------
 
-_PATH = re.compile(r"^(?P<level>entries|0|[1-9][0-9]?)/(?P<index>(?:x[0-9]{3}/)*[0-9]{3})(?:\.p/(?P<width>[1-9][0-9]{0,2}))?$")
+_PATH = re.compile(
+    r"^(?P<level>entries|0|[1-9][0-9]?)/(?P<index>(?:x[0-9]{3}/)*[0-9]{3})(?:\.p/(?P<width>[1-9][0-9]{0,2}))?$"
+)
 
 
 def format_index(index: int) -> str:

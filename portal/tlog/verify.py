@@ -79,8 +79,9 @@ def _event(index: int, ids: dict[int, int]) -> str:
     return f"event #{event_id} (log index {index})" if event_id is not None else f"log index {index}"
 
 
-def verify_log(*, witness_paths: list[str] | None = None, batch_size: int = 5000,
-               check_consistency: bool = True) -> VerifyReport:  # fmt: skip
+def verify_log(
+    *, witness_paths: list[str] | None = None, batch_size: int = 5000, check_consistency: bool = True
+) -> VerifyReport:
     """Verify everything (see the module docstring). ``witness_paths``: directories of witnessed checkpoints
     to compare with; None means the configured directory witnesses."""
     report = VerifyReport()
@@ -110,8 +111,13 @@ def _verify(report: VerifyReport, witness_paths, batch_size: int, check_consiste
     previous_match = 0
     for index, event_id, prev_hash, chain_hash, entry in iter_entries(batch_size=batch_size):
         if index != tree.size:
-            raise _Stop(LogProblem(f"log index {tree.size}", f"is missing (the next one is {index}): an event "
-                                   "was deleted from the log", log_index=tree.size))  # fmt: skip
+            raise _Stop(
+                LogProblem(
+                    f"log index {tree.size}",
+                    f"is missing (the next one is {index}): an event was deleted from the log",
+                    log_index=tree.size,
+                )
+            )
         recent_ids[index] = event_id
         if len(recent_ids) > 2 * batch_size:
             for old in [k for k in recent_ids if k < index - batch_size]:
@@ -133,34 +139,59 @@ def _verify(report: VerifyReport, witness_paths, batch_size: int, check_consiste
     report.tree_size = report.events_verified = tree.size
     report.chained_events = chain.count
     if next_stored is not None:
-        raise _Stop(LogProblem(next_stored.label, f"signs a tree of {next_stored.size} events but the log has "
-                               f"{tree.size}: events were removed", tree_size=next_stored.size))  # fmt: skip
+        raise _Stop(
+            LogProblem(
+                next_stored.label,
+                f"signs a tree of {next_stored.size} events but the log has {tree.size}: events were removed",
+                tree_size=next_stored.size,
+            )
+        )
     if w < len(witnessed):
         cut = witnessed[w]
-        raise _Stop(LogProblem(cut.label, f"was witnessed at tree size {cut.size} but the log now has only "
-                               f"{tree.size} events: the log was cut back", tree_size=cut.size))  # fmt: skip
+        raise _Stop(
+            LogProblem(
+                cut.label,
+                f"was witnessed at tree size {cut.size} but the log now has only "
+                f"{tree.size} events: the log was cut back",
+                tree_size=cut.size,
+            )
+        )
     last = LogCheckpoint.objects.aggregate(size=Max("tree_size"))["size"] or 0
     if last != tree.size:
-        raise _Stop(LogProblem(f"log index {last}", f"events are sequenced up to {tree.size} but the last "
-                               f"checkpoint has size {last}", log_index=last))  # fmt: skip
+        raise _Stop(
+            LogProblem(
+                f"log index {last}",
+                f"events are sequenced up to {tree.size} but the last checkpoint has size {last}",
+                log_index=last,
+            )
+        )
     tiles.finish(tree.size)
     chain.finish()
     if check_consistency:
         _check_consistency(batch_size)
 
 
-def _compare(expected: _Expected, root: bytes, previous_match: int, size: int, ids: dict[int, int],
-             tiles: _TileChecker) -> None:  # fmt: skip
+def _compare(
+    expected: _Expected, root: bytes, previous_match: int, size: int, ids: dict[int, int], tiles: _TileChecker
+) -> None:
     if expected.root == root:
         return
     tiles.check_partial(size)  # an event whose stored leaf hash still tells the truth is named exactly
     first, last = previous_match, size - 1
-    where = (f"{_event(first, ids)}" if first == last else
-             f"one of log indexes {first}–{last} ({_event(first, ids)} to {_event(last, ids)})")
-    raise _Stop(LogProblem(expected.label, f"its signed root does not match the events: the log was rewritten; "
-                           f"the change is at {where}", tree_size=size,
-                           log_index=first if first == last else None,
-                           event_id=ids.get(first) if first == last else None))  # fmt: skip
+    where = (
+        f"{_event(first, ids)}"
+        if first == last
+        else f"one of log indexes {first}–{last} ({_event(first, ids)} to {_event(last, ids)})"
+    )
+    raise _Stop(
+        LogProblem(
+            expected.label,
+            f"its signed root does not match the events: the log was rewritten; the change is at {where}",
+            tree_size=size,
+            log_index=first if first == last else None,
+            event_id=ids.get(first) if first == last else None,
+        )
+    )
 
 
 def _stored_checkpoints(verifiers) -> Iterator[_Expected]:
@@ -170,8 +201,11 @@ def _stored_checkpoints(verifiers) -> Iterator[_Expected]:
         try:
             parsed, _ = open_checkpoint(stored.note, verifiers)
         except NoteError as exc:
-            raise _Stop(LogProblem(label, f"its signature does not verify with the log's keys: {exc}",
-                                   tree_size=stored.tree_size))  # fmt: skip
+            raise _Stop(
+                LogProblem(
+                    label, f"its signature does not verify with the log's keys: {exc}", tree_size=stored.tree_size
+                )
+            )
         if parsed.size != stored.tree_size or parsed.root.hex() != stored.root_hash:
             raise _Stop(LogProblem(label, "its row does not match its signed note", tree_size=stored.tree_size))
         if parsed.size <= previous:
@@ -204,8 +238,13 @@ def _witnessed(report: VerifyReport, witness_paths, verifiers) -> list[_Expected
                 raise _Stop(LogProblem(label, f"is not a checkpoint signed by the log's keys: {exc}"))
             known = by_size.get(parsed.size)
             if known is not None and known.root != parsed.root:
-                raise _Stop(LogProblem(label, f"and {known.label} sign different trees of size {parsed.size}: "
-                                       "the log forked", tree_size=parsed.size))  # fmt: skip
+                raise _Stop(
+                    LogProblem(
+                        label,
+                        f"and {known.label} sign different trees of size {parsed.size}: the log forked",
+                        tree_size=parsed.size,
+                    )
+                )
             by_size[parsed.size] = _Expected(parsed.size, parsed.root, label)
     return sorted(by_size.values(), key=lambda e: e.size)
 
@@ -229,8 +268,9 @@ class _LegacyChain:
         if self.ended:
             raise _Stop(LogProblem(where, "carries a chain hash after the chain ended", event_id, index))
         if self.last_id and event_id != self.last_id + 1:
-            raise _Stop(LogProblem(where, f"the chain skips from event #{self.last_id}: an event is missing",
-                                   event_id, index))  # fmt: skip
+            raise _Stop(
+                LogProblem(where, f"the chain skips from event #{self.last_id}: an event is missing", event_id, index)
+            )
         if prev_hash != self.prev_hash:
             raise _Stop(LogProblem(where, "prev_hash does not match the previous event's hash", event_id, index))
         if hashlib.sha256(entry).hexdigest() != chain_hash:
@@ -243,9 +283,14 @@ class _LegacyChain:
         if head is None or head.last_event_id == 0:
             return
         if head.last_event_id != self.last_id or head.last_hash != self.prev_hash:
-            raise _Stop(LogProblem(f"chain head (event #{head.last_event_id})", "does not match the last chained "
-                                   f"event in the log (#{self.last_id}): events were removed from the old chain",
-                                   event_id=head.last_event_id))  # fmt: skip
+            raise _Stop(
+                LogProblem(
+                    f"chain head (event #{head.last_event_id})",
+                    "does not match the last chained "
+                    f"event in the log (#{self.last_id}): events were removed from the old chain",
+                    event_id=head.last_event_id,
+                )
+            )
 
 
 class _TileChecker:
@@ -295,8 +340,9 @@ class _TileChecker:
         cache = self.stored.setdefault(level, {})
         if index not in cache:
             cache.clear()
-            rows = (LogTile.objects.filter(level=level, tile_index__gte=index, tile_index__lt=index + 64)
-                    .values_list("tile_index", "hashes"))  # fmt: skip
+            rows = LogTile.objects.filter(level=level, tile_index__gte=index, tile_index__lt=index + 64).values_list(
+                "tile_index", "hashes"
+            )
             cache.update({i: bytes(h) for i, h in rows})
             if index not in cache:
                 return None
@@ -314,18 +360,31 @@ class _TileChecker:
                 if stored[i : i + HASH] != computed[i : i + HASH]:
                     log_index = index * TILE_WIDTH + i // HASH
                     event = AuditEvent.objects.filter(log_index=log_index).values_list("id", flat=True).first()
-                    raise _Stop(LogProblem(f"event #{event} (log index {log_index})", "its content does not "
-                                           "match the leaf hash stored for it (row altered)", event, log_index))  # fmt: skip
-        raise _Stop(LogProblem(label, f"does not match the tree recomputed from the events ({len(stored) // HASH} "
-                               f"hashes stored, {len(computed) // HASH} expected)"))  # fmt: skip
+                    raise _Stop(
+                        LogProblem(
+                            f"event #{event} (log index {log_index})",
+                            "its content does not match the leaf hash stored for it (row altered)",
+                            event,
+                            log_index,
+                        )
+                    )
+        raise _Stop(
+            LogProblem(
+                label,
+                f"does not match the tree recomputed from the events ({len(stored) // HASH} "
+                f"hashes stored, {len(computed) // HASH} expected)",
+            )
+        )
 
 
 def _check_consistency(batch_size: int) -> None:
     """RFC 9162 consistency proofs between successive stored checkpoints, read from the tiles."""
     cache = TileSet()
     previous = None
-    for size, root_hex in LogCheckpoint.objects.order_by("tree_size").values_list("tree_size", "root_hash").iterator(
-        chunk_size=batch_size
+    for size, root_hex in (
+        LogCheckpoint.objects.order_by("tree_size")
+        .values_list("tree_size", "root_hash")
+        .iterator(chunk_size=batch_size)
     ):
         root = bytes.fromhex(root_hex)
         if previous is not None:
@@ -339,6 +398,9 @@ def _check_consistency(batch_size: int) -> None:
                 proof = [merkle.range_hash(lo, hi, cache.node) for lo, hi in ranges]
                 merkle.verify_consistency(previous[0], size, previous[1], root, proof)
             except (merkle.ProofError, LookupError) as exc:
-                raise _Stop(LogProblem(f"checkpoint {size}", f"is not consistent with checkpoint {previous[0]}: "
-                                       f"{exc}", tree_size=size))  # fmt: skip
+                raise _Stop(
+                    LogProblem(
+                        f"checkpoint {size}", f"is not consistent with checkpoint {previous[0]}: {exc}", tree_size=size
+                    )
+                )
         previous = (size, root)

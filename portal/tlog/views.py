@@ -43,9 +43,12 @@ def _denied(request) -> HttpResponse | None:
             return _text(403, "this token has no log:read right")
         return None
     if request.user.is_authenticated:
-        return None if has_role(request.user, Role.SECURITY, Role.ADMIN) else _text(403, "security or admin role needed")
-    return _text(401, "sign in, or use Authorization: Token <token> with the log:read right",
-                 **{"WWW-Authenticate": "Token"})  # fmt: skip
+        return (
+            None if has_role(request.user, Role.SECURITY, Role.ADMIN) else _text(403, "security or admin role needed")
+        )
+    return _text(
+        401, "sign in, or use Authorization: Token <token> with the log:read right", **{"WWW-Authenticate": "Token"}
+    )
 
 
 @require_GET

@@ -55,8 +55,12 @@ class DirectoryWitness:
     def record(self, checkpoint: LogCheckpoint) -> dt.datetime:
         now = timezone.now()
         self.path.mkdir(parents=True, exist_ok=True)
-        line = json.dumps({"witnessed_at": now.isoformat(), "tree_size": checkpoint.tree_size,
-                           "checkpoint": checkpoint.note}) + "\n"  # fmt: skip
+        line = (
+            json.dumps(
+                {"witnessed_at": now.isoformat(), "tree_size": checkpoint.tree_size, "checkpoint": checkpoint.note}
+            )
+            + "\n"
+        )
         target = self.path / f"checkpoints-{now:%Y-%m-%d}.jsonl"
         fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         try:
@@ -128,15 +132,23 @@ def witness_publish() -> int:
 def _publish() -> int:
     delivered = 0
     for witness in configured_witnesses():
-        last = (LogWitnessReceipt.objects.filter(witness=witness.name).order_by("-checkpoint_id")
-                .values_list("checkpoint_id", flat=True).first())  # fmt: skip
+        last = (
+            LogWitnessReceipt.objects.filter(witness=witness.name)
+            .order_by("-checkpoint_id")
+            .values_list("checkpoint_id", flat=True)
+            .first()
+        )
         pending = LogCheckpoint.objects.filter(id__gt=last or 0).order_by("id")[:CATCH_UP_BATCH]
         for checkpoint in pending:
             try:
                 witnessed_at = witness.record(checkpoint)
             except Exception:  # noqa: BLE001 - a witness being down must not stop the log; retried next run
-                logger.error("event=log_witness_failed witness=%s tree_size=%s", witness.name,
-                             checkpoint.tree_size, exc_info=True)  # fmt: skip
+                logger.error(
+                    "event=log_witness_failed witness=%s tree_size=%s",
+                    witness.name,
+                    checkpoint.tree_size,
+                    exc_info=True,
+                )
                 break
             LogWitnessReceipt.objects.create(checkpoint=checkpoint, witness=witness.name, witnessed_at=witnessed_at)
             delivered += 1

@@ -20,8 +20,9 @@ def role_groups(db):
 @pytest.fixture
 def make_request(db, catalogue, idp, team, owner):
     def make(tier: str = RiskTier.MEDIUM, **kwargs):
-        token = kwargs.pop("token", None) or TokenFactory(owner=kwargs.get("owner", owner),
-                                                          allowed_scopes=["tickets:read", "repo:write"])
+        token = kwargs.pop("token", None) or TokenFactory(
+            owner=kwargs.get("owner", owner), allowed_scopes=["tickets:read", "repo:write"]
+        )
         defaults = {
             "owner": owner,
             "team": team,
@@ -33,7 +34,8 @@ def make_request(db, catalogue, idp, team, owner):
             "requested_ttl": 3600,
             "metadata": {"client_name": "agent", "redirect_uris": ["https://agent.example/cb"]},
             "reasons": [{"code": "high_sensitivity_scope", "message": "repo:write is high sensitivity"}]
-            if tier == RiskTier.HIGH else [{"code": "not_internal_only", "message": "not internal-only"}],
+            if tier == RiskTier.HIGH
+            else [{"code": "not_internal_only", "message": "not internal-only"}],
             "outcome": "review",
         }
         defaults.update(kwargs)

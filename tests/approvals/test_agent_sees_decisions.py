@@ -18,12 +18,16 @@ __all__ = ["_fresh_limits_and_policy"]  # autouse fixture: fresh rate limits and
 @pytest.fixture
 def pending(client, catalogue, idp, owner):
     _token, plaintext = make_token(owner)
-    response = post(client, low_body(client_name="deploy-bot", scope="repo:write tickets:read",
-                                      internal_only=False), plaintext)
+    response = post(
+        client, low_body(client_name="deploy-bot", scope="repo:write tickets:read", internal_only=False), plaintext
+    )
     assert response.status_code == 202, response.content
     body = response.json()
-    return {"uri": path_of(body["registration_client_uri"]), "token": body["registration_access_token"],
-            "request": RegistrationRequest.objects.get(public_id=body["registration_id"])}
+    return {
+        "uri": path_of(body["registration_client_uri"]),
+        "token": body["registration_access_token"],
+        "request": RegistrationRequest.objects.get(public_id=body["registration_id"]),
+    }
 
 
 def poll(client, pending):
@@ -56,9 +60,7 @@ def test_denied_poll_is_400(client, pending, approver):
 
 
 def test_lapsed_poll_is_400(client, pending):
-    RegistrationRequest.objects.filter(pk=pending["request"].pk).update(
-        created_at=timezone.now() - timedelta(days=30)
-    )
+    RegistrationRequest.objects.filter(pk=pending["request"].pk).update(created_at=timezone.now() - timedelta(days=30))
     assert request_lapse_due() == 1
     answer = poll(client, pending)
     assert answer.status_code == 400

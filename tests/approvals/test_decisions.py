@@ -42,6 +42,7 @@ def _actions(req):
 
 # --- separation of duties -----------------------------------------------------------------------
 
+
 def test_owner_cannot_approve_or_deny_own_request(make_request, owner):
     owner.groups.add(Group.objects.get(name="approver"))  # an approver who sponsors the request
     req = make_request()
@@ -98,6 +99,7 @@ def test_only_approvers_decide(medium_request, security_user):
 
 # --- four eyes ---------------------------------------------------------------------------------
 
+
 def test_high_tier_needs_two_distinct_approvers(high_request, approver, approver2):
     request_approve(request=high_request, approver=approver, reason="needed for deploys")
     fresh = _unchanged(high_request, decisions=1)
@@ -152,6 +154,7 @@ def test_deciding_non_pending_is_conflict(medium_request, approver, approver2):
 
 # --- reasons, narrowing ----------------------------------------------------------------------
 
+
 def test_deny_needs_reason(medium_request, approver):
     with pytest.raises(DecisionInvalid, match="reason"):
         request_deny(request=medium_request, approver=approver, reason="  ")
@@ -165,8 +168,9 @@ def test_high_tier_approve_needs_reason(high_request, approver):
 
 
 def test_approve_may_narrow_scopes_and_shorten_ttl(high_request, approver, approver2):
-    request_approve(request=high_request, approver=approver, reason="read only", scopes=["tickets:read"],
-                    ttl_seconds=600)
+    request_approve(
+        request=high_request, approver=approver, reason="read only", scopes=["tickets:read"], ttl_seconds=600
+    )
     assert Decision.objects.get(request=high_request).granted_scopes == ["tickets:read"]
     # the second approver sees the narrowed grant and cannot widen back
     with pytest.raises(DecisionInvalid, match="narrow"):
@@ -209,6 +213,7 @@ def test_request_finalize_for_auto_approval(medium_request):
 
 # --- withdraw -----------------------------------------------------------------------------------
 
+
 def test_owner_withdraws(medium_request, owner, approver):
     with pytest.raises(DecisionForbidden):
         request_withdraw(request=medium_request, actor=approver)
@@ -222,13 +227,12 @@ def test_owner_withdraws(medium_request, owner, approver):
 
 # --- lapse ------------------------------------------------------------------------------------
 
+
 def test_lapse_due(make_request, settings):
     settings.REGISTRAR_REQUEST_LAPSE_DAYS = 7
     old = [make_request() for _ in range(3)]
     fresh = make_request()
-    RegistrationRequest.objects.filter(pk__in=[r.pk for r in old]).update(
-        created_at=timezone.now() - timedelta(days=8)
-    )
+    RegistrationRequest.objects.filter(pk__in=[r.pk for r in old]).update(created_at=timezone.now() - timedelta(days=8))
     decided_old = make_request(state=RequestState.DENIED)
     RegistrationRequest.objects.filter(pk=decided_old.pk).update(created_at=timezone.now() - timedelta(days=30))
 
@@ -253,6 +257,7 @@ def test_sweep_lapsed_task(make_request):
 
 
 # --- concurrency (real PostgreSQL row locks, two connections) ---------------------------------
+
 
 def _race(fn_a, fn_b):
     barrier = threading.Barrier(2)

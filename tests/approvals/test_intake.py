@@ -187,8 +187,10 @@ def test_202_path_query_count(client, token, django_assert_num_queries):
         response = post(client, low_body(scope="tickets:write docs:read"), plaintext)
     assert response.status_code == 202
     write = ctx.captured_queries[1]["sql"]
-    assert all(table in write for table in ("approvals_initialaccesstoken", "approvals_registrationrequest",
-                                            "portal_auditevent"))  # fmt: skip
+    assert all(
+        table in write
+        for table in ("approvals_initialaccesstoken", "approvals_registrationrequest", "portal_auditevent")
+    )
     assert "portal_audithead" not in write
     reg = RegistrationRequest.objects.get(public_id=response.json()["registration_id"])
     assert reg.state == RequestState.PENDING
@@ -222,10 +224,20 @@ def _assert_refused_only(before, row, uses_before=0):
 @pytest.mark.parametrize(
     ("overrides", "error", "fragment", "code"),
     [
-        ({"scope": "tickets:read nope:admin"}, "invalid_client_metadata", "'nope:admin' is not in the scope catalogue", "unknown_scope"),
-        ({"scope": "db:prod:read"}, "invalid_client_metadata", "'db:prod:read' is not allowed by the initial access token", "scope_above_ceiling"),
+        (
+            {"scope": "tickets:read nope:admin"},
+            "invalid_client_metadata",
+            "'nope:admin' is not in the scope catalogue",
+            "unknown_scope",
+        ),
+        (
+            {"scope": "db:prod:read"},
+            "invalid_client_metadata",
+            "'db:prod:read' is not allowed by the initial access token",
+            "scope_above_ceiling",
+        ),
     ],
-)  # fmt: skip
+)
 def test_policy_refusals_answer_400_and_keep_a_refused_row(client, token, overrides, error, fragment, code):
     row, plaintext = token
     before = counts()
@@ -247,15 +259,31 @@ def test_every_reason_is_named(client, token):
 @pytest.mark.parametrize(
     ("overrides", "error", "fragment"),
     [
-        ({"redirect_uris": ["https://*.example.com/cb"], "grant_types": ["authorization_code"]}, "invalid_redirect_uri", "wildcard"),
-        ({"redirect_uris": ["http://agent.example.com/cb"], "grant_types": ["authorization_code"]}, "invalid_redirect_uri", "uses http"),
-        ({"redirect_uris": ["https://a.example.com/cb#frag"], "grant_types": ["authorization_code"]}, "invalid_redirect_uri", "fragment"),
-        ({"token_endpoint_auth_method": "client_secret_basic", "jwks": None}, "invalid_client_metadata", "shared secret"),
+        (
+            {"redirect_uris": ["https://*.example.com/cb"], "grant_types": ["authorization_code"]},
+            "invalid_redirect_uri",
+            "wildcard",
+        ),
+        (
+            {"redirect_uris": ["http://agent.example.com/cb"], "grant_types": ["authorization_code"]},
+            "invalid_redirect_uri",
+            "uses http",
+        ),
+        (
+            {"redirect_uris": ["https://a.example.com/cb#frag"], "grant_types": ["authorization_code"]},
+            "invalid_redirect_uri",
+            "fragment",
+        ),
+        (
+            {"token_endpoint_auth_method": "client_secret_basic", "jwks": None},
+            "invalid_client_metadata",
+            "shared secret",
+        ),
         ({"jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}, "invalid_client_metadata", "symmetric"),
         ({"grant_types": ["password"]}, "invalid_client_metadata", "password grant"),
         ({"requested_ttl": "forever"}, "invalid_client_metadata", "requested_ttl"),
     ],
-)  # fmt: skip
+)
 def test_metadata_refusals_answer_400(client, token, overrides, error, fragment):
     row, plaintext = token
     before = counts()
@@ -477,7 +505,6 @@ def test_default_limit_is_64_kib(client, token):
 def test_get_on_register_is_405(client, setup):
     response = client.get("/oauth2/register")
     assert response.status_code == 405 and response.json()["error"] == "invalid_request"
-
 
 
 API_CSP = "default-src 'none'; frame-ancestors 'none'"

@@ -22,10 +22,27 @@ from tests.approvals.intake_support import (  # noqa: F401 - autouse fixture
 pytestmark = pytest.mark.django_db
 
 FIELDS = [
-    "redirect_uris", "grant_types", "response_types", "token_endpoint_auth_method", "application_type", "jwks",
-    "jwks_uri", "scope", "client_name", "client_uri", "contacts", "software_id", "software_version", "purpose",
-    "requested_ttl", "audiences", "internal_only", "software_statement", "client_id", "logo_uri",
-]  # fmt: skip
+    "redirect_uris",
+    "grant_types",
+    "response_types",
+    "token_endpoint_auth_method",
+    "application_type",
+    "jwks",
+    "jwks_uri",
+    "scope",
+    "client_name",
+    "client_uri",
+    "contacts",
+    "software_id",
+    "software_version",
+    "purpose",
+    "requested_ttl",
+    "audiences",
+    "internal_only",
+    "software_statement",
+    "client_id",
+    "logo_uri",
+]
 SCOPES = ["tickets:read", "docs:read", "tickets:write", "repo:write", "db:prod:read", "nope:x", "", " ", "a\x00b"]
 
 text = st.text(st.characters(exclude_categories=[]), max_size=40)  # surrogates too: JSON can escape half a pair
@@ -39,9 +56,11 @@ field_values = {
     "jwks": st.just(PUBLIC_JWKS) | json_values,
     "internal_only": st.booleans() | json_values,
     "requested_ttl": st.integers(-10, 10**9) | json_values,
-    "redirect_uris": st.lists(st.sampled_from(["https://a.example/cb", "http://127.0.0.1/cb", "https://*.x/cb", "x"])) | json_values,
-    "token_endpoint_auth_method": st.sampled_from(["private_key_jwt", "none", "client_secret_basic", "x"]) | json_values,
-}  # fmt: skip
+    "redirect_uris": st.lists(st.sampled_from(["https://a.example/cb", "http://127.0.0.1/cb", "https://*.x/cb", "x"]))
+    | json_values,
+    "token_endpoint_auth_method": st.sampled_from(["private_key_jwt", "none", "client_secret_basic", "x"])
+    | json_values,
+}
 bodies = (
     st.fixed_dictionaries(
         {"purpose": st.just("fuzzing the intake endpoint"), "jwks": st.just(PUBLIC_JWKS)},
@@ -66,9 +85,11 @@ def _check(response, before):
     if response.status_code == 400:
         assert set(body) == {"error", "error_description"}
         assert body["error"] in {
-            "invalid_client_metadata", "invalid_redirect_uri", "invalid_software_statement",
+            "invalid_client_metadata",
+            "invalid_redirect_uri",
+            "invalid_software_statement",
             "unapproved_software_statement",
-        }  # fmt: skip
+        }
         assert body["error_description"]
         if body["error_description"].startswith("the request body"):  # not JSON (e.g. Infinity): nothing ran
             assert after == before
@@ -116,9 +137,11 @@ def test_fuzzed_raw_bodies(client, fuzz_setup, raw, content_type):
 def test_fuzzed_authorization_headers(client, fuzz_setup, header):
     before, counted = counts(), refusals_counted()
     response = client.post(
-        "/oauth2/register", data=json.dumps({"purpose": "x" * 5}), content_type="application/json",
+        "/oauth2/register",
+        data=json.dumps({"purpose": "x" * 5}),
+        content_type="application/json",
         HTTP_AUTHORIZATION=header,
-    )  # fmt: skip
+    )
     assert response.status_code in (400, 401), response.content
     assert set(response.json()) == {"error", "error_description"}
     if response.status_code == 401:

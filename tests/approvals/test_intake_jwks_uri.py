@@ -65,8 +65,12 @@ def test_keys_behind_jwks_uri_are_fetched_vetted_and_given_to_the_idp(client, pl
     spec = client_spec(created)
     assert spec.jwks == AGENT_JWKS and spec.jwks_uri is None  # the IdP never fetches the URI itself
     keys = AuditEvent.objects.get(action="registration.accepted").after["keys"]
-    assert keys == {"source": "jwks_uri", "jwks_uri": uri, "fetched_from": "127.0.0.1",
-                    "thumbprints": [AGENT_KEY.thumbprint()]}
+    assert keys == {
+        "source": "jwks_uri",
+        "jwks_uri": uri,
+        "fetched_from": "127.0.0.1",
+        "thumbprints": [AGENT_KEY.thumbprint()],
+    }
     assert https_host.hits("/agent/jwks.json") == 1
 
 
@@ -77,11 +81,16 @@ def test_inline_keys_are_recorded_by_thumbprint(client, plaintext):
     assert keys == {"source": "jwks", "thumbprints": jwks_thumbprints(PUBLIC_JWKS)}
 
 
-@pytest.mark.parametrize(("jwks_uri", "fragment"), [
-    ("https://169.254.169.254/latest/meta-data/iam/security-credentials/",
-     "169.254.169.254 is a link-local address (RFC 3927), where cloud metadata services answer"),
-    ("https://127.0.0.1:5432/", "127.0.0.1 is a loopback address (RFC 1122)"),
-])
+@pytest.mark.parametrize(
+    ("jwks_uri", "fragment"),
+    [
+        (
+            "https://169.254.169.254/latest/meta-data/iam/security-credentials/",
+            "169.254.169.254 is a link-local address (RFC 3927), where cloud metadata services answer",
+        ),
+        ("https://127.0.0.1:5432/", "127.0.0.1 is a loopback address (RFC 1122)"),
+    ],
+)
 def test_jwks_uri_on_a_special_use_address_is_refused(client, plaintext, jwks_uri, fragment):
     """Regression: these were accepted (201, auto-approved) and handed to the IdP to fetch."""
     before = counts()
@@ -102,29 +111,37 @@ def test_a_name_resolving_to_the_metadata_service_is_refused(client, plaintext, 
     assert not Client.objects.exists() and https_host.hits("/jwks.json") == 0
 
 
-@pytest.mark.parametrize(("answer", "fragment"), [
-    ({"status": 302, "headers": {"Location": "https://169.254.169.254/"}}, "the server answered 302 (a redirect"),
-    ({"status": 404, "body": "{}"}, "the server answered 404; only 200 is accepted"),
-    ({"body": b'{"keys": ['}, "the document at jwks_uri is not valid JSON"),
-    ({"body": {"keys": [ECKey.generate_key("P-256").as_dict(private=True)]}},
-     "jwks_uri document.keys[0] contains private key material (d)"),
-    ({"body": {"keys": []}}, "jwks_uri document.keys must contain at least one key"),
-    ({"body": b"x" * 70_000}, "at most 65536 are accepted"),
-])
-def test_a_hostile_key_document_is_refused_with_its_reason(client, plaintext, loopback_fetches, https_host,
-                                                          answer, fragment):
+@pytest.mark.parametrize(
+    ("answer", "fragment"),
+    [
+        ({"status": 302, "headers": {"Location": "https://169.254.169.254/"}}, "the server answered 302 (a redirect"),
+        ({"status": 404, "body": "{}"}, "the server answered 404; only 200 is accepted"),
+        ({"body": b'{"keys": ['}, "the document at jwks_uri is not valid JSON"),
+        (
+            {"body": {"keys": [ECKey.generate_key("P-256").as_dict(private=True)]}},
+            "jwks_uri document.keys[0] contains private key material (d)",
+        ),
+        ({"body": {"keys": []}}, "jwks_uri document.keys must contain at least one key"),
+        ({"body": b"x" * 70_000}, "at most 65536 are accepted"),
+    ],
+)
+def test_a_hostile_key_document_is_refused_with_its_reason(
+    client, plaintext, loopback_fetches, https_host, answer, fragment
+):
     uri = https_host.serve("/jwks.json", **answer)
     _refused(post(client, uri_body(uri), plaintext), fragment)
     assert not Client.objects.exists() and not OutboxEntry.objects.exists()
 
 
 def test_http_jwks_uri_is_refused_before_any_fetch(client, plaintext):
-    _refused(post(client, uri_body("http://keys.example.com/jwks.json"), plaintext),
-             "jwks_uri must be an absolute https URI")
+    _refused(
+        post(client, uri_body("http://keys.example.com/jwks.json"), plaintext), "jwks_uri must be an absolute https URI"
+    )
 
 
-def test_a_reviewed_request_gets_the_keys_fetched_at_registration(client, plaintext, loopback_fetches, https_host,
-                                                                  approver):
+def test_a_reviewed_request_gets_the_keys_fetched_at_registration(
+    client, plaintext, loopback_fetches, https_host, approver
+):
     uri = https_host.serve("/jwks.json", AGENT_JWKS)
     response = post(client, uri_body(uri, scope="tickets:read crm:read"), plaintext)
     assert response.status_code == 202, response.content
@@ -145,10 +162,13 @@ def registered(client, plaintext):
     return path_of(body["registration_client_uri"]), body["registration_access_token"]
 
 
-@pytest.mark.parametrize(("jwks_uri", "fragment"), [
-    ("https://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local address"),
-    ("https://127.0.0.1:5432/", "127.0.0.1 is a loopback address"),
-])
+@pytest.mark.parametrize(
+    ("jwks_uri", "fragment"),
+    [
+        ("https://169.254.169.254/latest/meta-data/", "169.254.169.254 is a link-local address"),
+        ("https://127.0.0.1:5432/", "127.0.0.1 is a loopback address"),
+    ],
+)
 def test_put_cannot_swap_vetted_keys_for_a_special_use_jwks_uri(client, registered, jwks_uri, fragment):
     """Regression: a PUT swapped the vetted inline jwks for such a URI (200) and the IdP was told to fetch it."""
     uri, rat = registered

@@ -36,8 +36,9 @@ def published():
     before_task_publish.disconnect(dispatch_uid="test_intake_nudge")
 
 
-def test_a_registration_delivered_inline_nudges_no_worker(client, catalogue, idp, owner, published,
-                                                          django_capture_on_commit_callbacks):
+def test_a_registration_delivered_inline_nudges_no_worker(
+    client, catalogue, idp, owner, published, django_capture_on_commit_callbacks
+):
     _, plaintext = make_token(owner)
     with django_capture_on_commit_callbacks(execute=True):
         response = post(client, low_body(), plaintext)
@@ -46,10 +47,16 @@ def test_a_registration_delivered_inline_nudges_no_worker(client, catalogue, idp
 
 
 def test_a_registration_the_idp_could_not_take_inline_is_handed_to_a_worker_at_once(
-        client, catalogue, owner, published, django_capture_on_commit_callbacks):
+    client, catalogue, owner, published, django_capture_on_commit_callbacks
+):
     base = f"http://127.0.0.1:{closed_port()}"
-    IdPFactory(name="down", kind=IdPKind.RFC7591, is_default=True, secrets={"initial_access_token": "iat"},
-               config={"issuer": base, "registration_endpoint": f"{base}/reg", "token_endpoint": f"{base}/token"})
+    IdPFactory(
+        name="down",
+        kind=IdPKind.RFC7591,
+        is_default=True,
+        secrets={"initial_access_token": "iat"},
+        config={"issuer": base, "registration_endpoint": f"{base}/reg", "token_endpoint": f"{base}/token"},
+    )
     _, plaintext = make_token(owner)
     with django_capture_on_commit_callbacks(execute=True):
         response = post(client, low_body(), plaintext)

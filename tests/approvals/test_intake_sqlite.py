@@ -73,9 +73,14 @@ def migrated(tmp_path_factory) -> Path:
 
 def _run(data_dir: Path, timeout: int = 180) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DJANGO_"))}
-    env |= {"DJANGO_SETTINGS_MODULE": "portal.settings", "REGISTRAR_EMBEDDED": "1", "DEBUG": "true",
-            "REGISTRAR_DATA_DIR": str(data_dir),
-            "PYTHONPATH": str(ROOT), "LOG_LEVEL": "ERROR"}  # fmt: skip
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "REGISTRAR_EMBEDDED": "1",
+        "DEBUG": "true",
+        "REGISTRAR_DATA_DIR": str(data_dir),
+        "PYTHONPATH": str(ROOT),
+        "LOG_LEVEL": "ERROR",
+    }
     return {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": timeout}
 
 
@@ -188,8 +193,11 @@ def test_the_owner_quota_holds_under_concurrent_registrations_on_sqlite(migrated
 
     statuses = sorted(status for status, _ in out["answers"])
     assert statuses == [201] * 5 + [400] * 11, out["answers"]
-    assert all(text.endswith("the owner already has 50 live clients; the limit is 50")
-               for status, text in out["answers"] if status == 400), out["answers"]
+    assert all(
+        text.endswith("the owner already has 50 live clients; the limit is 50")
+        for status, text in out["answers"]
+        if status == 400
+    ), out["answers"]
     assert out["live"] == 50
     assert out["uses"] == 5  # the refused eleven consumed nothing
     assert sorted(status for status, _ in out["spawns"]) == [201] + [400] * 15, out["spawns"]

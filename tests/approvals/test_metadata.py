@@ -550,10 +550,27 @@ json_values = st.recursive(
     max_leaves=8,
 )
 FIELDS = [
-    "redirect_uris", "grant_types", "response_types", "token_endpoint_auth_method", "jwks", "jwks_uri", "scope",
-    "client_name", "client_uri", "logo_uri", "tos_uri", "policy_uri", "contacts", "software_id",
-    "software_version", "purpose", "requested_ttl", "audiences", "internal_only", "application_type",
-]  # fmt: skip
+    "redirect_uris",
+    "grant_types",
+    "response_types",
+    "token_endpoint_auth_method",
+    "jwks",
+    "jwks_uri",
+    "scope",
+    "client_name",
+    "client_uri",
+    "logo_uri",
+    "tos_uri",
+    "policy_uri",
+    "contacts",
+    "software_id",
+    "software_version",
+    "purpose",
+    "requested_ttl",
+    "audiences",
+    "internal_only",
+    "application_type",
+]
 
 
 @given(st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=8))

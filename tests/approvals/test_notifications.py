@@ -101,8 +101,9 @@ def test_webhook_posted(settings, webhook, make_request, approver, django_captur
     assert "ticket-bot" in received[-1]["json"]["text"] and "approved" in received[-1]["json"]["text"]
 
 
-def test_failing_mail_and_webhook_never_block_a_decision(settings, make_request, approver, caplog,
-                                                         django_capture_on_commit_callbacks):
+def test_failing_mail_and_webhook_never_block_a_decision(
+    settings, make_request, approver, caplog, django_capture_on_commit_callbacks
+):
     settings.EMAIL_BACKEND = "tests.approvals.test_notifications.BrokenBackend"
     settings.REGISTRAR_SLACK_WEBHOOK_URL = "http://127.0.0.1:9/nothing-listens"
     req = make_request()

@@ -67,8 +67,9 @@ def test_intake_recounts_under_the_owner_lock_and_refuses_what_the_early_count_l
 def test_intake_below_quota_is_created(catalogue, idp, owner, quota):
     _, plaintext = make_token(owner)
     ClientFactory(owner=owner, idp=idp)
-    submission = intake.registration_submit(requester=intake.requester_authenticate(bearer=plaintext, body={}),
-                                            body=low_body())
+    submission = intake.registration_submit(
+        requester=intake.requester_authenticate(bearer=plaintext, body={}), body=low_body()
+    )
     assert not submission.refused and submission.client is not None
     assert _live(owner) == 2
 
@@ -76,16 +77,25 @@ def test_intake_below_quota_is_created(catalogue, idp, owner, quota):
 def test_spawned_children_count_towards_the_parents_owner(client, catalogue, idp, owner, quota):
     """A parent's registration access token spawns a child of the same owner: it needs room in their quota."""
     _, plaintext = make_token(owner)
-    response = client.post("/oauth2/register", low_body(), content_type="application/json",
-                           HTTP_AUTHORIZATION=f"Bearer {plaintext}")
+    response = client.post(
+        "/oauth2/register", low_body(), content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {plaintext}"
+    )
     assert response.status_code == 201
     parent_token = response.json()["registration_access_token"]
-    spawn = client.post("/oauth2/register", low_body(client_name="child"), content_type="application/json",
-                        HTTP_AUTHORIZATION=f"Bearer {parent_token}")
+    spawn = client.post(
+        "/oauth2/register",
+        low_body(client_name="child"),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {parent_token}",
+    )
     assert spawn.status_code == 201, spawn.content
     assert _live(owner) == 2
-    refused = client.post("/oauth2/register", low_body(client_name="third"), content_type="application/json",
-                          HTTP_AUTHORIZATION=f"Bearer {parent_token}")
+    refused = client.post(
+        "/oauth2/register",
+        low_body(client_name="third"),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {parent_token}",
+    )
     assert refused.status_code == 400
     assert refused.json()["error_description"].endswith("the owner already has 2 live clients; the limit is 2")
     assert _live(owner) == 2
@@ -105,7 +115,8 @@ def test_final_approval_at_quota_is_refused_and_the_request_stays_pending(make_r
 
     assert refused.value.status_code == 409
     assert str(refused.value).startswith(
-        "cannot approve yet: the owner already has 2 live clients; the limit is 2 (max_live_clients_per_owner)")
+        "cannot approve yet: the owner already has 2 live clients; the limit is 2 (max_live_clients_per_owner)"
+    )
     assert "stays pending" in str(refused.value)
     fresh = RegistrationRequest.objects.get(pk=req.pk)
     assert fresh.state == RequestState.PENDING and fresh.client_id is None
@@ -132,7 +143,8 @@ def test_high_risk_first_approval_is_recorded_and_only_the_second_meets_the_quot
     assert fresh.state == RequestState.PENDING and fresh.client_id is None
     assert list(Decision.objects.filter(request=high_request).values_list("approver", flat=True)) == [approver.pk]
     assert list(events_for("registration_request", high_request.public_id).values_list("action", flat=True)) == [
-        "request.approve"]
+        "request.approve"
+    ]
 
 
 def test_finalize_without_a_human_meets_the_quota_too(make_request, owner, idp, quota):
@@ -169,8 +181,7 @@ def test_quota_hold_counts_live_clients_only_and_names_the_figure(owner, idp):
     assert info.value.describe("you") == "you already have 2 live clients; the limit is 3 (max_live_clients_per_owner)"
 
 
-def test_the_review_page_says_why_an_approval_at_quota_was_refused(client, make_request, approver, owner, idp,
-                                                                      quota):
+def test_the_review_page_says_why_an_approval_at_quota_was_refused(client, make_request, approver, owner, idp, quota):
     from django.urls import reverse
 
     ClientFactory(owner=owner, idp=idp)
@@ -179,5 +190,7 @@ def test_the_review_page_says_why_an_approval_at_quota_was_refused(client, make_
     client.force_login(approver)
     response = client.post(reverse("approvals:decide", args=[req.public_id]), {"decision": "approve", "reason": "ok"})
     assert response.status_code == 409
-    assert "the owner already has 2 live clients; the limit is 2 (max_live_clients_per_owner)" in response.content.decode()
+    assert (
+        "the owner already has 2 live clients; the limit is 2 (max_live_clients_per_owner)" in response.content.decode()
+    )
     assert RegistrationRequest.objects.get(pk=req.pk).state == RequestState.PENDING

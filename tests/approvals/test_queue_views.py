@@ -36,10 +36,20 @@ def bulk_pending(n, *, owner, team, idp, token):
     now = timezone.now()
     rows = [
         RegistrationRequest(
-            public_id=f"reg_bulk{i:06d}", via="token", client_name=f"bulk-agent-{i}", purpose="bulk",
-            owner=owner, team=team, idp=idp, token=token, requested_scopes=["tickets:read", "repo:write"],
-            risk_tier=[RiskTier.HIGH, RiskTier.MEDIUM][i % 2], approvals_needed=2 - i % 2, policy_version=1,
-            reasons=[{"code": "medium_sensitivity_scope", "message": "medium scope"}], outcome="review",
+            public_id=f"reg_bulk{i:06d}",
+            via="token",
+            client_name=f"bulk-agent-{i}",
+            purpose="bulk",
+            owner=owner,
+            team=team,
+            idp=idp,
+            token=token,
+            requested_scopes=["tickets:read", "repo:write"],
+            risk_tier=[RiskTier.HIGH, RiskTier.MEDIUM][i % 2],
+            approvals_needed=2 - i % 2,
+            policy_version=1,
+            reasons=[{"code": "medium_sensitivity_scope", "message": "medium scope"}],
+            outcome="review",
             metadata={"redirect_uris": [f"https://a{i}.example/cb"]},
         )
         for i in range(n)
@@ -50,6 +60,7 @@ def bulk_pending(n, *, owner, team, idp, token):
 
 
 # --- queue -------------------------------------------------------------------------------------
+
 
 def test_queue_lists_high_tier_first_with_row_facts(bob, make_request, approver2):
     medium = make_request(RiskTier.MEDIUM, client_name="older-medium")
@@ -64,7 +75,7 @@ def test_queue_lists_high_tier_first_with_row_facts(bob, make_request, approver2
     assert "badge-high" in html and "repo:write" in html
     assert "sla-late" in html  # 30 h old, late after 24 h
     assert "repo:write is high sensitivity" in html
-    assert 'data-keyboard-list' in html and 'data-action="approve"' in html and 'data-action="deny"' in html
+    assert "data-keyboard-list" in html and 'data-action="approve"' in html and 'data-action="deny"' in html
     assert response.context["nav_counts"]["pending_approvals"].__int__() == 2
 
 
@@ -92,7 +103,7 @@ def test_queue_filters_and_htmx_partial(bob, make_request):
     assert "No pending requests match these filters." in html
     partial = bob.get(reverse("approvals:queue"), {"owner": "olivia"}, **HTMX)
     body = partial.content.decode()
-    assert body.lstrip().startswith("<div id=\"queue-results\">") and "<html" not in body
+    assert body.lstrip().startswith('<div id="queue-results">') and "<html" not in body
     assert "deploy-bot" in body and "ticket-bot" in body
 
 
@@ -128,9 +139,18 @@ def test_queue_query_count_is_constant(bob, owner, team, idp, catalogue, approve
     small = _count_queries(bob, url)
     small_htmx = len(_capture(lambda: bob.get(url, **HTMX)))
     bulk_pending_more = [
-        RegistrationRequest(public_id=f"reg_more{i:06d}", via="token", client_name=f"m{i}", owner=owner, team=team,
-                            idp=idp, token=token, requested_scopes=["docs:read"], risk_tier=RiskTier.HIGH,
-                            approvals_needed=2)
+        RegistrationRequest(
+            public_id=f"reg_more{i:06d}",
+            via="token",
+            client_name=f"m{i}",
+            owner=owner,
+            team=team,
+            idp=idp,
+            token=token,
+            requested_scopes=["docs:read"],
+            risk_tier=RiskTier.HIGH,
+            approvals_needed=2,
+        )
         for i in range(490)
     ]
     RegistrationRequest.objects.bulk_create(bulk_pending_more, batch_size=1000)
@@ -157,9 +177,17 @@ def test_detail_query_count_is_constant(bob, owner, team, idp, catalogue, make_r
     url = reverse("approvals:detail", args=[target.public_id])
     small = _count_queries(bob, url)
     bulk_pending_more = [
-        RegistrationRequest(public_id=f"reg_more{i:06d}", via="token", client_name=f"m{i}", owner=owner,
-                            idp=idp, token=token, requested_scopes=["docs:read"], risk_tier=RiskTier.MEDIUM,
-                            approvals_needed=1)
+        RegistrationRequest(
+            public_id=f"reg_more{i:06d}",
+            via="token",
+            client_name=f"m{i}",
+            owner=owner,
+            idp=idp,
+            token=token,
+            requested_scopes=["docs:read"],
+            risk_tier=RiskTier.MEDIUM,
+            approvals_needed=1,
+        )
         for i in range(490)
     ]
     RegistrationRequest.objects.bulk_create(bulk_pending_more, batch_size=1000)
@@ -168,14 +196,16 @@ def test_detail_query_count_is_constant(bob, owner, team, idp, catalogue, make_r
 
 def test_detail_shows_what_an_approver_needs(bob, owner, make_request, approver2):
     grandparent = ClientFactory(owner=owner, name="gp-agent", scopes=["tickets:read", "docs:read"])
-    parent = ClientFactory(owner=owner, name="parent-agent", parent=grandparent, depth=1,
-                           scopes=["tickets:read", "docs:read"])
+    parent = ClientFactory(
+        owner=owner, name="parent-agent", parent=grandparent, depth=1, scopes=["tickets:read", "docs:read"]
+    )
     ClientFactory(owner=owner, name="deploy-bot", software_id="other")  # same name
     ClientFactory(name="uri-twin", metadata={"redirect_uris": ["https://agent.example/cb"]})
     ClientFactory(name="sw-twin", software_id="com.example.deploy")
     ClientFactory(owner=owner, name="retired-agent", state=ClientState.RETIRED)
-    req = make_request(RiskTier.HIGH, client_name="deploy-bot", software_id="com.example.deploy",
-                       parent_client=parent, via="spawn")
+    req = make_request(
+        RiskTier.HIGH, client_name="deploy-bot", software_id="com.example.deploy", parent_client=parent, via="spawn"
+    )
     request_approve(request=req, approver=approver2, reason="carol agrees")
     html = bob.get(reverse("approvals:detail", args=[req.public_id])).content.decode()
     assert "gp-agent" in html and "parent-agent" in html  # lineage
@@ -192,9 +222,11 @@ def test_detail_shows_what_an_approver_needs(bob, owner, make_request, approver2
 
 # --- deciding without JavaScript ------------------------------------------------------------
 
+
 def test_plain_post_approve_redirects_with_message(bob, medium_request):
-    response = bob.post(reverse("approvals:decide", args=[medium_request.public_id]),
-                        {"decision": "approve", "reason": ""}, follow=True)
+    response = bob.post(
+        reverse("approvals:decide", args=[medium_request.public_id]), {"decision": "approve", "reason": ""}, follow=True
+    )
     assert response.redirect_chain[-1][0] == reverse("approvals:queue")
     assert "the client is being provisioned" in response.content.decode()
     fresh = RegistrationRequest.objects.get(pk=medium_request.pk)
@@ -203,9 +235,16 @@ def test_plain_post_approve_redirects_with_message(bob, medium_request):
 
 
 def test_detail_form_narrows_scopes_and_ttl(bob, high_request):
-    response = bob.post(reverse("approvals:decide", args=[high_request.public_id]),
-                        {"decision": "approve", "narrow": "on", "scopes": ["tickets:read"], "ttl_seconds": "900",
-                         "reason": "read only please"})
+    response = bob.post(
+        reverse("approvals:decide", args=[high_request.public_id]),
+        {
+            "decision": "approve",
+            "narrow": "on",
+            "scopes": ["tickets:read"],
+            "ttl_seconds": "900",
+            "reason": "read only please",
+        },
+    )
     assert response.status_code == 302
     fresh = RegistrationRequest.objects.get(pk=high_request.pk)
     assert fresh.state == RequestState.PENDING and fresh.granted_scopes == ["tickets:read"]
@@ -213,13 +252,15 @@ def test_detail_form_narrows_scopes_and_ttl(bob, high_request):
 
 
 def test_plain_post_deny(bob, medium_request):
-    response = bob.post(reverse("approvals:decide", args=[medium_request.public_id]),
-                        {"decision": "deny", "reason": "no business need"})
+    response = bob.post(
+        reverse("approvals:decide", args=[medium_request.public_id]), {"decision": "deny", "reason": "no business need"}
+    )
     assert response.status_code == 302
     assert RegistrationRequest.objects.get(pk=medium_request.pk).state == RequestState.DENIED
 
 
 # --- deciding with htmx ------------------------------------------------------------------------
+
 
 def test_htmx_inline_form_and_decision_updates_queue(bob, make_request):
     high = make_request(RiskTier.HIGH, client_name="deploy-bot")
@@ -228,8 +269,9 @@ def test_htmx_inline_form_and_decision_updates_queue(bob, make_request):
     assert form.status_code == 200 and "required" in form.content.decode() and "<html" not in form.content.decode()
     inline = bob.get(reverse("approvals:decide", args=[high.public_id]), {"decision": "deny", "tier": "high"}, **HTMX)
     assert f'{reverse("approvals:decide", args=[high.public_id])}?tier=high"' in inline.content.decode()
-    response = bob.post(reverse("approvals:decide", args=[high.public_id]),
-                        {"decision": "approve", "reason": "ship it"}, **HTMX)
+    response = bob.post(
+        reverse("approvals:decide", args=[high.public_id]), {"decision": "approve", "reason": "ship it"}, **HTMX
+    )
     assert response.status_code == 200
     body = response.content.decode()
     assert body.lstrip().startswith('<div id="queue-results">')
@@ -243,8 +285,9 @@ def test_htmx_inline_form_and_decision_updates_queue(bob, make_request):
 
 
 def test_htmx_error_returns_form_with_status(bob, high_request):
-    response = bob.post(reverse("approvals:decide", args=[high_request.public_id]),
-                        {"decision": "approve", "reason": ""}, **HTMX)
+    response = bob.post(
+        reverse("approvals:decide", args=[high_request.public_id]), {"decision": "approve", "reason": ""}, **HTMX
+    )
     assert response.status_code == 400
     assert response["X-Decision-Error"] == "1"
     assert "reason is required" in response.content.decode()
@@ -259,11 +302,13 @@ def test_non_htmx_get_of_decide_redirects_to_detail(bob, medium_request):
 
 # --- forged / bad POSTs: refused and nothing changes ---------------------------------------------
 
+
 def test_wrong_role_is_403(client, owner, medium_request):
     outsider = UserFactory(username="eve", roles=["owner"])
     client.force_login(outsider)
-    response = client.post(reverse("approvals:decide", args=[medium_request.public_id]),
-                           {"decision": "approve", "reason": "x"})
+    response = client.post(
+        reverse("approvals:decide", args=[medium_request.public_id]), {"decision": "approve", "reason": "x"}
+    )
     assert response.status_code == 403
     assert _state(medium_request) == (RequestState.PENDING, 0, None)
 
@@ -294,23 +339,27 @@ def test_already_decided_is_409(bob, make_request, approver2):
 
 def test_second_approval_by_same_person_is_409(bob, high_request, approver):
     request_approve(request=high_request, approver=approver, reason="first")
-    response = bob.post(reverse("approvals:decide", args=[high_request.public_id]),
-                        {"decision": "approve", "reason": "again"})
+    response = bob.post(
+        reverse("approvals:decide", args=[high_request.public_id]), {"decision": "approve", "reason": "again"}
+    )
     assert response.status_code == 409
     assert _state(high_request) == (RequestState.PENDING, 1, None)
 
 
 def test_widened_scopes_is_400(bob, medium_request):
-    response = bob.post(reverse("approvals:decide", args=[medium_request.public_id]),
-                        {"decision": "approve", "narrow": "on", "scopes": ["tickets:read", "db:prod:read"]})
+    response = bob.post(
+        reverse("approvals:decide", args=[medium_request.public_id]),
+        {"decision": "approve", "narrow": "on", "scopes": ["tickets:read", "db:prod:read"]},
+    )
     assert response.status_code == 400
     assert "only narrow" in response.content.decode()
     assert _state(medium_request) == (RequestState.PENDING, 0, None)
 
 
 def test_longer_ttl_is_400(bob, medium_request):
-    response = bob.post(reverse("approvals:decide", args=[medium_request.public_id]),
-                        {"decision": "approve", "ttl_seconds": "999999"})
+    response = bob.post(
+        reverse("approvals:decide", args=[medium_request.public_id]), {"decision": "approve", "ttl_seconds": "999999"}
+    )
     assert response.status_code == 400
     assert _state(medium_request) == (RequestState.PENDING, 0, None)
 
@@ -334,8 +383,9 @@ def test_bad_decision_value_is_400(bob, medium_request):
 def test_missing_csrf_is_403(approver, medium_request):
     csrf_client = HttpClient(enforce_csrf_checks=True)
     csrf_client.force_login(approver)
-    response = csrf_client.post(reverse("approvals:decide", args=[medium_request.public_id]),
-                                {"decision": "approve", "reason": "x"})
+    response = csrf_client.post(
+        reverse("approvals:decide", args=[medium_request.public_id]), {"decision": "approve", "reason": "x"}
+    )
     assert response.status_code == 403
     assert _state(medium_request) == (RequestState.PENDING, 0, None)
 
@@ -345,6 +395,7 @@ def test_unknown_request_is_404(bob):
 
 
 # --- owner's view ------------------------------------------------------------------------------
+
 
 def test_mine_lists_requests_made_with_my_tokens_and_decisions(client, owner, make_request, approver):
     decided = make_request(client_name="was-denied")
@@ -394,19 +445,34 @@ def test_mine_query_count_is_constant(client, owner, team, idp, catalogue, appro
     client.force_login(owner)
     url = reverse("approvals:mine")
     small = _count_queries(client, url)
-    RegistrationRequest.objects.bulk_create([
-        RegistrationRequest(public_id=f"reg_mine{i:06d}", via="token", client_name=f"m{i}", owner=owner,
-                            token=token, requested_scopes=["docs:read"], risk_tier=RiskTier.MEDIUM)
-        for i in range(490)
-    ])
+    RegistrationRequest.objects.bulk_create(
+        [
+            RegistrationRequest(
+                public_id=f"reg_mine{i:06d}",
+                via="token",
+                client_name=f"m{i}",
+                owner=owner,
+                token=token,
+                requested_scopes=["docs:read"],
+                risk_tier=RiskTier.MEDIUM,
+            )
+            for i in range(490)
+        ]
+    )
     assert _count_queries(client, url) == small
 
 
 def test_detail_names_software_statement_proof(bob, make_request, owner):
     from approvals.models import TrustedIssuer
 
-    issuer = TrustedIssuer.objects.create(name="CI runners", issuer="https://ci.example", audience="registrar",
-                                          subject="repo:acme/*", owner=owner, purpose="CI deploy jobs")
+    issuer = TrustedIssuer.objects.create(
+        name="CI runners",
+        issuer="https://ci.example",
+        audience="registrar",
+        subject="repo:acme/*",
+        owner=owner,
+        purpose="CI deploy jobs",
+    )
     req = make_request(token=None, issuer=issuer, via="software_statement", statement_subject="repo:acme/web")
     RegistrationRequest.objects.filter(pk=req.pk).update(token=None)
     html = bob.get(reverse("approvals:detail", args=[req.public_id])).content.decode()

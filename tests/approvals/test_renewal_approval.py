@@ -21,8 +21,13 @@ pytestmark = pytest.mark.django_db
 
 @pytest.fixture
 def high_client(idp, owner):
-    return ClientFactory(idp=idp, owner=owner, risk_tier=RiskTier.HIGH, scopes=["repo:write"],
-                         expires_at=timezone.now() + timedelta(hours=1))
+    return ClientFactory(
+        idp=idp,
+        owner=owner,
+        risk_tier=RiskTier.HIGH,
+        scopes=["repo:write"],
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
 
 
 def test_approved_renewal_extends_the_same_client(high_client, owner, approver, approver2):

@@ -137,8 +137,9 @@ def test_renewal_approval_never_widens(narrowed_high, owner, approver):
     with pytest.raises(DecisionInvalid, match="only shorten"):
         request_approve(request=renewal, approver=approver, reason="longer", ttl_seconds=86400)
     with pytest.raises(LifecycleError, match="only narrow"):
-        client_apply_renewal(client=narrowed_high, ttl_seconds=HOUR, actor=Actor.user(approver),
-                             scopes=["repo:write", "db:prod:read"])
+        client_apply_renewal(
+            client=narrowed_high, ttl_seconds=HOUR, actor=Actor.user(approver), scopes=["repo:write", "db:prod:read"]
+        )
     with pytest.raises(LifecycleError, match="at least one scope"):
         client_apply_renewal(client=narrowed_high, ttl_seconds=HOUR, actor=Actor.user(approver), scopes=[])
     fresh = Client.objects.get(pk=narrowed_high.pk)
@@ -147,8 +148,11 @@ def test_renewal_approval_never_widens(narrowed_high, owner, approver):
 
 def test_policy_auto_approval_records_the_ceiling(client, catalogue, idp, owner):
     _, plaintext = make_token(owner)
-    response = post(client, low_body(scope="tickets:read docs:read", requested_ttl=5400,
-                                     audiences=["https://docs.internal"]), plaintext)
+    response = post(
+        client,
+        low_body(scope="tickets:read docs:read", requested_ttl=5400, audiences=["https://docs.internal"]),
+        plaintext,
+    )
     assert response.status_code == 201, response.content
     created = Client.objects.get(registration_id=response.json()["registration_id"])
     assert (sorted(created.ceiling_scopes), created.ceiling_ttl_seconds) == (["docs:read", "tickets:read"], 5400)
@@ -180,7 +184,10 @@ def test_backfill_migration_uses_the_approving_request_else_the_tier(owner):
     Client.objects.update(ceiling_scopes=None, ceiling_ttl_seconds=None, ceiling_audiences=None)
     backfill(apps, None)
     rows = {c.pk: c for c in Client.objects.all()}
-    assert (rows[approved.pk].ceiling_scopes, rows[approved.pk].ceiling_ttl_seconds,
-            rows[approved.pk].ceiling_audiences) == (["tickets:read"], 5400, ["https://a"])
+    assert (
+        rows[approved.pk].ceiling_scopes,
+        rows[approved.pk].ceiling_ttl_seconds,
+        rows[approved.pk].ceiling_audiences,
+    ) == (["tickets:read"], 5400, ["https://a"])
     assert rows[untraced.pk].ceiling_ttl_seconds == 7 * 86400
     assert rows[shadow.pk].ceiling_ttl_seconds is None and rows[shadow.pk].ceiling_scopes is None

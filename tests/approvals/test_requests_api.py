@@ -89,7 +89,8 @@ def test_deny_over_the_api(bob_api, medium_request):
     response = bob_api.post(f"/api/v1/requests/{medium_request.public_id}/deny/", {"reason": "no"}, format="json")
     assert response.status_code == 200 and response.json()["state"] == "denied"
     again = api_for(UserFactory(username="dan", roles=["approver"])).post(
-        f"/api/v1/requests/{medium_request.public_id}/deny/", {"reason": "no"}, format="json")
+        f"/api/v1/requests/{medium_request.public_id}/deny/", {"reason": "no"}, format="json"
+    )
     assert again.status_code == 409
 
 

@@ -33,8 +33,9 @@ def parent(client, catalogue, idp, owner):
     _, plaintext = make_token(owner, max_uses=100)
     response = post(client, low_body(scope="tickets:read docs:read"), plaintext)
     assert response.status_code == 201, response.content
-    return Client.objects.get(registration_id=response.json()["registration_id"]), \
-        response.json()["registration_access_token"]
+    return Client.objects.get(registration_id=response.json()["registration_id"]), response.json()[
+        "registration_access_token"
+    ]
 
 
 def test_one_parent_token_spawns_at_most_the_default_ten_children(client, parent):
@@ -47,8 +48,9 @@ def test_one_parent_token_spawns_at_most_the_default_ten_children(client, parent
     assert refused.status_code == 400
     body = refused.json()
     assert body["error"] == "invalid_client_metadata"
-    assert body["error_description"] == ("the parent client has already spawned 10 children; the limit is 10 "
-                                         "(policy max_children_per_parent)")
+    assert body["error_description"] == (
+        "the parent client has already spawned 10 children; the limit is 10 (policy max_children_per_parent)"
+    )
     # a refused spawn consumes nothing: only its refused row and audit event are written
     assert counts() == before | {"requests": before["requests"] + 1, "audit": before["audit"] + 1}
     assert Client.objects.get(pk=parent_client.pk).children_spawned == 10
@@ -102,9 +104,10 @@ def test_a_revoked_spawn_right_refuses_spawns_with_the_reason(client, parent, ow
         client_spawn_restore(client=parent_client, user=owner, reason="please")
     client_spawn_restore(client=parent_client, user=security_user, reason="reviewed")
     assert post(client, low_body(), rat).status_code == 201
-    assert [e.action for e in AuditEvent.objects.filter(object_id=parent_client.registration_id,
-                                                        action__startswith="client.spawn")] == [
-        "client.spawn_revoke", "client.spawn_restore", "client.spawn"]
+    assert [
+        e.action
+        for e in AuditEvent.objects.filter(object_id=parent_client.registration_id, action__startswith="client.spawn")
+    ] == ["client.spawn_revoke", "client.spawn_restore", "client.spawn"]
 
 
 def test_rotating_the_token_does_not_reset_the_count(client, parent, admin_user):

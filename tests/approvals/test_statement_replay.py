@@ -73,13 +73,17 @@ def test_a_ten_year_statement_without_jti_is_refused_every_time(client, oidc_rul
 def test_a_long_lived_statement_is_refused_even_with_a_jti(client, oidc_rule):
     now = int(time.time())
     statement = sign({"scope": "tickets:read"}, iat=now, exp=now + TEN_YEARS)
-    _refused(post(client, low_body(software_statement=statement)),
-             f"software statement lives {TEN_YEARS} s (exp - iat); at most 3600 s are accepted")
+    _refused(
+        post(client, low_body(software_statement=statement)),
+        f"software statement lives {TEN_YEARS} s (exp - iat); at most 3600 s are accepted",
+    )
 
 
 def test_a_statement_without_jti_is_refused(client, oidc_rule):
-    _refused(post(client, low_body(software_statement=sign({"scope": "tickets:read"}, drop=("jti",)))),
-             "software statement has no jti claim")
+    _refused(
+        post(client, low_body(software_statement=sign({"scope": "tickets:read"}, drop=("jti",)))),
+        "software statement has no jti claim",
+    )
 
 
 @pytest.mark.parametrize("jti", ["", "   ", 42, "x" * 256, "line\nbreak"])
@@ -106,11 +110,14 @@ def test_the_bound_holds_for_exp_from_now(oidc_rule):
     assert verify_software_statement(sign(iat=now, exp=now + 600), max_lifetime=600).jti
 
 
-@pytest.mark.parametrize(("value", "message"), [
-    (59, "max_statement_lifetime_seconds must be between 60 and 86400, got 59"),
-    (86401, "max_statement_lifetime_seconds must be between 60 and 86400, got 86401"),
-    ("3600", "max_statement_lifetime_seconds must be an integer, got str"),
-])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (59, "max_statement_lifetime_seconds must be between 60 and 86400, got 59"),
+        (86401, "max_statement_lifetime_seconds must be between 60 and 86400, got 86401"),
+        ("3600", "max_statement_lifetime_seconds must be an integer, got str"),
+    ],
+)
 def test_the_policy_threshold_is_validated(value, message):
     with pytest.raises(ValueError, match="invalid policy config") as info:
         PolicyConfig.from_dict({"max_statement_lifetime_seconds": value}, version=2)
@@ -124,13 +131,19 @@ def test_a_replayed_statement_is_refused(client, oidc_rule):
     statement = sign({"scope": "tickets:read"}, jti="run-4711")
     assert post(client, low_body(software_statement=statement)).status_code == 201
     before = counts()
-    _refused(post(client, low_body(software_statement=statement)),
-             f"software statement jti 'run-4711' of issuer '{ISSUER}' was already used")
+    _refused(
+        post(client, low_body(software_statement=statement)),
+        f"software statement jti 'run-4711' of issuer '{ISSUER}' was already used",
+    )
     assert counts() == before
     [event] = fold_refusals()
     assert event.action == "registration.statement_rejected" and "already used" in event.reason
     use = SoftwareStatementUse.objects.get()
-    assert (use.issuer, use.jti, use.registration_id) == (ISSUER, "run-4711", RegistrationRequest.objects.get().public_id)
+    assert (use.issuer, use.jti, use.registration_id) == (
+        ISSUER,
+        "run-4711",
+        RegistrationRequest.objects.get().public_id,
+    )
 
 
 def test_a_pending_registration_uses_the_jti(client, oidc_rule):
@@ -150,10 +163,18 @@ def test_a_refused_registration_does_not_use_the_jti(client, oidc_rule):
 
 def test_a_jti_is_unique_per_issuer(client, oidc_rule, spiffe_rule):
     assert post(client, low_body(software_statement=sign({"scope": "tickets:read"}, jti="shared"))).status_code == 201
-    spiffe = sign({"sub": "spiffe://prod.example.org/ns/agents/sa/x", "aud": "registrar", "scope": "tickets:read"},
-                  key=SPIFFE_KEY, alg="ES256", drop=("iss",), jti="shared")
+    spiffe = sign(
+        {"sub": "spiffe://prod.example.org/ns/agents/sa/x", "aud": "registrar", "scope": "tickets:read"},
+        key=SPIFFE_KEY,
+        alg="ES256",
+        drop=("iss",),
+        jti="shared",
+    )
     assert post(client, low_body(software_statement=spiffe)).status_code == 201
-    assert sorted(SoftwareStatementUse.objects.values_list("issuer", flat=True)) == [ISSUER, "spiffe://prod.example.org"]
+    assert sorted(SoftwareStatementUse.objects.values_list("issuer", flat=True)) == [
+        ISSUER,
+        "spiffe://prod.example.org",
+    ]
 
 
 def test_a_jti_used_meanwhile_is_caught_by_the_database(oidc_rule):
@@ -161,8 +182,13 @@ def test_a_jti_used_meanwhile_is_caught_by_the_database(oidc_rule):
     registration's own statement, refuses the loser, and the client it had already created is rolled back."""
     statement = sign({"scope": "tickets:read"}, jti="raced")
     requester = intake.requester_authenticate(bearer=None, body={"software_statement": statement})
-    SoftwareStatementUse.objects.create(issuer=ISSUER, jti="raced", expires_at=timezone.now() + dt.timedelta(hours=1),
-                                        registration_id="reg_winner", used_at=timezone.now())
+    SoftwareStatementUse.objects.create(
+        issuer=ISSUER,
+        jti="raced",
+        expires_at=timezone.now() + dt.timedelta(hours=1),
+        registration_id="reg_winner",
+        used_at=timezone.now(),
+    )
     before = counts()
     with pytest.raises(intake.BadRequest) as info:
         intake.registration_submit(requester=requester, body=low_body(software_statement=statement))
@@ -177,8 +203,11 @@ def test_concurrent_replays_register_exactly_once(live_server, oidc_rule):
 
     def register(i: int) -> tuple[int, str]:
         with requests.Session() as http:
-            response = http.post(f"{live_server.url}/oauth2/register", timeout=30,
-                                 json=low_body(client_name=f"racer-{i}", software_statement=statement))
+            response = http.post(
+                f"{live_server.url}/oauth2/register",
+                timeout=30,
+                json=low_body(client_name=f"racer-{i}", software_statement=statement),
+            )
             return response.status_code, response.json().get("error", "")
 
     with ThreadPoolExecutor(max_workers=16) as pool:
@@ -195,10 +224,14 @@ def test_concurrent_replays_register_exactly_once(live_server, oidc_rule):
 
 def test_expired_statement_uses_are_purged(db):
     now = timezone.now()
-    for jti, expires in (("old", now - dt.timedelta(hours=2)), ("in-leeway", now - dt.timedelta(seconds=30)),
-                         ("live", now + dt.timedelta(minutes=5))):
-        SoftwareStatementUse.objects.create(issuer=ISSUER, jti=jti, expires_at=expires, registration_id="reg_x",
-                                            used_at=now)
+    for jti, expires in (
+        ("old", now - dt.timedelta(hours=2)),
+        ("in-leeway", now - dt.timedelta(seconds=30)),
+        ("live", now + dt.timedelta(minutes=5)),
+    ):
+        SoftwareStatementUse.objects.create(
+            issuer=ISSUER, jti=jti, expires_at=expires, registration_id="reg_x", used_at=now
+        )
     assert statement_uses_purge(now=now) == 1
     assert sorted(SoftwareStatementUse.objects.values_list("jti", flat=True)) == ["in-leeway", "live"]
     out = StringIO()
@@ -271,13 +304,23 @@ def test_statement_replay_is_refused_on_sqlite(tmp_path):
     import json
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DJANGO_"))}
-    env |= {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true", "REGISTRAR_DATA_DIR": str(tmp_path),
-            "PYTHONPATH": str(ROOT), "LOG_LEVEL": "ERROR"}
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "true",
+        "REGISTRAR_DATA_DIR": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+        "LOG_LEVEL": "ERROR",
+    }
     run = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 120}
     migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], **run)
     assert migrate.returncode == 0, migrate.stderr
     result = subprocess.run([sys.executable, "-c", SQLITE_SCRIPT], **run)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout.strip().splitlines()[-1])
-    assert out == {"first": 201, "replay": 400, "raced": "invalid_software_statement", "requests": 1,
-                   "uses": ["one", "raced"]}
+    assert out == {
+        "first": 201,
+        "replay": 400,
+        "raced": "invalid_software_statement",
+        "requests": 1,
+        "uses": ["one", "raced"],
+    }

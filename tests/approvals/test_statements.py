@@ -98,8 +98,15 @@ def sign_escaped(**claims) -> str:
     """Like sign(), with the payload JSON escaped to ASCII: the only way to carry half a surrogate pair (a JWT
     library encoding UTF-8 cannot)."""
     now = int(time.time())
-    payload = {"iss": ISSUER, "sub": "repo:acme/agents:ref:refs/heads/main", "aud": AUDIENCE, "iat": now,
-               "exp": now + 300, "jti": uuid.uuid4().hex, **claims}  # fmt: skip
+    payload = {
+        "iss": ISSUER,
+        "sub": "repo:acme/agents:ref:refs/heads/main",
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + 300,
+        "jti": uuid.uuid4().hex,
+        **claims,
+    }
     return jws.serialize_compact({"alg": "RS256", "kid": ISSUER_KEY.kid}, json.dumps(payload).encode(), ISSUER_KEY)
 
 
@@ -169,7 +176,11 @@ def test_spiffe_jwt_svid_registers_with_its_spiffe_id(client, spiffe_rule):
         (lambda: sign(drop=("iat",)), "invalid_software_statement", "iat"),
         (lambda: sign(iat=int(time.time()) + 3600), "invalid_software_statement", "future"),
         (lambda: sign(iss="https://unknown.example.com"), "unapproved_software_statement", "not a trusted issuer"),
-        (lambda: sign(sub="repo:evil/agents:ref:main"), "unapproved_software_statement", "not allowed by any trusted issuer rule"),
+        (
+            lambda: sign(sub="repo:evil/agents:ref:main"),
+            "unapproved_software_statement",
+            "not allowed by any trusted issuer rule",
+        ),
         (lambda: sign(key=OctKey.import_key("s" * 32), alg="HS256"), "invalid_software_statement", "HS256"),
         (lambda: "not-a-jwt", "invalid_software_statement", "three dot-separated parts"),
         (lambda: "e30.e30.", "invalid_software_statement", "alg"),
@@ -178,7 +189,7 @@ def test_spiffe_jwt_svid_registers_with_its_spiffe_id(client, spiffe_rule):
         (lambda: sign_escaped(sub="repo:acme/agents:\ud800"), "invalid_software_statement", "unpaired surrogate"),
         (lambda: sign_escaped(client_name="x\udfff"), "invalid_software_statement", "unpaired surrogate"),
     ],
-)  # fmt: skip
+)
 def test_bad_statements_are_refused_with_the_rfc_7591_code(client, oidc_rule, statement, error, fragment):
     before = counts()
     response = post(client, low_body(software_statement=statement()))
@@ -207,9 +218,15 @@ def test_disabled_issuer_is_unapproved(client, oidc_rule):
 
 def test_exact_rule_beats_prefix_rule(oidc_rule, ci_owner):
     exact = TrustedIssuer.objects.create(
-        name="CI main", kind="oidc", issuer=ISSUER, audience=AUDIENCE, jwks=_jwks(ISSUER_KEY),
-        subject="repo:acme/agents:ref:refs/heads/main", owner=ci_owner, purpose="main branch agent",
-    )  # fmt: skip
+        name="CI main",
+        kind="oidc",
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        jwks=_jwks(ISSUER_KEY),
+        subject="repo:acme/agents:ref:refs/heads/main",
+        owner=ci_owner,
+        purpose="main branch agent",
+    )
     assert verify_software_statement(sign()).issuer == exact
     assert verify_software_statement(sign(sub="repo:acme/agents:ref:refs/heads/dev")).issuer == oidc_rule
 

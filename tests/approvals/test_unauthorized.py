@@ -44,8 +44,15 @@ def head() -> tuple[int, str] | None:
 
 
 def count(source: str, prefix: str = "rat_garbage_", *, now=None, action="registration.unauthorized"):
-    unauthorized_count(action=action, source=source, credential_prefix=prefix, path="/oauth2/register",
-                       error="invalid_token", reason="the bearer token is not a valid initial access token", now=now)
+    unauthorized_count(
+        action=action,
+        source=source,
+        credential_prefix=prefix,
+        path="/oauth2/register",
+        error="invalid_token",
+        reason="the bearer token is not a valid initial access token",
+        now=now,
+    )
 
 
 def test_many_401s_from_one_source_chain_nothing_then_fold_into_one_event_with_the_count(client, setup):
@@ -94,11 +101,13 @@ def test_the_rfc_7592_401_path_is_counted_too(client, setup):
 
 def test_each_source_prefix_and_action_gets_its_own_event(db):
     now = timezone.now()
-    for source, prefix, action in [("198.51.100.1", "rat_aaaaaaaa", "registration.unauthorized"),
-                                   ("198.51.100.1", "rat_aaaaaaaa", "registration.unauthorized"),
-                                   ("198.51.100.1", "rat_bbbbbbbb", "registration.unauthorized"),
-                                   ("198.51.100.2", "rat_aaaaaaaa", "registration.unauthorized"),
-                                   ("198.51.100.2", "", "registration.statement_rejected")]:  # fmt: skip
+    for source, prefix, action in [
+        ("198.51.100.1", "rat_aaaaaaaa", "registration.unauthorized"),
+        ("198.51.100.1", "rat_aaaaaaaa", "registration.unauthorized"),
+        ("198.51.100.1", "rat_bbbbbbbb", "registration.unauthorized"),
+        ("198.51.100.2", "rat_aaaaaaaa", "registration.unauthorized"),
+        ("198.51.100.2", "", "registration.statement_rejected"),
+    ]:
         count(source, prefix, now=now, action=action)
     unauthorized_fold(now=now + timedelta(minutes=2))
     got = sorted(
@@ -175,8 +184,9 @@ def test_a_known_key_keeps_counting_in_its_own_row_after_the_minute_fills(db, se
 
 def test_unknown_actions_are_refused_and_write_nothing(db):
     with pytest.raises(ValueError, match="unknown action"):
-        unauthorized_count(action="client.create", source="192.0.2.1", credential_prefix="", path="/", error="",
-                           reason="")
+        unauthorized_count(
+            action="client.create", source="192.0.2.1", credential_prefix="", path="/", error="", reason=""
+        )
     assert not UnauthorizedTally.objects.exists()
 
 

@@ -91,8 +91,11 @@ def test_a_refused_management_token_without_a_listing_is_access_denied_never_gon
     to ask, a refused token is a failure for a person, not "already gone"."""
     connector = connector_answering(status, {"error": "invalid_token"})
     assert connector.can_list is False
-    call = {"delete": lambda: connector.delete("c1", STATE), "get": lambda: connector.get("c1", STATE),
-            "update": lambda: connector.update("c1", SPEC, STATE)}[operation]
+    call = {
+        "delete": lambda: connector.delete("c1", STATE),
+        "get": lambda: connector.get("c1", STATE),
+        "update": lambda: connector.update("c1", SPEC, STATE),
+    }[operation]
     with pytest.raises(AccessDenied, match="cannot tell a deleted client from a stale or revoked token") as caught:
         call()
     assert caught.value.status_code == status
@@ -108,8 +111,9 @@ def test_a_refused_management_token_with_a_listing_is_gone_only_when_the_listing
         return httpx.Response(401, json={"error": "invalid_token"})
 
     config = {**CONFIG, "list_endpoint": "https://idp.test/admin/clients", "admin_delete": False}
-    connector = build_connector("rfc7591", config, {**SECRETS, "admin_token": "adm"}, 5.0,
-                                transport=httpx.MockTransport(handler))
+    connector = build_connector(
+        "rfc7591", config, {**SECRETS, "admin_token": "adm"}, 5.0, transport=httpx.MockTransport(handler)
+    )
     assert connector.can_list is True
     connector.delete("c1", STATE)  # not listed: really gone
     listed.append({"client_id": "c1", "grant_types": ["client_credentials"]})
@@ -122,8 +126,12 @@ def test_transient_errors_say_whether_the_request_can_have_taken_effect():
         with pytest.raises(Transient) as caught:
             connector_answering(status, {"error": "x"}).create(SPEC)
         assert caught.value.reached_idp is reached, status
-    for error, reached in ((httpx.ConnectError("refused"), False), (httpx.ConnectTimeout("slow"), False),
-                           (httpx.ReadTimeout("slow"), True), (httpx.RemoteProtocolError("cut"), True)):
+    for error, reached in (
+        (httpx.ConnectError("refused"), False),
+        (httpx.ConnectTimeout("slow"), False),
+        (httpx.ReadTimeout("slow"), True),
+        (httpx.RemoteProtocolError("cut"), True),
+    ):
         with pytest.raises(Transient) as caught:
             connector_answering(0, error).create(SPEC)
         assert caught.value.reached_idp is reached, error

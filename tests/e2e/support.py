@@ -22,7 +22,6 @@ def login(browser, base: str, username: str):
     return context, page
 
 
-
 @contextmanager
 def viewport_width(page, width: int):
     """The page at ``width`` px wide for the block, then back to its size."""

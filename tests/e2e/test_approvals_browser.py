@@ -25,10 +25,17 @@ from tests.factories import TokenFactory, UserFactory
 pytestmark = pytest.mark.e2e
 
 TOKEN = "rat_e2e_queue_token_0000000000"
-JWKS = {"keys": [{"kty": "EC", "crv": "P-256", "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
-                  "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0", "kid": "e2e"}]}
-
-
+JWKS = {
+    "keys": [
+        {
+            "kty": "EC",
+            "crv": "P-256",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+            "kid": "e2e",
+        }
+    ]
+}
 
 
 @pytest.fixture
@@ -36,9 +43,16 @@ def world(transactional_db, role_groups, catalogue, idp, team):
     owner = UserFactory(username="olivia", roles=["owner"])
     bob = UserFactory(username="bob", roles=["approver"])
     carol = UserFactory(username="carol", roles=["approver"])
-    TokenFactory(owner=owner, team=team, plaintext=TOKEN, purpose="deploy agent for the platform team",
-                 allowed_scopes=["tickets:read", "repo:write", "crm:read"], max_uses=10, max_ttl_seconds=86400,
-                 expires_at=timezone.now() + timedelta(days=1))
+    TokenFactory(
+        owner=owner,
+        team=team,
+        plaintext=TOKEN,
+        purpose="deploy agent for the platform team",
+        allowed_scopes=["tickets:read", "repo:write", "crm:read"],
+        max_uses=10,
+        max_ttl_seconds=86400,
+        expires_at=timezone.now() + timedelta(days=1),
+    )
     return {"owner": owner, "bob": bob, "carol": carol}
 
 
@@ -49,13 +63,12 @@ def register(base: str, body: dict) -> dict:
 
 
 def poll(info: dict) -> httpx.Response:
-    response = httpx.get(info["registration_client_uri"],
-                         headers={"Authorization": f"Bearer {info['registration_access_token']}"})
+    response = httpx.get(
+        info["registration_client_uri"], headers={"Authorization": f"Bearer {info['registration_access_token']}"}
+    )
     if "registration_access_token" in response.json():  # RFC 7592 reads rotate the token
         info["registration_access_token"] = response.json()["registration_access_token"]
     return response
-
-
 
 
 def test_two_approvers_clear_a_high_risk_request_and_one_is_denied(live_server, browser, world):
@@ -68,14 +81,28 @@ def test_two_approvers_clear_a_high_risk_request_and_one_is_denied(live_server, 
 
 
 def _scenario(base: str, browser):
-    high = register(base, {
-        "client_name": "deploy-bot", "purpose": "Open pull requests for dependency bumps",
-        "scope": "repo:write tickets:read", "jwks": JWKS, "requested_ttl": 3600,
-        "redirect_uris": ["https://deploy-bot.example/cb"],
-    })
+    high = register(
+        base,
+        {
+            "client_name": "deploy-bot",
+            "purpose": "Open pull requests for dependency bumps",
+            "scope": "repo:write tickets:read",
+            "jwks": JWKS,
+            "requested_ttl": 3600,
+            "redirect_uris": ["https://deploy-bot.example/cb"],
+        },
+    )
     assert high["status"] == "pending"
-    medium = register(base, {"client_name": "crm-reader", "purpose": "Read CRM accounts for reports",
-                             "scope": "crm:read", "jwks": JWKS, "requested_ttl": 3600})
+    medium = register(
+        base,
+        {
+            "client_name": "crm-reader",
+            "purpose": "Read CRM accounts for reports",
+            "scope": "crm:read",
+            "jwks": JWKS,
+            "requested_ttl": 3600,
+        },
+    )
     high_req = RegistrationRequest.objects.get(public_id=high["registration_client_uri"].rsplit("/", 1)[-1])
     assert high_req.risk_tier == RiskTier.HIGH and high_req.approvals_needed == 2
     assert poll(high).status_code == 202

@@ -20,25 +20,24 @@ from tests.factories import ClientFactory, UserFactory
 pytestmark = pytest.mark.e2e
 
 
-
-
-
 @pytest.fixture
 def world(transactional_db, role_groups, idp):
     olivia = UserFactory(username="olivia", roles=["owner"])
     dave = UserFactory(username="dave", roles=["owner"])
     now = timezone.now()
-    renew_me = ClientFactory(owner=olivia, idp=idp, name="ticket-triage", expires_at=now + timedelta(hours=3),
-                             scopes=["tickets:read"])
-    retire_me = ClientFactory(owner=olivia, idp=idp, name="old-report-bot", expires_at=now + timedelta(hours=8),
-                              scopes=["docs:read"])
-    offered = ClientFactory(owner=dave, idp=idp, name="calendar-sync", expires_at=now + timedelta(hours=20),
-                            scopes=["calendar:read"])
-    offer = TransferOffer.objects.create(client=offered, from_user=dave, to_user=olivia, offered_by=dave,
-                                         reason="dave is moving to the data team")
+    renew_me = ClientFactory(
+        owner=olivia, idp=idp, name="ticket-triage", expires_at=now + timedelta(hours=3), scopes=["tickets:read"]
+    )
+    retire_me = ClientFactory(
+        owner=olivia, idp=idp, name="old-report-bot", expires_at=now + timedelta(hours=8), scopes=["docs:read"]
+    )
+    offered = ClientFactory(
+        owner=dave, idp=idp, name="calendar-sync", expires_at=now + timedelta(hours=20), scopes=["calendar:read"]
+    )
+    offer = TransferOffer.objects.create(
+        client=offered, from_user=dave, to_user=olivia, offered_by=dave, reason="dave is moving to the data team"
+    )
     return {"olivia": olivia, "renew": renew_me, "retire": retire_me, "offered": offered, "offer": offer}
-
-
 
 
 def test_owner_renews_retires_and_accepts_a_transfer(live_server, browser, world):

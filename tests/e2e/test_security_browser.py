@@ -26,9 +26,6 @@ def _fresh_reports(settings):
     settings.REGISTRAR_REPORT_CACHE_SECONDS = 0
 
 
-
-
-
 @pytest.fixture
 def estate(transactional_db, role_groups, catalogue, idp, team):
     UserFactory(username="ciso", roles=["security"])
@@ -37,18 +34,38 @@ def estate(transactional_db, role_groups, catalogue, idp, team):
     carol = UserFactory(username="carol", roles=["approver"])
     leaver = UserFactory(username="leaver", is_active=False)
     now = timezone.now()
-    target = ClientFactory(name="invoice-summarizer", purpose="Summarises supplier invoices for finance", idp=idp,
-                           owner=olivia, team=team, risk_tier=RiskTier.HIGH, scopes=["db:prod:read"],
-                           expires_at=now + timedelta(hours=20), policy_version=1)
-    request = RequestFactory(public_id=target.registration_id, owner=olivia, state="approved", outcome="review",
-                             risk_tier="high", approvals_needed=2, client=target,
-                             reasons=["scope db:prod:read is high sensitivity"])
+    target = ClientFactory(
+        name="invoice-summarizer",
+        purpose="Summarises supplier invoices for finance",
+        idp=idp,
+        owner=olivia,
+        team=team,
+        risk_tier=RiskTier.HIGH,
+        scopes=["db:prod:read"],
+        expires_at=now + timedelta(hours=20),
+        policy_version=1,
+    )
+    request = RequestFactory(
+        public_id=target.registration_id,
+        owner=olivia,
+        state="approved",
+        outcome="review",
+        risk_tier="high",
+        approvals_needed=2,
+        client=target,
+        reasons=["scope db:prod:read is high sensitivity"],
+    )
     Decision.objects.create(request=request, approver=bob, kind="approve", reason="finance sign-off")
     Decision.objects.create(request=request, approver=carol, kind="approve", reason="24h is fine")
-    audit_record(actor=Actor.user(olivia), action="client.create", object_type="client",
-                 object_id=target.registration_id)
-    audit_record(actor=Actor.system("provisioner"), action="client.activate", object_type="client",
-                 object_id=target.registration_id)
+    audit_record(
+        actor=Actor.user(olivia), action="client.create", object_type="client", object_id=target.registration_id
+    )
+    audit_record(
+        actor=Actor.system("provisioner"),
+        action="client.activate",
+        object_type="client",
+        object_id=target.registration_id,
+    )
     ClientFactory(name="ticket-triage-bot", purpose="Labels support tickets", idp=idp, owner=olivia)
     ClientFactory(name="calendar-helper", purpose="Books rooms", idp=idp, owner=leaver)
     return target
@@ -71,8 +88,15 @@ def test_ciso_finds_a_client_by_typo_and_reads_the_reports(live_server, browser,
     page.click("text=invoice-summarizer")
     page.wait_for_url(f"**/inventory/{estate.registration_id}/")
     text = page.locator("main").inner_text() if page.locator("main").count() else page.inner_text("body")
-    for expected in ("Summarises supplier invoices", "bob", "carol", "finance sign-off", "db:prod:read",
-                     "client.activate", "How it is revoked"):
+    for expected in (
+        "Summarises supplier invoices",
+        "bob",
+        "carol",
+        "finance sign-off",
+        "db:prod:read",
+        "client.activate",
+        "How it is revoked",
+    ):
         assert expected in text, expected
     page.screenshot(path=str(SHOTS / "security-explain.png"), full_page=True)
 

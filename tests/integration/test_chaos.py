@@ -59,8 +59,6 @@ EXPIRED_AFTER = 10
 DEADLINE_S = 75
 
 
-
-
 def pending() -> int:
     return OutboxEntry.objects.filter(status=OutboxStatus.PENDING).count()
 
@@ -109,8 +107,9 @@ def test_every_change_survives_killed_workers_idp_outages_and_lost_messages(list
                 ).values_list("claimed_by", flat=True)
                 return any(int(lease.split(":")[1]) in a_pids for lease in leases if lease.count(":") >= 2)
 
-            wait_for(lambda: delivered() >= 10 and a_holds_a_lease(), timeout=30, what="worker A mid-delivery",
-                     interval=0.01)
+            wait_for(
+                lambda: delivered() >= 10 and a_holds_a_lease(), timeout=30, what="worker A mid-delivery", interval=0.01
+            )
             workers["chaos-a"].kill9()
             killed_at_done = delivered()
 
@@ -139,12 +138,20 @@ def test_every_change_survives_killed_workers_idp_outages_and_lost_messages(list
             workers["chaos-a"] = CeleryWorker("chaos-a2", env=env, concurrency=4).start()
             sender.send_task("inventory.tasks.requeue_outbox")
             live = clients[RETIRED_BEFORE:]
-            wait_for(lambda: Client.objects.filter(pk__in=[c.pk for c in live[: RETIRED_AFTER + EXPIRED_AFTER]],
-                                                   state=ClientState.ACTIVE).count() == RETIRED_AFTER + EXPIRED_AFTER,
-                     timeout=40, what="clients to retire/expire to become active", interval=0.5)
+            wait_for(
+                lambda: (
+                    Client.objects.filter(
+                        pk__in=[c.pk for c in live[: RETIRED_AFTER + EXPIRED_AFTER]], state=ClientState.ACTIVE
+                    ).count()
+                    == RETIRED_AFTER + EXPIRED_AFTER
+                ),
+                timeout=40,
+                what="clients to retire/expire to become active",
+                interval=0.5,
+            )
             for client in live[:RETIRED_AFTER]:
                 client_transition(client=client, target=ClientState.RETIRED, actor=system, reason="done")
-            for client in live[RETIRED_AFTER: RETIRED_AFTER + EXPIRED_AFTER]:
+            for client in live[RETIRED_AFTER : RETIRED_AFTER + EXPIRED_AFTER]:
                 client_transition(client=client, target=ClientState.EXPIRED, actor=system, reason="ttl")
 
             # The periodic requeue is all that brings lost and abandoned work back.
@@ -193,8 +200,11 @@ def settle_unconfirmed_as_a_person(idp_process: IdPProcess, idp, client_ids: lis
     Registrar never learnt — each with at most one client at the IdP. The admin deletes that client in the
     IdP's console, then retries the create or marks the delete resolved; delivery finishes the rest.
     """
-    dead = list(OutboxEntry.objects.filter(status=OutboxStatus.DEAD, client_id__in=client_ids)
-                .select_related("client").order_by("id"))  # fmt: skip
+    dead = list(
+        OutboxEntry.objects.filter(status=OutboxStatus.DEAD, client_id__in=client_ids)
+        .select_related("client")
+        .order_by("id")
+    )
     assert all(entry.last_error.startswith("Unconfirmed:") for entry in dead), [e.last_error for e in dead]
     by_marker: dict[str, list[str]] = {}
     for remote in idp_clients(idp_process):

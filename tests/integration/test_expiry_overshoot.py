@@ -38,8 +38,6 @@ SPREAD_S = 75
 GOAL_P99_S = 90.0
 
 
-
-
 @contextlib.contextmanager
 def celery_beat(env: dict[str, str]):
     """``celery -A portal beat`` with the project's default schedule, in its own session."""
@@ -47,7 +45,12 @@ def celery_beat(env: dict[str, str]):
     log = (workdir / "beat.log").open("wb")
     process = subprocess.Popen(
         [str(CELERY), "-A", "portal", "beat", "-l", "info", "-s", str(workdir / "schedule"), "--pidfile="],
-        cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         yield process
@@ -81,8 +84,11 @@ def test_expiry_overshoot_p99_with_the_default_schedule(private_redis):
     # A private redis-server: a shared DB number would let another checkout's run (or its worker) take these tasks.
     redis_url = private_redis.url
     sender = Celery("overshoot-sender", broker=redis_url)
-    env = worker_env(database=database_url(connection.settings_dict), redis_url=redis_url,
-                     encryption_key=settings.REGISTRAR_ENCRYPTION_KEYS[0])
+    env = worker_env(
+        database=database_url(connection.settings_dict),
+        redis_url=redis_url,
+        encryption_key=settings.REGISTRAR_ENCRYPTION_KEYS[0],
+    )
     worker = CeleryWorker("overshoot", env=env, concurrency=4)
     with IdPProcess() as idp_process:
         idp = connection_for(idp_process, name="overshoot-idp")
@@ -93,25 +99,37 @@ def test_expiry_overshoot_p99_with_the_default_schedule(private_redis):
         try:
             worker.start()
             sender.send_task("inventory.tasks.requeue_outbox")
-            wait_for(lambda: Client.objects.filter(pk__in=ids, state=ClientState.ACTIVE).count() == CLIENTS,
-                     timeout=60, what="clients to be provisioned", interval=0.5)
+            wait_for(
+                lambda: Client.objects.filter(pk__in=ids, state=ClientState.ACTIVE).count() == CLIENTS,
+                timeout=60,
+                what="clients to be provisioned",
+                interval=0.5,
+            )
             start = timezone.now()
             for n, pk in enumerate(ids):  # TTLs of 5 … 80 s
                 Client.objects.filter(pk=pk).update(expires_at=start + timedelta(seconds=5 + n * SPREAD_S / CLIENTS))
             with celery_beat(env):
                 wait_for(
-                    lambda: Client.objects.filter(pk__in=ids, expiry_overshoot_seconds__isnull=False).count() == CLIENTS,
-                    timeout=SPREAD_S + 60 + 60, what=f"every overshoot to be recorded; log: {worker.log_tail(800)}",
+                    lambda: (
+                        Client.objects.filter(pk__in=ids, expiry_overshoot_seconds__isnull=False).count() == CLIENTS
+                    ),
+                    timeout=SPREAD_S + 60 + 60,
+                    what=f"every overshoot to be recorded; log: {worker.log_tail(800)}",
                     interval=1,
                 )
         finally:
             worker.stop()
 
-    rows = list(Client.objects.filter(pk__in=ids).values_list("state", "expiry_overshoot_seconds", "idp_disabled_at",
-                                                               "expires_at"))
+    rows = list(
+        Client.objects.filter(pk__in=ids).values_list(
+            "state", "expiry_overshoot_seconds", "idp_disabled_at", "expires_at"
+        )
+    )
     assert {state for state, *_ in rows} == {ClientState.EXPIRED}
     overshoots = [o for _, o, _, _ in rows]
     assert all(disabled >= expires for _, _, disabled, expires in rows)
-    print(f"expiry overshoot: n={len(overshoots)} median={statistics.median(overshoots):.1f}s "
-          f"p99={p99(overshoots):.1f}s max={max(overshoots):.1f}s")
+    print(
+        f"expiry overshoot: n={len(overshoots)} median={statistics.median(overshoots):.1f}s "
+        f"p99={p99(overshoots):.1f}s max={max(overshoots):.1f}s"
+    )
     assert p99(overshoots) <= GOAL_P99_S

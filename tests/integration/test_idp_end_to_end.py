@@ -97,8 +97,16 @@ def test_expiry_disables_the_client_at_the_idp(oidc_idp, real_idp, resource_serv
     assert "client.idp_disable" in [e.action for e in events_for("client", client.registration_id)]
 
 
-def test_high_tier_request_after_two_approvals(oidc_idp, real_idp, resource_server, catalogue, client,  # noqa: F811
-                                               approver, approver2, _fresh_limits_and_policy):  # noqa: F811
+def test_high_tier_request_after_two_approvals(
+    oidc_idp,
+    real_idp,
+    resource_server,
+    catalogue,
+    client,  # noqa: F811
+    approver,
+    approver2,
+    _fresh_limits_and_policy,
+):  # noqa: F811
     from approvals.choices import RequestState
     from approvals.models import RegistrationRequest
     from approvals.services import request_approve
@@ -111,9 +119,18 @@ def test_high_tier_request_after_two_approvals(oidc_idp, real_idp, resource_serv
     agent = Agent()
     _, plaintext = make_token(owner)
 
-    response = post(client, {"client_name": "release-bot", "purpose": "Push release tags",
-                             "scope": "repo:write", "internal_only": True, "jwks": agent.jwks,
-                             "requested_ttl": 3600}, plaintext)
+    response = post(
+        client,
+        {
+            "client_name": "release-bot",
+            "purpose": "Push release tags",
+            "scope": "repo:write",
+            "internal_only": True,
+            "jwks": agent.jwks,
+            "requested_ttl": 3600,
+        },
+        plaintext,
+    )
 
     assert response.status_code == 202, response.content
     pending = response.json()

@@ -21,8 +21,10 @@ def _isolated(db, catalogue):
     cache.clear()
     policy_store.clear_cache()
     intake.clear_caches()
-    with override_settings(REGISTRAR_SCIM_TOKEN=SCIM_TOKEN, REGISTRAR_INLINE_DELIVERY_TIMEOUT=5), \
-            TamperableConnector.registered():
+    with (
+        override_settings(REGISTRAR_SCIM_TOKEN=SCIM_TOKEN, REGISTRAR_INLINE_DELIVERY_TIMEOUT=5),
+        TamperableConnector.registered(),
+    ):
         yield
     TamperableConnector.remote.clear()
     cache.clear()

@@ -60,8 +60,13 @@ class TamperableConnector(DryRunConnector):
     remote: ClassVar[dict[str, RemoteClient]] = {}
 
     def _remember(self, client_id: str, spec) -> None:
-        self.remote[client_id] = RemoteClient(client_id=client_id, registrar_id=spec.registrar_id,
-                                              enabled=spec.enabled, scopes=list(spec.scopes), metadata={})
+        self.remote[client_id] = RemoteClient(
+            client_id=client_id,
+            registrar_id=spec.registrar_id,
+            enabled=spec.enabled,
+            scopes=list(spec.scopes),
+            metadata={},
+        )
 
     def create(self, spec):
         result = super().create(spec)
@@ -103,8 +108,9 @@ class TamperableConnector(DryRunConnector):
     @classmethod
     def tamper(cls, client: Client, *, enabled: bool = True, extra_scopes: tuple[str, ...] = ()) -> None:
         old = cls.remote[client.idp_client_id]
-        cls.remote[client.idp_client_id] = RemoteClient(client.idp_client_id, old.registrar_id, enabled,
-                                                        sorted({*old.scopes, *extra_scopes}), {})
+        cls.remote[client.idp_client_id] = RemoteClient(
+            client.idp_client_id, old.registrar_id, enabled, sorted({*old.scopes, *extra_scopes}), {}
+        )
 
 
 # --- people and clients ------------------------------------------------------------------------------------
@@ -149,20 +155,35 @@ def build_world() -> World:
         "admin": UserFactory(username="inv-admin", roles=["admin"], is_staff=True, is_superuser=True),
     }
     TamperableConnector.remote.clear()
-    idp = IdPFactory(name="invariant-idp", kind="invariant-fake", is_default=True,
-                     config={"issuer": "https://idp.invariants", "token_endpoint": "https://idp.invariants/token"})
+    idp = IdPFactory(
+        name="invariant-idp",
+        kind="invariant-fake",
+        is_default=True,
+        config={"issuer": "https://idp.invariants", "token_endpoint": "https://idp.invariants/token"},
+    )
     policy_store.clear_cache()
     intake.clear_caches()
     plaintext = "rat_invariants_" + "x" * 24
-    token = TokenFactory(owner=users["owner"], plaintext=plaintext, max_uses=100, max_ttl_seconds=7 * 86400,
-                         allowed_scopes=["tickets:read", "docs:read", "tickets:write", "crm:read", "repo:write"],
-                         idp=idp)
+    token = TokenFactory(
+        owner=users["owner"],
+        plaintext=plaintext,
+        max_uses=100,
+        max_ttl_seconds=7 * 86400,
+        allowed_scopes=["tickets:read", "docs:read", "tickets:write", "crm:read", "repo:write"],
+        idp=idp,
+    )
     return World(users=users, idp=idp, token=token, token_plaintext=plaintext)
 
 
 def body(**overrides) -> dict:
-    data = {"client_name": "matrix-agent", "purpose": "invariant matrix agent", "scope": "tickets:read",
-            "internal_only": True, "jwks": PUBLIC_JWKS, "requested_ttl": 3600}
+    data = {
+        "client_name": "matrix-agent",
+        "purpose": "invariant matrix agent",
+        "scope": "tickets:read",
+        "internal_only": True,
+        "jwks": PUBLIC_JWKS,
+        "requested_ttl": 3600,
+    }
     data.update(overrides)
     return {k: v for k, v in data.items() if v is not None}
 
@@ -186,9 +207,17 @@ def deliver(client: Client) -> Client:
     return Client.objects.get(pk=client.pk)
 
 
-def approved_client(world: World, *, scope: str, requested_ttl: int, internal_only: bool = False,
-                    grant_scopes: list[str] | None = None, grant_ttl: int | None = None,
-                    audiences: list[str] | None = None, name: str = "matrix-agent") -> tuple[Client, str]:
+def approved_client(
+    world: World,
+    *,
+    scope: str,
+    requested_ttl: int,
+    internal_only: bool = False,
+    grant_scopes: list[str] | None = None,
+    grant_ttl: int | None = None,
+    audiences: list[str] | None = None,
+    name: str = "matrix-agent",
+) -> tuple[Client, str]:
     """A client the production way: registered with the token (RFC 7591), approved by people with their
     narrowing, created at the IdP. Returns the active client and the agent's registration access token."""
     payload = body(client_name=name, scope=scope, requested_ttl=requested_ttl, internal_only=internal_only)
@@ -214,17 +243,31 @@ def approved_client(world: World, *, scope: str, requested_ttl: int, internal_on
 
 def sign_statement(subject: str = "repo:acme/agents:ref:refs/heads/main") -> str:
     now = int(time.time())
-    payload = {"iss": ISSUER, "sub": subject, "aud": AUDIENCE, "iat": now, "exp": now + 300,
-               "jti": f"inv-{time.monotonic_ns()}"}
+    payload = {
+        "iss": ISSUER,
+        "sub": subject,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + 300,
+        "jti": f"inv-{time.monotonic_ns()}",
+    }
     return jwt.encode({"alg": "RS256", "kid": ISSUER_KEY.kid}, payload, ISSUER_KEY, algorithms=["RS256"])
 
 
 def trusted_issuer(world: World) -> TrustedIssuer:
     return TrustedIssuer.objects.create(
-        name="inv-ci", kind="oidc", issuer=ISSUER, audience=AUDIENCE,
-        jwks={"keys": [ISSUER_KEY.as_dict(private=False)]}, subject="repo:acme/agents:*",
-        owner=world.user("owner"), purpose="CI agents", allowed_scopes=["tickets:read"], max_ttl_seconds=3600,
-        internal_only=True, idp=world.idp,
+        name="inv-ci",
+        kind="oidc",
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        jwks={"keys": [ISSUER_KEY.as_dict(private=False)]},
+        subject="repo:acme/agents:*",
+        owner=world.user("owner"),
+        purpose="CI agents",
+        allowed_scopes=["tickets:read"],
+        max_ttl_seconds=3600,
+        internal_only=True,
+        idp=world.idp,
     )
 
 

@@ -31,6 +31,7 @@ pytestmark = pytest.mark.django_db
 
 # --- driving the admin like a person ---------------------------------------------------------------------
 
+
 class _FormFields(HTMLParser):
     """The submittable fields of the admin's main form (``<form id="..._form">``), as a browser sends them."""
 
@@ -100,8 +101,11 @@ def form_data(client, url: str) -> dict:
 
 
 def url(model, view: str, *args) -> str:
-    return f"/admin/{model._meta.app_label}/{model._meta.model_name}/{view}/" if not args else (
-        f"/admin/{model._meta.app_label}/{model._meta.model_name}/{args[0]}/{view}/")
+    return (
+        f"/admin/{model._meta.app_label}/{model._meta.model_name}/{view}/"
+        if not args
+        else (f"/admin/{model._meta.app_label}/{model._meta.model_name}/{args[0]}/{view}/")
+    )
 
 
 def save(client, address: str, data: dict):
@@ -140,20 +144,34 @@ def only_event(events, action: str) -> AuditEvent:
 
 # --- every admin is audited --------------------------------------------------------------------------------
 
+
 def test_every_admin_on_the_site_is_audited_and_its_inlines_take_no_writes(rf, admin_user):
     request = rf.get("/admin/")
     request.user = admin_user
     for model, model_admin in admin.site._registry.items():
         assert isinstance(model_admin, AuditedAdminMixin), model._meta.label
         for inline in model_admin.get_inline_instances(request):
-            assert not (inline.has_add_permission(request, None) or inline.has_change_permission(request)
-                        or inline.has_delete_permission(request)), (model._meta.label, type(inline).__name__)
+            assert not (
+                inline.has_add_permission(request, None)
+                or inline.has_change_permission(request)
+                or inline.has_delete_permission(request)
+            ), (model._meta.label, type(inline).__name__)
 
 
 # --- not offered: deleting what explains history, creating what must be minted -----------------------------
 
-NEVER_DELETED = [User, ApiToken, AuditEvent, Group, InitialAccessToken, Policy, RegistrationRequest, Client, Team,
-                 OutboxEntry]  # fmt: skip
+NEVER_DELETED = [
+    User,
+    ApiToken,
+    AuditEvent,
+    Group,
+    InitialAccessToken,
+    Policy,
+    RegistrationRequest,
+    Client,
+    Team,
+    OutboxEntry,
+]
 NEVER_ADDED = [ApiToken, AuditEvent, InitialAccessToken, RegistrationRequest, Client, OutboxEntry]
 NEVER_CHANGED = [AuditEvent, RegistrationRequest, OutboxEntry]
 
@@ -165,13 +183,23 @@ def one_of_each(db, admin_user, idp, owner):
     request_row = RequestFactory(owner=owner, token=token)
     Decision.objects.create(request=request_row, approver=admin_user, kind="approve", reason="ok")
     api_token = ApiToken.objects.create(user=owner, name="ci", prefix="rapi_abc", token_hash="h" * 64)
-    outbox = OutboxEntry.objects.create(client=client_row, idp=idp, operation=OutboxOperation.DISABLE,
-                                        next_attempt_at=timezone.now())  # fmt: skip
+    outbox = OutboxEntry.objects.create(
+        client=client_row, idp=idp, operation=OutboxOperation.DISABLE, next_attempt_at=timezone.now()
+    )
     event = audit_record(actor=Actor.system("t"), action="t.seed", object_type="t", object_id=1)
     team = Team.objects.create(name="Red", slug="red")
-    return {User: owner, ApiToken: api_token, AuditEvent: event, Group: Group.objects.get(name="approver"),
-            InitialAccessToken: token, Policy: Policy.objects.get(is_active=True), RegistrationRequest: request_row,
-            Client: client_row, Team: team, OutboxEntry: outbox}  # fmt: skip
+    return {
+        User: owner,
+        ApiToken: api_token,
+        AuditEvent: event,
+        Group: Group.objects.get(name="approver"),
+        InitialAccessToken: token,
+        Policy: Policy.objects.get(is_active=True),
+        RegistrationRequest: request_row,
+        Client: client_row,
+        Team: team,
+        OutboxEntry: outbox,
+    }
 
 
 @pytest.mark.parametrize("model", NEVER_DELETED, ids=lambda m: m._meta.label)
@@ -181,8 +209,10 @@ def test_deleting_is_not_offered(client, staff, one_of_each, mark, model):
     assert client.post(url(model, "delete", obj.pk), {"post": "yes"}).status_code == 403
     changelist = client.get(url(model, "").rstrip("/").rsplit("/", 1)[0] + "/")
     assert changelist.status_code == 200 and b'value="delete_selected"' not in changelist.content
-    bulk = client.post(url(model, "").rstrip("/").rsplit("/", 1)[0] + "/",
-                       {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"})  # fmt: skip
+    bulk = client.post(
+        url(model, "").rstrip("/").rsplit("/", 1)[0] + "/",
+        {"action": "delete_selected", "_selected_action": [obj.pk], "post": "yes"},
+    )
     assert bulk.status_code in (200, 302)
     assert model._base_manager.filter(pk=obj.pk).exists()
     assert [e.action for e in mark()] == []
@@ -206,19 +236,35 @@ def test_a_decision_cannot_be_added_through_the_request_page(client, staff, one_
     """Separation of duties lives in the review queue: the admin shows decisions and takes none."""
     request_row = one_of_each[RegistrationRequest]
     approver = UserFactory(username="sneaky", roles=["approver"])
-    inline = {"decisions-TOTAL_FORMS": "2", "decisions-INITIAL_FORMS": "1", "decisions-MIN_NUM_FORMS": "0",
-              "decisions-MAX_NUM_FORMS": "1000", "decisions-1-request": str(request_row.pk),
-              "decisions-1-approver": str(approver.pk), "decisions-1-kind": "approve", "decisions-1-reason": "x",
-              "_save": "Save"}  # fmt: skip
+    inline = {
+        "decisions-TOTAL_FORMS": "2",
+        "decisions-INITIAL_FORMS": "1",
+        "decisions-MIN_NUM_FORMS": "0",
+        "decisions-MAX_NUM_FORMS": "1000",
+        "decisions-1-request": str(request_row.pk),
+        "decisions-1-approver": str(approver.pk),
+        "decisions-1-kind": "approve",
+        "decisions-1-reason": "x",
+        "_save": "Save",
+    }
     assert client.post(url(RegistrationRequest, "change", request_row.pk), inline).status_code == 403
     assert Decision.objects.filter(request=request_row).count() == 1 and mark() == []
 
 
 # --- users and roles ----------------------------------------------------------------------------------------
 
+
 def test_creating_a_user_is_one_event_without_the_password(client, staff, mark):
-    save(client, url(User, "add"), {"username": "newbie", "password1": "Plenty-long-pw-42",
-                                    "password2": "Plenty-long-pw-42", "usable_password": "true"})  # fmt: skip
+    save(
+        client,
+        url(User, "add"),
+        {
+            "username": "newbie",
+            "password1": "Plenty-long-pw-42",
+            "password2": "Plenty-long-pw-42",
+            "usable_password": "true",
+        },
+    )
     user = User.objects.get(username="newbie")
     event = only_event(mark(), "user.admin_create")
     assert (event.object_type, event.object_id, event.actor_label) == ("user", str(user.pk), "root-admin")
@@ -228,15 +274,29 @@ def test_creating_a_user_is_one_event_without_the_password(client, staff, mark):
 
 def test_granting_roles_and_flags_is_one_event_with_before_and_after(client, staff, mark, owner):
     data = form_data(client, url(User, "change", owner.pk))
-    data |= {"groups": [str(Group.objects.get(name="admin").pk), str(Group.objects.get(name="owner").pk)],
-             "is_staff": "on", "is_superuser": "on", "email": "olivia@corp.example"}  # fmt: skip
+    data |= {
+        "groups": [str(Group.objects.get(name="admin").pk), str(Group.objects.get(name="owner").pk)],
+        "is_staff": "on",
+        "is_superuser": "on",
+        "email": "olivia@corp.example",
+    }
     data.pop("is_active", None)  # unticked: deactivated
     save(client, url(User, "change", owner.pk), data)
     event = only_event(mark(), "user.admin_change")
-    assert event.before == {"groups": ["owner"], "is_staff": False, "is_superuser": False, "is_active": True,
-                            "email": "olivia@example.com"}  # fmt: skip
-    assert event.after == {"groups": ["admin", "owner"], "is_staff": True, "is_superuser": True, "is_active": False,
-                           "email": "olivia@corp.example"}  # fmt: skip
+    assert event.before == {
+        "groups": ["owner"],
+        "is_staff": False,
+        "is_superuser": False,
+        "is_active": True,
+        "email": "olivia@example.com",
+    }
+    assert event.after == {
+        "groups": ["admin", "owner"],
+        "is_staff": True,
+        "is_superuser": True,
+        "is_active": False,
+        "email": "olivia@corp.example",
+    }
     assert event.reason.startswith("Django admin: changed email, groups, is_active, is_staff, is_superuser")
 
 
@@ -247,9 +307,10 @@ def test_a_save_that_changes_nothing_writes_nothing(client, staff, mark, owner):
 
 def test_setting_a_password_is_audited_without_any_hash(client, staff, mark, owner):
     old_hash = User.objects.get(pk=owner.pk).password
-    response = client.post(f"/admin/portal/user/{owner.pk}/password/",
-                           {"password1": "Another-long-pw-77", "password2": "Another-long-pw-77",
-                            "usable_password": "true"})  # fmt: skip
+    response = client.post(
+        f"/admin/portal/user/{owner.pk}/password/",
+        {"password1": "Another-long-pw-77", "password2": "Another-long-pw-77", "usable_password": "true"},
+    )
     assert response.status_code == 302
     event = only_event(mark(), "user.admin_change")
     assert event.before == {"password": CENSORED} and event.after == {"password": CENSORED}
@@ -287,14 +348,21 @@ def test_creating_a_group_is_audited(client, staff, mark):
 
 # --- tokens -------------------------------------------------------------------------------------------------
 
+
 def test_a_token_cannot_be_unrevoked_or_reowned_and_its_changes_are_audited(client, staff, mark, owner):
     """Regression: un-revoking or re-owning an initial access token in the admin left no trace (and worked)."""
     revoked_at = timezone.now() - timedelta(hours=1)
     token = TokenFactory(owner=owner, revoked_at=revoked_at, max_uses=5, allowed_scopes=["tickets:read"])
     other = UserFactory(username="mallory", roles=["owner"])
     data = form_data(client, url(InitialAccessToken, "change", token.pk))
-    data |= {"owner": str(other.pk), "revoked_at_0": "", "revoked_at_1": "", "max_uses": "50",
-             "allowed_scopes": json.dumps(["tickets:read", "repo:write"]), "uses": "0"}  # fmt: skip
+    data |= {
+        "owner": str(other.pk),
+        "revoked_at_0": "",
+        "revoked_at_1": "",
+        "max_uses": "50",
+        "allowed_scopes": json.dumps(["tickets:read", "repo:write"]),
+        "uses": "0",
+    }
     save(client, url(InitialAccessToken, "change", token.pk), data)
     token.refresh_from_db()
     assert (token.owner_id, token.revoked_at, token.max_uses) == (owner.pk, revoked_at, 50)
@@ -314,8 +382,9 @@ def test_max_uses_below_the_uses_so_far_is_a_form_error(client, staff, mark, own
 
 def test_revoking_tokens_goes_through_the_token_service(client, staff, mark, owner):
     token = TokenFactory(owner=owner)
-    response = client.post("/admin/approvals/initialaccesstoken/",
-                           {"action": "revoke_tokens", "_selected_action": [token.pk]})  # fmt: skip
+    response = client.post(
+        "/admin/approvals/initialaccesstoken/", {"action": "revoke_tokens", "_selected_action": [token.pk]}
+    )
     assert response.status_code == 302
     assert InitialAccessToken.objects.get(pk=token.pk).revoked_at is not None
     assert [e.action for e in mark()] == ["token.revoke"]
@@ -323,8 +392,9 @@ def test_revoking_tokens_goes_through_the_token_service(client, staff, mark, own
 
 def test_api_tokens_are_never_reowned_or_unrevoked(client, staff, mark, owner):
     other = UserFactory(username="mallory")
-    api_token = ApiToken.objects.create(user=owner, name="ci", prefix="rapi_abc", token_hash="h" * 64,
-                                        revoked_at=timezone.now())  # fmt: skip
+    api_token = ApiToken.objects.create(
+        user=owner, name="ci", prefix="rapi_abc", token_hash="h" * 64, revoked_at=timezone.now()
+    )
     data = form_data(client, url(ApiToken, "change", api_token.pk))
     data |= {"user": str(other.pk), "revoked_at_0": "", "revoked_at_1": "", "name": "ci-renamed"}
     save(client, url(ApiToken, "change", api_token.pk), data)
@@ -340,8 +410,9 @@ def test_revoking_api_tokens_is_the_services_event(client, staff, mark, owner):
     revoked_at = ApiToken.objects.get(pk=api_token.pk).revoked_at
     assert revoked_at is not None
     assert [e.action for e in mark()] == ["api_token.revoke"]
-    again = client.post("/admin/portal/apitoken/", {"action": "revoke_api_tokens",
-                                                    "_selected_action": [api_token.pk]}, follow=True)  # fmt: skip
+    again = client.post(
+        "/admin/portal/apitoken/", {"action": "revoke_api_tokens", "_selected_action": [api_token.pk]}, follow=True
+    )
     assert "already revoked" in again.content.decode()
     assert ApiToken.objects.get(pk=api_token.pk).revoked_at == revoked_at
     assert [e.action for e in mark()] == ["api_token.revoke"]
@@ -349,17 +420,30 @@ def test_revoking_api_tokens_is_the_services_event(client, staff, mark, owner):
 
 # --- configuration: create / change / delete, each one event --------------------------------------------------
 
+
 def test_scope_sensitivity_lowered_create_and_delete(client, staff, mark):
-    save(client, url(ScopeDefinition, "add"), {"name": "vault:read", "description": "secrets", "sensitivity": "high",
-                                               "category": "production_data", "is_active": "on"})  # fmt: skip
+    save(
+        client,
+        url(ScopeDefinition, "add"),
+        {
+            "name": "vault:read",
+            "description": "secrets",
+            "sensitivity": "high",
+            "category": "production_data",
+            "is_active": "on",
+        },
+    )
     scope = ScopeDefinition.objects.get(name="vault:read")
     created = only_event(mark(), "scope.admin_create")
     assert created.after["sensitivity"] == "high"
     data = form_data(client, url(ScopeDefinition, "change", scope.pk)) | {"sensitivity": "low"}
     save(client, url(ScopeDefinition, "change", scope.pk), data)
     changed = mark()[-1]
-    assert (changed.action, changed.before, changed.after) == ("scope.admin_change", {"sensitivity": "high"},
-                                                               {"sensitivity": "low"})
+    assert (changed.action, changed.before, changed.after) == (
+        "scope.admin_change",
+        {"sensitivity": "high"},
+        {"sensitivity": "low"},
+    )
     assert client.post(url(ScopeDefinition, "delete", scope.pk), {"post": "yes"}).status_code == 302
     deleted = mark()[-1]
     assert (deleted.action, deleted.before["name"], deleted.after) == ("scope.admin_delete", "vault:read", None)
@@ -368,33 +452,58 @@ def test_scope_sensitivity_lowered_create_and_delete(client, staff, mark):
 
 def test_bulk_delete_is_audited_per_object(client, staff, mark):
     scopes = [ScopeFactory(name=f"bulk:{i}") for i in range(3)]
-    client.post("/admin/inventory/scopedefinition/", {"action": "delete_selected", "post": "yes",
-                                                      "_selected_action": [s.pk for s in scopes]})  # fmt: skip
+    client.post(
+        "/admin/inventory/scopedefinition/",
+        {"action": "delete_selected", "post": "yes", "_selected_action": [s.pk for s in scopes]},
+    )
     assert not ScopeDefinition.objects.filter(name__startswith="bulk:").exists()
     events = mark()
     assert sorted((e.action, e.object_id) for e in events) == sorted(("scope.admin_delete", str(s.pk)) for s in scopes)
 
 
 def test_trusted_issuer_create_change_delete(client, staff, mark, owner):
-    data = {"name": "ci", "kind": "oidc", "issuer": "https://ci.example", "audience": "registrar",
-            "jwks": json.dumps({"keys": []}), "subject": "repo:*", "owner": str(owner.pk), "purpose": "CI agents",
-            "allowed_scopes": json.dumps(["tickets:read"]), "max_ttl_seconds": "3600", "internal_only": "on",
-            "enabled": "on"}  # fmt: skip
+    data = {
+        "name": "ci",
+        "kind": "oidc",
+        "issuer": "https://ci.example",
+        "audience": "registrar",
+        "jwks": json.dumps({"keys": []}),
+        "subject": "repo:*",
+        "owner": str(owner.pk),
+        "purpose": "CI agents",
+        "allowed_scopes": json.dumps(["tickets:read"]),
+        "max_ttl_seconds": "3600",
+        "internal_only": "on",
+        "enabled": "on",
+    }
     save(client, url(TrustedIssuer, "add"), data)
     issuer = TrustedIssuer.objects.get(name="ci")
     assert only_event(mark(), "trusted_issuer.admin_create").after["subject"] == "repo:*"
-    save(client, url(TrustedIssuer, "change", issuer.pk), form_data(client, url(TrustedIssuer, "change", issuer.pk))
-         | {"allowed_scopes": json.dumps(["tickets:read", "db:prod:read"])})  # fmt: skip
-    assert (mark()[-1].action, mark()[-1].after) == ("trusted_issuer.admin_change",
-                                                     {"allowed_scopes": ["tickets:read", "db:prod:read"]})
+    save(
+        client,
+        url(TrustedIssuer, "change", issuer.pk),
+        form_data(client, url(TrustedIssuer, "change", issuer.pk))
+        | {"allowed_scopes": json.dumps(["tickets:read", "db:prod:read"])},
+    )
+    assert (mark()[-1].action, mark()[-1].after) == (
+        "trusted_issuer.admin_change",
+        {"allowed_scopes": ["tickets:read", "db:prod:read"]},
+    )
     assert client.post(url(TrustedIssuer, "delete", issuer.pk), {"post": "yes"}).status_code == 302
-    assert [e.action for e in mark()] == ["trusted_issuer.admin_create", "trusted_issuer.admin_change",
-                                          "trusted_issuer.admin_delete"]
+    assert [e.action for e in mark()] == [
+        "trusted_issuer.admin_create",
+        "trusted_issuer.admin_change",
+        "trusted_issuer.admin_delete",
+    ]
 
 
 def test_idp_connection_changes_are_audited_and_credentials_never_shown(client, staff, mark):
-    idp = IdPFactory(name="kc", kind="keycloak", config={"base_url": "https://kc.example", "realm": "a"},
-                     secrets={"admin_client_id": "reg", "admin_client_secret": "kc-secret-value-123"})  # fmt: skip
+    idp = IdPFactory(
+        name="kc",
+        kind="keycloak",
+        config={"base_url": "https://kc.example", "realm": "a"},
+        secrets={"admin_client_id": "reg", "admin_client_secret": "kc-secret-value-123"},
+    )
     page = client.get(url(IdPConnection, "change", idp.pk))
     assert b"kc-secret-value-123" not in page.content
     data = form_data(client, url(IdPConnection, "change", idp.pk))
@@ -411,9 +520,16 @@ def test_idp_connection_changes_are_audited_and_credentials_never_shown(client, 
 
 
 def test_creating_an_idp_connection_is_audited(client, staff, mark):
-    save(client, url(IdPConnection, "add"), {"name": "new-idp", "kind": "dry-run",
-                                             "config": json.dumps({"issuer": "https://idp.example"}),
-                                             "enabled": "on"})  # fmt: skip
+    save(
+        client,
+        url(IdPConnection, "add"),
+        {
+            "name": "new-idp",
+            "kind": "dry-run",
+            "config": json.dumps({"issuer": "https://idp.example"}),
+            "enabled": "on",
+        },
+    )
     event = only_event(mark(), "idp.admin_create")
     assert event.after["name"] == "new-idp" and event.after["config"] == {"issuer": "https://idp.example"}
     assert event.after["secrets"] == {}  # none set: shown as empty, never as a value
@@ -428,8 +544,9 @@ def test_idp_credentials_changed_elsewhere_in_the_admin_are_recorded_as_changed_
     before = model_admin.audit_snapshot(idp)
     IdPConnection.objects.filter(pk=idp.pk).update(secrets={"admin_client_secret": "new-secret-value"})
     IdPConnection.objects.get(pk=idp.pk).save()
-    model_admin.audit_admin_change(request, verb="change", pk=idp.pk, before=before,
-                                   after=model_admin.audit_snapshot(idp))  # fmt: skip
+    model_admin.audit_admin_change(
+        request, verb="change", pk=idp.pk, before=before, after=model_admin.audit_snapshot(idp)
+    )
     event = only_event(mark(), "idp.admin_change")
     assert (event.before, event.after) == ({"secrets": CENSORED}, {"secrets": CENSORED})
     assert "secret-value" not in json.dumps([event.before, event.after]) and "secrets" in event.reason
@@ -440,8 +557,10 @@ def test_team_members_are_audited(client, staff, mark, owner):
     data = form_data(client, url(Team, "change", team.pk)) | {"members": [str(owner.pk)], "max_live_clients": "5"}
     save(client, url(Team, "change", team.pk), data)
     event = only_event(mark(), "team.admin_change")
-    assert (event.before, event.after) == ({"members": [], "max_live_clients": None},
-                                           {"members": ["olivia"], "max_live_clients": 5})
+    assert (event.before, event.after) == (
+        {"members": [], "max_live_clients": None},
+        {"members": ["olivia"], "max_live_clients": 5},
+    )
     save(client, url(Team, "add"), {"name": "Green", "slug": "green"})
     assert mark()[-1].action == "team.admin_create"
 
@@ -463,22 +582,30 @@ def test_policy_saves_publish_a_version_through_the_service(client, staff, mark)
 
 # --- clients: lifecycle is not an admin field ---------------------------------------------------------------
 
+
 def test_client_state_and_owner_are_not_admin_fields(client, staff, mark, owner, idp):
     row = ClientFactory(owner=owner, idp=idp, state=ClientState.SUSPENDED, purpose="nightly reports")
     page = client.get(url(Client, "change", row.pk))
     assert f'href="/inventory/{row.registration_id}/"'.encode() in page.content  # the real page
     data = form_data(client, url(Client, "change", row.pk))
     assert "state" not in data and "owner" not in data
-    save(client, url(Client, "change", row.pk), data | {"state": "active", "owner": str(UserFactory().pk),
-                                                        "purpose": "nightly reports v2"})  # fmt: skip
+    save(
+        client,
+        url(Client, "change", row.pk),
+        data | {"state": "active", "owner": str(UserFactory().pk), "purpose": "nightly reports v2"},
+    )
     row.refresh_from_db()
     assert (row.state, row.owner_id, row.purpose) == (ClientState.SUSPENDED, owner.pk, "nightly reports v2")
     event = only_event(mark(), "client.admin_change")
-    assert (event.object_id, event.before, event.after) == (str(row.pk), {"purpose": "nightly reports"},
-                                                            {"purpose": "nightly reports v2"})
+    assert (event.object_id, event.before, event.after) == (
+        str(row.pk),
+        {"purpose": "nightly reports"},
+        {"purpose": "nightly reports v2"},
+    )
 
 
 # --- what Django and allauth register ---------------------------------------------------------------------
+
 
 def test_allauth_email_addresses_and_their_actions_are_audited(client, staff, mark, owner):
     from allauth.account.models import EmailAddress

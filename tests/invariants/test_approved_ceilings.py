@@ -51,11 +51,20 @@ AUDIENCES = {"medium": {"https://tickets.internal"}, "high": set()}
 @pytest.fixture
 def ceilings(world):
     medium, medium_rat = approved_client(
-        world, scope="tickets:write docs:read", requested_ttl=7 * 86400, grant_scopes=["tickets:write"],
-        grant_ttl=HOUR, audiences=["https://tickets.internal"], name="medium-agent",
+        world,
+        scope="tickets:write docs:read",
+        requested_ttl=7 * 86400,
+        grant_scopes=["tickets:write"],
+        grant_ttl=HOUR,
+        audiences=["https://tickets.internal"],
+        name="medium-agent",
     )
     high, high_rat = approved_client(
-        world, scope="repo:write tickets:read", requested_ttl=86400, grant_scopes=["repo:write"], grant_ttl=HOUR,
+        world,
+        scope="repo:write tickets:read",
+        requested_ttl=86400,
+        grant_scopes=["repo:write"],
+        grant_ttl=HOUR,
         name="high-agent",
     )
     world.clients.update(medium=medium, high=high)
@@ -83,8 +92,9 @@ def assert_within_ceiling(world) -> None:
 def _renewal_of_high(world) -> RegistrationRequest:
     """The owner's one-click renewal of the high client: filed for review, asking for the approved hour."""
     lc.client_renew(client=world.fresh("high"), user=world.user("owner"))
-    return RegistrationRequest.objects.get(client=world.clients["high"], kind=RequestKind.RENEWAL,
-                                           state=RequestState.PENDING)
+    return RegistrationRequest.objects.get(
+        client=world.clients["high"], kind=RequestKind.RENEWAL, state=RequestState.PENDING
+    )
 
 
 # --- the doors -------------------------------------------------------------------------------------------------
@@ -112,14 +122,21 @@ def service_renew_for_longer(world, role):
 
 def agent_put_widening(world, role):
     for key, scope in (("medium", "tickets:write docs:read crm:read"), ("high", "repo:write tickets:read")):
-        rfc7592("PUT", world.clients[key].registration_id, world.bearers[key],
-                body(scope=scope, requested_ttl=30 * 86400, internal_only=False))
+        rfc7592(
+            "PUT",
+            world.clients[key].registration_id,
+            world.bearers[key],
+            body(scope=scope, requested_ttl=30 * 86400, internal_only=False),
+        )
 
 
 def agent_narrows_then_owner_renews(world, role):
-    response = rfc7592("PUT", world.clients["medium"].registration_id, world.bearers["medium"],
-                       body(scope="tickets:write", requested_ttl=600, internal_only=False,
-                            audiences=["https://tickets.internal"]))
+    response = rfc7592(
+        "PUT",
+        world.clients["medium"].registration_id,
+        world.bearers["medium"],
+        body(scope="tickets:write", requested_ttl=600, internal_only=False, audiences=["https://tickets.internal"]),
+    )
     assert response.status_code == 200, response.content
     lc.client_renew(client=world.fresh("medium"), user=world.user("owner"))
 
@@ -152,8 +169,11 @@ def api_writes_the_client(world, role):
     http = world.http(role)
     for key in ("medium", "high"):
         url = f"/api/v1/clients/{world.clients[key].registration_id}/"
-        change = {"expires_at": (timezone.now() + timedelta(days=90)).isoformat(), "ceiling_ttl_seconds": 10**6,
-                  "scopes": ["repo:write", "tickets:write", "crm:read"]}
+        change = {
+            "expires_at": (timezone.now() + timedelta(days=90)).isoformat(),
+            "ceiling_ttl_seconds": 10**6,
+            "scopes": ["repo:write", "tickets:write", "crm:read"],
+        }
         for method in ("patch", "put", "post"):
             getattr(http, method)(url, change, content_type="application/json")
 
@@ -162,10 +182,17 @@ def admin_edits_the_client(world, role):
     http = world.http(role)
     for key in ("medium", "high"):
         client = world.fresh(key)
-        http.post(f"/admin/inventory/client/{client.pk}/change/", {
-            "purpose": "edited in admin", "expires_at_0": "2099-01-01", "expires_at_1": "00:00:00",
-            "ceiling_ttl_seconds": 10**6, "scopes": '["repo:write", "crm:read"]', "state": "active",
-        })
+        http.post(
+            f"/admin/inventory/client/{client.pk}/change/",
+            {
+                "purpose": "edited in admin",
+                "expires_at_0": "2099-01-01",
+                "expires_at_1": "00:00:00",
+                "ceiling_ttl_seconds": 10**6,
+                "scopes": '["repo:write", "crm:read"]',
+                "state": "active",
+            },
+        )
 
 
 def sweeps_run(world, role):
@@ -178,8 +205,10 @@ def sweeps_run(world, role):
 
 def scim_leaver_returns_and_renews(world, role):
     owner = world.user("owner")
-    patch = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-             "Operations": [{"op": "replace", "path": "active", "value": False}]}
+    patch = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": False}],
+    }
     scim("PATCH", f"Users/{owner.pk}", patch)
     sweep_orphans()
     patch["Operations"][0]["value"] = True
@@ -202,8 +231,13 @@ def reconcile_after_tampering(world, role):
 
 
 def break_glass_then_lift_then_renew(world, role):
-    breakglass_execute(user=world.user("security"), scope="lineage", value=world.clients["medium"].registration_id,
-                       action="suspend", reason="matrix incident")
+    breakglass_execute(
+        user=world.user("security"),
+        scope="lineage",
+        value=world.clients["medium"].registration_id,
+        action="suspend",
+        reason="matrix incident",
+    )
     with refused_ok():
         client_hold_lift(client=world.fresh("medium"), user=world.user(role), reason="cleared")
     world.http(role).post(f"/inventory/mine/{world.clients['medium'].registration_id}/renew/")

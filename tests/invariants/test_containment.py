@@ -47,8 +47,9 @@ CONTAINED = ("by_token", "by_token_child", "by_issuer", "lineage_root", "lineage
 
 @pytest.fixture
 def contained(world):
-    by_token, rat = approved_client(world, scope="tickets:read", requested_ttl=3600, internal_only=True,
-                                    name="token-agent")
+    by_token, rat = approved_client(
+        world, scope="tickets:read", requested_ttl=3600, internal_only=True, name="token-agent"
+    )
     child = register_http(rat, body(scope="tickets:read", requested_ttl=600, client_name="token-child"))
     assert child.status_code == 201, child.content
     pending = register_http(world.token_plaintext, body(scope="tickets:write", client_name="pending-agent"))
@@ -57,28 +58,41 @@ def contained(world):
     by_issuer = register_http(None, body(software_statement=sign_statement(), client_name="ci-agent"))
     assert by_issuer.status_code == 201, by_issuer.content
     plaintext2 = "rat_lineage_" + "y" * 28
-    TokenFactory(owner=world.user("owner"), plaintext=plaintext2, max_uses=10, allowed_scopes=["tickets:read"],
-                 idp=world.idp)
+    TokenFactory(
+        owner=world.user("owner"), plaintext=plaintext2, max_uses=10, allowed_scopes=["tickets:read"], idp=world.idp
+    )
     root = register_http(plaintext2, body(scope="tickets:read", client_name="lineage-root"))
     root_rat = root.json()["registration_access_token"]
     lineage_child = register_http(root_rat, body(scope="tickets:read", requested_ttl=600, client_name="lin-child"))
     assert root.status_code == lineage_child.status_code == 201
-    world.clients.update({
-        "by_token": by_token,
-        "by_token_child": Client.objects.get(registration_id=child.json()["registration_id"]),
-        "by_issuer": Client.objects.get(registration_id=by_issuer.json()["registration_id"]),
-        "lineage_root": Client.objects.get(registration_id=root.json()["registration_id"]),
-        "lineage_child": Client.objects.get(registration_id=lineage_child.json()["registration_id"]),
-    })
-    world.bearers.update(by_token=rat, by_token_child=child.json()["registration_access_token"],
-                         lineage_root=root_rat, lineage_child=lineage_child.json()["registration_access_token"])
-    world.notes.update(issuer=issuer, pending=RegistrationRequest.objects.get(
-        public_id=pending.json()["registration_id"]))
+    world.clients.update(
+        {
+            "by_token": by_token,
+            "by_token_child": Client.objects.get(registration_id=child.json()["registration_id"]),
+            "by_issuer": Client.objects.get(registration_id=by_issuer.json()["registration_id"]),
+            "lineage_root": Client.objects.get(registration_id=root.json()["registration_id"]),
+            "lineage_child": Client.objects.get(registration_id=lineage_child.json()["registration_id"]),
+        }
+    )
+    world.bearers.update(
+        by_token=rat,
+        by_token_child=child.json()["registration_access_token"],
+        lineage_root=root_rat,
+        lineage_child=lineage_child.json()["registration_access_token"],
+    )
+    world.notes.update(
+        issuer=issuer, pending=RegistrationRequest.objects.get(public_id=pending.json()["registration_id"])
+    )
     security = world.user("security")
     breakglass_execute(user=security, scope="token", value=world.token.prefix, action="suspend", reason="leak A")
     breakglass_execute(user=security, scope="issuer", value=issuer.name, action="suspend", reason="leak B")
-    breakglass_execute(user=security, scope="lineage", value=world.clients["lineage_root"].registration_id,
-                       action="suspend", reason="runaway agent")
+    breakglass_execute(
+        user=security,
+        scope="lineage",
+        value=world.clients["lineage_root"].registration_id,
+        action="suspend",
+        reason="runaway agent",
+    )
     world.notes["clients"] = Client.objects.count()
     world.notes["children_of_root"] = Client.objects.filter(parent=world.clients["lineage_root"]).count()
     return world
@@ -86,8 +100,9 @@ def contained(world):
 
 def _undone_by_security_or_admin(action: str, object_id) -> bool:
     event = AuditEvent.objects.filter(action=action, object_id=str(object_id)).last()
-    return bool(event and event.reason.strip() and event.actor_id
-                and can_hold_clients(User.objects.get(pk=int(event.actor_id))))
+    return bool(
+        event and event.reason.strip() and event.actor_id and can_hold_clients(User.objects.get(pk=int(event.actor_id)))
+    )
 
 
 def assert_contained(world, role: str) -> None:
@@ -144,35 +159,61 @@ def tokens_page(world, role):
 
 
 def approver_page_approves_the_leaked_request(world, role):
-    world.http(role).post(f"/approvals/{world.notes['pending'].public_id}/decide/",
-                          {"decision": "approve", "reason": "looks fine"})
+    world.http(role).post(
+        f"/approvals/{world.notes['pending'].public_id}/decide/", {"decision": "approve", "reason": "looks fine"}
+    )
 
 
 def api_approves_the_leaked_request(world, role):
-    world.http(role).post(f"/api/v1/requests/{world.notes['pending'].public_id}/approve/", {"reason": "fine"},
-                          content_type="application/json")
+    world.http(role).post(
+        f"/api/v1/requests/{world.notes['pending'].public_id}/approve/",
+        {"reason": "fine"},
+        content_type="application/json",
+    )
 
 
 def admin_revives_the_credentials(world, role):
     http = world.http(role)
     token = InitialAccessToken.objects.get(pk=world.token.pk)
-    http.post(f"/admin/approvals/initialaccesstoken/{token.pk}/change/", {
-        "owner": token.owner_id, "purpose": token.purpose, "allowed_scopes": '["tickets:read"]',
-        "max_ttl_seconds": token.max_ttl_seconds, "max_uses": token.max_uses, "expires_at_0": "2099-01-01",
-        "expires_at_1": "00:00:00", "revoked_at_0": "", "revoked_at_1": "",
-    })
+    http.post(
+        f"/admin/approvals/initialaccesstoken/{token.pk}/change/",
+        {
+            "owner": token.owner_id,
+            "purpose": token.purpose,
+            "allowed_scopes": '["tickets:read"]',
+            "max_ttl_seconds": token.max_ttl_seconds,
+            "max_uses": token.max_uses,
+            "expires_at_0": "2099-01-01",
+            "expires_at_1": "00:00:00",
+            "revoked_at_0": "",
+            "revoked_at_1": "",
+        },
+    )
     issuer = world.notes["issuer"]
-    http.post(f"/admin/approvals/trustedissuer/{issuer.pk}/change/", {
-        "name": issuer.name, "kind": issuer.kind, "issuer": issuer.issuer, "audience": issuer.audience,
-        "jwks": '{"keys": []}', "subject": issuer.subject, "owner": issuer.owner_id, "purpose": issuer.purpose,
-        "allowed_scopes": '["tickets:read"]', "max_ttl_seconds": 3600, "internal_only": "on", "enabled": "on",
-    })
+    http.post(
+        f"/admin/approvals/trustedissuer/{issuer.pk}/change/",
+        {
+            "name": issuer.name,
+            "kind": issuer.kind,
+            "issuer": issuer.issuer,
+            "audience": issuer.audience,
+            "jwks": '{"keys": []}',
+            "subject": issuer.subject,
+            "owner": issuer.owner_id,
+            "purpose": issuer.purpose,
+            "allowed_scopes": '["tickets:read"]',
+            "max_ttl_seconds": 3600,
+            "internal_only": "on",
+            "enabled": "on",
+        },
+    )
     agent_registers_with_the_token(world, role)
 
 
 def spawn_right_restore_page(world, role):
-    world.http(role).post(f"/inventory/{world.clients['lineage_root'].registration_id}/restore-spawn/",
-                          {"reason": "reviewed"})
+    world.http(role).post(
+        f"/inventory/{world.clients['lineage_root'].registration_id}/restore-spawn/", {"reason": "reviewed"}
+    )
     agents_spawn(world, role)
 
 
@@ -212,14 +253,18 @@ def test_nothing_escapes_containment(contained, path, role):
 @pytest.fixture
 def family(world):
     """A parent, its child (handed to another owner) and grandchild, all active."""
-    parent, rat = approved_client(world, scope="tickets:read", requested_ttl=3600, internal_only=True,
-                                  name="family-parent")
+    parent, rat = approved_client(
+        world, scope="tickets:read", requested_ttl=3600, internal_only=True, name="family-parent"
+    )
     child = register_http(rat, body(scope="tickets:read", requested_ttl=3000, client_name="family-child"))
     child_rat = child.json()["registration_access_token"]
     grandchild = register_http(child_rat, body(scope="tickets:read", requested_ttl=2000, client_name="family-gc"))
     assert child.status_code == grandchild.status_code == 201
-    world.clients.update(parent=parent, child=Client.objects.get(registration_id=child.json()["registration_id"]),
-                         grandchild=Client.objects.get(registration_id=grandchild.json()["registration_id"]))
+    world.clients.update(
+        parent=parent,
+        child=Client.objects.get(registration_id=child.json()["registration_id"]),
+        grandchild=Client.objects.get(registration_id=grandchild.json()["registration_id"]),
+    )
     world.bearers["parent"] = rat
     Client.objects.filter(pk=world.clients["child"].pk).update(owner=world.user("other_owner"))
     return world
@@ -246,8 +291,9 @@ def owner_page_retires_the_parent(world, role):
 
 
 def owner_page_bulk_retires_the_parent(world, role):
-    world.http(role).post("/inventory/mine/bulk/", {"action": "retire",
-                                                    "ids": [world.clients["parent"].registration_id]})
+    world.http(role).post(
+        "/inventory/mine/bulk/", {"action": "retire", "ids": [world.clients["parent"].registration_id]}
+    )
 
 
 def agent_deletes_the_parent(world, role):
@@ -275,8 +321,14 @@ def expiry_sweep(world, role):
 
 def orphan_sweep_after_scim(world, role):
     owner = world.user("owner")
-    scim("PATCH", f"Users/{owner.pk}", {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-                                        "Operations": [{"op": "replace", "path": "active", "value": False}]})
+    scim(
+        "PATCH",
+        f"Users/{owner.pk}",
+        {
+            "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+            "Operations": [{"op": "replace", "path": "active", "value": False}],
+        },
+    )
     sweep_orphans()
     Client.objects.filter(pk=world.clients["parent"].pk).update(expires_at=timezone.now() + timedelta(days=30))
     sweep_orphans(now=timezone.now() + timedelta(hours=73))

@@ -45,8 +45,9 @@ HELD = ("parent", "child")
 
 @pytest.fixture
 def held(world):
-    parent, parent_rat = approved_client(world, scope="tickets:read docs:read", requested_ttl=3600,
-                                         internal_only=True, name="held-parent")
+    parent, parent_rat = approved_client(
+        world, scope="tickets:read docs:read", requested_ttl=3600, internal_only=True, name="held-parent"
+    )
     response = register_http(parent_rat, body(scope="tickets:read", requested_ttl=1800, client_name="held-child"))
     assert response.status_code == 201, response.content
     child = Client.objects.get(registration_id=response.json()["registration_id"])
@@ -55,8 +56,13 @@ def held(world):
     # A renewal waiting since before the incident: approving it later must not bring the client back.
     lc.client_renew(client=parent, user=world.user("owner"), ttl_seconds=7 * 86400)
     world.notes["renewal"] = RegistrationRequest.objects.get(kind=RequestKind.RENEWAL, state=RequestState.PENDING)
-    breakglass_execute(user=world.user("security"), scope="lineage", value=parent.registration_id,
-                       action="suspend", reason="matrix incident INC-7")
+    breakglass_execute(
+        user=world.user("security"),
+        scope="lineage",
+        value=parent.registration_id,
+        action="suspend",
+        reason="matrix incident INC-7",
+    )
     for key in HELD:
         client = world.fresh(key)
         assert (client.state, client.hold_kind) == (ClientState.SUSPENDED, "break_glass"), key
@@ -97,8 +103,9 @@ def lift_page_without_reason(world, role):
 
 
 def lift_page_with_reason(world, role):
-    world.http(role).post(f"/inventory/{world.clients['parent'].registration_id}/lift-hold/",
-                          {"reason": "investigated: false alarm"})
+    world.http(role).post(
+        f"/inventory/{world.clients['parent'].registration_id}/lift-hold/", {"reason": "investigated: false alarm"}
+    )
 
 
 def lift_service(world, role):
@@ -120,13 +127,17 @@ def agent_spawns_under_a_held_parent(world, role):
 
 
 def approver_page_approves_the_old_renewal(world, role):
-    world.http(role).post(f"/approvals/{world.notes['renewal'].public_id}/decide/",
-                          {"decision": "approve", "reason": "renew it"})
+    world.http(role).post(
+        f"/approvals/{world.notes['renewal'].public_id}/decide/", {"decision": "approve", "reason": "renew it"}
+    )
 
 
 def api_approves_the_old_renewal(world, role):
-    world.http(role).post(f"/api/v1/requests/{world.notes['renewal'].public_id}/approve/",
-                          {"reason": "renew it"}, content_type="application/json")
+    world.http(role).post(
+        f"/api/v1/requests/{world.notes['renewal'].public_id}/approve/",
+        {"reason": "renew it"},
+        content_type="application/json",
+    )
 
 
 def api_writes_the_client(world, role):
@@ -142,14 +153,17 @@ def admin_edits_the_client(world, role):
     http = world.http(role)
     for key in HELD:
         client = world.fresh(key)
-        http.post(f"/admin/inventory/client/{client.pk}/change/",
-                  {"purpose": client.purpose, "state": "active", "hold_kind": "", "hold_reason": ""})
+        http.post(
+            f"/admin/inventory/client/{client.pk}/change/",
+            {"purpose": client.purpose, "state": "active", "hold_kind": "", "hold_reason": ""},
+        )
 
 
 def transfer_then_new_owner_resumes(world, role):
     with refused_ok():
-        offer = lc.client_transfer_offer(client=world.fresh("parent"), to_user=world.user("other_owner"),
-                                         user=world.user(role), reason="yours now")
+        offer = lc.client_transfer_offer(
+            client=world.fresh("parent"), to_user=world.user("other_owner"), user=world.user(role), reason="yours now"
+        )
         lc.client_transfer_accept(offer=offer, user=world.user("other_owner"))
     with refused_ok():
         lc.client_resume(client=world.fresh("parent"), user=world.user("other_owner"))
@@ -157,8 +171,10 @@ def transfer_then_new_owner_resumes(world, role):
 
 def scim_leaver_returns_takes_over_resumes(world, role):
     owner = world.user("owner")
-    patch = {"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
-             "Operations": [{"op": "replace", "path": "active", "value": False}]}
+    patch = {
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "path": "active", "value": False}],
+    }
     scim("PATCH", f"Users/{owner.pk}", patch)
     sweep_orphans()
     patch["Operations"][0]["value"] = True

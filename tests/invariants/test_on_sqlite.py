@@ -26,9 +26,12 @@ def test_the_invariant_matrix_holds_on_sqlite(tmp_path):
         "INVARIANTS_EXPECT_VENDOR": "sqlite",  # tests/invariants/conftest.py checks it really is SQLite
     }
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x",
-         f"--ignore={HERE}", str(HERE.parent)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500,
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-x", f"--ignore={HERE}", str(HERE.parent)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1500,
     )
     tail = "\n".join((run.stdout + run.stderr).splitlines()[-40:])
     assert run.returncode == 0, tail

@@ -157,8 +157,14 @@ print(json.dumps({"statuses": sorted(statuses), "chained": chained_on_request_pa
 @pytest.mark.slow
 def test_on_sqlite_refusals_are_counted_then_folded_too(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DJANGO_"))}
-    env |= {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true", "REGISTRAR_DATA_DIR": str(tmp_path),
-            "REGISTRAR_EMBEDDED": "1", "PYTHONPATH": str(ROOT), "LOG_LEVEL": "ERROR"}  # fmt: skip
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "true",
+        "REGISTRAR_DATA_DIR": str(tmp_path),
+        "REGISTRAR_EMBEDDED": "1",
+        "PYTHONPATH": str(ROOT),
+        "LOG_LEVEL": "ERROR",
+    }
     run = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 120}
     migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], **run)
     assert migrate.returncode == 0, migrate.stderr
@@ -231,11 +237,19 @@ CREATING_PATHS = ["agent registration (auto-approved)", "approver approves"]
 
 @pytest.mark.parametrize("path", CREATING_PATHS)
 def test_no_creating_path_leaves_a_duplicate_after_a_crash(
-    path, client, catalogue, owner, approver, unlisted_connection, unlisted_idp, monkeypatch  # noqa: F811
+    path,
+    client,
+    catalogue,
+    owner,
+    approver,
+    unlisted_connection,
+    unlisted_idp,
+    monkeypatch,  # noqa: F811
 ):
     if path == "approver approves":
-        request = request_approve(request=_pending_request(client, owner, unlisted_connection), approver=approver,
-                                  reason="fine")
+        request = request_approve(
+            request=_pending_request(client, owner, unlisted_connection), approver=approver, reason="fine"
+        )
         agent = request.client
     else:
         agent = _agent_registers(client, owner, unlisted_connection)[0]
@@ -262,7 +276,15 @@ UPDATING_PATHS = {"agent PUT narrows (RFC 7592)": _agent_put, "owner rotates the
 
 @pytest.mark.parametrize("path", UPDATING_PATHS)
 def test_no_updating_path_leaves_a_stale_management_token_after_a_crash(
-    path, client, catalogue, owner, approver, security_user, unlisted_connection, unlisted_idp, monkeypatch  # noqa: F811
+    path,
+    client,
+    catalogue,
+    owner,
+    approver,
+    security_user,
+    unlisted_connection,
+    unlisted_idp,
+    monkeypatch,  # noqa: F811
 ):
     agent, uri, rat = _agent_registers(client, owner, unlisted_connection)
     delivery.deliver_client_outbox(agent.pk)
@@ -294,8 +316,10 @@ def _owner_suspends(http, agent, uri, rat, owner, approver, security_user):
 
 def _break_glass(action):
     def run(http, agent, uri, rat, owner, approver, security_user):
-        breakglass_execute(user=security_user, scope="lineage", value=agent.registration_id, action=action,
-                           reason="containment drill")
+        breakglass_execute(
+            user=security_user, scope="lineage", value=agent.registration_id, action=action, reason="containment drill"
+        )
+
     return run
 
 
@@ -316,14 +340,22 @@ ENDING_PATHS = {
 
 @pytest.mark.parametrize("path", ENDING_PATHS)
 def test_no_path_records_a_client_as_gone_when_the_idp_refused_the_management_token(
-    path, client, catalogue, owner, approver, security_user, unlisted_connection, unlisted_idp  # noqa: F811
+    path,
+    client,
+    catalogue,
+    owner,
+    approver,
+    security_user,
+    unlisted_connection,
+    unlisted_idp,  # noqa: F811
 ):
     agent, uri, rat = _agent_registers(client, owner, unlisted_connection)
     delivery.deliver_client_outbox(agent.pk)
     agent.refresh_from_db()
     # Someone used the client's management token at the IdP behind Registrar's back: the IdP rotated it.
-    delivery.connector_for(unlisted_connection).update(agent.idp_client_id, delivery.client_spec(agent),
-                                                       agent.idp_state)
+    delivery.connector_for(unlisted_connection).update(
+        agent.idp_client_id, delivery.client_spec(agent), agent.idp_state
+    )
 
     ENDING_PATHS[path](client, agent, uri, rat, owner, approver, security_user)
     delivery.deliver_client_outbox(agent.pk)

@@ -54,8 +54,17 @@ def make(kind: str) -> User:
 
 def state(user: User) -> tuple:
     user = User.objects.get(pk=user.pk)
-    return (user.username, user.email, user.external_id, user.first_name, user.is_active, user.is_staff,
-            user.is_superuser, user.password, sorted(user.groups.values_list("name", flat=True)))  # fmt: skip
+    return (
+        user.username,
+        user.email,
+        user.external_id,
+        user.first_name,
+        user.is_active,
+        user.is_staff,
+        user.is_superuser,
+        user.password,
+        sorted(user.groups.values_list("name", flat=True)),
+    )
 
 
 def _patch(ops: list[dict]) -> dict:
@@ -64,18 +73,38 @@ def _patch(ops: list[dict]) -> dict:
 
 # verb → (method, url for the target, body)
 VERBS = {
-    "PUT": lambda u: ("put", f"/scim/v2/Users/{u.pk}", {"userName": u.username, "name": {"givenName": "Mallory"},
-                                                         "emails": [{"value": "m@evil.example"}], "active": True}),
-    "PATCH e-mail": lambda u: ("patch", f"/scim/v2/Users/{u.pk}", _patch(
-        [{"op": "replace", "path": "emails", "value": [{"value": "m@evil.example", "primary": True}]}])),
-    "PATCH active=false": lambda u: ("patch", f"/scim/v2/Users/{u.pk}", _patch(
-        [{"op": "replace", "path": "active", "value": False}])),
-    "PATCH active=true": lambda u: ("patch", f"/scim/v2/Users/{u.pk}", _patch(
-        [{"op": "replace", "value": {"active": "True"}}])),
-    "PATCH userName": lambda u: ("patch", f"/scim/v2/Users/{u.pk}", _patch(
-        [{"op": "replace", "path": "userName", "value": "renamed"}])),
+    "PUT": lambda u: (
+        "put",
+        f"/scim/v2/Users/{u.pk}",
+        {
+            "userName": u.username,
+            "name": {"givenName": "Mallory"},
+            "emails": [{"value": "m@evil.example"}],
+            "active": True,
+        },
+    ),
+    "PATCH e-mail": lambda u: (
+        "patch",
+        f"/scim/v2/Users/{u.pk}",
+        _patch([{"op": "replace", "path": "emails", "value": [{"value": "m@evil.example", "primary": True}]}]),
+    ),
+    "PATCH active=false": lambda u: (
+        "patch",
+        f"/scim/v2/Users/{u.pk}",
+        _patch([{"op": "replace", "path": "active", "value": False}]),
+    ),
+    "PATCH active=true": lambda u: (
+        "patch",
+        f"/scim/v2/Users/{u.pk}",
+        _patch([{"op": "replace", "value": {"active": "True"}}]),
+    ),
+    "PATCH userName": lambda u: (
+        "patch",
+        f"/scim/v2/Users/{u.pk}",
+        _patch([{"op": "replace", "path": "userName", "value": "renamed"}]),
+    ),
     "DELETE": lambda u: ("delete", f"/scim/v2/Users/{u.pk}", None),
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("verb", VERBS)
@@ -115,8 +144,10 @@ def test_renaming_an_ordinary_person_onto_a_privileged_identity_is_refused(clien
     target = make(kind)
     ordinary = make("owner")
     before = state(ordinary)
-    for op in ({"op": "replace", "path": "emails", "value": [{"value": target.email}]},
-               {"op": "replace", "path": "externalId", "value": target.external_id}):  # fmt: skip
+    for op in (
+        {"op": "replace", "path": "emails", "value": [{"value": target.email}]},
+        {"op": "replace", "path": "externalId", "value": target.external_id},
+    ):
         response = scim(client, "patch", f"/scim/v2/Users/{ordinary.pk}", _patch([op]))
         assert response.status_code == 409 and "privileged account" in response.json()["detail"], op
     assert state(ordinary) == before and not AuditEvent.objects.exists()
@@ -144,11 +175,14 @@ def test_ordinary_people_go_through(client, verb):
     assert AuditEvent.objects.filter(object_type="user", object_id=str(target.pk), actor_label="scim").exists()
 
 
-@pytest.mark.parametrize("body", [
-    {"password": "Secret-123456"},
-    {"roles": [{"value": "admin"}]},
-    {"entitlements": [{"value": "registrar-admin"}]},
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"password": "Secret-123456"},
+        {"roles": [{"value": "admin"}]},
+        {"entitlements": [{"value": "registrar-admin"}]},
+    ],
+)
 def test_scim_never_sets_a_password_or_a_role(client, body):
     target = make("owner")
     before = state(target)
@@ -165,14 +199,22 @@ def test_scim_never_sets_a_password_or_a_role(client, body):
 def test_group_membership_and_flags_in_a_body_are_ignored(client):
     """``groups`` is read-only in RFC 7643, and is_staff/is_superuser are not SCIM attributes at all."""
     target = make("owner")
-    body = {"userName": target.username, "groups": [{"value": str(Group.objects.get(name="admin").pk)}],
-            "is_staff": True, "is_superuser": True, "isAdmin": True, "userType": "admin"}  # fmt: skip
+    body = {
+        "userName": target.username,
+        "groups": [{"value": str(Group.objects.get(name="admin").pk)}],
+        "is_staff": True,
+        "is_superuser": True,
+        "isAdmin": True,
+        "userType": "admin",
+    }
     assert scim(client, "put", f"/scim/v2/Users/{target.pk}", body).status_code == 200
     created = scim(client, "post", "/scim/v2/Users", {**body, "userName": "newcomer"})
     assert created.status_code == 201
     for user in User.objects.filter(username__in=[target.username, "newcomer"]):
         assert not (user.is_staff or user.is_superuser) and list(user.groups.values_list("name", flat=True)) in (
-            [], ["owner"])
+            [],
+            ["owner"],
+        )
     assert not User.objects.get(username="newcomer").has_usable_password()
 
 

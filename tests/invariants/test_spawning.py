@@ -33,8 +33,9 @@ LIMIT = 3
 @pytest.fixture
 def parents(world):
     policy_publish(actor=Actor.user(world.user("admin")), thresholds={"max_children_per_parent": LIMIT})
-    low, low_rat = approved_client(world, scope="tickets:read docs:read", requested_ttl=3600, internal_only=True,
-                                   name="low-parent")
+    low, low_rat = approved_client(
+        world, scope="tickets:read docs:read", requested_ttl=3600, internal_only=True, name="low-parent"
+    )
     medium, medium_rat = approved_client(world, scope="tickets:write", requested_ttl=3600, name="medium-parent")
     world.clients.update(low=low, medium=medium)
     world.bearers.update(low=low_rat, medium=medium_rat)
@@ -44,12 +45,16 @@ def parents(world):
 def assert_bounded_and_audited() -> None:
     for parent in Client.objects.all():
         children = set(Client.objects.filter(parent=parent).values_list("registration_id", flat=True))
-        waiting = set(RegistrationRequest.objects.filter(parent_client=parent, state="pending", client=None)
-                      .values_list("public_id", flat=True))
+        waiting = set(
+            RegistrationRequest.objects.filter(parent_client=parent, state="pending", client=None).values_list(
+                "public_id", flat=True
+            )
+        )
         assert len(children | waiting) <= LIMIT, (parent.name, len(children | waiting))
         assert parent.children_spawned <= LIMIT
-        audited = {e.after["child"] for e in AuditEvent.objects.filter(action="client.spawn",
-                                                                       object_id=parent.registration_id)}
+        audited = {
+            e.after["child"] for e in AuditEvent.objects.filter(action="client.spawn", object_id=parent.registration_id)
+        }
         assert children | waiting <= audited, "a spawn without an audit event on its parent"
 
 
@@ -111,15 +116,19 @@ def restore_page_then_spawn(world, role):
     client_spawn_revoke(client=world.fresh("low"), actor=Actor.user(world.user("security")), reason="stop")
     world.http(role).post(f"/inventory/{world.clients['low'].registration_id}/restore-spawn/", {"reason": "ok"})
     with refused_ok():
-        client_spawn_restore(client=world.fresh("low"), user=world.user(role) if role != "anonymous" else None,
-                             reason="ok")
+        client_spawn_restore(
+            client=world.fresh("low"), user=world.user(role) if role != "anonymous" else None, reason="ok"
+        )
     spawn(world.bearers["low"], LIMIT + 1)
 
 
 def api_and_admin_create_children(world, role):
     http = world.http(role)
-    http.post("/api/v1/clients/", {"name": "x", "parent": world.clients["low"].registration_id},
-              content_type="application/json")
+    http.post(
+        "/api/v1/clients/",
+        {"name": "x", "parent": world.clients["low"].registration_id},
+        content_type="application/json",
+    )
     http.post("/admin/inventory/client/add/", {"name": "x", "parent": world.clients["low"].pk})
 
 

@@ -19,25 +19,27 @@ def bulk_clients(n: int, *, idp, owners, teams, start: int = 0, prefix: str = "b
     rows = []
     for i in range(start, start + n):
         state = STATES[i % len(STATES)]
-        rows.append(Client(
-            registration_id=f"reg_{prefix}{i:07d}",
-            idp=idp,
-            idp_client_id=f"{prefix}-cid-{i}",
-            name=f"{prefix}-agent-{i}",
-            owner=owners[i % len(owners)],
-            team=teams[i % len(teams)] if teams else None,
-            purpose=f"Bulk purpose number {i}",
-            scopes=["tickets:read"],
-            risk_tier=TIERS[i % len(TIERS)],
-            state=state,
-            created_via=[CreatedVia.TOKEN, CreatedVia.SOFTWARE_STATEMENT, CreatedVia.ADMIN][i % 3],
-            expires_at=None if i % 11 == 0 else now + timedelta(hours=(i % 48) - 12),
-            ended_at=now - timedelta(hours=1) if state in (ClientState.EXPIRED, ClientState.RETIRED) else None,
-            orphaned_at=now - timedelta(days=1) if i % 13 == 0 else None,
-            stale_at=now if i % 17 == 0 else None,
-            sync_failed=i % 19 == 0,
-            managed=i % 23 != 0,
-            depth=0,
-        ))
+        rows.append(
+            Client(
+                registration_id=f"reg_{prefix}{i:07d}",
+                idp=idp,
+                idp_client_id=f"{prefix}-cid-{i}",
+                name=f"{prefix}-agent-{i}",
+                owner=owners[i % len(owners)],
+                team=teams[i % len(teams)] if teams else None,
+                purpose=f"Bulk purpose number {i}",
+                scopes=["tickets:read"],
+                risk_tier=TIERS[i % len(TIERS)],
+                state=state,
+                created_via=[CreatedVia.TOKEN, CreatedVia.SOFTWARE_STATEMENT, CreatedVia.ADMIN][i % 3],
+                expires_at=None if i % 11 == 0 else now + timedelta(hours=(i % 48) - 12),
+                ended_at=now - timedelta(hours=1) if state in (ClientState.EXPIRED, ClientState.RETIRED) else None,
+                orphaned_at=now - timedelta(days=1) if i % 13 == 0 else None,
+                stale_at=now if i % 17 == 0 else None,
+                sync_failed=i % 19 == 0,
+                managed=i % 23 != 0,
+                depth=0,
+            )
+        )
     created = Client.objects.bulk_create(rows, batch_size=2000)
     return created

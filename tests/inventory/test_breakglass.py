@@ -34,18 +34,21 @@ def test_preview_counts_then_execute_suspends_with_one_decision(security_user):
     assert (preview.total, preview.affected, preview.to_hold, preview.unaffected) == (5, 4, 1, 0)
     assert AuditEvent.objects.count() == 0 and OutboxEntry.objects.count() == 0  # preview changes nothing
 
-    outcome = breakglass_execute(user=security_user, scope="owner", value="leaker", action="suspend",
-                                 reason="credential leak INC-42")
+    outcome = breakglass_execute(
+        user=security_user, scope="owner", value="leaker", action="suspend", reason="credential leak INC-42"
+    )
     assert outcome.count == 4 and outcome.held == [owner_suspended.pk]
     assert states([*active, provisioning, owner_suspended]) == [ClientState.SUSPENDED] * 5
     assert states([other]) == [ClientState.ACTIVE]
     held = Client.objects.filter(owner=leaker, state=ClientState.SUSPENDED)
     assert {(c.hold_kind, c.hold_by_id, c.hold_ref) for c in held} == {
-        ("break_glass", security_user.pk, outcome.decision_id)}
+        ("break_glass", security_user.pk, outcome.decision_id)
+    }
     decision = AuditEvent.objects.get(action="breakglass.suspend")
     assert decision.object_id == outcome.decision_id and decision.reason == "credential leak INC-42"
     assert decision.after["count"] == 5 and sorted(decision.after["clients"]) == sorted(
-        c.registration_id for c in [*active, provisioning, owner_suspended])
+        c.registration_id for c in [*active, provisioning, owner_suspended]
+    )
     per_client = AuditEvent.objects.filter(action="client.suspend.breakglass")
     assert per_client.count() == 4 and all(outcome.decision_id in e.reason for e in per_client)
     assert AuditEvent.objects.get(action="client.hold.breakglass").object_id == owner_suspended.registration_id
@@ -62,7 +65,11 @@ def test_retire_a_lineage_subtree(admin_user):
     assert preview.affected == 2
     breakglass_execute(user=admin_user, scope="lineage", value=child.registration_id, action="retire", reason="bad")
     assert states([root, child, grandchild, sibling]) == [
-        ClientState.ACTIVE, ClientState.RETIRED, ClientState.RETIRED, ClientState.ACTIVE]
+        ClientState.ACTIVE,
+        ClientState.RETIRED,
+        ClientState.RETIRED,
+        ClientState.ACTIVE,
+    ]
     assert Counter(OutboxEntry.objects.values_list("operation", flat=True)) == {OutboxOperation.DELETE: 2}
 
 
@@ -85,8 +92,14 @@ def test_other_scopes(admin_user, scope):
     idp = IdPFactory(name="blast-idp")
     from approvals.models import TrustedIssuer
 
-    issuer = TrustedIssuer.objects.create(name="ci", issuer="https://ci.example", audience="registrar",
-                                          subject="repo:*", owner=UserFactory(), purpose="ci")
+    issuer = TrustedIssuer.objects.create(
+        name="ci",
+        issuer="https://ci.example",
+        audience="registrar",
+        subject="repo:*",
+        owner=UserFactory(),
+        purpose="ci",
+    )
     inside = ClientFactory(team=team, idp=idp, policy_version=7)
     RequestFactory(issuer=issuer, client=inside, policy_version=7, state="approved")
     outside = ClientFactory(policy_version=6)
@@ -102,8 +115,12 @@ def test_refusals_change_nothing(owner, security_user):
         breakglass_preview(user=owner, scope="owner", value=owner.username, action="retire")
     with pytest.raises(PermissionRefused):
         breakglass_execute(user=owner, scope="owner", value=owner.username, action="retire", reason="x")
-    for kwargs in ({"scope": "owner", "value": "nobody"}, {"scope": "planet", "value": "x"},
-                   {"scope": "policy", "value": "seven"}, {"scope": "owner", "value": ""}):
+    for kwargs in (
+        {"scope": "owner", "value": "nobody"},
+        {"scope": "planet", "value": "x"},
+        {"scope": "policy", "value": "seven"},
+        {"scope": "owner", "value": ""},
+    ):
         with pytest.raises(BreakGlassError):
             breakglass_execute(user=security_user, action="retire", reason="x", **kwargs)
     with pytest.raises(BreakGlassError, match="reason"):

@@ -128,9 +128,24 @@ def test_frameworks_report(api, security_user, data):
 def test_openapi_schema_names_the_endpoints(api, security_user):
     api.force_authenticate(security_user)
     schema = api.get("/api/schema/", {"format": "json"}).json()
-    for path in ("/api/v1/clients/", "/api/v1/clients/{registration_id}/", "/api/v1/reports/sprawl",
-                 "/api/v1/reports/frameworks"):
+    for path in (
+        "/api/v1/clients/",
+        "/api/v1/clients/{registration_id}/",
+        "/api/v1/reports/sprawl",
+        "/api/v1/reports/frameworks",
+    ):
         assert path in schema["paths"], path
     params = {p["name"] for p in schema["paths"]["/api/v1/clients/"]["get"]["parameters"]}
-    assert {"q", "state", "tier", "idp", "owner", "team", "scope", "expires_before", "orphaned", "after",
-            "sort"} <= params
+    assert {
+        "q",
+        "state",
+        "tier",
+        "idp",
+        "owner",
+        "team",
+        "scope",
+        "expires_before",
+        "orphaned",
+        "after",
+        "sort",
+    } <= params

@@ -46,8 +46,9 @@ def test_rollback_by_token_revokes_the_token(client, catalogue, idp, owner, secu
     pending = post(client, low_body(scope="tickets:write", internal_only=False), plaintext)
     assert (first.status_code, pending.status_code) == (201, 202)
 
-    outcome = breakglass_execute(user=security_user, scope="token", value=str(token.pk), action="retire",
-                                 reason="token pasted in a public issue")
+    outcome = breakglass_execute(
+        user=security_user, scope="token", value=str(token.pk), action="retire", reason="token pasted in a public issue"
+    )
     token.refresh_from_db()
     assert token.revoked_at is not None
     again = post(client, low_body(), plaintext)
@@ -62,16 +63,28 @@ def test_rollback_by_token_revokes_the_token(client, catalogue, idp, owner, secu
 
 def _statement() -> str:
     now = int(time.time())
-    claims = {"iss": "https://ci.bg.example", "sub": "repo:acme/x:ref:main", "aud": "registrar", "iat": now,
-              "exp": now + 300, "jti": f"bg-{time.monotonic_ns()}"}
+    claims = {
+        "iss": "https://ci.bg.example",
+        "sub": "repo:acme/x:ref:main",
+        "aud": "registrar",
+        "iat": now,
+        "exp": now + 300,
+        "jti": f"bg-{time.monotonic_ns()}",
+    }
     return jwt.encode({"alg": "RS256", "kid": "bg-1"}, claims, ISSUER_KEY, algorithms=["RS256"])
 
 
 def test_rollback_by_issuer_disables_the_issuer(client, catalogue, idp, owner, security_user):
     """Regression: the issuer stayed trusted after its clients were rolled back."""
     issuer = TrustedIssuer.objects.create(
-        name="ci", issuer="https://ci.bg.example", audience="registrar", jwks={"keys": [ISSUER_KEY.as_dict(
-            private=False)]}, subject="repo:acme/*", owner=owner, purpose="ci agents", allowed_scopes=["tickets:read"],
+        name="ci",
+        issuer="https://ci.bg.example",
+        audience="registrar",
+        jwks={"keys": [ISSUER_KEY.as_dict(private=False)]},
+        subject="repo:acme/*",
+        owner=owner,
+        purpose="ci agents",
+        allowed_scopes=["tickets:read"],
     )
     assert post(client, low_body(software_statement=_statement())).status_code == 201
     breakglass_execute(user=security_user, scope="issuer", value="ci", action="suspend", reason="CI compromised")
@@ -88,8 +101,9 @@ def test_break_glass_on_a_lineage_revokes_the_roots_spawn_right(client, catalogu
     child = post(client, low_body(), root["registration_access_token"])
     assert child.status_code == 201
     root_client = Client.objects.get(registration_id=root["registration_id"])
-    breakglass_execute(user=security_user, scope="lineage", value=root_client.registration_id, action="suspend",
-                       reason="runaway agent")
+    breakglass_execute(
+        user=security_user, scope="lineage", value=root_client.registration_id, action="suspend", reason="runaway agent"
+    )
     fresh = Client.objects.get(pk=root_client.pk)
     assert fresh.spawn_revoked_at is not None and "runaway agent" in fresh.spawn_revoked_reason
     client_hold_lift(client=fresh, user=security_user, reason="root is fine, children stay contained")
@@ -109,7 +123,8 @@ def test_suspending_a_parent_suspends_its_live_descendants(owner):
     client_suspend(client=parent, user=owner, reason="pause the family")
     assert states(parent, child, grandchild, ended) == [ClientState.SUSPENDED] * 3 + [ClientState.RETIRED]
     assert sorted(OutboxEntry.objects.values_list("client_id", "operation")) == sorted(
-        (c.pk, OutboxOperation.DISABLE) for c in (parent, child, grandchild))
+        (c.pk, OutboxOperation.DISABLE) for c in (parent, child, grandchild)
+    )
     assert AuditEvent.objects.filter(action="client.suspend.cascade").count() == 2
     assert not Client.objects.exclude(hold_kind="").exists()  # an owner's suspension is no hold
 
@@ -120,8 +135,9 @@ def test_set_based_suspension_cascades_too(owner):
     child = ClientFactory(owner=owner, parent=parent, depth=1)
     with transaction.atomic():
         locked = list(Client.objects.filter(pk=parent.pk).select_for_update())
-        result = clients_transition_many(clients=locked, target=ClientState.SUSPENDED, actor=Actor.system("sweep"),
-                                         reason="orphaned")
+        result = clients_transition_many(
+            clients=locked, target=ClientState.SUSPENDED, actor=Actor.system("sweep"), reason="orphaned"
+        )
     assert result.cascaded == [child.pk]
     assert states(parent, child) == [ClientState.SUSPENDED, ClientState.SUSPENDED]
 
@@ -140,11 +156,13 @@ def test_a_hold_reaches_descendants_already_suspended(owner, admin_user):
 def test_preview_says_everything_before_confirming(owner, security_user):
     token = TokenFactory(owner=owner, plaintext="rat_preview_" + "p" * 28, uses=3, max_uses=10)
     made = ClientFactory(owner=owner)
-    RegistrationRequest.objects.create(public_id="reg_preview_1", via="token", token=token, client=made,
-                                       owner=owner, state="approved")
+    RegistrationRequest.objects.create(
+        public_id="reg_preview_1", via="token", token=token, client=made, owner=owner, state="approved"
+    )
     ClientFactory(owner=owner, parent=made, depth=1)
-    RegistrationRequest.objects.create(public_id="reg_preview_2", via="token", token=token, owner=owner,
-                                       state="pending")
+    RegistrationRequest.objects.create(
+        public_id="reg_preview_2", via="token", token=token, owner=owner, state="pending"
+    )
     preview = breakglass_preview(user=security_user, scope="token", value=token.prefix, action="suspend")
     assert (preview.matched, preview.descendants, preview.affected) == (1, 1, 2)
     assert preview.effects == [
@@ -153,15 +171,18 @@ def test_preview_says_everything_before_confirming(owner, security_user):
     ]
     assert InitialAccessToken.objects.get(pk=token.pk).revoked_at is None  # a preview changes nothing
     lineage = breakglass_preview(user=security_user, scope="lineage", value=made.registration_id, action="retire")
-    assert lineage.effects == [f"revoke the spawn right of {made.name} ({made.registration_id}): its registration "
-                               "access token can register no more children (0 spawned so far)"]
+    assert lineage.effects == [
+        f"revoke the spawn right of {made.name} ({made.registration_id}): its registration "
+        "access token can register no more children (0 spawned so far)"
+    ]
 
 
 def test_break_glass_page_shows_the_effects(client, owner, security_user):
     token = TokenFactory(owner=owner, plaintext="rat_pagepre_" + "q" * 28)
     made = ClientFactory(owner=owner)
-    RegistrationRequest.objects.create(public_id="reg_page_1", via="token", token=token, client=made, owner=owner,
-                                       state="approved")
+    RegistrationRequest.objects.create(
+        public_id="reg_page_1", via="token", token=token, client=made, owner=owner, state="approved"
+    )
     client.force_login(security_user)
     form = {"scope": "token", "value": str(token.pk), "action": "suspend", "reason": "leak"}
     html = client.post("/inventory/break-glass/", form).content.decode()

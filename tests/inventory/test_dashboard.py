@@ -35,16 +35,36 @@ def noon(days_ago: int) -> datetime:
 def known(idp, owner, team):
     bob2 = UserFactory(username="bob2")
     now = timezone.now()
-    a = ClientFactory(name="A", idp=idp, owner=owner, team=team, risk_tier=RiskTier.LOW,
-                      expires_at=now + timedelta(days=2))
-    b = ClientFactory(name="B", idp=idp, owner=owner, risk_tier=RiskTier.HIGH, orphaned_at=now, sync_failed=True,
-                      expires_at=now + timedelta(days=10))
-    c = ClientFactory(name="C", idp=idp, owner=bob2, risk_tier=RiskTier.MEDIUM, state=ClientState.SUSPENDED,
-                      managed=False, stale_at=now, parent=a, depth=1, expires_at=None)
-    d = ClientFactory(name="D", idp=idp, owner=bob2, state=ClientState.EXPIRED, ended_at=noon(5),
-                      expiry_overshoot_seconds=2.0)
-    e = ClientFactory(name="E", idp=idp, owner=bob2, state=ClientState.RETIRED, ended_at=noon(50),
-                      expiry_overshoot_seconds=10.0)
+    a = ClientFactory(
+        name="A", idp=idp, owner=owner, team=team, risk_tier=RiskTier.LOW, expires_at=now + timedelta(days=2)
+    )
+    b = ClientFactory(
+        name="B",
+        idp=idp,
+        owner=owner,
+        risk_tier=RiskTier.HIGH,
+        orphaned_at=now,
+        sync_failed=True,
+        expires_at=now + timedelta(days=10),
+    )
+    c = ClientFactory(
+        name="C",
+        idp=idp,
+        owner=bob2,
+        risk_tier=RiskTier.MEDIUM,
+        state=ClientState.SUSPENDED,
+        managed=False,
+        stale_at=now,
+        parent=a,
+        depth=1,
+        expires_at=None,
+    )
+    d = ClientFactory(
+        name="D", idp=idp, owner=bob2, state=ClientState.EXPIRED, ended_at=noon(5), expiry_overshoot_seconds=2.0
+    )
+    e = ClientFactory(
+        name="E", idp=idp, owner=bob2, state=ClientState.RETIRED, ended_at=noon(50), expiry_overshoot_seconds=10.0
+    )
     for client, days in ((a, 10), (b, 3), (c, 0), (d, 20), (e, 100)):
         Client.objects.filter(pk=client.pk).update(created_at=noon(days))
 
@@ -52,7 +72,8 @@ def known(idp, owner, team):
         r = RequestFactory(state=state, outcome=outcome)
         created = noon(days_ago)
         RegistrationRequest.objects.filter(pk=r.pk).update(
-            created_at=created, decided_at=created + timedelta(seconds=decided_after) if decided_after else None)
+            created_at=created, decided_at=created + timedelta(seconds=decided_after) if decided_after else None
+        )
 
     req("approved", "auto_approve", 0, 1)
     req("approved", "review", 2, 3600)
@@ -69,8 +90,7 @@ def test_dashboard_numbers(known, grouping_sets, monkeypatch):
     if not grouping_sets:  # the SQLite (make run) path, exercised through the same ORM on PostgreSQL
         monkeypatch.setattr(selectors, "live_breakdown", selectors._live_breakdown_orm)
     data = dashboard_data()
-    assert data["totals"] == {"live": 3, "orphaned": 1, "stale": 1, "unmanaged": 1, "sync_failed": 1,
-                              "expiring_7d": 1}
+    assert data["totals"] == {"live": 3, "orphaned": 1, "stale": 1, "unmanaged": 1, "sync_failed": 1, "expiring_7d": 1}
     labels, values = data["live_series"]["labels"], data["live_series"]["values"]
     assert len(labels) == len(values) == 90
     assert labels[-1] == timezone.localdate().isoformat()
@@ -79,14 +99,14 @@ def test_dashboard_numbers(known, grouping_sets, monkeypatch):
     def on(days_ago):
         return live[(timezone.localdate() - timedelta(days=days_ago)).isoformat()]
 
-    assert on(0) == 3        # A, B, C
-    assert on(1) == 2        # C not created yet
-    assert on(3) == 2        # A, B
-    assert on(4) == 1        # A (D ended on day -5)
-    assert on(6) == 2        # A, D
-    assert on(11) == 1       # D
+    assert on(0) == 3  # A, B, C
+    assert on(1) == 2  # C not created yet
+    assert on(3) == 2  # A, B
+    assert on(4) == 1  # A (D ended on day -5)
+    assert on(6) == 2  # A, D
+    assert on(11) == 1  # D
     assert on(21) == 0
-    assert on(60) == 1       # E, retired 50 days ago
+    assert on(60) == 1  # E, retired 50 days ago
     assert on(89) == 1
 
     totals = data["registrations"]["totals"]
@@ -112,9 +132,12 @@ def test_dashboard_page_charts_tables_and_links(client, security_user, known):
     html = response.content.decode()
     assert '<canvas data-chart="chart-live-over-time">' in html
     spec = json.loads(html.split('<script id="chart-live-by-tier" type="application/json">')[1].split("</script>")[0])
-    assert spec == {"type": "doughnut", "labels": ["low", "medium", "high"],
-                    "datasets": [{"label": "Live clients", "data": [1, 1, 1]}]}
-    assert "<caption class=\"sr-only\">Live clients by risk tier</caption>" in html
+    assert spec == {
+        "type": "doughnut",
+        "labels": ["low", "medium", "high"],
+        "datasets": [{"label": "Live clients", "data": [1, 1, 1]}],
+    }
+    assert '<caption class="sr-only">Live clients by risk tier</caption>' in html
     assert 'href="/inventory/?live=true&amp;orphaned=true"' in html
     assert 'href="/dashboards/live-by-tier.csv"' in html
     assert "7,200 s" in html and "20 %" in html

@@ -119,7 +119,9 @@ def test_a_client_retired_before_delivery_is_never_created(real_idp, oidc_idp, p
 
 
 def test_a_retried_create_adopts_what_a_crashed_attempt_left_and_removes_duplicates(
-    real_idp, oidc_idp, person  # noqa: F811
+    real_idp,
+    oidc_idp,
+    person,  # noqa: F811
 ):
     client = register_agent(idp=real_idp, owner=person)
     # Two earlier attempts reached the IdP but their workers died before storing the answer.
@@ -172,7 +174,10 @@ def rfc7591_with(handler, idp_connection):
 
 
 def test_a_5xx_is_retried_with_backoff_until_the_bound_then_dead_lettered(
-    real_idp, person, monkeypatch, settings  # noqa: F811
+    real_idp,
+    person,
+    monkeypatch,
+    settings,  # noqa: F811
 ):
     settings.REGISTRAR_OUTBOX_MAX_ATTEMPTS = 3
     seen: list[tuple[str, str]] = []
@@ -281,8 +286,9 @@ def use(monkeypatch, connector: ScriptedConnector) -> ScriptedConnector:
 
 def test_already_exists_adopts_the_client_carrying_our_marker(real_idp, person, monkeypatch):  # noqa: F811
     client = register_agent(idp=real_idp, owner=person)
-    remote = RemoteClient(client_id="existing-id", registrar_id=client.registration_id, enabled=True,
-                          scopes=["tickets:read"], metadata={})
+    remote = RemoteClient(
+        client_id="existing-id", registrar_id=client.registration_id, enabled=True, scopes=["tickets:read"], metadata={}
+    )
     stranger = RemoteClient(client_id="other", registrar_id="reg_other", enabled=True, scopes=[], metadata={})
     fake = use(monkeypatch, ScriptedConnector(create=AlreadyExists("409"), list=[stranger, remote]))
 
@@ -447,7 +453,10 @@ class InFlight(ScriptedConnector):
 
 
 def test_a_worker_keeps_several_idp_calls_in_flight_and_records_each_once(
-    real_idp, person, monkeypatch, settings  # noqa: F811
+    real_idp,
+    person,
+    monkeypatch,
+    settings,  # noqa: F811
 ):
     settings.REGISTRAR_OUTBOX_PARALLEL_CALLS = 4
     clients = [register_agent(idp=real_idp, owner=person, name=f"inflight-{n}") for n in range(12)]
@@ -460,14 +469,21 @@ def test_a_worker_keeps_several_idp_calls_in_flight_and_records_each_once(
     assert counts == {"delivered": 11, "other": 1, "skipped": 0}
     rows = {c.name: (c.state, c.idp_client_id) for c in Client.objects.filter(pk__in=[c.pk for c in clients])}
     assert rows.pop("inflight-5") == (ClientState.PROVISIONING, None)  # its transient failure is retried later
-    assert all(state == (ClientState.ACTIVE, f"id-{c.registration_id}") for c in clients if c.name in rows
-               for state in [rows[c.name]])  # fmt: skip
+    assert all(
+        state == (ClientState.ACTIVE, f"id-{c.registration_id}")
+        for c in clients
+        if c.name in rows
+        for state in [rows[c.name]]
+    )
     failed = entries(clients[5])[0]
     assert (failed.status, failed.attempts, failed.claimed_by) == (OutboxStatus.PENDING, 1, "")
     assert "503 from a busy IdP" in failed.last_error
     # one audit trail per client, recorded by the calling thread
-    assert all([e.action for e in events_for("client", c.registration_id)] == ["client.create", "client.active"]
-               for c in clients if c.name != "inflight-5")  # fmt: skip
+    assert all(
+        [e.action for e in events_for("client", c.registration_id)] == ["client.create", "client.active"]
+        for c in clients
+        if c.name != "inflight-5"
+    )
 
 
 def test_an_idp_call_on_the_pool_may_not_touch_the_database(real_idp, person, monkeypatch, settings):  # noqa: F811
@@ -533,10 +549,18 @@ def test_requeue_splits_the_due_clients_into_even_batches(real_idp, person, monk
     assert sorted(pk for batch in sent for pk in batch) == sorted(c.pk for c in clients)
 
 
-@pytest.mark.parametrize(("count", "size", "lengths"), [
-    (0, 100, []), (1, 100, [1]), (100, 100, [100]), (101, 100, [50, 51]), (120, 100, [60, 60]),
-    (250, 100, [83, 84, 83]), (7, 1, [1] * 7),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("count", "size", "lengths"),
+    [
+        (0, 100, []),
+        (1, 100, [1]),
+        (100, 100, [100]),
+        (101, 100, [50, 51]),
+        (120, 100, [60, 60]),
+        (250, 100, [83, 84, 83]),
+        (7, 1, [1] * 7),
+    ],
+)
 def test_even_batches(count, size, lengths):
     from inventory.tasks import even_batches
 
@@ -617,8 +641,7 @@ def test_two_workers_at_once_never_push_the_same_entry_twice(oidc_idp, monkeypat
         finally:
             connections.close_all()
 
-    threads = [threading.Thread(target=worker, args=(clients,)),
-               threading.Thread(target=worker, args=(clients[::-1],))]
+    threads = [threading.Thread(target=worker, args=(clients,)), threading.Thread(target=worker, args=(clients[::-1],))]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -657,12 +680,16 @@ def test_a_batch_delivers_many_clients_and_records_them_together(real_idp, oidc_
         client.refresh_from_db()
         assert client.state == ClientState.ACTIVE and client.idp_client_id, client.name
         assert client.idp_state["registration_access_token"]
-        assert [e.action for e in events_for("client", client.registration_id)][:2] == ["client.create",
-                                                                                       "client.active"]
+        assert [e.action for e in events_for("client", client.registration_id)][:2] == [
+            "client.create",
+            "client.active",
+        ]
         assert markers_at_idp(oidc_idp)[client.registration_id] == 1
         assert set(OutboxEntry.objects.filter(client=client).values_list("status", flat=True)) == {OutboxStatus.DONE}
     assert [(e.operation, e.status) for e in entries(retired)] == [
-        (OutboxOperation.CREATE, OutboxStatus.SUPERSEDED), (OutboxOperation.DELETE, OutboxStatus.DONE)]
+        (OutboxOperation.CREATE, OutboxStatus.SUPERSEDED),
+        (OutboxOperation.DELETE, OutboxStatus.DONE),
+    ]
     assert entries(later)[0].status == OutboxStatus.PENDING and entries(later)[0].attempts == 0
     assert counts["skipped"] == 0 and counts["delivered"] >= 4
     # the registration access token is stored encrypted by the bulk update too
@@ -700,7 +727,10 @@ def test_a_failure_in_a_batch_only_delays_that_client(real_idp, person, monkeypa
 
 
 def test_a_batch_records_a_client_retired_during_its_create_without_activating_it(
-    real_idp, person, monkeypatch, settings  # noqa: F811
+    real_idp,
+    person,
+    monkeypatch,
+    settings,  # noqa: F811
 ):
     settings.REGISTRAR_OUTBOX_PARALLEL_CALLS = 1  # the retirement happens inside the (inline) IdP call
     client = register_agent(idp=real_idp, owner=person)
@@ -718,7 +748,9 @@ def test_a_batch_records_a_client_retired_during_its_create_without_activating_i
     assert (client.state, client.idp_client_id) == (ClientState.RETIRED, "made-anyway")
     # the DELETE queued meanwhile is nudged to a worker by its own commit (or found by the requeue)
     assert [(e.operation, e.status) for e in entries(client)] == [
-        (OutboxOperation.CREATE, OutboxStatus.DONE), (OutboxOperation.DELETE, OutboxStatus.PENDING)]
+        (OutboxOperation.CREATE, OutboxStatus.DONE),
+        (OutboxOperation.DELETE, OutboxStatus.PENDING),
+    ]
     assert "client.idp_create" in [e.action for e in events_for("client", client.registration_id)]
     delivery.deliver_outbox_batch([client.pk])
     assert entries(client)[1].status == OutboxStatus.DONE
@@ -734,8 +766,11 @@ def test_batch_queries_do_not_grow_with_the_clients_in_a_claim_chunk(real_idp, p
         clients = [register_agent(idp=real_idp, owner=person, name=f"q{n}-{i}") for i in range(n)]
         # ScriptedConnector answers the same id for everyone; give each its own
         counter = iter(range(10_000))
-        monkeypatch.setattr(ScriptedConnector, "create",
-                            lambda self, spec: PushResult(client_id=f"c{n}-{next(counter)}", remote_state={}))
+        monkeypatch.setattr(
+            ScriptedConnector,
+            "create",
+            lambda self, spec: PushResult(client_id=f"c{n}-{next(counter)}", remote_state={}),
+        )
         with CaptureQueriesContext(db_connection) as ctx:
             delivery.deliver_outbox_batch([c.pk for c in clients])
         assert Client.objects.filter(pk__in=[c.pk for c in clients], state=ClientState.ACTIVE).count() == n

@@ -106,7 +106,10 @@ def manageable(connection, client: Client) -> bool:
 
 
 def test_a_crash_after_the_idp_created_the_client_adopts_its_answer_instead_of_creating_a_duplicate(
-    unlisted_connection, unlisted_idp, person, monkeypatch  # noqa: F811
+    unlisted_connection,
+    unlisted_idp,
+    person,
+    monkeypatch,  # noqa: F811
 ):
     client = register_agent(idp=unlisted_connection, owner=person)
     crash_before_recording(monkeypatch)
@@ -130,7 +133,11 @@ def test_a_crash_after_the_idp_created_the_client_adopts_its_answer_instead_of_c
 
 
 def test_a_create_whose_answer_was_lost_is_not_repeated_but_handed_to_a_person(
-    unlisted_connection, unlisted_idp, person, monkeypatch, admin_user  # noqa: F811
+    unlisted_connection,
+    unlisted_idp,
+    person,
+    monkeypatch,
+    admin_user,  # noqa: F811
 ):
     client = register_agent(idp=unlisted_connection, owner=person)
     lose_answers(monkeypatch, "create")
@@ -219,7 +226,10 @@ def test_the_batch_path_journals_an_unlisted_idp_too(unlisted_connection, unlist
 
 
 def test_a_crash_after_an_update_keeps_the_rotated_management_token(
-    unlisted_connection, unlisted_idp, person, monkeypatch  # noqa: F811
+    unlisted_connection,
+    unlisted_idp,
+    person,
+    monkeypatch,  # noqa: F811
 ):
     client = active_client(unlisted_connection, person)
     old_token = client.idp_state["registration_access_token"]
@@ -244,7 +254,10 @@ def test_a_crash_after_an_update_keeps_the_rotated_management_token(
 
 
 def test_an_update_whose_answer_was_lost_is_a_sync_failure_not_a_second_client(
-    unlisted_connection, unlisted_idp, person, monkeypatch  # noqa: F811
+    unlisted_connection,
+    unlisted_idp,
+    person,
+    monkeypatch,  # noqa: F811
 ):
     client = active_client(unlisted_connection, person)
     Client.objects.filter(pk=client.pk).update(scopes=["tickets:read"])
@@ -273,7 +286,12 @@ def stale_token(connection, client: Client) -> None:
 
 @pytest.mark.parametrize("end", [ClientState.RETIRED, ClientState.EXPIRED])
 def test_a_delete_refused_with_401_is_a_sync_failure_while_the_client_stays_live(
-    unlisted_connection, unlisted_idp, person, end, client, admin_user  # noqa: F811
+    unlisted_connection,
+    unlisted_idp,
+    person,
+    end,
+    client,
+    admin_user,  # noqa: F811
 ):
     agent = active_client(unlisted_connection, person)
     stale_token(unlisted_connection, agent)
@@ -299,8 +317,9 @@ def test_a_delete_refused_with_401_is_a_sync_failure_while_the_client_stays_live
     assert f"/inventory/sync-failures/{ending.pk}/resolve/" in page
     # ...removes it at the IdP and says so; Registrar records it, with the reason, and the flag drops.
     console_delete(unlisted_idp, agent.idp_client_id)
-    response = client.post(f"/inventory/sync-failures/{ending.pk}/resolve/",
-                           {"reason": "deleted by hand in the IdP console"})
+    response = client.post(
+        f"/inventory/sync-failures/{ending.pk}/resolve/", {"reason": "deleted by hand in the IdP console"}
+    )
     assert response.status_code == 302
     ending.refresh_from_db()
     agent.refresh_from_db()
@@ -312,7 +331,10 @@ def test_a_delete_refused_with_401_is_a_sync_failure_while_the_client_stays_live
 
 
 def test_our_own_delete_whose_answer_was_lost_is_done_when_the_token_is_then_refused(
-    unlisted_connection, unlisted_idp, person, monkeypatch  # noqa: F811
+    unlisted_connection,
+    unlisted_idp,
+    person,
+    monkeypatch,  # noqa: F811
 ):
     client = active_client(unlisted_connection, person)
     client_transition(client=client, target=ClientState.RETIRED, actor=SYSTEM)
@@ -329,7 +351,11 @@ def test_our_own_delete_whose_answer_was_lost_is_done_when_the_token_is_then_ref
 
 
 def test_deleting_a_client_whose_create_went_unanswered_asks_a_person(
-    unlisted_connection, unlisted_idp, person, monkeypatch, admin_user  # noqa: F811
+    unlisted_connection,
+    unlisted_idp,
+    person,
+    monkeypatch,
+    admin_user,  # noqa: F811
 ):
     client = register_agent(idp=unlisted_connection, owner=person)
     lose_answers(monkeypatch, "create")
@@ -381,7 +407,9 @@ def test_marking_resolved_needs_an_admin(client, person, unlisted_connection, mo
 
 
 def test_an_update_that_would_recreate_after_an_unanswered_attempt_asks_a_person(
-    unlisted_connection, person, monkeypatch  # noqa: F811
+    unlisted_connection,
+    person,
+    monkeypatch,  # noqa: F811
 ):
     """An IdP answering 404 for a vanished client: the update recreates it. If that recreate's answer is lost,
     the retry must not recreate a second time."""

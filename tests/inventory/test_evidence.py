@@ -38,12 +38,22 @@ def _tool():
 def sealed_client(idp, owner, django_capture_on_commit_callbacks):
     client = ClientFactory(name="evidence-bot", idp=idp, owner=owner)
     with django_capture_on_commit_callbacks(execute=True):
-        audit_record(actor=Actor.user(owner), action="client.create", object_type="client",
-                     object_id=client.registration_id, after={"name": "evidence-bot", "note": "é \u2028 \"q\""})
+        audit_record(
+            actor=Actor.user(owner),
+            action="client.create",
+            object_type="client",
+            object_id=client.registration_id,
+            after={"name": "evidence-bot", "note": 'é \u2028 "q"'},
+        )
         audit_record(actor=Actor.system("other"), action="noise", object_type="thing", object_id="x")
         log_seal()
-        audit_record(actor=Actor.system("provisioner"), action="client.activate", object_type="client",
-                     object_id=client.registration_id, reason="delivered")
+        audit_record(
+            actor=Actor.system("provisioner"),
+            action="client.activate",
+            object_type="client",
+            object_id=client.registration_id,
+            reason="delivered",
+        )
         log_seal()
     return client
 
@@ -107,8 +117,9 @@ def test_the_tool_refuses_another_key_and_reports_unsealed_events(client, securi
     raw = _pack(sealed_client, security_user, client)
     status, lines = tool.verify(raw, tool.parse_key(generate_signer("registrar.test/audit-log").verifier.encoded))
     assert status == 1 and "not signed by the key given" in lines[-1]
-    audit_record(actor=Actor.system("t"), action="client.renew", object_type="client",
-                 object_id=sealed_client.registration_id)
+    audit_record(
+        actor=Actor.system("t"), action="client.renew", object_type="client", object_id=sealed_client.registration_id
+    )
     status, lines = tool.verify(_pack(sealed_client, security_user, client), tool.parse_key(log_verifier().encoded))
     assert status == 2 and "NOT PROVEN: 1 event(s) not sealed" in lines[-1]
 
@@ -116,22 +127,33 @@ def test_the_tool_refuses_another_key_and_reports_unsealed_events(client, securi
 def test_a_real_demo_clients_pack_verifies_on_the_command_line_and_fails_after_one_byte(client, tmp_path):
     call_command("seed_demo", "--password", "demo-pass-123", stdout=StringIO())
     log_seal()
-    demo = (Client.objects.filter(registration_id__in=AuditEvent.objects.filter(object_type="client")
-                                  .values("object_id")).order_by("pk").first())  # fmt: skip
+    demo = (
+        Client.objects.filter(registration_id__in=AuditEvent.objects.filter(object_type="client").values("object_id"))
+        .order_by("pk")
+        .first()
+    )
     ciso = User.objects.get(username="ciso")
     raw = _pack(demo, ciso, client)
     pack_file = tmp_path / "pack.json"
     pack_file.write_bytes(raw)
     key_file = tmp_path / "log.pub"
     key_file.write_text(log_verifier().encoded)
-    run = subprocess.run([sys.executable, str(TOOL), str(pack_file), "--key-file", str(key_file)],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, str(TOOL), str(pack_file), "--key-file", str(key_file)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "PROVEN:" in run.stdout and demo.registration_id in run.stdout
     tampered = bytearray(raw)
     at = raw.index(b'"leaf": "') + len(b'"leaf": "') + 10
     tampered[at] = ord("A") if tampered[at] != ord("A") else ord("B")
     pack_file.write_bytes(bytes(tampered))
-    run = subprocess.run([sys.executable, str(TOOL), str(pack_file), "--key", log_verifier().encoded],
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    run = subprocess.run(
+        [sys.executable, str(TOOL), str(pack_file), "--key", log_verifier().encoded],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert run.returncode == 1 and "FAIL:" in run.stdout

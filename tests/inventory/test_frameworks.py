@@ -35,84 +35,89 @@ def _fresh_reports(settings):
     """Each test measures its own data: no cached dashboard/report snapshot from another test."""
     settings.REGISTRAR_REPORT_CACHE_SECONDS = 0
 
+
 # The published IDs and names (OWASP NHI 2025, OWASP Agentic 2026, OWASP Agentic threats v1, CSA MAESTRO,
 # NIST AI RMF 1.0, MITRE ATLAS v5.6.0), as in ../shared/frameworks.yaml with NIST names unsplit.
 EXPECTED = {
-    'owasp_nhi_2025': [
-        ('NHI1:2025', 'Improper Offboarding'),
-        ('NHI2:2025', 'Secret Leakage'),
-        ('NHI3:2025', 'Vulnerable Third-Party NHI'),
-        ('NHI4:2025', 'Insecure Authentication'),
-        ('NHI5:2025', 'Overprivileged NHI'),
-        ('NHI6:2025', 'Insecure Cloud Deployment Configurations'),
-        ('NHI7:2025', 'Long-Lived Secrets'),
-        ('NHI8:2025', 'Environment Isolation'),
-        ('NHI9:2025', 'NHI Reuse'),
-        ('NHI10:2025', 'Human Use of NHI'),
+    "owasp_nhi_2025": [
+        ("NHI1:2025", "Improper Offboarding"),
+        ("NHI2:2025", "Secret Leakage"),
+        ("NHI3:2025", "Vulnerable Third-Party NHI"),
+        ("NHI4:2025", "Insecure Authentication"),
+        ("NHI5:2025", "Overprivileged NHI"),
+        ("NHI6:2025", "Insecure Cloud Deployment Configurations"),
+        ("NHI7:2025", "Long-Lived Secrets"),
+        ("NHI8:2025", "Environment Isolation"),
+        ("NHI9:2025", "NHI Reuse"),
+        ("NHI10:2025", "Human Use of NHI"),
     ],
-    'owasp_agentic_2026': [
-        ('ASI01', 'Agent Goal Hijack'),
-        ('ASI02', 'Tool Misuse and Exploitation'),
-        ('ASI03', 'Identity and Privilege Abuse'),
-        ('ASI04', 'Agentic Supply Chain Vulnerabilities'),
-        ('ASI05', 'Unexpected Code Execution (RCE)'),
-        ('ASI06', 'Memory & Context Poisoning'),
-        ('ASI07', 'Insecure Inter-Agent Communication'),
-        ('ASI08', 'Cascading Failures'),
-        ('ASI09', 'Human-Agent Trust Exploitation'),
-        ('ASI10', 'Rogue Agents'),
+    "owasp_agentic_2026": [
+        ("ASI01", "Agent Goal Hijack"),
+        ("ASI02", "Tool Misuse and Exploitation"),
+        ("ASI03", "Identity and Privilege Abuse"),
+        ("ASI04", "Agentic Supply Chain Vulnerabilities"),
+        ("ASI05", "Unexpected Code Execution (RCE)"),
+        ("ASI06", "Memory & Context Poisoning"),
+        ("ASI07", "Insecure Inter-Agent Communication"),
+        ("ASI08", "Cascading Failures"),
+        ("ASI09", "Human-Agent Trust Exploitation"),
+        ("ASI10", "Rogue Agents"),
     ],
-    'owasp_agentic_threats_v1': [
-        ('T3', 'Privilege Compromise'),
-        ('T8', 'Repudiation & Untraceability'),
-        ('T9', 'Identity Spoofing & Impersonation'),
-        ('T10', 'Overwhelming Human in the Loop'),
-        ('T13', 'Rogue Agents in Multi-Agent Systems'),
+    "owasp_agentic_threats_v1": [
+        ("T3", "Privilege Compromise"),
+        ("T8", "Repudiation & Untraceability"),
+        ("T9", "Identity Spoofing & Impersonation"),
+        ("T10", "Overwhelming Human in the Loop"),
+        ("T13", "Rogue Agents in Multi-Agent Systems"),
     ],
-    'csa_maestro': [
-        ('L1', 'Foundation Models'),
-        ('L2', 'Data Operations'),
-        ('L3', 'Agent Frameworks'),
-        ('L4', 'Deployment and Infrastructure'),
-        ('L5', 'Evaluation and Observability'),
-        ('L6', 'Security and Compliance'),
-        ('L7', 'Agent Ecosystem'),
+    "csa_maestro": [
+        ("L1", "Foundation Models"),
+        ("L2", "Data Operations"),
+        ("L3", "Agent Frameworks"),
+        ("L4", "Deployment and Infrastructure"),
+        ("L5", "Evaluation and Observability"),
+        ("L6", "Security and Compliance"),
+        ("L7", "Agent Ecosystem"),
     ],
-    'nist_ai_rmf_1_0': [
-        ('GOVERN 1.4',
-         'Risk management process and outcomes established through transparent policies, procedures and controls'),
-        ('GOVERN 1.6', 'Mechanisms are in place to inventory AI systems'),
-        ('GOVERN 1.7', 'Processes for decommissioning and phasing out AI systems safely'),
-        ('GOVERN 2.1', 'Roles, responsibilities and lines of communication are documented'),
-        ('GOVERN 3.2', 'Policies define roles for human-AI configurations and oversight'),
-        ('GOVERN 4.3', 'Practices enable testing, incident identification and information sharing'),
-        ('GOVERN 6.1', 'Policies address risks from third-party entities'),
-        ('MAP 1.1', 'Intended purposes and context are understood and documented'),
-        ('MAP 3.3', 'Targeted application scope is specified and documented'),
-        ('MAP 3.5', 'Processes for human oversight are defined and documented'),
-        ('MEASURE 2.4', 'Functionality and behavior are monitored in production'),
-        ('MEASURE 2.7', 'Security and resilience are evaluated and documented'),
-        ('MEASURE 2.8', 'Risks associated with transparency and accountability are examined'),
-        ('MANAGE 2.4', 'Mechanisms are in place to supersede, disengage, or deactivate AI systems'),
-        ('MANAGE 4.1',
-         'Post-deployment monitoring plans including override, decommissioning, incident response and change management'),
+    "nist_ai_rmf_1_0": [
+        (
+            "GOVERN 1.4",
+            "Risk management process and outcomes established through transparent policies, procedures and controls",
+        ),
+        ("GOVERN 1.6", "Mechanisms are in place to inventory AI systems"),
+        ("GOVERN 1.7", "Processes for decommissioning and phasing out AI systems safely"),
+        ("GOVERN 2.1", "Roles, responsibilities and lines of communication are documented"),
+        ("GOVERN 3.2", "Policies define roles for human-AI configurations and oversight"),
+        ("GOVERN 4.3", "Practices enable testing, incident identification and information sharing"),
+        ("GOVERN 6.1", "Policies address risks from third-party entities"),
+        ("MAP 1.1", "Intended purposes and context are understood and documented"),
+        ("MAP 3.3", "Targeted application scope is specified and documented"),
+        ("MAP 3.5", "Processes for human oversight are defined and documented"),
+        ("MEASURE 2.4", "Functionality and behavior are monitored in production"),
+        ("MEASURE 2.7", "Security and resilience are evaluated and documented"),
+        ("MEASURE 2.8", "Risks associated with transparency and accountability are examined"),
+        ("MANAGE 2.4", "Mechanisms are in place to supersede, disengage, or deactivate AI systems"),
+        (
+            "MANAGE 4.1",
+            "Post-deployment monitoring plans including override, decommissioning, incident response and change management",
+        ),
     ],
-    'mitre_atlas': [
-        ('AML.T0012', 'Valid Accounts'),
-        ('AML.T0021', 'Establish Accounts'),
-        ('AML.T0055', 'Unsecured Credentials'),
-        ('AML.T0083', 'Credentials from AI Agent Configuration'),
-        ('AML.T0098', 'AI Agent Tool Credential Harvesting'),
-        ('AML.T0091.000', 'Use Alternate Authentication Material: Application Access Token'),
-        ('AML.T0053', 'AI Agent Tool Invocation'),
-        ('AML.T0081', 'Modify AI Agent Configuration'),
-        ('AML.T0103', 'Deploy AI Agent'),
-        ('AML.T0073', 'Impersonation'),
-        ('AML.M0024', 'AI Telemetry Logging'),
-        ('AML.M0026', 'Privileged AI Agent Permissions Configuration'),
-        ('AML.M0027', 'Single-User AI Agent Permissions Configuration'),
-        ('AML.M0028', 'AI Agent Tools Permissions Configuration'),
-        ('AML.M0029', 'Human In-the-Loop for AI Agent Actions'),
+    "mitre_atlas": [
+        ("AML.T0012", "Valid Accounts"),
+        ("AML.T0021", "Establish Accounts"),
+        ("AML.T0055", "Unsecured Credentials"),
+        ("AML.T0083", "Credentials from AI Agent Configuration"),
+        ("AML.T0098", "AI Agent Tool Credential Harvesting"),
+        ("AML.T0091.000", "Use Alternate Authentication Material: Application Access Token"),
+        ("AML.T0053", "AI Agent Tool Invocation"),
+        ("AML.T0081", "Modify AI Agent Configuration"),
+        ("AML.T0103", "Deploy AI Agent"),
+        ("AML.T0073", "Impersonation"),
+        ("AML.M0024", "AI Telemetry Logging"),
+        ("AML.M0026", "Privileged AI Agent Permissions Configuration"),
+        ("AML.M0027", "Single-User AI Agent Permissions Configuration"),
+        ("AML.M0028", "AI Agent Tools Permissions Configuration"),
+        ("AML.M0029", "Human In-the-Loop for AI Agent Actions"),
     ],
 }
 
@@ -135,8 +140,16 @@ def test_catalogue_ids_and_names_are_exact():
     assert nhi["NHI1:2025"] == "Improper Offboarding" and nhi["NHI10:2025"] == "Human Use of NHI"
     assert dict(EXPECTED["owasp_agentic_2026"])["ASI03"] == "Identity and Privilege Abuse"
     atlas = dict(EXPECTED["mitre_atlas"])
-    for item in ("AML.T0012", "AML.T0055", "AML.T0083", "AML.T0098", "AML.T0091.000", "AML.M0026", "AML.M0027",
-                 "AML.M0029"):
+    for item in (
+        "AML.T0012",
+        "AML.T0055",
+        "AML.T0083",
+        "AML.T0098",
+        "AML.T0091.000",
+        "AML.M0026",
+        "AML.M0027",
+        "AML.M0029",
+    ):
         assert item in atlas
 
 
@@ -181,23 +194,32 @@ def test_partial_between_90_and_100_percent(idp, owner, catalogue):
 
 
 def good(idp, owner, **overrides):
-    values = {"idp": idp, "owner": owner, "purpose": "does a job", "scopes": ["tickets:read"],
-              "auth_method": "private_key_jwt", "risk_tier": RiskTier.LOW,
-              "expires_at": timezone.now() + timedelta(hours=1)}
+    values = {
+        "idp": idp,
+        "owner": owner,
+        "purpose": "does a job",
+        "scopes": ["tickets:read"],
+        "auth_method": "private_key_jwt",
+        "risk_tier": RiskTier.LOW,
+        "expires_at": timezone.now() + timedelta(hours=1),
+    }
     return ClientFactory(**(values | overrides))
 
 
-@pytest.mark.parametrize("key,bad", [
-    ("purpose_recorded", {"purpose": ""}),
-    ("ttl_within_ceiling", {"expires_at": None}),
-    ("ttl_within_ceiling", {"risk_tier": RiskTier.HIGH, "expires_at": timezone.now() + timedelta(hours=30)}),
-    ("key_based_auth", {"auth_method": "none"}),
-    ("no_shared_secret", {"auth_method": "client_secret_basic"}),
-    ("scope_within_catalogue", {"scopes": ["tickets:read", "mystery:admin"]}),
-    ("idp_in_sync", {"sync_failed": True}),
-    ("idp_in_sync", {"drift": {"scopes": ["x"]}}),
-    ("idp_in_sync", {"managed": False}),
-])
+@pytest.mark.parametrize(
+    "key,bad",
+    [
+        ("purpose_recorded", {"purpose": ""}),
+        ("ttl_within_ceiling", {"expires_at": None}),
+        ("ttl_within_ceiling", {"risk_tier": RiskTier.HIGH, "expires_at": timezone.now() + timedelta(hours=30)}),
+        ("key_based_auth", {"auth_method": "none"}),
+        ("no_shared_secret", {"auth_method": "client_secret_basic"}),
+        ("scope_within_catalogue", {"scopes": ["tickets:read", "mystery:admin"]}),
+        ("idp_in_sync", {"sync_failed": True}),
+        ("idp_in_sync", {"drift": {"scopes": ["x"]}}),
+        ("idp_in_sync", {"managed": False}),
+    ],
+)
 def test_each_control_catches_its_failure(idp, owner, catalogue, key, bad):
     good(idp, owner)
     good(idp, owner, **bad)
@@ -237,10 +259,24 @@ def test_human_approval_for_high_tier(idp, owner, approver, approver2, catalogue
 def test_child_within_parent(idp, owner, catalogue):
     parent = good(idp, owner, scopes=["tickets:read", "docs:read"])
     good(idp, owner, parent=parent, depth=1, scopes=["docs:read"], expires_at=parent.expires_at - timedelta(minutes=5))
-    good(idp, owner, parent=parent, depth=1, scopes=["docs:read", "repo:write"], name="wider",
-         expires_at=parent.expires_at - timedelta(minutes=5))
-    good(idp, owner, parent=parent, depth=1, scopes=["docs:read"], name="outlives",
-         expires_at=parent.expires_at + timedelta(minutes=5))
+    good(
+        idp,
+        owner,
+        parent=parent,
+        depth=1,
+        scopes=["docs:read", "repo:write"],
+        name="wider",
+        expires_at=parent.expires_at - timedelta(minutes=5),
+    )
+    good(
+        idp,
+        owner,
+        parent=parent,
+        depth=1,
+        scopes=["docs:read"],
+        name="outlives",
+        expires_at=parent.expires_at + timedelta(minutes=5),
+    )
     result = by_key(measure_controls())["child_within_parent"]
     assert (result.total, result.failing) == (3, 2)
     assert {c.name for c in ctl.failing_clients("child_within_parent")} == {"wider", "outlives"}
@@ -249,8 +285,8 @@ def test_child_within_parent(idp, owner, catalogue):
 def test_orphans_within_grace(idp, owner, catalogue, settings):
     settings.REGISTRAR_ORPHAN_GRACE_HOURS = 72
     now = timezone.now()
-    good(idp, owner, orphaned_at=now - timedelta(hours=1))                       # within grace
-    good(idp, owner, orphaned_at=now - timedelta(hours=100), name="overdue")     # still active after grace
+    good(idp, owner, orphaned_at=now - timedelta(hours=1))  # within grace
+    good(idp, owner, orphaned_at=now - timedelta(hours=100), name="overdue")  # still active after grace
     good(idp, owner, orphaned_at=now - timedelta(hours=100), state=ClientState.SUSPENDED)  # handled
     result = by_key(measure_controls())["orphan_within_grace"]
     assert (result.total, result.failing) == (3, 1)
@@ -269,8 +305,9 @@ def test_audit_chain_control_incremental_and_detects_breaks(db):
     state = ctl.audit_chain_status()
     assert state["checked"] == 4 and state["complete"]
     # A cached state that disagrees with the signed checkpoint is reported as a break, not papered over.
-    forged = ctl._verify_from({"checked": 0, "hashes": [], "broken": None}, LogCheckpoint.objects.get(tree_size=3), 3,
-                              budget=10)  # fmt: skip
+    forged = ctl._verify_from(
+        {"checked": 0, "hashes": [], "broken": None}, LogCheckpoint.objects.get(tree_size=3), 3, budget=10
+    )
     assert forged["checked"] == 3 and forged["broken"] is None
     forged["hashes"][0] = "ff" * 32
     cache.set(ctl.AUDIT_CACHE_KEY, forged)
@@ -300,9 +337,9 @@ def test_audit_chain_verification_in_budgeted_steps(db):
 def test_item_status_is_the_worst_mapped_control(four_live):
     report = framework_report()
     items = {i.id: i for fw in report["frameworks"] for i in fw["items"]}
-    assert items["NHI1:2025"].status == "fail"          # owner bound fails
-    assert items["AML.M0029"].status == "pass"          # no live high-tier clients, nothing fails
-    assert items["ASI01"].status == "not_assessed"      # goal hijack is outside Registrar's controls
+    assert items["NHI1:2025"].status == "fail"  # owner bound fails
+    assert items["AML.M0029"].status == "pass"  # no live high-tier clients, nothing fails
+    assert items["ASI01"].status == "not_assessed"  # goal hijack is outside Registrar's controls
     assert items["NHI1:2025"].evidence_failing >= 1
 
 

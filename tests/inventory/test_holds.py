@@ -39,8 +39,9 @@ def state(client) -> str:
 @pytest.fixture
 def broken_glass(owner, security_user):
     client = ClientFactory(owner=owner, name="leaky-agent")
-    breakglass_execute(user=security_user, scope="owner", value=owner.username, action="suspend",
-                       reason="credential leak INC-42")
+    breakglass_execute(
+        user=security_user, scope="owner", value=owner.username, action="suspend", reason="credential leak INC-42"
+    )
     return Client.objects.get(pk=client.pk)
 
 
@@ -62,8 +63,7 @@ def test_the_hold_refuses_every_resume_even_an_admins(owner, admin_user, broken_
     with pytest.raises(ClientHeld):
         client_transition(client=broken_glass, target=ClientState.ACTIVE, actor=Actor.system("test"))
     with transaction.atomic():
-        result = clients_transition_many(clients=[broken_glass], target=ClientState.ACTIVE,
-                                         actor=Actor.system("test"))
+        result = clients_transition_many(clients=[broken_glass], target=ClientState.ACTIVE, actor=Actor.system("test"))
     assert result.skipped == [broken_glass.pk] and state(broken_glass) == ClientState.SUSPENDED
 
 
@@ -112,8 +112,7 @@ def test_lifting_refusals_change_nothing(owner, approver, security_user, broken_
     with pytest.raises(LifecycleError, match="reason"):
         client_hold_lift(client=broken_glass, user=security_user, reason="   ")
     with pytest.raises(LifecycleError, match="not held"):
-        client_hold_lift(client=ClientFactory(owner=owner, state=ClientState.SUSPENDED), user=security_user,
-                         reason="x")
+        client_hold_lift(client=ClientFactory(owner=owner, state=ClientState.SUSPENDED), user=security_user, reason="x")
     fresh = Client.objects.get(pk=broken_glass.pk)
     assert (fresh.state, fresh.hold_kind) == (ClientState.SUSPENDED, HoldKind.BREAK_GLASS)
     assert AuditEvent.objects.count() == events
@@ -130,12 +129,15 @@ def test_lifting_restores_what_the_hold_suspended_and_nothing_more(owner, securi
     assert len({c.hold_ref for c in held.values()}) == 1
     assert held[paused.registration_id].state == ClientState.SUSPENDED
 
-    outcome = client_hold_lift(client=parent, user=security_user, reason="reviewed",
-                               now=timezone.now() + timedelta(seconds=5))
+    outcome = client_hold_lift(
+        client=parent, user=security_user, reason="reviewed", now=timezone.now() + timedelta(seconds=5)
+    )
     assert set(outcome.lifted) == set(held)
     assert sorted(outcome.resumed) == sorted([parent.registration_id, child.registration_id])
-    assert outcome.still_suspended == {paused.registration_id: "its owner had suspended it before the hold",
-                                       expired.registration_id: "past its expiry"}
+    assert outcome.still_suspended == {
+        paused.registration_id: "its owner had suspended it before the hold",
+        expired.registration_id: "past its expiry",
+    }
     assert state(paused) == ClientState.SUSPENDED and not Client.objects.get(pk=paused.pk).hold_kind
     client_resume(client=paused, user=owner)  # the owner's own suspension is theirs again
     assert state(paused) == ClientState.ACTIVE

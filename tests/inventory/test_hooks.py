@@ -17,8 +17,13 @@ from tests.factories import ClientFactory
 
 ROOT = Path(__file__).resolve().parents[2]
 # The modules the lifecycle gate is made of: none may reach approvals by import, apps.get_model or import_module.
-GATE = ["inventory/lifecycle.py", "inventory/containment.py", "inventory/breakglass.py", "inventory/hooks.py",
-        "inventory/ceilings.py"]
+GATE = [
+    "inventory/lifecycle.py",
+    "inventory/containment.py",
+    "inventory/breakglass.py",
+    "inventory/hooks.py",
+    "inventory/ceilings.py",
+]
 
 
 @pytest.mark.parametrize("module", GATE)

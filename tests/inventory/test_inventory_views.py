@@ -35,19 +35,57 @@ def world(idp, owner, team):
     mallory = UserFactory(username="mallory", roles=["owner"], is_active=False)
     now = timezone.now()
     c = {
-        "a": ClientFactory(name="alpha", idp=idp, owner=owner, team=team, risk_tier=RiskTier.LOW,
-                           scopes=["tickets:read"], expires_at=now + timedelta(hours=2), created_via=CreatedVia.TOKEN),
-        "b": ClientFactory(name="bravo", idp=other_idp, owner=owner, risk_tier=RiskTier.HIGH,
-                           scopes=["repo:write", "tickets:read"], expires_at=now + timedelta(days=3),
-                           created_via=CreatedVia.SOFTWARE_STATEMENT, sync_failed=True),
-        "c": ClientFactory(name="charlie", idp=idp, owner=mallory, risk_tier=RiskTier.MEDIUM, state=ClientState.EXPIRED,
-                           scopes=["crm:read"], expires_at=now - timedelta(days=1), orphaned_at=now,
-                             created_via=CreatedVia.ADMIN),
-        "d": ClientFactory(name="delta", idp=idp, owner=mallory, risk_tier=RiskTier.LOW, managed=False,
-                           created_via=CreatedVia.DISCOVERED, stale_at=now, expires_at=None),
+        "a": ClientFactory(
+            name="alpha",
+            idp=idp,
+            owner=owner,
+            team=team,
+            risk_tier=RiskTier.LOW,
+            scopes=["tickets:read"],
+            expires_at=now + timedelta(hours=2),
+            created_via=CreatedVia.TOKEN,
+        ),
+        "b": ClientFactory(
+            name="bravo",
+            idp=other_idp,
+            owner=owner,
+            risk_tier=RiskTier.HIGH,
+            scopes=["repo:write", "tickets:read"],
+            expires_at=now + timedelta(days=3),
+            created_via=CreatedVia.SOFTWARE_STATEMENT,
+            sync_failed=True,
+        ),
+        "c": ClientFactory(
+            name="charlie",
+            idp=idp,
+            owner=mallory,
+            risk_tier=RiskTier.MEDIUM,
+            state=ClientState.EXPIRED,
+            scopes=["crm:read"],
+            expires_at=now - timedelta(days=1),
+            orphaned_at=now,
+            created_via=CreatedVia.ADMIN,
+        ),
+        "d": ClientFactory(
+            name="delta",
+            idp=idp,
+            owner=mallory,
+            risk_tier=RiskTier.LOW,
+            managed=False,
+            created_via=CreatedVia.DISCOVERED,
+            stale_at=now,
+            expires_at=None,
+        ),
     }
-    c["e"] = ClientFactory(name="echo", idp=idp, owner=owner, parent=c["a"], depth=1, created_via=CreatedVia.SPAWN,
-                           expires_at=now + timedelta(hours=1))
+    c["e"] = ClientFactory(
+        name="echo",
+        idp=idp,
+        owner=owner,
+        parent=c["a"],
+        depth=1,
+        created_via=CreatedVia.SPAWN,
+        expires_at=now + timedelta(hours=1),
+    )
     return c
 
 
@@ -57,28 +95,31 @@ def listed(client, params=None) -> list[str]:
     return sorted(c.name for c in response.context["page"].items)
 
 
-@pytest.mark.parametrize("params,expected", [
-    ({"state": "expired"}, ["charlie"]),
-    ({"state": ["expired", "active"]}, ["alpha", "bravo", "charlie", "delta", "echo"]),
-    ({"tier": "high"}, ["bravo"]),
-    ({"idp": "keycloak-eu"}, ["bravo"]),
-    ({"owner": "mallory"}, ["charlie", "delta"]),
-    ({"team": "platform"}, ["alpha"]),
-    ({"scope": "repo:write"}, ["bravo"]),
-    ({"orphaned": "true"}, ["charlie"]),
-    ({"orphaned": "false"}, ["alpha", "bravo", "delta", "echo"]),
-    ({"stale": "true"}, ["delta"]),
-    ({"unmanaged": "true"}, ["delta"]),
-    ({"sync_failed": "true"}, ["bravo"]),
-    ({"created_via": "spawn"}, ["echo"]),
-    ({"created_via": ["token", "software_statement"]}, ["alpha", "bravo"]),
-    ({"depth": "1"}, ["echo"]),
-    ({"min_depth": "1"}, ["echo"]),
-    ({"live": "true"}, ["alpha", "bravo", "delta", "echo"]),
-    ({"failing": "owner_bound"}, ["delta"]),
-    ({"q": "bravo", "tier": "high"}, ["bravo"]),
-    ({"q": "bravo", "tier": "low"}, []),
-])
+@pytest.mark.parametrize(
+    "params,expected",
+    [
+        ({"state": "expired"}, ["charlie"]),
+        ({"state": ["expired", "active"]}, ["alpha", "bravo", "charlie", "delta", "echo"]),
+        ({"tier": "high"}, ["bravo"]),
+        ({"idp": "keycloak-eu"}, ["bravo"]),
+        ({"owner": "mallory"}, ["charlie", "delta"]),
+        ({"team": "platform"}, ["alpha"]),
+        ({"scope": "repo:write"}, ["bravo"]),
+        ({"orphaned": "true"}, ["charlie"]),
+        ({"orphaned": "false"}, ["alpha", "bravo", "delta", "echo"]),
+        ({"stale": "true"}, ["delta"]),
+        ({"unmanaged": "true"}, ["delta"]),
+        ({"sync_failed": "true"}, ["bravo"]),
+        ({"created_via": "spawn"}, ["echo"]),
+        ({"created_via": ["token", "software_statement"]}, ["alpha", "bravo"]),
+        ({"depth": "1"}, ["echo"]),
+        ({"min_depth": "1"}, ["echo"]),
+        ({"live": "true"}, ["alpha", "bravo", "delta", "echo"]),
+        ({"failing": "owner_bound"}, ["delta"]),
+        ({"q": "bravo", "tier": "high"}, ["bravo"]),
+        ({"q": "bravo", "tier": "low"}, []),
+    ],
+)
 def test_each_filter(client, security_user, world, params, expected):
     client.force_login(security_user)
     assert listed(client, params) == expected
@@ -94,7 +135,10 @@ def test_expiry_window_filters(client, security_user, world):
     # a bare date means its midnight: two days ahead lies after alpha (+2 h) and before bravo (+3 days) at any
     # time of day (one day ahead failed when the test ran after 22:00, alpha expiring past midnight)
     assert listed(client, {"expires_before": (now + timedelta(days=2)).date().isoformat()}) == [
-        "alpha", "charlie", "echo"]
+        "alpha",
+        "charlie",
+        "echo",
+    ]
 
 
 def test_bad_filter_value_is_a_clear_400(client, security_user, world):
@@ -136,9 +180,20 @@ def test_oversight_pages_refuse_owners_and_anonymous(client, owner, world):
 def test_security_cannot_post_anything(client, security_user, world):
     client.force_login(security_user)
     reg = world["a"].registration_id
-    for url in ("/inventory/", f"/inventory/{reg}/", f"/inventory/{reg}/evidence.json", "/inventory/export.csv",
-                "/dashboards/", "/dashboards/summary.csv", "/reports/frameworks/", "/reports/frameworks.csv",
-                "/api/v1/clients/", f"/api/v1/clients/{reg}/", "/api/v1/reports/sprawl", "/api/v1/reports/frameworks"):
+    for url in (
+        "/inventory/",
+        f"/inventory/{reg}/",
+        f"/inventory/{reg}/evidence.json",
+        "/inventory/export.csv",
+        "/dashboards/",
+        "/dashboards/summary.csv",
+        "/reports/frameworks/",
+        "/reports/frameworks.csv",
+        "/api/v1/clients/",
+        f"/api/v1/clients/{reg}/",
+        "/api/v1/reports/sprawl",
+        "/api/v1/reports/frameworks",
+    ):
         for method in (client.post, client.put, client.delete):
             assert method(url).status_code == 403, (method, url)
     assert Client.objects.count() == 5
@@ -147,8 +202,10 @@ def test_security_cannot_post_anything(client, security_user, world):
 
 # --- keyset pagination -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("sort", ["name", "-name", "created", "-created", "expires", "-expires", "state", "-tier",
-                                  "depth"])
+
+@pytest.mark.parametrize(
+    "sort", ["name", "-name", "created", "-created", "expires", "-expires", "state", "-tier", "depth"]
+)
 def test_keyset_walk_never_repeats_or_skips(idp, sort):
     owners = [UserFactory(username=f"kw{i}") for i in range(3)]
     bulk_clients(57, idp=idp, owners=owners, teams=[])
@@ -191,6 +248,7 @@ def test_list_page_links_keep_filters_and_use_cursors(client, security_user, idp
 
 # --- exports -----------------------------------------------------------------------------------
 
+
 def test_csv_export_matches_the_filter(client, security_user, world):
     client.force_login(security_user)
     response = client.get("/inventory/export.csv", {"tier": ["low", "high"], "live": "true", "sort": "name"})
@@ -216,7 +274,7 @@ def test_json_export_matches_the_filter(client, security_user, world):
 
 
 def test_csv_export_neutralises_formulas(client, security_user, idp):
-    ClientFactory(name="=HYPERLINK(\"http://evil\")", idp=idp)
+    ClientFactory(name='=HYPERLINK("http://evil")', idp=idp)
     client.force_login(security_user)
     body = b"".join(client.get("/inventory/export.csv").streaming_content).decode()
     assert "'=HYPERLINK" in body
@@ -224,21 +282,42 @@ def test_csv_export_neutralises_formulas(client, security_user, idp):
 
 # --- explain page and evidence pack -------------------------------------------------------------
 
+
 @pytest.fixture
 def explained(world, approver, approver2, owner, catalogue):
     bravo = world["b"]
     token = TokenFactory(owner=owner, purpose="CI agents for the payments repo", plaintext="rat_explain_tok_01")
-    request = RequestFactory(public_id=bravo.registration_id, owner=owner, token=token, state="approved",
-                             outcome="review", policy_version=3, risk_tier="high", approvals_needed=2,
-                             reasons=["scope repo:write is high sensitivity"], client=bravo)
+    request = RequestFactory(
+        public_id=bravo.registration_id,
+        owner=owner,
+        token=token,
+        state="approved",
+        outcome="review",
+        policy_version=3,
+        risk_tier="high",
+        approvals_needed=2,
+        reasons=["scope repo:write is high sensitivity"],
+        client=bravo,
+    )
     Decision.objects.create(request=request, approver=approver, kind="approve", reason="needed for release")
     Decision.objects.create(request=request, approver=approver2, kind="approve", reason="ok with 24h")
-    audit_record(actor=Actor.user(approver), action="request.approve", object_type="registration_request",
-                 object_id=bravo.registration_id, policy_version=3, reason="needed for release")
-    audit_record(actor=Actor.system("provisioner"), action="client.activate", object_type="client",
-                 object_id=bravo.registration_id)
-    child = ClientFactory(name="bravo-child", idp=bravo.idp, owner=owner, parent=bravo, depth=1,
-                          scopes=["tickets:read"])
+    audit_record(
+        actor=Actor.user(approver),
+        action="request.approve",
+        object_type="registration_request",
+        object_id=bravo.registration_id,
+        policy_version=3,
+        reason="needed for release",
+    )
+    audit_record(
+        actor=Actor.system("provisioner"),
+        action="client.activate",
+        object_type="client",
+        object_id=bravo.registration_id,
+    )
+    child = ClientFactory(
+        name="bravo-child", idp=bravo.idp, owner=owner, parent=bravo, depth=1, scopes=["tickets:read"]
+    )
     ClientFactory(name="bravo-grandchild", idp=bravo.idp, owner=owner, parent=child, depth=2)
     return bravo
 
@@ -248,10 +327,24 @@ def test_explain_page_answers_the_four_questions(client, security_user, explaine
     response = client.get(f"/inventory/{explained.registration_id}/")
     assert response.status_code == 200
     html = response.content.decode()
-    for text in ("bob", "carol", "needed for release", "version 3", "scope repo:write is high sensitivity",
-                 "repo:write", "badge-high", "rat_explain_", "CI agents for the payments repo",
-                 "bravo-child", "bravo-grandchild", "request.approve", "client.activate", "keycloak-eu",
-                 "sync failed", "olivia"):
+    for text in (
+        "bob",
+        "carol",
+        "needed for release",
+        "version 3",
+        "scope repo:write is high sensitivity",
+        "repo:write",
+        "badge-high",
+        "rat_explain_",
+        "CI agents for the payments repo",
+        "bravo-child",
+        "bravo-grandchild",
+        "request.approve",
+        "client.activate",
+        "keycloak-eu",
+        "sync failed",
+        "olivia",
+    ):
         assert text in html, text
     assert response.context["retire_url"] is None  # security reads; retiring is the owner's (or admin's) call
 
@@ -262,9 +355,26 @@ def test_evidence_pack(client, security_user, explained):
     assert response.status_code == 200
     assert "attachment" in response["Content-Disposition"]
     pack = response.json()
-    assert set(pack) == {"schema", "generated_at", "client", "purpose", "owner", "team", "sponsor", "approval",
-                         "policy_version", "scopes", "service_boundary", "lifetime", "revocation", "lineage",
-                         "flags", "log_witness", "timeline", "log"}
+    assert set(pack) == {
+        "schema",
+        "generated_at",
+        "client",
+        "purpose",
+        "owner",
+        "team",
+        "sponsor",
+        "approval",
+        "policy_version",
+        "scopes",
+        "service_boundary",
+        "lifetime",
+        "revocation",
+        "lineage",
+        "flags",
+        "log_witness",
+        "timeline",
+        "log",
+    }
     assert pack["client"]["registration_id"] == explained.registration_id
     assert pack["sponsor"]["token"]["prefix"] == "rat_explain_"
     approval = pack["approval"][0]
@@ -295,6 +405,7 @@ def test_unknown_client_is_404(client, security_user, db):
 
 # --- constant query counts -------------------------------------------------------------------
 
+
 def _count_queries(client, url) -> int:
     with CaptureQueriesContext(connection) as ctx:
         response = client.get(url)
@@ -309,9 +420,16 @@ def test_constant_query_count_at_100_and_10000_clients(client, security_user, id
     teams = [TeamFactory(name=f"QC team {i}", slug=f"qc-{i}") for i in range(5)]
     bulk_clients(100, idp=idp, owners=owners, teams=teams)
     client.force_login(security_user)
-    urls = ["/inventory/", "/inventory/?q=agent-5&tier=high&state=active", "/inventory/?sort=expires&live=true",
-            "/dashboards/", "/reports/frameworks/", "/api/v1/clients/?tier=low",
-            "/api/v1/reports/sprawl", "/api/v1/reports/frameworks"]
+    urls = [
+        "/inventory/",
+        "/inventory/?q=agent-5&tier=high&state=active",
+        "/inventory/?sort=expires&live=true",
+        "/dashboards/",
+        "/reports/frameworks/",
+        "/api/v1/clients/?tier=low",
+        "/api/v1/reports/sprawl",
+        "/api/v1/reports/frameworks",
+    ]
     for url in urls:
         client.get(url)  # warm caches (roles, audit checkpoint)
     small = {url: _count_queries(client, url) for url in urls}
@@ -325,17 +443,42 @@ def test_constant_query_count_at_100_and_10000_clients(client, security_user, id
 def test_untouched_form_fields_mean_any(client, security_user, world):
     """The filter form submits every field; blank selects and 'unknown' booleans must not fail or filter."""
     client.force_login(security_user)
-    params = {"q": "", "state": "", "tier": "", "idp": "", "team": "", "owner": "", "scope": "",
-              "expires_before": "", "expires_after": "", "created_via": "", "depth": "", "orphaned": "unknown",
-              "stale": "unknown", "unmanaged": "unknown", "sync_failed": "unknown", "failing": "", "sort": ""}
+    params = {
+        "q": "",
+        "state": "",
+        "tier": "",
+        "idp": "",
+        "team": "",
+        "owner": "",
+        "scope": "",
+        "expires_before": "",
+        "expires_after": "",
+        "created_via": "",
+        "depth": "",
+        "orphaned": "unknown",
+        "stale": "unknown",
+        "unmanaged": "unknown",
+        "sync_failed": "unknown",
+        "failing": "",
+        "sort": "",
+    }
     assert listed(client, params) == ["alpha", "bravo", "charlie", "delta", "echo"]
     assert listed(client, params | {"tier": "high"}) == ["bravo"]
 
 
 def test_filter_form_shows_the_saved_view(client, security_user, world):
     client.force_login(security_user)
-    html = client.get("/inventory/", {"team": "platform", "idp": "keycloak-eu", "orphaned": "true",
-                                      "failing": "owner_bound", "sort": "-expires", "q": "alp"}).content.decode()
+    html = client.get(
+        "/inventory/",
+        {
+            "team": "platform",
+            "idp": "keycloak-eu",
+            "orphaned": "true",
+            "failing": "owner_bound",
+            "sort": "-expires",
+            "q": "alp",
+        },
+    ).content.decode()
     assert '<option value="platform" selected>Platform</option>' in html
     assert '<option value="keycloak-eu" selected>keycloak-eu</option>' in html
     assert '<option value="true" selected>yes</option>' in html

@@ -94,11 +94,14 @@ def test_owner_rotation_refuses_a_1024_bit_rsa_key_with_duplicate_kids(owner):
     assert Client.objects.get(pk=client.pk).jwks["keys"][0]["kid"] == "current"
 
 
-@pytest.mark.parametrize("make", [
-    lambda: RSAKey.generate_key(2048).as_dict(private=False),
-    lambda: ECKey.generate_key("P-384").as_dict(private=False),
-    lambda: OKPKey.generate_key("Ed25519").as_dict(private=False),
-])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: RSAKey.generate_key(2048).as_dict(private=False),
+        lambda: ECKey.generate_key("P-384").as_dict(private=False),
+        lambda: OKPKey.generate_key("Ed25519").as_dict(private=False),
+    ],
+)
 def test_public_keys_pass_and_are_copied(make):
     jwks = {"keys": [make()]}
     checked = validate_public_jwks(json.dumps(jwks))
@@ -107,12 +110,15 @@ def test_public_keys_pass_and_are_copied(make):
     assert validate_public_jwks(jwks) == jwks
 
 
-@pytest.mark.parametrize(("raw", "reason"), [
-    ("not json", "jwks is not valid JSON"),
-    ('{"keys": [{"n": NaN}]}', "jwks is not valid JSON: NaN is not a JSON number"),
-    ("[]", 'jwks must be a JSON object with a "keys" list'),
-    (" " * 70_000, "jwks is larger than 65536 bytes"),
-])
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("not json", "jwks is not valid JSON"),
+        ('{"keys": [{"n": NaN}]}', "jwks is not valid JSON: NaN is not a JSON number"),
+        ("[]", 'jwks must be a JSON object with a "keys" list'),
+        (" " * 70_000, "jwks is larger than 65536 bytes"),
+    ],
+)
 def test_key_set_text_must_be_i_json(raw, reason):
     with pytest.raises(KeySetError) as info:
         validate_public_jwks(raw)

@@ -39,12 +39,15 @@ def test_legal_transitions_are_audited(current, target):
     assert event.before["state"] == current and event.after["state"] == target
 
 
-@pytest.mark.parametrize("target,operation", [
-    (ClientState.SUSPENDED, OutboxOperation.DISABLE),
-    (ClientState.EXPIRED, OutboxOperation.DISABLE),
-    (ClientState.RETIRED, OutboxOperation.DELETE),
-    (ClientState.REVOKED, OutboxOperation.DELETE),
-])
+@pytest.mark.parametrize(
+    "target,operation",
+    [
+        (ClientState.SUSPENDED, OutboxOperation.DISABLE),
+        (ClientState.EXPIRED, OutboxOperation.DISABLE),
+        (ClientState.RETIRED, OutboxOperation.DELETE),
+        (ClientState.REVOKED, OutboxOperation.DELETE),
+    ],
+)
 def test_transitions_queue_the_idp_change(target, operation):
     client = ClientFactory(state=ClientState.ACTIVE)
     client_transition(client=client, target=target, actor=ACTOR)

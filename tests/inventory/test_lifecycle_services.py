@@ -50,6 +50,7 @@ def public_jwks():
 
 # --- renew ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("tier,seconds", [(RiskTier.LOW, 86400), (RiskTier.MEDIUM, 7 * 86400)])
 def test_low_and_medium_renew_directly_up_to_the_tier_ceiling(owner, tier, seconds):
     client = ClientFactory(owner=owner, risk_tier=tier)
@@ -86,8 +87,12 @@ def test_high_tier_stale_or_orphaned_renewal_goes_to_review(owner, flags):
     assert outcome.needs_review and not outcome.renewed
     assert client.expires_at == expires and client.renewals == 0
     request = RegistrationRequest.objects.get()
-    assert (request.kind, request.state, request.client_id, request.owner_id) == ("renewal", "pending", client.pk,
-                                                                                  owner.pk)
+    assert (request.kind, request.state, request.client_id, request.owner_id) == (
+        "renewal",
+        "pending",
+        client.pk,
+        owner.pk,
+    )
     assert request.approvals_needed == (2 if client.risk_tier == RiskTier.HIGH else 1)
     assert AuditEvent.objects.get().action == "client.renewal_requested"
     with pytest.raises(LifecycleError, match="already waiting"):
@@ -127,6 +132,7 @@ def test_admin_may_act_on_any_client(owner, admin_user):
 
 # --- retire, suspend, resume ---------------------------------------------------------------------
 
+
 def test_retire_deletes_at_idp_and_retires_descendants(owner):
     parent = ClientFactory(owner=owner)
     child = ClientFactory(owner=owner, parent=parent, depth=1)
@@ -136,7 +142,9 @@ def test_retire_deletes_at_idp_and_retires_descendants(owner):
         [(parent.pk, OutboxOperation.DELETE), (child.pk, OutboxOperation.DELETE)]
     )
     assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
-        "client.retire", "client.retired.cascade"]
+        "client.retire",
+        "client.retired.cascade",
+    ]
     assert verify_chain()[1] is None
 
 
@@ -154,14 +162,19 @@ def test_suspend_then_resume_disables_then_updates_at_idp(owner):
     client.refresh_from_db()
     assert client.state == ClientState.ACTIVE
     assert list(OutboxEntry.objects.order_by("id").values_list("operation", flat=True)) == [
-        OutboxOperation.DISABLE, OutboxOperation.UPDATE]
+        OutboxOperation.DISABLE,
+        OutboxOperation.UPDATE,
+    ]
     assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
-        "client.suspend", "client.resume"]
+        "client.suspend",
+        "client.resume",
+    ]
 
 
 def test_resume_refuses_past_expiry_and_orphaned(owner):
-    expired = ClientFactory(owner=owner, state=ClientState.SUSPENDED,
-                            expires_at=timezone.now() - dt.timedelta(minutes=1))
+    expired = ClientFactory(
+        owner=owner, state=ClientState.SUSPENDED, expires_at=timezone.now() - dt.timedelta(minutes=1)
+    )
     orphan = ClientFactory(owner=owner, state=ClientState.SUSPENDED, orphaned_at=timezone.now())
     for client in (expired, orphan):
         with pytest.raises(LifecycleError):
@@ -174,6 +187,7 @@ def test_resume_refuses_past_expiry_and_orphaned(owner):
 
 # --- rotate key ----------------------------------------------------------------------------------
 
+
 def test_rotate_key_stores_public_jwks_and_pushes_update(owner):
     client = ClientFactory(owner=owner, jwks_uri="https://agent.example/jwks")
     jwks = public_jwks()
@@ -185,15 +199,18 @@ def test_rotate_key_stores_public_jwks_and_pushes_update(owner):
     assert event.action == "client.rotate_key" and len(event.after["keys"]) == 1
 
 
-@pytest.mark.parametrize("bad,message", [
-    ("not json", "jwks is not valid JSON"),
-    ({"keys": []}, "jwks.keys must contain at least one key"),
-    ({"nokeys": 1}, 'jwks must be a JSON object with a "keys" list'),
-    ({"keys": [{"kty": "EC", "crv": "P-256", "x": "bad"}]}, "jwks.keys[0] is not a valid public JWK"),
-    ("private-ec", "jwks.keys[0] contains private key material (d)"),
-    ("private-rsa", "jwks.keys[0] contains private key material (d, p, q, dp, dq, qi)"),
-    ("symmetric", "jwks.keys[0] is a symmetric (oct) key"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ("not json", "jwks is not valid JSON"),
+        ({"keys": []}, "jwks.keys must contain at least one key"),
+        ({"nokeys": 1}, 'jwks must be a JSON object with a "keys" list'),
+        ({"keys": [{"kty": "EC", "crv": "P-256", "x": "bad"}]}, "jwks.keys[0] is not a valid public JWK"),
+        ("private-ec", "jwks.keys[0] contains private key material (d)"),
+        ("private-rsa", "jwks.keys[0] contains private key material (d, p, q, dp, dq, qi)"),
+        ("symmetric", "jwks.keys[0] is a symmetric (oct) key"),
+    ],
+)
 def test_rotate_key_refuses_private_or_broken_keys(owner, bad, message):
     if bad == "private-ec":
         bad = {"keys": [ECKey.generate_key("P-256").as_dict(private=True)]}
@@ -211,6 +228,7 @@ def test_rotate_key_refuses_private_or_broken_keys(owner, bad, message):
 
 # --- transfer ------------------------------------------------------------------------------------
 
+
 def test_transfer_moves_ownership_only_on_accept(owner):
     dave = UserFactory(username="dave", roles=["owner"])
     client = ClientFactory(owner=owner)
@@ -220,7 +238,9 @@ def test_transfer_moves_ownership_only_on_accept(owner):
     assert Client.objects.get(pk=client.pk).owner_id == dave.pk
     assert TransferOffer.objects.get().state == TransferState.ACCEPTED
     assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
-        "client.transfer_offer", "client.transfer_accept"]
+        "client.transfer_offer",
+        "client.transfer_accept",
+    ]
     with pytest.raises(LifecycleError, match="already accepted"):
         client_transfer_decline(offer=offer, user=dave)
 
@@ -342,6 +362,7 @@ def test_taking_over_an_orphan_needs_room_in_the_quota(owner, _policy_cache_clea
 
 # --- flags ---------------------------------------------------------------------------------------
 
+
 def test_flags_are_set_once(owner):
     client = ClientFactory(owner=owner)
     actor = Actor.system("test")
@@ -350,7 +371,9 @@ def test_flags_are_set_once(owner):
     assert client_flag_stale(client=client, actor=actor) is True
     assert client_flag_stale(client=client, actor=actor) is False
     assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
-        "client.orphaned", "client.stale"]
+        "client.orphaned",
+        "client.stale",
+    ]
 
 
 def test_idp_disabled_records_overshoot_once():

@@ -88,7 +88,11 @@ def test_renew_retire_suspend_resume_from_the_list(owner_client, owner):
     assert Client.objects.get(pk=c.pk).state == ClientState.RETIRED
     assert "retired" in response.content.decode()
     assert list(AuditEvent.objects.order_by("id").values_list("action", flat=True)) == [
-        "client.renew", "client.suspend", "client.resume", "client.retire"]
+        "client.renew",
+        "client.suspend",
+        "client.resume",
+        "client.retire",
+    ]
 
 
 def test_high_tier_renewal_shows_it_went_to_review(owner_client, owner):
@@ -108,10 +112,14 @@ def test_illegal_action_shows_an_error_and_changes_nothing(owner_client, owner):
 def test_actions_on_someone_elses_client_are_forbidden(owner_client):
     c = ClientFactory()
     for action in ("renew", "retire", "suspend"):
-        assert owner_client.post(reverse("inventory:client-action", args=[c.registration_id, action])).status_code == 403
+        assert (
+            owner_client.post(reverse("inventory:client-action", args=[c.registration_id, action])).status_code == 403
+        )
     assert owner_client.get(reverse("inventory:rotate-key", args=[c.registration_id])).status_code == 403
-    assert owner_client.post(reverse("inventory:bulk"), {"action": "retire", "ids": [c.registration_id]}).status_code \
+    assert (
+        owner_client.post(reverse("inventory:bulk"), {"action": "retire", "ids": [c.registration_id]}).status_code
         == 403
+    )
     assert Client.objects.get(pk=c.pk).state == ClientState.ACTIVE and AuditEvent.objects.count() == 0
 
 

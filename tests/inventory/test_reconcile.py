@@ -59,11 +59,18 @@ def test_scope_drift_is_reported_and_left_alone_without_repair(fresh_connection,
 
     report = reconcile_connection(idp=fresh_connection)
 
-    assert report.drift == [{
-        "registration_id": client.registration_id, "idp_client_id": client.idp_client_id,
-        "differences": {"scopes": {"inventory": ["docs:read", "tickets:read"],
-                                   "idp": ["docs:read", "repo:write", "tickets:read"]}},
-    }]
+    assert report.drift == [
+        {
+            "registration_id": client.registration_id,
+            "idp_client_id": client.idp_client_id,
+            "differences": {
+                "scopes": {
+                    "inventory": ["docs:read", "tickets:read"],
+                    "idp": ["docs:read", "repo:write", "tickets:read"],
+                }
+            },
+        }
+    ]
     assert report.repaired == []
     client.refresh_from_db()
     assert client.drift["scopes"]["idp"] == ["docs:read", "repo:write", "tickets:read"]
@@ -92,23 +99,35 @@ def test_drift_is_repaired_through_the_outbox_when_the_idp_says_so(fresh_connect
 
 def test_unknown_clients_are_recorded_as_unmanaged(fresh_idp, fresh_connection, person):  # noqa: F811
     shadow = delivery.connector_for(fresh_connection).create(
-        ClientSpec(registrar_id="someone-elses-id", client_name="shadow agent", scopes=["crm:read"],
-                   jwks=Agent().jwks)
+        ClientSpec(registrar_id="someone-elses-id", client_name="shadow agent", scopes=["crm:read"], jwks=Agent().jwks)
     )
     # an RFC 7591 client registered without any marker at all
     import httpx
-    bare = httpx.post(fresh_idp.registration_endpoint, timeout=10,
-                      headers={"Authorization": f"Bearer {fresh_idp.initial_access_token}"},
-                      json={"client_name": "bare", "grant_types": ["client_credentials"], "response_types": [],
-                            "redirect_uris": [], "token_endpoint_auth_method": "private_key_jwt",
-                            "jwks": Agent().jwks}).json()
+
+    bare = httpx.post(
+        fresh_idp.registration_endpoint,
+        timeout=10,
+        headers={"Authorization": f"Bearer {fresh_idp.initial_access_token}"},
+        json={
+            "client_name": "bare",
+            "grant_types": ["client_credentials"],
+            "response_types": [],
+            "redirect_uris": [],
+            "token_endpoint_auth_method": "private_key_jwt",
+            "jwks": Agent().jwks,
+        },
+    ).json()
 
     report = reconcile_connection(idp=fresh_connection)
 
     assert sorted(d["idp_client_id"] for d in report.discovered) == sorted([shadow.client_id, bare["client_id"]])
     row = Client.objects.get(idp=fresh_connection, idp_client_id=shadow.client_id)
-    assert (row.managed, row.created_via, row.owner, row.state) == (False, CreatedVia.DISCOVERED, None,
-                                                                     ClientState.ACTIVE)
+    assert (row.managed, row.created_via, row.owner, row.state) == (
+        False,
+        CreatedVia.DISCOVERED,
+        None,
+        ClientState.ACTIVE,
+    )
     assert row.discovered_at is not None and row.scopes == ["crm:read"] and row.name == "shadow agent"
     assert row.registration_id.startswith("reg_")
     assert events_for("client", row.registration_id).get().action == "client.discovered"
@@ -151,7 +170,8 @@ def test_duplicates_and_ended_clients_are_removed(fresh_idp, fresh_connection, p
     report = reconcile_connection(idp=fresh_connection)
 
     assert sorted(d["idp_client_id"] for d in report.duplicates_deleted) == sorted(
-        [duplicate.client_id, orphan_copy.client_id])
+        [duplicate.client_id, orphan_copy.client_id]
+    )
     assert report.ended_present == [retired.registration_id]
     assert markers_at_idp(fresh_idp)[kept.registration_id] == 1
     assert markers_at_idp(fresh_idp)[ended.registration_id] == 0
@@ -176,7 +196,8 @@ def test_dry_run_changes_nothing(fresh_connection, person):  # noqa: F811
     client_transition(client=client, target=ClientState.RETIRED, actor=OWNER)
     OutboxEntry.objects.filter(client=client, status=OutboxStatus.PENDING).delete()
     delivery.connector_for(fresh_connection).create(
-        ClientSpec(registrar_id="x", client_name="shadow", jwks=Agent().jwks))
+        ClientSpec(registrar_id="x", client_name="shadow", jwks=Agent().jwks)
+    )
     out = StringIO()
 
     call_command("reconcile_idp", "--idp", fresh_connection.name, "--dry-run", stdout=out)

@@ -77,28 +77,42 @@ def test_list_filter_and_get(client):
 
 
 def test_create_then_duplicate_is_409(client):
-    body = {"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "newbie", "externalId": "e-1",
-            "name": {"givenName": "New", "familyName": "Bie"}, "emails": [{"value": "n@example.com", "primary": True}]}
+    body = {
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": "newbie",
+        "externalId": "e-1",
+        "name": {"givenName": "New", "familyName": "Bie"},
+        "emails": [{"value": "n@example.com", "primary": True}],
+    }
     response = call(client, "post", "/scim/v2/Users", body)
     assert response.status_code == 201
     user = User.objects.get(username="newbie")
     assert (user.external_id, user.email, user.first_name, user.has_usable_password()) == (
-        "e-1", "n@example.com", "New", False)
+        "e-1",
+        "n@example.com",
+        "New",
+        False,
+    )
     assert call(client, "post", "/scim/v2/Users", body).status_code == 409
     assert call(client, "post", "/scim/v2/Users", {"userName": ""}).status_code == 400
     assert User.objects.filter(username="newbie").count() == 1
 
 
-@pytest.mark.parametrize("patch", [
-    {"op": "replace", "path": "active", "value": False},
-    {"op": "Replace", "value": {"active": "False"}},  # Entra ID sends strings and capitalised ops
-])
-def test_patch_active_false_deactivates_and_enqueues_the_orphan_sweep(client, django_capture_on_commit_callbacks,
-                                                                      sent_tasks, patch):
+@pytest.mark.parametrize(
+    "patch",
+    [
+        {"op": "replace", "path": "active", "value": False},
+        {"op": "Replace", "value": {"active": "False"}},  # Entra ID sends strings and capitalised ops
+    ],
+)
+def test_patch_active_false_deactivates_and_enqueues_the_orphan_sweep(
+    client, django_capture_on_commit_callbacks, sent_tasks, patch
+):
     user = UserFactory(username="leaver")
     with django_capture_on_commit_callbacks(execute=True):
-        response = call(client, "patch", f"/scim/v2/Users/{user.pk}",
-                        {"schemas": [PATCH_SCHEMA], "Operations": [patch]})
+        response = call(
+            client, "patch", f"/scim/v2/Users/{user.pk}", {"schemas": [PATCH_SCHEMA], "Operations": [patch]}
+        )
     assert response.status_code == 200 and response.json()["active"] is False
     user.refresh_from_db()
     assert (user.is_active, user.deactivation_source) == (False, "scim") and user.deactivated_at is not None
@@ -124,14 +138,17 @@ def test_json_that_cannot_be_stored_is_400_not_500(client):
     """A half surrogate pair (\\ud800) or NaN parses in Python but no column stores it: refused at the door."""
     user = UserFactory(username="keep", first_name="Keep")
     url = f"/scim/v2/Users/{user.pk}"
-    bodies = ('{"userName": "keep", "name": {"givenName": "x \\ud800"}, "active": true}',
-              '{"userName": "keep", "name": {"givenName": "x"}, "active": NaN}')  # fmt: skip
+    bodies = (
+        '{"userName": "keep", "name": {"givenName": "x \\ud800"}, "active": true}',
+        '{"userName": "keep", "name": {"givenName": "x"}, "active": NaN}',
+    )
     for raw in bodies:
         response = client.put(url, data=raw, content_type="application/scim+json", **AUTH)
         assert response.status_code == 400, response.content
         assert response.json()["scimType"] == "invalidSyntax" and "not valid JSON" in response.json()["detail"]
-    created = client.post("/scim/v2/Users", data=bodies[0].replace("keep", "new"), content_type="application/scim+json",
-                          **AUTH)  # fmt: skip
+    created = client.post(
+        "/scim/v2/Users", data=bodies[0].replace("keep", "new"), content_type="application/scim+json", **AUTH
+    )
     assert created.status_code == 400
     assert User.objects.get(pk=user.pk).first_name == "Keep" and not User.objects.filter(username="new").exists()
     assert AuditEvent.objects.count() == 0
@@ -144,15 +161,22 @@ def test_put_replaces_and_can_deactivate_and_reactivate(client, sent_tasks):
     response = call(client, "put", url, body)
     assert response.status_code == 200 and response.json()["active"] is False
     user.refresh_from_db()
-    assert (user.first_name, user.email, user.is_active, user.deactivation_source) == ("Put", "p@example.com", False,
-                                                                                      "scim")
+    assert (user.first_name, user.email, user.is_active, user.deactivation_source) == (
+        "Put",
+        "p@example.com",
+        False,
+        "scim",
+    )
     call(client, "put", url, body | {"active": True})
     user.refresh_from_db()
     assert user.is_active and user.deactivated_at is None
     events = list(AuditEvent.objects.order_by("id"))
     assert [e.action for e in events] == ["user.update", "user.deactivate", "user.reactivate"]
     assert (events[0].actor_label, events[0].before, events[0].after) == (
-        "scim", {"first_name": "", "email": "putme@example.com"}, {"first_name": "Put", "email": "p@example.com"})
+        "scim",
+        {"first_name": "", "email": "putme@example.com"},
+        {"first_name": "Put", "email": "p@example.com"},
+    )
 
 
 def test_delete_deactivates_and_the_next_orphan_sweep_acts(client, sent_tasks):
@@ -185,13 +209,16 @@ def test_admin_action_deactivates_through_the_service(rf, admin_user, sent_tasks
     assert (event.action, event.actor_label) == ("user.deactivate", admin_user.username)
 
 
-@pytest.mark.parametrize("extra,disabled", [
-    ({"enabled": False}, True),
-    ({"userinfo": {"accountEnabled": False}}, True),
-    ({"active": "false"}, True),
-    ({"enabled": True, "email": "x"}, False),
-    ({}, False),
-])
+@pytest.mark.parametrize(
+    "extra,disabled",
+    [
+        ({"enabled": False}, True),
+        ({"userinfo": {"accountEnabled": False}}, True),
+        ({"active": "false"}, True),
+        ({"enabled": True, "email": "x"}, False),
+        ({}, False),
+    ],
+)
 def test_sso_disabled_claims(extra, disabled):
     assert sso_account_disabled(extra) is disabled
 
@@ -216,14 +243,30 @@ def test_scim_cannot_take_over_or_switch_off_an_admin(client, admin_user, sent_t
     """Regression: with REGISTRAR_SCIM_TOKEN set, SCIM could PATCH the superuser's e-mail (→ password reset
     → admin) and deactivate admins."""
     url = f"/scim/v2/Users/{admin_user.pk}"
-    takeover = call(client, "patch", url, {"schemas": [PATCH_SCHEMA], "Operations": [
-        {"op": "replace", "path": "emails", "value": [{"value": "attacker@evil.example", "primary": True}]}]})
+    takeover = call(
+        client,
+        "patch",
+        url,
+        {
+            "schemas": [PATCH_SCHEMA],
+            "Operations": [
+                {"op": "replace", "path": "emails", "value": [{"value": "attacker@evil.example", "primary": True}]}
+            ],
+        },
+    )
     assert takeover.status_code == 403, takeover.content
     assert takeover.json()["schemas"] == ["urn:ietf:params:scim:api:messages:2.0:Error"]
     assert takeover.json()["status"] == "403" and "privileged account" in takeover.json()["detail"]
     assert call(client, "delete", url).status_code == 403
-    assert call(client, "patch", url, {"schemas": [PATCH_SCHEMA], "Operations": [
-        {"op": "replace", "path": "active", "value": False}]}).status_code == 403
+    assert (
+        call(
+            client,
+            "patch",
+            url,
+            {"schemas": [PATCH_SCHEMA], "Operations": [{"op": "replace", "path": "active", "value": False}]},
+        ).status_code
+        == 403
+    )
     admin_user.refresh_from_db()
     assert (admin_user.email, admin_user.is_active) == ("root-admin@example.com", True)
     assert AuditEvent.objects.count() == 0

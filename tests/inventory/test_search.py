@@ -18,13 +18,26 @@ def clients(idp):
     olivia = UserFactory(username="olivia.owner", first_name="Olivia", last_name="Ostrander", roles=["owner"])
     payments = TeamFactory(name="Payments Platform", slug="payments")
     return {
-        "invoice": ClientFactory(name="invoice-summarizer", purpose="Summarises supplier invoices for finance",
-                                 idp=idp, owner=olivia, team=payments, idp_client_id="kc-7f3a9e",
-                                 software_id="com.example.invoicer", spiffe_id="spiffe://prod.example/ns/fin/sa/inv"),
-        "triage": ClientFactory(name="ticket-triage-bot", purpose="Labels incoming support tickets", idp=idp,
-                                idp_client_id="kc-000111", software_id="com.example.triage"),
-        "calendar": ClientFactory(name="calendar-helper", purpose="Books meeting rooms", idp=idp,
-                                  idp_client_id="kc-222333"),
+        "invoice": ClientFactory(
+            name="invoice-summarizer",
+            purpose="Summarises supplier invoices for finance",
+            idp=idp,
+            owner=olivia,
+            team=payments,
+            idp_client_id="kc-7f3a9e",
+            software_id="com.example.invoicer",
+            spiffe_id="spiffe://prod.example/ns/fin/sa/inv",
+        ),
+        "triage": ClientFactory(
+            name="ticket-triage-bot",
+            purpose="Labels incoming support tickets",
+            idp=idp,
+            idp_client_id="kc-000111",
+            software_id="com.example.triage",
+        ),
+        "calendar": ClientFactory(
+            name="calendar-helper", purpose="Books meeting rooms", idp=idp, idp_client_id="kc-222333"
+        ),
     }
 
 
@@ -32,21 +45,24 @@ def names(qs) -> set[str]:
     return set(qs.values_list("name", flat=True))
 
 
-@pytest.mark.parametrize("term", [
-    "invoce",               # typo in the name (trigram word similarity)
-    "invoice-sumarizer",    # typo inside the hyphenated name
-    "invoce sumarizer",     # two misspelt words, each matched on its own
-    "finance supplier",     # full text over the purpose, any word order
-    "supplier invoices",    # full text over the purpose
-    "summarising",          # stemmed full text ("summarises")
-    "kc-7f3a9e",            # client_id at the IdP
-    "kc-7f3",               # client_id prefix
-    "invoicer",             # software_id
-    "spiffe://prod.example/ns/fin",  # SPIFFE ID prefix
-    "olivia.owner",         # owner username
-    "Ostrander",            # owner's name
-    "Payments",             # team name
-])
+@pytest.mark.parametrize(
+    "term",
+    [
+        "invoce",  # typo in the name (trigram word similarity)
+        "invoice-sumarizer",  # typo inside the hyphenated name
+        "invoce sumarizer",  # two misspelt words, each matched on its own
+        "finance supplier",  # full text over the purpose, any word order
+        "supplier invoices",  # full text over the purpose
+        "summarising",  # stemmed full text ("summarises")
+        "kc-7f3a9e",  # client_id at the IdP
+        "kc-7f3",  # client_id prefix
+        "invoicer",  # software_id
+        "spiffe://prod.example/ns/fin",  # SPIFFE ID prefix
+        "olivia.owner",  # owner username
+        "Ostrander",  # owner's name
+        "Payments",  # team name
+    ],
+)
 def test_search_finds_the_client(clients, term):
     assert names(client_search(Client.objects.all(), term)) == {"invoice-summarizer"}
 

@@ -40,8 +40,9 @@ def test_sweep_expired_expires_due_clients_in_batches():
     ended = ClientFactory(state=ClientState.RETIRED, expires_at=past(days=1))
     result = sweep_expired(now=NOW, batch_size=3)
     assert result.counts["expired"] == 8 and result.batches == 3
-    assert set(Client.objects.filter(pk__in=[c.pk for c in [*due, suspended_due]]).values_list("state", flat=True)) \
-        == {ClientState.EXPIRED}
+    assert set(Client.objects.filter(pk__in=[c.pk for c in [*due, suspended_due]]).values_list("state", flat=True)) == {
+        ClientState.EXPIRED
+    }
     assert Client.objects.get(pk=not_due.pk).state == ClientState.ACTIVE
     assert Client.objects.get(pk=ended.pk).state == ClientState.RETIRED
     assert Counter(OutboxEntry.objects.values_list("operation", flat=True)) == {OutboxOperation.DISABLE: 8}

@@ -17,7 +17,11 @@ URL = "/inventory/sync-failures/"
 def dead_entry(idp, n: int, **client_fields) -> OutboxEntry:
     client = ClientFactory(idp=idp, sync_failed=True, name=f"agent-{n}", **client_fields)
     return OutboxEntry.objects.create(
-        client=client, idp=idp, operation=OutboxOperation.DELETE, status=OutboxStatus.DEAD, attempts=8,
+        client=client,
+        idp=idp,
+        operation=OutboxOperation.DELETE,
+        status=OutboxStatus.DEAD,
+        attempts=8,
         next_attempt_at=client.created_at,
         last_error="BadRequest: rfc7591: DELETE answered 400 detail={'error': 'nope super-secret-iat'}",
     )
@@ -37,8 +41,9 @@ def test_only_admins_see_the_page(client, security_user, owner):
 
 def test_lists_dead_entries_with_censored_errors(client, admin_user, secret_idp):
     entry = dead_entry(secret_idp, 1)
-    OutboxEntry.objects.create(client=entry.client, idp=secret_idp, operation=OutboxOperation.UPDATE,
-                               next_attempt_at=entry.next_attempt_at)  # pending: not listed
+    OutboxEntry.objects.create(
+        client=entry.client, idp=secret_idp, operation=OutboxOperation.UPDATE, next_attempt_at=entry.next_attempt_at
+    )  # pending: not listed
     client.force_login(admin_user)
 
     response = client.get(URL)

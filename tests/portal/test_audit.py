@@ -39,8 +39,10 @@ pytestmark = pytest.mark.django_db
 
 def _append(n: int, actor=None, **extra):
     actor = actor or Actor.system("test")
-    return [audit_record(actor=actor, action="test.event", object_type="thing", object_id=i, after={"i": i}, **extra)
-            for i in range(n)]
+    return [
+        audit_record(actor=actor, action="test.event", object_type="thing", object_id=i, after={"i": i}, **extra)
+        for i in range(n)
+    ]
 
 
 def test_append_is_one_insert_and_takes_no_place_in_the_log(django_assert_num_queries):
@@ -72,22 +74,34 @@ def test_sequencer_gives_consecutive_indexes_in_id_order_and_signs_checkpoints()
 
 def test_bulk_append_then_seal_keeps_the_order():
     (first,) = _append(1)
-    rows = audit_record_many([
-        {"actor": Actor.system("sweep"), "action": "client.expired", "object_type": "client", "object_id": f"c{i}"}
-        for i in range(5)
-    ])
+    rows = audit_record_many(
+        [
+            {"actor": Actor.system("sweep"), "action": "client.expired", "object_type": "client", "object_id": f"c{i}"}
+            for i in range(5)
+        ]
+    )
     assert [r.id for r in rows] == sorted(r.id for r in rows) and rows[0].id > first.id
     log_seal()
-    assert list(AuditEvent.objects.order_by("log_index").values_list("id", flat=True)) == [first.id] + [r.id for r in rows]
+    assert list(AuditEvent.objects.order_by("log_index").values_list("id", flat=True)) == [first.id] + [
+        r.id for r in rows
+    ]
     assert verify_chain() == (6, None)
 
 
 def test_secrets_are_censored_before_logging():
-    event = audit_record(actor=Actor.system("t"), action="x", object_type="t", object_id=1,
-                         after={"registration_access_token": "abc", "nested": {"client_secret": "s"}, "name": "n"})
+    event = audit_record(
+        actor=Actor.system("t"),
+        action="x",
+        object_type="t",
+        object_id=1,
+        after={"registration_access_token": "abc", "nested": {"client_secret": "s"}, "name": "n"},
+    )
     stored = AuditEvent.objects.get(pk=event.pk)
-    assert stored.after == {"registration_access_token": "********", "nested": {"client_secret": "********"},
-                            "name": "n"}
+    assert stored.after == {
+        "registration_access_token": "********",
+        "nested": {"client_secret": "********"},
+        "name": "n",
+    }
     assert b"abc" not in leaf_data(stored)
 
 
@@ -143,8 +157,10 @@ def _rebuild_tiles():
     tiles = TileSet()
     append_leaves(tiles, 0, [merkle.leaf_hash(leaf_data(e)) for e in rows])
     statements = [("DELETE FROM portal_logtile", [])]
-    statements += [("INSERT INTO portal_logtile (level, tile_index, hashes) VALUES (%s, %s, %s)",
-                    [level, index, bytes(hashes)]) for (level, index), hashes in tiles.tiles.items()]
+    statements += [
+        ("INSERT INTO portal_logtile (level, tile_index, hashes) VALUES (%s, %s, %s)", [level, index, bytes(hashes)])
+        for (level, index), hashes in tiles.tiles.items()
+    ]
     _as_superuser(*statements)
 
 
@@ -160,14 +176,25 @@ def _approval_history():
     """Ten events, among them an approval, sealed in two checkpoints and sent to the witness."""
     approver = Actor("user", "7", "bob")
     for i in range(4):
-        audit_record(actor=Actor.system("t"), action="registration.pending", object_type="registration_request",
-                     object_id=f"reg_{i}")
-    approval = audit_record(actor=approver, action="request.approve", object_type="registration_request",
-                            object_id="reg_2", reason="needed for the release", after={"state": "approved"})
+        audit_record(
+            actor=Actor.system("t"),
+            action="registration.pending",
+            object_type="registration_request",
+            object_id=f"reg_{i}",
+        )
+    approval = audit_record(
+        actor=approver,
+        action="request.approve",
+        object_type="registration_request",
+        object_id="reg_2",
+        reason="needed for the release",
+        after={"state": "approved"},
+    )
     log_seal()
     for i in range(5):
-        audit_record(actor=Actor.system("provisioner"), action="client.activate", object_type="client",
-                     object_id=f"reg_{i}")
+        audit_record(
+            actor=Actor.system("provisioner"), action="client.activate", object_type="client", object_id=f"reg_{i}"
+        )
     log_seal()
     return approval
 
@@ -219,8 +246,9 @@ def test_forgery_rewrite_an_approval_and_recompute_every_later_hash(
     with django_capture_on_commit_callbacks(execute=True):
         approval = _approval_history()
     index = AuditEvent.objects.get(pk=approval.pk).log_index
-    _as_superuser(("UPDATE portal_auditevent SET reason = %s, actor_label = %s WHERE id = %s",
-                   ["routine", "carol", approval.pk]))
+    _as_superuser(
+        ("UPDATE portal_auditevent SET reason = %s, actor_label = %s WHERE id = %s", ["routine", "carol", approval.pk])
+    )
     _rebuild_tiles()  # every stored hash recomputed: only the signed checkpoints still hold the truth
     code, err = _verify_audit(capsys)
     assert code == 1
@@ -233,9 +261,12 @@ def test_forgery_rewrite_an_approval_and_recompute_every_later_hash(
         from portal.tlog.tiles import tree_root
 
         root = tree_root(size)
-        statements.append(("INSERT INTO portal_logcheckpoint (tree_size, root_hash, note, created_at) "
-                           "VALUES (%s, %s, %s, now())",
-                           [size, root.hex(), sign_note(Checkpoint(forger.name, size, root).text, [forger])]))
+        statements.append(
+            (
+                "INSERT INTO portal_logcheckpoint (tree_size, root_hash, note, created_at) VALUES (%s, %s, %s, now())",
+                [size, root.hex(), sign_note(Checkpoint(forger.name, size, root).text, [forger])],
+            )
+        )
     _as_superuser(*statements)
     empty = tmp_path / "empty-witness"
     empty.mkdir()
@@ -260,9 +291,12 @@ def test_forgery_resigned_with_the_real_key_is_caught_by_the_witness(
     statements = [("DELETE FROM portal_logwitnessreceipt", []), ("DELETE FROM portal_logcheckpoint", [])]
     for size in (5, 10):
         root = tree_root(size)
-        statements.append(("INSERT INTO portal_logcheckpoint (tree_size, root_hash, note, created_at) "
-                           "VALUES (%s, %s, %s, now())",
-                           [size, root.hex(), sign_note(Checkpoint(signer.name, size, root).text, [signer])]))
+        statements.append(
+            (
+                "INSERT INTO portal_logcheckpoint (tree_size, root_hash, note, created_at) VALUES (%s, %s, %s, now())",
+                [size, root.hex(), sign_note(Checkpoint(signer.name, size, root).text, [signer])],
+            )
+        )
     _as_superuser(*statements)
     assert verify_log(witness_paths=[]).problem is None  # the database is consistent with itself again
     code, err = _verify_audit(capsys, "--witness", str(log_witness_dir))
@@ -305,8 +339,10 @@ def test_sequencer_refuses_to_extend_a_tree_its_checkpoint_does_not_vouch_for():
     _as_superuser(("UPDATE portal_logtile SET hashes = %s WHERE id = %s", [forged, tile.pk]))
     with pytest.raises(LogStateError, match="do not reproduce the root of checkpoint 3"):
         log_seal()
-    _as_superuser(("UPDATE portal_logtile SET hashes = %s WHERE id = %s", [bytes(tile.hashes), tile.pk]),
-                  ("UPDATE portal_logcheckpoint SET root_hash = %s", ["ab" * 32]))
+    _as_superuser(
+        ("UPDATE portal_logtile SET hashes = %s WHERE id = %s", [bytes(tile.hashes), tile.pk]),
+        ("UPDATE portal_logcheckpoint SET root_hash = %s", ["ab" * 32]),
+    )
     with pytest.raises(LogStateError, match="does not match its signed note"):
         log_seal()
     assert AuditEvent.objects.filter(log_index__isnull=True).count() == 2  # nothing was sealed
@@ -384,8 +420,9 @@ def _legacy_chain(n: int) -> list[AuditEvent]:
     """Events as the hash chain wrote them before the log existed (ids, prev_hash, hash, the head)."""
     prev, rows = GENESIS_HASH, []
     for i in range(n):
-        event = audit_event(actor=Actor.system("legacy"), action="legacy.event", object_type="t", object_id=i,
-                            after={"i": i})  # fmt: skip
+        event = audit_event(
+            actor=Actor.system("legacy"), action="legacy.event", object_type="t", object_id=i, after={"i": i}
+        )
         event.id, event.prev_hash = i + 1, prev
         event.hash = compute_hash(event)
         rows.append(event)
@@ -464,20 +501,31 @@ _json = st.recursive(
 )
 def test_canonical_bytes_are_unchanged_byte_for_byte(after, before, text, event_id, policy_version):
     event = AuditEvent(
-        id=event_id, occurred_at=dt.datetime(2026, 11, 28, 12, 0, 1, 250, tzinfo=dt.UTC),
-        actor_type="user", actor_id=text[:5], actor_label=text, action="a." + text, object_type="thing",
-        object_id=text[:64], before=before, after=after, reason=text, policy_version=policy_version,
-        request_id=text[:64], prev_hash="ab" * 32,
-    )  # fmt: skip
+        id=event_id,
+        occurred_at=dt.datetime(2026, 11, 28, 12, 0, 1, 250, tzinfo=dt.UTC),
+        actor_type="user",
+        actor_id=text[:5],
+        actor_label=text,
+        action="a." + text,
+        object_type="thing",
+        object_id=text[:64],
+        before=before,
+        after=after,
+        reason=text,
+        policy_version=policy_version,
+        request_id=text[:64],
+        prev_hash="ab" * 32,
+    )
     assert canonical_payload(event) == leaf_data(event) == _reference_payload(event)
     event.prev_hash = ""
     assert leaf_data(event) == _reference_payload(event, with_prev=False)
 
 
 def test_awkward_content_survives_the_database_round_trip():
-    after = {"ünïcode": "日本語 \"quoted\" \\ back\\slash \u2028", "nested": {"z": [1, 2.5, None], "a": True}}
-    first = audit_record(actor=Actor.system("é"), action="x", object_type="t",
-                         object_id="1", after=after, reason="line\nbreak")  # fmt: skip
+    after = {"ünïcode": '日本語 "quoted" \\ back\\slash \u2028', "nested": {"z": [1, 2.5, None], "a": True}}
+    first = audit_record(
+        actor=Actor.system("é"), action="x", object_type="t", object_id="1", after=after, reason="line\nbreak"
+    )
     expected = leaf_data(first)
     log_seal()
     assert leaf_data(AuditEvent.objects.get(pk=first.pk)) == expected
@@ -487,15 +535,25 @@ def test_awkward_content_survives_the_database_round_trip():
 def test_event_insert_runs_the_change_first_and_appends_only_when_it_happened():
     event = audit_event(actor=Actor.system("t"), action="conditional", object_type="t", object_id="9")
     # the condition fails: nothing is appended
-    sql, params = event_insert(connection, event, ctes=[("chg", "SELECT 1 AS n WHERE false", [])],
-                               when="EXISTS (SELECT 1 FROM chg)", returning=["(SELECT count(*) FROM chg)"])  # fmt: skip
+    sql, params = event_insert(
+        connection,
+        event,
+        ctes=[("chg", "SELECT 1 AS n WHERE false", [])],
+        when="EXISTS (SELECT 1 FROM chg)",
+        returning=["(SELECT count(*) FROM chg)"],
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         assert cursor.fetchone() is None
     assert AuditEvent.objects.count() == 0
     # the condition holds: appended, and the caller's RETURNING comes back too
-    sql, params = event_insert(connection, event, ctes=[("chg", "SELECT %s::int AS n", [7])],
-                               when="EXISTS (SELECT 1 FROM chg)", returning=["(SELECT n FROM chg)"])  # fmt: skip
+    sql, params = event_insert(
+        connection,
+        event,
+        ctes=[("chg", "SELECT %s::int AS n", [7])],
+        when="EXISTS (SELECT 1 FROM chg)",
+        returning=["(SELECT n FROM chg)"],
+    )
     assert "portal_audithead" not in sql
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -506,11 +564,14 @@ def test_event_insert_runs_the_change_first_and_appends_only_when_it_happened():
     assert verify_chain() == (1, None)
 
 
-@pytest.mark.parametrize("occurred_at", [
-    dt.datetime(2026, 1, 2, 3, 4, 5, 0, tzinfo=dt.UTC),
-    dt.datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone(dt.timedelta(hours=2))),
-    dt.datetime(1999, 7, 1, 0, 0, 0, 10, tzinfo=dt.timezone(dt.timedelta(hours=-9, minutes=-30))),
-])
+@pytest.mark.parametrize(
+    "occurred_at",
+    [
+        dt.datetime(2026, 1, 2, 3, 4, 5, 0, tzinfo=dt.UTC),
+        dt.datetime(2026, 12, 31, 23, 59, 59, 999999, tzinfo=dt.timezone(dt.timedelta(hours=2))),
+        dt.datetime(1999, 7, 1, 0, 0, 0, 10, tzinfo=dt.timezone(dt.timedelta(hours=-9, minutes=-30))),
+    ],
+)
 def test_the_database_formats_timestamps_exactly_as_the_entry_does(occurred_at):
     event = audit_event(actor=Actor.system("t"), action="x", object_type="t", object_id=1)
     event.occurred_at = occurred_at

@@ -13,8 +13,17 @@ from portal.models import AuditEvent
 
 SECRET = "s3cr3t-value-0123456789"
 EC_PRIVATE = {"kty": "EC", "crv": "P-256", "x": "pub-x", "y": "pub-y", "d": SECRET}
-RSA_PRIVATE = {"kty": "RSA", "n": "pub-n", "e": "AQAB", "d": SECRET, "p": SECRET, "q": SECRET, "dp": SECRET,
-               "dq": SECRET, "qi": SECRET}  # fmt: skip
+RSA_PRIVATE = {
+    "kty": "RSA",
+    "n": "pub-n",
+    "e": "AQAB",
+    "d": SECRET,
+    "p": SECRET,
+    "q": SECRET,
+    "dp": SECRET,
+    "dq": SECRET,
+    "qi": SECRET,
+}
 
 # (what, payload, the path to the secret inside it)
 SECRETS = [
@@ -44,8 +53,9 @@ def _dig(value, path):
 
 @pytest.mark.parametrize(("what", "payload", "path"), SECRETS, ids=[s[0] for s in SECRETS])
 def test_the_audit_chain_stores_no_secret(db, what, payload, path):
-    event = audit_record(actor=Actor.system("t"), action="t.x", object_type="t", object_id=1, before=payload,
-                         after=payload)  # fmt: skip
+    event = audit_record(
+        actor=Actor.system("t"), action="t.x", object_type="t", object_id=1, before=payload, after=payload
+    )
     stored = AuditEvent.objects.get(pk=event.pk)
     assert SECRET not in str(stored.before) + str(stored.after), what
     assert _dig(stored.after, path) == CENSORED
@@ -78,7 +88,8 @@ def test_public_values_pass_through_unchanged():
 
 def test_secret_values_are_scrubbed_from_free_text():
     assert censor({"error": f"token {SECRET} is invalid"}, secret_values=[SECRET]) == {
-        "error": f"token {CENSORED} is invalid"}
+        "error": f"token {CENSORED} is invalid"
+    }
 
 
 def test_a_connectors_extra_keys_are_sensitive_too():

@@ -21,8 +21,14 @@ pytestmark = pytest.mark.django_db
 def test_seed_demo_creates_people_catalogue_and_every_state(django_user_model):
     out = StringIO()
     call_command("seed_demo", "--password", "demo-pass-123", stdout=out)
-    for username, role in [("admin", "admin"), ("alice", "owner"), ("dave", "owner"), ("bob", "approver"),
-                           ("carol", "approver"), ("ciso", "security")]:
+    for username, role in [
+        ("admin", "admin"),
+        ("alice", "owner"),
+        ("dave", "owner"),
+        ("bob", "approver"),
+        ("carol", "approver"),
+        ("ciso", "security"),
+    ]:
         user = authenticate(username=username, password="demo-pass-123")
         assert user is not None, username
         assert role in roles_of(user)
@@ -50,21 +56,41 @@ def test_seed_demo_generates_and_prints_a_password_when_none_given(settings):
 def test_mint_access_token_prints_only_the_token():
     call_command("seed_demo", "--password", "demo-pass-123", stdout=StringIO())
     out = StringIO()
-    call_command("mint_access_token", "--owner", "alice", "--purpose", "CI agents", "--scopes",
-                 "tickets:read docs:read", "--ttl", "3600", "--max-uses", "3", "--internal-only", stdout=out)
+    call_command(
+        "mint_access_token",
+        "--owner",
+        "alice",
+        "--purpose",
+        "CI agents",
+        "--scopes",
+        "tickets:read docs:read",
+        "--ttl",
+        "3600",
+        "--max-uses",
+        "3",
+        "--internal-only",
+        stdout=out,
+    )
     token = out.getvalue().strip()
     assert "\n" not in token and token.startswith("rat_")
     row = InitialAccessToken.objects.get(token_hash=hash_token(token))
-    assert (row.owner.username, row.purpose, row.allowed_scopes) == ("alice", "CI agents", ["docs:read", "tickets:read"])
+    assert (row.owner.username, row.purpose, row.allowed_scopes) == (
+        "alice",
+        "CI agents",
+        ["docs:read", "tickets:read"],
+    )
     assert (row.max_ttl_seconds, row.max_uses, row.internal_only) == (3600, 3, True)
     assert token not in str(InitialAccessToken.objects.values_list())  # only the hash is stored
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--owner", "nobody"], "no such user"),
-    (["--owner", "alice", "--scopes", "made:up"], "unknown scope"),
-    (["--owner", "alice", "--ttl", "5"], "max TTL"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--owner", "nobody"], "no such user"),
+        (["--owner", "alice", "--scopes", "made:up"], "unknown scope"),
+        (["--owner", "alice", "--ttl", "5"], "max TTL"),
+    ],
+)
 def test_mint_access_token_refuses_bad_input_and_writes_nothing(args, message):
     call_command("seed_demo", "--password", "demo-pass-123", stdout=StringIO())
     before = InitialAccessToken.objects.count()

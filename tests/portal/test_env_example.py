@@ -37,7 +37,9 @@ def example_entries(text: str) -> dict[str, dict]:
 
 
 def test_the_parser_finds_reads_spread_over_lines():
-    sample = 'A = env_str("ONE")\nB = env_str(\n    "TWO",\n    "x")\nC = env_int("THREE", 1)\nD = env_list( "FOUR", [])\n'
+    sample = (
+        'A = env_str("ONE")\nB = env_str(\n    "TWO",\n    "x")\nC = env_int("THREE", 1)\nD = env_list( "FOUR", [])\n'
+    )
     assert settings_reads(sample) == {"ONE", "TWO", "THREE", "FOUR"}
 
 

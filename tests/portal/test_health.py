@@ -21,9 +21,12 @@ OUTSIDER = {"REMOTE_ADDR": "203.0.113.5"}
 
 
 def rfc7591_idp(name: str, issuer: str):
-    return IdPFactory(name=name, kind=IdPKind.RFC7591, config={
-        "issuer": issuer, "registration_endpoint": f"{issuer}/reg", "token_endpoint": f"{issuer}/token"},
-        secrets={"initial_access_token": "iat-for-tests"})  # fmt: skip
+    return IdPFactory(
+        name=name,
+        kind=IdPKind.RFC7591,
+        config={"issuer": issuer, "registration_endpoint": f"{issuer}/reg", "token_endpoint": f"{issuer}/token"},
+        secrets={"initial_access_token": "iat-for-tests"},
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -51,8 +54,13 @@ def test_readyz_names_every_check_and_is_ready_when_dependencies_answer(client):
     for name in ("database", "cache", "broker"):
         assert body["checks"][name]["status"] == "ok"
         assert body["checks"][name]["required"] is True
-    assert body["checks"]["idp:dry"] == {"status": "ok", "required": False, "kind": "dry-run", "cached": False,
-                                         "elapsed_ms": body["checks"]["idp:dry"]["elapsed_ms"]}
+    assert body["checks"]["idp:dry"] == {
+        "status": "ok",
+        "required": False,
+        "kind": "dry-run",
+        "cached": False,
+        "elapsed_ms": body["checks"]["idp:dry"]["elapsed_ms"],
+    }
     # No worker has beaten here: reported, not required, so the answer is "degraded", still 200.
     assert body["checks"]["workers"]["status"] == "warn"
     assert body["status"] == "degraded"
@@ -60,7 +68,9 @@ def test_readyz_names_every_check_and_is_ready_when_dependencies_answer(client):
 
 @pytest.mark.django_db
 def test_broker_down_makes_readyz_503_naming_it_while_healthz_stays_200(client):
-    with override_settings(CELERY_BROKER_URL=f"redis://127.0.0.1:{closed_port()}/0", CELERY_BROKER_TRANSPORT_OPTIONS={}):
+    with override_settings(
+        CELERY_BROKER_URL=f"redis://127.0.0.1:{closed_port()}/0", CELERY_BROKER_TRANSPORT_OPTIONS={}
+    ):
         ready = client.get("/readyz", **PROBE)
         alive = client.get("/healthz", **PROBE)
     assert ready.status_code == 503
@@ -75,8 +85,12 @@ def test_broker_down_makes_readyz_503_naming_it_while_healthz_stays_200(client):
 @pytest.mark.django_db
 def test_redis_cache_down_makes_readyz_503_naming_it(client):
     port = closed_port()
-    caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                          "LOCATION": f"redis://:hunter2@127.0.0.1:{port}/0"}}  # fmt: skip
+    caches = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://:hunter2@127.0.0.1:{port}/0",
+        }
+    }
     with override_settings(CACHES=caches):
         response = client.get("/readyz", **PROBE)
     assert response.status_code == 503
@@ -87,12 +101,17 @@ def test_redis_cache_down_makes_readyz_503_naming_it(client):
 
 @pytest.mark.django_db
 def test_redis_cache_up_is_pinged(client):
-    caches = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache",
-                          "LOCATION": "redis://127.0.0.1:6379/13"}}  # fmt: skip
+    caches = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:6379/13"}
+    }
     with override_settings(CACHES=caches):
         response = client.get("/readyz", **PROBE)
-    assert response.json()["checks"]["cache"] == {"status": "ok", "required": True, "backend": "redis",
-                                                  "elapsed_ms": response.json()["checks"]["cache"]["elapsed_ms"]}
+    assert response.json()["checks"]["cache"] == {
+        "status": "ok",
+        "required": True,
+        "backend": "redis",
+        "elapsed_ms": response.json()["checks"]["cache"]["elapsed_ms"],
+    }
 
 
 @pytest.mark.django_db
@@ -156,10 +175,12 @@ def test_idp_answering_5xx_is_unreachable_but_4xx_is_reachable(client):
 def test_outbox_backlog_is_a_warning_with_its_age(client):
     client_row = ClientFactory()
     now = timezone.now()
-    OutboxEntry.objects.create(client=client_row, idp=client_row.idp, operation="create",
-                               next_attempt_at=now - timedelta(seconds=400))
-    OutboxEntry.objects.create(client=client_row, idp=client_row.idp, operation="update", status=OutboxStatus.DEAD,
-                               next_attempt_at=now)  # fmt: skip
+    OutboxEntry.objects.create(
+        client=client_row, idp=client_row.idp, operation="create", next_attempt_at=now - timedelta(seconds=400)
+    )
+    OutboxEntry.objects.create(
+        client=client_row, idp=client_row.idp, operation="update", status=OutboxStatus.DEAD, next_attempt_at=now
+    )
     response = client.get("/readyz", **PROBE)
     outbox = response.json()["checks"]["outbox"]
     assert response.status_code == 200
@@ -179,7 +200,9 @@ def test_fresh_worker_heartbeats_make_the_workers_check_ok(client):
 
 @pytest.mark.django_db
 def test_callers_outside_the_probe_networks_see_statuses_but_no_details(client):
-    with override_settings(CELERY_BROKER_URL=f"redis://127.0.0.1:{closed_port()}/0", CELERY_BROKER_TRANSPORT_OPTIONS={}):
+    with override_settings(
+        CELERY_BROKER_URL=f"redis://127.0.0.1:{closed_port()}/0", CELERY_BROKER_TRANSPORT_OPTIONS={}
+    ):
         response = client.get("/readyz", **OUTSIDER)
     assert response.status_code == 503
     broker = response.json()["checks"]["broker"]

@@ -43,7 +43,9 @@ def old_rows():
 
 def test_the_encrypted_columns_are_found_by_type():
     assert {f"{m._meta.label}.{f.name}" for m, f in encrypted_columns()} >= {
-        "inventory.IdPConnection.secrets", "inventory.Client.idp_state"}
+        "inventory.IdPConnection.secrets",
+        "inventory.Client.idp_state",
+    }
 
 
 def test_rotation_rewrites_old_values_with_the_new_key(old_rows):

@@ -48,21 +48,28 @@ def attempt(client, login: str, password: str, *, remote: str = "127.0.0.1", xff
 
 
 def test_trusted_proxy_settings_come_from_the_environment():
-    snippet = ("import django; django.setup(); from django.conf import settings as s; "
-               "print(s.ALLAUTH_TRUSTED_PROXY_COUNT, s.ALLAUTH_TRUSTED_CLIENT_IP_HEADER, "
-               "s.ACCOUNT_RATE_LIMITS['login_failed'])")  # fmt: skip
+    snippet = (
+        "import django; django.setup(); from django.conf import settings as s; "
+        "print(s.ALLAUTH_TRUSTED_PROXY_COUNT, s.ALLAUTH_TRUSTED_CLIENT_IP_HEADER, "
+        "s.ACCOUNT_RATE_LIMITS['login_failed'])"
+    )
     base = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRAR_TRUSTED")}
     base |= {"DJANGO_SETTINGS_MODULE": "portal.settings", "REGISTRAR_EMBEDDED": "1", "DEBUG": "true"}
 
     def run(**env: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-c", snippet], env=base | env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=60)  # fmt: skip
+        return subprocess.run(
+            [sys.executable, "-c", snippet], env=base | env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
 
     default = run()
     assert default.returncode == 0, default.stderr
     assert default.stdout.split() == ["0", "None", "10/1m/ip,5/5m/key"]  # no proxy trusted: X-Forwarded-For ignored
-    configured = run(REGISTRAR_TRUSTED_PROXY_COUNT="2", REGISTRAR_TRUSTED_CLIENT_IP_HEADER="X-Real-IP",
-                     REGISTRAR_LOGIN_FAILURES_PER_ADDRESS="20/m", REGISTRAR_LOGIN_FAILURES_PER_ACCOUNT="3/10m")
+    configured = run(
+        REGISTRAR_TRUSTED_PROXY_COUNT="2",
+        REGISTRAR_TRUSTED_CLIENT_IP_HEADER="X-Real-IP",
+        REGISTRAR_LOGIN_FAILURES_PER_ADDRESS="20/m",
+        REGISTRAR_LOGIN_FAILURES_PER_ACCOUNT="3/10m",
+    )
     assert configured.returncode == 0, configured.stderr
     assert configured.stdout.split() == ["2", "X-Real-IP", "20/1m/ip,3/10m/key"]
     bad = run(REGISTRAR_LOGIN_FAILURES_PER_ACCOUNT="five a minute")
@@ -87,7 +94,8 @@ def test_five_wrong_passwords_do_not_lock_a_named_approver_out(client, behind_on
     UserFactory(username="bob", roles=["approver"])
     attacker = "203.0.113.66"
     assert [attempt(client, "bob", f"guess{i}", remote=PROXY, xff=attacker) for i in range(7)] == (
-        ["wrong"] * 5 + ["throttled"] * 2)
+        ["wrong"] * 5 + ["throttled"] * 2
+    )
     assert attempt(client, "bob", PASSWORD, remote=PROXY, xff=attacker) == "throttled"  # not from there
     assert attempt(client, "bob", PASSWORD, remote=PROXY, xff="198.51.100.7") == "in"  # the real bob
     assert attempt(client, "bob@example.com", PASSWORD, remote=PROXY, xff="198.51.100.9") == "in"
@@ -105,13 +113,19 @@ def test_a_trusted_client_ip_header_names_the_address(client):
     UserFactory(username="bob", roles=["approver"])
     with override_settings(ALLAUTH_TRUSTED_CLIENT_IP_HEADER="X-Real-IP"):
         for i in range(10):
-            client.post("/accounts/login/", {"login": f"g{i}", "password": "x"}, REMOTE_ADDR=PROXY,
-                        HTTP_X_REAL_IP="203.0.113.66")  # fmt: skip
-        refused = client.post("/accounts/login/", {"login": "bob", "password": PASSWORD}, REMOTE_ADDR=PROXY,
-                              HTTP_X_REAL_IP="203.0.113.66")  # fmt: skip
+            client.post(
+                "/accounts/login/",
+                {"login": f"g{i}", "password": "x"},
+                REMOTE_ADDR=PROXY,
+                HTTP_X_REAL_IP="203.0.113.66",
+            )
+        refused = client.post(
+            "/accounts/login/", {"login": "bob", "password": PASSWORD}, REMOTE_ADDR=PROXY, HTTP_X_REAL_IP="203.0.113.66"
+        )
         assert TOO_MANY in refused.content.decode()
-        ok = client.post("/accounts/login/", {"login": "bob", "password": PASSWORD}, REMOTE_ADDR=PROXY,
-                         HTTP_X_REAL_IP="198.51.100.7")  # fmt: skip
+        ok = client.post(
+            "/accounts/login/", {"login": "bob", "password": PASSWORD}, REMOTE_ADDR=PROXY, HTTP_X_REAL_IP="198.51.100.7"
+        )
         assert ok.status_code == 302
 
 

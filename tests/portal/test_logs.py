@@ -92,7 +92,9 @@ def test_published_messages_carry_the_request_id_and_the_send_time():
     try:
         with Connection("memory://") as conn:
             queue = conn.SimpleQueue("registrar-test-publish")
-            log_something.apply_async(connection=conn, queue="registrar-test-publish", routing_key="registrar-test-publish")
+            log_something.apply_async(
+                connection=conn, queue="registrar-test-publish", routing_key="registrar-test-publish"
+            )
             message = queue.get(timeout=5)
             headers = message.headers
             message.ack()
@@ -130,16 +132,28 @@ def test_one_configuration_for_both_formats():
 
 
 # Production shape needs its secrets whatever else a test sets.
-SECRETS = {"SECRET_KEY": "s" * 50, "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY=",
-           "REGISTRAR_LOG_VERIFIER_KEY": "registrar.test/audit-log+23489aee+AXSUlzg7vliEFEkSv1ltpOE4hvrbzW/P86mqZQOZI9fZ"}
+SECRETS = {
+    "SECRET_KEY": "s" * 50,
+    "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY=",
+    "REGISTRAR_LOG_VERIFIER_KEY": "registrar.test/audit-log+23489aee+AXSUlzg7vliEFEkSv1ltpOE4hvrbzW/P86mqZQOZI9fZ",
+}
 
 
 def _settings_log(env: dict[str, str]) -> subprocess.CompletedProcess:
     snippet = "import django, logging; django.setup(); logging.getLogger('probe').warning('event=hello')"
-    clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("DATABASE_URL", "DEBUG", "LOG_", "REGISTRAR_EMBEDDED", "REGISTRAR_LOG_"))}
-    return subprocess.run([sys.executable, "-c", snippet], env=clean | {"DJANGO_SETTINGS_MODULE": "portal.settings"} | env,
-                          cwd=ROOT, capture_output=True, text=True, timeout=60)  # fmt: skip
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DATABASE_URL", "DEBUG", "LOG_", "REGISTRAR_EMBEDDED", "REGISTRAR_LOG_"))
+    }
+    return subprocess.run(
+        [sys.executable, "-c", snippet],
+        env=clean | {"DJANGO_SETTINGS_MODULE": "portal.settings"} | env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_production_logs_json_and_embedded_mode_key_value(tmp_path):
@@ -150,11 +164,13 @@ def test_production_logs_json_and_embedded_mode_key_value(tmp_path):
     embedded = _settings_log({"REGISTRAR_DATA_DIR": str(tmp_path), "REGISTRAR_EMBEDDED": "1"})
     assert embedded.returncode == 0, embedded.stderr
     assert embedded.stderr.strip().splitlines()[-1].endswith("level=WARNING logger=probe event=hello")
-    chosen = _settings_log({"DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar", "DEBUG": "true", "LOG_FORMAT": "kv",
-                            **SECRETS})
+    chosen = _settings_log(
+        {"DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar", "DEBUG": "true", "LOG_FORMAT": "kv", **SECRETS}
+    )
     assert "level=WARNING logger=probe event=hello" in chosen.stderr
-    bad = _settings_log({"DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar", "DEBUG": "true", "LOG_FORMAT": "xml",
-                         **SECRETS})
+    bad = _settings_log(
+        {"DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar", "DEBUG": "true", "LOG_FORMAT": "xml", **SECRETS}
+    )
     assert bad.returncode != 0 and "LOG_FORMAT must be kv or json" in bad.stderr
 
 

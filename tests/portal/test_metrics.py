@@ -59,16 +59,27 @@ def ago(seconds: float):
 @pytest.mark.django_db
 def test_state_figures_match_the_database(client):
     # Review queue: two medium, one high waiting; an approved one does not count.
-    waiting = [RequestFactory(risk_tier=RiskTier.MEDIUM), RequestFactory(risk_tier=RiskTier.MEDIUM),
-               RequestFactory(risk_tier=RiskTier.HIGH)]  # fmt: skip
+    waiting = [
+        RequestFactory(risk_tier=RiskTier.MEDIUM),
+        RequestFactory(risk_tier=RiskTier.MEDIUM),
+        RequestFactory(risk_tier=RiskTier.HIGH),
+    ]
     RequestFactory(risk_tier=RiskTier.HIGH, state=RequestState.APPROVED)
     for request, age in zip(waiting, (600, 60, 30), strict=True):
         type(request).objects.filter(pk=request.pk).update(created_at=ago(age))
     # Outbox: two due (oldest 100 s), one scheduled later, two dead, one delivered.
     row = ClientFactory()
-    for status, due_ago in ((OutboxStatus.PENDING, 100), (OutboxStatus.PENDING, 10), (OutboxStatus.PENDING, -300),
-                            (OutboxStatus.DEAD, 0), (OutboxStatus.DEAD, 0), (OutboxStatus.DONE, 0)):
-        OutboxEntry.objects.create(client=row, idp=row.idp, operation="update", status=status, next_attempt_at=ago(due_ago))
+    for status, due_ago in (
+        (OutboxStatus.PENDING, 100),
+        (OutboxStatus.PENDING, 10),
+        (OutboxStatus.PENDING, -300),
+        (OutboxStatus.DEAD, 0),
+        (OutboxStatus.DEAD, 0),
+        (OutboxStatus.DONE, 0),
+    ):
+        OutboxEntry.objects.create(
+            client=row, idp=row.idp, operation="update", status=status, next_attempt_at=ago(due_ago)
+        )
     # Expiry: two live clients past expires_at (the oldest 90 s), one live in the future.
     ClientFactory(state=ClientState.ACTIVE, expires_at=ago(90))
     ClientFactory(state=ClientState.SUSPENDED, expires_at=ago(30))
@@ -101,7 +112,8 @@ def test_state_figures_match_the_database(client):
     assert value(values, "registrar_worker_queue_delay_seconds", queue="celery") == 0.5
     assert value(values, "registrar_sweep_last_duration_seconds", sweep="expired") == 1.5
     assert value(values, "registrar_sweep_last_run_timestamp_seconds", sweep="expired") == pytest.approx(
-        Heartbeat.objects.get(name="sweep:expired").beat_at.timestamp())
+        Heartbeat.objects.get(name="sweep:expired").beat_at.timestamp()
+    )
     for collector in ("review_queue", "outbox", "expiry", "heartbeats"):
         assert value(values, "registrar_collector_up", collector=collector) == 1
 
@@ -147,8 +159,13 @@ def _registrations(channel: str, outcome: str) -> float:
 @pytest.mark.django_db
 def test_registrations_are_counted_by_channel_and_outcome(client, catalogue, idp, owner):
     _, plaintext = make_token(owner)
-    keys = [("token", "created"), ("token", "pending"), ("token", "refused"), ("unknown", "unauthorized"),
-            ("unknown", "invalid")]  # fmt: skip
+    keys = [
+        ("token", "created"),
+        ("token", "pending"),
+        ("token", "refused"),
+        ("unknown", "unauthorized"),
+        ("unknown", "invalid"),
+    ]
     before = {key: _registrations(*key) for key in keys}
     assert post(client, low_body(), plaintext).status_code == 201
     assert post(client, low_body(scope="tickets:write"), plaintext).status_code == 202
@@ -165,9 +182,12 @@ def test_registrations_are_counted_by_channel_and_outcome(client, catalogue, idp
 def test_idp_calls_are_counted_and_timed_by_connection_and_outcome():
     with http_server(statuses={"/reg": 201, "/broken": 503, "/missing": 400}) as server:
         base = f"http://127.0.0.1:{server.server_port}"
-        idp = IdPFactory(name="metrics-idp", kind=IdPKind.RFC7591, config={
-            "issuer": base, "registration_endpoint": f"{base}/reg", "token_endpoint": f"{base}/token"},
-            secrets={"initial_access_token": "iat"})  # fmt: skip
+        idp = IdPFactory(
+            name="metrics-idp",
+            kind=IdPKind.RFC7591,
+            config={"issuer": base, "registration_endpoint": f"{base}/reg", "token_endpoint": f"{base}/token"},
+            secrets={"initial_access_token": "iat"},
+        )
         labels = {"connection": "metrics-idp", "kind": "rfc7591", "method": "POST"}
 
         def count(outcome: str) -> float:
@@ -210,11 +230,22 @@ def test_metrics_outside_the_probe_networks_need_the_token(client):
 
 def test_a_short_metrics_token_is_refused_at_start_up():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "DEBUG"))}
-    env |= {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true", "SECRET_KEY": "s" * 50,
-            "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY=",
-            "DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar", "REGISTRAR_METRICS_TOKEN": "short"}
-    result = subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, cwd=ROOT,
-                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "true",
+        "SECRET_KEY": "s" * 50,
+        "REGISTRAR_ENCRYPTION_KEY": "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY=",
+        "DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar",
+        "REGISTRAR_METRICS_TOKEN": "short",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode != 0 and "REGISTRAR_METRICS_TOKEN must be at least 32 characters" in result.stderr
 
 
@@ -237,10 +268,12 @@ def test_multiprocess_mode_adds_up_the_counts_of_every_process(tmp_path):
     for _ in range(3):
         subprocess.run([sys.executable, "-c", COUNT_ONE_CALL], env=env, cwd=ROOT, check=True, timeout=60)
     assert len(list(tmp_path.glob("*.db"))) >= 3  # one set of files per process
-    out = subprocess.run([sys.executable, "-c", EXPOSE], env=env, cwd=ROOT, check=True, capture_output=True,
-                         text=True, timeout=60).stdout  # fmt: skip
-    samples = {(s.name, frozenset(s.labels.items())): s.value
-               for f in text_string_to_metric_families(out) for s in f.samples}  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", EXPOSE], env=env, cwd=ROOT, check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    samples = {
+        (s.name, frozenset(s.labels.items())): s.value for f in text_string_to_metric_families(out) for s in f.samples
+    }
     labels = {"connection": "shared", "kind": "rfc7591", "method": "POST"}
     assert samples[("registrar_idp_requests_total", frozenset({**labels, "outcome": "ok"}.items()))] == 3
     assert samples[("registrar_idp_request_duration_seconds_count", frozenset(labels.items()))] == 3

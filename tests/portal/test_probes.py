@@ -69,7 +69,10 @@ def test_configured_networks_replace_loopback(client, production):
 
 def test_probe_networks_are_parsed_strictly():
     assert parse_networks(["127.0.0.0/8", "::1", "10.1.2.3"], "X") == (
-        ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"), ipaddress.ip_network("10.1.2.3/32"))
+        ipaddress.ip_network("127.0.0.0/8"),
+        ipaddress.ip_network("::1/128"),
+        ipaddress.ip_network("10.1.2.3/32"),
+    )
     with pytest.raises(ImproperlyConfigured, match="REGISTRAR_PROBE_NETWORKS.*'10.0.0.0/33'"):
         parse_networks(["10.0.0.0/33"], "REGISTRAR_PROBE_NETWORKS")
     with pytest.raises(ImproperlyConfigured, match="'intranet'"):

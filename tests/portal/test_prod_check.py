@@ -17,10 +17,22 @@ pytestmark = pytest.mark.slow
 
 def test_production_configuration_registers_approves_and_sweeps():
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "DATABASE_", "REDIS_", "DEBUG"))}
-    result = subprocess.run([sys.executable, str(ROOT / "contrib" / "prod_check.py")], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=600)  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "contrib" / "prod_check.py")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-6000:]
-    for proof in ("registration 201", "registration 202", "approval through the management API: 200",
-                  "sweep: the short-lived client expired", "static file served by WhiteNoise", "PASSED"):
+    for proof in (
+        "registration 201",
+        "registration 202",
+        "approval through the management API: 200",
+        "sweep: the short-lived client expired",
+        "static file served by WhiteNoise",
+        "PASSED",
+    ):
         assert proof in output, output[-6000:]

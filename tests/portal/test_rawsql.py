@@ -71,8 +71,9 @@ def test_token_lookup_brings_owner_team_idp_and_live_clients_in_one_query(django
     owner = UserFactory(username="lookup-owner")
     team = TeamFactory(name="lookup-team", slug="lookup-team")
     idp = IdPFactory(name="lookup-idp", kind="dry-run", secrets={"admin_client_secret": "s3cret"})
-    token = TokenFactory(owner=owner, team=team, idp=idp, plaintext="rat_lookup_" + "z" * 30,
-                         allowed_scopes=["tickets:read"])  # fmt: skip
+    token = TokenFactory(
+        owner=owner, team=team, idp=idp, plaintext="rat_lookup_" + "z" * 30, allowed_scopes=["tickets:read"]
+    )
     for state in ("active", "active", "suspended", "retired", "expired"):
         ClientFactory(owner=owner, state=state)
     ClientFactory(state="active")  # someone else's
@@ -103,9 +104,14 @@ def test_insert_statement_assigns_the_auto_pk_and_stores_what_the_orm_reads_back
     owner = UserFactory()
     before = timezone.now()
     request = RegistrationRequest(
-        public_id="reg_rawsql_1", state=RequestState.PENDING, metadata={"scope": "a b", "jwks": {"keys": []}},
-        purpose="raw insert", requested_scopes=["a", "b"], granted_scopes=["a"], owner=owner,
-    )  # fmt: skip
+        public_id="reg_rawsql_1",
+        state=RequestState.PENDING,
+        metadata={"scope": "a b", "jwks": {"keys": []}},
+        purpose="raw insert",
+        requested_scopes=["a", "b"],
+        granted_scopes=["a"],
+        owner=owner,
+    )
 
     InsertStatement(RegistrationRequest).insert(request)
 
@@ -132,11 +138,22 @@ def test_from_select_writes_what_save_would_write():
     owner, team = UserFactory(), TeamFactory()
     decided = timezone.now().replace(microsecond=123456)
     request = RegistrationRequest(
-        public_id="reg_json_1", state=RequestState.APPROVED, metadata={"client_name": "é \"q\"", "n": [1, None]},
-        client_name="ünï", purpose="json row", requested_scopes=["a"], granted_scopes=[], requested_ttl=3600,
-        owner=owner, team=team, internal_only=True, source_ip="2001:db8::1", decided_at=decided, verdict={},
+        public_id="reg_json_1",
+        state=RequestState.APPROVED,
+        metadata={"client_name": 'é "q"', "n": [1, None]},
+        client_name="ünï",
+        purpose="json row",
+        requested_scopes=["a"],
+        granted_scopes=[],
+        requested_ttl=3600,
+        owner=owner,
+        team=team,
+        internal_only=True,
+        source_ip="2001:db8::1",
+        decided_at=decided,
+        verdict={},
         reasons=[],
-    )  # fmt: skip
+    )
     sql, params = InsertStatement(RegistrationRequest).from_select(request, connection, expressions={})
     assert len(params) == 1
     row = _row(sql + " RETURNING id", params)
@@ -165,10 +182,21 @@ def test_from_select_refuses_what_the_column_refuses_and_what_json_cannot_carry(
 def _pending(token, public_id: str) -> tuple[RegistrationRequest, object]:
     from portal.audit import Actor, audit_event
 
-    request = RequestFactory.build(public_id=public_id, owner=token.owner, token=token, state=RequestState.PENDING,
-                                   reasons=[{"code": "x"}], metadata={"client_name": "n"})  # fmt: skip
-    event = audit_event(actor=Actor.agent("token t"), action="registration.pending",
-                        object_type="registration_request", object_id=public_id, after={"state": "pending"})  # fmt: skip
+    request = RequestFactory.build(
+        public_id=public_id,
+        owner=token.owner,
+        token=token,
+        state=RequestState.PENDING,
+        reasons=[{"code": "x"}],
+        metadata={"client_name": "n"},
+    )
+    event = audit_event(
+        actor=Actor.agent("token t"),
+        action="registration.pending",
+        object_type="registration_request",
+        object_id=public_id,
+        after={"state": "pending"},
+    )
     return request, event
 
 
@@ -184,7 +212,10 @@ def test_request_and_event_are_written_only_while_the_token_has_a_use_left():
     assert _insert_with_event(request, event, token_id=token.pk, now=now) is True
     stored = RegistrationRequest.objects.get(pk=request.pk)
     assert (stored.public_id, stored.token_id, stored.state, stored.reasons) == (
-        "reg_first", token.pk, RequestState.PENDING, [{"code": "x"}]
+        "reg_first",
+        token.pk,
+        RequestState.PENDING,
+        [{"code": "x"}],
     )
     assert AuditEvent.objects.get(pk=event.pk).object_id == "reg_first"
     token.refresh_from_db()
@@ -197,8 +228,7 @@ def test_request_and_event_are_written_only_while_the_token_has_a_use_left():
     assert AuditEvent.objects.count() == 1
     assert InitialAccessToken.objects.get(pk=token.pk).uses == 1
 
-    expired = TokenFactory(owner=UserFactory(), plaintext="rat_use_" + "r" * 30,
-                           expires_at=now - timedelta(seconds=1))  # fmt: skip
+    expired = TokenFactory(owner=UserFactory(), plaintext="rat_use_" + "r" * 30, expires_at=now - timedelta(seconds=1))
     request, event = _pending(expired, "reg_expired")
     assert _insert_with_event(request, event, token_id=expired.pk, now=now) is False
     assert InitialAccessToken.objects.get(pk=expired.pk).uses == 0

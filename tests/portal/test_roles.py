@@ -56,11 +56,14 @@ def test_owner_manages_only_own_clients_admin_manages_all():
     assert not can_manage_client(UserFactory(roles=["security"]), client)
 
 
-@pytest.mark.parametrize("role,tiles", [
-    ("approver", ["Waiting for your decision"]),
-    ("owner", ["My live clients"]),
-    ("security", ["Live clients"]),
-])
+@pytest.mark.parametrize(
+    "role,tiles",
+    [
+        ("approver", ["Waiting for your decision"]),
+        ("owner", ["My live clients"]),
+        ("security", ["Live clients"]),
+    ],
+)
 def test_home_page_is_role_appropriate(role, tiles, django_assert_max_num_queries):
     user = UserFactory(roles=[role])
     browser = HttpClient()

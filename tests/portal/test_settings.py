@@ -45,10 +45,22 @@ def test_env_helpers_reject_bad_values():
 
 
 # Everything that decides the settings' shape; the test process has some of these set (settings_test).
-_SHAPE = ("DATABASE_URL", "DEBUG", "SECRET_KEY", "REDIS", "REGISTRAR_EMBEDDED", "REGISTRAR_ENCRYPTION_KEY",
-          "REGISTRAR_OLD_ENCRYPTION_KEYS", "REGISTRAR_DEMO_MODE", "REGISTRAR_LOG_", "ALLOWED_HOSTS")  # fmt: skip
-_SNIPPET = ("import django; django.setup(); from django.conf import settings as s; "
-            "print(s.EMBEDDED, s.DEBUG, s.DEMO_MODE, s.DATABASES['default']['ENGINE'], s.SECRET_KEY)")  # fmt: skip
+_SHAPE = (
+    "DATABASE_URL",
+    "DEBUG",
+    "SECRET_KEY",
+    "REDIS",
+    "REGISTRAR_EMBEDDED",
+    "REGISTRAR_ENCRYPTION_KEY",
+    "REGISTRAR_OLD_ENCRYPTION_KEYS",
+    "REGISTRAR_DEMO_MODE",
+    "REGISTRAR_LOG_",
+    "ALLOWED_HOSTS",
+)
+_SNIPPET = (
+    "import django; django.setup(); from django.conf import settings as s; "
+    "print(s.EMBEDDED, s.DEBUG, s.DEMO_MODE, s.DATABASES['default']['ENGINE'], s.SECRET_KEY)"
+)
 
 
 def _import_settings(env: dict, snippet: str = "import django; django.setup()") -> subprocess.CompletedProcess:
@@ -56,7 +68,10 @@ def _import_settings(env: dict, snippet: str = "import django; django.setup()") 
     return subprocess.run(
         [sys.executable, "-c", snippet],
         env=clean | {"DJANGO_SETTINGS_MODULE": "portal.settings"} | env,
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -67,8 +82,11 @@ def test_settings_module_fails_fast_on_malformed_database_url():
 
 
 def test_production_requires_secret_and_encryption_key():
-    prod = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/registrar", "DEBUG": "false",
-            "ALLOWED_HOSTS": "registrar.example.com"}
+    prod = {
+        "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/registrar",
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "registrar.example.com",
+    }
     result = _import_settings(prod)
     assert result.returncode != 0 and "SECRET_KEY must be set" in result.stderr
     result = _import_settings(prod | {"SECRET_KEY": "x" * 50})
@@ -95,12 +113,17 @@ def test_database_connection_settings_come_from_the_environment():
         "print(d['CONN_MAX_AGE'], d['CONN_HEALTH_CHECKS'], o.get('server_side_binding'), o.get('prepare_threshold'))"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", *_SHAPE))}
-    base = clean | {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true", "REGISTRAR_EMBEDDED": "1",
-                    "DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar"}  # fmt: skip
+    base = clean | {
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "true",
+        "REGISTRAR_EMBEDDED": "1",
+        "DATABASE_URL": "postgres://u@127.0.0.1:5432/registrar",
+    }
 
     def run(**env: str) -> str:
-        result = subprocess.run([sys.executable, "-c", snippet], env=base | env, cwd=ROOT, capture_output=True,
-                                text=True, timeout=60)  # fmt: skip
+        result = subprocess.run(
+            [sys.executable, "-c", snippet], env=base | env, cwd=ROOT, capture_output=True, text=True, timeout=60
+        )
         assert result.returncode == 0, result.stderr
         return result.stdout.strip()
 
@@ -114,9 +137,13 @@ def test_database_connection_settings_come_from_the_environment():
 EMBEDDED_SECRET_KEY = "registrar-embedded-insecure-key-do-not-use-in-production"
 GOOD_SECRET = "k" * 20 + "-production-secret-0123456789"
 GOOD_FERNET = "5bOBxsI9hZ2CcMZSjTuAL2XDfw3wF5VpDJmX5dlQRqY="
-PROD = {"DATABASE_URL": "postgres://postgres@127.0.0.1:5432/registrar", "ALLOWED_HOSTS": "registrar.example.com",
-        "SECRET_KEY": GOOD_SECRET, "REGISTRAR_ENCRYPTION_KEY": GOOD_FERNET,
-        "REGISTRAR_LOG_SIGNING_KEY": TEST_LOG_KEY}  # fmt: skip
+PROD = {
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5432/registrar",
+    "ALLOWED_HOSTS": "registrar.example.com",
+    "SECRET_KEY": GOOD_SECRET,
+    "REGISTRAR_ENCRYPTION_KEY": GOOD_FERNET,
+    "REGISTRAR_LOG_SIGNING_KEY": TEST_LOG_KEY,
+}
 
 
 def _derived(secret_key: str) -> str:
@@ -148,24 +175,36 @@ def test_no_database_url_without_the_embedded_flag_stops_start_up(tmp_path, debu
 @pytest.mark.parametrize("debug", ["false", "true"])
 def test_secrets_are_required_without_the_embedded_flag_even_with_debug(debug):
     env = PROD | {"DEBUG": debug}
-    _refused(_import_settings({k: v for k, v in env.items() if k != "SECRET_KEY"}), "SECRET_KEY must be set",
-             "secrets.token_urlsafe")  # fmt: skip
-    _refused(_import_settings({k: v for k, v in env.items() if k != "REGISTRAR_ENCRYPTION_KEY"}),
-             "REGISTRAR_ENCRYPTION_KEY must be set", "Fernet.generate_key()")  # fmt: skip
+    _refused(
+        _import_settings({k: v for k, v in env.items() if k != "SECRET_KEY"}),
+        "SECRET_KEY must be set",
+        "secrets.token_urlsafe",
+    )
+    _refused(
+        _import_settings({k: v for k, v in env.items() if k != "REGISTRAR_ENCRYPTION_KEY"}),
+        "REGISTRAR_ENCRYPTION_KEY must be set",
+        "Fernet.generate_key()",
+    )
     _refused(_import_settings(env | {"SECRET_KEY": "short"}), "SECRET_KEY must be at least 32 characters")
 
 
 @pytest.mark.parametrize("secret_key", [EMBEDDED_SECRET_KEY, "django-insecure-" + "x" * 40])
 def test_the_known_demo_secret_key_is_refused(secret_key):
-    _refused(_import_settings(PROD | {"SECRET_KEY": secret_key}), "SECRET_KEY is a publicly known demo value",
-             "secrets.token_urlsafe")  # fmt: skip
+    _refused(
+        _import_settings(PROD | {"SECRET_KEY": secret_key}),
+        "SECRET_KEY is a publicly known demo value",
+        "secrets.token_urlsafe",
+    )
 
 
 @pytest.mark.parametrize("derived_from", ["embedded default", "the configured SECRET_KEY"])
 def test_an_encryption_key_derived_from_a_secret_key_is_refused(derived_from):
     key = _derived(EMBEDDED_SECRET_KEY if derived_from == "embedded default" else GOOD_SECRET)
-    _refused(_import_settings(PROD | {"REGISTRAR_ENCRYPTION_KEY": key}),
-             "REGISTRAR_ENCRYPTION_KEY is derived from SECRET_KEY", "REGISTRAR_OLD_ENCRYPTION_KEYS")  # fmt: skip
+    _refused(
+        _import_settings(PROD | {"REGISTRAR_ENCRYPTION_KEY": key}),
+        "REGISTRAR_ENCRYPTION_KEY is derived from SECRET_KEY",
+        "REGISTRAR_OLD_ENCRYPTION_KEYS",
+    )
     # still readable during a move away from it: an old key may be the derived one
     result = _import_settings(PROD | {"REGISTRAR_OLD_ENCRYPTION_KEYS": key})
     assert result.returncode == 0, result.stderr

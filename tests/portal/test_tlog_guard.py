@@ -25,8 +25,10 @@ def test_postgresql_has_every_trigger_after_migrate_and_they_refuse():
     assert installed_triggers() >= EXPECTED["postgresql"] and not missing_triggers()
     event = audit_record(actor=Actor.system("t"), action="x", object_type="t", object_id=1)
     with connection.cursor() as cursor:
-        for sql in ("DELETE FROM portal_auditevent WHERE id = %s",
-                    "UPDATE portal_auditevent SET reason = 'changed' WHERE id = %s"):  # fmt: skip
+        for sql in (
+            "DELETE FROM portal_auditevent WHERE id = %s",
+            "UPDATE portal_auditevent SET reason = 'changed' WHERE id = %s",
+        ):
             with pytest.raises(DatabaseError, match="append-only"), transaction.atomic():
                 cursor.execute(sql, [event.pk])
         cursor.execute("UPDATE portal_auditevent SET log_index = 0 WHERE id = %s", [event.pk])
@@ -88,8 +90,13 @@ print(json.dumps(out))
 @pytest.mark.slow
 def test_sqlite_has_every_trigger_after_a_full_migrate_and_they_refuse(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DJANGO_"))}
-    env |= {"DJANGO_SETTINGS_MODULE": "portal.settings", "DEBUG": "true", "REGISTRAR_DATA_DIR": str(tmp_path),
-            "PYTHONPATH": str(ROOT), "LOG_LEVEL": "ERROR"}  # fmt: skip
+    env |= {
+        "DJANGO_SETTINGS_MODULE": "portal.settings",
+        "DEBUG": "true",
+        "REGISTRAR_DATA_DIR": str(tmp_path),
+        "PYTHONPATH": str(ROOT),
+        "LOG_LEVEL": "ERROR",
+    }
     run = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 120}
     migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], **run)
     assert migrate.returncode == 0, migrate.stderr

@@ -13,44 +13,91 @@ from portal.tlog.sequencer import append_leaves
 from portal.tlog.tiles import TileSet, format_index, parse_tile_path, right_edge, tile_path
 
 # RFC 6962 / RFC 9162 reference vectors, as published with transparency-dev/merkle (proof/verify_test.go).
-LEAVES = [bytes.fromhex(h) for h in ("", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-                                     "606162636465666768696a6b6c6d6e6f")]  # fmt: skip
-ROOTS = [bytes.fromhex(h) for h in (
-    "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
-    "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
-    "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
-    "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
-    "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
-    "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
-    "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
-    "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
-)]  # fmt: skip
+LEAVES = [
+    bytes.fromhex(h)
+    for h in ("", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f")
+]
+ROOTS = [
+    bytes.fromhex(h)
+    for h in (
+        "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+        "fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125",
+        "aeb6bcfe274b70a14fb067a5e5578264db0fa9b51af5e0ba159158f329e06e77",
+        "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        "4e3bbb1f7b478dcfe71fb631631519a3bca12c9aefca1612bfce4c13a86264d4",
+        "76e67dadbcdf1e10e1b74ddc608abd2f98dfb16fbce75277b5232a127f2087ef",
+        "ddb89be403809e325750d3d263cd78929c2942b7942a34b77e122c9594a74c8c",
+        "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328",
+    )
+]
 INCLUSION = [  # (leaf index, tree size, proof)
-    (0, 8, ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+    (
+        0,
+        8,
+        [
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"]),
-    (5, 8, ["bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ],
+    ),
+    (
+        5,
+        8,
+        [
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
             "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ],
+    ),
     (2, 3, ["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
-    (1, 5, ["6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
+    (
+        1,
+        5,
+        [
+            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d",
             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"]),
-]  # fmt: skip
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        ],
+    ),
+]
 CONSISTENCY = [  # (size 1, size 2, proof)
     (1, 1, []),
-    (1, 8, ["96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
+    (
+        1,
+        8,
+        [
+            "96a296d224f285c67bee93c30f8a309157f0daa35dc5b87e410b78630a09cfc7",
             "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4"]),
-    (6, 8, ["0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+            "6b47aaf29ee3c2af9af889bc1fb9254dabd31177f16232dd6aab035ca39bf6e4",
+        ],
+    ),
+    (
+        6,
+        8,
+        [
+            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
             "ca854ea128ed050b41b35ffc1b87b8eb2bde461e9e3b5596ece6b9d5975a0ae0",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
-    (2, 5, ["5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
-            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b"]),
-    (6, 7, ["0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ],
+    ),
+    (
+        2,
+        5,
+        [
+            "5f083f0a1a33ca076a95279832580db3e0ef4584bdff1f54c8a360f50de3031e",
+            "bc1a0643b12e4d2d7c77918f44e0f4f79a838b6cf9ec5b5c283e1f4d88599e6b",
+        ],
+    ),
+    (
+        6,
+        7,
+        [
+            "0ebc5d3437fbe2db158b9f126a1d118e308181031d0a949f8dededebc558ef6a",
             "b08693ec2e721597130641e8211e7eedccb4c26413963eee6c1e2ed16ffb1a5f",
-            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7"]),
-]  # fmt: skip
+            "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
+        ],
+    ),
+]
 SOME_HASH = bytes.fromhex("abacaba000000000000000000000000000000000000000000060061e00123456")
 
 
@@ -112,12 +159,18 @@ def test_inclusion_proofs_match_the_reference_vectors_and_corruptions_fail(index
     leaf, root = LEAF_HASHES[index], ROOTS[size - 1]
     merkle.verify_inclusion(index, size, leaf, proof, root)
     corrupt = [
-        (index - 1, size, leaf, proof, root), (index + 1, size, leaf, proof, root), (index ^ 2, size, leaf, proof, root),
-        (index, size * 2, leaf, proof, root), (index, size // 2, leaf, proof, root),
-        (index, size, merkle.leaf_hash(b"WrongLeaf"), proof, root), (index, size, leaf, proof, merkle.EMPTY_ROOT),
-        (index, size, leaf, proof, SOME_HASH), (index, size, leaf, [*proof, root], root),
-        (index, size, leaf, [root, *proof], root), (index, size, leaf, proof[:-1], root),
-    ]  # fmt: skip
+        (index - 1, size, leaf, proof, root),
+        (index + 1, size, leaf, proof, root),
+        (index ^ 2, size, leaf, proof, root),
+        (index, size * 2, leaf, proof, root),
+        (index, size // 2, leaf, proof, root),
+        (index, size, merkle.leaf_hash(b"WrongLeaf"), proof, root),
+        (index, size, leaf, proof, merkle.EMPTY_ROOT),
+        (index, size, leaf, proof, SOME_HASH),
+        (index, size, leaf, [*proof, root], root),
+        (index, size, leaf, [root, *proof], root),
+        (index, size, leaf, proof[:-1], root),
+    ]
     for i in range(len(proof)):
         flipped = list(proof)
         flipped[i] = bytes([flipped[i][0] ^ 8]) + flipped[i][1:]
@@ -136,13 +189,20 @@ def test_consistency_proofs_match_the_reference_vectors_and_corruptions_fail(siz
     if not proof:
         return
     corrupt = [
-        (size1 - 1, size2, root1, root2, proof), (size1 + 1, size2, root1, root2, proof),
-        (size1 ^ 2, size2, root1, root2, proof), (size1, size2 * 2, root1, root2, proof),
-        (size1, size2 // 2, root1, root2, proof), (size1, size2, SOME_HASH, root2, proof),
-        (size1, size2, root1, SOME_HASH, proof), (size1, size2, root2, root1, proof), (size1, size2, root1, root2, []),
-        (size1, size2, root1, root2, [*proof, root1]), (size1, size2, root1, root2, [root2, *proof]),
-        (size1, size2, root1, root2, [proof[0], *proof]), (size1, size2, root1, root2, proof[:-1]),
-    ]  # fmt: skip
+        (size1 - 1, size2, root1, root2, proof),
+        (size1 + 1, size2, root1, root2, proof),
+        (size1 ^ 2, size2, root1, root2, proof),
+        (size1, size2 * 2, root1, root2, proof),
+        (size1, size2 // 2, root1, root2, proof),
+        (size1, size2, SOME_HASH, root2, proof),
+        (size1, size2, root1, SOME_HASH, proof),
+        (size1, size2, root2, root1, proof),
+        (size1, size2, root1, root2, []),
+        (size1, size2, root1, root2, [*proof, root1]),
+        (size1, size2, root1, root2, [root2, *proof]),
+        (size1, size2, root1, root2, [proof[0], *proof]),
+        (size1, size2, root1, root2, proof[:-1]),
+    ]
     for i in range(len(proof)):
         flipped = list(proof)
         flipped[i] = bytes([flipped[i][0] ^ 16]) + flipped[i][1:]
@@ -157,8 +217,11 @@ def test_consistency_proofs_match_the_reference_vectors_and_corruptions_fail(siz
 def test_edge_cases_of_consistency():
     merkle.verify_consistency(0, 0, SOME_HASH, SOME_HASH, [])
     merkle.verify_consistency(0, 5, SOME_HASH, ROOTS[4], [])
-    for args in [(1, 0, ROOTS[0], ROOTS[0], []), (1, 1, ROOTS[0], ROOTS[1], []),
-                 (1, 1, ROOTS[0], ROOTS[0], [merkle.EMPTY_ROOT])]:  # fmt: skip
+    for args in [
+        (1, 0, ROOTS[0], ROOTS[0], []),
+        (1, 1, ROOTS[0], ROOTS[1], []),
+        (1, 1, ROOTS[0], ROOTS[0], [merkle.EMPTY_ROOT]),
+    ]:
         with pytest.raises(merkle.ProofError):
             merkle.verify_consistency(*args)
 

@@ -22,8 +22,10 @@ from portal.tlog.note import (
 GO_SIGNER = "PRIVATE+KEY+PeterNeumann+c74f20a3+AYEKFALVFGyNhPJEMzD1QIDr+Y7hfZx09iUvxdXHKDFz"
 GO_VERIFIER = "PeterNeumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW"
 GO_TEXT = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n"
-GO_NOTE = (GO_TEXT + "\n\u2014 PeterNeumann "
-           "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n")  # fmt: skip
+GO_NOTE = (
+    GO_TEXT + "\n\u2014 PeterNeumann "
+    "x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n"
+)
 
 
 def test_keys_and_signatures_match_the_reference_byte_for_byte():
@@ -47,16 +49,25 @@ def test_notes_are_rejected_unless_a_trusted_key_verifies_them():
     tampered = GO_NOTE.replace("cryptography", "cryptograpHy")
     with pytest.raises(NoteError, match="does not verify"):
         open_note(tampered, [verifier])
-    for malformed in (GO_TEXT, GO_TEXT + "\n", GO_NOTE.replace("\u2014", "-"), GO_NOTE[:-1],
-                      GO_NOTE.replace("x08go", "x08go!"), "a\tb\n\n" + GO_NOTE.split("\n\n")[1]):  # fmt: skip
+    for malformed in (
+        GO_TEXT,
+        GO_TEXT + "\n",
+        GO_NOTE.replace("\u2014", "-"),
+        GO_NOTE[:-1],
+        GO_NOTE.replace("x08go", "x08go!"),
+        "a\tb\n\n" + GO_NOTE.split("\n\n")[1],
+    ):
         with pytest.raises(NoteError):
             open_note(malformed, [verifier])
 
 
 def test_malformed_keys_are_refused():
-    for bad in ("PeterNeumann+c74f20a3", "PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
-                "Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
-                "PeterNeumann+c74f20a3+AhpcQ=="):  # fmt: skip
+    for bad in (
+        "PeterNeumann+c74f20a3",
+        "PeterNeumann+c74f20a4+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        "Peter Neumann+c74f20a3+ARpc2QcUPDhMQegwxbzhKqiBfsVkmqq/LDE4izWy10TW",
+        "PeterNeumann+c74f20a3+AhpcQ==",
+    ):
         with pytest.raises(NoteError):
             parse_verifier_key(bad)
     with pytest.raises(NoteError):
@@ -71,8 +82,14 @@ def test_checkpoints_follow_tlog_checkpoint():
     assert text == f"example.com/log42\n20852163\n{base64.b64encode(root).decode()}\n"
     assert parse_checkpoint(text) == Checkpoint("example.com/log42", 20852163, root)
     assert parse_checkpoint(text + "extension line\n").size == 20852163
-    for bad in ("example.com/log42\n020852163\n" + text.split("\n")[2] + "\n", "a\n1\n\n", "a\n1\nAAAA\n", "a\n1\n",
-                "a\n-1\n" + text.split("\n")[2] + "\n", text + "\n"):  # fmt: skip
+    for bad in (
+        "example.com/log42\n020852163\n" + text.split("\n")[2] + "\n",
+        "a\n1\n\n",
+        "a\n1\nAAAA\n",
+        "a\n1\n",
+        "a\n-1\n" + text.split("\n")[2] + "\n",
+        text + "\n",
+    ):
         with pytest.raises(NoteError):
             parse_checkpoint(bad)
     signer = generate_signer("example.com/log42")

@@ -49,31 +49,52 @@ def test_a_monitor_with_a_log_read_token_follows_the_log_from_tiles(client, seal
     assert len(full.content) == 256 * 32 and len(partial.content) == 44 * 32
     assert "immutable" in full["Cache-Control"]
     # the monitor recomputes the root from the tiles and the entries hash to the leaves
-    assert merkle.node_hash(level1.content, merkle.root(44, lambda lvl, i: merkle.perfect_root(
-        [partial.content[j:j + 32] for j in range((i << lvl) * 32, ((i + 1) << lvl) * 32, 32)]))) == checkpoint.root
+    assert (
+        merkle.node_hash(
+            level1.content,
+            merkle.root(
+                44,
+                lambda lvl, i: merkle.perfect_root(
+                    [partial.content[j : j + 32] for j in range((i << lvl) * 32, ((i + 1) << lvl) * 32, 32)]
+                ),
+            ),
+        )
+        == checkpoint.root
+    )
     bundle = client.get("/log/tile/entries/001.p/44", **auth).content
     entries, at = [], 0
     while at < len(bundle):
-        length = int.from_bytes(bundle[at:at + 2], "big")
-        entries.append(bundle[at + 2:at + 2 + length])
+        length = int.from_bytes(bundle[at : at + 2], "big")
+        entries.append(bundle[at + 2 : at + 2 + length])
         at += 2 + length
     assert len(entries) == 44 and [merkle.leaf_hash(e) for e in entries] == [
-        partial.content[j:j + 32] for j in range(0, 44 * 32, 32)]
+        partial.content[j : j + 32] for j in range(0, 44 * 32, 32)
+    ]
     assert entries[0] == leaf_data(AuditEvent.objects.get(log_index=256))
 
 
 def test_what_the_log_has_not_signed_is_not_served(client, security_user, sealed):
     client.force_login(security_user)
-    assert client.get("/log/tile/0/001").status_code == 404          # not full yet
-    assert client.get("/log/tile/0/001.p/45").status_code == 404     # wider than the tree
+    assert client.get("/log/tile/0/001").status_code == 404  # not full yet
+    assert client.get("/log/tile/0/001.p/45").status_code == 404  # wider than the tree
     assert client.get("/log/tile/entries/001.p/45").status_code == 404
-    assert client.get("/log/tile/0/x000/001").status_code == 404     # not the canonical path
+    assert client.get("/log/tile/0/x000/001").status_code == 404  # not the canonical path
     assert client.get("/log/tile/0/001.p/44").status_code == 200
     assert client.post("/log/checkpoint").status_code == 405
 
 
-@pytest.mark.parametrize(("who", "expected"), [("anonymous", 401), ("owner", 403), ("security", 200), ("admin", 200),
-                                               ("api-token", 403), ("bad-token", 401), ("log-token", 200)])
+@pytest.mark.parametrize(
+    ("who", "expected"),
+    [
+        ("anonymous", 401),
+        ("owner", 403),
+        ("security", 200),
+        ("admin", 200),
+        ("api-token", 403),
+        ("bad-token", 401),
+        ("log-token", 200),
+    ],
+)
 def test_who_may_read_the_log(client, sealed, who, expected):
     headers = {}
     if who in ("owner", "security", "admin"):

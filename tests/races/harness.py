@@ -94,8 +94,13 @@ class Person:
     csrf: str
 
     def post(self, path: str, data: dict[str, Any] | None = None) -> Call:
-        return Call("POST", path, data=data or {}, headers={"X-CSRFToken": self.csrf},
-                    cookies={"sessionid": self.session_key, "csrftoken": self.csrf})
+        return Call(
+            "POST",
+            path,
+            data=data or {},
+            headers={"X-CSRFToken": self.csrf},
+            cookies={"sessionid": self.session_key, "csrftoken": self.csrf},
+        )
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -126,8 +131,9 @@ def _sources(n: int) -> list[str]:
 class RaceServer:
     """gunicorn (4 sync workers) + a Celery worker + a private Redis on a database of its own; see module doc."""
 
-    def __init__(self, *, admin_url: str, database: str, secret_key: str, encryption_key: str,
-                 rates: dict[str, str]) -> None:
+    def __init__(
+        self, *, admin_url: str, database: str, secret_key: str, encryption_key: str, rates: dict[str, str]
+    ) -> None:
         self.admin_url = admin_url  # a maintenance database URL (postgres://…/postgres)
         self.database = database
         self.secret_key = secret_key
@@ -152,24 +158,26 @@ class RaceServer:
 
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DJANGO_", "PYTEST_"))}
-        env.update({
-            "DJANGO_SETTINGS_MODULE": "portal.settings",
-            "DATABASE_URL": self.database_url,
-            "REDIS_URL": self.redis.url,
-            "DEBUG": "true",
-            "SECRET_KEY": self.secret_key,  # the test process writes the sessions the server reads
-            "REGISTRAR_ENCRYPTION_KEY": self.encryption_key,  # and the IdP credentials
-            "REGISTRAR_LOG_SIGNING_KEY": self.log_key,  # the test process verifies the log the server signs
-            "REGISTRAR_DEMO_MODE": "false",
-            "REGISTRAR_DATA_DIR": str(self.work_dir / "data"),
-            "REGISTRAR_SCIM_TOKEN": self.scim_token,
-            "REGISTRAR_REGISTER_RATE_PER_TOKEN": self.rates["token"],
-            "REGISTRAR_REGISTER_RATE_PER_IP": self.rates["address"],
-            "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
-            "EMAIL_FILE_PATH": str(self.mail_dir),
-            "LOG_LEVEL": "WARNING",
-            "PYTHONPATH": str(ROOT),
-        })  # fmt: skip
+        env.update(
+            {
+                "DJANGO_SETTINGS_MODULE": "portal.settings",
+                "DATABASE_URL": self.database_url,
+                "REDIS_URL": self.redis.url,
+                "DEBUG": "true",
+                "SECRET_KEY": self.secret_key,  # the test process writes the sessions the server reads
+                "REGISTRAR_ENCRYPTION_KEY": self.encryption_key,  # and the IdP credentials
+                "REGISTRAR_LOG_SIGNING_KEY": self.log_key,  # the test process verifies the log the server signs
+                "REGISTRAR_DEMO_MODE": "false",
+                "REGISTRAR_DATA_DIR": str(self.work_dir / "data"),
+                "REGISTRAR_SCIM_TOKEN": self.scim_token,
+                "REGISTRAR_REGISTER_RATE_PER_TOKEN": self.rates["token"],
+                "REGISTRAR_REGISTER_RATE_PER_IP": self.rates["address"],
+                "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
+                "EMAIL_FILE_PATH": str(self.mail_dir),
+                "LOG_LEVEL": "WARNING",
+                "PYTHONPATH": str(ROOT),
+            }
+        )
         return env
 
     # -- lifecycle -------------------------------------------------------------------------------------------
@@ -180,8 +188,14 @@ class RaceServer:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.database}"')
         self._stack.callback(self.drop_database)
-        migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=ROOT,
-                                 env=self.env(), capture_output=True, text=True, timeout=300)  # fmt: skip
+        migrate = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--noinput", "-v0"],
+            cwd=ROOT,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         if migrate.returncode != 0:
             raise RuntimeError(f"migrating {self.database} failed:\n{migrate.stderr[-3000:]}")
 
@@ -199,14 +213,34 @@ class RaceServer:
         log = (self.work_dir / "gunicorn.log").open("wb")
         self._stack.callback(log.close)
         self.gunicorn = subprocess.Popen(
-            [str(GUNICORN), "portal.wsgi:application", "--workers", str(WEB_WORKERS), "--bind",
-             f"127.0.0.1:{self.port}", "--timeout", "120", "--graceful-timeout", "5", "--log-level", "warning"],
-            cwd=ROOT, env=self.env(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(GUNICORN),
+                "portal.wsgi:application",
+                "--workers",
+                str(WEB_WORKERS),
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--timeout",
+                "120",
+                "--graceful-timeout",
+                "5",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
-        )  # fmt: skip
+        )
         self._stack.callback(self._stop_gunicorn)
-        wait_for(self._healthy, timeout=60, what=f"gunicorn on {self.url} (log {self.work_dir / 'gunicorn.log'})",
-                 interval=0.2)
+        wait_for(
+            self._healthy,
+            timeout=60,
+            what=f"gunicorn on {self.url} (log {self.work_dir / 'gunicorn.log'})",
+            interval=0.2,
+        )
         self._warm_up()
         # LOG_LEVEL INFO: the worker's " ready." line, which CeleryWorker waits for, is an INFO line.
         self.celery = CeleryWorker("races", env=self.env() | {"LOG_LEVEL": "INFO"}, concurrency=CELERY_CONCURRENCY)
@@ -266,26 +300,36 @@ class RaceServer:
         def send(slot: int, call: Call, source: str) -> None:
             transport = httpx.HTTPTransport(local_address=source)
             try:
-                with httpx.Client(base_url=self.url, transport=transport, timeout=timeout, cookies=call.cookies,
-                                  follow_redirects=False) as http:
-                    request = http.build_request(call.method, call.path, json=call.json, data=call.data,
-                                                 headers=call.headers)  # fmt: skip
+                with httpx.Client(
+                    base_url=self.url,
+                    transport=transport,
+                    timeout=timeout,
+                    cookies=call.cookies,
+                    follow_redirects=False,
+                ) as http:
+                    request = http.build_request(
+                        call.method, call.path, json=call.json, data=call.data, headers=call.headers
+                    )
                     barrier.wait(timeout=30)
                     response = http.send(request)
                     answers[slot] = Answer(call, response.status_code, response.text, dict(response.headers))
             except BaseException as exc:  # noqa: BLE001 - reported below, with every other thread's outcome
                 answers[slot] = exc
 
-        threads = [threading.Thread(target=send, args=(i, call, call.source or source), daemon=True)
-                   for i, (call, source) in enumerate(zip(calls, _sources(len(calls)), strict=True))]
+        threads = [
+            threading.Thread(target=send, args=(i, call, call.source or source), daemon=True)
+            for i, (call, source) in enumerate(zip(calls, _sources(len(calls)), strict=True))
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(timeout + 60)
         failures = [a for a in answers if not isinstance(a, Answer)]
         if failures:
-            raise AssertionError(f"{len(failures)} of {len(calls)} calls got no HTTP answer: {failures[:3]!r}; "
-                                 f"server log: {self.log_tail(1500)}")
+            raise AssertionError(
+                f"{len(failures)} of {len(calls)} calls got no HTTP answer: {failures[:3]!r}; "
+                f"server log: {self.log_tail(1500)}"
+            )
         burst = Burst(answers)  # type: ignore[arg-type]
         errors = burst.with_status(500, 502, 503, 504)
         if errors:
@@ -339,4 +383,3 @@ def using_database(name: str) -> Iterator[None]:
 def wait_until(predicate, *, what: str, timeout: float = 60.0):
     """For work the Celery worker finishes in the background (deliveries, tasks)."""
     return wait_for(predicate, timeout=timeout, what=what, interval=0.2)
-

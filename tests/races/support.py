@@ -91,9 +91,14 @@ class World:
         from inventory.choices import ClientState, RiskTier
         from inventory.models import Client
 
-        defaults = {"idp": self.server.seed_idp, "state": ClientState.ACTIVE, "risk_tier": RiskTier.LOW,
-                    "scopes": ["tickets:read"], "purpose": "made for a race",
-                    "expires_at": timezone.now() + timedelta(hours=12)}  # fmt: skip
+        defaults = {
+            "idp": self.server.seed_idp,
+            "state": ClientState.ACTIVE,
+            "risk_tier": RiskTier.LOW,
+            "scopes": ["tickets:read"],
+            "purpose": "made for a race",
+            "expires_at": timezone.now() + timedelta(hours=12),
+        }
         defaults.update(fields)
         rows = []
         for _ in range(n):
@@ -120,12 +125,21 @@ class World:
         high = tier == "high"
         defaults = {
             "public_id": f"reg_{self.name('pending')}",
-            "state": RequestState.PENDING, "owner": owner, "token": token, "idp": self.server.idp,
-            "risk_tier": tier, "approvals_needed": 2 if high else 1, "outcome": "review",
-            "requested_scopes": ["repo:write"] if high else ["tickets:write"], "requested_ttl": 3600,
-            "metadata": {"client_name": "race-agent", "jwks": AGENT_JWKS, "token_endpoint_auth_method":
-                         "private_key_jwt"},
-        }  # fmt: skip
+            "state": RequestState.PENDING,
+            "owner": owner,
+            "token": token,
+            "idp": self.server.idp,
+            "risk_tier": tier,
+            "approvals_needed": 2 if high else 1,
+            "outcome": "review",
+            "requested_scopes": ["repo:write"] if high else ["tickets:write"],
+            "requested_ttl": 3600,
+            "metadata": {
+                "client_name": "race-agent",
+                "jwks": AGENT_JWKS,
+                "token_endpoint_auth_method": "private_key_jwt",
+            },
+        }
         defaults.update(fields)
         return RequestFactory(**defaults)
 
@@ -134,8 +148,9 @@ class World:
         from inventory.models import Client
 
         _, plaintext = self.token(owner)
-        answer = self.server.call(Call("POST", "/oauth2/register", json=body(self.name("agent"), scope=scope),
-                                       headers=bearer(plaintext)))
+        answer = self.server.call(
+            Call("POST", "/oauth2/register", json=body(self.name("agent"), scope=scope), headers=bearer(plaintext))
+        )
         assert answer.status in (201, 202), answer.text
         info = answer.json
         client = Client.objects.get(registration_id=info["registration_id"])
@@ -153,5 +168,13 @@ AGENT_JWKS = _agent_jwks()
 
 def body(name: str, *, scope: str = "tickets:read", **extra) -> dict:
     """RFC 7591 metadata: low risk (auto-approved) with the default scope, review with a medium one."""
-    return {"client_name": name, "purpose": "race test agent", "scope": scope, "internal_only": True,
-            "jwks": AGENT_JWKS, "requested_ttl": 3600, "token_endpoint_auth_method": "private_key_jwt", **extra}
+    return {
+        "client_name": name,
+        "purpose": "race test agent",
+        "scope": scope,
+        "internal_only": True,
+        "jwks": AGENT_JWKS,
+        "requested_ttl": 3600,
+        "token_endpoint_auth_method": "private_key_jwt",
+        **extra,
+    }

@@ -48,7 +48,9 @@ def test_a_token_is_used_exactly_max_uses_times(race_server, world, max_uses, bu
     accepted = answers.with_status(201, 202)
     assert len(accepted) == max_uses, answers
     assert answers.count(401) == burst - max_uses, answers
-    assert {a.json["error_description"] for a in answers.with_status(401)} == {"the initial access token has been used up"}
+    assert {a.json["error_description"] for a in answers.with_status(401)} == {
+        "the initial access token has been used up"
+    }
     token.refresh_from_db()
     assert token.uses == max_uses
     made = RegistrationRequest.objects.filter(token=token)
@@ -56,7 +58,8 @@ def test_a_token_is_used_exactly_max_uses_times(race_server, world, max_uses, bu
     assert set(made.values_list("state", flat=True)) == {RequestState.APPROVED}
     assert live(owner) == max_uses
     assert actions(object_type="registration_request", object_id__in=made.values("public_id")) == Counter(
-        {"registration.accepted": max_uses})
+        {"registration.accepted": max_uses}
+    )
 
 
 def test_one_token_used_by_auto_approved_and_reviewed_registrations_at_once_stops_at_max_uses(race_server, world):
@@ -65,8 +68,9 @@ def test_one_token_used_by_auto_approved_and_reviewed_registrations_at_once_stop
     owner = world.owner()
     token, plaintext = world.token(owner, max_uses=24)
 
-    answers = race_server.burst([register(plaintext, f"mixed-{i}", scope="tickets:read" if i % 2 else "tickets:write")
-                                 for i in range(32)])
+    answers = race_server.burst(
+        [register(plaintext, f"mixed-{i}", scope="tickets:read" if i % 2 else "tickets:write") for i in range(32)]
+    )
 
     assert answers.count(201, 202) == 24, answers
     assert answers.count(401) == 8, answers
@@ -98,14 +102,17 @@ def test_eighty_registrations_for_a_new_owner_32_at_once_leave_exactly_50_live(r
         row.refresh_from_db()
     assert sum(row.uses for row, _ in tokens) == QUOTA  # the 30 refusals consumed nothing
     made = RegistrationRequest.objects.filter(owner=owner)
-    assert Counter(made.values_list("state", flat=True)) == {RequestState.APPROVED: QUOTA,
-                                                             RequestState.REFUSED: 80 - QUOTA}
+    assert Counter(made.values_list("state", flat=True)) == {
+        RequestState.APPROVED: QUOTA,
+        RequestState.REFUSED: 80 - QUOTA,
+    }
     assert {r[0]["code"] for r in made.filter(state=RequestState.REFUSED).values_list("reasons", flat=True)} == {
-        "owner_over_quota"}
+        "owner_over_quota"
+    }
     assert actions(object_type="registration_request", object_id__in=made.values("public_id")) == Counter(
-        {"registration.accepted": QUOTA, "registration.refused": 80 - QUOTA})
-    assert actions(action="client.create", object_id__in=made.values("public_id")) == Counter(
-        {"client.create": QUOTA})
+        {"registration.accepted": QUOTA, "registration.refused": 80 - QUOTA}
+    )
+    assert actions(action="client.create", object_id__in=made.values("public_id")) == Counter({"client.create": QUOTA})
     # Each client is created at the IdP once, although the web worker delivers it inline while the Celery
     # worker, nudged by the same commit, reaches for the same outbox entry (the lease is a conditional UPDATE).
     clients = Client.objects.filter(owner=owner)
@@ -121,8 +128,14 @@ def test_spawned_children_count_towards_the_owner(race_server, world):
     rats = []
     for parent in parents:
         rat = f"rrat_{world.name('parent')}"
-        RequestFactory(public_id=parent.registration_id, state=RequestState.APPROVED, owner=owner, client=parent,
-                       registration_access_token_hash=hash_token(rat), idp=parent.idp)
+        RequestFactory(
+            public_id=parent.registration_id,
+            state=RequestState.APPROVED,
+            owner=owner,
+            client=parent,
+            registration_access_token_hash=hash_token(rat),
+            idp=parent.idp,
+        )
         rats.append(rat)
 
     answers = race_server.burst([register(rat, f"child-{i}") for i, rat in enumerate(rats)])
@@ -139,30 +152,36 @@ def test_the_last_approval_at_quota_is_refused_and_the_requests_stay_pending(rac
     requests = [world.pending(owner) for _ in range(16)]
     token = world.api_token(world.user("approver"))
 
-    answers = race_server.burst([
-        Call("POST", f"/api/v1/requests/{r.public_id}/approve/", json={"reason": "fine"}, headers=api_token(token))
-        for r in requests
-    ])
+    answers = race_server.burst(
+        [
+            Call("POST", f"/api/v1/requests/{r.public_id}/approve/", json={"reason": "fine"}, headers=api_token(token))
+            for r in requests
+        ]
+    )
 
     assert answers.count(200) == 1, answers
     assert answers.count(409) == 15, answers
     for refused in answers.with_status(409):
         assert refused.json["detail"].startswith(f"cannot approve yet: {QUOTA_MESSAGE} (max_live_clients_per_owner)")
-    states = Counter(RegistrationRequest.objects.filter(pk__in=[r.pk for r in requests]).values_list("state", flat=True))
+    states = Counter(
+        RegistrationRequest.objects.filter(pk__in=[r.pk for r in requests]).values_list("state", flat=True)
+    )
     assert states == {RequestState.APPROVED: 1, RequestState.PENDING: 15}
     assert Decision.objects.filter(request__in=requests).count() == 1  # refused approvals are not kept
     assert live(owner) == QUOTA
-    assert actions(action__in=["request.approve", "request.approved", "client.create"],
-                   object_id__in=[r.public_id for r in requests]) == Counter({"request.approved": 1,
-                                                                             "client.create": 1})
+    assert actions(
+        action__in=["request.approve", "request.approved", "client.create"],
+        object_id__in=[r.public_id for r in requests],
+    ) == Counter({"request.approved": 1, "client.create": 1})
 
 
 def test_accepting_transfers_stops_at_the_recipients_quota(race_server, world):
     recipient = world.owner(live=QUOTA - 5)
     giver = world.owner()
     offered = world.clients(giver, 16)
-    offers = [TransferOffer.objects.create(client=c, from_user=giver, to_user=recipient, offered_by=giver)
-              for c in offered]
+    offers = [
+        TransferOffer.objects.create(client=c, from_user=giver, to_user=recipient, offered_by=giver) for c in offered
+    ]
     person = world.person(recipient)
 
     race_server.burst([person.post(f"/inventory/transfers/{o.pk}/accept/") for o in offers])
@@ -170,9 +189,12 @@ def test_accepting_transfers_stops_at_the_recipients_quota(race_server, world):
     assert live(recipient) == QUOTA
     assert Client.objects.filter(pk__in=[c.pk for c in offered], owner=recipient).count() == 5
     assert Counter(TransferOffer.objects.filter(pk__in=[o.pk for o in offers]).values_list("state", flat=True)) == {
-        TransferState.ACCEPTED: 5, TransferState.PENDING: 11}
+        TransferState.ACCEPTED: 5,
+        TransferState.PENDING: 11,
+    }
     assert actions(action="client.transfer_accept", object_id__in=[c.registration_id for c in offered]) == Counter(
-        {"client.transfer_accept": 5})
+        {"client.transfer_accept": 5}
+    )
 
 
 def test_taking_over_orphans_stops_at_the_quota(race_server, world):
@@ -190,7 +212,8 @@ def test_taking_over_orphans_stops_at_the_quota(race_server, world):
     assert live(taker) == QUOTA
     assert Client.objects.filter(pk__in=[c.pk for c in orphans], owner=taker).count() == 5
     assert actions(action="client.take_over", object_id__in=[c.registration_id for c in orphans]) == Counter(
-        {"client.take_over": 5})
+        {"client.take_over": 5}
+    )
 
 
 def test_one_owners_quota_lock_never_holds_up_another_owner(race_server, world):
@@ -223,8 +246,11 @@ def _wait_for_lock_waiter(url: str, timeout: float = 30.0) -> bool:
     deadline = time.monotonic() + timeout
     with psycopg.connect(url, autocommit=True) as watcher:
         while time.monotonic() < deadline:
-            row = watcher.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
-                                  "AND wait_event_type = 'Lock' AND query LIKE %s", ["%portal_user%"]).fetchone()
+            row = watcher.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                "AND wait_event_type = 'Lock' AND query LIKE %s",
+                ["%portal_user%"],
+            ).fetchone()
             if row[0]:
                 return True
             time.sleep(0.05)
@@ -244,28 +270,33 @@ def _same_window(seconds: int = 3600, margin: float = 20.0) -> None:
 def test_the_per_address_limit_lets_exactly_its_rate_through(race_server, world):
     source = fresh_source()
     _same_window()
-    calls = [Call("POST", REGISTER, json=body(f"rl-{i}"), headers=bearer(f"rat_unknown_{world.name('x')}"),
-                  source=source) for i in range(RATE_PER_ADDRESS + 8)]  # one address, each its own credential
+    calls = [
+        Call("POST", REGISTER, json=body(f"rl-{i}"), headers=bearer(f"rat_unknown_{world.name('x')}"), source=source)
+        for i in range(RATE_PER_ADDRESS + 8)
+    ]  # one address, each its own credential
 
     answers = race_server.burst(calls)
 
     assert answers.count(401) == RATE_PER_ADDRESS, answers  # let through: and refused for their made-up token
     assert answers.count(429) == 8, answers
     assert {a.json["error_description"].split(";")[0] for a in answers.with_status(429)} == {
-        "rate limit per address exceeded"}
+        "rate limit per address exceeded"
+    }
     assert all(int(a.headers["retry-after"]) >= 1 for a in answers.with_status(429))
 
 
 def test_the_per_token_limit_lets_exactly_its_rate_through(race_server, world):
     made_up = f"rat_unknown_{world.name('y')}"
     _same_window()
-    answers = race_server.burst([Call("POST", REGISTER, json=body(f"rt-{i}"), headers=bearer(made_up))
-                                 for i in range(RATE_PER_TOKEN + 4)])
+    answers = race_server.burst(
+        [Call("POST", REGISTER, json=body(f"rt-{i}"), headers=bearer(made_up)) for i in range(RATE_PER_TOKEN + 4)]
+    )
 
     assert answers.count(401) == RATE_PER_TOKEN, answers
     assert answers.count(429) == 4, answers
     assert {a.json["error_description"].split(";")[0] for a in answers.with_status(429)} == {
-        "rate limit per token exceeded"}
+        "rate limit per token exceeded"
+    }
 
 
 # --- a parent's children: max_children_per_parent --------------------------------------------------------------
@@ -282,8 +313,14 @@ def test_a_parent_spawns_exactly_max_children_per_parent(race_server, world):
     owner = world.owner()
     [parent] = world.clients(owner, 1, children_spawned=SPAWN_LIMIT - 1, scopes=["tickets:read", "tickets:write"])
     rat = f"rrat_{world.name('parent')}"
-    RequestFactory(public_id=parent.registration_id, state=RequestState.APPROVED, owner=owner, client=parent,
-                   registration_access_token_hash=hash_token(rat), idp=parent.idp)
+    RequestFactory(
+        public_id=parent.registration_id,
+        state=RequestState.APPROVED,
+        owner=owner,
+        client=parent,
+        registration_access_token_hash=hash_token(rat),
+        idp=parent.idp,
+    )
 
     answers = race_server.burst([register(rat, f"spawned-{i}", scope="tickets:write") for i in range(16)])
 
@@ -291,7 +328,8 @@ def test_a_parent_spawns_exactly_max_children_per_parent(race_server, world):
     assert answers.count(400) == 15, answers
     assert {a.json["error_description"] for a in answers.with_status(400)} == {
         f"the parent client has already spawned {SPAWN_LIMIT} children; the limit is {SPAWN_LIMIT} "
-        "(policy max_children_per_parent)"}
+        "(policy max_children_per_parent)"
+    }
     parent.refresh_from_db()
     assert parent.children_spawned == SPAWN_LIMIT
     assert RegistrationRequest.objects.filter(parent_client=parent, state=RequestState.PENDING).count() == 1

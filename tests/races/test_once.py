@@ -29,8 +29,9 @@ DECISIONS = ["request.approve", "request.approved", "request.deny", "request.wit
 
 
 def approve(public_id: str, token: str) -> Call:
-    return Call("POST", f"/api/v1/requests/{public_id}/approve/", json={"reason": "fine by me"},
-                headers=api_token(token))
+    return Call(
+        "POST", f"/api/v1/requests/{public_id}/approve/", json={"reason": "fine by me"}, headers=api_token(token)
+    )
 
 
 def deny(public_id: str, token: str) -> Call:
@@ -152,7 +153,8 @@ def test_one_pending_renewal_per_client(race_server, world):
     renewals = RegistrationRequest.objects.filter(client=client, kind="renewal")
     assert renewals.count() == 1 and renewals.get().state == RequestState.PENDING
     assert actions(object_id=client.registration_id, action="client.renewal_requested") == Counter(
-        {"client.renewal_requested": 1})
+        {"client.renewal_requested": 1}
+    )
 
 
 def test_one_pending_transfer_offer_per_client(race_server, world):
@@ -161,13 +163,21 @@ def test_one_pending_transfer_offer_per_client(race_server, world):
     recipients = [world.user("owner") for _ in range(16)]
     person = world.person(owner)
 
-    race_server.burst([person.post(f"/inventory/mine/{client.registration_id}/transfer/",
-                                   {"username": r.username, "reason": "handing over"}) for r in recipients])
+    race_server.burst(
+        [
+            person.post(
+                f"/inventory/mine/{client.registration_id}/transfer/",
+                {"username": r.username, "reason": "handing over"},
+            )
+            for r in recipients
+        ]
+    )
 
     assert TransferOffer.objects.filter(client=client).count() == 1
     assert TransferOffer.objects.get(client=client).state == TransferState.PENDING
     assert actions(object_id=client.registration_id, action="client.transfer_offer") == Counter(
-        {"client.transfer_offer": 1})
+        {"client.transfer_offer": 1}
+    )
 
 
 def test_a_transfer_offer_is_accepted_or_declined_once(race_server, world):
@@ -176,8 +186,9 @@ def test_a_transfer_offer_is_accepted_or_declined_once(race_server, world):
     offer = TransferOffer.objects.create(client=client, from_user=giver, to_user=taker, offered_by=giver)
     person = world.person(taker)
 
-    race_server.burst([person.post(f"/inventory/transfers/{offer.pk}/{'accept' if i % 2 else 'decline'}/")
-                       for i in range(16)])
+    race_server.burst(
+        [person.post(f"/inventory/transfers/{offer.pk}/{'accept' if i % 2 else 'decline'}/") for i in range(16)]
+    )
 
     offer.refresh_from_db()
     client.refresh_from_db()
@@ -199,7 +210,8 @@ def test_a_token_is_revoked_once(race_server, world):
 
     assert InitialAccessToken.objects.get(pk=token.pk).revoked_at is not None
     assert actions(object_type="initial_access_token", object_id=str(token.pk), action="token.revoke") == Counter(
-        {"token.revoke": 1})
+        {"token.revoke": 1}
+    )
 
 
 def test_dead_deliveries_are_retried_once_and_each_client_created_once(race_server, world):
@@ -209,20 +221,34 @@ def test_dead_deliveries_are_retried_once_and_each_client_created_once(race_serv
     from portal.audit import Actor
 
     owner = world.owner()
-    clients = [client_create(actor=Actor.system("race"), idp=race_server.idp, name=world.name("dead"), owner=owner,
-                             purpose="a delivery that died", scopes=["tickets:read"], internal_only=True,
-                             expires_at=timezone.now() + timedelta(hours=2), jwks=body("x")["jwks"])
-               for _ in range(4)]  # this process has no broker (memory://): nothing is delivered meanwhile
+    clients = [
+        client_create(
+            actor=Actor.system("race"),
+            idp=race_server.idp,
+            name=world.name("dead"),
+            owner=owner,
+            purpose="a delivery that died",
+            scopes=["tickets:read"],
+            internal_only=True,
+            expires_at=timezone.now() + timedelta(hours=2),
+            jwks=body("x")["jwks"],
+        )
+        for _ in range(4)
+    ]  # this process has no broker (memory://): nothing is delivered meanwhile
     OutboxEntry.objects.filter(client__in=clients).update(status=OutboxStatus.DEAD, attempts=8, last_error="gave up")
     entries = list(OutboxEntry.objects.filter(client__in=clients).order_by("pk"))
     admin = world.person(world.user("admin", is_staff=True, is_superuser=True))
 
-    race_server.burst([admin.post(f"/inventory/sync-failures/{entry.pk}/retry/") for entry in entries for _ in range(4)])
+    race_server.burst(
+        [admin.post(f"/inventory/sync-failures/{entry.pk}/retry/") for entry in entries for _ in range(4)]
+    )
 
     ids = [c.registration_id for c in clients]
     assert actions(object_id__in=ids, action="outbox.retry") == Counter({"outbox.retry": len(clients)})
-    wait_until(lambda: Client.objects.filter(pk__in=[c.pk for c in clients], state=ClientState.ACTIVE).count() == 4,
-               what="the retried clients to be created at the IdP")
+    wait_until(
+        lambda: Client.objects.filter(pk__in=[c.pk for c in clients], state=ClientState.ACTIVE).count() == 4,
+        what="the retried clients to be created at the IdP",
+    )
     markers = markers_at_idp(race_server.idp_process)
     assert [markers[i] for i in ids] == [1] * len(ids)
     assert actions(object_id__in=ids, action="client.active") == Counter({"client.active": len(clients)})
@@ -233,11 +259,18 @@ def test_dead_deliveries_are_retried_once_and_each_client_created_once(race_serv
 
 def test_the_directory_creates_a_person_once(race_server, world):
     username = world.name("hire")
-    scim = Call("POST", "/scim/v2/Users", json={
-        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": username,
-        "externalId": f"ext-{username}", "emails": [{"value": f"{username}@example.com", "primary": True}],
-        "active": True,
-    }, headers={"Authorization": f"Bearer {race_server.scim_token}", "Content-Type": "application/scim+json"})
+    scim = Call(
+        "POST",
+        "/scim/v2/Users",
+        json={
+            "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+            "userName": username,
+            "externalId": f"ext-{username}",
+            "emails": [{"value": f"{username}@example.com", "primary": True}],
+            "active": True,
+        },
+        headers={"Authorization": f"Bearer {race_server.scim_token}", "Content-Type": "application/scim+json"},
+    )
 
     answers = race_server.burst_same(scim, 16)
 
@@ -266,7 +299,8 @@ def test_policy_versions_published_at_once_are_consecutive_with_one_active(race_
     assert Policy.objects.filter(is_active=True).count() == 1
     assert Policy.objects.get(is_active=True).version == versions[-1]
     assert actions(action="policy.publish", object_id__in=[str(v) for v in versions[before:]]) == Counter(
-        {"policy.publish": 16})
+        {"policy.publish": 16}
+    )
 
 
 # --- a software statement's jti: accepted once ------------------------------------------------------------------
@@ -280,9 +314,17 @@ def test_a_software_statement_registers_once(race_server, world):
 
     owner = world.owner()
     rule = TrustedIssuer.objects.create(
-        name=world.name("ci"), kind="oidc", issuer=ISSUER, audience=AUDIENCE,
-        jwks={"keys": [ISSUER_KEY.as_dict(private=False)]}, subject="repo:acme/agents:*", owner=owner,
-        purpose="CI agents of acme/agents", allowed_scopes=["tickets:read"], max_ttl_seconds=3600, internal_only=True,
+        name=world.name("ci"),
+        kind="oidc",
+        issuer=ISSUER,
+        audience=AUDIENCE,
+        jwks={"keys": [ISSUER_KEY.as_dict(private=False)]},
+        subject="repo:acme/agents:*",
+        owner=owner,
+        purpose="CI agents of acme/agents",
+        allowed_scopes=["tickets:read"],
+        max_ttl_seconds=3600,
+        internal_only=True,
     )
     jti = world.name("jti")
     statement = sign({"scope": "tickets:read"}, jti=jti)
@@ -294,6 +336,8 @@ def test_a_software_statement_registers_once(race_server, world):
     assert answers.count(400) == 15, answers
     for refused in answers.with_status(400):
         assert refused.json["error"] == "invalid_software_statement"
-        assert f"software statement jti '{jti}' of issuer '{ISSUER}' was already used" in refused.json["error_description"]
+        assert (
+            f"software statement jti '{jti}' of issuer '{ISSUER}' was already used" in refused.json["error_description"]
+        )
     assert SoftwareStatementUse.objects.filter(jti=jti).count() == 1
     assert RegistrationRequest.objects.filter(issuer=rule).exclude(state=RequestState.REFUSED).count() == 1

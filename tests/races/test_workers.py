@@ -70,10 +70,14 @@ def test_each_expired_client_is_expired_once(race_server, world):
     run_at_once(race_server, "inventory.tasks.sweep_expired")
 
     assert set(Client.objects.filter(pk__in=[c.pk for c in due]).values_list("state", flat=True)) == {
-        ClientState.EXPIRED}
+        ClientState.EXPIRED
+    }
     assert actions(action="client.expired", object_id__in=ids) == Counter({"client.expired": len(due)})
-    disables = Counter(OutboxEntry.objects.filter(client__in=due, operation=OutboxOperation.DISABLE)
-                       .values_list("client_id", flat=True))  # fmt: skip
+    disables = Counter(
+        OutboxEntry.objects.filter(client__in=due, operation=OutboxOperation.DISABLE).values_list(
+            "client_id", flat=True
+        )
+    )
     assert set(disables.values()) == {1} and len(disables) == len(due)
 
 
@@ -81,16 +85,26 @@ def test_each_outbox_entry_is_delivered_once(race_server, world):
     """20 clients waiting for their CREATE; 16 batch deliveries of all of them at once: one client each at the IdP."""
     owner = world.owner()
     clients = [
-        client_create(actor=Actor.system("race"), idp=race_server.idp, name=world.name("queued"), owner=owner,
-                      purpose="delivered by a worker", scopes=["tickets:read"], internal_only=True, jwks=AGENT_JWKS,
-                      expires_at=timezone.now() + timedelta(hours=2))
+        client_create(
+            actor=Actor.system("race"),
+            idp=race_server.idp,
+            name=world.name("queued"),
+            owner=owner,
+            purpose="delivered by a worker",
+            scopes=["tickets:read"],
+            internal_only=True,
+            jwks=AGENT_JWKS,
+            expires_at=timezone.now() + timedelta(hours=2),
+        )
         for _ in range(20)
     ]  # this process has no broker (memory://): nothing is delivered until the tasks below
 
     run_at_once(race_server, "inventory.tasks.deliver_outbox_batch", args=[[c.pk for c in clients]])
 
-    wait_until(lambda: not OutboxEntry.objects.filter(client__in=clients, status=OutboxStatus.PENDING).exists(),
-               what="the batch deliveries to finish")
+    wait_until(
+        lambda: not OutboxEntry.objects.filter(client__in=clients, status=OutboxStatus.PENDING).exists(),
+        what="the batch deliveries to finish",
+    )
     assert set(OutboxEntry.objects.filter(client__in=clients).values_list("status", flat=True)) == {OutboxStatus.DONE}
     markers = markers_at_idp(race_server.idp_process)
     assert [markers[c.registration_id] for c in clients] == [1] * len(clients)
@@ -132,12 +146,14 @@ def test_each_forgotten_request_lapses_once(race_server, world):
     owner = world.owner()
     forgotten = [world.pending(owner) for _ in range(20)]
     RegistrationRequest.objects.filter(pk__in=[r.pk for r in forgotten]).update(
-        created_at=timezone.now() - timedelta(days=30))
+        created_at=timezone.now() - timedelta(days=30)
+    )
 
     run_at_once(race_server, "approvals.tasks.sweep_lapsed")
 
-    assert set(RegistrationRequest.objects.filter(pk__in=[r.pk for r in forgotten])
-               .values_list("state", flat=True)) == {"lapsed"}  # fmt: skip
+    assert set(
+        RegistrationRequest.objects.filter(pk__in=[r.pk for r in forgotten]).values_list("state", flat=True)
+    ) == {"lapsed"}
     ids = [r.public_id for r in forgotten]
     assert actions(action="request.lapse", object_id__in=ids) == Counter({"request.lapse": len(forgotten)})
 

@@ -36,24 +36,105 @@ PEOPLE = [
 
 # name, owner, team, scopes, tier, final state, days to expiry, via, purpose
 CLIENTS = [
-    ("ticket-triage-bot", "alice", "Support", ["tickets:read", "docs:read"], RiskTier.LOW, ClientState.ACTIVE, 0.5,
-     CreatedVia.TOKEN, "Labels incoming support tickets"),
-    ("release-notes-agent", "alice", "Platform", ["repo:read", "docs:read"], RiskTier.MEDIUM, ClientState.ACTIVE, 5,
-     CreatedVia.TOKEN, "Drafts release notes from merged pull requests"),
-    ("refund-assistant", "dave", "Support", ["payments:refund", "tickets:read"], RiskTier.HIGH,
-     ClientState.ACTIVE, 0.8, CreatedVia.SOFTWARE_STATEMENT, "Issues refunds under 50 EUR after review"),
-    ("metrics-summariser", "dave", "Platform", ["metrics:read"], RiskTier.LOW, ClientState.SUSPENDED, 0.7,
-     CreatedVia.TOKEN, "Posts daily metric summaries"),
-    ("calendar-helper", "alice", "Support", ["calendar:read"], RiskTier.LOW, ClientState.EXPIRED, -1,
-     CreatedVia.TOKEN, "Finds meeting slots"),
-    ("old-crm-sync", "dave", "Data", ["crm:read"], RiskTier.MEDIUM, ClientState.RETIRED, 2,
-     CreatedVia.ADMIN, "Synced CRM contacts to the warehouse (replaced)"),
-    ("leaked-key-agent", "alice", "Data", ["db:prod:read"], RiskTier.HIGH, ClientState.REVOKED, 0.5,
-     CreatedVia.TOKEN, "Nightly data-quality checks (key leaked, revoked)"),
-    ("ancient-exporter", "dave", "Data", ["crm:read"], RiskTier.MEDIUM, ClientState.DEPROVISIONED, -10,
-     CreatedVia.ADMIN, "Exported CRM data before the migration"),
-    ("docs-indexer", "alice", "Platform", ["docs:read"], RiskTier.LOW, ClientState.PROVISIONING, 1,
-     CreatedVia.TOKEN, "Indexes the knowledge base for search"),
+    (
+        "ticket-triage-bot",
+        "alice",
+        "Support",
+        ["tickets:read", "docs:read"],
+        RiskTier.LOW,
+        ClientState.ACTIVE,
+        0.5,
+        CreatedVia.TOKEN,
+        "Labels incoming support tickets",
+    ),
+    (
+        "release-notes-agent",
+        "alice",
+        "Platform",
+        ["repo:read", "docs:read"],
+        RiskTier.MEDIUM,
+        ClientState.ACTIVE,
+        5,
+        CreatedVia.TOKEN,
+        "Drafts release notes from merged pull requests",
+    ),
+    (
+        "refund-assistant",
+        "dave",
+        "Support",
+        ["payments:refund", "tickets:read"],
+        RiskTier.HIGH,
+        ClientState.ACTIVE,
+        0.8,
+        CreatedVia.SOFTWARE_STATEMENT,
+        "Issues refunds under 50 EUR after review",
+    ),
+    (
+        "metrics-summariser",
+        "dave",
+        "Platform",
+        ["metrics:read"],
+        RiskTier.LOW,
+        ClientState.SUSPENDED,
+        0.7,
+        CreatedVia.TOKEN,
+        "Posts daily metric summaries",
+    ),
+    (
+        "calendar-helper",
+        "alice",
+        "Support",
+        ["calendar:read"],
+        RiskTier.LOW,
+        ClientState.EXPIRED,
+        -1,
+        CreatedVia.TOKEN,
+        "Finds meeting slots",
+    ),
+    (
+        "old-crm-sync",
+        "dave",
+        "Data",
+        ["crm:read"],
+        RiskTier.MEDIUM,
+        ClientState.RETIRED,
+        2,
+        CreatedVia.ADMIN,
+        "Synced CRM contacts to the warehouse (replaced)",
+    ),
+    (
+        "leaked-key-agent",
+        "alice",
+        "Data",
+        ["db:prod:read"],
+        RiskTier.HIGH,
+        ClientState.REVOKED,
+        0.5,
+        CreatedVia.TOKEN,
+        "Nightly data-quality checks (key leaked, revoked)",
+    ),
+    (
+        "ancient-exporter",
+        "dave",
+        "Data",
+        ["crm:read"],
+        RiskTier.MEDIUM,
+        ClientState.DEPROVISIONED,
+        -10,
+        CreatedVia.ADMIN,
+        "Exported CRM data before the migration",
+    ),
+    (
+        "docs-indexer",
+        "alice",
+        "Platform",
+        ["docs:read"],
+        RiskTier.LOW,
+        ClientState.PROVISIONING,
+        1,
+        CreatedVia.TOKEN,
+        "Indexes the knowledge base for search",
+    ),
 ]
 
 _PATHS = {
@@ -132,8 +213,10 @@ class Command(BaseCommand):
     def _idps(self):
         dryrun, _ = IdPConnection.objects.get_or_create(
             name="Demo dry-run IdP",
-            defaults={"kind": IdPKind.DRY_RUN, "config": {"issuer": "https://dry-run.invalid",
-                                                          "token_endpoint": "https://dry-run.invalid/token"}},
+            defaults={
+                "kind": IdPKind.DRY_RUN,
+                "config": {"issuer": "https://dry-run.invalid", "token_endpoint": "https://dry-run.invalid/token"},
+            },
         )
         demo_url = os.environ.get("REGISTRAR_DEMO_IDP_URL")
         if demo_url:
@@ -168,10 +251,21 @@ class Command(BaseCommand):
             if Client.objects.filter(name=name).exists():
                 continue
             client = client_create(
-                actor=seeder, idp=idp, name=name, owner=users[owner], team=teams[team], purpose=purpose,
-                scopes=scopes, expires_at=now + timedelta(days=days), risk_tier=tier, created_via=via,
-                policy_version=1, internal_only=tier == RiskTier.LOW, provision=False,
-                software_id=f"demo/{name}", reason="demo data",
+                actor=seeder,
+                idp=idp,
+                name=name,
+                owner=users[owner],
+                team=teams[team],
+                purpose=purpose,
+                scopes=scopes,
+                expires_at=now + timedelta(days=days),
+                risk_tier=tier,
+                created_via=via,
+                policy_version=1,
+                internal_only=tier == RiskTier.LOW,
+                provision=False,
+                software_id=f"demo/{name}",
+                reason="demo data",
             )
             if state != ClientState.PROVISIONING:
                 client.idp_client_id = f"dryrun-{client.registration_id}"
@@ -184,9 +278,14 @@ class Command(BaseCommand):
 
     def _token(self, users, idp):
         _, plaintext = token_mint(
-            actor=Actor.system("seed_demo"), owner=users["alice"], purpose="Demo: support triage agents",
-            scopes=["tickets:read", "docs:read", "tickets:write", "repo:write"], max_ttl_seconds=7 * 86400,
-            max_uses=100, internal_only=False, idp=idp,
+            actor=Actor.system("seed_demo"),
+            owner=users["alice"],
+            purpose="Demo: support triage agents",
+            scopes=["tickets:read", "docs:read", "tickets:write", "repo:write"],
+            max_ttl_seconds=7 * 86400,
+            max_uses=100,
+            internal_only=False,
+            idp=idp,
         )
         return plaintext
 
@@ -202,12 +301,27 @@ class Command(BaseCommand):
             return 0
         jwks = {"keys": [ECKey.generate_key("P-256").as_dict(private=False) | {"kid": "demo"}]}
         bodies = [
-            {"client_name": "ticket-writer", "scope": "tickets:read tickets:write", "internal_only": True,
-             "purpose": "Drafts replies to support tickets for a human to send", "requested_ttl": 3 * 86400},
-            {"client_name": "release-pusher", "scope": "repo:write", "internal_only": True,
-             "purpose": "Tags releases and pushes changelog commits", "requested_ttl": 12 * 3600},
-            {"client_name": "kb-crawler", "scope": "docs:read", "internal_only": False,
-             "purpose": "Indexes the public help centre", "requested_ttl": 86400},
+            {
+                "client_name": "ticket-writer",
+                "scope": "tickets:read tickets:write",
+                "internal_only": True,
+                "purpose": "Drafts replies to support tickets for a human to send",
+                "requested_ttl": 3 * 86400,
+            },
+            {
+                "client_name": "release-pusher",
+                "scope": "repo:write",
+                "internal_only": True,
+                "purpose": "Tags releases and pushes changelog commits",
+                "requested_ttl": 12 * 3600,
+            },
+            {
+                "client_name": "kb-crawler",
+                "scope": "docs:read",
+                "internal_only": False,
+                "purpose": "Indexes the public help centre",
+                "requested_ttl": 86400,
+            },
         ]
         queued = 0
         for body in bodies:

@@ -37,15 +37,65 @@ SCOPES_BY_TIER = {
 TTL_BY_TIER = {RiskTier.LOW: 24 * 3600, RiskTier.MEDIUM: 7 * 24 * 3600, RiskTier.HIGH: 24 * 3600}
 # (state, weight)
 STATES = [
-    (ClientState.ACTIVE, 55), (ClientState.SUSPENDED, 4), (ClientState.PROVISIONING, 1),
-    (ClientState.EXPIRED, 16), (ClientState.RETIRED, 14), (ClientState.REVOKED, 5), (ClientState.DEPROVISIONED, 5),
+    (ClientState.ACTIVE, 55),
+    (ClientState.SUSPENDED, 4),
+    (ClientState.PROVISIONING, 1),
+    (ClientState.EXPIRED, 16),
+    (ClientState.RETIRED, 14),
+    (ClientState.REVOKED, 5),
+    (ClientState.DEPROVISIONED, 5),
 ]
 TIERS = [(RiskTier.LOW, 60), (RiskTier.MEDIUM, 30), (RiskTier.HIGH, 10)]
-VERBS = ["invoice", "ticket", "calendar", "release", "incident", "billing", "payroll", "support", "search", "deploy",
-         "backup", "metrics", "compliance", "onboarding", "contract", "pricing", "inventory", "forecast", "triage",
-         "security", "marketing", "recruiting", "expense", "vendor", "catalog", "report", "translation", "audit"]
-NOUNS = ["summarizer", "router", "assistant", "reviewer", "scheduler", "classifier", "reconciler", "notifier",
-         "planner", "agent", "bot", "copilot", "checker", "indexer", "harvester", "writer", "analyst", "monitor"]
+VERBS = [
+    "invoice",
+    "ticket",
+    "calendar",
+    "release",
+    "incident",
+    "billing",
+    "payroll",
+    "support",
+    "search",
+    "deploy",
+    "backup",
+    "metrics",
+    "compliance",
+    "onboarding",
+    "contract",
+    "pricing",
+    "inventory",
+    "forecast",
+    "triage",
+    "security",
+    "marketing",
+    "recruiting",
+    "expense",
+    "vendor",
+    "catalog",
+    "report",
+    "translation",
+    "audit",
+]
+NOUNS = [
+    "summarizer",
+    "router",
+    "assistant",
+    "reviewer",
+    "scheduler",
+    "classifier",
+    "reconciler",
+    "notifier",
+    "planner",
+    "agent",
+    "bot",
+    "copilot",
+    "checker",
+    "indexer",
+    "harvester",
+    "writer",
+    "analyst",
+    "monitor",
+]
 PURPOSES = [
     "Summarises {v} documents for the {t} team",
     "Routes incoming {v} requests to the right queue",
@@ -56,12 +106,47 @@ PURPOSES = [
 ]
 AUTH_METHODS = [("private_key_jwt", 95), ("client_secret_basic", 3), ("none", 2)]
 CLIENT_COLUMNS = [
-    "id", "registration_id", "idp_id", "idp_client_id", "idp_state", "name", "software_id", "software_version",
-    "spiffe_id", "owner_id", "team_id", "purpose", "scopes", "audiences", "internal_only", "metadata", "auth_method",
-    "jwks", "jwks_uri", "parent_id", "depth", "risk_tier", "state", "created_via", "policy_version", "managed",
-    "created_at", "activated_at", "state_changed_at", "expires_at", "ended_at", "idp_disabled_at",
-    "expiry_overshoot_seconds", "last_used_at", "last_synced_at", "sync_failed", "drift", "discovered_at",
-    "orphaned_at", "stale_at", "renewals",
+    "id",
+    "registration_id",
+    "idp_id",
+    "idp_client_id",
+    "idp_state",
+    "name",
+    "software_id",
+    "software_version",
+    "spiffe_id",
+    "owner_id",
+    "team_id",
+    "purpose",
+    "scopes",
+    "audiences",
+    "internal_only",
+    "metadata",
+    "auth_method",
+    "jwks",
+    "jwks_uri",
+    "parent_id",
+    "depth",
+    "risk_tier",
+    "state",
+    "created_via",
+    "policy_version",
+    "managed",
+    "created_at",
+    "activated_at",
+    "state_changed_at",
+    "expires_at",
+    "ended_at",
+    "idp_disabled_at",
+    "expiry_overshoot_seconds",
+    "last_used_at",
+    "last_synced_at",
+    "sync_failed",
+    "drift",
+    "discovered_at",
+    "orphaned_at",
+    "stale_at",
+    "renewals",
 ]
 LIVE = {ClientState.ACTIVE, ClientState.SUSPENDED, ClientState.PROVISIONING}
 
@@ -200,8 +285,11 @@ class Command(BaseCommand):
         parser.add_argument("--teams", type=int, default=None, help="default: owners / 25, at least 5")
         parser.add_argument("--seed", type=int, default=7)
         parser.add_argument("--days", type=int, default=365, help="spread creation over this many days")
-        parser.add_argument("--no-seal", action="store_true",
-                            help="leave the audit events for the sequencer instead of sealing them here")  # fmt: skip
+        parser.add_argument(
+            "--no-seal",
+            action="store_true",
+            help="leave the audit events for the sequencer instead of sealing them here",
+        )
 
     def handle(self, *args, **opts):
         if connection.vendor != "postgresql":
@@ -224,8 +312,9 @@ class Command(BaseCommand):
             self._catalogue()
             t = time.monotonic()
             clients = self._clients_sql(run, n, owners, teams, idps, opts["seed"], opts["days"])
-            self.stdout.write(f"clients: {n} rows in {time.monotonic() - t:.1f}s"
-                              f"{'' if fast else ' (FK checks on: not a superuser)'}")
+            self.stdout.write(
+                f"clients: {n} rows in {time.monotonic() - t:.1f}s{'' if fast else ' (FK checks on: not a superuser)'}"
+            )
             t = time.monotonic()
             requests = self._requests(clients, rng, run)
             self.stdout.write(f"requests+decisions: {requests} requests in {time.monotonic() - t:.1f}s")
@@ -249,8 +338,14 @@ class Command(BaseCommand):
                     )
         t = time.monotonic()
         with connection.cursor() as cursor:
-            for table in ("inventory_client", "portal_auditevent", "approvals_registrationrequest",
-                          "approvals_decision", "portal_user", "inventory_team"):
+            for table in (
+                "inventory_client",
+                "portal_auditevent",
+                "approvals_registrationrequest",
+                "approvals_decision",
+                "portal_user",
+                "inventory_team",
+            ):
                 # VACUUM sets the visibility map, so the dashboard's counts can be index-only scans.
                 cursor.execute(f"VACUUM (ANALYZE) {table}")
         self.stdout.write(f"vacuum+analyze: {time.monotonic() - t:.1f}s")
@@ -262,8 +357,11 @@ class Command(BaseCommand):
                 if report.busy or not report.sealed:
                     break
             self.stdout.write(f"audit log: {sealed} events sealed in {time.monotonic() - t:.1f}s")
-        self.stdout.write(self.style.SUCCESS(
-            f"seed_scale: {n} clients, {owners_n} owners, {teams_n} teams in {time.monotonic() - started:.1f}s"))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"seed_scale: {n} clients, {owners_n} owners, {teams_n} teams in {time.monotonic() - started:.1f}s"
+            )
+        )
 
     BULK_TABLES = ("inventory_client", "portal_auditevent", "approvals_registrationrequest", "approvals_decision")
 
@@ -294,26 +392,36 @@ class Command(BaseCommand):
     def _people(self, run, owners_n, teams_n, rng):
         User = get_user_model()
         users = [
-            User(username=f"scale{run}-owner-{i}", first_name=rng.choice(["Ana", "Ben", "Chen", "Dara", "Eli"]),
-                 last_name=f"Owner{i}", email=f"scale{run}-owner-{i}@example.com", password="!",
-                 is_active=rng.random() > 0.02)
+            User(
+                username=f"scale{run}-owner-{i}",
+                first_name=rng.choice(["Ana", "Ben", "Chen", "Dara", "Eli"]),
+                last_name=f"Owner{i}",
+                email=f"scale{run}-owner-{i}@example.com",
+                password="!",
+                is_active=rng.random() > 0.02,
+            )
             for i in range(owners_n)
         ]
         users = User.objects.bulk_create(users, batch_size=5000)
         owner_group = Group.objects.filter(name="owner").first()
         if owner_group:
             owner_group.user_set.through.objects.bulk_create(
-                [owner_group.user_set.through(user_id=u.pk, group_id=owner_group.pk) for u in users], batch_size=5000)
+                [owner_group.user_set.through(user_id=u.pk, group_id=owner_group.pk) for u in users], batch_size=5000
+            )
         teams = Team.objects.bulk_create(
-            [Team(name=f"Scale {run} team {i}", slug=f"scale{run}-team-{i}") for i in range(teams_n)], batch_size=5000)
-        idps = [IdPConnection.objects.get_or_create(name=f"scale-idp-{i}", defaults={"kind": IdPKind.DRY_RUN})[0]
-                for i in range(3)]
+            [Team(name=f"Scale {run} team {i}", slug=f"scale{run}-team-{i}") for i in range(teams_n)], batch_size=5000
+        )
+        idps = [
+            IdPConnection.objects.get_or_create(name=f"scale-idp-{i}", defaults={"kind": IdPKind.DRY_RUN})[0]
+            for i in range(3)
+        ]
         return users, teams, idps
 
     def _catalogue(self):
         for name, description, sensitivity, category in DEMO_SCOPES:
             ScopeDefinition.objects.get_or_create(
-                name=name, defaults={"sensitivity": sensitivity, "category": category, "description": description})
+                name=name, defaults={"sensitivity": sensitivity, "category": category, "description": description}
+            )
 
     # --- clients ------------------------------------------------------------------------------------
 
@@ -371,16 +479,47 @@ class Command(BaseCommand):
                     orphaned_at = now - timedelta(hours=rng.random() * 200) if not active_owner[owner.pk] else None
                     auth = _weighted(rng, AUTH_METHODS)
                     row = (
-                        pk, f"reg_s{run}{i:08d}", idps[i % len(idps)].pk, f"cid-{run}-{i:x}", idp_state, name,
-                        f"com.example.{verb}", "1.0", f"spiffe://prod.example/ns/{verb}/sa/{noun}-{i}"
-                        if created_via == CreatedVia.SOFTWARE_STATEMENT else "",
-                        owner.pk, team_id, purpose, json.dumps(scopes), json.dumps([f"https://{verb}.internal"]),
-                        rng.random() > 0.3, "{}", auth, None, "", parent, depth, tier, state, created_via,
-                        1 if managed else None, managed, created, created + timedelta(seconds=2),
-                        ended_at or created, expires_at, ended_at, ended_at, overshoot,
+                        pk,
+                        f"reg_s{run}{i:08d}",
+                        idps[i % len(idps)].pk,
+                        f"cid-{run}-{i:x}",
+                        idp_state,
+                        name,
+                        f"com.example.{verb}",
+                        "1.0",
+                        f"spiffe://prod.example/ns/{verb}/sa/{noun}-{i}"
+                        if created_via == CreatedVia.SOFTWARE_STATEMENT
+                        else "",
+                        owner.pk,
+                        team_id,
+                        purpose,
+                        json.dumps(scopes),
+                        json.dumps([f"https://{verb}.internal"]),
+                        rng.random() > 0.3,
+                        "{}",
+                        auth,
+                        None,
+                        "",
+                        parent,
+                        depth,
+                        tier,
+                        state,
+                        created_via,
+                        1 if managed else None,
+                        managed,
+                        created,
+                        created + timedelta(seconds=2),
+                        ended_at or created,
+                        expires_at,
+                        ended_at,
+                        ended_at,
+                        overshoot,
                         now - timedelta(hours=rng.random() * 24 * 40) if rng.random() > 0.2 else None,
-                        now - timedelta(hours=rng.random() * 24), rng.random() < 0.003,
-                        None, created if not managed else None, orphaned_at,
+                        now - timedelta(hours=rng.random() * 24),
+                        rng.random() < 0.003,
+                        None,
+                        created if not managed else None,
+                        orphaned_at,
                         now - timedelta(days=1) if state in LIVE and rng.random() < 0.03 else None,
                         rng.randrange(0, 4),
                     )
@@ -388,8 +527,21 @@ class Command(BaseCommand):
                     if len(buffer) >= 20_000:
                         copy.write("\n".join(buffer) + "\n")
                         buffer.clear()
-                    rows_meta.append((pk, f"reg_s{run}{i:08d}", owner.pk, team_id, tier, state, created, name,
-                                      scopes, managed, created_via))
+                    rows_meta.append(
+                        (
+                            pk,
+                            f"reg_s{run}{i:08d}",
+                            owner.pk,
+                            team_id,
+                            tier,
+                            state,
+                            created,
+                            name,
+                            scopes,
+                            managed,
+                            created_via,
+                        )
+                    )
                     if state in LIVE:
                         live_ids.append((pk, depth, expires_at, scopes))
                 if buffer:
@@ -408,16 +560,29 @@ class Command(BaseCommand):
             cursor.execute("SELECT COALESCE(MAX(id), 0) FROM inventory_client")
             base = cursor.fetchone()[0]
             cursor.execute("SELECT setseed(%s)", [((seed % 1000) / 1000.0)])
-            cursor.execute(_GENERATE_CLIENTS_SQL, {
-                "n": n, "base": base, "run": run, "idp_state": idp_state, "days": days,
-                "idps": [i.pk for i in idps], "owners": owner_ids, "inactive": inactive or [0], "teams": team_ids,
-                "verbs": VERBS, "nouns": NOUNS,
-            })
+            cursor.execute(
+                _GENERATE_CLIENTS_SQL,
+                {
+                    "n": n,
+                    "base": base,
+                    "run": run,
+                    "idp_state": idp_state,
+                    "days": days,
+                    "idps": [i.pk for i in idps],
+                    "owners": owner_ids,
+                    "inactive": inactive or [0],
+                    "teams": team_ids,
+                    "verbs": VERBS,
+                    "nouns": NOUNS,
+                },
+            )
             for depth in (1, 2, 3):
                 cursor.execute(_LINEAGE_SQL, {"base": base, "depth": depth, "modulus": 11 + depth})
             cursor.execute(
                 "SELECT id, registration_id, owner_id, team_id, risk_tier, state, created_at, name, scopes, managed,"
-                " created_via FROM inventory_client WHERE id > %s ORDER BY created_at, id", [base])
+                " created_via FROM inventory_client WHERE id > %s ORDER BY created_at, id",
+                [base],
+            )
             rows = cursor.fetchall()
         parsed: dict[str, list] = {}  # Django hands jsonb back as text; only a dozen distinct scope lists exist
         out = []
@@ -437,15 +602,43 @@ class Command(BaseCommand):
         approvers = list(get_user_model().objects.filter(groups__name="approver", is_active=True)[:10])
         if len(approvers) < 2:
             User = get_user_model()
-            approvers = User.objects.bulk_create([
-                User(username=f"scale-approver-{i}-{int(time.time())}", password="!") for i in range(2)])
+            approvers = User.objects.bulk_create(
+                [User(username=f"scale-approver-{i}-{int(time.time())}", password="!") for i in range(2)]
+            )
         with connection.cursor() as cursor:
             cursor.execute("SELECT COALESCE(MAX(id), 0) FROM approvals_registrationrequest")
             base = cursor.fetchone()[0]
-        cols = ["id", "public_id", "kind", "state", "via", "metadata", "client_name", "software_id", "purpose",
-                "requested_scopes", "requested_ttl", "granted_scopes", "granted_ttl", "audiences", "internal_only",
-                "owner_id", "team_id", "client_id", "policy_version", "risk_tier", "outcome", "reasons", "verdict",
-                "approvals_needed", "error", "decision_reason", "statement_subject", "created_at", "decided_at"]
+        cols = [
+            "id",
+            "public_id",
+            "kind",
+            "state",
+            "via",
+            "metadata",
+            "client_name",
+            "software_id",
+            "purpose",
+            "requested_scopes",
+            "requested_ttl",
+            "granted_scopes",
+            "granted_ttl",
+            "audiences",
+            "internal_only",
+            "owner_id",
+            "team_id",
+            "client_id",
+            "policy_version",
+            "risk_tier",
+            "outcome",
+            "reasons",
+            "verdict",
+            "approvals_needed",
+            "error",
+            "decision_reason",
+            "statement_subject",
+            "created_at",
+            "decided_at",
+        ]
         decisions = []
         count = 0
         with connection.cursor() as cursor:
@@ -459,12 +652,39 @@ class Command(BaseCommand):
                     human = tier != RiskTier.LOW
                     outcome = "review" if human else "auto_approve"
                     submitted = created - timedelta(seconds=rng.expovariate(1 / 3600) if human else 1)
-                    copy.write_row((
-                        rid, reg_id, "registration", "approved", via, "{}", name, "", "seeded", json.dumps(scopes),
-                        None, json.dumps(scopes), TTL_BY_TIER[tier], "[]", False, owner_id, team_id, pk, 1, tier,
-                        outcome, "[]", "{}", 2 if tier == RiskTier.HIGH else (1 if human else 0), "", "", "",
-                        submitted, created,
-                    ))
+                    copy.write_row(
+                        (
+                            rid,
+                            reg_id,
+                            "registration",
+                            "approved",
+                            via,
+                            "{}",
+                            name,
+                            "",
+                            "seeded",
+                            json.dumps(scopes),
+                            None,
+                            json.dumps(scopes),
+                            TTL_BY_TIER[tier],
+                            "[]",
+                            False,
+                            owner_id,
+                            team_id,
+                            pk,
+                            1,
+                            tier,
+                            outcome,
+                            "[]",
+                            "{}",
+                            2 if tier == RiskTier.HIGH else (1 if human else 0),
+                            "",
+                            "",
+                            "",
+                            submitted,
+                            created,
+                        )
+                    )
                     if human:
                         for approver in approvers[: 2 if tier == RiskTier.HIGH else 1]:
                             decisions.append((rid, approver.pk, "approve", "seeded", created))
@@ -473,22 +693,52 @@ class Command(BaseCommand):
                     count += 1
                     when = now - timedelta(seconds=rng.random() * 89 * 86400)
                     refused = k % 2 == 0
-                    copy.write_row((
-                        base + count, f"reg_x{run}{count:09d}", "registration",
-                        "refused" if refused else "denied", "token", "{}", "denied-agent", "", "seeded",
-                        '["db:prod:read"]', None, "[]", None, "[]", False, None, None, None, 1,
-                        "refused" if refused else "high", "refuse" if refused else "review", "[]", "{}", 0, "", "", "",
-                        when, when + timedelta(seconds=0 if refused else rng.expovariate(1 / 7200)),
-                    ))
+                    copy.write_row(
+                        (
+                            base + count,
+                            f"reg_x{run}{count:09d}",
+                            "registration",
+                            "refused" if refused else "denied",
+                            "token",
+                            "{}",
+                            "denied-agent",
+                            "",
+                            "seeded",
+                            '["db:prod:read"]',
+                            None,
+                            "[]",
+                            None,
+                            "[]",
+                            False,
+                            None,
+                            None,
+                            None,
+                            1,
+                            "refused" if refused else "high",
+                            "refuse" if refused else "review",
+                            "[]",
+                            "{}",
+                            0,
+                            "",
+                            "",
+                            "",
+                            when,
+                            when + timedelta(seconds=0 if refused else rng.expovariate(1 / 7200)),
+                        )
+                    )
                     if not refused:
                         decisions.append((base + count, approvers[0].pk, "deny", "seeded", when))
         with connection.cursor() as cursor:
             raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
-            with raw.copy("COPY approvals_decision (request_id, approver_id, kind, reason, created_at) FROM STDIN") as cp:
+            with raw.copy(
+                "COPY approvals_decision (request_id, approver_id, kind, reason, created_at) FROM STDIN"
+            ) as cp:
                 for row in decisions:
                     cp.write_row(row)
-            cursor.execute("SELECT setval(pg_get_serial_sequence('approvals_registrationrequest', 'id'), "
-                           "(SELECT COALESCE(MAX(id), 1) FROM approvals_registrationrequest))")
+            cursor.execute(
+                "SELECT setval(pg_get_serial_sequence('approvals_registrationrequest', 'id'), "
+                "(SELECT COALESCE(MAX(id), 1) FROM approvals_registrationrequest))"
+            )
         return count
 
     # --- audit log ------------------------------------------------------------------------------------
@@ -496,8 +746,23 @@ class Command(BaseCommand):
     def _audit(self, clients):
         """One ``client.create`` event per client, appended like any event (no log index yet), in creation
         order; the sequencer seals them afterwards (``handle``)."""
-        cols = ["occurred_at", "actor_type", "actor_id", "actor_label", "action", "object_type", "object_id",
-                "before", "after", "reason", "policy_version", "request_id", "prev_hash", "hash", "log_index"]
+        cols = [
+            "occurred_at",
+            "actor_type",
+            "actor_id",
+            "actor_label",
+            "action",
+            "object_type",
+            "object_id",
+            "before",
+            "after",
+            "reason",
+            "policy_version",
+            "request_id",
+            "prev_hash",
+            "hash",
+            "log_index",
+        ]
         ordered = sorted(clients, key=lambda c: c[6])
         scopes_json: dict[tuple, str] = {}
         with connection.cursor() as cursor:
@@ -508,15 +773,17 @@ class Command(BaseCommand):
                     key = tuple(scopes)
                     if key not in scopes_json:
                         scopes_json[key] = json.dumps(list(scopes), ensure_ascii=False, separators=(",", ":"))
-                    after = (f'{{"created_via":"{str(via)}","owner":{owner_id},"risk_tier":"{str(tier)}",'
-                             f'"scopes":{scopes_json[key]},"state":"provisioning"}}')
+                    after = (
+                        f'{{"created_via":"{str(via)}","owner":{owner_id},"risk_tier":"{str(tier)}",'
+                        f'"scopes":{scopes_json[key]},"state":"provisioning"}}'
+                    )
                     occurred = created.astimezone(UTC).isoformat(timespec="microseconds")
-                    buffer.append(f"{occurred}\tsystem\t\tseed_scale\tclient.create\tclient\t{reg_id}"
-                                  f"\t\\N\t{after}\tseed_scale\t1\tseed-scale\t\t\\N\t\\N")
+                    buffer.append(
+                        f"{occurred}\tsystem\t\tseed_scale\tclient.create\tclient\t{reg_id}"
+                        f"\t\\N\t{after}\tseed_scale\t1\tseed-scale\t\t\\N\t\\N"
+                    )
                     if len(buffer) >= 20_000:
                         copy.write("\n".join(buffer) + "\n")
                         buffer.clear()
                 if buffer:
                     copy.write("\n".join(buffer) + "\n")
-
-

@@ -18,8 +18,12 @@ class Command(BaseCommand):
     help = "Report each worker queue's last heartbeat; exit 1 if one is older than --max-age seconds."
 
     def add_arguments(self, parser):
-        parser.add_argument("--max-age", type=float, default=None,
-                            help="seconds (default: three heartbeat intervals, 3 x REGISTRAR_HEARTBEAT_SECONDS)")
+        parser.add_argument(
+            "--max-age",
+            type=float,
+            default=None,
+            help="seconds (default: three heartbeat intervals, 3 x REGISTRAR_HEARTBEAT_SECONDS)",
+        )
 
     def handle(self, *args, max_age=None, **options):
         limit = max_age if max_age is not None else 3 * settings.REGISTRAR_HEARTBEAT_SECONDS
@@ -41,8 +45,9 @@ class Command(BaseCommand):
             self.stdout.write(f"queue={queue} last_seen_seconds={age:.0f} host={beat.host or '-'}")
         for sweep, beat in sorted(heartbeats_by_prefix(SWEEP_PREFIX).items()):
             duration = "-" if beat.duration_seconds is None else f"{beat.duration_seconds:.2f}"
-            self.stdout.write(f"sweep={sweep} last_run_seconds={(now - beat.beat_at).total_seconds():.0f} "
-                              f"duration_seconds={duration}")
+            self.stdout.write(
+                f"sweep={sweep} last_run_seconds={(now - beat.beat_at).total_seconds():.0f} duration_seconds={duration}"
+            )
         if silent:
             self.stderr.write(self.style.ERROR(f"no heartbeat within {limit:.0f} s from queue(s): {', '.join(silent)}"))
             sys.exit(1)

@@ -22,8 +22,13 @@ class Command(BaseCommand):
         parser.add_argument("--user", required=True)
         parser.add_argument("--name", required=True, help="what the token is for")
         parser.add_argument("--days", type=int, default=90, help="validity in days (0 = no expiry)")
-        parser.add_argument("--right", action="append", dest="rights", metavar="RIGHT",
-                            help=f"what the token may do, repeatable: {', '.join(TokenRight.values)} (default: api)")
+        parser.add_argument(
+            "--right",
+            action="append",
+            dest="rights",
+            metavar="RIGHT",
+            help=f"what the token may do, repeatable: {', '.join(TokenRight.values)} (default: api)",
+        )
 
     def handle(self, *args, **opts):
         User = get_user_model()
@@ -46,7 +51,11 @@ class Command(BaseCommand):
             expires_at=timezone.now() + timedelta(days=opts["days"]) if opts["days"] else None,
             rights=rights,
         )
-        audit_record(actor=Actor.system("create_api_token"), action="api_token.create", object_type="api_token",
-                     object_id=token.pk, after={"user": user.username, "name": token.name, "prefix": token.prefix,
-                                                     "rights": rights})
+        audit_record(
+            actor=Actor.system("create_api_token"),
+            action="api_token.create",
+            object_type="api_token",
+            object_id=token.pk,
+            after={"user": user.username, "name": token.name, "prefix": token.prefix, "rights": rights},
+        )
         self.stdout.write(plaintext)

@@ -17,8 +17,9 @@ class Command(BaseCommand):
     help = "Generate an audit log signing key (C2SP signed-note Ed25519 format)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--origin", default=None,
-                            help="the log's name and checkpoint origin line (default REGISTRAR_LOG_ORIGIN)")  # fmt: skip
+        parser.add_argument(
+            "--origin", default=None, help="the log's name and checkpoint origin line (default REGISTRAR_LOG_ORIGIN)"
+        )
 
     def handle(self, *args, **options):
         try:

@@ -40,16 +40,35 @@ class Command(BaseCommand):
                 env["REGISTRAR_DEMO_IDP_URL"] = idp_url
             call_command("seed_demo")
             python = sys.executable
-            self._spawn([python, "-m", "celery", "-A", "portal", "worker", "--beat", "--loglevel", "INFO",
-                         "--concurrency", "2", "--pool", "threads",
-                         "--schedule", str(Path(settings.DATA_DIR) / "celerybeat-schedule")], env)
-            self.stdout.write(self.style.SUCCESS(
-                f"\nRegistrar is starting on http://{opts['addr']}/  — log in as admin (admin), alice or dave (owners), "
-                "bob, carol (approvers) or ciso (security) with the password printed above.\n"
-                f"Demo IdP: {idp_url or 'dry-run connector (Node.js not found)'}\n"
-                f"Audit log: checkpoints signed by the worker every second, copied to the witness "
-                f"{', '.join(settings.REGISTRAR_LOG_WITNESS)}; key {settings.REGISTRAR_LOG_SIGNING_KEY_FILE or 'from the environment'}\n"
-            ))
+            self._spawn(
+                [
+                    python,
+                    "-m",
+                    "celery",
+                    "-A",
+                    "portal",
+                    "worker",
+                    "--beat",
+                    "--loglevel",
+                    "INFO",
+                    "--concurrency",
+                    "2",
+                    "--pool",
+                    "threads",
+                    "--schedule",
+                    str(Path(settings.DATA_DIR) / "celerybeat-schedule"),
+                ],
+                env,
+            )
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"\nRegistrar is starting on http://{opts['addr']}/  — log in as admin (admin), alice or dave (owners), "
+                    "bob, carol (approvers) or ciso (security) with the password printed above.\n"
+                    f"Demo IdP: {idp_url or 'dry-run connector (Node.js not found)'}\n"
+                    f"Audit log: checkpoints signed by the worker every second, copied to the witness "
+                    f"{', '.join(settings.REGISTRAR_LOG_WITNESS)}; key {settings.REGISTRAR_LOG_SIGNING_KEY_FILE or 'from the environment'}\n"
+                )
+            )
             server = self._spawn([python, "manage.py", "runserver", opts["addr"], "--noreload"], env)
             server.wait()
         except KeyboardInterrupt:

@@ -26,5 +26,6 @@ class Command(BaseCommand):
                 break
         lag = seal_lag_seconds()
         busy = " (another sequencer is running)" if report.busy else ""
-        self.stdout.write(f"sealed {total} events; tree size {size if size is not None else 'unchanged'}; "
-                          f"seal lag {lag:.1f} s{busy}")  # fmt: skip
+        self.stdout.write(
+            f"sealed {total} events; tree size {size if size is not None else 'unchanged'}; seal lag {lag:.1f} s{busy}"
+        )

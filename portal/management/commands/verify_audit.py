@@ -16,21 +16,32 @@ class Command(BaseCommand):
     help = "Recompute the audit log's Merkle tree, check every checkpoint and report the first disagreement."
 
     def add_arguments(self, parser):
-        parser.add_argument("--witness", action="append", metavar="PATH",
-                            help="a witness directory to compare with (repeatable); default: the configured ones")  # fmt: skip
+        parser.add_argument(
+            "--witness",
+            action="append",
+            metavar="PATH",
+            help="a witness directory to compare with (repeatable); default: the configured ones",
+        )
 
     def handle(self, *args, **options):
         report = verify_log(witness_paths=options["witness"])
-        witnessed = (f"{report.witnessed_verified} witnessed checkpoints ({', '.join(report.witnesses)})"
-                     if report.witnesses else "no witness directory to compare with")  # fmt: skip
+        witnessed = (
+            f"{report.witnessed_verified} witnessed checkpoints ({', '.join(report.witnesses)})"
+            if report.witnesses
+            else "no witness directory to compare with"
+        )
         pending = f"; {report.unsealed} events not sealed yet" if report.unsealed else ""
         if report.problem is None:
-            self.stdout.write(self.style.SUCCESS(
-                f"audit log intact: {report.events_verified} events verified ({report.chained_events} of them also "
-                f"on the old hash chain), {report.checkpoints_verified} signed checkpoints, {witnessed}{pending}"
-            ))  # fmt: skip
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"audit log intact: {report.events_verified} events verified ({report.chained_events} of them also "
+                    f"on the old hash chain), {report.checkpoints_verified} signed checkpoints, {witnessed}{pending}"
+                )
+            )
             return
-        self.stderr.write(self.style.ERROR(
-            f"audit log BROKEN at {report.problem} ({report.events_verified} events verified before it)"
-        ))  # fmt: skip
+        self.stderr.write(
+            self.style.ERROR(
+                f"audit log BROKEN at {report.problem} ({report.events_verified} events verified before it)"
+            )
+        )
         sys.exit(1)
