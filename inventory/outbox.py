@@ -42,6 +42,18 @@ class OutboxError(Exception):
     """An outbox operation was refused (e.g. retrying an entry that is not dead)."""
 
 
+def _lock_client_then_entry(entry: OutboxEntry) -> tuple[Client, OutboxEntry]:
+    """Lock ``entry``'s client row, then the entry, in that order: the order delivery takes them (it locks the
+    client to record an outcome, then releases the entry). A ``SELECT … FOR UPDATE`` over the entry joined to
+    its client locks the entry first, and deadlocked with a worker recording that client's delivery (seen in
+    the race suite: 16 retries at once while the worker delivered the first one's nudge)."""
+    client_id = OutboxEntry.objects.filter(pk=entry.pk).values_list("client_id", flat=True).get()
+    client = Client.objects.select_for_update().get(pk=client_id)
+    locked = OutboxEntry.objects.select_for_update(of=("self",)).select_related("idp").get(pk=entry.pk)
+    locked.client = client
+    return client, locked
+
+
 @transaction.atomic
 def outbox_retry(*, entry: OutboxEntry, actor) -> OutboxEntry:
     """Give a dead-lettered entry a fresh set of attempts (admin's Retry button).
@@ -54,10 +66,9 @@ def outbox_retry(*, entry: OutboxEntry, actor) -> OutboxEntry:
     from inventory.choices import ENDED_STATES, OutboxOperation, OutboxStatus
     from portal.audit import audit_record
 
-    locked = OutboxEntry.objects.select_for_update().select_related("client").get(pk=entry.pk)
+    client, locked = _lock_client_then_entry(entry)
     if locked.status != OutboxStatus.DEAD:
         raise OutboxError(f"outbox entry {locked.pk} is {locked.status}, not dead")
-    client = locked.client
     superseded = locked.operation == OutboxOperation.CREATE and client.state in ENDED_STATES
     unconfirmed = locked.idp_call_started_at is not None
     locked.status = OutboxStatus.SUPERSEDED if superseded else OutboxStatus.PENDING
@@ -106,12 +117,11 @@ def outbox_resolve(*, entry: OutboxEntry, actor, reason: str) -> OutboxEntry:
     reason = (reason or "").strip()
     if not reason:
         raise OutboxError("say what you checked or did at the IdP (the reason is kept in the audit log)")
-    locked = OutboxEntry.objects.select_for_update().select_related("client", "idp").get(pk=entry.pk)
+    client, locked = _lock_client_then_entry(entry)
     if locked.status != OutboxStatus.DEAD:
         raise OutboxError(f"outbox entry {locked.pk} is {locked.status}, not dead")
     if locked.operation not in (OutboxOperation.DISABLE, OutboxOperation.DELETE):
         raise OutboxError(f"only a dead disable or delete can be marked resolved; retry this {locked.operation}")
-    client = Client.objects.select_for_update().get(pk=locked.client_id)
     now = timezone.now()
     locked.status = OutboxStatus.RESOLVED
     locked.delivered_at = now
