@@ -19,22 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.cache import cache as django_cache
-from django.db.models import BooleanField, Count, Exists, F, OuterRef, Q
+from django.db.models import BooleanField, Count, F, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from inventory import hooks
+from inventory.ceilings import DEFAULT_TTL_CEILINGS
 from inventory.choices import LIVE_STATES, ClientState, RiskTier
+from inventory.keys import KEY_BASED_METHODS
 from inventory.models import Client, ScopeDefinition
-from inventory.selectors import (
-    KEY_BASED_AUTH_METHODS,
-    SHARED_SECRET_AUTH_METHODS,
-    TTL_CEILING_SECONDS,
-    is_postgres,
-)
+from inventory.selectors.search import is_postgres
 from portal.tlog import merkle
 from portal.tlog.entries import iter_entries
 from portal.tlog.guard import missing_triggers
@@ -48,6 +45,7 @@ PASS, PARTIAL, FAIL, NOT_ASSESSED = "pass", "partial", "fail", "not_assessed"
 STATUS_RANK = {PASS: 0, PARTIAL: 1, FAIL: 2}
 AUDIT_CACHE_KEY = "registrar:audit-log-verified"
 AUDIT_VERIFY_BUDGET = 5000  # events verified per report request; the rest waits for the next one
+SHARED_SECRET_AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post", "client_secret_jwt"})
 
 
 @dataclass(frozen=True)
@@ -176,14 +174,11 @@ def _catalogue_names() -> list[str]:
     return list(ScopeDefinition.objects.filter(is_active=True).values_list("name", flat=True))
 
 
-def _human_approved():
-    Decision = apps.get_model("approvals", "Decision")
-    return Exists(
-        Decision.objects.filter(request__public_id=OuterRef("registration_id"), kind="approve")
-        .values("request_id")
-        .annotate(n=Count("approver_id", distinct=True))
-        .filter(n__gte=2)
-    )
+def _not_two_person_approved() -> Q:
+    """Clients without two distinct human approvals (the approvals app says which have them; with no approvals
+    app nobody approved anything, so every client fails)."""
+    approved = hooks.two_person_approval()
+    return ~Q(approved) if approved is not None else ~Q(pk__in=[])
 
 
 def _inactive_owner_ids() -> list[int]:
@@ -212,14 +207,14 @@ def control_conditions(
     if key == "ttl_within_ceiling":
         over = Q(expires_at__isnull=True)
         for tier in RiskTier:
-            over |= Q(risk_tier=tier.value, expires_at__gt=now + timedelta(seconds=TTL_CEILING_SECONDS[tier]))
+            over |= Q(risk_tier=tier.value, expires_at__gt=now + timedelta(seconds=DEFAULT_TTL_CEILINGS[tier]))
         return live, over
     if key == "key_based_auth":
-        return live, ~Q(auth_method__in=KEY_BASED_AUTH_METHODS)
+        return live, ~Q(auth_method__in=KEY_BASED_METHODS)
     if key == "no_shared_secret":
         return live, Q(auth_method__in=SHARED_SECRET_AUTH_METHODS)
     if key == "human_approval_high_tier":
-        return live & Q(risk_tier=RiskTier.HIGH, managed=True), ~Q(_human_approved())
+        return live & Q(risk_tier=RiskTier.HIGH, managed=True), _not_two_person_approved()
     if key == "scope_within_catalogue":
         names = catalogue if catalogue is not None else _catalogue_names()
         if is_postgres():

@@ -3,13 +3,12 @@ inbox, orphans to take over, and break glass (admins and security). Views parse,
 
 from __future__ import annotations
 
-from django.apps import apps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -20,31 +19,17 @@ from inventory import lifecycle as lc
 from inventory.choices import LIVE_STATES
 from inventory.forms import BreakGlassForm, RotateKeyForm, TransferForm
 from inventory.models import Client, TransferOffer, TransferState
+from inventory.permissions import can_manage_client
+from inventory.selectors.owners import clients_of_owner
 from portal import roles
 
 PAGE_SIZE = 50
 
 
-def _my_clients(user):
-    request_model = apps.get_model("approvals", "RegistrationRequest")
-    return (
-        Client.objects.live()
-        .owned_by(user)
-        .select_related("idp", "hold_by")
-        .annotate(
-            transfer_pending=Exists(TransferOffer.objects.filter(client=OuterRef("pk"), state=TransferState.PENDING)),
-            renewal_pending=Exists(
-                request_model.objects.filter(client=OuterRef("pk"), kind="renewal", state="pending")
-            ),
-        )
-        .order_by(F("expires_at").asc(nulls_last=True), "pk")
-    )
-
-
 @login_required
 @require_http_methods(["GET"])
 def mine(request):
-    page = Paginator(_my_clients(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(clients_of_owner(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     incoming = TransferOffer.objects.filter(to_user=request.user, state=TransferState.PENDING).count()
     return render(
         request,
@@ -61,7 +46,7 @@ def mine(request):
 
 def _managed_client(request, registration_id: str) -> Client:
     client = get_object_or_404(Client, registration_id=registration_id)
-    if not roles.can_manage_client(request.user, client):
+    if not can_manage_client(request.user, client):
         raise PermissionDenied("You can only act on your own clients.")
     return client
 
@@ -117,7 +102,7 @@ def bulk_action(request):
     if not clients:
         messages.error(request, "Select at least one client.")
         return redirect("inventory:mine")
-    if not all(roles.can_manage_client(request.user, c) for c in clients):
+    if not all(can_manage_client(request.user, c) for c in clients):
         raise PermissionDenied("You can only act on your own clients.")
     done, review, failed = 0, 0, []
     for client in clients:
