@@ -121,15 +121,15 @@ def owner_live_limit() -> int:
 def registration_history(client: Client) -> list[hooks.RegistrationRecord]:
     """The client's own registration request and every later one about it (renewals), oldest first, each with
     its decisions: two queries."""
-    requests = list(
+    reg_requests = list(
         RegistrationRequest.objects.filter(Q(public_id=client.registration_id) | Q(client=client))
         .select_related("token", "issuer", "owner")
         .order_by("created_at")
     )
     decisions: dict[int, list[Decision]] = defaultdict(list)
-    for decision in Decision.objects.filter(request__in=[r.pk for r in requests]).select_related("approver"):
+    for decision in Decision.objects.filter(request__in=[r.pk for r in reg_requests]).select_related("approver"):
         decisions[decision.request_id].append(decision)
-    return [hooks.RegistrationRecord(request=r, decisions=decisions.get(r.pk, [])) for r in requests]
+    return [hooks.RegistrationRecord(reg_request=r, decisions=decisions.get(r.pk, [])) for r in reg_requests]
 
 
 def pending_renewals():
@@ -205,14 +205,16 @@ def _by_id_or(model, value: str, **lookup):
     return model.objects.filter(pk=int(value)).first() if value.isdigit() else None
 
 
-def _client_ids(requests) -> list[int]:
-    return list(requests.filter(client__isnull=False).values_list("client_id", flat=True).distinct())
+def _client_ids(reg_requests) -> list[int]:
+    return list(reg_requests.filter(client__isnull=False).values_list("client_id", flat=True).distinct())
 
 
-def _withdraw_pending(requests, *, actor: Actor, reason: str) -> int:
+def _withdraw_pending(reg_requests, *, actor: Actor, reason: str) -> int:
     """Withdraw the pending requests a leaked credential filed: no approver may approve them afterwards."""
     rows = list(
-        requests.filter(state=RequestState.PENDING).select_for_update().values_list("pk", "public_id", "policy_version")
+        reg_requests.filter(state=RequestState.PENDING)
+        .select_for_update()
+        .values_list("pk", "public_id", "policy_version")
     )
     if not rows:
         return 0
@@ -248,9 +250,9 @@ def resolve_token(value: str) -> hooks.ContainmentTarget | None:
     token = _by_id_or(InitialAccessToken, value, prefix=value)
     if token is None:
         return None
-    requests = RegistrationRequest.objects.filter(token=token)
+    reg_requests = RegistrationRequest.objects.filter(token=token)
     name = f"initial access token {token.prefix}…"
-    pending = requests.filter(state=RequestState.PENDING).count()
+    pending = reg_requests.filter(state=RequestState.PENDING).count()
     if token.revoked_at is not None:
         effects = [f"{name} is already revoked (since {token.revoked_at:%Y-%m-%d %H:%M} UTC)"]
     else:
@@ -273,16 +275,16 @@ def resolve_token(value: str) -> hooks.ContainmentTarget | None:
             )
         _withdraw_pending(RegistrationRequest.objects.filter(token=locked), actor=actor, reason=reason)
 
-    return hooks.ContainmentTarget(label=name, client_ids=_client_ids(requests), effects=effects, apply=apply)
+    return hooks.ContainmentTarget(label=name, client_ids=_client_ids(reg_requests), effects=effects, apply=apply)
 
 
 def resolve_issuer(value: str) -> hooks.ContainmentTarget | None:
     issuer = _by_id_or(TrustedIssuer, value, name=value)
     if issuer is None:
         return None
-    requests = RegistrationRequest.objects.filter(issuer=issuer)
+    reg_requests = RegistrationRequest.objects.filter(issuer=issuer)
     name = f"software-statement issuer {issuer.name}"
-    pending = requests.filter(state=RequestState.PENDING).count()
+    pending = reg_requests.filter(state=RequestState.PENDING).count()
     if issuer.enabled:
         effects = [
             f"disable trusted issuer {issuer.name} ({issuer.issuer}): its software statements are refused "
@@ -308,7 +310,7 @@ def resolve_issuer(value: str) -> hooks.ContainmentTarget | None:
             )
         _withdraw_pending(RegistrationRequest.objects.filter(issuer=locked), actor=actor, reason=reason)
 
-    return hooks.ContainmentTarget(label=name, client_ids=_client_ids(requests), effects=effects, apply=apply)
+    return hooks.ContainmentTarget(label=name, client_ids=_client_ids(reg_requests), effects=effects, apply=apply)
 
 
 def resolve_policy(value: str) -> hooks.ContainmentTarget | None:

@@ -173,7 +173,7 @@ class RegistrationRecord:
     """One registration or renewal request of a client and its human decisions (approvals' model instances:
     templates and the evidence pack read their fields)."""
 
-    request: Any
+    reg_request: Any  # approvals' RegistrationRequest
     decisions: Sequence[Any] = ()
 
 

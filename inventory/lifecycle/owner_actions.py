@@ -15,7 +15,7 @@ from inventory.choices import LIVE_STATES, ClientState, HoldKind, OutboxOperatio
 from inventory.keys import KeySetError, jwks_thumbprints, validate_public_jwks
 from inventory.lifecycle.errors import ClientHeld, LifecycleError
 from inventory.lifecycle.holds import Hold
-from inventory.lifecycle.state import acting, check_transition, lock_client, require_manage, sync_instance
+from inventory.lifecycle.state import acting, check_transition, lock_client, require_manage
 from inventory.lifecycle.transitions import client_transition, suspended_ancestor
 from inventory.models import Client
 from inventory.outbox import outbox_enqueue
@@ -83,7 +83,6 @@ def client_resume(
         client=locked, target=ClientState.ACTIVE, actor=acting(user, actor), reason=reason, action="client.resume"
     )
     outbox_enqueue(client=result, operation=OutboxOperation.UPDATE)
-    sync_instance(client, result)
     return result
 
 
@@ -118,5 +117,4 @@ def client_rotate_key(*, client: Client, jwks: Any, user=None, actor: Actor | No
         policy_version=locked.policy_version,
     )
     outbox_enqueue(client=locked, operation=OutboxOperation.UPDATE)
-    sync_instance(client, locked)
     return locked

@@ -20,7 +20,7 @@ from inventory import hooks
 from inventory.ceilings import Ceiling
 from inventory.choices import ClientState, OutboxOperation, RiskTier
 from inventory.lifecycle.errors import LifecycleError
-from inventory.lifecycle.state import acting, client_snapshot, lock_client, require_manage, sync_instance
+from inventory.lifecycle.state import acting, client_snapshot, lock_client, require_manage
 from inventory.models import Client
 from inventory.outbox import outbox_enqueue
 from portal.audit import Actor, audit_record
@@ -40,13 +40,15 @@ def client_ceiling(client: Client) -> Ceiling | None:
 
 @dataclass
 class RenewalOutcome:
+    """What :func:`client_renew` did: renewed ``client`` (the updated row), or filed ``reg_request`` for review."""
+
     client: Client
     renewed: bool
-    request: Any = None  # the approvals app's renewal request when the renewal needs review
+    reg_request: Any = None  # the approvals app's renewal RegistrationRequest when the renewal needs review
 
     @property
     def needs_review(self) -> bool:
-        return self.request is not None
+        return self.reg_request is not None
 
 
 def renewal_review_reasons(client: Client, *, ttl_seconds: int) -> list[tuple[str, str]]:
@@ -111,9 +113,8 @@ def client_renew(
     ttl = _renewal_ttl(locked, ttl_seconds, limits)
     reasons = renewal_review_reasons(locked, ttl_seconds=ttl)
     if reasons:
-        request = _file_renewal_review(locked, who, ttl, reasons, reason, limits)
-        sync_instance(client, locked)
-        return RenewalOutcome(client=locked, renewed=False, request=request)
+        reg_request = _file_renewal_review(locked, who, ttl, reasons, reason, limits)
+        return RenewalOutcome(client=locked, renewed=False, reg_request=reg_request)
     before = client_snapshot(locked)
     locked.expires_at = now + dt.timedelta(seconds=ttl)
     locked.renewals += 1
@@ -128,7 +129,6 @@ def client_renew(
         reason=reason,
         policy_version=locked.policy_version,
     )
-    sync_instance(client, locked)
     return RenewalOutcome(client=locked, renewed=True)
 
 
@@ -213,7 +213,6 @@ def client_apply_renewal(
     )
     if scopes_changed:
         outbox_enqueue(client=locked, operation=OutboxOperation.UPDATE)
-    sync_instance(client, locked)
     return locked
 
 
@@ -235,7 +234,7 @@ def _file_renewal_review(
         note=note,
     )
     try:
-        request = hooks.renewal_review_file(review)
+        reg_request = hooks.renewal_review_file(review)
     except hooks.RenewalConflict as exc:
         raise LifecycleError(str(exc) or f"a renewal of {client.registration_id} is already waiting for review")
     except hooks.HookMissing as exc:
@@ -247,7 +246,7 @@ def _file_renewal_review(
         object_id=client.registration_id,
         before=client_snapshot(client),
         after={
-            "request": request.public_id,
+            "request": reg_request.public_id,
             "ttl_seconds": ttl,
             "why": [message for _code, message in reasons],
             "approvals_needed": review.approvals_needed,
@@ -256,4 +255,4 @@ def _file_renewal_review(
         reason=note,
         policy_version=client.policy_version,
     )
-    return request
+    return reg_request

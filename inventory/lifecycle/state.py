@@ -3,6 +3,9 @@
 Person-facing services take ``user`` (the person acting; permissions are checked through
 ``inventory.permissions``) or an ``actor`` for system callers (sweeps, SCIM, break glass): :func:`acting`
 turns either into the audit actor.
+
+Services return what they changed (the locked, updated row, or an outcome naming it); the instance a caller
+passed in is left as it was (``client_transition`` is the one exception, see its docstring).
 """
 
 from __future__ import annotations
@@ -70,7 +73,3 @@ def require_manage(user, client: Client) -> None:
 
 def lock_client(client: Client) -> Client:
     return Client.objects.select_for_update().get(pk=client.pk)
-
-
-def sync_instance(client: Client, locked: Client) -> None:
-    client.__dict__.update({f.attname: getattr(locked, f.attname) for f in Client._meta.concrete_fields})

@@ -12,7 +12,7 @@ from django.utils import timezone
 from inventory import quotas
 from inventory.choices import LIVE_STATES
 from inventory.lifecycle.errors import LifecycleError, PermissionRefused
-from inventory.lifecycle.state import acting, client_snapshot, lock_client, require_manage, sync_instance
+from inventory.lifecycle.state import acting, client_snapshot, lock_client, require_manage
 from inventory.models import Client, TransferOffer, TransferState
 from inventory.permissions import can_manage_client, can_take_over_client
 from portal.audit import Actor, audit_record
@@ -102,7 +102,6 @@ def client_transfer_accept(*, offer: TransferOffer, user, reason: str = "") -> C
         reason=reason,
         policy_version=client.policy_version,
     )
-    offer.__dict__.update(state=locked_offer.state, decided_at=now)
     return client
 
 
@@ -126,7 +125,6 @@ def client_transfer_decline(*, offer: TransferOffer, user, reason: str = "") -> 
         after={"offer": offer.pk, "offered_to": locked_offer.to_user_id},
         reason=reason,
     )
-    offer.__dict__.update(state=locked_offer.state, decided_at=locked_offer.decided_at)
     return locked_offer
 
 
@@ -158,5 +156,4 @@ def client_take_over(*, client: Client, user, reason: str = "") -> Client:
         reason=reason,
         policy_version=locked.policy_version,
     )
-    sync_instance(client, locked)
     return locked

@@ -40,6 +40,9 @@ def client_transition(
     A held client never becomes active here (:class:`ClientHeld`); ``hold`` (with target suspended) places
     one. Retiring, revoking or expiring a parent ends its live descendants in the same transaction;
     suspending it suspends them (and a hold reaches them as containment).
+
+    Returns the locked, updated row. Unlike the other lifecycle services it also copies the changed fields
+    onto ``client``: outbox delivery and the intake read the instance they passed in afterwards.
     """
     if hold is not None and target != ClientState.SUSPENDED:
         raise ValueError("a hold comes with a suspension")

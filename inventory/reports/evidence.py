@@ -67,17 +67,17 @@ def evidence_pack(client: Client, explain: dict[str, Any] | None = None) -> dict
         "sponsor": _sponsor_json(origin),
         "approval": [
             {
-                "registration_id": item["request"].public_id,
-                "kind": item["request"].kind,
-                "state": item["request"].state,
-                "outcome": item["request"].outcome,
-                "policy_version": item["request"].policy_version,
-                "risk_tier": item["request"].risk_tier,
-                "reasons": item["request"].reasons,
-                "approvals_needed": item["request"].approvals_needed,
-                "created_at": _iso(item["request"].created_at),
-                "decided_at": _iso(item["request"].decided_at),
-                "decision_reason": item["request"].decision_reason,
+                "registration_id": item["reg_request"].public_id,
+                "kind": item["reg_request"].kind,
+                "state": item["reg_request"].state,
+                "outcome": item["reg_request"].outcome,
+                "policy_version": item["reg_request"].policy_version,
+                "risk_tier": item["reg_request"].risk_tier,
+                "reasons": item["reg_request"].reasons,
+                "approvals_needed": item["reg_request"].approvals_needed,
+                "created_at": _iso(item["reg_request"].created_at),
+                "decided_at": _iso(item["reg_request"].decided_at),
+                "decision_reason": item["reg_request"].decision_reason,
                 "decisions": [
                     {
                         "approver": d.approver.username,
@@ -88,7 +88,7 @@ def evidence_pack(client: Client, explain: dict[str, Any] | None = None) -> dict
                     for d in item["decisions"]
                 ],
             }
-            for item in data["requests"]
+            for item in data["reg_requests"]
         ],
         "policy_version": client.policy_version,
         "scopes": data["scopes"],

@@ -71,8 +71,8 @@ def client_explain(client: Client) -> dict[str, Any]:
     """Everything the explain page and the evidence pack show, in a fixed number of queries."""
     history = hooks.registration_history(client)
     origin = next(
-        (h.request for h in history if h.request.public_id == client.registration_id),
-        history[0].request if history else None,
+        (h.reg_request for h in history if h.reg_request.public_id == client.registration_id),
+        history[0].reg_request if history else None,
     )
     catalogue = {s.name: s for s in ScopeDefinition.objects.filter(name__in=list(client.scopes))}
     scopes = [
@@ -101,7 +101,7 @@ def client_explain(client: Client) -> dict[str, Any]:
     return {
         "client": client,
         "origin": origin,
-        "requests": [{"request": h.request, "decisions": list(h.decisions)} for h in history],
+        "reg_requests": [{"reg_request": h.reg_request, "decisions": list(h.decisions)} for h in history],
         "scopes": scopes,
         "timeline": timeline,
         "log": evidence,

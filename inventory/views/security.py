@@ -184,7 +184,7 @@ def _sort_links(params, current: str) -> dict[str, dict[str, str]]:
     return links
 
 
-def _get_visible_client(request, registration_id: str) -> Client:
+def visible_client_or_404(request, registration_id: str) -> Client:
     client = (
         Client.objects.select_related("owner", "team", "idp", "parent", "hold_by")
         .filter(registration_id=registration_id)
@@ -197,7 +197,7 @@ def _get_visible_client(request, registration_id: str) -> Client:
 
 @read_only_page(*INVENTORY_ROLES)
 def client_explain_page(request, registration_id: str):
-    client = _get_visible_client(request, registration_id)
+    client = visible_client_or_404(request, registration_id)
     explain = client_explain(client)
     return render(
         request,
@@ -219,7 +219,7 @@ def client_explain_page(request, registration_id: str):
 
 @read_only_page(*INVENTORY_ROLES)
 def client_evidence(request, registration_id: str):
-    client = _get_visible_client(request, registration_id)
+    client = visible_client_or_404(request, registration_id)
     response = JsonResponse(evidence_pack(client), encoder=DjangoJSONEncoder, json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="evidence-{client.registration_id}.json"'
     return response
