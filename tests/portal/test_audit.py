@@ -583,3 +583,53 @@ def test_the_database_formats_timestamps_exactly_as_the_entry_does(occurred_at):
 
     [(_, _, _, _, entry)] = list(iter_entries())
     assert entry == leaf_data(event) == leaf_data(AuditEvent.objects.get(pk=event.pk))
+
+
+def _entry_of(event) -> bytes:
+    return leaf_data(AuditEvent.objects.get(pk=event.pk))
+
+
+def test_an_event_of_many_small_values_is_bounded_by_its_smallest_sufficient_container():
+    # no single string is worth a digest: the smallest object or array whose digest makes the entry fit goes
+    after = {"hosts": [f"h{i:05d}.example" for i in range(3000)], "tags": ["t"] * 5000, "name": "kept"}
+    event = audit_record(actor=Actor.system("t"), action="x", object_type="t", object_id=1, after=after)
+    stored = AuditEvent.objects.get(pk=event.pk)
+    # hosts (48 KB) and tags (20 KB) both suffice: tags, the smaller, is the one replaced
+    assert stored.after["name"] == "kept" and stored.after["hosts"] == after["hosts"]
+    assert stored.after["tags"]["$omitted"]["bytes"] == len(json.dumps(after["tags"], separators=(",", ":")))
+    assert len(_entry_of(event)) <= 0xFFFF
+
+
+def test_a_huge_reason_is_cut_last_and_says_so():
+    event = audit_record(
+        actor=Actor.system("t"), action="x", object_type="t", object_id=1, after={"a": 1}, reason="é" * 40_000
+    )
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert stored.after == {"a": 1}
+    assert stored.reason.startswith("é" * 1000) and "[cut: 40000 characters, sha256 " in stored.reason
+    assert 0xFFFF - 100 < len(_entry_of(event)) <= 0xFFFF
+
+
+def test_bulk_appended_events_are_bounded_too_and_small_ones_untouched():
+    rows = audit_record_many(
+        [
+            {
+                "actor": Actor.system("s"),
+                "action": "a",
+                "object_type": "t",
+                "object_id": 1,
+                "after": {"x": "y" * 70_000},
+            },
+            {
+                "actor": Actor.system("s"),
+                "action": "a",
+                "object_type": "t",
+                "object_id": 2,
+                "after": {"x": "y" * 60_000},
+            },
+        ]
+    )
+    big, small = (AuditEvent.objects.get(pk=r.pk) for r in rows)
+    assert set(big.after["x"]) == {"$omitted"} and small.after == {"x": "y" * 60_000}
+    log_seal()
+    assert verify_chain() == (2, None)
