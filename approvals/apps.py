@@ -9,12 +9,9 @@ class ApprovalsConfig(AppConfig):
         from approvals import metrics
         from approvals.inventory_hooks import register
         from approvals.policy_store import active_policy
-        from approvals.unauthorized import sweep_unauthorized
         from inventory.quotas import owner_limit_source_register
-        from inventory.sweeps import sweep_register
 
         register()  # inventory triggers approvals only through these hooks (inventory.hooks)
         # The owner quota is enforced by inventory (where clients become live); the figure is this app's policy.
         owner_limit_source_register(lambda: active_policy().max_live_clients_per_owner)
-        sweep_register("unauthorized", sweep_unauthorized)
         metrics.register()  # /metrics figures

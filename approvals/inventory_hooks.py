@@ -9,10 +9,14 @@ approvals or reach its models by name, so approvals hands them over here:
   ``RegistrationRequest(kind="renewal")`` in the same review queue as registrations;
 - **containment scopes** — break glass "by initial access token", "by trusted issuer" and "by policy
   version": which clients each covers, and what else confirming does (the token is revoked, the issuer
-  disabled, their pending requests withdrawn), each effect audited.
+  disabled, their pending requests withdrawn), each effect audited;
+- **sweeps** — ``lapsed`` (pending requests nobody decided in time: :func:`sweep_lapsed`, also the beat task's)
+  and ``unauthorized`` (refused-credential tallies), run by ``manage.py sweep <name>``.
 """
 
 from __future__ import annotations
+
+import datetime as dt
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
@@ -20,9 +24,12 @@ from django.utils import timezone
 from approvals.choices import RequestKind, RequestState
 from approvals.models import InitialAccessToken, RegistrationRequest, TrustedIssuer
 from approvals.policy_store import active_policy
+from approvals.services import request_lapse_due
+from approvals.unauthorized import sweep_unauthorized
 from inventory import hooks
 from inventory.models import Client
 from inventory.services import new_registration_id
+from inventory.sweeps import SweepResult
 from portal.audit import Actor, audit_record, audit_record_many
 
 
@@ -228,12 +235,34 @@ def resolve_policy(value: str) -> hooks.ContainmentTarget | None:
     return hooks.ContainmentTarget(label=f"policy version {version}", client_ids=sorted(set(via_requests + direct)))
 
 
+# --- sweeps -------------------------------------------------------------------------------------------------
+
+
+def sweep_lapsed(*, now: dt.datetime | None = None, batch_size: int | None = None) -> SweepResult:
+    """Lapse pending requests nobody decided within ``REGISTRAR_REQUEST_LAPSE_DAYS``: the one entry point, for
+    ``manage.py sweep lapsed`` and the beat task ``approvals.tasks.sweep_lapsed``
+    (the rule: :func:`approvals.services.request_lapse_due`)."""
+    result = SweepResult("lapsed")
+    result.counts["lapsed"] = request_lapse_due(now=now, batch_size=batch_size)
+    return result
+
+
 def register() -> None:
     hooks.register_policy_limits(policy_limits)
     hooks.register_renewal_filer(renewal_file)
     hooks.register_containment_scope("token", resolve_token)
     hooks.register_containment_scope("issuer", resolve_issuer)
     hooks.register_containment_scope("policy", resolve_policy)
+    hooks.register_sweep("lapsed", sweep_lapsed)
+    hooks.register_sweep("unauthorized", sweep_unauthorized)
 
 
-__all__ = ["policy_limits", "register", "renewal_file", "resolve_issuer", "resolve_policy", "resolve_token"]
+__all__ = [
+    "policy_limits",
+    "register",
+    "renewal_file",
+    "resolve_issuer",
+    "resolve_policy",
+    "resolve_token",
+    "sweep_lapsed",
+]

@@ -136,12 +136,29 @@ def containment_resolver(scope: str) -> ContainmentResolver | None:
     return _containment.get(scope)
 
 
+# --- sweeps owned by other apps -------------------------------------------------------------------
+
+# A sweep takes keyword arguments ``now`` and ``batch_size`` and returns an ``inventory.sweeps.SweepResult``.
+_sweeps: dict[str, Callable[..., Any]] = {}
+
+
+def register_sweep(name: str, sweep: Callable[..., Any]) -> None:
+    """A sweep a higher app owns (e.g. approvals' lapsed requests), run by ``manage.py sweep <name>``."""
+    _sweeps[name] = sweep
+
+
+def registered_sweeps() -> dict[str, Callable[..., Any]]:
+    return dict(_sweeps)
+
+
 def reset_for_tests() -> dict[str, Any]:
     """Unregister everything; returns the previous registrations for :func:`restore`."""
     global _policy_limits, _renewal_filer
     saved = {"policy": _policy_limits, "renewal": _renewal_filer, "containment": dict(_containment)}
+    saved["sweeps"] = dict(_sweeps)
     _policy_limits = _renewal_filer = None
     _containment.clear()
+    _sweeps.clear()
     return saved
 
 
@@ -150,3 +167,5 @@ def restore(saved: dict[str, Any]) -> None:
     _policy_limits, _renewal_filer = saved["policy"], saved["renewal"]
     _containment.clear()
     _containment.update(saved["containment"])
+    _sweeps.clear()
+    _sweeps.update(saved.get("sweeps", {}))
