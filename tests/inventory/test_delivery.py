@@ -1,4 +1,4 @@
-"""Outbox delivery (inventory.delivery) against the real oidc-provider, plus error paths with fakes."""
+"""Outbox delivery (inventory.outbox) against the real oidc-provider, plus error paths with fakes."""
 
 from __future__ import annotations
 

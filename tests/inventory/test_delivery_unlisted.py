@@ -1,6 +1,6 @@
 """Delivery to a generic RFC 7591/7592 IdP that cannot list its clients (the real oidc-provider with
 IDP_LISTING=off): a lost answer never becomes a duplicate or a stale token, and a refused management token is
-a sync failure for a person, never "already gone" (inventory.journal, inventory.delivery)."""
+a sync failure for a person, never "already gone" (inventory.outbox.journal)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Celery task wrappers of the inventory (thin: they call inventory.delivery / inventory.reconcile)."""
+"""Celery task wrappers of the inventory (thin: they call inventory.outbox / inventory.reconcile / inventory.sweeps)."""
 
 from __future__ import annotations
 
