@@ -86,3 +86,13 @@ def test_refresh_report_snapshots_does_nothing_when_caching_is_off(settings):
     cache.clear()
     assert refresh_report_snapshots() == []
     assert cache.get("registrar:report:dashboard") is None
+
+
+def test_every_beat_task_exists_and_lives_in_the_module_its_name_says():
+    from portal.celery import app
+
+    app.loader.import_default_modules()
+    assert app.conf.beat_schedule
+    for entry in app.conf.beat_schedule.values():
+        task = app.tasks[entry["task"]]  # KeyError: beat would send a task no worker knows
+        assert f"{task.run.__module__}.{task.run.__name__}" == entry["task"]
