@@ -6,12 +6,8 @@ class ApprovalsConfig(AppConfig):
     verbose_name = "Approvals"
 
     def ready(self) -> None:
-        from approvals import metrics
-        from approvals.inventory_hooks import register
-        from approvals.policy_store import active_policy
-        from inventory.quotas import owner_limit_source_register
+        from approvals import inventory_hooks, metrics, portal_hooks
 
-        register()  # inventory triggers approvals only through these hooks (inventory.hooks)
-        # The owner quota is enforced by inventory (where clients become live); the figure is this app's policy.
-        owner_limit_source_register(lambda: active_policy().max_live_clients_per_owner)
+        inventory_hooks.register()  # inventory reaches approvals only through these hooks (inventory.hooks)
+        portal_hooks.register()  # home tiles and the review queue badge (portal.home, portal.context_processors)
         metrics.register()  # /metrics figures

@@ -4,30 +4,39 @@ Inventory's lifecycle and break glass need facts and writes that belong to appro
 approvals or reach its models by name, so approvals hands them over here:
 
 - **policy limits** — the active policy's tier TTL ceilings, how many approvals a renewal review needs per
-  tier, and the per-parent child limit;
+  tier, and the per-parent child limit; and the owner live-client limit ``inventory.quotas`` enforces;
 - **renewal filer** — a renewal the lifecycle may not grant by itself becomes a pending
   ``RegistrationRequest(kind="renewal")`` in the same review queue as registrations;
 - **containment scopes** — break glass "by initial access token", "by trusted issuer" and "by policy
   version": which clients each covers, and what else confirming does (the token is revoked, the issuer
   disabled, their pending requests withdrawn), each effect audited;
+- **reads for inventory's pages** — a client's registration history (explain page, evidence pack), which
+  clients have a renewal waiting (owner's list), registrations by outcome and time to decision (dashboard),
+  and which clients carry two distinct human approvals (framework report);
 - **sweeps** — ``lapsed`` (pending requests nobody decided in time: :func:`sweep_lapsed`, also the beat task's)
   and ``unauthorized`` (refused-credential tallies), run by ``manage.py sweep <name>``.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import statistics
+from collections import Counter, defaultdict
+from datetime import datetime
 
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models.functions import TruncDay
 from django.utils import timezone
 
-from approvals.choices import RequestKind, RequestState
-from approvals.models import InitialAccessToken, RegistrationRequest, TrustedIssuer
+from approvals.choices import DecisionKind, RequestKind, RequestState
+from approvals.models import Decision, InitialAccessToken, RegistrationRequest, TrustedIssuer
 from approvals.policy_store import active_policy
 from approvals.services import request_lapse_due
 from approvals.unauthorized import sweep_unauthorized
 from inventory import hooks
 from inventory.models import Client
+from inventory.selectors.dashboard import as_date, percentile, percentiles_sql
+from inventory.selectors.search import is_postgres
 from inventory.services import new_registration_id
 from inventory.sweeps import SweepResult
 from portal.audit import Actor, audit_record, audit_record_many
@@ -106,6 +115,87 @@ def _create_renewal_request(review: hooks.RenewalReview) -> RegistrationRequest:
     )
 
 
+def owner_live_limit() -> int:
+    """The active policy's cap on an owner's live clients (cached a few seconds: read on every registration)."""
+    return active_policy().max_live_clients_per_owner
+
+
+# --- reads for inventory's pages -------------------------------------------------------------------------
+
+
+def registration_history(client: Client) -> list[hooks.RegistrationRecord]:
+    """The client's own registration request and every later one about it (renewals), oldest first, each with
+    its decisions: two queries."""
+    reg_requests = list(
+        RegistrationRequest.objects.filter(Q(public_id=client.registration_id) | Q(client=client))
+        .select_related("token", "issuer", "owner")
+        .order_by("created_at")
+    )
+    decisions: dict[int, list[Decision]] = defaultdict(list)
+    for decision in Decision.objects.filter(request__in=[r.pk for r in reg_requests]).select_related("approver"):
+        decisions[decision.request_id].append(decision)
+    return [hooks.RegistrationRecord(reg_request=r, decisions=decisions.get(r.pk, [])) for r in reg_requests]
+
+
+def pending_renewals():
+    return RegistrationRequest.objects.filter(kind=RequestKind.RENEWAL, state=RequestState.PENDING)
+
+
+def _outcome_label(state: str, outcome: str) -> str | None:
+    if state == RequestState.APPROVED:
+        return "auto-approved" if outcome == "auto_approve" else "human-approved"
+    if state == RequestState.DENIED:
+        return "denied"
+    if state == RequestState.REFUSED:
+        return "refused"
+    return None
+
+
+def registration_stats(start: datetime) -> hooks.RegistrationStats:
+    """Registrations submitted since ``start`` per day by outcome, and median / p90 seconds from submission to a
+    human decision for those decided since ``start``: two aggregate queries."""
+    rows = (
+        RegistrationRequest.objects.filter(created_at__gte=start)
+        .annotate(day=TruncDay("created_at"))
+        .values("day", "state", "outcome")
+        .annotate(n=Count("pk"))
+    )
+    outcomes: dict[str, Counter] = {label: Counter() for label in hooks.REGISTRATION_OUTCOMES}
+    for row in rows:
+        label = _outcome_label(row["state"], row["outcome"])
+        if label:
+            outcomes[label][as_date(row["day"])] += row["n"]
+    median, p90 = _time_to_decision(start)
+    return hooks.RegistrationStats(outcomes=outcomes, median_seconds_to_decision=median, p90_seconds_to_decision=p90)
+
+
+def _time_to_decision(start: datetime) -> tuple[float | None, float | None]:
+    if is_postgres():
+        median, p90 = percentiles_sql(
+            RegistrationRequest._meta.db_table,
+            "EXTRACT(EPOCH FROM (decided_at - created_at))",
+            "decided_at >= %s AND state IN ('approved', 'denied') AND outcome <> 'auto_approve'",
+            [start],
+            (0.5, 0.9),
+        )
+        return median, p90
+    human = RegistrationRequest.objects.filter(
+        decided_at__gte=start, state__in=(RequestState.APPROVED, RequestState.DENIED)
+    ).exclude(outcome="auto_approve")
+    values = [(decided - created).total_seconds() for created, decided in human.values_list("created_at", "decided_at")]
+    return (statistics.median(values) if values else None), percentile(values, 0.9)
+
+
+def two_person_approval() -> Exists:
+    """True for a client whose registration request carries approvals by two or more distinct people."""
+    return Exists(
+        Decision.objects.filter(request__public_id=OuterRef("registration_id"), kind=DecisionKind.APPROVE)
+        .values("request_id")
+        .annotate(n=Count("approver_id", distinct=True))
+        .filter(n__gte=2)
+    )
+
+
 # --- break glass scopes ----------------------------------------------------------------------------------
 
 
@@ -120,14 +210,16 @@ def _by_id_or(model, value: str, **lookup):
     return model.objects.filter(pk=int(value)).first() if value.isdigit() else None
 
 
-def _client_ids(requests) -> list[int]:
-    return list(requests.filter(client__isnull=False).values_list("client_id", flat=True).distinct())
+def _client_ids(reg_requests) -> list[int]:
+    return list(reg_requests.filter(client__isnull=False).values_list("client_id", flat=True).distinct())
 
 
-def _withdraw_pending(requests, *, actor: Actor, reason: str) -> int:
+def _withdraw_pending(reg_requests, *, actor: Actor, reason: str) -> int:
     """Withdraw the pending requests a leaked credential filed: no approver may approve them afterwards."""
     rows = list(
-        requests.filter(state=RequestState.PENDING).select_for_update().values_list("pk", "public_id", "policy_version")
+        reg_requests.filter(state=RequestState.PENDING)
+        .select_for_update()
+        .values_list("pk", "public_id", "policy_version")
     )
     if not rows:
         return 0
@@ -163,9 +255,9 @@ def resolve_token(value: str) -> hooks.ContainmentTarget | None:
     token = _by_id_or(InitialAccessToken, value, prefix=value)
     if token is None:
         return None
-    requests = RegistrationRequest.objects.filter(token=token)
+    reg_requests = RegistrationRequest.objects.filter(token=token)
     name = f"initial access token {token.prefix}…"
-    pending = requests.filter(state=RequestState.PENDING).count()
+    pending = reg_requests.filter(state=RequestState.PENDING).count()
     if token.revoked_at is not None:
         effects = [f"{name} is already revoked (since {token.revoked_at:%Y-%m-%d %H:%M} UTC)"]
     else:
@@ -188,16 +280,16 @@ def resolve_token(value: str) -> hooks.ContainmentTarget | None:
             )
         _withdraw_pending(RegistrationRequest.objects.filter(token=locked), actor=actor, reason=reason)
 
-    return hooks.ContainmentTarget(label=name, client_ids=_client_ids(requests), effects=effects, apply=apply)
+    return hooks.ContainmentTarget(label=name, client_ids=_client_ids(reg_requests), effects=effects, apply=apply)
 
 
 def resolve_issuer(value: str) -> hooks.ContainmentTarget | None:
     issuer = _by_id_or(TrustedIssuer, value, name=value)
     if issuer is None:
         return None
-    requests = RegistrationRequest.objects.filter(issuer=issuer)
+    reg_requests = RegistrationRequest.objects.filter(issuer=issuer)
     name = f"software-statement issuer {issuer.name}"
-    pending = requests.filter(state=RequestState.PENDING).count()
+    pending = reg_requests.filter(state=RequestState.PENDING).count()
     if issuer.enabled:
         effects = [
             f"disable trusted issuer {issuer.name} ({issuer.issuer}): its software statements are refused "
@@ -223,7 +315,7 @@ def resolve_issuer(value: str) -> hooks.ContainmentTarget | None:
             )
         _withdraw_pending(RegistrationRequest.objects.filter(issuer=locked), actor=actor, reason=reason)
 
-    return hooks.ContainmentTarget(label=name, client_ids=_client_ids(requests), effects=effects, apply=apply)
+    return hooks.ContainmentTarget(label=name, client_ids=_client_ids(reg_requests), effects=effects, apply=apply)
 
 
 def resolve_policy(value: str) -> hooks.ContainmentTarget | None:
@@ -238,7 +330,7 @@ def resolve_policy(value: str) -> hooks.ContainmentTarget | None:
 # --- sweeps -------------------------------------------------------------------------------------------------
 
 
-def sweep_lapsed(*, now: dt.datetime | None = None, batch_size: int | None = None) -> SweepResult:
+def sweep_lapsed(*, now: datetime | None = None, batch_size: int | None = None) -> SweepResult:
     """Lapse pending requests nobody decided within ``REGISTRAR_REQUEST_LAPSE_DAYS``: the one entry point, for
     ``manage.py sweep lapsed`` and the beat task ``approvals.tasks.sweep_lapsed``
     (the rule: :func:`approvals.services.request_lapse_due`)."""
@@ -249,20 +341,30 @@ def sweep_lapsed(*, now: dt.datetime | None = None, batch_size: int | None = Non
 
 def register() -> None:
     hooks.register_policy_limits(policy_limits)
+    hooks.register_owner_live_limit(owner_live_limit)
     hooks.register_renewal_filer(renewal_file)
     hooks.register_containment_scope("token", resolve_token)
     hooks.register_containment_scope("issuer", resolve_issuer)
     hooks.register_containment_scope("policy", resolve_policy)
+    hooks.register_registration_history(registration_history)
+    hooks.register_pending_renewals(pending_renewals)
+    hooks.register_registration_stats(registration_stats)
+    hooks.register_two_person_approval(two_person_approval)
     hooks.register_sweep("lapsed", sweep_lapsed)
     hooks.register_sweep("unauthorized", sweep_unauthorized)
 
 
 __all__ = [
+    "owner_live_limit",
+    "pending_renewals",
     "policy_limits",
     "register",
+    "registration_history",
+    "registration_stats",
     "renewal_file",
     "resolve_issuer",
     "resolve_policy",
     "resolve_token",
     "sweep_lapsed",
+    "two_person_approval",
 ]

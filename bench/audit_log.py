@@ -8,7 +8,9 @@ Parts:
 - ``append`` — raw write ceiling of the intake's statement (token use + request INSERT + audit event INSERT,
   bench/intake.py's ``RAW_STATEMENT``) against the head-locked statement it replaced (``OLD_STATEMENT``: the
   chain head upserted under its row lock, the event hashed by PostgreSQL), ``--connections`` client processes
-  for ``--duration`` seconds each, alternated twice. Goal: new ≥ 2× old.
+  for ``--duration`` seconds each, alternated twice. Goal: new ≥ 2× old. ``--tokens own`` (default): each
+  connection registers with a token of its own, as independent agents do; ``--tokens shared``: one token for all
+  (runs before 2026-12-04 12:30 UTC did this: the token's row lock then serialises both statements).
 - ``seal`` — the sequencer while bench/intake.py's load runs at full speed: a backlog of ``--backlog`` waiting
   events is loaded first, then gunicorn + wrk POST registrations (the 202 path) for ``--seal-duration`` seconds
   while a sequencer process runs ``log_seal`` in a loop (idle wait 0.25 s, the nudge cadence). Reports the
@@ -84,10 +86,40 @@ def percentile(values: list[float], q: float) -> float:
 # --- append ---------------------------------------------------------------------------------------------
 
 
-def old_writer(conn):
+def own_token(conn) -> int:
+    """A token of this connection's own, cloned from the seeded one: independent agents hold different initial
+    access tokens, and each statement locks its token's row until commit (``uses = uses + 1``)."""
+    return conn.execute(
+        "INSERT INTO approvals_initialaccesstoken (purpose, prefix, token_hash, allowed_scopes, max_ttl_seconds,"
+        " max_uses, uses, internal_only, expires_at, created_at, idp_id, owner_id, team_id)"
+        " SELECT purpose, prefix, md5(random()::text) || md5(random()::text), allowed_scopes, max_ttl_seconds,"
+        " max_uses, 0, internal_only, expires_at, now(), idp_id, owner_id, team_id"
+        " FROM approvals_initialaccesstoken ORDER BY id LIMIT 1 RETURNING id"
+    ).fetchone()[0]
+
+
+def new_writer(conn, token_id: int):
+    """bench/intake.py's raw_writer (the intake's statement: the event a plain INSERT) on token ``token_id``."""
     import uuid
 
-    token_id, owner_id = conn.execute("SELECT id, owner_id FROM approvals_initialaccesstoken").fetchone()
+    owner_id = conn.execute("SELECT owner_id FROM approvals_initialaccesstoken WHERE id = %s", [token_id]).fetchone()[0]
+    idp_id = conn.execute("SELECT id FROM inventory_idpconnection").fetchone()[0]
+    metadata = json.dumps(intake.BODY_202)
+    verdict = json.dumps({"tier": "medium", "outcome": "review", "reasons": [{"code": "medium_sensitivity_scope"}]})
+
+    def write() -> None:
+        public_id = "reg_" + uuid.uuid4().hex[:20]
+        params = (token_id, public_id, metadata, idp_id, owner_id, uuid.uuid4().hex + uuid.uuid4().hex, verdict)
+        if conn.execute(intake.RAW_STATEMENT, (*params, str(token_id), public_id, verdict)).fetchone() is None:
+            raise RuntimeError("new statement: the token ran out")
+
+    return write
+
+
+def old_writer(conn, token_id: int):
+    import uuid
+
+    owner_id = conn.execute("SELECT owner_id FROM approvals_initialaccesstoken WHERE id = %s", [token_id]).fetchone()[0]
     idp_id = conn.execute("SELECT id FROM inventory_idpconnection").fetchone()[0]
     metadata = json.dumps(intake.BODY_202)
     verdict = json.dumps({"tier": "medium", "outcome": "review", "reasons": [{"code": "medium_sensitivity_scope"}]})
@@ -118,11 +150,15 @@ def old_writer(conn):
     return write
 
 
-def _ceiling_worker(kind: str, duration: float, start_at: float, queue) -> None:
+def _ceiling_worker(kind: str, tokens: str, duration: float, start_at: float, queue) -> None:
     import psycopg
 
     with psycopg.connect(intake.DB_URL, autocommit=True, prepare_threshold=0) as conn:
-        write = (old_writer if kind == "old" else intake.raw_writer)(conn)
+        if tokens == "own":
+            token_id = own_token(conn)
+        else:
+            token_id = conn.execute("SELECT id FROM approvals_initialaccesstoken ORDER BY id LIMIT 1").fetchone()[0]
+        write = (old_writer if kind == "old" else new_writer)(conn, token_id)
         while time.time() < start_at:
             time.sleep(0.01)
         stop, count = start_at + duration, 0
@@ -132,7 +168,7 @@ def _ceiling_worker(kind: str, duration: float, start_at: float, queue) -> None:
     queue.put(count)
 
 
-def ceiling(kind: str, *, duration: int, connections: int) -> float:
+def ceiling(kind: str, *, duration: int, connections: int, tokens: str = "own") -> float:
     """Statements per second from ``connections`` client processes (not threads: one Python process's GIL
     would cap the clients before the database)."""
     import multiprocessing
@@ -140,7 +176,9 @@ def ceiling(kind: str, *, duration: int, connections: int) -> float:
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     start_at = time.time() + 2  # every client connected before the clock starts
-    procs = [ctx.Process(target=_ceiling_worker, args=(kind, duration, start_at, queue)) for _ in range(connections)]
+    procs = [
+        ctx.Process(target=_ceiling_worker, args=(kind, tokens, duration, start_at, queue)) for _ in range(connections)
+    ]
     for p in procs:
         p.start()
     total = sum(queue.get() for _ in procs)
@@ -156,7 +194,7 @@ def part_append(args) -> dict:
     runs = {"new": [], "old": []}
     for _ in range(2):
         for name in ("old", "new"):
-            rate = ceiling(name, duration=args.duration, connections=args.connections)
+            rate = ceiling(name, duration=args.duration, connections=args.connections, tokens=args.tokens)
             runs[name].append(rate)
             print(f"append {name}: {rate:.0f} tx/s", flush=True)
     new, old = statistics.mean(runs["new"]), statistics.mean(runs["old"])
@@ -544,6 +582,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--parts", default="append,seal,proof,verify")
     parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--tokens",
+        choices=("own", "shared"),
+        default="own",
+        help="append part: each connection registers with a token of its own (independent agents), or all share "
+        "one (its row lock then serialises both statements, whatever the audit does)",
+    )
     parser.add_argument("--duration", type=int, default=10, help="seconds per append run")
     parser.add_argument("--seal-duration", type=int, default=40, help="seconds of intake load in the seal part")
     parser.add_argument("--workers", type=int, default=3, help="gunicorn workers in the seal part")
@@ -574,7 +619,7 @@ def main() -> int:
     pieces = []
     if "append_ratio" in r:
         pieces.append(
-            f"append ceiling ({args.connections} conns) new {r['append_new']:.0f} tx/s vs head-locked "
+            f"append ceiling ({args.connections} conns, {'a token each' if args.tokens == 'own' else 'one shared token'}) new {r['append_new']:.0f} tx/s vs head-locked "
             f"{r['append_old']:.0f} tx/s → ratio {r['append_ratio']:.2f} (goal ≥ 2)"
         )
     if "seal_lag_p99" in r:

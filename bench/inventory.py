@@ -63,7 +63,7 @@ from django.test import Client as DjangoClient  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 from inventory.models import Client  # noqa: E402
-from inventory.reports.controls import audit_chain_refresh  # noqa: E402
+from inventory.reports.audit_log import audit_chain_refresh  # noqa: E402
 from portal.models import User  # noqa: E402
 
 TYPO_TERMS = [

@@ -9,7 +9,10 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
+from inventory.leavers import user_deactivate
 from inventory.models import Client, IdPConnection, OutboxEntry, ScopeDefinition, Team
+from portal.admin import user_admin_action_register
+from portal.audit import Actor
 from portal.auditedadmin import AuditedModelAdmin, audited_by_service
 
 
@@ -91,17 +94,14 @@ class OutboxEntryAdmin(AuditedModelAdmin):
         return False
 
 
-# --- leaver signal from the admin ----------------------------------------------------------------
-# portal.admin registers the User admin but may not import inventory (import direction), so the
-# "deactivate" action that routes through inventory.leavers is attached here.
+# --- leaver action on the people admin ----------------------------------------------------------
+# portal.admin registers the User admin but imports no app, so the "deactivate" action that routes through
+# inventory.leavers is registered with it here.
 
 
 @admin.action(description="Deactivate selected people (orphans their clients)")
 @audited_by_service  # user_deactivate records user.deactivate
 def deactivate_users(modeladmin, request, queryset):
-    from inventory.leavers import user_deactivate
-    from portal.audit import Actor
-
     done = sum(
         user_deactivate(user=user, actor=Actor.user(request.user), source="admin", reason="admin deactivation")
         for user in queryset
@@ -109,12 +109,4 @@ def deactivate_users(modeladmin, request, queryset):
     modeladmin.message_user(request, f"{done} person(s) deactivated; the orphan sweep will act on their clients.")
 
 
-def _attach_user_admin_action() -> None:
-    from django.contrib.auth import get_user_model
-
-    user_admin = admin.site._registry.get(get_user_model())
-    if user_admin is not None and deactivate_users not in (user_admin.actions or []):
-        user_admin.actions = [*(user_admin.actions or []), deactivate_users]
-
-
-_attach_user_admin_action()
+user_admin_action_register(deactivate_users)

@@ -10,8 +10,10 @@ class InventoryConfig(AppConfig):
 
         from inventory import metrics
         from inventory.leavers import connect_signals
-        from inventory.selectors import configure_search_session
+        from inventory.selectors import configure_search_session, home_tiles
+        from portal.home import home_tiles_register
 
         connect_signals()
+        home_tiles_register("inventory", home_tiles)
         metrics.register()  # /metrics figures and /readyz checks
         connection_created.connect(configure_search_session, dispatch_uid="inventory.search_session")

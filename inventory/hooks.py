@@ -1,28 +1,41 @@
-"""Hooks through which inventory triggers the approvals app without importing it.
+"""The one registry through which inventory reaches the approvals app without importing it.
 
 Imports point one way (``approvals -> inventory -> portal``), and a lower layer does not reach a higher
-one by ``apps.get_model`` or string-named writes either. Where inventory's lifecycle needs something only
-approvals knows — the active policy's thresholds, filing a renewal for review, what an initial access token
-or a trusted issuer covers — approvals registers an implementation here at start-up
-(``ApprovalsConfig.ready()`` -> ``approvals.inventory_hooks.register``) and inventory calls it through the
-functions below.
+one by ``apps.get_model``, ``import_module`` or string-named writes either (``tests/test_architecture.py``
+enforces it). Where inventory needs something only approvals knows, approvals registers an implementation
+here at start-up (``ApprovalsConfig.ready()`` -> ``approvals.inventory_hooks.register``) and inventory calls
+it through the functions below:
+
+- **policy limits** — the active policy's tier TTL ceilings, renewal review sizes, the per-parent child limit;
+- **owner live limit** — the policy's ``max_live_clients_per_owner``, enforced by ``inventory.quotas``;
+- **renewal review** — filing a renewal the lifecycle may not grant by itself;
+- **containment scopes** — break glass by initial access token, trusted issuer or policy version;
+- **registration history** — a client's registration and renewal requests with their decisions (explain page,
+  evidence pack);
+- **pending renewals** — which clients have a renewal waiting for review (owner's list);
+- **registration stats** — registrations per day by outcome and time to decision (the sprawl dashboard);
+- **two-person approval** — which clients carry two distinct human approvals (the framework report).
 
 Nothing registered (inventory on its own, or a unit test that resets the registry) degrades safely: the
-policy limits are the documented defaults, a renewal that needs review is refused with a clear error
-instead of being granted, and the break-glass scopes that need approvals are unknown.
+policy limits are the documented defaults, the owner quota is not capped, a renewal that needs review is
+refused with a clear error instead of being granted, the break-glass scopes that need approvals are unknown,
+and the pages show no registration history, no pending renewals, no registrations and no human approvals.
 
-Every hook runs inside the caller's transaction and must not commit; each write it makes is audited.
+Every hook that writes runs inside the caller's transaction and must not commit; each write it makes is audited.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 from inventory.ceilings import DEFAULT_TTL_CEILINGS, default_ttl_ceiling
 
 if TYPE_CHECKING:  # pragma: no cover
+    from django.db.models import Expression, QuerySet
+
     from inventory.models import Client
     from portal.audit import Actor
 
@@ -136,6 +149,92 @@ def containment_resolver(scope: str) -> ContainmentResolver | None:
     return _containment.get(scope)
 
 
+# --- owner live limit -------------------------------------------------------------------------------
+
+_owner_live_limit: Callable[[], int | None] | None = None
+
+
+def register_owner_live_limit(source: Callable[[], int | None]) -> None:
+    """Approvals: ``source()`` returns the active policy's ``max_live_clients_per_owner`` (None: no cap)."""
+    global _owner_live_limit
+    _owner_live_limit = source
+
+
+def owner_live_limit() -> int | None:
+    """The current limit, or None when no policy is registered (then nothing is capped)."""
+    return _owner_live_limit() if _owner_live_limit is not None else None
+
+
+# --- reads for the pages: registration history, pending renewals, stats, two-person approval -----------
+
+
+@dataclass(frozen=True)
+class RegistrationRecord:
+    """One registration or renewal request of a client and its human decisions (approvals' model instances:
+    templates and the evidence pack read their fields)."""
+
+    reg_request: Any  # approvals' RegistrationRequest
+    decisions: Sequence[Any] = ()
+
+
+@dataclass(frozen=True)
+class RegistrationStats:
+    """Registrations decided per day by outcome label, and time from submission to a human decision."""
+
+    outcomes: Mapping[str, Mapping[date, int]]
+    median_seconds_to_decision: float | None = None
+    p90_seconds_to_decision: float | None = None
+
+
+REGISTRATION_OUTCOMES = ("auto-approved", "human-approved", "denied", "refused")
+
+_providers: dict[str, Callable[..., Any]] = {}
+
+
+def register_registration_history(provider: Callable[[Client], Sequence[RegistrationRecord]]) -> None:
+    """Approvals: ``provider(client)`` lists the client's requests (oldest first), each with its decisions."""
+    _providers["registration_history"] = provider
+
+
+def registration_history(client: Client) -> list[RegistrationRecord]:
+    provider = _providers.get("registration_history")
+    return list(provider(client)) if provider is not None else []
+
+
+def register_pending_renewals(provider: Callable[[], QuerySet]) -> None:
+    """Approvals: ``provider()`` is a queryset of the renewals waiting for review, filterable by ``client``."""
+    _providers["pending_renewals"] = provider
+
+
+def pending_renewals() -> QuerySet | None:
+    """The renewals waiting for review, to filter by client in a subquery (one query with the page), or None."""
+    provider = _providers.get("pending_renewals")
+    return provider() if provider is not None else None
+
+
+def register_registration_stats(provider: Callable[[datetime], RegistrationStats]) -> None:
+    """Approvals: ``provider(start)`` counts the registrations submitted since ``start``."""
+    _providers["registration_stats"] = provider
+
+
+def registration_stats(start: datetime) -> RegistrationStats:
+    provider = _providers.get("registration_stats")
+    if provider is None:
+        return RegistrationStats(outcomes={label: {} for label in REGISTRATION_OUTCOMES})
+    return provider(start)
+
+
+def register_two_person_approval(provider: Callable[[], Expression]) -> None:
+    """Approvals: ``provider()`` is a boolean expression over ``Client`` rows, true when the client's
+    registration carries approvals by at least two distinct people."""
+    _providers["two_person_approval"] = provider
+
+
+def two_person_approval() -> Expression | None:
+    provider = _providers.get("two_person_approval")
+    return provider() if provider is not None else None
+
+
 # --- sweeps owned by other apps -------------------------------------------------------------------
 
 # A sweep takes keyword arguments ``now`` and ``batch_size`` and returns an ``inventory.sweeps.SweepResult``.
@@ -153,19 +252,23 @@ def registered_sweeps() -> dict[str, Callable[..., Any]]:
 
 def reset_for_tests() -> dict[str, Any]:
     """Unregister everything; returns the previous registrations for :func:`restore`."""
-    global _policy_limits, _renewal_filer
+    global _policy_limits, _renewal_filer, _owner_live_limit
     saved = {"policy": _policy_limits, "renewal": _renewal_filer, "containment": dict(_containment)}
-    saved["sweeps"] = dict(_sweeps)
-    _policy_limits = _renewal_filer = None
+    saved |= {"owner_live_limit": _owner_live_limit, "providers": dict(_providers), "sweeps": dict(_sweeps)}
+    _policy_limits = _renewal_filer = _owner_live_limit = None
     _containment.clear()
+    _providers.clear()
     _sweeps.clear()
     return saved
 
 
 def restore(saved: dict[str, Any]) -> None:
-    global _policy_limits, _renewal_filer
+    global _policy_limits, _renewal_filer, _owner_live_limit
     _policy_limits, _renewal_filer = saved["policy"], saved["renewal"]
+    _owner_live_limit = saved["owner_live_limit"]
     _containment.clear()
     _containment.update(saved["containment"])
+    _providers.clear()
+    _providers.update(saved["providers"])
     _sweeps.clear()
     _sweeps.update(saved.get("sweeps", {}))

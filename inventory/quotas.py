@@ -27,19 +27,19 @@ Lock order: the owner row comes before the audit chain head (:mod:`portal.audit`
 transaction's first audit append.
 
 The limit belongs to the approvals app's policy; it registers where to read it at start-up
-(:func:`owner_limit_source_register`), since inventory does not import approvals.
+(``inventory.hooks.register_owner_live_limit``), since inventory does not import approvals.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from inventory.choices import LIVE_STATES
-from inventory.lifecycle import LifecycleError
+from inventory.hooks import owner_live_limit
+from inventory.lifecycle.errors import LifecycleError
 from inventory.models import Client
 
 logger = logging.getLogger(__name__)
@@ -60,20 +60,6 @@ class OwnerQuotaExceeded(LifecycleError):
         """``"<subject> already has 50 live clients; the limit is 50 (max_live_clients_per_owner)"``."""
         has = "have" if subject == "you" else "has"
         return f"{subject} already {has} {self.live} live clients; the limit is {self.limit} ({QUOTA_SETTING})"
-
-
-_limit_source: Callable[[], int | None] | None = None
-
-
-def owner_limit_source_register(source: Callable[[], int | None]) -> None:
-    """Where the limit comes from (the approvals app registers its active policy in ``AppConfig.ready``)."""
-    global _limit_source
-    _limit_source = source
-
-
-def owner_live_limit() -> int | None:
-    """The current limit, or None when no policy is registered (then nothing is capped)."""
-    return _limit_source() if _limit_source is not None else None
 
 
 _statements: dict[str, tuple[str | None, str]] = {}
@@ -130,4 +116,4 @@ def owner_quota_hold(
     return live
 
 
-__all__ = ["OwnerQuotaExceeded", "owner_limit_source_register", "owner_live_limit", "owner_quota_hold"]
+__all__ = ["OwnerQuotaExceeded", "owner_quota_hold"]

@@ -1,8 +1,8 @@
 """Admin for people, API tokens and the audit chain; and every admin Django or allauth registers, audited.
 
 Everything on the admin site writes one audit event per change (:mod:`portal.auditedadmin`). People and
-tokens are never deleted here: people own clients and audit history (deactivate them; the leaver action
-lives in ``inventory.admin``), tokens are revoked. The role groups cannot be renamed or deleted here (that
+tokens are never deleted here: people own clients and audit history (deactivate them; the leaver action is
+inventory's, added through :func:`user_admin_action_register` by ``inventory.admin``), tokens are revoked. The role groups cannot be renamed or deleted here (that
 would silently take a role from everyone holding it).
 """
 
@@ -34,6 +34,7 @@ class RegistrarUserAdmin(AuditedAdminMixin, UserAdmin):
     readonly_fields = ("deactivated_at", "deactivation_source", "last_login", "date_joined")
     list_display = ("username", "email", "first_name", "last_name", "is_active", "is_service_account")
     list_filter = ("is_active", "is_service_account", "groups")
+    actions: list = []  # bulk actions the apps add (user_admin_action_register)
 
     def has_delete_permission(self, request, obj=None):
         return False  # people own clients and audit history: deactivate instead
@@ -56,6 +57,13 @@ class RegistrarUserAdmin(AuditedAdminMixin, UserAdmin):
                     reason="Django admin: password set",
                 )
         return response
+
+
+def user_admin_action_register(action) -> None:
+    """An app adds a bulk action to the people admin (inventory: deactivate, which orphans their clients).
+    The kernel imports no app, so the app registers it from its own admin module."""
+    if action not in RegistrarUserAdmin.actions:
+        RegistrarUserAdmin.actions = [*RegistrarUserAdmin.actions, action]
 
 
 @admin.action(description="Revoke selected API tokens")

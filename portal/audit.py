@@ -155,11 +155,128 @@ def compute_hash(event: AuditEvent) -> str:
     return hashlib.sha256(canonical_payload(event)).hexdigest()
 
 
-def _normalise(value: Any) -> Any:
-    # Round-trip through JSON so what we log is exactly what the JSONField stores and returns.
+def _normalise(value: Any) -> tuple[Any, int]:
+    """(value, bound): ``value`` round-tripped through JSON so what we log is exactly what the JSONField stores
+    and returns; ``bound`` is at least the length of its canonical encoding (ASCII-escaped with spaces, as
+    json.dumps writes it by default, is never shorter than compact UTF-8)."""
     if value is None:
-        return None
-    return json.loads(json.dumps(censor(value), default=_json_default))
+        return None, 4
+    text = json.dumps(censor(value), default=_json_default)
+    return json.loads(text), len(text)
+
+
+# --- the size bound -------------------------------------------------------------------------------------
+# A log entry is served in a C2SP entry bundle (c2sp.org/tlog-tiles), which prefixes each entry with its length
+# as a big-endian uint16: an entry is at most 65,535 bytes. An event is bounded when it is appended — the entry
+# is computed from the stored columns, so what the database keeps is exactly what the log commits to:
+#
+# 1. strings of 1 KiB or more in ``before``/``after`` are replaced by a digest, largest first, until it fits;
+# 2. if it still does not fit, the smallest object or array (``before`` or ``after`` included) whose digest
+#    alone makes it fit is replaced; if none does, the largest, and so on;
+# 3. the reason is cut last (``reason`` is the only unbounded text column besides them).
+#
+# A digest is {"$omitted": {"bytes": n, "sha256": hex}} over the value's canonical JSON (UTF-8): whoever holds
+# the value (the registration's own row keeps the metadata) can show it is the one that was logged.
+
+MAX_ENTRY_BYTES = 0xFFFF
+_WIDEST_ID = 2**63 - 1  # the widest id an event can get: the bound holds before the INSERT assigns it
+_STRING_FLOOR = 1024
+OMITTED = "$omitted"
+
+
+def _event_bound(event: AuditEvent, before_bound: int, after_bound: int) -> int:
+    """A cheap upper bound of the entry's length: each text column escaped at worst 6 bytes a character."""
+    text = (
+        event.actor_type,
+        event.actor_id,
+        event.actor_label,
+        event.action,
+        event.object_type,
+        event.object_id,
+        event.reason,
+        event.request_id,
+    )
+    return before_bound + after_bound + 6 * sum(len(t) for t in text) + 400
+
+
+def _entry_size(event: AuditEvent) -> int:
+    return len(entry_bytes(_WIDEST_ID, *_entry_values(event, None)[1:]))
+
+
+def _digest(value: Any) -> dict:
+    encoded = _encode(value).encode()
+    return {OMITTED: {"bytes": len(encoded), "sha256": hashlib.sha256(encoded).hexdigest()}}
+
+
+def _nodes(root: str, value: Any, path: tuple = ()) -> list[tuple[int, tuple, bool]]:
+    """(encoded size, path, is a string) of every string and container in ``value``, in document order."""
+    out: list[tuple[int, tuple, bool]] = []
+    if isinstance(value, dict):
+        if OMITTED in value and len(value) == 1:
+            return out
+        out.append((len(_encode(value).encode()), (root, *path), False))
+        for key in sorted(value):
+            out.extend(_nodes(root, value[key], (*path, key)))
+    elif isinstance(value, list):
+        out.append((len(_encode(value).encode()), (root, *path), False))
+        for i, item in enumerate(value):
+            out.extend(_nodes(root, item, (*path, i)))
+    elif isinstance(value, str):
+        out.append((len(_quote(value).encode()), (root, *path), True))
+    return out
+
+
+def _replace(event: AuditEvent, path: tuple) -> None:
+    root, *keys = path
+    if not keys:
+        setattr(event, root, _digest(getattr(event, root)))
+        return
+    parent = getattr(event, root)
+    for key in keys[:-1]:
+        parent = parent[key]
+    parent[keys[-1]] = _digest(parent[keys[-1]])
+
+
+def bound_event(event: AuditEvent, bound: int | None = None) -> AuditEvent:
+    """Make ``event``'s log entry fit an entry bundle (the rule above). ``bound``: a known upper bound of its
+    length, to skip the work for the events (nearly all) that are far from the limit."""
+    if bound is not None and bound <= MAX_ENTRY_BYTES:
+        return event
+    size = _entry_size(event)
+    if size <= MAX_ENTRY_BYTES:
+        return event
+    stub = len(_encode(_digest("")).encode()) + 8  # a digest's encoding, with room for a longer byte count
+    nodes = _nodes("before", event.before) + _nodes("after", event.after)
+    # sorted() is stable: strings of equal length are replaced in document order
+    strings = sorted((n for n in nodes if n[2] and n[0] >= _STRING_FLOOR), key=lambda n: -n[0])
+    for length, path, _ in strings:
+        _replace(event, path)
+        size -= length - stub
+        if size <= MAX_ENTRY_BYTES and (size := _entry_size(event)) <= MAX_ENTRY_BYTES:
+            return event
+    size = _entry_size(event)
+    while size > MAX_ENTRY_BYTES:
+        nodes = _nodes("before", event.before) + _nodes("after", event.after)
+        containers = [n for n in nodes if not n[2] and n[0] > stub]  # only a digest that saves bytes
+        if not containers:
+            break
+        enough = [n for n in containers if n[0] - stub >= size - MAX_ENTRY_BYTES]
+        _, path, _ = min(enough, key=lambda n: n[0]) if enough else max(containers, key=lambda n: n[0])
+        _replace(event, path)
+        size = _entry_size(event)
+    if size > MAX_ENTRY_BYTES:
+        reason = event.reason
+        note = f" [cut: {len(reason)} characters, sha256 {hashlib.sha256(reason.encode()).hexdigest()}]"
+        lo, hi = 0, len(reason)  # the longest prefix that fits
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            event.reason = reason[:mid] + note
+            if _entry_size(event) <= MAX_ENTRY_BYTES:
+                lo = mid
+            else:
+                hi = mid - 1
+        event.reason = reason[:lo] + note
+    return event
 
 
 def audit_event(
@@ -175,7 +292,9 @@ def audit_event(
     request_id: str | None = None,
 ) -> AuditEvent:
     """A new event, not yet saved: see :func:`audit_record`."""
-    return AuditEvent(
+    before, before_bound = _normalise(before)
+    after, after_bound = _normalise(after)
+    event = AuditEvent(
         occurred_at=timezone.now(),
         actor_type=actor.type,
         actor_id=actor.id,
@@ -183,12 +302,13 @@ def audit_event(
         action=action,
         object_type=object_type,
         object_id=str(object_id),
-        before=_normalise(before),
-        after=_normalise(after),
+        before=before,
+        after=after,
         reason=reason or "",
         policy_version=policy_version,
         request_id=(request_id if request_id is not None else current_request_id())[:64],
     )
+    return bound_event(event, _event_bound(event, before_bound, after_bound))
 
 
 def audit_record(
@@ -287,22 +407,23 @@ def audit_record_many(events: list[dict]) -> list[AuditEvent]:
     rows = []
     for spec in events:
         actor: Actor = spec["actor"]
-        rows.append(
-            AuditEvent(
-                occurred_at=now,
-                actor_type=actor.type,
-                actor_id=actor.id,
-                actor_label=actor.label[:255],
-                action=spec["action"],
-                object_type=spec["object_type"],
-                object_id=str(spec["object_id"]),
-                before=_normalise(spec.get("before")),
-                after=_normalise(spec.get("after")),
-                reason=spec.get("reason", "") or "",
-                policy_version=spec.get("policy_version"),
-                request_id=(spec.get("request_id") or current_request_id())[:64],
-            )
+        before, before_bound = _normalise(spec.get("before"))
+        after, after_bound = _normalise(spec.get("after"))
+        event = AuditEvent(
+            occurred_at=now,
+            actor_type=actor.type,
+            actor_id=actor.id,
+            actor_label=actor.label[:255],
+            action=spec["action"],
+            object_type=spec["object_type"],
+            object_id=str(spec["object_id"]),
+            before=before,
+            after=after,
+            reason=spec.get("reason", "") or "",
+            policy_version=spec.get("policy_version"),
+            request_id=(spec.get("request_id") or current_request_id())[:64],
         )
+        rows.append(bound_event(event, _event_bound(event, before_bound, after_bound)))
     with transaction.atomic(savepoint=False):
         _insert_events(rows)
         log_appended(transaction.get_connection().alias)

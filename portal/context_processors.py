@@ -1,19 +1,28 @@
-"""Template context shared by every page: roles, navigation counts, demo banner."""
+"""Template context shared by every page: roles, navigation counts, demo banner.
+
+Navigation counts (the review queue's badge) belong to the apps: each registers the counts it provides at
+start-up (:func:`nav_count_register`, from its ``AppConfig.ready()``); the kernel imports no app.
+"""
+
+from collections.abc import Callable
 
 from django.conf import settings
 
-from portal.roles import Role, roles_of
+from portal.roles import roles_of
+
+# name -> (role that sees it, count(user) -> int)
+_nav_counts: dict[str, tuple[str, Callable[[object], int]]] = {}
+
+
+def nav_count_register(name: str, *, role: str, count: Callable[[object], int]) -> None:
+    """``nav_counts.<name>`` for people with ``role``: ``count(user)``, run only if a template renders it."""
+    _nav_counts[name] = (role, count)
 
 
 def registrar(request):
     user = getattr(request, "user", None)
     roles = roles_of(user)
-    nav_counts = {}
-    if Role.APPROVER in roles:
-        # Imported lazily: portal must not import the apps at module level (DESIGN.md import direction).
-        from django.apps import apps
-
-        nav_counts["pending_approvals"] = lazy_pending_count(apps, user)
+    nav_counts = {name: LazyCount(count, user) for name, (role, count) in _nav_counts.items() if role in roles}
     return {
         "roles": roles,
         "nav_counts": nav_counts,
@@ -22,16 +31,15 @@ def registrar(request):
     }
 
 
-class lazy_pending_count:  # noqa: N801 - behaves like a value in templates
-    """Counts pending requests only if a template renders the badge (one query)."""
+class LazyCount:
+    """A count computed only if a template renders it (one query), then remembered for the request."""
 
-    def __init__(self, apps, user):
-        self._apps, self._user, self._value = apps, user, None
+    def __init__(self, count: Callable[[object], int], user):
+        self._count, self._user, self._value = count, user, None
 
     def _get(self) -> int:
         if self._value is None:
-            model = self._apps.get_model("approvals", "RegistrationRequest")
-            self._value = model.objects.awaiting_decision_by(self._user).count()
+            self._value = self._count(self._user)
         return self._value
 
     def __str__(self) -> str:

@@ -1,32 +1,29 @@
-"""Numbers for the home page tiles, per role. Reads only; the apps are reached through the registry."""
+"""Numbers for the home page tiles, per role. Reads only.
+
+The kernel knows no app's models: each app registers the tiles it provides at start-up
+(:func:`home_tiles_register` from its ``AppConfig.ready()``: inventory's clients, approvals' requests), and
+:func:`home_summary` asks each for the signed-in person's roles.
+"""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Callable
 
-from django.apps import apps
-from django.utils import timezone
+from portal.roles import roles_of
 
-from portal.roles import Role, roles_of
+# provider(user, roles) -> {tile key: number}; the keys the template reads are listed in portal/home.html.
+TileProvider = Callable[[object, frozenset[str]], dict[str, int]]
+_tile_providers: dict[str, TileProvider] = {}
+
+
+def home_tiles_register(app_label: str, provider: TileProvider) -> None:
+    """An app's tiles (registering again under the same label replaces them)."""
+    _tile_providers[app_label] = provider
 
 
 def home_summary(user) -> dict[str, int]:
     roles = roles_of(user)
-    Client = apps.get_model("inventory", "Client")
-    Request = apps.get_model("approvals", "RegistrationRequest")
-    now = timezone.now()
     summary: dict[str, int] = {}
-    if Role.APPROVER in roles:
-        summary["pending_approvals"] = Request.objects.awaiting_decision_by(user).count()
-    if Role.OWNER in roles:
-        mine = Client.objects.owned_by(user).live()
-        summary["my_live_clients"] = mine.count()
-        summary["expiring_soon"] = mine.filter(expires_at__lte=now + timedelta(days=7)).count()
-        summary["my_pending_requests"] = Request.objects.pending().filter(owner=user).count()
-    if roles & {Role.SECURITY, Role.ADMIN}:
-        live = Client.objects.live()
-        summary["live_clients"] = live.count()
-        summary["orphaned"] = live.orphaned().count()
-        summary["unmanaged"] = Client.objects.unmanaged().live().count()
-        summary["sync_failed"] = live.filter(sync_failed=True).count()
+    for provider in _tile_providers.values():
+        summary.update(provider(user, roles))
     return summary

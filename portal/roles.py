@@ -12,7 +12,8 @@ Approvers, security, admins, staff and superusers are *privileged* (:func:`is_pr
 directory (SCIM) may not change or deactivate them, and nothing it does can grant a role.
 
 Views use :class:`RoleRequiredMixin` / :func:`role_required`, the API uses :class:`HasRole`; both call
-:func:`has_role`, so a rule changes in exactly one place.
+:func:`has_role`, so a rule changes in exactly one place. Checks that read a client (may this person manage,
+view or take over *this* client) are inventory's: ``inventory.permissions``. Nothing here knows an app's models.
 """
 
 from __future__ import annotations
@@ -94,13 +95,6 @@ def can_see_all_clients(user) -> bool:
     return has_role(user, Role.SECURITY, Role.ADMIN)
 
 
-def can_manage_client(user, client) -> bool:
-    """Owner actions (renew, retire, rotate, transfer, suspend) on one client."""
-    if has_role(user, Role.ADMIN):
-        return True
-    return client.owner_id is not None and client.owner_id == user.pk
-
-
 def can_break_glass(user) -> bool:
     return has_role(user, Role.ADMIN, Role.SECURITY)
 
@@ -109,22 +103,6 @@ def can_hold_clients(user) -> bool:
     """Place a hold on a client, lift one, revoke or restore a spawn right. An owner never may: a hold is
     exactly what its owner cannot undo."""
     return has_role(user, Role.ADMIN, Role.SECURITY) and not getattr(user, "is_service_account", False)
-
-
-def can_take_over_client(user, client) -> bool:
-    """Take over an orphaned client: its team's members and manager, the former owner's manager, admins,
-    and the owner themselves once reactivated (a returning person reclaims their clients)."""
-    if has_role(user, Role.ADMIN) or (client.owner_id is not None and client.owner_id == user.pk):
-        return True
-    team = client.team
-    if team is not None and (team.manager_id == user.pk or team.members.filter(pk=user.pk).exists()):
-        return True
-    former = client.owner
-    return former is not None and former.manager_id is not None and former.manager_id == user.pk
-
-
-def can_view_client(user, client) -> bool:
-    return can_see_all_clients(user) or client.owner_id == user.pk or has_role(user, Role.APPROVER)
 
 
 # --- adapters for views and the API ----------------------------------------------------------

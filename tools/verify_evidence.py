@@ -58,6 +58,11 @@ TIMELINE_KEYS = {
 }
 
 
+# What the checks above cover: the timeline's events, against the signed checkpoint in "log" (the schema name
+# and the generation time are labels). Every other section is reported as not covered.
+PROVEN_SECTIONS = {"schema", "generated_at", "timeline", "log", "log_witness"}
+
+
 class Invalid(Exception):
     """The pack does not prove what it claims."""
 
@@ -270,6 +275,12 @@ def verify(pack_bytes: bytes, key: tuple[str, int, bytes]) -> tuple[int, list[st
         f"PROVEN: {len(proven)} event{'s' * (len(proven) != 1)} of client {client} are in the audit log as shown:"
     )
     lines += [f"  {p}" for p in proven]
+    unproven = [k for k in pack if k not in PROVEN_SECTIONS]
+    if unproven:
+        lines.append(
+            f"NOT COVERED by the log: {', '.join(unproven)} — Registrar's current view when the pack was made; "
+            "nothing here proves them, and a change to them is not detected (the proven events are the evidence)."
+        )
     witnessed = pack.get("log_witness", {}).get("witnessed_at") if isinstance(pack.get("log_witness"), dict) else None
     if witnessed:
         lines.append(

@@ -14,7 +14,8 @@ from inventory.api.serializers import ClientSerializer, FrameworkReportSerialize
 from inventory.filtersets import ClientFilterSet
 from inventory.pagination import SORT_CHOICES, KeysetPagination
 from inventory.reports.controls import framework_report
-from inventory.selectors import cached_report, clients_visible_to, dashboard_data, evidence_pack
+from inventory.reports.evidence import evidence_pack
+from inventory.selectors import cached_report, clients_visible_to, dashboard_data
 from portal.roles import HasRole, Role
 
 CLIENT_READERS = HasRole.of(Role.SECURITY, Role.ADMIN, Role.OWNER, Role.APPROVER)

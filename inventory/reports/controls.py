@@ -19,35 +19,25 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from django.apps import apps
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.cache import cache as django_cache
-from django.db.models import BooleanField, Count, Exists, F, OuterRef, Q
+from django.db.models import BooleanField, Count, F, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
+from inventory import hooks
+from inventory.ceilings import DEFAULT_TTL_CEILINGS
 from inventory.choices import LIVE_STATES, ClientState, RiskTier
+from inventory.keys import KEY_BASED_METHODS
 from inventory.models import Client, ScopeDefinition
-from inventory.selectors import (
-    KEY_BASED_AUTH_METHODS,
-    SHARED_SECRET_AUTH_METHODS,
-    TTL_CEILING_SECONDS,
-    is_postgres,
-)
-from portal.tlog import merkle
-from portal.tlog.entries import iter_entries
-from portal.tlog.guard import missing_triggers
-from portal.tlog.keys import log_verifiers
-from portal.tlog.note import NoteError, open_checkpoint
-from portal.tlog.sequencer import latest_checkpoint
+from inventory.reports.audit_log import audit_chain_status
+from inventory.selectors.search import is_postgres
 
 CATALOGUE_PATH = Path(__file__).with_name("frameworks.yaml")
 PARTIAL_AT = 0.9
 PASS, PARTIAL, FAIL, NOT_ASSESSED = "pass", "partial", "fail", "not_assessed"
 STATUS_RANK = {PASS: 0, PARTIAL: 1, FAIL: 2}
-AUDIT_CACHE_KEY = "registrar:audit-log-verified"
-AUDIT_VERIFY_BUDGET = 5000  # events verified per report request; the rest waits for the next one
+SHARED_SECRET_AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post", "client_secret_jwt"})
 
 
 @dataclass(frozen=True)
@@ -176,14 +166,11 @@ def _catalogue_names() -> list[str]:
     return list(ScopeDefinition.objects.filter(is_active=True).values_list("name", flat=True))
 
 
-def _human_approved():
-    Decision = apps.get_model("approvals", "Decision")
-    return Exists(
-        Decision.objects.filter(request__public_id=OuterRef("registration_id"), kind="approve")
-        .values("request_id")
-        .annotate(n=Count("approver_id", distinct=True))
-        .filter(n__gte=2)
-    )
+def _not_two_person_approved() -> Q:
+    """Clients without two distinct human approvals (the approvals app says which have them; with no approvals
+    app nobody approved anything, so every client fails)."""
+    approved = hooks.two_person_approval()
+    return ~Q(approved) if approved is not None else ~Q(pk__in=[])
 
 
 def _inactive_owner_ids() -> list[int]:
@@ -212,14 +199,14 @@ def control_conditions(
     if key == "ttl_within_ceiling":
         over = Q(expires_at__isnull=True)
         for tier in RiskTier:
-            over |= Q(risk_tier=tier.value, expires_at__gt=now + timedelta(seconds=TTL_CEILING_SECONDS[tier]))
+            over |= Q(risk_tier=tier.value, expires_at__gt=now + timedelta(seconds=DEFAULT_TTL_CEILINGS[tier]))
         return live, over
     if key == "key_based_auth":
-        return live, ~Q(auth_method__in=KEY_BASED_AUTH_METHODS)
+        return live, ~Q(auth_method__in=KEY_BASED_METHODS)
     if key == "no_shared_secret":
         return live, Q(auth_method__in=SHARED_SECRET_AUTH_METHODS)
     if key == "human_approval_high_tier":
-        return live & Q(risk_tier=RiskTier.HIGH, managed=True), ~Q(_human_approved())
+        return live & Q(risk_tier=RiskTier.HIGH, managed=True), _not_two_person_approved()
     if key == "scope_within_catalogue":
         names = catalogue if catalogue is not None else _catalogue_names()
         if is_postgres():
@@ -338,65 +325,7 @@ def measure_controls(*, now: datetime | None = None) -> list[ControlResult]:
     return results
 
 
-# --- audit log (incremental, cached) --------------------------------------------------------------
-
-
-def audit_chain_status(*, budget: int = AUDIT_VERIFY_BUDGET) -> dict[str, Any]:
-    """Verify the audit log from where the last call stopped, at most ``budget`` events per call.
-
-    The state carried between calls is the tree's compact form (O(log n) hashes): each call appends the next
-    events' leaf hashes and, on reaching the latest checkpoint, checks its signature and root. The full check
-    (every checkpoint, tiles, witnesses) is ``manage.py verify_audit``. Keys: ``checked`` (events verified),
-    ``head_id`` (the latest checkpoint's size), ``complete``, ``broken`` ({"event_id", "problem"} or None) and
-    ``missing_triggers``.
-    """
-    stored, head = latest_checkpoint(verify=False)
-    target = head.size
-    fresh = {"checked": 0, "hashes": [], "broken": None}
-    state = django_cache.get(AUDIT_CACHE_KEY) or fresh
-    if state["checked"] > target:
-        state = fresh  # a state from another database: verify from the start
-    if state["broken"] is None and state["checked"] < target:
-        state = _verify_from(state, stored, target, budget=budget)
-        django_cache.set(AUDIT_CACHE_KEY, state, timeout=None)
-    missing = sorted(f"{name} on {table}" for table, name in missing_triggers())
-    return {**state, "head_id": target, "complete": state["checked"] >= target, "missing_triggers": missing}
-
-
-def audit_chain_refresh() -> dict[str, Any]:
-    """Verify everything still unverified (bench and commands call this; O(new events))."""
-    while True:
-        status = audit_chain_status(budget=50_000)
-        if status["complete"] or status["broken"]:
-            return status
-
-
-def _verify_from(state: dict[str, Any], stored, target: int, *, budget: int) -> dict[str, Any]:
-    tree = merkle.CompactTree(state["checked"], [bytes.fromhex(h) for h in state["hashes"]])
-    stop = min(target, tree.size + budget)
-    for index, _event_id, _prev, _hash, entry in iter_entries(start=tree.size):
-        if index != tree.size:
-            return {**state, "broken": {"event_id": None, "problem": f"log index {tree.size} is missing"}}
-        tree.append(merkle.leaf_hash(entry))
-        if tree.size >= stop:
-            break
-    if tree.size < stop:
-        return {**state, "broken": {"event_id": None, "problem": f"log index {tree.size} is missing"}}
-    if tree.size == target:
-        try:
-            signed, _ = open_checkpoint(stored.note, log_verifiers())
-        except NoteError as exc:
-            return {**state, "broken": {"event_id": None, "problem": f"checkpoint {target} does not verify: {exc}"}}
-        if signed.size != target or signed.root != tree.root():
-            return {
-                **state,
-                "broken": {
-                    "event_id": None,
-                    "problem": f"the events no longer match signed "
-                    f"checkpoint {target} (run manage.py verify_audit to locate the change)",
-                },
-            }
-    return {"checked": tree.size, "hashes": [h.hex() for h in tree.hashes], "broken": None}
+# --- audit log (verified incrementally: inventory.reports.audit_log) ------------------------------
 
 
 def _audit_result(control: Control) -> ControlResult:

@@ -20,7 +20,7 @@ from inventory import containment
 from inventory import lifecycle as lc
 from inventory.choices import LIVE_STATES
 from inventory.models import Client
-from inventory.views.security import _get_visible_client
+from inventory.views.security import visible_client_or_404
 from portal import roles
 
 ACTIONS = {
@@ -110,7 +110,7 @@ def _run(action: str, client: Client, user, reason: str) -> str:
 def containment_action(request, registration_id: str, action: str):
     if action not in ACTIONS:
         raise Http404("unknown action")
-    client = _get_visible_client(request, registration_id)
+    client = visible_client_or_404(request, registration_id)
     if not roles.can_hold_clients(request.user):
         raise PermissionDenied("Only security or an admin can place or lift holds and change spawn rights.")
     form = ContainmentForm(request.POST or None)

@@ -3,13 +3,12 @@ inbox, orphans to take over, and break glass (admins and security). Views parse,
 
 from __future__ import annotations
 
-from django.apps import apps
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import transaction
-from django.db.models import Exists, F, OuterRef, Q
+from django.db.models import Q
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
@@ -20,31 +19,17 @@ from inventory import lifecycle as lc
 from inventory.choices import LIVE_STATES
 from inventory.forms import BreakGlassForm, RotateKeyForm, TransferForm
 from inventory.models import Client, TransferOffer, TransferState
+from inventory.permissions import can_manage_client
+from inventory.selectors.owners import clients_of_owner
 from portal import roles
 
 PAGE_SIZE = 50
 
 
-def _my_clients(user):
-    request_model = apps.get_model("approvals", "RegistrationRequest")
-    return (
-        Client.objects.live()
-        .owned_by(user)
-        .select_related("idp", "hold_by")
-        .annotate(
-            transfer_pending=Exists(TransferOffer.objects.filter(client=OuterRef("pk"), state=TransferState.PENDING)),
-            renewal_pending=Exists(
-                request_model.objects.filter(client=OuterRef("pk"), kind="renewal", state="pending")
-            ),
-        )
-        .order_by(F("expires_at").asc(nulls_last=True), "pk")
-    )
-
-
 @login_required
 @require_http_methods(["GET"])
 def mine(request):
-    page = Paginator(_my_clients(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    page = Paginator(clients_of_owner(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     incoming = TransferOffer.objects.filter(to_user=request.user, state=TransferState.PENDING).count()
     return render(
         request,
@@ -61,20 +46,21 @@ def mine(request):
 
 def _managed_client(request, registration_id: str) -> Client:
     client = get_object_or_404(Client, registration_id=registration_id)
-    if not roles.can_manage_client(request.user, client):
+    if not can_manage_client(request.user, client):
         raise PermissionDenied("You can only act on your own clients.")
     return client
 
 
-def _do(request, label: str, call) -> bool:
+def _do(http_request, label: str, call):
+    """Run one service call: what it returns (the changed row or outcome), or None when the lifecycle refused
+    (shown as a message; a permission refusal is a 403)."""
     try:
-        call()
+        return call()
     except lc.PermissionRefused as exc:
         raise PermissionDenied(str(exc))
     except lc.LifecycleError as exc:
-        messages.error(request, f"{label}: {exc}")
-        return False
-    return True
+        messages.error(http_request, f"{label}: {exc}")
+        return None
 
 
 @login_required
@@ -84,20 +70,19 @@ def client_action(request, registration_id: str, action: str):
     reason = request.POST.get("reason", "")[:500]
     user = request.user
     if action == "renew":
-        outcome = {}
-
-        def renew():
-            outcome["r"] = lc.client_renew(client=client, user=user, reason=reason)
-
-        if _do(request, f"Renew {client.name}", renew):
-            if outcome["r"].needs_review:
-                why = "; ".join(r["message"] for r in outcome["r"].request.reasons)
-                messages.info(request, f"{client.name}: renewal sent for review ({why}).")
-            else:
-                messages.success(request, f"{client.name} renewed until {client.expires_at:%Y-%m-%d %H:%M} UTC.")
+        outcome = _do(request, f"Renew {client.name}", lambda: lc.client_renew(client=client, user=user, reason=reason))
+        if outcome is not None and outcome.needs_review:
+            why = "; ".join(r["message"] for r in outcome.reg_request.reasons)
+            messages.info(request, f"{client.name}: renewal sent for review ({why}).")
+        elif outcome is not None:
+            renewed = outcome.client
+            messages.success(request, f"{renewed.name} renewed until {renewed.expires_at:%Y-%m-%d %H:%M} UTC.")
     elif action in ("retire", "suspend", "resume"):
         service = {"retire": lc.client_retire, "suspend": lc.client_suspend, "resume": lc.client_resume}[action]
-        if _do(request, f"{action.title()} {client.name}", lambda: service(client=client, user=user, reason=reason)):
+        if (
+            _do(request, f"{action.title()} {client.name}", lambda: service(client=client, user=user, reason=reason))
+            is not None
+        ):
             past = {"retire": "retired", "suspend": "suspended", "resume": "resumed"}[action]
             messages.success(request, f"{client.name} {past}; the IdP is being updated.")
     else:
@@ -117,7 +102,7 @@ def bulk_action(request):
     if not clients:
         messages.error(request, "Select at least one client.")
         return redirect("inventory:mine")
-    if not all(roles.can_manage_client(request.user, c) for c in clients):
+    if not all(can_manage_client(request.user, c) for c in clients):
         raise PermissionDenied("You can only act on your own clients.")
     done, review, failed = 0, 0, []
     for client in clients:
@@ -212,7 +197,7 @@ def transfer_decide(request, pk: int, decision: str):
     if decision not in ("accept", "decline"):
         raise Http404("unknown decision")
     service = lc.client_transfer_accept if decision == "accept" else lc.client_transfer_decline
-    if _do(request, "Transfer", lambda: service(offer=offer, user=request.user)):
+    if _do(request, "Transfer", lambda: service(offer=offer, user=request.user)) is not None:
         if decision == "accept":
             messages.success(request, f"You now own {offer.client.name}.")
         else:
@@ -239,10 +224,10 @@ def orphans(request):
 @require_POST
 def take_over(request, registration_id: str):
     client = get_object_or_404(Client, registration_id=registration_id)
-    if _do(
-        request,
-        "Take over",
-        lambda: lc.client_take_over(client=client, user=request.user, reason=request.POST.get("reason", "")[:500]),
+    reason = request.POST.get("reason", "")[:500]
+    if (
+        _do(request, "Take over", lambda: lc.client_take_over(client=client, user=request.user, reason=reason))
+        is not None
     ):
         messages.success(request, f"You now own {client.name}.")
         return redirect("inventory:mine")

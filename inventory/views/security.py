@@ -16,23 +16,20 @@ from django.core.exceptions import BadRequest, PermissionDenied
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpResponse
 from django.shortcuts import render
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 
 from inventory.filtersets import ClientFilterSet, active_filters
 from inventory.models import Client, IdPConnection, Team
 from inventory.pagination import keyset_paginate, parse_sort
+from inventory.permissions import can_manage_client, can_view_client
+from inventory.reports.charts import CHART_TITLES, dashboard_charts
 from inventory.reports.controls import PASS, framework_report
-from inventory.selectors import (
-    CHART_TITLES,
-    cached_report,
-    client_explain,
-    clients_visible_to,
-    dashboard_charts,
-    dashboard_data,
-    evidence_pack,
-)
-from portal.roles import Role, can_break_glass, can_hold_clients, can_manage_client, can_view_client, has_role
+from inventory.reports.evidence import evidence_pack
+from inventory.selectors.dashboard import cached_report, dashboard_data
+from inventory.selectors.explain import client_explain
+from inventory.selectors.search import clients_visible_to
+from portal.roles import Role, can_break_glass, can_hold_clients, has_role
 from portal.tlog.sequencer import log_status
 
 INVENTORY_ROLES = (Role.SECURITY, Role.ADMIN, Role.OWNER, Role.APPROVER)
@@ -187,7 +184,7 @@ def _sort_links(params, current: str) -> dict[str, dict[str, str]]:
     return links
 
 
-def _get_visible_client(request, registration_id: str) -> Client:
+def visible_client_or_404(request, registration_id: str) -> Client:
     client = (
         Client.objects.select_related("owner", "team", "idp", "parent", "hold_by")
         .filter(registration_id=registration_id)
@@ -198,28 +195,20 @@ def _get_visible_client(request, registration_id: str) -> Client:
     return client
 
 
-def _optional_url(name: str, *args) -> str | None:
-    """Owner pages live on another branch (inventory.views.owner); link to them only when they exist."""
-    try:
-        return reverse(name, args=args)
-    except NoReverseMatch:
-        return None
-
-
 @read_only_page(*INVENTORY_ROLES)
 def client_explain_page(request, registration_id: str):
-    client = _get_visible_client(request, registration_id)
+    client = visible_client_or_404(request, registration_id)
     explain = client_explain(client)
     return render(
         request,
         "inventory/security/explain.html",
         {
             "client": client,
-            "x": explain,
-            "retire_url": _optional_url("inventory:client-action", client.registration_id, "retire")
+            "explain": explain,
+            "retire_url": reverse("inventory:client-action", args=[client.registration_id, "retire"])
             if can_manage_client(request.user, client) and explain["is_live"]
             else None,
-            "break_glass_url": _optional_url("inventory:break-glass")
+            "break_glass_url": reverse("inventory:break-glass")
             if can_break_glass(request.user) and explain["is_live"]
             else None,
             "can_contain": can_hold_clients(request.user),
@@ -230,7 +219,7 @@ def client_explain_page(request, registration_id: str):
 
 @read_only_page(*INVENTORY_ROLES)
 def client_evidence(request, registration_id: str):
-    client = _get_visible_client(request, registration_id)
+    client = visible_client_or_404(request, registration_id)
     response = JsonResponse(evidence_pack(client), encoder=DjangoJSONEncoder, json_dumps_params={"indent": 2})
     response["Content-Disposition"] = f'attachment; filename="evidence-{client.registration_id}.json"'
     return response

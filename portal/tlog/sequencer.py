@@ -17,6 +17,7 @@ are already committed.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from django.utils import timezone
 
 from portal.models import AuditEvent, LogCheckpoint, LogTile, LogWitnessReceipt
 from portal.tlog import merkle
-from portal.tlog.entries import row_entry, select_list
+from portal.tlog.entries import rows_entries, select_list
 from portal.tlog.keys import log_signer, log_verifiers
 from portal.tlog.locks import SEQUENCER_LOCK, try_lock
 from portal.tlog.note import Checkpoint, NoteError, open_checkpoint, parse_checkpoint, parse_note, sign_note
@@ -112,7 +113,9 @@ def _seal_batch(connection, batch_size: int) -> tuple[LogCheckpoint | None, int]
         return None, 0
 
     tiles = _edge_tiles(size, head.root)
-    dirty = append_leaves(tiles, size, [merkle.leaf_hash(row_entry(row)) for row in rows])
+    sha256 = hashlib.sha256
+    leaves = [sha256(b"\x00" + entry).digest() for entry in rows_entries(rows, connection.vendor)]
+    dirty = append_leaves(tiles, size, leaves)
     new_size = size + len(rows)
     new_root = merkle.root(new_size, tiles.node)
 

@@ -18,22 +18,23 @@ It stops at the first disagreement and names it: the event (id and log index) or
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from django.db import connections
 from django.db.models import Max
 
 from portal.audit import GENESIS_HASH
 from portal.models import AuditEvent, AuditHead, LogCheckpoint, LogTile, LogWitnessReceipt
 from portal.tlog import merkle
-from portal.tlog.entries import iter_entries
+from portal.tlog.entries import INDEX as _INDEX
+from portal.tlog.entries import iter_rows, rows_entries
 from portal.tlog.guard import missing_triggers
 from portal.tlog.keys import log_verifiers
 from portal.tlog.note import NoteError, open_checkpoint
-from portal.tlog.tiles import HASH, TILE_WIDTH, TileSet, read_tiles, tiles_for_nodes
+from portal.tlog.tiles import HASH, TILE_HEIGHT, TILE_WIDTH, TileSet, read_tiles, tiles_for_nodes
 from portal.tlog.witness import DirectoryWitness, configured_witnesses
-
-TILE_BYTES = TILE_WIDTH * HASH
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,7 @@ class _Expected:
     size: int
     root: bytes
     label: str
+    witnessed: bool = False
 
 
 def _event(index: int, ids: dict[int, int]) -> str:
@@ -80,7 +82,7 @@ def _event(index: int, ids: dict[int, int]) -> str:
 
 
 def verify_log(
-    *, witness_paths: list[str] | None = None, batch_size: int = 5000, check_consistency: bool = True
+    *, witness_paths: list[str] | None = None, batch_size: int = 20_000, check_consistency: bool = True
 ) -> VerifyReport:
     """Verify everything (see the module docstring). ``witness_paths``: directories of witnessed checkpoints
     to compare with; None means the configured directory witnesses."""
@@ -99,61 +101,68 @@ def _verify(report: VerifyReport, witness_paths, batch_size: int, check_consiste
         names = ", ".join(f"{name} on {table}" for table, name in sorted(missing))
         raise _Stop(LogProblem("database", f"append-only triggers are missing or disabled: {names}"))
     verifiers = log_verifiers()
-    witnessed = _witnessed(report, witness_paths, verifiers)
-    stored = _stored_checkpoints(verifiers)
-    next_stored = next(stored, None)
-    w = 0
-
-    tree = merkle.CompactTree()
-    tiles = _TileChecker()
+    # Every tree size something signed: the stored checkpoints (checked one by one as the tree reaches them)
+    # and the witnessed ones, merged in size order.
+    expected = heapq.merge(_stored_checkpoints(verifiers), _witnessed(report, witness_paths, verifiers), key=_size)
+    upcoming = next(expected, None)
+    tree = _Tree()
     chain = _LegacyChain()
-    recent_ids: dict[int, int] = {}
     previous_match = 0
-    for index, event_id, prev_hash, chain_hash, entry in iter_entries(batch_size=batch_size):
-        if index != tree.size:
+    vendor = connections["default"].vendor
+    sha256 = hashlib.sha256
+    for batch in iter_rows(batch_size=batch_size, prefetch=True):
+        rows, gap = batch, None
+        if batch[0][_INDEX] != tree.size or batch[-1][_INDEX] - batch[0][_INDEX] != len(batch) - 1:
+            k = next(i for i, row in enumerate(batch) if row[_INDEX] != tree.size + i)
+            rows, gap = batch[:k], batch[k][_INDEX]  # the events before the gap are verified first
+        entries = rows_entries(rows, vendor)
+        if chain.open:
+            for row, entry in zip(rows, entries, strict=True):
+                chain.check(row[0], row[_INDEX], row[13], row[14], entry)
+        else:
+            for row in rows:
+                if row[13] or row[14]:
+                    chain.check(row[0], row[_INDEX], row[13], row[14], b"")
+        leaves = [sha256(b"\x00" + entry).digest() for entry in entries]
+        at = 0
+        while at < len(leaves):
+            # grow the tree to the next signed size within this batch (or to the batch's end), then compare
+            stop = len(leaves) if upcoming is None else min(len(leaves), upcoming.size - tree.size + at)
+            tree.extend(leaves[at:stop])
+            at = stop
+            while upcoming is not None and upcoming.size == tree.size:
+                _compare(upcoming, tree, previous_match)
+                if upcoming.witnessed:
+                    report.witnessed_verified += 1
+                else:
+                    report.checkpoints_verified += 1
+                    previous_match = tree.size
+                upcoming = next(expected, None)
+        if gap is not None:
             raise _Stop(
                 LogProblem(
                     f"log index {tree.size}",
-                    f"is missing (the next one is {index}): an event was deleted from the log",
+                    f"is missing (the next one is {gap}): an event was deleted from the log",
                     log_index=tree.size,
                 )
             )
-        recent_ids[index] = event_id
-        if len(recent_ids) > 2 * batch_size:
-            for old in [k for k in recent_ids if k < index - batch_size]:
-                del recent_ids[old]
-        chain.check(event_id, index, prev_hash, chain_hash, entry)
-        leaf = merkle.leaf_hash(entry)
-        tiles.add(index, event_id, leaf)
-        tree.append(leaf)
-        size = tree.size
-        while next_stored is not None and next_stored.size == size:
-            _compare(next_stored, tree.root(), previous_match, size, recent_ids, tiles)
-            report.checkpoints_verified += 1
-            previous_match = size
-            next_stored = next(stored, None)
-        while w < len(witnessed) and witnessed[w].size == size:
-            _compare(witnessed[w], tree.root(), previous_match, size, recent_ids, tiles)
-            report.witnessed_verified += 1
-            w += 1
     report.tree_size = report.events_verified = tree.size
     report.chained_events = chain.count
-    if next_stored is not None:
-        raise _Stop(
-            LogProblem(
-                next_stored.label,
-                f"signs a tree of {next_stored.size} events but the log has {tree.size}: events were removed",
-                tree_size=next_stored.size,
+    if upcoming is not None:
+        if upcoming.witnessed:
+            raise _Stop(
+                LogProblem(
+                    upcoming.label,
+                    f"was witnessed at tree size {upcoming.size} but the log now has only "
+                    f"{tree.size} events: the log was cut back",
+                    tree_size=upcoming.size,
+                )
             )
-        )
-    if w < len(witnessed):
-        cut = witnessed[w]
         raise _Stop(
             LogProblem(
-                cut.label,
-                f"was witnessed at tree size {cut.size} but the log now has only "
-                f"{tree.size} events: the log was cut back",
-                tree_size=cut.size,
+                upcoming.label,
+                f"signs a tree of {upcoming.size} events but the log has {tree.size}: events were removed",
+                tree_size=upcoming.size,
             )
         )
     last = LogCheckpoint.objects.aggregate(size=Max("tree_size"))["size"] or 0
@@ -165,19 +174,27 @@ def _verify(report: VerifyReport, witness_paths, batch_size: int, check_consiste
                 log_index=last,
             )
         )
-    tiles.finish(tree.size)
+    tree.finish()
     chain.finish()
     if check_consistency:
         _check_consistency(batch_size)
 
 
-def _compare(
-    expected: _Expected, root: bytes, previous_match: int, size: int, ids: dict[int, int], tiles: _TileChecker
-) -> None:
-    if expected.root == root:
+def _size(expected: _Expected) -> int:
+    return expected.size
+
+
+def _event_ids(indexes: list[int]) -> dict[int, int]:
+    return dict(AuditEvent.objects.filter(log_index__in=indexes).values_list("log_index", "id"))
+
+
+def _compare(expected: _Expected, tree: _Tree, previous_match: int) -> None:
+    if expected.root == tree.root():
         return
-    tiles.check_partial(size)  # an event whose stored leaf hash still tells the truth is named exactly
+    size = tree.size
+    tree.check_partial()  # an event whose stored leaf hash still tells the truth is named exactly
     first, last = previous_match, size - 1
+    ids = _event_ids([first, last])
     where = (
         f"{_event(first, ids)}"
         if first == last
@@ -245,7 +262,7 @@ def _witnessed(report: VerifyReport, witness_paths, verifiers) -> list[_Expected
                         tree_size=parsed.size,
                     )
                 )
-            by_size[parsed.size] = _Expected(parsed.size, parsed.root, label)
+            by_size[parsed.size] = _Expected(parsed.size, parsed.root, label, witnessed=True)
     return sorted(by_size.values(), key=lambda e: e.size)
 
 
@@ -257,6 +274,11 @@ class _LegacyChain:
         self.prev_hash = GENESIS_HASH
         self.last_id = 0
         self.ended = False
+
+    @property
+    def open(self) -> bool:
+        """Still inside the chain: every event is checked against it (afterwards only those claiming a part)."""
+        return not self.ended
 
     def check(self, event_id: int, index: int, prev_hash: str, chain_hash: str | None, entry: bytes) -> None:
         where = f"event #{event_id} (log index {index})"
@@ -293,63 +315,109 @@ class _LegacyChain:
             )
 
 
-class _TileChecker:
-    """Rebuilds every tile from the recomputed leaves and compares it with the stored one."""
+class _StoredTiles:
+    """Stored tiles of one level at a time, read 64 to a query as the recomputed tree reaches them."""
 
     def __init__(self) -> None:
-        self.buffers: list[bytearray] = []
-        self.stored: dict[int, dict[int, bytes]] = {}
-        self.first_ids: dict[int, int] = {}
+        self.cache: dict[int, dict[int, bytes]] = {}
 
-    def add(self, index: int, event_id: int, leaf: bytes) -> None:
-        if index % TILE_WIDTH == 0:
-            self.first_ids = {index: event_id}
-        level, value, count = 0, leaf, index
-        while True:
-            if len(self.buffers) <= level:
-                self.buffers.append(bytearray())
-            buffer = self.buffers[level]
-            buffer += value
-            if len(buffer) < TILE_BYTES:
-                return
-            self._compare(level, count // TILE_WIDTH, bytes(buffer), index, event_id)
-            value = merkle.perfect_root([bytes(buffer[i : i + HASH]) for i in range(0, TILE_BYTES, HASH)])
-            buffer.clear()
-            level, count = level + 1, count // TILE_WIDTH
-
-    def check_partial(self, size: int) -> None:
-        """Compare the leaves of the level-0 tile being filled with the stored ones (full tiles are compared
-        as they fill)."""
-        if size % TILE_WIDTH and self.buffers:
-            index = size // TILE_WIDTH
-            stored = self._stored_tile(0, index) or b""
-            computed = bytes(self.buffers[0])
-            if stored[: len(computed)] != computed:
-                self._compare(0, index, computed, size - 1, None)
-
-    def finish(self, size: int) -> None:
-        count, level = size, 0
-        while count:
-            width = count % TILE_WIDTH
-            if width:
-                self._compare(level, count // TILE_WIDTH, bytes(self.buffers[level]), size - 1, None)
-            count //= TILE_WIDTH
-            level += 1
-
-    def _stored_tile(self, level: int, index: int) -> bytes | None:
-        cache = self.stored.setdefault(level, {})
+    def get(self, level: int, index: int) -> bytes | None:
+        cache = self.cache.setdefault(level, {})
         if index not in cache:
             cache.clear()
-            rows = LogTile.objects.filter(level=level, tile_index__gte=index, tile_index__lt=index + 64).values_list(
-                "tile_index", "hashes"
-            )
-            cache.update({i: bytes(h) for i, h in rows})
+            with connections["default"].cursor() as cursor:
+                cursor.execute(_TILES_SQL, [level, index, index + 64])
+                cache.update((i, bytes(h)) for i, h in cursor.fetchall())
             if index not in cache:
                 return None
         return cache[index]
 
-    def _compare(self, level: int, index: int, computed: bytes, last_index: int, event_id: int | None) -> None:
-        stored = self._stored_tile(level, index)
+
+_TILES_SQL = (
+    f"SELECT tile_index, hashes FROM {LogTile._meta.db_table} "  # noqa: S608
+    "WHERE level = %s AND tile_index >= %s AND tile_index < %s"
+)
+
+
+class _Tree:
+    """The tree recomputed from the leaves, built level by level a tile at a time, each tile compared with the
+    stored one as it fills (so proofs served from tiles are right), and its root at any size in O(log n).
+
+    For each tile level T, ``rows[T][j]`` holds the hashes at height ``8 * T + j`` inside the tile being filled:
+    row 0 is the tile's content; rows 1-7 the complete nodes above it so far. Hashing is done a row at a time in
+    list comprehensions — one SHA-256 per node, no function call per node.
+    """
+
+    def __init__(self) -> None:
+        self.size = 0
+        self.rows: list[list[list[bytes]]] = []
+        self.index: list[int] = []
+        self.stored = _StoredTiles()
+
+    def extend(self, leaves: list[bytes]) -> None:
+        self._push(0, leaves)
+        self.size += len(leaves)
+
+    def _push(self, level: int, hashes: list[bytes]) -> None:
+        sha256 = hashlib.sha256
+        while hashes:
+            if level == len(self.rows):
+                self.rows.append([[] for _ in range(TILE_HEIGHT)])
+                self.index.append(0)
+            rows = self.rows[level]
+            bottom = rows[0]
+            room = TILE_WIDTH - len(bottom)
+            bottom.extend(hashes[:room])
+            hashes = hashes[room:]
+            below = bottom
+            for row in rows[1:]:
+                done, complete = len(row), len(below) >> 1
+                if complete > done:
+                    lefts, rights = below[2 * done : 2 * complete : 2], below[2 * done + 1 : 2 * complete : 2]
+                    row.extend([sha256(b"\x01" + a + b).digest() for a, b in zip(lefts, rights, strict=True)])
+                below = row
+            if len(bottom) == TILE_WIDTH:
+                root = sha256(b"\x01" + below[0] + below[1]).digest()
+                self._compare(level, self.index[level], b"".join(bottom))
+                for row in rows:
+                    row.clear()
+                self.index[level] += 1
+                self._push(level + 1, [root])
+
+    def root(self) -> bytes:
+        """RFC 9162 root of the tree of ``size`` leaves: the complete subtrees, largest first, folded."""
+        if not self.size:
+            return merkle.EMPTY_ROOT
+        nodes = []
+        for rows in reversed(self.rows):
+            width, offset = len(rows[0]), 0
+            for height in range(TILE_HEIGHT - 1, -1, -1):
+                if width >> height & 1:
+                    nodes.append(rows[height][offset >> height])
+                    offset += 1 << height
+        root = nodes[-1]
+        for left in reversed(nodes[:-1]):
+            root = merkle.node_hash(left, root)
+        return root
+
+    def check_partial(self) -> None:
+        """Compare the leaves of the level-0 tile being filled with the stored ones (full tiles are compared
+        as they fill)."""
+        if self.rows and self.rows[0][0]:
+            index = self.index[0]
+            computed = b"".join(self.rows[0][0])
+            stored = self.stored.get(0, index) or b""
+            if stored[: len(computed)] != computed:
+                self._compare(0, index, computed)
+
+    def finish(self) -> None:
+        """Compare the partial tiles of the final tree (the right edge)."""
+        for level, rows in enumerate(self.rows):
+            if rows[0]:
+                self._compare(level, self.index[level], b"".join(rows[0]))
+
+    def _compare(self, level: int, index: int, computed: bytes) -> None:
+        stored = self.stored.get(level, index)
         label = f"tile {level}/{index}"
         if stored is None:
             raise _Stop(LogProblem(label, "is missing from storage"))

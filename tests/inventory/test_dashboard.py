@@ -11,10 +11,10 @@ import pytest
 from django.utils import timezone
 
 from approvals.models import RegistrationRequest
-from inventory import selectors
 from inventory.choices import ClientState, RiskTier
 from inventory.models import Client
-from inventory.selectors import dashboard_data
+from inventory.selectors import dashboard as dashboard_selectors
+from inventory.selectors.dashboard import dashboard_data
 from tests.factories import ClientFactory, RequestFactory, TeamFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -88,7 +88,7 @@ def known(idp, owner, team):
 @pytest.mark.parametrize("grouping_sets", [True, False], ids=["postgres-grouping-sets", "portable-orm"])
 def test_dashboard_numbers(known, grouping_sets, monkeypatch):
     if not grouping_sets:  # the SQLite (make run) path, exercised through the same ORM on PostgreSQL
-        monkeypatch.setattr(selectors, "live_breakdown", selectors._live_breakdown_orm)
+        monkeypatch.setattr(dashboard_selectors, "live_breakdown", dashboard_selectors._live_breakdown_orm)
     data = dashboard_data()
     assert data["totals"] == {"live": 3, "orphaned": 1, "stale": 1, "unmanaged": 1, "sync_failed": 1, "expiring_7d": 1}
     labels, values = data["live_series"]["labels"], data["live_series"]["values"]

@@ -78,6 +78,19 @@ def test_pack_carries_leaf_proof_and_checkpoint_and_the_tool_proves_it(client, s
     assert "client.activate client:" in lines[-2] or any("client.activate" in line for line in lines)
 
 
+def test_the_tool_names_the_sections_it_does_not_prove(client, security_user, sealed_client):
+    # the client, owner, approval… sections are Registrar's current view: a change there is not detected, and
+    # the tool says so rather than letting "PROVEN" read as covering them
+    pack = json.loads(_pack(sealed_client, security_user, client))
+    pack["owner"] = {"username": "someone-else"}
+    status, lines = _tool().verify(json.dumps(pack).encode(), _tool().parse_key(log_verifier().encoded))
+    assert status == 0
+    (note,) = [line for line in lines if line.startswith("NOT COVERED by the log: ")]
+    assert (
+        "client" in note and "owner" in note and "timeline" not in note and "a change to them is not detected" in note
+    )
+
+
 def test_explain_page_says_what_it_verified(client, security_user, sealed_client):
     client.force_login(security_user)
     html = client.get(f"/inventory/{sealed_client.registration_id}/").content.decode()
@@ -137,7 +150,10 @@ def test_a_real_demo_clients_pack_verifies_on_the_command_line_and_fails_after_o
     pack_file = tmp_path / "pack.json"
     pack_file.write_bytes(raw)
     key_file = tmp_path / "log.pub"
-    key_file.write_text(log_verifier().encoded)
+    out = StringIO()
+    call_command("log_keygen", "--verifier", stdout=out)  # how the operator hands the public key to an auditor
+    assert out.getvalue() == log_verifier().encoded + "\n"
+    key_file.write_text(out.getvalue())
     run = subprocess.run(
         [sys.executable, str(TOOL), str(pack_file), "--key-file", str(key_file)],
         capture_output=True,

@@ -14,6 +14,7 @@ from django.utils.html import escape
 
 from approvals.models import Decision
 from inventory.choices import ClientState, RiskTier
+from inventory.reports import audit_log
 from inventory.reports import controls as ctl
 from inventory.reports.controls import (
     CONTROLS,
@@ -124,9 +125,9 @@ EXPECTED = {
 
 @pytest.fixture(autouse=True)
 def _fresh_audit_checkpoint():
-    cache.delete(ctl.AUDIT_CACHE_KEY)
+    cache.delete(audit_log.AUDIT_CACHE_KEY)
     yield
-    cache.delete(ctl.AUDIT_CACHE_KEY)
+    cache.delete(audit_log.AUDIT_CACHE_KEY)
 
 
 def by_key(results):
@@ -302,15 +303,15 @@ def test_audit_chain_control_incremental_and_detects_breaks(db):
     assert "verify against signed checkpoint 3" in result.sentence
     audit_record(actor=Actor.system("t"), action="test.event", object_type="thing", object_id=4)
     log_seal()
-    state = ctl.audit_chain_status()
+    state = audit_log.audit_chain_status()
     assert state["checked"] == 4 and state["complete"]
     # A cached state that disagrees with the signed checkpoint is reported as a break, not papered over.
-    forged = ctl._verify_from(
+    forged = audit_log._verify_from(
         {"checked": 0, "hashes": [], "broken": None}, LogCheckpoint.objects.get(tree_size=3), 3, budget=10
     )
     assert forged["checked"] == 3 and forged["broken"] is None
     forged["hashes"][0] = "ff" * 32
-    cache.set(ctl.AUDIT_CACHE_KEY, forged)
+    cache.set(audit_log.AUDIT_CACHE_KEY, forged)
     result = by_key(measure_controls())["audit_chain_intact"]
     assert result.status == "fail" and "no longer match signed checkpoint 4" in result.sentence
 
@@ -328,10 +329,10 @@ def test_audit_chain_verification_in_budgeted_steps(db):
     for i in range(5):
         audit_record(actor=Actor.system("t"), action="test.event", object_type="thing", object_id=i)
     log_seal()
-    first = ctl.audit_chain_status(budget=2)
+    first = audit_log.audit_chain_status(budget=2)
     assert (first["checked"], first["complete"]) == (2, False)
     assert by_key(measure_controls())["audit_chain_intact"].status in ("partial", "pass")
-    assert ctl.audit_chain_refresh()["complete"]
+    assert audit_log.audit_chain_refresh()["complete"]
 
 
 def test_item_status_is_the_worst_mapped_control(four_live):

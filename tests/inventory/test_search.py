@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from django.db import connection
 
-from inventory import selectors
 from inventory.models import Client
-from inventory.selectors import client_search
+from inventory.selectors import search
+from inventory.selectors.search import client_search
 from tests.factories import ClientFactory, TeamFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -93,7 +93,7 @@ def test_search_runs_on_postgresql_index_operators(clients):
 
 def test_sqlite_fallback_uses_icontains(clients, monkeypatch):
     """The SQLite branch (make run) matches substrings, not typos; exercised here through the same ORM."""
-    monkeypatch.setattr(selectors, "is_postgres", lambda: False)
+    monkeypatch.setattr(search, "is_postgres", lambda: False)
     qs = client_search(Client.objects.all(), "SUPPLIER")
     assert "websearch_to_tsquery" not in str(qs.query)
     assert names(qs) == {"invoice-summarizer"}

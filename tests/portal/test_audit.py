@@ -583,3 +583,107 @@ def test_the_database_formats_timestamps_exactly_as_the_entry_does(occurred_at):
 
     [(_, _, _, _, entry)] = list(iter_entries())
     assert entry == leaf_data(event) == leaf_data(AuditEvent.objects.get(pk=event.pk))
+
+
+def _entry_of(event) -> bytes:
+    return leaf_data(AuditEvent.objects.get(pk=event.pk))
+
+
+def test_an_event_of_many_small_values_is_bounded_by_its_smallest_sufficient_container():
+    # no single string is worth a digest: the smallest object or array whose digest makes the entry fit goes
+    after = {"hosts": [f"h{i:05d}.example" for i in range(3000)], "tags": ["t"] * 5000, "name": "kept"}
+    event = audit_record(actor=Actor.system("t"), action="x", object_type="t", object_id=1, after=after)
+    stored = AuditEvent.objects.get(pk=event.pk)
+    # hosts (48 KB) and tags (20 KB) both suffice: tags, the smaller, is the one replaced
+    assert stored.after["name"] == "kept" and stored.after["hosts"] == after["hosts"]
+    assert stored.after["tags"]["$omitted"]["bytes"] == len(json.dumps(after["tags"], separators=(",", ":")))
+    assert len(_entry_of(event)) <= 0xFFFF
+
+
+def test_a_huge_reason_is_cut_last_and_says_so():
+    event = audit_record(
+        actor=Actor.system("t"), action="x", object_type="t", object_id=1, after={"a": 1}, reason="é" * 40_000
+    )
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert stored.after == {"a": 1}
+    assert stored.reason.startswith("é" * 1000) and "[cut: 40000 characters, sha256 " in stored.reason
+    assert 0xFFFF - 100 < len(_entry_of(event)) <= 0xFFFF
+
+
+def test_bulk_appended_events_are_bounded_too_and_small_ones_untouched():
+    rows = audit_record_many(
+        [
+            {
+                "actor": Actor.system("s"),
+                "action": "a",
+                "object_type": "t",
+                "object_id": 1,
+                "after": {"x": "y" * 70_000},
+            },
+            {
+                "actor": Actor.system("s"),
+                "action": "a",
+                "object_type": "t",
+                "object_id": 2,
+                "after": {"x": "y" * 60_000},
+            },
+        ]
+    )
+    big, small = (AuditEvent.objects.get(pk=r.pk) for r in rows)
+    assert set(big.after["x"]) == {"$omitted"} and small.after == {"x": "y" * 60_000}
+    log_seal()
+    assert verify_chain() == (2, None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    after=st.none() | _json,
+    before=st.none() | st.dictionaries(st.text(max_size=10), _json, max_size=4),
+    text=st.text(max_size=30),
+    event_id=st.integers(min_value=1, max_value=2**62),
+    policy_version=st.none() | st.integers(min_value=0, max_value=10**6),
+    prev_hash=st.sampled_from(["", "ab" * 32]),
+    spaced=st.booleans(),
+)
+def test_entries_written_out_for_speed_agree_with_entry_bytes(
+    after, before, text, event_id, policy_version, prev_hash, spaced
+):
+    from portal.audit import entry_bytes
+    from portal.tlog.entries import rows_entries
+
+    occurred = "2026-11-28T12:00:01.000250+00:00"  # as PostgreSQL formats it (OCCURRED_AT_SQL)
+    dumps = (lambda v: json.dumps(v, indent=1) + "\n") if spaced else json.dumps  # whatever the JSON's layout
+    values = (event_id, occurred, "user", text[:5], text, "a." + text, "thing", text[:64])
+    row = (
+        *values,
+        None if before is None else dumps(before),
+        None if after is None else dumps(after),
+        text,
+        policy_version,
+        text[:64],
+        prev_hash,
+        None,
+        0,
+    )
+    expected = entry_bytes(*values, before, after, text, policy_version, text[:64], prev_hash or None)
+    assert rows_entries([row], "postgresql") == [expected]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_verify_outside_a_transaction_reads_ahead_on_its_own_connection(monkeypatch):
+    from portal.tlog import entries
+
+    calls = []
+    prefetched = entries._prefetched
+    monkeypatch.setattr(entries, "_prefetched", lambda *a: calls.append(a) or prefetched(*a))
+    events = _append(600)
+    assert log_seal(batch_size=250).checkpoints == [250, 500, 600]
+    report = verify_log(batch_size=128)  # checkpoints and tile ends fall inside batches
+    assert report.problem is None and (report.events_verified, report.checkpoints_verified) == (600, 3)
+    assert len(calls) == 1
+    _as_superuser(("UPDATE portal_auditevent SET reason = %s WHERE id = %s", ["edited", events[300].id]))
+    problem = verify_log(batch_size=128).problem
+    assert (problem.event_id, problem.log_index) == (events[300].id, 300) and "row altered" in problem.problem
+    _as_superuser(("DELETE FROM portal_auditevent WHERE log_index >= 200", []))
+    problem = verify_log(batch_size=128).problem
+    assert problem.subject == "checkpoint 250" and "the log has 200" in problem.problem

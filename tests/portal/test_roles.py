@@ -8,11 +8,11 @@ import pytest
 from django.core.management import call_command
 from django.test import Client as HttpClient
 
+from inventory.permissions import can_manage_client
 from portal.roles import (
     Role,
     can_approve,
     can_break_glass,
-    can_manage_client,
     can_see_all_clients,
     roles_of,
 )

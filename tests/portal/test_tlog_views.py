@@ -3,6 +3,7 @@ API token rights; the seal lag in /healthz and on the dashboard; the witness dir
 
 from __future__ import annotations
 
+import hashlib
 import json
 from io import StringIO
 
@@ -188,3 +189,37 @@ def test_an_unknown_witness_is_refused():
 
     with pytest.raises(ImproperlyConfigured, match="unknown witness"):
         witness_from_spec("s3://bucket/checkpoints")
+
+
+def _bundle_entries(bundle: bytes) -> list[bytes]:
+    entries, at = [], 0
+    while at < len(bundle):
+        length = int.from_bytes(bundle[at : at + 2], "big")
+        entries.append(bundle[at + 2 : at + 2 + length])
+        at += 2 + length
+    assert at == len(bundle)
+    return entries
+
+
+def test_a_big_event_is_served_in_its_entry_bundle(client, security_user):
+    # an event whose full entry would not fit a uint16-length-prefixed bundle (c2sp.org/tlog-tiles): its largest
+    # value is logged as a digest at append, so every entry the log holds can be served
+    big = {"jwks": {"keys": [{"kty": "RSA", "n": "x" * 40_000, "kid": f"k{i}"} for i in range(3)]}, "client": "c"}
+    audit_record(actor=Actor.system("t"), action="test.small", object_type="thing", object_id=1, after={"i": 1})
+    event = audit_record(actor=Actor.system("t"), action="test.big", object_type="thing", object_id=2, after=big)
+    assert log_seal().tree_size == 2
+    client.force_login(security_user)
+    response = client.get("/log/tile/entries/000.p/2")
+    assert response.status_code == 200
+    entries = _bundle_entries(response.content)
+    tile = client.get("/log/tile/0/000.p/2").content
+    assert [merkle.leaf_hash(e) for e in entries] == [tile[:32], tile[32:]]
+    stored = AuditEvent.objects.get(pk=event.pk)
+    assert entries[1] == leaf_data(stored) and len(entries[1]) <= 0xFFFF
+    logged = json.loads(entries[1])["after"]
+    assert logged["client"] == "c" and logged["jwks"]["keys"][0]["kid"] == "k0"  # the rest is kept
+    # the largest strings first, in document order, until the entry fits: two of the three do
+    original = json.dumps("x" * 40_000).encode()
+    digest = {"$omitted": {"bytes": len(original), "sha256": hashlib.sha256(original).hexdigest()}}
+    assert [k["n"] for k in logged["jwks"]["keys"]] == [digest, digest, "x" * 40_000]
+    assert stored.after == logged

@@ -7,6 +7,11 @@ and one ``client.create`` audit event per client. The audit events are hash-chai
 its row lock — so ``verify_audit`` still passes afterwards.
 
 Everything runs in one transaction: an interrupted seed leaves nothing behind.
+
+It lives in approvals, the highest layer, because it writes every app's tables (inventory's clients,
+approvals' requests and decisions, portal's audit events). It is longer than ~400 lines because it is one
+COPY pipeline read top to bottom (people, catalogue, clients, requests, audit), each step feeding the next;
+splitting it would scatter the row layouts each COPY depends on.
 """
 
 from __future__ import annotations
@@ -17,13 +22,13 @@ import random
 import time
 from datetime import UTC, datetime, timedelta
 
-from django.apps import apps
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from approvals.models import RegistrationRequest
 from inventory.catalogue import DEMO_SCOPES
 from inventory.choices import ClientState, CreatedVia, IdPKind, RiskTier
 from inventory.models import Client, IdPConnection, ScopeDefinition, Team
@@ -596,7 +601,6 @@ class Command(BaseCommand):
     # --- registration requests + decisions (last 90 days) -------------------------------------------
 
     def _requests(self, clients, rng, run):
-        Request = apps.get_model("approvals", "RegistrationRequest")
         now = timezone.now()
         window = now - timedelta(days=90)
         approvers = list(get_user_model().objects.filter(groups__name="approver", is_active=True)[:10])
@@ -643,7 +647,7 @@ class Command(BaseCommand):
         count = 0
         with connection.cursor() as cursor:
             raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
-            with raw.copy(f"COPY {Request._meta.db_table} ({', '.join(cols)}) FROM STDIN") as copy:  # noqa: S608
+            with raw.copy(f"COPY {RegistrationRequest._meta.db_table} ({', '.join(cols)}) FROM STDIN") as copy:  # noqa: S608
                 for pk, reg_id, owner_id, team_id, tier, _state, created, name, scopes, managed, via in clients:
                     if created < window or not managed:
                         continue

@@ -1,0 +1,256 @@
+"""The sprawl dashboard's numbers, and the snapshot cache dashboards and reports share.
+
+A fixed number of indexed aggregate queries whatever the inventory size. Registrations per day by outcome
+and the time to a human decision are the approvals app's data: it provides them through
+``inventory.hooks.registration_stats``. The chart specs built from these numbers are in
+``inventory.reports.charts``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Count, Q
+from django.db.models.functions import TruncDay
+from django.utils import timezone
+
+from inventory import hooks
+from inventory.choices import LIVE_STATES, RiskTier
+from inventory.models import Client, IdPConnection, Team
+from inventory.selectors.search import is_postgres
+
+
+def cached_report(key: str, compute, *, refresh: bool = False):
+    """Dashboards and reports are snapshots: recompute at most every REGISTRAR_REPORT_CACHE_SECONDS (60 s)
+    per key, so a room full of auditors refreshing the page costs one computation a minute.
+
+    Beat keeps the snapshots warm (``inventory.tasks.refresh_report_snapshots`` with ``refresh=True`` twice
+    per period), so people never wait for the full aggregate at scale; if beat stops, the first request
+    after expiry computes it inline, as before.
+    """
+    seconds = settings.REGISTRAR_REPORT_CACHE_SECONDS
+    if seconds <= 0:
+        return compute()
+    full_key = f"registrar:report:{key}"
+    value = None if refresh else cache.get(full_key)
+    if value is None:
+        value = compute()
+        cache.set(full_key, value, timeout=seconds)
+    return value
+
+
+DASHBOARD_DAYS = 90
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    if len(values) == 1:
+        return float(values[0])
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q
+    lower = int(position)
+    upper = min(lower + 1, len(ordered) - 1)
+    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
+
+
+def percentiles_sql(table: str, expression: str, where: str, params: list, fractions: tuple[float, ...]):
+    select = ", ".join(f"percentile_cont({f}) WITHIN GROUP (ORDER BY {expression})" for f in fractions)
+    with connection.cursor() as cursor:
+        # table/expression/where are constants of this module; values travel as parameters.
+        cursor.execute(f"SELECT {select} FROM {table} WHERE {where}", params)  # noqa: S608
+        return [float(v) if v is not None else None for v in cursor.fetchone()]
+
+
+def dashboard_data(*, now: datetime | None = None, days: int = DASHBOARD_DAYS) -> dict[str, Any]:
+    """Sprawl numbers. A fixed number of indexed aggregate queries, whatever the inventory size.
+
+    Live clients per day is derived backwards from today's live count: live(end of day d) =
+    live_now − created after d + ended after d, so only the last ``days`` days of rows are read.
+    """
+    now = now or timezone.now()
+    today = timezone.localdate(now)
+    start = timezone.make_aware(datetime.combine(today - timedelta(days=days - 1), datetime.min.time()))
+    day_list = [today - timedelta(days=days - 1 - i) for i in range(days)]
+    clients = Client.objects.all()
+
+    breakdown = live_breakdown(now) if is_postgres() else _live_breakdown_orm(now)
+    totals = breakdown["totals"]
+    created = dict(
+        clients.filter(created_at__gte=start)
+        .annotate(day=TruncDay("created_at"))
+        .values("day")
+        .annotate(n=Count("*"))
+        .values_list("day", "n")
+    )
+    ended = dict(
+        # ended_at is only ever set on ended clients: no state filter, so this is an index-only scan
+        clients.filter(ended_at__gte=start)
+        .annotate(day=TruncDay("ended_at"))
+        .values("day")
+        .annotate(n=Count("*"))
+        .values_list("day", "n")
+    )
+    created = _by_date(created)
+    ended = _by_date(ended)
+    live_series = []
+    running = totals["live"]
+    for day in reversed(day_list):
+        live_series.append(running)
+        running = running - created.get(day, 0) + ended.get(day, 0)
+    live_series.reverse()
+
+    by_tier, depth = breakdown["by_tier"], breakdown["depth"]
+
+    stats = hooks.registration_stats(start)
+    outcomes = stats.outcomes
+    total_auto = sum(outcomes.get("auto-approved", {}).values())
+    total_decided = sum(sum(counts.values()) for counts in outcomes.values())
+    overshoot_p99 = _overshoot_p99()
+
+    return {
+        "generated_at": now,
+        "days": days,
+        "totals": totals,
+        "live_series": {"labels": [d.isoformat() for d in day_list], "values": live_series},
+        "registrations": {
+            "labels": [d.isoformat() for d in day_list],
+            "series": {label: [counter.get(d, 0) for d in day_list] for label, counter in outcomes.items()},
+            "totals": {label: sum(counter.values()) for label, counter in outcomes.items()},
+        },
+        "by_tier": [(tier.value, by_tier.get(tier.value, 0)) for tier in RiskTier],
+        "by_idp": breakdown["by_idp"],
+        "by_team": [(name or "(no team)", n) for name, n in breakdown["by_team"]],
+        "top_owners": [(name or "(no owner)", n) for name, n in breakdown["top_owners"]],
+        "depth": sorted(depth.items()),
+        "time_to_decision": {
+            "median_seconds": stats.median_seconds_to_decision,
+            "p90_seconds": stats.p90_seconds_to_decision,
+        },
+        "auto_approval_ratio": (total_auto / total_decided) if total_decided else None,
+        "expiry_overshoot_p99": overshoot_p99,
+    }
+
+
+_LIVE_BREAKDOWN_SQL = """
+SELECT GROUPING(risk_tier, idp_id, team_id, owner_id, depth) AS g, risk_tier, idp_id, team_id, owner_id, depth,
+       count(*) AS n,
+       count(*) FILTER (WHERE orphaned_at IS NOT NULL) AS orphaned,
+       count(*) FILTER (WHERE stale_at IS NOT NULL) AS stale,
+       count(*) FILTER (WHERE NOT managed) AS unmanaged,
+       count(*) FILTER (WHERE sync_failed) AS sync_failed,
+       count(*) FILTER (WHERE expires_at >= %(now)s AND expires_at < %(week)s) AS expiring_7d
+FROM inventory_client
+WHERE state IN ('provisioning', 'active', 'suspended')
+GROUP BY GROUPING SETS ((), (risk_tier), (idp_id), (team_id), (owner_id), (depth))
+"""
+# GROUPING() bit per column (1 = not grouped), in the order risk_tier, idp_id, team_id, owner_id, depth.
+_GROUPED_BY = {
+    0b01111: "risk_tier",
+    0b10111: "idp_id",
+    0b11011: "team_id",
+    0b11101: "owner_id",
+    0b11110: "depth",
+    0b11111: "total",
+}
+
+
+def live_breakdown(now: datetime) -> dict[str, Any]:
+    """Live clients counted by tier, IdP, team, owner and depth plus the flag totals: ONE scan (GROUPING SETS),
+    then names for the few ids shown (three primary-key look-ups)."""
+    with connection.cursor() as cursor:
+        cursor.execute(_LIVE_BREAKDOWN_SQL, {"now": now, "week": now + timedelta(days=7)})
+        rows = cursor.fetchall()
+    groups: dict[str, dict] = defaultdict(dict)
+    totals = {"live": 0, "orphaned": 0, "stale": 0, "unmanaged": 0, "sync_failed": 0, "expiring_7d": 0}
+    for g, tier, idp_id, team_id, owner_id, depth, n, orphaned, stale, unmanaged, sync_failed, expiring in rows:
+        kind = _GROUPED_BY[g]
+        if kind == "total":
+            totals = {
+                "live": n,
+                "orphaned": orphaned,
+                "stale": stale,
+                "unmanaged": unmanaged,
+                "sync_failed": sync_failed,
+                "expiring_7d": expiring,
+            }
+        else:
+            key = {"risk_tier": tier, "idp_id": idp_id, "team_id": team_id, "owner_id": owner_id, "depth": depth}[kind]
+            groups[kind][key] = n
+
+    def top(kind: str, limit: int) -> list[tuple[Any, int]]:
+        return sorted(groups[kind].items(), key=lambda kv: (-kv[1], str(kv[0])))[:limit]
+
+    idps, teams, owners = top("idp_id", 20), top("team_id", 15), top("owner_id", 10)
+    idp_names = dict(IdPConnection.objects.filter(pk__in=[k for k, _ in idps]).values_list("pk", "name"))
+    team_names = dict(Team.objects.filter(pk__in=[k for k, _ in teams if k]).values_list("pk", "name"))
+    owner_names = dict(
+        get_user_model().objects.filter(pk__in=[k for k, _ in owners if k]).values_list("pk", "username")
+    )
+    return {
+        "totals": totals,
+        "by_tier": groups["risk_tier"],
+        "depth": groups["depth"],
+        "by_idp": sorted(((idp_names.get(k, str(k)), n) for k, n in idps), key=lambda kv: (-kv[1], kv[0])),
+        "by_team": sorted(((team_names.get(k), n) for k, n in teams), key=lambda kv: (-kv[1], kv[0] or "")),
+        "top_owners": sorted(((owner_names.get(k), n) for k, n in owners), key=lambda kv: (-kv[1], kv[0] or "")),
+    }
+
+
+def _live_breakdown_orm(now: datetime) -> dict[str, Any]:
+    """The same numbers with portable ORM queries (SQLite has no GROUPING SETS)."""
+    live = Client.objects.filter(state__in=LIVE_STATES)
+    totals = live.aggregate(
+        live=Count("pk"),
+        orphaned=Count("pk", filter=Q(orphaned_at__isnull=False)),
+        stale=Count("pk", filter=Q(stale_at__isnull=False)),
+        unmanaged=Count("pk", filter=Q(managed=False)),
+        sync_failed=Count("pk", filter=Q(sync_failed=True)),
+        expiring_7d=Count("pk", filter=Q(expires_at__gte=now, expires_at__lt=now + timedelta(days=7))),
+    )
+    return {
+        "totals": totals,
+        "by_tier": dict(live.values("risk_tier").annotate(n=Count("pk")).values_list("risk_tier", "n")),
+        "depth": dict(live.values("depth").annotate(n=Count("pk")).order_by("depth").values_list("depth", "n")),
+        "by_idp": [
+            (r["idp__name"], r["n"])
+            for r in live.values("idp__name").annotate(n=Count("pk")).order_by("-n", "idp__name")[:20]
+        ],
+        "by_team": [
+            (r["team__name"], r["n"])
+            for r in live.values("team__name").annotate(n=Count("pk")).order_by("-n", "team__name")[:15]
+        ],
+        "top_owners": [
+            (r["owner__username"], r["n"])
+            for r in live.values("owner__username").annotate(n=Count("pk")).order_by("-n", "owner__username")[:10]
+        ],
+    }
+
+
+def as_date(value):
+    return value.date() if isinstance(value, datetime) else value
+
+
+def _by_date(mapping: dict) -> dict:
+    out: dict = defaultdict(int)
+    for key, n in mapping.items():
+        out[as_date(key)] += n
+    return out
+
+
+def _overshoot_p99() -> float | None:
+    if is_postgres():
+        (p99,) = percentiles_sql(
+            Client._meta.db_table, "expiry_overshoot_seconds", "expiry_overshoot_seconds IS NOT NULL", [], (0.99,)
+        )
+        return p99
+    values = list(
+        Client.objects.filter(expiry_overshoot_seconds__isnull=False).values_list("expiry_overshoot_seconds", flat=True)
+    )
+    return percentile(values, 0.99)

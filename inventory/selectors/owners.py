@@ -1,0 +1,49 @@
+"""Reads for owners: their clients (with what is pending on each) and the inventory's home-page tiles."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db.models import BooleanField, Exists, F, OuterRef, QuerySet, Value
+from django.utils import timezone
+
+from inventory import hooks
+from inventory.models import Client, TransferOffer, TransferState
+from portal.roles import Role
+
+
+def clients_of_owner(user) -> QuerySet[Client]:
+    """The person's live clients, soonest expiry first, each annotated ``transfer_pending`` and
+    ``renewal_pending`` (a renewal waiting for review; the approvals app says which)."""
+    renewals = hooks.pending_renewals()
+    renewal_pending = (
+        Exists(renewals.filter(client=OuterRef("pk")))
+        if renewals is not None
+        else Value(False, output_field=BooleanField())
+    )
+    return (
+        Client.objects.live()
+        .owned_by(user)
+        .select_related("idp", "hold_by")
+        .annotate(
+            transfer_pending=Exists(TransferOffer.objects.filter(client=OuterRef("pk"), state=TransferState.PENDING)),
+            renewal_pending=renewal_pending,
+        )
+        .order_by(F("expires_at").asc(nulls_last=True), "pk")
+    )
+
+
+def home_tiles(user, roles: frozenset[str]) -> dict[str, int]:
+    """The inventory's numbers on the home page (``portal.home`` collects every app's tiles)."""
+    tiles: dict[str, int] = {}
+    if Role.OWNER in roles:
+        mine = Client.objects.owned_by(user).live()
+        tiles["my_live_clients"] = mine.count()
+        tiles["expiring_soon"] = mine.filter(expires_at__lte=timezone.now() + timedelta(days=7)).count()
+    if roles & {Role.SECURITY, Role.ADMIN}:
+        live = Client.objects.live()
+        tiles["live_clients"] = live.count()
+        tiles["orphaned"] = live.orphaned().count()
+        tiles["unmanaged"] = Client.objects.unmanaged().live().count()
+        tiles["sync_failed"] = live.filter(sync_failed=True).count()
+    return tiles
