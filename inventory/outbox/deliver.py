@@ -16,6 +16,7 @@ from inventory.outbox import journal, leases, push, record
 from inventory.outbox.leases import Claim
 from inventory.outbox.push import ConnectorCache, IdpResult
 from inventory.outbox.record import DeliveryOutcome
+from portal.unavailable import is_database_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,12 @@ def deliver_client_outbox_inline(client_id: int, *, timeout: float) -> bool:
     """
     try:
         deliver_client_outbox(client_id, timeout=timeout, connectors=push.INLINE_CONNECTORS, inline=True)
-    except Exception:  # the worker path will finish the job; the agent gets a 202
+    except Exception as exc:  # the worker path will finish the job; the agent gets a 202
+        if is_database_unavailable(exc):
+            # The database went away mid-delivery: the entry is committed and a worker delivers it once the
+            # database is back. portal.unavailable logs the outage once; no stack trace per registration.
+            logger.warning("event=inline_delivery_deferred client_id=%s reason=database_unavailable", client_id)
+            return False
         logger.exception("event=inline_delivery_failed client_id=%s", client_id)
         return False
     return Client.objects.filter(pk=client_id, state=ClientState.ACTIVE, idp_client_id__isnull=False).exists()

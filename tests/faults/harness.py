@@ -183,9 +183,7 @@ class Load:
                     name = f"fault-agent-{next(self._serial)}" if kind == "agent" else ""
                 call = self.agent_call(name) if kind == "agent" else self.person_call
                 try:
-                    response = http.request(
-                        call.method, call.path, json=call.json, headers=call.headers
-                    )
+                    response = http.request(call.method, call.path, json=call.json, headers=call.headers)
                     outcome = Outcome(
                         kind,
                         time.monotonic(),
