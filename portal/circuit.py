@@ -21,6 +21,7 @@ The clock is injectable for tests.
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import deque
@@ -36,7 +37,8 @@ class Deadline:
 
     def __init__(self, seconds: float, *, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self.ends = clock() + max(0.0, seconds)
+        self.seconds = max(0.0, seconds)
+        self.ends = clock() + self.seconds
 
     def remaining(self) -> float:
         return max(0.0, self.ends - self._clock())
@@ -44,6 +46,26 @@ class Deadline:
     @property
     def expired(self) -> bool:
         return self.remaining() <= 0.0
+
+
+_current_deadline: contextvars.ContextVar[Deadline | None] = contextvars.ContextVar("inline_deadline", default=None)
+
+
+@contextmanager
+def within(deadline: Deadline) -> Iterator[Deadline]:
+    """Every outbound call made inside the block gets at most what is left of ``deadline``
+    (:func:`call_timeout`), so several attempts or requests share one budget."""
+    token = _current_deadline.set(deadline)
+    try:
+        yield deadline
+    finally:
+        _current_deadline.reset(token)
+
+
+def call_timeout(default: float) -> float:
+    """The timeout for one outbound call: ``default``, or less when a :func:`within` deadline has less left."""
+    deadline = _current_deadline.get()
+    return default if deadline is None else min(default, deadline.remaining())
 
 
 @dataclass
@@ -111,17 +133,27 @@ class Circuit:
             return None
 
     def release(self, key: Hashable, ticket: str | None) -> None:
-        """Give back a half-open probe that was never made (the request ended before calling the IdP)."""
+        """Give back a half-open probe that was never made (the request ended before calling the IdP). A probe
+        whose outcome was recorded has already moved the circuit out of half-open: then this does nothing."""
         if ticket != HALF_OPEN:
             return
         with self._lock:
             state = self._get(key)
-            if state.probing:
+            if state.state == HALF_OPEN and state.probing:
                 state.probing = False
 
-    def record(self, key: Hashable, *, seconds: float, ok: bool, ticket: str | None = CLOSED) -> None:
-        """One delivery's outcome: how long it took, and whether it succeeded (a timeout is ``ok=False``)."""
-        good = ok and seconds <= self.budget
+    def reset(self) -> None:
+        """Forget every IdP (tests)."""
+        with self._lock:
+            self._states.clear()
+
+    def record(
+        self, key: Hashable, *, seconds: float, ok: bool, ticket: str | None = CLOSED, budget: float | None = None
+    ) -> None:
+        """One delivery's outcome: how long it took, and whether it succeeded (a timeout is ``ok=False``).
+        ``budget``: the request's own, when it differs from the circuit's default."""
+        budget = self.budget if budget is None else budget
+        good = ok and seconds <= budget
         with self._lock:
             state = self._get(key)
             state.ewma = seconds if state.ewma is None else self.alpha * seconds + (1 - self.alpha) * state.ewma
