@@ -129,7 +129,7 @@ def idp_connection_test(*, idp: IdPConnection, actor: Actor, timeout: float | No
     Changes nothing at the IdP or here, except one ``idp.connection_test`` audit event with the outcome: who
     tried a connection's credentials, and when, is part of the record.
     """
-    from inventory.delivery import connector_for
+    from inventory.outbox.push import connector_for
 
     result = ConnectionTest(ok=False)
     stored = [v for v in (idp.secrets or {}).values() if isinstance(v, str)]
