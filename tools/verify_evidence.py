@@ -248,17 +248,22 @@ def open_checkpoint(note: str, key: tuple[str, int, bytes]) -> tuple[str, int, b
 # --- the pack ------------------------------------------------------------------------------------------------
 
 
+# A top-level member's line: an indent of two, a quote, the name — read loosely (one of those bytes may be the
+# altered one); deeper lines (four spaces or more) and closing lines ("  },") do not match.
+_MEMBER_LINE = re.compile(r'(?:[^\n]{2}"|  [^ \n])([A-Za-z_]+)')
+
+
 def section_at(text: str, position: int) -> str:
     """The top-level section of the pack holding ``position``. Registrar writes each top-level member on a line
-    indented by exactly two spaces (``  "name": …``); every byte up to the next such line is that member's
-    (closing lines such as ``  },`` included). Also used on an altered file, so it reads the name loosely."""
+    of its own (``  "name": …``); every line up to the next such line is that member's, and a newline belongs
+    to the line it ends. The opening brace goes with the first member."""
     end = position
-    while (at := text.rfind("\n  ", 0, end)) >= 0:
-        member = re.match(r"[^ \n]([A-Za-z_]+)", text[at + 3 : at + 64])
+    while (at := text.rfind("\n", 0, end)) >= 0:
+        member = _MEMBER_LINE.match(text, at + 1)
         if member:
             return member.group(1)
-        end = at + 2  # a deeper or a closing line: keep looking above it
-    return "schema"  # the opening brace goes with the first member
+        end = at
+    return "schema"
 
 
 def check_event(event, proof, tree_size: int, root: bytes, shown_in: str, proof_in: str) -> tuple[str, dict] | None:
@@ -422,7 +427,7 @@ def verify(pack_bytes: bytes, key: tuple[str, int, bytes]) -> tuple[int, list[st
         at = next((i for i, (a, b) in enumerate(zip(expected, text, strict=False)) if a != b), len(expected))
         return 1, [
             *lines,
-            f"FAIL: {section_at(text, at)}: the file is not byte for byte as Registrar wrote it (byte {at}: "
+            f"FAIL: {section_at(expected, at)}: the file is not byte for byte as Registrar wrote it (byte {at}: "
             "whitespace, an escape, a duplicate key or the layout changed) — verify the file as downloaded",
         ]
 
@@ -433,8 +438,8 @@ def verify(pack_bytes: bytes, key: tuple[str, int, bytes]) -> tuple[int, list[st
             f"canonical content — every section but log ({', '.join(body)})."
         )
     lines.append(
-        f"PROVEN: {len(proven)} timeline event{'s' * (len(proven) != 1)} of client {client_id} are in the audit "
-        "log as shown:"
+        f"PROVEN: {len(proven)} timeline event{'s' * (len(proven) != 1)} of client {client_id} "
+        f"{'is' if len(proven) == 1 else 'are'} in the audit log as shown:"
     )
     lines += [f"  {p}" for p in proven]
     lines.append(
