@@ -250,7 +250,9 @@ def open_checkpoint(note: str, key: tuple[str, int, bytes]) -> tuple[str, int, b
 
 # A top-level member's line: an indent of two, a quote, the name — read loosely (one of those bytes may be the
 # altered one); deeper lines (four spaces or more) and closing lines ("  },") do not match.
-_MEMBER_LINE = re.compile(r'(?:[^\n]{2}"|  [^ \n])([A-Za-z_]+)')
+_MEMBER_LINE = re.compile(
+    r'(?:[^\n]{2}"|  [^ \n]|   (?=[A-Za-z_]))([A-Za-z_\ufffd\x00-\x09\x0b-\x1f]+)(?:[^ \n]?:|[^ \n]{0,2} )'
+)
 
 
 def section_at(text: str, position: int) -> str:
@@ -261,7 +263,7 @@ def section_at(text: str, position: int) -> str:
     while (at := text.rfind("\n", 0, end)) >= 0:
         member = _MEMBER_LINE.match(text, at + 1)
         if member:
-            return member.group(1)
+            return re.sub(r"[\x00-\x1f\ufffd]", "?", member.group(1))  # an altered byte in the name itself
         end = at
     return "schema"
 
@@ -280,7 +282,11 @@ def check_event(event, proof, tree_size: int, root: bytes, shown_in: str, proof_
         raise Invalid(f"{label}: log_index or inclusion_proof is malformed")
     data = b64decode(proof["leaf"], f"{label}: leaf")
     hashes = [b64decode(p, f"{label}: inclusion proof") for p in path]
-    if root_from_inclusion_proof(index, tree_size, leaf_hash(data), hashes) != root:
+    try:
+        computed = root_from_inclusion_proof(index, tree_size, leaf_hash(data), hashes)
+    except Invalid as exc:
+        raise Invalid(f"{label}: {exc}")
+    if computed != root:
         raise Invalid(
             f"{label}: its leaf is not at log index {index} of the signed tree (altered leaf, index or proof)"
         )
