@@ -188,12 +188,45 @@ def _database_answers() -> bool:
     return True
 
 
+# A middleware further in (sessions, authentication, MFA) that meets the outage raises outside any view, where
+# Django turns the exception into a 500 before an outer middleware sees it and logs it with its stack trace.
+# The got_request_exception signal is sent first, inside the except block: it marks the request, and the middleware
+# below swaps the 500 for the 503; the filter keeps Django's per-request ERROR line out of the log.
+_MARK = "_registrar_database_unavailable"
+
+
+def _mark_request(sender, request=None, **kwargs) -> None:
+    import sys
+
+    exc = sys.exc_info()[1]
+    if request is not None and exc is not None and is_database_unavailable(exc):
+        setattr(request, _MARK, exc)
+
+
+class _OutageLogFilter(logging.Filter):
+    """Drops ``django.request`` records whose exception is a database outage (logged once, by the outage)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (exc is not None and is_database_unavailable(exc))
+
+
+def _install() -> None:
+    from django.core.signals import got_request_exception
+
+    got_request_exception.connect(_mark_request, dispatch_uid="portal.unavailable")
+    request_logger = logging.getLogger("django.request")
+    if not any(isinstance(f, _OutageLogFilter) for f in request_logger.filters):
+        request_logger.addFilter(_OutageLogFilter())
+
+
 class DatabaseUnavailableMiddleware:
     """See the module docstring. Sits after the request id (so 503s carry one) and before everything that may
     touch the database (sessions, authentication, the agents' fast path)."""
 
     def __init__(self, get_response):
         self.get_response = get_response
+        _install()
 
     def __call__(self, request):
         if outage.active and request.path_info not in EXEMPT_PATHS:
@@ -201,7 +234,12 @@ class DatabaseUnavailableMiddleware:
                 outage.refuse()
                 return unavailable_response(request)
             outage.end()
-        return self.get_response(request)
+        response = self.get_response(request)
+        exc = getattr(request, _MARK, None)
+        if exc is not None and response.status_code >= 500:
+            outage.begin(exc)
+            return unavailable_response(request)
+        return response
 
     def process_exception(self, request, exception):
         return response_for(request, exception)
