@@ -9,6 +9,7 @@ import uuid
 from django.conf import settings
 from django.urls import resolve
 
+from portal import unavailable
 from portal.logs import bind_request_id, current_request_id, unbind_request_id
 
 __all__ = ["MachineEndpointMiddleware", "ProbeMiddleware", "RequestIdMiddleware", "current_request_id", "is_probe"]
@@ -114,7 +115,14 @@ class MachineEndpointMiddleware:
             return self.get_response(request)
         match = resolve(request.path_info)  # Resolver404 → Django's 404 response
         request.resolver_match = match
-        response = match.func(request, *match.args, **match.kwargs)
+        try:
+            response = match.func(request, *match.args, **match.kwargs)
+        except Exception as exc:
+            # The view is called here, not by the handler, so no middleware's process_exception sees this:
+            # a database outage gets the same 503 as everywhere else (portal.unavailable); the rest propagates.
+            response = unavailable.response_for(request, exc)
+            if response is None:
+                raise
         for header, value in self.headers.items():
             response.headers.setdefault(header, value)
         return response

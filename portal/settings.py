@@ -152,6 +152,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "portal.middleware.RequestIdMiddleware",
+    # A database outage: 503 + Retry-After (JSON for agents, a short page for people), one warning per outage.
+    "portal.unavailable.DatabaseUnavailableMiddleware",
     # Agents' registration endpoints skip everything below (browser middleware): see its docstring.
     "portal.middleware.MachineEndpointMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",

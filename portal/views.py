@@ -47,7 +47,11 @@ def readyz(request):
             name: check.as_dict(required=required, detailed=detailed) for name, (check, required) in results.items()
         },
     }
-    return JsonResponse(body, status=200 if ready else 503, headers=NO_STORE)
+    response = JsonResponse(body, status=200 if ready else 503, headers=NO_STORE)
+    # A 503 here is the answer, with its reasons in the body; Django would also log every one at ERROR (a probe
+    # every few seconds for the length of an outage). portal.unavailable logs the outage once per process.
+    response._has_been_logged = True
+    return response
 
 
 @require_safe

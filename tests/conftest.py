@@ -29,6 +29,16 @@ def log_witness_dir(tmp_path, settings):
     return tmp_path / "witness"
 
 
+@pytest.fixture(autouse=True)
+def _fresh_inline_circuit():
+    """The inline wait's per-IdP circuit lives in the process: no test inherits another's slow or failing IdP."""
+    from inventory.outbox.deliver import INLINE_CIRCUIT
+
+    INLINE_CIRCUIT.reset()
+    yield
+    INLINE_CIRCUIT.reset()
+
+
 @pytest.fixture
 def catalogue(db):
     return {name: ScopeFactory(name=name, sensitivity=s, category=c) for name, s, c in CATALOGUE}

@@ -33,6 +33,7 @@ from inventory.connectors.errors import (
     Transient,
 )
 from portal.censor import censor, is_sensitive_key
+from portal.circuit import call_timeout
 
 logger = logging.getLogger("inventory.connectors")
 
@@ -224,12 +225,18 @@ class BaseConnector(abc.ABC):
         strings (e.g. a per-client token) to scrub from that body.
         """
         started = time.monotonic()
+        # Inside an inline wait (portal.circuit.within) every request gets what is left of the request's total
+        # budget, so a token fetch plus a registration, or a retry, never take a budget each.
+        timeout = call_timeout(self.timeout)
+        if timeout <= 0:
+            raise Transient(f"{self.kind}: {method} {url} not sent: the inline budget is spent", reached_idp=False)
+        extra: dict[str, Any] = {} if timeout == self.timeout else {"timeout": timeout}
         try:
-            response = self._http.request(method, url, headers=headers, json=json, data=data, params=params)
+            response = self._http.request(method, url, headers=headers, json=json, data=data, params=params, **extra)
         except httpx.TimeoutException as exc:
             self._log_request(method, url, started, error=type(exc).__name__)
             raise Transient(
-                f"{self.kind}: {method} {url} timed out after {self.timeout}s",
+                f"{self.kind}: {method} {url} timed out after {round(timeout, 3)}s",
                 reached_idp=not isinstance(exc, _NOT_SENT),
             ) from exc
         except httpx.TransportError as exc:

@@ -9,6 +9,9 @@ wait for a retry.
 from __future__ import annotations
 
 import logging
+import time
+
+from django.conf import settings
 
 from inventory.choices import ClientState
 from inventory.models import Client
@@ -16,8 +19,18 @@ from inventory.outbox import journal, leases, push, record
 from inventory.outbox.leases import Claim
 from inventory.outbox.push import ConnectorCache, IdpResult
 from inventory.outbox.record import DeliveryOutcome
+from portal.circuit import Bulkhead, Circuit, Deadline, within
+from portal.unavailable import is_database_unavailable
 
 logger = logging.getLogger(__name__)
+
+# The 201 path's adaptive wait (portal.circuit), per web process. A circuit per IdP: when an IdP's recent inline
+# calls are slower than the budget (an EWMA above it) or half of the last 20 failed, registrations for it answer
+# 202 at once for 10 s, then one request probes it. At most INLINE_MAX_WAITERS requests of a process wait inline
+# at a time (a threaded server's bulkhead; a sync gunicorn worker holds one request anyway).
+INLINE_MAX_WAITERS = 2
+INLINE_CIRCUIT = Circuit(budget=float(settings.REGISTRAR_INLINE_DELIVERY_TIMEOUT), open_seconds=10.0)
+INLINE_BULKHEAD = Bulkhead(INLINE_MAX_WAITERS)
 
 
 def deliver_client_outbox(
@@ -26,6 +39,7 @@ def deliver_client_outbox(
     timeout: float | None = None,
     connectors: ConnectorCache | None = None,
     inline: bool = False,
+    deadline: Deadline | None = None,
 ) -> bool:
     """Deliver one client's due outbox entries in id order.
 
@@ -33,16 +47,29 @@ def deliver_client_outbox(
     dead-lettered), False when an entry waits for a retry or another worker holds it. ``connectors`` is a
     per-process cache (workers pass one, so connections and TLS contexts are reused across tasks);
     without it connectors are built for this call and closed after. ``inline`` (the 201 path) leaves an
-    IdP that cannot list to a worker: see :func:`deliver_client_outbox_inline`.
+    IdP that cannot list to a worker: see :func:`deliver_client_outbox_inline`. ``deadline`` (inline only) is
+    the request's total budget: no entry is claimed once it has passed, each IdP is asked only while its
+    circuit allows (:data:`INLINE_CIRCUIT`), and every IdP request gets what is left of it.
     """
     worker = leases.worker_name()
     cache = connectors if connectors is not None else ConnectorCache()
     try:
         while True:
+            if deadline is not None and deadline.expired:
+                return False
             claim, nothing_pending = leases.claim_head(client_id, worker)
             if claim is None:
                 return nothing_pending
-            outcome = _deliver_claimed(claim, cache, timeout, inline=inline)
+            ticket = None
+            if deadline is not None:
+                ticket = INLINE_CIRCUIT.acquire(claim.entry.idp_id)
+                if ticket is None:  # the IdP is slow or failing: answer 202 now, a worker delivers
+                    leases.unclaim([claim])
+                    return False
+            try:
+                outcome = _deliver_claimed(claim, cache, timeout, inline=inline, ticket=ticket, deadline=deadline)
+            finally:
+                INLINE_CIRCUIT.release(claim.entry.idp_id, ticket)  # a probe that made no IdP call
             if outcome == DeliveryOutcome.RETRY:
                 return False
             if claim.last:
@@ -61,25 +88,52 @@ def deliver_client_outbox_inline(client_id: int, *, timeout: float) -> bool:
     only a person can sort out (``inventory.outbox.journal``), so a worker creates it with the full timeout.
     Must be called after the transaction that wrote the outbox entry has committed.
     """
+    if not INLINE_BULKHEAD.try_enter():  # K requests of this process already wait: answer 202 now
+        return False
     try:
-        deliver_client_outbox(client_id, timeout=timeout, connectors=push.INLINE_CONNECTORS, inline=True)
-    except Exception:  # the worker path will finish the job; the agent gets a 202
+        deliver_client_outbox(
+            client_id,
+            timeout=timeout,
+            connectors=push.INLINE_CONNECTORS,
+            inline=True,
+            deadline=Deadline(timeout),
+        )
+    except Exception as exc:  # the worker path will finish the job; the agent gets a 202
+        if is_database_unavailable(exc):
+            # The database went away mid-delivery: the entry is committed and a worker delivers it once the
+            # database is back. portal.unavailable logs the outage once; no stack trace per registration.
+            logger.warning("event=inline_delivery_deferred client_id=%s reason=database_unavailable", client_id)
+            return False
         logger.exception("event=inline_delivery_failed client_id=%s", client_id)
         return False
+    finally:
+        INLINE_BULKHEAD.leave()
     return Client.objects.filter(pk=client_id, state=ClientState.ACTIVE, idp_client_id__isnull=False).exists()
 
 
 def _deliver_claimed(
-    claim: Claim, connectors: ConnectorCache, timeout: float | None, *, inline: bool = False
+    claim: Claim,
+    connectors: ConnectorCache,
+    timeout: float | None,
+    *,
+    inline: bool = False,
+    ticket: str | None = None,
+    deadline: Deadline | None = None,
 ) -> DeliveryOutcome:
-    attempt = _attempt(claim, connectors, timeout, inline=inline)
+    attempt = _attempt(claim, connectors, timeout, inline=inline, ticket=ticket, deadline=deadline)
     if isinstance(attempt, DeliveryOutcome):
         return attempt
     return record.record_delivered(claim, attempt)
 
 
 def _attempt(
-    claim: Claim, connectors: ConnectorCache, timeout: float | None, *, inline: bool = False
+    claim: Claim,
+    connectors: ConnectorCache,
+    timeout: float | None,
+    *,
+    inline: bool = False,
+    ticket: str | None = None,
+    deadline: Deadline | None = None,
 ) -> IdpResult | DeliveryOutcome:
     """Call the IdP for a claimed entry. A result to record, or the outcome already recorded."""
     superseded = record.supersede_if_ended(claim)
@@ -93,6 +147,24 @@ def _attempt(
             leases.unclaim([claim])
             return DeliveryOutcome.RETRY
         answer = journal.journaled_call(claim, connector)
+    elif deadline is not None:
+        answer = _timed_call(claim, connector, deadline, ticket)
     else:
         answer = push.call_idp(claim, connector)
     return record.record_failure(claim, answer) if isinstance(answer, BaseException) else answer
+
+
+def _timed_call(claim: Claim, connector, deadline: Deadline, ticket: str | None) -> IdpResult | BaseException:
+    """The inline IdP call: within what is left of the request's budget, its latency and outcome fed to the
+    IdP's circuit (a half-open probe's outcome closes or reopens it)."""
+    started = time.monotonic()
+    with within(deadline):
+        answer = push.call_idp(claim, connector)
+    INLINE_CIRCUIT.record(
+        claim.entry.idp_id,
+        seconds=time.monotonic() - started,
+        ok=not isinstance(answer, BaseException),
+        ticket=ticket,
+        budget=deadline.seconds,
+    )
+    return answer
