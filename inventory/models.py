@@ -166,6 +166,10 @@ class Client(models.Model):
     idp_disabled_at = models.DateTimeField(_("disabled at IdP at"), null=True, blank=True)
     expiry_overshoot_seconds = models.FloatField(_("expiry overshoot (s)"), null=True, blank=True)
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
+    # Where last_used_at came from: "usage-api:<token name>", "idp:<connection>" (inventory.usage).
+    last_used_source = models.CharField(
+        _("last use reported by"), max_length=128, blank=True, default="", db_default=""
+    )
     last_synced_at = models.DateTimeField(_("last synced at"), null=True, blank=True)
     sync_failed = models.BooleanField(_("sync failed"), default=False)
     drift = models.JSONField(_("drift found by reconciliation"), null=True, blank=True)

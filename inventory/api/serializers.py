@@ -53,6 +53,7 @@ class ClientSerializer(serializers.ModelSerializer):
             "expires_at",
             "ended_at",
             "last_used_at",
+            "last_used_source",
             "last_synced_at",
             "sync_failed",
             "orphaned",
