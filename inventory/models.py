@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from inventory.choices import (
@@ -169,6 +170,17 @@ class Client(models.Model):
     # Where last_used_at came from: "usage-api:<token name>", "idp:<connection>" (inventory.usage).
     last_used_source = models.CharField(
         _("last use reported by"), max_length=128, blank=True, default="", db_default=""
+    )
+    # Periodic attestation by the owner that the client is still needed and its scopes still right
+    # (inventory.lifecycle_policies): due every N days by tier from this, else from activation or creation.
+    attested_at = models.DateTimeField(_("attested at"), null=True, blank=True)
+    attested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("attested by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
     )
     last_synced_at = models.DateTimeField(_("last synced at"), null=True, blank=True)
     sync_failed = models.BooleanField(_("sync failed"), default=False)
@@ -365,3 +377,73 @@ class OwnerDigest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} digest for {self.user_id} on {self.day}"
+
+
+class LifecyclePolicy(models.Model):
+    """A version of the lifecycle rules (attestation, inactivity): saving creates a new version, which is active
+    at once, or as ``monitor_only`` (issues shown, no action taken). ``inventory.lifecycle_policies``."""
+
+    version = models.PositiveIntegerField(_("version"), unique=True)
+    rules = models.JSONField(_("rules"), default=dict)
+    monitor_only = models.BooleanField(
+        _("monitor only"), default=False, help_text=_("Compliance issues are shown; no action is taken.")
+    )
+    is_active = models.BooleanField(_("active"), default=False)
+    note = models.CharField(_("change note"), max_length=255, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("created by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name = _("lifecycle policy version")
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=Q(is_active=True), name="lifecycle_policy_one_active"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"lifecycle policy v{self.version}{' (monitor only)' if self.monitor_only else ''}"
+
+
+class ComplianceIssue(models.Model):
+    """A client out of line with a lifecycle rule: since when, what happens when its grace ends, and whether
+    it happened. At most one open issue per client and rule; acting on it happens once (``acted_at``)."""
+
+    client = models.ForeignKey(
+        Client, verbose_name=_("client"), on_delete=models.CASCADE, related_name="compliance_issues"
+    )
+    rule = models.CharField(_("rule"), max_length=24)
+    since = models.DateTimeField(_("since"))
+    action = models.CharField(_("action"), max_length=16)
+    action_due_at = models.DateTimeField(_("action due at"))
+    policy_version = models.PositiveIntegerField(_("lifecycle policy version"))
+    flagged_at = models.DateTimeField(_("flagged at"), default=timezone.now)
+    acted_at = models.DateTimeField(_("acted on at"), null=True, blank=True)
+    resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
+    resolution = models.CharField(_("resolution"), max_length=64, blank=True)
+
+    class Meta:
+        verbose_name = _("compliance issue")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "rule"], condition=Q(resolved_at__isnull=True), name="compliance_one_open_per_rule"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["action_due_at", "id"],
+                name="compliance_due_idx",
+                condition=Q(resolved_at__isnull=True, acted_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule} issue on {self.client_id}"

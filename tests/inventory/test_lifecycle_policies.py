@@ -1,0 +1,279 @@
+"""Lifecycle policies: rules validated and versioned, issues flagged and resolved, what-if = enforcement, each
+action once with one audit event after the grace (time travel through ``now``), attestation single and bulk."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core import mail
+from django.utils import timezone
+
+from inventory.choices import ClientState, HoldKind, RiskTier
+from inventory.lifecycle import LifecycleError, PermissionRefused
+from inventory.lifecycle_policies import (
+    LifecyclePolicyError,
+    active_lifecycle_rules,
+    client_attest,
+    clients_attest,
+    enforce,
+    flag_issues,
+    lifecycle_policy_publish,
+    lifecycle_policy_restore,
+    parse_rules,
+    preview,
+    run_lifecycle_policies,
+)
+from inventory.models import Client, ComplianceIssue, LifecyclePolicy
+from portal.audit import Actor
+from portal.models import AuditEvent
+from tests.factories import ClientFactory, TeamFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+ADMIN = Actor.system("test")
+
+
+def aged(client, *, days, field="created_at"):
+    """Move a client's clock back (its creation, activation, attestation or last use)."""
+    when = timezone.now() - timedelta(days=days)
+    Client.objects.filter(pk=client.pk).update(**{field: when})
+    return when
+
+
+def publish(**rules):
+    base = {
+        "attestation": {"enabled": True, "days": {"high": 30, "medium": 90, "low": 180}, "grace_days": 7},
+        "inactivity": {"enabled": False, "days": 90},
+    }
+    monitor_only = rules.pop("monitor_only", False)
+    for name, overrides in rules.items():
+        base[name] = {**base[name], **overrides}
+    lifecycle_policy_publish(actor=ADMIN, rules=base, monitor_only=monitor_only)
+    return active_lifecycle_rules()
+
+
+def test_defaults_by_tier_and_monitor_only_until_published():
+    rules = active_lifecycle_rules()
+    assert rules.version == 0 and rules.monitor_only
+    assert dict(rules.attestation.days_by_tier) == {"high": 30, "medium": 90, "low": 180}
+
+
+def test_rules_validated_every_problem_named():
+    with pytest.raises(LifecyclePolicyError) as refused:
+        parse_rules(
+            {
+                "attestation": {"days": {"high": 0, "low": 10}, "grace_days": 31, "action": "explode"},
+                "inactivity": {"days": 90, "scope": {"tiers": ["huge"]}},
+                "sponsor": {},
+            }
+        )
+    text = str(refused.value)
+    for expected in (
+        "attestation.days.high",
+        "one entry for each",
+        "attestation.grace_days",
+        "attestation.action",
+        "inactivity.scope.tiers",
+        "unknown rule 'sponsor'",
+    ):
+        assert expected in text
+
+
+def test_publish_versions_audited_and_restorable():
+    v1 = lifecycle_policy_publish(actor=ADMIN, rules={}, monitor_only=True, note="start")
+    v2 = lifecycle_policy_publish(
+        actor=ADMIN, rules={"attestation": {"days": {"high": 10, "medium": 20, "low": 30}}}, monitor_only=False
+    )
+    assert (v1.version, v2.version) == (1, 2)
+    assert list(LifecyclePolicy.objects.filter(is_active=True).values_list("version", flat=True)) == [2]
+    assert active_lifecycle_rules().attestation.days_for("high") == 10
+    v3 = lifecycle_policy_restore(actor=ADMIN, version=1)
+    assert v3.version == 3 and v3.monitor_only and active_lifecycle_rules().attestation.days_for("high") == 30
+    events = AuditEvent.objects.filter(action="lifecycle_policy.publish").order_by("id")
+    assert [e.object_id for e in events] == ["1", "2", "3"]
+    assert events[1].before["version"] == 1 and events[2].reason == "restored from v1"
+
+
+@pytest.mark.parametrize("action", ["notify", "suspend", "retire"])
+def test_unattested_past_grace_acted_on_once_with_one_event(action, owner, django_capture_on_commit_callbacks):
+    owner.email = "olivia@example.com"
+    owner.save()
+    high = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH)
+    fresh = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH)
+    low = ClientFactory(owner=owner, risk_tier=RiskTier.LOW)
+    aged(high, days=31)
+    aged(low, days=100)  # low tier: 180 days, not due
+    rules = publish(attestation={"action": action})
+    now = timezone.now()
+
+    assert flag_issues(rules, now=now).flagged["attestation"] == 1
+    issue = ComplianceIssue.objects.get()
+    assert issue.client_id == high.pk and issue.action == action
+    assert issue.action_due_at == now + timedelta(days=7)  # grace runs from the flag, not from long ago
+    # inside the grace: nothing happens
+    assert enforce(rules, now=now + timedelta(days=6)).total == 0
+    high.refresh_from_db()
+    assert high.state == ClientState.ACTIVE
+    # grace passes: the action, once
+    later = now + timedelta(days=8)
+    flag_issues(rules, now=later)
+    with django_capture_on_commit_callbacks(execute=True):
+        first = enforce(rules, now=later)
+    again = enforce(rules, now=later + timedelta(days=1))
+    assert first.total == 1 and again.total == 0
+    high.refresh_from_db()
+    fresh.refresh_from_db()
+    issue.refresh_from_db()
+    assert issue.acted_at == later and fresh.state == ClientState.ACTIVE
+    expected_event = {
+        "notify": "client.compliance_notify",
+        "suspend": "client.policy_suspend",
+        "retire": "client.policy_retire",
+    }
+    assert AuditEvent.objects.filter(object_id=high.registration_id, action=expected_event[action]).count() == 1
+    if action == "notify":
+        assert high.state == ClientState.ACTIVE
+        assert len(mail.outbox) == 1 and mail.outbox[0].to == ["olivia@example.com"]
+        assert high.registration_id in mail.outbox[0].body and "/inventory/mine/attest/" in mail.outbox[0].body
+    elif action == "suspend":
+        assert high.state == ClientState.SUSPENDED and high.hold_kind == HoldKind.POLICY
+        assert "attestation" in high.hold_reason
+    else:
+        assert high.state == ClientState.RETIRED
+    if action != "notify":
+        assert len(mail.outbox) == 0
+    assert not AuditEvent.objects.filter(object_id=fresh.registration_id, action__startswith="client.policy").exists()
+
+
+def test_monitor_only_flags_but_never_acts(owner):
+    client = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH)
+    aged(client, days=60)
+    rules = publish(attestation={"action": "retire"}, monitor_only=True)
+    now = timezone.now()
+    assert flag_issues(rules, now=now).flagged["attestation"] == 1
+    assert enforce(rules, now=now + timedelta(days=60)).total == 0
+    client.refresh_from_db()
+    assert client.state == ClientState.ACTIVE
+    assert ComplianceIssue.objects.get().acted_at is None
+
+
+def test_attesting_resolves_the_issue_and_restarts_the_clock(owner):
+    client = ClientFactory(owner=owner, risk_tier=RiskTier.MEDIUM)
+    aged(client, days=91)
+    rules = publish(attestation={"action": "suspend"})
+    now = timezone.now()
+    flag_issues(rules, now=now)
+    client_attest(client=client, user=owner, note="still runs the nightly export")
+    issue = ComplianceIssue.objects.get()
+    assert issue.resolved_at is not None and issue.resolution == "attested"
+    assert enforce(rules, now=now + timedelta(days=30)).total == 0
+    assert flag_issues(rules, now=now + timedelta(days=30)).flagged["attestation"] == 0
+    # due again 90 days after the attestation
+    assert flag_issues(rules, now=now + timedelta(days=91)).flagged["attestation"] == 1
+    event = AuditEvent.objects.get(action="client.attest")
+    assert event.reason == "still runs the nightly export" and event.after["resolved_issue"] is True
+
+
+def test_attest_permissions_and_bulk(owner):
+    mine = [ClientFactory(owner=owner) for _ in range(3)]
+    theirs = ClientFactory(owner=UserFactory(username="someone-else", roles=["owner"]))
+    ended = ClientFactory(owner=owner, state=ClientState.RETIRED)
+    with pytest.raises(PermissionRefused):
+        client_attest(client=theirs, user=owner)
+    with pytest.raises(LifecycleError):
+        client_attest(client=ended, user=owner)
+    ids = [c.registration_id for c in mine] + [theirs.registration_id, ended.registration_id, "reg_missing"]
+    result = clients_attest(registration_ids=ids, user=owner)
+    assert result.attested == [c.registration_id for c in mine]
+    assert set(result.refused) == {theirs.registration_id, ended.registration_id, "reg_missing"}
+    assert Client.objects.filter(attested_by=owner).count() == 3
+    assert AuditEvent.objects.filter(action="client.attest").count() == 3
+
+
+def test_issue_resolved_when_no_longer_flagged_and_rule_disabled(owner):
+    client = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH)
+    aged(client, days=40)
+    now = timezone.now()
+    flag_issues(publish(), now=now)
+    # a new version gives high tier 60 days: the client is compliant again
+    flag_issues(publish(attestation={"days": {"high": 60, "medium": 90, "low": 180}}), now=now)
+    assert ComplianceIssue.objects.get().resolution == "compliant"
+    aged(client, days=70)
+    flag_issues(publish(), now=now)
+    flag_issues(publish(attestation={"enabled": False}), now=now)
+    assert list(ComplianceIssue.objects.order_by("id").values_list("resolution", flat=True)) == [
+        "compliant",
+        "rule disabled",
+    ]
+
+
+def test_inactivity_from_reported_use(owner):
+    unused = ClientFactory(owner=owner)
+    used = ClientFactory(owner=owner)
+    never = ClientFactory(owner=owner)
+    aged(unused, days=100, field="last_used_at")
+    aged(unused, days=200)
+    aged(used, days=200)
+    aged(used, days=3, field="last_used_at")
+    aged(never, days=95)  # never used: counted from creation
+    rules = publish(attestation={"enabled": False}, inactivity={"enabled": True, "days": 90, "action": "suspend"})
+    now = timezone.now()
+    assert flag_issues(rules, now=now).flagged["inactivity"] == 2
+    assert set(ComplianceIssue.objects.values_list("client_id", flat=True)) == {unused.pk, never.pk}
+    # use arrives for one of them: its issue resolves before the grace ends
+    Client.objects.filter(pk=never.pk).update(last_used_at=now)
+    later = now + timedelta(days=15)
+    flag_issues(rules, now=later)
+    assert enforce(rules, now=later).total == 1
+    unused.refresh_from_db()
+    never.refresh_from_db()
+    assert unused.hold_kind == HoldKind.POLICY and never.state == ClientState.ACTIVE
+
+
+def test_scope_limits_a_rule(owner):
+    payments = TeamFactory(name="Payments", slug="payments")
+    inside = ClientFactory(owner=owner, team=payments, risk_tier=RiskTier.HIGH)
+    outside = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH)
+    for c in (inside, outside):
+        aged(c, days=40)
+    rules = publish(attestation={"scope": {"teams": ["payments"], "tiers": ["high"]}})
+    flag_issues(rules, now=timezone.now())
+    assert list(ComplianceIssue.objects.values_list("client_id", flat=True)) == [inside.pk]
+
+
+def test_what_if_equals_what_enforcement_then_does(owner):
+    other = UserFactory(username="dave", roles=["owner"])
+    team = TeamFactory(name="Data", slug="data")
+    overdue = [ClientFactory(owner=owner, risk_tier=RiskTier.HIGH) for _ in range(3)]
+    overdue += [ClientFactory(owner=other, team=team, risk_tier=RiskTier.MEDIUM) for _ in range(2)]
+    fine = [ClientFactory(owner=owner, risk_tier=RiskTier.LOW) for _ in range(2)]
+    for c in overdue:
+        aged(c, days=100)
+    for c in fine:
+        aged(c, days=100)
+    proposed = parse_rules({"attestation": {"action": "suspend", "grace_days": 5}, "inactivity": {"enabled": False}})
+    now = timezone.now()
+    what_if = preview(proposed, now=now)
+    attestation = what_if.rules[0]
+    assert (attestation.flagged, attestation.acted_on) == (5, 5)
+    assert attestation.by_owner == {"olivia": 3, "dave": 2}
+    assert attestation.by_team == {"(no team)": 3, "data": 2}
+    assert attestation.acts_from == now + timedelta(days=5)
+    csv_text = what_if.csv()
+    assert "attestation,all,,5,5,suspend" in csv_text and "attestation,owner,olivia,3,3" in csv_text
+    # nothing was written by the preview
+    assert not ComplianceIssue.objects.exists()
+    rules = publish(attestation={"action": "suspend", "grace_days": 5})
+    assert flag_issues(rules, now=now).flagged["attestation"] == attestation.flagged
+    assert enforce(rules, now=attestation.acts_from).total == attestation.acted_on
+    assert Client.objects.filter(hold_kind=HoldKind.POLICY).count() == 5
+    monitor = preview(parse_rules({}, monitor_only=True), now=now)
+    assert monitor.rules[0].acted_on == 0
+
+
+def test_periodic_pass(owner):
+    client = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH)
+    aged(client, days=40)
+    summary = run_lifecycle_policies()
+    assert summary["version"] == 0 and summary["monitor_only"] and summary["flagged"]["attestation"] == 1
+    assert summary["acted"] == {}
