@@ -2,13 +2,14 @@
 
 from django.urls import path, re_path
 
-from inventory.views import containment, owner, security
+from inventory.views import attest, containment, owner, security
 from inventory.views import sync as sync_views
 
 app_name = "inventory"
 urlpatterns: list = [
     path("inventory/mine/", owner.mine, name="mine"),
     path("inventory/mine/bulk/", owner.bulk_action, name="bulk"),
+    path("inventory/mine/attest/", attest.attest, name="attest"),
     path("inventory/mine/<str:registration_id>/rotate-key/", owner.rotate_key, name="rotate-key"),
     path("inventory/mine/<str:registration_id>/transfer/", owner.transfer, name="transfer"),
     path("inventory/mine/<str:registration_id>/<slug:action>/", owner.client_action, name="client-action"),

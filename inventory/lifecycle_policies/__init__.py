@@ -16,7 +16,15 @@ import datetime as dt
 
 from inventory.lifecycle_policies.attest import BulkAttest, client_attest, clients_attest
 from inventory.lifecycle_policies.enforce import EnforceResult, enforce
-from inventory.lifecycle_policies.evaluate import FlagResult, Preview, flag_issues, flagged, open_issues_for, preview
+from inventory.lifecycle_policies.evaluate import (
+    FlagResult,
+    Preview,
+    attestation_due,
+    flag_issues,
+    flagged,
+    open_issues_for,
+    preview,
+)
 from inventory.lifecycle_policies.rules import (
     ACTIONS,
     ATTESTATION,
@@ -59,6 +67,7 @@ __all__ = [
     "LifecycleRules",
     "Preview",
     "active_lifecycle_rules",
+    "attestation_due",
     "client_attest",
     "clients_attest",
     "enforce",

@@ -221,12 +221,69 @@ def flag_issues(rules: LifecycleRules, *, now: dt.datetime | None = None) -> Fla
     return result
 
 
+def rule_applies(rule: Rule, client: Client) -> bool:
+    """In Python, for one client already loaded (with its team and IdP): what :func:`in_scope` selects."""
+    scope = rule.scope
+    return (
+        rule.enabled
+        and client.state == ClientState.ACTIVE
+        and client.managed
+        and (not scope.tiers or client.risk_tier in scope.tiers)
+        and (not scope.teams or (client.team is not None and client.team.slug in scope.teams))
+        and (not scope.idps or client.idp.name in scope.idps)
+        and (not scope.created_via or client.created_via in scope.created_via)
+    )
+
+
+def attestation_due(rules: LifecycleRules, client: Client) -> dt.datetime | None:
+    """When ``client``'s next attestation is due under ``rules`` (None: the rule does not apply to it)."""
+    rule = rules.attestation
+    if not rule_applies(rule, client):
+        return None
+    base = client.attested_at or client.activated_at or client.created_at
+    return issue_since(rule, client.risk_tier, base)
+
+
 def open_issues_for(client: Client) -> list[ComplianceIssue]:
     return list(client.compliance_issues.filter(resolved_at__isnull=True).order_by("rule"))
 
 
+def compliance_of(client: Client, rules: LifecycleRules | None = None) -> list[dict]:
+    """The client's open compliance issues, for the explain page and the API: which rule, since when, what
+    happens when (or what happened)."""
+    if rules is None:
+        from inventory.lifecycle_policies.store import active_lifecycle_rules
+
+        rules = active_lifecycle_rules()
+    out = []
+    for issue in open_issues_for(client):
+        if issue.acted_at is not None:
+            happens = f"{issue.action}: done {issue.acted_at:%Y-%m-%d %H:%M} UTC ({issue.resolution})"
+        elif rules.monitor_only:
+            happens = f"{issue.action} from {issue.action_due_at:%Y-%m-%d %H:%M} UTC once enforced (monitor only)"
+        else:
+            happens = f"{issue.action} at {issue.action_due_at:%Y-%m-%d %H:%M} UTC unless fixed"
+        out.append(
+            {
+                "rule": issue.rule,
+                "since": issue.since,
+                "flagged_at": issue.flagged_at,
+                "action": issue.action,
+                "action_due_at": issue.action_due_at,
+                "acted_at": issue.acted_at,
+                "monitor_only": rules.monitor_only,
+                "lifecycle_policy_version": issue.policy_version,
+                "what_happens": happens,
+            }
+        )
+    return out
+
+
 __all__ = [
     "INACTIVITY",
+    "attestation_due",
+    "compliance_of",
+    "rule_applies",
     "FlagResult",
     "Preview",
     "RulePreview",

@@ -20,6 +20,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from inventory.filtersets import ClientFilterSet, active_filters
+from inventory.lifecycle_policies import active_lifecycle_rules, attestation_due
+from inventory.lifecycle_policies.evaluate import compliance_of
 from inventory.models import Client, IdPConnection, Team
 from inventory.pagination import keyset_paginate, parse_sort
 from inventory.permissions import can_manage_client, can_view_client
@@ -200,6 +202,7 @@ def visible_client_or_404(request, registration_id: str) -> Client:
 def client_explain_page(request, registration_id: str):
     client = visible_client_or_404(request, registration_id)
     explain = client_explain(client)
+    rules = active_lifecycle_rules()
     return render(
         request,
         "inventory/security/explain.html",
@@ -213,6 +216,9 @@ def client_explain_page(request, registration_id: str):
             if can_break_glass(request.user) and explain["is_live"]
             else None,
             "can_contain": can_hold_clients(request.user),
+            "compliance": compliance_of(client, rules),
+            "attestation_due": attestation_due(rules, client),
+            "lifecycle_rules": rules,
             "nav_active": "inventory",
         },
     )

@@ -277,3 +277,62 @@ def test_periodic_pass(owner):
     summary = run_lifecycle_policies()
     assert summary["version"] == 0 and summary["monitor_only"] and summary["flagged"]["attestation"] == 1
     assert summary["acted"] == {}
+
+
+# --- pages and API -----------------------------------------------------------------------------------------
+
+
+def test_attest_page_single_and_bulk(client, owner):
+    overdue = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH, name="overdue-agent")
+    due_later = ClientFactory(owner=owner, risk_tier=RiskTier.LOW, name="later-agent")
+    third = ClientFactory(owner=owner, name="third-agent")
+    theirs = ClientFactory(owner=UserFactory(username="x-owner", roles=["owner"]), name="not-mine")
+    aged(overdue, days=45)
+    client.force_login(owner)
+    page = client.get("/inventory/mine/attest/")
+    html = page.content.decode()
+    assert page.status_code == 200 and "not-mine" not in html
+    assert html.index("overdue-agent") < html.index("later-agent")  # most overdue first
+    assert 'data-overdue="1"' in html and "csrfmiddlewaretoken" in html
+    # one row's own button attests that row only, even with others ticked
+    response = client.post(
+        "/inventory/mine/attest/", {"one": overdue.registration_id, "ids": [third.registration_id]}, follow=True
+    )
+    assert "1 client(s) attested" in response.content.decode()
+    overdue.refresh_from_db()
+    third.refresh_from_db()
+    assert overdue.attested_by == owner and third.attested_at is None
+    # bulk
+    client.post("/inventory/mine/attest/", {"ids": [due_later.registration_id, third.registration_id], "note": "ok"})
+    assert Client.objects.filter(attested_by=owner).count() == 3
+    # someone else's client: refused, not attested
+    response = client.post("/inventory/mine/attest/", {"ids": [theirs.registration_id]}, follow=True)
+    theirs.refresh_from_db()
+    assert theirs.attested_at is None and "may not attest" in response.content.decode()
+
+
+def test_attest_api_and_compliance_issues_in_api_and_explain(client, owner, security_user):
+    from rest_framework.test import APIClient
+
+    target = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH)
+    aged(target, days=40)
+    rules = publish(attestation={"action": "suspend"})
+    flag_issues(rules, now=timezone.now())
+    api = APIClient()
+    api.force_authenticate(security_user)
+    detail = api.get(f"/api/v1/clients/{target.registration_id}/").json()
+    assert [i["rule"] for i in detail["compliance_issues"]] == ["attestation"]
+    assert detail["compliance_issues"][0]["what_happens"].startswith("suspend at ")
+    client.force_login(security_user)
+    page = client.get(f"/inventory/{target.registration_id}/").content.decode()
+    assert 'data-rule="attestation"' in page and "unless fixed" in page
+    # security reads but may not attest; the owner may
+    assert api.post(f"/api/v1/clients/{target.registration_id}/attest/", {}, format="json").status_code == 403
+    api.force_authenticate(owner)
+    response = api.post(f"/api/v1/clients/{target.registration_id}/attest/", {"note": "still needed"}, format="json")
+    assert response.status_code == 200 and response.json()["compliance_issues"] == []
+    target.refresh_from_db()
+    assert target.attested_by == owner
+    assert AuditEvent.objects.get(action="client.attest").reason == "still needed"
+    ended = ClientFactory(owner=owner, state=ClientState.RETIRED)
+    assert api.post(f"/api/v1/clients/{ended.registration_id}/attest/", {}, format="json").status_code == 409
