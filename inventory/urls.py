@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from inventory.views import attest, containment, owner, security
+from inventory.views import attest, containment, lifecycle_policy, owner, security
 from inventory.views import sync as sync_views
 
 app_name = "inventory"
@@ -34,6 +34,7 @@ urlpatterns += [  # security: inventory, explain, exports, dashboard, framework 
         containment.containment_action,
         name="containment",
     ),
+    path("inventory/lifecycle-policy/", lifecycle_policy.lifecycle_policy, name="lifecycle-policy"),
     path("dashboards/", security.dashboard, name="dashboard"),
     path("dashboards/<slug:chart>.csv", security.dashboard_csv, name="dashboard-csv"),
     path("reports/frameworks/", security.frameworks_report, name="frameworks"),

@@ -83,6 +83,14 @@ class RulePreview:
     by_owner: Counter = field(default_factory=Counter)
     by_team: Counter = field(default_factory=Counter)
 
+    @property
+    def owners(self) -> list[tuple[str, int]]:
+        return sorted(self.by_owner.items(), key=lambda item: (-item[1], item[0]))
+
+    @property
+    def teams(self) -> list[tuple[str, int]]:
+        return sorted(self.by_team.items(), key=lambda item: (-item[1], item[0]))
+
 
 @dataclass
 class Preview:

@@ -336,3 +336,47 @@ def test_attest_api_and_compliance_issues_in_api_and_explain(client, owner, secu
     assert AuditEvent.objects.get(action="client.attest").reason == "still needed"
     ended = ClientFactory(owner=owner, state=ClientState.RETIRED)
     assert api.post(f"/api/v1/clients/{ended.registration_id}/attest/", {}, format="json").status_code == 409
+
+
+def test_policy_page_previews_before_publishing(client, admin_user, security_user, owner):
+    import json
+
+    for _ in range(2):
+        aged(ClientFactory(owner=owner, risk_tier=RiskTier.HIGH), days=40)
+    rules = {"attestation": {"days": {"high": 30, "medium": 90, "low": 180}, "grace_days": 3, "action": "suspend"}}
+    client.force_login(admin_user)
+    assert client.get("/inventory/lifecycle-policy/").status_code == 200
+    page = client.post("/inventory/lifecycle-policy/", {"action": "preview", "rules": json.dumps(rules)})
+    html = page.content.decode()
+    assert page.status_code == 200 and 'id="what-if"' in html and '<td class="num" data-flagged>2</td>' in html
+    assert not LifecyclePolicy.objects.exists()  # a preview publishes nothing
+    csv_response = client.post("/inventory/lifecycle-policy/", {"action": "csv", "rules": json.dumps(rules)})
+    assert csv_response["Content-Type"].startswith("text/csv")
+    assert "attestation,owner,olivia,2,2,suspend" in csv_response.content.decode()
+    bad = client.post(
+        "/inventory/lifecycle-policy/", {"action": "publish", "rules": '{"attestation": {"grace_days": 90}}'}
+    )
+    assert "attestation.grace_days" in bad.content.decode() and not LifecyclePolicy.objects.exists()
+    client.post(
+        "/inventory/lifecycle-policy/", {"action": "publish_monitor", "rules": json.dumps(rules), "note": "try"}
+    )
+    v1 = LifecyclePolicy.objects.get()
+    assert v1.monitor_only and v1.created_by == admin_user and v1.rules["attestation"]["grace_days"] == 3
+    assert AuditEvent.objects.filter(action="lifecycle_policy.publish", actor_id=str(admin_user.pk)).count() == 1
+    client.post("/inventory/lifecycle-policy/", {"action": "publish", "rules": json.dumps(rules)})
+    assert active_lifecycle_rules().version == 2 and not active_lifecycle_rules().monitor_only
+    restore = client.post("/inventory/lifecycle-policy/", {"action": "restore", "version": "1"})
+    assert 'id="what-if"' in restore.content.decode()
+    # security may preview, not publish
+    client.force_login(security_user)
+    assert (
+        client.post("/inventory/lifecycle-policy/", {"action": "preview", "rules": json.dumps(rules)}).status_code
+        == 200
+    )
+    assert (
+        client.post("/inventory/lifecycle-policy/", {"action": "publish", "rules": json.dumps(rules)}).status_code
+        == 403
+    )
+    client.force_login(owner)
+    assert client.get("/inventory/lifecycle-policy/").status_code == 403
+    assert LifecyclePolicy.objects.count() == 2
