@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from inventory.views import attest, containment, lifecycle_policy, owner, security
+from inventory.views import attest, campaign, containment, lifecycle_policy, owner, security
 from inventory.views import sync as sync_views
 
 app_name = "inventory"
@@ -37,6 +37,7 @@ urlpatterns += [  # security: inventory, explain, exports, dashboard, framework 
     path("inventory/lifecycle-policy/", lifecycle_policy.lifecycle_policy, name="lifecycle-policy"),
     path("dashboards/", security.dashboard, name="dashboard"),
     path("dashboards/<slug:chart>.csv", security.dashboard_csv, name="dashboard-csv"),
+    path("reports/attestation/", campaign.attestation_report, name="attestation-report"),
     path("reports/frameworks/", security.frameworks_report, name="frameworks"),
     path("reports/frameworks.csv", security.frameworks_csv, name="frameworks-csv"),
 ]

@@ -380,3 +380,30 @@ def test_policy_page_previews_before_publishing(client, admin_user, security_use
     client.force_login(owner)
     assert client.get("/inventory/lifecycle-policy/").status_code == 403
     assert LifecyclePolicy.objects.count() == 2
+
+
+def test_attestation_campaign_report(client, security_user, owner):
+    other = UserFactory(username="dave", roles=["owner"])
+    data = TeamFactory(name="Data", slug="data")
+    fresh = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH)  # attested (due in 30 days)
+    soon = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH)  # due within 14 days
+    late = ClientFactory(owner=other, team=data, risk_tier=RiskTier.MEDIUM)  # overdue
+    acted = ClientFactory(owner=other, team=data, risk_tier=RiskTier.HIGH)  # suspended by the policy
+    aged(soon, days=20)
+    aged(late, days=100)
+    aged(acted, days=60)
+    rules = publish(attestation={"action": "suspend", "grace_days": 0})
+    now = timezone.now()
+    flag_issues(publish(attestation={"action": "suspend", "grace_days": 0, "scope": {"tiers": ["high"]}}), now=now)
+    enforce(active_lifecycle_rules(), now=now)
+    lifecycle_policy_publish(actor=ADMIN, rules=rules.to_dict(), monitor_only=False)
+    assert fresh.pk and Client.objects.get(pk=acted.pk).hold_kind == HoldKind.POLICY
+    client.force_login(security_user)
+    html = client.get("/reports/attestation/").content.decode()
+    assert "1 attested · 1 due · 1 overdue · 1 acted on" in html
+    assert "NHI1:2025" in html and "GOVERN 1.7" in html
+    csv_text = client.get("/reports/attestation/?format=csv").content.decode()
+    assert "owner,dave,0,0,1,1,2,0" in csv_text and "owner,olivia,1,1,0,0,2,50" in csv_text
+    assert "team,data,0,0,1,1,2,0" in csv_text
+    client.force_login(owner)
+    assert client.get("/reports/attestation/").status_code == 403
