@@ -57,9 +57,12 @@ class IdPProcess:
         startup_timeout: float = 60.0,
         idp_dir: Path = IDP_DIR,
         listing: bool = True,
+        usage: dict[str, str] | None = None,
     ) -> None:
         self.port = port
         self.listing = listing
+        # Report token issuance to Registrar: {"url", "token", "idp", "flush_ms"} (IDP_USAGE_* in server.mjs).
+        self.usage = usage
         self.initial_access_token = initial_access_token
         self.admin_token = admin_token
         self.scopes = " ".join(scopes) if isinstance(scopes, list) else scopes
@@ -151,6 +154,10 @@ class IdPProcess:
             "IDP_LISTING": "on" if self.listing else "off",
         }
         env.pop("IDP_SCOPES", None)
+        for key in ("url", "token", "idp", "flush_ms"):
+            env.pop(f"IDP_USAGE_{key.upper()}", None)
+            if self.usage and self.usage.get(key):
+                env[f"IDP_USAGE_{key.upper()}"] = str(self.usage[key])
         if self.scopes:
             env["IDP_SCOPES"] = self.scopes
         fd, log_name = tempfile.mkstemp(prefix="registrar-idp-", suffix=".log")
