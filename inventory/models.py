@@ -447,3 +447,45 @@ class ComplianceIssue(models.Model):
 
     def __str__(self) -> str:
         return f"{self.rule} issue on {self.client_id}"
+
+
+class SponsorState(models.TextChoices):
+    PENDING = "pending", _("Invited")
+    ACTIVE = "active", _("Active")
+    DECLINED = "declined", _("Declined")
+    REMOVED = "removed", _("Left or removed")
+
+
+class ClientSponsor(models.Model):
+    """A co-sponsor of a client besides its owner: invited by the owner, counted once they accept. The
+    lifecycle policy's sponsors rule asks for a minimum per tier (``inventory.lifecycle_policies.sponsors``)."""
+
+    client = models.ForeignKey(Client, verbose_name=_("client"), on_delete=models.CASCADE, related_name="sponsors")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("sponsor"), on_delete=models.CASCADE, related_name="sponsorships"
+    )
+    state = models.CharField(_("state"), max_length=16, choices=SponsorState.choices, default=SponsorState.PENDING)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("invited by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(_("invited at"), default=timezone.now)
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("co-sponsor")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "user"],
+                condition=Q(state__in=["pending", "active"]),
+                name="sponsor_one_live_per_user",
+            ),
+        ]
+        indexes = [models.Index(fields=["user", "state"], name="sponsor_inbox_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} sponsors {self.client_id} ({self.state})"

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from inventory.views import attest, campaign, containment, lifecycle_policy, owner, security
+from inventory.views import attest, campaign, containment, lifecycle_policy, owner, security, sponsors
 from inventory.views import sync as sync_views
 
 app_name = "inventory"
@@ -12,7 +12,10 @@ urlpatterns: list = [
     path("inventory/mine/attest/", attest.attest, name="attest"),
     path("inventory/mine/<str:registration_id>/rotate-key/", owner.rotate_key, name="rotate-key"),
     path("inventory/mine/<str:registration_id>/transfer/", owner.transfer, name="transfer"),
+    path("inventory/mine/<str:registration_id>/sponsors/", sponsors.invite, name="sponsor-invite"),
     path("inventory/mine/<str:registration_id>/<slug:action>/", owner.client_action, name="client-action"),
+    path("inventory/sponsorships/", sponsors.sponsorships, name="sponsorships"),
+    path("inventory/sponsorships/<int:pk>/<slug:decision>/", sponsors.decide, name="sponsorship-decide"),
     path("inventory/transfers/", owner.transfers, name="transfers"),
     path("inventory/transfers/<int:pk>/<slug:decision>/", owner.transfer_decide, name="transfer-decide"),
     path("inventory/orphans/", owner.orphans, name="orphans"),

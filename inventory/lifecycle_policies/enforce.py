@@ -35,6 +35,7 @@ BATCH = 500
 RULE_TEXT = {
     "attestation": "not attested in time",
     "inactivity": "no use reported by the IdP",
+    "sponsors": "fewer active sponsors than its tier needs",
 }
 
 

@@ -5,7 +5,9 @@ A rule applies to **active, managed** clients in its scope:
 - attestation: not attested for the tier's N days, counted from the last attestation, else activation, else
   creation. The issue is open *since* that date + N;
 - inactivity: no use reported for N days (``last_used_at``, else activation, else creation; usage comes from
-  the IdPs, ``inventory.usage``). Open *since* that date + N.
+  the IdPs, ``inventory.usage``). Open *since* that date + N;
+- sponsors: fewer active sponsors than the tier's minimum — its owner if active, plus co-sponsors who accepted
+  and are active (``ClientSponsor``). Open since it was first flagged.
 
 An issue's action is due ``grace_days`` after it was flagged, or after it began if that is later: a policy
 published today gives every long-overdue client the full grace before anything happens. The preview computes the
@@ -21,19 +23,33 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.db.models import F, Q, QuerySet
+from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce, Greatest
 from django.utils import timezone
 
 from inventory.choices import LIVE_STATES, ClientState
-from inventory.lifecycle_policies.rules import ATTESTATION, INACTIVITY, LifecycleRules, Rule
-from inventory.models import Client, ComplianceIssue
+from inventory.lifecycle_policies.rules import ATTESTATION, INACTIVITY, SPONSORS, LifecycleRules, Rule
+from inventory.models import Client, ClientSponsor, ComplianceIssue, SponsorState
 from portal.audit import Actor, audit_record_many
 
 BASE = {
     ATTESTATION: ("attested_at", "activated_at", "created_at"),
     INACTIVITY: ("last_used_at", "activated_at", "created_at"),
+    SPONSORS: ("activated_at", "created_at"),
 }
+
+
+def active_sponsor_count():
+    """Per client: its owner if active, plus accepted co-sponsors who are active (one scalar subquery)."""
+    co_sponsors = (
+        ClientSponsor.objects.filter(client=OuterRef("pk"), state=SponsorState.ACTIVE, user__is_active=True)
+        .order_by()
+        .values("client")
+        .annotate(n=Count("id"))
+        .values("n")
+    )
+    owner = Case(When(owner__is_active=True, then=Value(1)), default=Value(0), output_field=IntegerField())
+    return Coalesce(Subquery(co_sponsors, output_field=IntegerField()), Value(0)) + owner
 
 
 def in_scope(rule: Rule) -> QuerySet:
@@ -48,14 +64,20 @@ def in_scope(rule: Rule) -> QuerySet:
         qs = qs.filter(idp__name__in=scope.idps)
     if scope.created_via:
         qs = qs.filter(created_via__in=scope.created_via)
-    return qs.annotate(rule_base=Coalesce(*BASE[rule.name]))
+    qs = qs.annotate(rule_base=Coalesce(*BASE[rule.name]))
+    if rule.name == SPONSORS:
+        qs = qs.annotate(sponsor_count=active_sponsor_count())
+    return qs
 
 
 def flagged(rule: Rule, now: dt.datetime) -> QuerySet:
     """The clients ``rule`` flags at ``now``."""
     overdue = Q()
     for tier in sorted(set(rule.days_by_tier)):
-        overdue |= Q(risk_tier=tier, rule_base__lt=now - dt.timedelta(days=rule.days_for(tier)))
+        if rule.name == SPONSORS:
+            overdue |= Q(risk_tier=tier, sponsor_count__lt=rule.days_for(tier))
+        else:
+            overdue |= Q(risk_tier=tier, rule_base__lt=now - dt.timedelta(days=rule.days_for(tier)))
     return in_scope(rule).filter(overdue)
 
 
@@ -142,8 +164,6 @@ def preview(rules: LifecycleRules, *, now: dt.datetime | None = None) -> Preview
 
 
 def _count():
-    from django.db.models import Count
-
     return Count("id")
 
 
@@ -187,7 +207,7 @@ def flag_issues(rules: LifecycleRules, *, now: dt.datetime | None = None) -> Fla
         for pk, registration_id, tier, base, policy_version in rows:
             if pk in have:
                 continue
-            since = issue_since(rule, tier, base)
+            since = now if rule.name == SPONSORS else issue_since(rule, tier, base)
             due = action_due(rule, since, now)
             new.append(
                 ComplianceIssue(

@@ -1,11 +1,12 @@
-"""The lifecycle rules a policy version holds, validated: attestation and inactivity.
+"""The lifecycle rules a policy version holds, validated: attestation, inactivity, sponsors.
 
 Stored as JSON on ``LifecyclePolicy.rules``::
 
     {"attestation": {"enabled": true, "days": {"high": 30, "medium": 90, "low": 180},
                      "grace_days": 7, "action": "notify", "scope": {"tiers": [], "teams": [], "idps": [],
                                                                     "created_via": []}},
-     "inactivity":  {"enabled": true, "days": 90, "grace_days": 14, "action": "notify", "scope": {...}}}
+     "inactivity":  {"enabled": true, "days": 90, "grace_days": 14, "action": "notify", "scope": {...}},
+     "sponsors":    {"enabled": true, "minimum": {"high": 2, "medium": 1, "low": 1}, "grace_days": 14, ...}}
 
 A scope's empty list means "all". Actions: ``notify`` (the owner is told), ``suspend`` (a policy hold only
 security or an admin lifts), ``retire``. Grace is 0–30 days.
@@ -21,10 +22,13 @@ from inventory.choices import CreatedVia, RiskTier
 
 ATTESTATION = "attestation"
 INACTIVITY = "inactivity"
-RULES = (ATTESTATION, INACTIVITY)
+SPONSORS = "sponsors"
+RULES = (ATTESTATION, INACTIVITY, SPONSORS)
 ACTIONS = ("notify", "suspend", "retire")
 MAX_GRACE_DAYS = 30
 DEFAULT_ATTESTATION_DAYS = {RiskTier.HIGH.value: 30, RiskTier.MEDIUM.value: 90, RiskTier.LOW.value: 180}
+#: Active sponsors (the owner, if active, and accepted co-sponsors) a client needs, by tier.
+DEFAULT_MINIMUM_SPONSORS = {RiskTier.HIGH.value: 2, RiskTier.MEDIUM.value: 1, RiskTier.LOW.value: 1}
 
 
 class LifecyclePolicyError(ValueError):
@@ -67,6 +71,8 @@ class Rule:
         }
         if self.name == INACTIVITY:
             out["days"] = self.days_for(RiskTier.LOW)
+        elif self.name == SPONSORS:
+            out["minimum"] = dict(self.days_by_tier)
         else:
             out["days"] = dict(self.days_by_tier)
         return out
@@ -78,9 +84,10 @@ class LifecycleRules:
     monitor_only: bool
     attestation: Rule
     inactivity: Rule
+    sponsors: Rule
 
     def rules(self) -> list[Rule]:
-        return [self.attestation, self.inactivity]
+        return [self.attestation, self.inactivity, self.sponsors]
 
     def to_dict(self) -> dict:
         return {rule.name: rule.to_dict() for rule in self.rules()}
@@ -89,6 +96,7 @@ class LifecycleRules:
 DEFAULT_RULES: dict = {
     ATTESTATION: {"enabled": True, "days": dict(DEFAULT_ATTESTATION_DAYS), "grace_days": 7, "action": "notify"},
     INACTIVITY: {"enabled": True, "days": 90, "grace_days": 14, "action": "notify"},
+    SPONSORS: {"enabled": True, "minimum": dict(DEFAULT_MINIMUM_SPONSORS), "grace_days": 14, "action": "notify"},
 }
 
 
@@ -128,22 +136,24 @@ def _rule(name: str, raw, errors: list[str]) -> Rule:
     if not isinstance(raw, Mapping):
         errors.append(f"{name}: an object")
         raw = DEFAULT_RULES[name]
-    unknown = sorted(set(raw) - {"enabled", "days", "grace_days", "action", "scope"})
+    count_key = "minimum" if name == SPONSORS else "days"
+    unknown = sorted(set(raw) - {"enabled", count_key, "grace_days", "action", "scope"})
     if unknown:
         errors.append(f"{name}: unknown key {unknown[0]!r}")
     enabled = raw.get("enabled", True)
     if not isinstance(enabled, bool):
         errors.append(f"{name}.enabled: true or false")
-    days = raw.get("days", DEFAULT_RULES[name]["days"])
-    if name == ATTESTATION:
+    days = raw.get(count_key, DEFAULT_RULES[name][count_key])
+    if name in (ATTESTATION, SPONSORS):
+        low, high = (1, 3650) if name == ATTESTATION else (0, 10)
         if not isinstance(days, Mapping):
-            errors.append(f"{name}.days: an object of days per tier (high, medium, low)")
-            days = DEFAULT_ATTESTATION_DAYS
+            errors.append(f"{name}.{count_key}: an object with one number per tier (high, medium, low)")
+            days = DEFAULT_RULES[name][count_key]
         missing = [t for t in RiskTier.values if t not in days]
         extra = [t for t in days if t not in RiskTier.values]
         if missing or extra:
-            errors.append(f"{name}.days: one entry for each of high, medium, low")
-        by_tier = {t: _int(days.get(t), f"{name}.days.{t}", errors, low=1, high=3650) for t in RiskTier.values}
+            errors.append(f"{name}.{count_key}: one entry for each of high, medium, low")
+        by_tier = {t: _int(days.get(t), f"{name}.{count_key}.{t}", errors, low=low, high=high) for t in RiskTier.values}
     else:
         n = _int(days, f"{name}.days", errors, low=1, high=3650)
         by_tier = dict.fromkeys(RiskTier.values, n)
@@ -173,6 +183,13 @@ def parse_rules(raw: Mapping[str, Any] | None, *, version: int = 0, monitor_only
         errors.append(f"unknown rule {unknown[0]!r} (known: {', '.join(RULES)})")
     attestation = _rule(ATTESTATION, raw.get(ATTESTATION, DEFAULT_RULES[ATTESTATION]), errors)
     inactivity = _rule(INACTIVITY, raw.get(INACTIVITY, DEFAULT_RULES[INACTIVITY]), errors)
+    sponsors = _rule(SPONSORS, raw.get(SPONSORS, DEFAULT_RULES[SPONSORS]), errors)
     if errors:
         raise LifecyclePolicyError("\n".join(errors))
-    return LifecycleRules(version=version, monitor_only=monitor_only, attestation=attestation, inactivity=inactivity)
+    return LifecycleRules(
+        version=version,
+        monitor_only=monitor_only,
+        attestation=attestation,
+        inactivity=inactivity,
+        sponsors=sponsors,
+    )

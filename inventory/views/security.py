@@ -22,6 +22,7 @@ from django.utils import timezone
 from inventory.filtersets import ClientFilterSet, active_filters
 from inventory.lifecycle_policies import active_lifecycle_rules, attestation_due
 from inventory.lifecycle_policies.evaluate import compliance_of
+from inventory.lifecycle_policies.sponsors import sponsors_of
 from inventory.models import Client, IdPConnection, Team
 from inventory.pagination import keyset_paginate, parse_sort
 from inventory.permissions import can_manage_client, can_view_client
@@ -219,6 +220,9 @@ def client_explain_page(request, registration_id: str):
             "compliance": compliance_of(client, rules),
             "attestation_due": attestation_due(rules, client),
             "lifecycle_rules": rules,
+            "sponsors": sponsors_of(client),
+            "sponsor_minimum": rules.sponsors.days_for(client.risk_tier) if rules.sponsors.enabled else None,
+            "can_manage": can_manage_client(request.user, client),
             "nav_active": "inventory",
         },
     )

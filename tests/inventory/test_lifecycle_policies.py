@@ -44,6 +44,7 @@ def publish(**rules):
     base = {
         "attestation": {"enabled": True, "days": {"high": 30, "medium": 90, "low": 180}, "grace_days": 7},
         "inactivity": {"enabled": False, "days": 90},
+        "sponsors": {"enabled": False},
     }
     monitor_only = rules.pop("monitor_only", False)
     for name, overrides in rules.items():
@@ -251,7 +252,13 @@ def test_what_if_equals_what_enforcement_then_does(owner):
         aged(c, days=100)
     for c in fine:
         aged(c, days=100)
-    proposed = parse_rules({"attestation": {"action": "suspend", "grace_days": 5}, "inactivity": {"enabled": False}})
+    proposed = parse_rules(
+        {
+            "attestation": {"action": "suspend", "grace_days": 5},
+            "inactivity": {"enabled": False},
+            "sponsors": {"enabled": False},
+        }
+    )
     now = timezone.now()
     what_if = preview(proposed, now=now)
     attestation = what_if.rules[0]
@@ -407,3 +414,71 @@ def test_attestation_campaign_report(client, security_user, owner):
     assert "team,data,0,0,1,1,2,0" in csv_text
     client.force_login(owner)
     assert client.get("/reports/attestation/").status_code == 403
+
+
+# --- sponsors ----------------------------------------------------------------------------------------------
+
+
+def test_co_sponsor_invite_accept_leave_and_the_sponsors_rule(client, owner):
+    from inventory.models import ClientSponsor, SponsorState
+
+    rules = publish(attestation={"enabled": False}, sponsors={"enabled": True, "action": "suspend", "grace_days": 2})
+    high = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH, name="high-agent")
+    low = ClientFactory(owner=owner, risk_tier=RiskTier.LOW)
+    dave = UserFactory(username="dave", roles=["owner"])
+    now = timezone.now()
+    assert flag_issues(rules, now=now).flagged["sponsors"] == 1  # high tier needs 2; low tier's owner is enough
+    assert ComplianceIssue.objects.get().client_id == high.pk and low.pk
+
+    client.force_login(owner)
+    client.post(f"/inventory/mine/{high.registration_id}/sponsors/", {"username": "dave"})
+    invited = ClientSponsor.objects.get(client=high, user=dave)
+    assert invited.state == SponsorState.PENDING and invited.invited_by == owner
+    # an invitation does not count; the invited person alone may answer it
+    assert flag_issues(rules, now=now).resolved["sponsors"] == 0
+    assert client.post(f"/inventory/sponsorships/{invited.pk}/accept/").status_code == 403
+    duplicate = client.post(f"/inventory/mine/{high.registration_id}/sponsors/", {"username": "dave"}, follow=True)
+    assert "already invited" in duplicate.content.decode()
+    client.force_login(dave)
+    inbox = client.get("/inventory/sponsorships/").content.decode()
+    assert "high-agent" in inbox and "Accept" in inbox
+    client.post(f"/inventory/sponsorships/{invited.pk}/accept/")
+    invited.refresh_from_db()
+    assert invited.state == SponsorState.ACTIVE
+    assert flag_issues(rules, now=now).resolved["sponsors"] == 1  # two active sponsors now
+    # dave leaves: short again, flagged again, and past the grace the policy suspends it — once
+    client.post(f"/inventory/sponsorships/{invited.pk}/remove/")
+    invited.refresh_from_db()
+    assert invited.state == SponsorState.REMOVED
+    assert flag_issues(rules, now=now).flagged["sponsors"] == 1
+    later = now + timedelta(days=3)
+    assert enforce(rules, now=later).total == 1 and enforce(rules, now=later).total == 0
+    high.refresh_from_db()
+    assert high.hold_kind == HoldKind.POLICY and "sponsors" in high.hold_reason
+    actions = list(
+        AuditEvent.objects.filter(object_id=high.registration_id, action__startswith="client.sponsor").values_list(
+            "action", flat=True
+        )
+    )
+    assert actions == ["client.sponsor_invite", "client.sponsor_accept", "client.sponsor_remove"]
+
+
+def test_inactive_sponsor_does_not_count_and_strangers_cannot_invite(owner):
+    from inventory.lifecycle_policies.sponsors import sponsor_decide, sponsor_invite
+
+    rules = publish(attestation={"enabled": False}, sponsors={"enabled": True})
+    high = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH)
+    erin = UserFactory(username="erin", roles=["owner"])
+    stranger = UserFactory(username="mallory", roles=["owner"])
+    with pytest.raises(PermissionRefused):
+        sponsor_invite(client=high, user=stranger, username="erin")
+    with pytest.raises(LifecycleError, match="owns this client"):
+        sponsor_invite(client=high, user=owner, username=owner.username)
+    sponsorship = sponsor_invite(client=high, user=owner, username="erin")
+    sponsor_decide(sponsorship=sponsorship, user=erin, accept=True)
+    assert flag_issues(rules, now=timezone.now()).flagged["sponsors"] == 0
+    erin.is_active = False
+    erin.save()
+    assert flag_issues(rules, now=timezone.now()).flagged["sponsors"] == 1
+    what_if = preview(rules)
+    assert [r.flagged for r in what_if.rules if r.rule == "sponsors"] == [1]
