@@ -8,10 +8,7 @@ class InventoryConfig(AppConfig):
     def ready(self) -> None:
         from django.db.backends.signals import connection_created
 
-        from inventory import (
-            lifecycle_policy_tasks,  # noqa: F401  (registers inventory.tasks.lifecycle_policies)
-            metrics,
-        )
+        from inventory import metrics
         from inventory.leavers import connect_signals
         from inventory.selectors import configure_search_session, home_tiles
         from portal.home import home_tiles_register

@@ -7,7 +7,7 @@
 - :mod:`~inventory.lifecycle_policies.enforce` — past grace, the rule's action, once, through the lifecycle gate;
 - :mod:`~inventory.lifecycle_policies.attest` — owners attest one client or many.
 
-``run_lifecycle_policies`` is the periodic pass (``inventory.lifecycle_policy_tasks``, beat hourly).
+``run_lifecycle_policies`` is the periodic pass (the task ``inventory.tasks.lifecycle_policies``, beat hourly).
 """
 
 from __future__ import annotations

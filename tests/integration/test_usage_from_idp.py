@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from inventory import delivery
 from inventory.choices import ClientState
 from inventory.models import Client
+from inventory.outbox import deliver
 from portal.crypto import hash_token
 from portal.models import ApiToken, AuditEvent
 from tests.agents import Agent
@@ -35,7 +35,7 @@ def test_token_issuance_reported_by_the_idp(live_server, catalogue):
         idp = connection_for(process, name="usage-idp")
         agent = Agent()
         client = register_agent(idp=idp, owner=UserFactory(username="usage-owner", roles=["owner"]), agent=agent)
-        assert delivery.deliver_client_outbox(client.pk) is True
+        assert deliver.deliver_client_outbox(client.pk) is True
         client.refresh_from_db()
         time.sleep(0.6)  # three flushes: registering the client is no use of it
         client.refresh_from_db()
