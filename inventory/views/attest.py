@@ -1,5 +1,5 @@
 """``/inventory/mine/attest/``: owners attest their clients, one or many at once (keyboard: Tab through the
-checkboxes, Space to tick, the "Attest selected" button is Alt+Shift+A; each row also has its own button)."""
+checkboxes, Space to tick, the "Attest selected" button has access key A; each row also has its own button)."""
 
 from __future__ import annotations
 
