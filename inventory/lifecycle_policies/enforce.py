@@ -2,12 +2,14 @@
 
 - ``notify``: one ``client.compliance_notify`` audit event; the owner gets one e-mail per pass listing them;
 - ``suspend``: the client is suspended under a **policy hold** (``HoldKind.POLICY``; only security or an admin
-  lifts it, ``inventory.containment``), live descendants with it — ``client_transition``'s one audit event
-  ``client.policy_suspend`` (or ``hold_in_place`` when its owner had already suspended it);
-- ``retire``: ``client_transition`` to retired (DELETE at the IdP), ``client.policy_retire``.
+  lifts it, ``inventory.containment``), live descendants with it — one ``client.policy_suspend`` event (also
+  when its owner had already suspended it: the hold is added);
+- ``retire``: retired (DELETE at the IdP), one ``client.policy_retire`` event.
 
-Each issue is taken with ``FOR UPDATE SKIP LOCKED`` and marked ``acted_at`` in the same transaction as its
-action, so two workers or a re-run never act twice. Nothing happens while the active policy is monitor only.
+Issues are taken in batches with ``FOR UPDATE SKIP LOCKED``, their clients locked, acted on set-based
+(``clients_transition_many``: one UPDATE, one audit event per client, one outbox row each) and marked
+``acted_at`` in the same transaction, so two workers or a re-run never act twice. Nothing happens while the
+active policy is monitor only.
 """
 
 from __future__ import annotations
@@ -23,10 +25,10 @@ from django.db import transaction
 from django.utils import timezone
 
 from inventory.choices import LIVE_STATES, ClientState, HoldKind
-from inventory.lifecycle import Hold, LifecycleError, client_transition, hold_in_place
+from inventory.lifecycle import Hold, clients_transition_many
 from inventory.lifecycle_policies.rules import LifecycleRules
 from inventory.models import Client, ComplianceIssue
-from portal.audit import Actor, audit_record
+from portal.audit import Actor, audit_record_many
 
 logger = logging.getLogger(__name__)
 ACTOR = Actor.system("lifecycle_policies")
@@ -49,47 +51,6 @@ class EnforceResult:
         return sum(self.acted.values())
 
 
-def _act(issue: ComplianceIssue, client: Client, rules: LifecycleRules, now: dt.datetime) -> str:
-    """Apply the issue's action to the locked ``client``; what was done."""
-    reason = (
-        f"lifecycle policy v{rules.version}: {issue.rule} ({RULE_TEXT.get(issue.rule, issue.rule)}) since "
-        f"{issue.since:%Y-%m-%d}, grace ended {issue.action_due_at:%Y-%m-%d}"
-    )
-    if client.state not in LIVE_STATES:
-        return "none (client ended)"
-    if issue.action == "retire":
-        client_transition(
-            client=client, target=ClientState.RETIRED, actor=ACTOR, reason=reason, action="client.policy_retire"
-        )
-        return "retired"
-    if issue.action == "suspend":
-        hold = Hold(kind=HoldKind.POLICY, by_id=None, reason=reason)
-        if client.hold_kind:
-            return "none (already held)"
-        if client.state == ClientState.SUSPENDED:
-            hold_in_place(client, hold=hold, actor=ACTOR, reason="policy hold", action="client.policy_suspend")
-            return "held"
-        client_transition(
-            client=client,
-            target=ClientState.SUSPENDED,
-            actor=ACTOR,
-            reason=reason,
-            action="client.policy_suspend",
-            hold=hold,
-        )
-        return "suspended"
-    audit_record(
-        actor=ACTOR,
-        action="client.compliance_notify",
-        object_type="client",
-        object_id=client.registration_id,
-        after={"rule": issue.rule, "since": issue.since.isoformat(), "owner": client.owner_id},
-        reason=reason,
-        policy_version=client.policy_version,
-    )
-    return "notified"
-
-
 def _mail(owner_email: str, lines: list[str]) -> None:
     body = (
         "These clients you own are out of line with the lifecycle policy and its grace has ended:\n\n"
@@ -99,47 +60,98 @@ def _mail(owner_email: str, lines: list[str]) -> None:
     send_mail(f"[Registrar] {len(lines)} client(s) need your attention", body, None, [owner_email])
 
 
+def _reason(rules: LifecycleRules, rule: str) -> str:
+    return f"lifecycle policy v{rules.version}: {rule} ({RULE_TEXT.get(rule, rule)}), grace ended"
+
+
+def _act_on_batch(issues: list[ComplianceIssue], rules: LifecycleRules, now: dt.datetime, mail: dict) -> dict:
+    """In the caller's transaction, with the issues locked: lock their clients, act set-based per (rule, action)
+    through the lifecycle gate, mark every issue acted on. Returns {issue id: outcome}."""
+    clients = {
+        c.pk: c
+        for c in Client.objects.select_for_update(of=("self",))
+        .select_related("owner")
+        .filter(pk__in=[i.client_id for i in issues])
+        .order_by("pk")
+    }
+    outcomes: dict[int, str] = {}
+    groups: dict[tuple[str, str], list[ComplianceIssue]] = defaultdict(list)
+    for issue in issues:
+        client = clients[issue.client_id]
+        if client.state not in LIVE_STATES:
+            outcomes[issue.pk] = "none (client ended)"
+        elif issue.action == "suspend" and client.hold_kind:
+            outcomes[issue.pk] = "none (already held)"
+        else:
+            groups[(issue.rule, issue.action)].append(issue)
+    for (rule, action), group in groups.items():
+        targets = [clients[i.client_id] for i in group]
+        reason = _reason(rules, rule)
+        if action in ("suspend", "retire"):
+            hold = Hold(kind=HoldKind.POLICY, by_id=None, reason=reason) if action == "suspend" else None
+            result = clients_transition_many(
+                clients=targets,
+                target=ClientState.SUSPENDED if action == "suspend" else ClientState.RETIRED,
+                actor=ACTOR,
+                reason=reason,
+                action=f"client.policy_{action}",
+                now=now,
+                hold=hold,
+                hold_action="client.policy_suspend",
+            )
+            done = set(result.transitioned) | set(result.held)
+            verb = "suspended" if action == "suspend" else "retired"
+            for issue in group:
+                outcomes[issue.pk] = verb if issue.client_id in done else "refused by the lifecycle gate"
+            continue
+        audit_record_many(
+            [
+                {
+                    "actor": ACTOR,
+                    "action": "client.compliance_notify",
+                    "object_type": "client",
+                    "object_id": clients[i.client_id].registration_id,
+                    "after": {"rule": rule, "since": i.since.isoformat(), "owner": clients[i.client_id].owner_id},
+                    "reason": reason,
+                    "policy_version": clients[i.client_id].policy_version,
+                }
+                for i in group
+            ]
+        )
+        for issue in group:
+            outcomes[issue.pk] = "notified"
+            client = clients[issue.client_id]
+            if client.owner is not None and client.owner.email:
+                mail[client.owner.email].append(f"  • {client.name} ({client.registration_id}): {rule}")
+    by_outcome: dict[str, list[int]] = defaultdict(list)
+    for issue_id, outcome in outcomes.items():
+        by_outcome[outcome].append(issue_id)
+    for outcome, ids in by_outcome.items():
+        ComplianceIssue.objects.filter(pk__in=ids).update(acted_at=now, resolution=outcome[:64])
+    return outcomes
+
+
 def enforce(rules: LifecycleRules, *, now: dt.datetime | None = None, limit: int | None = None) -> EnforceResult:
-    """Act on every open issue whose grace has ended at ``now`` (one transaction per issue)."""
+    """Act on every open issue whose grace has ended at ``now``: batches of ``BATCH`` issues, each batch one
+    transaction (issues ``FOR UPDATE SKIP LOCKED``, then their clients), set-based through the lifecycle gate."""
     now = now or timezone.now()
     result = EnforceResult(monitor_only=rules.monitor_only)
     if rules.monitor_only:
         return result
     mail: dict[str, list[str]] = defaultdict(list)
-    last_id = 0
-    done = 0
-    while limit is None or done < limit:
-        ids = list(
-            ComplianceIssue.objects.filter(
-                resolved_at__isnull=True, acted_at__isnull=True, action_due_at__lte=now, id__gt=last_id
+    while limit is None or result.total < limit:
+        size = BATCH if limit is None else min(BATCH, limit - result.total)
+        with transaction.atomic():
+            issues = list(
+                ComplianceIssue.objects.select_for_update(skip_locked=True)
+                .filter(resolved_at__isnull=True, acted_at__isnull=True, action_due_at__lte=now)
+                .order_by("id")[:size]
             )
-            .order_by("id")
-            .values_list("id", flat=True)[:BATCH]
-        )
-        if not ids:
-            break
-        for issue_id in ids:
-            last_id = issue_id
-            with transaction.atomic():
-                issue = (
-                    ComplianceIssue.objects.select_for_update(skip_locked=True)
-                    .filter(pk=issue_id, resolved_at__isnull=True, acted_at__isnull=True)
-                    .first()
-                )
-                if issue is None:
-                    continue  # another worker has it, or it was resolved meanwhile
-                client = Client.objects.select_for_update(of=("self",)).select_related("owner").get(pk=issue.client_id)
-                try:
-                    outcome = _act(issue, client, rules, now)
-                except LifecycleError as refused:
-                    outcome = f"refused: {refused}"[:64]
-                ComplianceIssue.objects.filter(pk=issue.pk).update(acted_at=now, resolution=outcome[:64])
-                if outcome == "notified" and client.owner is not None and client.owner.email:
-                    mail[client.owner.email].append(f"  • {client.name} ({client.registration_id}): {issue.rule}")
-            result.acted[issue.rule] += 1
-            done += 1
-            if limit is not None and done >= limit:
+            if not issues:
                 break
+            _act_on_batch(issues, rules, now, mail)
+        for issue in issues:
+            result.acted[issue.rule] += 1
     for email, lines in mail.items():
         transaction.on_commit(lambda email=email, lines=lines: _mail(email, lines))
     logger.info("event=lifecycle_enforce acted=%s", dict(result.acted))
