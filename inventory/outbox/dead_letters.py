@@ -66,9 +66,6 @@ def outbox_retry(*, entry: OutboxEntry, actor: Actor) -> OutboxEntry:
     )
     if not superseded:
         transaction.on_commit(lambda: outbox_nudge(client_id=client.pk))
-    # TODO(issue 14): the sync failures view reads the caller's ``entry`` afterwards; once it uses the returned
-    # entry, this copy goes.
-    entry.status, entry.attempts = locked.status, locked.attempts
     return locked
 
 
