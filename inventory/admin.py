@@ -11,7 +11,15 @@ from django.utils.html import format_html
 
 from inventory.idp_secrets_admin import IdPSecretsAdminMixin
 from inventory.leavers import user_deactivate
-from inventory.models import Client, IdPConnection, OutboxEntry, ScopeDefinition, Team
+from inventory.models import (
+    Client,
+    ComplianceIssue,
+    IdPConnection,
+    LifecyclePolicy,
+    OutboxEntry,
+    ScopeDefinition,
+    Team,
+)
 from portal.admin import user_admin_action_register
 from portal.audit import Actor
 from portal.auditedadmin import AuditedModelAdmin, audited_by_service
@@ -112,3 +120,41 @@ def deactivate_users(modeladmin, request, queryset):
 
 
 user_admin_action_register(deactivate_users)
+
+
+@admin.register(LifecyclePolicy)
+class LifecyclePolicyAdmin(AuditedModelAdmin):
+    """Read-only here: versions are published (after their what-if preview) at /inventory/lifecycle-policy/."""
+
+    audit_object_type = "lifecycle_policy"
+    list_display = ("version", "is_active", "monitor_only", "note", "created_at", "created_by")
+    readonly_fields = [f.name for f in LifecyclePolicy._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # old versions explain old issues
+
+
+@admin.register(ComplianceIssue)
+class ComplianceIssueAdmin(AuditedModelAdmin):
+    """Read-only: issues are opened, acted on and resolved by inventory.lifecycle_policies only."""
+
+    audit_object_type = "compliance_issue"
+    list_display = ("client", "rule", "since", "action", "action_due_at", "acted_at", "resolved_at")
+    list_filter = ("rule", "action")
+    list_select_related = ("client",)
+    readonly_fields = [f.name for f in ComplianceIssue._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False

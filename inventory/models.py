@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from inventory.choices import (
@@ -166,6 +167,21 @@ class Client(models.Model):
     idp_disabled_at = models.DateTimeField(_("disabled at IdP at"), null=True, blank=True)
     expiry_overshoot_seconds = models.FloatField(_("expiry overshoot (s)"), null=True, blank=True)
     last_used_at = models.DateTimeField(_("last used at"), null=True, blank=True)
+    # Where last_used_at came from: "usage-api:<token name>", "idp:<connection>" (inventory.usage).
+    last_used_source = models.CharField(
+        _("last use reported by"), max_length=128, blank=True, default="", db_default=""
+    )
+    # Periodic attestation by the owner that the client is still needed and its scopes still right
+    # (inventory.lifecycle_policies): due every N days by tier from this, else from activation or creation.
+    attested_at = models.DateTimeField(_("attested at"), null=True, blank=True)
+    attested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("attested by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
     last_synced_at = models.DateTimeField(_("last synced at"), null=True, blank=True)
     sync_failed = models.BooleanField(_("sync failed"), default=False)
     drift = models.JSONField(_("drift found by reconciliation"), null=True, blank=True)
@@ -361,3 +377,115 @@ class OwnerDigest(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} digest for {self.user_id} on {self.day}"
+
+
+class LifecyclePolicy(models.Model):
+    """A version of the lifecycle rules (attestation, inactivity): saving creates a new version, which is active
+    at once, or as ``monitor_only`` (issues shown, no action taken). ``inventory.lifecycle_policies``."""
+
+    version = models.PositiveIntegerField(_("version"), unique=True)
+    rules = models.JSONField(_("rules"), default=dict)
+    monitor_only = models.BooleanField(
+        _("monitor only"), default=False, help_text=_("Compliance issues are shown; no action is taken.")
+    )
+    is_active = models.BooleanField(_("active"), default=False)
+    note = models.CharField(_("change note"), max_length=255, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("created by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name = _("lifecycle policy version")
+        ordering = ["-version"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=Q(is_active=True), name="lifecycle_policy_one_active"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"lifecycle policy v{self.version}{' (monitor only)' if self.monitor_only else ''}"
+
+
+class ComplianceIssue(models.Model):
+    """A client out of line with a lifecycle rule: since when, what happens when its grace ends, and whether
+    it happened. At most one open issue per client and rule; acting on it happens once (``acted_at``)."""
+
+    client = models.ForeignKey(
+        Client, verbose_name=_("client"), on_delete=models.CASCADE, related_name="compliance_issues"
+    )
+    rule = models.CharField(_("rule"), max_length=24)
+    since = models.DateTimeField(_("since"))
+    action = models.CharField(_("action"), max_length=16)
+    action_due_at = models.DateTimeField(_("action due at"))
+    policy_version = models.PositiveIntegerField(_("lifecycle policy version"))
+    flagged_at = models.DateTimeField(_("flagged at"), default=timezone.now)
+    acted_at = models.DateTimeField(_("acted on at"), null=True, blank=True)
+    resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
+    resolution = models.CharField(_("resolution"), max_length=64, blank=True)
+
+    class Meta:
+        verbose_name = _("compliance issue")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "rule"], condition=Q(resolved_at__isnull=True), name="compliance_one_open_per_rule"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["action_due_at", "id"],
+                name="compliance_due_idx",
+                condition=Q(resolved_at__isnull=True, acted_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rule} issue on {self.client_id}"
+
+
+class SponsorState(models.TextChoices):
+    PENDING = "pending", _("Invited")
+    ACTIVE = "active", _("Active")
+    DECLINED = "declined", _("Declined")
+    REMOVED = "removed", _("Left or removed")
+
+
+class ClientSponsor(models.Model):
+    """A co-sponsor of a client besides its owner: invited by the owner, counted once they accept. The
+    lifecycle policy's sponsors rule asks for a minimum per tier (``inventory.lifecycle_policies.sponsors``)."""
+
+    client = models.ForeignKey(Client, verbose_name=_("client"), on_delete=models.CASCADE, related_name="sponsors")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, verbose_name=_("sponsor"), on_delete=models.CASCADE, related_name="sponsorships"
+    )
+    state = models.CharField(_("state"), max_length=16, choices=SponsorState.choices, default=SponsorState.PENDING)
+    invited_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("invited by"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(_("invited at"), default=timezone.now)
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("co-sponsor")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["client", "user"],
+                condition=Q(state__in=["pending", "active"]),
+                name="sponsor_one_live_per_user",
+            ),
+        ]
+        indexes = [models.Index(fields=["user", "state"], name="sponsor_inbox_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} sponsors {self.client_id} ({self.state})"

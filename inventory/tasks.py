@@ -134,3 +134,13 @@ def sweep_stale() -> dict:
 def notify_expiring() -> int:
     with heartbeat_timed(SWEEP_PREFIX + "notify_expiring"):
         return notifications.notify_expiring()
+
+
+@shared_task(name="inventory.tasks.lifecycle_policies", soft_time_limit=540, time_limit=600, ignore_result=True)
+def lifecycle_policies() -> dict:
+    """The lifecycle policies' pass (hourly): flag and resolve compliance issues, act on those past grace.
+    Issues are taken with SKIP LOCKED and each acted on once, so beat firing twice is harmless."""
+    from inventory.lifecycle_policies import run_lifecycle_policies
+
+    with heartbeat_timed(SWEEP_PREFIX + "lifecycle_policies"):
+        return run_lifecycle_policies()

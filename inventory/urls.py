@@ -2,16 +2,20 @@
 
 from django.urls import path, re_path
 
-from inventory.views import containment, owner, security
+from inventory.views import attest, campaign, containment, lifecycle_policy, owner, security, sponsors
 from inventory.views import sync as sync_views
 
 app_name = "inventory"
 urlpatterns: list = [
     path("inventory/mine/", owner.mine, name="mine"),
     path("inventory/mine/bulk/", owner.bulk_action, name="bulk"),
+    path("inventory/mine/attest/", attest.attest, name="attest"),
     path("inventory/mine/<str:registration_id>/rotate-key/", owner.rotate_key, name="rotate-key"),
     path("inventory/mine/<str:registration_id>/transfer/", owner.transfer, name="transfer"),
+    path("inventory/mine/<str:registration_id>/sponsors/", sponsors.invite, name="sponsor-invite"),
     path("inventory/mine/<str:registration_id>/<slug:action>/", owner.client_action, name="client-action"),
+    path("inventory/sponsorships/", sponsors.sponsorships, name="sponsorships"),
+    path("inventory/sponsorships/<int:pk>/<slug:decision>/", sponsors.decide, name="sponsorship-decide"),
     path("inventory/transfers/", owner.transfers, name="transfers"),
     path("inventory/transfers/<int:pk>/<slug:decision>/", owner.transfer_decide, name="transfer-decide"),
     path("inventory/orphans/", owner.orphans, name="orphans"),
@@ -33,8 +37,10 @@ urlpatterns += [  # security: inventory, explain, exports, dashboard, framework 
         containment.containment_action,
         name="containment",
     ),
+    path("inventory/lifecycle-policy/", lifecycle_policy.lifecycle_policy, name="lifecycle-policy"),
     path("dashboards/", security.dashboard, name="dashboard"),
     path("dashboards/<slug:chart>.csv", security.dashboard_csv, name="dashboard-csv"),
+    path("reports/attestation/", campaign.attestation_report, name="attestation-report"),
     path("reports/frameworks/", security.frameworks_report, name="frameworks"),
     path("reports/frameworks.csv", security.frameworks_csv, name="frameworks-csv"),
 ]

@@ -41,6 +41,7 @@ class TokenRight(models.TextChoices):
 
     API = "api", _("Management API, acting as the token's user")
     LOG_READ = "log:read", _("Read the audit log's checkpoint and tiles (monitors)")
+    USAGE_WRITE = "usage:write", _("Report client usage (POST /api/v1/usage/, log shippers and IdP hooks)")
 
 
 def default_token_rights() -> list[str]:

@@ -61,11 +61,14 @@ class IdPProcess:
         listing: bool = True,
         sso_clients: list[dict] | None = None,
         users: list[dict] | None = None,
+        usage: dict[str, str] | None = None,
     ) -> None:
         self.port = port
         self.listing = listing
         self.sso_clients = sso_clients or []
         self.users = users or []
+        # Report token issuance to Registrar: {"url", "token", "idp", "flush_ms"} (IDP_USAGE_* in server.mjs).
+        self.usage = usage
         self.initial_access_token = initial_access_token
         self.admin_token = admin_token
         self.scopes = " ".join(scopes) if isinstance(scopes, list) else scopes
@@ -169,6 +172,10 @@ class IdPProcess:
             "IDP_USERS": json.dumps(self.users),
         }
         env.pop("IDP_SCOPES", None)
+        for key in ("url", "token", "idp", "flush_ms"):
+            env.pop(f"IDP_USAGE_{key.upper()}", None)
+            if self.usage and self.usage.get(key):
+                env[f"IDP_USAGE_{key.upper()}"] = str(self.usage[key])
         if self.scopes:
             env["IDP_SCOPES"] = self.scopes
         fd, log_name = tempfile.mkstemp(prefix="registrar-idp-", suffix=".log")

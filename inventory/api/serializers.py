@@ -53,6 +53,7 @@ class ClientSerializer(serializers.ModelSerializer):
             "expires_at",
             "ended_at",
             "last_used_at",
+            "last_used_source",
             "last_synced_at",
             "sync_failed",
             "orphaned",
@@ -142,3 +143,19 @@ class FrameworkReportSerializer(serializers.Serializer):
     generated_at = serializers.DateTimeField()
     controls = ControlResultSerializer(many=True)
     frameworks = FrameworkSerializer(many=True)
+
+
+class ComplianceIssueSerializer(serializers.Serializer):
+    rule = serializers.CharField()
+    since = serializers.DateTimeField()
+    flagged_at = serializers.DateTimeField()
+    action = serializers.CharField()
+    action_due_at = serializers.DateTimeField()
+    acted_at = serializers.DateTimeField(allow_null=True)
+    monitor_only = serializers.BooleanField()
+    lifecycle_policy_version = serializers.IntegerField()
+    what_happens = serializers.CharField()
+
+
+class AttestSerializer(serializers.Serializer):
+    note = serializers.CharField(required=False, allow_blank=True, max_length=2000)

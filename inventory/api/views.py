@@ -8,11 +8,21 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import viewsets
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from inventory.api.serializers import ClientSerializer, FrameworkReportSerializer, SprawlSerializer
+from inventory.api.serializers import (
+    AttestSerializer,
+    ClientSerializer,
+    ComplianceIssueSerializer,
+    FrameworkReportSerializer,
+    SprawlSerializer,
+)
 from inventory.filtersets import ClientFilterSet
+from inventory.lifecycle import LifecycleError, PermissionRefused
+from inventory.lifecycle_policies import client_attest
+from inventory.lifecycle_policies.evaluate import compliance_of
 from inventory.pagination import SORT_CHOICES, KeysetPagination
 from inventory.reports.controls import framework_report
 from inventory.reports.evidence import evidence_export
@@ -48,6 +58,38 @@ class ClientViewSet(viewsets.ReadOnlyModelViewSet):
     )
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
+
+    @extend_schema(description="One client, with its open compliance issues (lifecycle policies).")
+    def retrieve(self, request, *args, **kwargs):
+        client = self.get_object()
+        data = dict(self.get_serializer(client).data)
+        data["compliance_issues"] = ComplianceIssueSerializer(compliance_of(client), many=True).data
+        return Response(data)
+
+    @extend_schema(
+        request=AttestSerializer,
+        responses={200: OpenApiTypes.OBJECT},
+        description="The owner (or an admin) attests the client is still needed and its scopes still right.",
+    )
+    @action(detail=True, methods=["post"])
+    def attest(self, request, registration_id=None):
+        client = get_object_or_404(self.get_queryset(), registration_id=registration_id)
+        body = AttestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            attested = client_attest(client=client, user=request.user, note=body.validated_data.get("note", ""))
+        except PermissionRefused as refused:
+            raise PermissionDenied(str(refused))
+        except LifecycleError as refused:
+            return Response({"error": "not_attestable", "detail": str(refused)}, status=409)
+        return Response(
+            {
+                "registration_id": attested.registration_id,
+                "attested_at": attested.attested_at,
+                "attested_by": request.user.username,
+                "compliance_issues": ComplianceIssueSerializer(compliance_of(attested), many=True).data,
+            }
+        )
 
     @extend_schema(
         responses={200: OpenApiTypes.OBJECT},

@@ -20,6 +20,9 @@ from django.urls import reverse
 from django.utils import timezone
 
 from inventory.filtersets import ClientFilterSet, active_filters
+from inventory.lifecycle_policies import active_lifecycle_rules, attestation_due
+from inventory.lifecycle_policies.evaluate import compliance_of
+from inventory.lifecycle_policies.sponsors import sponsors_of
 from inventory.models import Client, IdPConnection, Team
 from inventory.pagination import keyset_paginate, parse_sort
 from inventory.permissions import can_manage_client, can_view_client
@@ -57,6 +60,7 @@ EXPORT_FIELDS = (
     "created_at",
     "expires_at",
     "last_used_at",
+    "last_used_source",
     "orphaned_at",
     "stale_at",
     "sync_failed",
@@ -200,6 +204,7 @@ def visible_client_or_404(request, registration_id: str) -> Client:
 def client_explain_page(request, registration_id: str):
     client = visible_client_or_404(request, registration_id)
     explain = client_explain(client)
+    rules = active_lifecycle_rules()
     return render(
         request,
         "inventory/security/explain.html",
@@ -213,6 +218,12 @@ def client_explain_page(request, registration_id: str):
             if can_break_glass(request.user) and explain["is_live"]
             else None,
             "can_contain": can_hold_clients(request.user),
+            "compliance": compliance_of(client, rules),
+            "attestation_due": attestation_due(rules, client),
+            "lifecycle_rules": rules,
+            "sponsors": sponsors_of(client),
+            "sponsor_minimum": rules.sponsors.days_for(client.risk_tier) if rules.sponsors.enabled else None,
+            "can_manage": can_manage_client(request.user, client),
             "nav_active": "inventory",
         },
     )
@@ -253,6 +264,7 @@ def export_rows(qs) -> Iterator[dict]:
             "created_at": c.created_at,
             "expires_at": c.expires_at,
             "last_used_at": c.last_used_at,
+            "last_used_source": c.last_used_source,
             "orphaned_at": c.orphaned_at,
             "stale_at": c.stale_at,
             "sync_failed": c.sync_failed,

@@ -1,7 +1,8 @@
 """Bearer tokens (``Authorization: Token <token>``): the management API, and the audit log's read endpoints.
 
 A token acts as its user, for what its ``rights`` allow (``portal.models.TokenRight``): ``api`` for
-``/api/v1``, ``log:read`` for ``/log/checkpoint`` and ``/log/tile/…`` (a monitor's token needs nothing else).
+``/api/v1``, ``log:read`` for ``/log/checkpoint`` and ``/log/tile/…`` (a monitor's token needs nothing else),
+``usage:write`` for ``POST /api/v1/usage/`` (a log shipper's or IdP hook's token needs nothing else).
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ def api_token_lookup(raw: str) -> ApiToken | None:
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
+    """A token with the ``right`` (``api`` here; subclasses name another, e.g. ``usage:write``)."""
+
     keyword = "Token"
+    right: str = TokenRight.API
 
     def authenticate(self, request):
         header = authentication.get_authorization_header(request).split()
@@ -37,10 +41,9 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
         api_token = api_token_lookup(header[1].decode(errors="ignore"))
         if api_token is None:
             raise exceptions.AuthenticationFailed("Invalid or expired token.")
-        if TokenRight.API not in (api_token.rights or []):
+        if self.right not in (api_token.rights or []):
             raise exceptions.PermissionDenied(
-                "This token has no right to the management API (rights: "
-                f"{', '.join(api_token.rights or []) or 'none'})."
+                f"This token has no {self.right} right (rights: {', '.join(api_token.rights or []) or 'none'})."
             )
         return api_token.user, api_token
 

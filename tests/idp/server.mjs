@@ -21,6 +21,11 @@
 //                             "email_verified", "name", "groups": [...], "active"}]. The scopes email, profile
 //                             and groups carry their claims; "active": false is reported, as some IdPs do for
 //                             a disabled account. PATCH /_test/users/<sub> (admin token) changes a person.
+//   IDP_USAGE_URL             report token issuance to Registrar: POST batches of {idp, client_id, last_used_at}
+//                             there (Registrar's /api/v1/usage/), with IDP_USAGE_TOKEN (a usage:write API token)
+//                             and IDP_USAGE_IDP (the name of this IdP's connection in Registrar). Batched: one
+//                             POST per IDP_USAGE_FLUSH_MS (default 5000) at most, the latest use per client;
+//                             a failed POST keeps its batch for the next flush. Unset: no reporting.
 //
 // Tests see the provider's true contents, in both modes, through /_test/clients (GET, and DELETE
 // /_test/clients/<id>; admin token): the IdP operator's console, which Registrar is never configured to use.
@@ -326,6 +331,45 @@ provider = new Provider(issuer, configuration);
 provider.on('registration_delete.success', (ctx, client) => {
   UnboundedMemoryAdapter.purgeClient(client.clientId);
 });
+
+// Usage reporting: every issued access token (client credentials or otherwise) notes its client's last use.
+const USAGE_URL = process.env.IDP_USAGE_URL || '';
+const USAGE_TOKEN = process.env.IDP_USAGE_TOKEN || '';
+const USAGE_IDP = process.env.IDP_USAGE_IDP || '';
+const USAGE_FLUSH_MS = Math.max(50, Number.parseInt(process.env.IDP_USAGE_FLUSH_MS ?? '5000', 10) || 5000);
+const pendingUsage = new Map(); // client_id -> ISO time of its latest token
+let flushing = false;
+
+function noteUsage(token) {
+  if (USAGE_URL && token?.clientId) pendingUsage.set(token.clientId, new Date().toISOString());
+}
+
+async function flushUsage() {
+  if (flushing || pendingUsage.size === 0) return;
+  flushing = true;
+  const batch = [...pendingUsage.entries()];
+  pendingUsage.clear();
+  try {
+    const response = await fetch(USAGE_URL, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Token ${USAGE_TOKEN}` },
+      body: JSON.stringify(batch.map(([clientId, when]) => ({ idp: USAGE_IDP, client_id: clientId, last_used_at: when }))),
+      signal: AbortSignal.timeout(10000),
+    });
+    if (!response.ok) throw new Error(`usage report refused: ${response.status} ${await response.text()}`);
+  } catch (error) {
+    console.error(String(error));
+    for (const [clientId, when] of batch) if (!pendingUsage.has(clientId)) pendingUsage.set(clientId, when);
+  } finally {
+    flushing = false;
+  }
+}
+
+if (USAGE_URL) {
+  provider.on('client_credentials.saved', noteUsage);
+  provider.on('access_token.saved', noteUsage);
+  setInterval(flushUsage, USAGE_FLUSH_MS).unref();
+}
 
 const HIDDEN_CLIENT_FIELDS = new Set(['client_secret']);
 

@@ -45,6 +45,20 @@ def test_seed_demo_creates_people_catalogue_and_every_state(django_user_model):
     assert pending.count() == 3
 
 
+def test_seed_demo_shows_attestation_due_a_sponsor_short_and_reported_use():
+    from inventory.models import ComplianceIssue, LifecyclePolicy
+
+    out = StringIO()
+    call_command("seed_demo", "--password", "demo-pass-123", stdout=out)
+    assert "lifecycle policy v1 (monitor only)" in out.getvalue()
+    assert LifecyclePolicy.objects.get().monitor_only
+    open_issues = set(
+        ComplianceIssue.objects.filter(resolved_at__isnull=True).values_list("client__owner__username", "rule")
+    )
+    assert {("alice", "attestation"), ("dave", "attestation"), ("dave", "sponsors")} <= open_issues
+    assert Client.objects.get(name="refund-assistant").last_used_at is not None
+
+
 def test_seed_demo_generates_and_prints_a_password_when_none_given(settings):
     settings.REGISTRAR_DEMO_PASSWORD = None
     out = StringIO()

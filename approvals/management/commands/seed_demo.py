@@ -166,9 +166,14 @@ class Command(BaseCommand):
             teams = self._teams(users)
             dryrun, default_idp = self._idps()
             created = self._clients(users, teams, dryrun)
+            issues = self._lifecycle_policy(users) if created else 0
             token_text = self._token(users, default_idp)
             queued = self._pending_requests(token_text)
         self.stdout.write(self.style.SUCCESS(f"demo data ready: {created} new clients, {queued} requests in the queue"))
+        if created:
+            self.stdout.write(
+                f"lifecycle policy v1 (monitor only): {issues} compliance issues; /inventory/lifecycle-policy/"
+            )
         self.stdout.write("users: " + ", ".join(f"{u} ({'/'.join(r)})" for u, _, _, r, _ in PEOPLE))
         if generated:
             self.stdout.write(f"generated password for every demo user: {password}")
@@ -281,6 +286,34 @@ class Command(BaseCommand):
                 client_transition(client=client, target=target, actor=seeder, reason="demo data", push_to_idp=False)
             created += 1
         return created
+
+    def _lifecycle_policy(self, users) -> int:
+        """Attestation overdue for alice's release-notes-agent (medium tier, 90 days) and dave's refund-assistant
+        (high tier, 30 days; also short of a second sponsor), a last use reported for two clients, and the
+        default lifecycle policy published as monitor only, its compliance issues flagged."""
+        from inventory.lifecycle_policies import active_lifecycle_rules, flag_issues, lifecycle_policy_publish
+        from inventory.lifecycle_policies.rules import DEFAULT_RULES
+        from inventory.models import LifecyclePolicy
+
+        now = timezone.now()
+        for name, days in (("release-notes-agent", 100), ("refund-assistant", 40)):
+            Client.objects.filter(name=name).update(
+                created_at=now - timedelta(days=days), activated_at=now - timedelta(days=days)
+            )
+        for name, hours in (("ticket-triage-bot", 2), ("refund-assistant", 30)):
+            Client.objects.filter(name=name).update(
+                last_used_at=now - timedelta(hours=hours), last_used_source="idp:demo (seed_demo)"
+            )
+        if not LifecyclePolicy.objects.exists():
+            lifecycle_policy_publish(
+                actor=Actor.system("seed_demo"),
+                rules=DEFAULT_RULES,
+                monitor_only=True,
+                note="demo: issues shown, nothing enforced; preview before enforcing",
+                created_by=users["admin"],
+            )
+        flags = flag_issues(active_lifecycle_rules(), now=now)
+        return sum(flags.flagged.values())
 
     def _token(self, users, idp):
         _, plaintext = token_mint(
