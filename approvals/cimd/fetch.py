@@ -15,6 +15,7 @@ code               refused when
                    ``redirect`` (never followed), ``status`` (only 200), ``too_large`` (more than
                    REGISTRAR_CIMD_MAX_BYTES, 5 KB by default), ``encoding``, ``protocol``
 ``json``           the body is not I-JSON (malformed, NaN, unpaired surrogates, nested too deeply)
+``keys``           (``key_set``) the keys behind ``jwks_uri`` cannot be fetched or break the key-set rules
 ``invalid``        the document breaks a rule of ``validate_cimd_document``; ``reasons`` lists every problem
 =================  ==============================================================================================
 
@@ -44,6 +45,7 @@ from django.core.cache import cache
 
 from approvals.cimd.document import CimdReview, client_id_url_problems, validate_cimd_document
 from approvals.metadata import MetadataError
+from inventory.keys import KeySetError, jwks_fetch
 from portal import jsonbody, safefetch
 
 ACCEPT = "application/json"
@@ -219,9 +221,24 @@ def _fetch(url: str, timeout: float) -> CimdDocument:
     return fetched
 
 
+def key_set(document: CimdDocument) -> dict[str, Any] | None:
+    """The public keys of a ``private_key_jwt`` document: its inline ``jwks``, or the set at its ``jwks_uri``
+    fetched (``inventory.keys.jwks_fetch``: the same safe fetcher and key rules as every other path); None
+    for a public client. CimdRefused("keys", …) names every problem with the keys."""
+    metadata = document.review.metadata
+    if metadata.jwks is not None:
+        return metadata.jwks
+    if metadata.jwks_uri is None:
+        return None
+    try:
+        return jwks_fetch(metadata.jwks_uri).jwks
+    except KeySetError as exc:
+        raise CimdRefused("keys", "; ".join(exc.problems), url=document.url, reasons=exc.problems)
+
+
 def forget(url: str) -> None:
     """Drop whatever is cached for ``url`` (valid or refused)."""
     cache.delete_many([_key("doc", url), _key("neg", url)])
 
 
-__all__ = ["CimdDocument", "CimdRefused", "cache_seconds", "forget", "get_document"]
+__all__ = ["CimdDocument", "CimdRefused", "cache_seconds", "forget", "get_document", "key_set"]

@@ -15,7 +15,7 @@ import pytest
 from django.core.cache import cache
 
 from approvals.cimd import fetch as cimd_fetch
-from approvals.cimd.fetch import CimdRefused, cache_seconds, get_document
+from approvals.cimd.fetch import CimdRefused, cache_seconds, get_document, key_set
 from tests.https_host import https_host, loopback_fetches  # noqa: F401
 
 PATH = "/oauth/client.json"
@@ -332,3 +332,50 @@ def test_a_host_resolving_to_loopback_is_refused_outside_tests(loopback_fetches,
 def test_urls_that_cannot_be_a_client_id_are_refused_before_any_fetch(loopback_fetches, https_host, url, fragment):
     refused(url, "url", fragment)
     assert sum(https_host.hits(p) for p in ("/oauth/client.json", "/client.json", "/")) == 0
+
+
+# --- keys ---------------------------------------------------------------------------------------------
+
+EC_JWKS = {
+    "keys": [
+        {
+            "kty": "EC",
+            "crv": "P-256",
+            "kid": "k1",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        }
+    ]
+}
+
+
+def test_a_public_client_has_no_keys(loopback_fetches, https_host):
+    assert key_set(get_document(serve_document(https_host))) is None
+
+
+def test_inline_keys_are_the_key_set(loopback_fetches, https_host):
+    url = serve_document(https_host, token_endpoint_auth_method="private_key_jwt", jwks=EC_JWKS)
+    assert key_set(get_document(url)) == EC_JWKS
+
+
+def test_keys_behind_jwks_uri_are_fetched_and_vetted(loopback_fetches, https_host):
+    jwks_uri = https_host.serve("/jwks.json", EC_JWKS).replace("localhost", "app.example.test")
+    url = serve_document(https_host, token_endpoint_auth_method="private_key_jwt", jwks_uri=jwks_uri)
+    assert key_set(get_document(url)) == EC_JWKS
+    assert https_host.hits("/jwks.json") == 1
+
+
+@pytest.mark.parametrize(
+    ("answer", "fragment"),
+    [
+        ({"body": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}}, "jwks_uri document.keys[0]"),
+        ({"status": 302, "headers": {"Location": "https://169.254.169.254/"}}, "redirect"),
+        ({"body": b'{"keys": ['}, "not valid JSON"),
+    ],
+)
+def test_bad_keys_behind_jwks_uri_are_refused(loopback_fetches, https_host, answer, fragment):
+    jwks_uri = https_host.serve("/jwks.json", **answer).replace("localhost", "app.example.test")
+    url = serve_document(https_host, token_endpoint_auth_method="private_key_jwt", jwks_uri=jwks_uri)
+    with pytest.raises(CimdRefused) as info:
+        key_set(get_document(url))
+    assert info.value.code == "keys" and fragment in info.value.reason, info.value.reason
