@@ -85,6 +85,11 @@ class CimdDocument:
     address: str
     from_cache: bool = False
 
+    @property
+    def text(self) -> str:
+        """The body as fetched (valid UTF-8: it parsed as JSON), for showing to an approver."""
+        return self.body.decode("utf-8", "replace")
+
 
 def cache_seconds(cache_control: str) -> int:
     """The cache lifetime a ``Cache-Control`` header earns, clamped to the configured bounds."""
