@@ -253,8 +253,11 @@ class RegistrationRequest(models.Model):
         db_index=False,
     )
     # A Client ID Metadata Document: its URL (the client_id), the SHA-256 of the body reviewed, and the body.
-    cimd_url = models.CharField(_("client metadata document URL"), max_length=2000, blank=True)
-    cimd_sha256 = models.CharField(_("document SHA-256"), max_length=64, blank=True)
+    # db_default: rows written by raw SQL (seed_scale's COPY, portal.rawsql) that do not name these columns
+    cimd_url = models.CharField(
+        _("client metadata document URL"), max_length=2000, blank=True, default="", db_default=""
+    )
+    cimd_sha256 = models.CharField(_("document SHA-256"), max_length=64, blank=True, default="", db_default="")
     cimd_document = models.JSONField(_("client metadata document"), null=True, blank=True)
     parent_client = models.ForeignKey(
         "inventory.Client",
