@@ -400,7 +400,7 @@ REGISTRAR_ORPHAN_RETIRE_DAYS = env_int("REGISTRAR_ORPHAN_RETIRE_DAYS", 30, minim
 REGISTRAR_STALE_DAYS = env_int("REGISTRAR_STALE_DAYS", 30, minimum=1)
 REGISTRAR_EXPIRY_REMINDER_DAYS = [int(d) for d in env_list("REGISTRAR_EXPIRY_REMINDER_DAYS", ["7", "1"])]
 REGISTRAR_OUTBOX_MAX_ATTEMPTS = env_int("REGISTRAR_OUTBOX_MAX_ATTEMPTS", 8, minimum=1)
-# Outbox delivery (inventory.delivery): a worker's lease on an entry must outlast one delivery
+# Outbox delivery (inventory.outbox): a worker's lease on an entry must outlast one delivery
 # (a few connector requests of REGISTRAR_CONNECTOR_TIMEOUT_SECONDS each); retries back off
 # exponentially from BASE to MAX seconds, with jitter.
 REGISTRAR_OUTBOX_LEASE_SECONDS = env_int("REGISTRAR_OUTBOX_LEASE_SECONDS", 120, minimum=1)

@@ -170,7 +170,7 @@ class BaseConnector(abc.ABC):
     @property
     def can_list(self) -> bool:
         """Whether :meth:`list` works here. Without it a call whose answer is lost cannot be looked up
-        afterwards, so delivery journals every call to such an IdP (``inventory.delivery``)."""
+        afterwards, so delivery journals every call to such an IdP (``inventory.outbox.journal``)."""
         return True
 
     @property
