@@ -106,7 +106,8 @@ def sso_account_disabled(extra_data: dict | None) -> bool:
 def on_social_login(sender, request=None, sociallogin=None, **kwargs) -> None:
     """allauth ``pre_social_login`` / ``social_account_updated``: the SSO provider says the account is off."""
     account = getattr(sociallogin, "account", None)
-    user = getattr(account, "user", None) if account is not None else None
+    # A first login linked by e-mail has its person on the login, not yet on the (unsaved) account.
+    user = (getattr(account, "user", None) if account is not None else None) or getattr(sociallogin, "user", None)
     if user is None or user.pk is None or not sso_account_disabled(getattr(account, "extra_data", None)):
         return
     user_deactivate(
