@@ -8,7 +8,14 @@ versions are never deleted here: they explain who approved what. Tokens are mint
 from django import forms
 from django.contrib import admin, messages
 
-from approvals.models import Decision, InitialAccessToken, Policy, RegistrationRequest, TrustedIssuer
+from approvals.models import (
+    Decision,
+    InitialAccessToken,
+    Policy,
+    RegistrationRequest,
+    TrustedCimdDomain,
+    TrustedIssuer,
+)
 from portal.auditedadmin import AuditedModelAdmin, ReadOnlyInlineMixin, audited_by_service
 
 
@@ -118,6 +125,16 @@ class TrustedIssuerAdmin(AuditedModelAdmin):
     audit_object_type = "trusted_issuer"
     list_display = ("name", "kind", "issuer", "subject", "owner", "enabled")
     list_filter = ("kind", "enabled")
+
+
+@admin.register(TrustedCimdDomain)
+class TrustedCimdDomainAdmin(AuditedModelAdmin):
+    """Policy input (docs/cimd.md): documents hosted here, with redirects here, may auto-approve at low."""
+
+    audit_object_type = "trusted_cimd_domain"
+    list_display = ("domain", "include_subdomains", "enabled", "note", "created_at")
+    list_filter = ("enabled", "include_subdomains")
+    search_fields = ("domain", "note")
 
 
 class DecisionInline(ReadOnlyInlineMixin, admin.TabularInline):

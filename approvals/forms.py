@@ -49,3 +49,72 @@ class DecisionForm(forms.Form):
 
 class WithdrawForm(forms.Form):
     reason = forms.CharField(label=_("Why (optional)"), required=False, max_length=2000)
+
+
+class PreRegistrationForm(forms.Form):
+    """Pre-register a client by hand (docs/cimd.md): pasted RFC 7591 metadata or a CIMD URL, and the governance
+    fields. Parsing only: ``approvals.preregistration`` validates and decides."""
+
+    SOURCES = (("cimd", _("Client ID Metadata Document URL")), ("metadata", _("RFC 7591 metadata (JSON)")))
+
+    owner = forms.ModelChoiceField(
+        label=_("Owner"), queryset=None, required=False, help_text=_("Admins may submit for any owner.")
+    )
+    source = forms.ChoiceField(label=_("Describe the client by"), choices=SOURCES, widget=forms.RadioSelect)
+    cimd_url = forms.CharField(
+        label=_("Metadata document URL"),
+        required=False,
+        max_length=2000,
+        help_text=_("The https URL the client uses as its client_id, e.g. https://app.example.com/oauth/client.json"),
+    )
+    metadata = forms.CharField(
+        label=_("Client metadata (JSON)"),
+        required=False,
+        max_length=64 * 1024,
+        widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false"}),
+        help_text=_("The body an agent would POST to /oauth2/register."),
+    )
+    purpose = forms.CharField(label=_("Purpose"), required=False, max_length=500)
+    scope = forms.CharField(label=_("Scopes"), required=False, max_length=2000, help_text=_("Space-separated."))
+    requested_ttl = forms.IntegerField(label=_("Lifetime (seconds)"), required=False, min_value=1)
+    internal_only = forms.BooleanField(label=_("Internal only"), required=False)
+
+    def __init__(self, *args, owners=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        if owners is None:
+            del self.fields["owner"]
+        else:
+            self.fields["owner"].queryset = owners
+
+    def clean(self):
+        data = super().clean()
+        source = data.get("source")
+        if source == "cimd" and not data.get("cimd_url"):
+            self.add_error("cimd_url", _("Give the URL of the client's metadata document."))
+        if source == "metadata":
+            from portal import jsonbody
+
+            try:
+                parsed = jsonbody.loads(data.get("metadata") or "")
+            except ValueError as exc:
+                self.add_error("metadata", _("Not valid JSON: %(why)s") % {"why": exc})
+            else:
+                if not isinstance(parsed, dict):
+                    self.add_error("metadata", _("The metadata must be a JSON object."))
+                data["metadata_object"] = parsed
+        return data
+
+    def service_kwargs(self) -> dict:
+        data = self.cleaned_data
+        governance = {
+            "purpose": data.get("purpose") or None,
+            "scope": data.get("scope") or None,
+            "requested_ttl": data.get("requested_ttl"),
+            "internal_only": True if data.get("internal_only") else None,
+        }
+        kwargs = {"owner": data.get("owner"), "governance": {k: v for k, v in governance.items() if v is not None}}
+        if data["source"] == "cimd":
+            kwargs["cimd_url"] = data["cimd_url"].strip()
+        else:
+            kwargs["metadata"] = data["metadata_object"]
+        return kwargs

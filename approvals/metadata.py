@@ -309,8 +309,14 @@ def _scope(body: Mapping[str, Any], problems: _Problems) -> tuple[str, ...]:
     return tuple(dict.fromkeys(t for t in tokens if t))
 
 
-def validate_client_metadata(body: Mapping[str, Any], *, allow_shared_secret: bool) -> ClientMetadata:
-    """Validate an RFC 7591 registration (or RFC 7592 update) body; raise MetadataError listing every problem."""
+def validate_client_metadata(
+    body: Mapping[str, Any], *, allow_shared_secret: bool, public_web_clients: bool = False
+) -> ClientMetadata:
+    """Validate an RFC 7591 registration (or RFC 7592 update) body; raise MetadataError listing every problem.
+
+    ``public_web_clients`` lets ``token_endpoint_auth_method`` "none" stand for a web (browser-based) public
+    client too: Client ID Metadata Documents (``approvals.cimd``) describe such clients, always with PKCE.
+    """
     if not isinstance(body, Mapping):
         raise MetadataError("invalid_client_metadata", ["client metadata must be a JSON object"])
     problems = _Problems()
@@ -376,7 +382,7 @@ def validate_client_metadata(body: Mapping[str, Any], *, allow_shared_secret: bo
             "use private_key_jwt or mutual TLS"
         )
     if method == "none":
-        if application_type != "native":
+        if application_type != "native" and not public_web_clients:
             problems.add('token_endpoint_auth_method "none" is only for native (public) clients')
         if grant_types is not None and "authorization_code" not in grant_types:
             problems.add('token_endpoint_auth_method "none" requires the authorization_code grant')

@@ -121,6 +121,45 @@ class TrustedIssuer(models.Model):
         return f"{self.name} ({self.issuer})"
 
 
+class TrustedCimdDomain(models.Model):
+    """A domain whose Client ID Metadata Documents the policy trusts (docs/cimd.md): a document hosted there,
+    with every redirect URI there too, may auto-approve at the low tier; any other goes to review. Edited by
+    admins in the Django admin, every change audited."""
+
+    domain = models.CharField(
+        _("domain"), max_length=253, help_text=_("A DNS name such as example.com (lower case, no scheme or port).")
+    )
+    include_subdomains = models.BooleanField(
+        _("include subdomains"), default=False, help_text=_("Also trust every name under this domain.")
+    )
+    note = models.CharField(_("why it is trusted"), max_length=255, blank=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        verbose_name = _("trusted CIMD domain")
+        ordering = ["domain"]
+        constraints = [
+            models.UniqueConstraint(fields=["domain"], name="trusted_cimd_domain_unique"),
+            models.CheckConstraint(
+                condition=Q(domain=models.functions.Lower("domain")), name="trusted_cimd_domain_lower"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{'*.' if self.include_subdomains else ''}{self.domain}"
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from approvals.cimd.domains import domain_problem
+
+        self.domain = (self.domain or "").strip().lower().rstrip(".")
+        problem = domain_problem(self.domain)
+        if problem:
+            raise ValidationError({"domain": problem})
+
+
 class SoftwareStatementUse(models.Model):
     """A software statement's ``jti``, used once by an accepted or pending registration (RFC 7591 §2.3).
 
@@ -202,6 +241,24 @@ class RegistrationRequest(models.Model):
         related_name="requests",
     )
     statement_subject = models.CharField(_("software statement subject"), max_length=512, blank=True)
+    # Pre-registration (docs/cimd.md): who submitted it, when that is not the owner's own agent. They cannot
+    # approve it (separation of duties), whatever their role.
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("submitted by"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        db_index=False,
+    )
+    # A Client ID Metadata Document: its URL (the client_id), the SHA-256 of the body reviewed, and the body.
+    # db_default: rows written by raw SQL (seed_scale's COPY, portal.rawsql) that do not name these columns
+    cimd_url = models.CharField(
+        _("client metadata document URL"), max_length=2000, blank=True, default="", db_default=""
+    )
+    cimd_sha256 = models.CharField(_("document SHA-256"), max_length=64, blank=True, default="", db_default="")
+    cimd_document = models.JSONField(_("client metadata document"), null=True, blank=True)
     parent_client = models.ForeignKey(
         "inventory.Client",
         verbose_name=_("parent client"),

@@ -18,6 +18,12 @@ Rules (DESIGN.md "Policy"):
   is never auto-approved where its parent needed review.
 - TTL: the requested lifetime (or the default) clamped to the tier ceiling, the credential's ceiling and
   the parent's remaining lifetime; each binding bound adds a reason.
+- Client ID Metadata Documents (``via="cimd"``, docs/cimd.md): a document hosted on a domain outside the
+  deployment's trusted CIMD domains is medium (``cimd_untrusted_domain``), and so is one with a redirect URI
+  off that trusted domain (``cimd_redirect_off_domain``) or on a loopback host (``cimd_loopback_redirect``:
+  CIMD cannot stop localhost impersonation). On a trusted domain with every redirect on it, a public client
+  (``none`` with PKCE: a document cannot hold a secret) is not counted as ``not_key_based_auth``, so such a
+  client with low scopes may auto-approve at the low tier.
 - Outcome: low -> auto_approve, medium -> review by ``approvals_medium``, high -> review by
   ``approvals_high`` distinct approvers, refused -> refuse.
 
@@ -38,7 +44,7 @@ from inventory.keys import KEY_BASED_METHODS
 TIERS = ("low", "medium", "high")
 SENSITIVITIES = TIERS
 TIER_RANK = {"low": 0, "medium": 1, "high": 2}
-VIAS = frozenset({"token", "software_statement", "spawn", "admin"})
+VIAS = frozenset({"token", "software_statement", "spawn", "admin", "pre_registration", "cimd"})
 APPLICATION_TYPES = frozenset({"web", "native"})
 SHARED_SECRET_METHODS = frozenset({"client_secret_basic", "client_secret_post", "client_secret_jwt"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
@@ -75,6 +81,9 @@ REASON_CODES: dict[str, str] = {
     "not_key_based_auth": "risk",
     "too_many_scopes": "risk",
     "inherited_parent_tier": "risk",
+    "cimd_untrusted_domain": "risk",
+    "cimd_redirect_off_domain": "risk",
+    "cimd_loopback_redirect": "risk",
     "ttl_clamped": "clamp",
     "ttl_clamped_to_ceiling": "clamp",
     "ttl_clamped_to_parent": "clamp",
@@ -91,6 +100,8 @@ _CEILING_SOURCE = {
     "software_statement": "the trusted issuer rule",
     "spawn": "the registration credential",
     "admin": "the registration credential",
+    "pre_registration": "the pre-registration",
+    "cimd": "the pre-registration",
 }
 
 
@@ -232,6 +243,10 @@ class RegistrationContext:
     parent_depth: int | None = None
     parent_tier: str | None = None
     parent_children: int | None = None  # children the parent has spawned so far
+    # A CIMD client: the client_id URL's host, and the trusted domain covering it (None if untrusted).
+    cimd_host: str | None = None
+    cimd_trusted_domain: str | None = None
+    cimd_trusted_subdomains: bool = True
 
     def __post_init__(self) -> None:
         # Programming errors, not policy outcomes: the API validates these before building a context.
@@ -358,6 +373,46 @@ def redirect_uri_problems(uri: str, application_type: str) -> list[Reason]:
     return problems
 
 
+def domain_covers(domain: str, host: str, *, include_subdomains: bool = True) -> bool:
+    """Whether ``host`` is ``domain`` (or, with ``include_subdomains``, a name under it); case-insensitive."""
+    domain, host = domain.lower().rstrip("."), host.lower().rstrip(".")
+    return bool(domain) and (host == domain or (include_subdomains and host.endswith("." + domain)))
+
+
+def _cimd_risks(ctx: RegistrationContext) -> tuple[list[Reason], bool]:
+    """The CIMD signals, and whether the document is on a trusted domain with every redirect on it."""
+    risks: list[Reason] = []
+    domain = ctx.cimd_trusted_domain
+    if domain is None:
+        risks.append(
+            Reason(
+                "cimd_untrusted_domain",
+                f"the client metadata document is hosted on {ctx.cimd_host}, which is not a trusted CIMD domain",
+            )
+        )
+    for uri in ctx.redirect_uris:
+        try:
+            host = urlsplit(uri).hostname or ""
+        except ValueError:
+            continue
+        if host in LOOPBACK_HOSTS:
+            risks.append(
+                Reason(
+                    "cimd_loopback_redirect",
+                    f"redirect URI {_short(uri)} is on a loopback host: any program on the user's machine could "
+                    "act as this client (CIMD cannot prevent localhost impersonation)",
+                )
+            )
+        elif domain is not None and not domain_covers(domain, host, include_subdomains=ctx.cimd_trusted_subdomains):
+            risks.append(
+                Reason(
+                    "cimd_redirect_off_domain",
+                    f"redirect URI {_short(uri)} is on {host}, outside the trusted domain {domain}",
+                )
+            )
+    return risks, domain is not None and not risks
+
+
 def _refusal_error(via: str, refusals: list[Reason]) -> str:
     """Pick the one RFC 7591 error code for a refusal with possibly many reasons."""
     if via == "software_statement" and any(r.code in CEILING_CODES for r in refusals):
@@ -479,7 +534,13 @@ def evaluate(ctx: RegistrationContext, config: PolicyConfig) -> Verdict:
     if not ctx.internal_only:
         rank = max(rank, 1)
         risks.append(Reason("not_internal_only", "the client is not internal-only"))
-    if method not in config.key_based_methods:
+    cimd_on_trusted_domain = False
+    if ctx.cimd_host is not None:
+        cimd_risks, cimd_on_trusted_domain = _cimd_risks(ctx)
+        if cimd_risks:
+            rank = max(rank, 1)
+            risks.extend(cimd_risks)
+    if method not in config.key_based_methods and not (cimd_on_trusted_domain and method == "none"):
         rank = max(rank, 1)
         risks.append(Reason("not_key_based_auth", f"token_endpoint_auth_method {method!r} is not key-based"))
     if len(granted) > config.low_max_scopes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db.models import Count, IntegerField, OuterRef, Prefetch, Q, QuerySet, Subquery
@@ -225,3 +226,31 @@ def _why_duplicate(req, name, uris, software_id, other_name, other_metadata) -> 
     if overlap:
         why.append("shares redirect URI " + ", ".join(overlap))
     return why
+
+
+@dataclass(frozen=True)
+class StoredCimdDocument:
+    """A request's Client ID Metadata Document as the approver sees it (templates/approvals/_cimd_document.html)."""
+
+    url: str
+    sha256: str
+    review: Any
+    text: str
+
+
+def cimd_for_request(req: RegistrationRequest) -> StoredCimdDocument | None:
+    """The document a CIMD request was judged on — URL, hash, host, every redirect host and whether it is the
+    client_id's host, the warnings — or None for other requests."""
+    if not req.cimd_url or req.cimd_document is None:
+        return None
+    import json
+
+    from approvals.cimd.document import validate_cimd_document
+    from approvals.metadata import MetadataError
+
+    try:
+        review = validate_cimd_document(req.cimd_url, req.cimd_document)
+    except MetadataError:  # judged valid when submitted; shown as stored either way
+        review = None
+    text = json.dumps(req.cimd_document, indent=2, ensure_ascii=False)
+    return StoredCimdDocument(url=req.cimd_url, sha256=req.cimd_sha256, review=review, text=text)

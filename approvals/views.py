@@ -91,6 +91,7 @@ class DetailView(RoleRequiredMixin, View):
             "deny_form": deny_form,
             "decide": decision,
             "blocker": decision_blocker(req, request.user),
+            "cimd": selectors.cimd_for_request(req),
             "next": request.GET.get("next", ""),
             "nav_active": "approvals",
         }

@@ -80,6 +80,8 @@ class CreatedVia(models.TextChoices):
     SPAWN = "spawn", _("Spawned by parent")
     ADMIN = "admin", _("Admin")
     DISCOVERED = "discovered", _("Discovered at IdP (unmanaged)")
+    PRE_REGISTRATION = "pre_registration", _("Pre-registered (metadata)")
+    CIMD = "cimd", _("Pre-registered (Client ID Metadata Document)")
 
 
 class IdPKind(models.TextChoices):

@@ -91,6 +91,16 @@ def can_approve(user) -> bool:
     return has_role(user, Role.APPROVER) and not getattr(user, "is_service_account", False)
 
 
+def can_preregister(user, owner) -> bool:
+    """Submit a client by hand (pre-registration, docs/cimd.md): an owner for themselves, an admin for any
+    owner. Never a service account: a person answers for what they submit."""
+    if user is None or getattr(user, "is_service_account", False):
+        return False
+    if owner is not None and owner.pk != user.pk:
+        return has_role(user, Role.ADMIN)
+    return has_role(user, Role.OWNER, Role.ADMIN)
+
+
 def can_see_all_clients(user) -> bool:
     return has_role(user, Role.SECURITY, Role.ADMIN)
 

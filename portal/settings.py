@@ -471,6 +471,20 @@ if REGISTRAR_FETCH_ALLOW_LOOPBACK and not EMBEDDED:
         "host. Unset it (it is honoured only with the test settings or in embedded mode)."
     )
 
+# --- Client ID Metadata Documents (approvals.cimd, docs/cimd.md) ----------------------------------
+# A document is at most this big and must arrive within the timeout; a valid one is cached for its
+# Cache-Control max-age clamped to [MIN, MAX] seconds; a refusal is remembered for NEGATIVE seconds.
+REGISTRAR_CIMD_MAX_BYTES = env_int("REGISTRAR_CIMD_MAX_BYTES", 5 * 1024, minimum=512)
+REGISTRAR_CIMD_TIMEOUT_SECONDS = env_float("REGISTRAR_CIMD_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+REGISTRAR_CIMD_CACHE_MIN_SECONDS = env_int("REGISTRAR_CIMD_CACHE_MIN_SECONDS", 5 * 60, minimum=1)
+REGISTRAR_CIMD_CACHE_MAX_SECONDS = env_int("REGISTRAR_CIMD_CACHE_MAX_SECONDS", 3 * 86400, minimum=1)
+REGISTRAR_CIMD_NEGATIVE_CACHE_SECONDS = env_int("REGISTRAR_CIMD_NEGATIVE_CACHE_SECONDS", 60, minimum=0)
+if REGISTRAR_CIMD_CACHE_MIN_SECONDS > REGISTRAR_CIMD_CACHE_MAX_SECONDS:
+    raise ImproperlyConfigured(
+        "REGISTRAR_CIMD_CACHE_MIN_SECONDS must not exceed REGISTRAR_CIMD_CACHE_MAX_SECONDS "
+        f"({REGISTRAR_CIMD_CACHE_MIN_SECONDS} > {REGISTRAR_CIMD_CACHE_MAX_SECONDS})"
+    )
+
 # --- audit transparency log (docs/audit-log.md) ---------------------------------------------------
 # The log's Ed25519 key, as a C2SP signed-note signer key ("PRIVATE+KEY+<origin>+<id>+<key>", made by
 # `manage.py log_keygen`), from the environment or a file — never from the database. Processes that only

@@ -125,6 +125,7 @@ def dashboard_data(*, now: datetime | None = None, days: int = DASHBOARD_DAYS) -
             "totals": {label: sum(counter.values()) for label, counter in outcomes.items()},
         },
         "by_tier": [(tier.value, by_tier.get(tier.value, 0)) for tier in RiskTier],
+        "by_registration_path": by_registration_path(breakdown["by_created_via"]),
         "by_idp": breakdown["by_idp"],
         "by_team": [(name or "(no team)", n) for name, n in breakdown["by_team"]],
         "top_owners": [(name or "(no owner)", n) for name, n in breakdown["top_owners"]],
@@ -139,7 +140,8 @@ def dashboard_data(*, now: datetime | None = None, days: int = DASHBOARD_DAYS) -
 
 
 _LIVE_BREAKDOWN_SQL = """
-SELECT GROUPING(risk_tier, idp_id, team_id, owner_id, depth) AS g, risk_tier, idp_id, team_id, owner_id, depth,
+SELECT GROUPING(risk_tier, idp_id, team_id, owner_id, depth, created_via) AS g,
+       risk_tier, idp_id, team_id, owner_id, depth, created_via,
        count(*) AS n,
        count(*) FILTER (WHERE orphaned_at IS NOT NULL) AS orphaned,
        count(*) FILTER (WHERE stale_at IS NOT NULL) AS stale,
@@ -148,17 +150,44 @@ SELECT GROUPING(risk_tier, idp_id, team_id, owner_id, depth) AS g, risk_tier, id
        count(*) FILTER (WHERE expires_at >= %(now)s AND expires_at < %(week)s) AS expiring_7d
 FROM inventory_client
 WHERE state IN ('provisioning', 'active', 'suspended')
-GROUP BY GROUPING SETS ((), (risk_tier), (idp_id), (team_id), (owner_id), (depth))
+GROUP BY GROUPING SETS ((), (risk_tier), (idp_id), (team_id), (owner_id), (depth), (created_via))
 """
-# GROUPING() bit per column (1 = not grouped), in the order risk_tier, idp_id, team_id, owner_id, depth.
+# GROUPING() bit per column (1 = not grouped), in the order risk_tier, idp_id, team_id, owner_id, depth,
+# created_via.
 _GROUPED_BY = {
-    0b01111: "risk_tier",
-    0b10111: "idp_id",
-    0b11011: "team_id",
-    0b11101: "owner_id",
-    0b11110: "depth",
-    0b11111: "total",
+    0b011111: "risk_tier",
+    0b101111: "idp_id",
+    0b110111: "team_id",
+    0b111011: "owner_id",
+    0b111101: "depth",
+    0b111110: "created_via",
+    0b111111: "total",
 }
+# How live clients came in, as security reads it (docs/cimd.md): how much of the estate still depends on
+# dynamic registration, which the MCP authorization spec deprecates.
+REGISTRATION_PATHS = {
+    "token": "dcr",
+    "software_statement": "dcr",
+    "spawn": "dcr",
+    "cimd": "cimd",
+    "pre_registration": "pre_registered",
+    "admin": "pre_registered",
+    "discovered": "discovered",
+}
+REGISTRATION_PATH_LABELS = {
+    "dcr": "Dynamic registration (RFC 7591, deprecated by MCP)",
+    "cimd": "Client ID Metadata Document",
+    "pre_registered": "Pre-registered",
+    "discovered": "Discovered at the IdP",
+}
+
+
+def by_registration_path(by_created_via: dict[str, int]) -> list[tuple[str, str, int]]:
+    """Live clients per registration path: (key, label, count), every path listed, in a fixed order."""
+    counts = dict.fromkeys(REGISTRATION_PATH_LABELS, 0)
+    for via, n in by_created_via.items():
+        counts[REGISTRATION_PATHS.get(via, "pre_registered")] += n
+    return [(key, REGISTRATION_PATH_LABELS[key], counts[key]) for key in REGISTRATION_PATH_LABELS]
 
 
 def live_breakdown(now: datetime) -> dict[str, Any]:
@@ -169,7 +198,7 @@ def live_breakdown(now: datetime) -> dict[str, Any]:
         rows = cursor.fetchall()
     groups: dict[str, dict] = defaultdict(dict)
     totals = {"live": 0, "orphaned": 0, "stale": 0, "unmanaged": 0, "sync_failed": 0, "expiring_7d": 0}
-    for g, tier, idp_id, team_id, owner_id, depth, n, orphaned, stale, unmanaged, sync_failed, expiring in rows:
+    for g, tier, idp_id, team_id, owner_id, depth, via, n, orphaned, stale, unmanaged, sync_failed, expiring in rows:
         kind = _GROUPED_BY[g]
         if kind == "total":
             totals = {
@@ -181,7 +210,14 @@ def live_breakdown(now: datetime) -> dict[str, Any]:
                 "expiring_7d": expiring,
             }
         else:
-            key = {"risk_tier": tier, "idp_id": idp_id, "team_id": team_id, "owner_id": owner_id, "depth": depth}[kind]
+            key = {
+                "risk_tier": tier,
+                "idp_id": idp_id,
+                "team_id": team_id,
+                "owner_id": owner_id,
+                "depth": depth,
+                "created_via": via,
+            }[kind]
             groups[kind][key] = n
 
     def top(kind: str, limit: int) -> list[tuple[Any, int]]:
@@ -197,6 +233,7 @@ def live_breakdown(now: datetime) -> dict[str, Any]:
         "totals": totals,
         "by_tier": groups["risk_tier"],
         "depth": groups["depth"],
+        "by_created_via": groups["created_via"],
         "by_idp": sorted(((idp_names.get(k, str(k)), n) for k, n in idps), key=lambda kv: (-kv[1], kv[0])),
         "by_team": sorted(((team_names.get(k), n) for k, n in teams), key=lambda kv: (-kv[1], kv[0] or "")),
         "top_owners": sorted(((owner_names.get(k), n) for k, n in owners), key=lambda kv: (-kv[1], kv[0] or "")),
@@ -218,6 +255,9 @@ def _live_breakdown_orm(now: datetime) -> dict[str, Any]:
         "totals": totals,
         "by_tier": dict(live.values("risk_tier").annotate(n=Count("pk")).values_list("risk_tier", "n")),
         "depth": dict(live.values("depth").annotate(n=Count("pk")).order_by("depth").values_list("depth", "n")),
+        "by_created_via": dict(
+            live.values("created_via").annotate(n=Count("pk")).order_by("created_via").values_list("created_via", "n")
+        ),
         "by_idp": [
             (r["idp__name"], r["n"])
             for r in live.values("idp__name").annotate(n=Count("pk")).order_by("-n", "idp__name")[:20]

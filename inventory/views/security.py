@@ -377,6 +377,7 @@ def dashboard_csv(request, chart: str):
 def _summary_numbers(data) -> dict[str, object]:
     return {
         **data["totals"],
+        **{f"live_via_{key}": n for key, _label, n in data.get("by_registration_path", ())},
         "median_time_to_decision_seconds": data["time_to_decision"]["median_seconds"],
         "p90_time_to_decision_seconds": data["time_to_decision"]["p90_seconds"],
         "auto_approval_ratio": data["auto_approval_ratio"],
