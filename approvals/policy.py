@@ -33,14 +33,13 @@ from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from inventory.ceilings import DEFAULT_TTL_CEILINGS
-from inventory.keys import KEY_BASED_METHODS
+from inventory.keys import KEY_BASED_METHODS, SHARED_SECRET_METHODS
 
 TIERS = ("low", "medium", "high")
 SENSITIVITIES = TIERS
 TIER_RANK = {"low": 0, "medium": 1, "high": 2}
 VIAS = frozenset({"token", "software_statement", "spawn", "admin"})
 APPLICATION_TYPES = frozenset({"web", "native"})
-SHARED_SECRET_METHODS = frozenset({"client_secret_basic", "client_secret_post", "client_secret_jwt"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 OUTCOME_AUTO_APPROVE = "auto_approve"
@@ -196,6 +195,16 @@ class PolicyConfig:
                 value = tuple(value)
             kwargs[f.name] = value
         return cls(version=version, **kwargs)
+
+    @property
+    def ttl_ceilings(self) -> dict[str, int]:
+        """Seconds a client of each tier may live per approval or renewal under this policy version."""
+        return {"low": self.low_ttl_seconds, "medium": self.medium_ttl_seconds, "high": self.high_ttl_seconds}
+
+    def ttl_ceiling(self, risk_tier: str) -> int:
+        """The ceiling of ``risk_tier``; an unknown tier gets the strictest one (as ``inventory.ceilings``)."""
+        ceilings = self.ttl_ceilings
+        return ceilings.get(str(risk_tier), min(ceilings.values()))
 
     def to_dict(self) -> dict[str, Any]:
         """The thresholds as JSON-ready data (without ``version``, which is stored alongside)."""
@@ -503,7 +512,7 @@ def evaluate(ctx: RegistrationContext, config: PolicyConfig) -> Verdict:
     wanted = ttl
     label = "requested TTL" if requested_ttl is not None else "default TTL"
     clamps: list[Reason] = []
-    tier_ceiling = (config.low_ttl_seconds, config.medium_ttl_seconds, config.high_ttl_seconds)[rank]
+    tier_ceiling = config.ttl_ceiling(tier)
     if tier_ceiling < wanted:
         clamps.append(
             Reason(
