@@ -13,8 +13,12 @@ Choices beyond the RFC, made for agents and governance:
   allows them; ``none`` only for native public clients using the authorization code flow.
 - ``jwks`` is checked by the one key-set validator every path uses (``inventory.keys``): public asymmetric
   keys only, RSA of at least 2048 bits, no repeated ``kid``. ``jwks_uri`` is only checked for form here (an
-  absolute https URI); ``approvals.intake`` fetches it and checks the keys behind it by the same rules.
+  absolute https URI); ``approvals.oauth2.client_keys`` fetches it and checks the keys behind it by the same rules.
 - Registrar extensions: ``purpose`` (required), ``requested_ttl``, ``audiences``, ``internal_only``.
+
+Why one module of ~450 lines: it is one validator, the ``ClientMetadata`` it fills and the field readers only it
+uses; every field of the dataclass is set in ``validate_client_metadata`` and compared in
+``narrowing_problems``, and a reader checks both against RFC 7591 §2 side by side.
 """
 
 from __future__ import annotations

@@ -125,7 +125,7 @@ class SoftwareStatementUse(models.Model):
     """A software statement's ``jti``, used once by an accepted or pending registration (RFC 7591 §2.3).
 
     The unique constraint is the promise that a statement registers once, whatever the concurrency: the row is
-    written in the same database statement as the registration (``approvals.intake``). Rows whose statement has
+    written in the same database statement as the registration (``approvals.oauth2.credential_use``). Rows whose statement has
     expired are purged (``approvals.statements.statement_uses_purge``).
     """
 

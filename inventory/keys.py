@@ -1,7 +1,7 @@
 """Client keys: the one validator for public JSON Web Key Sets, and fetching a key set from a ``jwks_uri``.
 
 Every path that gives a client keys goes through here, so the same key set is accepted or refused the same
-way everywhere: RFC 7591 registration and RFC 7592 update (``approvals.metadata`` / ``approvals.intake``),
+way everywhere: RFC 7591 registration and RFC 7592 update (``approvals.metadata`` / ``approvals.oauth2``),
 an owner's key rotation (``inventory.lifecycle.client_rotate_key``), and the keys behind a ``jwks_uri``
 (``jwks_fetch``, through ``portal.safefetch``).
 
