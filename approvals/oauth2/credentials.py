@@ -203,7 +203,7 @@ def _spawn_requester(bearer: str, now) -> Requester:
     if parent.state != ClientState.ACTIVE:
         raise Unauthorized(f"the parent client is {parent.state}; only an active client can spawn children")
     if parent.spawn_revoked_at is not None:
-        raise Unauthorized(spawn_revoked_message(parent))
+        raise Unauthorized(_spawn_revoked_message(parent))
     return Requester(
         via=CreatedVia.SPAWN,
         owner=parent.owner,
@@ -216,7 +216,7 @@ def _spawn_requester(bearer: str, now) -> Requester:
     )
 
 
-def spawn_revoked_message(parent: Client) -> str:
+def _spawn_revoked_message(parent: Client) -> str:
     why = f": {parent.spawn_revoked_reason}" if parent.spawn_revoked_reason else ""
     return (
         f"the parent client's right to spawn children was revoked on {parent.spawn_revoked_at:%Y-%m-%d %H:%M} UTC{why}"
@@ -235,7 +235,7 @@ def spawn_refusal(parent: Client, limit: int) -> IntakeError:
             f"the parent client is {getattr(fresh, 'state', 'gone')}; only an active client can spawn children"
         )
     if fresh.spawn_revoked_at is not None:
-        return Unauthorized(spawn_revoked_message(fresh))
+        return Unauthorized(_spawn_revoked_message(fresh))
     return BadRequest(
         ERR_INVALID_METADATA,
         f"the parent client has already spawned {fresh.children_spawned} "
