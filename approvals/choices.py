@@ -30,7 +30,9 @@ class RequestKind(models.TextChoices):
     RENEWAL = "renewal", _("Renewal")
 
 
-class Outcome(models.TextChoices):
+class PolicyOutcome(models.TextChoices):
+    """What the policy decided for a registration (``approvals.policy.OUTCOME_*``)."""
+
     AUTO_APPROVE = "auto_approve", _("Auto-approved")
     REVIEW = "review", _("Needs review")
     REFUSE = "refuse", _("Refused")

@@ -47,11 +47,7 @@ def policy_limits() -> hooks.PolicyLimits:
     config = active_policy(use_cache=False)
     return hooks.PolicyLimits(
         version=config.version,
-        ttl_ceilings={
-            "low": config.low_ttl_seconds,
-            "medium": config.medium_ttl_seconds,
-            "high": config.high_ttl_seconds,
-        },
+        ttl_ceilings=config.ttl_ceilings,
         renewal_approvals={"low": 1, "medium": config.approvals_medium, "high": config.approvals_high},
         max_children_per_parent=config.max_children_per_parent,
     )

@@ -13,8 +13,12 @@ Choices beyond the RFC, made for agents and governance:
   allows them; ``none`` only for native public clients using the authorization code flow.
 - ``jwks`` is checked by the one key-set validator every path uses (``inventory.keys``): public asymmetric
   keys only, RSA of at least 2048 bits, no repeated ``kid``. ``jwks_uri`` is only checked for form here (an
-  absolute https URI); ``approvals.intake`` fetches it and checks the keys behind it by the same rules.
+  absolute https URI); ``approvals.oauth2.client_keys`` fetches it and checks the keys behind it by the same rules.
 - Registrar extensions: ``purpose`` (required), ``requested_ttl``, ``audiences``, ``internal_only``.
+
+Why one module of ~450 lines: it is one validator, the ``ClientMetadata`` it fills and the field readers only it
+uses; every field of the dataclass is set in ``validate_client_metadata`` and compared in
+``narrowing_problems``, and a reader checks both against RFC 7591 §2 side by side.
 """
 
 from __future__ import annotations
@@ -26,8 +30,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from approvals.policy import SHARED_SECRET_METHODS, redirect_uri_problems
-from inventory.keys import KEY_BASED_METHODS, jwks_problems
+from approvals.policy import redirect_uri_problems
+from inventory.keys import JWKS_METHODS, KEY_BASED_METHODS, SHARED_SECRET_METHODS, jwks_problems
 
 AUTH_METHODS = KEY_BASED_METHODS | SHARED_SECRET_METHODS | {"none"}
 GRANT_TYPES = frozenset(
@@ -49,9 +53,7 @@ RESPONSE_TYPES = frozenset({"code", "token"})
 _GRANT_FOR_RESPONSE = {"code": "authorization_code", "token": "implicit"}
 # Key strength of each auth method, for "is the new method weaker?" (narrowing_problems).
 AUTH_STRENGTH = {
-    "private_key_jwt": 3,
-    "tls_client_auth": 3,
-    "self_signed_tls_client_auth": 3,
+    **dict.fromkeys(KEY_BASED_METHODS, 3),
     "client_secret_jwt": 2,
     "client_secret_basic": 1,
     "client_secret_post": 1,
@@ -392,9 +394,7 @@ def validate_client_metadata(
     jwks_uri = _https_uri(body, "jwks_uri", problems)
     if _present(body, "jwks") and _present(body, "jwks_uri"):
         problems.add("jwks and jwks_uri are mutually exclusive (RFC 7591 §2)")
-    elif method in ("private_key_jwt", "self_signed_tls_client_auth") and not (
-        _present(body, "jwks") or _present(body, "jwks_uri")
-    ):
+    elif method in JWKS_METHODS and not (_present(body, "jwks") or _present(body, "jwks_uri")):
         problems.add(f"token_endpoint_auth_method {method} requires jwks or jwks_uri")
 
     scope = _scope(body, problems)

@@ -7,7 +7,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils.translation import gettext_lazy as _
 
-from approvals.choices import DecisionKind, IssuerKind, Outcome, RequestKind, RequestState
+from approvals.choices import DecisionKind, IssuerKind, PolicyOutcome, RequestKind, RequestState
 from approvals.querysets import RegistrationRequestQuerySet, tier_rank
 from inventory.choices import CreatedVia, RiskTier
 
@@ -164,7 +164,7 @@ class SoftwareStatementUse(models.Model):
     """A software statement's ``jti``, used once by an accepted or pending registration (RFC 7591 §2.3).
 
     The unique constraint is the promise that a statement registers once, whatever the concurrency: the row is
-    written in the same database statement as the registration (``approvals.intake``). Rows whose statement has
+    written in the same database statement as the registration (``approvals.oauth2.credential_use``). Rows whose statement has
     expired are purged (``approvals.statements.statement_uses_purge``).
     """
 
@@ -282,7 +282,7 @@ class RegistrationRequest(models.Model):
     risk_tier = models.CharField(
         _("risk tier"), max_length=8, blank=True, choices=[*RiskTier.choices, ("refused", _("Refused"))]
     )
-    outcome = models.CharField(_("policy outcome"), max_length=16, choices=Outcome.choices, blank=True)
+    outcome = models.CharField(_("policy outcome"), max_length=16, choices=PolicyOutcome.choices, blank=True)
     reasons = models.JSONField(_("policy reasons"), default=list)
     verdict = models.JSONField(_("verdict"), default=dict)
     approvals_needed = models.PositiveSmallIntegerField(_("approvals needed"), default=0)

@@ -121,7 +121,7 @@ def decorate_rows(rows, *, sensitivity: dict[str, str], now=None) -> list:
 
 @dataclass
 class RequestDetail:
-    request: RegistrationRequest
+    reg_request: RegistrationRequest
     lineage: list[Client] = field(default_factory=list)
     scopes_added: list[str] = field(default_factory=list)
     scopes_removed: list[str] = field(default_factory=list)
@@ -143,7 +143,7 @@ def request_detail(public_id: str) -> RequestDetail:
         .select_related("token", "token__owner", "issuer", "parent_client", "parent_client__owner", "client")
         .get()
     )
-    detail = RequestDetail(request=req)
+    detail = RequestDetail(reg_request=req)
     sensitivity = scope_sensitivity()
     detail.scope_badges = [(s, sensitivity.get(s, "refused")) for s in req.requested_scopes or []]
     detail.granted_badges = [(s, sensitivity.get(s, "refused")) for s in req.granted_scopes or []]

@@ -10,7 +10,7 @@ A statement is a bearer credential, so it must be short-lived and usable once:
   and ``exp - now`` must be within it (the latter with the leeway);
 - it must carry a ``jti``, and a ``jti`` is accepted ONCE per issuer. ``verify_software_statement`` refuses a
   ``jti`` already on record (the cheap, early answer); the guarantee is a unique constraint on
-  ``SoftwareStatementUse`` (issuer, jti), whose row ``approvals.intake`` writes in the same statement as the
+  ``SoftwareStatementUse`` (issuer, jti), whose row ``approvals.oauth2.credential_use`` writes in the same statement as the
   accepted or pending registration, so of concurrent registrations with one statement exactly one gets in.
   A refused registration does not use the ``jti`` (like an initial access token's use): the workload can fix
   its metadata and retry with the same statement while it lives. Rows are purged once the statement has

@@ -69,8 +69,8 @@ class DetailView(RoleRequiredMixin, View):
             detail = selectors.request_detail(public_id)
         except RegistrationRequest.DoesNotExist:
             raise Http404("No such request")
-        req = detail.request
-        current = req.granted_scopes or req.requested_scopes
+        reg_request = detail.reg_request
+        current = reg_request.granted_scopes or reg_request.requested_scopes
         decision = decision or request.GET.get("decide") or ""
         approve_form = (
             form
@@ -86,12 +86,12 @@ class DetailView(RoleRequiredMixin, View):
         )
         context = {
             "detail": detail,
-            "req": req,
+            "req": reg_request,
             "approve_form": approve_form,
             "deny_form": deny_form,
             "decide": decision,
-            "blocker": decision_blocker(req, request.user),
-            "cimd": selectors.cimd_for_request(req),
+            "blocker": decision_blocker(reg_request, request.user),
+            "cimd": selectors.cimd_for_request(reg_request),
             "next": request.GET.get("next", ""),
             "nav_active": "approvals",
         }
@@ -107,26 +107,28 @@ class DecideView(RoleRequiredMixin, View):
     def get(self, request, public_id):
         decision = request.GET.get("decision", DecisionKind.APPROVE)
         if request.htmx:
-            req = self._get(public_id)
-            return render(request, "approvals/_decide_form.html", self._inline_context(request, req, decision))
+            reg_request = self._get(public_id)
+            return render(request, "approvals/_decide_form.html", self._inline_context(request, reg_request, decision))
         return HttpResponseRedirect(reverse("approvals:detail", args=[public_id]) + f"?decide={decision}#decide")
 
     def post(self, request, public_id):
-        req = self._get(public_id)
-        current = req.granted_scopes or req.requested_scopes
+        reg_request = self._get(public_id)
+        current = reg_request.granted_scopes or reg_request.requested_scopes
         form = DecisionForm(request.POST, choices=current)
         decision = request.POST.get("decision", "")
         if not form.is_valid():
-            return self._error(request, req, form, "Check the form.", 400, decision)
+            return self._error(request, reg_request, form, "Check the form.", 400, decision)
         try:
             if form.cleaned_data["decision"] == DecisionKind.APPROVE:
-                request_approve(request=req, approver=request.user, **form.service_kwargs())
+                decided = request_approve(reg_request=reg_request, approver=request.user, **form.service_kwargs())
             else:
-                request_deny(request=req, approver=request.user, reason=form.service_kwargs()["reason"])
+                decided = request_deny(
+                    reg_request=reg_request, approver=request.user, reason=form.service_kwargs()["reason"]
+                )
         except DecisionError as exc:
             form.add_error(None, str(exc))
-            return self._error(request, req, form, str(exc), exc.status_code, decision)
-        message = self._success_message(req, decision)
+            return self._error(request, reg_request, form, str(exc), exc.status_code, decision)
+        message = self._success_message(decided, decision)
         if request.htmx:
             context = _queue_context(request) | {"flash": message}
             return render(request, "approvals/_queue_rows.html", context)
@@ -141,36 +143,36 @@ class DecideView(RoleRequiredMixin, View):
             raise Http404("No such request")
 
     @staticmethod
-    def _inline_context(request, req, decision, form=None):
+    def _inline_context(request, reg_request, decision, form=None):
         return {
-            "req": req,
+            "req": reg_request,
             "decision": decision,
             "form": form or DecisionForm(initial={"decision": decision}),
-            "reason_required": decision == DecisionKind.DENY or req.risk_tier == "high",
+            "reason_required": decision == DecisionKind.DENY or reg_request.risk_tier == "high",
             "query": _filters_query(request),
         }
 
-    def _error(self, request, req, form, message, status, decision):
+    def _error(self, request, reg_request, form, message, status, decision):
         if request.htmx:
             response = render(
                 request,
                 "approvals/_decide_form.html",
-                self._inline_context(request, req, decision, form),
+                self._inline_context(request, reg_request, decision, form),
                 status=status,
             )
             # static/js/approvals.js swaps 4xx answers carrying this header into the form's slot.
             response["X-Decision-Error"] = "1"
             return response
         messages.error(request, message)
-        return DetailView.render_detail(request, req.public_id, form=form, status=status, decision=decision)
+        return DetailView.render_detail(request, reg_request.public_id, form=form, status=status, decision=decision)
 
     @staticmethod
-    def _success_message(req, decision) -> str:
-        req.refresh_from_db(fields=["state"])
-        name = req.client_name or req.public_id
+    def _success_message(decided: RegistrationRequest, decision) -> str:
+        """What the decider reads, from the request as the service left it."""
+        name = decided.client_name or decided.public_id
         if decision == DecisionKind.DENY:
             return f"Denied {name}."
-        if req.state == "approved":
+        if decided.state == "approved":
             return f"Approved {name}: the client is being provisioned."
         return f"Approval recorded for {name}; it needs another approver."
 
@@ -206,11 +208,11 @@ class MyRequestsView(LoginRequiredMixin, View):
 
 class WithdrawView(LoginRequiredMixin, View):
     def post(self, request, public_id):
-        req = DecideView._get(public_id)
+        reg_request = DecideView._get(public_id)
         form = WithdrawForm(request.POST)
         form.is_valid()
         try:
-            request_withdraw(request=req, actor=request.user, reason=form.cleaned_data.get("reason", ""))
+            request_withdraw(reg_request=reg_request, actor=request.user, reason=form.cleaned_data.get("reason", ""))
         except DecisionError as exc:
             if exc.status_code == 403:
                 raise PermissionDenied(str(exc))
@@ -218,5 +220,5 @@ class WithdrawView(LoginRequiredMixin, View):
             response = MyRequestsView().get(request)
             response.status_code = exc.status_code
             return response
-        messages.success(request, f"Withdrew {req.client_name or req.public_id}.")
+        messages.success(request, f"Withdrew {reg_request.client_name or reg_request.public_id}.")
         return HttpResponseRedirect(reverse("approvals:mine"))

@@ -274,7 +274,7 @@ RAW_COLUMNS = (
     " registration_access_token_hash, policy_version, risk_tier, outcome, reasons, verdict, approvals_needed, error,"
     " source_ip, created_at, decision_reason"
 )
-# The 202 path's rows as the intake writes them (approvals.intake._insert_with_event): one statement per
+# The 202 path's rows as the intake writes them (approvals.oauth2.credential_use.insert_with_event): one statement per
 # registration, in autocommit, prepared — token use, request INSERT, audit event INSERT (no log index: the
 # audit log's sequencer places it later). Hand-written here with literal constants, so only the database's work
 # is measured.

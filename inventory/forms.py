@@ -7,10 +7,6 @@ from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 
 
-class ReasonForm(forms.Form):
-    reason = forms.CharField(label=_("Reason"), required=False, max_length=500)
-
-
 class RotateKeyForm(forms.Form):
     jwks = forms.CharField(
         label=_("New public JWKS"),

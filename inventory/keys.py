@@ -1,7 +1,7 @@
 """Client keys: the one validator for public JSON Web Key Sets, and fetching a key set from a ``jwks_uri``.
 
 Every path that gives a client keys goes through here, so the same key set is accepted or refused the same
-way everywhere: RFC 7591 registration and RFC 7592 update (``approvals.metadata`` / ``approvals.intake``),
+way everywhere: RFC 7591 registration and RFC 7592 update (``approvals.metadata`` / ``approvals.oauth2``),
 an owner's key rotation (``inventory.lifecycle.client_rotate_key``), and the keys behind a ``jwks_uri``
 (``jwks_fetch``, through ``portal.safefetch``).
 
@@ -32,13 +32,19 @@ from joserfc.errors import JoseError
 from joserfc.jwk import JWKRegistry
 
 from portal import jsonbody
+from portal.censor import JWK_PRIVATE_MEMBER_ORDER
 
 logger = logging.getLogger(__name__)
 
-# Client authentication methods that prove possession of a key rather than a shared secret.
+# Client authentication methods (RFC 7591 §2 token_endpoint_auth_method), by what the client proves:
+# possession of a key; a key the client registers (a JWKS or jwks_uri: tls_client_auth proves a certificate a
+# CA issued instead); a secret it shares with the IdP. "none" (a public client) is neither.
 KEY_BASED_METHODS = frozenset({"private_key_jwt", "tls_client_auth", "self_signed_tls_client_auth"})
-# JWK members that only a private or symmetric key carries (RFC 7518 §6.2.2, §6.3.2, §6.4.1; RFC 8037 §2).
-PRIVATE_JWK_MEMBERS = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+JWKS_METHODS = frozenset({"private_key_jwt", "self_signed_tls_client_auth"})
+SHARED_SECRET_METHODS = frozenset({"client_secret_basic", "client_secret_post", "client_secret_jwt"})
+# JWK members that only a private or symmetric key carries: the kernel's list (the censor hides them), in the
+# order messages name them.
+PRIVATE_JWK_MEMBERS = JWK_PRIVATE_MEMBER_ORDER
 MIN_RSA_BITS = 2048
 MAX_JWKS_KEYS = 20
 # A key set of MAX_JWKS_KEYS RSA-4096 keys with certificates fits comfortably; anything bigger is not a JWKS.
@@ -187,11 +193,13 @@ def jwks_fetch(uri: str, *, label: str = "jwks_uri") -> FetchedKeySet:
 
 
 __all__ = [
+    "JWKS_METHODS",
     "KEY_BASED_METHODS",
     "MAX_JWKS_BYTES",
     "MAX_JWKS_KEYS",
     "MIN_RSA_BITS",
     "PRIVATE_JWK_MEMBERS",
+    "SHARED_SECRET_METHODS",
     "FetchedKeySet",
     "KeySetError",
     "jwks_fetch",

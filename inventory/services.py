@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Iterable
 from datetime import datetime
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
 from inventory.choices import ClientState, CreatedVia, OutboxOperation, RiskTier
+from inventory.keys import jwks_thumbprints
 from inventory.lifecycle import client_snapshot
 from inventory.models import Client, IdPConnection, Team
 from inventory.outbox import outbox_enqueue
@@ -105,3 +108,73 @@ def client_create(
     if provision:
         outbox_enqueue(client=client, operation=OutboxOperation.CREATE, deliver_after_commit=nudge_worker)
     return client
+
+
+@transaction.atomic
+def client_narrow(
+    *,
+    client: Client,
+    actor: Actor,
+    scopes: Iterable[str],
+    expires_at_most: datetime | None,
+    metadata: dict[str, Any],
+    name: str | None,
+    auth_method: str,
+    jwks: dict | None,
+    jwks_uri: str,
+    software_version: str,
+    keys_audit: dict[str, Any],
+    reason: str,
+    policy_version: int | None = None,
+) -> Client:
+    """Narrow a client and replace its registered metadata and keys; returns the updated row.
+
+    For an update its caller has judged narrowing (RFC 7592 PUT by the agent, ``approvals.oauth2.client_config``):
+    the client keeps only those of its scopes that are in ``scopes``, its expiry moves to ``expires_at_most`` if
+    that is sooner, and its metadata (its ``scope`` set to the kept scopes), name, auth method and keys are
+    replaced. One ``client.narrow`` audit event (``keys_audit`` says where the keys came from); the IdP is
+    updated through the outbox. ``policy_version`` defaults to the client's.
+    """
+    locked = Client.objects.select_for_update().get(pk=client.pk)
+    old_keys = jwks_thumbprints(locked.jwks)
+    before = client_snapshot(locked) | {"keys": {"jwks_uri": locked.jwks_uri or None, "thumbprints": old_keys}}
+    wanted = set(scopes)
+    kept = [s for s in locked.scopes if s in wanted]
+    if expires_at_most is not None:
+        locked.expires_at = expires_at_most if locked.expires_at is None else min(locked.expires_at, expires_at_most)
+    locked.scopes = kept
+    locked.metadata = {**metadata, "scope": " ".join(kept)}
+    locked.name = name or locked.name
+    locked.auth_method = auth_method
+    locked.jwks = jwks
+    locked.jwks_uri = jwks_uri or ""
+    locked.software_version = software_version or ""
+    locked.save(
+        update_fields=[
+            "scopes",
+            "expires_at",
+            "metadata",
+            "name",
+            "auth_method",
+            "jwks",
+            "jwks_uri",
+            "software_version",
+        ]
+    )
+    audit_record(
+        actor=actor,
+        action="client.narrow",
+        object_type="client",
+        object_id=locked.registration_id,
+        before=before,
+        after=client_snapshot(locked)
+        | {
+            "auth_method": locked.auth_method,
+            "key_rotated": jwks_thumbprints(locked.jwks) != old_keys,
+            "keys": keys_audit,
+        },
+        reason=reason,
+        policy_version=locked.policy_version if policy_version is None else policy_version,
+    )
+    outbox_enqueue(client=locked, operation=OutboxOperation.UPDATE)
+    return locked

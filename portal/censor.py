@@ -44,8 +44,10 @@ _SENSITIVE_KEY = re.compile(
     r"(?:^|[_\-.])(?:" + "|".join(re.escape(w).replace("_", "_?") for w in SENSITIVE_KEY_WORDS) + r")$",
     re.IGNORECASE,
 )
-#: Private members of a JWK (RFC 7518 §6.2.2, §6.3.2, §6.4).
-JWK_PRIVATE_MEMBERS = frozenset({"d", "p", "q", "dp", "dq", "qi", "k", "oth"})
+#: Private members of a JWK (RFC 7518 §6.2.2, §6.3.2, §6.4.1; RFC 8037 §2): the one list, which
+#: ``inventory.keys`` also refuses in a registered key set.
+JWK_PRIVATE_MEMBER_ORDER = ("d", "p", "q", "dp", "dq", "qi", "oth", "k")
+JWK_PRIVATE_MEMBERS = frozenset(JWK_PRIVATE_MEMBER_ORDER)
 
 # Keys seen so far and whether they are sensitive: the regex runs once per distinct key, not once per value
 # (censor runs over every audited value of every registration). Bounded, because keys of agent-supplied

@@ -54,10 +54,12 @@ class RegistrationRequestViewSet(viewsets.ReadOnlyModelViewSet):
     )
     @action(detail=True, methods=["post"])
     def approve(self, request, public_id=None):
-        obj = self.get_object()
+        reg_request = self.get_object()
         data = ApproveInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        return self._decide(lambda: request_approve(request=obj, approver=request.user, **data.validated_data), obj)
+        return self._decide(
+            lambda: request_approve(reg_request=reg_request, approver=request.user, **data.validated_data), reg_request
+        )
 
     @extend_schema(
         summary="Deny (ends the request)",
@@ -67,15 +69,17 @@ class RegistrationRequestViewSet(viewsets.ReadOnlyModelViewSet):
     )
     @action(detail=True, methods=["post"])
     def deny(self, request, public_id=None):
-        obj = self.get_object()
+        reg_request = self.get_object()
         data = DenyInputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        return self._decide(lambda: request_deny(request=obj, approver=request.user, **data.validated_data), obj)
+        return self._decide(
+            lambda: request_deny(reg_request=reg_request, approver=request.user, **data.validated_data), reg_request
+        )
 
-    def _decide(self, call, obj):
+    def _decide(self, call, reg_request):
         try:
             call()
         except DecisionError as exc:
             return Response({"detail": str(exc)}, status=exc.status_code)
-        fresh = self.get_queryset().get(pk=obj.pk)
+        fresh = self.get_queryset().get(pk=reg_request.pk)  # with what the serializer reads
         return Response(self.get_serializer(fresh).data, status=status.HTTP_200_OK)

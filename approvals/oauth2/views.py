@@ -1,5 +1,8 @@
 """``/oauth2/register`` (RFC 7591) and ``/oauth2/register/<registration id>`` (RFC 7592).
 
+HTTP only: the services are ``register.registration_submit`` (after ``credentials.requester_authenticate``) and
+``client_config``'s read, update and delete; ``responses`` builds the success bodies.
+
 Plain Django views, JSON in and out, CSRF-exempt because they are authenticated by a bearer credential
 (never a cookie). Every error body is ``{"error": ..., "error_description": ...}`` (RFC 7591 §3.2.2 /
 RFC 6750 §3); a 401 also carries ``WWW-Authenticate: Bearer error="invalid_token"``.
@@ -20,8 +23,12 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import get_script_prefix, reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from approvals import intake, ratelimit
+from approvals import ratelimit
 from approvals.metrics import registration_counted
+from approvals.oauth2 import client_config, credentials, responses
+from approvals.oauth2.errors import ERR_INVALID_METADATA, IntakeError, Unauthorized
+from approvals.oauth2.inline_delivery import deliver_inline
+from approvals.oauth2.register import registration_submit
 from portal import jsonbody
 
 logger = logging.getLogger(__name__)
@@ -40,7 +47,7 @@ def _error(status: int, error: str, description: str, headers: dict[str, str] | 
     return _json(status, {"error": error, "error_description": description}, headers)
 
 
-def _from_exc(exc: intake.IntakeError) -> JsonResponse:
+def _from_exc(exc: IntakeError) -> JsonResponse:
     headers = None
     if exc.status == 401:
         headers = {
@@ -92,19 +99,17 @@ def _read_json(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
     except ValueError:
         declared = 0
     if declared > limit:
-        return None, _error(413, intake.ERR_INVALID_METADATA, f"the request body is larger than {limit} bytes")
+        return None, _error(413, ERR_INVALID_METADATA, f"the request body is larger than {limit} bytes")
     raw = request.body
     if len(raw) > limit:
-        return None, _error(413, intake.ERR_INVALID_METADATA, f"the request body is larger than {limit} bytes")
+        return None, _error(413, ERR_INVALID_METADATA, f"the request body is larger than {limit} bytes")
     content_type = request.content_type or ""
     if content_type != "application/json" and not content_type.endswith("+json"):
-        return None, _error(
-            400, intake.ERR_INVALID_METADATA, "the request body must be JSON (Content-Type: application/json)"
-        )
+        return None, _error(400, ERR_INVALID_METADATA, "the request body must be JSON (Content-Type: application/json)")
     try:
         body = jsonbody.loads(raw)
     except ValueError as exc:
-        return None, _error(400, intake.ERR_INVALID_METADATA, f"the request body is not valid JSON: {exc}")
+        return None, _error(400, ERR_INVALID_METADATA, f"the request body is not valid JSON: {exc}")
     return body, None
 
 
@@ -126,8 +131,8 @@ def _client_uri(request: HttpRequest, registration_id: str) -> str:
     return f"{base}{path}" if base else request.build_absolute_uri(path)
 
 
-def _unauthorized(request: HttpRequest, exc: intake.IntakeError, bearer: str | None) -> JsonResponse:
-    intake.registration_unauthorized_record(
+def _unauthorized(request: HttpRequest, exc: IntakeError, bearer: str | None) -> JsonResponse:
+    credentials.registration_unauthorized_record(
         description=exc.description, bearer=bearer, source_ip=_source_ip(request), path=request.path
     )
     return _from_exc(exc)
@@ -174,11 +179,11 @@ def _register(request: HttpRequest) -> HttpResponse:
     if problem is not None:
         return problem
     try:
-        requester = intake.requester_authenticate(bearer=bearer, body=body)
-    except intake.Unauthorized as exc:
+        requester = credentials.requester_authenticate(bearer=bearer, body=body)
+    except Unauthorized as exc:
         return _unauthorized(request, exc, bearer)
-    except intake.IntakeError as exc:  # a software statement that does not verify
-        intake.registration_unauthorized_record(
+    except IntakeError as exc:  # a software statement that does not verify
+        credentials.registration_unauthorized_record(
             description=exc.description, bearer=None, source_ip=source_ip, path=request.path, error=exc.error
         )
         return _from_exc(exc)
@@ -190,13 +195,13 @@ def _register(request: HttpRequest) -> HttpResponse:
         if limited:
             return _limited(limited)
     try:
-        submission = intake.registration_submit(requester=requester, body=body, source_ip=source_ip)
-    except intake.Unauthorized as exc:
+        submission = registration_submit(requester=requester, body=body, source_ip=source_ip)
+    except Unauthorized as exc:
         return _unauthorized(request, exc, bearer)
-    except intake.IntakeError as exc:
+    except IntakeError as exc:
         if requester.statement is not None and exc.error == "invalid_software_statement":
             # its jti was used by a concurrent registration: recorded like any rejected statement
-            intake.registration_unauthorized_record(
+            credentials.registration_unauthorized_record(
                 description=exc.description, bearer=None, source_ip=source_ip, path=request.path, error=exc.error
             )
         return _from_exc(exc)
@@ -204,11 +209,11 @@ def _register(request: HttpRequest) -> HttpResponse:
     if submission.refused:
         request.registration_outcome = "refused"
         return _error(400, submission.error, submission.error_description)
-    reg = submission.request
-    uri = _client_uri(request, reg.public_id)
-    if submission.client is not None and intake._deliver_inline(submission.client):
-        body = intake.client_information(
-            request=reg,
+    reg_request = submission.reg_request
+    uri = _client_uri(request, reg_request.public_id)
+    if submission.client is not None and deliver_inline(submission.client):
+        body = responses.client_information(
+            reg_request=reg_request,
             client=submission.client,
             registration_access_token=submission.registration_access_token,
             registration_client_uri=uri,
@@ -220,8 +225,8 @@ def _register(request: HttpRequest) -> HttpResponse:
     request.registration_outcome = status
     response = _json(
         202,
-        intake.pending_information(
-            request=reg,
+        responses.pending_information(
+            reg_request=reg_request,
             registration_access_token=submission.registration_access_token,
             registration_client_uri=uri,
             status=status,
@@ -244,28 +249,28 @@ def manage(request: HttpRequest, registration_id: str) -> HttpResponse:
         return _limited(limited)
     try:
         if request.method == "DELETE":
-            intake.registration_delete(registration_id=registration_id, bearer=bearer)
+            client_config.registration_delete(registration_id=registration_id, bearer=bearer)
             return HttpResponse(status=204, headers=NO_STORE)
         if request.method == "GET":
-            result = intake.registration_read(registration_id=registration_id, bearer=bearer)
+            result = client_config.registration_read(registration_id=registration_id, bearer=bearer)
         else:
             # Authenticate before reading the body, so an anonymous caller learns nothing from parse errors.
             body, problem = _read_json(request)
             if problem is not None:
-                intake._authenticated_request(registration_id, bearer)
+                client_config.registration_authenticate(registration_id, bearer)
                 return problem
-            result = intake.registration_update(registration_id=registration_id, bearer=bearer, body=body)
-    except intake.Unauthorized as exc:
+            result = client_config.registration_update(registration_id=registration_id, bearer=bearer, body=body)
+    except Unauthorized as exc:
         return _unauthorized(request, exc, bearer)
-    except intake.IntakeError as exc:
+    except IntakeError as exc:
         return _from_exc(exc)
 
     uri = _client_uri(request, registration_id)
     if result.status == 200:
         return _json(
             200,
-            intake.client_information(
-                request=result.request,
+            responses.client_information(
+                reg_request=result.reg_request,
                 client=result.client,
                 registration_access_token=result.registration_access_token,
                 registration_client_uri=uri,
@@ -274,8 +279,8 @@ def manage(request: HttpRequest, registration_id: str) -> HttpResponse:
     status = "pending" if result.client is None else "provisioning"
     return _json(
         202,
-        intake.pending_information(
-            request=result.request,
+        responses.pending_information(
+            reg_request=result.reg_request,
             registration_access_token=result.registration_access_token,
             registration_client_uri=uri,
             status=status,

@@ -28,7 +28,7 @@ from django.utils import timezone
 from inventory import hooks
 from inventory.ceilings import DEFAULT_TTL_CEILINGS
 from inventory.choices import LIVE_STATES, ClientState, RiskTier
-from inventory.keys import KEY_BASED_METHODS
+from inventory.keys import KEY_BASED_METHODS, SHARED_SECRET_METHODS
 from inventory.models import Client, ScopeDefinition
 from inventory.reports.audit_log import audit_chain_status
 from inventory.selectors.search import is_postgres
@@ -37,7 +37,7 @@ CATALOGUE_PATH = Path(__file__).with_name("frameworks.yaml")
 PARTIAL_AT = 0.9
 PASS, PARTIAL, FAIL, NOT_ASSESSED = "pass", "partial", "fail", "not_assessed"
 STATUS_RANK = {PASS: 0, PARTIAL: 1, FAIL: 2}
-SHARED_SECRET_AUTH_METHODS = frozenset({"client_secret_basic", "client_secret_post", "client_secret_jwt"})
+SHARED_SECRET_AUTH_METHODS = SHARED_SECRET_METHODS  # one definition: inventory.keys
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ from django.core.cache import cache
 from django.utils import timezone
 from joserfc.jwk import ECKey
 
-from approvals import intake, policy_store
+from approvals import policy_store
 from approvals.models import InitialAccessToken, RegistrationRequest
+from approvals.oauth2 import cache as oauth2_cache
 from inventory.models import Client, OutboxEntry
 from portal.models import AuditEvent
 from tests.factories import TokenFactory
@@ -29,11 +30,11 @@ def _fresh_limits_and_policy():
     """Rate-limit counters live in the (locmem) cache; policy, catalogue and default IdP per process: reset all."""
     cache.clear()
     policy_store.clear_cache()
-    intake.clear_caches()
+    oauth2_cache.clear_caches()
     yield
     cache.clear()
     policy_store.clear_cache()
-    intake.clear_caches()
+    oauth2_cache.clear_caches()
 
 
 def low_body(**overrides) -> dict:

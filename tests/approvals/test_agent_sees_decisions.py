@@ -40,9 +40,9 @@ def test_poll_is_202_until_approved_and_provisioned_then_200(client, pending, ap
     req = pending["request"]
     assert req.risk_tier == "high" and req.approvals_needed == 2
     assert poll(client, pending).status_code == 202
-    request_approve(request=req, approver=approver, reason="ok")
+    request_approve(reg_request=req, approver=approver, reason="ok")
     assert poll(client, pending).status_code == 202
-    request_approve(request=req, approver=approver2, reason="ok too")
+    request_approve(reg_request=req, approver=approver2, reason="ok too")
     assert poll(client, pending).status_code == 202  # approved, client provisioning at the IdP
     assert deliver_client_outbox(RegistrationRequest.objects.get(pk=req.pk).client_id)  # what the outbox worker does
     answer = poll(client, pending)
@@ -52,7 +52,7 @@ def test_poll_is_202_until_approved_and_provisioned_then_200(client, pending, ap
 
 
 def test_denied_poll_is_400(client, pending, approver):
-    request_deny(request=pending["request"], approver=approver, reason="not justified")
+    request_deny(reg_request=pending["request"], approver=approver, reason="not justified")
     answer = poll(client, pending)
     assert answer.status_code == 400
     assert answer.json()["error"] == "access_denied"

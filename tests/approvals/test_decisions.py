@@ -18,7 +18,6 @@ from approvals.services import (
     DecisionInvalid,
     request_approve,
     request_deny,
-    request_finalize,
     request_lapse_due,
     request_withdraw,
 )
@@ -47,9 +46,9 @@ def test_owner_cannot_approve_or_deny_own_request(make_request, owner):
     owner.groups.add(Group.objects.get(name="approver"))  # an approver who sponsors the request
     req = make_request()
     with pytest.raises(DecisionForbidden):
-        request_approve(request=req, approver=owner, reason="mine")
+        request_approve(reg_request=req, approver=owner, reason="mine")
     with pytest.raises(DecisionForbidden):
-        request_deny(request=req, approver=owner, reason="mine")
+        request_deny(reg_request=req, approver=owner, reason="mine")
     _unchanged(req)
     assert _actions(req) == []
 
@@ -58,7 +57,7 @@ def test_token_owner_who_is_not_the_sponsor_cannot_approve(make_request, approve
     # bob minted the token that made the request (the requester) although olivia sponsors it
     req = make_request(token=TokenFactory(owner=approver))
     with pytest.raises(DecisionForbidden, match="requested or sponsor"):
-        request_approve(request=req, approver=approver, reason="ok")
+        request_approve(reg_request=req, approver=approver, reason="ok")
     _unchanged(req)
 
 
@@ -66,34 +65,35 @@ def test_parent_client_owner_cannot_approve_spawn(make_request, approver):
     parent = ClientFactory(owner=approver)
     req = make_request(parent_client=parent, via="spawn")
     with pytest.raises(DecisionForbidden):
-        request_approve(request=req, approver=approver, reason="ok")
+        request_approve(reg_request=req, approver=approver, reason="ok")
     _unchanged(req)
 
 
 def test_service_account_with_approver_role_cannot_approve(medium_request):
     robot = UserFactory(username="robot", roles=["approver"], is_service_account=True)
     with pytest.raises(DecisionForbidden, match="service accounts"):
-        request_approve(request=medium_request, approver=robot, reason="ok")
+        request_approve(reg_request=medium_request, approver=robot, reason="ok")
     _unchanged(medium_request)
 
 
 @pytest.mark.parametrize("actor", [Actor.agent("ci-bot", "x"), Actor.system("sweeper")])
 def test_non_user_actor_cannot_approve(medium_request, actor):
     with pytest.raises(DecisionForbidden):
-        request_approve(request=medium_request, approver=actor, reason="ok")
+        request_approve(reg_request=medium_request, approver=actor, reason="ok")
     _unchanged(medium_request)
 
 
 def test_user_actor_resolves_to_the_person(medium_request, approver):
-    request_approve(request=medium_request, approver=Actor.user(approver), reason="")
-    assert medium_request.state == RequestState.APPROVED
+    approved = request_approve(reg_request=medium_request, approver=Actor.user(approver), reason="")
+    assert approved.state == RequestState.APPROVED
+    assert RegistrationRequest.objects.get(pk=medium_request.pk).state == RequestState.APPROVED
 
 
 def test_only_approvers_decide(medium_request, security_user):
     with pytest.raises(DecisionForbidden, match="only approvers"):
-        request_approve(request=medium_request, approver=security_user, reason="ok")
+        request_approve(reg_request=medium_request, approver=security_user, reason="ok")
     with pytest.raises(DecisionForbidden):
-        request_deny(request=medium_request, approver=security_user, reason="no")
+        request_deny(reg_request=medium_request, approver=security_user, reason="no")
     _unchanged(medium_request)
 
 
@@ -101,18 +101,20 @@ def test_only_approvers_decide(medium_request, security_user):
 
 
 def test_high_tier_needs_two_distinct_approvers(high_request, approver, approver2):
-    request_approve(request=high_request, approver=approver, reason="needed for deploys")
+    request_approve(reg_request=high_request, approver=approver, reason="needed for deploys")
     fresh = _unchanged(high_request, decisions=1)
     assert _actions(high_request) == ["request.approve"]
 
     with pytest.raises(DecisionConflict):
-        request_approve(request=fresh, approver=approver, reason="again")
+        request_approve(reg_request=fresh, approver=approver, reason="again")
     _unchanged(high_request, decisions=1)
 
-    request_approve(request=fresh, approver=approver2, reason="agreed")
-    assert fresh.state == RequestState.APPROVED
+    approved = request_approve(reg_request=fresh, approver=approver2, reason="agreed")
+    assert approved.state == RequestState.APPROVED
+    assert fresh.state == RequestState.PENDING  # the caller's instance is left as it was: the service returns
+    stored = RegistrationRequest.objects.get(pk=high_request.pk)
     client = Client.objects.get(registration_id=high_request.public_id)
-    assert fresh.client_id == client.pk
+    assert approved.client_id == stored.client_id == client.pk
     assert client.state == ClientState.PROVISIONING
     assert client.owner_id == high_request.owner_id
     assert sorted(client.scopes) == ["repo:write", "tickets:read"]
@@ -121,34 +123,34 @@ def test_high_tier_needs_two_distinct_approvers(high_request, approver, approver
     assert client.policy_version == 1
     assert OutboxEntry.objects.filter(client=client, operation=OutboxOperation.CREATE).count() == 1
     assert _actions(high_request) == ["request.approve", "request.approved"]
-    assert fresh.decision_reason == "agreed"
-    assert fresh.decided_at is not None
+    assert approved.decision_reason == stored.decision_reason == "agreed"
+    assert stored.decided_at is not None
 
 
 def test_medium_tier_one_approval_creates_client(medium_request, approver):
-    request_approve(request=medium_request, approver=approver, reason="")
-    assert medium_request.state == RequestState.APPROVED
-    assert medium_request.client.state == ClientState.PROVISIONING
-    assert medium_request.client.expires_at > timezone.now() + timedelta(minutes=59)
+    approved = request_approve(reg_request=medium_request, approver=approver, reason="")
+    assert approved.state == RegistrationRequest.objects.get(pk=medium_request.pk).state == RequestState.APPROVED
+    assert approved.client.state == ClientState.PROVISIONING
+    assert approved.client.expires_at > timezone.now() + timedelta(minutes=59)
 
 
 def test_deny_by_anyone_ends_the_request(high_request, approver, approver2):
-    request_approve(request=high_request, approver=approver, reason="fine by me")
-    request_deny(request=high_request, approver=approver2, reason="prod write is not justified")
+    request_approve(reg_request=high_request, approver=approver, reason="fine by me")
+    request_deny(reg_request=high_request, approver=approver2, reason="prod write is not justified")
     fresh = RegistrationRequest.objects.get(pk=high_request.pk)
     assert fresh.state == RequestState.DENIED
     assert fresh.decision_reason == "prod write is not justified"
     assert fresh.client_id is None
     assert not Client.objects.filter(registration_id=high_request.public_id).exists()
     with pytest.raises(DecisionConflict):
-        request_approve(request=fresh, approver=UserFactory(username="dan", roles=["approver"]), reason="x")
+        request_approve(reg_request=fresh, approver=UserFactory(username="dan", roles=["approver"]), reason="x")
     assert _actions(high_request) == ["request.approve", "request.deny"]
 
 
 def test_deciding_non_pending_is_conflict(medium_request, approver, approver2):
-    request_deny(request=medium_request, approver=approver, reason="no")
+    request_deny(reg_request=medium_request, approver=approver, reason="no")
     with pytest.raises(DecisionConflict):
-        request_deny(request=medium_request, approver=approver2, reason="no")
+        request_deny(reg_request=medium_request, approver=approver2, reason="no")
     assert Decision.objects.filter(request=medium_request).count() == 1
 
 
@@ -157,25 +159,25 @@ def test_deciding_non_pending_is_conflict(medium_request, approver, approver2):
 
 def test_deny_needs_reason(medium_request, approver):
     with pytest.raises(DecisionInvalid, match="reason"):
-        request_deny(request=medium_request, approver=approver, reason="  ")
+        request_deny(reg_request=medium_request, approver=approver, reason="  ")
     _unchanged(medium_request)
 
 
 def test_high_tier_approve_needs_reason(high_request, approver):
     with pytest.raises(DecisionInvalid, match="reason"):
-        request_approve(request=high_request, approver=approver, reason="")
+        request_approve(reg_request=high_request, approver=approver, reason="")
     _unchanged(high_request)
 
 
 def test_approve_may_narrow_scopes_and_shorten_ttl(high_request, approver, approver2):
     request_approve(
-        request=high_request, approver=approver, reason="read only", scopes=["tickets:read"], ttl_seconds=600
+        reg_request=high_request, approver=approver, reason="read only", scopes=["tickets:read"], ttl_seconds=600
     )
     assert Decision.objects.get(request=high_request).granted_scopes == ["tickets:read"]
     # the second approver sees the narrowed grant and cannot widen back
     with pytest.raises(DecisionInvalid, match="narrow"):
-        request_approve(request=high_request, approver=approver2, reason="x", scopes=["repo:write"])
-    request_approve(request=high_request, approver=approver2, reason="ok")
+        request_approve(reg_request=high_request, approver=approver2, reason="x", scopes=["repo:write"])
+    request_approve(reg_request=high_request, approver=approver2, reason="ok")
     client = RegistrationRequest.objects.get(pk=high_request.pk).client
     assert client.scopes == ["tickets:read"]
     assert client.expires_at <= timezone.now() + timedelta(seconds=600)
@@ -183,15 +185,15 @@ def test_approve_may_narrow_scopes_and_shorten_ttl(high_request, approver, appro
 
 def test_approve_cannot_widen_scopes(medium_request, approver):
     with pytest.raises(DecisionInvalid, match="narrow"):
-        request_approve(request=medium_request, approver=approver, reason="", scopes=["tickets:read", "repo:write"])
+        request_approve(reg_request=medium_request, approver=approver, reason="", scopes=["tickets:read", "repo:write"])
     _unchanged(medium_request)
 
 
 def test_approve_cannot_extend_ttl(medium_request, approver):
     with pytest.raises(DecisionInvalid, match="shorten"):
-        request_approve(request=medium_request, approver=approver, reason="", ttl_seconds=7200)
+        request_approve(reg_request=medium_request, approver=approver, reason="", ttl_seconds=7200)
     with pytest.raises(DecisionInvalid):
-        request_approve(request=medium_request, approver=approver, reason="", scopes=[])
+        request_approve(reg_request=medium_request, approver=approver, reason="", scopes=[])
     _unchanged(medium_request)
 
 
@@ -200,15 +202,9 @@ def test_finalize_without_idp_is_conflict_and_rolls_back(make_request, approver,
     idp.save()
     req = make_request(idp=None)
     with pytest.raises(DecisionConflict, match="identity provider"):
-        request_approve(request=req, approver=approver, reason="")
+        request_approve(reg_request=req, approver=approver, reason="")
     _unchanged(req)
     assert _actions(req) == []
-
-
-def test_request_finalize_for_auto_approval(medium_request):
-    request_finalize(request=medium_request, actor=Actor.agent("policy", ""), reason="auto-approved by policy")
-    assert medium_request.state == RequestState.APPROVED
-    assert medium_request.client.registration_id == medium_request.public_id
 
 
 # --- withdraw -----------------------------------------------------------------------------------
@@ -216,13 +212,13 @@ def test_request_finalize_for_auto_approval(medium_request):
 
 def test_owner_withdraws(medium_request, owner, approver):
     with pytest.raises(DecisionForbidden):
-        request_withdraw(request=medium_request, actor=approver)
+        request_withdraw(reg_request=medium_request, actor=approver)
     _unchanged(medium_request)
-    request_withdraw(request=medium_request, actor=owner)
+    request_withdraw(reg_request=medium_request, actor=owner)
     assert RegistrationRequest.objects.get(pk=medium_request.pk).state == RequestState.WITHDRAWN
     assert _actions(medium_request) == ["request.withdraw"]
     with pytest.raises(DecisionConflict):
-        request_withdraw(request=medium_request, actor=owner)
+        request_withdraw(reg_request=medium_request, actor=owner)
 
 
 # --- lapse ------------------------------------------------------------------------------------
@@ -284,8 +280,8 @@ def _race(fn_a, fn_b):
 def test_two_approvers_at_once_on_high_tier(make_request, approver, approver2):
     req = make_request("high")
     results = _race(
-        lambda: request_approve(request=RegistrationRequest.objects.get(pk=req.pk), approver=approver, reason="a"),
-        lambda: request_approve(request=RegistrationRequest.objects.get(pk=req.pk), approver=approver2, reason="b"),
+        lambda: request_approve(reg_request=RegistrationRequest.objects.get(pk=req.pk), approver=approver, reason="a"),
+        lambda: request_approve(reg_request=RegistrationRequest.objects.get(pk=req.pk), approver=approver2, reason="b"),
     )
     assert not any(isinstance(r, Exception) for r in results.values()), results
     fresh = RegistrationRequest.objects.get(pk=req.pk)
@@ -299,8 +295,8 @@ def test_two_approvers_at_once_on_high_tier(make_request, approver, approver2):
 def test_approve_and_deny_at_once_give_one_outcome(make_request, approver, approver2):
     req = make_request("medium")
     results = _race(
-        lambda: request_approve(request=RegistrationRequest.objects.get(pk=req.pk), approver=approver, reason="a"),
-        lambda: request_deny(request=RegistrationRequest.objects.get(pk=req.pk), approver=approver2, reason="b"),
+        lambda: request_approve(reg_request=RegistrationRequest.objects.get(pk=req.pk), approver=approver, reason="a"),
+        lambda: request_deny(reg_request=RegistrationRequest.objects.get(pk=req.pk), approver=approver2, reason="b"),
     )
     errors = [r for r in results.values() if isinstance(r, Exception)]
     assert len(errors) == 1 and isinstance(errors[0], DecisionConflict), results
@@ -318,8 +314,8 @@ def test_approve_and_deny_at_once_give_one_outcome(make_request, approver, appro
 def test_same_approver_twice_at_once_counts_once(make_request, approver):
     req = make_request("high")
     results = _race(
-        lambda: request_approve(request=RegistrationRequest.objects.get(pk=req.pk), approver=approver, reason="a"),
-        lambda: request_approve(request=RegistrationRequest.objects.get(pk=req.pk), approver=approver, reason="a"),
+        lambda: request_approve(reg_request=RegistrationRequest.objects.get(pk=req.pk), approver=approver, reason="a"),
+        lambda: request_approve(reg_request=RegistrationRequest.objects.get(pk=req.pk), approver=approver, reason="a"),
     )
     errors = [r for r in results.values() if isinstance(r, Exception)]
     assert len(errors) == 1 and isinstance(errors[0], DecisionConflict), results
@@ -341,8 +337,8 @@ def test_sweep_lapsed_command(make_request):
 
 
 def test_role_is_checked_before_state(medium_request, approver, security_user, owner):
-    request_deny(request=medium_request, approver=approver, reason="no")
+    request_deny(reg_request=medium_request, approver=approver, reason="no")
     with pytest.raises(DecisionForbidden):  # not 409: a non-approver learns nothing about the request
-        request_approve(request=medium_request, approver=security_user, reason="x")
+        request_approve(reg_request=medium_request, approver=security_user, reason="x")
     with pytest.raises(DecisionForbidden):
-        request_deny(request=medium_request, approver=owner, reason="x")
+        request_deny(reg_request=medium_request, approver=owner, reason="x")

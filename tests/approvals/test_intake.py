@@ -417,17 +417,17 @@ def test_refused_attempts_do_not_use_up_the_token(client, catalogue, idp, owner)
 
 def test_conditional_use_loses_a_race_with_401_and_writes_nothing(client, token, monkeypatch):
     """The token was valid when read but another registration took the last use before ours committed."""
-    from approvals import intake
+    from approvals.oauth2 import credentials
 
     row, plaintext = token
-    real = intake.requester_authenticate
+    real = credentials.requester_authenticate
 
     def authenticate_then_lose_race(**kwargs):
         requester = real(**kwargs)
         InitialAccessToken.objects.filter(pk=row.pk).update(uses=row.max_uses)
         return requester
 
-    monkeypatch.setattr(intake, "requester_authenticate", authenticate_then_lose_race)
+    monkeypatch.setattr(credentials, "requester_authenticate", authenticate_then_lose_race)
     before = counts()
     _assert_401(post(client, low_body(), plaintext), "used up")
     assert counts() == before and refusals_counted() == 1
@@ -474,7 +474,7 @@ def test_an_escaped_surrogate_pair_is_an_ordinary_character(client, token):
 
 
 def test_storable_replaces_what_postgresql_cannot_store():
-    from approvals.intake import storable
+    from approvals.oauth2.storable import storable
 
     value = {"a\x00": ["x\x00y", "ok \U0001f916"], "n": float("inf")}
     assert storable(value) == {"a\ufffd": ["x\ufffdy", "ok \U0001f916"], "n": None}

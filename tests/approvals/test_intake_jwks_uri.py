@@ -146,7 +146,7 @@ def test_a_reviewed_request_gets_the_keys_fetched_at_registration(
     response = post(client, uri_body(uri, scope="tickets:read crm:read"), plaintext)
     assert response.status_code == 202, response.content
     https_host.serve("/jwks.json", {"keys": [ECKey.generate_key("P-256").as_dict(private=False)]})  # swapped since
-    request_approve(request=RegistrationRequest.objects.get(), approver=approver, reason="fine")
+    request_approve(reg_request=RegistrationRequest.objects.get(), approver=approver, reason="fine")
     created = Client.objects.get()
     assert created.jwks == AGENT_JWKS and created.jwks_uri == uri  # what was vetted, not what is there now
 

@@ -70,7 +70,7 @@ def test_an_approval_still_nudges_a_worker(approver, published, django_capture_o
 
     request = make_request()
     with django_capture_on_commit_callbacks(execute=True):
-        request_approve(request=request, approver=approver, reason="ok")
+        request_approve(reg_request=request, approver=approver, reason="ok")
     request.refresh_from_db()
     assert request.state == RequestState.APPROVED
     assert DELIVER in published

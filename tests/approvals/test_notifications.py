@@ -79,7 +79,7 @@ def test_owner_of_request_is_not_asked_to_approve_it(settings, make_request, app
 def test_owner_mailed_on_decision(make_request, approver, django_capture_on_commit_callbacks):
     req = make_request(client_name="ticket-bot")
     with django_capture_on_commit_callbacks(execute=True):
-        request_deny(request=req, approver=approver, reason="too broad")
+        request_deny(reg_request=req, approver=approver, reason="too broad")
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["olivia@example.com"]
     assert "denied" in mail.outbox[0].subject and "too broad" in mail.outbox[0].body
@@ -87,7 +87,7 @@ def test_owner_mailed_on_decision(make_request, approver, django_capture_on_comm
 
 def test_no_owner_mail_for_intermediate_approval(high_request, approver, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        request_approve(request=high_request, approver=approver, reason="first")
+        request_approve(reg_request=high_request, approver=approver, reason="first")
     assert mail.outbox == []
 
 
@@ -96,7 +96,7 @@ def test_webhook_posted(settings, webhook, make_request, approver, django_captur
     settings.REGISTRAR_SLACK_WEBHOOK_URL = url
     req = make_request(client_name="ticket-bot")
     with django_capture_on_commit_callbacks(execute=True):
-        request_approve(request=req, approver=approver, reason="")
+        request_approve(reg_request=req, approver=approver, reason="")
     assert received and received[-1]["path"] == "/hook"
     assert "ticket-bot" in received[-1]["json"]["text"] and "approved" in received[-1]["json"]["text"]
 
@@ -108,7 +108,7 @@ def test_failing_mail_and_webhook_never_block_a_decision(
     settings.REGISTRAR_SLACK_WEBHOOK_URL = "http://127.0.0.1:9/nothing-listens"
     req = make_request()
     with django_capture_on_commit_callbacks(execute=True):
-        request_deny(request=req, approver=approver, reason="no")
+        request_deny(reg_request=req, approver=approver, reason="no")
     assert RegistrationRequest.objects.get(pk=req.pk).state == RequestState.DENIED
     assert "event=owner_mail_failed" in caplog.text
     make_request()

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import pytest
 
-from approvals import intake
 from approvals.choices import RequestState
 from approvals.models import Decision, RegistrationRequest
+from approvals.oauth2 import credentials, register
 from approvals.policy_store import policy_publish
-from approvals.services import DecisionConflict, request_approve, request_finalize
+from approvals.services import DecisionConflict, request_approve
 from inventory.choices import ClientState
 from inventory.models import Client
 from inventory.quotas import OwnerQuotaExceeded, owner_quota_hold
@@ -45,12 +45,12 @@ def test_intake_recounts_under_the_owner_lock_and_refuses_what_the_early_count_l
     """What a concurrent registration does to the early count: it said 1 live, by commit time there are 2."""
     token, plaintext = make_token(owner)
     ClientFactory(owner=owner, idp=idp)
-    requester = intake.requester_authenticate(bearer=plaintext, body={})
+    requester = credentials.requester_authenticate(bearer=plaintext, body={})
     ClientFactory(owner=owner, idp=idp)  # committed by someone else after the credential was looked up
     assert requester.owner_live_clients == 1
     before = counts()
 
-    submission = intake.registration_submit(requester=requester, body=low_body())
+    submission = register.registration_submit(requester=requester, body=low_body())
 
     assert submission.refused and submission.client is None
     assert submission.error == "invalid_client_metadata"
@@ -67,8 +67,8 @@ def test_intake_recounts_under_the_owner_lock_and_refuses_what_the_early_count_l
 def test_intake_below_quota_is_created(catalogue, idp, owner, quota):
     _, plaintext = make_token(owner)
     ClientFactory(owner=owner, idp=idp)
-    submission = intake.registration_submit(
-        requester=intake.requester_authenticate(bearer=plaintext, body={}), body=low_body()
+    submission = register.registration_submit(
+        requester=credentials.requester_authenticate(bearer=plaintext, body={}), body=low_body()
     )
     assert not submission.refused and submission.client is not None
     assert _live(owner) == 2
@@ -111,7 +111,7 @@ def test_final_approval_at_quota_is_refused_and_the_request_stays_pending(make_r
     audit_before = AuditEvent.objects.count()
 
     with pytest.raises(DecisionConflict) as refused:
-        request_approve(request=req, approver=approver, reason="looks fine")
+        request_approve(reg_request=req, approver=approver, reason="looks fine")
 
     assert refused.value.status_code == 409
     assert str(refused.value).startswith(
@@ -126,7 +126,7 @@ def test_final_approval_at_quota_is_refused_and_the_request_stays_pending(make_r
 
     # once the owner has room, the same approval goes through
     Client.objects.filter(owner=owner).update(state=ClientState.RETIRED)
-    request_approve(request=req, approver=approver, reason="looks fine")
+    request_approve(reg_request=req, approver=approver, reason="looks fine")
     assert RegistrationRequest.objects.get(pk=req.pk).state == RequestState.APPROVED
     assert _live(owner) == 1
 
@@ -136,24 +136,15 @@ def test_high_risk_first_approval_is_recorded_and_only_the_second_meets_the_quot
 ):
     ClientFactory(owner=owner, idp=idp)
     ClientFactory(owner=owner, idp=idp)
-    request_approve(request=high_request, approver=approver, reason="first look")  # creates nothing yet
+    request_approve(reg_request=high_request, approver=approver, reason="first look")  # creates nothing yet
     with pytest.raises(DecisionConflict, match="the limit is 2"):
-        request_approve(request=high_request, approver=approver2, reason="second look")
+        request_approve(reg_request=high_request, approver=approver2, reason="second look")
     fresh = RegistrationRequest.objects.get(pk=high_request.pk)
     assert fresh.state == RequestState.PENDING and fresh.client_id is None
     assert list(Decision.objects.filter(request=high_request).values_list("approver", flat=True)) == [approver.pk]
     assert list(events_for("registration_request", high_request.public_id).values_list("action", flat=True)) == [
         "request.approve"
     ]
-
-
-def test_finalize_without_a_human_meets_the_quota_too(make_request, owner, idp, quota):
-    ClientFactory(owner=owner, idp=idp)
-    ClientFactory(owner=owner, idp=idp)
-    req = make_request()
-    with pytest.raises(DecisionConflict, match="the limit is 2"):
-        request_finalize(request=req, actor=Actor.system("policy"))
-    assert RegistrationRequest.objects.get(pk=req.pk).state == RequestState.PENDING
 
 
 # --- the lock itself ----------------------------------------------------------------------------------------

@@ -66,7 +66,7 @@ def test_queue_lists_high_tier_first_with_row_facts(bob, make_request, approver2
     medium = make_request(RiskTier.MEDIUM, client_name="older-medium")
     RegistrationRequest.objects.filter(pk=medium.pk).update(created_at=timezone.now() - timedelta(hours=30))
     high = make_request(RiskTier.HIGH, client_name="new-high")
-    request_approve(request=high, approver=approver2, reason="ok by carol")
+    request_approve(reg_request=high, approver=approver2, reason="ok by carol")
     response = bob.get(reverse("approvals:queue"))
     assert response.status_code == 200
     html = response.content.decode()
@@ -82,7 +82,7 @@ def test_queue_lists_high_tier_first_with_row_facts(bob, make_request, approver2
 def test_queue_hides_own_and_already_decided(client, make_request, approver, owner):
     mine = make_request(owner=approver, client_name="bobs-own")
     decided = make_request(RiskTier.HIGH, client_name="bob-approved-already")
-    request_approve(request=decided, approver=approver, reason="fine")
+    request_approve(reg_request=decided, approver=approver, reason="fine")
     client.force_login(approver)
     html = client.get(reverse("approvals:queue")).content.decode()
     assert "bobs-own" not in html and "bob-approved-already" not in html
@@ -134,7 +134,7 @@ def _count_queries(client, url):
 def test_queue_query_count_is_constant(bob, owner, team, idp, catalogue, approver2):
     token = TokenFactory(owner=owner)
     reqs = bulk_pending(10, owner=owner, team=team, idp=idp, token=token)
-    request_approve(request=RegistrationRequest.objects.get(pk=reqs[0].pk), approver=approver2, reason="x")
+    request_approve(reg_request=RegistrationRequest.objects.get(pk=reqs[0].pk), approver=approver2, reason="x")
     url = reverse("approvals:queue")
     small = _count_queries(bob, url)
     small_htmx = len(_capture(lambda: bob.get(url, **HTMX)))
@@ -155,7 +155,7 @@ def test_queue_query_count_is_constant(bob, owner, team, idp, catalogue, approve
     ]
     RegistrationRequest.objects.bulk_create(bulk_pending_more, batch_size=1000)
     for r in RegistrationRequest.objects.filter(public_id__startswith="reg_more")[:30]:
-        request_approve(request=r, approver=approver2, reason="x")
+        request_approve(reg_request=r, approver=approver2, reason="x")
     assert RegistrationRequest.objects.pending().count() == 500
     assert _count_queries(bob, url) == small
     assert len(_capture(lambda: bob.get(url, **HTMX))) == small_htmx
@@ -172,7 +172,7 @@ def test_detail_query_count_is_constant(bob, owner, team, idp, catalogue, make_r
     token = TokenFactory(owner=owner)
     parent = ClientFactory(owner=owner, scopes=["tickets:read"], name="parent-agent")
     target = make_request(RiskTier.HIGH, client_name="bulk-agent-1", parent_client=parent, software_id="sw.dup")
-    request_approve(request=target, approver=approver2, reason="carol says yes")
+    request_approve(reg_request=target, approver=approver2, reason="carol says yes")
     bulk_pending(10, owner=owner, team=team, idp=idp, token=token)
     url = reverse("approvals:detail", args=[target.public_id])
     small = _count_queries(bob, url)
@@ -206,7 +206,7 @@ def test_detail_shows_what_an_approver_needs(bob, owner, make_request, approver2
     req = make_request(
         RiskTier.HIGH, client_name="deploy-bot", software_id="com.example.deploy", parent_client=parent, via="spawn"
     )
-    request_approve(request=req, approver=approver2, reason="carol agrees")
+    request_approve(reg_request=req, approver=approver2, reason="carol agrees")
     html = bob.get(reverse("approvals:detail", args=[req.public_id])).content.decode()
     assert "gp-agent" in html and "parent-agent" in html  # lineage
     assert "+repo:write" in html and "−docs:read" in html  # scopes diff against parent
@@ -338,7 +338,7 @@ def test_already_decided_is_409(bob, make_request, approver2):
 
 
 def test_second_approval_by_same_person_is_409(bob, high_request, approver):
-    request_approve(request=high_request, approver=approver, reason="first")
+    request_approve(reg_request=high_request, approver=approver, reason="first")
     response = bob.post(
         reverse("approvals:decide", args=[high_request.public_id]), {"decision": "approve", "reason": "again"}
     )
@@ -401,7 +401,7 @@ def test_mine_lists_requests_made_with_my_tokens_and_decisions(client, owner, ma
     decided = make_request(client_name="was-denied")
     from approvals.services import request_deny
 
-    request_deny(request=decided, approver=approver, reason="too broad")
+    request_deny(reg_request=decided, approver=approver, reason="too broad")
     make_request(client_name="still-pending")
     RequestFactory(client_name="someone-elses")
     client.force_login(owner)
@@ -429,7 +429,7 @@ def test_detail_explains_why_you_cannot_decide(client, make_request, approver, a
     html = client.get(reverse("approvals:detail", args=[sponsored_by_token.public_id])).content.decode()
     assert "requested or sponsor this client" in html and 'data-action="approve"' not in html
     decided = make_request(RiskTier.HIGH)
-    request_approve(request=decided, approver=approver2, reason="first")
+    request_approve(reg_request=decided, approver=approver2, reason="first")
     client.force_login(approver2)
     html = client.get(reverse("approvals:detail", args=[decided.public_id])).content.decode()
     assert "already decided" in html and 'data-action="approve"' not in html
@@ -441,7 +441,7 @@ def test_detail_explains_why_you_cannot_decide(client, make_request, approver, a
 def test_mine_query_count_is_constant(client, owner, team, idp, catalogue, approver):
     token = TokenFactory(owner=owner)
     reqs = bulk_pending(10, owner=owner, team=team, idp=idp, token=token)
-    request_approve(request=RegistrationRequest.objects.get(pk=reqs[1].pk), approver=approver, reason="x")
+    request_approve(reg_request=RegistrationRequest.objects.get(pk=reqs[1].pk), approver=approver, reason="x")
     client.force_login(owner)
     url = reverse("approvals:mine")
     small = _count_queries(client, url)

@@ -36,10 +36,10 @@ def test_approved_renewal_extends_the_same_client(high_client, owner, approver, 
     assert renewal.state == RequestState.PENDING and result is not None
     before_expiry = Client.objects.get(pk=high_client.pk).expires_at
 
-    request_approve(request=renewal, approver=approver, reason="still needed for releases")
+    request_approve(reg_request=renewal, approver=approver, reason="still needed for releases")
     renewal.refresh_from_db()
     assert renewal.state == RequestState.PENDING  # high tier: needs a second approver
-    request_approve(request=renewal, approver=approver2, reason="confirmed with the team")
+    request_approve(reg_request=renewal, approver=approver2, reason="confirmed with the team")
 
     renewal.refresh_from_db()
     high_client.refresh_from_db()
@@ -53,9 +53,9 @@ def test_renewal_of_a_client_that_ended_meanwhile_is_refused(high_client, owner,
     client_renew(client=high_client, user=owner, ttl_seconds=3600)
     renewal = RegistrationRequest.objects.get(kind=RequestKind.RENEWAL)
     client_transition(client=high_client, target=ClientState.RETIRED, actor=Actor.system("test"))
-    request_approve(request=renewal, approver=approver, reason="ok")
+    request_approve(reg_request=renewal, approver=approver, reason="ok")
     with pytest.raises(DecisionConflict, match="cannot renew"):
-        request_approve(request=renewal, approver=approver2, reason="ok")
+        request_approve(reg_request=renewal, approver=approver2, reason="ok")
     renewal.refresh_from_db()
     assert renewal.state == RequestState.PENDING
     assert Client.objects.get().state == ClientState.RETIRED

@@ -46,7 +46,7 @@ def narrowed_medium(client, catalogue, idp, owner, approver):
     response = post(client, low_body(scope="tickets:write", internal_only=False, requested_ttl=7 * 86400), plaintext)
     assert response.status_code == 202, response.content
     request = RegistrationRequest.objects.get(public_id=response.json()["registration_id"])
-    request_approve(request=request, approver=approver, reason="an hour is enough", ttl_seconds=HOUR)
+    request_approve(reg_request=request, approver=approver, reason="an hour is enough", ttl_seconds=HOUR)
     return _activate(Client.objects.get(registration_id=request.public_id))
 
 
@@ -57,8 +57,8 @@ def narrowed_high(client, catalogue, idp, owner, approver, approver2):
     response = post(client, low_body(scope="repo:write tickets:read", requested_ttl=86400), plaintext)
     assert response.status_code == 202, response.content
     request = RegistrationRequest.objects.get(public_id=response.json()["registration_id"])
-    request_approve(request=request, approver=approver, reason="ok for an hour", ttl_seconds=HOUR)
-    request_approve(request=request, approver=approver2, reason="agreed")
+    request_approve(reg_request=request, approver=approver, reason="ok for an hour", ttl_seconds=HOUR)
+    request_approve(reg_request=request, approver=approver2, reason="agreed")
     return _activate(Client.objects.get(registration_id=request.public_id))
 
 
@@ -89,7 +89,7 @@ def test_renewing_beyond_the_approved_lifetime_needs_a_new_approval(narrowed_med
     event = AuditEvent.objects.filter(action="client.renewal_requested").get()
     assert event.after["ceiling"]["ttl_seconds"] == HOUR and event.after["approvals_needed"] == 1
 
-    request_approve(request=renewal, approver=approver, reason="a week is fine now")
+    request_approve(reg_request=renewal, approver=approver, reason="a week is fine now")
     renewed = Client.objects.get(pk=narrowed_medium.pk)
     assert renewed.ceiling_ttl_seconds == 7 * 86400  # the new approval is the new ceiling
     assert renewed.expires_at > timezone.now() + timedelta(days=6)
@@ -116,8 +116,8 @@ def test_an_approver_narrowing_scopes_on_a_renewal_narrows_the_client(narrowed_h
     assert sorted(narrowed_high.scopes) == ["repo:write", "tickets:read"]
     client_renew(client=narrowed_high, user=owner, reason="still needed")
     renewal = RegistrationRequest.objects.get(kind=RequestKind.RENEWAL)
-    request_approve(request=renewal, approver=approver, reason="tickets only", scopes=["tickets:read"])
-    request_approve(request=renewal, approver=approver2, reason="agreed", ttl_seconds=1800)
+    request_approve(reg_request=renewal, approver=approver, reason="tickets only", scopes=["tickets:read"])
+    request_approve(reg_request=renewal, approver=approver2, reason="agreed", ttl_seconds=1800)
 
     renewed = Client.objects.get(pk=narrowed_high.pk)
     assert renewed.scopes == ["tickets:read"]
@@ -133,9 +133,9 @@ def test_renewal_approval_never_widens(narrowed_high, owner, approver):
     client_renew(client=narrowed_high, user=owner)
     renewal = RegistrationRequest.objects.get(kind=RequestKind.RENEWAL)
     with pytest.raises(DecisionInvalid, match="only narrow"):
-        request_approve(request=renewal, approver=approver, reason="more", scopes=["repo:write", "crm:read"])
+        request_approve(reg_request=renewal, approver=approver, reason="more", scopes=["repo:write", "crm:read"])
     with pytest.raises(DecisionInvalid, match="only shorten"):
-        request_approve(request=renewal, approver=approver, reason="longer", ttl_seconds=86400)
+        request_approve(reg_request=renewal, approver=approver, reason="longer", ttl_seconds=86400)
     with pytest.raises(LifecycleError, match="only narrow"):
         client_apply_renewal(
             client=narrowed_high, ttl_seconds=HOUR, actor=Actor.user(approver), scopes=["repo:write", "db:prod:read"]

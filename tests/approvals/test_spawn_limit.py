@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
-from approvals import intake
 from approvals.models import RegistrationRequest
+from approvals.oauth2 import credentials, errors, register
 from approvals.policy_store import policy_publish
 from inventory.containment import client_spawn_restore, client_spawn_revoke_by
 from inventory.lifecycle import PermissionRefused
@@ -81,12 +81,12 @@ def test_the_limit_holds_when_the_policy_saw_a_stale_count(client, parent, admin
     """Race-free: the conditional UPDATE in the accepting statement decides, not the row the policy read."""
     policy_publish(actor=Actor.user(admin_user), thresholds={"max_children_per_parent": 1})
     parent_client, rat = parent
-    requester = intake.requester_authenticate(bearer=rat, body={})
+    requester = credentials.requester_authenticate(bearer=rat, body={})
     assert requester.parent.children_spawned == 0
     assert post(client, low_body(client_name="first"), rat).status_code == 201  # takes the only slot
     before = counts()
-    with pytest.raises(intake.BadRequest, match="already spawned 1 children; the limit is 1"):
-        intake.registration_submit(requester=requester, body=low_body(client_name="second"))
+    with pytest.raises(errors.BadRequest, match="already spawned 1 children; the limit is 1"):
+        register.registration_submit(requester=requester, body=low_body(client_name="second"))
     assert counts() == before
     assert Client.objects.filter(parent=parent_client).count() == 1
 

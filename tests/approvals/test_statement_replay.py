@@ -19,8 +19,8 @@ import requests
 from django.core.management import call_command
 from django.utils import timezone
 
-from approvals import intake
 from approvals.models import RegistrationRequest, SoftwareStatementUse
+from approvals.oauth2 import cache, credentials, errors, register
 from approvals.policy import PolicyConfig
 from approvals.policy_store import policy_publish
 from approvals.statements import statement_uses_purge, verify_software_statement
@@ -96,7 +96,7 @@ def test_the_lifetime_bound_is_a_policy_threshold(client, oidc_rule, admin_user)
     ninety_minutes = sign({"scope": "tickets:read"}, iat=now, exp=now + 5400)
     _refused(post(client, low_body(software_statement=ninety_minutes)), "at most 3600 s are accepted")
     policy_publish(actor=Actor.user(admin_user), thresholds={"max_statement_lifetime_seconds": 7200})
-    intake.clear_caches()
+    cache.clear_caches()
     from approvals import policy_store
 
     policy_store.clear_cache()
@@ -181,7 +181,7 @@ def test_a_jti_used_meanwhile_is_caught_by_the_database(oidc_rule):
     """The winner of a race commits between the loser's check and its write: the unique constraint, in the
     registration's own statement, refuses the loser, and the client it had already created is rolled back."""
     statement = sign({"scope": "tickets:read"}, jti="raced")
-    requester = intake.requester_authenticate(bearer=None, body={"software_statement": statement})
+    requester = credentials.requester_authenticate(bearer=None, body={"software_statement": statement})
     SoftwareStatementUse.objects.create(
         issuer=ISSUER,
         jti="raced",
@@ -190,8 +190,8 @@ def test_a_jti_used_meanwhile_is_caught_by_the_database(oidc_rule):
         used_at=timezone.now(),
     )
     before = counts()
-    with pytest.raises(intake.BadRequest) as info:
-        intake.registration_submit(requester=requester, body=low_body(software_statement=statement))
+    with pytest.raises(errors.BadRequest) as info:
+        register.registration_submit(requester=requester, body=low_body(software_statement=statement))
     assert info.value.error == "invalid_software_statement" and "already used" in info.value.description
     assert counts() == before  # not the request, not its client, not an audit event
 
@@ -256,7 +256,7 @@ from django.test import Client as HttpClient
 from django.utils import timezone
 from joserfc import jwt
 from joserfc.jwk import ECKey
-from approvals import intake
+from approvals.oauth2 import credentials, errors, register
 from approvals.models import RegistrationRequest, SoftwareStatementUse, TrustedIssuer
 from inventory.models import IdPConnection, ScopeDefinition
 from portal.models import User
@@ -285,13 +285,13 @@ once = statement("one")
 out["first"] = http.post("/oauth2/register", body(once), content_type="application/json").status_code
 out["replay"] = http.post("/oauth2/register", body(once), content_type="application/json").status_code
 raced = statement("raced")
-requester = intake.requester_authenticate(bearer=None, body={"software_statement": raced})
+requester = credentials.requester_authenticate(bearer=None, body={"software_statement": raced})
 SoftwareStatementUse.objects.create(issuer="https://ci.demo", jti="raced", expires_at=timezone.now(),
                                     registration_id="reg_winner", used_at=timezone.now())
 try:
-    intake.registration_submit(requester=requester, body=json.loads(body(raced)))
+    register.registration_submit(requester=requester, body=json.loads(body(raced)))
     out["raced"] = "accepted"
-except intake.BadRequest as exc:
+except errors.BadRequest as exc:
     out["raced"] = exc.error
 out["requests"] = RegistrationRequest.objects.count()
 out["uses"] = sorted(SoftwareStatementUse.objects.values_list("jti", flat=True))

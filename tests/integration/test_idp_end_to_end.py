@@ -139,9 +139,9 @@ def test_high_tier_request_after_two_approvals(
     assert request.risk_tier == "high" and request.state == RequestState.PENDING
     assert markers_at_idp(oidc_idp)[request.public_id] == 0  # nothing at the IdP before the approvals
 
-    request_approve(request=request, approver=approver, reason="release automation, reviewed")
+    request_approve(reg_request=request, approver=approver, reason="release automation, reviewed")
     assert not Client.objects.exists()  # one approval is not enough for a high-tier request
-    request_approve(request=RegistrationRequest.objects.get(), approver=approver2, reason="second pair of eyes")
+    request_approve(reg_request=RegistrationRequest.objects.get(), approver=approver2, reason="second pair of eyes")
     created = Client.objects.get()
     assert created.state == ClientState.PROVISIONING and created.registration_id == request.public_id
 

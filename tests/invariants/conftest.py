@@ -9,7 +9,8 @@ from django.core.cache import cache
 from django.db import connection
 from django.test import override_settings
 
-from approvals import intake, policy_store
+from approvals import policy_store
+from approvals.oauth2 import cache as oauth2_cache
 from tests.invariants.support import SCIM_TOKEN, TamperableConnector, build_world
 
 
@@ -20,7 +21,7 @@ def _isolated(db, catalogue):
     assert expected in (None, connection.vendor), f"expected {expected}, running on {connection.vendor}"
     cache.clear()
     policy_store.clear_cache()
-    intake.clear_caches()
+    oauth2_cache.clear_caches()
     with (
         override_settings(REGISTRAR_SCIM_TOKEN=SCIM_TOKEN, REGISTRAR_INLINE_DELIVERY_TIMEOUT=5),
         TamperableConnector.registered(),
@@ -29,7 +30,7 @@ def _isolated(db, catalogue):
     TamperableConnector.remote.clear()
     cache.clear()
     policy_store.clear_cache()
-    intake.clear_caches()
+    oauth2_cache.clear_caches()
 
 
 @pytest.fixture

@@ -23,8 +23,9 @@ from django.utils import timezone
 from joserfc import jwt
 from joserfc.jwk import ECKey, RSAKey
 
-from approvals import intake, policy_store
+from approvals import policy_store
 from approvals.models import RegistrationRequest, TrustedIssuer
+from approvals.oauth2 import cache as oauth2_cache
 from approvals.services import DecisionError, request_approve
 from inventory.choices import ClientState
 from inventory.connectors.base import RemoteClient
@@ -162,7 +163,7 @@ def build_world() -> World:
         config={"issuer": "https://idp.invariants", "token_endpoint": "https://idp.invariants/token"},
     )
     policy_store.clear_cache()
-    intake.clear_caches()
+    oauth2_cache.clear_caches()
     plaintext = "rat_invariants_" + "x" * 24
     token = TokenFactory(
         owner=users["owner"],
@@ -234,7 +235,7 @@ def approved_client(
         if grant_ttl is not None:
             kwargs["ttl_seconds"] = grant_ttl
         for approver in ("approver", "approver2")[: max(1, request.approvals_needed)]:
-            request_approve(request=request, approver=world.user(approver), reason="matrix approval", **kwargs)
+            request_approve(reg_request=request, approver=world.user(approver), reason="matrix approval", **kwargs)
             request.refresh_from_db()
     client = deliver(Client.objects.get(registration_id=data["registration_id"]))
     assert client.state == ClientState.ACTIVE, client.state

@@ -154,7 +154,7 @@ def approver_page_widens_a_renewal(world, role):
     http.post(url, {"decision": "approve", "reason": "widen", "narrow": "1", "scopes": ["repo:write", "tickets:read"]})
     http.post(url, {"decision": "approve", "reason": "as asked"})  # a plain approval is fine: one of two
     with refused_ok():
-        request_approve(request=renewal, approver=world.user("approver2"), reason="second pair of eyes")
+        request_approve(reg_request=renewal, approver=world.user("approver2"), reason="second pair of eyes")
 
 
 def api_widens_a_renewal(world, role):

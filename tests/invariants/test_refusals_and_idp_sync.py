@@ -250,7 +250,7 @@ def test_no_creating_path_leaves_a_duplicate_after_a_crash(
 ):
     if path == "approver approves":
         request = request_approve(
-            request=_pending_request(client, owner, unlisted_connection), approver=approver, reason="fine"
+            reg_request=_pending_request(client, owner, unlisted_connection), approver=approver, reason="fine"
         )
         agent = request.client
     else:

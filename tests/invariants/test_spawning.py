@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from approvals import intake
 from approvals.models import RegistrationRequest
+from approvals.oauth2 import credentials, errors, register
 from approvals.policy_store import policy_publish
 from inventory.containment import client_spawn_restore, client_spawn_revoke
 from inventory.models import Client
@@ -100,10 +100,10 @@ def approvers_approve_the_waiting_children(world, role):
 def a_stale_parent_row(world, role):
     """The policy judges a parent row read a moment ago; the UPDATE that accepts the spawn judges the row now."""
     spawn(world.bearers["low"], LIMIT - 1)
-    requester = intake.requester_authenticate(bearer=world.bearers["low"], body={})
+    requester = credentials.requester_authenticate(bearer=world.bearers["low"], body={})
     spawn(world.bearers["low"], 1)  # another agent takes the last slot in between
-    with pytest.raises(intake.BadRequest, match=f"the limit is {LIMIT}"):
-        intake.registration_submit(requester=requester, body=body(scope="tickets:read", client_name="late"))
+    with pytest.raises(errors.BadRequest, match=f"the limit is {LIMIT}"):
+        register.registration_submit(requester=requester, body=body(scope="tickets:read", client_name="late"))
 
 
 def revoke_then_spawn(world, role):

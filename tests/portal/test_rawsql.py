@@ -9,8 +9,8 @@ from django.db import connection
 from django.utils import timezone
 
 from approvals.choices import RequestState
-from approvals.intake import _token_with_owner
 from approvals.models import InitialAccessToken, RegistrationRequest
+from approvals.oauth2.credentials import _token_with_owner
 from inventory.models import Client, IdPConnection
 from portal.crypto import hash_token
 from portal.models import User
@@ -201,7 +201,7 @@ def _pending(token, public_id: str) -> tuple[RegistrationRequest, object]:
 
 
 def test_request_and_event_are_written_only_while_the_token_has_a_use_left():
-    from approvals.intake import _insert_with_event
+    from approvals.oauth2.credential_use import insert_with_event
     from portal.audit import verify_chain
     from portal.models import AuditEvent
     from portal.tlog.sequencer import log_seal
@@ -209,7 +209,7 @@ def test_request_and_event_are_written_only_while_the_token_has_a_use_left():
     now = timezone.now()
     token = TokenFactory(owner=UserFactory(), plaintext="rat_use_" + "q" * 30, max_uses=1)
     request, event = _pending(token, "reg_first")
-    assert _insert_with_event(request, event, token_id=token.pk, now=now) is True
+    assert insert_with_event(request, event, token_id=token.pk, now=now) is True
     stored = RegistrationRequest.objects.get(pk=request.pk)
     assert (stored.public_id, stored.token_id, stored.state, stored.reasons) == (
         "reg_first",
@@ -223,21 +223,21 @@ def test_request_and_event_are_written_only_while_the_token_has_a_use_left():
 
     # used up: nothing is written, no event either
     request, event = _pending(token, "reg_second")
-    assert _insert_with_event(request, event, token_id=token.pk, now=now) is False
+    assert insert_with_event(request, event, token_id=token.pk, now=now) is False
     assert not RegistrationRequest.objects.filter(public_id="reg_second").exists()
     assert AuditEvent.objects.count() == 1
     assert InitialAccessToken.objects.get(pk=token.pk).uses == 1
 
     expired = TokenFactory(owner=UserFactory(), plaintext="rat_use_" + "r" * 30, expires_at=now - timedelta(seconds=1))
     request, event = _pending(expired, "reg_expired")
-    assert _insert_with_event(request, event, token_id=expired.pk, now=now) is False
+    assert insert_with_event(request, event, token_id=expired.pk, now=now) is False
     assert InitialAccessToken.objects.get(pk=expired.pk).uses == 0
     assert not RegistrationRequest.objects.filter(public_id="reg_expired").exists()
 
     # without a token (software statement, parent credentials) the request is written unconditionally
     request, event = _pending(token, "reg_statement")
     request.token = None
-    assert _insert_with_event(request, event, token_id=None, now=now) is True
+    assert insert_with_event(request, event, token_id=None, now=now) is True
     assert RegistrationRequest.objects.get(public_id="reg_statement").token_id is None
     assert log_seal().sealed == 2
     assert verify_chain() == (2, None)

@@ -333,8 +333,9 @@ class Command(BaseCommand):
         from joserfc.jwk import ECKey
 
         from approvals.choices import RequestState
-        from approvals.intake import registration_submit, requester_authenticate
         from approvals.models import RegistrationRequest
+        from approvals.oauth2.credentials import requester_authenticate
+        from approvals.oauth2.register import registration_submit
 
         if RegistrationRequest.objects.filter(state=RequestState.PENDING).exists():
             return 0
@@ -366,5 +367,5 @@ class Command(BaseCommand):
         for body in bodies:
             requester = requester_authenticate(bearer=token_text, body=body | {"jwks": jwks})
             submission = registration_submit(requester=requester, body=body | {"jwks": jwks}, source_ip="127.0.0.1")
-            queued += submission.request.state == RequestState.PENDING
+            queued += submission.reg_request.state == RequestState.PENDING
         return queued

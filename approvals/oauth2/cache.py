@@ -1,0 +1,49 @@
+"""What every registration reads and an admin changes now and then, kept per process for a few seconds.
+
+Like the policy (``approvals.policy_store``): the default IdP and the scope catalogue. ``clear_caches()``
+empties them (tests, after admin changes).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from approvals.policy import ScopeInfo
+from inventory.models import IdPConnection, ScopeDefinition
+
+CACHE_SECONDS = 5.0
+_cache: dict[str, tuple[float, Any]] = {}
+
+
+def _cached(key: str, load: Callable[[], Any]) -> Any:
+    now = time.monotonic()
+    hit = _cache.get(key)
+    if hit is not None and now - hit[0] < CACHE_SECONDS:
+        return hit[1]
+    value = load()
+    _cache[key] = (now, value)
+    return value
+
+
+def clear_caches() -> None:
+    _cache.clear()
+
+
+def default_idp() -> IdPConnection | None:
+    """The IdP a registration goes to when its credential names none."""
+    return _cached("default_idp", lambda: IdPConnection.objects.filter(is_default=True, enabled=True).first())
+
+
+def _load_catalogue() -> dict[str, ScopeInfo]:
+    rows = ScopeDefinition.objects.filter(is_active=True).values_list("name", "sensitivity", "category")
+    return {name: ScopeInfo(name, sensitivity, category) for name, sensitivity, category in rows}
+
+
+def scope_catalogue(scopes: Iterable[str]) -> dict[str, ScopeInfo]:
+    """The catalogue entries for ``scopes`` (unknown names are simply absent: the policy refuses them)."""
+    if not scopes:
+        return {}
+    catalogue = _cached("catalogue", _load_catalogue)
+    return {name: catalogue[name] for name in scopes if name in catalogue}
