@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from inventory.choices import LIVE_STATES, ClientState, HoldKind, OutboxOperation
@@ -131,7 +132,9 @@ def client_hold_lift(*, client: Client, user, reason: str, now: dt.datetime | No
         before = client_snapshot(locked) | {"hold_reason": locked.hold_reason, "hold_at": locked.hold_at}
         resume = suspended_by_hold(locked)
         for name in HOLD_FIELDS:
-            setattr(locked, name, Client._meta.get_field(name).get_default())
+            model_field = Client._meta.get_field(name)
+            assert isinstance(model_field, Field)  # HOLD_FIELDS are columns
+            setattr(locked, name, model_field.get_default())
         locked.save(update_fields=list(HOLD_FIELDS))
         audit_record(
             actor=actor,

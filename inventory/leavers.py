@@ -96,8 +96,12 @@ def user_reactivate(*, user, actor: Actor, source: str, reason: str = "") -> boo
 
 def sso_account_disabled(extra_data: dict | None) -> bool:
     data = extra_data or {}
-    userinfo = data.get("userinfo") if isinstance(data.get("userinfo"), dict) else {}
-    for source in (data, userinfo, data.get("id_token") if isinstance(data.get("id_token"), dict) else {}):
+    userinfo, id_token = data.get("userinfo"), data.get("id_token")
+    for source in (
+        data,
+        userinfo if isinstance(userinfo, dict) else {},
+        id_token if isinstance(id_token, dict) else {},
+    ):
         for claim in DISABLED_CLAIMS:
             if source.get(claim) is False or str(source.get(claim)).lower() == "false":
                 return True
@@ -108,7 +112,12 @@ def on_social_login(sender, request=None, sociallogin=None, **kwargs) -> None:
     """allauth ``pre_social_login`` / ``social_account_updated``: the SSO provider says the account is off."""
     account = getattr(sociallogin, "account", None)
     user = getattr(account, "user", None) if account is not None else None
-    if user is None or user.pk is None or not sso_account_disabled(getattr(account, "extra_data", None)):
+    if (
+        account is None
+        or user is None
+        or user.pk is None
+        or not sso_account_disabled(getattr(account, "extra_data", None))
+    ):
         return
     user_deactivate(
         user=user,

@@ -102,6 +102,7 @@ def notify_stale(*, client_ids: list[int], now: dt.datetime | None = None) -> in
     sent = 0
     for clients in by_owner.values():
         owner = clients[0].owner
+        assert owner is not None  # selected by owner__is_active
         body = (
             f"Hello {owner.get_username()},\n\nThese clients have not been used for "
             f"{settings.REGISTRAR_STALE_DAYS} days. Retire them if they are no longer needed; renewing them "

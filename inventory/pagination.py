@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import BadRequest
-from django.db.models import BooleanField, F, Q, QuerySet
+from django.db.models import BooleanField, F, Field, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils.dateparse import parse_datetime
 from rest_framework.pagination import BasePagination
@@ -70,7 +70,9 @@ def decode_cursor(token: str) -> tuple[Any, int]:
 
 def _row_compare(field: str, op: str, value: Any, pk: int) -> Q:
     """``(field, id) op (value, pk)`` as one row comparison, so PostgreSQL reads a single index range."""
-    column = Client._meta.get_field(field).column
+    model_field = Client._meta.get_field(field)
+    assert isinstance(model_field, Field)  # one of SORTS' columns
+    column = model_field.column
     sql = f'("inventory_client"."{column}", "inventory_client"."id") {op} (%s, %s)'
     # column comes from the SORTS whitelist; values are parameters.
     return Q(RawSQL(sql, (value, pk), output_field=BooleanField()))  # noqa: S611

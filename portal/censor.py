@@ -89,7 +89,7 @@ def _censor_keys(value: Any) -> Any:
         return value
     if isinstance(value, dict | Mapping):
         is_jwk = "kty" in value
-        result = {}
+        result: dict[Any, Any] = {}
         get = _KEY_CACHE.get
         for key, inner in value.items():
             sensitive = get(key)

@@ -141,7 +141,7 @@ def evidence_pack(client: Client, explain: dict[str, Any] | None = None) -> dict
         },
         "lineage": {
             "depth": client.depth,
-            "parent": client.parent.registration_id if client.parent_id else None,
+            "parent": client.parent.registration_id if client.parent is not None else None,
             "ancestors": [a.registration_id for a in lineage["ancestors"]],
             "descendants": _lineage_json(lineage["tree"])["children"],
             "truncated": lineage["truncated"],
