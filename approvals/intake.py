@@ -83,11 +83,11 @@ from approvals.statements import (
 )
 from approvals.unauthorized import ACTION_STATEMENT_REJECTED, ACTION_UNAUTHORIZED, unauthorized_count
 from inventory.choices import LIVE_STATES, ClientState, CreatedVia, IdPKind, OutboxOperation
-from inventory.delivery import deliver_client_outbox_inline
 from inventory.keys import FetchedKeySet, KeySetError, jwks_fetch, jwks_thumbprints
 from inventory.lifecycle import LifecycleError, client_snapshot, client_transition
 from inventory.models import Client, IdPConnection, ScopeDefinition
 from inventory.outbox import outbox_enqueue, outbox_nudge
+from inventory.outbox.deliver import deliver_client_outbox_inline
 from inventory.quotas import OwnerQuotaExceeded
 from inventory.services import new_registration_id
 from portal.audit import Actor, audit_append, audit_event, audit_record, event_insert, event_inserted

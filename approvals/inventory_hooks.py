@@ -12,7 +12,9 @@ approvals or reach its models by name, so approvals hands them over here:
   disabled, their pending requests withdrawn), each effect audited;
 - **reads for inventory's pages** — a client's registration history (explain page, evidence pack), which
   clients have a renewal waiting (owner's list), registrations by outcome and time to decision (dashboard),
-  and which clients carry two distinct human approvals (framework report).
+  and which clients carry two distinct human approvals (framework report);
+- **sweeps** — ``lapsed`` (pending requests nobody decided in time: :func:`sweep_lapsed`, also the beat task's)
+  and ``unauthorized`` (refused-credential tallies), run by ``manage.py sweep <name>``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,14 @@ from django.utils import timezone
 from approvals.choices import DecisionKind, RequestKind, RequestState
 from approvals.models import Decision, InitialAccessToken, RegistrationRequest, TrustedIssuer
 from approvals.policy_store import active_policy
+from approvals.services import request_lapse_due
+from approvals.unauthorized import sweep_unauthorized
 from inventory import hooks
 from inventory.models import Client
 from inventory.selectors.dashboard import as_date, percentile, percentiles_sql
 from inventory.selectors.search import is_postgres
 from inventory.services import new_registration_id
+from inventory.sweeps import SweepResult
 from portal.audit import Actor, audit_record, audit_record_many
 
 
@@ -322,6 +327,18 @@ def resolve_policy(value: str) -> hooks.ContainmentTarget | None:
     return hooks.ContainmentTarget(label=f"policy version {version}", client_ids=sorted(set(via_requests + direct)))
 
 
+# --- sweeps -------------------------------------------------------------------------------------------------
+
+
+def sweep_lapsed(*, now: datetime | None = None, batch_size: int | None = None) -> SweepResult:
+    """Lapse pending requests nobody decided within ``REGISTRAR_REQUEST_LAPSE_DAYS``: the one entry point, for
+    ``manage.py sweep lapsed`` and the beat task ``approvals.tasks.sweep_lapsed``
+    (the rule: :func:`approvals.services.request_lapse_due`)."""
+    result = SweepResult("lapsed")
+    result.counts["lapsed"] = request_lapse_due(now=now, batch_size=batch_size)
+    return result
+
+
 def register() -> None:
     hooks.register_policy_limits(policy_limits)
     hooks.register_owner_live_limit(owner_live_limit)
@@ -333,6 +350,8 @@ def register() -> None:
     hooks.register_pending_renewals(pending_renewals)
     hooks.register_registration_stats(registration_stats)
     hooks.register_two_person_approval(two_person_approval)
+    hooks.register_sweep("lapsed", sweep_lapsed)
+    hooks.register_sweep("unauthorized", sweep_unauthorized)
 
 
 __all__ = [
@@ -346,5 +365,6 @@ __all__ = [
     "resolve_issuer",
     "resolve_policy",
     "resolve_token",
+    "sweep_lapsed",
     "two_person_approval",
 ]

@@ -13,11 +13,11 @@ log = logging.getLogger(__name__)
 
 @shared_task(name="approvals.tasks.sweep_lapsed")
 def sweep_lapsed() -> int:
-    """Lapse pending requests nobody decided within REGISTRAR_REQUEST_LAPSE_DAYS."""
-    from approvals.services import request_lapse_due
+    """Lapse pending requests nobody decided within REGISTRAR_REQUEST_LAPSE_DAYS (``manage.py sweep lapsed``)."""
+    from approvals.inventory_hooks import sweep_lapsed as sweep
 
     with heartbeat_timed(SWEEP_PREFIX + "lapsed"):
-        count = request_lapse_due()
+        count = sweep().counts["lapsed"]
     if count:
         log.info("event=requests_lapsed count=%s", count)
     return count

@@ -9,6 +9,7 @@ from django.contrib import admin
 from django.urls import reverse
 from django.utils.html import format_html
 
+from inventory.idp_secrets_admin import IdPSecretsAdminMixin
 from inventory.leavers import user_deactivate
 from inventory.models import Client, IdPConnection, OutboxEntry, ScopeDefinition, Team
 from portal.admin import user_admin_action_register
@@ -35,11 +36,12 @@ class TeamAdmin(AuditedModelAdmin):
 
 
 @admin.register(IdPConnection)
-class IdPConnectionAdmin(AuditedModelAdmin):
+class IdPConnectionAdmin(IdPSecretsAdminMixin, AuditedModelAdmin):
     audit_object_type = "idp"
     list_display = ("name", "kind", "enabled", "is_default", "last_reconciled_at")
     list_filter = ("kind", "enabled")
-    exclude = ("secrets",)  # credentials are set through the connection form / env, never displayed
+    # Credentials are write-only: "Set credentials" (inventory.idp_secrets_admin) or `manage.py set_idp_secret`.
+    exclude = ("secrets",)
     readonly_fields = ("last_reconciled_at",)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError, transaction
 
-from inventory.leavers import user_deactivate, user_reactivate
+from inventory.leavers import ACTIVITY_FIELDS, user_deactivate, user_reactivate
 from portal.audit import Actor, audit_record
 from portal.roles import is_privileged, privileged_users
 
@@ -78,10 +78,15 @@ def _save(user, *, update_fields: list[str] | None = None) -> None:
 
 
 def _set_active(user, active: bool | None, *, actor: Actor) -> None:
+    """Switch ``user`` off or on as the directory says; ``user`` is reloaded if that changed it."""
     if active is False:
-        user_deactivate(user=user, actor=actor, source="scim", reason="directory: active=false")
+        changed = user_deactivate(user=user, actor=actor, source="scim", reason="directory: active=false")
     elif active is True:
-        user_reactivate(user=user, actor=actor, source="scim", reason="directory: active=true")
+        changed = user_reactivate(user=user, actor=actor, source="scim", reason="directory: active=true")
+    else:
+        changed = False
+    if changed:
+        user.refresh_from_db(fields=ACTIVITY_FIELDS)
 
 
 @transaction.atomic

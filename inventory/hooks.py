@@ -236,14 +236,30 @@ def two_person_approval() -> BaseExpression | None:
     return provider() if provider is not None else None
 
 
+# --- sweeps owned by other apps -------------------------------------------------------------------
+
+# A sweep takes keyword arguments ``now`` and ``batch_size`` and returns an ``inventory.sweeps.SweepResult``.
+_sweeps: dict[str, Callable[..., Any]] = {}
+
+
+def register_sweep(name: str, sweep: Callable[..., Any]) -> None:
+    """A sweep a higher app owns (e.g. approvals' lapsed requests), run by ``manage.py sweep <name>``."""
+    _sweeps[name] = sweep
+
+
+def registered_sweeps() -> dict[str, Callable[..., Any]]:
+    return dict(_sweeps)
+
+
 def reset_for_tests() -> dict[str, Any]:
     """Unregister everything; returns the previous registrations for :func:`restore`."""
     global _policy_limits, _renewal_filer, _owner_live_limit
     saved: dict[str, Any] = {"policy": _policy_limits, "renewal": _renewal_filer, "containment": dict(_containment)}
-    saved |= {"owner_live_limit": _owner_live_limit, "providers": dict(_providers)}
+    saved |= {"owner_live_limit": _owner_live_limit, "providers": dict(_providers), "sweeps": dict(_sweeps)}
     _policy_limits = _renewal_filer = _owner_live_limit = None
     _containment.clear()
     _providers.clear()
+    _sweeps.clear()
     return saved
 
 
@@ -255,3 +271,5 @@ def restore(saved: dict[str, Any]) -> None:
     _containment.update(saved["containment"])
     _providers.clear()
     _providers.update(saved["providers"])
+    _sweeps.clear()
+    _sweeps.update(saved.get("sweeps", {}))

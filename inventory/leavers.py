@@ -26,12 +26,12 @@ logger = logging.getLogger(__name__)
 DISABLED_CLAIMS = ("active", "enabled", "accountEnabled", "account_enabled")
 
 
+#: The fields :func:`user_deactivate` and :func:`user_reactivate` change.
+ACTIVITY_FIELDS = ("is_active", "deactivated_at", "deactivation_source")
+
+
 def _user_snapshot(user) -> dict:
-    return {
-        "is_active": user.is_active,
-        "deactivated_at": user.deactivated_at,
-        "deactivation_source": user.deactivation_source,
-    }
+    return {name: getattr(user, name) for name in ACTIVITY_FIELDS}
 
 
 def _enqueue_orphan_sweep() -> None:
@@ -45,7 +45,9 @@ def _enqueue_orphan_sweep() -> None:
 
 @transaction.atomic
 def user_deactivate(*, user, actor: Actor, source: str, reason: str = "", now: dt.datetime | None = None) -> bool:
-    """Deactivate a person (idempotent). Returns False when they already were inactive."""
+    """Deactivate a person (idempotent). Returns False when they already were inactive.
+
+    The caller's ``user`` is left as it was: reload it (:data:`ACTIVITY_FIELDS`) to go on using it."""
     locked = get_user_model().objects.select_for_update().get(pk=user.pk)
     if not locked.is_active and locked.deactivated_at is not None:
         return False
@@ -53,7 +55,7 @@ def user_deactivate(*, user, actor: Actor, source: str, reason: str = "", now: d
     locked.is_active = False
     locked.deactivated_at = locked.deactivated_at or now or timezone.now()
     locked.deactivation_source = source[:32]
-    locked.save(update_fields=["is_active", "deactivated_at", "deactivation_source"])
+    locked.save(update_fields=list(ACTIVITY_FIELDS))
     audit_record(
         actor=actor,
         action="user.deactivate",
@@ -64,9 +66,6 @@ def user_deactivate(*, user, actor: Actor, source: str, reason: str = "", now: d
         reason=reason or f"deactivated via {source}",
     )
     transaction.on_commit(_enqueue_orphan_sweep)
-    user.__dict__.update(
-        is_active=False, deactivated_at=locked.deactivated_at, deactivation_source=locked.deactivation_source
-    )
     logger.info("event=user_deactivated user_id=%s source=%s", locked.pk, source)
     return True
 
@@ -74,13 +73,14 @@ def user_deactivate(*, user, actor: Actor, source: str, reason: str = "", now: d
 @transaction.atomic
 def user_reactivate(*, user, actor: Actor, source: str, reason: str = "") -> bool:
     """Reactivate a person (e.g. SCIM ``active: true``). Their orphaned clients stay orphaned until
-    they (or their team) take them back: a returning owner re-confirms rather than silently resuming."""
+    they (or their team) take them back: a returning owner re-confirms rather than silently resuming. Returns False
+    when they already were active; the caller's ``user`` is left as it was."""
     locked = get_user_model().objects.select_for_update().get(pk=user.pk)
     if locked.is_active:
         return False
     before = _user_snapshot(locked)
     locked.is_active, locked.deactivated_at, locked.deactivation_source = True, None, ""
-    locked.save(update_fields=["is_active", "deactivated_at", "deactivation_source"])
+    locked.save(update_fields=list(ACTIVITY_FIELDS))
     audit_record(
         actor=actor,
         action="user.reactivate",
@@ -90,7 +90,6 @@ def user_reactivate(*, user, actor: Actor, source: str, reason: str = "") -> boo
         after=_user_snapshot(locked),
         reason=reason or f"reactivated via {source}",
     )
-    user.__dict__.update(is_active=True, deactivated_at=None, deactivation_source="")
     return True
 
 
@@ -111,7 +110,8 @@ def sso_account_disabled(extra_data: dict | None) -> bool:
 def on_social_login(sender, request=None, sociallogin=None, **kwargs) -> None:
     """allauth ``pre_social_login`` / ``social_account_updated``: the SSO provider says the account is off."""
     account = getattr(sociallogin, "account", None)
-    user = getattr(account, "user", None) if account is not None else None
+    # A first login linked by e-mail has its person on the login, not yet on the (unsaved) account.
+    user = (getattr(account, "user", None) if account is not None else None) or getattr(sociallogin, "user", None)
     if (
         account is None
         or user is None
@@ -125,6 +125,7 @@ def on_social_login(sender, request=None, sociallogin=None, **kwargs) -> None:
         source="sso",
         reason="the SSO provider reports the account disabled",
     )
+    user.refresh_from_db(fields=ACTIVITY_FIELDS)  # allauth goes on with this object: it must refuse the login
 
 
 def connect_signals() -> None:

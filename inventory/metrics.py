@@ -134,7 +134,7 @@ _probe_results: dict[int, tuple[str, float, health.Check]] = {}
 
 
 def _probe(idp: IdPConnection) -> health.Check:
-    from inventory.delivery import connector_for
+    from inventory.outbox.push import connector_for
 
     connector = connector_for(idp, timeout=float(settings.REGISTRAR_READYZ_TIMEOUT_SECONDS))
     try:
@@ -146,7 +146,7 @@ def _probe(idp: IdPConnection) -> health.Check:
 
 def check_idps() -> dict[str, health.Check]:
     """One ``idp:<name>`` check per enabled connection, each result reused for REGISTRAR_READYZ_IDP_CACHE_SECONDS."""
-    from inventory.delivery import ConnectorCache
+    from inventory.outbox.push import ConnectorCache
 
     ttl = float(settings.REGISTRAR_READYZ_IDP_CACHE_SECONDS)
     results: dict[str, health.Check] = {}

@@ -266,12 +266,12 @@ class OutboxEntry(models.Model):
     last_error = models.TextField(_("last error"), blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
-    # A worker leases an entry before calling the IdP (conditional UPDATE, see inventory.delivery);
+    # A worker leases an entry before calling the IdP (conditional UPDATE, see inventory.outbox.leases);
     # a lease that runs out (worker killed) makes the entry claimable again.
     claimed_until = models.DateTimeField(_("claimed until"), null=True, blank=True)
     claimed_by = models.CharField(_("claimed by"), max_length=128, blank=True)
     # Set just before a call to an IdP that cannot list its clients, cleared once the call's outcome is
-    # recorded (see inventory.delivery, "journal"): still set on a later attempt, an earlier call may have
+    # recorded (see inventory.outbox.journal): still set on a later attempt, an earlier call may have
     # taken effect without Registrar learning its answer.
     idp_call_started_at = models.DateTimeField(_("unconfirmed IdP call started at"), null=True, blank=True)
 

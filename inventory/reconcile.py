@@ -35,10 +35,10 @@ from inventory.choices import (
 )
 from inventory.connectors.base import RemoteClient, censor, log_event
 from inventory.connectors.errors import ConnectorError, NotSupported
-from inventory.delivery import connector_for
 from inventory.lifecycle import client_transition
 from inventory.models import Client, IdPConnection, OutboxEntry
 from inventory.outbox import outbox_enqueue
+from inventory.outbox.push import connector_for
 from inventory.services import new_registration_id
 from portal.audit import Actor, audit_record
 

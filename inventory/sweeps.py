@@ -1,4 +1,4 @@
-"""Sweeps: expiry, orphaned owners, stale clients (and lapsed requests, delegated to approvals).
+"""Sweeps: expiry, orphaned owners, stale clients; and the registry of sweeps other apps own (lapsed requests).
 
 Every sweep is set-based and batched: it selects due rows over an indexed column with
 ``SELECT … FOR UPDATE SKIP LOCKED LIMIT <REGISTRAR_SWEEP_BATCH_SIZE>``, changes them with the same
@@ -17,7 +17,6 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from importlib import import_module
 
 from django.conf import settings
 from django.db import transaction
@@ -25,6 +24,7 @@ from django.db.models import Q, QuerySet
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from inventory import hooks
 from inventory.choices import ENDED_STATES, LIVE_STATES, ClientState
 from inventory.lifecycle import TRANSITION_FIELDS, client_snapshot, clients_transition_many
 from inventory.models import Client
@@ -89,12 +89,12 @@ def _in_batches(
 
 def _transition(target: str, actor: Actor, reason: str, action: str, now: dt.datetime, result: SweepResult):
     def handle(batch: list[Client]) -> list[int]:
-        outcome = clients_transition_many(
+        transitions = clients_transition_many(
             clients=batch, target=target, actor=actor, reason=reason, action=action, now=now
         )
-        if outcome.cascaded:
-            result.add("cascaded", outcome.cascaded)
-        return outcome.transitioned
+        if transitions.cascaded:
+            result.add("cascaded", transitions.cascaded)
+        return transitions.transitioned
 
     return handle
 
@@ -258,37 +258,21 @@ def sweep_stale(
     return result
 
 
-# --- lapsed requests (owned by approvals) --------------------------------------------------------
-
-
-def sweep_lapsed(*, now: dt.datetime | None = None) -> SweepResult:
-    """Pending requests past their age lapse. The rule lives in approvals; inventory calls it lazily
-    (``approvals.services.request_lapse_due``) because inventory never imports approvals at module level."""
-    result = SweepResult("lapsed")
-    try:
-        services = import_module("approvals.services")
-    except ImportError:
-        return result
-    lapse = getattr(services, "request_lapse_due", None)
-    if lapse is None:
-        logger.warning("event=sweep_lapsed_unavailable reason=approvals.services.request_lapse_due missing")
-        result.counts["unavailable"] = 0
-        return result
-    outcome = lapse(now=now or timezone.now())
-    count = outcome if isinstance(outcome, int) else len(outcome or [])
-    result.counts["lapsed"] = count
-    return result
-
+# --- the registry ---------------------------------------------------------------------------------
 
 SWEEPS: dict[str, Callable[..., SweepResult]] = {
     "expired": sweep_expired,
     "orphans": sweep_orphans,
     "stale": sweep_stale,
-    "lapsed": sweep_lapsed,
 }
 
 
-def sweep_register(name: str, sweep: Callable[..., SweepResult]) -> None:
-    """Add a sweep owned by a higher app (called from its ``AppConfig.ready()``), so ``manage.py sweep <name>``
-    runs it without inventory importing that app."""
-    SWEEPS[name] = sweep
+def sweeps_available() -> dict[str, Callable[..., SweepResult]]:
+    """Inventory's sweeps and those a higher app registered at start-up (``inventory.hooks.register_sweep``:
+    approvals' ``lapsed`` requests and ``unauthorized`` tallies)."""
+    return {**SWEEPS, **hooks.registered_sweeps()}
+
+
+def sweep_run(name: str, **kwargs) -> SweepResult:
+    """Run the sweep called ``name`` (``manage.py sweep <name>``); KeyError if nothing has that name."""
+    return sweeps_available()[name](**kwargs)

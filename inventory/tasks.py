@@ -1,6 +1,7 @@
-"""Celery tasks of the inventory: outbox delivery, its periodic requeue, and reconciliation.
+"""Celery tasks of the inventory: outbox delivery, its periodic requeue, reconciliation, the sweeps and reminders.
 
-Tasks are thin: they take primary keys and call ``inventory.delivery`` / ``inventory.reconcile``.
+Task names are ``inventory.tasks.<function>``, as the beat schedule in ``portal.celery`` names them. Tasks are
+thin: they take primary keys and call ``inventory.outbox`` / ``inventory.reconcile`` / ``inventory.sweeps``.
 Retries are *not* Celery retries: a failed delivery records its own ``next_attempt_at`` (backoff with
 jitter) and ``requeue_outbox`` (beat, every 15 s) enqueues whatever is due, so a lost broker message or a
 killed worker delays a change but never loses it. Soft and hard time limits come from settings
@@ -15,22 +16,21 @@ from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
-from inventory import (
-    delivery,
-    sweep_tasks,  # noqa: F401  (registers the periodic sweeps under inventory.tasks.*)
-)
+from inventory import notifications, sweeps
+from inventory.outbox import batch, deliver, leases, push
+from portal.heartbeats import SWEEP_PREFIX, heartbeat_timed
 
 logger = logging.getLogger(__name__)
 
 # One per worker process: connectors keep their HTTP connections (and TLS contexts) between tasks.
-_connectors = delivery.ConnectorCache()
+_connectors = push.ConnectorCache()
 
 
 @shared_task(name="inventory.tasks.deliver_client_outbox", ignore_result=True, soft_time_limit=60, time_limit=90)
 def deliver_client_outbox(client_id: int) -> bool:
     """Deliver one client's due outbox entries (in order). Safe to run twice at once."""
     try:
-        return delivery.deliver_client_outbox(client_id, connectors=_connectors)
+        return deliver.deliver_client_outbox(client_id, connectors=_connectors)
     except SoftTimeLimitExceeded:
         # The lease on the entry runs out and requeue_outbox retries it; nothing to undo here.
         logger.warning("event=deliver_soft_time_limit client_id=%s", client_id)
@@ -41,7 +41,7 @@ def deliver_client_outbox(client_id: int) -> bool:
 def deliver_outbox_batch(client_ids: list[int]) -> dict:
     """Deliver the due heads of many clients (bulk-recorded); what the periodic requeue hands out."""
     try:
-        return delivery.deliver_outbox_batch(client_ids, connectors=_connectors)
+        return batch.deliver_outbox_batch(client_ids, connectors=_connectors)
     except SoftTimeLimitExceeded:
         logger.warning("event=deliver_batch_soft_time_limit clients=%s", len(client_ids))
         return {}
@@ -58,9 +58,9 @@ def even_batches(items: list, size: int) -> list[list]:
 @shared_task(name="inventory.tasks.requeue_outbox", ignore_result=True, soft_time_limit=30, time_limit=45)
 def requeue_outbox(limit: int = 10_000) -> int:
     """Enqueue delivery of every client with a due, unleased entry, in batches. Idempotent."""
-    client_ids = delivery.due_client_ids(limit=limit)
-    for batch in even_batches(client_ids, settings.REGISTRAR_OUTBOX_BATCH_SIZE):
-        deliver_outbox_batch.delay(batch)
+    client_ids = leases.due_client_ids(limit=limit)
+    for client_batch in even_batches(client_ids, settings.REGISTRAR_OUTBOX_BATCH_SIZE):
+        deliver_outbox_batch.delay(client_batch)
     if client_ids:
         logger.info("event=outbox_requeued clients=%s", len(client_ids))
     return len(client_ids)
@@ -101,3 +101,36 @@ def refresh_report_snapshots() -> list[str]:
         cached_report(key, compute, refresh=True)
         refreshed.append(key)
     return refreshed
+
+
+# -- sweeps and reminders ----------------------------------------------------------------------------------
+# Each calls one sweep and returns its counts. Locking is the sweep's job (SKIP LOCKED), so beat firing twice or
+# two workers picking the same task is harmless. Each records a ``sweep:<name>`` heartbeat with its duration when
+# it finishes (``/metrics``: last run and duration per sweep). Generous limits: a sweep commits per batch, so a
+# killed run loses at most one batch's work.
+
+_SWEEP_LIMITS = {"soft_time_limit": 240, "time_limit": 300, "ignore_result": True}
+
+
+@shared_task(name="inventory.tasks.sweep_expired", **_SWEEP_LIMITS)
+def sweep_expired() -> dict:
+    with heartbeat_timed(SWEEP_PREFIX + "expired"):
+        return sweeps.sweep_expired().counts
+
+
+@shared_task(name="inventory.tasks.sweep_orphans", **_SWEEP_LIMITS)
+def sweep_orphans() -> dict:
+    with heartbeat_timed(SWEEP_PREFIX + "orphans"):
+        return sweeps.sweep_orphans().counts
+
+
+@shared_task(name="inventory.tasks.sweep_stale", **_SWEEP_LIMITS)
+def sweep_stale() -> dict:
+    with heartbeat_timed(SWEEP_PREFIX + "stale"):
+        return sweeps.sweep_stale().counts
+
+
+@shared_task(name="inventory.tasks.notify_expiring", **_SWEEP_LIMITS)
+def notify_expiring() -> int:
+    with heartbeat_timed(SWEEP_PREFIX + "notify_expiring"):
+        return notifications.notify_expiring()

@@ -60,6 +60,14 @@ _GENERATE_ENCRYPTION_KEY = (
 )
 
 
+def _origin(url: str) -> str:
+    """scheme://host[:port] of a URL (a CSP source)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
 def _derived_encryption_key(secret_key: str) -> str:
     """The encryption key embedded mode derives from SECRET_KEY (so the demo needs no second secret)."""
     return base64.urlsafe_b64encode(hashlib.sha256(secret_key.encode()).digest()).decode()
@@ -155,6 +163,8 @@ MIDDLEWARE = [
     "csp.middleware.CSPMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    # Privileged people without a second factor in this session go no further (portal.mfa).
+    "portal.mfa.MfaRequiredMiddleware",
 ]
 
 ROOT_URLCONF = "portal.urls"
@@ -269,8 +279,6 @@ REGISTRAR_LOGIN_SLOWDOWN_AFTER = env_int("REGISTRAR_LOGIN_SLOWDOWN_AFTER", 10, m
 REGISTRAR_LOGIN_SLOWDOWN_MAX_SECONDS = env_int("REGISTRAR_LOGIN_SLOWDOWN_MAX_SECONDS", 300, minimum=1)
 REGISTRAR_LOGIN_SLOWDOWN_WINDOW_SECONDS = env_int("REGISTRAR_LOGIN_SLOWDOWN_WINDOW_SECONDS", 3600, minimum=60)
 REGISTRAR_LOGIN_KNOWN_ADDRESS_DAYS = env_int("REGISTRAR_LOGIN_KNOWN_ADDRESS_DAYS", 90, minimum=1)
-MFA_SUPPORTED_TYPES = ["totp", "recovery_codes"]
-
 OIDC_SSO_SERVER_URL = env_str("OIDC_SSO_SERVER_URL")
 SOCIALACCOUNT_PROVIDERS: dict = {}
 if OIDC_SSO_SERVER_URL:
@@ -281,10 +289,37 @@ if OIDC_SSO_SERVER_URL:
                 "name": env_str("OIDC_SSO_NAME", "Single sign-on"),
                 "client_id": env_required("OIDC_SSO_CLIENT_ID"),
                 "secret": env_required("OIDC_SSO_CLIENT_SECRET"),
-                "settings": {"server_url": OIDC_SSO_SERVER_URL},
+                "settings": {
+                    "server_url": OIDC_SSO_SERVER_URL,
+                    "scope": (env_str("OIDC_SSO_SCOPES") or "openid profile email").split(),
+                    "oauth_pkce_enabled": True,
+                },
             }
         ]
     }
+
+# --- single sign-on and two-factor authentication (portal.sso, portal.mfa; README "SSO and MFA") -------
+# First SSO login links to the existing person with the same e-mail, only when the IdP says it is verified.
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION_AUTO_CONNECT = True
+# Roles from the IdP's groups claim: "idp-group=role,other-group=role" (roles: approver, owner, security, admin,
+# as in portal.roles.Role). Unset: SSO changes no role.
+REGISTRAR_SSO_GROUPS_CLAIM = env_str("REGISTRAR_SSO_GROUPS_CLAIM", "groups")
+REGISTRAR_SSO_GROUP_ROLES: dict[str, list[str]] = {}
+for _pair in env_list("REGISTRAR_SSO_GROUP_ROLES", []):
+    _group, _, _role = _pair.partition("=")
+    if not _group.strip() or _role.strip() not in ("approver", "owner", "security", "admin"):
+        raise ImproperlyConfigured(
+            f"REGISTRAR_SSO_GROUP_ROLES: {_pair!r} is not group=role with role approver, owner, security or admin"
+        )
+    REGISTRAR_SSO_GROUP_ROLES.setdefault(_group.strip(), []).append(_role.strip())
+# Approvers, security, admins and staff must use a second factor on every session (portal.mfa).
+REGISTRAR_MFA_REQUIRED = env_bool("REGISTRAR_MFA_REQUIRED", True)
+MFA_ADAPTER = "portal.mfa.RegistrarMFAAdapter"
+MFA_SUPPORTED_TYPES = ["totp", "webauthn", "recovery_codes"]
+MFA_TOTP_ISSUER = env_str("REGISTRAR_MFA_TOTP_ISSUER", "Registrar")
+# Security keys over plain http only on localhost in DEBUG (make run); production is HTTPS.
+MFA_WEBAUTHN_ALLOW_INSECURE_ORIGIN = DEBUG
 
 # --- security ------------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True
@@ -300,6 +335,8 @@ if not DEBUG:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# The SSO button posts to allauth, which redirects to the IdP: browsers hold that redirect to form-action too.
+_sso_origins = [_origin(OIDC_SSO_SERVER_URL)] if OIDC_SSO_SERVER_URL else []
 CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
@@ -308,7 +345,7 @@ CONTENT_SECURITY_POLICY = {
         "img-src": ["'self'", "data:"],
         "connect-src": ["'self'"],
         "frame-ancestors": ["'none'"],
-        "form-action": ["'self'"],
+        "form-action": ["'self'", *_sso_origins],
         "base-uri": ["'self'"],
     }
 }
@@ -402,7 +439,7 @@ REGISTRAR_ORPHAN_RETIRE_DAYS = env_int("REGISTRAR_ORPHAN_RETIRE_DAYS", 30, minim
 REGISTRAR_STALE_DAYS = env_int("REGISTRAR_STALE_DAYS", 30, minimum=1)
 REGISTRAR_EXPIRY_REMINDER_DAYS = [int(d) for d in env_list("REGISTRAR_EXPIRY_REMINDER_DAYS", ["7", "1"])]
 REGISTRAR_OUTBOX_MAX_ATTEMPTS = env_int("REGISTRAR_OUTBOX_MAX_ATTEMPTS", 8, minimum=1)
-# Outbox delivery (inventory.delivery): a worker's lease on an entry must outlast one delivery
+# Outbox delivery (inventory.outbox): a worker's lease on an entry must outlast one delivery
 # (a few connector requests of REGISTRAR_CONNECTOR_TIMEOUT_SECONDS each); retries back off
 # exponentially from BASE to MAX seconds, with jitter.
 REGISTRAR_OUTBOX_LEASE_SECONDS = env_int("REGISTRAR_OUTBOX_LEASE_SECONDS", 120, minimum=1)

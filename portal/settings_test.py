@@ -38,6 +38,9 @@ REGISTRAR_LOG_SIGNING_KEY = "PRIVATE+KEY+registrar.test/audit-log+23489aee+AbLUk
 REGISTRAR_LOG_SIGNING_KEY_FILE = None
 REGISTRAR_LOG_GENERATE_KEY = False
 REGISTRAR_LOG_NUDGE = False
+# Most tests sign privileged people in with force_login, which passes no second factor; the MFA rule itself is
+# tested with it on (tests/portal/test_mfa.py, tests/e2e/test_mfa_browser.py), and production keeps it on.
+REGISTRAR_MFA_REQUIRED = False
 if TEST_DATABASE == "sqlite":
     # A file, as make run's (WAL, busy timeout, IMMEDIATE transactions), not a shared in-memory database whose
     # table locks fail at once: tests with several connections (threads, a live server) wait as the demo's do.

@@ -42,7 +42,9 @@ class IdPProcess:
     ``scopes`` (space-separated or a list) pins the provider to a fixed scope list; by default it accepts
     any scope a client registers. ``port=0`` picks a free port. ``listing=False`` starts it as a plain RFC
     7591/7592 IdP with no admin API (``IDP_LISTING=off``): :meth:`connector_config` then names no listing, and
-    only the test console (:attr:`console_clients_endpoint`) shows what it holds.
+    only the test console (:attr:`console_clients_endpoint`) shows what it holds. ``sso_clients`` and ``users``
+    make it the company's IdP for people's single sign-on too (see ``IDP_SSO_CLIENTS`` / ``IDP_USERS`` in
+    server.mjs); :meth:`user_update` changes a person there (disable them, change their groups).
     """
 
     def __init__(
@@ -57,9 +59,13 @@ class IdPProcess:
         startup_timeout: float = 60.0,
         idp_dir: Path = IDP_DIR,
         listing: bool = True,
+        sso_clients: list[dict] | None = None,
+        users: list[dict] | None = None,
     ) -> None:
         self.port = port
         self.listing = listing
+        self.sso_clients = sso_clients or []
+        self.users = users or []
         self.initial_access_token = initial_access_token
         self.admin_token = admin_token
         self.scopes = " ".join(scopes) if isinstance(scopes, list) else scopes
@@ -109,6 +115,16 @@ class IdPProcess:
         the operator's console, for tests to check and to act as the person a sync failure asks for."""
         return self._url("/_test/clients")
 
+    def user_update(self, sub: str, **changes) -> dict:
+        """PATCH a person at the IdP (``active=False`` disables them, ``groups=[...]`` moves them)."""
+        import httpx
+
+        answer = httpx.patch(
+            self._url(f"/_test/users/{sub}"), json=changes, headers={"Authorization": f"Bearer {self.admin_token}"}
+        )
+        answer.raise_for_status()
+        return answer.json()
+
     def connector_config(self) -> tuple[dict, dict]:
         """``(config, secrets)`` for the ``rfc7591`` connector pointed at this provider."""
         config = {
@@ -149,6 +165,8 @@ class IdPProcess:
             "IDP_INITIAL_ACCESS_TOKEN": self.initial_access_token,
             "IDP_ADMIN_TOKEN": self.admin_token,
             "IDP_LISTING": "on" if self.listing else "off",
+            "IDP_SSO_CLIENTS": json.dumps(self.sso_clients),
+            "IDP_USERS": json.dumps(self.users),
         }
         env.pop("IDP_SCOPES", None)
         if self.scopes:

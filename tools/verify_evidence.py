@@ -4,23 +4,30 @@
     python tools/verify_evidence.py evidence-reg_….json --key 'registrar.example.com/audit-log+1a2b3c4d+AXSU…'
     python tools/verify_evidence.py pack.json --key-file log.pub
 
-What it proves, for the pack's ``timeline``:
+What it proves:
 
 1. the pack's ``log.checkpoint`` is a C2SP checkpoint (c2sp.org/tlog-checkpoint) signed, as a C2SP signed
    note, by the key you gave — the log's key, obtained from Registrar's operators out of band, never from the
    pack;
-2. each event's ``leaf`` (the exact bytes the log recorded) is included, at ``log_index``, in the Merkle tree
-   (RFC 9162) whose root that checkpoint signs — ``inclusion_proof`` is its audit path;
-3. every field the pack shows for the event (time, actor, action, object, before/after, reason, policy
-   version, request id, the old chain hashes) is what that leaf says.
+2. the export event (``log.export``: ``client.evidence_exported``, by the person who downloaded the pack) is in
+   the Merkle tree (RFC 9162) whose root that checkpoint signs, at ``log_index`` (``inclusion_proof`` is its
+   audit path), and the SHA-256 it logged is the digest of every other section of the pack — their canonical
+   JSON (RFC 8785 style, below), each section's digest logged too, so a changed section is named. So the whole
+   pack (client, owner, approval, scopes, timeline…) is exactly what Registrar exported, and Registrar cannot
+   later deny having said it;
+3. each timeline event's ``leaf`` (``log.entries``: the exact bytes the log recorded) is in the same tree, and
+   every field the timeline shows for it is what that leaf says;
+4. the file is byte for byte as Registrar wrote it (``json.dumps(pack, indent=2)`` and a newline): the content
+   is written back that way and compared, so not even whitespace or an escape can change unnoticed.
 
-The other sections of the pack (the client as it is now, its owner, its approvals…) are Registrar's current
-view, not covered by the log: the timeline events are the evidence for them. To know the checkpoint is the one
+What it does not prove: that Registrar's view of the client was true — the sections are what Registrar said at
+the export, now fixed in the log; the events are the history behind them. To know the checkpoint is the one
 everybody else saw, compare it with your own copy of the log's checkpoints (a witness) — the consistency of
 two checkpoints is what ``manage.py verify_audit --witness`` and log monitors check.
 
-Exit status: 0 every event proven; 1 something does not verify (the first problem is printed); 2 nothing
-failed but some events are not sealed in the log yet (so not proven).
+Exit status: 0 everything proven; 1 something does not verify (the first problem is printed, naming the
+section); 2 nothing failed but the export event or some timeline events were not sealed in the log yet when
+the pack was made (so not proven: fetch the pack again).
 
 This file is deliberately self-contained and independent of Registrar's own code: an auditor can read all of
 what is checked here, and a bug in Registrar's implementation cannot hide in a shared one.
@@ -33,13 +40,16 @@ import base64
 import binascii
 import hashlib
 import json
+import re
 import sys
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 EM_DASH = "\u2014 "
-TIMELINE_KEYS = {
+SCHEMA = "registrar.evidence-pack/3"
+EXPORT_ACTION = "client.evidence_exported"
+EVENT_KEYS = {
     "id",
     "at",
     "actor",
@@ -52,15 +62,9 @@ TIMELINE_KEYS = {
     "request_id",
     "hash",
     "prev_hash",
-    "log_index",
-    "leaf",
-    "inclusion_proof",
 }
-
-
-# What the checks above cover: the timeline's events, against the signed checkpoint in "log" (the schema name
-# and the generation time are labels). Every other section is reported as not covered.
-PROVEN_SECTIONS = {"schema", "generated_at", "timeline", "log", "log_witness"}
+PROOF_KEYS = {"log_index", "leaf", "inclusion_proof"}
+LOG_KEYS = {"checkpoint", "export", "entries"}
 
 
 class Invalid(Exception):
@@ -84,7 +88,72 @@ def b64decode(value, what: str) -> bytes:
 
 
 def canonical(value) -> str:
+    """For comparing two JSON values (sorted keys, compact): equal values, equal text."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# --- canonical JSON (RFC 8785 style) ---------------------------------------------------------------------------
+# What the export event's digests are computed over. RFC 8785 (JCS): no whitespace; members sorted by the UTF-16
+# code units of their names; strings in UTF-8 with only '"', '\\' and control characters escaped; numbers as
+# ECMAScript writes them. One difference: integers keep all their digits (JCS would round them through a double
+# past 2**53), so two different integers never share a digest.
+
+
+def jcs(value) -> bytes:
+    return "".join(_jcs(value)).encode("utf-8")
+
+
+def _jcs(value):
+    if value is None or value is True or value is False:
+        yield {None: "null", True: "true", False: "false"}[value]
+    elif isinstance(value, int):
+        yield str(value)
+    elif isinstance(value, float):
+        yield es_number(value)
+    elif isinstance(value, str):
+        yield json.dumps(value, ensure_ascii=False)  # escapes exactly '"', '\\' and U+0000..U+001F (§3.2.2.2)
+    elif isinstance(value, dict):
+        yield "{"
+        for i, key in enumerate(sorted(value, key=lambda k: k.encode("utf-16-be"))):
+            yield ("," if i else "") + json.dumps(key, ensure_ascii=False) + ":"
+            yield from _jcs(value[key])
+        yield "}"
+    elif isinstance(value, list):
+        yield "["
+        for i, item in enumerate(value):
+            if i:
+                yield ","
+            yield from _jcs(item)
+        yield "]"
+    else:
+        raise Invalid(f"not a JSON value: {type(value).__name__}")
+
+
+def es_number(value: float) -> str:
+    """ECMAScript's Number.prototype.toString (RFC 8785 §3.2.2.3): the shortest round-trip digits (repr's)."""
+    if value != value or value in (float("inf"), float("-inf")):
+        raise Invalid("NaN and infinities are not JSON numbers")
+    if value == 0:
+        return "0"
+    mantissa, _, exp = repr(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = (whole + fraction).lstrip("0")
+    point = len(whole) + int(exp or 0) - (len(whole + fraction) - len(digits))  # where the decimal point goes
+    digits = digits.rstrip("0")
+    k, n = len(digits), point
+    if k <= n <= 21:
+        text = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        text = f"{digits[:n]}.{digits[n:]}"
+    elif -6 < n <= 0:
+        text = f"0.{'0' * -n}{digits}"
+    else:
+        text = f"{digits[0]}{'.' + digits[1:] if k > 1 else ''}e{'+' if n > 0 else '-'}{abs(n - 1)}"
+    return ("-" if value < 0 else "") + text
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 # --- RFC 9162 ----------------------------------------------------------------------------------------------
@@ -179,19 +248,45 @@ def open_checkpoint(note: str, key: tuple[str, int, bytes]) -> tuple[str, int, b
 # --- the pack ------------------------------------------------------------------------------------------------
 
 
-def check_event(event: dict, tree_size: int, root: bytes) -> tuple[str, dict] | None:
-    """None when the event is not sealed yet; else (description, leaf) once proven. Raises Invalid."""
-    if not isinstance(event, dict) or set(event) != TIMELINE_KEYS:
-        raise Invalid("a timeline entry has missing or unexpected fields")
-    label = f"event #{event['id']}"
-    if event["log_index"] is None and event["leaf"] is None and event["inclusion_proof"] is None:
+# A top-level member's line: an indent of two, a quote, the name — read loosely (one of those bytes may be the
+# altered one); deeper lines (four spaces or more) and closing lines ("  },") do not match.
+_MEMBER_LINE = re.compile(
+    r'(?:[^\n]{2}"|  [^ \n]|   (?=[A-Za-z_]))([A-Za-z_\ufffd\x00-\x09\x0b-\x1f]+)(?:[^ \n]?:|[^ \n]{0,2} )'
+)
+
+
+def section_at(text: str, position: int) -> str:
+    """The top-level section of the pack holding ``position``. Registrar writes each top-level member on a line
+    of its own (``  "name": …``); every line up to the next such line is that member's, and a newline belongs
+    to the line it ends. The opening brace goes with the first member."""
+    end = position
+    while (at := text.rfind("\n", 0, end)) >= 0:
+        member = _MEMBER_LINE.match(text, at + 1)
+        if member:
+            return re.sub(r"[\x00-\x1f\ufffd]", "?", member.group(1))  # an altered byte in the name itself
+        end = at
+    return "schema"
+
+
+def check_event(event, proof, tree_size: int, root: bytes, shown_in: str, proof_in: str) -> tuple[str, dict] | None:
+    """Prove ``event`` (as the section ``shown_in`` shows it) with ``proof`` (its log index, leaf and inclusion
+    proof, in the section ``proof_in``). None when it is not sealed yet; else (description, leaf). Raises
+    Invalid, naming the section at fault."""
+    if not isinstance(event, dict) or set(event) != EVENT_KEYS:
+        raise Invalid(f"{shown_in}: an event has missing or unexpected fields")
+    label = f"{proof_in}: event #{event['id']}"
+    if proof["log_index"] is None and proof["leaf"] is None and proof["inclusion_proof"] is None:
         return None
-    index, proof = event["log_index"], event["inclusion_proof"]
-    if type(index) is not int or not isinstance(proof, list):
+    index, path = proof["log_index"], proof["inclusion_proof"]
+    if type(index) is not int or not isinstance(path, list):
         raise Invalid(f"{label}: log_index or inclusion_proof is malformed")
-    data = b64decode(event["leaf"], f"{label}: leaf")
-    path = [b64decode(p, f"{label}: inclusion proof") for p in proof]
-    if root_from_inclusion_proof(index, tree_size, leaf_hash(data), path) != root:
+    data = b64decode(proof["leaf"], f"{label}: leaf")
+    hashes = [b64decode(p, f"{label}: inclusion proof") for p in path]
+    try:
+        computed = root_from_inclusion_proof(index, tree_size, leaf_hash(data), hashes)
+    except Invalid as exc:
+        raise Invalid(f"{label}: {exc}")
+    if computed != root:
         raise Invalid(
             f"{label}: its leaf is not at log index {index} of the signed tree (altered leaf, index or proof)"
         )
@@ -199,11 +294,12 @@ def check_event(event: dict, tree_size: int, root: bytes) -> tuple[str, dict] | 
         leaf = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
         raise Invalid(f"{label}: the leaf is not a JSON audit event")
+    label = f"{shown_in}: event #{event['id']}"  # the proof holds: what differs now is what the pack shows
     actor = event["actor"]
     if not isinstance(actor, dict) or set(actor) != {"type", "id", "label"}:
         raise Invalid(f"{label}: the actor is malformed")
     if not isinstance(leaf, dict) or not isinstance(leaf.get("object"), list) or len(leaf["object"]) != 2:
-        raise Invalid(f"{label}: the leaf is not a JSON audit event")
+        raise Invalid(f"{proof_in}: event #{event['id']}: the leaf is not a JSON audit event")
     obj = leaf["object"]
     shown = {
         "id": event["id"],
@@ -230,70 +326,146 @@ def check_event(event: dict, tree_size: int, root: bytes) -> tuple[str, dict] | 
     if not chained and (event["prev_hash"] != "" or event["hash"] is not None):
         raise Invalid(f"{label}: chain hashes shown for an event that has none")
     return (
-        f"{label} at log index {index}: {leaf['occurred_at']} {leaf['actor'][2] or leaf['actor'][0]} {leaf['action']} {logged['object']}",
+        f"event #{event['id']} at log index {index}: {leaf['occurred_at']} {leaf['actor'][2] or leaf['actor'][0]} "
+        f"{leaf['action']} {logged['object']}",
         leaf,
     )
 
 
+def _proof(value, keys: set, where: str) -> dict:
+    if not isinstance(value, dict) or set(value) != keys:
+        raise Invalid(f"{where}: missing or unexpected fields")
+    return value
+
+
+def check_digests(body: dict, logged, event_id) -> str:
+    """The sections' digests against those the export event logged; the whole body's digest (hex)."""
+    if not isinstance(logged, dict) or set(logged) != {"schema", "sha256", "sections"}:
+        raise Invalid(f"log.export: event #{event_id} does not carry the pack's digests")
+    sections = logged["sections"]
+    if not isinstance(sections, dict):
+        raise Invalid(f"log.export: event #{event_id} does not carry the pack's digests")
+    missing = [name for name in sections if name not in body]
+    if missing:
+        extra = [name for name in body if name not in sections]
+        raise Invalid(
+            f"{', '.join(missing)}: section(s) Registrar exported are missing from the pack"
+            + (f" (it has {', '.join(extra)} instead)" if extra else "")
+        )
+    for name in body:
+        if name not in sections:
+            raise Invalid(f"{name}: this section was not in the pack Registrar exported (event #{event_id})")
+        if sha256_hex(jcs(body[name])) != sections[name]:
+            raise Invalid(
+                f"{name}: this section is not what Registrar exported — its SHA-256 differs from the one logged "
+                f"by the export event #{event_id}"
+            )
+    digest = sha256_hex(jcs(body))
+    if digest != logged["sha256"] or body.get("schema") != logged["schema"]:
+        raise Invalid(f"the pack's digest differs from the one logged by the export event #{event_id}")
+    return digest
+
+
 def verify(pack_bytes: bytes, key: tuple[str, int, bytes]) -> tuple[int, list[str]]:
     """(exit status, report lines)."""
+    text = pack_bytes.decode("utf-8", errors="replace")
     try:
         pack = json.loads(pack_bytes.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return 1, ["FAIL: the pack is not valid JSON (it was altered or truncated)"]
+    except UnicodeDecodeError as exc:
+        return 1, [f"FAIL: {section_at(text, exc.start)}: the pack is not UTF-8 text (altered at byte {exc.start})"]
+    except ValueError as exc:
+        at = getattr(exc, "pos", 0)
+        return 1, [f"FAIL: {section_at(text, at)}: the pack is not valid JSON (altered or truncated near byte {at})"]
     lines = []
     try:
-        if (
-            not isinstance(pack, dict)
-            or not isinstance(pack.get("log"), dict)
-            or not isinstance(pack.get("timeline"), list)
-        ):
-            raise Invalid("not a Registrar evidence pack (no timeline or log section)")
-        if set(pack["log"]) != {"checkpoint"}:
-            raise Invalid("the log section has missing or unexpected fields")
-        timeline = pack["timeline"]
-        if pack["log"]["checkpoint"] is None:
-            if any(e.get("leaf") is not None for e in timeline if isinstance(e, dict)):
-                raise Invalid("events carry proofs but the pack has no checkpoint")
+        if not isinstance(pack, dict) or not isinstance(pack.get("log"), dict) or set(pack["log"]) != LOG_KEYS:
+            raise Invalid("log: not a Registrar evidence pack (no log section with checkpoint, export and entries)")
+        if pack.get("schema") != SCHEMA:
+            raise Invalid(f"schema: this tool checks {SCHEMA} packs, not {pack.get('schema')!r}")
+        log = pack["log"]
+        body = {name: value for name, value in pack.items() if name != "log"}
+        timeline, entries = body.get("timeline"), log["entries"]
+        if not isinstance(timeline, list):
+            raise Invalid("timeline: the section is missing or not a list of events")
+        if not isinstance(entries, list) or len(entries) != len(timeline):
+            raise Invalid("log.entries: not one entry per timeline event")
+        if log["checkpoint"] is None:
             origin, size, root = key[0], 0, b""
         else:
-            origin, size, root = open_checkpoint(pack["log"]["checkpoint"], key)
+            try:
+                origin, size, root = open_checkpoint(log["checkpoint"], key)
+            except Invalid as exc:
+                raise Invalid(f"log.checkpoint: {exc}")
             lines.append(
                 f"checkpoint: log {origin}, tree size {size}, root {root.hex()}, signed by {key[0]}+{key[1]:08x}"
             )
+
+        export = _proof(log["export"], {"event"} | PROOF_KEYS, "log.export")
+        exported = check_event(export["event"], export, size, root, "log.export", "log.export")
+        event = export["event"]
+
         proven, pending = [], []
-        for event in timeline:
-            result = check_event(event, size, root)
+        for i, (shown, entry) in enumerate(zip(timeline, entries, strict=True)):
+            entry = _proof(entry, {"id"} | PROOF_KEYS, f"log.entries[{i}]")
+            result = check_event(shown, entry, size, root, "timeline", "log.entries")
+            if entry["id"] != shown["id"]:  # the leaf agreed with the timeline: the entry's label is wrong
+                raise Invalid(
+                    f"log.entries[{i}]: says event #{entry['id']}, the proof is timeline event #{shown['id']}"
+                )
             if result is None:
-                pending.append(event.get("id"))
+                pending.append(shown["id"])
             else:
                 proven.append(result[0])
+
+        # Then the sections themselves (a changed timeline event is named more precisely above).
+        if exported is not None:
+            leaf = exported[1]
+            digest = check_digests(body, leaf["after"], event["id"])
+            if leaf["action"] != EXPORT_ACTION or leaf["object"] != ["client", body["client"]["registration_id"]]:
+                raise Invalid(f"log.export: event #{event['id']} is not the export of this pack's client")
+        else:
+            check_digests(body, event["after"], event["id"])  # not proven, but it must at least agree
     except Invalid as exc:
         return 1, [*lines, f"FAIL: {exc}"]
-    client = pack.get("client", {}).get("registration_id") if isinstance(pack.get("client"), dict) else None
+    # Last, the layout: content checked above, this is what remains (whitespace, escapes, duplicate keys).
+    expected = json.dumps(pack, indent=2) + "\n"
+    if expected != text:
+        at = next((i for i, (a, b) in enumerate(zip(expected, text, strict=False)) if a != b), len(expected))
+        return 1, [
+            *lines,
+            f"FAIL: {section_at(expected, at)}: the file is not byte for byte as Registrar wrote it (byte {at}: "
+            "whitespace, an escape, a duplicate key or the layout changed) — verify the file as downloaded",
+        ]
+
+    client_id = body["client"].get("registration_id") if isinstance(body.get("client"), dict) else None
+    if exported is not None:
+        lines.append(
+            f"PROVEN: the whole pack is what Registrar exported: {exported[0]} logged the SHA-256 {digest} of its "
+            f"canonical content — every section but log ({', '.join(body)})."
+        )
     lines.append(
-        f"PROVEN: {len(proven)} event{'s' * (len(proven) != 1)} of client {client} are in the audit log as shown:"
+        f"PROVEN: {len(proven)} timeline event{'s' * (len(proven) != 1)} of client {client_id} "
+        f"{'is' if len(proven) == 1 else 'are'} in the audit log as shown:"
     )
     lines += [f"  {p}" for p in proven]
-    unproven = [k for k in pack if k not in PROVEN_SECTIONS]
-    if unproven:
+    lines.append(
+        "Not proven by any pack: that Registrar's view was true (the sections are what it said at the export, now "
+        "fixed in the log), nor that this checkpoint is the one everybody saw — compare it with your witness copy."
+    )
+    status = 0
+    if exported is None:
         lines.append(
-            f"NOT COVERED by the log: {', '.join(unproven)} — Registrar's current view when the pack was made; "
-            "nothing here proves them, and a change to them is not detected (the proven events are the evidence)."
+            f"NOT PROVEN: the export event #{event['id']} was not sealed in the log when the pack was made, so "
+            "only the timeline events listed above are proven — export event not yet sealed: fetch the pack again."
         )
-    witnessed = pack.get("log_witness", {}).get("witnessed_at") if isinstance(pack.get("log_witness"), dict) else None
-    if witnessed:
-        lines.append(
-            f"Registrar reports this checkpoint reached its witness at {witnessed} (not proven by the pack: "
-            "compare the checkpoint with your own witness copy)."
-        )
+        status = 2
     if pending:
         lines.append(
             f"NOT PROVEN: {len(pending)} event(s) not sealed in the log when the pack was made: "
-            f"{', '.join(f'#{p}' for p in pending)} — download the pack again in a few seconds."
+            f"{', '.join(f'#{p}' for p in pending)} — fetch the pack again in a few seconds."
         )
-        return 2, lines
-    return 0, lines
+        status = 2
+    return status, lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
@@ -14,8 +15,9 @@ from inventory.api.serializers import ClientSerializer, FrameworkReportSerialize
 from inventory.filtersets import ClientFilterSet
 from inventory.pagination import SORT_CHOICES, KeysetPagination
 from inventory.reports.controls import framework_report
-from inventory.reports.evidence import evidence_pack
+from inventory.reports.evidence import evidence_export
 from inventory.selectors import cached_report, clients_visible_to, dashboard_data
+from portal.audit import Actor
 from portal.roles import HasRole, Role
 
 CLIENT_READERS = HasRole.of(Role.SECURITY, Role.ADMIN, Role.OWNER, Role.APPROVER)
@@ -47,11 +49,18 @@ class ClientViewSet(viewsets.ReadOnlyModelViewSet):
     def list(self, request, *args, **kwargs):
         return super().list(request, *args, **kwargs)
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT}, description="Evidence pack: the explain page as JSON.")
+    @extend_schema(
+        responses={200: OpenApiTypes.OBJECT},
+        description="Evidence pack: the explain page as JSON. The export is logged (client.evidence_exported) and "
+        "the pack proves itself with tools/verify_evidence.py; its bytes are exactly those the HTML page serves.",
+    )
     @action(detail=True, methods=["get"])
     def evidence(self, request, registration_id=None):
         client = get_object_or_404(self.get_queryset(), registration_id=registration_id)
-        return Response(evidence_pack(client))
+        # The file itself, not re-rendered: the verifier checks its exact bytes.
+        return HttpResponse(
+            evidence_export(client=client, actor=Actor.user(request.user)), content_type="application/json"
+        )
 
 
 def _pairs(rows):

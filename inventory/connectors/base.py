@@ -122,6 +122,8 @@ class BaseConnector(abc.ABC):
     sensitive_params: ClassVar[frozenset[str]] = frozenset()
     required_config: ClassVar[frozenset[str]] = frozenset()
     required_secrets: ClassVar[frozenset[str]] = frozenset()
+    #: Credentials the connector uses when present (the admin's secrets form offers them besides the required ones).
+    optional_secrets: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(
         self,
@@ -170,7 +172,7 @@ class BaseConnector(abc.ABC):
     @property
     def can_list(self) -> bool:
         """Whether :meth:`list` works here. Without it a call whose answer is lost cannot be looked up
-        afterwards, so delivery journals every call to such an IdP (``inventory.delivery``)."""
+        afterwards, so delivery journals every call to such an IdP (``inventory.outbox.journal``)."""
         return True
 
     @property
@@ -283,6 +285,15 @@ class BaseConnector(abc.ABC):
             raise Misconfigured(f"{self.kind}: invalid URL {url!r}: {exc}") from exc
         if response.status_code >= 500:
             raise Transient(f"{self.kind}: GET {url} answered {response.status_code}", status_code=response.status_code)
+
+    def check_credentials(self) -> list[str]:
+        """Use the stored credentials once, changing nothing at the IdP, and say what was proven.
+
+        Returns one line per credential that the IdP accepted; raises the shared error types when it refused
+        one (messages and details censored like every connector error). The default proves nothing: a kind
+        with credentials overrides it (Django admin's "test connection", ``manage.py set_idp_secret --test``).
+        """
+        return []
 
     def _log_request(self, method: str, url: str, started: float, **fields: Any) -> None:
         # Successful calls are DEBUG, like the connectors' own success events (connector_created, ...): the

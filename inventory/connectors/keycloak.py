@@ -125,6 +125,14 @@ class KeycloakConnector(BaseConnector):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
+    def check_credentials(self) -> list[str]:
+        """A fresh service-account token, then one page of one client (needs ``view-clients``)."""
+        self._access_token(refresh=True)
+        proven = ["admin_client_id / admin_client_secret: the token endpoint issued a service-account token"]
+        self._request("GET", self._admin_url(), params={"first": 0, "max": 1})
+        proven.append("the service account may read this realm's clients (view-clients)")
+        return proven
+
     # -- mapping -----------------------------------------------------------------------------------------
 
     def client_id_for(self, spec: ClientSpec) -> str:

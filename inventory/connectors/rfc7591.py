@@ -66,6 +66,7 @@ class Rfc7591Connector(BaseConnector):
     )
     required_config: ClassVar[frozenset[str]] = frozenset({"registration_endpoint", "issuer", "token_endpoint"})
     required_secrets: ClassVar[frozenset[str]] = frozenset({"initial_access_token"})
+    optional_secrets: ClassVar[frozenset[str]] = frozenset({"admin_token"})
 
     @property
     def issuer(self) -> str:
@@ -187,6 +188,47 @@ class Rfc7591Connector(BaseConnector):
                 status_code=exc.status_code,
                 detail=exc.detail,
             ) from exc
+
+    def check_credentials(self) -> list[str]:
+        """The initial access token, by a registration the IdP must refuse; the admin token, by one list page.
+
+        RFC 7591 has no "who am I" call, so the token is shown with metadata no server can accept (an
+        authentication method nobody defines): an IdP checks the token first (401/403 when it refuses it), then
+        answers ``400 invalid_client_metadata``. Should an IdP register the client all the same, it is deleted
+        again at once with its own registration access token (RFC 7592).
+        """
+        proven: list[str] = []
+        try:
+            response = self._request(
+                "POST",
+                self.config["registration_endpoint"],
+                bearer=self.secrets["initial_access_token"],
+                json={
+                    "client_name": "registrar connection test (refuse me)",
+                    "grant_types": ["client_credentials"],
+                    "token_endpoint_auth_method": "registrar_connection_test_invalid",
+                },
+            )
+        except AccessDenied:
+            raise
+        except BadRequest as exc:
+            if exc.status_code in (401, 403):
+                raise AccessDenied(
+                    f"{self.kind}: the IdP refused the initial access token ({exc.status_code})",
+                    status_code=exc.status_code,
+                    detail=exc.detail,
+                ) from exc
+            proven.append(f"initial_access_token: accepted (the IdP then refused the test metadata: {exc.status_code})")
+        else:
+            body = response.json()
+            client_id = body.get("client_id")
+            if client_id:
+                self.delete(str(client_id), self._state_from(body))
+            proven.append("initial_access_token: accepted (the IdP registered the test client; it was deleted)")
+        if self.config.get("list_endpoint") and self.secrets.get("admin_token"):
+            self._request("GET", self.config["list_endpoint"], bearer=self.secrets["admin_token"], params={"limit": 1})
+            proven.append("admin_token: the IdP's client listing answered")
+        return proven
 
     # -- operations ------------------------------------------------------------------------------------
 

@@ -1,20 +1,103 @@
-"""The evidence pack: the explain page as JSON, for incident response.
+"""The evidence pack: the explain page as JSON, for incident response — provable byte for byte.
 
-Secrets are never included (``idp_state`` is omitted, metadata is censored). Each timeline event carries its
-log entry and inclusion proof, so ``tools/verify_evidence.py`` checks the pack offline.
+Secrets are never included (``idp_state`` is omitted, metadata is censored). Exporting a pack is itself an
+audit event, ``client.evidence_exported`` by the person who asked: its ``after`` holds the SHA-256 of every
+section of the pack but ``log`` (and of each section alone), over their canonical JSON (RFC 8785 style,
+:mod:`portal.tlog.jcs`). The event is sealed before the pack is handed out, and the ``log`` section carries it
+with its leaf and inclusion proof, the same for every timeline event, and the signed checkpoint they are
+proven against — so ``tools/verify_evidence.py`` proves, offline and with the log's public key alone, that the
+whole pack is what Registrar exported (and logged) and that each timeline event is in the log.
+
+The file is ``json.dumps(pack, indent=2)`` plus a newline, exactly: the verifier writes the content back the
+same way and refuses any other layout, so not even whitespace can change unnoticed.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import transaction
 from django.utils import timezone
 
 from inventory.models import Client
 from inventory.selectors.explain import LineageNode, client_explain
-from portal.audit import censor
-from portal.tlog.evidence import b64
+from portal.audit import Actor, audit_record, censor
+from portal.models import AuditEvent
+from portal.tlog.evidence import LogEvidence, b64, log_evidence
+from portal.tlog.jcs import canonical_json
+from portal.tlog.sequencer import LogStateError, log_seal_through
+
+logger = logging.getLogger(__name__)
+
+PACK_SCHEMA = "registrar.evidence-pack/3"
+EXPORT_ACTION = "client.evidence_exported"
+# How long an export waits for the sequencer when another one holds the lock (it normally seals in well under
+# a second); past it the pack says the export event is not sealed yet and to fetch it again.
+EXPORT_SEAL_TIMEOUT = 3.0
+
+
+def pack_digests(body: dict[str, Any]) -> dict[str, Any]:
+    """What the export event logs about ``body`` (the pack without ``log``): the SHA-256 of its canonical JSON,
+    and of each section's, so a verifier can name the section that changed."""
+    return {
+        "schema": body["schema"],
+        "sha256": hashlib.sha256(canonical_json(body)).hexdigest(),
+        "sections": {name: hashlib.sha256(canonical_json(value)).hexdigest() for name, value in body.items()},
+    }
+
+
+def pack_bytes(pack: dict[str, Any]) -> bytes:
+    """The file, byte for byte as ``tools/verify_evidence.py`` expects it (it re-serialises and compares)."""
+    return (json.dumps(pack, indent=2) + "\n").encode("ascii")
+
+
+def evidence_export(*, client: Client, actor: Actor, seal_timeout: float = EXPORT_SEAL_TIMEOUT) -> bytes:
+    """Build ``client``'s evidence pack for ``actor``, log the export, seal it, and return the file.
+
+    The one write here is the export's audit event (its own transaction, committed before sealing: the
+    sequencer only takes committed events). Sealing runs inline, bounded by ``seal_timeout``; when it cannot
+    finish the pack still goes out, saying its export event is not sealed yet."""
+    explain = client_explain(client)
+    body = evidence_body(client, explain)
+    with transaction.atomic():
+        event = audit_record(
+            actor=actor,
+            action=EXPORT_ACTION,
+            object_type="client",
+            object_id=client.registration_id,
+            after=pack_digests(body),
+        )
+    try:
+        log_seal_through(event.id, timeout=seal_timeout)
+    except LogStateError:
+        logger.exception("event=evidence_export_unsealed registration_id=%s", client.registration_id)
+    ids = [e.id for e in explain["timeline"]]
+    fresh = {e.id: e for e in AuditEvent.objects.filter(pk__in=[*ids, event.id])}  # with their log indexes now
+    evidence = log_evidence([fresh[i] for i in ids] + [fresh[event.id]])
+    pack = {**body, "log": _log_json(evidence, [fresh[i] for i in ids], fresh[event.id])}
+    return pack_bytes(pack)
+
+
+def _log_json(evidence: LogEvidence, timeline: list[AuditEvent], export: AuditEvent) -> dict[str, Any]:
+    return {
+        "checkpoint": evidence.checkpoint.note if evidence.checkpoint else None,
+        "export": {"event": _event_json(export), **_proof_json(evidence, export)},
+        "entries": [{"id": e.id, **_proof_json(evidence, e)} for e in timeline],
+    }
+
+
+def _proof_json(evidence: LogEvidence, event: AuditEvent) -> dict[str, Any]:
+    proof = evidence.proofs.get(event.id)
+    return {
+        "log_index": proof.log_index if proof else None,
+        "leaf": b64(proof.leaf) if proof else None,
+        "inclusion_proof": [b64(h) for h in proof.proof] if proof else None,
+    }
 
 
 def _lineage_json(node: LineageNode) -> dict[str, Any]:
@@ -31,14 +114,14 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def evidence_pack(client: Client, explain: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The explain page as JSON, for incident response. Secrets are never included (idp_state is omitted)."""
+def evidence_body(client: Client, explain: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every section of the pack but ``log``, as plain JSON values (what the export event's digests cover)."""
     data = explain or client_explain(client)
     owner, team, idp = client.owner, client.team, client.idp
     origin = data["origin"]
     lineage = data["lineage"]
-    return {
-        "schema": "registrar.evidence-pack/2",
+    body = {
+        "schema": PACK_SCHEMA,
         "generated_at": timezone.now().isoformat(),
         "client": {
             "registration_id": client.registration_id,
@@ -151,20 +234,14 @@ def evidence_pack(client: Client, explain: dict[str, Any] | None = None) -> dict
             "stale_at": _iso(client.stale_at),
             "discovered_at": _iso(client.discovered_at),
         },
-        "log_witness": {
-            "witnessed_at": _iso(data["log"].witnessed_at),
-            "witness": data["log"].witness or None,
-        },
-        # Each event with its log entry (the exact bytes the log hashed) and its inclusion proof, then the
-        # signed checkpoint they prove against: tools/verify_evidence.py checks both sections offline, with the
-        # log's public key, and that every field shown here is what the entry says.
-        "timeline": [_timeline_json(e, data["log"]) for e in data["timeline"]],
-        "log": {"checkpoint": data["log"].checkpoint.note if data["log"].checkpoint else None},
+        # The events as the log recorded them; their leaves and proofs are in the pack's "log" section.
+        "timeline": [_event_json(e) for e in data["timeline"]],
     }
+    # Plain JSON values (datetimes as text…), exactly what the file will hold and a verifier will parse.
+    return json.loads(json.dumps(body, cls=DjangoJSONEncoder))
 
 
-def _timeline_json(e, evidence) -> dict[str, Any]:
-    proof = evidence.proofs.get(e.id)
+def _event_json(e: AuditEvent) -> dict[str, Any]:
     return {
         "id": e.id,
         "at": e.occurred_at.astimezone(UTC).isoformat(timespec="microseconds"),
@@ -178,9 +255,6 @@ def _timeline_json(e, evidence) -> dict[str, Any]:
         "request_id": e.request_id,
         "hash": e.hash,
         "prev_hash": e.prev_hash,
-        "log_index": proof.log_index if proof else None,
-        "leaf": b64(proof.leaf) if proof else None,
-        "inclusion_proof": [b64(h) for h in proof.proof] if proof else None,
     }
 
 

@@ -25,10 +25,11 @@ from inventory.pagination import keyset_paginate, parse_sort
 from inventory.permissions import can_manage_client, can_view_client
 from inventory.reports.charts import CHART_TITLES, dashboard_charts
 from inventory.reports.controls import PASS, framework_report
-from inventory.reports.evidence import evidence_pack
+from inventory.reports.evidence import evidence_export
 from inventory.selectors.dashboard import cached_report, dashboard_data
 from inventory.selectors.explain import client_explain
 from inventory.selectors.search import clients_visible_to
+from portal.audit import Actor
 from portal.roles import Role, can_break_glass, can_hold_clients, has_role
 from portal.tlog.sequencer import log_status
 
@@ -219,8 +220,11 @@ def client_explain_page(request, registration_id: str):
 
 @read_only_page(*INVENTORY_ROLES)
 def client_evidence(request, registration_id: str):
+    # A download, yet not a pure read: exporting is logged (the event that makes the whole pack provable).
     client = visible_client_or_404(request, registration_id)
-    response = JsonResponse(evidence_pack(client), encoder=DjangoJSONEncoder, json_dumps_params={"indent": 2})
+    response = HttpResponse(
+        evidence_export(client=client, actor=Actor.user(request.user)), content_type="application/json"
+    )
     response["Content-Disposition"] = f'attachment; filename="evidence-{client.registration_id}.json"'
     return response
 

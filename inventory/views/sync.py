@@ -75,7 +75,7 @@ class OutboxRetryView(RoleRequiredMixin, View):
     def post(self, request: HttpRequest, pk: int) -> HttpResponse:
         entry = get_object_or_404(OutboxEntry.objects.select_related("client"), pk=pk)
         try:
-            outbox_retry(entry=entry, actor=Actor.user(request.user))
+            entry = outbox_retry(entry=entry, actor=Actor.user(request.user))
         except OutboxError as exc:
             messages.error(request, str(exc))
         else:

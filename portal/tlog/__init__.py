@@ -13,6 +13,7 @@ C2SP checkpoints signed as C2SP signed notes (Ed25519) and copied to a witness o
 - :mod:`~portal.tlog.guard`     the append-only triggers the database must have;
 - :mod:`~portal.tlog.verify`    recomputes the tree and checks every checkpoint (``manage.py verify_audit``);
 - :mod:`~portal.tlog.evidence`  inclusion proofs for evidence packs;
+- :mod:`~portal.tlog.jcs`       canonical JSON (RFC 8785 style) for the digests an evidence pack's export logs;
 - :mod:`~portal.tlog.views`     ``/log/checkpoint`` and ``/log/tile/…`` for monitors.
 
 See docs/audit-log.md.

@@ -77,6 +77,24 @@ def log_seal(*, batch_size: int | None = None, time_budget: float | None = None)
     return report
 
 
+def log_seal_through(event_id: int, *, timeout: float, poll: float = 0.05) -> bool:
+    """Seal inline until the (committed) event ``event_id`` is in a signed checkpoint; whether it is.
+
+    For an interface that must hand out a proof now (an evidence pack's export event). Another sequencer
+    holding the lock is waited for, polling, until ``timeout`` seconds have passed — then the caller says "not
+    sealed yet" rather than keep a person waiting. Registrations and approvals never call this: their events
+    are sealed by beat and the nudge."""
+    deadline = time.monotonic() + timeout
+    sealed = AuditEvent.objects.filter(pk=event_id, log_index__isnull=False)
+    while True:
+        log_seal(time_budget=max(0.0, deadline - time.monotonic()))
+        if sealed.exists():  # the index and the checkpoint covering it are written in one transaction
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(poll)
+
+
 def latest_checkpoint(*, verify: bool = True) -> tuple[LogCheckpoint | None, Checkpoint]:
     """The last stored checkpoint and its parsed (and, with ``verify``, signature-checked) content."""
     stored = LogCheckpoint.objects.order_by("-tree_size").first()

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from approvals.models import RegistrationRequest
 from approvals.services import request_approve, request_deny, request_lapse_due
-from inventory.delivery import deliver_client_outbox
+from inventory.outbox.deliver import deliver_client_outbox
 from tests.approvals.intake_support import _fresh_limits_and_policy, call, low_body, make_token, path_of, post
 
 __all__ = ["_fresh_limits_and_policy"]  # autouse fixture: fresh rate limits and policy cache per test

@@ -335,7 +335,7 @@ def test_sweep_lapsed_command(make_request):
     req = make_request()
     RegistrationRequest.objects.filter(pk=req.pk).update(created_at=timezone.now() - timedelta(days=60))
     out = StringIO()
-    call_command("sweep_lapsed", stdout=out)
+    call_command("sweep", "lapsed", stdout=out)
     assert "lapsed=1" in out.getvalue()
     assert RegistrationRequest.objects.get(pk=req.pk).state == RequestState.LAPSED
 

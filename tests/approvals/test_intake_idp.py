@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
-from inventory import delivery
 from inventory.choices import ClientState
 from inventory.models import Client, IdPConnection
+from inventory.outbox.deliver import deliver_client_outbox
 from tests.agents import Agent
 from tests.approvals.intake_support import _fresh_limits_and_policy, call, low_body, make_token, path_of, post  # noqa: F401
 from tests.provisioning import markers_at_idp, real_idp  # noqa: F401
@@ -39,7 +39,7 @@ def test_201_means_the_client_works_at_the_idp(client, catalogue, owner, oidc_id
 
     deleted = call(client, "DELETE", path_of(body["registration_client_uri"]), body["registration_access_token"])
     assert deleted.status_code == 204
-    assert delivery.deliver_client_outbox(registered.pk) is True
+    assert deliver_client_outbox(registered.pk) is True
     assert markers_at_idp(oidc_idp)[registered.registration_id] == 0
     refused = agent.client_credentials(oidc_idp, body["client_id"], "tickets:read")
     assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"

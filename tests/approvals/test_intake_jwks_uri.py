@@ -10,9 +10,9 @@ from joserfc.jwk import ECKey
 
 from approvals.models import RegistrationRequest
 from approvals.services import request_approve
-from inventory.delivery import client_spec
 from inventory.keys import jwks_thumbprints
 from inventory.models import Client, OutboxEntry
+from inventory.outbox.push import client_spec
 from portal.models import AuditEvent
 from tests.approvals.intake_support import (  # noqa: F401 - autouse fixture
     PUBLIC_JWKS,

@@ -154,7 +154,7 @@ def _scenario(base: str, browser):
     assert poll(high).status_code == 202  # waiting for the IdP
 
     # what a worker does next: deliver the outbox CREATE (to the dry-run IdP), then the poll answers 200
-    from inventory.delivery import deliver_client_outbox
+    from inventory.outbox.deliver import deliver_client_outbox
 
     assert deliver_client_outbox(client.pk)
     answer = poll(high)

@@ -14,6 +14,13 @@
 //   IDP_LISTING               "off": behave like a plain RFC 7591/7592 IdP with no admin API — GET
 //                             /admin/clients and DELETE /admin/clients/<id> answer 404, so a client is only
 //                             reachable through its own registration access token. Default "on".
+//   IDP_SSO_CLIENTS           JSON list of confidential clients for people's single sign-on (authorization code
+//                             + PKCE): [{"client_id", "client_secret", "redirect_uris": [...]}]. Default none.
+//   IDP_USERS                 JSON list of the company's people, who sign in at /interaction/<uid> with a
+//                             username and password: [{"sub", "username", "password", "email",
+//                             "email_verified", "name", "groups": [...], "active"}]. The scopes email, profile
+//                             and groups carry their claims; "active": false is reported, as some IdPs do for
+//                             a disabled account. PATCH /_test/users/<sub> (admin token) changes a person.
 //
 // Tests see the provider's true contents, in both modes, through /_test/clients (GET, and DELETE
 // /_test/clients/<id>; admin token): the IdP operator's console, which Registrar is never configured to use.
@@ -176,7 +183,10 @@ class UnboundedMemoryAdapter {
 
 const scopeList = (process.env.IDP_SCOPES ?? '').split(/\s+/).filter(Boolean);
 const LEARN_SCOPES = scopeList.length === 0 || scopeList.includes('*');
-const scopes = ['openid', 'offline_access', ...scopeList.filter((scope) => scope !== '*')];
+const SSO_CLIENTS = JSON.parse(process.env.IDP_SSO_CLIENTS || '[]');
+const USERS = new Map(JSON.parse(process.env.IDP_USERS || '[]').map((user) => [user.sub, user]));
+const PEOPLE_SCOPES = ['email', 'profile', 'groups'];
+const scopes = ['openid', 'offline_access', ...PEOPLE_SCOPES, ...scopeList.filter((scope) => scope !== '*')];
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/; // RFC 6749 §3.3 scope-token
 
 let provider; // assigned below; the validator only runs once requests arrive
@@ -213,8 +223,48 @@ async function signingKeys() {
   };
 }
 
+function userClaims(user) {
+  return {
+    sub: user.sub,
+    email: user.email,
+    email_verified: user.email_verified !== false,
+    name: user.name,
+    preferred_username: user.username,
+    groups: user.groups ?? [],
+    active: user.active !== false,
+  };
+}
+
 const configuration = {
   adapter: UnboundedMemoryAdapter,
+  clients: SSO_CLIENTS.map((client) => ({
+    client_id: client.client_id,
+    client_secret: client.client_secret,
+    redirect_uris: client.redirect_uris,
+    grant_types: ['authorization_code'],
+    response_types: ['code'],
+  })),
+  claims: {
+    openid: ['sub'],
+    email: ['email', 'email_verified'],
+    profile: ['name', 'preferred_username', 'active'],
+    groups: ['groups'],
+  },
+  async findAccount(ctx, sub) {
+    const user = USERS.get(sub);
+    if (!user) return undefined;
+    return { accountId: sub, async claims() { return userClaims(USERS.get(sub) ?? user); } };
+  },
+  // People's SSO clients are first-party: no consent screen, the grant covers what they ask for.
+  async loadExistingGrant(ctx) {
+    const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
+    if (grantId) return ctx.oidc.provider.Grant.find(grantId);
+    if (!SSO_CLIENTS.some((client) => client.client_id === ctx.oidc.client.clientId)) return undefined;
+    const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
+    grant.addOIDCScope([...ctx.oidc.requestParamScopes].join(' '));
+    await grant.save();
+    return grant;
+  },
   jwks: await signingKeys(),
   cookies: { keys: [randomBytes(32).toString('base64url')] },
   scopes,
@@ -278,6 +328,83 @@ provider.on('registration_delete.success', (ctx, client) => {
 });
 
 const HIDDEN_CLIENT_FIELDS = new Set(['client_secret']);
+
+// People's sign-in page: a plain form, the username and password checked against IDP_USERS.
+function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c]);
+}
+
+function loginPage(uid, error = '') {
+  return `<!doctype html><html><head><title>Company sign-in</title></head><body>
+<h1>Company sign-in</h1>${error ? `<p id="error">${escapeHtml(error)}</p>` : ''}
+<form method="post" action="/interaction/${uid}/login">
+<label>Username <input name="username" id="username" autocomplete="username"></label>
+<label>Password <input name="password" id="password" type="password" autocomplete="current-password"></label>
+<button type="submit" id="sign-in">Sign in</button></form></body></html>`;
+}
+
+async function readBody(req) {
+  const chunks = [];
+  for await (const chunk of req) chunks.push(chunk);
+  return Buffer.concat(chunks).toString();
+}
+
+provider.use(async (ctx, next) => {
+  const match = /^\/interaction\/([^/]+)(\/login)?$/.exec(ctx.path);
+  if (!match) {
+    await next();
+    return;
+  }
+  ctx.set('Cache-Control', 'no-store');
+  const details = await provider.interactionDetails(ctx.req, ctx.res);
+  if (ctx.method === 'GET' && !match[2]) {
+    ctx.type = 'html';
+    ctx.body = loginPage(details.uid);
+    return;
+  }
+  if (ctx.method !== 'POST' || !match[2]) {
+    ctx.status = 405;
+    return;
+  }
+  const form = new URLSearchParams(await readBody(ctx.req));
+  const user = [...USERS.values()].find((candidate) => candidate.username === form.get('username'));
+  const given = Buffer.from(form.get('password') ?? '');
+  const expected = Buffer.from(user?.password ?? '');
+  if (!user || given.length !== expected.length || !timingSafeEqual(given, expected)) {
+    ctx.type = 'html';
+    ctx.status = 401;
+    ctx.body = loginPage(details.uid, 'Wrong username or password.');
+    return;
+  }
+  const redirectTo = await provider.interactionResult(
+    ctx.req,
+    ctx.res,
+    { login: { accountId: user.sub } },
+    { mergeWithLastSubmission: false },
+  );
+  ctx.redirect(redirectTo);
+});
+
+// The IdP operator changes a person (disable them, move them between groups): PATCH /_test/users/<sub>.
+provider.use(async (ctx, next) => {
+  const match = /^\/_test\/users\/([^/]+)$/.exec(ctx.path);
+  if (!match) {
+    await next();
+    return;
+  }
+  if (!adminAuthorized(ctx)) {
+    ctx.status = 401;
+    ctx.body = { error: 'invalid_token' };
+    return;
+  }
+  const user = USERS.get(decodeURIComponent(match[1]));
+  if (!user || ctx.method !== 'PATCH') {
+    ctx.status = user ? 405 : 404;
+    return;
+  }
+  Object.assign(user, JSON.parse(await readBody(ctx.req)));
+  ctx.body = userClaims(user);
+});
 
 function adminAuthorized(ctx) {
   const header = ctx.get('authorization');

@@ -37,11 +37,11 @@ from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
-from inventory import delivery
 from inventory.choices import ClientState, OutboxOperation, OutboxStatus
 from inventory.lifecycle import client_transition
 from inventory.models import Client, OutboxEntry
 from inventory.outbox import outbox_resolve, outbox_retry
+from inventory.outbox.deliver import deliver_client_outbox
 from inventory.reconcile import reconcile_connection
 from portal.audit import Actor
 from tests.agents import Agent
@@ -221,4 +221,4 @@ def settle_unconfirmed_as_a_person(idp_process: IdPProcess, idp, client_ids: lis
         else:
             outbox_retry(entry=entry, actor=person)
     for client_id in {entry.client_id for entry in dead}:
-        delivery.deliver_client_outbox(client_id)
+        deliver_client_outbox(client_id)

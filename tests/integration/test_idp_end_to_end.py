@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import pytest
 
-from inventory import delivery
 from inventory.choices import ClientState, OutboxStatus
 from inventory.connectors.base import ClientSpec
 from inventory.lifecycle import client_transition
+from inventory.outbox import push
+from inventory.outbox.deliver import deliver_client_outbox
 from portal.audit import Actor, events_for
 from tests.agents import Agent
 from tests.approvals.intake_support import _fresh_limits_and_policy  # noqa: F401
@@ -28,7 +29,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 def resource_server(oidc_idp, real_idp):  # noqa: F811
     """A resource server's own client at the IdP, allowed to introspect tokens."""
     rs_agent = Agent()
-    connector = delivery.connector_for(real_idp)
+    connector = push.connector_for(real_idp)
     created = connector.create(ClientSpec(registrar_id="rs-e2e", client_name="resource server", jwks=rs_agent.jwks))
     yield rs_agent, created.client_id
     connector.delete(created.client_id, created.remote_state)
@@ -39,7 +40,7 @@ def provision_and_get_token(oidc_idp, real_idp, agent: Agent):  # noqa: F811
     client = register_agent(idp=real_idp, owner=owner, agent=agent, scopes=["tickets:read", "docs:read"])
     assert client.state == ClientState.PROVISIONING and client.idp_client_id is None
 
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
 
     client.refresh_from_db()
     assert client.state == ClientState.ACTIVE
@@ -72,7 +73,7 @@ def test_retire_removes_the_client_and_kills_its_tokens(oidc_idp, real_idp, reso
     client_transition(client=client, target=ClientState.RETIRED, actor=Actor.user(owner), reason="project over")
     # until the outbox delivers, the IdP still honours the client: the change is queued, not lost
     assert agent.client_credentials(oidc_idp, client.idp_client_id, "tickets:read").status_code == 200
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
 
     assert_gone_at_idp(oidc_idp, client, agent, token, resource_server)
     client.refresh_from_db()
@@ -87,7 +88,7 @@ def test_expiry_disables_the_client_at_the_idp(oidc_idp, real_idp, resource_serv
     client, _owner, token = provision_and_get_token(oidc_idp, real_idp, agent)
 
     client_transition(client=client, target=ClientState.EXPIRED, actor=Actor.system("sweep_expired"))
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
 
     # rfc7591 has no "disabled": disabling deletes the client, which also revokes its tokens
     assert_gone_at_idp(oidc_idp, client, agent, token, resource_server)
@@ -144,7 +145,7 @@ def test_high_tier_request_after_two_approvals(
     created = Client.objects.get()
     assert created.state == ClientState.PROVISIONING and created.registration_id == request.public_id
 
-    assert delivery.deliver_client_outbox(created.pk) is True
+    assert deliver_client_outbox(created.pk) is True
 
     created.refresh_from_db()
     assert created.state == ClientState.ACTIVE and markers_at_idp(oidc_idp)[created.registration_id] == 1
@@ -156,6 +157,6 @@ def test_high_tier_request_after_two_approvals(
     token = granted.json()["access_token"]
 
     client_transition(client=created, target=ClientState.RETIRED, actor=Actor.user(owner), reason="release done")
-    assert delivery.deliver_client_outbox(created.pk) is True
+    assert deliver_client_outbox(created.pk) is True
 
     assert_gone_at_idp(oidc_idp, created, agent, token, resource_server)

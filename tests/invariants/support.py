@@ -26,13 +26,13 @@ from joserfc.jwk import ECKey, RSAKey
 from approvals import intake, policy_store
 from approvals.models import RegistrationRequest, TrustedIssuer
 from approvals.services import DecisionError, request_approve
-from inventory import delivery
 from inventory.choices import ClientState
 from inventory.connectors.base import RemoteClient
 from inventory.connectors.dryrun import DryRunConnector
 from inventory.connectors.registry import _REGISTRY, register
 from inventory.lifecycle import LifecycleError
 from inventory.models import Client
+from inventory.outbox.deliver import deliver_client_outbox
 from portal.roles import Role
 from tests.factories import IdPFactory, TokenFactory, UserFactory
 
@@ -203,7 +203,7 @@ def rfc7592(method: str, registration_id: str, bearer: str, payload: dict | None
 
 
 def deliver(client: Client) -> Client:
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     return Client.objects.get(pk=client.pk)
 
 

@@ -24,7 +24,7 @@ from inventory.breakglass import breakglass_execute
 from inventory.containment import client_hold_lift
 from inventory.models import Client
 from inventory.reconcile import reconcile_connection
-from inventory.sweeps import sweep_expired, sweep_lapsed, sweep_orphans, sweep_stale
+from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run, sweep_stale
 from portal.audit import Actor
 from tests.invariants.support import (
     PEOPLE,
@@ -200,7 +200,7 @@ def sweeps_run(world, role):
         sweep_expired(now=now)
         sweep_orphans(now=now)
         sweep_stale(now=now)
-        sweep_lapsed(now=now)
+        sweep_run("lapsed", now=now)
 
 
 def scim_leaver_returns_and_renews(world, role):

@@ -22,7 +22,7 @@ from inventory.breakglass import breakglass_execute
 from inventory.choices import ENDED_STATES, ClientState
 from inventory.containment import client_hold_lift, client_hold_place
 from inventory.models import Client
-from inventory.sweeps import sweep_expired, sweep_lapsed, sweep_orphans, sweep_stale
+from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run, sweep_stale
 from portal.models import AuditEvent, User
 from portal.roles import can_hold_clients
 from tests.factories import TokenFactory
@@ -222,7 +222,7 @@ def sweeps_run(world, role):
         sweep_expired(now=now)
         sweep_orphans(now=now)
         sweep_stale(now=now)
-        sweep_lapsed(now=now)
+        sweep_run("lapsed", now=now)
 
 
 CONTAINMENT_PATHS = [

@@ -21,7 +21,7 @@ from inventory.choices import ClientState
 from inventory.containment import client_hold_lift
 from inventory.models import Client
 from inventory.reconcile import reconcile_connection
-from inventory.sweeps import sweep_expired, sweep_lapsed, sweep_orphans, sweep_stale
+from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run, sweep_stale
 from portal.models import AuditEvent, User
 from portal.roles import can_hold_clients
 from tests.invariants.support import (
@@ -199,7 +199,7 @@ def sweeps_run(world, role):
         sweep_expired(now=now)
         sweep_orphans(now=now)
         sweep_stale(now=now)
-        sweep_lapsed(now=now)
+        sweep_run("lapsed", now=now)
 
 
 def reconcile_when_the_idp_copy_is_enabled(world, role):

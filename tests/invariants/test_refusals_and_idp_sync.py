@@ -25,12 +25,14 @@ from django.utils import timezone
 
 from approvals.models import RegistrationRequest, UnauthorizedTally
 from approvals.services import request_approve
-from inventory import delivery
 from inventory.breakglass import breakglass_execute
 from inventory.choices import ClientState, OutboxOperation, OutboxStatus
 from inventory.connectors import AccessDenied
 from inventory.lifecycle import client_retire, client_rotate_key, client_suspend
 from inventory.models import Client, OutboxEntry
+from inventory.outbox import push, record
+from inventory.outbox.deliver import deliver_client_outbox
+from inventory.outbox.push import client_spec
 from inventory.sweeps import sweep_expired
 from portal.models import AuditEvent, AuditHead
 from tests.agents import Agent
@@ -184,7 +186,7 @@ class Crash(Exception):
 
 
 def _crash_once(monkeypatch) -> None:
-    real = delivery._succeed
+    real = record.record_delivered
     crashed: list[bool] = []
 
     def succeed(claim, result):
@@ -193,17 +195,17 @@ def _crash_once(monkeypatch) -> None:
             raise Crash("killed after the IdP answered")
         return real(claim, result)
 
-    monkeypatch.setattr(delivery, "_succeed", succeed)
+    monkeypatch.setattr(record, "record_delivered", succeed)
 
 
 def _deliver_through_a_crash(client: Client, monkeypatch) -> None:
     _crash_once(monkeypatch)
     with pytest.raises(Crash):
-        delivery.deliver_client_outbox(client.pk)
+        deliver_client_outbox(client.pk)
     OutboxEntry.objects.filter(client=client, status=OutboxStatus.PENDING).update(
         claimed_until=timezone.now() - timedelta(seconds=1), next_attempt_at=timezone.now()
     )  # the killed worker's lease runs out
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
 
 
 def _agent_registers(http, owner, connection, *, scope="tickets:read docs:read"):
@@ -219,7 +221,7 @@ def _agent_registers(http, owner, connection, *, scope="tickets:read docs:read")
 def _manageable(connection, client: Client) -> bool:
     client.refresh_from_db()
     try:
-        delivery.connector_for(connection).get(client.idp_client_id, client.idp_state)
+        push.connector_for(connection).get(client.idp_client_id, client.idp_state)
     except AccessDenied:
         return False
     return True
@@ -287,7 +289,7 @@ def test_no_updating_path_leaves_a_stale_management_token_after_a_crash(
     monkeypatch,  # noqa: F811
 ):
     agent, uri, rat = _agent_registers(client, owner, unlisted_connection)
-    delivery.deliver_client_outbox(agent.pk)
+    deliver_client_outbox(agent.pk)
     agent.refresh_from_db()
     before = agent.idp_state["registration_access_token"]
 
@@ -350,15 +352,13 @@ def test_no_path_records_a_client_as_gone_when_the_idp_refused_the_management_to
     unlisted_idp,  # noqa: F811
 ):
     agent, uri, rat = _agent_registers(client, owner, unlisted_connection)
-    delivery.deliver_client_outbox(agent.pk)
+    deliver_client_outbox(agent.pk)
     agent.refresh_from_db()
     # Someone used the client's management token at the IdP behind Registrar's back: the IdP rotated it.
-    delivery.connector_for(unlisted_connection).update(
-        agent.idp_client_id, delivery.client_spec(agent), agent.idp_state
-    )
+    push.connector_for(unlisted_connection).update(agent.idp_client_id, client_spec(agent), agent.idp_state)
 
     ENDING_PATHS[path](client, agent, uri, rat, owner, approver, security_user)
-    delivery.deliver_client_outbox(agent.pk)
+    deliver_client_outbox(agent.pk)
 
     agent.refresh_from_db()
     [ending] = OutboxEntry.objects.filter(client=agent).exclude(operation=OutboxOperation.CREATE)

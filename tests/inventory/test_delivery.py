@@ -1,4 +1,4 @@
-"""Outbox delivery (inventory.delivery) against the real oidc-provider, plus error paths with fakes."""
+"""Outbox delivery (inventory.outbox) against the real oidc-provider, plus error paths with fakes."""
 
 from __future__ import annotations
 
@@ -13,14 +13,19 @@ import pytest
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from inventory import delivery
 from inventory.choices import ClientState, OutboxOperation, OutboxStatus
 from inventory.connectors import AlreadyExists, NotFound, Transient, build_connector
 from inventory.connectors.base import BaseConnector, ClientSpec, PushResult, RemoteClient
 from inventory.connectors.rfc7591 import Rfc7591Connector
 from inventory.lifecycle import client_transition
 from inventory.models import Client, OutboxEntry
-from inventory.outbox import OutboxError, outbox_enqueue, outbox_retry
+from inventory.outbox import OutboxError, outbox_enqueue, outbox_retry, push
+from inventory.outbox.batch import deliver_outbox_batch
+from inventory.outbox.config import CLAIM_CHUNK
+from inventory.outbox.deliver import deliver_client_outbox, deliver_client_outbox_inline
+from inventory.outbox.leases import due_client_ids
+from inventory.outbox.push import client_spec
+from inventory.outbox.record import backoff_seconds
 from portal.audit import Actor, events_for
 from tests.factories import UserFactory
 from tests.provisioning import markers_at_idp, real_idp, register_agent  # noqa: F401
@@ -49,7 +54,7 @@ def make_due(client: Client) -> None:
 def test_create_activates_the_client_and_stores_its_idp_id(real_idp, oidc_idp, person):  # noqa: F811
     client = register_agent(idp=real_idp, owner=person, scopes=["tickets:read", "docs:read"])
 
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
 
     client.refresh_from_db()
     assert client.state == ClientState.ACTIVE
@@ -70,32 +75,32 @@ def test_create_activates_the_client_and_stores_its_idp_id(real_idp, oidc_idp, p
 
 def test_update_stores_the_rotated_registration_access_token(real_idp, oidc_idp, person):  # noqa: F811
     client = register_agent(idp=real_idp, owner=person, scopes=["tickets:read", "docs:read"])
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     client.refresh_from_db()
     first_token = client.idp_state["registration_access_token"]
 
     Client.objects.filter(pk=client.pk).update(scopes=["tickets:read"])
     outbox_enqueue(client=client, operation=OutboxOperation.UPDATE)
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
 
     client.refresh_from_db()
     assert client.idp_state["registration_access_token"] != first_token
-    connector = delivery.connector_for(real_idp)
+    connector = push.connector_for(real_idp)
     assert connector.get(client.idp_client_id, client.idp_state).scopes == ["tickets:read"]
     # and again: each rotation is stored, so the client stays manageable
     outbox_enqueue(client=client, operation=OutboxOperation.UPDATE)
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     client.refresh_from_db()
     assert connector.get(client.idp_client_id, client.idp_state).client_id == client.idp_client_id
 
 
 def test_retire_deletes_the_client_at_the_idp(real_idp, oidc_idp, person):  # noqa: F811
     client = register_agent(idp=real_idp, owner=person)
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     client.refresh_from_db()
 
     client_transition(client=client, target=ClientState.RETIRED, actor=OWNER, reason="done")
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
 
     client.refresh_from_db()
     assert client.idp_disabled_at is not None
@@ -109,7 +114,7 @@ def test_a_client_retired_before_delivery_is_never_created(real_idp, oidc_idp, p
     client = register_agent(idp=real_idp, owner=person)
     client_transition(client=client, target=ClientState.RETIRED, actor=OWNER, reason="changed my mind")
 
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
 
     assert [(e.operation, e.status) for e in entries(client)] == [
         (OutboxOperation.CREATE, OutboxStatus.SUPERSEDED),
@@ -125,12 +130,12 @@ def test_a_retried_create_adopts_what_a_crashed_attempt_left_and_removes_duplica
 ):
     client = register_agent(idp=real_idp, owner=person)
     # Two earlier attempts reached the IdP but their workers died before storing the answer.
-    connector = delivery.connector_for(real_idp)
-    spec = delivery.client_spec(client)
+    connector = push.connector_for(real_idp)
+    spec = client_spec(client)
     orphans = sorted(connector.create(spec).client_id for _ in range(2))
     OutboxEntry.objects.filter(client=client).update(attempts=2)
 
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
 
     client.refresh_from_db()
     assert client.state == ClientState.ACTIVE
@@ -139,13 +144,13 @@ def test_a_retried_create_adopts_what_a_crashed_attempt_left_and_removes_duplica
     assert "client.idp_create_adopted" in [e.action for e in events_for("client", client.registration_id)]
     # An adopted client has no RFC 7592 token, but it can still be retired (admin delete).
     client_transition(client=client, target=ClientState.RETIRED, actor=OWNER)
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     assert markers_at_idp(oidc_idp)[client.registration_id] == 0
 
 
 def test_inline_delivery_reports_activation(real_idp, person):  # noqa: F811
     client = register_agent(idp=real_idp, owner=person)
-    assert delivery.deliver_client_outbox_inline(client.pk, timeout=2.0) is True
+    assert deliver_client_outbox_inline(client.pk, timeout=2.0) is True
 
 
 def test_inline_delivery_on_an_unreachable_idp_leaves_the_entry_for_a_worker(real_idp, person):  # noqa: F811
@@ -153,7 +158,7 @@ def test_inline_delivery_on_an_unreachable_idp_leaves_the_entry_for_a_worker(rea
     real_idp.save()
     client = register_agent(idp=real_idp, owner=person)
 
-    assert delivery.deliver_client_outbox_inline(client.pk, timeout=0.5) is False
+    assert deliver_client_outbox_inline(client.pk, timeout=0.5) is False
 
     client.refresh_from_db()
     [entry] = entries(client)
@@ -186,28 +191,28 @@ def test_a_5xx_is_retried_with_backoff_until_the_bound_then_dead_lettered(
         seen.append((request.method, request.url.path))
         return httpx.Response(503, json={"error": "server_error"})
 
-    monkeypatch.setattr(delivery, "connector_for", rfc7591_with(handler, real_idp))
+    monkeypatch.setattr(push, "connector_for", rfc7591_with(handler, real_idp))
     client = register_agent(idp=real_idp, owner=person)
 
     before = timezone.now()
-    assert delivery.deliver_client_outbox(client.pk) is False
+    assert deliver_client_outbox(client.pk) is False
     [entry] = entries(client)
     assert (entry.status, entry.attempts) == (OutboxStatus.PENDING, 1)
     # first retry: base 5 s with jitter in [2.5, 5]
     assert before + timedelta(seconds=2.4) <= entry.next_attempt_at <= timezone.now() + timedelta(seconds=5.1)
     assert "status=503" in entry.last_error
     # not due yet: nothing is sent
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     assert len(seen) == 1
 
     make_due(client)
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     [entry] = entries(client)
     assert (entry.status, entry.attempts) == (OutboxStatus.PENDING, 2)
     assert entry.next_attempt_at >= timezone.now() + timedelta(seconds=4.9)  # second retry: [5, 10]
 
     make_due(client)
-    assert delivery.deliver_client_outbox(client.pk) is True  # nothing pending any more: it is dead
+    assert deliver_client_outbox(client.pk) is True  # nothing pending any more: it is dead
     [entry] = entries(client)
     client.refresh_from_db()
     assert (entry.status, entry.attempts) == (OutboxStatus.DEAD, 3)
@@ -223,10 +228,10 @@ def test_a_400_is_dead_lettered_at_once_without_leaking_the_token(real_idp, pers
         token = request.headers["authorization"].split()[1]
         return httpx.Response(400, json={"error": "invalid_client_metadata", "error_description": f"bad {token}"})
 
-    monkeypatch.setattr(delivery, "connector_for", rfc7591_with(handler, real_idp))
+    monkeypatch.setattr(push, "connector_for", rfc7591_with(handler, real_idp))
     client = register_agent(idp=real_idp, owner=person)
 
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
 
     [entry] = entries(client)
     client.refresh_from_db()
@@ -280,7 +285,7 @@ class ScriptedConnector(BaseConnector):
 
 
 def use(monkeypatch, connector: ScriptedConnector) -> ScriptedConnector:
-    monkeypatch.setattr(delivery, "connector_for", lambda idp, timeout=None: connector)
+    monkeypatch.setattr(push, "connector_for", lambda idp, timeout=None: connector)
     return connector
 
 
@@ -292,7 +297,7 @@ def test_already_exists_adopts_the_client_carrying_our_marker(real_idp, person, 
     stranger = RemoteClient(client_id="other", registrar_id="reg_other", enabled=True, scopes=[], metadata={})
     fake = use(monkeypatch, ScriptedConnector(create=AlreadyExists("409"), list=[stranger, remote]))
 
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
 
     client.refresh_from_db()
     assert (client.state, client.idp_client_id) == (ClientState.ACTIVE, "existing-id")
@@ -303,7 +308,7 @@ def test_already_exists_adopts_the_client_carrying_our_marker(real_idp, person, 
 def test_already_exists_naming_the_client_id_needs_no_listing(real_idp, person, monkeypatch):  # noqa: F811
     client = register_agent(idp=real_idp, owner=person)
     fake = use(monkeypatch, ScriptedConnector(create=AlreadyExists("409", client_id="kc-id")))
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     client.refresh_from_db()
     assert client.idp_client_id == "kc-id" and fake.calls == [("create", client.registration_id)]
 
@@ -311,17 +316,17 @@ def test_already_exists_naming_the_client_id_needs_no_listing(real_idp, person, 
 def test_already_exists_without_a_match_is_dead_lettered(real_idp, person, monkeypatch):  # noqa: F811
     client = register_agent(idp=real_idp, owner=person)
     use(monkeypatch, ScriptedConnector(create=AlreadyExists("409"), list=[]))
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     assert entries(client)[0].status == OutboxStatus.DEAD
 
 
 def test_not_found_on_delete_counts_as_done(real_idp, person, monkeypatch):  # noqa: F811
     client = register_agent(idp=real_idp, owner=person)
     use(monkeypatch, ScriptedConnector(delete=NotFound("gone")))
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     client_transition(client=client, target=ClientState.REVOKED, actor=OWNER)
 
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
 
     client.refresh_from_db()
     assert [e.status for e in entries(client)] == [OutboxStatus.DONE, OutboxStatus.DONE]
@@ -331,11 +336,11 @@ def test_not_found_on_delete_counts_as_done(real_idp, person, monkeypatch):  # n
 def test_not_found_on_update_recreates_the_client(real_idp, person, monkeypatch):  # noqa: F811
     client = register_agent(idp=real_idp, owner=person)
     fake = use(monkeypatch, ScriptedConnector(update=NotFound("gone")))
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     fake.script["create"] = PushResult(client_id="recreated-id", remote_state={"t": "3"})
     outbox_enqueue(client=client, operation=OutboxOperation.UPDATE)
 
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
 
     client.refresh_from_db()
     assert client.idp_client_id == "recreated-id" and client.idp_state == {"t": "3"}
@@ -345,9 +350,9 @@ def test_not_found_on_update_recreates_the_client(real_idp, person, monkeypatch)
 def test_not_found_on_disable_counts_as_done(real_idp, person, monkeypatch):  # noqa: F811
     client = register_agent(idp=real_idp, owner=person)
     use(monkeypatch, ScriptedConnector(disable=NotFound("gone")))
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     client_transition(client=client, target=ClientState.EXPIRED, actor=Actor.system("sweep"))
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     client.refresh_from_db()
     assert [e.status for e in entries(client)] == [OutboxStatus.DONE, OutboxStatus.DONE]
     assert client.idp_disabled_at is not None
@@ -360,7 +365,7 @@ def test_entries_are_delivered_in_order_and_a_retry_blocks_later_ones(real_idp, 
     client2 = register_agent(idp=real_idp, owner=person, name="second")
     outbox_enqueue(client=client2, operation=OutboxOperation.UPDATE)
 
-    delivery.deliver_client_outbox(client2.pk)
+    deliver_client_outbox(client2.pk)
 
     assert [(e.operation, e.status) for e in entries(client2)] == [
         (OutboxOperation.CREATE, OutboxStatus.PENDING),
@@ -376,13 +381,13 @@ def test_a_leased_entry_is_left_alone_until_its_lease_runs_out(real_idp, person,
     OutboxEntry.objects.filter(client=client).update(
         claimed_by="other-worker", claimed_until=timezone.now() + timedelta(seconds=60), attempts=1
     )
-    assert delivery.deliver_client_outbox(client.pk) is False
+    assert deliver_client_outbox(client.pk) is False
     assert fake.calls == []
-    assert delivery.due_client_ids() == []
+    assert due_client_ids() == []
 
     OutboxEntry.objects.filter(client=client).update(claimed_until=timezone.now() - timedelta(seconds=1))
-    assert delivery.due_client_ids() == [client.pk]
-    delivery.deliver_client_outbox(client.pk)
+    assert due_client_ids() == [client.pk]
+    deliver_client_outbox(client.pk)
     # the dead worker may have reached the IdP: look for our marker before creating
     assert fake.calls == [("list", None), ("create", client.registration_id)]
     assert entries(client)[0].status == OutboxStatus.DONE and entries(client)[0].attempts == 2
@@ -409,7 +414,7 @@ def test_a_slow_idp_never_lets_a_lease_run_out_under_a_call(real_idp, person, mo
 
     fake = use(monkeypatch, SlowIdP())
     with caplog.at_level("WARNING", logger="inventory.connectors"):
-        counts = delivery.deliver_outbox_batch([c.pk for c in clients])
+        counts = deliver_outbox_batch([c.pk for c in clients])
 
     assert len(fake.calls) == 2 and all(left >= 12 for left in leases_at_call)  # 30 s, then 20 s left
     assert counts == {"delivered": 2, "other": 0, "skipped": 3}
@@ -419,7 +424,7 @@ def test_a_slow_idp_never_lets_a_lease_run_out_under_a_call(real_idp, person, mo
     assert [(r.attempts, r.claimed_by, r.claimed_until) for r in rows[2:]] == [(0, "", None)] * 3
     assert "outbox_claims_returned entries=3 released=3" in caplog.text
     call_seconds[0] = 0  # the IdP recovers; the next requeue finishes them
-    delivery.deliver_outbox_batch([c.pk for c in clients])
+    deliver_outbox_batch([c.pk for c in clients])
     assert Client.objects.filter(pk__in=[c.pk for c in clients], state=ClientState.ACTIVE).count() == 5
     assert ("list", None) not in fake.calls
 
@@ -462,7 +467,7 @@ def test_a_worker_keeps_several_idp_calls_in_flight_and_records_each_once(
     clients = [register_agent(idp=real_idp, owner=person, name=f"inflight-{n}") for n in range(12)]
     fake = use(monkeypatch, InFlight(fail_for=clients[5].registration_id))
 
-    counts = delivery.deliver_outbox_batch([c.pk for c in clients])
+    counts = deliver_outbox_batch([c.pk for c in clients])
 
     assert fake.most == 4 and all(name.startswith("outbox-call") for name in fake.threads)
     assert sorted(registrar_id for _, registrar_id in fake.calls) == sorted(c.registration_id for c in clients)
@@ -496,7 +501,7 @@ def test_an_idp_call_on_the_pool_may_not_touch_the_database(real_idp, person, mo
             return super().create(spec)
 
     use(monkeypatch, Sneaky())
-    delivery.deliver_outbox_batch([client.pk])
+    deliver_outbox_batch([client.pk])
 
     entry = entries(client)[0]
     assert entry.status == OutboxStatus.DEAD and "touched the database" in entry.last_error
@@ -509,11 +514,11 @@ def test_backoff_is_exponential_bounded_and_jittered(settings):
     settings.REGISTRAR_OUTBOX_BACKOFF_MAX_SECONDS = 60
     rng = random.Random(7)
     for attempts, full in [(1, 5), (2, 10), (3, 20), (4, 40), (5, 60), (12, 60)]:
-        delays = {delivery.backoff_seconds(attempts, rng=rng) for _ in range(20)}
+        delays = {backoff_seconds(attempts, rng=rng) for _ in range(20)}
         assert all(full / 2 <= d <= full for d in delays)
         assert len(delays) > 1
-    assert delivery.backoff_seconds(1, retry_after=30, rng=rng) == 30
-    assert delivery.backoff_seconds(1, retry_after=3600, rng=rng) == 60
+    assert backoff_seconds(1, retry_after=30, rng=rng) == 30
+    assert backoff_seconds(1, retry_after=3600, rng=rng) == 60
 
 
 # -- requeue and retry -------------------------------------------------------------------------------------
@@ -582,7 +587,7 @@ def test_outbox_retry_revives_a_dead_entry(real_idp, person, admin_user, monkeyp
     assert entry.next_attempt_at <= timezone.now()
     assert events_for("client", client.registration_id).filter(action="outbox.retry").count() == 1
     use(monkeypatch, ScriptedConnector())
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     client.refresh_from_db()
     assert client.sync_failed is False and client.state == ClientState.ACTIVE
 
@@ -635,7 +640,7 @@ def test_two_workers_at_once_never_push_the_same_entry_twice(oidc_idp, monkeypat
         try:
             barrier.wait()
             for client in order:
-                delivery.deliver_client_outbox(client.pk)
+                deliver_client_outbox(client.pk)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         finally:
@@ -650,7 +655,7 @@ def test_two_workers_at_once_never_push_the_same_entry_twice(oidc_idp, monkeypat
     assert errors == []
     # Stragglers (an entry one thread found leased by the other) are finished by a later pass.
     for client in clients:
-        delivery.deliver_client_outbox(client.pk)
+        deliver_client_outbox(client.pk)
     markers = markers_at_idp(oidc_idp)
     assert sorted(creates) == sorted(c.registration_id for c in clients)
     assert all(markers[c.registration_id] == 1 for c in clients)
@@ -674,7 +679,7 @@ def test_a_batch_delivers_many_clients_and_records_them_together(real_idp, oidc_
     later = register_agent(idp=real_idp, owner=person, name="later")
     OutboxEntry.objects.filter(client=later).update(next_attempt_at=timezone.now() + timedelta(minutes=5))
 
-    counts = delivery.deliver_outbox_batch([c.pk for c in [*plain, retired, busy, later]])
+    counts = deliver_outbox_batch([c.pk for c in [*plain, retired, busy, later]])
 
     for client in [*plain, busy]:
         client.refresh_from_db()
@@ -716,7 +721,7 @@ def test_a_failure_in_a_batch_only_delays_that_client(real_idp, person, monkeypa
     clients = [register_agent(idp=real_idp, owner=person, name=f"b{n}") for n in range(4)]
     use(monkeypatch, FailingFor(clients[1].registration_id))
 
-    delivery.deliver_outbox_batch([c.pk for c in clients])
+    deliver_outbox_batch([c.pk for c in clients])
 
     states = {c.name: (c.state, c.idp_client_id) for c in Client.objects.filter(pk__in=[c.pk for c in clients])}
     assert states["b1"] == (ClientState.PROVISIONING, None)
@@ -742,7 +747,7 @@ def test_a_batch_records_a_client_retired_during_its_create_without_activating_i
 
     fake = use(monkeypatch, RetiresMeanwhile())
 
-    delivery.deliver_outbox_batch([client.pk])
+    deliver_outbox_batch([client.pk])
 
     client.refresh_from_db()
     assert (client.state, client.idp_client_id) == (ClientState.RETIRED, "made-anyway")
@@ -752,7 +757,7 @@ def test_a_batch_records_a_client_retired_during_its_create_without_activating_i
         (OutboxOperation.DELETE, OutboxStatus.PENDING),
     ]
     assert "client.idp_create" in [e.action for e in events_for("client", client.registration_id)]
-    delivery.deliver_outbox_batch([client.pk])
+    deliver_outbox_batch([client.pk])
     assert entries(client)[1].status == OutboxStatus.DONE
     assert ("delete", "made-anyway") in fake.calls
 
@@ -772,14 +777,14 @@ def test_batch_queries_do_not_grow_with_the_clients_in_a_claim_chunk(real_idp, p
             lambda self, spec: PushResult(client_id=f"c{n}-{next(counter)}", remote_state={}),
         )
         with CaptureQueriesContext(db_connection) as ctx:
-            delivery.deliver_outbox_batch([c.pk for c in clients])
+            deliver_outbox_batch([c.pk for c in clients])
         assert Client.objects.filter(pk__in=[c.pk for c in clients], state=ClientState.ACTIVE).count() == n
         return len(ctx.captured_queries)
 
     # heads read once, one claim UPDATE per chunk of CLAIM_CHUNK, the bulk writes once per flush
-    small, large = run(5), run(delivery.CLAIM_CHUNK)
+    small, large = run(5), run(CLAIM_CHUNK)
     assert large == small
-    assert run(delivery.CLAIM_CHUNK + 1) == small + 1  # a second chunk: one more claim
+    assert run(CLAIM_CHUNK + 1) == small + 1  # a second chunk: one more claim
 
 
 @pytest.mark.django_db(transaction=True)
@@ -805,7 +810,7 @@ def test_two_workers_with_overlapping_batches_never_push_an_entry_twice(oidc_idp
     def worker(ids: list[int]) -> None:
         try:
             barrier.wait()
-            delivery.deliver_outbox_batch(ids)
+            deliver_outbox_batch(ids)
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -819,7 +824,7 @@ def test_two_workers_with_overlapping_batches_never_push_an_entry_twice(oidc_idp
         thread.join(60)
 
     assert errors == []
-    delivery.deliver_outbox_batch(ids)  # anything one thread skipped because the other held it
+    deliver_outbox_batch(ids)  # anything one thread skipped because the other held it
     assert sorted(creates) == sorted(c.registration_id for c in clients)
     markers = markers_at_idp(oidc_idp)
     assert all(markers[c.registration_id] == 1 for c in clients)

@@ -1,6 +1,6 @@
 """Delivery to a generic RFC 7591/7592 IdP that cannot list its clients (the real oidc-provider with
 IDP_LISTING=off): a lost answer never becomes a duplicate or a stale token, and a refused management token is
-a sync failure for a person, never "already gone" (inventory.journal, inventory.delivery)."""
+a sync failure for a person, never "already gone" (inventory.outbox.journal)."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from inventory import delivery
 from inventory.choices import ClientState, OutboxOperation, OutboxStatus
 from inventory.connectors import AccessDenied, Transient
 from inventory.lifecycle import client_transition
 from inventory.models import Client, OutboxEntry
-from inventory.outbox import OutboxError, outbox_enqueue, outbox_resolve, outbox_retry
+from inventory.outbox import OutboxError, outbox_enqueue, outbox_resolve, outbox_retry, push, record
+from inventory.outbox.batch import deliver_outbox_batch
+from inventory.outbox.deliver import deliver_client_outbox, deliver_client_outbox_inline
+from inventory.outbox.push import client_spec
 from portal.audit import Actor, events_for
 from tests.factories import UserFactory
 from tests.provisioning import (  # noqa: F401 - fixtures
@@ -58,12 +60,12 @@ def crash_before_recording(monkeypatch) -> None:
     def crash(claim, result):
         raise Crash("killed after the IdP answered")
 
-    monkeypatch.setattr(delivery, "_succeed", crash)
+    monkeypatch.setattr(record, "record_delivered", crash)
 
 
 def lose_answers(monkeypatch, method: str, times: int = 1) -> list[str]:
     """The IdP acts on ``method`` but its answer never arrives (a read timeout), ``times`` times."""
-    real_build = delivery.connector_for
+    real_build = push.connector_for
     lost: list[str] = []
 
     def build(idp, *, timeout=None):
@@ -80,13 +82,13 @@ def lose_answers(monkeypatch, method: str, times: int = 1) -> list[str]:
         setattr(connector, method, acted_but_unanswered)
         return connector
 
-    monkeypatch.setattr(delivery, "connector_for", build)
+    monkeypatch.setattr(push, "connector_for", build)
     return lost
 
 
 def active_client(connection, person) -> Client:
     client = register_agent(idp=connection, owner=person, scopes=["tickets:read", "docs:read"])
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
     client.refresh_from_db()
     assert client.state == ClientState.ACTIVE
     return client
@@ -96,7 +98,7 @@ def manageable(connection, client: Client) -> bool:
     """The stored registration access token still manages the client at the IdP."""
     client.refresh_from_db()
     try:
-        delivery.connector_for(connection).get(client.idp_client_id, client.idp_state)
+        push.connector_for(connection).get(client.idp_client_id, client.idp_state)
     except AccessDenied:
         return False
     return True
@@ -114,7 +116,7 @@ def test_a_crash_after_the_idp_created_the_client_adopts_its_answer_instead_of_c
     client = register_agent(idp=unlisted_connection, owner=person)
     crash_before_recording(monkeypatch)
     with pytest.raises(Crash):
-        delivery.deliver_client_outbox(client.pk)
+        deliver_client_outbox(client.pk)
     monkeypatch.undo()
     [at_idp] = idp_clients(unlisted_idp)
     # The answer was stored the moment it arrived, before the crash (encrypted, like every idp_state).
@@ -123,7 +125,7 @@ def test_a_crash_after_the_idp_created_the_client_adopts_its_answer_instead_of_c
     assert client.state == ClientState.PROVISIONING
 
     lease_runs_out(client)
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
 
     client.refresh_from_db()
     assert client.state == ClientState.ACTIVE and client.idp_client_id == at_idp["client_id"]
@@ -142,9 +144,9 @@ def test_a_create_whose_answer_was_lost_is_not_repeated_but_handed_to_a_person(
     client = register_agent(idp=unlisted_connection, owner=person)
     lose_answers(monkeypatch, "create")
 
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     lease_runs_out(client)
-    delivery.deliver_client_outbox(client.pk)  # a worker comes back to it: still no second create
+    deliver_client_outbox(client.pk)  # a worker comes back to it: still no second create
 
     [entry] = entries(client)
     client.refresh_from_db()
@@ -157,7 +159,7 @@ def test_a_create_whose_answer_was_lost_is_not_repeated_but_handed_to_a_person(
     console_delete(unlisted_idp, idp_clients(unlisted_idp)[0]["client_id"])
     monkeypatch.undo()
     outbox_retry(entry=entry, actor=Actor.user(admin_user))
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
     client.refresh_from_db()
     assert client.state == ClientState.ACTIVE and client.sync_failed is False
     assert markers_at_idp(unlisted_idp)[client.registration_id] == 1
@@ -170,9 +172,9 @@ def test_an_admin_may_opt_in_to_retrying_lost_creates(unlisted_connection, unlis
     unlisted_connection.save()
     client = register_agent(idp=unlisted_connection, owner=person)
     lose_answers(monkeypatch, "create")
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     lease_runs_out(client)
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     client.refresh_from_db()
     # The price the admin accepted: the first copy is orphaned at an IdP nobody can list.
     assert client.state == ClientState.ACTIVE and markers_at_idp(unlisted_idp)[client.registration_id] == 2
@@ -184,7 +186,7 @@ def test_a_create_that_never_reached_the_idp_is_retried_normally(unlisted_connec
     unlisted_connection.save()
     client = register_agent(idp=unlisted_connection, owner=person)
 
-    assert delivery.deliver_client_outbox(client.pk) is False
+    assert deliver_client_outbox(client.pk) is False
     [entry] = entries(client)
     assert entry.status == OutboxStatus.PENDING and entry.idp_call_started_at is None  # nothing unconfirmed
     assert "ConnectError" in entry.last_error
@@ -192,29 +194,29 @@ def test_a_create_that_never_reached_the_idp_is_retried_normally(unlisted_connec
     unlisted_connection.config = good
     unlisted_connection.save()
     lease_runs_out(client)
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
     client.refresh_from_db()
     assert client.state == ClientState.ACTIVE and markers_at_idp(unlisted_idp)[client.registration_id] == 1
 
 
 def test_the_registration_api_leaves_an_unlisted_idp_to_a_worker(unlisted_connection, unlisted_idp, person):  # noqa: F811
     client = register_agent(idp=unlisted_connection, owner=person)
-    assert delivery.deliver_client_outbox_inline(client.pk, timeout=0.5) is False
+    assert deliver_client_outbox_inline(client.pk, timeout=0.5) is False
     [entry] = entries(client)
     assert (entry.status, entry.attempts, entry.claimed_by) == (OutboxStatus.PENDING, 0, "")  # never attempted
     assert idp_clients(unlisted_idp) == []
-    assert delivery.deliver_client_outbox(client.pk) is True  # the worker's full timeout
+    assert deliver_client_outbox(client.pk) is True  # the worker's full timeout
 
 
 def test_the_batch_path_journals_an_unlisted_idp_too(unlisted_connection, unlisted_idp, person, monkeypatch):  # noqa: F811
     clients = [register_agent(idp=unlisted_connection, owner=person, name=f"b{n}") for n in range(3)]
     crash_before_recording(monkeypatch)
     with pytest.raises(Crash):
-        delivery.deliver_outbox_batch([c.pk for c in clients])
+        deliver_outbox_batch([c.pk for c in clients])
     monkeypatch.undo()
     for client in clients:
         lease_runs_out(client)
-    delivery.deliver_outbox_batch([c.pk for c in clients])
+    deliver_outbox_batch([c.pk for c in clients])
     markers = markers_at_idp(unlisted_idp)
     for client in clients:
         client.refresh_from_db()
@@ -237,18 +239,18 @@ def test_a_crash_after_an_update_keeps_the_rotated_management_token(
     outbox_enqueue(client=client, operation=OutboxOperation.UPDATE)
     crash_before_recording(monkeypatch)
     with pytest.raises(Crash):
-        delivery.deliver_client_outbox(client.pk)
+        deliver_client_outbox(client.pk)
     monkeypatch.undo()
     client.refresh_from_db()
     assert client.idp_state["registration_access_token"] != old_token  # stored as it arrived
 
     lease_runs_out(client)
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
 
     client.refresh_from_db()
     assert [e.status for e in entries(client)] == [OutboxStatus.DONE, OutboxStatus.DONE]
     assert manageable(unlisted_connection, client)
-    remote = delivery.connector_for(unlisted_connection).get(client.idp_client_id, client.idp_state)
+    remote = push.connector_for(unlisted_connection).get(client.idp_client_id, client.idp_state)
     assert remote.scopes == ["tickets:read"]
     assert markers_at_idp(unlisted_idp)[client.registration_id] == 1  # never recreated
 
@@ -263,9 +265,9 @@ def test_an_update_whose_answer_was_lost_is_a_sync_failure_not_a_second_client(
     Client.objects.filter(pk=client.pk).update(scopes=["tickets:read"])
     outbox_enqueue(client=client, operation=OutboxOperation.UPDATE)
     lose_answers(monkeypatch, "update")
-    delivery.deliver_client_outbox(client.pk)  # the IdP rotated the token in the answer we lost
+    deliver_client_outbox(client.pk)  # the IdP rotated the token in the answer we lost
     lease_runs_out(client)
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
 
     update = entries(client)[1]
     client.refresh_from_db()
@@ -280,8 +282,8 @@ def test_an_update_whose_answer_was_lost_is_a_sync_failure_not_a_second_client(
 
 def stale_token(connection, client: Client) -> None:
     """Someone else used the client's registration access token at the IdP, which rotated it."""
-    spec = delivery.client_spec(client)
-    delivery.connector_for(connection).update(client.idp_client_id, spec, client.idp_state)
+    spec = client_spec(client)
+    push.connector_for(connection).update(client.idp_client_id, spec, client.idp_state)
 
 
 @pytest.mark.parametrize("end", [ClientState.RETIRED, ClientState.EXPIRED])
@@ -297,7 +299,7 @@ def test_a_delete_refused_with_401_is_a_sync_failure_while_the_client_stays_live
     stale_token(unlisted_connection, agent)
 
     client_transition(client=agent, target=end, actor=SYSTEM, reason="done")
-    delivery.deliver_client_outbox(agent.pk)
+    deliver_client_outbox(agent.pk)
 
     ending = entries(agent)[1]
     agent.refresh_from_db()
@@ -339,10 +341,10 @@ def test_our_own_delete_whose_answer_was_lost_is_done_when_the_token_is_then_ref
     client = active_client(unlisted_connection, person)
     client_transition(client=client, target=ClientState.RETIRED, actor=SYSTEM)
     lose_answers(monkeypatch, "delete")
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     assert entries(client)[1].idp_call_started_at is not None  # unconfirmed
     lease_runs_out(client)
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
 
     client.refresh_from_db()
     assert entries(client)[1].status == OutboxStatus.DONE and client.sync_failed is False
@@ -359,9 +361,9 @@ def test_deleting_a_client_whose_create_went_unanswered_asks_a_person(
 ):
     client = register_agent(idp=unlisted_connection, owner=person)
     lose_answers(monkeypatch, "create")
-    delivery.deliver_client_outbox(client.pk)  # created at the IdP, answer lost: a sync failure
+    deliver_client_outbox(client.pk)  # created at the IdP, answer lost: a sync failure
     client_transition(client=client, target=ClientState.RETIRED, actor=SYSTEM)
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
 
     create, delete = entries(client)
     assert create.status == OutboxStatus.DEAD
@@ -387,7 +389,7 @@ def test_only_a_dead_disable_or_delete_can_be_marked_resolved(unlisted_connectio
     with pytest.raises(OutboxError, match="not dead"):
         outbox_resolve(entry=create, actor=Actor.user(admin_user), reason="x")
     lose_answers(monkeypatch, "create")
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     create.refresh_from_db()
     assert create.status == OutboxStatus.DEAD
     with pytest.raises(OutboxError, match="only a dead disable or delete"):
@@ -420,16 +422,16 @@ def test_an_update_that_would_recreate_after_an_unanswered_attempt_asks_a_person
         can_list = False
 
     fake = Unlisted(update=NotFound("404"), create=Transient("read timed out", reached_idp=True))
-    monkeypatch.setattr(delivery, "connector_for", lambda idp, timeout=None: fake)
+    monkeypatch.setattr(push, "connector_for", lambda idp, timeout=None: fake)
     client = register_agent(idp=unlisted_connection, owner=person)
     fake.script["create"] = PushResult(client_id="first-id", remote_state={"registration_access_token": "t"})
-    assert delivery.deliver_client_outbox(client.pk) is True
+    assert deliver_client_outbox(client.pk) is True
     fake.script["create"] = Transient("read timed out", reached_idp=True)
     outbox_enqueue(client=client, operation=OutboxOperation.UPDATE)
 
-    delivery.deliver_client_outbox(client.pk)  # PUT → 404 → create, whose answer is lost
+    deliver_client_outbox(client.pk)  # PUT → 404 → create, whose answer is lost
     lease_runs_out(client)
-    delivery.deliver_client_outbox(client.pk)  # PUT → 404 again: the earlier create may exist
+    deliver_client_outbox(client.pk)  # PUT → 404 again: the earlier create may exist
 
     update = entries(client)[1]
     assert update.status == OutboxStatus.DEAD and update.last_error.startswith("Unconfirmed:")

@@ -371,7 +371,6 @@ def test_evidence_pack(client, security_user, explained):
         "revocation",
         "lineage",
         "flags",
-        "log_witness",
         "timeline",
         "log",
     }
@@ -384,8 +383,10 @@ def test_evidence_pack(client, security_user, explained):
     assert pack["lineage"]["descendants"][0]["name"] == "bravo-child"
     assert pack["lineage"]["descendants"][0]["children"][0]["name"] == "bravo-grandchild"
     assert [e["action"] for e in pack["timeline"]] == ["request.approve", "client.activate"]
-    assert all(e["log_index"] is None and e["leaf"] is None for e in pack["timeline"])  # not sealed yet
-    assert pack["log"] == {"checkpoint": None}
+    # the export is logged and sealed inline, and with it every event before it
+    assert pack["log"]["export"]["event"]["action"] == "client.evidence_exported"
+    assert [e["log_index"] for e in pack["log"]["entries"]] == [0, 1] and pack["log"]["export"]["log_index"] == 2
+    assert pack["log"]["checkpoint"].split("\n")[1] == "3"
     assert pack["revocation"]["idp"] == "keycloak-eu" and pack["revocation"]["sync_failed"] is True
     assert "idp_state" not in json.dumps(pack)
 

@@ -7,11 +7,13 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from inventory import delivery
 from inventory.choices import ClientState, CreatedVia, OutboxOperation, OutboxStatus
 from inventory.connectors.base import ClientSpec
 from inventory.lifecycle import client_transition
 from inventory.models import Client, OutboxEntry
+from inventory.outbox import push
+from inventory.outbox.deliver import deliver_client_outbox
+from inventory.outbox.push import client_spec
 from inventory.reconcile import reconcile_connection
 from portal.audit import Actor, events_for
 from tests.agents import Agent
@@ -29,7 +31,7 @@ def person(db):
 
 def provisioned(idp, owner, **kwargs) -> Client:
     client = register_agent(idp=idp, owner=owner, **kwargs)
-    delivery.deliver_client_outbox(client.pk)
+    deliver_client_outbox(client.pk)
     client.refresh_from_db()
     assert client.state == ClientState.ACTIVE
     return client
@@ -51,9 +53,9 @@ def test_in_sync_reports_an_empty_diff(fresh_connection, person):  # noqa: F811
 
 def test_scope_drift_is_reported_and_left_alone_without_repair(fresh_connection, person):  # noqa: F811
     client = provisioned(fresh_connection, person, scopes=["tickets:read", "docs:read"])
-    connector = delivery.connector_for(fresh_connection)
+    connector = push.connector_for(fresh_connection)
     # someone widened the client at the IdP, out of band
-    spec = delivery.client_spec(client)
+    spec = client_spec(client)
     widened = ClientSpec(**{**spec.__dict__, "scopes": ["tickets:read", "docs:read", "repo:write"]})
     connector.update(client.idp_client_id, widened, client.idp_state)
 
@@ -82,7 +84,7 @@ def test_drift_is_repaired_through_the_outbox_when_the_idp_says_so(fresh_connect
     fresh_connection.save()
     client = provisioned(fresh_connection, person, scopes=["tickets:read"])
     # The client vanished at the IdP (deleted out of band through the admin API).
-    delivery.connector_for(fresh_connection).delete(client.idp_client_id, {})
+    push.connector_for(fresh_connection).delete(client.idp_client_id, {})
 
     report = reconcile_connection(idp=fresh_connection)
 
@@ -90,7 +92,7 @@ def test_drift_is_repaired_through_the_outbox_when_the_idp_says_so(fresh_connect
     assert report.repaired == [client.registration_id]
     [entry] = OutboxEntry.objects.filter(client=client, status=OutboxStatus.PENDING)
     assert entry.operation == OutboxOperation.UPDATE
-    delivery.deliver_client_outbox(client.pk)  # UPDATE of a vanished client recreates it
+    deliver_client_outbox(client.pk)  # UPDATE of a vanished client recreates it
     client.refresh_from_db()
     assert reconcile_connection(idp=fresh_connection).is_empty
     client.refresh_from_db()
@@ -98,7 +100,7 @@ def test_drift_is_repaired_through_the_outbox_when_the_idp_says_so(fresh_connect
 
 
 def test_unknown_clients_are_recorded_as_unmanaged(fresh_idp, fresh_connection, person):  # noqa: F811
-    shadow = delivery.connector_for(fresh_connection).create(
+    shadow = push.connector_for(fresh_connection).create(
         ClientSpec(registrar_id="someone-elses-id", client_name="shadow agent", scopes=["crm:read"], jwks=Agent().jwks)
     )
     # an RFC 7591 client registered without any marker at all
@@ -139,7 +141,7 @@ def test_unknown_clients_are_recorded_as_unmanaged(fresh_idp, fresh_connection, 
 def test_a_crashed_create_is_adopted_by_its_marker(fresh_idp, fresh_connection, person):  # noqa: F811
     client = register_agent(idp=fresh_connection, owner=person)
     # the IdP answered, the worker died before storing the id, and the entry was dead-lettered since
-    remote = delivery.connector_for(fresh_connection).create(delivery.client_spec(client))
+    remote = push.connector_for(fresh_connection).create(client_spec(client))
     OutboxEntry.objects.filter(client=client).update(status=OutboxStatus.DEAD, attempts=8)
     Client.objects.filter(pk=client.pk).update(sync_failed=True)
 
@@ -155,11 +157,11 @@ def test_a_crashed_create_is_adopted_by_its_marker(fresh_idp, fresh_connection, 
 
 
 def test_duplicates_and_ended_clients_are_removed(fresh_idp, fresh_connection, person):  # noqa: F811
-    connector = delivery.connector_for(fresh_connection)
+    connector = push.connector_for(fresh_connection)
     kept = provisioned(fresh_connection, person, name="kept")
-    duplicate = connector.create(delivery.client_spec(kept))  # a second copy under the same marker
+    duplicate = connector.create(client_spec(kept))  # a second copy under the same marker
     ended = register_agent(idp=fresh_connection, owner=person, name="ended")
-    orphan_copy = connector.create(delivery.client_spec(ended))
+    orphan_copy = connector.create(client_spec(ended))
     OutboxEntry.objects.filter(client=ended).update(status=OutboxStatus.DEAD)
     client_transition(client=ended, target=ClientState.RETIRED, actor=OWNER)
     OutboxEntry.objects.filter(client=ended, operation=OutboxOperation.DELETE).update(status=OutboxStatus.DEAD)
@@ -175,14 +177,14 @@ def test_duplicates_and_ended_clients_are_removed(fresh_idp, fresh_connection, p
     assert report.ended_present == [retired.registration_id]
     assert markers_at_idp(fresh_idp)[kept.registration_id] == 1
     assert markers_at_idp(fresh_idp)[ended.registration_id] == 0
-    delivery.deliver_client_outbox(retired.pk)
+    deliver_client_outbox(retired.pk)
     assert markers_at_idp(fresh_idp)[retired.registration_id] == 0
     assert reconcile_connection(idp=fresh_connection).is_empty
 
 
 def test_clients_with_pending_deliveries_are_left_to_the_worker(fresh_idp, fresh_connection, person):  # noqa: F811
     client = register_agent(idp=fresh_connection, owner=person)
-    delivery.connector_for(fresh_connection).create(delivery.client_spec(client))  # in flight
+    push.connector_for(fresh_connection).create(client_spec(client))  # in flight
 
     report = reconcile_connection(idp=fresh_connection)
 
@@ -195,9 +197,7 @@ def test_dry_run_changes_nothing(fresh_connection, person):  # noqa: F811
     client = provisioned(fresh_connection, person)
     client_transition(client=client, target=ClientState.RETIRED, actor=OWNER)
     OutboxEntry.objects.filter(client=client, status=OutboxStatus.PENDING).delete()
-    delivery.connector_for(fresh_connection).create(
-        ClientSpec(registrar_id="x", client_name="shadow", jwks=Agent().jwks)
-    )
+    push.connector_for(fresh_connection).create(ClientSpec(registrar_id="x", client_name="shadow", jwks=Agent().jwks))
     out = StringIO()
 
     call_command("reconcile_idp", "--idp", fresh_connection.name, "--dry-run", stdout=out)

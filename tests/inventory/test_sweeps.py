@@ -13,10 +13,10 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from inventory import notifications
+from inventory import hooks, notifications
 from inventory.choices import ClientState, OutboxOperation
 from inventory.models import Client, OutboxEntry, OwnerDigest
-from inventory.sweeps import sweep_expired, sweep_lapsed, sweep_orphans, sweep_stale
+from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run, sweep_stale, sweeps_available
 from portal.audit import verify_chain
 from portal.models import AuditEvent
 from tests.factories import ClientFactory, IdPFactory, TeamFactory, UserFactory
@@ -172,12 +172,30 @@ def test_sweep_command_runs_each_sweep(capsys):
 
 
 @pytest.mark.django_db
-def test_sweep_lapsed_delegates_to_approvals(monkeypatch):
-    import approvals.services
+def test_lapsed_requests_are_swept_by_the_sweep_approvals_registered(settings):
+    from approvals.inventory_hooks import sweep_lapsed
+    from approvals.models import RegistrationRequest
+    from tests.factories import RequestFactory
 
-    calls = []
-    monkeypatch.setattr(approvals.services, "request_lapse_due", lambda now: calls.append(now) or 3, raising=False)
-    assert sweep_lapsed(now=NOW).counts == {"lapsed": 3} and calls == [NOW]
+    settings.REGISTRAR_REQUEST_LAPSE_DAYS = 14
+    old, fresh = RequestFactory(), RequestFactory()
+    RegistrationRequest.objects.filter(pk=old.pk).update(created_at=past(days=15))
+    RegistrationRequest.objects.filter(pk=fresh.pk).update(created_at=past(days=13))
+
+    assert sweeps_available()["lapsed"] is sweep_lapsed  # registered by ApprovalsConfig.ready()
+    assert sweep_run("lapsed", now=NOW).counts == {"lapsed": 1}
+    assert dict(RegistrationRequest.objects.values_list("pk", "state")) == {old.pk: "lapsed", fresh.pk: "pending"}
+
+
+def test_inventory_on_its_own_has_only_its_own_sweeps():
+    saved = hooks.reset_for_tests()
+    try:
+        assert sorted(sweeps_available()) == ["expired", "orphans", "stale"]
+        with pytest.raises(KeyError):
+            sweep_run("lapsed")
+    finally:
+        hooks.restore(saved)
+    assert {"lapsed", "unauthorized"} <= set(sweeps_available())
 
 
 @pytest.mark.django_db

@@ -1,11 +1,12 @@
-"""Celery task wrappers of the inventory (thin: they call inventory.delivery / inventory.reconcile)."""
+"""Celery task wrappers of the inventory (thin: they call inventory.outbox / inventory.reconcile / inventory.sweeps)."""
 
 from __future__ import annotations
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 
-from inventory import delivery, tasks
+from inventory import tasks
+from inventory.outbox import deliver
 from tests.factories import IdPFactory
 
 pytestmark = pytest.mark.django_db
@@ -18,7 +19,7 @@ def test_deliver_task_uses_the_process_connector_cache(monkeypatch):
         seen.update(client_id=client_id, connectors=connectors)
         return True
 
-    monkeypatch.setattr(delivery, "deliver_client_outbox", fake)
+    monkeypatch.setattr(deliver, "deliver_client_outbox", fake)
     assert tasks.deliver_client_outbox.run(42) is True
     assert seen == {"client_id": 42, "connectors": tasks._connectors}
 
@@ -27,7 +28,7 @@ def test_deliver_task_gives_up_quietly_at_the_soft_time_limit(monkeypatch):
     def slow(client_id, **kwargs):
         raise SoftTimeLimitExceeded()
 
-    monkeypatch.setattr(delivery, "deliver_client_outbox", slow)
+    monkeypatch.setattr(deliver, "deliver_client_outbox", slow)
     assert tasks.deliver_client_outbox.run(7) is False  # the lease runs out; requeue retries it
 
 
@@ -85,3 +86,13 @@ def test_refresh_report_snapshots_does_nothing_when_caching_is_off(settings):
     cache.clear()
     assert refresh_report_snapshots() == []
     assert cache.get("registrar:report:dashboard") is None
+
+
+def test_every_beat_task_exists_and_lives_in_the_module_its_name_says():
+    from portal.celery import app
+
+    app.loader.import_default_modules()
+    assert app.conf.beat_schedule
+    for entry in app.conf.beat_schedule.values():
+        task = app.tasks[entry["task"]]  # KeyError: beat would send a task no worker knows
+        assert f"{task.run.__module__}.{task.run.__name__}" == entry["task"]

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from approvals.choices import RequestState
 from inventory.choices import ClientState, IdPKind, OutboxStatus, RiskTier
 from inventory.connectors.errors import Transient
-from inventory.delivery import connector_for
 from inventory.models import OutboxEntry
+from inventory.outbox.push import connector_for
 from portal import metrics as portal_metrics
 from portal.models import Heartbeat
 from tests.approvals.intake_support import (  # noqa: F401 - autouse fixture

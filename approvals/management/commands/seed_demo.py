@@ -9,6 +9,7 @@ import os
 import secrets
 from datetime import timedelta
 
+from allauth.account.models import EmailAddress
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -195,6 +196,11 @@ class Command(BaseCommand):
             user.set_password(password)
             user.save()
             user.groups.set(Group.objects.filter(name__in=roles))
+            # Verified, as a directory-provisioned address is: allauth lets a person turn on two-factor
+            # authentication only with a verified e-mail address.
+            EmailAddress.objects.update_or_create(
+                user=user, email=user.email, defaults={"verified": True, "primary": True}
+            )
             users[username] = user
         users["alice"].manager = users["admin"]
         users["alice"].save(update_fields=["manager"])

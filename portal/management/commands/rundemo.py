@@ -1,12 +1,15 @@
 """Run the whole demo in one terminal: demo IdP, seed data, Celery worker + beat, web server.
 
-Used by ``make run``. Children are stopped together on Ctrl-C. Nothing here is needed in
-production, where gunicorn, workers and beat run as separate services.
+Used by ``make run``. Ctrl-C (SIGINT) or SIGTERM stops the children together — politely, then by force after
+a bound — and waits for each, so none is left running or defunct; if the server or the worker dies, the rest
+are stopped too. Nothing here is needed in production, where gunicorn, workers and beat run as separate
+services.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import shutil
@@ -20,6 +23,33 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
+# Celery's own lines for every task: beat's "Sending due task", the worker's "received" and "succeeded" — three a
+# second for the audit log's sequencer alone — and "Discarding revoked task" for each expired one left from a
+# previous run. The demo's worker keeps these loggers at WARNING (failures still show); Registrar's own lines
+# (event=…) are untouched.
+QUIET_CELERY_LOGGERS = ("celery.beat", "celery.worker.strategy", "celery.app.trace", "celery.worker.request")
+STOP_TIMEOUT = 10.0  # seconds a child gets to exit after SIGTERM before it is killed
+
+
+def demo_worker(argv: list[str]) -> None:
+    """The demo's ``celery worker`` (``argv`` as its command line, from ``worker``), minus the per-task lines."""
+    from celery import signals
+
+    from portal.celery import app
+
+    def quiet(**_kwargs) -> None:
+        for name in QUIET_CELERY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+    # Connected after portal.celery's receiver (which applies LOGGING), so it runs after it; the embedded beat
+    # process is forked from this one and inherits the levels.
+    signals.setup_logging.connect(quiet, weak=False)
+    app.worker_main(argv)
+
+
+class _Stop(Exception):
+    """A signal asked the demo to stop (raised from the handler, so a blocking wait is interrupted)."""
+
 
 class Command(BaseCommand):
     help = "Start the demo: IdP (if Node.js is present), worker + beat, and the web server."
@@ -30,8 +60,9 @@ class Command(BaseCommand):
         parser.add_argument("--no-idp", action="store_true", help="use the dry-run connector only")
 
     def handle(self, *args, **opts):
-        self.children: list[subprocess.Popen] = []
-        signal.signal(signal.SIGTERM, lambda *_: self._stop(0))
+        self.children: list[tuple[str, subprocess.Popen]] = []
+        previous = {signum: signal.signal(signum, self._on_signal) for signum in (signal.SIGTERM, signal.SIGINT)}
+        failed = False
         try:
             env = dict(os.environ)
             idp_url = None if opts["no_idp"] else self._start_idp(opts["idp_port"], env)
@@ -40,13 +71,12 @@ class Command(BaseCommand):
                 env["REGISTRAR_DEMO_IDP_URL"] = idp_url
             call_command("seed_demo")
             python = sys.executable
-            self._spawn(
+            worker = self._spawn(
+                "worker",
                 [
                     python,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "portal",
+                    "-c",
+                    "import sys; from portal.management.commands.rundemo import demo_worker; demo_worker(sys.argv[1:])",
                     "worker",
                     "--beat",
                     "--loglevel",
@@ -69,16 +99,30 @@ class Command(BaseCommand):
                     f"{', '.join(settings.REGISTRAR_LOG_WITNESS)}; key {settings.REGISTRAR_LOG_SIGNING_KEY_FILE or 'from the environment'}\n"
                 )
             )
-            server = self._spawn([python, "manage.py", "runserver", opts["addr"], "--noreload"], env)
-            server.wait()
-        except KeyboardInterrupt:
+            server = self._spawn("web server", [python, "manage.py", "runserver", opts["addr"], "--noreload"], env)
+            # Poll rather than block in wait(): a signal then lands in sleep() and raises _Stop cleanly, and a
+            # child that dies on its own (a port in use, a crash) stops the demo instead of leaving it half up.
+            while not failed:
+                time.sleep(0.5)
+                for name, proc in (("web server", server), ("worker", worker)):
+                    if proc.poll() is not None:
+                        self.stderr.write(f"the {name} exited with status {proc.returncode}: stopping the demo")
+                        failed = True
+        except _Stop:
             pass
         finally:
-            self._stop(None)
+            self._stop()
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+        if failed:
+            sys.exit(1)
 
-    def _spawn(self, argv: list[str], env: dict) -> subprocess.Popen:
+    def _on_signal(self, signum, _frame) -> None:
+        raise _Stop(signal.Signals(signum).name)
+
+    def _spawn(self, name: str, argv: list[str], env: dict) -> subprocess.Popen:
         proc = subprocess.Popen(argv, env=env, cwd=settings.BASE_DIR)
-        self.children.append(proc)
+        self.children.append((name, proc))
         return proc
 
     def _start_idp(self, port: int, env: dict) -> str | None:
@@ -91,7 +135,7 @@ class Command(BaseCommand):
             ["node", str(script)], env=env | {"IDP_PORT": str(port)}, stdout=subprocess.PIPE, text=True
         )
         assert proc.stdout is not None  # stdout=PIPE
-        self.children.append(proc)
+        self.children.append(("IdP", proc))
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             ready, _, _ = select.select([proc.stdout], [], [], 0.5)
@@ -106,14 +150,23 @@ class Command(BaseCommand):
         self.stdout.write(self.style.WARNING("the demo IdP did not start; using the dry-run connector"))
         return None
 
-    def _stop(self, exit_code):
-        for proc in reversed(getattr(self, "children", [])):
+    def _stop(self) -> None:
+        """Stop every child (newest first) and reap it: SIGTERM, then SIGKILL past ``STOP_TIMEOUT``."""
+        for signum in (signal.SIGTERM, signal.SIGINT):  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(signum, signal.SIG_IGN)
+        children = list(reversed(getattr(self, "children", [])))
+        for _, proc in children:
             if proc.poll() is None:
                 proc.terminate()
-        for proc in getattr(self, "children", []):
+        deadline = time.monotonic() + STOP_TIMEOUT
+        ended = {}
+        for name, proc in children:
             try:
-                proc.wait(timeout=10)
+                code = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                ended[name] = f"exit {code}" if code >= 0 else signal.Signals(-code).name
             except subprocess.TimeoutExpired:
                 proc.kill()
-        if exit_code is not None:
-            sys.exit(exit_code)
+                proc.wait()
+                ended[name] = f"killed after {STOP_TIMEOUT:.0f} s"
+        if ended:
+            self.stdout.write("demo stopped: " + ", ".join(f"{n} ({ended[n]})" for n, _ in self.children))

@@ -1,41 +1,16 @@
-"""Writing to the outbox. Delivery lives in ``inventory.delivery`` and ``inventory.tasks``."""
+"""What a person does with a dead-lettered entry: retry it, or mark it resolved (the sync failures page)."""
 
 from __future__ import annotations
 
 from django.db import transaction
+from django.db.models import F, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from inventory.choices import ENDED_STATES, OutboxOperation, OutboxStatus
 from inventory.models import Client, OutboxEntry
-
-
-def outbox_enqueue(*, client: Client, operation: str, deliver_after_commit: bool = True) -> OutboxEntry:
-    """Write an outbox entry in the caller's transaction; nudge a worker once it commits.
-
-    The nudge is only an optimisation: the periodic ``requeue_outbox`` task finds every due entry,
-    so a lost message delays a change but never loses it.
-    """
-    entry = OutboxEntry.objects.create(
-        client=client, idp_id=client.idp_id, operation=operation, next_attempt_at=timezone.now()
-    )
-    if deliver_after_commit:
-        transaction.on_commit(lambda: _nudge_worker(entry.client_id))
-    return entry
-
-
-def outbox_nudge(*, client_id: int) -> None:
-    """Ask a worker to deliver ``client_id``'s due entries now (best effort; the periodic requeue backs it up)."""
-    _nudge_worker(client_id)
-
-
-def _nudge_worker(client_id: int) -> None:
-    try:
-        from inventory.tasks import deliver_client_outbox
-
-        deliver_client_outbox.delay(client_id)
-    except Exception:  # broker down: the periodic requeue will pick the entry up
-        import logging
-
-        logging.getLogger(__name__).warning("event=outbox_nudge_failed client_id=%s", client_id)
+from inventory.outbox.write import outbox_nudge
+from portal.audit import Actor, audit_record
 
 
 class OutboxError(Exception):
@@ -55,17 +30,14 @@ def _lock_client_then_entry(entry: OutboxEntry) -> tuple[Client, OutboxEntry]:
 
 
 @transaction.atomic
-def outbox_retry(*, entry: OutboxEntry, actor) -> OutboxEntry:
+def outbox_retry(*, entry: OutboxEntry, actor: Actor) -> OutboxEntry:
     """Give a dead-lettered entry a fresh set of attempts (admin's Retry button).
 
     A dead CREATE for a client that has since ended is superseded instead: the queued DELETE/DISABLE
     covers it. The client stays flagged ``sync_failed`` until its last dead entry is delivered. Retrying
-    is the person's word that an unconfirmed earlier call (``inventory.journal``) left nothing behind at an
+    is the person's word that an unconfirmed earlier call (``inventory.outbox.journal``) left nothing behind at an
     IdP that cannot list, so that mark is cleared and the audit event says so.
     """
-    from inventory.choices import ENDED_STATES, OutboxOperation, OutboxStatus
-    from portal.audit import audit_record
-
     client, locked = _lock_client_then_entry(entry)
     if locked.status != OutboxStatus.DEAD:
         raise OutboxError(f"outbox entry {locked.pk} is {locked.status}, not dead")
@@ -93,13 +65,12 @@ def outbox_retry(*, entry: OutboxEntry, actor) -> OutboxEntry:
         after=after,
     )
     if not superseded:
-        transaction.on_commit(lambda: _nudge_worker(client.pk))
-    entry.status, entry.attempts = locked.status, locked.attempts
+        transaction.on_commit(lambda: outbox_nudge(client_id=client.pk))
     return locked
 
 
 @transaction.atomic
-def outbox_resolve(*, entry: OutboxEntry, actor, reason: str) -> OutboxEntry:
+def outbox_resolve(*, entry: OutboxEntry, actor: Actor, reason: str) -> OutboxEntry:
     """A person's word that a dead-lettered disable or delete is done at the IdP (the admin's "Mark resolved").
 
     For what delivery cannot settle by itself: an IdP that refuses the management token and cannot say whether
@@ -108,12 +79,6 @@ def outbox_resolve(*, entry: OutboxEntry, actor, reason: str) -> OutboxEntry:
     recorded as gone at the IdP, an ended client's dead create/update entries are superseded, and the client's
     ``sync_failed`` flag drops once nothing else of it is dead. One audit event names the person and the reason.
     """
-    from django.db.models import F, Value
-    from django.db.models.functions import Coalesce
-
-    from inventory.choices import ENDED_STATES, OutboxOperation, OutboxStatus
-    from portal.audit import audit_record
-
     reason = (reason or "").strip()
     if not reason:
         raise OutboxError("say what you checked or did at the IdP (the reason is kept in the audit log)")
@@ -160,5 +125,4 @@ def outbox_resolve(*, entry: OutboxEntry, actor, reason: str) -> OutboxEntry:
         },
         reason=reason[:2000],
     )
-    entry.status = locked.status
     return locked
