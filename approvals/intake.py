@@ -92,6 +92,7 @@ from inventory.quotas import OwnerQuotaExceeded
 from inventory.services import new_registration_id
 from portal.audit import Actor, audit_append, audit_event, audit_record, event_insert, event_inserted
 from portal.crypto import hash_token, new_token
+from portal.logs import log_event
 from portal.models import AuditEvent
 from portal.rawsql import InsertStatement, ModelColumns, fetch_one
 
@@ -947,7 +948,7 @@ def _deliver_inline(client: Client) -> bool:
     try:
         delivered = bool(deliver_client_outbox_inline(client.pk, timeout=settings.REGISTRAR_INLINE_DELIVERY_TIMEOUT))
     except Exception:  # noqa: BLE001 - see docstring
-        logger.warning("event=inline_delivery_failed client=%s", client.registration_id, exc_info=True)
+        log_event(logger, "inline_delivery_failed", level=logging.WARNING, client=client.registration_id, exc_info=True)
         delivered = False
     if not delivered:
         outbox_nudge(client_id=client.pk)  # a worker takes over now, not at the next periodic requeue

@@ -44,6 +44,7 @@ from inventory.models import Client
 from inventory.outbox import outbox_enqueue
 from portal import roles
 from portal.audit import Actor, audit_record
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def client_hold_place(*, client: Client, user, reason: str) -> Client:
         client_transition(
             client=locked, target=ClientState.SUSPENDED, actor=actor, reason=reason, action="client.hold", hold=hold
         )
-    logger.info("event=client_hold client=%s ref=%s", locked.registration_id, hold.ref)
+    log_event(logger, "client_hold", client=locked.registration_id, ref=hold.ref)
     locked.refresh_from_db()
     return locked
 
@@ -163,11 +164,12 @@ def client_hold_lift(*, client: Client, user, reason: str, now: dt.datetime | No
         )
         outbox_enqueue(client=locked, operation=OutboxOperation.UPDATE)
         outcome.resumed.append(locked.registration_id)
-    logger.info(
-        "event=client_hold_lift client=%s lifted=%s resumed=%s",
-        root.registration_id,
-        len(outcome.lifted),
-        len(outcome.resumed),
+    log_event(
+        logger,
+        "client_hold_lift",
+        client=root.registration_id,
+        lifted=len(outcome.lifted),
+        resumed=len(outcome.resumed),
     )
     client.refresh_from_db()
     return outcome

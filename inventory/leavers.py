@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.audit import Actor, audit_record
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def user_deactivate(*, user, actor: Actor, source: str, reason: str = "", now: d
         reason=reason or f"deactivated via {source}",
     )
     transaction.on_commit(_enqueue_orphan_sweep)
-    logger.info("event=user_deactivated user_id=%s source=%s", locked.pk, source)
+    log_event(logger, "user_deactivated", user_id=locked.pk, source=source)
     return True
 
 

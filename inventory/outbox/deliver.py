@@ -16,6 +16,7 @@ from inventory.outbox import journal, leases, push, record
 from inventory.outbox.leases import Claim
 from inventory.outbox.push import ConnectorCache, IdpResult
 from inventory.outbox.record import DeliveryOutcome
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def deliver_client_outbox_inline(client_id: int, *, timeout: float) -> bool:
     try:
         deliver_client_outbox(client_id, timeout=timeout, connectors=push.INLINE_CONNECTORS, inline=True)
     except Exception:  # the worker path will finish the job; the agent gets a 202
-        logger.exception("event=inline_delivery_failed client_id=%s", client_id)
+        log_event(logger, "inline_delivery_failed", level=logging.ERROR, client_id=client_id, exc_info=True)
         return False
     return Client.objects.filter(pk=client_id, state=ClientState.ACTIVE, idp_client_id__isnull=False).exists()
 

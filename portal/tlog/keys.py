@@ -16,6 +16,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.logs import log_event
 from portal.tlog.note import NoteError, Signer, Verifier, generate_signer, parse_signer_key, parse_verifier_key
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,9 @@ def _read_key_file(path: Path, *, generate: bool) -> Signer:
         else:
             with os.fdopen(fd, "w") as fh:
                 fh.write(signer.encoded + "\n")
-            logger.warning("event=log_key_generated path=%s verifier_key=%s", path, signer.verifier.encoded)
+            log_event(
+                logger, "log_key_generated", level=logging.WARNING, path=path, verifier_key=signer.verifier.encoded
+            )
     try:
         return parse_signer_key(path.read_text())
     except NoteError as exc:

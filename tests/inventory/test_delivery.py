@@ -413,7 +413,7 @@ def test_a_slow_idp_never_lets_a_lease_run_out_under_a_call(real_idp, person, mo
             return PushResult(client_id=f"slow-{spec.registrar_id}", remote_state={})
 
     fake = use(monkeypatch, SlowIdP())
-    with caplog.at_level("WARNING", logger="inventory.connectors"):
+    with caplog.at_level("WARNING", logger="inventory.outbox"):
         counts = deliver_outbox_batch([c.pk for c in clients])
 
     assert len(fake.calls) == 2 and all(left >= 12 for left in leases_at_call)  # 30 s, then 20 s left
