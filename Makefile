@@ -6,12 +6,15 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export DJANGO_SETTINGS_MODULE ?= portal.settings
 
-.PHONY: help run test test-fast lint services browser idp-deps lock bench prod-check clean
+.PHONY: help run test test-fast test-sqlite lint typecheck services browser idp-deps lock bench prod-check clean
 
 help:
 	@echo "make run    - demo on http://127.0.0.1:8000 (SQLite, no services needed)"
-	@echo "make test   - whole suite against PostgreSQL + Redis on localhost"
-	@echo "make lint   - ruff check"
+	@echo "make test   - whole suite on PostgreSQL and (less the browser tests) on SQLite, ruff, makemigrations"
+	@echo "              --check and mypy, at once (logs in artifacts/test/)"
+	@echo "make test-sqlite - the suite on SQLite alone"
+	@echo "make lint   - ruff check and ruff format --check"
+	@echo "make typecheck - mypy with django-stubs"
 	@echo "make prod-check - start the production configuration (gunicorn, worker, beat as the systemd units do)"
 	@echo "                  on PostgreSQL + Redis and put a registration, an approval and a sweep through it"
 
@@ -43,10 +46,10 @@ browser:
 		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
 		|| { echo "error: could not install chromium (apt-get install chromium)"; exit 1; }; }
 
+# Three stages at once (.ci/test-stages): the suite on PostgreSQL, the suite less the browser tests on SQLite,
+# and the static checks (ruff, ruff format, makemigrations --check, mypy). Logs in artifacts/test/.
 test: venv idp-deps services browser
-	DJANGO_SETTINGS_MODULE=portal.settings_test $(VENV)/bin/pytest -n 2 --dist loadgroup -q $(PYTEST_ARGS)
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	PYTEST_ARGS="$(PYTEST_ARGS)" bash .ci/test-stages
 
 test-fast: venv services
 	DJANGO_SETTINGS_MODULE=portal.settings_test $(VENV)/bin/pytest -q -m "not e2e and not integration and not slow" $(PYTEST_ARGS)
@@ -54,6 +57,14 @@ test-fast: venv services
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+typecheck: venv
+	$(VENV)/bin/mypy
+
+# The suite on SQLite alone (the embedded database of make run), without the browser tests.
+test-sqlite: venv idp-deps services
+	env -u DATABASE_URL DJANGO_SETTINGS_MODULE=portal.settings_test REGISTRAR_TEST_DATABASE=sqlite \
+		REGISTRAR_DATA_DIR=$(CURDIR)/artifacts/sqlite-data $(VENV)/bin/pytest -n 2 --dist loadgroup -q -m "not e2e" $(PYTEST_ARGS)
 
 # contrib/prod_check.py: its own database, redis-server and test IdP; everything is removed afterwards.
 prod-check: venv idp-deps services
@@ -64,4 +75,4 @@ lock: venv
 	 $(PIP) freeze --exclude-editable) > requirements.lock
 
 clean:
-	rm -rf data artifacts .pytest_cache
+	rm -rf data artifacts .pytest_cache .mypy_cache

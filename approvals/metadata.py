@@ -439,6 +439,7 @@ def validate_client_metadata(
 
     # Past this point every value is set: each None above came with a problem.
     problems.raise_if_any()
+    assert purpose is not None and grant_types is not None and response_types is not None and method is not None
     return ClientMetadata(
         purpose=purpose,
         redirect_uris=redirect_uris or (),

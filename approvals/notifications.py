@@ -22,6 +22,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from approvals.models import RegistrationRequest
+from portal.logs import log_event
 from portal.roles import Role
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def slack_post(text: str) -> bool:
         response.raise_for_status()
         return True
     except Exception as exc:  # noqa: BLE001 - a notification must never break its caller
-        log.warning("event=slack_webhook_failed error=%s", type(exc).__name__)
+        log_event(log, "slack_webhook_failed", level=logging.WARNING, error=type(exc).__name__)
         return False
 
 
@@ -85,7 +86,9 @@ def notify_approvers(*, now=None) -> int:
                 recipient_list=[approver.email],
             )
         except Exception as exc:  # noqa: BLE001
-            log.warning("event=approver_mail_failed approver=%s error=%s", approver.pk, type(exc).__name__)
+            log_event(
+                log, "approver_mail_failed", level=logging.WARNING, approver=approver.pk, error=type(exc).__name__
+            )
             cache.delete(CLAIM_KEY.format(pk=approver.pk))
             continue
         cache.set(LAST_MAILED_KEY.format(pk=approver.pk), newest, timeout=None)
@@ -112,5 +115,5 @@ def notify_owner_of_decision(request_pk: int) -> bool:
         slack_post(f"Registrar: request {req.public_id} ({req.client_name}) was {req.state}")
         return True
     except Exception as exc:  # noqa: BLE001
-        log.warning("event=owner_mail_failed request=%s error=%s", request_pk, type(exc).__name__)
+        log_event(log, "owner_mail_failed", level=logging.WARNING, request=request_pk, error=type(exc).__name__)
         return False

@@ -31,6 +31,8 @@ from django.core.cache import cache
 from django.core.signals import setting_changed
 from django.dispatch import receiver
 
+from portal.logs import log_event
+
 logger = logging.getLogger(__name__)
 
 _UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "hour": 3600, "d": 86400, "day": 86400}
@@ -144,7 +146,7 @@ def check(*limits: tuple[str, str, str]) -> Limited | None:
         script = _redis()
         counts = _counts_redis(script, keys) if script is not None else _counts_cache(keys)
     except Exception:  # noqa: BLE001 - the limiter failing open is a deliberate choice (module docstring)
-        logger.warning("event=ratelimit_unavailable scopes=%s", ",".join(w[0] for w in windows))
+        log_event(logger, "ratelimit_unavailable", level=logging.WARNING, scopes=",".join(w[0] for w in windows))
         return None
     for (scope, parsed, window, _), count in zip(windows, counts, strict=True):
         if count > parsed.count:

@@ -47,6 +47,7 @@ from django.db.models import Q
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from joserfc.jwt import ClaimsOption
 
 from approvals.choices import IssuerKind
 from approvals.models import SoftwareStatementUse, TrustedIssuer
@@ -231,7 +232,7 @@ def verify_software_statement(
         aud={"essential": True, "value": rule.audience},
         exp={"essential": True},
         iat={"essential": True},
-        **({"iss": {"essential": True, "value": rule.issuer}} if rule.kind == IssuerKind.OIDC else {}),
+        **({"iss": ClaimsOption(essential=True, value=rule.issuer)} if rule.kind == IssuerKind.OIDC else {}),
     )
     try:
         registry.validate(claims)

@@ -7,6 +7,7 @@ import logging
 from celery import shared_task
 
 from portal.heartbeats import SWEEP_PREFIX, heartbeat_timed
+from portal.logs import log_event
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,7 @@ def sweep_lapsed() -> int:
     with heartbeat_timed(SWEEP_PREFIX + "lapsed"):
         count = sweep().counts["lapsed"]
     if count:
-        log.info("event=requests_lapsed count=%s", count)
+        log_event(log, "requests_lapsed", count=count)
     return count
 
 
@@ -38,7 +39,7 @@ def purge_statement_uses() -> int:
 
     count = statement_uses_purge()
     if count:
-        log.info("event=statement_uses_purged count=%s", count)
+        log_event(log, "statement_uses_purged", count=count)
     return count
 
 

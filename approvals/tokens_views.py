@@ -49,11 +49,13 @@ class TokenMintForm(forms.Form):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["scopes"].choices = [
+        scopes, idp = self.fields["scopes"], self.fields["idp"]
+        assert isinstance(scopes, forms.MultipleChoiceField) and isinstance(idp, forms.ModelChoiceField)
+        scopes.choices = [
             (s.name, f"{s.name} ({s.sensitivity})")
             for s in ScopeDefinition.objects.filter(is_active=True).only("name", "sensitivity")
         ]
-        self.fields["idp"].queryset = IdPConnection.objects.filter(enabled=True)
+        idp.queryset = IdPConnection.objects.filter(enabled=True)
 
 
 def token_state(token: InitialAccessToken, now) -> str:
@@ -69,7 +71,7 @@ def token_state(token: InitialAccessToken, now) -> str:
 
 def _token_list(request: HttpRequest, form: TokenMintForm, status: int = 200) -> HttpResponse:
     tokens = (
-        InitialAccessToken.objects.filter(owner=request.user)
+        InitialAccessToken.objects.filter(owner_id=request.user.pk)
         .annotate(registrations=Count("requests"))
         .order_by("-created_at", "-pk")
     )
@@ -122,7 +124,7 @@ def token_detail(request: HttpRequest, pk: int) -> HttpResponse:
         RegistrationRequest.objects.filter(token=token).select_related("client").order_by("-created_at", "-pk")
     )
     page = Paginator(registrations, PAGE_SIZE).get_page(request.GET.get("page"))
-    token.state = token_state(token, timezone.now())
+    token.state = token_state(token, timezone.now())  # type: ignore[attr-defined]  # for the template
     return render(
         request,
         "approvals/tokens_detail.html",

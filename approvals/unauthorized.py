@@ -46,6 +46,7 @@ from django.utils import timezone
 from approvals.models import UnauthorizedTally
 from inventory.sweeps import SweepResult
 from portal.audit import Actor, audit_record_many
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +179,7 @@ def unauthorized_fold(*, now: dt.datetime | None = None) -> int:
             events = audit_record_many(fold_specs(rows))
         written += len(events)
     if written:
-        logger.info("event=unauthorized_folded events=%s", written)
+        log_event(logger, "unauthorized_folded", events=written)
     return written
 
 

@@ -37,6 +37,7 @@ from inventory.lifecycle import Hold, LifecycleError, PermissionRefused, clients
 from inventory.models import Client, IdPConnection, Team
 from portal import roles
 from portal.audit import Actor, audit_record
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -251,14 +252,15 @@ def breakglass_execute(*, user, scope: str, value: str, action: str, reason: str
     )
     if resolved.apply is not None:
         resolved.apply(actor, why)
-    logger.info(
-        "event=breakglass decision=%s action=%s scope=%s count=%s held=%s effects=%s",
-        decision_id,
-        action,
-        scope,
-        len(result.transitioned),
-        len(result.held),
-        len(resolved.effects),
+    log_event(
+        logger,
+        "breakglass",
+        decision=decision_id,
+        action=action,
+        scope=scope,
+        count=len(result.transitioned),
+        held=len(result.held),
+        effects=len(resolved.effects),
     )
     return Outcome(
         decision_id=decision_id,

@@ -24,6 +24,7 @@ import logging
 from dataclasses import dataclass, field
 
 from django.db import transaction
+from django.db.models import Field
 from django.utils import timezone
 
 from inventory.choices import LIVE_STATES, ClientState, HoldKind, OutboxOperation
@@ -43,6 +44,7 @@ from inventory.models import Client
 from inventory.outbox import outbox_enqueue
 from portal import roles
 from portal.audit import Actor, audit_record
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ def client_hold_place(*, client: Client, user, reason: str) -> Client:
         client_transition(
             client=locked, target=ClientState.SUSPENDED, actor=actor, reason=reason, action="client.hold", hold=hold
         )
-    logger.info("event=client_hold client=%s ref=%s", locked.registration_id, hold.ref)
+    log_event(logger, "client_hold", client=locked.registration_id, ref=hold.ref)
     locked.refresh_from_db()
     return locked
 
@@ -131,7 +133,9 @@ def client_hold_lift(*, client: Client, user, reason: str, now: dt.datetime | No
         before = client_snapshot(locked) | {"hold_reason": locked.hold_reason, "hold_at": locked.hold_at}
         resume = suspended_by_hold(locked)
         for name in HOLD_FIELDS:
-            setattr(locked, name, Client._meta.get_field(name).get_default())
+            model_field = Client._meta.get_field(name)
+            assert isinstance(model_field, Field)  # HOLD_FIELDS are columns
+            setattr(locked, name, model_field.get_default())
         locked.save(update_fields=list(HOLD_FIELDS))
         audit_record(
             actor=actor,
@@ -160,11 +164,12 @@ def client_hold_lift(*, client: Client, user, reason: str, now: dt.datetime | No
         )
         outbox_enqueue(client=locked, operation=OutboxOperation.UPDATE)
         outcome.resumed.append(locked.registration_id)
-    logger.info(
-        "event=client_hold_lift client=%s lifted=%s resumed=%s",
-        root.registration_id,
-        len(outcome.lifted),
-        len(outcome.resumed),
+    log_event(
+        logger,
+        "client_hold_lift",
+        client=root.registration_id,
+        lifted=len(outcome.lifted),
+        resumed=len(outcome.resumed),
     )
     client.refresh_from_db()
     return outcome

@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any
 from inventory.ceilings import DEFAULT_TTL_CEILINGS, default_ttl_ceiling
 
 if TYPE_CHECKING:  # pragma: no cover
-    from django.db.models import Expression, QuerySet
+    from django.db.models import QuerySet
+    from django.db.models.expressions import BaseExpression
 
     from inventory.models import Client
     from portal.audit import Actor
@@ -224,13 +225,13 @@ def registration_stats(start: datetime) -> RegistrationStats:
     return provider(start)
 
 
-def register_two_person_approval(provider: Callable[[], Expression]) -> None:
+def register_two_person_approval(provider: Callable[[], BaseExpression]) -> None:
     """Approvals: ``provider()`` is a boolean expression over ``Client`` rows, true when the client's
     registration carries approvals by at least two distinct people."""
     _providers["two_person_approval"] = provider
 
 
-def two_person_approval() -> Expression | None:
+def two_person_approval() -> BaseExpression | None:
     provider = _providers.get("two_person_approval")
     return provider() if provider is not None else None
 
@@ -253,7 +254,7 @@ def registered_sweeps() -> dict[str, Callable[..., Any]]:
 def reset_for_tests() -> dict[str, Any]:
     """Unregister everything; returns the previous registrations for :func:`restore`."""
     global _policy_limits, _renewal_filer, _owner_live_limit
-    saved = {"policy": _policy_limits, "renewal": _renewal_filer, "containment": dict(_containment)}
+    saved: dict[str, Any] = {"policy": _policy_limits, "renewal": _renewal_filer, "containment": dict(_containment)}
     saved |= {"owner_live_limit": _owner_live_limit, "providers": dict(_providers), "sweeps": dict(_sweeps)}
     _policy_limits = _renewal_filer = _owner_live_limit = None
     _containment.clear()

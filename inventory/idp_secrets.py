@@ -19,6 +19,7 @@ from inventory.connectors.registry import get_connector_class
 from inventory.models import IdPConnection
 from portal.audit import Actor, audit_record
 from portal.censor import censor
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +105,7 @@ def idp_secrets_set(
         reason=reason or f"credentials {', '.join(f'{n} {c}' for n, c in sorted(changes.items()))}",
     )
     idp.secrets = secrets
-    logger.info("event=idp_secrets_set idp=%s names=%s actor=%s", locked.name, ",".join(sorted(changes)), actor.label)
+    log_event(logger, "idp_secrets_set", idp=locked.name, names=",".join(sorted(changes)), actor=actor.label)
     return sorted(changes)
 
 
@@ -158,5 +159,5 @@ def idp_connection_test(*, idp: IdPConnection, actor: Actor, timeout: float | No
         after={"ok": result.ok, "steps": result.steps, "error": result.error},
         reason="connection test with the stored credentials",
     )
-    logger.info("event=idp_connection_test idp=%s ok=%s", idp.name, result.ok)
+    log_event(logger, "idp_connection_test", idp=idp.name, ok=result.ok)
     return result

@@ -9,6 +9,8 @@ connection" calls :func:`inventory.idp_secrets.idp_connection_test` and reports 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
@@ -72,7 +74,13 @@ def _report(request, idp, result) -> None:
         messages.error(request, f"{idp.name}: connection test failed — {result.summary()}")
 
 
-class IdPSecretsAdminMixin:
+if TYPE_CHECKING:  # what the mixin is mixed into, for the type checker
+    _AdminBase = admin.ModelAdmin
+else:
+    _AdminBase = object
+
+
+class IdPSecretsAdminMixin(_AdminBase):
     """Add to the IdP connection's ModelAdmin (before the ModelAdmin base)."""
 
     change_form_template = "admin/inventory/idpconnection/change_form.html"

@@ -33,6 +33,7 @@ from joserfc.jwk import JWKRegistry
 
 from portal import jsonbody
 from portal.censor import JWK_PRIVATE_MEMBER_ORDER
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def jwks_fetch(uri: str, *, label: str = "jwks_uri") -> FetchedKeySet:
     try:
         result = safefetch.fetch(uri, max_bytes=MAX_JWKS_BYTES, accept="application/jwk-set+json, application/json")
     except safefetch.FetchRefused as exc:
-        logger.info("event=jwks_uri_refused code=%s host=%s", exc.code, safefetch.host_of(uri))
+        log_event(logger, "jwks_uri_refused", code=exc.code, host=safefetch.host_of(uri))
         raise KeySetError([f"{label} could not be fetched: {exc.reason}"])
     document = parse_jwks_json(result.body, label=f"the document at {label}")
     problems = jwks_problems(document, label=f"{label} document")

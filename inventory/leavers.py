@@ -18,6 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from portal.audit import Actor, audit_record
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ def user_deactivate(*, user, actor: Actor, source: str, reason: str = "", now: d
         reason=reason or f"deactivated via {source}",
     )
     transaction.on_commit(_enqueue_orphan_sweep)
-    logger.info("event=user_deactivated user_id=%s source=%s", locked.pk, source)
+    log_event(logger, "user_deactivated", user_id=locked.pk, source=source)
     return True
 
 
@@ -95,8 +96,12 @@ def user_reactivate(*, user, actor: Actor, source: str, reason: str = "") -> boo
 
 def sso_account_disabled(extra_data: dict | None) -> bool:
     data = extra_data or {}
-    userinfo = data.get("userinfo") if isinstance(data.get("userinfo"), dict) else {}
-    for source in (data, userinfo, data.get("id_token") if isinstance(data.get("id_token"), dict) else {}):
+    userinfo, id_token = data.get("userinfo"), data.get("id_token")
+    for source in (
+        data,
+        userinfo if isinstance(userinfo, dict) else {},
+        id_token if isinstance(id_token, dict) else {},
+    ):
         for claim in DISABLED_CLAIMS:
             if source.get(claim) is False or str(source.get(claim)).lower() == "false":
                 return True
@@ -108,7 +113,12 @@ def on_social_login(sender, request=None, sociallogin=None, **kwargs) -> None:
     account = getattr(sociallogin, "account", None)
     # A first login linked by e-mail has its person on the login, not yet on the (unsaved) account.
     user = (getattr(account, "user", None) if account is not None else None) or getattr(sociallogin, "user", None)
-    if user is None or user.pk is None or not sso_account_disabled(getattr(account, "extra_data", None)):
+    if (
+        account is None
+        or user is None
+        or user.pk is None
+        or not sso_account_disabled(getattr(account, "extra_data", None))
+    ):
         return
     user_deactivate(
         user=user,

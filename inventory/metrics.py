@@ -18,6 +18,7 @@ unless named in ``REGISTRAR_READYZ_REQUIRED``: a down IdP means 202 answers and 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import threading
 import time
 from collections.abc import Iterable
@@ -157,7 +158,7 @@ def check_idps() -> dict[str, health.Check]:
             if cached is not None and cached[0] == fingerprint and now - cached[1] < ttl:
                 check = replace(cached[2], details={**cached[2].details, "cached": True})
             else:
-                check = health.timed(lambda idp=idp: _probe(idp))
+                check = health.timed(functools.partial(_probe, idp))
                 check.details = {"kind": idp.kind, **check.details, "cached": False}
                 _probe_results[idp.pk] = (fingerprint, now, check)
             results[f"idp:{idp.name}"] = check

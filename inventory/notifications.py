@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from inventory.choices import ClientState
 from inventory.models import Client, OwnerDigest
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ def _send_digest(*, user, kind: str, day: dt.date, subject: str, body: str, coun
             send_mail(subject, body, None, [user.email])
     except IntegrityError:
         return False
-    logger.info("event=digest_sent kind=%s user_id=%s clients=%s", kind, user.pk, count)
+    log_event(logger, "digest_sent", kind=kind, user_id=user.pk, clients=count)
     return True
 
 
@@ -102,6 +103,7 @@ def notify_stale(*, client_ids: list[int], now: dt.datetime | None = None) -> in
     sent = 0
     for clients in by_owner.values():
         owner = clients[0].owner
+        assert owner is not None  # selected by owner__is_active
         body = (
             f"Hello {owner.get_username()},\n\nThese clients have not been used for "
             f"{settings.REGISTRAR_STALE_DAYS} days. Retire them if they are no longer needed; renewing them "
@@ -155,5 +157,5 @@ def notify_orphans(*, client_ids: list[int], now: dt.datetime | None = None) -> 
             + f"\n\nTake them over: {_link('inventory:orphans')}\n"
         )
         send_mail(f"[Registrar] {len(items)} orphaned client(s) need a new owner", body, None, [address])
-    logger.info("event=orphan_notified recipients=%s clients=%s", len(by_recipient), len(client_ids))
+    log_event(logger, "orphan_notified", recipients=len(by_recipient), clients=len(client_ids))
     return len(by_recipient)

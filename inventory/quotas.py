@@ -41,6 +41,7 @@ from inventory.choices import LIVE_STATES
 from inventory.hooks import owner_live_limit
 from inventory.lifecycle.errors import LifecycleError
 from inventory.models import Client
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ def owner_quota_hold(
         cursor.execute(count, [owner_id])
         live = int(cursor.fetchone()[0])
     if live + adding > limit:
-        logger.info("event=owner_quota_refused owner_id=%s live=%s limit=%s adding=%s", owner_id, live, limit, adding)
+        log_event(logger, "owner_quota_refused", owner_id=owner_id, live=live, limit=limit, adding=adding)
         raise OwnerQuotaExceeded(owner_id=owner_id, live=live, limit=limit, adding=adding, subject=subject)
     return live
 

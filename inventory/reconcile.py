@@ -33,7 +33,7 @@ from inventory.choices import (
     OutboxOperation,
     OutboxStatus,
 )
-from inventory.connectors.base import RemoteClient, censor, log_event
+from inventory.connectors.base import RemoteClient
 from inventory.connectors.errors import ConnectorError, NotSupported
 from inventory.lifecycle import client_transition
 from inventory.models import Client, IdPConnection, OutboxEntry
@@ -41,6 +41,8 @@ from inventory.outbox import outbox_enqueue
 from inventory.outbox.push import connector_for
 from inventory.services import new_registration_id
 from portal.audit import Actor, audit_record
+from portal.censor import censor
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -163,7 +165,7 @@ def reconcile_connection(
                 object_id=idp.pk,
                 after={"idp": idp.name, **report.counts()},
             )
-    log_event("reconciled", idp=idp.name, dry_run=dry_run, **report.counts())
+    log_event(logger, "reconciled", idp=idp.name, dry_run=dry_run, **report.counts())
     return report
 
 

@@ -135,10 +135,10 @@ def _attributes(data: dict, *, replace: bool) -> tuple[dict, bool | None]:
         attributes["username"] = username.strip()[:150]
     if "externalId" in data or replace:
         attributes["external_id"] = data.get("externalId") or None
-    name = data.get("name")
-    if isinstance(name, dict):
-        attributes["first_name"] = (name.get("givenName") or "")[:150]
-        attributes["last_name"] = (name.get("familyName") or "")[:150]
+    full_name = data.get("name")
+    if isinstance(full_name, dict):
+        attributes["first_name"] = (full_name.get("givenName") or "")[:150]
+        attributes["last_name"] = (full_name.get("familyName") or "")[:150]
     elif replace:
         attributes["first_name"] = attributes["last_name"] = ""
     if "emails" in data or replace:

@@ -17,6 +17,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -29,8 +30,15 @@ from inventory.choices import ENDED_STATES, LIVE_STATES, ClientState
 from inventory.lifecycle import TRANSITION_FIELDS, client_snapshot, clients_transition_many
 from inventory.models import Client
 from portal.audit import Actor, audit_record_many
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
+
+
+def _log_sweep(result: SweepResult) -> None:
+    """One line per sweep run: its counts, not the ids it changed (those are in the audit events)."""
+    fields: dict[str, Any] = {"sweep": result.name, "batches": result.batches, **result.counts}
+    log_event(logger, "sweep", **fields)
 
 
 @dataclass
@@ -137,7 +145,7 @@ def sweep_expired(
         result=result,
         key="lineage",
     )
-    logger.info("event=sweep %s", result)
+    _log_sweep(result)
     return result
 
 
@@ -215,7 +223,7 @@ def sweep_orphans(
         from inventory.notifications import notify_orphans
 
         notify_orphans(client_ids=result.client_ids["orphaned"], now=now)
-    logger.info("event=sweep %s", result)
+    _log_sweep(result)
     return result
 
 
@@ -254,7 +262,7 @@ def sweep_stale(
         from inventory.notifications import notify_stale
 
         notify_stale(client_ids=result.client_ids["stale"], now=now)
-    logger.info("event=sweep %s", result)
+    _log_sweep(result)
     return result
 
 

@@ -19,6 +19,7 @@ from django.conf import settings
 from inventory import notifications, sweeps
 from inventory.outbox import batch, deliver, leases, push
 from portal.heartbeats import SWEEP_PREFIX, heartbeat_timed
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def deliver_client_outbox(client_id: int) -> bool:
         return deliver.deliver_client_outbox(client_id, connectors=_connectors)
     except SoftTimeLimitExceeded:
         # The lease on the entry runs out and requeue_outbox retries it; nothing to undo here.
-        logger.warning("event=deliver_soft_time_limit client_id=%s", client_id)
+        log_event(logger, "deliver_soft_time_limit", level=logging.WARNING, client_id=client_id)
         return False
 
 
@@ -43,7 +44,7 @@ def deliver_outbox_batch(client_ids: list[int]) -> dict:
     try:
         return batch.deliver_outbox_batch(client_ids, connectors=_connectors)
     except SoftTimeLimitExceeded:
-        logger.warning("event=deliver_batch_soft_time_limit clients=%s", len(client_ids))
+        log_event(logger, "deliver_batch_soft_time_limit", level=logging.WARNING, clients=len(client_ids))
         return {}
 
 
@@ -62,7 +63,7 @@ def requeue_outbox(limit: int = 10_000) -> int:
     for client_batch in even_batches(client_ids, settings.REGISTRAR_OUTBOX_BATCH_SIZE):
         deliver_outbox_batch.delay(client_batch)
     if client_ids:
-        logger.info("event=outbox_requeued clients=%s", len(client_ids))
+        log_event(logger, "outbox_requeued", clients=len(client_ids))
     return len(client_ids)
 
 

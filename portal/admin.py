@@ -6,6 +6,8 @@ inventory's, added through :func:`user_admin_action_register` by ``inventory.adm
 would silently take a role from everyone holding it).
 """
 
+from typing import Any
+
 from django.contrib import admin, messages
 from django.contrib.admin.utils import unquote
 from django.contrib.auth.admin import GroupAdmin, UserAdmin
@@ -24,7 +26,8 @@ class RegistrarUserAdmin(AuditedAdminMixin, UserAdmin):
     audit_object_type = "user"
     audit_exclude = ("last_login",)
     audit_secret_fields = ("password",)
-    fieldsets = UserAdmin.fieldsets + (
+    fieldsets = (
+        *(UserAdmin.fieldsets or ()),
         (
             "Registrar",
             {"fields": ("is_service_account", "manager", "external_id", "deactivated_at", "deactivation_source")},
@@ -47,7 +50,7 @@ class RegistrarUserAdmin(AuditedAdminMixin, UserAdmin):
             user = self.get_object(request, unquote(id))
             before = self.audit_snapshot(user) if user is not None else None
             response = super().user_change_password(request, id, form_url)
-            if before is not None and response.status_code == 302:
+            if user is not None and before is not None and response.status_code == 302:
                 self.audit_admin_change(
                     request,
                     verb="change",
@@ -148,7 +151,7 @@ class RegistrarGroupAdmin(AuditedAdminMixin, GroupAdmin):
 
 # Admins registered by Django and allauth before this module runs, wrapped in the audited mixin.
 # Fields that hold secrets are named so the events say only that they changed.
-_THIRD_PARTY = {
+_THIRD_PARTY: dict[str, dict[str, Any]] = {
     "mfa.authenticator": {"audit_object_type": "mfa_authenticator", "audit_secret_fields": ("data",)},
     "socialaccount.socialapp": {"audit_object_type": "social_app", "audit_secret_fields": ("secret",)},
     "socialaccount.socialtoken": {

@@ -100,7 +100,7 @@ def entry_bytes(
     so the sequencer and ``verify_audit`` can feed database rows without building model instances;
     ``occurred_at`` may come already formatted by the database (:data:`OCCURRED_AT_SQL`).
     """
-    if type(occurred_at) is str:
+    if isinstance(occurred_at, str):
         occurred = occurred_at
     else:
         occurred = occurred_at.astimezone(dt.UTC).isoformat(timespec="microseconds")
@@ -395,7 +395,7 @@ def log_appended(using: str = "default") -> None:
     connection = connections[using]
     if not connection.in_atomic_block:
         nudge_sequencer()
-    elif not any(func is nudge_sequencer for _, func, _ in connection.run_on_commit):
+    elif not any(entry[1] is nudge_sequencer for entry in connection.run_on_commit):
         transaction.on_commit(nudge_sequencer, using=using)
 
 

@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.db import models, router, transaction
@@ -42,7 +42,7 @@ VERBS = ("create", "change", "delete")
 
 def audited_by_service(action: Callable) -> Callable:
     """Mark an admin action whose service writes its own audit event (the mixin then adds none)."""
-    action.audited_by_service = True
+    action.audited_by_service = True  # type: ignore[attr-defined]
     return action
 
 
@@ -60,7 +60,13 @@ def _comparable(value: Any) -> Any:
     return value.replace(microsecond=0) if isinstance(value, dt.datetime) else value
 
 
-class AuditedAdminMixin:
+if TYPE_CHECKING:  # what the mixin is mixed into, for the type checker
+    _AdminBase = admin.ModelAdmin
+else:
+    _AdminBase = object
+
+
+class AuditedAdminMixin(_AdminBase):
     """Put first in the bases: ``class XAdmin(AuditedAdminMixin, admin.ModelAdmin)``."""
 
     #: ``object_type`` of the events (what the rest of Registrar calls this model); default: ``app.model``.
@@ -166,17 +172,15 @@ class AuditedAdminMixin:
                 self.audit_admin_change(request, verb="delete", pk=pk, before=before, after=None)
 
     def get_actions(self, request):
-        actions = super().get_actions(request)
-        return {
-            name: (
-                func
-                if name == "delete_selected" or getattr(func, "audited_by_service", False)
-                else self._audited_action(func, name),
-                name,
-                description,
-            )
-            for name, (func, name, description) in actions.items()
-        }
+        audited = {}
+        for action in super().get_actions(request).values():
+            if action is None:
+                continue
+            func, name, description = action
+            if name != "delete_selected" and not getattr(func, "audited_by_service", False):
+                func = self._audited_action(func, name)
+            audited[name] = (func, name, description)
+        return audited
 
     def _audited_action(self, func: Callable, name: str) -> Callable:
         """Run an action in one transaction and record one change event per object it changed."""
@@ -210,7 +214,7 @@ class ReadOnlyInlineMixin:
 
     can_delete = False
     extra = 0
-    max_num = 0
+    max_num: int | None = 0
 
     def has_add_permission(self, request, obj=None):
         return False

@@ -8,6 +8,8 @@ import time
 from celery import Celery, signals
 from celery.schedules import crontab
 
+from portal.logs import log_event
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("registrar")
@@ -126,9 +128,11 @@ def _serve_worker_metrics(**_kwargs) -> None:
                 port=settings.REGISTRAR_WORKER_METRICS_PORT, addr=settings.REGISTRAR_WORKER_METRICS_ADDR
             )
         except OSError as exc:  # a busy port costs the metrics, not the deliveries
-            logging.getLogger(__name__).error(
-                "event=worker_metrics_unavailable addr=%s port=%s error=%s",
-                settings.REGISTRAR_WORKER_METRICS_ADDR,
-                settings.REGISTRAR_WORKER_METRICS_PORT,
-                exc,
+            log_event(
+                logging.getLogger(__name__),
+                "worker_metrics_unavailable",
+                level=logging.ERROR,
+                addr=settings.REGISTRAR_WORKER_METRICS_ADDR,
+                port=settings.REGISTRAR_WORKER_METRICS_PORT,
+                error=exc,
             )

@@ -1,7 +1,7 @@
 """The one censor: what counts as a secret before a value reaches the audit chain or a log line.
 
 Both :func:`portal.audit.audit_record` (before/after payloads) and the structured logs
-(``inventory.connectors.base.log_event``) call :func:`censor`, so a key that is secret in one is secret in
+(:func:`portal.logs.log_event`) call :func:`censor`, so a key that is secret in one is secret in
 the other. A mapping value is replaced by :data:`CENSORED` when
 
 * its key is sensitive: its last word (split on ``_``, ``-``, ``.``) is one of :data:`SENSITIVE_KEY_WORDS`
@@ -91,7 +91,7 @@ def _censor_keys(value: Any) -> Any:
         return value
     if isinstance(value, dict | Mapping):
         is_jwk = "kty" in value
-        result = {}
+        result: dict[Any, Any] = {}
         get = _KEY_CACHE.get
         for key, inner in value.items():
             sensitive = get(key)

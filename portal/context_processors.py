@@ -35,12 +35,14 @@ class LazyCount:
     """A count computed only if a template renders it (one query), then remembered for the request."""
 
     def __init__(self, count: Callable[[object], int], user):
-        self._count, self._user, self._value = count, user, None
+        self._count, self._user = count, user
+        self._value: int | None = None
 
     def _get(self) -> int:
-        if self._value is None:
-            self._value = self._count(self._user)
-        return self._value
+        value = self._value
+        if value is None:
+            value = self._value = self._count(self._user)
+        return value
 
     def __str__(self) -> str:
         return str(self._get())

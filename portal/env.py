@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from typing import Any, overload
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -17,6 +18,10 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
+@overload
+def env_str(name: str, default: str, *, environ: Mapping[str, str] | None = None) -> str: ...
+@overload
+def env_str(name: str, default: None = None, *, environ: Mapping[str, str] | None = None) -> str | None: ...
 def env_str(name: str, default: str | None = None, *, environ: Mapping[str, str] | None = None) -> str | None:
     environ = os.environ if environ is None else environ
     value = environ.get(name)
@@ -101,7 +106,7 @@ def env_rate(name: str, default: str, *, environ: Mapping[str, str] | None = Non
     return f"{int(match.group(1))}/{match.group(2) or 1}{match.group(3)}"
 
 
-def parse_database_url(url: str) -> dict:
+def parse_database_url(url: str) -> dict[str, Any]:
     """Parse ``DATABASE_URL`` strictly: only PostgreSQL and SQLite are supported."""
     import dj_database_url
 
@@ -118,12 +123,12 @@ def parse_database_url(url: str) -> dict:
         if not config.get("NAME"):
             raise ImproperlyConfigured("DATABASE_URL must name a database, e.g. postgres://user@host:5432/registrar")
         port = config.get("PORT")
-        if port not in (None, ""):
+        if port is not None and port != "":
             try:
                 int(port)
             except (TypeError, ValueError):
                 raise ImproperlyConfigured(f"DATABASE_URL has a non-numeric port {port!r}")
-    return config
+    return dict(config)
 
 
 def parse_redis_url(url: str, name: str = "REDIS_URL") -> str:

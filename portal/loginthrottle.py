@@ -28,6 +28,8 @@ import time
 from django.conf import settings
 from django.core.cache import cache
 
+from portal.logs import log_event
+
 logger = logging.getLogger(__name__)
 
 _warned_untrusted_proxy = False
@@ -64,10 +66,13 @@ def warn_if_behind_an_untrusted_proxy(request) -> None:
         return
     if peer.is_private or peer.is_loopback:
         _warned_untrusted_proxy = True
-        logger.warning(
-            'event=login_throttle_proxy_untrusted peer=%s hint="set REGISTRAR_TRUSTED_PROXY_COUNT '
-            '(or REGISTRAR_TRUSTED_CLIENT_IP_HEADER) so login limits apply per client"',
-            peer,
+        log_event(
+            logger,
+            "login_throttle_proxy_untrusted",
+            level=logging.WARNING,
+            peer=peer,
+            hint="set REGISTRAR_TRUSTED_PROXY_COUNT (or REGISTRAR_TRUSTED_CLIENT_IP_HEADER) so login limits apply per "
+            "client",
         )
 
 
@@ -113,10 +118,12 @@ def record_success(*, account: str, address: str) -> None:
 def slowed(*, account: str, address: str) -> bool:
     wait = wait_seconds(account=account, address=address)
     if wait:
-        logger.warning(
-            "event=login_slowed account_hash=%s address=%s wait_s=%s",
-            hashlib.sha256(account.encode()).hexdigest()[:12],
-            address,
-            wait,
+        log_event(
+            logger,
+            "login_slowed",
+            level=logging.WARNING,
+            account_hash=hashlib.sha256(account.encode()).hexdigest()[:12],
+            address=address,
+            wait_s=wait,
         )
     return bool(wait)

@@ -9,6 +9,12 @@ registration can be followed from the web server through the worker that deliver
 The web server (Django's ``LOGGING``), the Celery worker and beat (``portal.celery`` applies the same
 ``LOGGING``) and gunicorn's own error and access lines (``contrib/gunicorn.conf.py``) all use the formatters
 below. This module imports nothing from Django, so gunicorn's master process can use it before the app loads.
+
+Writing a line: every module logs through its own ``logger = logging.getLogger(__name__)``, and an event with
+values goes through :func:`log_event` — ``log_event(logger, "outbox_delivered", entry_id=5, client_id=7)``
+writes ``event=outbox_delivered entry_id=5 client_id=7``, each value censored (:func:`portal.censor.censor`,
+the audit chain's censor) and quoted when it holds a space, a quote or ``=``, so a line always parses back
+into the same fields. A fixed message without values may be a plain ``logger.info("event=…")``.
 """
 
 from __future__ import annotations
@@ -16,8 +22,12 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import re
 import time
+from collections.abc import Iterable
 from typing import Any
+
+from portal.censor import censor
 
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="")
 # The request that enqueued the running Celery task (sent along as a message header), and the task's own id.
@@ -71,6 +81,36 @@ def run_with_ids(ids: tuple[str, str, str], fn, *args):
 def log_ids() -> tuple[str, str]:
     """``(request id, task id)`` for the current line; the request id falls back to the task's origin."""
     return _request_id.get() or _origin_request_id.get(), _task_id.get()
+
+
+def log_event(
+    logger: logging.Logger,
+    event: str,
+    *,
+    level: int = logging.INFO,
+    extra_keys: Iterable[str] = (),
+    exc_info: Any = None,
+    **fields: Any,
+) -> None:
+    """One ``event=<event> key=value ...`` line on ``logger``: values censored (``extra_keys``: a caller's own
+    secret parameters), quoted when needed; ``None`` values left out. Costs one level check when ``level`` is
+    off."""
+    if not logger.isEnabledFor(level):
+        return
+    safe = censor(fields, extra_keys=extra_keys) if fields else fields
+    rendered = "".join(f" {key}={_render(value)}" for key, value in safe.items() if value is not None)
+    # stacklevel=2: the record's file, line and function are the caller's, not this helper's.
+    logger.log(level, "event=%s%s", event, rendered, exc_info=exc_info, stacklevel=2)
+
+
+_NEEDS_QUOTES = re.compile(r'[\s"=]')
+
+
+def _render(value: Any) -> str:
+    text = str(value)
+    if not text or _NEEDS_QUOTES.search(text):
+        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return text
 
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=`` and is written as a field.

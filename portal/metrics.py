@@ -28,6 +28,8 @@ from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from portal.logs import log_event
+
 logger = logging.getLogger(__name__)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -62,7 +64,7 @@ class _ScrapeTimeCollector(Collector):
             try:
                 families = list(collect(now))
             except Exception:  # noqa: BLE001 - one unreadable figure must not hide the others
-                logger.warning("event=metrics_collector_failed collector=%s", name, exc_info=True)
+                log_event(logger, "metrics_collector_failed", level=logging.WARNING, collector=name, exc_info=True)
                 up.add_metric([name], 0)
                 continue
             up.add_metric([name], 1)
@@ -118,7 +120,7 @@ def serve_worker_metrics(*, port: int, addr: str) -> None:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_event_collector())
     start_http_server(port, addr=addr, registry=registry)
-    logger.info("event=worker_metrics_listening addr=%s port=%s", addr, port)
+    log_event(logger, "worker_metrics_listening", addr=addr, port=port)
 
 
 def clear_multiprocess_dir(directory: str) -> None:

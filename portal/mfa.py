@@ -33,6 +33,7 @@ from django.urls import reverse
 from django.utils.http import urlencode
 
 from portal.crypto import decrypt_json, encrypt_json
+from portal.logs import log_event
 from portal.roles import PRIVILEGED_ROLES, roles_of
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ class MfaRequiredMiddleware:
         return self.get_response(request)
 
     def _refuse(self, request, reason: str, url: str):
-        logger.info("event=mfa_required user_id=%s path=%s reason=%s", request.user.pk, request.path, reason[-40:])
+        log_event(logger, "mfa_required", user_id=request.user.pk, path=request.path, reason=reason[-40:])
         if _is_api(request):
             return JsonResponse({"detail": f"Two-factor authentication required: {reason}."}, status=403)
         target = f"{url}?{urlencode({'next': request.get_full_path()})}"

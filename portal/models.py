@@ -28,7 +28,7 @@ class User(AbstractUser):
     deactivated_at = models.DateTimeField(_("deactivated at"), null=True, blank=True)
     deactivation_source = models.CharField(_("deactivated by"), max_length=32, blank=True)
 
-    class Meta(AbstractUser.Meta):
+    class Meta(AbstractUser.Meta):  # type: ignore[name-defined]  # django-stubs declares no AbstractUser.Meta
         swappable = "AUTH_USER_MODEL"
 
     @property

@@ -96,7 +96,7 @@ class InsertStatement:
         self.model = model
         pk = model._meta.pk
         self.fields = list(model._meta.concrete_fields)
-        self.generated_fields = [f for f in self.fields if f is not pk or not pk.db_returning]
+        self.generated_fields = [f for f in self.fields if f is not pk or not getattr(pk, "db_returning", False)]
         self._sql: dict[tuple, str] = {}
 
     def sql(self, connection, *, with_pk: bool = True) -> str:

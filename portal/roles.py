@@ -128,7 +128,7 @@ class RoleRequiredMixin(AccessMixin):
             return self.handle_no_permission()
         if self.required_roles and not has_role(request.user, *self.required_roles):
             raise PermissionDenied("Your role does not allow this page.")
-        return super().dispatch(request, *args, **kwargs)
+        return super().dispatch(request, *args, **kwargs)  # type: ignore[misc]  # the view's, after the mixin
 
 
 def role_required(*roles: str):

@@ -1,8 +1,20 @@
-"""Test overrides only: everything else comes from portal.settings and the environment."""
+"""Test overrides only: everything else comes from portal.settings and the environment.
+
+The suite runs on PostgreSQL (``DATABASE_URL``, by default the local server) and, with
+``REGISTRAR_TEST_DATABASE=sqlite``, on the embedded SQLite database exactly as ``make run`` configures it (no
+``DATABASE_URL``; pytest-django makes an in-memory test database of it). Tests that need PostgreSQL itself
+carry the ``postgres_only`` marker (tests/conftest.py) and are not collected on SQLite.
+"""
 
 import os
 
-os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/registrar")
+TEST_DATABASE = os.environ.get("REGISTRAR_TEST_DATABASE", "postgresql")
+if TEST_DATABASE == "sqlite":
+    os.environ.pop("DATABASE_URL", None)  # embedded mode: SQLite under REGISTRAR_DATA_DIR
+elif TEST_DATABASE == "postgresql":
+    os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/registrar")
+else:
+    raise RuntimeError(f"REGISTRAR_TEST_DATABASE must be postgresql or sqlite, got {TEST_DATABASE!r}")
 os.environ.setdefault("DEBUG", "true")
 # Demo-grade keys are fine for tests (PostgreSQL all the same); production refuses them (portal.settings).
 os.environ.setdefault("REGISTRAR_EMBEDDED", "1")
@@ -29,3 +41,7 @@ REGISTRAR_LOG_NUDGE = False
 # Most tests sign privileged people in with force_login, which passes no second factor; the MFA rule itself is
 # tested with it on (tests/portal/test_mfa.py, tests/e2e/test_mfa_browser.py), and production keeps it on.
 REGISTRAR_MFA_REQUIRED = False
+if TEST_DATABASE == "sqlite":
+    # A file, as make run's (WAL, busy timeout, IMMEDIATE transactions), not a shared in-memory database whose
+    # table locks fail at once: tests with several connections (threads, a live server) wait as the demo's do.
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_registrar.sqlite3")}  # noqa: F405

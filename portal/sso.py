@@ -24,6 +24,7 @@ from django.contrib.auth.models import Group
 from django.db import transaction
 
 from portal.audit import Actor, audit_record
+from portal.logs import log_event
 from portal.roles import Role
 
 logger = logging.getLogger(__name__)
@@ -94,7 +95,7 @@ def sso_roles_sync(*, user, groups: Iterable[str], provider: str) -> bool:
         after={"roles": sorted(wanted)},
         reason=f"roles from the SSO groups claim: granted {sorted(grant) or 'none'}, removed {sorted(revoke) or 'none'}",
     )
-    logger.info("event=sso_roles_sync user_id=%s granted=%s removed=%s", user.pk, sorted(grant), sorted(revoke))
+    log_event(logger, "sso_roles_sync", user_id=user.pk, granted=sorted(grant), removed=sorted(revoke))
     return True
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from django.conf import settings
 
 from inventory.choices import ScopeCategory, Sensitivity
 from tests.factories import IdPFactory, ScopeFactory, TeamFactory, UserFactory
@@ -90,3 +91,43 @@ def oidc_idp():
         pytest.fail("node is not installed; the real-IdP tests need it (apt-get install nodejs)")
     with IdPProcess() as process:
         yield process
+
+
+def pytest_collection_modifyitems(config, items):
+    """On SQLite (``REGISTRAR_TEST_DATABASE=sqlite``, the embedded database) tests marked ``postgres_only`` are
+    deselected, and reported as such: they test PostgreSQL itself, not a path SQLite shares."""
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+        return
+    kept, deselected = [], []
+    for item in items:
+        (deselected if item.get_closest_marker("postgres_only") else kept).append(item)
+    if deselected:
+        config.hook.pytest_deselected(items=deselected)
+        items[:] = kept
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _sqlite_flush_drops_the_log_triggers():
+    """SQLite: emptying the database between transactional tests (Django's flush) deletes rows, which the audit
+    log's append-only triggers refuse; PostgreSQL's flush truncates, which they do not see. So on SQLite the
+    flush drops those triggers and creates them again after the deletes, in its one transaction."""
+    if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+        yield
+        return
+    from django.db.backends.sqlite3.operations import DatabaseOperations
+
+    from tests.dbtamper import saved_triggers
+
+    original = DatabaseOperations.sql_flush
+
+    def sql_flush(self, style, tables, *, reset_sequences=False, allow_cascade=False):
+        statements = original(self, style, tables, reset_sequences=reset_sequences, allow_cascade=allow_cascade)
+        if not statements:
+            return statements
+        with self.connection.cursor() as cursor:
+            saved = saved_triggers(cursor)
+        return [f'DROP TRIGGER "{name}"' for name, _ in saved] + statements + [sql for _, sql in saved]
+
+    DatabaseOperations.sql_flush = sql_flush
+    yield
+    DatabaseOperations.sql_flush = original

@@ -22,6 +22,8 @@ CELERY = Path(sys.executable).with_name("celery")
 
 def database_url(settings_dict: dict) -> str:
     """A DATABASE_URL for Django's ``connection.settings_dict`` (e.g. pytest-django's test database)."""
+    if settings_dict["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{settings_dict['NAME']}"
     user = settings_dict.get("USER") or "postgres"
     password = settings_dict.get("PASSWORD") or ""
     auth = f"{user}:{password}@" if password else f"{user}@"

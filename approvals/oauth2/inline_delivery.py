@@ -9,6 +9,7 @@ from django.conf import settings
 from inventory.models import Client
 from inventory.outbox import outbox_nudge
 from inventory.outbox.deliver import deliver_client_outbox_inline
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,7 @@ def deliver_inline(client: Client) -> bool:
     try:
         delivered = bool(deliver_client_outbox_inline(client.pk, timeout=settings.REGISTRAR_INLINE_DELIVERY_TIMEOUT))
     except Exception:  # noqa: BLE001 - see docstring
-        logger.warning("event=inline_delivery_failed client=%s", client.registration_id, exc_info=True)
+        log_event(logger, "inline_delivery_failed", level=logging.WARNING, client=client.registration_id, exc_info=True)
         delivered = False
     if not delivered:
         outbox_nudge(client_id=client.pk)  # a worker takes over now, not at the next periodic requeue

@@ -13,7 +13,9 @@ class ClientSerializer(serializers.ModelSerializer):
     idp = serializers.CharField(source="idp.name", read_only=True)
     owner = serializers.CharField(source="owner.username", read_only=True, allow_null=True, default=None)
     team = serializers.CharField(source="team.slug", read_only=True, allow_null=True, default=None)
-    parent = serializers.CharField(source="parent.registration_id", read_only=True, allow_null=True, default=None)
+    parent = serializers.CharField(  # type: ignore[assignment]  # a field named like Field.parent
+        source="parent.registration_id", read_only=True, allow_null=True, default=None
+    )
     orphaned = serializers.SerializerMethodField()
     stale = serializers.SerializerMethodField()
     approved_ceiling = serializers.SerializerMethodField(
@@ -88,7 +90,7 @@ class ClientSerializer(serializers.ModelSerializer):
 
 
 class LabelCountSerializer(serializers.Serializer):
-    label = serializers.CharField()
+    label = serializers.CharField()  # type: ignore[assignment]  # a field named like Field.label
     count = serializers.IntegerField()
 
 

@@ -7,14 +7,15 @@ for one client (a rotated registration access token, a management URI, an issued
 Connectors are stateless otherwise, so any worker can deliver any outbox entry.
 
 All HTTP goes through :meth:`BaseConnector._request`, which maps answers onto the shared error types
-(:mod:`inventory.connectors.errors`) and logs one censored ``key=value`` line per request.
+(:mod:`inventory.connectors.errors`) and logs one censored ``key=value`` line per request
+(:func:`portal.logs.log_event`).
 """
 
 from __future__ import annotations
 
 import abc
+import builtins
 import logging
-import re
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -34,28 +35,9 @@ from inventory.connectors.errors import (
 )
 from portal.censor import censor, is_sensitive_key
 from portal.circuit import call_timeout
+from portal.logs import log_event
 
-logger = logging.getLogger("inventory.connectors")
-
-
-def log_event(event: str, *, level: int = logging.INFO, extra_keys: Iterable[str] = (), **fields: Any) -> None:
-    """One structured ``event key=value ...`` line, censored by :func:`portal.censor.censor` (the audit chain's
-    censor too)."""
-    if not logger.isEnabledFor(level):
-        return
-    safe = censor(fields, extra_keys=extra_keys)
-    rendered = " ".join(f"{key}={_render(value)}" for key, value in safe.items() if value is not None)
-    logger.log(level, "%s %s", event, rendered)
-
-
-_NEEDS_QUOTES = re.compile(r'[\s"=]')
-
-
-def _render(value: Any) -> str:
-    text = str(value)
-    if not text or _NEEDS_QUOTES.search(text):
-        return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return text
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -293,7 +275,7 @@ class BaseConnector(abc.ABC):
         if response.status_code >= 500:
             raise Transient(f"{self.kind}: GET {url} answered {response.status_code}", status_code=response.status_code)
 
-    def check_credentials(self) -> list[str]:
+    def check_credentials(self) -> builtins.list[str]:  # builtins: the class has a method called list
         """Use the stored credentials once, changing nothing at the IdP, and say what was proven.
 
         Returns one line per credential that the IdP accepted; raises the shared error types when it refused
@@ -324,6 +306,7 @@ class BaseConnector(abc.ABC):
         else:
             level = logging.DEBUG
         log_event(
+            logger,
             "connector_request",
             level=level,
             extra_keys=self.sensitive_params,

@@ -9,12 +9,16 @@ so reconciliation against a dry-run connection never reports drift.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
-from inventory.connectors.base import BaseConnector, ClientSpec, PushResult, RemoteClient, log_event
+from inventory.connectors.base import BaseConnector, ClientSpec, PushResult, RemoteClient
 from inventory.connectors.errors import NotFound
 from inventory.connectors.registry import register
+from portal.logs import log_event
+
+logger = logging.getLogger(__name__)
 
 DRYRUN_PREFIX = "dryrun-"
 
@@ -44,7 +48,7 @@ class DryRunConnector(BaseConnector):
 
     def _record(self, operation: str, client_id: str, payload: dict) -> None:
         self.calls.append((operation, client_id, payload))
-        log_event("connector_dry_run", kind=self.kind, operation=operation, client_id=client_id)
+        log_event(logger, "connector_dry_run", kind=self.kind, operation=operation, client_id=client_id)
 
     def create(self, spec: ClientSpec) -> PushResult:
         client_id = f"{DRYRUN_PREFIX}{spec.registrar_id}"

@@ -38,11 +38,13 @@ from inventory.connectors.base import (
     ClientSpec,
     PushResult,
     RemoteClient,
-    log_event,
     require_str,
 )
 from inventory.connectors.errors import AlreadyExists, BadRequest, ConnectorError, NotFound
 from inventory.connectors.registry import register
+from portal.logs import log_event
+
+logger = logging.getLogger(__name__)
 
 PAGE_SIZE = 100
 MARKER_ATTRIBUTE = "registrar.id"
@@ -224,6 +226,7 @@ class KeycloakConnector(BaseConnector):
             internal_id = self._internal_id(client_id, {})
         state = self._with_secret(internal_id, spec, {"id": internal_id})
         log_event(
+            logger,
             "connector_created",
             level=logging.DEBUG,
             kind=self.kind,
@@ -247,6 +250,7 @@ class KeycloakConnector(BaseConnector):
         self._sync_default_scopes(internal_id, spec.scopes)
         state = {**remote_state, "id": internal_id}
         log_event(
+            logger,
             "connector_updated",
             level=logging.DEBUG,
             kind=self.kind,
@@ -280,6 +284,7 @@ class KeycloakConnector(BaseConnector):
         representation["enabled"] = False
         self._request("PUT", self._admin_url(f"/{internal_id}"), json=representation)
         log_event(
+            logger,
             "connector_disabled",
             level=logging.DEBUG,
             kind=self.kind,
@@ -293,9 +298,9 @@ class KeycloakConnector(BaseConnector):
             internal_id = self._internal_id(client_id, remote_state)
             self._request("DELETE", self._admin_url(f"/{internal_id}"))
         except NotFound:
-            log_event("connector_delete_already_gone", level=logging.DEBUG, kind=self.kind, client_id=client_id)
+            log_event(logger, "connector_delete_already_gone", level=logging.DEBUG, kind=self.kind, client_id=client_id)
             return
-        log_event("connector_deleted", level=logging.DEBUG, kind=self.kind, client_id=client_id)
+        log_event(logger, "connector_deleted", level=logging.DEBUG, kind=self.kind, client_id=client_id)
 
     def list(self) -> Iterator[RemoteClient]:
         first = 0

@@ -40,11 +40,13 @@ from inventory.connectors.base import (
     ClientSpec,
     PushResult,
     RemoteClient,
-    log_event,
     require_str,
 )
 from inventory.connectors.errors import AccessDenied, BadRequest, Misconfigured, NotFound, NotSupported
 from inventory.connectors.registry import register
+from portal.logs import log_event
+
+logger = logging.getLogger(__name__)
 
 # Fields an RFC 7592 update request MUST NOT carry (§2.2) and the IdP's bookkeeping we never send back.
 _SERVER_FIELDS = frozenset(
@@ -245,6 +247,7 @@ class Rfc7591Connector(BaseConnector):
         client_id = require_str(body.get("client_id"), "client_id")
         state = self._state_from(body)
         log_event(
+            logger,
             "connector_created",
             level=logging.DEBUG,
             kind=self.kind,
@@ -271,6 +274,7 @@ class Rfc7591Connector(BaseConnector):
             raise BadRequest(f"{self.kind}: IdP answered an update of {client_id} with client {body.get('client_id')}")
         state = self._state_from(body, remote_state)
         log_event(
+            logger,
             "connector_updated",
             level=logging.DEBUG,
             kind=self.kind,
@@ -302,16 +306,20 @@ class Rfc7591Connector(BaseConnector):
                     bearer=self.secrets["admin_token"],
                 )
             except NotFound:
-                log_event("connector_delete_already_gone", level=logging.DEBUG, kind=self.kind, client_id=client_id)
+                log_event(
+                    logger, "connector_delete_already_gone", level=logging.DEBUG, kind=self.kind, client_id=client_id
+                )
                 return
-            log_event("connector_deleted", level=logging.DEBUG, kind=self.kind, client_id=client_id, via="admin")
+            log_event(
+                logger, "connector_deleted", level=logging.DEBUG, kind=self.kind, client_id=client_id, via="admin"
+            )
             return
         try:
             self._management_request("DELETE", client_id, remote_state)
         except NotFound:
-            log_event("connector_delete_already_gone", level=logging.DEBUG, kind=self.kind, client_id=client_id)
+            log_event(logger, "connector_delete_already_gone", level=logging.DEBUG, kind=self.kind, client_id=client_id)
             return
-        log_event("connector_deleted", level=logging.DEBUG, kind=self.kind, client_id=client_id)
+        log_event(logger, "connector_deleted", level=logging.DEBUG, kind=self.kind, client_id=client_id)
 
     def _can_admin_delete(self) -> bool:
         return bool(

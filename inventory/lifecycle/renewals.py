@@ -187,6 +187,7 @@ def client_apply_renewal(
     ceiling = Ceiling.of(
         scopes=approved_scopes, ttl_seconds=ttl, audiences=locked.audiences if audiences is None else audiences
     )
+    assert ceiling is not None  # approved_scopes is non-empty and a renewal's TTL positive
     _set_ceiling(locked, ceiling)
     locked.save(
         update_fields=[
@@ -250,7 +251,7 @@ def _file_renewal_review(
             "ttl_seconds": ttl,
             "why": [message for _code, message in reasons],
             "approvals_needed": review.approvals_needed,
-            "ceiling": (client_ceiling(client).to_dict() if client_ceiling(client) else None),
+            "ceiling": ceiling.to_dict() if (ceiling := client_ceiling(client)) else None,
         },
         reason=note,
         policy_version=client.policy_version,

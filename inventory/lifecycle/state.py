@@ -33,7 +33,7 @@ def check_transition(current: str, target: str, client: Client | None = None) ->
 
 
 def client_snapshot(client: Client) -> dict[str, Any]:
-    snapshot = {
+    snapshot: dict[str, Any] = {
         "state": client.state,
         "owner": client.owner_id,
         "scopes": list(client.scopes),

@@ -154,7 +154,9 @@ def timed_call(
     ``journaled``)."""
     if not lease_has_room(claim, timeout):
         return None
-    return journaled_call(claim, connector) if journaled else call_idp(claim, connector)
+    if journaled and isinstance(connector, BaseConnector):
+        return journaled_call(claim, connector)
+    return call_idp(claim, connector)
 
 
 def _without_database(fn, *args):

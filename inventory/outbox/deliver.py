@@ -20,6 +20,7 @@ from inventory.outbox.leases import Claim
 from inventory.outbox.push import ConnectorCache, IdpResult
 from inventory.outbox.record import DeliveryOutcome
 from portal.circuit import Bulkhead, Circuit, Deadline, within
+from portal.logs import log_event
 from portal.unavailable import is_database_unavailable
 
 logger = logging.getLogger(__name__)
@@ -102,9 +103,15 @@ def deliver_client_outbox_inline(client_id: int, *, timeout: float) -> bool:
         if is_database_unavailable(exc):
             # The database went away mid-delivery: the entry is committed and a worker delivers it once the
             # database is back. portal.unavailable logs the outage once; no stack trace per registration.
-            logger.warning("event=inline_delivery_deferred client_id=%s reason=database_unavailable", client_id)
+            log_event(
+                logger,
+                "inline_delivery_deferred",
+                level=logging.WARNING,
+                client_id=client_id,
+                reason="database_unavailable",
+            )
             return False
-        logger.exception("event=inline_delivery_failed client_id=%s", client_id)
+        log_event(logger, "inline_delivery_failed", level=logging.ERROR, client_id=client_id, exc_info=True)
         return False
     finally:
         INLINE_BULKHEAD.leave()

@@ -24,7 +24,7 @@ Every call to such an IdP goes through :func:`journaled_call`, in the recording 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 from django.db import transaction
 from django.utils import timezone
@@ -80,7 +80,7 @@ def unconfirmed_create(client: Client, *, exclude: int | None = None) -> OutboxE
 # -- the journaled call -------------------------------------------------------------------------------------
 
 
-def is_journaled(connector: BaseConnector | BaseException) -> bool:
+def is_journaled(connector: BaseConnector | BaseException) -> TypeGuard[BaseConnector]:
     """Whether calls through ``connector`` are journaled (an IdP that cannot list)."""
     return isinstance(connector, BaseConnector) and not connector.can_list
 
@@ -102,7 +102,7 @@ def journaled_call(claim: Claim, connector: BaseConnector) -> IdpResult | BaseEx
         operation == OutboxOperation.UPDATE and (not client.idp_client_id or (client.idp_state or {}).get("deleted"))
     )
     blind_retry = connector.config.get("recreate_unconfirmed") is True
-    if creates and unsure and not blind_retry:
+    if creates and entry.idp_call_started_at is not None and not blind_retry:  # unsure
         started = entry.idp_call_started_at.strftime("%Y-%m-%d %H:%M:%S")
         return _unconfirmed_create(
             claim, cause=f"an earlier attempt's call, started {started} UTC, never recorded its outcome"

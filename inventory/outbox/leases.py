@@ -23,9 +23,11 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from inventory.choices import OutboxStatus
-from inventory.connectors.base import log_event
 from inventory.models import IdPConnection, OutboxEntry
 from inventory.outbox.config import LEASE_MARGIN_SECONDS, connector_timeout, lease_seconds
+from portal.logs import log_event
+
+logger = logging.getLogger(__name__)
 
 
 def worker_name() -> str:
@@ -86,7 +88,7 @@ def claim_head(client_id: int, worker: str) -> tuple[Claim | None, bool]:
         return None, False
     entry.claimed_until, entry.claimed_by, entry.attempts = lease_until, worker[:128], previous_attempts + 1
     if previous_holder:
-        log_event("outbox_lease_taken_over", entry_id=entry.pk, previous=previous_holder, worker=worker)
+        log_event(logger, "outbox_lease_taken_over", entry_id=entry.pk, previous=previous_holder, worker=worker)
     claim = Claim(entry=entry, worker=worker, maybe_reached_idp=previous_attempts > 0, last=len(heads) == 1)
     return claim, False
 
@@ -152,7 +154,7 @@ def claim_heads(heads: list[tuple[OutboxEntry, bool]], worker: str) -> list[Clai
         previous_attempts, previous_holder = entry.attempts, entry.claimed_by
         entry.claimed_until, entry.claimed_by, entry.attempts = lease_until, worker[:128], previous_attempts + 1
         if previous_holder:
-            log_event("outbox_lease_taken_over", entry_id=entry.pk, previous=previous_holder, worker=worker)
+            log_event(logger, "outbox_lease_taken_over", entry_id=entry.pk, previous=previous_holder, worker=worker)
         claims.append(Claim(entry=entry, worker=worker, maybe_reached_idp=previous_attempts > 0, last=last))
     return claims
 
@@ -170,7 +172,9 @@ def lease_has_room(claim: Claim, timeout: float | None) -> bool:
     push the same entry). A lease shorter than the budget (a misconfiguration) still lets the first half of
     it be used, like the single-entry path.
     """
-    left = (claim.entry.claimed_until - timezone.now()).total_seconds()
+    until = claim.entry.claimed_until
+    assert until is not None  # a claim holds a lease
+    left = (until - timezone.now()).total_seconds()
     return left >= min(call_budget(timeout), lease_seconds() / 2)
 
 
@@ -183,7 +187,7 @@ def release(claim: Claim, **fields: Any) -> bool:
         pk=claim.entry.pk, status=OutboxStatus.PENDING, claimed_by=claim.worker[:128]
     ).update(claimed_until=None, claimed_by="", **fields)
     if not updated:
-        log_event("outbox_lease_lost", level=logging.WARNING, entry_id=claim.entry.pk, worker=claim.worker)
+        log_event(logger, "outbox_lease_lost", level=logging.WARNING, entry_id=claim.entry.pk, worker=claim.worker)
     return bool(updated)
 
 
@@ -194,5 +198,10 @@ def unclaim(claims: list[Claim]) -> None:
         pk__in=ids, status=OutboxStatus.PENDING, claimed_by=claims[0].worker[:128]
     ).update(claimed_until=None, claimed_by="", attempts=F("attempts") - 1)
     log_event(
-        "outbox_claims_returned", level=logging.WARNING, entries=len(ids), released=released, worker=claims[0].worker
+        logger,
+        "outbox_claims_returned",
+        level=logging.WARNING,
+        entries=len(ids),
+        released=released,
+        worker=claims[0].worker,
     )

@@ -12,17 +12,21 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
 
 from inventory.choices import ENDED_STATES, ClientState, OutboxOperation
 from inventory.connectors import build_connector
-from inventory.connectors.base import BaseConnector, ClientSpec, PushResult, RemoteClient, log_event
+from inventory.connectors.base import BaseConnector, ClientSpec, PushResult, RemoteClient
 from inventory.connectors.errors import AlreadyExists, ConnectorError, NotFound, NotSupported, Transient, Unconfirmed
 from inventory.models import Client, IdPConnection
 from inventory.outbox.config import connector_timeout
 from inventory.outbox.leases import Claim
+from portal.logs import log_event
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -228,7 +232,9 @@ def _adopt(connector: BaseConnector, found: list[RemoteClient]) -> IdpResult:
     keep, *extra = sorted(found, key=lambda remote: remote.client_id)
     for duplicate in extra:
         connector.delete(duplicate.client_id, {})
-        log_event("outbox_duplicate_deleted", client_id=duplicate.client_id, registrar_id=duplicate.registrar_id)
+        log_event(
+            logger, "outbox_duplicate_deleted", client_id=duplicate.client_id, registrar_id=duplicate.registrar_id
+        )
     return IdpResult(push=PushResult(client_id=keep.client_id, remote_state={"adopted": True}), adopted=True)
 
 

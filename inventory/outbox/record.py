@@ -26,7 +26,6 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inventory.choices import ENDED_STATES, ClientState, OutboxOperation, OutboxStatus
-from inventory.connectors.base import log_event
 from inventory.connectors.errors import ConnectorError, Transient
 from inventory.lifecycle import (
     TRANSITION_FIELDS,
@@ -40,6 +39,7 @@ from inventory.outbox.config import max_attempts, setting
 from inventory.outbox.leases import Claim, release
 from inventory.outbox.push import IdpResult
 from portal.audit import Actor, audit_record
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +79,11 @@ def finish(claim: Claim, *, status: str, outcome: DeliveryOutcome) -> DeliveryOu
     """Close the entry without an IdP call (e.g. superseded)."""
     release(claim, status=status, delivered_at=timezone.now(), last_error="")
     log_event(
-        "outbox_" + outcome, entry_id=claim.entry.pk, client_id=claim.entry.client_id, operation=claim.entry.operation
+        logger,
+        "outbox_" + outcome,
+        entry_id=claim.entry.pk,
+        client_id=claim.entry.client_id,
+        operation=claim.entry.operation,
     )
     return outcome
 
@@ -162,6 +166,7 @@ def record_delivered(claim: Claim, result: IdpResult) -> DeliveryOutcome:
             policy_version=client.policy_version,
         )
     log_event(
+        logger,
         "outbox_delivered",
         entry_id=entry.pk,
         client_id=client.pk,
@@ -210,8 +215,10 @@ def record_created_many(created: list[tuple[Claim, IdpResult]]) -> tuple[int, li
             if client.state != ClientState.PROVISIONING or client.idp_client_id or client.sync_failed:
                 changed_meanwhile.append((claim, result))
                 continue
-            client.idp_client_id = result.push.client_id
-            client.idp_state = dict(result.push.remote_state)
+            push = result.push
+            assert push is not None  # a plain create's answer
+            client.idp_client_id = push.client_id
+            client.idp_state = dict(push.remote_state)
             client.last_synced_at = now
             ready.append(client)
         if ready:
@@ -237,6 +244,7 @@ def record_created_many(created: list[tuple[Claim, IdpResult]]) -> tuple[int, li
         if not claim.last:
             followups.append(client.pk)
         log_event(
+            logger,
             "outbox_delivered",
             entry_id=claim.entry.pk,
             client_id=client.pk,
@@ -274,7 +282,7 @@ def record_failure(claim: Claim, exc: BaseException) -> DeliveryOutcome:
     if isinstance(exc, Transient):
         return retry_or_dead(claim, exc)
     if not isinstance(exc, ConnectorError):  # a bug or an unexpected answer: dead-letter for a person, never loop
-        logger.error("event=outbox_delivery_crashed entry_id=%s", claim.entry.pk, exc_info=exc)
+        log_event(logger, "outbox_delivery_crashed", level=logging.ERROR, entry_id=claim.entry.pk, exc_info=exc)
     return dead(claim, exc)
 
 
@@ -285,6 +293,7 @@ def retry_or_dead(claim: Claim, exc: Transient) -> DeliveryOutcome:
     delay = backoff_seconds(attempts, retry_after=exc.retry_after)
     release(claim, next_attempt_at=timezone.now() + timedelta(seconds=delay), last_error=error_text(exc))
     log_event(
+        logger,
         "outbox_retry_scheduled",
         level=logging.WARNING,
         entry_id=claim.entry.pk,
@@ -322,6 +331,7 @@ def dead(claim: Claim, exc: BaseException) -> DeliveryOutcome:
         policy_version=client.policy_version,
     )
     log_event(
+        logger,
         "outbox_dead_lettered",
         level=logging.ERROR,
         entry_id=entry.pk,

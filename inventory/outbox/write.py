@@ -8,6 +8,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from inventory.models import Client, OutboxEntry
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -33,4 +34,4 @@ def outbox_nudge(*, client_id: int) -> None:
 
         deliver_client_outbox.delay(client_id)
     except Exception:  # broker down: the periodic requeue will pick the entry up
-        logger.warning("event=outbox_nudge_failed client_id=%s", client_id)
+        log_event(logger, "outbox_nudge_failed", level=logging.WARNING, client_id=client_id)

@@ -33,7 +33,7 @@ def audit_chain_status(*, budget: int = AUDIT_VERIFY_BUDGET) -> dict[str, Any]:
     """
     stored, head = latest_checkpoint(verify=False)
     target = head.size
-    fresh = {"checked": 0, "hashes": [], "broken": None}
+    fresh: dict[str, Any] = {"checked": 0, "hashes": [], "broken": None}
     state = django_cache.get(AUDIT_CACHE_KEY) or fresh
     if state["checked"] > target:
         state = fresh  # a state from another database: verify from the start

@@ -27,6 +27,7 @@ from django.utils import timezone
 from inventory.models import Client
 from inventory.selectors.explain import LineageNode, client_explain
 from portal.audit import Actor, audit_record, censor
+from portal.logs import log_event
 from portal.models import AuditEvent
 from portal.tlog.evidence import LogEvidence, b64, log_evidence
 from portal.tlog.jcs import canonical_json
@@ -75,7 +76,13 @@ def evidence_export(*, client: Client, actor: Actor, seal_timeout: float = EXPOR
     try:
         log_seal_through(event.id, timeout=seal_timeout)
     except LogStateError:
-        logger.exception("event=evidence_export_unsealed registration_id=%s", client.registration_id)
+        log_event(
+            logger,
+            "evidence_export_unsealed",
+            level=logging.ERROR,
+            registration_id=client.registration_id,
+            exc_info=True,
+        )
     ids = [e.id for e in explain["timeline"]]
     fresh = {e.id: e for e in AuditEvent.objects.filter(pk__in=[*ids, event.id])}  # with their log indexes now
     evidence = log_evidence([fresh[i] for i in ids] + [fresh[event.id]])
@@ -224,7 +231,7 @@ def evidence_body(client: Client, explain: dict[str, Any] | None = None) -> dict
         },
         "lineage": {
             "depth": client.depth,
-            "parent": client.parent.registration_id if client.parent_id else None,
+            "parent": client.parent.registration_id if client.parent is not None else None,
             "ancestors": [a.registration_id for a in lineage["ancestors"]],
             "descendants": _lineage_json(lineage["tree"])["children"],
             "truncated": lineage["truncated"],

@@ -149,5 +149,5 @@ def client_search(qs: QuerySet[Client], term: str) -> QuerySet[Client]:
         parts.append(word_sql)
         params += word_params
     # Only constant SQL fragments are joined here; the search term always travels as a parameter.
-    text = RawSQL("(" + " OR ".join(parts) + ")", params, output_field=BooleanField())  # noqa: S611
-    return qs.filter(Q(text) | people)
+    matches = RawSQL("(" + " OR ".join(parts) + ")", params, output_field=BooleanField())  # noqa: S611
+    return qs.filter(Q(matches) | people)

@@ -3,6 +3,8 @@ inbox, orphans to take over, and break glass (admins and security). Views parse,
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -78,7 +80,12 @@ def client_action(request, registration_id: str, action: str):
             renewed = outcome.client
             messages.success(request, f"{renewed.name} renewed until {renewed.expires_at:%Y-%m-%d %H:%M} UTC.")
     elif action in ("retire", "suspend", "resume"):
-        service = {"retire": lc.client_retire, "suspend": lc.client_suspend, "resume": lc.client_resume}[action]
+        services: dict[str, Callable[..., object]] = {
+            "retire": lc.client_retire,
+            "suspend": lc.client_suspend,
+            "resume": lc.client_resume,
+        }
+        service = services[action]
         if (
             _do(request, f"{action.title()} {client.name}", lambda: service(client=client, user=user, reason=reason))
             is not None

@@ -14,10 +14,10 @@ from django.views import View
 from django.views.generic import TemplateView
 
 from inventory.choices import OutboxOperation, OutboxStatus
-from inventory.connectors.base import censor
 from inventory.models import Client, OutboxEntry
 from inventory.outbox import OutboxError, outbox_resolve, outbox_retry
 from portal.audit import Actor
+from portal.censor import censor
 from portal.roles import Role, RoleRequiredMixin
 
 PAGE_SIZE = 50

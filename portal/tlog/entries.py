@@ -9,7 +9,7 @@ import json
 import queue
 import threading
 from collections.abc import Iterator
-from json.encoder import c_make_encoder, encode_basestring
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]  # CPython's C encoder
 from typing import Any
 
 from django.db import connections
@@ -55,7 +55,7 @@ def _datetime(value: Any) -> dt.datetime | str:
 
 
 _loads = json.loads
-_scan = json.JSONDecoder().scan_once  # json.loads minus its two whitespace regex matches
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]  # json.loads minus its two whitespace regex matches
 # The canonical encoder (portal.audit's: sorted keys, compact separators, UTF-8, floats as repr) made once: the
 # JSONEncoder.encode it matches builds this C encoder anew on every call. No cycle check: values come from JSON.
 _iterencode = (

@@ -65,22 +65,22 @@ def log_evidence(events: Sequence[AuditEvent]) -> LogEvidence:
     if receipt:
         evidence.witnessed_at, evidence.witness = receipt
     size = checkpoint.tree_size
-    sealed = [e for e in events if e.log_index is not None and e.log_index < size]
+    sealed = [(e, e.log_index) for e in events if e.log_index is not None and e.log_index < size]
     evidence.pending = [e.id for e in events if e.log_index is None or e.log_index >= size]
     try:
-        paths, _ = proofs([e.log_index for e in sealed], size)
+        paths, _ = proofs([index for _, index in sealed], size)
     except MissingTile as exc:
         evidence.status, evidence.failure = "failed", f"the log's storage lacks a tile ({exc})"
         return evidence
-    for event in sealed:
-        evidence.proofs[event.id] = EventProof(event.log_index, leaf_data(event), paths[event.log_index])
-    evidence.status, evidence.failure = _verify(evidence)
+    for event, index in sealed:
+        evidence.proofs[event.id] = EventProof(index, leaf_data(event), paths[index])
+    evidence.status, evidence.failure = _verify(checkpoint, evidence)
     return evidence
 
 
-def _verify(evidence: LogEvidence) -> tuple[str, str]:
+def _verify(checkpoint: LogCheckpoint, evidence: LogEvidence) -> tuple[str, str]:
     try:
-        signed, _ = open_checkpoint(evidence.checkpoint.note, log_verifiers())
+        signed, _ = open_checkpoint(checkpoint.note, log_verifiers())
     except (NoteError, LogKeyUnavailable) as exc:
         return "failed", f"checkpoint {evidence.tree_size} does not verify: {exc}"
     for event_id, p in evidence.proofs.items():

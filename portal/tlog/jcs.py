@@ -68,6 +68,7 @@ def number(value: float) -> str:
         return "0"  # also -0
     sign = "-" if value < 0 else ""
     _, digit_tuple, exponent = Decimal(repr(abs(value))).as_tuple()
+    assert isinstance(exponent, int)  # a finite value (checked above)
     digits = "".join(map(str, digit_tuple)).rstrip("0")
     exponent += len(digit_tuple) - len(digits)  # value = digits × 10**exponent
     k, n = len(digits), len(digits) + exponent  # n: where the decimal point goes

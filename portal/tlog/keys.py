@@ -16,10 +16,12 @@ from pathlib import Path
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
+from portal.logs import log_event
 from portal.tlog.note import NoteError, Signer, Verifier, generate_signer, parse_signer_key, parse_verifier_key
 
 logger = logging.getLogger(__name__)
-_cache: dict[tuple, object] = {}
+_signers: dict[tuple, Signer] = {}
+_verifiers: dict[tuple, Verifier] = {}
 
 
 class LogKeyUnavailable(ImproperlyConfigured):
@@ -37,7 +39,7 @@ def _settings_key() -> tuple:
     )
 
 
-def _read_key_file(path: Path, *, generate: bool) -> Signer | None:
+def _read_key_file(path: Path, *, generate: bool) -> Signer:
     if not path.exists():
         if not generate:
             raise LogKeyUnavailable(f"the audit log key file {path} does not exist (REGISTRAR_LOG_SIGNING_KEY_FILE)")
@@ -50,7 +52,9 @@ def _read_key_file(path: Path, *, generate: bool) -> Signer | None:
         else:
             with os.fdopen(fd, "w") as fh:
                 fh.write(signer.encoded + "\n")
-            logger.warning("event=log_key_generated path=%s verifier_key=%s", path, signer.verifier.encoded)
+            log_event(
+                logger, "log_key_generated", level=logging.WARNING, path=path, verifier_key=signer.verifier.encoded
+            )
     try:
         return parse_signer_key(path.read_text())
     except NoteError as exc:
@@ -60,27 +64,27 @@ def _read_key_file(path: Path, *, generate: bool) -> Signer | None:
 def log_signer() -> Signer:
     """The key the sequencer signs checkpoints with; LogKeyUnavailable when this process has none."""
     key = ("signer", *_settings_key())
-    if key not in _cache:
+    if key not in _signers:
         if settings.REGISTRAR_LOG_SIGNING_KEY:
-            _cache[key] = parse_signer_key(settings.REGISTRAR_LOG_SIGNING_KEY)
+            _signers[key] = parse_signer_key(settings.REGISTRAR_LOG_SIGNING_KEY)
         elif settings.REGISTRAR_LOG_SIGNING_KEY_FILE:
-            _cache[key] = _read_key_file(
+            _signers[key] = _read_key_file(
                 Path(settings.REGISTRAR_LOG_SIGNING_KEY_FILE), generate=settings.REGISTRAR_LOG_GENERATE_KEY
             )
         else:
             raise LogKeyUnavailable("no audit log signer key here (REGISTRAR_LOG_SIGNING_KEY or _FILE)")
-    return _cache[key]
+    return _signers[key]
 
 
 def log_verifier() -> Verifier:
     """The log's current public key."""
     key = ("verifier", *_settings_key())
-    if key not in _cache:
+    if key not in _verifiers:
         if settings.REGISTRAR_LOG_VERIFIER_KEY:
-            _cache[key] = parse_verifier_key(settings.REGISTRAR_LOG_VERIFIER_KEY)
+            _verifiers[key] = parse_verifier_key(settings.REGISTRAR_LOG_VERIFIER_KEY)
         else:
-            _cache[key] = log_signer().verifier
-    return _cache[key]
+            _verifiers[key] = log_signer().verifier
+    return _verifiers[key]
 
 
 def log_verifiers() -> list[Verifier]:

@@ -98,7 +98,7 @@ class Signer:
         return Ed25519PrivateKey.from_private_bytes(self.seed).sign(message)
 
 
-def _parse_key(name: str, hex_id: str, blob: str, what: str) -> tuple[str, int, bytes]:
+def _parse_key(name: str, hex_id: str, blob: str, *, what: str) -> tuple[str, int, bytes]:
     _check_name(name)
     if not re.fullmatch(r"[0-9a-f]{8}", hex_id):
         raise NoteError(f"{what}: key id must be 8 lowercase hex digits")
@@ -112,7 +112,7 @@ def parse_verifier_key(encoded: str) -> Verifier:
     parts = encoded.strip().split("+", 2)
     if len(parts) != 3:
         raise NoteError("verifier key must look like <name>+<key id>+<base64 key>")
-    name, kid, public = _parse_key(*parts, what="verifier key")
+    name, kid, public = _parse_key(parts[0], parts[1], parts[2], what="verifier key")
     if key_id(name, public) != kid:
         raise NoteError("verifier key: the key id does not match the name and key")
     return Verifier(name, kid, public)
@@ -122,7 +122,7 @@ def parse_signer_key(encoded: str) -> Signer:
     parts = encoded.strip().split("+", 4)
     if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
         raise NoteError("signer key must look like PRIVATE+KEY+<name>+<key id>+<base64 key>")
-    name, kid, seed = _parse_key(*parts[2:], what="signer key")
+    name, kid, seed = _parse_key(parts[2], parts[3], parts[4], what="signer key")
     signer = Signer(name, kid, seed)
     if key_id(name, signer.verifier.public_key) != kid:
         raise NoteError("signer key: the key id does not match the name and key")

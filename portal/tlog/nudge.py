@@ -11,6 +11,8 @@ import logging
 import os
 import threading
 
+from portal.logs import log_event
+
 logger = logging.getLogger(__name__)
 MIN_INTERVAL = 0.25  # seconds between two nudges from one process
 TASK = "portal.tasks.log_sequence"
@@ -49,7 +51,7 @@ def send() -> None:
 
         app.send_task(TASK, expires=10, retry=False)
     except Exception:  # noqa: BLE001 - the broker being down must never surface here
-        logger.warning("event=log_nudge_failed task=%s", TASK, exc_info=True)
+        log_event(logger, "log_nudge_failed", level=logging.WARNING, task=TASK, exc_info=True)
 
 
 _nudger = _Nudger()

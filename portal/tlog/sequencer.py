@@ -27,6 +27,7 @@ from django.db import transaction
 from django.db.models import OuterRef, Subquery
 from django.utils import timezone
 
+from portal.logs import log_event
 from portal.models import AuditEvent, LogCheckpoint, LogTile, LogWitnessReceipt
 from portal.tlog import merkle
 from portal.tlog.entries import rows_entries, select_list
@@ -70,7 +71,7 @@ def log_seal(*, batch_size: int | None = None, time_budget: float | None = None)
         report.sealed += sealed
         report.tree_size = checkpoint.tree_size
         report.checkpoints.append(checkpoint.tree_size)
-        logger.info("event=log_sealed events=%d tree_size=%d", sealed, checkpoint.tree_size)
+        log_event(logger, "log_sealed", events=sealed, tree_size=checkpoint.tree_size)
         if sealed < batch_size or (deadline is not None and time.monotonic() >= deadline):
             break
     transaction.on_commit(witness_publish)

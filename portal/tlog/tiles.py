@@ -140,9 +140,11 @@ def parse_tile_path(path: str) -> tuple[int | str, int, int] | None:
     parts = match["index"].split("/")
     if len(parts) > 1 and parts[0] == "x000":  # no leading zero groups: one canonical path per tile
         return None
-    level = match["level"] if match["level"] == "entries" else int(match["level"])
-    if level != "entries" and level > 63:
-        return None
+    level: int | str = match["level"]
+    if level != "entries":
+        level = int(match["level"])
+        if level > 63:
+            return None
     width = int(match["width"]) if match["width"] else TILE_WIDTH
     if width > TILE_WIDTH - 1 and match["width"]:
         return None

@@ -185,7 +185,8 @@ def _size(expected: _Expected) -> int:
 
 
 def _event_ids(indexes: list[int]) -> dict[int, int]:
-    return dict(AuditEvent.objects.filter(log_index__in=indexes).values_list("log_index", "id"))
+    rows = AuditEvent.objects.filter(log_index__in=indexes).values_list("log_index", "id")
+    return {index: pk for index, pk in rows if index is not None}
 
 
 def _compare(expected: _Expected, tree: _Tree, previous_match: int) -> None:

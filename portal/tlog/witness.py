@@ -31,6 +31,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import transaction
 from django.utils import timezone
 
+from portal.logs import log_event
 from portal.models import LogCheckpoint, LogWitnessReceipt
 from portal.tlog.locks import WITNESS_LOCK, try_lock
 
@@ -143,10 +144,12 @@ def _publish() -> int:
             try:
                 witnessed_at = witness.record(checkpoint)
             except Exception:  # noqa: BLE001 - a witness being down must not stop the log; retried next run
-                logger.error(
-                    "event=log_witness_failed witness=%s tree_size=%s",
-                    witness.name,
-                    checkpoint.tree_size,
+                log_event(
+                    logger,
+                    "log_witness_failed",
+                    level=logging.ERROR,
+                    witness=witness.name,
+                    tree_size=checkpoint.tree_size,
                     exc_info=True,
                 )
                 break

@@ -176,6 +176,7 @@ def test_review_tiers_answer_202_pending(client, token, overrides, tier, approva
     assert AuditEvent.objects.get(action="registration.pending").after["verdict"]["tier"] == tier
 
 
+@pytest.mark.postgres_only  # the hand-written single-statement path (portal.audit.event_insert)
 def test_202_path_query_count(client, token, django_assert_num_queries):
     _, plaintext = token
     post(client, low_body(scope="tickets:write"), plaintext)  # warm caches (policy, content types)
@@ -197,6 +198,7 @@ def test_202_path_query_count(client, token, django_assert_num_queries):
     assert AuditEvent.objects.latest("id").object_id == reg.public_id
 
 
+@pytest.mark.postgres_only  # the hand-written single-statement path (portal.audit.event_insert)
 def test_400_path_query_count(client, token, django_assert_num_queries):
     _, plaintext = token
     post(client, low_body(scope="nope:x"), plaintext)

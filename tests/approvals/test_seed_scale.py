@@ -15,6 +15,7 @@ from portal.audit import verify_chain
 pytestmark = pytest.mark.django_db(transaction=True)  # it VACUUMs, which cannot run in a transaction
 
 
+@pytest.mark.postgres_only  # COPY
 def test_seed_scale_loads_a_consistent_inventory():
     call_command("seed_scale", "--clients", "400", stdout=StringIO())
     assert Client.objects.count() == 400

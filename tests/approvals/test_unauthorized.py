@@ -190,6 +190,7 @@ def test_unknown_actions_are_refused_and_write_nothing(db):
     assert not UnauthorizedTally.objects.exists()
 
 
+@pytest.mark.postgres_only  # SKIP LOCKED; SQLite has no row locks (a second fold waits, then finds nothing)
 @pytest.mark.django_db(transaction=True)
 def test_a_minute_another_fold_holds_is_skipped_not_folded_twice():
     old = timezone.now() - timedelta(minutes=5)

@@ -67,7 +67,7 @@ def test_create_activates_the_client_and_stores_its_idp_id(real_idp, oidc_idp, p
     assert markers_at_idp(oidc_idp)[client.registration_id] == 1
     # The registration access token is encrypted at rest, never in the clear in the row.
     with db_connection.cursor() as cursor:
-        cursor.execute("SELECT idp_state::text FROM inventory_client WHERE id = %s", [client.pk])
+        cursor.execute("SELECT CAST(idp_state AS TEXT) FROM inventory_client WHERE id = %s", [client.pk])
         raw = cursor.fetchone()[0]
     assert client.idp_state["registration_access_token"] not in raw
     assert [e.action for e in events_for("client", client.registration_id)] == ["client.create", "client.active"]
@@ -413,7 +413,7 @@ def test_a_slow_idp_never_lets_a_lease_run_out_under_a_call(real_idp, person, mo
             return PushResult(client_id=f"slow-{spec.registrar_id}", remote_state={})
 
     fake = use(monkeypatch, SlowIdP())
-    with caplog.at_level("WARNING", logger="inventory.connectors"):
+    with caplog.at_level("WARNING", logger="inventory.outbox"):
         counts = deliver_outbox_batch([c.pk for c in clients])
 
     assert len(fake.calls) == 2 and all(left >= 12 for left in leases_at_call)  # 30 s, then 20 s left
@@ -699,7 +699,7 @@ def test_a_batch_delivers_many_clients_and_records_them_together(real_idp, oidc_
     assert counts["skipped"] == 0 and counts["delivered"] >= 4
     # the registration access token is stored encrypted by the bulk update too
     with db_connection.cursor() as cursor:
-        cursor.execute("SELECT idp_state::text FROM inventory_client WHERE id = %s", [plain[0].pk])
+        cursor.execute("SELECT CAST(idp_state AS TEXT) FROM inventory_client WHERE id = %s", [plain[0].pk])
         raw = cursor.fetchone()[0]
     plain[0].refresh_from_db()
     assert plain[0].idp_state["registration_access_token"] not in raw

@@ -26,6 +26,7 @@ from portal.tlog.jcs import canonical_json
 from portal.tlog.keys import log_verifier
 from portal.tlog.note import generate_signer
 from portal.tlog.sequencer import log_seal
+from tests.dbtamper import triggers_off
 from tests.factories import ClientFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -145,10 +146,8 @@ def test_explain_page_says_what_it_verified(client, security_user, sealed_client
 
 
 def test_explain_page_flags_a_log_that_does_not_verify(client, security_user, sealed_client):
-    with connection.cursor() as cursor:
-        cursor.execute("SET session_replication_role = replica")
+    with triggers_off(), connection.cursor() as cursor:
         cursor.execute("UPDATE portal_auditevent SET reason = 'edited' WHERE action = 'client.activate'")
-        cursor.execute("SET session_replication_role = DEFAULT")
     client.force_login(security_user)
     html = client.get(f"/inventory/{sealed_client.registration_id}/").content.decode()
     assert 'data-status="failed"' in html and "is not in the tree checkpoint 3 signs" in html

@@ -33,6 +33,7 @@ from portal.tlog.note import Checkpoint, generate_signer, sign_note
 from portal.tlog.sequencer import LogStateError, append_leaves, log_seal, seal_lag_seconds
 from portal.tlog.tiles import TileSet
 from portal.tlog.verify import verify_log
+from tests.dbtamper import disable_event_trigger, set_event_id_sequence, triggers_off
 
 pytestmark = pytest.mark.django_db
 
@@ -141,14 +142,10 @@ def test_database_refuses_changes_to_checkpoints_and_lets_tiles_only_grow():
 
 
 def _as_superuser(*statements: tuple[str, list]):
-    """What a database superuser can do: switch the triggers off for the session and write."""
-    with connection.cursor() as cursor:
-        cursor.execute("SET session_replication_role = replica")
-        try:
-            for sql, params in statements:
-                cursor.execute(sql, params)
-        finally:
-            cursor.execute("SET session_replication_role = DEFAULT")
+    """What a database superuser can do: switch the triggers off and write."""
+    with triggers_off(), connection.cursor() as cursor:
+        for sql, params in statements:
+            cursor.execute(sql, params)
 
 
 def _rebuild_tiles():
@@ -263,7 +260,7 @@ def test_forgery_rewrite_an_approval_and_recompute_every_later_hash(
         root = tree_root(size)
         statements.append(
             (
-                "INSERT INTO portal_logcheckpoint (tree_size, root_hash, note, created_at) VALUES (%s, %s, %s, now())",
+                "INSERT INTO portal_logcheckpoint (tree_size, root_hash, note, created_at) VALUES (%s, %s, %s, CURRENT_TIMESTAMP)",
                 [size, root.hex(), sign_note(Checkpoint(forger.name, size, root).text, [forger])],
             )
         )
@@ -293,7 +290,7 @@ def test_forgery_resigned_with_the_real_key_is_caught_by_the_witness(
         root = tree_root(size)
         statements.append(
             (
-                "INSERT INTO portal_logcheckpoint (tree_size, root_hash, note, created_at) VALUES (%s, %s, %s, now())",
+                "INSERT INTO portal_logcheckpoint (tree_size, root_hash, note, created_at) VALUES (%s, %s, %s, CURRENT_TIMESTAMP)",
                 [size, root.hex(), sign_note(Checkpoint(signer.name, size, root).text, [signer])],
             )
         )
@@ -324,10 +321,9 @@ def test_verify_detects_a_deleted_event():
 def test_verify_reports_missing_triggers():
     _append(2)
     log_seal()
-    with connection.cursor() as cursor:
-        cursor.execute("ALTER TABLE portal_auditevent DISABLE TRIGGER audit_immutable")
+    trigger = disable_event_trigger()
     problem = verify_log().problem
-    assert "append-only triggers are missing or disabled: audit_immutable on portal_auditevent" in str(problem)
+    assert f"append-only triggers are missing or disabled: {trigger} on portal_auditevent" in str(problem)
 
 
 def test_sequencer_refuses_to_extend_a_tree_its_checkpoint_does_not_vouch_for():
@@ -429,8 +425,7 @@ def _legacy_chain(n: int) -> list[AuditEvent]:
         prev = event.hash
     AuditEvent.objects.bulk_create(rows)
     AuditHead.objects.update_or_create(id=1, defaults={"last_event_id": n, "last_hash": prev})
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT setval(pg_get_serial_sequence('portal_auditevent', 'id'), %s)", [n])
+    set_event_id_sequence(n)
     return rows
 
 
@@ -532,6 +527,7 @@ def test_awkward_content_survives_the_database_round_trip():
     assert verify_chain() == (1, None)
 
 
+@pytest.mark.postgres_only  # event_insert is PostgreSQL's single-statement path
 def test_event_insert_runs_the_change_first_and_appends_only_when_it_happened():
     event = audit_event(actor=Actor.system("t"), action="conditional", object_type="t", object_id="9")
     # the condition fails: nothing is appended

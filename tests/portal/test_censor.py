@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from inventory.connectors.base import log_event
 from portal.audit import Actor, audit_record
 from portal.censor import CENSORED, censor, is_sensitive_key
+from portal.logs import log_event
 from portal.models import AuditEvent
 
 SECRET = "s3cr3t-value-0123456789"
@@ -63,8 +63,8 @@ def test_the_audit_chain_stores_no_secret(db, what, payload, path):
 
 @pytest.mark.parametrize(("what", "payload", "path"), SECRETS, ids=[s[0] for s in SECRETS])
 def test_the_logs_carry_no_secret(caplog, what, payload, path):
-    with caplog.at_level(logging.INFO, logger="inventory.connectors"):
-        log_event("t", **payload)
+    with caplog.at_level(logging.INFO, logger="registrar.tests.censor"):
+        log_event(logging.getLogger("registrar.tests.censor"), "t", **payload)
     (record,) = caplog.records
     assert SECRET not in record.getMessage(), what
     assert CENSORED in record.getMessage()

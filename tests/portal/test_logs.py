@@ -15,7 +15,7 @@ from django.http import HttpResponse
 from django.test import RequestFactory
 
 from portal.celery import app
-from portal.logs import JsonFormatter, KeyValueFormatter, bind_task, logging_config, unbind_task
+from portal.logs import JsonFormatter, KeyValueFormatter, bind_task, log_event, logging_config, unbind_task
 from portal.middleware import RequestIdMiddleware
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -176,3 +176,70 @@ def test_production_logs_json_and_embedded_mode_key_value(tmp_path):
 
 def test_celery_workers_use_the_same_logging():
     assert app.conf.worker_hijack_root_logger is False
+
+
+def test_an_event_line_is_censored_quoted_and_carries_both_ids_in_either_format(captured):
+    tokens = bind_task("task-77", origin_request_id="req-origin-9")
+    try:
+        log_event(
+            logger,
+            "thing_done",
+            client_id=7,
+            note='two words "quoted"',
+            empty="",
+            skipped=None,
+            registration_access_token="rat-secret-value",
+        )
+    finally:
+        unbind_task(tokens)
+    kv, entry = captured["kv"].lines[-1], json.loads(captured["json"].lines[-1])
+    expected = 'event=thing_done client_id=7 note="two words \\"quoted\\"" empty="" registration_access_token=********'
+    assert kv.endswith(" request_id=req-origin-9 task_id=task-77 " + expected)
+    assert entry["message"] == expected
+    assert (entry["request_id"], entry["task_id"]) == ("req-origin-9", "task-77")
+    assert "rat-secret-value" not in kv + captured["json"].lines[-1]
+    # the record points at the caller, not at the helper
+    assert entry["logger"] == "registrar.tests.logs"
+
+
+def test_an_event_below_the_level_costs_no_formatting(captured):
+    logger.setLevel(logging.WARNING)
+
+    class Exploding:
+        def __str__(self) -> str:
+            raise AssertionError("rendered although the level is off")
+
+    log_event(logger, "quiet", value=Exploding())
+    assert captured["kv"].lines == []
+
+
+def test_application_code_logs_through_module_loggers_and_log_event():
+    """One way to write a line: a module's ``logging.getLogger(__name__)``, and values through log_event (so they
+    are censored and quoted); no print(), no logger named by hand, no %-formatted values in a plain call."""
+    import ast
+
+    offences = []
+    levels = {"debug", "info", "warning", "error", "exception", "critical", "log"}
+    for path in sorted(p for name in ("portal", "inventory", "approvals") for p in (ROOT / name).rglob("*.py")):
+        if "migrations" in path.parts or "management" in path.parts or path.name == "logs.py":
+            continue  # commands write to their own stdout; portal/logs.py is log_event itself
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            where = f"{path.relative_to(ROOT)}:{node.lineno}"
+            func = node.func
+            if isinstance(func, ast.Name) and func.id == "print":
+                offences.append(f"{where} print()")
+            named_by_module = (
+                len(node.args) == 1 and isinstance(node.args[0], ast.Name) and node.args[0].id == "__name__"
+            )
+            if isinstance(func, ast.Attribute) and func.attr == "getLogger" and not named_by_module:
+                offences.append(f"{where} getLogger(...) not named by __name__")
+            receiver = func.value if isinstance(func, ast.Attribute) else None
+            is_logger = (isinstance(receiver, ast.Name) and receiver.id in {"logger", "log"}) or (
+                isinstance(receiver, ast.Call) and getattr(receiver.func, "attr", "") == "getLogger"
+            )
+            if is_logger and func.attr in levels and len(node.args) > (2 if func.attr == "log" else 1):
+                offences.append(f"{where} values formatted into a plain log call: use portal.logs.log_event")
+    assert offences == []

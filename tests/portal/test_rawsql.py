@@ -133,6 +133,7 @@ def test_insert_statement_failure_writes_nothing():
     assert User.objects.filter(username="taken").count() == 1
 
 
+@pytest.mark.postgres_only  # from_select is PostgreSQL's (jsonb_populate_record)
 def test_from_select_writes_what_save_would_write():
     """One jsonb parameter expanded into the row type: every value comes back as the ORM wrote it."""
     owner, team = UserFactory(), TeamFactory()
@@ -166,6 +167,7 @@ def test_from_select_writes_what_save_would_write():
     assert stored.granted_ttl is None and stored.requested_scopes == ["a"]
 
 
+@pytest.mark.postgres_only  # from_select is PostgreSQL's (jsonb_populate_record)
 def test_from_select_refuses_what_the_column_refuses_and_what_json_cannot_carry():
     from django.db import DataError, transaction
 
@@ -243,6 +245,7 @@ def test_request_and_event_are_written_only_while_the_token_has_a_use_left():
     assert verify_chain() == (2, None)
 
 
+@pytest.mark.postgres_only  # server-side prepared statements (pg_prepared_statements)
 def test_hot_statements_are_prepared_on_the_server_after_a_few_runs():
     """DATABASE_PREPARED_STATEMENTS (on by default): the intake's token lookup is planned once per connection,
     not on every registration (planning it cost PostgreSQL more CPU than running it). Off, nothing is prepared."""

@@ -231,3 +231,33 @@ def test_an_sqlite_database_url_connects(tmp_path):
     snippet = "import django; django.setup(); from django.db import connection; connection.ensure_connection()"
     result = _import_settings({"REGISTRAR_EMBEDDED": "1", "DATABASE_URL": f"sqlite:///{tmp_path}/r.sqlite3"}, snippet)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_embedded_broker_keeps_every_file_under_the_data_dir(tmp_path):
+    """kombu's filesystem transport (make run) writes its messages and its exchange table (``control_folder``)
+    under REGISTRAR_DATA_DIR, nothing into the directory it runs in."""
+    workdir, data = tmp_path / "cwd", tmp_path / "data"
+    workdir.mkdir()
+    snippet = (
+        "import django; django.setup(); from portal.celery import app; "
+        "app.send_task('portal.tasks.heartbeat', args=('celery',))"
+    )
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "CELERY_", *_SHAPE))}
+    result = subprocess.run(
+        [sys.executable, "-c", snippet],
+        env=clean
+        | {
+            "DJANGO_SETTINGS_MODULE": "portal.settings",
+            "REGISTRAR_EMBEDDED": "1",
+            "REGISTRAR_DATA_DIR": str(data),
+            "PYTHONPATH": str(ROOT),
+        },
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert list(workdir.iterdir()) == []
+    assert (data / "broker" / "control" / "celery.exchange").is_file()
+    assert len(list((data / "broker" / "out").iterdir())) == 1  # the message

@@ -19,6 +19,7 @@ from portal.tlog.guard import EXPECTED, installed_triggers, missing_triggers
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.postgres_only
 @pytest.mark.django_db
 def test_postgresql_has_every_trigger_after_migrate_and_they_refuse():
     assert connection.vendor == "postgresql"

@@ -16,7 +16,8 @@ from django.utils import timezone
 from tests.races.harness import Call, Person, RaceServer, bearer
 
 # Every race module: ``pytestmark = RACE``. slow: it needs the server; one xdist group: one server per session.
-RACE = [pytest.mark.slow, pytest.mark.xdist_group("races")]
+# postgres_only: the race server runs on a PostgreSQL database of its own (tests/races/harness.py).
+RACE = [pytest.mark.slow, pytest.mark.xdist_group("races"), pytest.mark.postgres_only]
 
 # Rate limits of the server under test: low enough that the rate-limit races reach them with one burst, high
 # enough that no other race comes near (every burst call connects from a loopback address of its own, and no

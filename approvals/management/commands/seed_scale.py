@@ -297,11 +297,11 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, **opts):
-        if connection.vendor != "postgresql":
-            raise CommandError("seed_scale needs PostgreSQL (it uses COPY).")
         n = opts["clients"]
         if n < 1:
             raise CommandError("--clients must be at least 1")
+        if connection.vendor != "postgresql":
+            raise CommandError("seed_scale needs PostgreSQL (it uses COPY).")
         owners_n = opts["owners"] or max(20, n // 200)
         teams_n = opts["teams"] or max(5, owners_n // 25)
         rng = random.Random(opts["seed"])

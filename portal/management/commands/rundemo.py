@@ -134,6 +134,7 @@ class Command(BaseCommand):
         proc = subprocess.Popen(
             ["node", str(script)], env=env | {"IDP_PORT": str(port)}, stdout=subprocess.PIPE, text=True
         )
+        assert proc.stdout is not None  # stdout=PIPE
         self.children.append(("IdP", proc))
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
