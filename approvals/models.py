@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
 from approvals.choices import DecisionKind, IssuerKind, PolicyOutcome, RequestKind, RequestState
@@ -141,9 +142,7 @@ class TrustedCimdDomain(models.Model):
         ordering = ["domain"]
         constraints = [
             models.UniqueConstraint(fields=["domain"], name="trusted_cimd_domain_unique"),
-            models.CheckConstraint(
-                condition=Q(domain=models.functions.Lower("domain")), name="trusted_cimd_domain_lower"
-            ),
+            models.CheckConstraint(condition=Q(domain=Lower("domain")), name="trusted_cimd_domain_lower"),
         ]
 
     def __str__(self) -> str:

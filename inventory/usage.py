@@ -47,7 +47,8 @@ class UsageBatchInvalid(ValueError):
 
 def _describe(error: dict) -> str:
     where = f"item {error['index']}" if error.get("index") is not None else "batch"
-    return f"{where}: {error.get('field') + ' ' if error.get('field') else ''}{error['reason']}"
+    field = error.get("field")
+    return f"{where}: {field + ' ' if field else ''}{error['reason']}"
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,7 @@ def parse_usage_batch(payload, *, now: dt.datetime | None = None) -> list[UsageR
             )
         elif parsed > now + FUTURE_SKEW:
             errors.append({"index": index, "field": "last_used_at", "reason": "in the future"})
-        if not errors or errors[-1]["index"] != index:
+        if idp_id is not None and parsed is not None and (not errors or errors[-1]["index"] != index):
             reports.append(UsageReport(idp_id=idp_id, client_id=client_id, last_used_at=parsed))
     if errors:
         raise UsageBatchInvalid(errors)

@@ -145,7 +145,7 @@ def unavailable_response(request) -> HttpResponse:
     response = _response(request)
     # Django's handler logs every 5xx at ERROR (django.utils.log.log_response) unless the response says it has
     # been logged: the outage has its one warning, not a line per request.
-    response._has_been_logged = True
+    response._has_been_logged = True  # type: ignore[attr-defined]  # Django reads this private flag
     return response
 
 

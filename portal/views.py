@@ -50,7 +50,7 @@ def readyz(request):
     response = JsonResponse(body, status=200 if ready else 503, headers=NO_STORE)
     # A 503 here is the answer, with its reasons in the body; Django would also log every one at ERROR (a probe
     # every few seconds for the length of an outage). portal.unavailable logs the outage once per process.
-    response._has_been_logged = True
+    response._has_been_logged = True  # type: ignore[attr-defined]  # Django reads this private flag
     return response
 
 

@@ -15,6 +15,7 @@ active policy is monitor only.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -153,6 +154,6 @@ def enforce(rules: LifecycleRules, *, now: dt.datetime | None = None, limit: int
         for issue in issues:
             result.acted[issue.rule] += 1
     for email, lines in mail.items():
-        transaction.on_commit(lambda email=email, lines=lines: _mail(email, lines))
+        transaction.on_commit(functools.partial(_mail, email, lines))
     logger.info("event=lifecycle_enforce acted=%s", dict(result.acted))
     return result
