@@ -27,6 +27,7 @@ from django.utils.dateparse import parse_datetime
 from inventory.choices import ClientState, CreatedVia
 from inventory.models import Client, IdPConnection
 from portal.audit import Actor, audit_record
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
@@ -227,12 +228,13 @@ def usage_ingest(reports: list[UsageReport], *, actor: Actor, source: str) -> Us
         object_id=source[:64],
         after={**result.to_dict(), "clients": len(latest), "shadow": result.shadow[:50]},
     )
-    logger.info(
-        "event=usage_ingest source=%s received=%d updated=%d shadow=%d",
-        source,
-        result.received,
-        result.updated,
-        len(result.shadow),
+    log_event(
+        logger,
+        "usage_ingest",
+        source=source,
+        received=result.received,
+        updated=result.updated,
+        shadow=len(result.shadow),
     )
     return result
 

@@ -36,6 +36,8 @@ from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import HttpResponse, JsonResponse
 from django.template import loader
 
+from portal.logs import log_event
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -101,8 +103,12 @@ class _Outage:
             if self.since is not None:
                 return
             self.since = self.last_probe
-        logger.warning(
-            "database unavailable (%s); answering 503 with Retry-After until it answers again", _describe(exc)
+        log_event(
+            logger,
+            "database_unavailable",
+            level=logging.WARNING,
+            error=_describe(exc),
+            answer="503 with Retry-After until it answers again",
         )
 
     def end(self) -> None:
@@ -111,7 +117,7 @@ class _Outage:
                 return
             lasted, refused = time.monotonic() - self.since, self.refused
             self.since, self.refused = None, 0
-        logger.warning("database answering again after %.1f s; %d requests were answered 503", lasted, refused)
+        log_event(logger, "database_available", level=logging.WARNING, outage_s=round(lasted, 1), refused=refused)
 
     def probe_due(self) -> bool:
         """Whether this request should try the database (at most one per PROBE_INTERVAL_SECONDS)."""

@@ -30,6 +30,7 @@ from inventory.lifecycle import Hold, clients_transition_many
 from inventory.lifecycle_policies.rules import LifecycleRules
 from inventory.models import Client, ComplianceIssue
 from portal.audit import Actor, audit_record_many
+from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 ACTOR = Actor.system("lifecycle_policies")
@@ -155,5 +156,5 @@ def enforce(rules: LifecycleRules, *, now: dt.datetime | None = None, limit: int
             result.acted[issue.rule] += 1
     for email, lines in mail.items():
         transaction.on_commit(functools.partial(_mail, email, lines))
-    logger.info("event=lifecycle_enforce acted=%s", dict(result.acted))
+    log_event(logger, "lifecycle_enforce", acted=dict(result.acted))
     return result

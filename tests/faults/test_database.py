@@ -66,7 +66,7 @@ def test_postgres_restart_under_load(fault_server, world):
     assert fault_server.probe("/readyz") == 200
     # One warning per process per outage, not a stack trace per request.
     assert "Traceback" not in log, log[-3000:]
-    assert 1 <= log.count("database unavailable") <= 4 + 1, log[-3000:]  # four workers (+ one re-detection)
+    assert 1 <= log.count("event=database_unavailable") <= 4 + 1, log[-3000:]  # four workers (+ one re-detection)
     # Nothing half-written: every agent told 201/202 has its client, and no client exists that nobody was told of.
     from django.db import connection
 

@@ -115,7 +115,7 @@ def test_one_warning_per_outage_and_no_stack_traces(browser, caplog):
     warnings = [r for r in caplog.records if r.name == "portal.unavailable"]
     assert len(warnings) == 1, [r.getMessage() for r in warnings]
     assert warnings[0].levelno == logging.WARNING
-    assert "database unavailable" in warnings[0].getMessage()
+    assert "event=database_unavailable" in warnings[0].getMessage()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
 
 
@@ -149,7 +149,7 @@ def test_once_the_database_answers_the_next_probe_serves_the_request_and_closes_
     assert client.get("/accounts/login/").status_code == 200
     assert not outage.active
     messages = [r.getMessage() for r in caplog.records if r.name == "portal.unavailable"]
-    assert len(messages) == 2 and "answering again" in messages[1] and "2 requests were answered 503" in messages[1]
+    assert len(messages) == 2 and "event=database_available" in messages[1] and "refused=2" in messages[1]
 
 
 def test_other_database_errors_still_propagate(rf):
