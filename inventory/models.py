@@ -1,4 +1,7 @@
-"""What exists: scopes, teams, identity providers, clients, and the outbox to the IdPs."""
+"""What exists: scopes, teams, identity providers, clients, and the outbox to the IdPs.
+
+Over 400 lines on purpose: an app's models stay in one module (Django's convention, and what migrations and
+admin expect to find); the behaviour lives in services, selectors and the lifecycle package, not here."""
 
 from __future__ import annotations
 

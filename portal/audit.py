@@ -1,5 +1,8 @@
 """The audit log: append events; the canonical bytes each event is logged as.
 
+One module on purpose (over 400 lines): the append path and the canonical form of an entry must agree byte for
+byte, so they are kept together; the log itself (tree, checkpoints, proofs) is ``portal.tlog``.
+
 A change records its event with :func:`audit_record` (or builds it with :func:`audit_event` and writes it
 inside a larger statement, :func:`event_insert`) inside the change's own transaction: if the change rolls
 back, so does its event. Appending is a plain INSERT — no lock, no counter, nothing shared between writers.

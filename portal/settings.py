@@ -1,5 +1,8 @@
 """Registrar settings: every value comes from the environment, read here and nowhere else.
 
+One module on purpose (over 400 lines): every setting, its default and its validation in one place to read
+and review, matching contrib/registrar.env.example line for line.
+
 Two shapes, and Registrar never guesses which one it is in:
 
 * **embedded**, only with ``REGISTRAR_EMBEDDED=1`` (``make run``, the test settings): SQLite under ``data/``

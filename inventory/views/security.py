@@ -2,6 +2,7 @@
 
 Thin views: parse the query string through the shared FilterSet, call a selector, render. Every page
 here is read-only; any unsafe method is refused with 403 (security reads everything, changes nothing).
+Slightly over 400 lines: one small view per security page, sharing the read-only mixin and the export helpers.
 """
 
 from __future__ import annotations

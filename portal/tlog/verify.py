@@ -1,5 +1,8 @@
 """Verify the audit log from the events up (``manage.py verify_audit``).
 
+One module on purpose (over 400 lines): the verifier is read as one argument by whoever must trust it, and its
+batched fast path (entries, read-ahead, tile-at-a-time tree) is kept beside the checks it feeds.
+
 One pass over the sequenced events in log order, O(log n) memory:
 
 1. every log index from 0 is there once (a gap is a deleted event);
