@@ -16,7 +16,11 @@ from tests.conftest import CATALOGUE
 from tests.faults.harness import FaultServer, PostgresServer, using_server
 from tests.races.support import World
 
-FAULT = [pytest.mark.slow, pytest.mark.xdist_group("faults")]
+FAULT = [
+    pytest.mark.slow,
+    pytest.mark.xdist_group("faults"),
+    pytest.mark.postgres_only,
+]  # a private PostgreSQL and gunicorn
 
 
 @pytest.fixture(scope="module")

@@ -188,6 +188,7 @@ def test_changing_any_byte_of_the_pack_fails_verification_and_names_the_section(
     assert tried > 2 * len(raw) > 10_000
 
 
+@pytest.mark.postgres_only  # holds the sequencer's PostgreSQL advisory lock from a second connection
 def test_an_export_the_sequencer_cannot_seal_in_time_says_fetch_again(transactional_db, security_user, idp):
     # Another sequencer holds the lock (a second connection): the export waits a bounded time, then hands out
     # the pack saying its export event is not sealed; the pack is still consistent, and nothing is half-written.

@@ -163,6 +163,7 @@ def test_only_usage_write_tokens(kc):
     assert not AuditEvent.objects.filter(action="usage.ingest").exists()
 
 
+@pytest.mark.postgres_only  # one UPDATE … FROM unnest(): on SQLite usage moves forward row by row
 def test_ingest_is_one_update_for_known_clients(kc, django_assert_max_num_queries):
     clients = [ClientFactory(idp=kc, idp_client_id=f"c{i}", last_used_at=None) for i in range(50)]
     reports = parse_usage_batch(
