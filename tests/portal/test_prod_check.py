@@ -12,7 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.slow
+# postgres_only: prod_check starts its own PostgreSQL database, Redis and IdP; run in both stages at once, the two
+# checks raced for the worker metrics port.
+pytestmark = [pytest.mark.slow, pytest.mark.postgres_only]
 
 
 def test_production_configuration_registers_approves_and_sweeps():
