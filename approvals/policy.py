@@ -29,7 +29,7 @@ Rules (DESIGN.md "Policy"):
 
 Reason codes are stable (stored on requests, shown in queues, matched by reports); see ``REASON_CODES``.
 
-Why one module of ~550 lines: it is one pure function and the vocabulary it reads and writes — the config it
+Why one module of ~620 lines (the CIMD inputs included): it is one pure function and the vocabulary it reads and writes — the config it
 validates, the context it judges, the verdict and every reason code it can emit. Checking that each code in
 ``REASON_CODES`` is emitted and each config field is read takes one file; split, the rules would drift from
 their vocabulary. Nothing here touches the database, so the whole engine is tested without one.
