@@ -18,6 +18,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from django.db.models import Sum
@@ -124,11 +125,17 @@ def test_no_refusal_on_any_path_or_session_touches_the_audit_chain_until_the_fol
     assert not UnauthorizedTally.objects.exists()
 
 
-def test_repeated_refusals_from_one_source_are_one_event_with_the_count(client, registered):
+def test_repeated_refusals_from_one_source_are_one_event_with_the_count(client, registered, monkeypatch):
+    # All 25 arrive within one minute (the clock is held at its middle): on a slow machine the real clock
+    # crossed a minute boundary mid-loop and the refusals were, rightly, two events.
+    middle = timezone.now().replace(second=30, microsecond=0) - timedelta(minutes=1)
+    monkeypatch.setattr("approvals.unauthorized.timezone", SimpleNamespace(now=lambda: middle))
     for _ in range(25):
         assert post(client, low_body(), "rat_unknown_000000000000").status_code == 401
+    monkeypatch.undo()
     [event] = fold_refusals()
     assert event.after["count"] == 25
+    assert event.after["minute"].startswith(middle.replace(second=0).isoformat()[:16])
 
 
 SQLITE_SCRIPT = r"""
