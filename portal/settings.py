@@ -391,6 +391,8 @@ else:
     for _sub in ("out", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
+    # kombu's transport with messages renamed into place whole (portal/broker_fs.py says why)
+    CELERY_BROKER_TRANSPORT = "portal.broker_fs:Transport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "out"),
         "data_folder_out": str(_broker_dir / "out"),

@@ -240,7 +240,8 @@ def test_the_embedded_broker_keeps_every_file_under_the_data_dir(tmp_path):
     workdir.mkdir()
     snippet = (
         "import django; django.setup(); from portal.celery import app; "
-        "app.send_task('portal.tasks.heartbeat', args=('celery',))"
+        "app.send_task('portal.tasks.heartbeat', args=('celery',)); "
+        "print(type(app.connection_for_write().transport).__module__)"
     )
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_URL", "CELERY_", *_SHAPE))}
     result = subprocess.run(
@@ -261,3 +262,4 @@ def test_the_embedded_broker_keeps_every_file_under_the_data_dir(tmp_path):
     assert list(workdir.iterdir()) == []
     assert (data / "broker" / "control" / "celery.exchange").is_file()
     assert len(list((data / "broker" / "out").iterdir())) == 1  # the message
+    assert result.stdout.strip() == "portal.broker_fs"  # messages renamed into place whole
