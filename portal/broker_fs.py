@@ -26,15 +26,16 @@ from kombu.utils.json import dumps
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue, message, **kwargs):
-        """Put ``message`` onto ``queue``: written whole under a hidden name, then renamed into the queue."""
+    # kombu names the argument `payload` here and `message` in the abstract channel; callers pass it by position
+    def _put(self, queue, payload, **kwargs):  # type: ignore[override]
+        """Put ``payload`` onto ``queue``: written whole under a hidden name, then renamed into the queue."""
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         folder = self.data_folder_out
         try:
             fd, partial = tempfile.mkstemp(dir=folder, prefix=".partial-", suffix=".tmp")
             try:
                 with os.fdopen(fd, "wb") as f:
-                    f.write(str_to_bytes(dumps(message)))
+                    f.write(str_to_bytes(dumps(payload)))
                 os.replace(partial, os.path.join(folder, name))
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
