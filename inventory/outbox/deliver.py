@@ -99,6 +99,8 @@ def deliver_client_outbox_inline(client_id: int, *, timeout: float) -> bool:
             inline=True,
             deadline=Deadline(timeout),
         )
+        # read inside the try: the database can go away between the delivery and this question, too
+        return Client.objects.filter(pk=client_id, state=ClientState.ACTIVE, idp_client_id__isnull=False).exists()
     except Exception as exc:  # the worker path will finish the job; the agent gets a 202
         if is_database_unavailable(exc):
             # The database went away mid-delivery: the entry is committed and a worker delivers it once the
@@ -115,7 +117,6 @@ def deliver_client_outbox_inline(client_id: int, *, timeout: float) -> bool:
         return False
     finally:
         INLINE_BULKHEAD.leave()
-    return Client.objects.filter(pk=client_id, state=ClientState.ACTIVE, idp_client_id__isnull=False).exists()
 
 
 def _deliver_claimed(

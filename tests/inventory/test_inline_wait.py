@@ -155,3 +155,29 @@ def test_the_inline_budget_is_a_total_for_every_idp_request():
     assert spent.value.reached_idp is False and "budget is spent" in str(spent.value)
     connector._request("POST", "https://idp.test/reg", bearer="t", json={})  # outside an inline wait: its own timeout
     assert seen[-1] == pytest.approx(10.0)
+
+
+def test_a_database_lost_after_the_delivery_defers_it_with_one_warning_and_no_stack_trace(
+    idp, connector, person, monkeypatch, caplog
+):
+    """The fault suite's finding: the connection broke between the IdP's answer and the read of the client's
+    state; that read raised outside the handler and the registration path logged a stack trace per request."""
+    from django.db import OperationalError
+
+    connector.fail = False
+    client = register_agent(idp=idp, owner=person)
+    real_filter = deliver.Client.objects.filter
+
+    def filter_after_delivery(*args, **kwargs):
+        if kwargs.get("state") == ClientState.ACTIVE:  # the read after the delivery
+            raise OperationalError("the connection is closed")
+        return real_filter(*args, **kwargs)
+
+    monkeypatch.setattr(deliver.Client.objects, "filter", filter_after_delivery)
+    with caplog.at_level("WARNING", logger="inventory.outbox.deliver"):
+        assert deliver_client_outbox_inline(client.pk, timeout=2.0) is False
+
+    [record] = [r for r in caplog.records if r.name == "inventory.outbox.deliver"]
+    assert "inline_delivery_deferred" in record.getMessage() and "database_unavailable" in record.getMessage()
+    assert record.exc_info is None
+    assert connector.calls == 1  # delivered once; a worker sees it active and does nothing more

@@ -162,7 +162,12 @@ def test_the_audit_chain_never_forked(race_server):
     """Last in the suite: every event appended by every burst above, by every process, forms one chain."""
     from portal.audit import verify_chain
     from portal.models import AuditEvent
+    from portal.tlog.sequencer import log_seal_through
 
+    # Events are appended without a lock and sealed into the log by the worker a moment later: wait until the
+    # last one is sealed (under load the worker was still two events behind when this test first ran).
+    last = AuditEvent.objects.order_by("-id").values_list("id", flat=True).first()
+    assert last is not None and log_seal_through(last, timeout=60)
     checked, broken = verify_chain()
     assert broken is None, broken
     assert checked == AuditEvent.objects.count()
