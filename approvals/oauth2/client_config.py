@@ -93,8 +93,8 @@ class Management:
 
     status: int
     reg_request: RegistrationRequest
-    client: Client | None
-    registration_access_token: str | None
+    client: Client | None  # set whenever status is 200
+    registration_access_token: str  # the rotated one
 
 
 def registration_read(*, registration_id: str, bearer: str | None) -> Management:
