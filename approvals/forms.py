@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from approvals.choices import DecisionKind
+
+if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
+    from portal.models import User
 
 
 class ScopeListField(forms.Field):
@@ -57,7 +64,7 @@ class PreRegistrationForm(forms.Form):
 
     SOURCES = (("cimd", _("Client ID Metadata Document URL")), ("metadata", _("RFC 7591 metadata (JSON)")))
 
-    owner = forms.ModelChoiceField(
+    owner: forms.ModelChoiceField[User] = forms.ModelChoiceField(
         label=_("Owner"), queryset=None, required=False, help_text=_("Admins may submit for any owner.")
     )
     source = forms.ChoiceField(label=_("Describe the client by"), choices=SOURCES, widget=forms.RadioSelect)
@@ -79,15 +86,18 @@ class PreRegistrationForm(forms.Form):
     requested_ttl = forms.IntegerField(label=_("Lifetime (seconds)"), required=False, min_value=1)
     internal_only = forms.BooleanField(label=_("Internal only"), required=False)
 
-    def __init__(self, *args, owners=None, **kwargs):
+    def __init__(self, *args, owners: QuerySet[User] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         if owners is None:
             del self.fields["owner"]
         else:
-            self.fields["owner"].queryset = owners
+            owner = self.fields["owner"]
+            assert isinstance(owner, forms.ModelChoiceField)  # declared above
+            owner.queryset = owners
 
-    def clean(self):
-        data = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        data = self.cleaned_data  # what Form.clean() returns; its stub says it may be None
         source = data.get("source")
         if source == "cimd" and not data.get("cimd_url"):
             self.add_error("cimd_url", _("Give the URL of the client's metadata document."))

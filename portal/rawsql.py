@@ -20,16 +20,18 @@ import datetime as dt
 import json
 import uuid
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from django.db import connections
 from django.db.models import Model
 
+_M = TypeVar("_M", bound=Model)
 
-class ModelColumns:
+
+class ModelColumns(Generic[_M]):
     """The columns of ``model`` selected under table alias ``alias``, and how to turn them back into an instance."""
 
-    def __init__(self, model: type[Model], alias: str, *, defer: Iterable[str] = ()) -> None:
+    def __init__(self, model: type[_M], alias: str, *, defer: Iterable[str] = ()) -> None:
         """``defer``: fields left out of the SELECT; like ``QuerySet.defer()``, an instance loads one when it is
         first read (e.g. encrypted credentials a caller rarely needs, decrypted on every load otherwise)."""
         deferred = set(defer)
@@ -64,7 +66,7 @@ class ModelColumns:
             self._converters[connection.alias] = cached
         return cached
 
-    def load(self, row: tuple, offset: int, connection) -> Model | None:
+    def load(self, row: tuple, offset: int, connection) -> _M | None:
         """The instance from ``row[offset:offset + len(self)]``, or None when its primary key is NULL (outer join)."""
         values = list(row[offset : offset + len(self.fields)])
         if values[self._pk_index] is None:

@@ -38,13 +38,19 @@ from portal.audit import Actor
 from portal.crypto import hash_token, new_token
 
 
-def registration_authenticate(registration_id: str, bearer: str | None) -> RegistrationRequest:
-    """The registration ``bearer`` is the registration access token of; Unauthorized (401) otherwise."""
+def _bearer_required(bearer: str | None) -> str:
+    """The registration access token presented; Unauthorized (401) when there is none."""
     if not bearer:
         raise Unauthorized("a registration access token (Authorization: Bearer) is required")
+    return bearer
+
+
+def registration_authenticate(registration_id: str, bearer: str | None) -> RegistrationRequest:
+    """The registration ``bearer`` is the registration access token of; Unauthorized (401) otherwise."""
+    token = _bearer_required(bearer)
     reg_request = (
         RegistrationRequest.objects.select_related("client", "client__idp", "idp", "owner")
-        .filter(public_id=registration_id, registration_access_token_hash=hash_token(bearer))
+        .filter(public_id=registration_id, registration_access_token_hash=hash_token(token))
         .first()
     )
     if reg_request is None:
@@ -87,13 +93,14 @@ class Management:
 
     status: int
     reg_request: RegistrationRequest
-    client: Client | None
-    registration_access_token: str | None
+    client: Client | None  # set whenever status is 200
+    registration_access_token: str  # the rotated one
 
 
 def registration_read(*, registration_id: str, bearer: str | None) -> Management:
     """RFC 7592 GET: 200 with the client when live, 202 while pending or provisioning, 400 once refused."""
-    reg_request = registration_authenticate(registration_id, bearer)
+    token = _bearer_required(bearer)
+    reg_request = registration_authenticate(registration_id, token)
     ended = _ended_error(reg_request)
     if ended is not None:
         raise ended
@@ -101,7 +108,7 @@ def registration_read(*, registration_id: str, bearer: str | None) -> Management
     if client is not None and client.state not in (ClientState.PROVISIONING, ClientState.ACTIVE, ClientState.SUSPENDED):
         _revoke_token(reg_request)
         raise Unauthorized(f"the client is {client.state}; its registration access token is no longer valid")
-    rotated_token = _rotate(reg_request, bearer)
+    rotated_token = _rotate(reg_request, token)
     status = 200 if client is not None and client.state != ClientState.PROVISIONING else 202
     return Management(status=status, reg_request=reg_request, client=client, registration_access_token=rotated_token)
 
@@ -124,7 +131,8 @@ def _current_metadata(reg_request: RegistrationRequest, client: Client) -> Clien
 
 def registration_update(*, registration_id: str, bearer: str | None, body: Any) -> Management:
     """RFC 7592 PUT by the agent: narrow scopes or lifetime, rotate keys. Anything wider is refused."""
-    reg_request = registration_authenticate(registration_id, bearer)
+    token = _bearer_required(bearer)
+    reg_request = registration_authenticate(registration_id, token)
     ended = _ended_error(reg_request)
     if ended is not None:
         raise ended
@@ -155,7 +163,7 @@ def registration_update(*, registration_id: str, bearer: str | None, body: Any) 
     # Keys behind a jwks_uri are fetched and checked on every update (that is how an agent rotates them).
     fetched = keys_fetch(wanted.jwks_uri) if wanted.jwks_uri is not None else None
     return _apply_narrowing(
-        reg_request=reg_request, client=client, wanted=wanted, bearer=bearer, base=base, fetched=fetched
+        reg_request=reg_request, client=client, wanted=wanted, bearer=token, base=base, fetched=fetched
     )
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Field
 
 from approvals.models import InitialAccessToken, RegistrationRequest, SoftwareStatementUse
 from inventory.choices import ClientState
@@ -42,14 +43,20 @@ def _statement_use_sql(connection, use: SoftwareStatementUse) -> tuple[str, list
     unique constraint decides, so concurrent registrations with one statement cannot both get one)."""
     qn = connection.ops.quote_name
     meta = SoftwareStatementUse._meta
-    fields = [meta.get_field(name) for name in ("issuer", "jti", "expires_at", "registration_id", "used_at")]
+    fields = [_column(name) for name in ("issuer", "jti", "expires_at", "registration_id", "used_at")]
     columns = ", ".join(qn(f.column) for f in fields)
-    conflict = ", ".join(qn(meta.get_field(name).column) for name in ("issuer", "jti"))
+    conflict = ", ".join(qn(_column(name).column) for name in ("issuer", "jti"))
     sql = (
         f"INSERT INTO {qn(meta.db_table)} ({columns}) VALUES ({', '.join(['%s'] * len(fields))})"  # noqa: S608
         f" ON CONFLICT ({conflict}) DO NOTHING"
     )
     return sql, [f.get_db_prep_save(getattr(use, f.attname), connection) for f in fields]
+
+
+def _column(name: str) -> Field:
+    field = SoftwareStatementUse._meta.get_field(name)
+    assert isinstance(field, Field)  # a concrete column of the model, not a relation's reverse side
+    return field
 
 
 def _spawn_sql(connection) -> str:

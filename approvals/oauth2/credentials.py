@@ -14,7 +14,7 @@ when the registration is written). ``registration_unauthorized_record`` counts a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from django.db import connections
 from django.utils import timezone
@@ -31,6 +31,16 @@ from portal.crypto import hash_token
 from portal.rawsql import ModelColumns, fetch_one
 
 REGISTRATION_TOKEN_PREFIX = "rrat"  # new_token() adds the "_"
+
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+    class _OwnerLiveClients(TypedDict):
+        owner_live_clients: int
+
+    # A token as _TokenLookup returns it: with the owner's live-client count, like a QuerySet annotation.
+    LookedUpToken = WithAnnotations[InitialAccessToken, _OwnerLiveClients]
 
 
 @dataclass
@@ -122,21 +132,25 @@ class _TokenLookup:
             self._sql[connection.alias] = sql
         return sql
 
-    def __call__(self, token_hash: str) -> InitialAccessToken | None:
+    def __call__(self, token_hash: str) -> LookedUpToken | None:
         connection = connections[InitialAccessToken.objects.db]
         row = fetch_one(self.sql(connection), [token_hash], using=connection.alias)
         if row is None:
             return None
         offset = 0
         token = self.token.load(row, offset, connection)
+        assert token is not None  # the FROM table's row: its primary key is never NULL
         offset += len(self.token)
-        token.owner = self.owner.load(row, offset, connection)
+        owner = self.owner.load(row, offset, connection)
+        assert owner is not None  # an inner join: every token has an owner
+        token.owner = owner
         offset += len(self.owner)
         token.team = self.team.load(row, offset, connection)
         offset += len(self.team)
         token.idp = self.idp.load(row, offset, connection)
-        token.owner_live_clients = int(row[-1])
-        return token
+        looked_up = cast("LookedUpToken", token)
+        looked_up.owner_live_clients = int(row[-1])
+        return looked_up
 
 
 _token_with_owner = _TokenLookup()

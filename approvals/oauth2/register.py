@@ -275,6 +275,8 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
             # took the room the first count saw): the same policy, on that count, refuses it (the limit
             # enforced was this config's, passed down by _record_accepted).
             verdict = evaluate(dataclasses.replace(context, owner_live_clients=exc.live), config)
+    if verdict.error is None:  # a refusal always names its RFC 7591 error; the quota re-evaluation must refuse
+        raise RuntimeError(f"policy v{verdict.policy_version} returned {verdict.outcome!r} for a refused registration")
     reg_request = _record_refusal(
         requester=requester,
         body=merged,
@@ -340,7 +342,7 @@ def _record_accepted(
 
     def lost() -> IntakeError:
         """Why the credential's once-only write found nothing left (another registration took it meanwhile)."""
-        if spawn is not None:
+        if parent is not None:  # a spawn
             return spawn_refusal(parent, spawn_limit)
         if statement is not None:
             refusal = replayed(statement)
@@ -391,7 +393,7 @@ def _record_accepted(
             reg_request, event, token_id=token_id, now=now, spawn=guarded_spawn, statement_use=statement_use
         ):
             raise lost()
-        if spawn is not None:
+        if spawn is not None and parent is not None:  # one is set exactly when the other is
             audit_record(
                 actor=requester.actor,
                 action="client.spawn",

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -150,22 +151,30 @@ _OUTCOMES = {
 }
 
 
+@dataclass
+class _Labels:
+    """The labels of registrar_registrations_total for one call, filled in by ``_register`` as it learns them;
+    an empty outcome is read from the status code."""
+
+    channel: str = ""
+    outcome: str = ""
+
+
 @csrf_exempt
 def register(request: HttpRequest) -> HttpResponse:
     """RFC 7591 §3.1 client registration, counted by channel and outcome (``approvals.metrics``)."""
-    request.registration_channel = ""
-    request.registration_outcome = ""
+    labels = _Labels()
     try:
-        response = _register(request)
+        response = _register(request, labels)
     except Exception:
-        registration_counted(channel=request.registration_channel, outcome="error")
+        registration_counted(channel=labels.channel, outcome="error")
         raise
-    outcome = request.registration_outcome or _OUTCOMES.get(response.status_code, "error")
-    registration_counted(channel=request.registration_channel, outcome=outcome)
+    outcome = labels.outcome or _OUTCOMES.get(response.status_code, "error")
+    registration_counted(channel=labels.channel, outcome=outcome)
     return response
 
 
-def _register(request: HttpRequest) -> HttpResponse:
+def _register(request: HttpRequest, labels: _Labels) -> HttpResponse:
     if request.method != "POST":
         response = _error(405, "invalid_request", "use POST to register a client")
         response["Allow"] = "POST"
@@ -187,7 +196,7 @@ def _register(request: HttpRequest) -> HttpResponse:
             description=exc.description, bearer=None, source_ip=source_ip, path=request.path, error=exc.error
         )
         return _from_exc(exc)
-    request.registration_channel = requester.via
+    labels.channel = requester.via
     if requester.statement is not None:
         # A statement is its own credential: limit per workload (issuer rule + subject), like a token.
         ident = f"statement:{requester.statement.issuer.pk}:{requester.statement.subject}"
@@ -207,27 +216,30 @@ def _register(request: HttpRequest) -> HttpResponse:
         return _from_exc(exc)
 
     if submission.refused:
-        request.registration_outcome = "refused"
+        labels.outcome = "refused"
+        assert submission.error is not None and submission.error_description is not None  # set on every refusal
         return _error(400, submission.error, submission.error_description)
     reg_request = submission.reg_request
+    token = submission.registration_access_token
+    assert token is not None  # set on every registration that was not refused
     uri = _client_uri(request, reg_request.public_id)
     if submission.client is not None and deliver_inline(submission.client):
         body = responses.client_information(
             reg_request=reg_request,
             client=submission.client,
-            registration_access_token=submission.registration_access_token,
+            registration_access_token=token,
             registration_client_uri=uri,
         )
         response = _json(201, body)
         response["Location"] = uri
         return response
     status = "pending" if submission.client is None else "provisioning"
-    request.registration_outcome = status
+    labels.outcome = status
     response = _json(
         202,
         responses.pending_information(
             reg_request=reg_request,
-            registration_access_token=submission.registration_access_token,
+            registration_access_token=token,
             registration_client_uri=uri,
             status=status,
         ),
@@ -267,6 +279,7 @@ def manage(request: HttpRequest, registration_id: str) -> HttpResponse:
 
     uri = _client_uri(request, registration_id)
     if result.status == 200:
+        assert result.client is not None  # 200 answers only for a client
         return _json(
             200,
             responses.client_information(

@@ -33,6 +33,11 @@ def request_client_create(
     policy's ``max_live_clients_per_owner``. ``nudge_worker=False``: the caller delivers the CREATE itself after
     the commit (see ``client_create``).
     """
+    ttl = reg_request.granted_ttl
+    if ttl is None:  # set by every approval (policy or people): a request without one was never decided
+        raise ValueError(
+            f"request {reg_request.public_id} has no granted TTL; only an approved request becomes a client"
+        )
     owner_quota_hold(owner_id=reg_request.owner_id, limit=owner_limit)
     metadata = dict(reg_request.metadata or {})
     spiffe_id = reg_request.statement_subject if reg_request.statement_subject.startswith("spiffe://") else ""
@@ -44,7 +49,7 @@ def request_client_create(
         team=reg_request.team,
         purpose=reg_request.purpose,
         scopes=list(reg_request.granted_scopes or reg_request.requested_scopes),
-        expires_at=now + timedelta(seconds=reg_request.granted_ttl),
+        expires_at=now + timedelta(seconds=ttl),
         registration_id=reg_request.public_id,
         risk_tier=reg_request.risk_tier or RiskTier.MEDIUM,
         created_via=reg_request.via,
@@ -61,5 +66,5 @@ def request_client_create(
         nudge_worker=nudge_worker,
         parent=reg_request.parent_client,
         reason=reason,
-        ceiling_ttl_seconds=reg_request.granted_ttl,
+        ceiling_ttl_seconds=ttl,
     )

@@ -46,25 +46,23 @@ def _resolve_person(principal):
 def request_parties(reg_request: RegistrationRequest) -> set[int]:
     """User ids on the requesting side: owner/sponsor, token owner, issuer rule owner, parent's owner."""
     ids = {reg_request.owner_id}
-    if reg_request.token_id:
+    if reg_request.token is not None:
         ids.add(reg_request.token.owner_id)
-    if reg_request.issuer_id:
+    if reg_request.issuer is not None:
         ids.add(reg_request.issuer.owner_id)
-    if reg_request.parent_client_id:
+    if reg_request.parent_client is not None:
         ids.add(reg_request.parent_client.owner_id)
-    ids.discard(None)
-    return ids
+    return {pk for pk in ids if pk is not None}
 
 
 def _withdrawers(reg_request: RegistrationRequest) -> set[int]:
     """Who may withdraw: the request's owner/sponsor and the owner of the credential it was made with."""
     ids = {reg_request.owner_id}
-    if reg_request.token_id:
+    if reg_request.token is not None:
         ids.add(reg_request.token.owner_id)
-    if reg_request.issuer_id:
+    if reg_request.issuer is not None:
         ids.add(reg_request.issuer.owner_id)
-    ids.discard(None)
-    return ids
+    return {pk for pk in ids if pk is not None}
 
 
 def _check_decider(reg_request: RegistrationRequest, principal):
@@ -191,7 +189,7 @@ def request_approve(
             "granted_ttl": new_ttl,
             "approvals": approvals,
             "approvals_needed": needed,
-            "client": locked.client.registration_id if locked.client_id else None,
+            "client": locked.client.registration_id if locked.client is not None else None,
         },
         reason=reason,
         policy_version=locked.policy_version,
@@ -232,12 +230,14 @@ def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None
 def _finalize_renewal(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None:
     """Approve a renewal: the lifecycle extends the client by the granted lifetime, narrows it to the granted
     scopes (an approver's narrowing reaches the IdP) and records both as its new approved ceiling."""
-    if locked.client_id is None:
+    client, ttl = locked.client, locked.granted_ttl
+    if client is None:
         raise DecisionConflict("this renewal request names no client")
+    assert ttl is not None  # request_approve grants a lifetime before it finalizes
     try:
         client_apply_renewal(
-            client=locked.client,
-            ttl_seconds=int(locked.granted_ttl),
+            client=client,
+            ttl_seconds=ttl,
             actor=actor,
             scopes=list(locked.granted_scopes or locked.requested_scopes),
             audiences=list(locked.audiences or []),

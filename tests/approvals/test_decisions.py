@@ -134,6 +134,20 @@ def test_medium_tier_one_approval_creates_client(medium_request, approver):
     assert approved.client.expires_at > timezone.now() + timedelta(minutes=59)
 
 
+def test_a_request_without_granted_ttl_never_becomes_a_client(medium_request, idp, approver):
+    """request_client_create is reached only after an approval granted a lifetime; without one it refuses
+    clearly and writes nothing (rather than failing inside timedelta after taking the quota lock)."""
+    from approvals.services.clients import request_client_create
+
+    assert medium_request.granted_ttl is None
+    with pytest.raises(ValueError, match="has no granted TTL"):
+        request_client_create(
+            reg_request=medium_request, idp=idp, actor=Actor.user(approver), reason="", now=timezone.now()
+        )
+    assert Client.objects.count() == OutboxEntry.objects.count() == 0
+    _unchanged(medium_request)
+
+
 def test_deny_by_anyone_ends_the_request(high_request, approver, approver2):
     request_approve(reg_request=high_request, approver=approver, reason="fine by me")
     request_deny(reg_request=high_request, approver=approver2, reason="prod write is not justified")
