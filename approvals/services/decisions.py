@@ -44,8 +44,9 @@ def _resolve_person(principal):
 
 
 def request_parties(reg_request: RegistrationRequest) -> set[int]:
-    """User ids on the requesting side: owner/sponsor, token owner, issuer rule owner, parent's owner."""
-    ids = {reg_request.owner_id}
+    """User ids on the requesting side: owner/sponsor, whoever pre-registered it, token owner, issuer rule owner,
+    parent's owner."""
+    ids = {reg_request.owner_id, reg_request.submitted_by_id}
     if reg_request.token_id:
         ids.add(reg_request.token.owner_id)
     if reg_request.issuer_id:
@@ -57,8 +58,9 @@ def request_parties(reg_request: RegistrationRequest) -> set[int]:
 
 
 def _withdrawers(reg_request: RegistrationRequest) -> set[int]:
-    """Who may withdraw: the request's owner/sponsor and the owner of the credential it was made with."""
-    ids = {reg_request.owner_id}
+    """Who may withdraw: the request's owner/sponsor, whoever pre-registered it and the owner of the credential
+    it was made with."""
+    ids = {reg_request.owner_id, reg_request.submitted_by_id}
     if reg_request.token_id:
         ids.add(reg_request.token.owner_id)
     if reg_request.issuer_id:
