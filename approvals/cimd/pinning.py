@@ -229,7 +229,7 @@ def _apply(
     md = fetched.review.metadata
     removed_scopes = set(pinned_scope(pin)) - set(md.scope)
     metadata = md.to_response_dict()
-    for name in ("purpose", "requested_ttl", "audiences", "internal_only"):
+    for name in ("client_id", "purpose", "requested_ttl", "audiences", "internal_only"):
         metadata.pop(name, None)
         if name in (client.metadata or {}):
             metadata[name] = client.metadata[name]

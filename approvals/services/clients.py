@@ -36,6 +36,8 @@ def request_client_create(
     """
     owner_quota_hold(owner_id=reg_request.owner_id, limit=owner_limit)
     metadata = dict(reg_request.metadata or {})
+    if reg_request.cimd_url:  # the IdP knows a CIMD client by its document URL (inventory.outbox.push.client_spec)
+        metadata["client_id"] = reg_request.cimd_url
     spiffe_id = reg_request.statement_subject if reg_request.statement_subject.startswith("spiffe://") else ""
     client = client_create(
         actor=actor,

@@ -74,6 +74,7 @@ def pinned(owner, approver, loopback_fetches, https_host):
 def test_an_approval_pins_the_document(pinned):
     client = Client.objects.get()
     assert client.created_via == CreatedVia.CIMD and client.state == ClientState.ACTIVE
+    assert client.idp_client_id == pinned.url  # the IdP knows a CIMD client by its document URL
     assert pinned.document["redirect_uris"] == [CB, CB2] and pinned.keys is None
     assert client.metadata["redirect_uris"] == [CB, CB2]
 
