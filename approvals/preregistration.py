@@ -11,7 +11,8 @@ never approve it.
 
 What is written:
 
-- metadata the validator refuses, and a CIMD document the fetcher refuses (``approvals.cimd.fetch``): nothing.
+- metadata the validator refuses (a ``jwks_uri`` whose keys cannot be fetched included), and a CIMD document the
+  fetcher refuses (``approvals.cimd.fetch``, its keys included): nothing.
   ``PreregistrationInvalid`` says why (every problem at once); a person fixes a typo, no audit row is needed;
 - a policy refusal: a ``refused`` request and its audit event, as for an agent;
 - otherwise a ``pending`` request (the review queue), or an ``approved`` one and its client when the policy
@@ -25,8 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from approvals.cimd.domains import trusted_domain_for
-from approvals.cimd.fetch import CimdRefused, get_document
+from approvals.cimd.fetch import CimdRefused, get_document, key_set
 from approvals.metadata import MetadataError, validate_client_metadata
+from approvals.oauth2.client_keys import keys_fetch
 from approvals.oauth2.credentials import Requester
 from approvals.oauth2.errors import IntakeError
 from approvals.oauth2.inline_delivery import deliver_inline
@@ -89,6 +91,7 @@ def _cimd_body(cimd_url: str, governance: dict[str, Any]) -> tuple[dict[str, Any
         raise PreregistrationInvalid("invalid_client_metadata", "purpose is required: say what the client is for")
     try:
         fetched = get_document(cimd_url, purpose=purpose)
+        key_set(fetched)  # keys behind a jwks_uri that cannot be had: refused before anything is written
     except CimdRefused as exc:
         raise PreregistrationInvalid(f"cimd_{exc.code}", exc.reason, reasons=exc.reasons) from None
     review = fetched.review
@@ -142,9 +145,14 @@ def preregister(
         via = CreatedVia.PRE_REGISTRATION
         body = {k: v for k, v in metadata.items() if k != "software_statement"} | fields
         try:  # the agent API's validator; refused here so a person's typo writes nothing
-            validate_client_metadata(body, allow_shared_secret=active_policy().allow_shared_secret)
+            md = validate_client_metadata(body, allow_shared_secret=active_policy().allow_shared_secret)
         except MetadataError as exc:
             raise PreregistrationInvalid(exc.error, exc.description, reasons=exc.reasons) from None
+        if md.jwks_uri is not None:  # and keys that cannot be had (fetched again by the intake: a rare path)
+            try:
+                keys_fetch(md.jwks_uri)
+            except IntakeError as exc:
+                raise PreregistrationInvalid(exc.error, exc.description) from None
 
     requester = Requester(
         via=via,

@@ -348,3 +348,13 @@ def test_an_admin_submits_on_the_page_for_an_owner(client, admin_user, owner):
     req = RegistrationRequest.objects.get()
     assert req.owner_id == owner.pk and req.submitted_by_id == admin_user.pk and req.via == "pre_registration"
     assert req.metadata["jwks"] == PUBLIC_JWKS
+
+
+def test_keys_that_cannot_be_fetched_write_nothing(owner, loopback_fetches, https_host):
+    https_host.serve("/jwks.json", b"{}", status=404)
+    before = counts()
+    body = medium_metadata(jwks=None, jwks_uri=https_host.url("/jwks.json", host="keys.example.test"))
+    response = post(api_for(owner), {"metadata": body})
+    assert response.status_code == 400 and response.json()["error"] == "invalid_client_metadata"
+    assert "404" in response.json()["error_description"]
+    assert counts() == before
