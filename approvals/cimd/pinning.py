@@ -151,6 +151,12 @@ def _refused(pin_id: int, exc: CimdRefused, now: datetime) -> CheckResult:
     return CheckResult(REFUSED, action)
 
 
+def pin_judge(*, pin_id: int, fetched: CimdDocument, keys: dict[str, Any] | None, now: datetime) -> CheckResult:
+    """Judge a document already in hand against the pin (what ``pin_check`` does after its fetch; the demo seed
+    uses it to show a pending change without a document host)."""
+    return _judge(pin_id, fetched, keys, now)
+
+
 def _judge(pin_id: int, fetched: CimdDocument, keys: dict[str, Any] | None, now: datetime) -> CheckResult:
     with transaction.atomic():
         pin = _lock(pin_id)
@@ -377,4 +383,12 @@ def pins_check_due(*, now: datetime | None = None, limit: int = 200) -> dict[str
     return counts
 
 
-__all__ = ["CheckResult", "pin_change_apply", "pin_check", "pin_create", "pin_diff", "pins_check_due"]
+__all__ = [
+    "CheckResult",
+    "pin_change_apply",
+    "pin_check",
+    "pin_create",
+    "pin_diff",
+    "pin_judge",
+    "pins_check_due",
+]
