@@ -214,3 +214,12 @@ def test_the_explain_page_and_the_approver_show_the_pin_and_the_pending_diff(
     detail = client.get(f"/approvals/{change.public_id}/").content.decode()
     assert "Change against the pinned document" in detail
     assert "+    &quot;https://evil.example.test/cb&quot;" in detail
+
+
+def test_the_change_waits_in_the_review_queue(pinned, https_host, client, approver2):
+    serve(https_host, redirect_uris=[CB, "https://evil.example.test/cb"])
+    pin_check(pin_id=pinned.pk)
+    change = RegistrationRequest.objects.get(kind=RequestKind.CIMD_CHANGE)
+    client.force_login(approver2)
+    page = client.get("/approvals/").content.decode()
+    assert change.public_id in page
