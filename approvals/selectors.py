@@ -68,9 +68,9 @@ def requests_for_api() -> QuerySet:
 
 
 def requests_of_owner(user) -> QuerySet:
-    """Requests the user sponsors or made with their tokens, newest first."""
+    """Requests the user sponsors, made with their tokens or pre-registered, newest first."""
     return (
-        RegistrationRequest.objects.filter(Q(owner=user) | Q(token__owner=user))
+        RegistrationRequest.objects.filter(Q(owner=user) | Q(token__owner=user) | Q(submitted_by=user))
         .select_related("owner", "team", "token", "client")
         .annotate(approvals_so_far=_approvals_so_far())
         .prefetch_related(

@@ -358,3 +358,13 @@ def test_keys_that_cannot_be_fetched_write_nothing(owner, loopback_fetches, http
     assert response.status_code == 400 and response.json()["error"] == "invalid_client_metadata"
     assert "404" in response.json()["error_description"]
     assert counts() == before
+
+
+def test_the_submitter_finds_and_may_withdraw_what_they_submitted_for_someone_else(admin_user, owner):
+    from approvals.selectors import requests_of_owner
+    from approvals.services import request_withdraw
+
+    response = post(api_for(admin_user), {"metadata": medium_metadata(), "owner": "olivia"})
+    req = RegistrationRequest.objects.get(public_id=response.json()["id"])
+    assert list(requests_of_owner(admin_user)) == [req]
+    assert request_withdraw(reg_request=req, actor=admin_user).state == RequestState.WITHDRAWN
