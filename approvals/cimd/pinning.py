@@ -329,10 +329,9 @@ def pin_change_apply(reg_request: RegistrationRequest, *, actor: Actor, reason: 
         review = validate_cimd_document(pin.url, reg_request.cimd_document)
     except MetadataError as exc:
         raise ValueError(f"the reviewed document no longer validates: {exc.description}") from None
-    body = _body(reg_request)
     reviewed = CimdDocument(
         url=pin.url,
-        body=body,
+        body=json.dumps(reg_request.cimd_document).encode(),  # not kept: the hash is the reviewed body's
         sha256=reg_request.cimd_sha256,
         document=reg_request.cimd_document,
         review=review,
@@ -355,10 +354,6 @@ def pin_change_apply(reg_request: RegistrationRequest, *, actor: Actor, reason: 
     )
     pin.change_request = reg_request
     pin.save()
-
-
-def _body(reg_request: RegistrationRequest) -> bytes:
-    return json.dumps(reg_request.cimd_document).encode()
 
 
 def pin_diff(pin: CimdPin) -> str:
