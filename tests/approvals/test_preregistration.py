@@ -368,3 +368,16 @@ def test_the_submitter_finds_and_may_withdraw_what_they_submitted_for_someone_el
     req = RegistrationRequest.objects.get(public_id=response.json()["id"])
     assert list(requests_of_owner(admin_user)) == [req]
     assert request_withdraw(reg_request=req, actor=admin_user).state == RequestState.WITHDRAWN
+
+
+def test_a_request_for_no_scopes_is_approved_on_the_page(client, owner, approver, loopback_fetches, https_host):
+    url, _ = serve_document(https_host)
+    done = post(api_for(owner), {"cimd_url": url, "purpose": "Service desk assistant"})
+    req = RegistrationRequest.objects.get(public_id=done.json()["id"])
+    assert req.requested_scopes == []
+    client.force_login(approver)
+    response = client.post(
+        f"/approvals/{req.public_id}/decide/", {"decision": "approve", "reason": "ok", "narrow": "True"}
+    )
+    assert response.status_code == 302, response.content.decode()[-500:]
+    assert RegistrationRequest.objects.get(pk=req.pk).state == RequestState.APPROVED
