@@ -28,6 +28,8 @@ REQUEST_TRANSITIONS: dict[str, frozenset[str]] = {
 class RequestKind(models.TextChoices):
     REGISTRATION = "registration", _("New registration")
     RENEWAL = "renewal", _("Renewal")
+    # A pinned Client ID Metadata Document changed in a way that widens the client (approvals.cimd.pinning).
+    CIMD_CHANGE = "cimd_change", _("Metadata document change")
 
 
 class PolicyOutcome(models.TextChoices):

@@ -41,13 +41,15 @@ class DecisionForm(forms.Form):
 
     def __init__(self, *args, choices=(), **kwargs):
         super().__init__(*args, **kwargs)
+        self.scope_choices = list(choices)
         self.fields["scopes"].widget.choices = [(s, s) for s in choices]
 
     def service_kwargs(self) -> dict:
         data = self.cleaned_data
         kwargs = {"reason": data.get("reason") or ""}
         if data["decision"] == DecisionKind.APPROVE:
-            if data.get("narrow") or data.get("scopes"):
+            # A request for no scopes (a CIMD client that only signs users in) has nothing to narrow.
+            if data.get("scopes") or (data.get("narrow") and self.scope_choices):
                 kwargs["scopes"] = data.get("scopes") or []
             if data.get("ttl_seconds"):
                 kwargs["ttl_seconds"] = data["ttl_seconds"]

@@ -13,8 +13,9 @@ approvals or reach its models by name, so approvals hands them over here:
 - **reads for inventory's pages** — a client's registration history (explain page, evidence pack), which
   clients have a renewal waiting (owner's list), registrations by outcome and time to decision (dashboard),
   and which clients carry two distinct human approvals (framework report);
-- **sweeps** — ``lapsed`` (pending requests nobody decided in time: :func:`sweep_lapsed`, also the beat task's)
-  and ``unauthorized`` (refused-credential tallies), run by ``manage.py sweep <name>``.
+- **sweeps** — ``lapsed`` (pending requests nobody decided in time: :func:`sweep_lapsed`, also the beat task's),
+  ``unauthorized`` (refused-credential tallies) and ``cimd_drift`` (pinned CIMD documents due a re-fetch), run
+  by ``manage.py sweep <name>``.
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ from django.db.models.functions import TruncDay
 from django.utils import timezone
 
 from approvals.choices import DecisionKind, RequestKind, RequestState
-from approvals.models import Decision, InitialAccessToken, RegistrationRequest, TrustedIssuer
+from approvals.cimd.pinning import pin_diff, pins_check_due
+from approvals.models import CimdPin, Decision, InitialAccessToken, RegistrationRequest, TrustedIssuer
 from approvals.policy_store import active_policy
 from approvals.services import request_lapse_due
 from approvals.unauthorized import sweep_unauthorized
@@ -335,6 +337,36 @@ def sweep_lapsed(*, now: datetime | None = None, batch_size: int | None = None) 
     return result
 
 
+def sweep_cimd_drift(*, now: datetime | None = None, batch_size: int | None = None) -> SweepResult:
+    """Re-fetch the pinned CIMD documents that are due (``approvals.cimd.pinning``): ``manage.py sweep
+    cimd_drift`` and the beat task ``approvals.tasks.check_cimd_pins``."""
+    result = SweepResult("cimd_drift")
+    result.counts.update(pins_check_due(now=now, limit=batch_size or 200))
+    return result
+
+
+def metadata_document_pin(client: Client) -> hooks.MetadataDocumentPin | None:
+    """The client's pinned CIMD document for the explain page, with the pending change's diff if there is one."""
+    pin = CimdPin.objects.select_related("change_request").filter(client=client).first()
+    if pin is None:
+        return None
+    change = pin.change_request
+    pending = change.public_id if change is not None and change.state == RequestState.PENDING else None
+    return hooks.MetadataDocumentPin(
+        url=pin.url,
+        sha256=pin.sha256,
+        pinned_at=pin.pinned_at,
+        next_check_at=pin.next_check_at,
+        last_fetched_at=pin.last_fetched_at,
+        last_result=pin.last_result,
+        last_reasons=tuple(pin.last_reasons or ()),
+        last_error=pin.last_error,
+        unreachable_since=pin.unreachable_since,
+        diff=pin_diff(pin),
+        pending_change=pending,
+    )
+
+
 def register() -> None:
     hooks.register_policy_limits(policy_limits)
     hooks.register_owner_live_limit(owner_live_limit)
@@ -348,9 +380,12 @@ def register() -> None:
     hooks.register_two_person_approval(two_person_approval)
     hooks.register_sweep("lapsed", sweep_lapsed)
     hooks.register_sweep("unauthorized", sweep_unauthorized)
+    hooks.register_sweep("cimd_drift", sweep_cimd_drift)
+    hooks.register_metadata_document_pin(metadata_document_pin)
 
 
 __all__ = [
+    "metadata_document_pin",
     "owner_live_limit",
     "pending_renewals",
     "policy_limits",
@@ -361,6 +396,7 @@ __all__ = [
     "resolve_issuer",
     "resolve_policy",
     "resolve_token",
+    "sweep_cimd_drift",
     "sweep_lapsed",
     "two_person_approval",
 ]

@@ -320,10 +320,54 @@ class RegistrationRequest(models.Model):
                 condition=Q(kind=RequestKind.RENEWAL, state=RequestState.PENDING),
                 name="request_one_pending_renewal",
             ),
+            # At most one change of a client's metadata document waits for review (approvals.cimd.pinning).
+            models.UniqueConstraint(
+                fields=["client"],
+                condition=Q(kind=RequestKind.CIMD_CHANGE, state=RequestState.PENDING),
+                name="request_one_pending_cimd_change",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"{self.client_name or self.public_id} ({self.state})"
+
+
+class CimdPin(models.Model):
+    """The Client ID Metadata Document a CIMD client was approved on, pinned (docs/cimd.md "Pinning and drift"):
+    its SHA-256, body and key set, and what the drift check (``approvals.cimd.pinning``) last found. The IdP
+    keeps the pinned version until a narrowing change is applied or a widening one is approved."""
+
+    client = models.OneToOneField(
+        "inventory.Client", verbose_name=_("client"), on_delete=models.CASCADE, related_name="cimd_pin"
+    )
+    url = models.CharField(_("client metadata document URL"), max_length=2000)
+    sha256 = models.CharField(_("pinned SHA-256"), max_length=64)
+    document = models.JSONField(_("pinned document"))
+    keys = models.JSONField(_("pinned key set"), null=True, blank=True)
+    pinned_at = models.DateTimeField(_("pinned at"))
+    next_check_at = models.DateTimeField(_("next check at"))
+    last_fetched_at = models.DateTimeField(_("last fetched at"), null=True, blank=True)
+    last_sha256 = models.CharField(_("last fetched SHA-256"), max_length=64, blank=True)
+    last_result = models.CharField(_("last result"), max_length=16, blank=True)
+    last_reasons = models.JSONField(_("last drift reasons"), default=list)
+    last_diff = models.TextField(_("last diff against the pinned document"), blank=True)
+    last_error = models.CharField(_("last refusal"), max_length=500, blank=True)
+    unreachable_since = models.DateTimeField(_("unreachable since"), null=True, blank=True)
+    change_request = models.ForeignKey(
+        RegistrationRequest,
+        verbose_name=_("change request"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+
+    class Meta:
+        verbose_name = _("pinned CIMD document")
+        indexes = [models.Index(fields=["next_check_at"], name="cimd_pin_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.url} @ {self.sha256[:12]}"
 
 
 class Decision(models.Model):

@@ -15,7 +15,7 @@ from django.db.models import Count, IntegerField, OuterRef, Prefetch, Q, QuerySe
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from approvals.choices import DecisionKind
+from approvals.choices import DecisionKind, RequestKind
 from approvals.models import Decision, RegistrationRequest
 from approvals.querysets import tier_rank
 from inventory.models import Client, ScopeDefinition
@@ -68,9 +68,9 @@ def requests_for_api() -> QuerySet:
 
 
 def requests_of_owner(user) -> QuerySet:
-    """Requests the user sponsors or made with their tokens, newest first."""
+    """Requests the user sponsors, made with their tokens or pre-registered, newest first."""
     return (
-        RegistrationRequest.objects.filter(Q(owner=user) | Q(token__owner=user))
+        RegistrationRequest.objects.filter(Q(owner=user) | Q(token__owner=user) | Q(submitted_by=user))
         .select_related("owner", "team", "token", "client")
         .annotate(approvals_so_far=_approvals_so_far())
         .prefetch_related(
@@ -236,6 +236,7 @@ class StoredCimdDocument:
     sha256: str
     review: Any
     text: str
+    diff: str = ""  # a document change request: the change against the pinned document
 
 
 def cimd_for_request(req: RegistrationRequest) -> StoredCimdDocument | None:
@@ -253,4 +254,5 @@ def cimd_for_request(req: RegistrationRequest) -> StoredCimdDocument | None:
     except MetadataError:  # judged valid when submitted; shown as stored either way
         review = None
     text = json.dumps(req.cimd_document, indent=2, ensure_ascii=False)
-    return StoredCimdDocument(url=req.cimd_url, sha256=req.cimd_sha256, review=review, text=text)
+    diff = req.verdict.get("diff", "") if req.kind == RequestKind.CIMD_CHANGE and isinstance(req.verdict, dict) else ""
+    return StoredCimdDocument(url=req.cimd_url, sha256=req.cimd_sha256, review=review, text=text, diff=diff)

@@ -49,3 +49,15 @@ def fold_unauthorized() -> int:
     from approvals.unauthorized import unauthorized_fold
 
     return unauthorized_fold()
+
+
+@shared_task(name="approvals.tasks.check_cimd_pins")
+def check_cimd_pins() -> dict[str, int]:
+    """Re-fetch the pinned Client ID Metadata Documents that are due (``manage.py sweep cimd_drift``)."""
+    from approvals.cimd.pinning import pins_check_due
+
+    with heartbeat_timed(SWEEP_PREFIX + "cimd_drift"):
+        counts = pins_check_due()
+    if counts:
+        log_event(log, "cimd_pins_checked", counts=" ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    return counts

@@ -2,12 +2,14 @@
 
 from django.urls import path
 
-from approvals import tokens_views, views
+from approvals import preregistration_views, tokens_views, views
 from approvals.oauth2.urls import urlpatterns as oauth2_urlpatterns
 
 app_name = "approvals"
 urlpatterns: list = [
     *oauth2_urlpatterns,
+    # Pre-registration: an inventory path, served here because inventory may not import approvals.
+    path("inventory/new/", preregistration_views.preregister_page, name="preregister"),
     path("tokens/", tokens_views.token_list, name="token-list"),
     path("tokens/<int:pk>/", tokens_views.token_detail, name="token-detail"),
     path("tokens/<int:pk>/revoke", tokens_views.token_revoke_view, name="token-revoke"),

@@ -14,7 +14,8 @@ it through the functions below:
   evidence pack);
 - **pending renewals** — which clients have a renewal waiting for review (owner's list);
 - **registration stats** — registrations per day by outcome and time to decision (the sprawl dashboard);
-- **two-person approval** — which clients carry two distinct human approvals (the framework report).
+- **two-person approval** — which clients carry two distinct human approvals (the framework report);
+- **metadata document pin** — a CIMD client's pinned document, last fetch and pending change (explain page).
 
 Nothing registered (inventory on its own, or a unit test that resets the registry) degrades safely: the
 policy limits are the documented defaults, the owner quota is not capped, a renewal that needs review is
@@ -190,6 +191,33 @@ class RegistrationStats:
 REGISTRATION_OUTCOMES = ("auto-approved", "human-approved", "denied", "refused")
 
 _providers: dict[str, Callable[..., Any]] = {}
+
+
+@dataclass(frozen=True)
+class MetadataDocumentPin:
+    """A CIMD client's pinned Client ID Metadata Document and what the drift check last found (explain page)."""
+
+    url: str
+    sha256: str
+    pinned_at: datetime
+    next_check_at: datetime
+    last_fetched_at: datetime | None = None
+    last_result: str = ""
+    last_reasons: Sequence[str] = ()
+    last_error: str = ""
+    unreachable_since: datetime | None = None
+    diff: str = ""
+    pending_change: str | None = None  # the public id of the change request waiting for review
+
+
+def register_metadata_document_pin(provider: Callable[[Client], MetadataDocumentPin | None]) -> None:
+    """Approvals: ``provider(client)`` is the client's pinned metadata document, or None."""
+    _providers["metadata_document_pin"] = provider
+
+
+def metadata_document_pin(client: Client) -> MetadataDocumentPin | None:
+    provider = _providers.get("metadata_document_pin")
+    return provider(client) if provider is not None else None
 
 
 def register_registration_history(provider: Callable[[Client], Sequence[RegistrationRecord]]) -> None:

@@ -126,6 +126,7 @@ def client_narrow(
     keys_audit: dict[str, Any],
     reason: str,
     policy_version: int | None = None,
+    action: str = "client.narrow",
 ) -> Client:
     """Narrow a client and replace its registered metadata and keys; returns the updated row.
 
@@ -133,7 +134,8 @@ def client_narrow(
     the client keeps only those of its scopes that are in ``scopes``, its expiry moves to ``expires_at_most`` if
     that is sooner, and its metadata (its ``scope`` set to the kept scopes), name, auth method and keys are
     replaced. One ``client.narrow`` audit event (``keys_audit`` says where the keys came from); the IdP is
-    updated through the outbox. ``policy_version`` defaults to the client's.
+    updated through the outbox. ``policy_version`` defaults to the client's. ``action`` names the audit event
+    (an approved change of a CIMD client's document keeps its scopes but is no narrowing: ``client.cimd_change``).
     """
     locked = Client.objects.select_for_update().get(pk=client.pk)
     old_keys = jwks_thumbprints(locked.jwks)
@@ -163,7 +165,7 @@ def client_narrow(
     )
     audit_record(
         actor=actor,
-        action="client.narrow",
+        action=action,
         object_type="client",
         object_id=locked.registration_id,
         before=before,

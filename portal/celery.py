@@ -33,6 +33,8 @@ app.conf.beat_schedule = {
     "notify-approvers": {"task": "approvals.tasks.notify_approvers", "schedule": 60.0},
     "purge-statement-uses": {"task": "approvals.tasks.purge_statement_uses", "schedule": crontab(minute=23)},
     "fold-unauthorized": {"task": "approvals.tasks.fold_unauthorized", "schedule": 60.0},
+    # Each pin is due at its document's cache lifetime (clamped to REGISTRAR_CIMD_CACHE_MIN/MAX_SECONDS).
+    "check-cimd-pins": {"task": "approvals.tasks.check_cimd_pins", "schedule": 60.0},
 }
 
 

@@ -62,6 +62,12 @@ class Requester:
     audit_fields: dict[str, Any] = field(default_factory=dict)
     # Counted with the credential lookup when that is cheap (tokens); otherwise counted by the registration (``approvals.oauth2.register``).
     owner_live_clients: int | None = None
+    # Pre-registration (approvals.preregistration): request fields beyond the credential's (submitted_by, the
+    # cimd_* document fields), policy inputs (cimd_host, the trusted domain) and the validator's public web
+    # clients (a CIMD document may describe a browser-based public client).
+    request_fields: dict[str, Any] = field(default_factory=dict)
+    policy_inputs: dict[str, Any] = field(default_factory=dict)
+    public_web_clients: bool = False
 
     @property
     def issuer(self) -> TrustedIssuer | None:

@@ -120,6 +120,7 @@ def _context(requester: Requester, md: ClientMetadata, now) -> RegistrationConte
         ceiling_ttl=requester.ceiling_ttl,
         ceiling_internal_only=requester.ceiling_internal_only,
         **parent_fields,
+        **requester.policy_inputs,
     )
 
 
@@ -135,6 +136,7 @@ def _request_fields(requester: Requester, now, source_ip: str | None) -> dict[st
         "statement_subject": storable(statement.subject, max_str=512) if statement else "",
         "parent_client": requester.parent,
         "source_ip": source_ip,
+        **requester.request_fields,
     }
 
 
@@ -221,7 +223,9 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
     now = timezone.now()
     merged = requester.merge(body) if isinstance(body, dict) else body
     try:
-        md = validate_client_metadata(merged, allow_shared_secret=config.allow_shared_secret)
+        md = validate_client_metadata(
+            merged, allow_shared_secret=config.allow_shared_secret, public_web_clients=requester.public_web_clients
+        )
     except MetadataError as exc:
         reasons = [{"code": "invalid_metadata", "message": m} for m in exc.reasons]
         reg_request = _record_refusal(

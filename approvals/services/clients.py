@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from approvals.cimd.pinning import pin_create
 from approvals.models import RegistrationRequest
 from inventory.choices import RiskTier
 from inventory.models import Client, IdPConnection
@@ -31,7 +32,7 @@ def request_client_create(
     to the audit chain yet: it first takes the owner's quota lock and raises OwnerQuotaExceeded (nothing
     written) when the owner has no room left (``inventory.quotas``). ``owner_limit`` defaults to the active
     policy's ``max_live_clients_per_owner``. ``nudge_worker=False``: the caller delivers the CREATE itself after
-    the commit (see ``client_create``).
+    the commit (see ``client_create``). A CIMD request's document, hash and keys are pinned to the client.
     """
     ttl = reg_request.granted_ttl
     if ttl is None:  # set by every approval (policy or people): a request without one was never decided
@@ -40,8 +41,10 @@ def request_client_create(
         )
     owner_quota_hold(owner_id=reg_request.owner_id, limit=owner_limit)
     metadata = dict(reg_request.metadata or {})
+    if reg_request.cimd_url:  # the IdP knows a CIMD client by its document URL (inventory.outbox.push.client_spec)
+        metadata["client_id"] = reg_request.cimd_url
     spiffe_id = reg_request.statement_subject if reg_request.statement_subject.startswith("spiffe://") else ""
-    return client_create(
+    client = client_create(
         actor=actor,
         idp=idp,
         name=reg_request.client_name or metadata.get("client_name") or f"agent {reg_request.public_id}",
@@ -68,3 +71,6 @@ def request_client_create(
         reason=reason,
         ceiling_ttl_seconds=ttl,
     )
+    if reg_request.cimd_url and reg_request.cimd_document is not None:
+        pin_create(client=client, reg_request=reg_request, now=now)  # docs/cimd.md "Pinning and drift"
+    return client

@@ -1,4 +1,4 @@
-"""Decisions on registration and renewal requests: approve, deny, withdraw.
+"""Decisions on registration, renewal and CIMD document change requests: approve, deny, withdraw.
 
 Separation of duties and four-eyes live here, never in views: the HTML queue, the API and any command call
 these functions and map the exception classes (``approvals.services.errors``) onto HTTP statuses. Each is one
@@ -14,6 +14,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from approvals.choices import REQUEST_TRANSITIONS, DecisionKind, RequestKind, RequestState
+from approvals.cimd.pinning import pin_change_apply
 from approvals.models import Decision, RegistrationRequest
 from approvals.policy_store import active_policy
 from approvals.services.clients import request_client_create
@@ -44,8 +45,9 @@ def _resolve_person(principal):
 
 
 def request_parties(reg_request: RegistrationRequest) -> set[int]:
-    """User ids on the requesting side: owner/sponsor, token owner, issuer rule owner, parent's owner."""
-    ids = {reg_request.owner_id}
+    """User ids on the requesting side: owner/sponsor, whoever pre-registered it, token owner, issuer rule owner,
+    parent's owner."""
+    ids = {reg_request.owner_id, reg_request.submitted_by_id}
     if reg_request.token is not None:
         ids.add(reg_request.token.owner_id)
     if reg_request.issuer is not None:
@@ -56,8 +58,9 @@ def request_parties(reg_request: RegistrationRequest) -> set[int]:
 
 
 def _withdrawers(reg_request: RegistrationRequest) -> set[int]:
-    """Who may withdraw: the request's owner/sponsor and the owner of the credential it was made with."""
-    ids = {reg_request.owner_id}
+    """Who may withdraw: the request's owner/sponsor, whoever pre-registered it and the owner of the credential
+    it was made with."""
+    ids = {reg_request.owner_id, reg_request.submitted_by_id}
     if reg_request.token is not None:
         ids.add(reg_request.token.owner_id)
     if reg_request.issuer is not None:
@@ -208,6 +211,9 @@ def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None
     if locked.kind == RequestKind.RENEWAL:
         _finalize_renewal(locked, actor=actor, reason=reason)
         return
+    if locked.kind == RequestKind.CIMD_CHANGE:
+        _finalize_cimd_change(locked, actor=actor, reason=reason)
+        return
     idp = locked.idp or IdPConnection.objects.filter(is_default=True, enabled=True).first()
     if idp is None:
         raise DecisionConflict("no identity provider is configured for this request")
@@ -246,6 +252,18 @@ def _finalize_renewal(locked: RegistrationRequest, *, actor: Actor, reason: str)
         )
     except LifecycleError as exc:
         raise DecisionConflict(f"cannot renew: {exc}")
+    locked.state = RequestState.APPROVED
+    locked.decided_at = timezone.now()
+    locked.decision_reason = reason
+    locked.save(update_fields=["state", "decided_at", "decision_reason", "granted_scopes", "granted_ttl"])
+
+
+def _finalize_cimd_change(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None:
+    """Approve a widened Client ID Metadata Document: the client takes the reviewed document and it is pinned."""
+    try:
+        pin_change_apply(locked, actor=actor, reason=reason)
+    except ValueError as exc:
+        raise DecisionConflict(f"cannot apply the document change: {exc}")
     locked.state = RequestState.APPROVED
     locked.decided_at = timezone.now()
     locked.decision_reason = reason

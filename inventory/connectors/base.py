@@ -50,6 +50,9 @@ class ClientSpec:
 
     registrar_id: str
     client_name: str
+    #: The client_id Registrar asks the IdP to use, or None to let the connector choose. A Client ID Metadata
+    #: Document client's client_id is its document URL (docs/cimd.md): connectors that can set the id use it.
+    client_id: str | None = None
     scopes: list[str] = field(default_factory=list)
     grant_types: list[str] = field(default_factory=lambda: ["client_credentials"])
     response_types: list[str] = field(default_factory=list)

@@ -51,20 +51,24 @@ class DryRunConnector(BaseConnector):
         log_event(logger, "connector_dry_run", kind=self.kind, operation=operation, client_id=client_id)
 
     def create(self, spec: ClientSpec) -> PushResult:
-        client_id = f"{DRYRUN_PREFIX}{spec.registrar_id}"
+        client_id = spec.client_id or f"{DRYRUN_PREFIX}{spec.registrar_id}"
         self._clients[client_id] = spec
         self._record("create", client_id, self.censor(dataclasses.asdict(spec)))
-        return PushResult(client_id=client_id, remote_state={"dry_run": True})
+        state: dict[str, Any] = {"dry_run": True}
+        if spec.client_id:  # an id Registrar chose (a CIMD URL): a fresh instance answers from the state
+            state["registrar_id"] = spec.registrar_id
+        return PushResult(client_id=client_id, remote_state=state)
 
     def get(self, client_id: str, remote_state: Mapping[str, Any]) -> RemoteClient:
         spec = self._clients.get(client_id)
         if spec is None:
-            if not client_id.startswith(DRYRUN_PREFIX):
+            chosen = remote_state.get("registrar_id")
+            if not client_id.startswith(DRYRUN_PREFIX) and not chosen:
                 raise NotFound(f"dry-run: no client {client_id}")
-            # A fresh instance (another worker) has no memory: answer from the id alone.
+            # A fresh instance (another worker) has no memory: answer from the id (or the state) alone.
             return RemoteClient(
                 client_id=client_id,
-                registrar_id=client_id.removeprefix(DRYRUN_PREFIX),
+                registrar_id=chosen or client_id.removeprefix(DRYRUN_PREFIX),
                 enabled=True,
                 scopes=[],
                 metadata={"dry_run": True},

@@ -138,7 +138,9 @@ class KeycloakConnector(BaseConnector):
     # -- mapping -----------------------------------------------------------------------------------------
 
     def client_id_for(self, spec: ClientSpec) -> str:
-        return f"{self.config.get('client_id_prefix', '')}{spec.registrar_id}"
+        """The spec's own client_id (a CIMD client's URL: Keycloak's CIMD support knows it by that), else the
+        prefix and Registrar's id."""
+        return spec.client_id or f"{self.config.get('client_id_prefix', '')}{spec.registrar_id}"
 
     def representation_for(self, spec: ClientSpec, client_id: str) -> dict[str, Any]:
         """Keycloak ``ClientRepresentation`` for ``spec``; ``extra`` may add or override top-level fields."""
@@ -153,8 +155,11 @@ class KeycloakConnector(BaseConnector):
             attributes["registrar.software_id"] = spec.software_id
         if spec.software_version:
             attributes["registrar.software_version"] = spec.software_version
+        public = spec.token_endpoint_auth_method == "none"  # a public client (a CIMD document's), PKCE only
+        if public:
+            attributes["pkce.code.challenge.method"] = "S256"
         try:
-            authenticator = _AUTHENTICATOR[spec.token_endpoint_auth_method]
+            authenticator = _AUTHENTICATOR["client_secret_basic" if public else spec.token_endpoint_auth_method]
         except KeyError:
             raise BadRequest(
                 f"{self.kind}: token_endpoint_auth_method {spec.token_endpoint_auth_method!r} is unsupported"
@@ -165,7 +170,7 @@ class KeycloakConnector(BaseConnector):
             "description": f"Managed by Registrar ({spec.registrar_id})",
             "enabled": spec.enabled,
             "protocol": "openid-connect",
-            "publicClient": False,
+            "publicClient": public,
             "bearerOnly": False,
             "clientAuthenticatorType": authenticator,
             "serviceAccountsEnabled": "client_credentials" in spec.grant_types,

@@ -121,6 +121,8 @@ class Rfc7591Connector(BaseConnector):
             metadata["software_version"] = spec.software_version
         metadata.update(spec.extra)
         metadata["registrar_id"] = spec.registrar_id
+        if spec.client_id:  # a CIMD client's URL: an IdP that lets the registrant choose its id honours it
+            metadata["registrar_client_id"] = spec.client_id
         return metadata
 
     def _remote_client(self, body: Mapping[str, Any]) -> RemoteClient:

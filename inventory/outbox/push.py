@@ -17,7 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from inventory.choices import ENDED_STATES, ClientState, OutboxOperation
+from inventory.choices import ENDED_STATES, ClientState, CreatedVia, OutboxOperation
 from inventory.connectors import build_connector
 from inventory.connectors.base import BaseConnector, ClientSpec, PushResult, RemoteClient
 from inventory.connectors.errors import AlreadyExists, ConnectorError, NotFound, NotSupported, Transient, Unconfirmed
@@ -115,8 +115,10 @@ def client_spec(client: Client) -> ClientSpec:
     for key in ("grant_types", "response_types", "redirect_uris"):
         if isinstance(metadata.get(key), list):
             values[key] = list(metadata[key])
+    chosen = metadata.get("client_id") if client.created_via == CreatedVia.CIMD else None
     return ClientSpec(
         registrar_id=client.registration_id,
+        client_id=chosen if isinstance(chosen, str) and chosen else None,
         client_name=client.name,
         scopes=list(client.scopes or []),
         token_endpoint_auth_method=client.auth_method or "private_key_jwt",

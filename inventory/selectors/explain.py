@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from inventory import hooks
 from inventory.ceilings import DEFAULT_TTL_CEILINGS, Ceiling, duration
-from inventory.choices import LIVE_STATES
+from inventory.choices import LIVE_STATES, CreatedVia
 from inventory.keys import KEY_BASED_METHODS
 from inventory.models import Client, OutboxEntry, ScopeDefinition
 from portal.models import AuditEvent
@@ -119,4 +119,6 @@ def client_explain(client: Client) -> dict[str, Any]:
         "ceiling_ttl": duration(ceiling_granted.ttl_seconds) if ceiling_granted else None,
         "owner_active": bool(client.owner and client.owner.is_active),
         "key_based_auth": client.auth_method in KEY_BASED_METHODS,
+        # Only CIMD clients have one: no query for the others.
+        "cimd_pin": hooks.metadata_document_pin(client) if client.created_via == CreatedVia.CIMD else None,
     }

@@ -261,3 +261,36 @@ def test_keycloak_down_is_transient_and_admin_secret_is_not_leaked():
         fake.connector().create(SPEC)
     assert "kc-admin-secret" not in str(caught.value)
     fake.assert_done()
+
+
+def test_a_cimd_client_is_created_public_under_its_document_url():
+    url = "https://app.example.com/oauth/client.json"
+    spec = dataclasses.replace(
+        SPEC,
+        client_id=url,
+        token_endpoint_auth_method="none",
+        jwks=None,
+        grant_types=["authorization_code"],
+        response_types=["code"],
+        redirect_uris=["https://app.example.com/cb"],
+        scopes=[],
+        expires_at=None,
+        software_id=None,
+    )
+    representation = REPRESENTATION | {
+        "clientId": url,
+        "publicClient": True,
+        "clientAuthenticatorType": "client-secret",
+        "serviceAccountsEnabled": False,
+        "standardFlowEnabled": True,
+        "redirectUris": ["https://app.example.com/cb"],
+        "defaultClientScopes": [],
+        "attributes": {"registrar.id": "reg_42", "pkce.code.challenge.method": "S256"},
+    }
+    fake = FakeKeycloak(
+        TOKEN_CALL,
+        ("POST", clients(), representation, httpx.Response(201, headers={"Location": f"{BASE}{clients('/u-9')}"})),
+    )
+    result = fake.connector(client_id_prefix="rg-").create(spec)  # the URL, never prefixed
+    assert (result.client_id, result.remote_state) == (url, {"id": "u-9"})
+    fake.assert_done()

@@ -148,3 +148,26 @@ def test_list_pages_through_many_clients(idp, connector, make_spec, monkeypatch)
     assert {result.client_id for result in created} <= set(ids)
     for result in created:
         connector.delete(result.client_id, result.remote_state)
+
+
+def test_a_cimd_client_gets_its_document_url_as_client_id(idp, connector, make_spec):
+    url = f"https://app.example.com/oauth/{dataclasses.replace(make_spec()).registrar_id}.json"
+    spec = make_spec(
+        client_id=url,
+        token_endpoint_auth_method="none",
+        jwks=None,
+        grant_types=["authorization_code"],
+        response_types=["code"],
+        redirect_uris=["https://app.example.com/cb"],
+        scopes=[],
+    )
+    created = connector.create(spec)
+    assert created.client_id == url
+    remote = connector.get(created.client_id, created.remote_state)
+    assert remote.client_id == url and remote.registrar_id == spec.registrar_id
+    assert remote.metadata["token_endpoint_auth_method"] == "none"
+    # any other client still gets an id the IdP chose
+    other = connector.create(make_spec())
+    assert not other.client_id.startswith("https://")
+    connector.delete(created.client_id, created.remote_state)
+    connector.delete(other.client_id, other.remote_state)

@@ -290,6 +290,13 @@ const configuration = {
     registration: {
       enabled: true,
       initialAccessToken: INITIAL_ACCESS_TOKEN,
+      // A client Registrar names (a Client ID Metadata Document client: its id is its document's https URL,
+      // sent as registrar_client_id) gets that id; any other gets a random one, as by default.
+      idFactory(ctx) {
+        const chosen = ctx.oidc.body?.registrar_client_id;
+        if (typeof chosen === 'string' && chosen.startsWith('https://') && chosen.length <= 2000) return chosen;
+        return randomBytes(16).toString('base64url');
+      },
     },
     registrationManagement: {
       enabled: true,

@@ -37,12 +37,27 @@ def test_seed_demo_creates_people_catalogue_and_every_state(django_user_model):
     assert IdPConnection.objects.filter(is_default=True).count() == 1
     assert verify_chain()[1] is None
     # idempotent
-    pending = RegistrationRequest.objects.filter(state="pending")
+    pending = RegistrationRequest.objects.filter(state="pending", kind="registration")
     assert sorted(pending.values_list("risk_tier", flat=True)) == ["high", "medium", "medium"]
     assert all(r.token_id and r.owner.username == "alice" for r in pending)
     call_command("seed_demo", "--password", "demo-pass-123", stdout=StringIO())
-    assert Client.objects.count() == 9
+    assert Client.objects.count() == 10
     assert pending.count() == 3
+    assert RegistrationRequest.objects.filter(state="pending", kind="cimd_change").count() == 1
+
+
+def test_seed_demo_has_a_cimd_client_with_its_pinned_document_and_a_pending_change():
+    from approvals.models import CimdPin
+
+    out = StringIO()
+    call_command("seed_demo", "--password", "demo-pass-123", stdout=out)
+    pin = CimdPin.objects.select_related("client", "change_request").get()
+    assert pin.client.created_via == "cimd" and pin.client.metadata["client_id"] == pin.url
+    assert pin.document["redirect_uris"] == ["https://desk.example.com/oauth/callback"]
+    change = pin.change_request
+    assert change.state == "pending" and change.kind == "cimd_change" and change.client_id == pin.client_id
+    assert any("adds redirect hosts desk-partner.example.net" in r["message"] for r in change.reasons)
+    assert f"CIMD client {pin.client.registration_id}" in out.getvalue()
 
 
 def test_seed_demo_shows_attestation_due_a_sponsor_short_and_reported_use():

@@ -169,6 +169,7 @@ class Command(BaseCommand):
             issues = self._lifecycle_policy(users) if created else 0
             token_text = self._token(users, default_idp)
             queued = self._pending_requests(token_text)
+            cimd = self._cimd_client(users, default_idp)
         self.stdout.write(self.style.SUCCESS(f"demo data ready: {created} new clients, {queued} requests in the queue"))
         if created:
             self.stdout.write(
@@ -179,6 +180,8 @@ class Command(BaseCommand):
             self.stdout.write(f"generated password for every demo user: {password}")
         else:
             self.stdout.write("password: as given (--password / REGISTRAR_DEMO_PASSWORD)")
+        if cimd:
+            self.stdout.write(f"CIMD client {cimd}: pinned document and a pending change (docs/cimd.md)")
         if token_text:
             self.stdout.write(f"initial access token for alice (purpose 'Demo: support triage agents'): {token_text}")
 
@@ -369,3 +372,72 @@ class Command(BaseCommand):
             submission = registration_submit(requester=requester, body=body | {"jwks": jwks}, source_ip="127.0.0.1")
             queued += submission.reg_request.state == RequestState.PENDING
         return queued
+
+    def _cimd_client(self, users, idp) -> str | None:
+        """A Client ID Metadata Document client, pre-registered by alice through the intake and approved by bob,
+        so its document is pinned; then a re-fetched document that adds a redirect host, so a change waits for
+        review with its diff (/inventory/<id>/, /approvals/). The document's host is not reachable from the
+        demo: the pin's next check is put off to the cache maximum, after which the drift task flags it."""
+        import hashlib
+        import json
+
+        from approvals.cimd.document import validate_cimd_document
+        from approvals.cimd.fetch import CimdDocument
+        from approvals.cimd.pinning import pin_judge
+        from approvals.models import CimdPin
+        from approvals.oauth2.credentials import Requester
+        from approvals.oauth2.register import registration_submit
+        from approvals.services import request_approve
+
+        if CimdPin.objects.exists():
+            return None
+        url = "https://desk.example.com/oauth/client.json"
+        document = {
+            "client_id": url,
+            "client_name": "Desk Assistant",
+            "client_uri": "https://desk.example.com/",
+            "redirect_uris": ["https://desk.example.com/oauth/callback"],
+            "grant_types": ["authorization_code"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+        }
+        body = json.dumps(document).encode()
+        review = validate_cimd_document(url, document, purpose="Answers service desk questions in the browser")
+        md = review.metadata.to_response_dict() | {"scope": "tickets:read", "internal_only": True}
+        requester = Requester(
+            via=CreatedVia.CIMD,
+            owner=users["alice"],
+            actor=Actor.user(users["alice"]),
+            audit_fields={"submitted_by": "alice", "cimd_url": url},
+            request_fields={
+                "submitted_by": users["alice"],
+                "cimd_url": url,
+                "cimd_sha256": hashlib.sha256(body).hexdigest(),
+                "cimd_document": document,
+            },
+            policy_inputs={"cimd_host": review.host, "cimd_trusted_domain": None},
+            public_web_clients=True,
+            idp=idp,
+        )
+        submission = registration_submit(requester=requester, body=md, source_ip="127.0.0.1")
+        request_approve(
+            reg_request=submission.reg_request, approver=users["bob"], reason="demo: the desk vendor's document"
+        )
+        pin = CimdPin.objects.get(client__registration_id=submission.reg_request.public_id)
+        widened = document | {"redirect_uris": [*document["redirect_uris"], "https://desk-partner.example.net/cb"]}
+        widened_body = json.dumps(widened).encode()
+        now = timezone.now()
+        fetched = CimdDocument(
+            url=url,
+            body=widened_body,
+            sha256=hashlib.sha256(widened_body).hexdigest(),
+            document=widened,
+            review=validate_cimd_document(url, widened),
+            fetched_at=now.timestamp(),
+            expires_at=now.timestamp() + settings.REGISTRAR_CIMD_CACHE_MAX_SECONDS,
+            max_age=settings.REGISTRAR_CIMD_CACHE_MAX_SECONDS,
+            cache_control="max-age=259200",
+            address="",
+        )
+        pin_judge(pin_id=pin.pk, fetched=fetched, keys=None, now=now)
+        return submission.reg_request.public_id
