@@ -384,6 +384,10 @@ SPECTACULAR_SETTINGS = {
 if REDIS_URL:
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": 3600}
+    if CELERY_BROKER_URL.split("://", 1)[0] in ("redis", "rediss"):
+        # kombu's Redis transport with the guard that keeps a Redis outage from ending a worker (portal/broker.py;
+        # celery/kombu#582).
+        CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
 else:
     # kombu's filesystem transport: a broker that needs no server, for make run. Every folder it uses is under
     # DATA_DIR, its exchange table (control_folder, "control/" in the working directory by default) included.

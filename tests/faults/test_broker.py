@@ -1,11 +1,13 @@
 """Redis (broker and cache) killed -9 under load and restarted (issue 23, item 4): agents and people get no 5xx,
-and the running Celery worker consumes again within 60 s of the restart, without being restarted itself."""
+and the running Celery worker consumes again within 60 s of the restart, without being restarted itself.
+
+Before portal/broker.py this test reproduced issue 23's worker crash (kombu 5.7.0, redis-py 8.1.0): "Unrecoverable
+error: AttributeError("'NoneType' object has no attribute 'hostname'")" in kombu.transport.redis
+Channel._connparams, the shape of celery/kombu#582; the worker exited and nothing consumed again."""
 
 from __future__ import annotations
 
 import time
-
-import pytest
 
 from tests.faults.conftest import FAULT
 from tests.faults.harness import Load
@@ -26,13 +28,6 @@ def _heartbeat_seen(queue: str):
     return Heartbeat.objects.filter(name=f"queue:{queue}").first()
 
 
-@pytest.mark.xfail(
-    reason="issue 23's worker crash, reproduced here intermittently (kombu 5.7.0, redis-py 8.1.0): after the "
-    "restart the worker stops with Unrecoverable error: AttributeError(\"'NoneType' object has no attribute "
-    "'hostname'\") in kombu.transport.redis Channel._connparams (the shape of celery/kombu#582); its cause is "
-    "not removed yet. The HTTP assertions come first and hold either way.",
-    strict=False,
-)
 def test_redis_killed_under_load_and_restarted(fault_server, world):
     owner = world.owner()
     _, rat = world.token(owner, max_uses=100_000)
