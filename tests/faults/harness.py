@@ -36,7 +36,7 @@ import httpx
 
 from tests.idp_server import IdPProcess
 from tests.races.harness import GUNICORN, Call, RaceServer, _sources
-from tests.workers import ROOT, CeleryWorker, _free_port, wait_for
+from tests.workers import ROOT, CeleryWorker, RedisServer, wait_for
 
 # The deployment split of issue 23 (contrib/): the agent API and the human pages in separate gunicorn pools.
 API_WORKERS = 3
@@ -54,6 +54,28 @@ FAULT_ENV = {
 }
 
 
+# The suite's own servers listen on ports of this range (REGISTRAR_FAULT_PORTS, "first-last"), below the kernel's
+# ephemeral range: a port found free cannot be taken by some process's outgoing connection before the server
+# binds it (what a port from bind(0) allows on a busy machine).
+_PORT_RANGE = os.environ.get("REGISTRAR_FAULT_PORTS", "18600-18699")
+_next_port = int(_PORT_RANGE.split("-")[0])
+
+
+def _fault_port() -> int:
+    """The next port of the range that nothing listens on."""
+    global _next_port
+    first, last = (int(part) for part in _PORT_RANGE.split("-"))
+    for _ in range(last - first + 1):
+        port, _next_port = _next_port, (_next_port + 1 if _next_port < last else first)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError(f"no free port in {_PORT_RANGE} (REGISTRAR_FAULT_PORTS)")
+
+
 def _pg_bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name) or ""]
     if not found[-1]:
@@ -65,7 +87,7 @@ class PostgresServer:
     """A throw-away PostgreSQL cluster on ``127.0.0.1:<port>`` with trust authentication for ``postgres``."""
 
     def __init__(self) -> None:
-        self.port = _free_port()
+        self.port = _fault_port()
         self.root = Path(tempfile.mkdtemp(prefix="registrar-faults-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "postgres.log"
@@ -122,7 +144,10 @@ class FaultServer(RaceServer):
     def __init__(self, *, postgres: PostgresServer, **kwargs) -> None:
         super().__init__(admin_url=postgres.admin_url, **kwargs)
         self.postgres = postgres
-        self.pages_port = _free_port()
+        self.port = _fault_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.redis = RedisServer(port=_fault_port())
+        self.pages_port = _fault_port()
         self.pages_url = f"http://127.0.0.1:{self.pages_port}"
         self.pools: dict[str, subprocess.Popen] = {}
 
@@ -256,7 +281,7 @@ class FaultProxy:
     def __init__(self, upstream: str) -> None:
         parts = urlsplit(upstream)
         self.upstream_host, self.upstream_port = parts.hostname or "127.0.0.1", parts.port or 80
-        self.port = _free_port()
+        self.port = _fault_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.mode = "pass"
         self.delay = 0.0
@@ -363,7 +388,7 @@ def build_fault_server(postgres: PostgresServer) -> FaultServer:
     )
     try:
         server.create_database()
-        idp = IdPProcess().start()
+        idp = IdPProcess(port=_fault_port()).start()
         server.push(idp.stop)
         proxy = FaultProxy(idp.issuer).start()
         server.push(proxy.close)
