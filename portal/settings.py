@@ -384,6 +384,10 @@ SPECTACULAR_SETTINGS = {
 if REDIS_URL:
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
     CELERY_BROKER_TRANSPORT_OPTIONS: dict = {"visibility_timeout": 3600}
+    if CELERY_BROKER_URL.split("://", 1)[0] in ("redis", "rediss"):
+        # kombu's Redis transport with the guard that keeps a Redis outage from ending a worker (portal/broker.py;
+        # celery/kombu#582).
+        CELERY_BROKER_TRANSPORT = "portal.broker:Transport"
 else:
     # kombu's filesystem transport: a broker that needs no server, for make run. Every folder it uses is under
     # DATA_DIR, its exchange table (control_folder, "control/" in the working directory by default) included.
@@ -431,6 +435,17 @@ REGISTRAR_PUBLIC_URL = (env_str("REGISTRAR_PUBLIC_URL") or "").rstrip("/")
 REGISTRAR_DEMO_PASSWORD = env_str("REGISTRAR_DEMO_PASSWORD")
 REGISTRAR_SLACK_WEBHOOK_URL = env_str("REGISTRAR_SLACK_WEBHOOK_URL")
 REGISTRAR_INLINE_DELIVERY_TIMEOUT = float(env_int("REGISTRAR_INLINE_DELIVERY_TIMEOUT_MS", 2000, minimum=50)) / 1000
+# The inline wait's circuit per IdP and bulkhead, per web process (portal.circuit, inventory.outbox.deliver;
+# docs/operations.md, "The IdP is slow, down or answers 5xx").
+REGISTRAR_INLINE_MAX_WAITERS = env_int("REGISTRAR_INLINE_MAX_WAITERS", 2, minimum=0)
+REGISTRAR_INLINE_CIRCUIT_WINDOW = env_int("REGISTRAR_INLINE_CIRCUIT_WINDOW", 20, minimum=1)
+REGISTRAR_INLINE_CIRCUIT_MIN_SAMPLES = env_int("REGISTRAR_INLINE_CIRCUIT_MIN_SAMPLES", 5, minimum=1)
+REGISTRAR_INLINE_CIRCUIT_FAILURE_RATIO = env_float("REGISTRAR_INLINE_CIRCUIT_FAILURE_RATIO", 0.5, minimum=0.01)
+REGISTRAR_INLINE_CIRCUIT_EWMA_ALPHA = env_float("REGISTRAR_INLINE_CIRCUIT_EWMA_ALPHA", 0.3, minimum=0.01)
+for _name in ("REGISTRAR_INLINE_CIRCUIT_FAILURE_RATIO", "REGISTRAR_INLINE_CIRCUIT_EWMA_ALPHA"):
+    if globals()[_name] > 1:
+        raise ImproperlyConfigured(f"{_name} must be <= 1")
+REGISTRAR_INLINE_CIRCUIT_OPEN_SECONDS = env_float("REGISTRAR_INLINE_CIRCUIT_OPEN_SECONDS", 10.0, minimum=0.1)
 REGISTRAR_REGISTER_RATE_PER_TOKEN = env_str("REGISTRAR_REGISTER_RATE_PER_TOKEN", "120/m")
 REGISTRAR_REGISTER_RATE_PER_IP = env_str("REGISTRAR_REGISTER_RATE_PER_IP", "600/m")
 REGISTRAR_MAX_BODY_BYTES = env_int("REGISTRAR_MAX_BODY_BYTES", 64 * 1024, minimum=1024)

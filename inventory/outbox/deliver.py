@@ -26,11 +26,19 @@ from portal.unavailable import is_database_unavailable
 logger = logging.getLogger(__name__)
 
 # The 201 path's adaptive wait (portal.circuit), per web process. A circuit per IdP: when an IdP's recent inline
-# calls are slower than the budget (an EWMA above it) or half of the last 20 failed, registrations for it answer
-# 202 at once for 10 s, then one request probes it. At most INLINE_MAX_WAITERS requests of a process wait inline
-# at a time (a threaded server's bulkhead; a sync gunicorn worker holds one request anyway).
-INLINE_MAX_WAITERS = 2
-INLINE_CIRCUIT = Circuit(budget=float(settings.REGISTRAR_INLINE_DELIVERY_TIMEOUT), open_seconds=10.0)
+# calls are slower than the budget (an EWMA above it) or a share of the last few failed, registrations for it
+# answer 202 at once for a while, then one request probes it. At most INLINE_MAX_WAITERS requests of a process
+# wait inline at a time (a threaded server's bulkhead; a sync gunicorn worker holds one request anyway). All are
+# settings: REGISTRAR_INLINE_* (docs/operations.md).
+INLINE_MAX_WAITERS = settings.REGISTRAR_INLINE_MAX_WAITERS
+INLINE_CIRCUIT = Circuit(
+    budget=float(settings.REGISTRAR_INLINE_DELIVERY_TIMEOUT),
+    alpha=settings.REGISTRAR_INLINE_CIRCUIT_EWMA_ALPHA,
+    window=settings.REGISTRAR_INLINE_CIRCUIT_WINDOW,
+    failure_ratio=settings.REGISTRAR_INLINE_CIRCUIT_FAILURE_RATIO,
+    min_samples=settings.REGISTRAR_INLINE_CIRCUIT_MIN_SAMPLES,
+    open_seconds=settings.REGISTRAR_INLINE_CIRCUIT_OPEN_SECONDS,
+)
 INLINE_BULKHEAD = Bulkhead(INLINE_MAX_WAITERS)
 
 

@@ -97,3 +97,18 @@ def test_dockerfile_is_slim_non_root_and_collects_static_files_at_build():
     (cmd,) = re.findall(r"^CMD (.*)$", dockerfile, re.MULTILINE)
     (exec_start,) = unit_lines(UNITS["web"])["ExecStart"]
     assert normalised(yaml.safe_load(cmd)) == normalised(shlex.split(exec_start))
+
+
+def test_the_agent_api_pool_runs_the_web_command_on_its_own_port():
+    """Issue 23: the agent API and the human pages in separate gunicorn pools, in the units and in compose."""
+    web, api = unit_lines(UNITS["web"]), unit_lines("registrar-api.service")
+    assert api["ExecStart"] == web["ExecStart"]
+    assert "GUNICORN_BIND=127.0.0.1:8001" in api["Environment"]
+    assert api["RuntimeDirectory"] != web["RuntimeDirectory"]  # each pool its own metric files
+    assert api["Restart"] == ["always"]
+    services = compose()["services"]
+    assert services["api"]["command"] == services["web"]["command"]
+    assert services["api"]["environment"]["GUNICORN_BIND"] == "0.0.0.0:8001"
+    assert "8001/readyz" in " ".join(services["api"]["healthcheck"]["test"])
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    assert "location ~ ^/(oauth2|api)/" in deploy and "proxy_pass http://127.0.0.1:8001;" in deploy
