@@ -395,8 +395,8 @@ else:
     for _sub in ("out", "processed", "control"):
         (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_URL = "filesystem://"
-    # kombu's transport with messages renamed into place whole (portal/broker_fs.py says why)
-    CELERY_BROKER_TRANSPORT = "portal.broker_fs:Transport"
+    # kombu's transport with messages renamed into place whole (portal/broker.py says why)
+    CELERY_BROKER_TRANSPORT = "portal.broker:FilesystemTransport"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "out"),
         "data_folder_out": str(_broker_dir / "out"),

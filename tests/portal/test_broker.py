@@ -39,9 +39,9 @@ def test_kombu_selects_the_guarded_transport_for_a_redis_url():
 
 @pytest.mark.parametrize(
     ("redis_url", "expected"),
-    [("redis://127.0.0.1:6390/0", "portal.broker:Transport"), ("", "filesystem")],
+    [("redis://127.0.0.1:6390/0", "portal.broker:Transport"), ("", "portal.broker:FilesystemTransport")],
 )
-def test_the_celery_app_uses_the_guarded_transport_for_a_redis_broker(redis_url, expected, tmp_path):
+def test_the_celery_app_uses_the_guarded_transport_for_either_broker(redis_url, expected, tmp_path):
     from tests.portal.test_settings import _import_settings
 
     snippet = (

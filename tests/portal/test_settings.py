@@ -262,4 +262,4 @@ def test_the_embedded_broker_keeps_every_file_under_the_data_dir(tmp_path):
     assert list(workdir.iterdir()) == []
     assert (data / "broker" / "control" / "celery.exchange").is_file()
     assert len(list((data / "broker" / "out").iterdir())) == 1  # the message
-    assert result.stdout.strip() == "portal.broker_fs"  # messages renamed into place whole
+    assert result.stdout.strip() == "portal.broker"  # messages renamed into place whole

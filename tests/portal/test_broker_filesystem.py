@@ -9,7 +9,7 @@ from queue import Empty
 import pytest
 from kombu import Connection
 
-from portal import broker_fs
+from portal import broker
 
 
 @pytest.fixture
@@ -23,7 +23,7 @@ def channel(tmp_path):
         "control_folder": str(tmp_path / "control"),
         "store_processed": False,
     }
-    with Connection(transport=broker_fs.Transport, transport_options=options) as connection:
+    with Connection(transport=broker.FilesystemTransport, transport_options=options) as connection:
         yield connection.channel()
 
 
@@ -41,7 +41,7 @@ def test_a_message_being_written_is_invisible_to_the_reader_until_it_is_renamed_
         seen.append(os.path.basename(dst))
         real_replace(src, dst)
 
-    monkeypatch.setattr(broker_fs.os, "replace", replace)
+    monkeypatch.setattr(broker.os, "replace", replace)
     channel._put("celery", payload)
 
     assert len(seen) == 1 and seen[0].endswith(".celery.msg")
@@ -53,7 +53,7 @@ def test_a_failed_write_leaves_no_partial_file_and_says_which_message(channel, m
     def replace(src, dst):
         raise PermissionError(13, "read-only folder")
 
-    monkeypatch.setattr(broker_fs.os, "replace", replace)
+    monkeypatch.setattr(broker.os, "replace", replace)
     with pytest.raises(Exception, match=r"Cannot add file .*\.celery\.msg"):
         channel._put("celery", {"body": "y"})
     assert os.listdir(channel.data_folder_out) == []
