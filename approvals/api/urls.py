@@ -1,11 +1,15 @@
-"""/api/v1/requests/ routes (included from portal/urls.py under api/v1/)."""
+"""/api/v1/ routes of approvals (included from portal/urls.py): the review queue's requests, an owner's own
+requests and initial access tokens."""
 
 from rest_framework.routers import SimpleRouter
 
+from approvals.api.owner import MyRequestViewSet, TokenViewSet
 from approvals.api.views import RegistrationRequestViewSet
 
 router = SimpleRouter()
 router.register("requests", RegistrationRequestViewSet, basename="request")
+router.register("my-requests", MyRequestViewSet, basename="my-request")
+router.register("tokens", TokenViewSet, basename="token")
 
 app_name = "approvals-api"
 urlpatterns = router.urls
