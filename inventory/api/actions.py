@@ -41,8 +41,12 @@ from portal import roles
 CLIENT_RELATED = ("owner", "team", "idp", "parent", "hold_by")
 
 
+def _reloaded(client: Client) -> Client:
+    return Client.objects.select_related(*CLIENT_RELATED).get(pk=client.pk)
+
+
 def _fresh(client: Client) -> dict:
-    return dict(ClientSerializer(Client.objects.select_related(*CLIENT_RELATED).get(pk=client.pk)).data)
+    return dict(ClientSerializer(_reloaded(client)).data)
 
 
 def _visible_client(request, registration_id: str) -> Client:
@@ -89,7 +93,7 @@ class ClientRenewView(APIView):
                     "needs_review": outcome.needs_review,
                     "request_id": review.public_id if review is not None else None,
                     "review_reasons": [r["message"] for r in review.reasons] if review is not None else [],
-                    "client": _fresh(outcome.client),
+                    "client": _reloaded(outcome.client),
                 }
             ).data
         )
@@ -240,7 +244,7 @@ class ClientLiftHoldView(APIView):
                     "lifted": done.lifted,
                     "resumed": done.resumed,
                     "still_suspended": done.still_suspended,
-                    "client": _fresh(client),
+                    "client": _reloaded(client),
                 }
             ).data
         )

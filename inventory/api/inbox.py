@@ -172,8 +172,10 @@ class SyncFailureListView(generics.ListAPIView):
         return self.get_paginated_response(rows) if page is not None else Response(rows)
 
 
-def _dead_letter(pk: int):
-    return get_object_or_404(dead_letters(), pk=pk)
+def _dead_letter(pk: int) -> OutboxEntry:
+    return get_object_or_404(
+        OutboxEntry.objects.select_related("client", "idp"), pk=pk
+    )  # the service checks it is dead
 
 
 def _one_row(pk: int) -> dict:
