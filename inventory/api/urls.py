@@ -5,6 +5,7 @@ from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
 from inventory.api import actions, inbox, views
+from inventory.api.lifecycle_policy import LifecyclePolicyPreviewView, LifecyclePolicyView
 from inventory.api.usage import UsageIngestView
 
 router = SimpleRouter(trailing_slash=True)
@@ -44,6 +45,8 @@ urlpatterns = [
     path("sponsorships/<int:pk>/accept/", inbox.SponsorshipAcceptView.as_view(), name="sponsorship-accept"),
     path("sponsorships/<int:pk>/decline/", inbox.SponsorshipDeclineView.as_view(), name="sponsorship-decline"),
     path("sponsorships/<int:pk>/remove/", inbox.SponsorshipRemoveView.as_view(), name="sponsorship-remove"),
+    path("lifecycle-policy/", LifecyclePolicyView.as_view(), name="lifecycle-policy"),
+    path("lifecycle-policy/preview/", LifecyclePolicyPreviewView.as_view(), name="lifecycle-policy-preview"),
     path("sync-failures/", inbox.SyncFailureListView.as_view(), name="sync-failures"),
     path("sync-failures/<int:pk>/retry/", inbox.SyncFailureRetryView.as_view(), name="sync-failure-retry"),
     path("sync-failures/<int:pk>/resolve/", inbox.SyncFailureResolveView.as_view(), name="sync-failure-resolve"),
