@@ -24,12 +24,15 @@ from approvals.tokens_views import token_state
 from inventory.models import IdPConnection
 from portal.api.errors import Conflict, ErrorSerializer
 from portal.audit import Actor
-from portal.roles import HasRole, Role
+from portal.roles import HasRole, Role, has_role
 
-OWNERS = HasRole.of(Role.OWNER)
+# Owners their own tokens (/tokens/); admins every token, read and revoke, as Django admin lets them; only
+# owners mint (a token binds what it registers to its owner).
+TOKEN_ROLES = HasRole.of(Role.OWNER, Role.ADMIN)
 
 
 class TokenSerializer(serializers.ModelSerializer):
+    owner = serializers.CharField(source="owner.username", read_only=True)
     idp = serializers.CharField(source="idp.name", read_only=True, allow_null=True, default=None)
     team = serializers.CharField(source="team.slug", read_only=True, allow_null=True, default=None)
     state = serializers.SerializerMethodField(help_text="active, used up, expired or revoked")
@@ -37,7 +40,7 @@ class TokenSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = InitialAccessToken
-        fields = ["id", "prefix", "purpose", "allowed_scopes", "max_ttl_seconds", "max_uses", "uses"]
+        fields = ["id", "prefix", "owner", "purpose", "allowed_scopes", "max_ttl_seconds", "max_uses", "uses"]
         fields += ["internal_only", "idp", "team", "state", "registrations", "created_at", "expires_at"]
         fields += ["revoked_at", "last_used_at"]
         read_only_fields = fields
@@ -83,19 +86,21 @@ class ReasonInputSerializer(serializers.Serializer):
 
 
 @extend_schema_view(
-    list=extend_schema(summary="Your initial access tokens", tags=["tokens"]),
-    retrieve=extend_schema(summary="One of your tokens", tags=["tokens"]),
+    list=extend_schema(summary="Your initial access tokens (admins: every token)", tags=["tokens"]),
+    retrieve=extend_schema(summary="One of your tokens (admins: any)", tags=["tokens"]),
 )
 class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = TokenSerializer
-    permission_classes = [OWNERS]
+    permission_classes = [TOKEN_ROLES]
     lookup_value_regex = r"[0-9]+"
     queryset = InitialAccessToken.objects.none()  # for the schema; the real one is the caller's
 
     def get_queryset(self):
+        tokens = InitialAccessToken.objects.all()
+        if not has_role(self.request.user, Role.ADMIN):
+            tokens = tokens.filter(owner_id=self.request.user.pk)
         return (
-            InitialAccessToken.objects.filter(owner_id=self.request.user.pk)
-            .select_related("idp", "team")
+            tokens.select_related("idp", "team", "owner")
             .annotate(registrations=Count("requests"))
             .order_by("-created_at", "-pk")
         )
@@ -111,6 +116,8 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         },
     )
     def create(self, request):
+        if not has_role(request.user, Role.OWNER):
+            raise PermissionDenied("Only owners mint tokens.")
         body = TokenMintSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         data = body.validated_data
@@ -139,13 +146,13 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         responses={
             200: TokenSerializer,
             400: OpenApiResponse(description="Malformed input"),
-            404: OpenApiResponse(ErrorSerializer, description="Not one of your tokens"),
+            404: OpenApiResponse(ErrorSerializer, description="Not one of your tokens (admins: no such token)"),
             409: OpenApiResponse(ErrorSerializer, description="Already revoked"),
         },
     )
     @action(detail=True, methods=["post"])
     def revoke(self, request, pk=None):
-        token = get_object_or_404(InitialAccessToken, pk=pk, owner=request.user)
+        token = get_object_or_404(self.get_queryset(), pk=pk)
         body = ReasonInputSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         try:

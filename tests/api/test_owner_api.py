@@ -54,6 +54,15 @@ def test_tokens_are_for_owners(security_user, approver, catalogue):
     assert not InitialAccessToken.objects.exists()
 
 
+def test_admins_see_and_revoke_any_token_but_mint_none(admin_user, owner, catalogue):
+    token = TokenFactory(owner=owner)
+    api = as_user(admin_user)
+    assert [t["owner"] for t in api.get("/api/v1/tokens/").json()["results"]] == [owner.username]
+    assert api.post("/api/v1/tokens/", MINT, format="json").status_code == 403
+    assert api.post(f"/api/v1/tokens/{token.pk}/revoke/", {"reason": "leaver"}, format="json").status_code == 200
+    assert AuditEvent.objects.filter(action="token.revoke", actor_id=str(admin_user.pk)).count() == 1
+
+
 def test_revoke_own_token_once_and_never_anothers(owner, catalogue):
     token = TokenFactory(owner=owner)
     others = TokenFactory(owner=UserFactory(username="other", roles=["owner"]))
