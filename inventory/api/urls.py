@@ -4,7 +4,7 @@ offer), containment and break glass, transfer and sponsorship inboxes, sync fail
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from inventory.api import actions, inbox, views
+from inventory.api import actions, idp, inbox, views
 from inventory.api.lifecycle_policy import LifecyclePolicyPreviewView, LifecyclePolicyView
 from inventory.api.usage import UsageIngestView
 
@@ -45,6 +45,9 @@ urlpatterns = [
     path("sponsorships/<int:pk>/accept/", inbox.SponsorshipAcceptView.as_view(), name="sponsorship-accept"),
     path("sponsorships/<int:pk>/decline/", inbox.SponsorshipDeclineView.as_view(), name="sponsorship-decline"),
     path("sponsorships/<int:pk>/remove/", inbox.SponsorshipRemoveView.as_view(), name="sponsorship-remove"),
+    path("idp-connections/", idp.IdPConnectionListView.as_view(), name="idp-connections"),
+    path("idp-connections/<int:pk>/secrets/", idp.IdPSecretsView.as_view(), name="idp-secrets"),
+    path("idp-connections/<int:pk>/test/", idp.IdPConnectionTestView.as_view(), name="idp-test"),
     path("lifecycle-policy/", LifecyclePolicyView.as_view(), name="lifecycle-policy"),
     path("lifecycle-policy/preview/", LifecyclePolicyPreviewView.as_view(), name="lifecycle-policy-preview"),
     path("sync-failures/", inbox.SyncFailureListView.as_view(), name="sync-failures"),
