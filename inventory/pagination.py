@@ -18,6 +18,7 @@ from django.db import connection
 from django.db.models import BooleanField, F, Field, Q, QuerySet
 from django.db.models.expressions import RawSQL
 from django.utils.dateparse import parse_datetime
+from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import BasePagination
 from rest_framework.response import Response
 
@@ -56,7 +57,19 @@ def encode_cursor(value: Any, pk: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(token: str) -> tuple[Any, int]:
+# What a cursor's sort value must be, by column (anything else is a text column); and the id's range.
+_CURSOR_KINDS = {"created_at": "datetime", "expires_at": "datetime", "depth": "int"}
+_MAX_ID = 2**63 - 1
+_MAX_INT = 2**31 - 1
+_MAX_TEXT = 1000
+
+
+def decode_cursor(token: str, field: str | None = None) -> tuple[Any, int]:
+    """The (sort value, id) a cursor holds; BadRequest unless it is one this sort could have made.
+
+    A cursor comes from the query string, so anyone can craft one: its value must have the type of the sort
+    column (``field``) and its id the range of one, or the database would be the one to refuse it (a 500).
+    """
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         value, pk = json.loads(raw)
@@ -64,9 +77,22 @@ def decode_cursor(token: str) -> tuple[Any, int]:
             value = parse_datetime(value["dt"])
             if value is None:
                 raise ValueError("bad datetime")
-        return value, int(pk)
-    except (ValueError, TypeError, KeyError, json.JSONDecodeError) as exc:
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise BadRequest("Invalid page cursor.") from exc
+    if type(pk) is not int or not 0 < pk <= _MAX_ID or (field is not None and not _cursor_value_fits(field, value)):
+        raise BadRequest("Invalid page cursor.")
+    return value, pk
+
+
+def _cursor_value_fits(field: str, value: Any) -> bool:
+    kind = _CURSOR_KINDS.get(field, "text")
+    if value is None:
+        return field in NULLABLE
+    if kind == "datetime":
+        return isinstance(value, datetime) and value.tzinfo is not None
+    if kind == "int":
+        return type(value) is int and -_MAX_INT <= value <= _MAX_INT
+    return isinstance(value, str) and len(value) <= _MAX_TEXT and "\x00" not in value
 
 
 def _row_compare(field: str, op: str, value: Any, pk: int) -> Q:
@@ -150,9 +176,9 @@ def keyset_paginate(
     page_size = max(1, min(page_size, MAX_PAGE_SIZE))
     backwards = bool(before) and not after
     if after:
-        qs = qs.filter(_after(field, descending, *decode_cursor(after)))
+        qs = qs.filter(_after(field, descending, *decode_cursor(after, field)))
     elif before:
-        qs = qs.filter(_before(field, descending, *decode_cursor(before)))
+        qs = qs.filter(_before(field, descending, *decode_cursor(before, field)))
     ordering = _reverse_ordering(field, descending) if backwards else _ordering(field, descending)
     # Two steps: the page's ids (a narrow query the planner answers from indexes alone, e.g. a BitmapAnd of
     # the search and filter indexes), then those rows with their joins by primary key.
@@ -184,13 +210,16 @@ class KeysetPagination(BasePagination):
         except ValueError:
             size = DEFAULT_PAGE_SIZE
         self.request = request
-        self.page = keyset_paginate(
-            queryset,
-            sort=request.query_params.get("sort"),
-            after=request.query_params.get("after"),
-            before=request.query_params.get("before"),
-            page_size=size,
-        )
+        try:
+            self.page = keyset_paginate(
+                queryset,
+                sort=request.query_params.get("sort"),
+                after=request.query_params.get("after"),
+                before=request.query_params.get("before"),
+                page_size=size,
+            )
+        except BadRequest as refused:
+            raise ValidationError({"after" if request.query_params.get("after") else "before": [str(refused)]})
         return self.page.items
 
     def _link(self, param: str, cursor: str | None) -> str | None:

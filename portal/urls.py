@@ -5,6 +5,7 @@ from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from portal import views
+from portal.api.views import api_not_found
 from portal.tlog import views as log_views
 
 urlpatterns = [
@@ -24,6 +25,7 @@ urlpatterns = [
     path("", include("inventory.urls")),
     path("api/v1/", include("inventory.api.urls")),
     path("scim/v2/", include("inventory.scim")),
+    re_path(r"^api/", api_not_found),  # last: only what no route above took
 ]
 
 handler403 = "portal.views.permission_denied"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rest_framework import serializers
 
+from approvals.choices import PolicyOutcome
 from approvals.models import Decision, RegistrationRequest
 
 
@@ -24,6 +25,11 @@ class RegistrationRequestSerializer(serializers.ModelSerializer):
     client_id = serializers.SerializerMethodField(help_text="Registration id of the client it became, if any")
     approvals_so_far = serializers.IntegerField(read_only=True)
     decisions = DecisionSerializer(many=True, read_only=True)
+    # Blank until the policy has run: said here, or the schema's enum would leave "" out.
+    risk_tier = serializers.ChoiceField(
+        choices=RegistrationRequest._meta.get_field("risk_tier").choices, allow_blank=True, read_only=True
+    )
+    outcome = serializers.ChoiceField(choices=PolicyOutcome.choices, allow_blank=True, read_only=True)
 
     class Meta:
         model = RegistrationRequest
@@ -78,7 +84,3 @@ class ApproveInputSerializer(serializers.Serializer):
 
 class DenyInputSerializer(serializers.Serializer):
     reason = serializers.CharField(required=True, allow_blank=False, max_length=2000)
-
-
-class ErrorSerializer(serializers.Serializer):
-    detail = serializers.CharField()

@@ -1,13 +1,19 @@
-"""/api/v1/requests/ and /api/v1/registrations/ routes (included from portal/urls.py under api/v1/)."""
+"""/api/v1/ routes of approvals (included from portal/urls.py): the review queue's requests, pre-registration,
+an owner's own requests and initial access tokens, and the approval policy's versions."""
 
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
 from approvals.api.registrations import RegistrationsView
+from approvals.api.owner import MyRequestViewSet, TokenViewSet
+from approvals.api.policy import PolicyViewSet
 from approvals.api.views import RegistrationRequestViewSet
 
 router = SimpleRouter()
 router.register("requests", RegistrationRequestViewSet, basename="request")
+router.register("my-requests", MyRequestViewSet, basename="my-request")
+router.register("tokens", TokenViewSet, basename="token")
+router.register("policy", PolicyViewSet, basename="policy")
 
 app_name = "approvals-api"
 urlpatterns = [

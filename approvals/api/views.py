@@ -12,11 +12,11 @@ from approvals.api import schema  # noqa: F401 - registers the API token scheme 
 from approvals.api.serializers import (
     ApproveInputSerializer,
     DenyInputSerializer,
-    ErrorSerializer,
     RegistrationRequestSerializer,
 )
 from approvals.filtersets import RequestFilterSet
 from approvals.services import DecisionError, request_approve, request_deny
+from portal.api.errors import ErrorSerializer
 from portal.roles import HasRole, Role
 
 DECISION_ERRORS = {

@@ -7,6 +7,7 @@ whole (400) with every problem named; nothing of it is written.
 
 from __future__ import annotations
 
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -22,6 +23,19 @@ from portal.models import TokenRight
 
 class UsageTokenAuthentication(ApiTokenAuthentication):
     right = TokenRight.USAGE_WRITE
+
+
+class UsageTokenScheme(OpenApiAuthenticationExtension):
+    target_class = UsageTokenAuthentication
+    name = "usageToken"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "`Token <api token>` holding the `usage:write` right (`create_api_token --right usage:write`)",
+        }
 
 
 @extend_schema(tags=["usage"])

@@ -21,6 +21,7 @@ from inventory.lifecycle_policies import (
     preview,
 )
 from inventory.models import LifecyclePolicy
+from portal import jsonbody
 from portal.audit import Actor
 from portal.roles import Role, has_role, role_required
 
@@ -57,7 +58,7 @@ def lifecycle_policy(request):
     else:
         text, monitor_only = request.POST.get("rules", ""), request.POST.get("monitor_only") == "1"
     try:
-        raw = json.loads(text)
+        raw = jsonbody.loads(text)  # I-JSON: too deep a nesting is a ValueError here, not a 500
         rules = parse_rules(raw, monitor_only=monitor_only)
     except (ValueError, LifecyclePolicyError) as refused:
         return _page(request, rules_text=text, errors=str(refused), monitor_only=monitor_only)

@@ -13,11 +13,11 @@ from django.shortcuts import get_object_or_404, redirect
 from django.views import View
 from django.views.generic import TemplateView
 
-from inventory.choices import OutboxOperation, OutboxStatus
+from inventory.choices import OutboxStatus
 from inventory.models import Client, OutboxEntry
 from inventory.outbox import OutboxError, outbox_resolve, outbox_retry
+from inventory.selectors.sync import dead_letters, sync_failure_rows
 from portal.audit import Actor
-from portal.censor import censor
 from portal.roles import Role, RoleRequiredMixin
 
 PAGE_SIZE = 50
@@ -29,25 +29,11 @@ class SyncFailuresView(RoleRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        dead = (
-            OutboxEntry.objects.filter(status=OutboxStatus.DEAD)
-            .select_related("client", "idp")
-            .order_by("-next_attempt_at", "-id")
-        )
-        page = Paginator(dead, PAGE_SIZE).get_page(self.request.GET.get("page"))
-        secrets_by_idp: dict[int, list[str]] = {}
-        rows = []
-        for entry in page.object_list:
-            if entry.idp_id not in secrets_by_idp:
-                secrets_by_idp[entry.idp_id] = [v for v in (entry.idp.secrets or {}).values() if isinstance(v, str)]
-            rows.append(
-                {
-                    "entry": entry,
-                    "error": censor(entry.last_error, secret_values=secrets_by_idp[entry.idp_id]),
-                    "hint": _HINTS.get(entry.last_error.partition(":")[0], ""),
-                    "resolvable": entry.operation in (OutboxOperation.DISABLE, OutboxOperation.DELETE),
-                }
-            )
+        page = Paginator(dead_letters(), PAGE_SIZE).get_page(self.request.GET.get("page"))
+        rows = [
+            {"entry": row.entry, "error": row.error, "hint": row.hint, "resolvable": row.resolvable}
+            for row in sync_failure_rows(page.object_list)
+        ]
         context.update(
             page_obj=page,
             rows=rows,
@@ -55,17 +41,6 @@ class SyncFailuresView(RoleRequiredMixin, TemplateView):
             nav_active="sync_failures",
         )
         return context
-
-
-# What a person should do, by the error's type (the stored text starts with it).
-_HINTS = {
-    "AccessDenied": "The IdP refused Registrar's management token and cannot say whether the client still "
-    "exists. Check the IdP: delete the client there if it is still present, then mark this "
-    "change resolved.",
-    "Unconfirmed": "An earlier call may have taken effect at the IdP without Registrar learning its answer, and "
-    "the IdP cannot list its clients. Check the IdP for a client carrying this registration id "
-    "and delete it there; then Retry (a create) or mark resolved (a delete).",
-}
 
 
 class OutboxRetryView(RoleRequiredMixin, View):
