@@ -4,9 +4,9 @@ an owner's own requests and initial access tokens, and the approval policy's ver
 from django.urls import path
 from rest_framework.routers import SimpleRouter
 
-from approvals.api.registrations import RegistrationsView
 from approvals.api.owner import MyRequestViewSet, TokenViewSet
 from approvals.api.policy import PolicyViewSet
+from approvals.api.registrations import RegistrationsView
 from approvals.api.views import RegistrationRequestViewSet
 
 router = SimpleRouter()
