@@ -1,4 +1,4 @@
-"""E-mail to people about their clients: expiry reminders, stale flags, orphans.
+"""E-mail to people about their clients: expiry reminders, stale flags, orphans, owner succession.
 
 Owners get at most ONE digest per kind per day, however many clients it lists: the ``OwnerDigest``
 row (unique per user, kind, day) is written in the same transaction as the send, so a task that runs
@@ -159,3 +159,28 @@ def notify_orphans(*, client_ids: list[int], now: dt.datetime | None = None) -> 
         send_mail(f"[Registrar] {len(items)} orphaned client(s) need a new owner", body, None, [address])
     log_event(logger, "orphan_notified", recipients=len(by_recipient), clients=len(client_ids))
     return len(by_recipient)
+
+
+def notify_successors(*, client_ids: list[int], now: dt.datetime | None = None) -> int:
+    """Co-sponsors who just became owners because the owner left: one mail each, listing those clients."""
+    now = now or timezone.now()
+    by_owner: dict[int, list[Client]] = defaultdict(list)
+    for client in Client.objects.filter(pk__in=client_ids, owner__is_active=True).select_related("owner"):
+        by_owner[client.owner_id].append(client)
+    sent = 0
+    for clients in by_owner.values():
+        owner = clients[0].owner
+        assert owner is not None  # selected by owner__is_active
+        if not owner.email:
+            continue
+        body = (
+            f"Hello {owner.get_username()},\n\nThe owner of these clients has left. You co-sponsored them, so "
+            "they are yours now: renew, attest or retire them as their owner. Invite a new co-sponsor if the "
+            "policy asks for two.\n\n"
+            + "\n".join(_line(c, now) for c in clients)
+            + f"\n\nManage them: {_link('inventory:mine')}\n"
+        )
+        send_mail(f"[Registrar] you now own {len(clients)} client(s) you co-sponsored", body, None, [owner.email])
+        sent += 1
+    log_event(logger, "successors_notified", owners=sent, clients=len(client_ids))
+    return sent
