@@ -13,9 +13,9 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from inventory import hooks, notifications
+from inventory import hooks
 from inventory.choices import ClientState, OutboxOperation
-from inventory.models import Client, OutboxEntry, OwnerDigest
+from inventory.models import Client, OutboxEntry
 from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run, sweep_stale, sweeps_available
 from portal.audit import verify_chain
 from portal.models import AuditEvent
@@ -139,26 +139,6 @@ def test_sweep_stale_flags_unused_clients_and_mails_one_digest_per_owner():
     assert all(Client.objects.get(pk=c.pk).stale_at == NOW for c in unused)
     assert len(mail.outbox) == 1 and "4 unused" in mail.outbox[0].subject
     assert sweep_stale(now=NOW).total == 0
-
-
-@pytest.mark.django_db
-@override_settings(REGISTRAR_EXPIRY_REMINDER_DAYS=[7, 1])
-def test_expiry_reminders_one_digest_per_owner_per_day():
-    olivia = UserFactory(username="olivia2", email="olivia@example.com")
-    dave = UserFactory(username="dave2", email="dave@example.com")
-    in_7 = ClientFactory(owner=olivia, expires_at=future(days=6, hours=12))
-    in_1 = ClientFactory(owner=olivia, expires_at=future(hours=5))
-    ClientFactory(owner=olivia, expires_at=future(days=3))  # between windows: no reminder today
-    ClientFactory(owner=dave, expires_at=future(hours=20))
-    ClientFactory(owner=dave, state=ClientState.SUSPENDED, expires_at=future(hours=20))
-    assert notifications.notify_expiring(now=NOW) == 2
-    by_to = {m.to[0]: m for m in mail.outbox}
-    assert set(by_to) == {"olivia@example.com", "dave@example.com"}
-    body = by_to["olivia@example.com"].body
-    assert in_7.registration_id in body and in_1.registration_id in body and body.count("•") == 2
-    assert notifications.notify_expiring(now=NOW + dt.timedelta(hours=1)) == 0  # same day: no second mail
-    assert OwnerDigest.objects.count() == 2
-    assert notifications.notify_expiring(now=NOW + dt.timedelta(days=2, hours=1)) == 1  # the 3-day one is now due in 1
 
 
 @pytest.mark.django_db
