@@ -1,4 +1,5 @@
-"""E-mail to people about their clients: expiry reminders, stale flags, orphans, owner succession.
+"""E-mail to people about their clients: expiry reminders, orphans, owner succession (the
+inactivity rule mails through ``inventory.lifecycle_policies.enforce``).
 
 Owners get at most ONE digest per kind per day, however many clients it lists: the ``OwnerDigest``
 row (unique per user, kind, day) is written in the same transaction as the send, so a task that runs
@@ -136,34 +137,6 @@ def notify_expiring(*, now: dt.datetime | None = None) -> int:
             body=body,
             count=len(clients),
             mark=[(c.pk, c.expires_at) for c in clients],
-        )
-    return sent
-
-
-def notify_stale(*, client_ids: list[int], now: dt.datetime | None = None) -> int:
-    """Owners of newly flagged stale clients: one digest asking to retire or renew (renewal is reviewed)."""
-    now = now or timezone.now()
-    by_owner: dict[int, list[Client]] = defaultdict(list)
-    for client in Client.objects.filter(pk__in=client_ids, owner__is_active=True).select_related("owner"):
-        by_owner[client.owner_id].append(client)
-    sent = 0
-    for clients in by_owner.values():
-        owner = clients[0].owner
-        assert owner is not None  # selected by owner__is_active
-        body = (
-            f"Hello {owner.get_username()},\n\nThese clients have not been used for "
-            f"{settings.REGISTRAR_STALE_DAYS} days. Retire them if they are no longer needed; renewing them "
-            f"now goes through review.\n\n"
-            + "\n".join(_line(c, now) for c in clients)
-            + f"\n\nManage them: {_link('inventory:mine')}\n"
-        )
-        sent += _send_digest(
-            user=owner,
-            kind="stale",
-            day=now.date(),
-            subject=f"[Registrar] {len(clients)} unused client(s)",
-            body=body,
-            count=len(clients),
         )
     return sent
 

@@ -1,4 +1,4 @@
-"""Sweeps: expiry, owners who left (co-sponsor succession, orphans), stale clients; and the registry of sweeps other apps own (lapsed requests).
+"""Sweeps: expiry, owners who left (co-sponsor succession, orphans); and the registry of sweeps other apps own (lapsed requests).
 
 Every sweep is set-based and batched: it selects due rows over an indexed column with
 ``SELECT … FOR UPDATE SKIP LOCKED LIMIT <REGISTRAR_SWEEP_BATCH_SIZE>``, changes them with the same
@@ -8,7 +8,8 @@ see each other's locked rows, and a committed row no longer matches the filter, 
 transitioned exactly once. A keyset cursor on the primary key guarantees termination even when a
 batch cannot change some of its rows.
 
-All sweeps take ``now=`` so tests (and the benchmark) can move time without sleeping.
+All sweeps take ``now=`` so tests (and the benchmark) can move time without sleeping. "Unused" clients are the
+lifecycle policies' inactivity rule (``inventory.lifecycle_policies``), which also keeps ``Client.stale_at``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inventory import hooks
@@ -245,51 +245,11 @@ def sweep_orphans(
     return result
 
 
-# --- stale ---------------------------------------------------------------------------------------
-
-
-def sweep_stale(
-    *, now: dt.datetime | None = None, batch_size: int | None = None, actor: Actor | None = None, notify: bool = True
-) -> SweepResult:
-    """Active clients unused for ``REGISTRAR_STALE_DAYS`` are flagged; their owners get one digest."""
-    now = now or timezone.now()
-    actor = actor or Actor.system("sweep_stale")
-    cutoff = now - dt.timedelta(days=settings.REGISTRAR_STALE_DAYS)
-    result = SweepResult("stale")
-    unused = (
-        Client.objects.filter(state=ClientState.ACTIVE, managed=True, stale_at__isnull=True)
-        .filter(Q(last_used_at__lte=cutoff) | Q(last_used_at__isnull=True))
-        .alias(seen=Coalesce("last_used_at", "activated_at", "created_at"))
-        .filter(seen__lte=cutoff)
-    )
-    _in_batches(
-        unused,
-        _flag(
-            "stale_at",
-            "client.stale",
-            actor,
-            f"unused for {settings.REGISTRAR_STALE_DAYS} days",
-            now,
-            lambda c: {"last_used_at": c.last_used_at},
-        ),
-        batch_size=_batch_size(batch_size),
-        result=result,
-        key="stale",
-    )
-    if notify and result.client_ids.get("stale"):
-        from inventory.notifications import notify_stale
-
-        notify_stale(client_ids=result.client_ids["stale"], now=now)
-    _log_sweep(result)
-    return result
-
-
 # --- the registry ---------------------------------------------------------------------------------
 
 SWEEPS: dict[str, Callable[..., SweepResult]] = {
     "expired": sweep_expired,
     "orphans": sweep_orphans,
-    "stale": sweep_stale,
 }
 
 

@@ -125,12 +125,6 @@ def sweep_orphans() -> dict:
         return sweeps.sweep_orphans().counts
 
 
-@shared_task(name="inventory.tasks.sweep_stale", **_SWEEP_LIMITS)
-def sweep_stale() -> dict:
-    with heartbeat_timed(SWEEP_PREFIX + "stale"):
-        return sweeps.sweep_stale().counts
-
-
 @shared_task(name="inventory.tasks.notify_expiring", **_SWEEP_LIMITS)
 def notify_expiring() -> int:
     with heartbeat_timed(SWEEP_PREFIX + "notify_expiring"):

@@ -23,7 +23,6 @@ app.conf.beat_schedule = {
     "requeue-outbox": {"task": "inventory.tasks.requeue_outbox", "schedule": 15.0},
     "sweep-expired": {"task": "inventory.tasks.sweep_expired", "schedule": 60.0},
     "sweep-orphans": {"task": "inventory.tasks.sweep_orphans", "schedule": crontab(minute=7)},
-    "sweep-stale": {"task": "inventory.tasks.sweep_stale", "schedule": crontab(hour=3, minute=17)},
     "lifecycle-policies": {"task": "inventory.tasks.lifecycle_policies", "schedule": crontab(minute=23)},
     "notify-expiring": {"task": "inventory.tasks.notify_expiring", "schedule": crontab(minute=41)},
     "reconcile-idp": {"task": "inventory.tasks.reconcile_all", "schedule": crontab(minute="*/30")},

@@ -441,7 +441,6 @@ REGISTRAR_SLA_LATE_HOURS = env_int("REGISTRAR_SLA_LATE_HOURS", 24, minimum=1)
 REGISTRAR_APPROVER_MAIL_INTERVAL_MINUTES = env_int("REGISTRAR_APPROVER_MAIL_INTERVAL_MINUTES", 15, minimum=0)
 REGISTRAR_ORPHAN_GRACE_HOURS = env_int("REGISTRAR_ORPHAN_GRACE_HOURS", 72, minimum=0)
 REGISTRAR_ORPHAN_RETIRE_DAYS = env_int("REGISTRAR_ORPHAN_RETIRE_DAYS", 30, minimum=0)
-REGISTRAR_STALE_DAYS = env_int("REGISTRAR_STALE_DAYS", 30, minimum=1)
 # Owners are reminded of an expiry relative to the client's lifetime: when this percentage of it is left, or
 # REGISTRAR_EXPIRY_REMINDER_HOURS before it ends, whichever is later (inventory.notifications.notify_expiring).
 REGISTRAR_EXPIRY_REMINDER_PERCENT = env_int("REGISTRAR_EXPIRY_REMINDER_PERCENT", 20, minimum=1, maximum=99)
