@@ -26,6 +26,7 @@ app.conf.beat_schedule = {
     "lifecycle-policies": {"task": "inventory.tasks.lifecycle_policies", "schedule": crontab(minute=23)},
     "notify-expiring": {"task": "inventory.tasks.notify_expiring", "schedule": crontab(minute=41)},
     "reconcile-idp": {"task": "inventory.tasks.reconcile_all", "schedule": crontab(minute="*/30")},
+    "pull-usage": {"task": "inventory.tasks.pull_usage", "schedule": 300.0},
     # Twice per REGISTRAR_REPORT_CACHE_SECONDS (default 60 s), so the snapshots never expire while beat runs.
     "refresh-report-snapshots": {"task": "inventory.tasks.refresh_report_snapshots", "schedule": 30.0},
     "sweep-lapsed": {"task": "approvals.tasks.sweep_lapsed", "schedule": crontab(minute="*/10")},
