@@ -1,4 +1,5 @@
-"""Context conditions on registration (RFC 7591) and on RFC 7592 calls: allowed source networks.
+"""Context conditions on registration (RFC 7591) and on RFC 7592 calls: allowed source networks; and the working
+window for high-risk human approvals (``REGISTRAR_HIGH_RISK_APPROVAL_WINDOW``, at the end of this module).
 
 An initial access token or a trusted issuer may carry ``allowed_networks``, a list of CIDR blocks (IPv4 or IPv6;
 empty = from anywhere). A registration with that token or with a software statement of that issuer — and every
@@ -19,12 +20,15 @@ anything is written (no request, no token use, no audit event): ``403 {"error": 
 
 from __future__ import annotations
 
+import datetime as dt
 import ipaddress
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ImproperlyConfigured, PermissionDenied, ValidationError
 
 from approvals.oauth2.errors import IntakeError
 from portal.logs import log_event
@@ -156,7 +160,93 @@ def registration_call_check(request, registration_id: str, bearer: str | None) -
         )
 
 
+# --- the working window for high-risk human approvals -------------------------------------------------------
+
+DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+@dataclass(frozen=True)
+class ApprovalWindow:
+    """When high-risk approvals are taken: weekdays (0 = Monday), a start and an end time, a time zone."""
+
+    days: frozenset[int]
+    start: dt.time
+    end: dt.time
+    zone: ZoneInfo
+    text: str
+
+    def is_open(self, when: dt.datetime) -> bool:
+        local = when.astimezone(self.zone)
+        return local.weekday() in self.days and self.start <= local.time() < self.end
+
+    def next_opening(self, when: dt.datetime) -> dt.datetime:
+        local = when.astimezone(self.zone)
+        for ahead in range(8):
+            day = local.date() + dt.timedelta(days=ahead)
+            opening = dt.datetime.combine(day, self.start, tzinfo=self.zone)
+            if day.weekday() in self.days and opening > local:
+                return opening
+        raise AssertionError("a window with at least one day opens within a week")  # pragma: no cover
+
+
+def _days(text: str) -> frozenset[int]:
+    days: set[int] = set()
+    for part in text.lower().split(","):
+        first, _, last = part.partition("-")
+        if first not in DAY_NAMES or (last and last not in DAY_NAMES):
+            raise ValueError(f"unknown day in {part!r} (use Mon, Tue, … Sun, ranges like Mon-Fri)")
+        a, b = DAY_NAMES.index(first), DAY_NAMES.index(last or first)
+        if b < a:
+            raise ValueError(f"day range {part!r} runs backwards")
+        days.update(range(a, b + 1))
+    return frozenset(days)
+
+
+def parse_approval_window(text: str | None) -> ApprovalWindow | None:
+    """``"Mon-Fri 08:00-18:00 Europe/Berlin"`` (days: names, ranges, commas; the end is exclusive and after the
+    start; an IANA zone). Empty: no window. ImproperlyConfigured naming the problem otherwise."""
+    if not text or not text.strip():
+        return None
+    try:
+        days_text, hours, zone_name = text.split()
+        start_text, end_text = hours.split("-")
+        start, end = dt.time.fromisoformat(start_text), dt.time.fromisoformat(end_text)
+        if end <= start:
+            raise ValueError("the window must end after it starts, on the same day")
+        try:
+            zone = ZoneInfo(zone_name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {zone_name!r}") from None
+        return ApprovalWindow(_days(days_text), start, end, zone, text.strip())
+    except ValueError as exc:
+        raise ImproperlyConfigured(
+            f"REGISTRAR_HIGH_RISK_APPROVAL_WINDOW {text!r}: {exc} (expected e.g. 'Mon-Fri 08:00-18:00 Europe/Berlin')"
+        ) from None
+
+
+def approval_window() -> ApprovalWindow | None:
+    from django.conf import settings
+
+    return parse_approval_window(getattr(settings, "REGISTRAR_HIGH_RISK_APPROVAL_WINDOW", ""))
+
+
+def approval_window_closed(now: dt.datetime) -> str | None:
+    """Why a high-risk human approval cannot be taken at ``now`` (the request waits, pending), or None."""
+    window = approval_window()
+    if window is None or window.is_open(now):
+        return None
+    opens = window.next_opening(now)
+    return (
+        f"condition approval_window: high-risk approvals are taken {window.text}; this request waits until "
+        f"{opens:%a %Y-%m-%d %H:%M} {window.zone.key}"
+    )
+
+
 __all__ = [
+    "ApprovalWindow",
+    "approval_window",
+    "approval_window_closed",
+    "parse_approval_window",
     "CONDITION",
     "ConditionRefused",
     "parse_networks",

@@ -436,6 +436,9 @@ REGISTRAR_MAX_BODY_BYTES = env_int("REGISTRAR_MAX_BODY_BYTES", 64 * 1024, minimu
 # (approvals.unauthorized); past this many rows in one minute, new sources share an "other sources" bucket.
 REGISTRAR_UNAUTHORIZED_SOURCES_PER_MINUTE = env_int("REGISTRAR_UNAUTHORIZED_SOURCES_PER_MINUTE", 100, minimum=1)
 REGISTRAR_REQUEST_LAPSE_DAYS = env_int("REGISTRAR_REQUEST_LAPSE_DAYS", 7, minimum=1)
+# Human approvals of high-risk requests only inside this window, e.g. "Mon-Fri 08:00-18:00 Europe/Berlin"; outside
+# it an approval is refused (409) and the request waits, pending (approvals.conditions). Empty: any time.
+REGISTRAR_HIGH_RISK_APPROVAL_WINDOW = env_str("REGISTRAR_HIGH_RISK_APPROVAL_WINDOW") or ""
 REGISTRAR_SLA_WARN_HOURS = env_int("REGISTRAR_SLA_WARN_HOURS", 4, minimum=1)
 REGISTRAR_SLA_LATE_HOURS = env_int("REGISTRAR_SLA_LATE_HOURS", 24, minimum=1)
 REGISTRAR_APPROVER_MAIL_INTERVAL_MINUTES = env_int("REGISTRAR_APPROVER_MAIL_INTERVAL_MINUTES", 15, minimum=0)

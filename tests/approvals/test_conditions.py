@@ -159,3 +159,70 @@ def test_minting_with_networks_validates_and_audits_them(catalogue, owner):
     token, _ = token_mint(max_ttl_seconds=3600, allowed_networks=[" 10.0.0.0/8 ", "2001:db8::/32"], **kwargs)
     assert token.allowed_networks == ["10.0.0.0/8", "2001:db8::/32"]
     assert AuditEvent.objects.get(action="token.mint").after["allowed_networks"] == ["10.0.0.0/8", "2001:db8::/32"]
+
+
+# --- the working window for high-risk human approvals ---------------------------------------------------------
+
+WINDOW = "Mon-Fri 08:00-18:00 Europe/Berlin"
+
+
+@pytest.mark.parametrize(
+    "text,problem",
+    [
+        ("Mon-Fri 08:00-18:00", "expected e.g."),
+        ("Mon-Fry 08:00-18:00 Europe/Berlin", "unknown day"),
+        ("Fri-Mon 08:00-18:00 Europe/Berlin", "runs backwards"),
+        ("Mon-Fri 18:00-08:00 Europe/Berlin", "must end after it starts"),
+        ("Mon-Fri 8-18 Europe/Berlin", "expected e.g."),
+        ("Mon-Fri 08:00-18:00 Mars/Olympus", "unknown time zone"),
+    ],
+)
+def test_a_malformed_window_is_refused_naming_the_problem(text, problem):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from approvals.conditions import parse_approval_window
+
+    with pytest.raises(ImproperlyConfigured, match=problem):
+        parse_approval_window(text)
+
+
+def test_window_open_and_next_opening_in_its_zone():
+    from datetime import UTC, datetime
+
+    from approvals.conditions import parse_approval_window
+
+    window = parse_approval_window(WINDOW)
+    assert parse_approval_window("") is None and window is not None
+    friday_evening = datetime(2026, 3, 6, 17, 30, tzinfo=UTC)  # 18:30 in Berlin: closed
+    assert not window.is_open(friday_evening)
+    assert window.is_open(datetime(2026, 3, 6, 16, 59, tzinfo=UTC))  # 17:59 in Berlin
+    assert window.next_opening(friday_evening).isoformat() == "2026-03-09T08:00:00+01:00"  # Monday
+    assert parse_approval_window("Sat,Sun 10:00-12:00 UTC").days == {5, 6}
+
+
+def test_high_risk_approval_outside_the_window_waits_and_writes_nothing(high_request, medium_request, approver):
+    from datetime import UTC, datetime
+    from unittest import mock
+
+    from approvals.choices import RequestState
+    from approvals.models import Decision
+    from approvals.services import DecisionConflict, request_approve
+    from portal.models import AuditEvent
+
+    saturday = datetime(2026, 3, 7, 11, 0, tzinfo=UTC)
+    monday = datetime(2026, 3, 9, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
+    before = AuditEvent.objects.count()
+    with override_settings(REGISTRAR_HIGH_RISK_APPROVAL_WINDOW=WINDOW):
+        with mock.patch("django.utils.timezone.now", return_value=saturday):
+            with pytest.raises(DecisionConflict) as caught:
+                request_approve(reg_request=high_request, approver=approver, reason="needed for deploys")
+            assert "condition approval_window" in str(caught.value)
+            assert "waits until Mon 2026-03-09 08:00 Europe/Berlin" in str(caught.value)
+            high_request.refresh_from_db()
+            assert high_request.state == RequestState.PENDING and not Decision.objects.exists()
+            assert AuditEvent.objects.count() == before
+            # Medium risk is not held to the window.
+            assert request_approve(reg_request=medium_request, approver=approver, reason="ok").state != "pending"
+        with mock.patch("django.utils.timezone.now", return_value=monday):
+            request_approve(reg_request=high_request, approver=approver, reason="needed for deploys")
+    assert Decision.objects.filter(request=high_request, approver=approver).count() == 1
