@@ -76,6 +76,7 @@ class InitialAccessTokenAdminForm(forms.ModelForm):
             "max_ttl_seconds",
             "max_uses",
             "internal_only",
+            "allowed_networks",
             "idp",
             "expires_at",
         )

@@ -9,6 +9,7 @@ from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
 from approvals.choices import DecisionKind, IssuerKind, PolicyOutcome, RequestKind, RequestState
+from approvals.conditions import validate_networks
 from approvals.querysets import RegistrationRequestQuerySet, tier_rank
 from inventory.choices import CreatedVia, RiskTier
 
@@ -58,6 +59,10 @@ class InitialAccessToken(models.Model):
     max_uses = models.PositiveIntegerField(_("max uses"), default=1)
     uses = models.PositiveIntegerField(_("uses"), default=0)
     internal_only = models.BooleanField(_("internal only"), default=False)
+    # Context condition (approvals.conditions): registrations with this token only from these CIDR blocks.
+    allowed_networks = models.JSONField(
+        _("allowed source networks (CIDR)"), default=list, blank=True, validators=[validate_networks]
+    )
     idp = models.ForeignKey(
         "inventory.IdPConnection",
         verbose_name=_("target IdP"),
@@ -103,6 +108,10 @@ class TrustedIssuer(models.Model):
     allowed_scopes = models.JSONField(_("allowed scopes"), default=list)
     max_ttl_seconds = models.PositiveIntegerField(_("max client TTL (s)"), default=86400)
     internal_only = models.BooleanField(_("internal only"), default=True)
+    # Context condition (approvals.conditions): statements of this issuer accepted only from these CIDR blocks.
+    allowed_networks = models.JSONField(
+        _("allowed source networks (CIDR)"), default=list, blank=True, validators=[validate_networks]
+    )
     idp = models.ForeignKey(
         "inventory.IdPConnection",
         verbose_name=_("target IdP"),

@@ -191,6 +191,9 @@ class Client(models.Model):
     discovered_at = models.DateTimeField(_("discovered at"), null=True, blank=True)
     orphaned_at = models.DateTimeField(_("orphaned at"), null=True, blank=True)
     stale_at = models.DateTimeField(_("flagged stale at"), null=True, blank=True)
+    # The expiry the owner was last reminded of (inventory.notifications.notify_expiring): one reminder per
+    # expiry; a renewal moves expires_at and so makes the next one due.
+    expiry_reminded_for = models.DateTimeField(_("expiry reminded of"), null=True, blank=True)
     renewals = models.PositiveIntegerField(_("renewals"), default=0)
     # The approved ceiling: what the last approval (policy auto-approval, the final human approval, an
     # approved renewal) granted. A renewal inside it may be direct (low/medium tier); anything beyond it

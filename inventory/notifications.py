@@ -1,4 +1,5 @@
-"""E-mail to people about their clients: expiry reminders, stale flags, orphans.
+"""E-mail to people about their clients: expiry reminders, orphans, owner succession (the
+inactivity rule mails through ``inventory.lifecycle_policies.enforce``).
 
 Owners get at most ONE digest per kind per day, however many clients it lists: the ``OwnerDigest``
 row (unique per user, kind, day) is written in the same transaction as the send, so a task that runs
@@ -15,7 +16,7 @@ from collections import defaultdict
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
@@ -38,13 +39,27 @@ def _line(client: Client, now: dt.datetime) -> str:
     return f"  • {client.name} ({client.registration_id}, {client.risk_tier} tier){left}"
 
 
-def _send_digest(*, user, kind: str, day: dt.date, subject: str, body: str, count: int) -> bool:
-    """Send once per (user, kind, day). Returns False when today's digest already went out."""
+def _send_digest(
+    *,
+    user,
+    kind: str,
+    day: dt.date,
+    subject: str,
+    body: str,
+    count: int,
+    mark: list[tuple[int, dt.datetime | None]] | None = None,
+) -> bool:
+    """Send once per (user, kind, day). Returns False when today's digest already went out.
+
+    ``mark``: (client id, expiry) pairs recorded as reminded in the same transaction, only if their expiry is still
+    the one the digest names (a renewal meanwhile makes the next reminder due)."""
     if not user.email:
         return False
     try:
         with transaction.atomic():
             OwnerDigest.objects.create(user=user, kind=kind, day=day, client_count=count)
+            for pk, expires_at in mark or []:
+                Client.objects.filter(pk=pk, expires_at=expires_at).update(expiry_reminded_for=expires_at)
             send_mail(subject, body, None, [user.email])
     except IntegrityError:
         return False
@@ -52,72 +67,76 @@ def _send_digest(*, user, kind: str, day: dt.date, subject: str, body: str, coun
     return True
 
 
-def expiring_clients(*, now: dt.datetime, days: list[int] | None = None):
-    """Active clients whose expiry falls in one of the reminder windows (d−1, d] days from now."""
-    days = days or settings.REGISTRAR_EXPIRY_REMINDER_DAYS
-    window = Q()
-    for d in days:
-        window |= Q(expires_at__gt=now + dt.timedelta(days=d - 1), expires_at__lte=now + dt.timedelta(days=d))
-    return (
-        Client.objects.filter(state=ClientState.ACTIVE, owner__is_active=True)
-        .filter(window)
+def reminder_lead(client: Client) -> dt.timedelta:
+    """How long before ``expires_at`` the owner is reminded: when ``REGISTRAR_EXPIRY_REMINDER_PERCENT`` of the
+    client's lifetime is left or ``REGISTRAR_EXPIRY_REMINDER_HOURS`` before it ends, whichever is later.
+
+    The lifetime is the approved lifetime per renewal (``ceiling_ttl_seconds``), else the span from activation
+    (or creation) to expiry. A 24 h client is reminded 4.8 h before it ends, a 90-day one a day before."""
+    assert client.expires_at is not None
+    if client.ceiling_ttl_seconds:
+        lifetime = dt.timedelta(seconds=client.ceiling_ttl_seconds)
+    else:
+        lifetime = client.expires_at - (client.activated_at or client.created_at)
+    share = max(lifetime, dt.timedelta(0)) * settings.REGISTRAR_EXPIRY_REMINDER_PERCENT / 100
+    return min(share, dt.timedelta(hours=settings.REGISTRAR_EXPIRY_REMINDER_HOURS))
+
+
+def _end_of_day(now: dt.datetime) -> dt.datetime:
+    return dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
+
+
+def expiring_clients(*, now: dt.datetime) -> list[Client]:
+    """Active clients of active owners whose reminder moment falls before the end of this (UTC) day and who were
+    not yet reminded of their current expiry. Indexed on (state, expires_at): only clients ending within a day
+    plus ``REGISTRAR_EXPIRY_REMINDER_HOURS`` are read."""
+    end = _end_of_day(now)
+    candidates = (
+        Client.objects.filter(
+            state=ClientState.ACTIVE,
+            owner__is_active=True,
+            expires_at__gt=now,
+            expires_at__lt=end + dt.timedelta(hours=settings.REGISTRAR_EXPIRY_REMINDER_HOURS),
+        )
+        .filter(Q(expiry_reminded_for__isnull=True) | ~Q(expiry_reminded_for=F("expires_at")))
         .select_related("owner")
         .order_by("owner_id", "expires_at")
     )
+    return [c for c in candidates if c.expires_at is not None and c.expires_at - reminder_lead(c) < end]
 
 
 def notify_expiring(*, now: dt.datetime | None = None) -> int:
-    """One reminder digest per owner per day listing clients that expire in 7 days or 1 day (configurable)."""
+    """Expiry reminders, one digest per owner per day (the beat runs this hourly).
+
+    An owner's digest goes out on the first run at which one of their clients has reached its reminder moment
+    (:func:`reminder_lead`); it lists every client whose moment falls before the end of that UTC day, so the day
+    needs no second mail. Each listed client is marked (``expiry_reminded_for``) in the digest's transaction and
+    not listed again for the same expiry; a renewal makes the next reminder due. Running twice sends once."""
     now = now or timezone.now()
-    by_owner: dict[int, list[Client]] = defaultdict(list)
-    owners = {}
+    by_owner: dict[int | None, list[Client]] = defaultdict(list)
     for client in expiring_clients(now=now):
         by_owner[client.owner_id].append(client)
-        owners[client.owner_id] = client.owner
     sent = 0
-    for owner_id, clients in by_owner.items():
+    for clients in by_owner.values():
+        assert clients[0].owner is not None  # selected by owner__is_active
+        if not any(c.expires_at is not None and c.expires_at - reminder_lead(c) <= now for c in clients):
+            continue  # nothing due yet: a later run today sends the digest
+        owner = clients[0].owner
         body = (
-            f"Hello {owners[owner_id].get_username()},\n\n"
+            f"Hello {owner.get_username()},\n\n"
             f"{len(clients)} of your clients expire soon. Renew the ones still needed; the rest will be "
             f"disabled at the identity provider when they expire.\n\n"
             + "\n".join(_line(c, now) for c in clients)
             + f"\n\nManage them: {_link('inventory:mine')}\n"
         )
         sent += _send_digest(
-            user=owners[owner_id],
+            user=owner,
             kind="expiry",
             day=now.date(),
             subject=f"[Registrar] {len(clients)} client(s) expire soon",
             body=body,
             count=len(clients),
-        )
-    return sent
-
-
-def notify_stale(*, client_ids: list[int], now: dt.datetime | None = None) -> int:
-    """Owners of newly flagged stale clients: one digest asking to retire or renew (renewal is reviewed)."""
-    now = now or timezone.now()
-    by_owner: dict[int, list[Client]] = defaultdict(list)
-    for client in Client.objects.filter(pk__in=client_ids, owner__is_active=True).select_related("owner"):
-        by_owner[client.owner_id].append(client)
-    sent = 0
-    for clients in by_owner.values():
-        owner = clients[0].owner
-        assert owner is not None  # selected by owner__is_active
-        body = (
-            f"Hello {owner.get_username()},\n\nThese clients have not been used for "
-            f"{settings.REGISTRAR_STALE_DAYS} days. Retire them if they are no longer needed; renewing them "
-            f"now goes through review.\n\n"
-            + "\n".join(_line(c, now) for c in clients)
-            + f"\n\nManage them: {_link('inventory:mine')}\n"
-        )
-        sent += _send_digest(
-            user=owner,
-            kind="stale",
-            day=now.date(),
-            subject=f"[Registrar] {len(clients)} unused client(s)",
-            body=body,
-            count=len(clients),
+            mark=[(c.pk, c.expires_at) for c in clients],
         )
     return sent
 
@@ -159,3 +178,28 @@ def notify_orphans(*, client_ids: list[int], now: dt.datetime | None = None) -> 
         send_mail(f"[Registrar] {len(items)} orphaned client(s) need a new owner", body, None, [address])
     log_event(logger, "orphan_notified", recipients=len(by_recipient), clients=len(client_ids))
     return len(by_recipient)
+
+
+def notify_successors(*, client_ids: list[int], now: dt.datetime | None = None) -> int:
+    """Co-sponsors who just became owners because the owner left: one mail each, listing those clients."""
+    now = now or timezone.now()
+    by_owner: dict[int, list[Client]] = defaultdict(list)
+    for client in Client.objects.filter(pk__in=client_ids, owner__is_active=True).select_related("owner"):
+        by_owner[client.owner_id].append(client)
+    sent = 0
+    for clients in by_owner.values():
+        owner = clients[0].owner
+        assert owner is not None  # selected by owner__is_active
+        if not owner.email:
+            continue
+        body = (
+            f"Hello {owner.get_username()},\n\nThe owner of these clients has left. You co-sponsored them, so "
+            "they are yours now: renew, attest or retire them as their owner. Invite a new co-sponsor if the "
+            "policy asks for two.\n\n"
+            + "\n".join(_line(c, now) for c in clients)
+            + f"\n\nManage them: {_link('inventory:mine')}\n"
+        )
+        send_mail(f"[Registrar] you now own {len(clients)} client(s) you co-sponsored", body, None, [owner.email])
+        sent += 1
+    log_event(logger, "successors_notified", owners=sent, clients=len(client_ids))
+    return sent

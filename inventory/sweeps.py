@@ -1,4 +1,4 @@
-"""Sweeps: expiry, orphaned owners, stale clients; and the registry of sweeps other apps own (lapsed requests).
+"""Sweeps: expiry, owners who left (co-sponsor succession, orphans); and the registry of sweeps other apps own (lapsed requests).
 
 Every sweep is set-based and batched: it selects due rows over an indexed column with
 ``SELECT … FOR UPDATE SKIP LOCKED LIMIT <REGISTRAR_SWEEP_BATCH_SIZE>``, changes them with the same
@@ -8,7 +8,8 @@ see each other's locked rows, and a committed row no longer matches the filter, 
 transitioned exactly once. A keyset cursor on the primary key guarantees termination even when a
 batch cannot change some of its rows.
 
-All sweeps take ``now=`` so tests (and the benchmark) can move time without sleeping.
+All sweeps take ``now=`` so tests (and the benchmark) can move time without sleeping. "Unused" clients are the
+lifecycle policies' inactivity rule (``inventory.lifecycle_policies``), which also keeps ``Client.stale_at``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from typing import Any
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
-from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inventory import hooks
@@ -185,17 +185,31 @@ def _flag(field_name: str, action: str, actor: Actor, reason: str, now: dt.datet
     return handle
 
 
+def _owner_gone() -> Q:
+    return Q(owner__isnull=True) | Q(owner__is_active=False)
+
+
 def sweep_orphans(
     *, now: dt.datetime | None = None, batch_size: int | None = None, actor: Actor | None = None, notify: bool = True
 ) -> SweepResult:
-    """Owner gone → orphaned (team and manager notified) → suspended after the grace → retired later."""
+    """Owner gone → a co-sponsor succeeds them; no sponsor left → orphaned (team and manager notified) →
+    suspended after the grace → retired later."""
     now = now or timezone.now()
     actor = actor or Actor.system("sweep_orphans")
     size = _batch_size(batch_size)
     result = SweepResult("orphans")
-    newly = Client.objects.filter(managed=True, state__in=LIVE_STATES, orphaned_at__isnull=True).filter(
-        Q(owner__isnull=True) | Q(owner__is_active=False)
+    from inventory.lifecycle_policies.succession import has_successor, succeed_owners
+
+    # First: a live client whose owner left and which still has an active co-sponsor passes to that sponsor
+    # (orphaned ones too: an orphan flag set before a sponsor accepted is cleared). Only the rest orphan.
+    _in_batches(
+        Client.objects.filter(managed=True, state__in=LIVE_STATES).filter(_owner_gone()).filter(has_successor()),
+        lambda batch: succeed_owners(batch, actor=actor, now=now),
+        batch_size=size,
+        result=result,
+        key="succeeded",
     )
+    newly = Client.objects.filter(managed=True, state__in=LIVE_STATES, orphaned_at__isnull=True).filter(_owner_gone())
     _in_batches(
         newly,
         _flag("orphaned_at", "client.orphaned", actor, "owner deactivated", now, lambda c: client_snapshot(c)),
@@ -223,45 +237,10 @@ def sweep_orphans(
         from inventory.notifications import notify_orphans
 
         notify_orphans(client_ids=result.client_ids["orphaned"], now=now)
-    _log_sweep(result)
-    return result
+    if notify and result.client_ids.get("succeeded"):
+        from inventory.notifications import notify_successors
 
-
-# --- stale ---------------------------------------------------------------------------------------
-
-
-def sweep_stale(
-    *, now: dt.datetime | None = None, batch_size: int | None = None, actor: Actor | None = None, notify: bool = True
-) -> SweepResult:
-    """Active clients unused for ``REGISTRAR_STALE_DAYS`` are flagged; their owners get one digest."""
-    now = now or timezone.now()
-    actor = actor or Actor.system("sweep_stale")
-    cutoff = now - dt.timedelta(days=settings.REGISTRAR_STALE_DAYS)
-    result = SweepResult("stale")
-    unused = (
-        Client.objects.filter(state=ClientState.ACTIVE, managed=True, stale_at__isnull=True)
-        .filter(Q(last_used_at__lte=cutoff) | Q(last_used_at__isnull=True))
-        .alias(seen=Coalesce("last_used_at", "activated_at", "created_at"))
-        .filter(seen__lte=cutoff)
-    )
-    _in_batches(
-        unused,
-        _flag(
-            "stale_at",
-            "client.stale",
-            actor,
-            f"unused for {settings.REGISTRAR_STALE_DAYS} days",
-            now,
-            lambda c: {"last_used_at": c.last_used_at},
-        ),
-        batch_size=_batch_size(batch_size),
-        result=result,
-        key="stale",
-    )
-    if notify and result.client_ids.get("stale"):
-        from inventory.notifications import notify_stale
-
-        notify_stale(client_ids=result.client_ids["stale"], now=now)
+        notify_successors(client_ids=result.client_ids["succeeded"], now=now)
     _log_sweep(result)
     return result
 
@@ -271,7 +250,6 @@ def sweep_stale(
 SWEEPS: dict[str, Callable[..., SweepResult]] = {
     "expired": sweep_expired,
     "orphans": sweep_orphans,
-    "stale": sweep_stale,
 }
 
 

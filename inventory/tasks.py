@@ -89,6 +89,25 @@ def reconcile_all() -> int:
     return len(ids)
 
 
+@shared_task(name="inventory.tasks.pull_usage", ignore_result=True, soft_time_limit=240, time_limit=300)
+def pull_usage() -> dict:
+    """Read client usage from every enabled IdP connection that can report it (inventory.usage.usage_pull)."""
+    from inventory.connectors import ConnectorError
+    from inventory.models import IdPConnection
+    from inventory.usage import usage_pull
+
+    done: dict = {}
+    for idp in IdPConnection.objects.filter(enabled=True).order_by("pk"):
+        try:
+            result = usage_pull(idp)
+        except ConnectorError as exc:
+            log_event(logger, "usage_pull_failed", level=logging.WARNING, idp=idp.name, error=str(exc)[:200])
+            continue
+        if result is not None:
+            done[idp.name] = result.to_dict()
+    return done
+
+
 @shared_task(name="inventory.tasks.refresh_report_snapshots", ignore_result=True, soft_time_limit=120, time_limit=150)
 def refresh_report_snapshots() -> list[str]:
     """Recompute the dashboard and framework-report snapshots so no page view pays for the aggregates."""
@@ -123,12 +142,6 @@ def sweep_expired() -> dict:
 def sweep_orphans() -> dict:
     with heartbeat_timed(SWEEP_PREFIX + "orphans"):
         return sweeps.sweep_orphans().counts
-
-
-@shared_task(name="inventory.tasks.sweep_stale", **_SWEEP_LIMITS)
-def sweep_stale() -> dict:
-    with heartbeat_timed(SWEEP_PREFIX + "stale"):
-        return sweeps.sweep_stale().counts
 
 
 @shared_task(name="inventory.tasks.notify_expiring", **_SWEEP_LIMITS)

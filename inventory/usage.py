@@ -239,4 +239,49 @@ def usage_ingest(reports: list[UsageReport], *, actor: Actor, source: str) -> Us
     return result
 
 
-__all__ = ["MAX_BATCH", "UsageBatchInvalid", "UsageReport", "UsageResult", "parse_usage_batch", "usage_ingest"]
+#: How far back a pull from the IdP reads (Keycloak filters events by day; reading again is harmless: last use
+#: only moves forward).
+PULL_LOOKBACK = dt.timedelta(days=2)
+
+
+def usage_pull(idp: IdPConnection, *, now: dt.datetime | None = None) -> UsageResult | None:
+    """Ask the IdP itself when its clients last obtained a token (connectors that can: Keycloak's admin events),
+    and ingest that like a pushed batch: forward only, unknown clients recorded as shadow, one ``usage.ingest``
+    event per batch, source ``idp:<connection name>``. None when the connection cannot report usage. Connector
+    errors propagate (the task logs them; the next run reads the same window again)."""
+    from inventory.outbox.push import connector_for
+
+    if idp.is_dry_run or not idp.enabled:
+        return None
+    now = now or timezone.now()
+    latest: dict[str, dt.datetime] = {}
+    with connector_for(idp) as connector:
+        if not connector.can_report_usage:
+            return None
+        for client_id, when in connector.usage(since=now - PULL_LOOKBACK):
+            if not client_id or len(client_id) > 255 or when > now + FUTURE_SKEW:
+                continue
+            if client_id not in latest or when > latest[client_id]:
+                latest[client_id] = when
+    total = UsageResult()
+    reports = [UsageReport(idp.pk, client_id, when) for client_id, when in sorted(latest.items())]
+    for start in range(0, len(reports), MAX_BATCH):
+        part = usage_ingest(
+            reports[start : start + MAX_BATCH], actor=Actor.system("usage_pull"), source=f"idp:{idp.name}"
+        )
+        total.received += part.received
+        total.updated += part.updated
+        total.unchanged += part.unchanged
+        total.shadow.extend(part.shadow)
+    return total
+
+
+__all__ = [
+    "MAX_BATCH",
+    "UsageBatchInvalid",
+    "UsageReport",
+    "UsageResult",
+    "parse_usage_batch",
+    "usage_ingest",
+    "usage_pull",
+]

@@ -23,10 +23,10 @@ app.conf.beat_schedule = {
     "requeue-outbox": {"task": "inventory.tasks.requeue_outbox", "schedule": 15.0},
     "sweep-expired": {"task": "inventory.tasks.sweep_expired", "schedule": 60.0},
     "sweep-orphans": {"task": "inventory.tasks.sweep_orphans", "schedule": crontab(minute=7)},
-    "sweep-stale": {"task": "inventory.tasks.sweep_stale", "schedule": crontab(hour=3, minute=17)},
     "lifecycle-policies": {"task": "inventory.tasks.lifecycle_policies", "schedule": crontab(minute=23)},
-    "notify-expiring": {"task": "inventory.tasks.notify_expiring", "schedule": crontab(hour=8, minute=0)},
+    "notify-expiring": {"task": "inventory.tasks.notify_expiring", "schedule": crontab(minute=41)},
     "reconcile-idp": {"task": "inventory.tasks.reconcile_all", "schedule": crontab(minute="*/30")},
+    "pull-usage": {"task": "inventory.tasks.pull_usage", "schedule": 300.0},
     # Twice per REGISTRAR_REPORT_CACHE_SECONDS (default 60 s), so the snapshots never expire while beat runs.
     "refresh-report-snapshots": {"task": "inventory.tasks.refresh_report_snapshots", "schedule": 30.0},
     "sweep-lapsed": {"task": "approvals.tasks.sweep_lapsed", "schedule": crontab(minute="*/10")},

@@ -460,13 +460,18 @@ REGISTRAR_MAX_BODY_BYTES = env_int("REGISTRAR_MAX_BODY_BYTES", 64 * 1024, minimu
 # (approvals.unauthorized); past this many rows in one minute, new sources share an "other sources" bucket.
 REGISTRAR_UNAUTHORIZED_SOURCES_PER_MINUTE = env_int("REGISTRAR_UNAUTHORIZED_SOURCES_PER_MINUTE", 100, minimum=1)
 REGISTRAR_REQUEST_LAPSE_DAYS = env_int("REGISTRAR_REQUEST_LAPSE_DAYS", 7, minimum=1)
+# Human approvals of high-risk requests only inside this window, e.g. "Mon-Fri 08:00-18:00 Europe/Berlin"; outside
+# it an approval is refused (409) and the request waits, pending (approvals.conditions). Empty: any time.
+REGISTRAR_HIGH_RISK_APPROVAL_WINDOW = env_str("REGISTRAR_HIGH_RISK_APPROVAL_WINDOW") or ""
 REGISTRAR_SLA_WARN_HOURS = env_int("REGISTRAR_SLA_WARN_HOURS", 4, minimum=1)
 REGISTRAR_SLA_LATE_HOURS = env_int("REGISTRAR_SLA_LATE_HOURS", 24, minimum=1)
 REGISTRAR_APPROVER_MAIL_INTERVAL_MINUTES = env_int("REGISTRAR_APPROVER_MAIL_INTERVAL_MINUTES", 15, minimum=0)
 REGISTRAR_ORPHAN_GRACE_HOURS = env_int("REGISTRAR_ORPHAN_GRACE_HOURS", 72, minimum=0)
 REGISTRAR_ORPHAN_RETIRE_DAYS = env_int("REGISTRAR_ORPHAN_RETIRE_DAYS", 30, minimum=0)
-REGISTRAR_STALE_DAYS = env_int("REGISTRAR_STALE_DAYS", 30, minimum=1)
-REGISTRAR_EXPIRY_REMINDER_DAYS = [int(d) for d in env_list("REGISTRAR_EXPIRY_REMINDER_DAYS", ["7", "1"])]
+# Owners are reminded of an expiry relative to the client's lifetime: when this percentage of it is left, or
+# REGISTRAR_EXPIRY_REMINDER_HOURS before it ends, whichever is later (inventory.notifications.notify_expiring).
+REGISTRAR_EXPIRY_REMINDER_PERCENT = env_int("REGISTRAR_EXPIRY_REMINDER_PERCENT", 20, minimum=1, maximum=99)
+REGISTRAR_EXPIRY_REMINDER_HOURS = env_int("REGISTRAR_EXPIRY_REMINDER_HOURS", 24, minimum=1)
 REGISTRAR_OUTBOX_MAX_ATTEMPTS = env_int("REGISTRAR_OUTBOX_MAX_ATTEMPTS", 8, minimum=1)
 # Outbox delivery (inventory.outbox): a worker's lease on an entry must outlast one delivery
 # (a few connector requests of REGISTRAR_CONNECTOR_TIMEOUT_SECONDS each); retries back off

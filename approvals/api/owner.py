@@ -136,7 +136,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
         except TokenError as refused:  # the service's input rules (unknown scopes, …): nothing was minted
             raise ValidationError({"non_field_errors": [str(refused)]}) from refused
         token = self.get_queryset().get(pk=token.pk)
-        token.token = plaintext  # type: ignore[attr-defined]  # for the serializer, this response only
+        token.token = plaintext  # for the serializer, this response only
         return Response(MintedTokenSerializer(token).data, status=201)
 
     @extend_schema(

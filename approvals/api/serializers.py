@@ -27,7 +27,7 @@ class RegistrationRequestSerializer(serializers.ModelSerializer):
     decisions = DecisionSerializer(many=True, read_only=True)
     # Blank until the policy has run: said here, or the schema's enum would leave "" out.
     risk_tier = serializers.ChoiceField(
-        choices=RegistrationRequest._meta.get_field("risk_tier").choices, allow_blank=True, read_only=True
+        choices=list(RegistrationRequest._meta.get_field("risk_tier").flatchoices), allow_blank=True, read_only=True
     )
     outcome = serializers.ChoiceField(choices=PolicyOutcome.choices, allow_blank=True, read_only=True)
 

@@ -24,7 +24,7 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.urls import get_script_prefix, reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from approvals import ratelimit
+from approvals import conditions, ratelimit
 from approvals.metrics import registration_counted
 from approvals.oauth2 import client_config, credentials, responses
 from approvals.oauth2.errors import ERR_INVALID_METADATA, IntakeError, Unauthorized
@@ -197,6 +197,11 @@ def _register(request: HttpRequest, labels: _Labels) -> HttpResponse:
         )
         return _from_exc(exc)
     labels.channel = requester.via
+    try:  # context conditions (allowed source networks): approvals.conditions
+        conditions.requester_check(request, requester)
+    except IntakeError as exc:
+        labels.outcome = "refused"
+        return _from_exc(exc)
     if requester.statement is not None:
         # A statement is its own credential: limit per workload (issuer rule + subject), like a token.
         ident = f"statement:{requester.statement.issuer.pk}:{requester.statement.subject}"
@@ -260,6 +265,7 @@ def manage(request: HttpRequest, registration_id: str) -> HttpResponse:
     if limited:
         return _limited(limited)
     try:
+        conditions.registration_call_check(request, registration_id, bearer)  # approvals.conditions
         if request.method == "DELETE":
             client_config.registration_delete(registration_id=registration_id, bearer=bearer)
             return HttpResponse(status=204, headers=NO_STORE)

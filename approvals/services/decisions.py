@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from approvals.choices import REQUEST_TRANSITIONS, DecisionKind, RequestKind, RequestState
 from approvals.cimd.pinning import pin_change_apply
+from approvals.conditions import approval_window_closed
 from approvals.models import Decision, RegistrationRequest
 from approvals.policy_store import active_policy
 from approvals.services.clients import request_client_create
@@ -135,6 +136,8 @@ def request_approve(
     reason = (reason or "").strip()
     if locked.risk_tier == RiskTier.HIGH and not reason:
         raise DecisionInvalid("a reason is required to approve a high-risk request")
+    if locked.risk_tier == RiskTier.HIGH and (closed := approval_window_closed(timezone.now())):
+        raise DecisionConflict(closed)  # outside the working window the request waits (approvals.conditions)
     if locked.decisions.filter(approver=user).exists():
         raise DecisionConflict("you already decided this request; a second approval must come from someone else")
 

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from approvals.conditions import validate_networks
 from approvals.models import InitialAccessToken
 from approvals.services.errors import TokenError
 from inventory.models import IdPConnection, ScopeDefinition, Team
@@ -34,9 +36,17 @@ def token_mint(
     valid_for: timedelta = timedelta(days=7),
     team: Team | None = None,
     idp: IdPConnection | None = None,
+    allowed_networks: list[str] | None = None,
 ) -> tuple[InitialAccessToken, str]:
-    """Mint an initial access token. Returns the row and the plaintext, which is never stored."""
+    """Mint an initial access token. Returns the row and the plaintext, which is never stored.
+
+    ``allowed_networks``: CIDR blocks registrations with it must come from (``approvals.conditions``)."""
     problems = []
+    allowed_networks = [n.strip() for n in allowed_networks or [] if n.strip()]
+    try:
+        validate_networks(allowed_networks)
+    except ValidationError as exc:
+        problems.extend(exc.messages)
     purpose = (purpose or "").strip()
     if len(purpose) < 3:
         problems.append("purpose must say what the token is for (at least 3 characters)")
@@ -67,6 +77,7 @@ def token_mint(
         max_uses=max_uses,
         internal_only=internal_only,
         idp=idp,
+        allowed_networks=allowed_networks,
         expires_at=timezone.now() + valid_for,
     )
     audit_record(
@@ -81,6 +92,7 @@ def token_mint(
             "max_ttl_seconds": max_ttl_seconds,
             "max_uses": max_uses,
             "internal_only": internal_only,
+            "allowed_networks": allowed_networks,
             "prefix": token.prefix,
         },
     )

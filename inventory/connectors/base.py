@@ -155,6 +155,15 @@ class BaseConnector(abc.ABC):
     def list(self) -> Iterator[RemoteClient]:
         """Every client the IdP holds (Registrar's and others), for reconciliation."""
 
+    def usage(self, *, since: datetime) -> Iterator[tuple[str, datetime]]:
+        """``(client id at the IdP, when it obtained a token)`` as the IdP recorded it since ``since``, for
+        ``inventory.usage.usage_pull``. Only connectors whose IdP can tell override this (``can_report_usage``)."""
+        raise NotImplementedError(f"{self.kind} cannot report client usage")
+
+    @property
+    def can_report_usage(self) -> bool:
+        return False
+
     @property
     def can_list(self) -> bool:
         """Whether :meth:`list` works here. Without it a call whose answer is lost cannot be looked up

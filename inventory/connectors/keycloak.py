@@ -10,6 +10,7 @@ Secrets:
     ``admin_client_id``, ``admin_client_secret``: a confidential client with a service account holding
     ``realm-management`` roles ``manage-clients`` and ``view-clients``, used with client_credentials.
 Remote state (per client): ``id`` (Keycloak's internal UUID) and ``client_secret`` if Keycloak made one.
+Usage: :meth:`KeycloakConnector.usage` reads ``CLIENT_LOGIN`` admin events (role ``view-events``; realm events on).
 
 Each Registrar client becomes a confidential, service-account-only client whose ``clientId`` Registrar chooses
 (its own id), so a repeated create answers 409 -> :class:`AlreadyExists` naming that id and the caller adopts.
@@ -28,6 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -306,6 +308,39 @@ class KeycloakConnector(BaseConnector):
             log_event(logger, "connector_delete_already_gone", level=logging.DEBUG, kind=self.kind, client_id=client_id)
             return
         log_event(logger, "connector_deleted", level=logging.DEBUG, kind=self.kind, client_id=client_id)
+
+    # -- usage ---------------------------------------------------------------------------------------------
+
+    @property
+    def can_report_usage(self) -> bool:
+        return True
+
+    def usage(self, *, since: datetime) -> Iterator[tuple[str, datetime]]:
+        """Token issuance from the realm's admin events API: ``CLIENT_LOGIN`` events (a client-credentials grant),
+        newest first, paged like :meth:`list`. Needs the realm's events switched on (*Realm settings → Events →
+        User events*, ``CLIENT_LOGIN`` saved) and the admin service account's ``view-events`` role; with events
+        off Keycloak answers an empty list and nothing is reported. Built-in clients and Registrar's own admin
+        client are left out (they are not agents, and would otherwise show up as shadow clients)."""
+        own = {self.secrets.get("admin_client_id")}
+        url = f"{self.base_url}/admin/realms/{quote(self.realm, safe='')}/events"
+        params: dict[str, Any] = {"type": "CLIENT_LOGIN", "dateFrom": since.astimezone(UTC).date().isoformat()}
+        first = 0
+        while True:
+            page = self._request("GET", url, params={**params, "first": first, "max": PAGE_SIZE}).json()
+            if not isinstance(page, list):
+                raise ConnectorError(f"{self.kind}: the events listing is not a JSON array")
+            for event in page:
+                client_id, millis = event.get("clientId"), event.get("time")
+                if not isinstance(client_id, str) or client_id in BUILTIN_CLIENT_IDS or client_id in own:
+                    continue
+                if not isinstance(millis, int) or isinstance(millis, bool):
+                    continue
+                when = datetime.fromtimestamp(millis / 1000, tz=UTC)
+                if when >= since:
+                    yield client_id, when
+            if len(page) < PAGE_SIZE:
+                return
+            first += PAGE_SIZE
 
     def list(self) -> Iterator[RemoteClient]:
         first = 0

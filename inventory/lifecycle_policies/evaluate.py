@@ -5,7 +5,7 @@ A rule applies to **active, managed** clients in its scope:
 - attestation: not attested for the tier's N days, counted from the last attestation, else activation, else
   creation. The issue is open *since* that date + N;
 - inactivity: no use reported for N days (``last_used_at``, else activation, else creation; usage comes from
-  the IdPs, ``inventory.usage``). Open *since* that date + N;
+  the IdPs, ``inventory.usage``). Open *since* that date + N; the client's ``stale_at`` follows this rule;
 - sponsors: fewer active sponsors than the tier's minimum — its owner if active, plus co-sponsors who accepted
   and are active (``ClientSponsor``). Open since it was first flagged.
 
@@ -180,12 +180,37 @@ def _resolve(qs: QuerySet, now: dt.datetime, why: str) -> int:
     return qs.filter(resolved_at__isnull=True).update(resolved_at=now, resolution=why)
 
 
+FLAG_PASS_LOCK = 0x5245_4731_4C43_50  # "REG1LCP"
+
+
+def _one_pass_at_a_time() -> None:
+    """Two flagging passes at once (two beat instances, a retry) would both open the same issues and audit them
+    twice: the second waits for the first to commit, then finds its issues. PostgreSQL: an advisory lock for the
+    transaction; SQLite runs write transactions IMMEDIATE, which serialises them already."""
+    connection = transaction.get_connection()
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [FLAG_PASS_LOCK])
+
+
+def _mark_stale(rule: Rule, now: dt.datetime) -> None:
+    """``Client.stale_at`` ("stale" on the dashboard, in filters, the API and renewal review) is the inactivity
+    rule's flag: set when the rule first flags a client, cleared when it no longer does (use reported, out of
+    scope). The age-based stale sweep it replaces is gone: one rule says what "unused" means."""
+    flagged_now = flagged(rule, now).values("pk")
+    Client.objects.filter(pk__in=flagged_now, stale_at__isnull=True).update(stale_at=now)
+    Client.objects.filter(state__in=LIVE_STATES, stale_at__isnull=False).exclude(pk__in=flagged_now).update(
+        stale_at=None
+    )
+
+
 @transaction.atomic
 def flag_issues(rules: LifecycleRules, *, now: dt.datetime | None = None) -> FlagResult:
     """Bring compliance issues in line with ``rules`` at ``now``: open one per newly flagged client (one
     ``client.compliance_flag`` audit event each), resolve those no longer flagged (not yet acted on), and move
     the action and its due date of open issues to the active rules."""
     now = now or timezone.now()
+    _one_pass_at_a_time()
     result = FlagResult()
     open_issues = ComplianceIssue.objects.filter(resolved_at__isnull=True)
     # Ended or no longer live clients carry no open issue, acted on or not.
@@ -196,6 +221,8 @@ def flag_issues(rules: LifecycleRules, *, now: dt.datetime | None = None) -> Fla
         if not rule.enabled:
             result.resolved[rule.name] = _resolve(mine.filter(acted_at__isnull=True), now, "rule disabled")
             result.flagged[rule.name] = 0
+            if rule.name == INACTIVITY:
+                Client.objects.filter(state__in=LIVE_STATES, stale_at__isnull=False).update(stale_at=None)
             continue
         rows = list(flagged(rule, now).values_list("pk", "registration_id", "risk_tier", "rule_base", "policy_version"))
         flagged_ids = {row[0] for row in rows}
@@ -239,6 +266,8 @@ def flag_issues(rules: LifecycleRules, *, now: dt.datetime | None = None) -> Fla
             )
         ComplianceIssue.objects.bulk_create(new, ignore_conflicts=True, batch_size=2000)
         result.flagged[rule.name] = len(new)
+        if rule.name == INACTIVITY:
+            _mark_stale(rule, now)
         # Open issues not yet acted on follow the active rules: action and grace as they are now.
         mine.filter(acted_at__isnull=True).update(
             action=rule.action,

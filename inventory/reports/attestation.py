@@ -22,17 +22,18 @@ from inventory.lifecycle_policies.rules import ATTESTATION, LifecycleRules
 from inventory.models import ComplianceIssue
 
 DUE_SOON_DAYS = 14
-#: Periodic review and recertification (NIST AI RMF), offboarding and overprivilege (OWASP NHI): ids as in
-#: ../shared/frameworks.yaml and inventory/reports/frameworks.yaml.
-EVIDENCES = (
-    ("GOVERN 1.4", "Risk management process and outcomes established through transparent policies"),
-    ("GOVERN 1.6", "Mechanisms are in place to inventory AI systems"),
-    ("GOVERN 1.7", "Processes for decommissioning and phasing out AI systems safely"),
-    ("MANAGE 2.4", "Mechanisms are in place to supersede, disengage, or deactivate AI systems"),
-    ("MANAGE 4.1", "Post-deployment monitoring plans including override, decommissioning"),
-    ("NHI1:2025", "Improper Offboarding"),
-    ("NHI5:2025", "Overprivileged NHI"),
-)
+
+
+#: Periodic review and recertification (NIST AI RMF), offboarding and overprivilege (OWASP NHI): the items the
+#: framework report's own "Owners re-attest" control (inventory.reports.controls) maps to, named exactly as in
+#: inventory/reports/frameworks.yaml (copied from ../shared/frameworks.yaml).
+def _evidences() -> tuple[tuple[str, str], ...]:
+    from inventory.reports.controls import CONTROLS_BY_KEY, framework_catalogue
+
+    names = {item["id"]: item["name"] for fw in framework_catalogue().values() for item in fw["items"]}
+    return tuple((item, names[item]) for item in CONTROLS_BY_KEY["attestation_current"].items)
+
+
 COLUMNS = ("attested", "due", "overdue", "acted_on")
 
 
@@ -60,7 +61,7 @@ class Campaign:
     by_team: list[CampaignRow] = field(default_factory=list)
     by_owner: list[CampaignRow] = field(default_factory=list)
     totals: CampaignRow = field(default_factory=lambda: CampaignRow("all"))
-    evidences: tuple = EVIDENCES
+    evidences: tuple = field(default_factory=_evidences)
 
     def csv(self) -> str:
         out = io.StringIO()

@@ -124,6 +124,16 @@ CONTROLS: tuple[Control, ...] = (
         "A client whose owner left is not still active after the orphan grace period.",
     ),
     Control(
+        "attestation_current",
+        "Owners re-attest",
+        "active clients the attestation rule covers",
+        "were re-attested by their owner within their tier's period",
+        ("GOVERN 1.4", "GOVERN 1.6", "GOVERN 1.7", "MANAGE 2.4", "MANAGE 4.1", "NHI1:2025", "NHI5:2025"),
+        "Periodic review: each active client's owner confirmed it is still needed and its scopes still right "
+        "within its tier's attestation period (lifecycle policy, /inventory/mine/attest/), whether the rule is "
+        "enforced or monitor only.",
+    ),
+    Control(
         "audit_chain_intact",
         "Audit log intact",
         "audit events",
@@ -236,7 +246,36 @@ def control_conditions(
         )
     if key == "idp_in_sync":
         return live, Q(sync_failed=True) | Q(drift__isnull=False) | Q(managed=False)
+    if key == "attestation_current":
+        return _attestation_conditions(live, now)
     raise KeyError(key)
+
+
+def _attestation_conditions(live: Q, now: datetime) -> tuple[Q, Q]:
+    """The active lifecycle policy's attestation rule as Q: its scope, and "not attested for its tier's days"
+    (from the last attestation, else activation, else creation — what the rule's flagging pass counts)."""
+    from inventory.lifecycle_policies.store import active_lifecycle_rules
+
+    rule = active_lifecycle_rules().attestation
+    scope = rule.scope
+    population = live & Q(state=ClientState.ACTIVE, managed=True)
+    for lookup, values in (
+        ("risk_tier__in", scope.tiers),
+        ("team__slug__in", scope.teams),
+        ("idp__name__in", scope.idps),
+        ("created_via__in", scope.created_via),
+    ):
+        if values:
+            population &= Q(**{lookup: list(values)})
+    overdue = Q(pk__in=[])
+    for tier in sorted(rule.days_by_tier):
+        cut = now - timedelta(days=rule.days_for(tier))
+        overdue |= Q(risk_tier=tier) & (
+            Q(attested_at__lt=cut)
+            | Q(attested_at__isnull=True, activated_at__lt=cut)
+            | Q(attested_at__isnull=True, activated_at__isnull=True, created_at__lt=cut)
+        )
+    return population, overdue
 
 
 def _python_failing_ids(key: str, names: list[str]) -> list[int]:

@@ -294,3 +294,72 @@ def test_a_cimd_client_is_created_public_under_its_document_url():
     result = fake.connector(client_id_prefix="rg-").create(spec)  # the URL, never prefixed
     assert (result.client_id, result.remote_state) == (url, {"id": "u-9"})
     fake.assert_done()
+
+
+def events(query: str) -> str:
+    return f"/admin/realms/agents/events?type=CLIENT_LOGIN&{query}"
+
+
+def ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def test_usage_reads_client_login_events_paged_and_skips_builtins_and_its_own_admin_client(monkeypatch):
+    monkeypatch.setattr("inventory.connectors.keycloak.PAGE_SIZE", 2)
+    since = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    later = datetime(2026, 3, 2, 8, 30, tzinfo=UTC)
+    fake = FakeKeycloak(
+        TOKEN_CALL,
+        (
+            "GET",
+            events("dateFrom=2026-03-01&first=0&max=2"),
+            None,
+            httpx.Response(
+                200,
+                json=[
+                    {"type": "CLIENT_LOGIN", "clientId": "reg_42", "time": ms(later)},
+                    {"type": "CLIENT_LOGIN", "clientId": "registrar-admin", "time": ms(later)},
+                ],
+            ),
+        ),
+        (
+            "GET",
+            events("dateFrom=2026-03-01&first=2&max=2"),
+            None,
+            httpx.Response(
+                200,
+                json=[
+                    {"type": "CLIENT_LOGIN", "clientId": "admin-cli", "time": ms(later)},
+                    {"type": "CLIENT_LOGIN", "clientId": "shadow-bot", "time": ms(since)},
+                ],
+            ),
+        ),
+        (
+            "GET",
+            events("dateFrom=2026-03-01&first=4&max=2"),
+            None,
+            httpx.Response(
+                200,
+                json=[
+                    {"type": "CLIENT_LOGIN", "clientId": "reg_7", "time": ms(since) - 1},  # before `since`
+                    {"type": "CLIENT_LOGIN", "clientId": "reg_8", "time": "yesterday"},  # not a time
+                ],
+            ),
+        ),
+        ("GET", events("dateFrom=2026-03-01&first=6&max=2"), None, httpx.Response(200, json=[])),
+    )
+    connector = fake.connector()
+    assert connector.can_report_usage
+    assert list(connector.usage(since=since)) == [("reg_42", later), ("shadow-bot", since)]
+    fake.assert_done()
+
+
+def test_usage_refuses_a_listing_that_is_not_an_array():
+    from inventory.connectors import ConnectorError
+
+    fake = FakeKeycloak(
+        TOKEN_CALL,
+        ("GET", events("dateFrom=2026-03-01&first=0&max=100"), None, httpx.Response(200, json={"error": "x"})),
+    )
+    with pytest.raises(ConnectorError, match="events listing is not a JSON array"):
+        list(fake.connector().usage(since=datetime(2026, 3, 1, tzinfo=UTC)))

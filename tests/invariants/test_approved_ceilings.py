@@ -22,9 +22,10 @@ from approvals.services import request_approve
 from inventory import lifecycle as lc
 from inventory.breakglass import breakglass_execute
 from inventory.containment import client_hold_lift
+from inventory.lifecycle_policies import run_lifecycle_policies
 from inventory.models import Client
 from inventory.reconcile import reconcile_connection
-from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run, sweep_stale
+from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run
 from portal.audit import Actor
 from tests.invariants.support import (
     PEOPLE,
@@ -199,7 +200,7 @@ def sweeps_run(world, role):
     for now in (timezone.now(), timezone.now() + timedelta(days=2)):
         sweep_expired(now=now)
         sweep_orphans(now=now)
-        sweep_stale(now=now)
+        run_lifecycle_policies(now=now)
         sweep_run("lapsed", now=now)
 
 

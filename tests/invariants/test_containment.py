@@ -21,8 +21,9 @@ from inventory import lifecycle as lc
 from inventory.breakglass import breakglass_execute
 from inventory.choices import ENDED_STATES, ClientState
 from inventory.containment import client_hold_lift, client_hold_place
+from inventory.lifecycle_policies import run_lifecycle_policies
 from inventory.models import Client
-from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run, sweep_stale
+from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run
 from portal.models import AuditEvent, User
 from portal.roles import can_hold_clients
 from tests.factories import TokenFactory
@@ -221,7 +222,7 @@ def sweeps_run(world, role):
     for now in (timezone.now(), timezone.now() + timedelta(days=40)):
         sweep_expired(now=now)
         sweep_orphans(now=now)
-        sweep_stale(now=now)
+        run_lifecycle_policies(now=now)
         sweep_run("lapsed", now=now)
 
 

@@ -19,9 +19,10 @@ from inventory import lifecycle as lc
 from inventory.breakglass import breakglass_execute
 from inventory.choices import ClientState
 from inventory.containment import client_hold_lift
+from inventory.lifecycle_policies import run_lifecycle_policies
 from inventory.models import Client
 from inventory.reconcile import reconcile_connection
-from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run, sweep_stale
+from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run
 from portal.models import AuditEvent, User
 from portal.roles import can_hold_clients
 from tests.invariants.support import (
@@ -198,7 +199,7 @@ def sweeps_run(world, role):
     for now in (timezone.now(), timezone.now() + timedelta(days=40)):
         sweep_expired(now=now)
         sweep_orphans(now=now)
-        sweep_stale(now=now)
+        run_lifecycle_policies(now=now)
         sweep_run("lapsed", now=now)
 
 

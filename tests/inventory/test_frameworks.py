@@ -359,3 +359,52 @@ def test_report_page_csv_and_print(client, security_user, four_live):
     nhi1 = next(r for r in item_rows if r[1] == "NHI1:2025")
     assert nhi1[2] == "Improper Offboarding" and nhi1[3] == "fail"
     assert ["Owner bound", "fail", "4", "1", "75.0", "75 % of live clients have an active owner — 1 does not."] in rows
+
+
+def test_attestation_has_its_own_control_measured_like_the_campaign(client, security_user, idp, owner, catalogue):
+    """The framework report's "Owners re-attest" control: the attestation rule's scope and periods, the same
+    count of overdue clients as /reports/attestation/, mapped to the review/offboarding items by exact id."""
+    from inventory.lifecycle_policies import lifecycle_policy_publish
+    from inventory.reports.attestation import attestation_campaign
+
+    assert ctl.CONTROLS_BY_KEY["attestation_current"].items == (
+        "GOVERN 1.4",
+        "GOVERN 1.6",
+        "GOVERN 1.7",
+        "MANAGE 2.4",
+        "MANAGE 4.1",
+        "NHI1:2025",
+        "NHI5:2025",
+    )
+    long_ago = timezone.now() - timedelta(days=100)
+    good(idp, owner, name="fresh")
+    overdue = good(idp, owner, name="overdue", risk_tier=RiskTier.MEDIUM, activated_at=long_ago)  # medium: 90 d
+    good(idp, owner, name="re-attested", risk_tier=RiskTier.MEDIUM, activated_at=long_ago, attested_at=timezone.now())
+    good(idp, owner, name="low-tier", activated_at=long_ago)  # low: 180 d
+    good(idp, owner, name="ended", activated_at=long_ago, state=ClientState.RETIRED, risk_tier=RiskTier.MEDIUM)
+    good(idp, owner, name="suspended", activated_at=long_ago, state=ClientState.SUSPENDED, risk_tier=RiskTier.MEDIUM)
+    result = by_key(measure_controls())["attestation_current"]
+    assert (result.total, result.failing, result.status) == (4, 1, "fail")
+    assert result.sentence == (
+        "75 % of active clients the attestation rule covers were re-attested by their owner within their tier's "
+        "period — 1 does not."
+    )
+    assert attestation_campaign().totals.overdue == result.failing
+    client.force_login(security_user)
+    assert [c.name for c in client.get("/inventory/?failing=attestation_current").context["page"].items] == [
+        overdue.name
+    ]
+    # The rule's scope is the control's population: scoped to high tier, nothing here is measured.
+    rules = {
+        "attestation": {"enabled": True, "days": {"high": 30, "medium": 90, "low": 180}, "scope": {"tiers": ["high"]}}
+    }
+    lifecycle_policy_publish(actor=Actor.system("test"), rules=rules, monitor_only=True)
+    result = by_key(measure_controls())["attestation_current"]
+    assert (result.total, result.failing, result.status) == (0, 0, "pass")
+    names = [i for fw in framework_report()["frameworks"] for i in fw["items"] if i.id == "NHI1:2025"]
+    assert "attestation_current" in {r.control.key for r in names[0].controls}
+    campaign = attestation_campaign()
+    assert [name for name, _ in campaign.evidences][-2:] == ["NHI1:2025", "NHI5:2025"]
+    assert dict(campaign.evidences)["MANAGE 4.1"] == (
+        "Post-deployment monitoring plans including override, decommissioning, incident response and change management"
+    )

@@ -231,6 +231,43 @@ def test_inactivity_from_reported_use(owner):
     assert unused.hold_kind == HoldKind.POLICY and never.state == ClientState.ACTIVE
 
 
+def test_stale_is_the_inactivity_rule_set_once_cleared_on_use_and_renewal_reviews_it(owner):
+    """One rule for "unused": the inactivity rule keeps stale_at (the age-based stale sweep is gone)."""
+    from inventory.lifecycle import renewal_review_reasons
+    from inventory.sweeps import sweeps_available
+
+    assert "stale" not in sweeps_available()
+    unused, used = ClientFactory(owner=owner), ClientFactory(owner=owner)
+    for client in (unused, used):
+        aged(client, days=200)
+        aged(client, days=200, field="activated_at")
+    aged(used, days=3, field="last_used_at")
+    rules = publish(attestation={"enabled": False}, inactivity={"enabled": True, "days": 90, "grace_days": 14})
+    now = timezone.now()
+    run_lifecycle_policies(now=now)
+    unused.refresh_from_db()
+    assert unused.stale_at == now and Client.objects.get(pk=used.pk).stale_at is None
+    assert "flagged_stale" in {code for code, _ in renewal_review_reasons(unused, ttl_seconds=3600)}
+    flag = AuditEvent.objects.get(action="client.compliance_flag")
+    assert (flag.object_id, flag.after["rule"]) == (unused.registration_id, "inactivity")
+    # Time travel: a second pass the next day changes nothing and writes nothing.
+    run_lifecycle_policies(now=now + timedelta(days=1))
+    assert Client.objects.get(pk=unused.pk).stale_at == now
+    assert AuditEvent.objects.filter(action="client.compliance_flag").count() == 1
+    # The IdP reports use: the next pass clears the flag and resolves the issue.
+    Client.objects.filter(pk=unused.pk).update(last_used_at=now + timedelta(days=2))
+    run_lifecycle_policies(now=now + timedelta(days=2, hours=1))
+    assert Client.objects.get(pk=unused.pk).stale_at is None
+    assert ComplianceIssue.objects.get(client=unused).resolution == "compliant"
+    # Unused again later, then the rule is switched off: nothing is stale any more.
+    run_lifecycle_policies(now=now + timedelta(days=100))
+    assert Client.objects.get(pk=unused.pk).stale_at is not None
+    publish(attestation={"enabled": False}, inactivity={"enabled": False})
+    run_lifecycle_policies(now=now + timedelta(days=101))
+    assert not Client.objects.filter(stale_at__isnull=False).exists()
+    assert rules.version == 1
+
+
 def test_scope_limits_a_rule(owner):
     payments = TeamFactory(name="Payments", slug="payments")
     inside = ClientFactory(owner=owner, team=payments, risk_tier=RiskTier.HIGH)

@@ -13,10 +13,10 @@ from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
-from inventory import hooks, notifications
+from inventory import hooks
 from inventory.choices import ClientState, OutboxOperation
-from inventory.models import Client, OutboxEntry, OwnerDigest
-from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run, sweep_stale, sweeps_available
+from inventory.models import Client, OutboxEntry
+from inventory.sweeps import sweep_expired, sweep_orphans, sweep_run, sweeps_available
 from portal.audit import verify_chain
 from portal.models import AuditEvent
 from tests.factories import ClientFactory, IdPFactory, TeamFactory, UserFactory
@@ -127,46 +127,11 @@ def test_orphan_flow_notifies_then_suspends_then_retires():
 
 
 @pytest.mark.django_db
-def test_sweep_stale_flags_unused_clients_and_mails_one_digest_per_owner():
-    owner = UserFactory(email="o@example.com")
-    unused = [ClientFactory(owner=owner, last_used_at=past(days=40)) for _ in range(3)]
-    never_used = ClientFactory(owner=owner, last_used_at=None)
-    Client.objects.filter(pk=never_used.pk).update(activated_at=past(days=31), created_at=past(days=31))
-    recent = ClientFactory(owner=owner, last_used_at=past(days=2))
-    result = sweep_stale(now=NOW)
-    assert result.counts == {"stale": 4}
-    assert Client.objects.get(pk=recent.pk).stale_at is None
-    assert all(Client.objects.get(pk=c.pk).stale_at == NOW for c in unused)
-    assert len(mail.outbox) == 1 and "4 unused" in mail.outbox[0].subject
-    assert sweep_stale(now=NOW).total == 0
-
-
-@pytest.mark.django_db
-@override_settings(REGISTRAR_EXPIRY_REMINDER_DAYS=[7, 1])
-def test_expiry_reminders_one_digest_per_owner_per_day():
-    olivia = UserFactory(username="olivia2", email="olivia@example.com")
-    dave = UserFactory(username="dave2", email="dave@example.com")
-    in_7 = ClientFactory(owner=olivia, expires_at=future(days=6, hours=12))
-    in_1 = ClientFactory(owner=olivia, expires_at=future(hours=5))
-    ClientFactory(owner=olivia, expires_at=future(days=3))  # between windows: no reminder today
-    ClientFactory(owner=dave, expires_at=future(hours=20))
-    ClientFactory(owner=dave, state=ClientState.SUSPENDED, expires_at=future(hours=20))
-    assert notifications.notify_expiring(now=NOW) == 2
-    by_to = {m.to[0]: m for m in mail.outbox}
-    assert set(by_to) == {"olivia@example.com", "dave@example.com"}
-    body = by_to["olivia@example.com"].body
-    assert in_7.registration_id in body and in_1.registration_id in body and body.count("•") == 2
-    assert notifications.notify_expiring(now=NOW + dt.timedelta(hours=1)) == 0  # same day: no second mail
-    assert OwnerDigest.objects.count() == 2
-    assert notifications.notify_expiring(now=NOW + dt.timedelta(days=2, hours=1)) == 1  # the 3-day one is now due in 1
-
-
-@pytest.mark.django_db
 def test_sweep_command_runs_each_sweep(capsys):
     ClientFactory(expires_at=timezone.now() - dt.timedelta(minutes=5))
     call_command("sweep", "expired", "--batch-size", "10")
     assert "sweep=expired expired=1" in capsys.readouterr().out
-    for which in ("orphans", "stale", "lapsed"):
+    for which in ("orphans", "lapsed"):
         call_command("sweep", which)
         assert f"sweep={which}" in capsys.readouterr().out
 
@@ -190,7 +155,7 @@ def test_lapsed_requests_are_swept_by_the_sweep_approvals_registered(settings):
 def test_inventory_on_its_own_has_only_its_own_sweeps():
     saved = hooks.reset_for_tests()
     try:
-        assert sorted(sweeps_available()) == ["expired", "orphans", "stale"]
+        assert sorted(sweeps_available()) == ["expired", "orphans"]  # "stale" is the inactivity rule now
         with pytest.raises(KeyError):
             sweep_run("lapsed")
     finally:
@@ -203,6 +168,9 @@ def test_celery_tasks_are_registered_with_the_beat_names():
     import inventory.tasks  # noqa: F401
     from portal.celery import app
 
-    for name in ("sweep_expired", "sweep_orphans", "sweep_stale", "notify_expiring"):
+    for name in ("sweep_expired", "sweep_orphans", "lifecycle_policies", "notify_expiring"):
         assert f"inventory.tasks.{name}" in app.tasks
+    assert "inventory.tasks.sweep_stale" not in app.tasks
+    beat = {entry["task"] for entry in app.conf.beat_schedule.values()}
+    assert "inventory.tasks.lifecycle_policies" in beat and "inventory.tasks.sweep_stale" not in beat
     assert app.tasks["inventory.tasks.sweep_expired"].apply().get() == {}

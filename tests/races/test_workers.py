@@ -50,7 +50,10 @@ def run_at_once(server: RaceServer, task: str, *, args=()) -> None:
 
 def test_one_expiry_digest_per_owner_and_day(race_server, world):
     owner = world.owner()
-    world.clients(owner, 3, expires_at=timezone.now() + timedelta(hours=6))
+    # Activated a month ago, ending in 6 h: past its reminder moment (a day before, the later of that and 20 % left).
+    world.clients(
+        owner, 3, expires_at=timezone.now() + timedelta(hours=6), activated_at=timezone.now() - timedelta(days=30)
+    )
     same_day()
 
     run_at_once(race_server, "inventory.tasks.notify_expiring")
@@ -124,20 +127,22 @@ def test_one_approver_mail_per_interval(race_server, world):
     assert max(recipients.values()) == 1, recipients
 
 
-def test_each_unused_client_is_flagged_stale_once_and_its_owner_mailed_once(race_server, world):
-    owner = world.owner()
-    month_ago = timezone.now() - timedelta(days=40)
-    unused = world.clients(owner, 30, last_used_at=month_ago, activated_at=month_ago)
-    Client.objects.filter(pk__in=[c.pk for c in unused]).update(created_at=month_ago)
-    same_day()
+def test_each_unused_client_is_flagged_once_by_the_inactivity_rule(race_server, world):
+    """The stale sweep is gone: the inactivity rule flags unused clients (and keeps ``stale_at``), once."""
+    from inventory.models import ComplianceIssue
 
-    run_at_once(race_server, "inventory.tasks.sweep_stale")
+    owner = world.owner()
+    long_ago = timezone.now() - timedelta(days=120)
+    unused = world.clients(owner, 30, last_used_at=long_ago, activated_at=long_ago)
+    Client.objects.filter(pk__in=[c.pk for c in unused]).update(created_at=long_ago)
+
+    run_at_once(race_server, "inventory.tasks.lifecycle_policies")
 
     ids = [c.registration_id for c in unused]
-    assert actions(action="client.stale", object_id__in=ids) == Counter({"client.stale": len(unused)})
-    assert OwnerDigest.objects.filter(user=owner, kind="stale").count() == 1
-    mails = [m for m in race_server.mails() if "unused client(s)" in m and f"To: {owner.email}" in m]
-    assert len(mails) == 1
+    flags = actions(action="client.compliance_flag", object_id__in=ids, after__rule="inactivity")
+    assert flags == Counter({"client.compliance_flag": len(unused)})
+    assert ComplianceIssue.objects.filter(rule="inactivity", client__in=unused).count() == len(unused)
+    assert Client.objects.filter(pk__in=[c.pk for c in unused], stale_at__isnull=False).count() == len(unused)
 
 
 def test_each_forgotten_request_lapses_once(race_server, world):

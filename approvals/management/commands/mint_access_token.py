@@ -18,6 +18,12 @@ class Command(BaseCommand):
         parser.add_argument("--max-uses", type=int, default=1)
         parser.add_argument("--valid-days", type=int, default=7, help="how long the token itself is valid")
         parser.add_argument("--internal-only", action="store_true")
+        parser.add_argument(
+            "--network",
+            action="append",
+            default=[],
+            help="a CIDR block registrations with the token must come from (repeatable; default: anywhere)",
+        )
 
     def handle(self, *args, **opts):
         from datetime import timedelta
@@ -39,6 +45,7 @@ class Command(BaseCommand):
                 max_uses=opts["max_uses"],
                 internal_only=opts["internal_only"],
                 valid_for=timedelta(days=opts["valid_days"]),
+                allowed_networks=opts["network"],
             )
         except TokenError as exc:
             raise CommandError(str(exc))

@@ -1,4 +1,4 @@
-"""``python manage.py sweep expired|orphans|stale|lapsed|…`` — run one sweep now (same code as the beat task)."""
+"""``python manage.py sweep expired|orphans|lapsed|unauthorized|cimd_drift`` — run one sweep now (same code as the beat task)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from inventory.sweeps import sweep_run, sweeps_available
 
 
 class Command(BaseCommand):
-    help = "Run one sweep now: expired, orphans, stale, or one another app registered (lapsed, unauthorized)."
+    help = "Run one sweep now: expired, orphans, or one another app registered (lapsed, unauthorized, cimd_drift)."
 
     def add_arguments(self, parser):
         parser.add_argument("which", choices=sorted(sweeps_available()))
