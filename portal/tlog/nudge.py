@@ -44,14 +44,45 @@ class _Nudger:
             threading.Event().wait(MIN_INTERVAL)
 
 
+class _BrokerState:
+    """This process's view of the broker as the nudges see it: one warning when it goes away, one when it is back
+    (with how many nudges were lost), never a stack trace per nudge — during a Redis outage every commit of every
+    web process nudges."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+
+    def failure(self, exc: BaseException) -> None:
+        self.failed += 1
+        if self.failed == 1:
+            log_event(
+                logger,
+                "log_nudge_failed",
+                level=logging.WARNING,
+                task=TASK,
+                error=f"{type(exc).__name__}: {exc}"[:300],
+                effect="the sequencer runs from beat until the broker is back",
+            )
+
+    def success(self) -> None:
+        if self.failed:
+            log_event(logger, "log_nudge_recovered", level=logging.WARNING, task=TASK, nudges_lost=self.failed)
+            self.failed = 0
+
+
+_broker = _BrokerState()
+
+
 def send() -> None:
     """Ask a worker to run the sequencer now (best effort: a failure only leaves it to beat)."""
     try:
         from portal.celery import app
 
         app.send_task(TASK, expires=10, retry=False)
-    except Exception:  # noqa: BLE001 - the broker being down must never surface here
-        log_event(logger, "log_nudge_failed", level=logging.WARNING, task=TASK, exc_info=True)
+    except Exception as exc:  # noqa: BLE001 - the broker being down must never surface here
+        _broker.failure(exc)
+    else:
+        _broker.success()
 
 
 _nudger = _Nudger()

@@ -409,6 +409,32 @@ def test_nudge_sends_from_a_thread_and_never_raises(monkeypatch):
     assert calls.wait(5)
 
 
+def test_a_broker_outage_is_one_warning_without_a_stack_trace_and_one_when_it_is_back(monkeypatch, caplog):
+    """The fault suite's finding: with Redis down, every commit of every web process logged a stack trace."""
+    import portal.tlog.nudge as nudge
+
+    monkeypatch.setattr(nudge, "_broker", nudge._BrokerState())
+    up = False
+
+    def send_task(name, **kwargs):
+        if not up:
+            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr("portal.celery.app.send_task", send_task)
+    with caplog.at_level("WARNING", logger="portal.tlog.nudge"):
+        for _ in range(50):
+            nudge.send()
+        up = True
+        nudge.send()
+        nudge.send()
+
+    records = [r for r in caplog.records if r.name == "portal.tlog.nudge"]
+    assert [r.getMessage().split()[0] for r in records] == ["event=log_nudge_failed", "event=log_nudge_recovered"]
+    assert all(r.exc_info is None for r in records)
+    assert "Connection refused" in records[0].getMessage()
+    assert "nudges_lost=50" in records[1].getMessage()
+
+
 # --- the events of the old hash chain -------------------------------------------------------------------
 
 
