@@ -58,14 +58,37 @@ class Requester:
         return self.statement.issuer if self.statement else None
 
     def merge(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The metadata to validate: statement values override the body; the credential's purpose is the default."""
+        """The metadata to validate: statement values override the body; the credential fills what is omitted.
+
+        A plain RFC 7591 client sends no Registrar extension (``purpose``, ``internal_only``, ``audiences``,
+        ``requested_ttl``): each omitted one takes the credential's value (token, trusted issuer rule, parent
+        client or anonymous profile), or else the policy default (``requested_ttl``). Only a value the client
+        does send can conflict with the credential's ceiling, and only that is refused.
+        """
         if self.statement is not None:
-            return merge_statement(body, self.statement)
-        merged = dict(body)
-        merged.pop("software_statement", None)
-        if merged.get("purpose") is None and self.purpose:
-            merged["purpose"] = self.purpose
+            merged = merge_statement(body, self.statement)
+        else:
+            merged = dict(body)
+            merged.pop("software_statement", None)
+            if merged.get("purpose") is None and self.purpose:
+                merged["purpose"] = self.purpose
+        for name, value in self.defaults().items():
+            if merged.get(name) is None:
+                merged[name] = value
         return merged
+
+    def defaults(self) -> dict[str, Any]:
+        """Values for omitted extension fields: what the credential (or the parent) already says."""
+        out: dict[str, Any] = {}
+        if self.ceiling_internal_only:
+            out["internal_only"] = True
+        parent = self.parent
+        if parent is not None:
+            if parent.internal_only:
+                out["internal_only"] = True
+            if parent.audiences:
+                out["audiences"] = list(parent.audiences)
+        return out
 
 
 def _token_problem(token: InitialAccessToken, now) -> str | None:
