@@ -277,6 +277,13 @@ class RegistrationRequest(models.Model):
     registration_access_token_hash = models.CharField(
         _("registration access token hash"), max_length=64, null=True, blank=True
     )  # unique: see Meta.constraints
+    # RFC 7592 rotation with a grace (approvals.oauth2.rat): the token last used keeps working until its successor
+    # is first used or the grace ends; tokens used (or superseded) before are kept to recognise a reuse.
+    rat_previous_hash = models.CharField(
+        _("previous registration access token hash"), max_length=64, blank=True, default="", db_default=""
+    )
+    rat_previous_until = models.DateTimeField(_("previous token valid until"), null=True, blank=True)
+    rat_spent_hashes = models.JSONField(_("spent registration access token hashes"), null=True, blank=True)
     policy_version = models.PositiveIntegerField(_("policy version"), null=True, blank=True)
     risk_tier = models.CharField(
         _("risk tier"), max_length=8, blank=True, choices=[*RiskTier.choices, ("refused", _("Refused"))]

@@ -1,8 +1,9 @@
 """RFC 7592 client configuration: the agent reads (GET), narrows (PUT) or deletes (DELETE) its registration.
 
 The registration access token (prefix ``rrat_``) handed out at registration authenticates every call; it is
-stored hashed on the request and rotated on every read and update (the new one is in the response and the
-old one stops working: a conditional UPDATE, so a replay loses). A delete revokes it.
+stored hashed on the request and rotated on every read and update (the new one is in the response). The old
+one keeps working for a short grace, until the new one is first used; a reuse after that revokes both
+(``approvals.oauth2.rat``). A delete revokes it.
 
 An update may only narrow what was approved (``ClientMetadata.narrowing_problems``): fewer scopes, a shorter
 lifetime, other keys; anything wider needs a new registration. Keys behind a ``jwks_uri`` are fetched and
@@ -23,8 +24,8 @@ from django.db import transaction
 from approvals.choices import RequestState
 from approvals.metadata import ClientMetadata, MetadataError, validate_client_metadata
 from approvals.models import RegistrationRequest
+from approvals.oauth2 import rat
 from approvals.oauth2.client_keys import keys_audit, keys_fetch
-from approvals.oauth2.credentials import REGISTRATION_TOKEN_PREFIX
 from approvals.oauth2.errors import ERR_INVALID_METADATA, BadRequest, IntakeError, Unauthorized
 from approvals.oauth2.storable import storable
 from approvals.policy_store import active_policy
@@ -35,37 +36,32 @@ from inventory.lifecycle import LifecycleError, client_transition
 from inventory.models import Client
 from inventory.services import client_narrow
 from portal.audit import Actor
-from portal.crypto import hash_token, new_token
 
 
 def registration_authenticate(registration_id: str, bearer: str | None) -> RegistrationRequest:
-    """The registration ``bearer`` is the registration access token of; Unauthorized (401) otherwise."""
+    """The registration ``bearer`` is a registration access token of (the current one, or the previous one inside
+    its grace: ``approvals.oauth2.rat``); Unauthorized (401) otherwise. A reuse revokes the tokens."""
     if not bearer:
         raise Unauthorized("a registration access token (Authorization: Bearer) is required")
     reg_request = (
         RegistrationRequest.objects.select_related("client", "client__idp", "idp", "owner")
-        .filter(public_id=registration_id, registration_access_token_hash=hash_token(bearer))
+        .filter(public_id=registration_id)
         .first()
     )
     if reg_request is None:
         raise Unauthorized("the registration access token is not valid for this registration")
+    reg_request.presented_rat = rat.rat_authenticate(reg_request, bearer)
     return reg_request
 
 
-def _rotate(reg_request: RegistrationRequest, bearer: str) -> str:
-    """Swap the registration access token; the old one stops working. Conditional: a replay loses."""
-    plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
-    rotated = RegistrationRequest.objects.filter(
-        pk=reg_request.pk, registration_access_token_hash=hash_token(bearer)
-    ).update(registration_access_token_hash=hash_token(plaintext))
-    if not rotated:
-        raise Unauthorized("the registration access token was already used")
-    reg_request.registration_access_token_hash = hash_token(plaintext)
-    return plaintext
+def _rotate(reg_request: RegistrationRequest, bearer: str | None) -> str:
+    """Swap the registration access token (``rat.rat_rotate``): conditional, so of two uses at once one wins and
+    the other rotates again from the previous token's grace."""
+    return rat.rat_rotate(reg_request, reg_request.presented_rat)  # type: ignore[attr-defined]
 
 
 def _revoke_token(reg_request: RegistrationRequest) -> None:
-    RegistrationRequest.objects.filter(pk=reg_request.pk).update(registration_access_token_hash=None)
+    rat.rat_revoke(reg_request)
 
 
 def _ended_error(reg_request: RegistrationRequest) -> IntakeError | None:
@@ -165,7 +161,7 @@ def _apply_narrowing(
     reg_request: RegistrationRequest,
     client: Client,
     wanted: ClientMetadata,
-    bearer: str,
+    bearer: str | None,
     base,
     fetched: FetchedKeySet | None = None,
 ) -> Management:
