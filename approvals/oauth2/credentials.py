@@ -5,6 +5,8 @@
 - ``Authorization: Bearer rrat_…`` — a parent client's registration access token: the registration spawns
   a child with the parent's owner, at most its scopes and remaining lifetime, one level deeper.
 - no bearer, ``software_statement`` in the body — a JWT from a TrustedIssuer (``approvals.statements``).
+- neither — an anonymous registration under the default IdP's enabled ``AnonymousProfile``
+  (``approvals.oauth2.anonymous``); 401 when there is none.
 
 ``requester_authenticate`` checks the credential and returns a :class:`Requester`; nothing is consumed here
 (a token's use, a parent's child slot or a statement's ``jti`` is taken by ``approvals.oauth2.credential_use``
@@ -52,6 +54,11 @@ class Requester:
     audit_fields: dict[str, Any] = field(default_factory=dict)
     # Counted with the credential lookup when that is cheap (tokens); otherwise counted by the registration (``approvals.oauth2.register``).
     owner_live_clients: int | None = None
+    # Anonymous registration (``approvals.oauth2.anonymous``): the profile, its value for an omitted
+    # internal_only, and its live-client limit (in place of the per-owner one).
+    profile: Any = None
+    internal_only_default: bool | None = None
+    owner_live_limit: int | None = None
 
     @property
     def issuer(self) -> TrustedIssuer | None:
@@ -80,6 +87,8 @@ class Requester:
     def defaults(self) -> dict[str, Any]:
         """Values for omitted extension fields: what the credential (or the parent) already says."""
         out: dict[str, Any] = {}
+        if self.internal_only_default is not None:
+            out["internal_only"] = self.internal_only_default
         if self.ceiling_internal_only:
             out["internal_only"] = True
         parent = self.parent
@@ -193,7 +202,10 @@ def requester_authenticate(*, bearer: str | None, body: Any) -> Requester:
         )
     statement = body.get("software_statement") if isinstance(body, dict) else None
     if statement is None:
-        raise Unauthorized("an initial access token (Authorization: Bearer) or a software_statement is required")
+        # No credential at all: an anonymous registration, if an admin enabled a profile for it (else 401).
+        from approvals.oauth2.anonymous import anonymous_profile, anonymous_requester
+
+        return anonymous_requester(anonymous_profile())
     try:
         verified = verify_software_statement(statement)
     except StatementError as exc:

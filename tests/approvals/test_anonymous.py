@@ -1,0 +1,231 @@
+"""Anonymous registration under an admin's profile, coalescing and per-software limits (issue 17, items 3-5)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from approvals.models import AnonymousProfile, RegistrationRequest, UnauthorizedTally
+from inventory.choices import ClientState, CreatedVia
+from inventory.models import Client
+from portal.models import AuditEvent
+from tests.approvals.intake_support import _fresh_limits_and_policy, counts, post  # noqa: F401
+
+MCP_BODY = {
+    "client_name": "Example MCP Client",
+    "redirect_uris": ["http://127.0.0.1:33418/callback"],
+    "grant_types": ["authorization_code", "refresh_token"],
+    "response_types": ["code"],
+    "token_endpoint_auth_method": "none",
+    "application_type": "native",
+    "scope": "tickets:read",
+}
+
+
+@pytest.fixture
+def profile(db, idp, owner, team, catalogue):
+    return AnonymousProfile.objects.create(
+        idp=idp,
+        name="mcp",
+        enabled=True,
+        owner=owner,
+        team=team,
+        allowed_scopes=["tickets:read", "docs:read"],
+        redirect_domains=["mcp.example.com"],
+        application_types=["native", "web"],
+        max_ttl_seconds=7 * 86400,
+    )
+
+
+def _refused(response, code_fragment: str, error: str = "invalid_client_metadata"):
+    assert response.status_code == 400, response.content
+    body = response.json()
+    assert body["error"] == error, body
+    assert code_fragment in body["error_description"], body
+    return body
+
+
+@pytest.mark.django_db
+def test_anonymous_registration_is_off_without_a_profile(client, idp, catalogue, owner, team):
+    before = counts()
+    response = post(client, MCP_BODY)
+    assert (
+        response.status_code == 401 and "anonymous registration is not enabled" in response.json()["error_description"]
+    )
+    AnonymousProfile.objects.create(idp=idp, name="mcp", owner=owner, team=team, allowed_scopes=["tickets:read"])
+    assert post(client, MCP_BODY).status_code == 401  # created, but off by default
+    assert counts() == before
+
+
+@pytest.mark.django_db
+def test_an_mcp_client_registers_anonymously_and_belongs_to_the_profiles_team(client, profile, owner, team):
+    response = post(client, MCP_BODY)
+    assert response.status_code == 201, response.content
+    info = response.json()
+    assert info["token_endpoint_auth_method"] == "none" and info["internal_only"] is True
+    created = Client.objects.get()
+    assert created.created_via == CreatedVia.ANONYMOUS and created.get_created_via_display().startswith("Anonymous/MCP")
+    assert created.owner == owner and created.team == team and created.state == ClientState.ACTIVE
+    assert (created.expires_at - created.created_at).total_seconds() <= 7 * 86400 + 1
+    reg = RegistrationRequest.objects.get()
+    assert reg.profile == profile and reg.via == "anonymous" and reg.software_identity and reg.coalesce_key
+    event = AuditEvent.objects.get(action="registration.accepted")
+    assert event.after["profile"] == "mcp"
+
+
+@pytest.mark.django_db
+def test_policy_decides_a_wider_scope_goes_to_review(client, profile):
+    profile.allowed_scopes = ["tickets:read", "tickets:write"]
+    profile.save()
+    response = post(client, dict(MCP_BODY, scope="tickets:write"))
+    assert response.status_code == 202 and response.json()["status"] == "pending"
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "fragment"),
+    [
+        ({"token_endpoint_auth_method": "private_key_jwt", "jwks": {"keys": []}}, None, None),
+        ({"token_endpoint_auth_method": "client_secret_basic"}, "invalid_client_metadata", "shared secret"),
+        (
+            {"grant_types": ["authorization_code", "urn:ietf:params:oauth:grant-type:jwt-bearer"]},
+            "invalid_client_metadata",
+            "admits grant_types authorization_code (+ refresh_token)",
+        ),
+        ({"grant_types": ["client_credentials"], "response_types": []}, "invalid_client_metadata", "requires"),
+        (
+            {"redirect_uris": ["https://evil.example.net/cb"]},
+            "invalid_redirect_uri",
+            "admits redirect URIs on a loopback host or mcp.example.com only",
+        ),
+        ({"redirect_uris": ["http://mcp.example.com/cb"]}, "invalid_redirect_uri", "uses http"),
+        ({"redirect_uris": ["https://mcp.example.com/cb"]}, None, None),
+        ({"scope": "tickets:write"}, "invalid_client_metadata", "not allowed by the anonymous registration profile"),
+        ({"scope": "repo:write"}, "invalid_client_metadata", "not allowed by the anonymous registration profile"),
+        ({"internal_only": False}, None, None),
+    ],
+)
+@pytest.mark.django_db
+def test_each_profile_rule_refuses_with_its_reason_and_writes_nothing(client, profile, change, error, fragment):
+    before = counts()
+    response = post(client, {**MCP_BODY, **change})
+    if error is None:  # allowed by the profile (created or sent to review), or refused by the validator
+        assert response.status_code in (400, 201, 202), response.content
+        if response.status_code == 400:
+            assert counts() == before
+        return
+    _refused(response, fragment, error)
+    assert counts() == before  # no request row, no client, no audit event of its own
+    assert UnauthorizedTally.objects.filter(error=error).exists()  # counted per source and minute
+
+
+@pytest.mark.django_db
+def test_rule_codes_name_the_rule(client, profile):
+    body = _refused(post(client, {**MCP_BODY, "token_endpoint_auth_method": "private_key_jwt", "jwks_uri": None}), "")
+    assert "admits public clients only" in body["error_description"] or "jwks" in body["error_description"]
+    profile.application_types = ["web"]
+    profile.save()
+    _refused(post(client, MCP_BODY), "admits application_type web, got 'native'")
+
+
+# --- coalescing ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_an_identical_registration_returns_the_same_client_with_a_fresh_token(client, profile):
+    first = post(client, MCP_BODY).json()
+    second = post(client, MCP_BODY)
+    assert second.status_code == 201, second.content
+    again = second.json()
+    assert again["client_id"] == first["client_id"]
+    assert again["registration_client_uri"] == first["registration_client_uri"]
+    assert again["registration_access_token"] != first["registration_access_token"]
+    assert Client.objects.count() == 1 and RegistrationRequest.objects.count() == 1
+    reg = RegistrationRequest.objects.get()
+    assert reg.coalesced_count == 1 and reg.last_coalesced_at is not None
+    event = AuditEvent.objects.get(action="registration.coalesced")
+    assert event.object_id == reg.public_id and event.after["coalesced_count"] == 1
+    # the fresh token manages the registration
+    uri = again["registration_client_uri"].split("testserver", 1)[-1]
+    assert client.get(uri, HTTP_AUTHORIZATION=f"Bearer {again['registration_access_token']}").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_different_registration_is_not_coalesced(client, profile):
+    post(client, MCP_BODY)
+    assert post(client, dict(MCP_BODY, scope="docs:read")).status_code == 201
+    assert post(client, dict(MCP_BODY, redirect_uris=["http://127.0.0.1:9/cb"])).status_code == 201
+    assert post(client, dict(MCP_BODY, software_id="com.example.other")).status_code == 201
+    assert Client.objects.count() == 4
+
+
+@pytest.mark.django_db
+def test_coalescing_is_per_profile_switch_and_window(client, profile):
+    post(client, MCP_BODY)
+    profile.coalesce = False
+    profile.save()
+    post(client, MCP_BODY)
+    assert Client.objects.count() == 2
+    profile.coalesce, profile.coalesce_window_seconds = True, 60
+    profile.save()
+    RegistrationRequest.objects.update(created_at="2020-01-01T00:00:00Z")
+    post(client, MCP_BODY)
+    assert Client.objects.count() == 3  # the live ones are outside the window
+
+
+@pytest.mark.django_db
+def test_an_ended_client_is_not_handed_out_again(client, profile):
+    post(client, MCP_BODY)
+    Client.objects.update(state=ClientState.RETIRED)
+    post(client, MCP_BODY)
+    assert Client.objects.count() == 2
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db(transaction=True)
+def test_identical_registrations_at_once_make_one_client(live_server, profile):
+    def register(_: int):
+        with requests.Session() as http:
+            response = http.post(f"{live_server.url}/oauth2/register", json=MCP_BODY, timeout=30)
+            return response.status_code, response.json().get("registration_client_uri")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        results = list(pool.map(register, range(6)))
+    # 201, or 202 "provisioning" for one that coalesced while the first was still being created at the IdP
+    assert {status for status, _ in results} <= {201, 202}, results
+    assert len({uri for _, uri in results}) == 1
+    assert Client.objects.count() == 1
+    assert RegistrationRequest.objects.get().coalesced_count == 5
+    assert AuditEvent.objects.filter(action="registration.coalesced").count() == 5
+
+
+# --- limits ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_per_software_limit_leaves_other_software_behind_the_same_address(client, profile):
+    profile.rate_per_software = "2/m"
+    profile.save()
+    assert post(client, MCP_BODY).status_code == 201
+    assert post(client, MCP_BODY).status_code == 201
+    before = counts()
+    limited = post(client, MCP_BODY)
+    assert limited.status_code == 429 and int(limited["Retry-After"]) >= 1
+    assert limited.json()["error"] == "too_many_requests" and "software" in limited.json()["error_description"]
+    assert counts() == before
+    # another software from the same address still gets in
+    assert post(client, dict(MCP_BODY, client_name="Other MCP Client")).status_code == 201
+
+
+@pytest.mark.django_db
+def test_per_profile_limit_and_live_client_quota(client, profile):
+    profile.rate_per_profile = "1/m"
+    profile.save()
+    assert post(client, MCP_BODY).status_code == 201
+    assert post(client, dict(MCP_BODY, client_name="b")).status_code == 429
+    profile.rate_per_profile, profile.max_live_clients = "", 1
+    profile.save()
+    before = counts()
+    _refused(post(client, dict(MCP_BODY, client_name="c")), "the anonymous profile's max live clients")
+    assert counts() == before
