@@ -229,3 +229,20 @@ def test_per_profile_limit_and_live_client_quota(client, profile):
     before = counts()
     _refused(post(client, dict(MCP_BODY, client_name="c")), "the anonymous profile's max live clients")
     assert counts() == before
+
+
+@pytest.mark.django_db
+def test_the_dashboard_counts_coalesced_registrations_and_anonymous_clients(client, profile, security_user):
+    from django.core.cache import cache
+
+    post(client, MCP_BODY)
+    post(client, MCP_BODY)
+    post(client, MCP_BODY)
+    cache.clear()
+    client.force_login(security_user)
+    page = client.get("/dashboards/").content.decode()
+    assert 'data-stat="coalesced"' in page
+    stat = page.split('data-stat="coalesced"', 1)[1].split("</div>", 1)[0]
+    assert '<span class="stat-value">2</span>' in stat
+    path = page.split('data-path="anonymous"', 1)[1].split("</div>", 1)[0]
+    assert "Anonymous/MCP" in path and '<span class="stat-value">1</span>' in path
