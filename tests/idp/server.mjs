@@ -404,7 +404,8 @@ async function readBody(req) {
 // The issuer stays this IdP's: a client checks it against where it fetched the metadata (RFC 8414 §3.3).
 provider.use(async (ctx, next) => {
   await next();
-  if (REGISTRATION_ENDPOINT && ctx.path === '/.well-known/openid-configuration' && ctx.body) {
+  const discoveryPaths = ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server'];
+  if (REGISTRATION_ENDPOINT && discoveryPaths.includes(ctx.path) && ctx.body) {
     ctx.body.registration_endpoint = REGISTRATION_ENDPOINT;
   }
 });
