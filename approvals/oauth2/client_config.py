@@ -121,6 +121,8 @@ def _current_metadata(reg_request: RegistrationRequest, client: Client) -> Clien
 def registration_update(*, registration_id: str, bearer: str | None, body: Any) -> Management:
     """RFC 7592 PUT by the agent: narrow scopes or lifetime, rotate keys. Anything wider is refused."""
     reg_request = registration_authenticate(registration_id, bearer)
+    if reg_request.presented_rat.kind == rat.GRACE:
+        raise Unauthorized(rat.PREVIOUS_FOR_UPDATE)
     ended = _ended_error(reg_request)
     if ended is not None:
         raise ended
@@ -181,7 +183,7 @@ def _apply_narrowing(
         keys_audit=storable(keys_audit(wanted, fetched)),
         reason="RFC 7592 update by the agent",
     )
-    rotated_token = _rotate(reg_request, bearer)
+    rotated_token = rat.rat_rotate(reg_request, reg_request.presented_rat, grace=False)
     return Management(status=200, reg_request=reg_request, client=narrowed, registration_access_token=rotated_token)
 
 

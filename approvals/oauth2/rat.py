@@ -5,8 +5,9 @@ not be locked out, so the token it just used (the *previous* one) keeps working 
 used or ``REGISTRAR_RAT_GRACE_SECONDS`` (default 2 minutes) pass. A use of the previous token inside the grace
 rotates again: the successor it was never told about is *superseded*.
 
-A token that was used (or superseded) and is presented again outside that window is a reuse — someone else may
-hold a copy. Like Keycloak's refresh-token reuse detection, the reuse is refused, audited as a possible theft
+The previous token inside its grace reads and deletes; an update (PUT) needs the current token, so a replayed
+update is applied once. A token that was used and is presented again outside the grace is a reuse — someone
+else may hold a copy (a superseded token that was never used is merely invalid). Like Keycloak's refresh-token reuse detection, the reuse is refused, audited as a possible theft
 (``registration.token_reuse``), and both the current and the previous token are revoked: the agent must
 register again, or its owner rotates it from the inventory.
 
@@ -39,6 +40,10 @@ GRACE = "grace"
 SPENT = "spent"
 # Spent hashes remembered per registration: enough to recognise the tokens an agent could still hold.
 SPENT_KEPT = 8
+PREVIOUS_FOR_UPDATE = (
+    "the registration access token has been rotated: an update needs the current one "
+    "(read the registration with this one, inside its grace, to get it)"
+)
 _TOKEN_FIELDS = ["registration_access_token_hash", "rat_previous_hash", "rat_previous_until", "rat_spent_hashes"]
 
 
@@ -89,11 +94,12 @@ def _spent(reg_request: RegistrationRequest, *hashes: str | None) -> list[str]:
     return spent[-SPENT_KEPT:]
 
 
-def rat_rotate(reg_request: RegistrationRequest, presented: Presented) -> str:
+def rat_rotate(reg_request: RegistrationRequest, presented: Presented, *, grace: bool = True) -> str:
     """Issue the next token; the presented one becomes the previous one (or stays it, inside its grace).
 
     Under the row's lock, the presented token classified again: of two uses at once, the second finds its token
-    now the previous one inside the grace and rotates from there. Raises Unauthorized when it is neither.
+    now the previous one inside the grace and rotates from there. Raises Unauthorized when it is neither, or
+    when it is the previous one and ``grace`` is False (an update: applied once per token).
     """
     with transaction.atomic():
         locked = RegistrationRequest.objects.select_for_update().only("pk", *_TOKEN_FIELDS).get(pk=reg_request.pk)
@@ -108,11 +114,10 @@ def rat_rotate(reg_request: RegistrationRequest, presented: Presented) -> str:
                 "rat_previous_until": now + timedelta(seconds=settings.REGISTRAR_RAT_GRACE_SECONDS),
                 "rat_spent_hashes": _spent(locked, locked.rat_previous_hash),
             }
-        elif kind == GRACE:  # the previous token inside its grace: its successor, never used, is superseded
-            fields = {
-                "registration_access_token_hash": new_hash,
-                "rat_spent_hashes": _spent(locked, locked.registration_access_token_hash),
-            }
+        elif kind == GRACE and grace:  # the previous token inside its grace: its never-used successor is superseded
+            fields = {"registration_access_token_hash": new_hash}
+        elif kind == GRACE:
+            raise Unauthorized(PREVIOUS_FOR_UPDATE)
         else:
             raise Unauthorized("the registration access token was already used")
         RegistrationRequest.objects.filter(pk=locked.pk).update(**fields)
@@ -129,9 +134,7 @@ def rat_issue(reg_request: RegistrationRequest) -> str:
         "registration_access_token_hash": hash_token(plaintext),
         "rat_previous_hash": "",
         "rat_previous_until": None,
-        "rat_spent_hashes": _spent(
-            reg_request, reg_request.registration_access_token_hash, reg_request.rat_previous_hash
-        ),
+        "rat_spent_hashes": _spent(reg_request, reg_request.rat_previous_hash),
     }
     RegistrationRequest.objects.filter(pk=reg_request.pk).update(**fields)
     for name, value in fields.items():
@@ -145,9 +148,7 @@ def rat_revoke(reg_request: RegistrationRequest) -> None:
         "registration_access_token_hash": None,
         "rat_previous_hash": "",
         "rat_previous_until": None,
-        "rat_spent_hashes": _spent(
-            reg_request, reg_request.registration_access_token_hash, reg_request.rat_previous_hash
-        ),
+        "rat_spent_hashes": _spent(reg_request, reg_request.rat_previous_hash),
     }
     RegistrationRequest.objects.filter(pk=reg_request.pk).update(**fields)
     for name, value in fields.items():

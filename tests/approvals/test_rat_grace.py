@@ -55,6 +55,33 @@ def test_a_lost_response_is_survived_inside_the_grace(client, registered):
 
 
 @pytest.mark.django_db
+def test_a_superseded_token_is_invalid_but_no_theft(client, registered):
+    uri, t1 = registered
+    _, t2, _ = _get(client, uri, t1)  # lost
+    _, t3, _ = _get(client, uri, t1)  # t2, never used, is superseded
+    status, _, body = _get(client, uri, t2)
+    assert status == 401 and "not valid for this registration" in body["error_description"]
+    assert _reuse_events() == 0
+    assert _get(client, uri, t3)[0] == 200
+
+
+@pytest.mark.django_db
+def test_an_update_needs_the_current_token_so_a_replay_applies_once(client, registered):
+    uri, t1 = registered
+    narrowed = low_body(scope="tickets:read", requested_ttl=1800)
+    first = call(client, "PUT", uri, t1, narrowed)
+    assert first.status_code == 200, first.content
+    events = AuditEvent.objects.filter(action="client.narrow").count()
+    replay = call(client, "PUT", uri, t1, narrowed)
+    assert replay.status_code == 401 and "an update needs the current one" in replay.json()["error_description"]
+    assert AuditEvent.objects.filter(action="client.narrow").count() == events == 1
+    assert _reuse_events() == 0
+    # the lost response is recovered by a read with the old token, inside its grace
+    status, t3, _ = _get(client, uri, t1)
+    assert status == 200 and call(client, "PUT", uri, t3, narrowed).status_code == 200
+
+
+@pytest.mark.django_db
 def test_reuse_after_the_new_token_was_used_is_refused_audited_and_revokes_both(client, registered):
     uri, t1 = registered
     _, t2, _ = _get(client, uri, t1)
