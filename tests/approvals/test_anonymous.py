@@ -246,3 +246,51 @@ def test_the_dashboard_counts_coalesced_registrations_and_anonymous_clients(clie
     assert '<span class="stat-value">2</span>' in stat
     path = page.split('data-path="anonymous"', 1)[1].split("</div>", 1)[0]
     assert "Anonymous/MCP" in path and '<span class="stat-value">1</span>' in path
+
+
+# --- DCR debt ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_dcr_debt_groups_duplicates_and_keeps_one_through_the_lifecycle(client, profile, security_user, settings):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    profile.coalesce = False  # so the repeated registrations stay duplicates
+    profile.save()
+    for _ in range(3):
+        assert post(client, MCP_BODY).status_code == 201
+    assert post(client, dict(MCP_BODY, client_name="Other")).status_code == 201
+    client.force_login(security_user)
+
+    with CaptureQueriesContext(connection) as small:
+        page = client.get("/dashboards/dcr-debt/")
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "Keep one, retire 2" in html and 'data-stat="duplicates"' in html
+    group = RegistrationRequest.objects.filter(client_name="Example MCP Client").first().software_identity
+    for _ in range(3):
+        post(client, dict(MCP_BODY, client_name="Third"))
+    client.force_login(security_user)
+    with CaptureQueriesContext(connection) as large:
+        client.get("/dashboards/dcr-debt/")
+    assert len(large) == len(small)  # one grouped query whatever the number of clients
+
+    newest = Client.objects.filter(name="Example MCP Client").order_by("-created_at", "-pk").first()
+    response = client.post(f"/dashboards/dcr-debt/{group}/retire-duplicates")
+    assert response.status_code == 302
+    live = Client.objects.filter(name="Example MCP Client", state=ClientState.ACTIVE)
+    assert list(live) == [newest]
+    assert Client.objects.filter(name="Example MCP Client", state=ClientState.RETIRED).count() == 2
+    assert AuditEvent.objects.filter(action="client.retired", reason__startswith="DCR debt").count() == 2
+    # nothing left to retire: refused, nothing changes
+    before = counts()
+    client.post(f"/dashboards/dcr-debt/{group}/retire-duplicates")
+    assert counts() == before
+
+
+@pytest.mark.django_db
+def test_dcr_debt_is_for_security_and_admins(client, profile, owner):
+    client.force_login(owner)
+    assert client.get("/dashboards/dcr-debt/").status_code == 403
+    assert client.post("/dashboards/dcr-debt/x/retire-duplicates").status_code == 403
