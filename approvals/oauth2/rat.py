@@ -21,6 +21,7 @@ import hmac
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -126,9 +127,9 @@ def rat_rotate(reg_request: RegistrationRequest, presented: Presented, *, grace:
     return plaintext
 
 
-def rat_issue(reg_request: RegistrationRequest) -> str:
+def rat_issue(reg_request: RegistrationRequest, *, also: dict[str, Any] | None = None) -> str:
     """A fresh token for a registration whose credential was not presented (a coalesced registration):
-    every token issued before is superseded."""
+    every token issued before is superseded. ``also``: other columns to set in the same UPDATE."""
     plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
     fields = {
         "registration_access_token_hash": hash_token(plaintext),
@@ -136,7 +137,7 @@ def rat_issue(reg_request: RegistrationRequest) -> str:
         "rat_previous_until": None,
         "rat_spent_hashes": _spent(reg_request, reg_request.rat_previous_hash),
     }
-    RegistrationRequest.objects.filter(pk=reg_request.pk).update(**fields)
+    RegistrationRequest.objects.filter(pk=reg_request.pk).update(**fields, **(also or {}))
     for name, value in fields.items():
         setattr(reg_request, name, value)
     return plaintext
