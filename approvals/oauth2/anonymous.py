@@ -190,16 +190,22 @@ class _CoalesceLookup:
         return sql
 
     def __call__(self, key: str, cut: datetime, now: datetime) -> RegistrationRequest | None:
+        from inventory.models import Client, IdPConnection
+
         connection = transaction.get_connection()
         row = fetch_one(self.sql(connection), [key, cut, cut, now], using=connection.alias)
         if row is None:
             return None
         reg_request = self.request.load(row, 0, connection)
-        assert reg_request is not None  # the row is the request's
         client = self.client.load(row, len(self.request), connection)
-        if client is not None:
-            client.idp = self.idp.load(row, len(self.request) + len(self.client), connection)
-        reg_request.client = client
+        assert isinstance(reg_request, RegistrationRequest)  # the row is the request's
+        if isinstance(client, Client):
+            idp = self.idp.load(row, len(self.request) + len(self.client), connection)
+            assert isinstance(idp, IdPConnection)  # a client always has its IdP
+            client.idp = idp
+            reg_request.client = client
+        else:
+            reg_request.client = None
         return reg_request
 
 
