@@ -26,7 +26,11 @@ loses that race is refused by the same policy rule on the recounted figure (400 
 The registration access token (prefix ``rrat_``) handed out here is stored hashed on the request; RFC 7592
 (``approvals.oauth2.client_config``) rotates it on every use.
 
-(Just over 400 lines: the refused and the accepted record are the two halves of one decision and share the
+An anonymous registration (``approvals.oauth2.anonymous``) is judged the same way under its profile; a refused
+one raises ``AnonymousRefusal`` instead of leaving a row, and under a coalescing profile an identical live
+registration is handed out again (``_coalesce_or_record``) instead of a new one being recorded.
+
+(About 470 lines: the refused and the accepted record are the two halves of one decision and share the
 request fields and audit payload; the once-only writes, credentials and keys are already elsewhere.)
 """
 
