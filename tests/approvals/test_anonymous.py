@@ -294,3 +294,47 @@ def test_dcr_debt_is_for_security_and_admins(client, profile, owner):
     client.force_login(owner)
     assert client.get("/dashboards/dcr-debt/").status_code == 403
     assert client.post("/dashboards/dcr-debt/x/retire-duplicates").status_code == 403
+
+
+@pytest.mark.django_db
+def test_the_admin_form_keeps_profiles_to_low_scopes_and_every_change_is_audited(
+    client, idp, owner, team, catalogue, admin_user
+):
+    from approvals.admin import AnonymousProfileAdminForm
+
+    data = {
+        "idp": idp.pk,
+        "name": "mcp",
+        "enabled": "on",
+        "owner": owner.pk,
+        "team": team.pk,
+        "purpose": "Anonymous MCP client",
+        "allowed_scopes": '["tickets:read", "repo:write"]',
+        "allow_loopback": "on",
+        "redirect_domains": '["https://mcp.example.com"]',
+        "application_types": '["native", "desktop"]',
+        "max_ttl_seconds": 86400,
+        "internal_only": "on",
+        "max_live_clients": 10,
+        "coalesce": "on",
+        "coalesce_window_seconds": 3600,
+        "rate_per_software": "lots",
+        "rate_per_profile": "600/m",
+    }
+    form = AnonymousProfileAdminForm(data)
+    assert not form.is_valid()
+    assert set(form.errors) == {"allowed_scopes", "redirect_domains", "application_types", "rate_per_software"}
+    assert "low-sensitivity scopes only: repo:write" in form.errors["allowed_scopes"][0]
+
+    client.force_login(admin_user)
+    fixed = data | {
+        "allowed_scopes": '["tickets:read"]',
+        "redirect_domains": '["mcp.example.com"]',
+        "application_types": '["native"]',
+        "rate_per_software": "30/m",
+    }
+    response = client.post("/admin/approvals/anonymousprofile/add/", fixed, secure=True)
+    assert response.status_code == 302, response.content[:2000]
+    made = AnonymousProfile.objects.get()
+    assert made.enabled and made.allowed_scopes == ["tickets:read"]
+    assert AuditEvent.objects.filter(action="anonymous_profile.admin_create", object_id=str(made.pk)).count() == 1
