@@ -40,14 +40,18 @@ def test_seed_demo_creates_people_catalogue_and_every_state(django_user_model):
     pending = RegistrationRequest.objects.filter(state="pending")
     assert sorted(pending.values_list("risk_tier", flat=True)) == ["high", "medium", "medium"]
     assert all(r.token_id and r.owner.username == "alice" for r in pending)
-    # the anonymous MCP profile's demo registrations: 4 submitted, 2 clients (the repeated one coalesced twice)
+    # the anonymous MCP profile's demo registrations: 4 submitted, 2 clients (the repeated one coalesced twice),
+    # and 3 duplicates registered before coalescing (the DCR-debt view's demo group)
     anonymous = Client.objects.filter(created_via="anonymous")
-    assert anonymous.count() == 2 and RegistrationRequest.objects.filter(via="anonymous").count() == 2
+    assert anonymous.count() == 5 and RegistrationRequest.objects.filter(via="anonymous").count() == 5
+    from approvals.dcr_debt import dcr_debt
+
+    assert dcr_debt().duplicates == 2
     assert sum(RegistrationRequest.objects.values_list("coalesced_count", flat=True)) == 2
     call_command("seed_demo", "--password", "demo-pass-123", stdout=StringIO())
-    assert Client.objects.count() == 11
+    assert Client.objects.count() == 14
     assert pending.count() == 3
-    assert anonymous.count() == 2
+    assert anonymous.count() == 5
 
 
 def test_seed_demo_shows_attestation_due_a_sponsor_short_and_reported_use():

@@ -377,7 +377,8 @@ class Command(BaseCommand):
 
     def _anonymous(self, users, teams, idp) -> int:
         """One anonymous registration profile (docs/mcp.md) on the demo's default IdP, and MCP clients that
-        registered through it, one of them three times (coalesced into one client). Returns the coalesced count."""
+        registered through it, one of them three times (coalesced into one client), and a "legacy" MCP bridge that
+        registered three times before coalescing was on (the DCR-debt view's duplicates). Returns the coalesced count."""
         from approvals.models import AnonymousProfile, RegistrationRequest
         from approvals.oauth2.anonymous import anonymous_requester
         from approvals.oauth2.register import registration_submit
@@ -420,6 +421,13 @@ class Command(BaseCommand):
                 "software_version": "1.4.0",
             }
             notes = mcp | {"client_name": "Notes MCP", "software_id": "org.example.notes-mcp", "scope": "docs:read"}
+            legacy = mcp | {"client_name": "Legacy MCP bridge", "software_id": "com.example.legacy-bridge"}
+            requester_profile.coalesce = False  # as it registered before coalescing was switched on
+            for _ in range(3):
+                registration_submit(
+                    requester=anonymous_requester(requester_profile), body=legacy, source_ip="127.0.0.1"
+                )
+            requester_profile.coalesce = True
             for body in (mcp, mcp, notes, mcp):
                 registration_submit(requester=anonymous_requester(requester_profile), body=body, source_ip="127.0.0.1")
         return sum(done.values_list("coalesced_count", flat=True))
