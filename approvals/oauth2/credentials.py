@@ -25,7 +25,12 @@ from approvals.models import InitialAccessToken, RegistrationRequest, TrustedIss
 from approvals.oauth2.errors import ERR_INVALID_METADATA, ERR_INVALID_TOKEN, BadRequest, IntakeError, Unauthorized
 from approvals.oauth2.storable import storable
 from approvals.statements import StatementError, VerifiedStatement, merge_statement, verify_software_statement
-from approvals.unauthorized import ACTION_STATEMENT_REJECTED, ACTION_UNAUTHORIZED, unauthorized_count
+from approvals.unauthorized import (
+    ACTION_ANONYMOUS_REFUSED,
+    ACTION_STATEMENT_REJECTED,
+    ACTION_UNAUTHORIZED,
+    unauthorized_count,
+)
 from inventory.choices import LIVE_STATES, ClientState, CreatedVia
 from inventory.models import Client, IdPConnection
 from portal.audit import Actor
@@ -285,6 +290,7 @@ def registration_unauthorized_record(
     source_ip: str | None,
     path: str = "/oauth2/register",
     error: str = ERR_INVALID_TOKEN,
+    anonymous: bool = False,
 ) -> None:
     """Count a credential that was refused (401, or a software statement that did not verify).
 
@@ -293,7 +299,11 @@ def registration_unauthorized_record(
     credential's public prefix is kept, never the credential.
     """
     unauthorized_count(
-        action=ACTION_UNAUTHORIZED if error == ERR_INVALID_TOKEN else ACTION_STATEMENT_REJECTED,
+        action=ACTION_ANONYMOUS_REFUSED
+        if anonymous
+        else ACTION_UNAUTHORIZED
+        if error == ERR_INVALID_TOKEN
+        else ACTION_STATEMENT_REJECTED,
         source=source_ip,
         credential_prefix=storable((bearer or "")[:12]),
         path=storable(path),

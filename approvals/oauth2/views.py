@@ -218,7 +218,12 @@ def _register(request: HttpRequest) -> HttpResponse:
         # Anyone can send one: counted per source and minute, never a request row of its own.
         request.registration_outcome = "refused"
         credentials.registration_unauthorized_record(
-            description=exc.description, bearer=None, source_ip=source_ip, path=request.path, error=exc.error
+            description=exc.description,
+            bearer=None,
+            source_ip=source_ip,
+            path=request.path,
+            error=exc.error,
+            anonymous=True,
         )
         return _from_exc(exc)
     except IntakeError as exc:

@@ -120,7 +120,8 @@ def test_each_profile_rule_refuses_with_its_reason_and_writes_nothing(client, pr
         return
     _refused(response, fragment, error)
     assert counts() == before  # no request row, no client, no audit event of its own
-    assert UnauthorizedTally.objects.filter(error=error).exists()  # counted per source and minute
+    # counted per source and minute, folded into one audit event per minute like a refused credential
+    assert UnauthorizedTally.objects.filter(error=error, action="registration.anonymous_refused").exists()
 
 
 @pytest.mark.django_db
