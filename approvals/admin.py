@@ -9,6 +9,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from approvals.models import (
+    AnonymousProfile,
     Decision,
     InitialAccessToken,
     Policy,
@@ -136,6 +137,93 @@ class TrustedCimdDomainAdmin(AuditedModelAdmin):
     list_display = ("domain", "include_subdomains", "enabled", "note", "created_at")
     list_filter = ("enabled", "include_subdomains")
     search_fields = ("domain", "note")
+
+
+class AnonymousProfileAdminForm(forms.ModelForm):
+    """The profile's rules are checked on save: scopes from the catalogue and low sensitivity only, known
+    application types, bare domain names, parseable rates."""
+
+    class Meta:
+        model = AnonymousProfile
+        fields = (
+            "idp",
+            "name",
+            "enabled",
+            "owner",
+            "team",
+            "purpose",
+            "allowed_scopes",
+            "allow_loopback",
+            "redirect_domains",
+            "application_types",
+            "max_ttl_seconds",
+            "internal_only",
+            "max_live_clients",
+            "coalesce",
+            "coalesce_window_seconds",
+            "rate_per_software",
+            "rate_per_profile",
+        )
+
+    @staticmethod
+    def _strings(value, label: str) -> list[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            raise forms.ValidationError(f"{label} must be a JSON list of non-empty strings")
+        return [v.strip() for v in value]
+
+    def clean_allowed_scopes(self):
+        from inventory.choices import Sensitivity
+        from inventory.models import ScopeDefinition
+
+        scopes = self._strings(self.cleaned_data["allowed_scopes"], "allowed scopes")
+        known = dict(ScopeDefinition.objects.filter(name__in=scopes).values_list("name", "sensitivity"))
+        unknown = [s for s in scopes if s not in known]
+        if unknown:
+            raise forms.ValidationError(f"not in the scope catalogue: {', '.join(unknown)}")
+        above = [s for s in scopes if known[s] != Sensitivity.LOW]
+        if above:
+            raise forms.ValidationError(f"anonymous clients get low-sensitivity scopes only: {', '.join(above)}")
+        return scopes
+
+    def clean_redirect_domains(self):
+        domains = self._strings(self.cleaned_data["redirect_domains"], "redirect domains")
+        bad = [d for d in domains if "/" in d or ":" in d or "*" in d or " " in d]
+        if bad:
+            raise forms.ValidationError(f"bare domain names only (no scheme, port, path or wildcard): {', '.join(bad)}")
+        return [d.lower().rstrip(".") for d in domains]
+
+    def clean_application_types(self):
+        types = self._strings(self.cleaned_data["application_types"] or ["native", "web"], "application types")
+        if set(types) - {"native", "web"}:
+            raise forms.ValidationError("application types are native and/or web")
+        return types
+
+    def _rate(self, name: str) -> str:
+        from approvals.ratelimit import parse_rate
+
+        value = self.cleaned_data[name]
+        try:
+            parse_rate(value)
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc))
+        return value
+
+    def clean_rate_per_software(self):
+        return self._rate("rate_per_software")
+
+    def clean_rate_per_profile(self):
+        return self._rate("rate_per_profile")
+
+
+@admin.register(AnonymousProfile)
+class AnonymousProfileAdmin(AuditedModelAdmin):
+    """Anonymous registration (docs/mcp.md): off by default; every change is audited like any admin edit."""
+
+    audit_object_type = "anonymous_profile"
+    form = AnonymousProfileAdminForm
+    list_display = ("name", "idp", "enabled", "team", "owner", "coalesce", "max_live_clients", "updated_at")
+    list_filter = ("enabled", "coalesce")
+    list_select_related = ("idp", "team", "owner")
 
 
 class DecisionInline(ReadOnlyInlineMixin, admin.TabularInline):

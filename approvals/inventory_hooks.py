@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 from datetime import datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, OuterRef, Q
+from django.db.models import Count, Exists, OuterRef, Q, Sum
 from django.db.models.functions import TruncDay
 from django.utils import timezone
 
@@ -156,15 +156,19 @@ def registration_stats(start: datetime) -> hooks.RegistrationStats:
         RegistrationRequest.objects.filter(created_at__gte=start)
         .annotate(day=TruncDay("created_at"))
         .values("day", "state", "outcome")
-        .annotate(n=Count("pk"))
+        .annotate(n=Count("pk"), coalesced=Sum("coalesced_count"))
     )
     outcomes: dict[str, Counter] = {label: Counter() for label in hooks.REGISTRATION_OUTCOMES}
+    coalesced = 0
     for row in rows:
+        coalesced += row["coalesced"] or 0
         label = _outcome_label(row["state"], row["outcome"])
         if label:
             outcomes[label][as_date(row["day"])] += row["n"]
     median, p90 = _time_to_decision(start)
-    return hooks.RegistrationStats(outcomes=outcomes, median_seconds_to_decision=median, p90_seconds_to_decision=p90)
+    return hooks.RegistrationStats(
+        outcomes=outcomes, median_seconds_to_decision=median, p90_seconds_to_decision=p90, coalesced=coalesced
+    )
 
 
 def _time_to_decision(start: datetime) -> tuple[float | None, float | None]:

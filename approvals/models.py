@@ -168,6 +168,48 @@ class TrustedCimdDomain(models.Model):
             raise ValidationError({"domain": problem})
 
 
+class AnonymousProfile(models.Model):
+    """Who may register WITHOUT a credential at one IdP connection, and what they may ask for (docs/mcp.md).
+
+    Off by default: an admin creates and enables it (audited, ``approvals.admin``). Anonymous clients belong to
+    the profile's owner and team — the people who answer for them — and the policy judges each registration
+    like any other (``approvals.policy``, via ``anonymous``), with this profile's rules as its ceiling.
+    """
+
+    idp = models.OneToOneField(
+        "inventory.IdPConnection", verbose_name=_("IdP connection"), on_delete=models.CASCADE, related_name="+"
+    )
+    name = models.CharField(_("name"), max_length=128)
+    enabled = models.BooleanField(_("enabled"), default=False)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        verbose_name=_("owner (answers for anonymous clients)"),
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    team = models.ForeignKey("inventory.Team", verbose_name=_("owner team"), on_delete=models.PROTECT, related_name="+")
+    purpose = models.TextField(_("purpose given to its clients"), default="Anonymous MCP client (dynamic registration)")
+    allowed_scopes = models.JSONField(_("allowed scopes (low sensitivity)"), default=list, blank=True)
+    allow_loopback = models.BooleanField(_("loopback redirect URIs allowed"), default=True)
+    redirect_domains = models.JSONField(_("redirect URI domains allowed"), default=list, blank=True)
+    application_types = models.JSONField(_("application types allowed"), default=list, blank=True)
+    max_ttl_seconds = models.PositiveIntegerField(_("max client TTL (s)"), default=7 * 86400)
+    internal_only = models.BooleanField(_("clients are internal-only"), default=True)
+    max_live_clients = models.PositiveIntegerField(_("max live clients"), default=1000)
+    coalesce = models.BooleanField(_("coalesce identical registrations"), default=True)
+    coalesce_window_seconds = models.PositiveIntegerField(_("coalescing window (s)"), default=86400)
+    rate_per_software = models.CharField(_("rate per software identity"), max_length=32, default="30/m", blank=True)
+    rate_per_profile = models.CharField(_("rate for the whole profile"), max_length=32, default="600/m", blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("anonymous registration profile")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({'on' if self.enabled else 'off'})"
+
+
 class SoftwareStatementUse(models.Model):
     """A software statement's ``jti``, used once by an accepted or pending registration (RFC 7591 §2.3).
 
@@ -286,6 +328,27 @@ class RegistrationRequest(models.Model):
     registration_access_token_hash = models.CharField(
         _("registration access token hash"), max_length=64, null=True, blank=True
     )  # unique: see Meta.constraints
+    # RFC 7592 rotation with a grace (approvals.oauth2.rat): the token last used keeps working until its successor
+    # is first used or the grace ends; tokens used (or superseded) before are kept to recognise a reuse.
+    rat_previous_hash = models.CharField(
+        _("previous registration access token hash"), max_length=64, blank=True, default="", db_default=""
+    )
+    rat_previous_until = models.DateTimeField(_("previous token valid until"), null=True, blank=True)
+    rat_spent_hashes = models.JSONField(_("spent registration access token hashes"), null=True, blank=True)
+    # Anonymous registrations (docs/mcp.md): the profile, the software's identity (a hash of software_id, else
+    # client name + redirect URIs + auth method + key thumbprints) and the key of what is identical in effect.
+    profile = models.ForeignKey(
+        AnonymousProfile,
+        verbose_name=_("anonymous profile"),
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+    )
+    software_identity = models.CharField(_("software identity"), max_length=64, blank=True, default="", db_default="")
+    coalesce_key = models.CharField(_("coalescing key"), max_length=64, blank=True, default="", db_default="")
+    coalesced_count = models.PositiveIntegerField(_("registrations coalesced into it"), default=0, db_default=0)
+    last_coalesced_at = models.DateTimeField(_("last coalesced at"), null=True, blank=True)
     policy_version = models.PositiveIntegerField(_("policy version"), null=True, blank=True)
     risk_tier = models.CharField(
         _("risk tier"), max_length=8, blank=True, choices=[*RiskTier.choices, ("refused", _("Refused"))]
@@ -316,6 +379,8 @@ class RegistrationRequest(models.Model):
                 condition=Q(state="pending"),
                 name="request_queue_order_idx",
             ),
+            models.Index(fields=["coalesce_key"], condition=~Q(coalesce_key=""), name="request_coalesce_idx"),
+            models.Index(fields=["software_identity"], condition=~Q(software_identity=""), name="request_software_idx"),
         ]
         # Unique constraints rather than unique=True: on PostgreSQL a unique CharField also gets a second,
         # varchar_pattern_ops index for LIKE, which nothing here uses and every registration would maintain.

@@ -43,13 +43,14 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from approvals.policy_anonymous import ANONYMOUS_CODES, AnonymousRules, anonymous_problems
 from inventory.ceilings import DEFAULT_TTL_CEILINGS
 from inventory.keys import KEY_BASED_METHODS, SHARED_SECRET_METHODS
 
 TIERS = ("low", "medium", "high")
 SENSITIVITIES = TIERS
 TIER_RANK = {"low": 0, "medium": 1, "high": 2}
-VIAS = frozenset({"token", "software_statement", "spawn", "admin", "pre_registration", "cimd"})
+VIAS = frozenset({"token", "software_statement", "spawn", "admin", "pre_registration", "cimd", "anonymous"})
 APPLICATION_TYPES = frozenset({"web", "native"})
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -91,9 +92,16 @@ REASON_CODES: dict[str, str] = {
     "ttl_clamped": "clamp",
     "ttl_clamped_to_ceiling": "clamp",
     "ttl_clamped_to_parent": "clamp",
+    **ANONYMOUS_CODES,
 }
 REDIRECT_CODES = frozenset(
-    {"insecure_redirect_uri", "wildcard_redirect_uri", "redirect_uri_fragment", "malformed_redirect_uri"}
+    {
+        "insecure_redirect_uri",
+        "wildcard_redirect_uri",
+        "redirect_uri_fragment",
+        "malformed_redirect_uri",
+        "anonymous_redirect_not_allowed",
+    }
 )
 # Violations of what a software statement's trusted issuer rule allows (RFC 7591 §3.2.2).
 CEILING_CODES = frozenset({"scope_above_ceiling", "internal_only_required"})
@@ -106,6 +114,7 @@ _CEILING_SOURCE = {
     "admin": "the registration credential",
     "pre_registration": "the pre-registration",
     "cimd": "the pre-registration",
+    "anonymous": "the anonymous registration profile",
 }
 
 
@@ -261,6 +270,12 @@ class RegistrationContext:
     cimd_host: str | None = None
     cimd_trusted_domain: str | None = None
     cimd_trusted_subdomains: bool = True
+    # An anonymous registration (approvals.policy_anonymous): the profile's rules, the metadata they judge, and
+    # the profile's live-client limit, which replaces the per-owner one (its clients share one owner).
+    anonymous: AnonymousRules | None = None
+    grant_types: tuple[str, ...] = ()
+    response_types: tuple[str, ...] = ()
+    owner_live_limit: int | None = None
 
     def __post_init__(self) -> None:
         # Programming errors, not policy outcomes: the API validates these before building a context.
@@ -443,12 +458,13 @@ def evaluate(ctx: RegistrationContext, config: PolicyConfig) -> Verdict:
 
     if not ctx.owner_active:
         refusals.append(Reason("owner_inactive", "the owner is not active; a sponsor must take over first"))
-    if ctx.owner_live_clients >= config.max_live_clients_per_owner:
+    owner_limit = config.max_live_clients_per_owner if ctx.owner_live_limit is None else ctx.owner_live_limit
+    if ctx.owner_live_clients >= owner_limit:
         refusals.append(
             Reason(
                 "owner_over_quota",
-                f"the owner already has {ctx.owner_live_clients} live clients; "
-                f"the limit is {config.max_live_clients_per_owner}",
+                f"the owner already has {ctx.owner_live_clients} live clients; the limit is {owner_limit}"
+                + (" (the anonymous profile's max live clients)" if ctx.owner_live_limit is not None else ""),
             )
         )
 
@@ -531,6 +547,16 @@ def evaluate(ctx: RegistrationContext, config: PolicyConfig) -> Verdict:
 
     for uri in ctx.redirect_uris:
         refusals.extend(redirect_uri_problems(uri, ctx.application_type))
+    if ctx.anonymous is not None:
+        problems = anonymous_problems(
+            ctx.anonymous,
+            token_endpoint_auth_method=method,
+            grant_types=ctx.grant_types,
+            response_types=ctx.response_types,
+            redirect_uris=ctx.redirect_uris,
+            application_type=ctx.application_type,
+        )
+        refusals.extend(Reason(code, message) for code, message in problems)
 
     if refusals:
         return Verdict(
@@ -554,7 +580,10 @@ def evaluate(ctx: RegistrationContext, config: PolicyConfig) -> Verdict:
         if cimd_risks:
             rank = max(rank, 1)
             risks.extend(cimd_risks)
-    if method not in config.key_based_methods and not (cimd_on_trusted_domain and method == "none"):
+    # A public client admitted by an anonymous profile passed the admin's rules for exactly that shape of
+    # software (the refusals above), like a CIMD document on a trusted domain: ``none`` is not a risk signal.
+    vetted_public = (cimd_on_trusted_domain or ctx.anonymous is not None) and method == "none"
+    if method not in config.key_based_methods and not vetted_public:
         rank = max(rank, 1)
         risks.append(Reason("not_key_based_auth", f"token_endpoint_auth_method {method!r} is not key-based"))
     if len(granted) > config.low_max_scopes:

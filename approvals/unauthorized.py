@@ -11,7 +11,8 @@ legitimate change needs, nor fill the chain. So:
   ``manage.py sweep unauthorized``) turns each closed minute's rows into audit events — one per source,
   action and credential prefix, carrying the count — and deletes those rows in the same transaction.
   The actions are the ones single events used to have: ``registration.unauthorized`` and
-  ``registration.statement_rejected``.
+  ``registration.statement_rejected``, and ``registration.anonymous_refused`` for a refused anonymous
+  registration (docs/mcp.md), which anyone can send and so leaves no request row of its own.
 
 Growth is bounded whatever arrives. A key is (minute, source address, action, credential prefix):
 
@@ -52,7 +53,9 @@ logger = logging.getLogger(__name__)
 
 ACTION_UNAUTHORIZED = "registration.unauthorized"
 ACTION_STATEMENT_REJECTED = "registration.statement_rejected"
-ACTIONS = (ACTION_UNAUTHORIZED, ACTION_STATEMENT_REJECTED)
+# A refused anonymous registration (docs/mcp.md): anyone can send one, so it is tallied like a bad credential.
+ACTION_ANONYMOUS_REFUSED = "registration.anonymous_refused"
+ACTIONS = (ACTION_UNAUTHORIZED, ACTION_STATEMENT_REJECTED, ACTION_ANONYMOUS_REFUSED)
 
 PREFIXES_PER_SOURCE = 5
 OVERFLOW_SHARDS = 8

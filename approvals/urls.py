@@ -13,6 +13,12 @@ urlpatterns: list = [
     path("tokens/", tokens_views.token_list, name="token-list"),
     path("tokens/<int:pk>/", tokens_views.token_detail, name="token-detail"),
     path("tokens/<int:pk>/revoke", tokens_views.token_revoke_view, name="token-revoke"),
+    path("dashboards/dcr-debt/", views.DcrDebtView.as_view(), name="dcr-debt"),
+    path(
+        "dashboards/dcr-debt/<str:software_identity>/retire-duplicates",
+        views.DcrDebtRetireView.as_view(),
+        name="dcr-debt-retire",
+    ),
     path("approvals/", views.QueueView.as_view(), name="queue"),
     path("approvals/mine/", views.MyRequestsView.as_view(), name="mine"),
     path("approvals/mine/<str:public_id>/withdraw/", views.WithdrawView.as_view(), name="withdraw"),

@@ -222,3 +222,34 @@ class WithdrawView(LoginRequiredMixin, View):
             return response
         messages.success(request, f"Withdrew {reg_request.client_name or reg_request.public_id}.")
         return HttpResponseRedirect(reverse("approvals:mine"))
+
+
+class DcrDebtView(RoleRequiredMixin, View):
+    """DCR debt (docs/mcp.md): groups by software identity and their plan; "keep one, retire the rest" as a POST."""
+
+    required_roles = (Role.SECURITY, Role.ADMIN)
+
+    def get(self, request):
+        from approvals.dcr_debt import dcr_debt
+
+        return render(
+            request, "approvals/dcr_debt.html", {"debt": dcr_debt(), "can_retire": True, "nav_active": "dashboard"}
+        )
+
+
+class DcrDebtRetireView(RoleRequiredMixin, View):
+    required_roles = (Role.SECURITY, Role.ADMIN)
+
+    def post(self, request, software_identity: str):
+        from approvals.dcr_debt import NothingToRetire, dcr_duplicates_retire
+        from portal.audit import Actor
+
+        try:
+            kept, retired = dcr_duplicates_retire(actor=Actor.user(request.user), software_identity=software_identity)
+        except NothingToRetire as exc:
+            messages.warning(request, str(exc))
+        else:
+            messages.success(
+                request, f"Kept {kept.name} ({kept.registration_id}); retired {len(retired)} duplicate(s)."
+            )
+        return HttpResponseRedirect(reverse("approvals:dcr-debt"))

@@ -15,6 +15,10 @@ What runs:
    the same JSON body over ``--connections`` connections for ``--duration`` seconds, twice:
    - the 202 path: a medium-risk registration (``tickets:write``) → pending request + token use + audit event;
    - the 400 path: an unknown scope → refused request + audit event;
+   - the anonymous path: an MCP client with no credential under the anonymous profile (coalescing off) → a new
+     pending request + audit event each time;
+   - the coalesced path: the same registration again with coalescing on → the live request handed out with a
+     fresh registration access token + one ``registration.coalesced`` audit event (should cost no more than new);
    - the 401 path: an unknown initial access token → one refused-credential tally upsert (no audit append);
    - the 202 path again while a second wrk floods the 401 path: what garbage traffic costs real work.
 4. Baseline A, raw psycopg: ``--connections`` threads, one connection each, writing the 202 path's rows the
@@ -89,6 +93,17 @@ BODY_400 = dict(BODY_202, scope="nope:unknown")
 # Low risk: auto-approved, so the client is created (and delivered to the dry-run IdP) in the request.
 BODY_201 = dict(BODY_202, scope="tickets:read")
 BAD_TOKEN = "rat_bench_wrong_" + "y" * 26
+# An MCP client registering with no credential under the bench IdP's anonymous profile (docs/mcp.md); medium
+# scope, so it waits for review like BODY_202 and the two paths differ only by the credential and coalescing.
+BODY_ANON = {
+    "client_name": "bench-mcp-client",
+    "redirect_uris": ["http://127.0.0.1:33418/callback"],
+    "grant_types": ["authorization_code", "refresh_token"],
+    "response_types": ["code"],
+    "token_endpoint_auth_method": "none",
+    "application_type": "native",
+    "scope": "tickets:write",
+}
 
 
 def server_env() -> dict[str, str]:
@@ -152,6 +167,21 @@ def seed() -> None:
     policy = Policy.objects.get(is_active=True)
     policy.thresholds = {**policy.thresholds, "max_live_clients_per_owner": 10**9}
     policy.save(update_fields=["thresholds"])
+    from approvals.models import AnonymousProfile
+    from inventory.models import Team
+
+    AnonymousProfile.objects.create(
+        idp=IdPConnection.objects.get(name="bench-dry-run"),
+        name="bench",
+        enabled=True,
+        owner=owner,
+        team=Team.objects.create(name="bench", slug="bench"),
+        allowed_scopes=["tickets:read", "tickets:write"],
+        max_live_clients=10**9,
+        rate_per_software="",
+        rate_per_profile="",
+        coalesce=False,
+    )
     for plaintext in (TOKEN, TOKEN_201):
         InitialAccessToken.objects.create(
             owner=owner,
@@ -171,6 +201,20 @@ def count_requests() -> dict[str, int]:
     with psycopg.connect(DB_URL) as conn:
         rows = conn.execute("SELECT state, count(*) FROM approvals_registrationrequest GROUP BY state").fetchall()
     return dict(rows)
+
+
+def anonymous_counts(*, coalesce: bool | None = None) -> tuple[int, int]:
+    """Anonymous requests and registrations coalesced into them; optionally switch the profile's coalescing."""
+    import psycopg
+
+    with psycopg.connect(DB_URL) as conn:
+        if coalesce is not None:
+            conn.execute("UPDATE approvals_anonymousprofile SET coalesce = %s", [coalesce])
+        rows, coalesced = conn.execute(
+            "SELECT count(*), coalesce(sum(coalesced_count), 0) FROM approvals_registrationrequest "
+            "WHERE via = 'anonymous'"
+        ).fetchone()
+    return int(rows), int(coalesced)
 
 
 def count_refused() -> int:
@@ -474,6 +518,26 @@ def measure_server(server: str, args) -> dict[str, dict[str, float]]:
                 f"p99 {r['p99_ms']:.1f} ms, server CPU {r['cpu_ms']:.2f} ms/request ({written} {state} rows)",
                 flush=True,
             )
+        # The anonymous path (a new pending registration each time: coalescing off) and the coalesced path (the
+        # same registration again: each answered with the first one and a fresh registration access token).
+        for name, coalesce in (("anonymous", False), ("coalesced", True)):
+            rows_before, coalesced_before = anonymous_counts(coalesce=coalesce)
+            cpu_before = tree_cpu_seconds(process.pid)
+            r = run_wrk(url, BODY_ANON, bearer=None, duration=args.duration, connections=args.connections)
+            r["cpu_ms"] = (tree_cpu_seconds(process.pid) - cpu_before) * 1000 / max(r["requests"], 1)
+            rows, coalesced = anonymous_counts()
+            done = (rows - rows_before) if name == "anonymous" else (coalesced - coalesced_before)
+            if done < r["requests"] * 0.98 - 1 or r["non_2xx"]:
+                raise RuntimeError(
+                    f"{server} {name} path: wrk counted {r['requests']:.0f} requests ({r['non_2xx']:.0f} non-2xx), "
+                    f"only {done} {'new requests' if name == 'anonymous' else 'coalesced'}"
+                )
+            results[name] = r
+            print(
+                f"{server} intake {name} path: {r['rps']:.0f} registrations/s, p50 {r['p50_ms']:.1f} ms, "
+                f"p99 {r['p99_ms']:.1f} ms, server CPU {r['cpu_ms']:.2f} ms/request ({done} {name})",
+                flush=True,
+            )
         # The 401 path: every refusal must be counted (a refused-credential tally, folded into the audit later).
         before = count_refused()
         cpu_before = tree_cpu_seconds(process.pid)
@@ -610,7 +674,10 @@ def main() -> int:
             f"(p50 {results['202']['p50_ms']:.1f} ms, p99 {results['202']['p99_ms']:.1f} ms, server CPU "
             f"{results['202']['cpu_ms']:.2f} ms/request), 400 path {results['400']['rps']:.0f}/s (p50 "
             f"{results['400']['p50_ms']:.1f} ms, p99 {results['400']['p99_ms']:.1f} ms, server CPU "
-            f"{results['400']['cpu_ms']:.2f} ms/request), 401 path {results['401']['rps']:.0f}/s (p50 "
+            f"{results['400']['cpu_ms']:.2f} ms/request), anonymous path {results['anonymous']['rps']:.0f}/s (p99 "
+            f"{results['anonymous']['p99_ms']:.1f} ms, server CPU {results['anonymous']['cpu_ms']:.2f} ms/request), "
+            f"coalesced path {results['coalesced']['rps']:.0f}/s (p99 {results['coalesced']['p99_ms']:.1f} ms, server "
+            f"CPU {results['coalesced']['cpu_ms']:.2f} ms/request), 401 path {results['401']['rps']:.0f}/s (p50 "
             f"{results['401']['p50_ms']:.1f} ms, p99 {results['401']['p99_ms']:.1f} ms), 202 path under a 401 flood "
             f"{results['202_flood']['rps']:.0f}/s (p99 {results['202_flood']['p99_ms']:.1f} ms; flood "
             f"{results['401_flood']['rps']:.0f}/s); raw psycopg baseline {raw['rps']:.0f} tx/s "

@@ -82,6 +82,7 @@ class CreatedVia(models.TextChoices):
     DISCOVERED = "discovered", _("Discovered at IdP (unmanaged)")
     PRE_REGISTRATION = "pre_registration", _("Pre-registered (metadata)")
     CIMD = "cimd", _("Pre-registered (Client ID Metadata Document)")
+    ANONYMOUS = "anonymous", _("Anonymous/MCP (anonymous registration profile)")
 
 
 class IdPKind(models.TextChoices):

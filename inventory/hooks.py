@@ -186,6 +186,8 @@ class RegistrationStats:
     outcomes: Mapping[str, Mapping[date, int]]
     median_seconds_to_decision: float | None = None
     p90_seconds_to_decision: float | None = None
+    # Anonymous registrations answered with an identical live one instead of a new client (docs/mcp.md).
+    coalesced: int = 0
 
 
 REGISTRATION_OUTCOMES = ("auto-approved", "human-approved", "denied", "refused")

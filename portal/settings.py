@@ -456,6 +456,8 @@ REGISTRAR_INLINE_CIRCUIT_OPEN_SECONDS = env_float("REGISTRAR_INLINE_CIRCUIT_OPEN
 REGISTRAR_REGISTER_RATE_PER_TOKEN = env_str("REGISTRAR_REGISTER_RATE_PER_TOKEN", "120/m")
 REGISTRAR_REGISTER_RATE_PER_IP = env_str("REGISTRAR_REGISTER_RATE_PER_IP", "600/m")
 REGISTRAR_MAX_BODY_BYTES = env_int("REGISTRAR_MAX_BODY_BYTES", 64 * 1024, minimum=1024)
+# RFC 7592: how long the previous registration access token keeps working after a rotation (a lost response).
+REGISTRAR_RAT_GRACE_SECONDS = env_int("REGISTRAR_RAT_GRACE_SECONDS", 120, minimum=0, maximum=3600)
 # Refused credentials on the registration API are tallied per minute, source and credential prefix
 # (approvals.unauthorized); past this many rows in one minute, new sources share an "other sources" bucket.
 REGISTRAR_UNAUTHORIZED_SOURCES_PER_MINUTE = env_int("REGISTRAR_UNAUTHORIZED_SOURCES_PER_MINUTE", 100, minimum=1)

@@ -62,6 +62,7 @@ class IdPProcess:
         sso_clients: list[dict] | None = None,
         users: list[dict] | None = None,
         usage: dict[str, str] | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.port = port
         self.listing = listing
@@ -69,6 +70,8 @@ class IdPProcess:
         self.users = users or []
         # Report token issuance to Registrar: {"url", "token", "idp", "flush_ms"} (IDP_USAGE_* in server.mjs).
         self.usage = usage
+        # Other IDP_* settings of server.mjs (IDP_REGISTRATION_ENDPOINT, IDP_AUTO_CONSENT).
+        self.extra_env = extra_env or {}
         self.initial_access_token = initial_access_token
         self.admin_token = admin_token
         self.scopes = " ".join(scopes) if isinstance(scopes, list) else scopes
@@ -178,6 +181,9 @@ class IdPProcess:
                 env[f"IDP_USAGE_{key.upper()}"] = str(self.usage[key])
         if self.scopes:
             env["IDP_SCOPES"] = self.scopes
+        for key in ("IDP_REGISTRATION_ENDPOINT", "IDP_AUTO_CONSENT"):
+            env.pop(key, None)
+        env.update(self.extra_env)
         fd, log_name = tempfile.mkstemp(prefix="registrar-idp-", suffix=".log")
         self.log_path = Path(log_name)
         self._log_file = os.fdopen(fd, "wb")

@@ -1,8 +1,9 @@
 """RFC 7592 client configuration: the agent reads (GET), narrows (PUT) or deletes (DELETE) its registration.
 
 The registration access token (prefix ``rrat_``) handed out at registration authenticates every call; it is
-stored hashed on the request and rotated on every read and update (the new one is in the response and the
-old one stops working: a conditional UPDATE, so a replay loses). A delete revokes it.
+stored hashed on the request and rotated on every read and update (the new one is in the response). The old
+one keeps working for a short grace, until the new one is first used; a reuse after that revokes both
+(``approvals.oauth2.rat``). A delete revokes it.
 
 An update may only narrow what was approved (``ClientMetadata.narrowing_problems``): fewer scopes, a shorter
 lifetime, other keys; anything wider needs a new registration. Keys behind a ``jwks_uri`` are fetched and
@@ -23,8 +24,8 @@ from django.db import transaction
 from approvals.choices import RequestState
 from approvals.metadata import ClientMetadata, MetadataError, validate_client_metadata
 from approvals.models import RegistrationRequest
+from approvals.oauth2 import rat
 from approvals.oauth2.client_keys import keys_audit, keys_fetch
-from approvals.oauth2.credentials import REGISTRATION_TOKEN_PREFIX
 from approvals.oauth2.errors import ERR_INVALID_METADATA, BadRequest, IntakeError, Unauthorized
 from approvals.oauth2.storable import storable
 from approvals.policy_store import active_policy
@@ -35,43 +36,26 @@ from inventory.lifecycle import LifecycleError, client_transition
 from inventory.models import Client
 from inventory.services import client_narrow
 from portal.audit import Actor
-from portal.crypto import hash_token, new_token
 
 
-def _bearer_required(bearer: str | None) -> str:
-    """The registration access token presented; Unauthorized (401) when there is none."""
+def registration_authenticate(registration_id: str, bearer: str | None) -> tuple[RegistrationRequest, rat.Presented]:
+    """The registration ``bearer`` is a registration access token of, and which one it is (the current one, or the
+    previous one inside its grace: ``approvals.oauth2.rat``); Unauthorized (401) otherwise. A reuse revokes the
+    tokens."""
     if not bearer:
         raise Unauthorized("a registration access token (Authorization: Bearer) is required")
-    return bearer
-
-
-def registration_authenticate(registration_id: str, bearer: str | None) -> RegistrationRequest:
-    """The registration ``bearer`` is the registration access token of; Unauthorized (401) otherwise."""
-    token = _bearer_required(bearer)
     reg_request = (
         RegistrationRequest.objects.select_related("client", "client__idp", "idp", "owner")
-        .filter(public_id=registration_id, registration_access_token_hash=hash_token(token))
+        .filter(public_id=registration_id)
         .first()
     )
     if reg_request is None:
         raise Unauthorized("the registration access token is not valid for this registration")
-    return reg_request
-
-
-def _rotate(reg_request: RegistrationRequest, bearer: str) -> str:
-    """Swap the registration access token; the old one stops working. Conditional: a replay loses."""
-    plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
-    rotated = RegistrationRequest.objects.filter(
-        pk=reg_request.pk, registration_access_token_hash=hash_token(bearer)
-    ).update(registration_access_token_hash=hash_token(plaintext))
-    if not rotated:
-        raise Unauthorized("the registration access token was already used")
-    reg_request.registration_access_token_hash = hash_token(plaintext)
-    return plaintext
+    return reg_request, rat.rat_authenticate(reg_request, bearer)
 
 
 def _revoke_token(reg_request: RegistrationRequest) -> None:
-    RegistrationRequest.objects.filter(pk=reg_request.pk).update(registration_access_token_hash=None)
+    rat.rat_revoke(reg_request)
 
 
 def _ended_error(reg_request: RegistrationRequest) -> IntakeError | None:
@@ -93,14 +77,13 @@ class Management:
 
     status: int
     reg_request: RegistrationRequest
-    client: Client | None  # set whenever status is 200
+    client: Client | None
     registration_access_token: str  # the rotated one
 
 
 def registration_read(*, registration_id: str, bearer: str | None) -> Management:
     """RFC 7592 GET: 200 with the client when live, 202 while pending or provisioning, 400 once refused."""
-    token = _bearer_required(bearer)
-    reg_request = registration_authenticate(registration_id, token)
+    reg_request, presented = registration_authenticate(registration_id, bearer)
     ended = _ended_error(reg_request)
     if ended is not None:
         raise ended
@@ -108,7 +91,8 @@ def registration_read(*, registration_id: str, bearer: str | None) -> Management
     if client is not None and client.state not in (ClientState.PROVISIONING, ClientState.ACTIVE, ClientState.SUSPENDED):
         _revoke_token(reg_request)
         raise Unauthorized(f"the client is {client.state}; its registration access token is no longer valid")
-    rotated_token = _rotate(reg_request, token)
+    # conditional (rat.rat_rotate): of two uses at once one wins, the other rotates again from the grace
+    rotated_token = rat.rat_rotate(reg_request, presented)
     status = 200 if client is not None and client.state != ClientState.PROVISIONING else 202
     return Management(status=status, reg_request=reg_request, client=client, registration_access_token=rotated_token)
 
@@ -131,8 +115,9 @@ def _current_metadata(reg_request: RegistrationRequest, client: Client) -> Clien
 
 def registration_update(*, registration_id: str, bearer: str | None, body: Any) -> Management:
     """RFC 7592 PUT by the agent: narrow scopes or lifetime, rotate keys. Anything wider is refused."""
-    token = _bearer_required(bearer)
-    reg_request = registration_authenticate(registration_id, token)
+    reg_request, presented = registration_authenticate(registration_id, bearer)
+    if presented.kind == rat.GRACE:
+        raise Unauthorized(rat.PREVIOUS_FOR_UPDATE)
     ended = _ended_error(reg_request)
     if ended is not None:
         raise ended
@@ -163,7 +148,7 @@ def registration_update(*, registration_id: str, bearer: str | None, body: Any) 
     # Keys behind a jwks_uri are fetched and checked on every update (that is how an agent rotates them).
     fetched = keys_fetch(wanted.jwks_uri) if wanted.jwks_uri is not None else None
     return _apply_narrowing(
-        reg_request=reg_request, client=client, wanted=wanted, bearer=token, base=base, fetched=fetched
+        reg_request=reg_request, client=client, wanted=wanted, presented=presented, base=base, fetched=fetched
     )
 
 
@@ -173,7 +158,7 @@ def _apply_narrowing(
     reg_request: RegistrationRequest,
     client: Client,
     wanted: ClientMetadata,
-    bearer: str,
+    presented: rat.Presented,
     base,
     fetched: FetchedKeySet | None = None,
 ) -> Management:
@@ -193,13 +178,13 @@ def _apply_narrowing(
         keys_audit=storable(keys_audit(wanted, fetched)),
         reason="RFC 7592 update by the agent",
     )
-    rotated_token = _rotate(reg_request, bearer)
+    rotated_token = rat.rat_rotate(reg_request, presented, grace=False)
     return Management(status=200, reg_request=reg_request, client=narrowed, registration_access_token=rotated_token)
 
 
 def registration_delete(*, registration_id: str, bearer: str | None) -> None:
     """RFC 7592 DELETE: withdraw a pending request or retire the client (its IdP removal is queued)."""
-    reg_request = registration_authenticate(registration_id, bearer)
+    reg_request, _ = registration_authenticate(registration_id, bearer)
     actor = _agent_actor(reg_request)
     with transaction.atomic():
         if reg_request.state == RequestState.PENDING:

@@ -5,6 +5,8 @@
 - ``Authorization: Bearer rrat_…`` — a parent client's registration access token: the registration spawns
   a child with the parent's owner, at most its scopes and remaining lifetime, one level deeper.
 - no bearer, ``software_statement`` in the body — a JWT from a TrustedIssuer (``approvals.statements``).
+- neither — an anonymous registration under the default IdP's enabled ``AnonymousProfile``
+  (``approvals.oauth2.anonymous``); 401 when there is none.
 
 ``requester_authenticate`` checks the credential and returns a :class:`Requester`; nothing is consumed here
 (a token's use, a parent's child slot or a statement's ``jti`` is taken by ``approvals.oauth2.credential_use``
@@ -23,7 +25,12 @@ from approvals.models import InitialAccessToken, RegistrationRequest, TrustedIss
 from approvals.oauth2.errors import ERR_INVALID_METADATA, ERR_INVALID_TOKEN, BadRequest, IntakeError, Unauthorized
 from approvals.oauth2.storable import storable
 from approvals.statements import StatementError, VerifiedStatement, merge_statement, verify_software_statement
-from approvals.unauthorized import ACTION_STATEMENT_REJECTED, ACTION_UNAUTHORIZED, unauthorized_count
+from approvals.unauthorized import (
+    ACTION_ANONYMOUS_REFUSED,
+    ACTION_STATEMENT_REJECTED,
+    ACTION_UNAUTHORIZED,
+    unauthorized_count,
+)
 from inventory.choices import LIVE_STATES, ClientState, CreatedVia
 from inventory.models import Client, IdPConnection
 from portal.audit import Actor
@@ -68,20 +75,50 @@ class Requester:
     request_fields: dict[str, Any] = field(default_factory=dict)
     policy_inputs: dict[str, Any] = field(default_factory=dict)
     public_web_clients: bool = False
+    # Anonymous registration (``approvals.oauth2.anonymous``): the profile, its value for an omitted
+    # internal_only, and its live-client limit (in place of the per-owner one).
+    profile: Any = None
+    internal_only_default: bool | None = None
+    owner_live_limit: int | None = None
 
     @property
     def issuer(self) -> TrustedIssuer | None:
         return self.statement.issuer if self.statement else None
 
     def merge(self, body: dict[str, Any]) -> dict[str, Any]:
-        """The metadata to validate: statement values override the body; the credential's purpose is the default."""
+        """The metadata to validate: statement values override the body; the credential fills what is omitted.
+
+        A plain RFC 7591 client sends no Registrar extension (``purpose``, ``internal_only``, ``audiences``,
+        ``requested_ttl``): each omitted one takes the credential's value (token, trusted issuer rule, parent
+        client or anonymous profile), or else the policy default (``requested_ttl``). Only a value the client
+        does send can conflict with the credential's ceiling, and only that is refused.
+        """
         if self.statement is not None:
-            return merge_statement(body, self.statement)
-        merged = dict(body)
-        merged.pop("software_statement", None)
-        if merged.get("purpose") is None and self.purpose:
-            merged["purpose"] = self.purpose
+            merged = merge_statement(body, self.statement)
+        else:
+            merged = dict(body)
+            merged.pop("software_statement", None)
+            if merged.get("purpose") is None and self.purpose:
+                merged["purpose"] = self.purpose
+        for name, value in self.defaults().items():
+            if merged.get(name) is None:
+                merged[name] = value
         return merged
+
+    def defaults(self) -> dict[str, Any]:
+        """Values for omitted extension fields: what the credential (or the parent) already says."""
+        out: dict[str, Any] = {}
+        if self.internal_only_default is not None:
+            out["internal_only"] = self.internal_only_default
+        if self.ceiling_internal_only:
+            out["internal_only"] = True
+        parent = self.parent
+        if parent is not None:
+            if parent.internal_only:
+                out["internal_only"] = True
+            if parent.audiences:
+                out["audiences"] = list(parent.audiences)
+        return out
 
 
 def _token_problem(token: InitialAccessToken, now) -> str | None:
@@ -190,7 +227,10 @@ def requester_authenticate(*, bearer: str | None, body: Any) -> Requester:
         )
     statement = body.get("software_statement") if isinstance(body, dict) else None
     if statement is None:
-        raise Unauthorized("an initial access token (Authorization: Bearer) or a software_statement is required")
+        # No credential at all: an anonymous registration, if an admin enabled a profile for it (else 401).
+        from approvals.oauth2.anonymous import anonymous_profile, anonymous_requester
+
+        return anonymous_requester(anonymous_profile())
     try:
         verified = verify_software_statement(statement)
     except StatementError as exc:
@@ -270,6 +310,7 @@ def registration_unauthorized_record(
     source_ip: str | None,
     path: str = "/oauth2/register",
     error: str = ERR_INVALID_TOKEN,
+    anonymous: bool = False,
 ) -> None:
     """Count a credential that was refused (401, or a software statement that did not verify).
 
@@ -278,7 +319,11 @@ def registration_unauthorized_record(
     credential's public prefix is kept, never the credential.
     """
     unauthorized_count(
-        action=ACTION_UNAUTHORIZED if error == ERR_INVALID_TOKEN else ACTION_STATEMENT_REJECTED,
+        action=ACTION_ANONYMOUS_REFUSED
+        if anonymous
+        else ACTION_UNAUTHORIZED
+        if error == ERR_INVALID_TOKEN
+        else ACTION_STATEMENT_REJECTED,
         source=source_ip,
         credential_prefix=storable((bearer or "")[:12]),
         path=storable(path),

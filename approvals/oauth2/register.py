@@ -26,7 +26,11 @@ loses that race is refused by the same policy rule on the recounted figure (400 
 The registration access token (prefix ``rrat_``) handed out here is stored hashed on the request; RFC 7592
 (``approvals.oauth2.client_config``) rotates it on every use.
 
-(Just over 400 lines: the refused and the accepted record are the two halves of one decision and share the
+An anonymous registration (``approvals.oauth2.anonymous``) is judged the same way under its profile; a refused
+one raises ``AnonymousRefusal`` instead of leaving a row, and under a coalescing profile an identical live
+registration is handed out again (``_coalesce_or_record``) instead of a new one being recorded.
+
+(About 470 lines: the refused and the accepted record are the two halves of one decision and share the
 request fields and audit payload; the once-only writes, credentials and keys are already elsewhere.)
 """
 
@@ -44,6 +48,7 @@ from django.utils import timezone
 from approvals.choices import RequestKind, RequestState
 from approvals.metadata import ClientMetadata, MetadataError, validate_client_metadata
 from approvals.models import RegistrationRequest
+from approvals.oauth2 import anonymous
 from approvals.oauth2.cache import default_idp, scope_catalogue
 from approvals.oauth2.client_keys import keys_audit, keys_fetch
 from approvals.oauth2.credential_use import SpawnSlot, consume, credential_guard, insert_with_event
@@ -84,6 +89,7 @@ class Submission:
     registration_access_token: str | None = None
     error: str | None = None
     error_description: str | None = None
+    coalesced: bool = False  # an anonymous registration handed an identical live one (approvals.oauth2.anonymous)
 
     @property
     def refused(self) -> bool:
@@ -121,7 +127,19 @@ def _context(requester: Requester, md: ClientMetadata, now) -> RegistrationConte
         ceiling_internal_only=requester.ceiling_internal_only,
         **parent_fields,
         **requester.policy_inputs,
+        **_anonymous_fields(requester, md),
     )
+
+
+def _anonymous_fields(requester: Requester, md: ClientMetadata) -> dict[str, Any]:
+    if requester.profile is None:
+        return {}
+    return {
+        "anonymous": anonymous.anonymous_rules(requester.profile),
+        "grant_types": md.grant_types,
+        "response_types": md.response_types,
+        "owner_live_limit": requester.owner_live_limit,
+    }
 
 
 def _request_fields(requester: Requester, now, source_ip: str | None) -> dict[str, Any]:
@@ -135,6 +153,7 @@ def _request_fields(requester: Requester, now, source_ip: str | None) -> dict[st
         "issuer": requester.issuer,
         "statement_subject": storable(statement.subject, max_str=512) if statement else "",
         "parent_client": requester.parent,
+        "profile": requester.profile,
         "source_ip": source_ip,
         **requester.request_fields,
     }
@@ -169,7 +188,10 @@ def _record_refusal(
     config: PolicyConfig,
     source_ip: str | None,
 ) -> RegistrationRequest:
-    """The refused row and its audit event: all a refused attempt leaves behind."""
+    """The refused row and its audit event: all a refused attempt leaves behind. An anonymous one leaves
+    nothing: it raises AnonymousRefusal, answered and counted by the view (``approvals.oauth2.anonymous``)."""
+    if requester.profile is not None:
+        raise anonymous.AnonymousRefusal(error, "; ".join(r["message"] for r in reasons)[:2000])
     now = timezone.now()
     raw = body if isinstance(body, dict) else {"_body": body}
     raw = {k: v for k, v in raw.items() if k != "software_statement"}
@@ -263,7 +285,21 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
         idp = requester.idp or default_idp()
         if idp is None:
             raise Unavailable("temporarily_unavailable", "no identity provider is configured for new registrations")
+        identity = anonymous.metadata_identity(md)
+        profile = requester.profile
         try:
+            if profile is not None and profile.coalesce:
+                return _coalesce_or_record(
+                    requester=requester,
+                    md=md,
+                    verdict=verdict,
+                    idp=idp,
+                    now=now,
+                    source_ip=source_ip,
+                    config=config,
+                    fetched=fetched,
+                    identity=identity,
+                )
             return _record_accepted(
                 requester=requester,
                 md=md,
@@ -273,6 +309,7 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
                 source_ip=source_ip,
                 config=config,
                 fetched=fetched,
+                identity=identity,
             )
         except OwnerQuotaExceeded as exc:
             # The owner's live clients were counted again under the owner's lock (concurrent registrations
@@ -296,6 +333,28 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
     )
 
 
+def _coalesce_or_record(
+    *, requester: Requester, md: ClientMetadata, now, source_ip: str | None, **kwargs
+) -> Submission:
+    """An anonymous registration under a coalescing profile: the live registration identical in effect, handed
+    out again, or a new one — decided under the key's lock, so two identical registrations at once make one."""
+    profile = requester.profile
+    key = anonymous.coalesce_key(profile=profile, owner_id=requester.owner.pk, identity=kwargs["identity"], md=md)
+    with transaction.atomic():
+        anonymous.coalesce_lock(key)
+        existing = anonymous.coalesce_find(key=key, window_seconds=profile.coalesce_window_seconds, now=now)
+        if existing is not None:
+            plaintext = anonymous.coalesce_reuse(existing=existing, actor=requester.actor, source_ip=source_ip, now=now)
+            return Submission(
+                reg_request=existing,
+                verdict=kwargs["verdict"],
+                client=existing.client,
+                registration_access_token=plaintext,
+                coalesced=True,
+            )
+        return _record_accepted(requester=requester, md=md, now=now, source_ip=source_ip, coalesce=key, **kwargs)
+
+
 def _record_accepted(
     *,
     requester: Requester,
@@ -306,6 +365,8 @@ def _record_accepted(
     source_ip: str | None,
     config: PolicyConfig,
     fetched: FetchedKeySet | None = None,
+    identity: str = "",
+    coalesce: str = "",
 ) -> Submission:
     auto = verdict.outcome == OUTCOME_AUTO_APPROVE
     plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
@@ -327,6 +388,8 @@ def _record_accepted(
         fetched_jwks=fetched.jwks if fetched is not None else None,
         idp=idp,
         registration_access_token_hash=hash_token(plaintext),
+        software_identity=identity,
+        coalesce_key=coalesce,
         policy_version=verdict.policy_version,
         risk_tier=verdict.tier,
         outcome=verdict.outcome,
@@ -378,7 +441,9 @@ def _record_accepted(
                 actor=requester.actor,
                 reason=f"auto-approved by policy v{verdict.policy_version}",
                 now=now,
-                owner_limit=config.max_live_clients_per_owner,
+                owner_limit=config.max_live_clients_per_owner
+                if requester.owner_live_limit is None
+                else requester.owner_live_limit,
                 nudge_worker=False,
             )
             reg_request.client = client

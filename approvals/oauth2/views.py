@@ -8,7 +8,8 @@ Plain Django views, JSON in and out, CSRF-exempt because they are authenticated 
 RFC 6750 §3); a 401 also carries ``WWW-Authenticate: Bearer error="invalid_token"``.
 
 Order of checks on POST: rate limits per source address and per bearer credential (one Redis round trip)
-→ body size (413) → JSON (400) → credential (401) → metadata and policy (400/201/202). The cheap checks
+→ body size (413) → JSON (400) → credential (401) → for an anonymous registration, rate limits per software
+identity and per profile (429) → metadata and policy (400/201/202). The cheap checks
 come first so a flood costs a cache round trip, not a database transaction.
 """
 
@@ -26,10 +27,12 @@ from django.views.decorators.csrf import csrf_exempt
 
 from approvals import conditions, ratelimit
 from approvals.metrics import registration_counted
-from approvals.oauth2 import client_config, credentials, responses
+from approvals.oauth2 import anonymous, client_config, credentials, responses
+from approvals.oauth2.anonymous import AnonymousRefusal
 from approvals.oauth2.errors import ERR_INVALID_METADATA, IntakeError, Unauthorized
 from approvals.oauth2.inline_delivery import deliver_inline
 from approvals.oauth2.register import registration_submit
+from inventory.choices import ClientState
 from portal import jsonbody
 
 logger = logging.getLogger(__name__)
@@ -90,6 +93,15 @@ def _rate_limits(source_ip: str | None, bearer: str | None) -> ratelimit.Limited
     if bearer:
         limits.append(("token", bearer, settings.REGISTRAR_REGISTER_RATE_PER_TOKEN))
     return ratelimit.check(*limits)
+
+
+def _anonymous_limits(profile, body: Any) -> ratelimit.Limited | None:
+    """An anonymous registration is also counted per software identity and for its whole profile, so one busy
+    hosted client behind a shared egress address neither locks out the others nor fills the IdP."""
+    ident = f"{profile.pk}:{anonymous.body_identity(body)}"
+    return ratelimit.check(
+        ("software", ident, profile.rate_per_software), ("profile", str(profile.pk), profile.rate_per_profile)
+    )
 
 
 def _read_json(request: HttpRequest) -> tuple[Any, JsonResponse | None]:
@@ -202,6 +214,10 @@ def _register(request: HttpRequest, labels: _Labels) -> HttpResponse:
     except IntakeError as exc:
         labels.outcome = "refused"
         return _from_exc(exc)
+    if requester.profile is not None:
+        limited = _anonymous_limits(requester.profile, body)
+        if limited:
+            return _limited(limited)
     if requester.statement is not None:
         # A statement is its own credential: limit per workload (issuer rule + subject), like a token.
         ident = f"statement:{requester.statement.issuer.pk}:{requester.statement.subject}"
@@ -212,6 +228,18 @@ def _register(request: HttpRequest, labels: _Labels) -> HttpResponse:
         submission = registration_submit(requester=requester, body=body, source_ip=source_ip)
     except Unauthorized as exc:
         return _unauthorized(request, exc, bearer)
+    except AnonymousRefusal as exc:
+        # Anyone can send one: counted per source and minute, never a request row of its own.
+        labels.outcome = "refused"
+        credentials.registration_unauthorized_record(
+            description=exc.description,
+            bearer=None,
+            source_ip=source_ip,
+            path=request.path,
+            error=exc.error,
+            anonymous=True,
+        )
+        return _from_exc(exc)
     except IntakeError as exc:
         if requester.statement is not None and exc.error == "invalid_software_statement":
             # its jti was used by a concurrent registration: recorded like any rejected statement
@@ -228,10 +256,13 @@ def _register(request: HttpRequest, labels: _Labels) -> HttpResponse:
     token = submission.registration_access_token
     assert token is not None  # set on every registration that was not refused
     uri = _client_uri(request, reg_request.public_id)
-    if submission.client is not None and deliver_inline(submission.client):
+    if submission.coalesced:
+        labels.outcome = "coalesced"
+    client = submission.client
+    if client is not None and (client.state == ClientState.ACTIVE if submission.coalesced else deliver_inline(client)):
         body = responses.client_information(
             reg_request=reg_request,
-            client=submission.client,
+            client=client,
             registration_access_token=token,
             registration_client_uri=uri,
         )

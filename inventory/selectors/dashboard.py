@@ -135,6 +135,7 @@ def dashboard_data(*, now: datetime | None = None, days: int = DASHBOARD_DAYS) -
             "p90_seconds": stats.p90_seconds_to_decision,
         },
         "auto_approval_ratio": (total_auto / total_decided) if total_decided else None,
+        "registrations_coalesced": stats.coalesced,
         "expiry_overshoot_p99": overshoot_p99,
     }
 
@@ -173,9 +174,11 @@ REGISTRATION_PATHS = {
     "pre_registration": "pre_registered",
     "admin": "pre_registered",
     "discovered": "discovered",
+    "anonymous": "anonymous",
 }
 REGISTRATION_PATH_LABELS = {
     "dcr": "Dynamic registration (RFC 7591, deprecated by MCP)",
+    "anonymous": "Anonymous/MCP (DCR without a token)",
     "cimd": "Client ID Metadata Document",
     "pre_registered": "Pre-registered",
     "discovered": "Discovered at the IdP",

@@ -63,9 +63,9 @@ def test_read_returns_the_client_and_rotates_the_token(client, registered):
     assert body["client_id"] == created["client_id"]
     assert body["scope"] == "docs:read tickets:read" and body["status"] == "active"
     assert body["registration_access_token"] != rat
-    # the old one stops working, the new one works
-    _error(call(client, "GET", uri, rat), 401, "invalid_token", "not valid for this registration")
+    # the new one works; once it has been used, the old one is a reuse (approvals.oauth2.rat, tests/approvals/test_rat_grace.py)
     assert call(client, "GET", uri, body["registration_access_token"]).status_code == 200
+    _error(call(client, "GET", uri, rat), 401, "invalid_token", "already used")
 
 
 def test_read_with_another_registrations_token_is_401(client, registered, plaintext):
@@ -125,7 +125,10 @@ def test_put_narrows_scopes_and_lifetime_and_queues_an_update(client, registered
     assert OutboxEntry.objects.filter(operation=OutboxOperation.UPDATE).count() == 1
     event = AuditEvent.objects.get(action="client.narrow")
     assert event.before["scopes"] == ["docs:read", "tickets:read"] and event.after["scopes"] == ["tickets:read"]
-    _error(call(client, "PUT", uri, rat, body), 401, "invalid_token")  # rotated
+    # rotated: once the new token has been used, a replay of the old one is refused (and revokes both)
+    assert call(client, "GET", uri, answer["registration_access_token"]).status_code == 200
+    _error(call(client, "PUT", uri, rat, body), 401, "invalid_token", "already used")
+    assert OutboxEntry.objects.filter(operation=OutboxOperation.UPDATE).count() == 1
 
 
 def test_put_rotates_keys(client, registered):

@@ -21,6 +21,11 @@
 //                             "email_verified", "name", "groups": [...], "active"}]. The scopes email, profile
 //                             and groups carry their claims; "active": false is reported, as some IdPs do for
 //                             a disabled account. PATCH /_test/users/<sub> (admin token) changes a person.
+//   IDP_REGISTRATION_ENDPOINT advertise this URL as `registration_endpoint` in the discovery document instead of
+//                             the provider's own /reg: Registrar's /oauth2/register in front of this IdP, so MCP
+//                             clients that discover the endpoint register through Registrar (docs/mcp.md).
+//   IDP_AUTO_CONSENT          "on": every client's authorization request is granted the scopes it asks for once
+//                             the person has signed in (no consent screen), as for the SSO clients. Default off.
 //   IDP_USAGE_URL             report token issuance to Registrar: POST batches of {idp, client_id, last_used_at}
 //                             there (Registrar's /api/v1/usage/), with IDP_USAGE_TOKEN (a usage:write API token)
 //                             and IDP_USAGE_IDP (the name of this IdP's connection in Registrar). Batched: one
@@ -51,6 +56,8 @@ if (!Number.isInteger(requestedPort) || requestedPort < 0 || requestedPort > 655
 const INITIAL_ACCESS_TOKEN = process.env.IDP_INITIAL_ACCESS_TOKEN || 'dev-initial-access-token';
 const ADMIN_TOKEN = process.env.IDP_ADMIN_TOKEN || 'dev-admin-token';
 const LISTING = (process.env.IDP_LISTING ?? 'on').toLowerCase() !== 'off';
+const REGISTRATION_ENDPOINT = process.env.IDP_REGISTRATION_ENDPOINT || '';
+const AUTO_CONSENT = (process.env.IDP_AUTO_CONSENT ?? 'off').toLowerCase() === 'on';
 
 // ---------------------------------------------------------------------------------------------
 // Storage: an unbounded in-memory adapter. The library's own MemoryAdapter is an LRU capped at
@@ -264,7 +271,7 @@ const configuration = {
   async loadExistingGrant(ctx) {
     const grantId = ctx.oidc.result?.consent?.grantId || ctx.oidc.session.grantIdFor(ctx.oidc.client.clientId);
     if (grantId) return ctx.oidc.provider.Grant.find(grantId);
-    if (!SSO_CLIENTS.some((client) => client.client_id === ctx.oidc.client.clientId)) return undefined;
+    if (!AUTO_CONSENT && !SSO_CLIENTS.some((client) => client.client_id === ctx.oidc.client.clientId)) return undefined;
     const grant = new ctx.oidc.provider.Grant({ clientId: ctx.oidc.client.clientId, accountId: ctx.oidc.session.accountId });
     grant.addOIDCScope([...ctx.oidc.requestParamScopes].join(' '));
     await grant.save();
@@ -399,6 +406,16 @@ async function readBody(req) {
   for await (const chunk of req) chunks.push(chunk);
   return Buffer.concat(chunks).toString();
 }
+
+// Discovery (RFC 8414 / OpenID Discovery): the registration endpoint is Registrar's when one is configured.
+// The issuer stays this IdP's: a client checks it against where it fetched the metadata (RFC 8414 §3.3).
+provider.use(async (ctx, next) => {
+  await next();
+  const discoveryPaths = ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server'];
+  if (REGISTRATION_ENDPOINT && discoveryPaths.includes(ctx.path) && ctx.body) {
+    ctx.body.registration_endpoint = REGISTRATION_ENDPOINT;
+  }
+});
 
 provider.use(async (ctx, next) => {
   const match = /^\/interaction\/([^/]+)(\/login)?$/.exec(ctx.path);

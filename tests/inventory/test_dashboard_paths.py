@@ -35,6 +35,7 @@ def test_live_clients_by_registration_path(estate, grouping_sets, monkeypatch):
     data = dashboard_data()
     assert [(key, n) for key, _label, n in data["by_registration_path"]] == [
         ("dcr", 5),
+        ("anonymous", 0),
         ("cimd", 2),
         ("pre_registered", 2),
         ("discovered", 1),

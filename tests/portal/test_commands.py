@@ -40,9 +40,18 @@ def test_seed_demo_creates_people_catalogue_and_every_state(django_user_model):
     pending = RegistrationRequest.objects.filter(state="pending", kind="registration")
     assert sorted(pending.values_list("risk_tier", flat=True)) == ["high", "medium", "medium"]
     assert all(r.token_id and r.owner.username == "alice" for r in pending)
+    # the anonymous MCP profile's demo registrations: 4 submitted, 2 clients (the repeated one coalesced twice),
+    # and 3 duplicates registered before coalescing (the DCR-debt view's demo group)
+    anonymous = Client.objects.filter(created_via="anonymous")
+    assert anonymous.count() == 5 and RegistrationRequest.objects.filter(via="anonymous").count() == 5
+    from approvals.dcr_debt import dcr_debt
+
+    assert dcr_debt().duplicates == 2
+    assert sum(RegistrationRequest.objects.values_list("coalesced_count", flat=True)) == 2
     call_command("seed_demo", "--password", "demo-pass-123", stdout=StringIO())
-    assert Client.objects.count() == 10
+    assert Client.objects.count() == 15  # 9 demo clients, the CIMD client, 5 anonymous MCP clients
     assert pending.count() == 3
+    assert anonymous.count() == 5
     assert RegistrationRequest.objects.filter(state="pending", kind="cimd_change").count() == 1
 
 

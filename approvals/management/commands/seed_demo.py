@@ -170,6 +170,7 @@ class Command(BaseCommand):
             token_text = self._token(users, default_idp)
             queued = self._pending_requests(token_text)
             cimd = self._cimd_client(users, default_idp)
+            anonymous = self._anonymous(users, teams, default_idp)
         self.stdout.write(self.style.SUCCESS(f"demo data ready: {created} new clients, {queued} requests in the queue"))
         if created:
             self.stdout.write(
@@ -182,6 +183,10 @@ class Command(BaseCommand):
             self.stdout.write("password: as given (--password / REGISTRAR_DEMO_PASSWORD)")
         if cimd:
             self.stdout.write(f"CIMD client {cimd}: pinned document and a pending change (docs/cimd.md)")
+        self.stdout.write(
+            f"anonymous MCP registration: profile 'MCP clients (demo)' on for {default_idp.name} "
+            f"({anonymous} demo registrations coalesced); POST /oauth2/register with no token (docs/mcp.md)"
+        )
         if token_text:
             self.stdout.write(f"initial access token for alice (purpose 'Demo: support triage agents'): {token_text}")
 
@@ -441,3 +446,60 @@ class Command(BaseCommand):
         )
         pin_judge(pin_id=pin.pk, fetched=fetched, keys=None, now=now)
         return submission.reg_request.public_id
+
+    def _anonymous(self, users, teams, idp) -> int:
+        """One anonymous registration profile (docs/mcp.md) on the demo's default IdP, and MCP clients that
+        registered through it, one of them three times (coalesced into one client), and a "legacy" MCP bridge that
+        registered three times before coalescing was on (the DCR-debt view's duplicates). Returns the coalesced count."""
+        from approvals.models import AnonymousProfile, RegistrationRequest
+        from approvals.oauth2.anonymous import anonymous_requester
+        from approvals.oauth2.register import registration_submit
+        from portal.audit import audit_record
+
+        profile, made = AnonymousProfile.objects.update_or_create(
+            idp=idp,
+            defaults={
+                "name": "MCP clients (demo)",
+                "enabled": True,
+                "owner": users["alice"],
+                "team": teams["Platform"],
+                "allowed_scopes": ["tickets:read", "docs:read", "calendar:read", "metrics:read"],
+                "redirect_domains": ["mcp.example.com"],
+                "application_types": ["native", "web"],
+                "max_ttl_seconds": 7 * 86400,
+            },
+        )
+        if made:
+            audit_record(
+                actor=Actor.system("seed_demo"),
+                action="anonymous_profile.create",
+                object_type="anonymous_profile",
+                object_id=profile.pk,
+                after={"name": profile.name, "idp": idp.name, "enabled": True, "team": teams["Platform"].name},
+                reason="demo data",
+            )
+        done = RegistrationRequest.objects.filter(profile=profile)
+        if not done.exists():
+            requester_profile = AnonymousProfile.objects.select_related("owner", "team", "idp").get(pk=profile.pk)
+            mcp = {
+                "client_name": "Example MCP Client",
+                "redirect_uris": ["http://127.0.0.1:33418/callback"],
+                "grant_types": ["authorization_code", "refresh_token"],
+                "response_types": ["code"],
+                "token_endpoint_auth_method": "none",
+                "application_type": "native",
+                "scope": "tickets:read docs:read",
+                "software_id": "com.example.mcp-client",
+                "software_version": "1.4.0",
+            }
+            notes = mcp | {"client_name": "Notes MCP", "software_id": "org.example.notes-mcp", "scope": "docs:read"}
+            legacy = mcp | {"client_name": "Legacy MCP bridge", "software_id": "com.example.legacy-bridge"}
+            requester_profile.coalesce = False  # as it registered before coalescing was switched on
+            for _ in range(3):
+                registration_submit(
+                    requester=anonymous_requester(requester_profile), body=legacy, source_ip="127.0.0.1"
+                )
+            requester_profile.coalesce = True
+            for body in (mcp, mcp, notes, mcp):
+                registration_submit(requester=anonymous_requester(requester_profile), body=body, source_ip="127.0.0.1")
+        return sum(done.values_list("coalesced_count", flat=True))

@@ -65,6 +65,8 @@ class Command(BaseCommand):
         failed = False
         try:
             env = dict(os.environ)
+            # The demo IdP advertises Registrar's /oauth2/register as its registration_endpoint (docs/mcp.md).
+            env.setdefault("IDP_REGISTRATION_ENDPOINT", f"http://{opts['addr']}/oauth2/register")
             idp_url = None if opts["no_idp"] else self._start_idp(opts["idp_port"], env)
             if idp_url:
                 os.environ["REGISTRAR_DEMO_IDP_URL"] = idp_url
