@@ -104,6 +104,23 @@ def refresh_report_snapshots() -> list[str]:
     return refreshed
 
 
+@shared_task(name="inventory.tasks.fold_counts", ignore_result=True, soft_time_limit=50, time_limit=60)
+def fold_counts() -> int:
+    """Fold the client count deltas into the rollups (inventory.counts); a second run at once returns 0."""
+    from inventory.counts import counts_fold
+
+    return counts_fold()
+
+
+@shared_task(name="inventory.tasks.reconcile_counts", ignore_result=True, soft_time_limit=1800, time_limit=1900)
+def reconcile_counts() -> int:
+    """Nightly: recount the rollups from the clients and repair any drift (one audit event if there was)."""
+    from inventory.counts import counts_reconcile
+
+    with heartbeat_timed(SWEEP_PREFIX + "reconcile_counts"):
+        return counts_reconcile(repair=True).keys
+
+
 # -- sweeps and reminders ----------------------------------------------------------------------------------
 # Each calls one sweep and returns its counts. Locking is the sweep's job (SKIP LOCKED), so beat firing twice or
 # two workers picking the same task is harmless. Each records a ``sweep:<name>`` heartbeat with its duration when

@@ -29,6 +29,8 @@ app.conf.beat_schedule = {
     "reconcile-idp": {"task": "inventory.tasks.reconcile_all", "schedule": crontab(minute="*/30")},
     # Twice per REGISTRAR_REPORT_CACHE_SECONDS (default 60 s), so the snapshots never expire while beat runs.
     "refresh-report-snapshots": {"task": "inventory.tasks.refresh_report_snapshots", "schedule": 30.0},
+    "fold-counts": {"task": "inventory.tasks.fold_counts", "schedule": 5.0, "options": {"expires": 30}},
+    "reconcile-counts": {"task": "inventory.tasks.reconcile_counts", "schedule": crontab(hour=2, minute=41)},
     "sweep-lapsed": {"task": "approvals.tasks.sweep_lapsed", "schedule": crontab(minute="*/10")},
     "notify-approvers": {"task": "approvals.tasks.notify_approvers", "schedule": 60.0},
     "purge-statement-uses": {"task": "approvals.tasks.purge_statement_uses", "schedule": crontab(minute=23)},
