@@ -527,6 +527,9 @@ class ClientCountDelta(models.Model):
     class Meta:
         verbose_name = _("client count delta")
 
+    def __str__(self) -> str:
+        return f"{self.n:+d} {self.state} team {self.team_id}"
+
 
 class ClientCount(models.Model):
     """Clients per (team, state, tier, IdP, path, depth, auth method, flags): the dashboards' and controls' cube."""
@@ -571,6 +574,9 @@ class ClientCount(models.Model):
             )
         ]
 
+    def __str__(self) -> str:
+        return f"{self.n} {self.state} {self.risk_tier} team {self.team_id}"
+
 
 class ClientOwnerCount(models.Model):
     """Clients per (owner, team, state): top owners and the owner-bound control."""
@@ -583,6 +589,9 @@ class ClientOwnerCount(models.Model):
     class Meta:
         verbose_name = _("client count per owner")
         constraints = [models.UniqueConstraint(fields=["owner_id", "team_id", "state"], name="client_owner_count_key")]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.state} owner {self.owner_id}"
 
 
 class ClientExpiryCount(models.Model):
@@ -602,6 +611,9 @@ class ClientExpiryCount(models.Model):
             )
         ]
 
+    def __str__(self) -> str:
+        return f"{self.n} {self.state} expiring {self.expires_hour:%Y-%m-%d %H}h"
+
 
 class ClientDayCount(models.Model):
     """Clients created (``kind`` created) or ended (``kind`` ended) per team and day: the activity axis."""
@@ -614,3 +626,6 @@ class ClientDayCount(models.Model):
     class Meta:
         verbose_name = _("client count per day")
         constraints = [models.UniqueConstraint(fields=["day", "team_id", "kind"], name="client_day_count_key")]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.kind} {self.day}"

@@ -176,6 +176,7 @@ def expiring_within(now: datetime, period: timedelta, hours: list[tuple[str, dat
 
 
 __all__ = [
+    "hour_of",
     "DayCounts",
     "cube",
     "expiring",

@@ -97,11 +97,11 @@ def dashboard_data(
 
     by_tier, depth = breakdown["by_tier"], breakdown["depth"]
 
-    stats = hooks.registration_stats(start)
+    stats = hooks.registration_stats(start, team_id)
     outcomes = stats.outcomes
     total_auto = sum(outcomes.get("auto-approved", {}).values())
     total_decided = sum(sum(counts.values()) for counts in outcomes.values())
-    overshoot_p99 = _overshoot_p99()
+    overshoot_p99 = _overshoot_p99(team_id)
 
     return {
         "generated_at": now,
@@ -329,13 +329,15 @@ def _by_date(mapping: dict) -> dict:
     return out
 
 
-def _overshoot_p99() -> float | None:
+def _overshoot_p99(team_id: int | None = None) -> float | None:
+    where, params = "expiry_overshoot_seconds IS NOT NULL", []
+    if team_id is not None:
+        where, params = where + " AND team_id = %s", [team_id]
     if is_postgres():
-        (p99,) = percentiles_sql(
-            Client._meta.db_table, "expiry_overshoot_seconds", "expiry_overshoot_seconds IS NOT NULL", [], (0.99,)
-        )
+        (p99,) = percentiles_sql(Client._meta.db_table, "expiry_overshoot_seconds", where, params, (0.99,))
         return p99
-    values = list(
-        Client.objects.filter(expiry_overshoot_seconds__isnull=False).values_list("expiry_overshoot_seconds", flat=True)
-    )
+    clients = Client.objects.filter(expiry_overshoot_seconds__isnull=False)
+    if team_id is not None:
+        clients = clients.filter(team_id=team_id)
+    values = list(clients.values_list("expiry_overshoot_seconds", flat=True))
     return percentile(values, 0.99)

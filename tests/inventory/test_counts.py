@@ -10,10 +10,10 @@ from django.db import connection
 from django.utils import timezone
 
 from inventory.choices import ClientState, RiskTier
-from inventory.counts import counts_current, counts_fold, counts_recount, counts_reconcile
+from inventory.counts import counts_current, counts_fold, counts_reconcile, counts_recount
 from inventory.models import Client, ClientCount, ClientCountDelta, ClientOwnerCount
 from portal.models import AuditEvent
-from tests.factories import ClientFactory, TeamFactory, UserFactory
+from tests.factories import ClientFactory, TeamFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -45,7 +45,11 @@ def test_a_change_writes_one_minus_and_one_plus_delta_and_an_unrelated_update_no
     Client.objects.filter(pk=client.pk).update(last_used_at=timezone.now(), name="renamed")
     assert ClientCountDelta.objects.count() == 1
     Client.objects.filter(pk=client.pk).update(state=ClientState.SUSPENDED)
-    assert sorted(ClientCountDelta.objects.values_list("n", "state")) == [(-1, "active"), (1, "active"), (1, "suspended")]
+    assert sorted(ClientCountDelta.objects.values_list("n", "state")) == [
+        (-1, "active"),
+        (1, "active"),
+        (1, "suspended"),
+    ]
     assert_counts_equal_recount()
 
 
@@ -53,7 +57,9 @@ def test_folding_moves_every_delta_into_the_rollups_and_the_totals_stay_equal(id
     team = TeamFactory()
     now = timezone.now()
     clients = [
-        ClientFactory(idp=idp, owner=owner, team=team if i % 2 else None, risk_tier=tier, expires_at=now + timedelta(hours=i))
+        ClientFactory(
+            idp=idp, owner=owner, team=team if i % 2 else None, risk_tier=tier, expires_at=now + timedelta(hours=i)
+        )
         for i, tier in enumerate([RiskTier.LOW, RiskTier.MEDIUM, RiskTier.HIGH, RiskTier.LOW])
     ]
     Client.objects.filter(pk=clients[0].pk).update(state=ClientState.RETIRED, ended_at=now)

@@ -12,8 +12,8 @@ from django.utils import timezone
 
 from approvals.models import RegistrationRequest
 from inventory.choices import ClientState, RiskTier
-from inventory.models import Client
 from inventory.counts import counts_fold
+from inventory.models import Client
 from inventory.selectors.dashboard import dashboard_data
 from tests.factories import ClientFactory, RequestFactory, TeamFactory, UserFactory
 
