@@ -339,10 +339,11 @@ _MEASURED_ON_CLIENTS = (
 )
 
 
-def measure_controls(*, now: datetime | None = None, team_id: int | None = None) -> list[ControlResult]:
+def measure_controls(*, now: datetime | None = None, team=None) -> list[ControlResult]:
     """Every control on live data (of one team, or all): the counted ones from the counts, the rest from one
-    aggregate over live clients, plus the audit check."""
+    aggregate over live clients, plus the audit check. A team's drill-down links keep to the team."""
     now = now or timezone.now()
+    team_id, team_slug = (team.pk, team.slug) if team is not None else (None, "")
     catalogue = _catalogue_names()
     inactive = _inactive_owner_ids()
     figures = _counted_controls(now, team_id, inactive)
@@ -374,7 +375,9 @@ def measure_controls(*, now: datetime | None = None, team_id: int | None = None)
                 total=total,
                 failing=failing,
                 sentence=_sentence(control, total, failing),
-                drill_down=f"failing={control.key}" if failing else None,
+                drill_down=(f"failing={control.key}" + (f"&team={team_slug}" if team_slug else ""))
+                if failing
+                else None,
             )
         )
     return results
@@ -457,5 +460,5 @@ def framework_coverage(results: list[ControlResult]) -> list[dict[str, Any]]:
 def framework_report(*, now: datetime | None = None, team=None) -> dict[str, Any]:
     """The framework report, for every client or one ``team``'s."""
     now = now or timezone.now()
-    results = measure_controls(now=now, team_id=team.pk if team is not None else None)
+    results = measure_controls(now=now, team=team)
     return {"generated_at": now, "team": team, "controls": results, "frameworks": framework_coverage(results)}
