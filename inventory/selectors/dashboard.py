@@ -1,6 +1,7 @@
-"""The sprawl dashboard's numbers, and the snapshot cache dashboards and reports share.
+"""The sprawl dashboard's numbers (for everyone or one team), and the snapshot cache reports share.
 
-A fixed number of indexed aggregate queries whatever the inventory size. Registrations per day by outcome
+A fixed number of small queries whatever the inventory size: the live figures come from the counts kept as
+clients change (``inventory.selectors.counts``). Registrations per day by outcome
 and the time to a human decision are the approvals app's data: it provides them through
 ``inventory.hooks.registration_stats``. The chart specs built from these numbers are in
 ``inventory.reports.charts``.
@@ -30,9 +31,9 @@ def cached_report(key: str, compute, *, refresh: bool = False):
     """Dashboards and reports are snapshots: recompute at most every REGISTRAR_REPORT_CACHE_SECONDS (60 s)
     per key, so a room full of auditors refreshing the page costs one computation a minute.
 
-    Beat keeps the snapshots warm (``inventory.tasks.refresh_report_snapshots`` with ``refresh=True`` twice
-    per period), so people never wait for the full aggregate at scale; if beat stops, the first request
-    after expiry computes it inline, as before.
+    Beat keeps the framework report's snapshot warm (``inventory.tasks.refresh_report_snapshots`` with
+    ``refresh=True`` twice per period); if beat stops, the first request after expiry computes it inline. The
+    dashboards need no snapshot: they read the counts (``inventory.selectors.counts``).
     """
     seconds = settings.REGISTRAR_REPORT_CACHE_SECONDS
     if seconds <= 0:
