@@ -21,6 +21,7 @@ from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils.dateparse import parse_date, parse_datetime
 
+from inventory.choices import LIVE_STATES
 from inventory.models import Client, ClientCount, ClientCountDelta, ClientDayCount, ClientExpiryCount, ClientOwnerCount
 from portal.audit import Actor, audit_record
 from portal.logs import log_event
@@ -116,7 +117,7 @@ def _tally_deltas(rows) -> Tallies:
             + (expires is None,)
         ] += n
         out["owner"][(d["owner_id"], d["team_id"], d["state"])] += n
-        if expires is not None:
+        if expires is not None and d["state"] in LIVE_STATES:  # ended clients' expiries are history: not kept
             out["expiry"][(d["team_id"], d["state"], d["risk_tier"], hour_of(expires))] += n
         out["day"][(created.date(), d["team_id"], "created")] += n
         if ended is not None:
@@ -215,7 +216,7 @@ def counts_recount() -> Tallies:
     )
     owners = _grouped(clients, k_owner=owner, k_team=team, k_state=F("state"))
     expiry = _grouped(
-        clients.filter(expires_at__isnull=False),
+        clients.filter(expires_at__isnull=False, state__in=LIVE_STATES),
         k_team=team,
         k_state=F("state"),
         k_tier=F("risk_tier"),

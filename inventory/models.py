@@ -595,7 +595,7 @@ class ClientOwnerCount(models.Model):
 
 
 class ClientExpiryCount(models.Model):
-    """Clients per (team, state, tier, hour of expiry): expiring soon and the TTL-ceiling control."""
+    """Live clients per (team, state, tier, hour of expiry): expiring soon and the TTL-ceiling control."""
 
     team_id = models.IntegerField(_("team"))
     state = models.CharField(_("state"), max_length=16)

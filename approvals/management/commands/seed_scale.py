@@ -355,6 +355,10 @@ class Command(BaseCommand):
                 "approvals_decision",
                 "portal_user",
                 "inventory_team",
+                "inventory_clientcount",
+                "inventory_clientownercount",
+                "inventory_clientexpirycount",
+                "inventory_clientdaycount",
             ):
                 # VACUUM sets the visibility map, so the dashboard's counts can be index-only scans.
                 cursor.execute(f"VACUUM (ANALYZE) {table}")
