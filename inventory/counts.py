@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
-from django.db import connection, transaction
+from django.db import connection, models, transaction
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils.dateparse import parse_date, parse_datetime
@@ -53,7 +53,7 @@ DAY_KEYS = ("day", "team_id", "kind")
 CUBE_BOOLEANS = frozenset({"managed", "orphaned", "stale", "sync_failed", "drifted", "no_purpose", "no_expiry"})
 
 # rollup table: (model, key columns)
-ROLLUPS: dict[str, tuple[type, tuple[str, ...]]] = {
+ROLLUPS: dict[str, tuple[type[models.Model], tuple[str, ...]]] = {
     "cube": (ClientCount, CUBE_KEYS),
     "owner": (ClientOwnerCount, OWNER_KEYS),
     "expiry": (ClientExpiryCount, EXPIRY_KEYS),
@@ -96,7 +96,10 @@ def _utc(value: datetime | None) -> datetime | None:
 def _as_date(value) -> date:
     if isinstance(value, datetime):
         return value.date()
-    return value if isinstance(value, date) else parse_date(str(value)[:10])
+    parsed = value if isinstance(value, date) else parse_date(str(value)[:10])
+    if parsed is None:
+        raise ValueError(f"not a date: {value!r}")
+    return parsed
 
 
 def hour_of(moment: datetime) -> datetime:
@@ -119,7 +122,8 @@ def _tally_deltas(rows) -> Tallies:
         out["owner"][(d["owner_id"], d["team_id"], d["state"])] += n
         if expires is not None and d["state"] in LIVE_STATES:  # ended clients' expiries are history: not kept
             out["expiry"][(d["team_id"], d["state"], d["risk_tier"], hour_of(expires))] += n
-        out["day"][(created.date(), d["team_id"], "created")] += n
+        if created is not None:  # never None: created_at is NOT NULL
+            out["day"][(created.date(), d["team_id"], "created")] += n
         if ended is not None:
             out["day"][(ended.date(), d["team_id"], "ended")] += n
     return {name: Counter({k: v for k, v in tally.items() if v}) for name, tally in out.items()}
@@ -258,7 +262,7 @@ def counts_current() -> Tallies:
     a transaction that sees one: :func:`counts_reconcile` does)."""
     out: Tallies = {name: Counter() for name in ROLLUPS}
     for name, (model, keys) in ROLLUPS.items():
-        for *key, n in model.objects.order_by().values_list(*keys, "n"):
+        for *key, n in model._default_manager.order_by().values_list(*keys, "n"):
             out[name][normal_key(name, key)] += n
     delta_rows = ClientCountDelta.objects.order_by().values_list(*_DELTA_COLUMNS)
     for name, tally in _tally_deltas(delta_rows).items():
@@ -338,7 +342,7 @@ def counts_rebuild() -> int:
         _try_lock(blocking=True)
         ClientCountDelta.objects.all().delete()
         for model, _keys in ROLLUPS.values():
-            model.objects.all().delete()
+            model._default_manager.all().delete()
         tallies = counts_recount()
         for name, tally in tallies.items():
             _upsert(name, Counter({k: v for k, v in tally.items() if v}))

@@ -349,12 +349,12 @@ def measure_controls(*, now: datetime | None = None, team=None) -> list[ControlR
     figures = _counted_controls(now, team_id, inactive)
     aggregates = {}
     for key in _MEASURED_ON_CLIENTS:
-        population, failing = control_conditions(
+        population, fails = control_conditions(
             key, now=now, catalogue=catalogue, inactive_owners=inactive, within_live=True
         )
         if key == "child_within_parent":
             aggregates[f"{key}__total"] = Count("pk", filter=population)
-        aggregates[f"{key}__failing"] = Count("pk", filter=population & failing)
+        aggregates[f"{key}__failing"] = Count("pk", filter=population & fails)
     live = Client.objects.filter(state__in=LIVE_STATES)
     if team_id is not None:
         live = live.filter(team_id=team_id)
