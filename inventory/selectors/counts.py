@@ -83,6 +83,17 @@ def cube(group: tuple[str, ...], *, team_id: int | None = None, states=LIVE_STAT
     ]
 
 
+def live_totals(*, team_id: int | None = None) -> dict[str, int]:
+    """Live clients and how many are orphaned, unmanaged (shadow) or failing to sync: one read of the cube."""
+    totals = {"live_clients": 0, "orphaned": 0, "unmanaged": 0, "sync_failed": 0}
+    for orphaned, managed, sync_failed, n in cube(("orphaned", "managed", "sync_failed"), team_id=team_id):
+        totals["live_clients"] += n
+        totals["orphaned"] += n if orphaned else 0
+        totals["unmanaged"] += 0 if managed else n
+        totals["sync_failed"] += n if sync_failed else 0
+    return totals
+
+
 def top_owners(*, team_id: int | None = None, states=LIVE_STATES, limit: int = 10) -> list[tuple[int, int]]:
     """(owner id, clients) of the ``limit`` owners with most clients; owner 0 is "no owner"."""
     scope = _scope(team_id, states)
@@ -177,6 +188,7 @@ def expiring_within(now: datetime, period: timedelta, hours: list[tuple[str, dat
 
 __all__ = [
     "hour_of",
+    "live_totals",
     "DayCounts",
     "cube",
     "expiring",

@@ -12,6 +12,7 @@ from django.utils import timezone
 from inventory.choices import ClientState, RiskTier
 from inventory.counts import counts_current, counts_fold, counts_reconcile, counts_recount
 from inventory.models import Client, ClientCount, ClientCountDelta, ClientOwnerCount
+from inventory.selectors.owners import home_tiles
 from portal.models import AuditEvent
 from tests.factories import ClientFactory, TeamFactory
 
@@ -99,3 +100,18 @@ def test_reconcile_counts_command_reports_and_repairs(idp, owner, capsys):
     call_command("reconcile_counts", "--repair")
     call_command("reconcile_counts")
     assert "no drift" in capsys.readouterr().out
+
+
+def test_the_security_home_tiles_come_from_the_counts(idp, owner, security_user, django_assert_num_queries):
+    from portal.roles import roles_of
+
+    now = timezone.now()
+    ClientFactory.create_batch(2, idp=idp, owner=owner)
+    ClientFactory(idp=idp, owner=owner, orphaned_at=now, managed=False, sync_failed=True)
+    ClientFactory(idp=idp, owner=owner, state=ClientState.RETIRED, orphaned_at=now, managed=False)  # not live
+    counts_fold()
+    ClientFactory(idp=idp, owner=owner, sync_failed=True)  # a delta not folded yet
+    roles = roles_of(security_user)
+    with django_assert_num_queries(1):
+        tiles = home_tiles(security_user, roles)
+    assert tiles == {"live_clients": 4, "orphaned": 1, "unmanaged": 1, "sync_failed": 2}
