@@ -149,11 +149,14 @@ def _outcome_label(state: str, outcome: str) -> str | None:
     return None
 
 
-def registration_stats(start: datetime) -> hooks.RegistrationStats:
-    """Registrations submitted since ``start`` per day by outcome, and median / p90 seconds from submission to a
-    human decision for those decided since ``start``: two aggregate queries."""
+def registration_stats(start: datetime, team_id: int | None = None) -> hooks.RegistrationStats:
+    """Registrations submitted since ``start`` (for one team, or all) per day by outcome, and median / p90
+    seconds from submission to a human decision for those decided since ``start``: two aggregate queries."""
+    requests = (
+        RegistrationRequest.objects.all() if team_id is None else RegistrationRequest.objects.filter(team_id=team_id)
+    )
     rows = (
-        RegistrationRequest.objects.filter(created_at__gte=start)
+        requests.filter(created_at__gte=start)
         .annotate(day=TruncDay("created_at"))
         .values("day", "state", "outcome")
         .annotate(n=Count("pk"), coalesced=Sum("coalesced_count"))
@@ -165,25 +168,28 @@ def registration_stats(start: datetime) -> hooks.RegistrationStats:
         label = _outcome_label(row["state"], row["outcome"])
         if label:
             outcomes[label][as_date(row["day"])] += row["n"]
-    median, p90 = _time_to_decision(start)
+    median, p90 = _time_to_decision(start, team_id)
     return hooks.RegistrationStats(
         outcomes=outcomes, median_seconds_to_decision=median, p90_seconds_to_decision=p90, coalesced=coalesced
     )
 
 
-def _time_to_decision(start: datetime) -> tuple[float | None, float | None]:
+def _time_to_decision(start: datetime, team_id: int | None = None) -> tuple[float | None, float | None]:
     if is_postgres():
+        where = "decided_at >= %s AND state IN ('approved', 'denied') AND outcome <> 'auto_approve'"
         median, p90 = percentiles_sql(
             RegistrationRequest._meta.db_table,
             "EXTRACT(EPOCH FROM (decided_at - created_at))",
-            "decided_at >= %s AND state IN ('approved', 'denied') AND outcome <> 'auto_approve'",
-            [start],
+            where if team_id is None else where + " AND team_id = %s",
+            [start] if team_id is None else [start, team_id],
             (0.5, 0.9),
         )
         return median, p90
     human = RegistrationRequest.objects.filter(
         decided_at__gte=start, state__in=(RequestState.APPROVED, RequestState.DENIED)
     ).exclude(outcome="auto_approve")
+    if team_id is not None:
+        human = human.filter(team_id=team_id)
     values = [(decided - created).total_seconds() for created, decided in human.values_list("created_at", "decided_at")]
     return (statistics.median(values) if values else None), percentile(values, 0.9)
 

@@ -243,16 +243,17 @@ def pending_renewals() -> QuerySet | None:
     return provider() if provider is not None else None
 
 
-def register_registration_stats(provider: Callable[[datetime], RegistrationStats]) -> None:
-    """Approvals: ``provider(start)`` counts the registrations submitted since ``start``."""
+def register_registration_stats(provider: Callable[..., RegistrationStats]) -> None:
+    """Approvals: ``provider(start, team_id)`` counts the registrations submitted since ``start`` (of one team,
+    or all with ``team_id`` None)."""
     _providers["registration_stats"] = provider
 
 
-def registration_stats(start: datetime) -> RegistrationStats:
+def registration_stats(start: datetime, team_id: int | None = None) -> RegistrationStats:
     provider = _providers.get("registration_stats")
     if provider is None:
         return RegistrationStats(outcomes={label: {} for label in REGISTRATION_OUTCOMES})
-    return provider(start)
+    return provider(start, team_id)
 
 
 def register_two_person_approval(provider: Callable[[], BaseExpression]) -> None:

@@ -495,3 +495,140 @@ class ClientSponsor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user_id} sponsors {self.client_id} ({self.state})"
+
+
+# --- counts kept as clients change (inventory.counts; docs/scale.md) -------------------------------------------
+# A database trigger on the client table inserts a -1 row for what a client was and a +1 row for what it
+# became, in the transaction that changes it; the folder (inventory.counts.counts_fold) moves those deltas into
+# the rollup tables below. No row is updated by a writer: two registrations never wait for each other here.
+# Ids are plain integers (0 = none) so the rollups' unique keys hold without NULLs and survive deletions.
+
+
+class ClientCountDelta(models.Model):
+    """One client's signature entering (+1) or leaving (-1) the counts; insert-only, folded in the background."""
+
+    id = models.BigAutoField(primary_key=True)
+    n = models.SmallIntegerField(_("delta"))
+    state = models.CharField(_("state"), max_length=16)
+    risk_tier = models.CharField(_("risk tier"), max_length=8)
+    team_id = models.IntegerField(_("team"))
+    idp_id = models.IntegerField(_("IdP"))
+    owner_id = models.IntegerField(_("owner"))
+    created_via = models.CharField(_("created via"), max_length=24)
+    depth = models.SmallIntegerField(_("lineage depth"))
+    auth_method = models.CharField(_("token endpoint auth method"), max_length=64)
+    managed = models.BooleanField(_("managed"))
+    orphaned = models.BooleanField(_("orphaned"))
+    stale = models.BooleanField(_("stale"))
+    sync_failed = models.BooleanField(_("sync failed"))
+    drifted = models.BooleanField(_("drifted"))
+    no_purpose = models.BooleanField(_("no purpose"))
+    created_at = models.DateTimeField(_("created at"))
+    ended_at = models.DateTimeField(_("ended at"), null=True)
+    expires_at = models.DateTimeField(_("expires at"), null=True)
+
+    class Meta:
+        verbose_name = _("client count delta")
+
+    def __str__(self) -> str:
+        return f"{self.n:+d} {self.state} team {self.team_id}"
+
+
+class ClientCount(models.Model):
+    """Clients per (team, state, tier, IdP, path, depth, auth method, flags): the dashboards' and controls' cube."""
+
+    team_id = models.IntegerField(_("team"))
+    state = models.CharField(_("state"), max_length=16)
+    risk_tier = models.CharField(_("risk tier"), max_length=8)
+    idp_id = models.IntegerField(_("IdP"))
+    created_via = models.CharField(_("created via"), max_length=24)
+    depth = models.SmallIntegerField(_("lineage depth"))
+    auth_method = models.CharField(_("token endpoint auth method"), max_length=64)
+    managed = models.BooleanField(_("managed"))
+    orphaned = models.BooleanField(_("orphaned"))
+    stale = models.BooleanField(_("stale"))
+    sync_failed = models.BooleanField(_("sync failed"))
+    drifted = models.BooleanField(_("drifted"))
+    no_purpose = models.BooleanField(_("no purpose"))
+    no_expiry = models.BooleanField(_("no expiry"))
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        verbose_name = _("client count")
+        constraints = [
+            models.UniqueConstraint(
+                fields=[
+                    "team_id",
+                    "state",
+                    "risk_tier",
+                    "idp_id",
+                    "created_via",
+                    "depth",
+                    "auth_method",
+                    "managed",
+                    "orphaned",
+                    "stale",
+                    "sync_failed",
+                    "drifted",
+                    "no_purpose",
+                    "no_expiry",
+                ],
+                name="client_count_key",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.state} {self.risk_tier} team {self.team_id}"
+
+
+class ClientOwnerCount(models.Model):
+    """Clients per (owner, team, state): top owners and the owner-bound control."""
+
+    owner_id = models.IntegerField(_("owner"))
+    team_id = models.IntegerField(_("team"))
+    state = models.CharField(_("state"), max_length=16)
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        verbose_name = _("client count per owner")
+        constraints = [models.UniqueConstraint(fields=["owner_id", "team_id", "state"], name="client_owner_count_key")]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.state} owner {self.owner_id}"
+
+
+class ClientExpiryCount(models.Model):
+    """Live clients per (team, state, tier, hour of expiry): expiring soon and the TTL-ceiling control."""
+
+    team_id = models.IntegerField(_("team"))
+    state = models.CharField(_("state"), max_length=16)
+    risk_tier = models.CharField(_("risk tier"), max_length=8)
+    expires_hour = models.DateTimeField(_("expires within the hour starting"))
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        verbose_name = _("client count per expiry hour")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team_id", "state", "risk_tier", "expires_hour"], name="client_expiry_count_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.state} expiring {self.expires_hour:%Y-%m-%d %H}h"
+
+
+class ClientDayCount(models.Model):
+    """Clients created (``kind`` created) or ended (``kind`` ended) per team and day: the activity axis."""
+
+    day = models.DateField(_("day"))
+    team_id = models.IntegerField(_("team"))
+    kind = models.CharField(_("kind"), max_length=8)
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        verbose_name = _("client count per day")
+        constraints = [models.UniqueConstraint(fields=["day", "team_id", "kind"], name="client_day_count_key")]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.kind} {self.day}"

@@ -2,7 +2,7 @@
 
 from django.urls import path, re_path
 
-from inventory.views import attest, campaign, containment, lifecycle_policy, owner, security, sponsors
+from inventory.views import attest, campaign, containment, lifecycle_policy, owner, security, sponsors, teams
 from inventory.views import sync as sync_views
 
 app_name = "inventory"
@@ -40,6 +40,10 @@ urlpatterns += [  # security: inventory, explain, exports, dashboard, framework 
     path("inventory/lifecycle-policy/", lifecycle_policy.lifecycle_policy, name="lifecycle-policy"),
     path("dashboards/", security.dashboard, name="dashboard"),
     path("dashboards/<slug:chart>.csv", security.dashboard_csv, name="dashboard-csv"),
+    path("dashboards/teams/", teams.team_list, name="team-dashboards"),
+    path("dashboards/teams/<slug:slug>/", teams.team_dashboard, name="team-dashboard"),
+    path("dashboards/teams/<slug:slug>/<slug:chart>.csv", teams.team_dashboard_csv, name="team-dashboard-csv"),
+    path("reports/frameworks/teams/<slug:slug>/", teams.team_frameworks_report, name="team-frameworks"),
     path("reports/attestation/", campaign.attestation_report, name="attestation-report"),
     path("reports/frameworks/", security.frameworks_report, name="frameworks"),
     path("reports/frameworks.csv", security.frameworks_csv, name="frameworks-csv"),

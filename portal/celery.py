@@ -27,8 +27,13 @@ app.conf.beat_schedule = {
     "notify-expiring": {"task": "inventory.tasks.notify_expiring", "schedule": crontab(minute=41)},
     "reconcile-idp": {"task": "inventory.tasks.reconcile_all", "schedule": crontab(minute="*/30")},
     "pull-usage": {"task": "inventory.tasks.pull_usage", "schedule": 300.0},
-    # Twice per REGISTRAR_REPORT_CACHE_SECONDS (default 60 s), so the snapshots never expire while beat runs.
+    # Twice per REGISTRAR_REPORT_CACHE_SECONDS (default 60 s), so the framework report's snapshot never expires
+    # while beat runs (the dashboards read the counts and need no snapshot).
     "refresh-report-snapshots": {"task": "inventory.tasks.refresh_report_snapshots", "schedule": 30.0},
+    # Client counts (inventory.counts): fold the deltas every few seconds (readers add the unfolded ones, so
+    # this bounds the deltas table, not the freshness); recount and repair any drift nightly.
+    "fold-counts": {"task": "inventory.tasks.fold_counts", "schedule": 5.0, "options": {"expires": 30}},
+    "reconcile-counts": {"task": "inventory.tasks.reconcile_counts", "schedule": crontab(hour=2, minute=41)},
     "sweep-lapsed": {"task": "approvals.tasks.sweep_lapsed", "schedule": crontab(minute="*/10")},
     "notify-approvers": {"task": "approvals.tasks.notify_approvers", "schedule": 60.0},
     "purge-statement-uses": {"task": "approvals.tasks.purge_statement_uses", "schedule": crontab(minute=23)},

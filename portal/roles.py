@@ -105,6 +105,17 @@ def can_see_all_clients(user) -> bool:
     return has_role(user, Role.SECURITY, Role.ADMIN)
 
 
+def can_see_all_teams(user) -> bool:
+    """Every team's dashboard and framework report: security and admins."""
+    return has_role(user, Role.SECURITY, Role.ADMIN)
+
+
+def can_see_team(user, *, member: bool) -> bool:
+    """One team's dashboard and framework report: security and admins see every team's; an owner sees the
+    teams they belong to or manage (``member``: the caller's app knows its teams, this module does not)."""
+    return can_see_all_teams(user) or (member and has_role(user, Role.OWNER))
+
+
 def can_break_glass(user) -> bool:
     return has_role(user, Role.ADMIN, Role.SECURITY)
 

@@ -21,6 +21,11 @@ def dashboard_charts(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Chart specs keyed by chart id; each also serves the table and the CSV of its numbers."""
     return {
         "live-over-time": chart("line", data["live_series"]["labels"], {"Live clients": data["live_series"]["values"]}),
+        "activity": chart(
+            "bar",
+            data["activity"]["labels"],
+            {"Created": data["activity"]["created"], "Ended": data["activity"]["ended"]},
+        ),
         "registrations-by-outcome": chart("bar", data["registrations"]["labels"], data["registrations"]["series"]),
         "live-by-tier": chart(
             "doughnut", [t for t, _ in data["by_tier"]], {"Live clients": [n for _, n in data["by_tier"]]}
@@ -40,6 +45,7 @@ def dashboard_charts(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 CHART_TITLES = {
     "live-over-time": "Live clients over time (end of day, last 90 days)",
+    "activity": "Clients created and ended per day (last 90 days)",
     "registrations-by-outcome": "Registrations per day by outcome",
     "live-by-tier": "Live clients by risk tier",
     "live-by-idp": "Live clients by IdP",

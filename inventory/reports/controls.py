@@ -31,6 +31,7 @@ from inventory.choices import LIVE_STATES, ClientState, RiskTier
 from inventory.keys import KEY_BASED_METHODS, SHARED_SECRET_METHODS
 from inventory.models import Client, ScopeDefinition
 from inventory.reports.audit_log import audit_chain_status
+from inventory.selectors import counts
 from inventory.selectors.search import is_postgres
 
 CATALOGUE_PATH = Path(__file__).with_name("frameworks.yaml")
@@ -331,26 +332,81 @@ def _sentence(control: Control, total: int, failing: int) -> str:
     return f"{pct_text} % of {control.population_label} {control.passing_phrase} — {tail}."
 
 
-def measure_controls(*, now: datetime | None = None) -> list[ControlResult]:
-    """Every control on live data: one aggregate over clients, one catalogue read, the audit check."""
+_CONTROL_CUBE = ("risk_tier", "auth_method", "managed", "sync_failed", "drifted", "no_purpose", "no_expiry", "orphaned")
+
+
+def _counted_controls(now: datetime, team_id: int | None, inactive: list[int]) -> dict[str, tuple[int, int]]:
+    """(population, failing) of the controls that are functions of the counted columns, from the counts: one
+    read of the cube, one of the owners, one of the expiry hours and one exact count at each tier's ceiling."""
+    cube = counts.cube(_CONTROL_CUBE, team_id=team_id)
+    live = sum(row[-1] for row in cube)
+
+    def where(test) -> int:
+        return sum(n for *key, n in cube if test(dict(zip(_CONTROL_CUBE, key, strict=True))))
+
+    over_ceiling = where(lambda k: k["no_expiry"])
+    hours = counts.expiring(since=now, team_id=team_id)
+    edge = Q()
+    for tier in RiskTier:
+        limit = now + timedelta(seconds=DEFAULT_TTL_CEILINGS[tier])
+        bucket = counts.hour_of(limit)
+        # whole hours past the ceiling from the counts; the hour the ceiling falls in, exactly (an index range)
+        over_ceiling += sum(n for t, hour, n in hours if t == tier.value and hour > bucket)
+        edge |= Q(risk_tier=tier.value, expires_at__gt=limit, expires_at__lt=bucket + timedelta(hours=1))
+    scoped = Client.objects.filter(state__in=LIVE_STATES, **({"team_id": team_id} if team_id is not None else {}))
+    over_ceiling += scoped.filter(edge).count()
+    return {
+        "owner_bound": (live, counts.owners_total([0, *inactive], team_id=team_id)),
+        "purpose_recorded": (live, where(lambda k: k["no_purpose"])),
+        "ttl_within_ceiling": (live, over_ceiling),
+        "key_based_auth": (live, where(lambda k: k["auth_method"] not in KEY_BASED_METHODS)),
+        "no_shared_secret": (live, where(lambda k: k["auth_method"] in SHARED_SECRET_AUTH_METHODS)),
+        "idp_in_sync": (live, where(lambda k: k["sync_failed"] or k["drifted"] or not k["managed"])),
+        "human_approval_high_tier": (where(lambda k: k["risk_tier"] == RiskTier.HIGH and k["managed"]), -1),
+        "scope_within_catalogue": (live, -1),
+        "orphan_within_grace": (where(lambda k: k["orphaned"]), -1),
+    }
+
+
+# Controls that depend on something besides the client's own counted columns (the catalogue, the approvals, the
+# parent, the time since orphaning): measured on the clients, in one aggregate over the live ones.
+_MEASURED_ON_CLIENTS = (
+    "human_approval_high_tier",
+    "scope_within_catalogue",
+    "child_within_parent",
+    "orphan_within_grace",
+)
+
+
+def measure_controls(*, now: datetime | None = None, team=None) -> list[ControlResult]:
+    """Every control on live data (of one team, or all): the counted ones from the counts, the rest from one
+    aggregate over live clients, plus the audit check. A team's drill-down links keep to the team."""
     now = now or timezone.now()
+    team_id, team_slug = (team.pk, team.slug) if team is not None else (None, "")
     catalogue = _catalogue_names()
     inactive = _inactive_owner_ids()
+    figures = _counted_controls(now, team_id, inactive)
     aggregates = {}
-    for key in CLIENT_CONTROL_KEYS:
-        population, failing = control_conditions(
+    for key in _MEASURED_ON_CLIENTS:
+        population, fails = control_conditions(
             key, now=now, catalogue=catalogue, inactive_owners=inactive, within_live=True
         )
-        aggregates[f"{key}__total"] = Count("pk", filter=population)
-        aggregates[f"{key}__failing"] = Count("pk", filter=population & failing)
-    # Every population is a subset of the live clients: scan only those.
-    counts = Client.objects.filter(state__in=LIVE_STATES).aggregate(**aggregates)
+        if key == "child_within_parent":
+            aggregates[f"{key}__total"] = Count("pk", filter=population)
+        aggregates[f"{key}__failing"] = Count("pk", filter=population & fails)
+    live = Client.objects.filter(state__in=LIVE_STATES)
+    if team_id is not None:
+        live = live.filter(team_id=team_id)
+    measured = live.aggregate(**aggregates)
+    for key in _MEASURED_ON_CLIENTS:
+        total = figures[key][0] if key in figures else measured[f"{key}__total"]
+        figures[key] = (total, measured[f"{key}__failing"])
     results = []
     for control in CONTROLS:
         if control.key == "audit_chain_intact":
             results.append(_audit_result(control))
             continue
-        total, failing = counts[f"{control.key}__total"], counts[f"{control.key}__failing"]
+        total, failing = figures[control.key]
         results.append(
             ControlResult(
                 control=control,
@@ -358,7 +414,9 @@ def measure_controls(*, now: datetime | None = None) -> list[ControlResult]:
                 total=total,
                 failing=failing,
                 sentence=_sentence(control, total, failing),
-                drill_down=f"failing={control.key}" if failing else None,
+                drill_down=(f"failing={control.key}" + (f"&team={team_slug}" if team_slug else ""))
+                if failing
+                else None,
             )
         )
     return results
@@ -438,7 +496,8 @@ def framework_coverage(results: list[ControlResult]) -> list[dict[str, Any]]:
     return frameworks
 
 
-def framework_report(*, now: datetime | None = None) -> dict[str, Any]:
+def framework_report(*, now: datetime | None = None, team=None) -> dict[str, Any]:
+    """The framework report, for every client or one ``team``'s."""
     now = now or timezone.now()
-    results = measure_controls(now=now)
-    return {"generated_at": now, "controls": results, "frameworks": framework_coverage(results)}
+    results = measure_controls(now=now, team=team)
+    return {"generated_at": now, "team": team, "controls": results, "frameworks": framework_coverage(results)}

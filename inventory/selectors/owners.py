@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from inventory import hooks
 from inventory.models import Client, TransferOffer, TransferState
+from inventory.selectors import counts
 from portal.roles import Role
 
 
@@ -41,9 +42,5 @@ def home_tiles(user, roles: frozenset[str]) -> dict[str, int]:
         tiles["my_live_clients"] = mine.count()
         tiles["expiring_soon"] = mine.filter(expires_at__lte=timezone.now() + timedelta(days=7)).count()
     if roles & {Role.SECURITY, Role.ADMIN}:
-        live = Client.objects.live()
-        tiles["live_clients"] = live.count()
-        tiles["orphaned"] = live.orphaned().count()
-        tiles["unmanaged"] = Client.objects.unmanaged().live().count()
-        tiles["sync_failed"] = live.filter(sync_failed=True).count()
+        tiles.update(counts.live_totals())  # from the counts: one small read, not four counts of the clients
     return tiles

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from inventory.choices import ClientState
-from inventory.selectors import dashboard as dashboard_selectors
+from inventory.counts import counts_fold
 from inventory.selectors.dashboard import dashboard_data
 from tests.factories import ClientFactory
 
@@ -28,10 +28,10 @@ def estate(idp, owner):
     ClientFactory(idp=idp, owner=owner, created_via="cimd", state=ClientState.RETIRED)  # not live
 
 
-@pytest.mark.parametrize("grouping_sets", [True, False], ids=["postgres-grouping-sets", "portable-orm"])
-def test_live_clients_by_registration_path(estate, grouping_sets, monkeypatch):
-    if not grouping_sets:
-        monkeypatch.setattr(dashboard_selectors, "live_breakdown", dashboard_selectors._live_breakdown_orm)
+@pytest.mark.parametrize("folded", [False, True], ids=["deltas-unfolded", "folded"])
+def test_live_clients_by_registration_path(estate, folded):
+    if folded:
+        counts_fold()
     data = dashboard_data()
     assert [(key, n) for key, _label, n in data["by_registration_path"]] == [
         ("dcr", 5),

@@ -55,7 +55,7 @@ def test_reconcile_task_skips_missing_or_disabled_connections():
 
 
 @pytest.mark.django_db
-def test_refresh_report_snapshots_keeps_the_dashboard_and_report_warm(settings, idp):
+def test_refresh_report_snapshots_keeps_the_framework_report_warm(settings, idp):
     from django.core.cache import cache
 
     from inventory.selectors import cached_report
@@ -65,15 +65,18 @@ def test_refresh_report_snapshots_keeps_the_dashboard_and_report_warm(settings, 
     settings.REGISTRAR_REPORT_CACHE_SECONDS = 60
     cache.clear()
     ClientFactory(idp=idp)
-    assert refresh_report_snapshots() == ["dashboard", "frameworks"]
-    assert cache.get("registrar:report:dashboard")["totals"]["live"] == 1
+    assert refresh_report_snapshots() == ["frameworks"]
+    assert cache.get("registrar:report:dashboard") is None  # the dashboard reads the counts: no snapshot
+    live = {r.control.key: r.total for r in cache.get("registrar:report:frameworks")["controls"]}["owner_bound"]
+    assert live == 1
     ClientFactory(idp=idp)
     # a page view reads the snapshot without computing anything...
-    assert cached_report("dashboard", lambda: pytest.fail("computed on a page view"))["totals"]["live"] == 1
+    report = cached_report("frameworks", lambda: pytest.fail("computed on a page view"))
+    assert {r.control.key: r.total for r in report["controls"]}["owner_bound"] == 1
     # ...and the next beat picks up the change
     refresh_report_snapshots()
-    assert cache.get("registrar:report:dashboard")["totals"]["live"] == 2
-    assert cache.get("registrar:report:frameworks") is not None
+    report = cache.get("registrar:report:frameworks")
+    assert {r.control.key: r.total for r in report["controls"]}["owner_bound"] == 2
 
 
 @pytest.mark.django_db
@@ -85,7 +88,7 @@ def test_refresh_report_snapshots_does_nothing_when_caching_is_off(settings):
     settings.REGISTRAR_REPORT_CACHE_SECONDS = 0
     cache.clear()
     assert refresh_report_snapshots() == []
-    assert cache.get("registrar:report:dashboard") is None
+    assert cache.get("registrar:report:frameworks") is None
 
 
 def test_every_beat_task_exists_and_lives_in_the_module_its_name_says():

@@ -1,0 +1,351 @@
+"""Counts kept as clients change: folding the deltas, recounting from the clients, repairing drift.
+
+The client table's trigger (migration ``0018_client_count_triggers``) inserts a -1 delta for the signature a
+client had and a +1 delta for the one it has, in the transaction that changes it: every path (the lifecycle
+services, sweeps, outbox flags, reconciliation, admin, SCIM, seeds) is counted, and no writer updates a
+shared row. :func:`counts_fold` (beat, every few seconds; ``manage.py fold_counts``) moves the deltas into the
+rollup tables; readers add the deltas not yet folded (``inventory.selectors.counts``), so the figures are exact
+whether or not the folder has run. :func:`counts_reconcile` (beat, nightly; ``manage.py reconcile_counts``)
+recounts every rollup from the clients, reports drift and, asked to, repairs it with one audit event.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+
+from django.db import connection, models, transaction
+from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, Value
+from django.db.models.functions import Coalesce, TruncDate, TruncHour
+from django.utils.dateparse import parse_date, parse_datetime
+
+from inventory.choices import LIVE_STATES
+from inventory.models import Client, ClientCount, ClientCountDelta, ClientDayCount, ClientExpiryCount, ClientOwnerCount
+from portal.audit import Actor, audit_record
+from portal.logs import log_event
+
+logger = logging.getLogger(__name__)
+
+COUNTS_LOCK = 0x5245_4731_434E_54  # "REG1CNT": one folder (or a repair) at a time
+FOLD_BATCH = 50_000
+
+CUBE_KEYS = (
+    "team_id",
+    "state",
+    "risk_tier",
+    "idp_id",
+    "created_via",
+    "depth",
+    "auth_method",
+    "managed",
+    "orphaned",
+    "stale",
+    "sync_failed",
+    "drifted",
+    "no_purpose",
+    "no_expiry",
+)
+OWNER_KEYS = ("owner_id", "team_id", "state")
+EXPIRY_KEYS = ("team_id", "state", "risk_tier", "expires_hour")
+DAY_KEYS = ("day", "team_id", "kind")
+CUBE_BOOLEANS = frozenset({"managed", "orphaned", "stale", "sync_failed", "drifted", "no_purpose", "no_expiry"})
+
+# rollup table: (model, key columns)
+ROLLUPS: dict[str, tuple[type[models.Model], tuple[str, ...]]] = {
+    "cube": (ClientCount, CUBE_KEYS),
+    "owner": (ClientOwnerCount, OWNER_KEYS),
+    "expiry": (ClientExpiryCount, EXPIRY_KEYS),
+    "day": (ClientDayCount, DAY_KEYS),
+}
+_DELTA_COLUMNS = (
+    "n",
+    "state",
+    "risk_tier",
+    "team_id",
+    "idp_id",
+    "owner_id",
+    "created_via",
+    "depth",
+    "auth_method",
+    "managed",
+    "orphaned",
+    "stale",
+    "sync_failed",
+    "drifted",
+    "no_purpose",
+    "created_at",
+    "ended_at",
+    "expires_at",
+)
+
+Tallies = dict[str, Counter]
+
+
+def _as_datetime(value) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value.astimezone(UTC) if value is not None and value.tzinfo else _utc(value)
+    return _utc(parse_datetime(value))
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _as_date(value) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    parsed = value if isinstance(value, date) else parse_date(str(value)[:10])
+    if parsed is None:
+        raise ValueError(f"not a date: {value!r}")
+    return parsed
+
+
+def hour_of(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def _tally_deltas(rows) -> Tallies:
+    """Deltas (rows in ``_DELTA_COLUMNS`` order) as additions to each rollup."""
+    out: Tallies = {name: Counter() for name in ROLLUPS}
+    for row in rows:
+        d = dict(zip(_DELTA_COLUMNS, row, strict=True))
+        n = d["n"]
+        created, ended, expires = (_as_datetime(d[k]) for k in ("created_at", "ended_at", "expires_at"))
+        flags = tuple(bool(d[k]) for k in ("managed", "orphaned", "stale", "sync_failed", "drifted", "no_purpose"))
+        out["cube"][
+            (d["team_id"], d["state"], d["risk_tier"], d["idp_id"], d["created_via"], d["depth"], d["auth_method"])
+            + flags
+            + (expires is None,)
+        ] += n
+        out["owner"][(d["owner_id"], d["team_id"], d["state"])] += n
+        if expires is not None and d["state"] in LIVE_STATES:  # ended clients' expiries are history: not kept
+            out["expiry"][(d["team_id"], d["state"], d["risk_tier"], hour_of(expires))] += n
+        if created is not None:  # never None: created_at is NOT NULL
+            out["day"][(created.date(), d["team_id"], "created")] += n
+        if ended is not None:
+            out["day"][(ended.date(), d["team_id"], "ended")] += n
+    return {name: Counter({k: v for k, v in tally.items() if v}) for name, tally in out.items()}
+
+
+def _upsert(name: str, tally: Counter) -> None:
+    """Add ``tally`` to rollup ``name``: one INSERT … ON CONFLICT per key (PostgreSQL and SQLite alike), in
+    key order so two folders could never deadlock."""
+    if not tally:
+        return
+    model, keys = ROLLUPS[name]
+    table = model._meta.db_table
+    columns = ", ".join(keys)
+    placeholders = ", ".join(["%s"] * (len(keys) + 1))
+    sql = (
+        f"INSERT INTO {table} ({columns}, n) VALUES ({placeholders}) "  # noqa: S608 - constants of this module
+        f"ON CONFLICT ({columns}) DO UPDATE SET n = {table}.n + excluded.n"
+    )
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, [(*key, n) for key, n in sorted(tally.items(), key=lambda kv: repr(kv[0]))])
+
+
+def _try_lock(blocking: bool = False) -> bool:
+    if connection.vendor != "postgresql":
+        return True  # SQLite: IMMEDIATE transactions already queue writers
+    with connection.cursor() as cursor:
+        if blocking:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [COUNTS_LOCK])
+            return True
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [COUNTS_LOCK])
+        return bool(cursor.fetchone()[0])
+
+
+def counts_fold(*, batch: int = FOLD_BATCH) -> int:
+    """Fold the committed deltas into the rollups, ``batch`` at a time; returns how many were folded.
+
+    Each batch is one transaction: ``DELETE … RETURNING`` takes the deltas (each exactly once, whatever else
+    runs), their sums are added to the rollups, and both commit together. A second folder returns at once."""
+    delta_table = ClientCountDelta._meta.db_table
+    sql = (
+        f"DELETE FROM {delta_table} WHERE id IN (SELECT id FROM {delta_table} ORDER BY id LIMIT %s) "  # noqa: S608
+        f"RETURNING {', '.join(_DELTA_COLUMNS)}"
+    )
+    folded = 0
+    while True:
+        with transaction.atomic():
+            if not _try_lock():
+                return folded
+            with connection.cursor() as cursor:
+                cursor.execute(sql, [batch])
+                rows = cursor.fetchall()
+            for name, tally in _tally_deltas(rows).items():
+                _upsert(name, tally)
+        folded += len(rows)
+        if len(rows) < batch:
+            if folded:
+                log_event(logger, "counts_folded", deltas=folded)
+            return folded
+
+
+# --- recount and reconcile ---------------------------------------------------------------------------------------
+
+
+def _flag(condition: Q) -> ExpressionWrapper:
+    return ExpressionWrapper(condition, output_field=BooleanField())
+
+
+def _grouped(queryset, **expressions):
+    names = list(expressions)
+    return queryset.values(**expressions).annotate(n=Count("*")).values_list(*names, "n")
+
+
+def counts_recount() -> Tallies:
+    """Every rollup recomputed from the clients (a full scan: nightly, not per request)."""
+    team = Coalesce("team_id", Value(0))
+    owner = Coalesce("owner_id", Value(0))
+    clients = Client.objects.order_by()
+    cube = _grouped(
+        clients,
+        k_team=team,
+        k_state=F("state"),
+        k_tier=F("risk_tier"),
+        k_idp=F("idp_id"),
+        k_via=F("created_via"),
+        k_depth=F("depth"),
+        k_auth=F("auth_method"),
+        k_managed=_flag(Q(managed=True)),
+        k_orphaned=_flag(Q(orphaned_at__isnull=False)),
+        k_stale=_flag(Q(stale_at__isnull=False)),
+        k_failed=_flag(Q(sync_failed=True)),
+        k_drifted=_flag(Q(drift__isnull=False)),
+        k_no_purpose=_flag(Q(purpose="")),
+        k_no_expiry=_flag(Q(expires_at__isnull=True)),
+    )
+    owners = _grouped(clients, k_owner=owner, k_team=team, k_state=F("state"))
+    expiry = _grouped(
+        clients.filter(expires_at__isnull=False, state__in=LIVE_STATES),
+        k_team=team,
+        k_state=F("state"),
+        k_tier=F("risk_tier"),
+        k_hour=TruncHour("expires_at", tzinfo=UTC),
+    )
+    created = _grouped(clients, k_day=TruncDate("created_at", tzinfo=UTC), k_team=team)
+    ended = _grouped(clients.filter(ended_at__isnull=False), k_day=TruncDate("ended_at", tzinfo=UTC), k_team=team)
+    out: Tallies = {name: Counter() for name in ROLLUPS}
+    for *key, n in cube:
+        out["cube"][normal_key("cube", key)] += n
+    for *key, n in owners:
+        out["owner"][normal_key("owner", key)] += n
+    for *key, n in expiry:
+        out["expiry"][normal_key("expiry", key)] += n
+    for day, team_id, n in created:
+        out["day"][normal_key("day", (day, team_id, "created"))] += n
+    for day, team_id, n in ended:
+        out["day"][normal_key("day", (day, team_id, "ended"))] += n
+    return out
+
+
+def normal_key(name: str, key) -> tuple:
+    """A rollup key in one form whatever the engine returned (SQLite: strings for dates, 0/1 for booleans)."""
+    keys = ROLLUPS[name][1]
+    out = []
+    for column, value in zip(keys, key, strict=True):
+        if column in CUBE_BOOLEANS:
+            value = bool(value)
+        elif column == "expires_hour":
+            value = _as_datetime(value)
+        elif column == "day":
+            value = _as_date(value)
+        out.append(value)
+    return tuple(out)
+
+
+def counts_current() -> Tallies:
+    """What the rollups say now: the folded rows plus the deltas not yet folded, from one snapshot (call it in
+    a transaction that sees one: :func:`counts_reconcile` does)."""
+    out: Tallies = {name: Counter() for name in ROLLUPS}
+    for name, (model, keys) in ROLLUPS.items():
+        for *key, n in model._default_manager.order_by().values_list(*keys, "n"):
+            out[name][normal_key(name, key)] += n
+    delta_rows = ClientCountDelta.objects.order_by().values_list(*_DELTA_COLUMNS)
+    for name, tally in _tally_deltas(delta_rows).items():
+        out[name].update(tally)
+    return {name: Counter({k: v for k, v in tally.items() if v}) for name, tally in out.items()}
+
+
+@dataclass
+class Drift:
+    """Per rollup, the corrections that make it equal the recount (recount − current, non-zero only)."""
+
+    corrections: dict[str, Counter] = field(default_factory=dict)
+    repaired: bool = False
+
+    @property
+    def keys(self) -> int:
+        return sum(len(c) for c in self.corrections.values())
+
+    @property
+    def clients(self) -> int:
+        return sum(abs(n) for c in self.corrections.values() for n in c.values())
+
+    def summary(self) -> dict[str, dict[str, int]]:
+        return {
+            name: {"keys": len(c), "off_by": sum(abs(n) for n in c.values())}
+            for name, c in self.corrections.items()
+            if c
+        }
+
+
+def _diff(recount: Tallies, current: Tallies) -> Drift:
+    corrections = {}
+    for name in ROLLUPS:
+        diff = Counter(recount[name])
+        diff.subtract(current[name])
+        corrections[name] = Counter({k: v for k, v in diff.items() if v})
+    return Drift(corrections)
+
+
+def counts_reconcile(*, repair: bool = False, actor: Actor | None = None) -> Drift:
+    """Recount every rollup from the clients and compare it with what the rollups say; with ``repair``, add
+    the corrections to the folded rows and record one audit event (``counts.repaired``).
+
+    On PostgreSQL the comparison runs in one REPEATABLE READ snapshot while the folder is kept out (the same
+    advisory lock), so writes committed meanwhile are in neither side and never look like drift."""
+    outer = connection.in_atomic_block
+    with transaction.atomic():
+        if connection.vendor == "postgresql" and not outer:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        _try_lock(blocking=True)
+        drift = _diff(counts_recount(), counts_current())
+        if drift.keys:
+            log_event(logger, "counts_drift", level=logging.WARNING, keys=drift.keys, off_by=drift.clients)
+        if repair and drift.keys:
+            for name, tally in drift.corrections.items():
+                _upsert(name, tally)
+            ClientCount.objects.filter(n=0).delete()
+            audit_record(
+                actor=actor or Actor.system("reconcile_counts"),
+                action="counts.repaired",
+                object_type="counts",
+                object_id="clients",
+                after={"drift": drift.summary()},
+                reason="the rollups differed from a recount of the clients",
+            )
+            drift.repaired = True
+    return drift
+
+
+def counts_rebuild() -> int:
+    """Replace every rollup by a recount of the clients and drop the pending deltas; returns the rollup rows.
+
+    For bulk loads that bypass the triggers (``seed_scale`` loads with COPY as ``session_replication_role =
+    replica``): run it in the load's transaction, or with nothing else writing clients."""
+    with transaction.atomic():
+        _try_lock(blocking=True)
+        ClientCountDelta.objects.all().delete()
+        for model, _keys in ROLLUPS.values():
+            model._default_manager.all().delete()
+        tallies = counts_recount()
+        for name, tally in tallies.items():
+            _upsert(name, Counter({k: v for k, v in tally.items() if v}))
+    rows = sum(len(t) for t in tallies.values())
+    log_event(logger, "counts_rebuilt", rows=rows)
+    return rows

@@ -1,0 +1,200 @@
+"""Reads of the client counts (``inventory.counts``): the folded rollups plus the deltas not yet folded.
+
+Each read is ONE statement — ``SELECT keys, SUM(n) FROM (<rollup rows> UNION ALL <deltas>) GROUP BY keys`` — so
+it sees one snapshot: a fold committing meanwhile moves rows from one side to the other and never counts them
+twice or not at all. The rollups hold one row per combination of counted values (teams × states × tiers …),
+not per client, and the deltas only what arrived since the last fold (seconds), so the cost of a read does not
+grow with the number of clients.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from django.db import connection
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet, Value
+from django.db.models.functions import TruncDate, TruncHour
+
+from inventory.choices import LIVE_STATES
+from inventory.counts import CUBE_BOOLEANS, hour_of, normal_key
+from inventory.models import ClientCount, ClientCountDelta, ClientDayCount, ClientExpiryCount, ClientOwnerCount
+
+# How a delta row maps onto each rollup's key columns.
+_DELTA_CUBE: dict[str, Any] = {
+    "no_expiry": ExpressionWrapper(Q(expires_at__isnull=True), output_field=BooleanField()),
+}
+_DELTA_EXPIRY: dict[str, Any] = {"expires_hour": TruncHour("expires_at", tzinfo=UTC)}
+
+
+def _member(queryset: QuerySet, columns: Mapping[str, Any], n: Any) -> tuple[str, tuple]:
+    """One SELECT of the union: ``columns`` (name → field name or expression) and the count, as g0, g1, … gn."""
+    annotations = {f"g{i}": (F(v) if isinstance(v, str) else v) for i, v in enumerate(columns.values())}
+    annotations["gn"] = F(n) if isinstance(n, str) else n
+    sql, params = queryset.order_by().annotate(**annotations).values_list(*annotations).query.sql_with_params()
+    return sql, tuple(params)
+
+
+def union_sum(
+    members: list[tuple[QuerySet, Mapping[str, Any], Any]],
+    *,
+    width: int,
+    top: int | None = None,
+) -> list[tuple]:
+    """SUM of the members' counts grouped by their ``width`` key columns, zero sums left out; with ``top``, the
+    ``top`` largest (ties by key)."""
+    parts = [_member(qs, columns, n) for qs, columns, n in members]
+    keys = ", ".join(f"g{i}" for i in range(width))
+    sql = (
+        f"SELECT {keys}, SUM(gn) FROM ({' UNION ALL '.join(s for s, _ in parts)}) AS u "  # noqa: S608 - compiled
+        f"GROUP BY {keys} HAVING SUM(gn) <> 0"
+    )
+    if top is not None:
+        sql += f" ORDER BY SUM(gn) DESC, {keys} LIMIT {int(top)}"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [p for _, params in parts for p in params])
+        return cursor.fetchall()
+
+
+def _scope(team_id: int | None, states) -> Q:
+    q = Q(state__in=list(states))
+    if team_id is not None:
+        q &= Q(team_id=team_id)
+    return q
+
+
+def cube(group: tuple[str, ...], *, team_id: int | None = None, states=LIVE_STATES) -> list[tuple]:
+    """Clients (live by default) per ``group`` (columns of ``ClientCount``), e.g. ``("risk_tier",)``."""
+    scope = _scope(team_id, states)
+    columns = {name: name for name in group}
+    delta_columns = {name: _DELTA_CUBE.get(name, name) for name in group}
+    rows = union_sum(
+        [
+            (ClientCount.objects.filter(scope), columns, "n"),
+            (ClientCountDelta.objects.filter(scope), delta_columns, "n"),
+        ],
+        width=len(group),
+    )
+    return [
+        (*(bool(v) if name in CUBE_BOOLEANS else v for name, v in zip(group, row[:-1], strict=True)), int(row[-1]))
+        for row in rows
+    ]
+
+
+def live_totals(*, team_id: int | None = None) -> dict[str, int]:
+    """Live clients and how many are orphaned, unmanaged (shadow) or failing to sync: one read of the cube."""
+    totals = {"live_clients": 0, "orphaned": 0, "unmanaged": 0, "sync_failed": 0}
+    for orphaned, managed, sync_failed, n in cube(("orphaned", "managed", "sync_failed"), team_id=team_id):
+        totals["live_clients"] += n
+        totals["orphaned"] += n if orphaned else 0
+        totals["unmanaged"] += 0 if managed else n
+        totals["sync_failed"] += n if sync_failed else 0
+    return totals
+
+
+def top_owners(*, team_id: int | None = None, states=LIVE_STATES, limit: int = 10) -> list[tuple[int, int]]:
+    """(owner id, clients) of the ``limit`` owners with most clients; owner 0 is "no owner"."""
+    scope = _scope(team_id, states)
+    rows = union_sum(
+        [
+            (ClientOwnerCount.objects.filter(scope), {"owner_id": "owner_id"}, "n"),
+            (ClientCountDelta.objects.filter(scope), {"owner_id": "owner_id"}, "n"),
+        ],
+        width=1,
+        top=limit,
+    )
+    return [(owner_id, int(n)) for owner_id, n in rows]
+
+
+def owners_total(owner_ids: list[int], *, team_id: int | None = None, states=LIVE_STATES) -> int:
+    """Clients (live by default) owned by any of ``owner_ids`` (0 = no owner)."""
+    scope = _scope(team_id, states) & Q(owner_id__in=owner_ids)
+    rows = union_sum(
+        [
+            (ClientOwnerCount.objects.filter(scope), {"k": Value(1)}, "n"),
+            (ClientCountDelta.objects.filter(scope), {"k": Value(1)}, "n"),
+        ],
+        width=1,
+    )
+    return int(rows[0][1]) if rows else 0
+
+
+def expiring(*, since: datetime, team_id: int | None = None, states=LIVE_STATES) -> list[tuple[str, datetime, int]]:
+    """(risk tier, hour, clients) of clients (live by default) expiring in the hour starting at ``since`` or
+    later, counted by the hour."""
+    scope = _scope(team_id, states)
+    start = hour_of(since)
+    rows = union_sum(
+        [
+            (
+                ClientExpiryCount.objects.filter(scope, expires_hour__gte=start),
+                {"risk_tier": "risk_tier", "expires_hour": "expires_hour"},
+                "n",
+            ),
+            (
+                ClientCountDelta.objects.filter(scope, expires_at__gte=start),
+                {"risk_tier": "risk_tier", **_DELTA_EXPIRY},
+                "n",
+            ),
+        ],
+        width=2,
+    )
+    return [(tier, normal_key("expiry", (0, "", tier, hour))[3], int(n)) for tier, hour, n in rows]
+
+
+@dataclass(frozen=True)
+class DayCounts:
+    created: dict[date, int]
+    ended: dict[date, int]
+
+
+def per_day(*, since: date, team_id: int | None = None) -> DayCounts:
+    """Clients created and ended per day from ``since`` (UTC days), whatever their state now."""
+    start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
+    team = Q() if team_id is None else Q(team_id=team_id)
+    deltas = ClientCountDelta.objects.filter(team)
+    rows = union_sum(
+        [
+            (ClientDayCount.objects.filter(team, day__gte=since), {"kind": "kind", "day": "day"}, "n"),
+            (
+                deltas.filter(created_at__gte=start),
+                {"kind": Value("created"), "day": TruncDate("created_at", tzinfo=UTC)},
+                "n",
+            ),
+            (
+                deltas.filter(ended_at__gte=start),
+                {"kind": Value("ended"), "day": TruncDate("ended_at", tzinfo=UTC)},
+                "n",
+            ),
+        ],
+        width=2,
+    )
+    out: dict[str, dict[date, int]] = {"created": {}, "ended": {}}
+    for kind, day, n in rows:
+        out[kind][normal_key("day", (day, 0, kind))[0]] = int(n)
+    return DayCounts(created=out["created"], ended=out["ended"])
+
+
+def within(hours: list[tuple[str, datetime, int]], start: datetime, end: datetime) -> int:
+    return sum(n for _, hour, n in hours if start <= hour < end)
+
+
+def expiring_within(now: datetime, period: timedelta, hours: list[tuple[str, datetime, int]]) -> int:
+    start = hour_of(now)
+    return within(hours, start, start + period)
+
+
+__all__ = [
+    "hour_of",
+    "live_totals",
+    "DayCounts",
+    "cube",
+    "expiring",
+    "expiring_within",
+    "owners_total",
+    "per_day",
+    "top_owners",
+    "union_sum",
+]
