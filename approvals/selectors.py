@@ -20,6 +20,7 @@ from approvals.models import Decision, RegistrationRequest
 from approvals.querysets import tier_rank
 from inventory.models import Client, ScopeDefinition
 from portal.audit import events_for
+from portal.templatetags.registrar_display import reason_messages
 
 MAX_LINEAGE_DEPTH = 10  # policy caps spawn depth far below this; the bound keeps the walk finite
 MAX_DUPLICATE_ROWS = 20
@@ -95,19 +96,6 @@ def sla_class(created_at, now=None) -> str:
     return "sla-ok"
 
 
-def reason_messages(reasons) -> list[tuple[str, str]]:
-    """Normalise stored policy reasons ({code, message} dicts, [code, message] pairs or strings)."""
-    out = []
-    for reason in reasons or []:
-        if isinstance(reason, dict):
-            out.append((str(reason.get("code", "")), str(reason.get("message") or reason.get("code", ""))))
-        elif isinstance(reason, list | tuple) and len(reason) >= 2:
-            out.append((str(reason[0]), str(reason[1])))
-        else:
-            out.append(("", str(reason)))
-    return out
-
-
 def decorate_rows(rows, *, sensitivity: dict[str, str], now=None) -> list:
     """Attach display-only attributes (no queries) to each request on a page."""
     now = now or timezone.now()
@@ -132,7 +120,6 @@ class RequestDetail:
     audit_events: list = field(default_factory=list)
     scope_badges: list[tuple[str, str]] = field(default_factory=list)
     granted_badges: list[tuple[str, str]] = field(default_factory=list)
-    reasons: list[tuple[str, str]] = field(default_factory=list)
     redirect_uris: list[str] = field(default_factory=list)
 
 
@@ -147,7 +134,6 @@ def request_detail(public_id: str) -> RequestDetail:
     sensitivity = scope_sensitivity()
     detail.scope_badges = [(s, sensitivity.get(s, "refused")) for s in req.requested_scopes or []]
     detail.granted_badges = [(s, sensitivity.get(s, "refused")) for s in req.granted_scopes or []]
-    detail.reasons = reason_messages(req.reasons)
     req.sla = sla_class(req.created_at)
     req.needed = max(req.approvals_needed, 1)
 

@@ -1,0 +1,97 @@
+"""Issue 19's rough edges as a requester, approver and security user sees them: readable reasons, "denied"
+spelled right and the reason for a refusal or denial shown to the requester."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from approvals.choices import RequestState
+from approvals.models import Decision
+from approvals.services import request_approve, request_deny
+from inventory.choices import RiskTier
+from portal.templatetags.registrar_display import decision_past, reason_messages
+from tests.factories import ClientFactory, RequestFactory
+
+RAW_DICT = "{&#x27;code&#x27;"
+
+
+def _assert_no_raw_reasons(html: str) -> None:
+    assert RAW_DICT not in html and "{'code'" not in html and "denyd" not in html and "approved d" not in html
+
+
+def test_reason_normaliser_reads_every_stored_shape():
+    assert reason_messages([{"code": "a", "message": "Alpha"}, {"code": "b"}, ["c", "Gamma"], "plain"]) == [
+        ("a", "Alpha"),
+        ("b", "b"),
+        ("c", "Gamma"),
+        ("", "plain"),
+    ]
+    assert decision_past("deny") == "denied" and decision_past("approve") == "approved"
+
+
+def test_requester_sees_denied_and_why(client, owner, make_request, approver):
+    denied = make_request(client_name="was-denied")
+    request_deny(reg_request=denied, approver=approver, reason="scopes too broad for a ticket bot")
+    client.force_login(owner)
+    html = client.get(reverse("approvals:mine")).content.decode()
+    _assert_no_raw_reasons(html)
+    assert f"{approver.get_username()} denied: “scopes too broad for a ticket bot”" in html
+    assert "Denied" in html
+    # The reason appears once, with who denied it, not again as a bare line underneath.
+    assert html.count("scopes too broad for a ticket bot") == 1
+
+
+def test_requester_sees_the_policy_reasons_of_a_refusal(client, owner, make_request):
+    make_request(
+        client_name="was-refused",
+        state=RequestState.REFUSED,
+        decision_reason="refused by policy",
+        reasons=[{"code": "refused_scope", "message": "scope admin:all is not in the catalogue"}],
+    )
+    client.force_login(owner)
+    html = client.get(reverse("approvals:mine")).content.decode()
+    _assert_no_raw_reasons(html)
+    assert "Refused by policy" in html
+    assert "scope admin:all is not in the catalogue" in html and "(refused_scope)" in html
+
+
+def test_detail_page_spells_decisions_and_renders_reasons(client, make_request, approver, approver2):
+    req = make_request(RiskTier.HIGH, client_name="deploy-bot")
+    request_approve(reg_request=req, approver=approver2, reason="fine by me")
+    request_deny(reg_request=req, approver=approver, reason="not this quarter")
+    client.force_login(approver)
+    html = client.get(reverse("approvals:detail", args=[req.public_id])).content.decode()
+    _assert_no_raw_reasons(html)
+    assert f"{approver2.get_username()}</span> approved: “fine by me”" in html
+    assert f"{approver.get_username()}</span> denied: “not this quarter”" in html
+    assert "repo:write is high sensitivity" in html and "(high_sensitivity_scope)" in html
+
+
+def test_explain_page_renders_reasons_as_text(client, owner, security_user, approver):
+    managed = ClientFactory(owner=owner, risk_tier=RiskTier.HIGH)
+    origin = RequestFactory(
+        public_id=managed.registration_id,
+        owner=owner,
+        state="denied",
+        outcome="review",
+        reasons=[{"code": "high_sensitivity_scope", "message": "repo:write is high sensitivity"}],
+    )
+    Decision.objects.create(request=origin, approver=approver, kind="deny", reason="no")
+    client.force_login(security_user)
+    html = client.get(reverse("inventory:explain", args=[managed.registration_id])).content.decode()
+    _assert_no_raw_reasons(html)
+    assert "repo:write is high sensitivity" in html and "(high_sensitivity_scope)" in html
+    assert f"<strong>{approver.username}</strong> denied" in html
+
+
+@pytest.mark.parametrize(
+    "template", ["approvals/mine.html", "approvals/detail.html", "inventory/security/explain.html"]
+)
+def test_no_template_builds_a_past_tense_by_appending_d(template):
+    from pathlib import Path
+
+    from django.template.loader import get_template
+
+    source = Path(get_template(template).origin.name).read_text(encoding="utf-8")
+    assert "|lower }}d" not in source
