@@ -15,7 +15,7 @@ from django.db.models import Count, IntegerField, OuterRef, Prefetch, Q, QuerySe
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from approvals.choices import DecisionKind
+from approvals.choices import DecisionKind, RequestKind
 from approvals.models import Decision, RegistrationRequest
 from approvals.querysets import tier_rank
 from inventory.models import Client, ScopeDefinition
@@ -154,6 +154,7 @@ def request_detail(public_id: str) -> RequestDetail:
             Client.objects.live()
             .filter(owner_id=req.owner_id)
             .exclude(registration_id=req.public_id)
+            .exclude(pk=req.client_id or 0)  # a renewal's own client is not one of the owner's *other* clients
             .select_related("idp")
             .order_by("-created_at")[:MAX_DUPLICATE_ROWS]
         )
@@ -173,6 +174,7 @@ def request_detail(public_id: str) -> RequestDetail:
             Client.objects.live()
             .filter(match)
             .exclude(registration_id=req.public_id)
+            .exclude(pk=req.client_id or 0)  # a renewal is not a near-duplicate of the client it renews
             .select_related("owner")
             .order_by("-created_at")[:MAX_DUPLICATE_ROWS]
         ):
@@ -197,8 +199,18 @@ def request_detail(public_id: str) -> RequestDetail:
                 (other, _why_duplicate(req, name, uris, other.software_id, other.client_name, other.metadata))
             )
 
-    detail.audit_events = list(events_for("registration_request", req.public_id))
+    detail.audit_events = _request_events(req)
     return detail
+
+
+def _request_events(req: RegistrationRequest) -> list:
+    """The request's audit trail. A renewal is filed as an event on its client (``client.renewal_requested``,
+    naming the request), so that event and the client's later ones about this request belong here too."""
+    events = list(events_for("registration_request", req.public_id))
+    if req.kind == RequestKind.RENEWAL and req.client is not None:
+        events += list(events_for("client", req.client.registration_id).filter(after__request=req.public_id))
+        events.sort(key=lambda e: e.pk)
+    return events
 
 
 def _why_duplicate(req, name, uris, software_id, other_name, other_metadata) -> list[str]:

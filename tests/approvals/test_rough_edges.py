@@ -95,3 +95,62 @@ def test_no_template_builds_a_past_tense_by_appending_d(template):
 
     source = Path(get_template(template).origin.name).read_text(encoding="utf-8")
     assert "|lower }}d" not in source
+
+
+# --- renewals ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def renewal(idp, owner, catalogue):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from approvals.choices import RequestKind
+    from approvals.models import RegistrationRequest
+    from inventory.lifecycle import client_renew
+
+    renewed = ClientFactory(
+        idp=idp,
+        owner=owner,
+        name="release-bot",
+        software_id="com.example.release",
+        risk_tier=RiskTier.HIGH,
+        scopes=["repo:write"],
+        metadata={"redirect_uris": ["https://release.example/cb"]},
+        expires_at=timezone.now() + timedelta(hours=1),
+    )
+    client_renew(client=renewed, user=owner, ttl_seconds=20 * 3600)
+    return RegistrationRequest.objects.get(kind=RequestKind.RENEWAL, client=renewed)
+
+
+def test_queue_marks_a_renewal_as_a_renewal(client, approver, renewal, make_request):
+    make_request(client_name="fresh-agent")
+    client.force_login(approver)
+    html = client.get(reverse("approvals:queue")).content.decode()
+    row = html[html.index(f'id="row-{renewal.public_id}"') :]
+    row = row[: row.index("</tr>")]
+    assert 'class="badge-renewal"' in row and "release-bot" in row
+    other = html[html.index("fresh-agent") :]
+    assert "badge-renewal" not in other[: other.index("</tr>")]
+
+
+def test_renewal_detail_names_the_client_it_renews_and_is_not_its_own_duplicate(client, approver, renewal):
+    client.force_login(approver)
+    response = client.get(reverse("approvals:detail", args=[renewal.public_id]))
+    detail = response.context["detail"]
+    assert detail.duplicate_clients == [] and detail.owner_live_clients == []
+    html = response.content.decode()
+    assert 'class="badge-renewal"' in html and 'id="renews"' in html
+    assert renewal.client.registration_id in html
+    assert "No client or pending request shares this software id" in html
+    # The renewal was filed as an event on its client; the request's trail shows it instead of "No events yet".
+    assert "client.renewal_requested" in html and "No events yet" not in html
+
+
+def test_a_real_duplicate_of_a_renewed_client_is_still_flagged(client, approver, renewal, owner, idp):
+    twin = ClientFactory(idp=idp, owner=owner, name="release-bot-2", software_id="com.example.release")
+    client.force_login(approver)
+    detail = client.get(reverse("approvals:detail", args=[renewal.public_id])).context["detail"]
+    assert [(c.pk, why) for c, why in detail.duplicate_clients] == [(twin.pk, ["same software_id"])]
+    assert [c.pk for c in detail.owner_live_clients] == [twin.pk]
