@@ -11,6 +11,7 @@ from approvals.models import Decision
 from approvals.services import request_approve, request_deny
 from inventory.choices import RiskTier
 from portal.templatetags.registrar_display import decision_past, reason_messages
+from tests.approvals.intake_support import _fresh_limits_and_policy  # noqa: F401  (autouse: caches reset)
 from tests.factories import ClientFactory, RequestFactory
 
 RAW_DICT = "{&#x27;code&#x27;"
@@ -154,3 +155,67 @@ def test_a_real_duplicate_of_a_renewed_client_is_still_flagged(client, approver,
     detail = client.get(reverse("approvals:detail", args=[renewal.public_id])).context["detail"]
     assert [(c.pk, why) for c, why in detail.duplicate_clients] == [(twin.pk, ["same software_id"])]
     assert [c.pk for c in detail.owner_live_clients] == [twin.pk]
+
+
+# --- the policy editor ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def published_v2(admin_user):
+    from approvals.policy_store import policy_publish
+    from portal.audit import Actor
+
+    return policy_publish(
+        actor=Actor.user(admin_user), thresholds={"approvals_high": 3, "low_ttl_seconds": 7200}, note="stricter"
+    )
+
+
+def test_policy_editor_starts_from_the_active_version(client, admin_user, published_v2):
+    import json
+
+    client.force_login(admin_user)
+    response = client.get("/admin/approvals/policy/add/")
+    assert response.status_code == 200
+    shown = json.loads(response.context["adminform"].form["thresholds"].value())
+    assert shown["approvals_high"] == 3 and shown["low_ttl_seconds"] == 7200
+    from approvals.policy import DEFAULT_THRESHOLDS
+
+    assert set(shown) == set(DEFAULT_THRESHOLDS)  # every threshold is on the page, not "{}"
+    assert "&quot;approvals_high&quot;: 3" in response.content.decode()
+
+
+def test_policy_editor_keeps_thresholds_left_out_and_says_what_changed(client, admin_user, published_v2):
+    from approvals.models import Policy
+    from approvals.policy_store import active_policy, clear_cache
+
+    client.force_login(admin_user)
+    response = client.post(
+        "/admin/approvals/policy/add/",
+        {"thresholds": '{"max_spawn_depth": 1}', "note": "no grandchildren"},
+        follow=True,
+    )
+    assert response.status_code == 200
+    clear_cache()
+    config = active_policy(use_cache=False)
+    # max_spawn_depth changed; what was left out kept v2's values instead of falling back to the defaults.
+    assert (config.version, config.max_spawn_depth, config.approvals_high, config.low_ttl_seconds) == (3, 1, 3, 7200)
+    html = response.content.decode()
+    assert "Published policy v3. Changed from v2: max_spawn_depth: 3 → 1." in html
+    v3 = Policy.objects.get(version=3)
+    page = client.get(f"/admin/approvals/policy/{v3.pk}/change/").content.decode()
+    assert "Changes from the previous version" in page and "<code>max_spawn_depth</code>: 3 → 1" in page
+    page = client.get(f"/admin/approvals/policy/{published_v2.pk}/change/").content.decode()
+    assert "<code>approvals_high</code>: 2 → 3" in page and "<code>low_ttl_seconds</code>: 86400 → 7200" in page
+
+
+def test_policy_editor_refuses_an_unknown_threshold_and_changes_nothing(client, admin_user, published_v2):
+    from approvals.models import Policy
+
+    client.force_login(admin_user)
+    response = client.post("/admin/approvals/policy/add/", {"thresholds": '{"aprovals_high": 1}', "note": "typo"})
+    assert response.status_code == 200
+    assert "Unknown threshold(s): aprovals_high" in response.content.decode()
+    assert Policy.objects.count() == 2 and Policy.objects.get(is_active=True).version == 2
+    response = client.post("/admin/approvals/policy/add/", {"thresholds": "[1, 2]", "note": "not an object"})
+    assert "Thresholds must be a JSON object" in response.content.decode()
+    assert Policy.objects.count() == 2
