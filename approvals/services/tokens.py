@@ -82,6 +82,7 @@ def token_mint(
             "max_uses": max_uses,
             "internal_only": internal_only,
             "prefix": token.prefix,
+            "team": team.name if team else None,
         },
     )
     return token, plaintext

@@ -167,7 +167,7 @@ class Command(BaseCommand):
             dryrun, default_idp = self._idps()
             created = self._clients(users, teams, dryrun)
             issues = self._lifecycle_policy(users) if created else 0
-            token_text = self._token(users, default_idp)
+            token_text = self._token(users, teams, default_idp)
             queued = self._pending_requests(token_text)
         self.stdout.write(self.style.SUCCESS(f"demo data ready: {created} new clients, {queued} requests in the queue"))
         if created:
@@ -315,7 +315,7 @@ class Command(BaseCommand):
         flags = flag_issues(active_lifecycle_rules(), now=now)
         return sum(flags.flagged.values())
 
-    def _token(self, users, idp):
+    def _token(self, users, teams, idp):
         _, plaintext = token_mint(
             actor=Actor.system("seed_demo"),
             owner=users["alice"],
@@ -325,6 +325,7 @@ class Command(BaseCommand):
             max_uses=100,
             internal_only=False,
             idp=idp,
+            team=teams["Support"],
         )
         return plaintext
 
