@@ -55,10 +55,15 @@ def dashboard_charts(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
         "registrations-by-outcome": chart("bar", registrations["labels"], registrations["series"], OUTCOME_COLOURS)
         | {"stacked": True},
     }
-    if live_labels:
-        start = first_active_index(live_values, list(registrations["series"].values()))
-        for spec in over_time.values():
-            spec["xMin"] = spec["labels"][start]
+    if live_labels:  # each chart opens on its own activity: new registrations today are not squeezed by a
+        # client created weeks ago, nor the live count's steps by the registrations
+        flat = [0] * len(live_values)
+        starts = {
+            "live-over-time": first_active_index(live_values, []),
+            "registrations-by-outcome": first_active_index(flat, list(registrations["series"].values())),
+        }
+        for key, start in starts.items():
+            over_time[key]["xMin"] = over_time[key]["labels"][start]
     return over_time | {
         "live-by-tier": chart(
             "doughnut",

@@ -232,6 +232,17 @@ def test_time_charts_open_on_recent_activity_and_keep_every_day_in_the_table(cli
     assert f"From {first_shown}, the first day with activity" in html
 
 
+def test_each_time_chart_opens_on_its_own_activity(client, security_user, idp, owner):
+    # A client created 40 days ago steps the live count then; registrations all happened today.
+    old = ClientFactory(idp=idp, owner=owner)
+    Client.objects.filter(pk=old.pk).update(created_at=noon(40))
+    RequestFactory(state="approved", outcome="auto_approve")
+    client.force_login(security_user)
+    html = client.get("/dashboards/").content.decode()
+    assert _spec(html, "live-over-time")["xMin"] == (timezone.localdate() - timedelta(days=41)).isoformat()
+    assert _spec(html, "registrations-by-outcome")["xMin"] == (timezone.localdate() - timedelta(days=13)).isoformat()
+
+
 def test_time_window_reaches_back_to_the_first_activity():
     from inventory.reports.charts import first_active_index
 
