@@ -191,7 +191,7 @@ def trigrams(text: str) -> set[str]:
 
 def word_similarity(term: str, text: str) -> float:
     """Close to pg_trgm's ``term <% text`` on a short text like a name: the share of ``term``'s trigrams that
-    ``text`` has (one letter wrong in a seven-letter word leaves 5 of 7)."""
+    ``text`` has ("invoce" keeps 5 of its 7 in "invoice-summarizer")."""
     wanted = trigrams(term)
     return len(wanted & trigrams(text)) / len(wanted) if wanted else 0.0
 
