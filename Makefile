@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 export DJANGO_SETTINGS_MODULE ?= portal.settings
 
-.PHONY: help run test test-fast test-sqlite lint typecheck services browser idp-deps lock bench prod-check clean
+.PHONY: help run test test-fast test-sqlite lint typecheck services browser idp-deps lock bench bench-smoke bench-deps prod-check clean
 
 help:
 	@echo "make run    - demo on http://127.0.0.1:8000 (SQLite, no services needed)"
@@ -15,6 +15,8 @@ help:
 	@echo "make test-sqlite - the suite on SQLite alone"
 	@echo "make lint   - ruff check and ruff format --check"
 	@echo "make typecheck - mypy with django-stubs"
+	@echo "make bench  - every benchmark in bench/, each on a freshly created and migrated database (slow; results"
+	@echo "              appended to bench/RESULTS.md); make bench-smoke runs them all at tiny sizes"
 	@echo "make prod-check - start the production configuration (gunicorn, worker, beat as the systemd units do)"
 	@echo "                  on PostgreSQL + Redis and put a registration, an approval and a sweep through it"
 
@@ -65,6 +67,20 @@ typecheck: venv
 test-sqlite: venv idp-deps services
 	env -u DATABASE_URL DJANGO_SETTINGS_MODULE=portal.settings_test REGISTRAR_TEST_DATABASE=sqlite \
 		REGISTRAR_DATA_DIR=$(CURDIR)/artifacts/sqlite-data $(VENV)/bin/pytest -n 2 --dist loadgroup -q -m "not e2e" $(PYTEST_ARGS)
+
+bench-deps:
+	@for tool in wrk valgrind; do command -v $$tool >/dev/null || { \
+		echo "installing Debian's $$tool for the benchmarks"; \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$tool >/dev/null) \
+		|| { echo "error: could not install $$tool (apt-get install $$tool)"; exit 1; }; }; done
+
+# bench/run_all.py: each script gets its own database (created, migrated, dropped afterwards). BENCH_ARGS, e.g.
+# BENCH_ARGS="--only policy,sweep".
+bench: venv idp-deps services bench-deps
+	$(PY) bench/run_all.py $(BENCH_ARGS)
+
+bench-smoke: venv idp-deps services bench-deps
+	$(PY) bench/run_all.py --smoke $(BENCH_ARGS)
 
 # contrib/prod_check.py: its own database, redis-server and test IdP; everything is removed afterwards.
 prod-check: venv idp-deps services

@@ -5,6 +5,8 @@ versions are never deleted here: they explain who approved what. Tokens are mint
 ``mint_access_token``) and revoked through the token service, never re-owned or un-revoked here.
 """
 
+import json
+
 from django import forms
 from django.contrib import admin, messages
 
@@ -20,15 +22,56 @@ from approvals.models import (
 from portal.auditedadmin import AuditedModelAdmin, ReadOnlyInlineMixin, audited_by_service
 
 
+class ThresholdsField(forms.JSONField):
+    """JSON shown one threshold per line, sorted, so the whole policy can be read and edited."""
+
+    def prepare_value(self, value):
+        if isinstance(value, dict):
+            return json.dumps(value, indent=2, sort_keys=True)
+        return super().prepare_value(value)
+
+
 class PolicyAdminForm(forms.ModelForm):
+    """The editor starts from every threshold of the version it edits (the active one when adding), so a
+    publish changes only what the admin changes; a key left out keeps that value, an unknown key is refused."""
+
     class Meta:
         model = Policy
         fields = ("thresholds", "note")
+        field_classes = {"thresholds": ThresholdsField}
+        widgets = {"thresholds": forms.Textarea(attrs={"rows": 18, "cols": 60})}
+        help_texts = {
+            "thresholds": "Every threshold, as JSON. Change the values you mean to change; a key you remove keeps "
+            "its current value. Saving publishes a new version and lists what changed."
+        }
+
+    def __init__(self, *args, **kwargs):
+        from approvals.policy_store import effective_thresholds
+
+        super().__init__(*args, **kwargs)
+        base = self._base()
+        self.base_thresholds = effective_thresholds(base.thresholds if base else None)
+        if not self.is_bound:
+            self.initial["thresholds"] = self.base_thresholds
+
+    def _base(self) -> Policy | None:
+        """The version this edit starts from: the one opened, or the active one for a new version."""
+        if self.instance.pk:
+            return self.instance
+        return Policy.objects.filter(is_active=True).first()
 
     def clean_thresholds(self):
-        from approvals.policy_store import PolicyError, validate_thresholds
+        from approvals.policy_store import PolicyError, unknown_thresholds, validate_thresholds
 
-        thresholds = self.cleaned_data["thresholds"]
+        submitted = self.cleaned_data["thresholds"]
+        if not isinstance(submitted, dict):
+            raise forms.ValidationError("Thresholds must be a JSON object of name: value.")
+        unknown = unknown_thresholds(submitted)
+        if unknown:
+            raise forms.ValidationError(
+                "Unknown threshold(s): " + ", ".join(unknown) + ". Known: " + ", ".join(sorted(self.base_thresholds))
+            )
+        thresholds = self.base_thresholds | submitted
         try:
             validate_thresholds(thresholds)
         except PolicyError as exc:
@@ -44,12 +87,32 @@ class PolicyAdmin(AuditedModelAdmin):
     audited_by_service = True  # policy_publish records policy.publish
     form = PolicyAdminForm
     list_display = ("version", "is_active", "note", "created_at", "created_by")
-    readonly_fields = ("version", "is_active", "created_at", "created_by")
+    readonly_fields = ("version", "is_active", "created_at", "created_by", "changes")
+
+    @admin.display(description="Changes from the previous version")
+    def changes(self, obj):
+        from django.utils.html import format_html, format_html_join
+
+        from approvals.policy_store import threshold_changes
+
+        if obj is None or not obj.pk:
+            return "—"
+        previous = Policy.objects.filter(version__lt=obj.version).order_by("-version").first()
+        if previous is None:
+            return "First version."
+        changed = threshold_changes(previous.thresholds, obj.thresholds)
+        if not changed:
+            return f"None: the same thresholds as v{previous.version}."
+        return format_html(
+            "<ul>{}</ul>",
+            format_html_join("", "<li><code>{}</code>: {} → {}</li>", ((n, o, v) for n, o, v in changed)),
+        )
 
     def save_model(self, request, obj, form, change):
-        from approvals.policy_store import policy_publish
+        from approvals.policy_store import policy_publish, threshold_changes
         from portal.audit import Actor
 
+        active = Policy.objects.filter(is_active=True).first()
         published = policy_publish(
             actor=Actor.user(request.user),
             thresholds=form.cleaned_data["thresholds"],
@@ -59,6 +122,10 @@ class PolicyAdmin(AuditedModelAdmin):
         # The admin redirects to (and logs) ``obj``: point it at the new version.
         obj.pk, obj.version, obj.is_active = published.pk, published.version, True
         obj._state.adding = False
+        changed = threshold_changes(active.thresholds if active else None, published.thresholds)
+        what = "; ".join(f"{name}: {old} → {new}" for name, old, new in changed) or "no threshold changed"
+        since = f" from v{active.version}" if active else ""
+        self.message_user(request, f"Published policy v{published.version}. Changed{since}: {what}.")
 
     def save_related(self, request, form, formsets, change):
         pass  # Policy has no relations to save; the publish above did all the writing.

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.db.models import Max
 
 from approvals.models import Policy
-from approvals.policy import PolicyConfig
+from approvals.policy import DEFAULT_THRESHOLDS, PolicyConfig
 from portal.audit import Actor, audit_record
 
 CACHE_SECONDS = 2.0
@@ -104,3 +104,20 @@ def policy_publish(*, actor: Actor, thresholds: Mapping[str, Any], note: str = "
 def validate_thresholds(thresholds: Mapping[str, Any]) -> PolicyConfig:
     """Raise PolicyError listing every problem with ``thresholds`` (for forms, before publishing)."""
     return _validated(thresholds, 1)
+
+
+def effective_thresholds(thresholds: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Every threshold with the value it takes, defaults filled in (a stored version may hold only some)."""
+    return PolicyConfig.from_dict(thresholds or {}, 1).to_dict()
+
+
+def unknown_thresholds(thresholds: Mapping[str, Any]) -> list[str]:
+    """Keys that name no threshold (``PolicyConfig.from_dict`` would ignore them: a typo would go unnoticed)."""
+    known = set(DEFAULT_THRESHOLDS)
+    return sorted(str(key) for key in thresholds if key not in known)
+
+
+def threshold_changes(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[tuple[str, Any, Any]]:
+    """``(name, old, new)`` for each threshold whose effective value differs, in name order."""
+    old, new = effective_thresholds(before), effective_thresholds(after)
+    return [(name, old[name], new[name]) for name in sorted(new) if old.get(name) != new[name]]

@@ -20,6 +20,7 @@ from approvals.models import Decision, RegistrationRequest
 from approvals.querysets import tier_rank
 from inventory.models import Client, ScopeDefinition
 from portal.audit import events_for
+from portal.templatetags.registrar_display import reason_messages
 
 MAX_LINEAGE_DEPTH = 10  # policy caps spawn depth far below this; the bound keeps the walk finite
 MAX_DUPLICATE_ROWS = 20
@@ -95,19 +96,6 @@ def sla_class(created_at, now=None) -> str:
     return "sla-ok"
 
 
-def reason_messages(reasons) -> list[tuple[str, str]]:
-    """Normalise stored policy reasons ({code, message} dicts, [code, message] pairs or strings)."""
-    out = []
-    for reason in reasons or []:
-        if isinstance(reason, dict):
-            out.append((str(reason.get("code", "")), str(reason.get("message") or reason.get("code", ""))))
-        elif isinstance(reason, list | tuple) and len(reason) >= 2:
-            out.append((str(reason[0]), str(reason[1])))
-        else:
-            out.append(("", str(reason)))
-    return out
-
-
 def decorate_rows(rows, *, sensitivity: dict[str, str], now=None) -> list:
     """Attach display-only attributes (no queries) to each request on a page."""
     now = now or timezone.now()
@@ -132,7 +120,6 @@ class RequestDetail:
     audit_events: list = field(default_factory=list)
     scope_badges: list[tuple[str, str]] = field(default_factory=list)
     granted_badges: list[tuple[str, str]] = field(default_factory=list)
-    reasons: list[tuple[str, str]] = field(default_factory=list)
     redirect_uris: list[str] = field(default_factory=list)
 
 
@@ -147,7 +134,6 @@ def request_detail(public_id: str) -> RequestDetail:
     sensitivity = scope_sensitivity()
     detail.scope_badges = [(s, sensitivity.get(s, "refused")) for s in req.requested_scopes or []]
     detail.granted_badges = [(s, sensitivity.get(s, "refused")) for s in req.granted_scopes or []]
-    detail.reasons = reason_messages(req.reasons)
     req.sla = sla_class(req.created_at)
     req.needed = max(req.approvals_needed, 1)
 
@@ -168,6 +154,7 @@ def request_detail(public_id: str) -> RequestDetail:
             Client.objects.live()
             .filter(owner_id=req.owner_id)
             .exclude(registration_id=req.public_id)
+            .exclude(pk=req.client_id or 0)  # a renewal's own client is not one of the owner's *other* clients
             .select_related("idp")
             .order_by("-created_at")[:MAX_DUPLICATE_ROWS]
         )
@@ -187,6 +174,7 @@ def request_detail(public_id: str) -> RequestDetail:
             Client.objects.live()
             .filter(match)
             .exclude(registration_id=req.public_id)
+            .exclude(pk=req.client_id or 0)  # a renewal is not a near-duplicate of the client it renews
             .select_related("owner")
             .order_by("-created_at")[:MAX_DUPLICATE_ROWS]
         ):
@@ -211,8 +199,18 @@ def request_detail(public_id: str) -> RequestDetail:
                 (other, _why_duplicate(req, name, uris, other.software_id, other.client_name, other.metadata))
             )
 
-    detail.audit_events = list(events_for("registration_request", req.public_id))
+    detail.audit_events = _request_events(req)
     return detail
+
+
+def _request_events(req: RegistrationRequest) -> list:
+    """The request's audit trail. A renewal is filed as an event on its client (``client.renewal_requested``,
+    naming the request), so that event and the client's later ones about this request belong here too."""
+    events = list(events_for("registration_request", req.public_id))
+    if req.kind == RequestKind.RENEWAL and req.client is not None:
+        events += list(events_for("client", req.client.registration_id).filter(after__request=req.public_id))
+        events.sort(key=lambda e: e.pk)
+    return events
 
 
 def _why_duplicate(req, name, uris, software_id, other_name, other_metadata) -> list[str]:

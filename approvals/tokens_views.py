@@ -20,7 +20,8 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from approvals.models import InitialAccessToken, RegistrationRequest
 from approvals.services import TokenError, token_mint, token_revoke
-from inventory.models import IdPConnection, ScopeDefinition
+from inventory.models import IdPConnection, ScopeDefinition, Team
+from inventory.selectors.owners import default_team_of, teams_of
 from portal.audit import Actor
 from portal.roles import Role, role_required
 
@@ -43,14 +44,25 @@ class TokenMintForm(forms.Form):
     max_uses = forms.IntegerField(label="Max registrations", min_value=1, max_value=10000, initial=1)
     valid_days = forms.IntegerField(label="Token valid for (days)", min_value=1, max_value=365, initial=7)
     internal_only = forms.BooleanField(label="Internal-only clients", required=False, initial=True)
+    team = forms.ModelChoiceField(
+        label="Team",
+        queryset=Team.objects.none(),
+        required=False,
+        empty_label="No team",
+        help_text="The team every client registered with this token belongs to (dashboards and reports group by it).",
+    )
     idp = forms.ModelChoiceField(
         label="Target IdP", queryset=IdPConnection.objects.none(), required=False, empty_label="Default IdP"
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, owner, **kwargs):
         super().__init__(*args, **kwargs)
-        scopes, idp = self.fields["scopes"], self.fields["idp"]
+        scopes, idp, team = self.fields["scopes"], self.fields["idp"], self.fields["team"]
         assert isinstance(scopes, forms.MultipleChoiceField) and isinstance(idp, forms.ModelChoiceField)
+        assert isinstance(team, forms.ModelChoiceField)
+        team.queryset = teams_of(owner)  # only the owner's teams: anything else is refused as an invalid choice
+        if not self.is_bound:
+            team.initial = default_team_of(owner)
         scopes.choices = [
             (s.name, f"{s.name} ({s.sensitivity})")
             for s in ScopeDefinition.objects.filter(is_active=True).only("name", "sensitivity")
@@ -72,6 +84,7 @@ def token_state(token: InitialAccessToken, now) -> str:
 def _token_list(request: HttpRequest, form: TokenMintForm, status: int = 200) -> HttpResponse:
     tokens = (
         InitialAccessToken.objects.filter(owner_id=request.user.pk)
+        .select_related("team")
         .annotate(registrations=Count("requests"))
         .order_by("-created_at", "-pk")
     )
@@ -91,8 +104,8 @@ def _token_list(request: HttpRequest, form: TokenMintForm, status: int = 200) ->
 @require_http_methods(["GET", "POST"])
 def token_list(request: HttpRequest) -> HttpResponse:
     if request.method == "GET":
-        return _token_list(request, TokenMintForm())
-    form = TokenMintForm(request.POST)
+        return _token_list(request, TokenMintForm(owner=request.user))
+    form = TokenMintForm(request.POST, owner=request.user)
     if not form.is_valid():
         return _token_list(request, form, status=400)
     data = form.cleaned_data
@@ -107,6 +120,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
             internal_only=data["internal_only"],
             valid_for=timedelta(days=data["valid_days"]),
             idp=data["idp"],
+            team=data["team"],
         )
     except TokenError as exc:
         form.add_error(None, str(exc))

@@ -1,7 +1,8 @@
 """Inventory, dashboard and framework-report speed over HTTP (gunicorn on loopback) vs raw SQL.
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/registrar_bench \\
-        python bench/inventory.py --seed 1000000      # seed_scale first (timed), then measure
+        python bench/inventory.py --seed 1000000      # creates + migrates the database if needed, seed_scale
+                                                      # (timed), then measure
     python bench/inventory.py --no-seed               # measure what is already loaded
 
 For each scenario the SQL statements the view runs are captured once in-process, then timed on a raw
@@ -48,6 +49,25 @@ if "REGISTRAR_ENCRYPTION_KEY" not in os.environ:
     from cryptography.fernet import Fernet
 
     os.environ["REGISTRAR_ENCRYPTION_KEY"] = Fernet.generate_key().decode()
+
+
+def ensure_database() -> None:
+    """Create DATABASE_URL's database when it does not exist yet (main() migrates it): a fresh machine needs no
+    manual step."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    url = os.environ.get("DATABASE_URL", "")
+    if not url.startswith(("postgres://", "postgresql://")):
+        return  # main() refuses anything but PostgreSQL
+    name = urlsplit(url).path.lstrip("/")
+    with psycopg.connect(urlunsplit(urlsplit(url)._replace(path="/postgres")), autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{name}"')
+
+
+ensure_database()
 
 import django  # noqa: E402
 
@@ -101,20 +121,32 @@ def free_port() -> int:
 
 
 def bench_user():
+    """A security person and a session of theirs whose login used a second factor (portal.mfa requires one for
+    the role), as allauth records it: the pages answer 200, not the redirect to two-factor set-up."""
+    from allauth.mfa.models import Authenticator
+
     user, _ = User.objects.get_or_create(username="bench-ciso", defaults={"email": "bench@example.com"})
     user.groups.add(Group.objects.get(name="security"))
+    totp, _ = Authenticator.objects.get_or_create(
+        user=user, type=Authenticator.Type.TOTP, defaults={"data": {"secret": "BENCH"}}
+    )
     session = import_module(settings.SESSION_ENGINE).SessionStore()
     session["_auth_user_id"] = str(user.pk)
     session["_auth_user_backend"] = "django.contrib.auth.backends.ModelBackend"
     session["_auth_user_hash"] = user.get_session_auth_hash()
+    session["account_authentication_methods"] = [
+        {"method": "password", "at": time.time(), "username": user.username},
+        {"method": "mfa", "at": time.time(), "id": totp.pk, "type": "totp"},
+    ]
+    session["account_authentication_methods_user"] = str(user.pk)
     session.create()
     return user, session.session_key
 
 
-def captured_sql(user, url: str) -> list[tuple[str, tuple]]:
+def captured_sql(session_key: str, url: str) -> list[tuple[str, tuple]]:
     """The statements the view runs for ``url`` (in-process, same code path as over HTTP)."""
     client = DjangoClient(HTTP_X_FORWARDED_PROTO="https")
-    client.force_login(user)
+    client.cookies[settings.SESSION_COOKIE_NAME] = session_key  # bench_user()'s session, second factor and all
     client.get(url)  # warm: roles, audit checkpoint
     cache.delete_many(SNAPSHOT_KEYS)  # capture the real aggregates, not a cached snapshot
     with CaptureQueriesContext(connection) as ctx:
@@ -202,6 +234,7 @@ def main():
     args = parser.parse_args()
     if connection.vendor != "postgresql":
         raise SystemExit("bench/inventory.py needs DATABASE_URL pointing at PostgreSQL")
+    call_command("migrate", interactive=False, verbosity=0)  # a fresh database, or one behind the code
     call_command("collectstatic", interactive=False, verbosity=0)
     seed_s = None
     if args.seed and not args.no_seed:
@@ -232,7 +265,7 @@ def main():
     try:
         for name, paths in scenarios.items():
             repeat = args.repeat if name in ("search", "first_page") else max(10, args.repeat // 4)
-            statements = [captured_sql(user, p) for p in paths]
+            statements = [captured_sql(session_key, p) for p in paths]
             raw = []
             for stmts in statements:
                 raw += time_raw(stmts, max(3, repeat // len(paths)))

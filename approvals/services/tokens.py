@@ -94,6 +94,7 @@ def token_mint(
             "internal_only": internal_only,
             "allowed_networks": allowed_networks,
             "prefix": token.prefix,
+            "team": team.name if team else None,
         },
     )
     return token, plaintext

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.db.models import BooleanField, Exists, F, OuterRef, QuerySet, Value
+from django.db.models import BooleanField, Count, Exists, F, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from inventory import hooks
-from inventory.models import Client, TransferOffer, TransferState
+from inventory.models import Client, Team, TransferOffer, TransferState
 from inventory.selectors import counts
 from portal.roles import Role
 
@@ -31,6 +32,33 @@ def clients_of_owner(user) -> QuerySet[Client]:
             renewal_pending=renewal_pending,
         )
         .order_by(F("expires_at").asc(nulls_last=True), "pk")
+    )
+
+
+def teams_of(user) -> QuerySet[Team]:
+    """Teams the person belongs to or manages, by name."""
+    return Team.objects.filter(Q(members=user) | Q(manager=user)).distinct().order_by("name")
+
+
+def default_team_of(user) -> Team | None:
+    """The person's team for a new token: among the teams they belong to (else manage), the one holding most
+    of their live clients, then by name. One query."""
+    held = (
+        Client.objects.live()
+        .filter(owner=user, team=OuterRef("pk"))
+        .order_by()
+        .values("team")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return (
+        teams_of(user)
+        .annotate(
+            member=Exists(Team.members.through.objects.filter(team=OuterRef("pk"), user=user)),
+            held=Coalesce(Subquery(held[:1]), 0),
+        )
+        .order_by("-member", "-held", "name")
+        .first()
     )
 
 

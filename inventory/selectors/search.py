@@ -9,11 +9,16 @@ Search on PostgreSQL combines, as one OR of index-backed conditions (so the plan
 * typos: ``q <% name`` (trigram word similarity, same GIN trigram index), word by word for several words;
 * owners and teams: matching users/teams are looked up first (small tables), then ``owner_id = ANY(...)``.
 
-SQLite has none of these, so it falls back to ``icontains`` on the same fields.
+SQLite (``make run``) has none of these; it searches an FTS5 trigram index (``inventory.search_index``) with
+the same shape of condition: the phrase, or every word matching somewhere, each word as a substring of name,
+purpose or software id (the index), an identifier prefix, or — for typos — a name word sharing enough
+trigrams with it (candidates from the index, scored here like pg_trgm's word similarity). Without the index
+(a SQLite older than 3.34) it falls back to ``icontains`` on the whole term.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django.contrib.auth import get_user_model
@@ -22,6 +27,7 @@ from django.db.models import BooleanField, Q, QuerySet
 from django.db.models.expressions import RawSQL
 
 from inventory.models import Client, Team
+from inventory.search_index import FTS_TABLE, sqlite_fts_ready
 from portal.roles import can_see_all_clients
 
 # A stored generated tsvector column added by migration 0005_security_pg_trgm (PostgreSQL only; not a model
@@ -128,10 +134,7 @@ def client_search(qs: QuerySet[Client], term: str) -> QuerySet[Client]:
     if team_ids:
         people |= Q(team_id__in=team_ids)
     if not is_postgres():
-        text = Q(purpose__icontains=term)
-        for column in SUBSTRING_COLUMNS + PREFIX_COLUMNS:
-            text |= Q(**{f"{column}__icontains": term})
-        return qs.filter(text | people)
+        return qs.filter(_sqlite_text(term) | people)
     parts = [f"{SEARCH_DOCUMENT_SQL} @@ websearch_to_tsquery('english'::regconfig, %s)"]
     params: list[Any] = [term]
     words = [w for w in term.split(" ") if len(w) >= 3]
@@ -151,3 +154,89 @@ def client_search(qs: QuerySet[Client], term: str) -> QuerySet[Client]:
     # Only constant SQL fragments are joined here; the search term always travels as a parameter.
     matches = RawSQL("(" + " OR ".join(parts) + ")", params, output_field=BooleanField())  # noqa: S611
     return qs.filter(Q(matches) | people)
+
+
+# --- SQLite: FTS5 trigram index ---------------------------------------------------------------------------
+
+# Candidates for a typo are the names sharing most trigrams with the word (bm25 rank), scored in Python.
+TYPO_CANDIDATES = 200
+_ready: dict[str, bool] = {}
+
+
+def _fts_ready() -> bool:
+    """Whether this SQLite database has the index (checked once per database file and process)."""
+    if connection.vendor != "sqlite":
+        return False
+    key = str(connection.settings_dict["NAME"])
+    if not _ready.get(key):
+        _ready[key] = sqlite_fts_ready(connection)
+    return _ready[key]
+
+
+def _fts_phrase(text: str) -> str:
+    """``text`` as one FTS5 phrase: with the trigram tokenizer, a case-insensitive substring match."""
+    return '"' + text.replace('"', '""') + '"'
+
+
+def trigrams(text: str) -> set[str]:
+    """pg_trgm's trigrams: per word (runs of letters and digits), lower-cased, padded two spaces before and one
+    after."""
+    out: set[str] = set()
+    for word in re.split(r"[^0-9a-z]+", text.lower()):
+        if word:
+            padded = f"  {word} "
+            out.update(padded[i : i + 3] for i in range(len(padded) - 2))
+    return out
+
+
+def word_similarity(term: str, text: str) -> float:
+    """Close to pg_trgm's ``term <% text`` on a short text like a name: the share of ``term``'s trigrams that
+    ``text`` has ("invoce" keeps 5 of its 7 in "invoice-summarizer")."""
+    wanted = trigrams(term)
+    return len(wanted & trigrams(text)) / len(wanted) if wanted else 0.0
+
+
+def _typo_ids(word: str) -> list[int]:
+    """Clients whose name has a word within WORD_SIMILARITY_THRESHOLD of ``word`` (one index query)."""
+    inner = sorted({word.lower()[i : i + 3] for i in range(len(word) - 2)})
+    if not inner:
+        return []
+    query = "name : (" + " OR ".join(_fts_phrase(t) for t in inner) + ")"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT rowid, name FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s ORDER BY rank LIMIT %s",  # noqa: S608
+            [query, TYPO_CANDIDATES],
+        )
+        rows = cursor.fetchall()
+    return [pk for pk, name in rows if word_similarity(word, name or "") > WORD_SIMILARITY_THRESHOLD]
+
+
+def _sqlite_word(word: str, *, typos: bool) -> Q:
+    """``word`` as a substring of name/purpose/software id, a prefix of an identifier, or a near-miss of a
+    name word."""
+    if len(word) >= 3:  # the trigram index matches substrings of three characters or more
+        found = Q(pk__in=RawSQL(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH %s", [_fts_phrase(word)]))  # noqa: S611,S608
+    else:
+        found = Q(name__icontains=word) | Q(purpose__icontains=word) | Q(software_id__icontains=word)
+    for column in PREFIX_COLUMNS:
+        found |= Q(**{f"{column}__istartswith": word})
+    if typos:
+        ids = _typo_ids(word)
+        if ids:
+            found |= Q(pk__in=ids)
+    return found
+
+
+def _sqlite_text(term: str) -> Q:
+    if not _fts_ready():
+        text = Q(purpose__icontains=term)
+        for column in SUBSTRING_COLUMNS + PREFIX_COLUMNS:
+            text |= Q(**{f"{column}__icontains": term})
+        return text
+    words = [w for w in term.split(" ") if len(w) >= 3]
+    if len(words) > 1:
+        every_word = Q()
+        for w in words[:6]:
+            every_word &= _sqlite_word(w, typos=True)
+        return _sqlite_word(term, typos=False) | every_word
+    return _sqlite_word(term, typos=len(term) >= 3)

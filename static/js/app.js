@@ -337,7 +337,8 @@
     };
     if (!round) {
       options.scales = {
-        x: { stacked: !!spec.stacked, grid: { display: false } },
+        // xMin: the server's first day worth showing (inventory/reports/charts.py); the table keeps every day
+        x: { stacked: !!spec.stacked, grid: { display: false }, min: spec.xMin || undefined },
         y: { stacked: !!spec.stacked, beginAtZero: true, ticks: { precision: 0 } }
       };
       options.interaction = { mode: "index", intersect: false };

@@ -136,9 +136,9 @@ def test_list_query_count_does_not_grow_with_tokens(owner_client, owner, n, djan
     for i in range(n):
         token = TokenFactory(owner=owner, plaintext=f"rat_many_{i:012d}")
         RequestFactory(token=token, owner=owner)
-    # session, user, groups (roles), count, page of tokens (with registration counts), the mint form's
-    # scope catalogue and IdP choices
-    with django_assert_num_queries(7):
+    # session, user, groups (roles), count, page of tokens (with registration counts, teams), the mint form's
+    # scope catalogue, IdP choices, the owner's teams and which one is theirs
+    with django_assert_num_queries(9):
         response = owner_client.get("/tokens/")
     assert response.status_code == 200
 

@@ -135,7 +135,9 @@ def test_dashboard_page_charts_tables_and_links(client, security_user, known):
     assert spec == {
         "type": "doughnut",
         "labels": ["low", "medium", "high"],
-        "datasets": [{"label": "Live clients", "data": [1, 1, 1]}],
+        "datasets": [
+            {"label": "Live clients", "data": [1, 1, 1], "backgroundColor": ["#2e8540", "#d08700", "#b42318"]}
+        ],
     }
     assert '<caption class="sr-only">Live clients by risk tier</caption>' in html
     assert 'href="/inventory/?live=true&amp;orphaned=true"' in html
@@ -187,3 +189,71 @@ def test_the_dashboard_is_read_live_from_the_counts(client, security_user, known
         second = client.get("/dashboards/")
     assert second.context["d"]["totals"]["live"] == 4
     assert cache.get("registrar:report:dashboard") is None
+
+
+# --- colours that mean what they say, and a time axis that shows recent activity (issue 19) -------------------
+
+
+def _spec(html: str, chart_id: str) -> dict:
+    return json.loads(html.split(f'<script id="chart-{chart_id}" type="application/json">')[1].split("</script>")[0])
+
+
+def test_risk_is_green_amber_red_and_denied_is_not_green(client, security_user, known):
+    from inventory.reports.charts import DANGER, DANGER_DARK, OK, OK_LIGHT, WARN
+
+    client.force_login(security_user)
+    html = client.get("/dashboards/").content.decode()
+    tier = _spec(html, "live-by-tier")
+    assert dict(zip(tier["labels"], tier["datasets"][0]["backgroundColor"], strict=True)) == {
+        "low": OK,
+        "medium": WARN,
+        "high": DANGER,
+    }
+    outcome = {ds["label"]: ds["backgroundColor"] for ds in _spec(html, "registrations-by-outcome")["datasets"]}
+    assert outcome == {"auto-approved": OK_LIGHT, "human-approved": OK, "denied": DANGER, "refused": DANGER_DARK}
+    greens = {OK, OK_LIGHT}
+    assert (
+        outcome["denied"] not in greens
+        and outcome["refused"] not in greens
+        and tier["datasets"][0]["backgroundColor"][2] not in greens
+    )
+
+
+def test_time_charts_open_on_recent_activity_and_keep_every_day_in_the_table(client, security_user, idp, owner):
+    # All activity in the last three days: the 90-day axis opens 14 days back, not 90.
+    ClientFactory(idp=idp, owner=owner)
+    r = RequestFactory(state="denied", outcome="review")
+    RegistrationRequest.objects.filter(pk=r.pk).update(created_at=noon(2))
+    client.force_login(security_user)
+    response = client.get("/dashboards/")
+    html = response.content.decode()
+    first_shown = (timezone.localdate() - timedelta(days=13)).isoformat()
+    for chart_id in ("live-over-time", "registrations-by-outcome"):
+        spec = _spec(html, chart_id)
+        assert spec["xMin"] == first_shown and len(spec["labels"]) == 90
+    assert _spec(html, "registrations-by-outcome")["stacked"] is True
+    assert f"From {first_shown}, the first day with activity" in html
+
+
+def test_each_time_chart_opens_on_its_own_activity(client, security_user, idp, owner):
+    # A client created 40 days ago steps the live count then; registrations all happened today.
+    old = ClientFactory(idp=idp, owner=owner)
+    Client.objects.filter(pk=old.pk).update(created_at=noon(40))
+    RequestFactory(state="approved", outcome="auto_approve")
+    client.force_login(security_user)
+    html = client.get("/dashboards/").content.decode()
+    assert _spec(html, "live-over-time")["xMin"] == (timezone.localdate() - timedelta(days=41)).isoformat()
+    assert _spec(html, "registrations-by-outcome")["xMin"] == (timezone.localdate() - timedelta(days=13)).isoformat()
+
+
+def test_time_window_reaches_back_to_the_first_activity():
+    from inventory.reports.charts import first_active_index
+
+    quiet = [0] * 90
+    assert first_active_index([5] * 90, [quiet]) == 76  # nothing happened: the last 14 days
+    regs = [0] * 90
+    regs[30] = 2
+    assert first_active_index([5] * 90, [quiet, regs]) == 30
+    live = [5] * 40 + [6] * 50  # the live count stepped up on day 40: show from the day before
+    assert first_active_index(live, [quiet]) == 39
+    assert first_active_index([1, 2, 3], [[0, 0, 0]]) == 0  # shorter than the minimum: everything

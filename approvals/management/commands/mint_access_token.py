@@ -24,6 +24,9 @@ class Command(BaseCommand):
             default=[],
             help="a CIDR block registrations with the token must come from (repeatable; default: anywhere)",
         )
+        parser.add_argument(
+            "--team", help="slug of the owner's team its clients belong to (default: the owner's own team)"
+        )
 
     def handle(self, *args, **opts):
         from datetime import timedelta
@@ -35,6 +38,14 @@ class Command(BaseCommand):
             raise CommandError(f"no such user: {opts['owner']}")
         if opts["valid_days"] < 1:
             raise CommandError("--valid-days must be at least 1")
+        from inventory.selectors.owners import default_team_of, teams_of
+
+        if opts["team"]:
+            team = teams_of(owner).filter(slug=opts["team"]).first()
+            if team is None:
+                raise CommandError(f"{owner.get_username()} is not in a team with slug {opts['team']!r}")
+        else:
+            team = default_team_of(owner)
         try:
             _, plaintext = token_mint(
                 actor=Actor.system("mint_access_token"),
@@ -46,6 +57,7 @@ class Command(BaseCommand):
                 internal_only=opts["internal_only"],
                 valid_for=timedelta(days=opts["valid_days"]),
                 allowed_networks=opts["network"],
+                team=team,
             )
         except TokenError as exc:
             raise CommandError(str(exc))

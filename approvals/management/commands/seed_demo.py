@@ -167,7 +167,7 @@ class Command(BaseCommand):
             dryrun, default_idp = self._idps()
             created = self._clients(users, teams, dryrun)
             issues = self._lifecycle_policy(users) if created else 0
-            token_text = self._token(users, default_idp)
+            token_text = self._token(users, teams, default_idp)
             queued = self._pending_requests(token_text)
             cimd = self._cimd_client(users, default_idp)
             anonymous = self._anonymous(users, teams, default_idp)
@@ -323,7 +323,7 @@ class Command(BaseCommand):
         flags = flag_issues(active_lifecycle_rules(), now=now)
         return sum(flags.flagged.values())
 
-    def _token(self, users, idp):
+    def _token(self, users, teams, idp):
         _, plaintext = token_mint(
             actor=Actor.system("seed_demo"),
             owner=users["alice"],
@@ -333,6 +333,7 @@ class Command(BaseCommand):
             max_uses=100,
             internal_only=False,
             idp=idp,
+            team=teams["Support"],
         )
         return plaintext
 
