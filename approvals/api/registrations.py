@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.response import Response
@@ -66,13 +67,6 @@ class PreregistrationOutputSerializer(serializers.Serializer):
         return obj.client.registration_id if obj.client_id else None
 
 
-class PreregistrationErrorSerializer(serializers.Serializer):
-    error = serializers.CharField()
-    error_description = serializers.CharField()
-    reasons = serializers.ListField(child=serializers.CharField(), required=False)
-    request = PreregistrationOutputSerializer(required=False)
-
-
 class RegistrationsView(APIView):
     """Pre-register a client: owners for themselves, admins for any owner (``portal.roles.can_preregister``)."""
 
@@ -82,8 +76,19 @@ class RegistrationsView(APIView):
         request=PreregistrationInputSerializer,
         responses={
             201: PreregistrationOutputSerializer,
-            400: OpenApiResponse(PreregistrationErrorSerializer, description="Refused: metadata, document or policy"),
-            403: OpenApiResponse(PreregistrationErrorSerializer, description="May not pre-register for this owner"),
+            # Two shapes, both objects: malformed input is the API's usual errors by field name; a refusal of the
+            # metadata, the document or by policy is RFC 7591's {"error", "error_description", "reasons"?,
+            # "request"?} (the refused request, when the policy recorded one).
+            400: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="Malformed input (errors by field name), or refused: metadata, document or policy "
+                "(error, error_description, reasons, request); nothing pre-registered",
+            ),
+            403: OpenApiResponse(
+                OpenApiTypes.OBJECT,
+                description="Not signed in or no API right (detail), or may not pre-register for this owner "
+                "(error, error_description)",
+            ),
         },
     )
     def post(self, request):

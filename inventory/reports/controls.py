@@ -369,12 +369,14 @@ def _counted_controls(now: datetime, team_id: int | None, inactive: list[int]) -
 
 
 # Controls that depend on something besides the client's own counted columns (the catalogue, the approvals, the
-# parent, the time since orphaning): measured on the clients, in one aggregate over the live ones.
+# parent, the time since orphaning, the lifecycle policy's attestation rule): measured on the clients, in one
+# aggregate over the live ones (with their population too where the counts do not give it).
 _MEASURED_ON_CLIENTS = (
     "human_approval_high_tier",
     "scope_within_catalogue",
     "child_within_parent",
     "orphan_within_grace",
+    "attestation_current",
 )
 
 
@@ -391,7 +393,7 @@ def measure_controls(*, now: datetime | None = None, team=None) -> list[ControlR
         population, fails = control_conditions(
             key, now=now, catalogue=catalogue, inactive_owners=inactive, within_live=True
         )
-        if key == "child_within_parent":
+        if key not in figures:
             aggregates[f"{key}__total"] = Count("pk", filter=population)
         aggregates[f"{key}__failing"] = Count("pk", filter=population & fails)
     live = Client.objects.filter(state__in=LIVE_STATES)
