@@ -267,6 +267,7 @@ def _adopt(*, submitter, owner, client: Client, metadata, cimd_url, governance, 
                 policy_inputs={"adopts_shadow": True},
                 source_ip=source_ip,
                 audit_fields={"adopts": locked.registration_id, "idp_client_id": locked.idp_client_id},
+                idp=locked.idp,  # the IdP that holds it, whichever is the default for new clients
             )
             if done.submission.client is not None:  # the policy never auto-approves an adoption
                 raise RuntimeError("an adoption was approved without review")
@@ -288,9 +289,11 @@ def _submit(
     policy_inputs: dict[str, Any],
     source_ip: str | None,
     audit_fields: dict[str, Any] | None = None,
+    idp=None,
 ) -> Preregistration:
     requester = Requester(
         via=via,
+        idp=idp,
         owner=owner,
         actor=Actor.user(submitter),
         audit_fields={

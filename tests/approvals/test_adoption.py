@@ -261,3 +261,17 @@ def test_the_approver_sees_what_is_adopted(client, security_user, owner, approve
     client.force_login(approver)
     html = client.get(f"/approvals/{req.public_id}/").content.decode()
     assert "a shadow client found at the IdP" in html and "legacy-reporting-bot" in html
+
+
+def test_a_shadow_on_an_idp_that_is_not_the_default_is_adopted_there(security_user, owner, approver, shadow, idp):
+    from inventory.models import IdPConnection
+    from tests.factories import IdPFactory
+
+    IdPConnection.objects.update(is_default=False)
+    other = IdPFactory(name="the-new-default", is_default=True)
+    assert post(api_for(security_user), adopt_body(shadow)).status_code == 201
+    req = RegistrationRequest.objects.get()
+    assert req.idp_id == idp.pk != other.pk
+    request_approve(reg_request=req, approver=approver, reason="ok")
+    assert Client.objects.get(pk=shadow.pk).idp_id == idp.pk
+    assert OutboxEntry.objects.get(client_id=shadow.pk).idp_id == idp.pk

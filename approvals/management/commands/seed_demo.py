@@ -244,6 +244,7 @@ class Command(BaseCommand):
                         "registration_endpoint": f"{demo_url}/reg",
                         "token_endpoint": f"{demo_url}/token",
                         "list_endpoint": f"{demo_url}/admin/clients",
+                        "admin_update": True,  # adopted shadow clients are updated through its admin API
                     },
                     "secrets": {
                         "initial_access_token": os.environ.get("IDP_INITIAL_ACCESS_TOKEN", "dev-initial-access-token"),
