@@ -30,6 +30,9 @@ class RequestKind(models.TextChoices):
     RENEWAL = "renewal", _("Renewal")
     # A pinned Client ID Metadata Document changed in a way that widens the client (approvals.cimd.pinning).
     CIMD_CHANGE = "cimd_change", _("Metadata document change")
+    # A shadow client found at the IdP brought under Registrar: its Client row is the request's ``client``
+    # (approvals.preregistration, docs/cimd.md "Adopting shadow clients").
+    ADOPTION = "adoption", _("Adoption of a shadow client")
 
 
 class PolicyOutcome(models.TextChoices):

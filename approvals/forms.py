@@ -88,8 +88,15 @@ class PreRegistrationForm(forms.Form):
     requested_ttl = forms.IntegerField(label=_("Lifetime (seconds)"), required=False, min_value=1)
     internal_only = forms.BooleanField(label=_("Internal only"), required=False)
 
-    def __init__(self, *args, owners: QuerySet[User] | None = None, **kwargs):
+    def __init__(self, *args, owners: QuerySet[User] | None = None, adopting: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        if adopting:  # a shadow client is described by the metadata its IdP reported, edited here
+            del self.fields["cimd_url"]
+            source = self.fields["source"]
+            assert isinstance(source, forms.ChoiceField)  # declared above
+            source.choices = [self.SOURCES[1]]
+            self.fields["metadata"].help_text = _("What the IdP reported for this client; correct it if needed.")
+            self.fields["owner"].help_text = _("Who answers for this client once it is adopted.")
         if owners is None:
             del self.fields["owner"]
         else:

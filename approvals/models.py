@@ -400,6 +400,12 @@ class RegistrationRequest(models.Model):
                 condition=Q(kind=RequestKind.CIMD_CHANGE, state=RequestState.PENDING),
                 name="request_one_pending_cimd_change",
             ),
+            # At most one adoption of a shadow client waits for review (approvals.preregistration).
+            models.UniqueConstraint(
+                fields=["client"],
+                condition=Q(kind=RequestKind.ADOPTION, state=RequestState.PENDING),
+                name="request_one_pending_adoption",
+            ),
         ]
 
     def __str__(self) -> str:

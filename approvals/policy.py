@@ -24,6 +24,8 @@ Rules (DESIGN.md "Policy"):
   CIMD cannot stop localhost impersonation). On a trusted domain with every redirect on it, a public client
   (``none`` with PKCE: a document cannot hold a secret) is not counted as ``not_key_based_auth``, so such a
   client with low scopes may auto-approve at the low tier.
+- Adopting a shadow client found at the IdP (``adopts_shadow``) is at least medium (``shadow_adoption``):
+  people always review it.
 - Outcome: low -> auto_approve, medium -> review by ``approvals_medium``, high -> review by
   ``approvals_high`` distinct approvers, refused -> refuse.
 
@@ -89,6 +91,7 @@ REASON_CODES: dict[str, str] = {
     "cimd_untrusted_domain": "risk",
     "cimd_redirect_off_domain": "risk",
     "cimd_loopback_redirect": "risk",
+    "shadow_adoption": "risk",
     "ttl_clamped": "clamp",
     "ttl_clamped_to_ceiling": "clamp",
     "ttl_clamped_to_parent": "clamp",
@@ -276,6 +279,8 @@ class RegistrationContext:
     grant_types: tuple[str, ...] = ()
     response_types: tuple[str, ...] = ()
     owner_live_limit: int | None = None
+    # Adopting a shadow client found at the IdP (approvals.preregistration): always reviewed by people.
+    adopts_shadow: bool = False
 
     def __post_init__(self) -> None:
         # Programming errors, not policy outcomes: the API validates these before building a context.
@@ -580,6 +585,11 @@ def evaluate(ctx: RegistrationContext, config: PolicyConfig) -> Verdict:
         if cimd_risks:
             rank = max(rank, 1)
             risks.extend(cimd_risks)
+    if ctx.adopts_shadow:
+        rank = max(rank, 1)
+        risks.append(
+            Reason("shadow_adoption", "adopts a client found at the IdP that nobody approved here; people review it")
+        )
     # A public client admitted by an anonymous profile passed the admin's rules for exactly that shape of
     # software (the refusals above), like a CIMD document on a trusted domain: ``none`` is not a risk signal.
     vetted_public = (cimd_on_trusted_domain or ctx.anonymous is not None) and method == "none"

@@ -7,22 +7,31 @@ inventory may not import approvals.
 
 from __future__ import annotations
 
+import json
+
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
 from approvals.choices import RequestState
 from approvals.forms import PreRegistrationForm
-from approvals.preregistration import PreregistrationError, PreregistrationForbidden, preregister
-from portal.roles import Role, can_preregister, has_role, role_required
+from approvals.preregistration import (
+    PreregistrationError,
+    PreregistrationForbidden,
+    adoption_metadata,
+    adoption_pending,
+    preregister,
+)
+from inventory.models import Client
+from portal.roles import Role, can_adopt, can_preregister, has_role, role_required
 
 
-def _owners(user):
-    """The owners an admin may choose; None (no owner field) for everyone else."""
-    if not has_role(user, Role.ADMIN):
+def _owners(user, *, adopting: bool = False):
+    """The owners an admin (or, adopting a shadow client, security) may choose; None (no owner field) otherwise."""
+    if not has_role(user, Role.ADMIN) and not adopting:
         return None
     return get_user_model().objects.filter(is_active=True, is_service_account=False).order_by("username")
 
@@ -41,19 +50,38 @@ def outcome_message(reg_request) -> str:
     )
 
 
-@role_required(Role.OWNER, Role.ADMIN)
+def _adoption_initial(client: Client) -> dict:
+    """The form prefilled with what the IdP reported about a shadow client."""
+    return {
+        "source": "metadata",
+        "metadata": json.dumps(adoption_metadata(client), indent=2, sort_keys=True),
+        "purpose": client.purpose,
+        "scope": " ".join(client.scopes or []),
+    }
+
+
+@role_required(Role.OWNER, Role.ADMIN, Role.SECURITY)
 def preregister_page(request: HttpRequest) -> HttpResponse:
-    if not can_preregister(request.user, None):
-        raise PermissionDenied("Service accounts cannot pre-register clients.")
-    owners = _owners(request.user)
-    form = PreRegistrationForm(request.POST or None, owners=owners, initial={"source": "cimd"})
+    adopting = None
+    if request.GET.get("adopt"):  # "Adopt…" on a shadow client's page: security or an admin
+        if not can_adopt(request.user):
+            raise PermissionDenied("Only security and admins may adopt a shadow client.")
+        adopting = get_object_or_404(Client, registration_id=request.GET["adopt"])
+    elif not can_preregister(request.user, None):
+        raise PermissionDenied("Only owners and admins may pre-register clients.")
+    owners = _owners(request.user, adopting=adopting is not None)
+    initial = _adoption_initial(adopting) if adopting is not None else {"source": "cimd"}
+    form = PreRegistrationForm(request.POST or None, owners=owners, initial=initial, adopting=adopting is not None)
     status = 200
     if request.method == "POST":
         status = 400
         if form.is_valid():
             try:
                 done = preregister(
-                    submitter=request.user, source_ip=request.META.get("REMOTE_ADDR"), **form.service_kwargs()
+                    submitter=request.user,
+                    source_ip=request.META.get("REMOTE_ADDR"),
+                    adopt=adopting,
+                    **form.service_kwargs(),
                 )
             except PreregistrationForbidden as exc:
                 raise PermissionDenied(exc.description) from None
@@ -67,10 +95,30 @@ def preregister_page(request: HttpRequest) -> HttpResponse:
                 reg_request = done.reg_request
                 level = messages.ERROR if reg_request.state == RequestState.REFUSED else messages.SUCCESS
                 messages.add_message(request, level, outcome_message(reg_request))
+                if adopting is not None:
+                    return redirect(reverse("inventory:explain", args=[adopting.registration_id]))
                 return redirect(reverse("approvals:preregister"))
     return render(
         request,
         "approvals/preregister.html",
-        {"form": form, "nav_active": "inventory", "admin_view": owners is not None},
+        {
+            "form": form,
+            "nav_active": "inventory",
+            "admin_view": owners is not None,
+            "adopting": adopting,
+            "adoption_problem": _adoption_problem(adopting),
+        },
         status=status,
     )
+
+
+def _adoption_problem(client: Client | None) -> str | None:
+    """Why the shadow client being adopted cannot be, said before anyone fills in the form."""
+    if client is None:
+        return None
+    if client.managed:
+        return f"{client.name} is already managed by Registrar; only a shadow client can be adopted."
+    waiting = adoption_pending(client)
+    if waiting is not None:
+        return f"The adoption {waiting.public_id} of this client already waits for review."
+    return None

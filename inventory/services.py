@@ -11,7 +11,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from inventory.choices import ClientState, CreatedVia, OutboxOperation, RiskTier
+from inventory.choices import ENDED_STATES, ClientState, CreatedVia, OutboxOperation, RiskTier
 from inventory.keys import jwks_thumbprints
 from inventory.lifecycle import client_snapshot
 from inventory.models import Client, IdPConnection, Team
@@ -177,6 +177,130 @@ def client_narrow(
         },
         reason=reason,
         policy_version=locked.policy_version if policy_version is None else policy_version,
+    )
+    outbox_enqueue(client=locked, operation=OutboxOperation.UPDATE)
+    return locked
+
+
+class NotAdoptable(ValueError):
+    """The client is not (or no longer) a shadow client that may be adopted; nothing was written."""
+
+
+def adoptable_problem(client: Client) -> str | None:
+    """Why ``client`` cannot be adopted, or None: only an unmanaged client found at the IdP, still there."""
+    if client.managed:
+        return f"client {client.registration_id} is already managed by Registrar; only a shadow client can be adopted"
+    if client.state in ENDED_STATES:
+        return f"client {client.registration_id} has ended ({client.state}); there is nothing left to adopt"
+    if not client.idp_client_id:
+        return f"client {client.registration_id} has no client id at the IdP to adopt"
+    return None
+
+
+@transaction.atomic
+def client_adopt(
+    *,
+    client: Client,
+    actor: Actor,
+    owner,
+    purpose: str,
+    scopes: list[str],
+    expires_at: datetime,
+    team: Team | None = None,
+    risk_tier: str = RiskTier.MEDIUM,
+    created_via: str = CreatedVia.PRE_REGISTRATION,
+    policy_version: int | None = None,
+    metadata: dict | None = None,
+    audiences: list[str] | None = None,
+    internal_only: bool = False,
+    auth_method: str = "private_key_jwt",
+    jwks: dict | None = None,
+    jwks_uri: str = "",
+    software_id: str = "",
+    software_version: str = "",
+    reason: str = "",
+    ceiling_ttl_seconds: int | None = None,
+    adopted_by_request: str = "",
+) -> Client:
+    """Bring a shadow client (found at the IdP, ``managed=False``) under Registrar, in place.
+
+    The same Client row — its registration id and its client id at the IdP — gets an owner, a purpose, the
+    approved scopes, audiences and lifetime (its ceiling for renewals), the policy version and ``created_via``;
+    its state is kept. One ``client.adopt`` audit event; the IdP client is updated through the outbox (UPDATE:
+    never a second client). Raises NotAdoptable (nothing written) if it is not a shadow client any more.
+    """
+    locked = Client.objects.select_for_update().get(pk=client.pk)
+    problem = adoptable_problem(locked)
+    if problem is not None:
+        raise NotAdoptable(problem)
+    now = timezone.now()
+    before = client_snapshot(locked) | {"managed": False, "created_via": locked.created_via}
+    scopes = sorted(set(scopes))
+    audiences = list(audiences or [])
+    if ceiling_ttl_seconds is None:
+        ceiling_ttl_seconds = max(1, math.ceil((expires_at - now).total_seconds()))
+    locked.managed = True
+    locked.owner = owner
+    locked.team = team
+    locked.purpose = purpose
+    locked.scopes = scopes
+    locked.audiences = audiences
+    locked.internal_only = internal_only
+    locked.expires_at = expires_at
+    locked.risk_tier = risk_tier
+    locked.created_via = created_via
+    locked.policy_version = policy_version
+    locked.metadata = dict(metadata or {})
+    locked.name = str(locked.metadata.get("client_name") or locked.name)[:200]
+    locked.auth_method = auth_method
+    locked.jwks = jwks
+    locked.jwks_uri = jwks_uri or ""
+    locked.software_id = software_id or ""
+    locked.software_version = software_version or ""
+    locked.ceiling_scopes = list(scopes)
+    locked.ceiling_ttl_seconds = ceiling_ttl_seconds
+    locked.ceiling_audiences = list(audiences)
+    locked.save(
+        update_fields=[
+            "managed",
+            "owner",
+            "team",
+            "purpose",
+            "scopes",
+            "audiences",
+            "internal_only",
+            "expires_at",
+            "risk_tier",
+            "created_via",
+            "policy_version",
+            "metadata",
+            "name",
+            "auth_method",
+            "jwks",
+            "jwks_uri",
+            "software_id",
+            "software_version",
+            "ceiling_scopes",
+            "ceiling_ttl_seconds",
+            "ceiling_audiences",
+        ]
+    )
+    audit_record(
+        actor=actor,
+        action="client.adopt",
+        object_type="client",
+        object_id=locked.registration_id,
+        before=before,
+        after=client_snapshot(locked)
+        | {
+            "managed": True,
+            "created_via": created_via,
+            "purpose": purpose,
+            "idp_client_id": locked.idp_client_id,
+            "request": adopted_by_request or None,
+        },
+        reason=reason,
+        policy_version=policy_version,
     )
     outbox_enqueue(client=locked, operation=OutboxOperation.UPDATE)
     return locked

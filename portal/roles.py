@@ -101,6 +101,14 @@ def can_preregister(user, owner) -> bool:
     return has_role(user, Role.OWNER, Role.ADMIN)
 
 
+def can_adopt(user) -> bool:
+    """Propose an owner for a shadow client found at the IdP (adoption through pre-registration, docs/cimd.md):
+    security or an admin. Never a service account."""
+    if user is None or getattr(user, "is_service_account", False):
+        return False
+    return has_role(user, Role.SECURITY, Role.ADMIN)
+
+
 def can_see_all_clients(user) -> bool:
     return has_role(user, Role.SECURITY, Role.ADMIN)
 

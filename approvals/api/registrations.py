@@ -4,6 +4,8 @@ Parsing and rendering only: ``approvals.preregistration.preregister`` decides. 2
 recorded pending or approved; 400 with ``error``/``error_description`` for metadata or a document refused
 (nothing written) and for a policy refusal (recorded: the body names the request); 403 for someone who may
 not submit it.
+With ``adopt`` (security and admins) the request proposes an owner for a shadow client found at the IdP
+(docs/cimd.md "Adopting shadow clients"); a managed, ended or already-pending client is a 400.
 """
 
 from __future__ import annotations
@@ -19,12 +21,21 @@ from rest_framework.views import APIView
 
 from approvals.choices import RequestState
 from approvals.preregistration import GOVERNANCE_FIELDS, PreregistrationError, preregister
+from inventory.models import Client
 
 
 class PreregistrationInputSerializer(serializers.Serializer):
     cimd_url = serializers.CharField(required=False, max_length=2000, help_text="The client's CIMD URL (its client_id)")
     metadata = serializers.DictField(required=False, help_text="RFC 7591 client metadata, as an agent would POST it")
-    owner = serializers.CharField(required=False, max_length=150, help_text="User name of the owner (admins only)")
+    adopt = serializers.CharField(
+        required=False,
+        max_length=64,
+        help_text="Registration id of a shadow client (found at the IdP) to adopt; security and admins. The "
+        "metadata defaults to what the IdP reported",
+    )
+    owner = serializers.CharField(
+        required=False, max_length=150, help_text="User name of the owner (admins; security when adopting)"
+    )
     purpose = serializers.CharField(required=False, max_length=2000)
     scope = serializers.CharField(required=False, max_length=2000, help_text="Space-separated scopes")
     requested_ttl = serializers.IntegerField(required=False, min_value=1)
@@ -32,7 +43,14 @@ class PreregistrationInputSerializer(serializers.Serializer):
     internal_only = serializers.BooleanField(required=False)
 
     def validate(self, attrs):
-        if ("cimd_url" in attrs) == ("metadata" in attrs):
+        if "adopt" in attrs:
+            if "cimd_url" in attrs:
+                raise serializers.ValidationError("an adoption takes metadata (or what the IdP reported), not cimd_url")
+            client = Client.objects.filter(registration_id=attrs["adopt"]).first()
+            if client is None:
+                raise serializers.ValidationError({"adopt": f"no client {attrs['adopt']!r}"})
+            attrs["adopt"] = client
+        elif ("cimd_url" in attrs) == ("metadata" in attrs):
             raise serializers.ValidationError("give either cimd_url or metadata")
         name = attrs.get("owner")
         if name is not None:
@@ -61,7 +79,10 @@ class PreregistrationOutputSerializer(serializers.Serializer):
     approvals_needed = serializers.IntegerField()
     cimd_url = serializers.CharField()
     cimd_sha256 = serializers.CharField()
-    client_id = serializers.SerializerMethodField(help_text="Registration id of the client it became, if any")
+    kind = serializers.CharField()
+    client_id = serializers.SerializerMethodField(
+        help_text="Registration id of the client it became (for an adoption: the shadow client it adopts)"
+    )
 
     def get_client_id(self, obj) -> str | None:
         return obj.client.registration_id if obj.client_id else None
@@ -103,6 +124,7 @@ class RegistrationsView(APIView):
                 cimd_url=values.get("cimd_url"),
                 governance={k: values[k] for k in GOVERNANCE_FIELDS if k in values},
                 source_ip=request.META.get("REMOTE_ADDR"),
+                adopt=values.get("adopt"),
             )
         except PreregistrationError as exc:
             body = {"error": exc.error, "error_description": exc.description, "reasons": exc.reasons}

@@ -9,7 +9,7 @@ from approvals.models import RegistrationRequest
 from inventory.choices import RiskTier
 from inventory.models import Client, IdPConnection
 from inventory.quotas import owner_quota_hold
-from inventory.services import client_create
+from inventory.services import client_adopt, client_create
 from portal.audit import Actor
 
 
@@ -74,3 +74,37 @@ def request_client_create(
     if reg_request.cimd_url and reg_request.cimd_document is not None:
         pin_create(client=client, reg_request=reg_request, now=now)  # docs/cimd.md "Pinning and drift"
     return client
+
+
+def request_client_adopt(*, reg_request: RegistrationRequest, actor: Actor, reason: str, now) -> Client:
+    """An approved adoption (``RequestKind.ADOPTION``): the shadow client named by the request becomes managed in
+    place (``inventory.services.client_adopt``) with what was approved, as ``request_client_create`` maps it for a
+    new client. Raises NotAdoptable (nothing written) or OwnerQuotaExceeded (the owner has no room left)."""
+    ttl = reg_request.granted_ttl
+    if ttl is None or reg_request.client is None:
+        raise ValueError(f"request {reg_request.public_id} is not an approved adoption of a client")
+    owner_quota_hold(owner_id=reg_request.owner_id)
+    metadata = dict(reg_request.metadata or {})
+    return client_adopt(
+        client=reg_request.client,
+        actor=actor,
+        owner=reg_request.owner,
+        team=reg_request.team,
+        purpose=reg_request.purpose,
+        scopes=list(reg_request.granted_scopes or reg_request.requested_scopes),
+        expires_at=now + timedelta(seconds=ttl),
+        risk_tier=reg_request.risk_tier or RiskTier.MEDIUM,
+        created_via=reg_request.via,
+        policy_version=reg_request.policy_version,
+        metadata=metadata,
+        audiences=list(reg_request.audiences or []),
+        internal_only=reg_request.internal_only,
+        auth_method=metadata.get("token_endpoint_auth_method") or "private_key_jwt",
+        jwks=metadata.get("jwks") or reg_request.fetched_jwks,
+        jwks_uri=metadata.get("jwks_uri") or "",
+        software_id=reg_request.software_id,
+        software_version=metadata.get("software_version") or "",
+        reason=reason,
+        ceiling_ttl_seconds=ttl,
+        adopted_by_request=reg_request.public_id,
+    )

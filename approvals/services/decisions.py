@@ -1,4 +1,4 @@
-"""Decisions on registration, renewal and CIMD document change requests: approve, deny, withdraw.
+"""Decisions on registration, renewal, CIMD document change and adoption requests: approve, deny, withdraw.
 
 Separation of duties and four-eyes live here, never in views: the HTML queue, the API and any command call
 these functions and map the exception classes (``approvals.services.errors``) onto HTTP statuses. Each is one
@@ -18,12 +18,13 @@ from approvals.cimd.pinning import pin_change_apply
 from approvals.conditions import approval_window_closed
 from approvals.models import Decision, RegistrationRequest
 from approvals.policy_store import active_policy
-from approvals.services.clients import request_client_create
+from approvals.services.clients import request_client_adopt, request_client_create
 from approvals.services.errors import DecisionConflict, DecisionForbidden, DecisionInvalid
 from inventory.choices import RiskTier
 from inventory.lifecycle import LifecycleError, client_apply_renewal
 from inventory.models import IdPConnection
 from inventory.quotas import OwnerQuotaExceeded
+from inventory.services import NotAdoptable
 from portal.audit import Actor, audit_record
 from portal.roles import can_approve
 
@@ -217,6 +218,9 @@ def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None
     if locked.kind == RequestKind.CIMD_CHANGE:
         _finalize_cimd_change(locked, actor=actor, reason=reason)
         return
+    if locked.kind == RequestKind.ADOPTION:
+        _finalize_adoption(locked, actor=actor, reason=reason)
+        return
     idp = locked.idp or IdPConnection.objects.filter(is_default=True, enabled=True).first()
     if idp is None:
         raise DecisionConflict("no identity provider is configured for this request")
@@ -234,6 +238,24 @@ def _finalize(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None
     locked.decided_at = now
     locked.decision_reason = reason
     locked.save(update_fields=["state", "client", "decided_at", "decision_reason", "granted_scopes", "granted_ttl"])
+
+
+def _finalize_adoption(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None:
+    """Approve an adoption: the shadow client the request names becomes managed in place (no new IdP client)."""
+    now = timezone.now()
+    try:
+        request_client_adopt(reg_request=locked, actor=actor, reason=reason, now=now)
+    except NotAdoptable as exc:
+        raise DecisionConflict(f"cannot adopt: {exc}") from exc
+    except OwnerQuotaExceeded as exc:
+        raise DecisionConflict(
+            f"cannot approve yet: {exc.describe('the owner')}. The request stays pending; approve it once the "
+            "owner has retired a client or an admin has raised the limit"
+        ) from exc
+    locked.state = RequestState.APPROVED
+    locked.decided_at = now
+    locked.decision_reason = reason
+    locked.save(update_fields=["state", "decided_at", "decision_reason", "granted_scopes", "granted_ttl"])
 
 
 def _finalize_renewal(locked: RegistrationRequest, *, actor: Actor, reason: str) -> None:

@@ -13,7 +13,9 @@ Secrets:
     ``admin_token``            optional; bearer token for ``list_endpoint`` (and for ``DELETE
                                {list_endpoint}/{client_id}``, used to remove a client whose registration
                                access token Registrar never got, e.g. a duplicate from a crashed create;
-                               set config ``admin_delete: false`` if the IdP has no such route)
+                               set config ``admin_delete: false`` if the IdP has no such route; and, with
+                               config ``admin_update: true``, for ``PUT {list_endpoint}/{client_id}``: updating
+                               an adopted client, whose registration access token Registrar never had)
     Without both ``list_endpoint`` and ``admin_token`` the connector cannot list (:attr:`can_list` is False):
     delivery then journals every call to the IdP, and a 401/403 on a management call is
     :class:`AccessDenied`, never "gone" (docs/connectors.md, "IdPs without a listing").
@@ -267,8 +269,26 @@ class Rfc7591Connector(BaseConnector):
         return self._remote_client(body), self._state_from(body, remote_state)
 
     def update(self, client_id: str, spec: ClientSpec, remote_state: Mapping[str, Any]) -> PushResult:
-        """Full replacement (RFC 7592 §2.2): every field we manage is sent, with ``client_id``."""
+        """Full replacement (RFC 7592 §2.2): every field we manage is sent, with ``client_id``.
+
+        A client without a registration access token (one Registrar adopted: found at the IdP, never registered
+        through Registrar) is replaced through the admin API's ``PUT {list_endpoint}/{client_id}`` when the
+        connection opts in with config ``admin_update: true``; otherwise it cannot be updated (Misconfigured).
+        """
         metadata = {"client_id": client_id, **self.metadata_for(spec)}
+        if not remote_state.get("registration_access_token") and self._can_admin_update():
+            answer = self._request(
+                "PUT",
+                f"{self.config['list_endpoint'].rstrip('/')}/{client_id}",
+                bearer=self.secrets["admin_token"],
+                json=metadata,
+            ).json()
+            if answer.get("client_id") not in (None, client_id):
+                raise BadRequest(f"{self.kind}: IdP answered an update of {client_id} with {answer.get('client_id')}")
+            log_event(
+                logger, "connector_updated", level=logging.DEBUG, kind=self.kind, client_id=client_id, via="admin"
+            )
+            return PushResult(client_id=client_id, remote_state=dict(remote_state))
         if remote_state.get("client_secret"):
             metadata["client_secret"] = remote_state["client_secret"]
         body = self._management_request("PUT", client_id, remote_state, json=metadata).json()
@@ -322,6 +342,14 @@ class Rfc7591Connector(BaseConnector):
             log_event(logger, "connector_delete_already_gone", level=logging.DEBUG, kind=self.kind, client_id=client_id)
             return
         log_event(logger, "connector_deleted", level=logging.DEBUG, kind=self.kind, client_id=client_id)
+
+    def _can_admin_update(self) -> bool:
+        """Opt-in (config ``admin_update``): an IdP without that route would answer 404, read as "gone"."""
+        return bool(
+            self.config.get("list_endpoint")
+            and self.config.get("admin_update", False)
+            and self.secrets.get("admin_token")
+        )
 
     def _can_admin_delete(self) -> bool:
         return bool(

@@ -11,6 +11,7 @@ import csv
 import json
 from collections.abc import Iterator
 from functools import wraps
+from urllib.parse import urlencode
 
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import BadRequest, PermissionDenied
@@ -34,7 +35,7 @@ from inventory.selectors.dashboard import cached_report, dashboard_data
 from inventory.selectors.explain import client_explain
 from inventory.selectors.search import clients_visible_to
 from portal.audit import Actor
-from portal.roles import Role, can_break_glass, can_hold_clients, has_role
+from portal.roles import Role, can_adopt, can_break_glass, can_hold_clients, has_role
 from portal.tlog.sequencer import log_status
 
 INVENTORY_ROLES = (Role.SECURITY, Role.ADMIN, Role.OWNER, Role.APPROVER)
@@ -219,6 +220,10 @@ def client_explain_page(request, registration_id: str):
             if can_break_glass(request.user) and explain["is_live"]
             else None,
             "can_contain": can_hold_clients(request.user),
+            # Adopting a shadow client: pre-registration's page (approvals' URLconf), prefilled from the IdP's report.
+            "adopt_url": reverse("approvals:preregister") + "?" + urlencode({"adopt": client.registration_id})
+            if can_adopt(request.user) and not client.managed and explain["is_live"]
+            else None,
             "compliance": compliance_of(client, rules),
             "attestation_due": attestation_due(rules, client),
             "lifecycle_rules": rules,

@@ -171,3 +171,36 @@ def test_a_cimd_client_gets_its_document_url_as_client_id(idp, connector, make_s
     assert not other.client_id.startswith("https://")
     connector.delete(created.client_id, created.remote_state)
     connector.delete(other.client_id, other.remote_state)
+
+
+def test_a_client_without_its_registration_token_is_updated_through_the_admin_api_only_when_opted_in(idp, make_spec):
+    """An adopted client (found at the IdP: Registrar never had its RFC 7592 token) is replaced with
+    ``PUT {list_endpoint}/{client_id}`` when ``admin_update`` is on; without it the update is refused before any
+    call, never guessed (an IdP without that route would answer 404, read as "gone")."""
+    from inventory.connectors import Misconfigured
+
+    registered = httpx.post(
+        idp.registration_endpoint,
+        json={"client_name": "found", "grant_types": ["client_credentials"], "response_types": [], "redirect_uris": []},
+        headers={"Authorization": f"Bearer {idp.initial_access_token}"},
+        timeout=10,
+    ).json()
+    client_id = registered["client_id"]
+    config, secrets = idp.connector_config()
+    spec = make_spec(client_name="adopted and governed")
+    with (
+        Rfc7591Connector(config=config, secrets=secrets, timeout=10.0) as plain,
+        pytest.raises(Misconfigured, match="no registration access token"),
+    ):
+        plain.update(client_id, spec, {})
+    with Rfc7591Connector(config=config | {"admin_update": True}, secrets=secrets, timeout=10.0) as admin:
+        result = admin.update(client_id, spec, {})
+        assert result.client_id == client_id
+    held = httpx.get(
+        idp.console_clients_endpoint,
+        params={"limit": 1000},
+        headers={"Authorization": f"Bearer {idp.admin_token}"},
+        timeout=10,
+    ).json()["clients"]
+    mine = [c for c in held if c["client_id"] == client_id]
+    assert len(mine) == 1 and mine[0]["client_name"] == "adopted and governed"

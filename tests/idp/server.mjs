@@ -485,6 +485,7 @@ function adminAuthorized(ctx) {
 
 // RFC 7591 has no list endpoint; Registrar's reconciliation needs one. Paged with offset/limit,
 // ordered by client_id so pages are stable.
+// PUT /admin/clients/<client_id>: replace an adopted client's metadata (no registration access token either).
 // DELETE /admin/clients/<client_id>: remove a client without its registration access token, and purge
 // what it was issued. A real IdP's admin API offers the same; Registrar uses it to remove a duplicate
 // left by a create that crashed before Registrar stored the client_id (and so never got its token).
@@ -503,9 +504,9 @@ provider.use(async (ctx, next) => {
     return;
   }
   ctx.set('Cache-Control', 'no-store');
-  if (ctx.method !== 'DELETE') {
+  if (ctx.method !== 'DELETE' && ctx.method !== 'PUT') {
     ctx.status = 405;
-    ctx.set('Allow', 'DELETE');
+    ctx.set('Allow', 'DELETE, PUT');
     ctx.body = { error: 'invalid_request', error_description: 'method not allowed' };
     return;
   }
@@ -520,6 +521,29 @@ provider.use(async (ctx, next) => {
   if (!(await adapter.find(clientId))) {
     ctx.status = 404;
     ctx.body = { error: 'invalid_request', error_description: 'no such client' };
+    return;
+  }
+  if (ctx.method === 'PUT') {
+    // PUT /admin/clients/<client_id>: replace a client's metadata without its registration access token (a
+    // client Registrar adopted: found here, never registered through Registrar). Its secret and id are kept.
+    const existing = await adapter.find(clientId);
+    let body;
+    try {
+      body = JSON.parse(await readBody(ctx.req));
+    } catch {
+      body = null;
+    }
+    if (!body || typeof body !== 'object' || Array.isArray(body)) {
+      ctx.status = 400;
+      ctx.body = { error: 'invalid_client_metadata', error_description: 'a JSON object is required' };
+      return;
+    }
+    const kept = Object.fromEntries(
+      Object.entries(existing).filter(([key]) => key === 'client_secret' || key.startsWith('client_id')),
+    );
+    const updated = { ...body, ...kept, client_id: clientId };
+    await adapter.upsert(clientId, updated);
+    ctx.body = Object.fromEntries(Object.entries(updated).filter(([key]) => !HIDDEN_CLIENT_FIELDS.has(key)));
     return;
   }
   await adapter.destroy(clientId);

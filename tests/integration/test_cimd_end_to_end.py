@@ -68,3 +68,59 @@ def test_a_cimd_client_reaches_the_idp_under_its_url_and_a_widening_is_held(
     request_approve(reg_request=change, approver=approver2, reason="new callback host agreed")
     assert deliver_client_outbox(client.pk) is True
     assert at_idp(oidc_idp, url)["redirect_uris"] == [CB, "https://new-host.example.test/cb"]
+
+
+def test_a_shadow_client_at_the_real_idp_is_adopted_in_place(
+    oidc_idp, real_idp, catalogue, owner, approver, security_user
+):
+    """Registered at the IdP behind Registrar's back → reconciliation records a shadow → security proposes an owner →
+    an approver approves → the same IdP client (same id, its secret kept) takes the governed metadata through the
+    admin API; the IdP holds no second client."""
+    import httpx
+
+    from inventory.reconcile import reconcile_connection
+    from tests.approvals.intake_support import PUBLIC_JWKS
+
+    config = dict(real_idp.config, admin_update=True)
+    IdPConnection.objects.filter(pk=real_idp.pk).update(config=config)
+    real_idp.refresh_from_db()
+    registered = httpx.post(
+        oidc_idp.registration_endpoint,
+        json={
+            "client_name": "Legacy reporting bot",
+            "grant_types": ["client_credentials"],
+            "response_types": [],
+            "redirect_uris": [],
+            "token_endpoint_auth_method": "client_secret_basic",
+            "scope": "tickets:read",
+        },
+        headers={"Authorization": f"Bearer {oidc_idp.initial_access_token}"},
+        timeout=10,
+    )
+    registered.raise_for_status()
+    idp_id = registered.json()["client_id"]
+    reconcile_connection(idp=real_idp)
+    shadow = Client.objects.get(idp_client_id=idp_id)
+    assert shadow.managed is False
+    held_before = len(idp_clients(oidc_idp))
+
+    metadata = {
+        "client_name": "Reporting bot (governed)",
+        "grant_types": ["client_credentials"],
+        "token_endpoint_auth_method": "private_key_jwt",
+        "jwks": PUBLIC_JWKS,
+    }
+    done = preregister(
+        submitter=security_user,
+        owner=owner,
+        adopt=shadow,
+        metadata=metadata,
+        governance={"purpose": "Nightly ticket report", "scope": "tickets:read"},
+    )
+    request_approve(reg_request=done.reg_request, approver=approver, reason="known job")
+    assert deliver_client_outbox(shadow.pk) is True
+    client = Client.objects.get(pk=shadow.pk)
+    assert client.managed and client.idp_client_id == idp_id and not client.sync_failed
+    at = at_idp(oidc_idp, idp_id)
+    assert at["client_name"] == "Reporting bot (governed)" and at["token_endpoint_auth_method"] == "private_key_jwt"
+    assert len(idp_clients(oidc_idp)) == held_before  # updated in place, nothing created

@@ -7,6 +7,7 @@ from io import StringIO
 import pytest
 from django.contrib.auth import authenticate
 from django.core.management import CommandError, call_command
+from django.utils import timezone
 
 from approvals.models import InitialAccessToken, RegistrationRequest
 from inventory.choices import ClientState
@@ -67,6 +68,39 @@ def test_seed_demo_has_a_cimd_client_with_its_pinned_document_and_a_pending_chan
     assert change.state == "pending" and change.kind == "cimd_change" and change.client_id == pin.client_id
     assert any("adds redirect hosts desk-partner.example.net" in r["message"] for r in change.reasons)
     assert f"CIMD client {pin.client.registration_id}" in out.getvalue()
+
+
+def test_under_make_run_the_cimd_document_is_really_served_and_fetched(settings, tmp_path):
+    """rundemo's document host (HTTPS on loopback, a demo CA): seed_demo serves the vendor's current document there,
+    and the drift check fetches it through the safe fetcher (trusting that CA, loopback allowed as in embedded
+    mode) and finds the change already waiting — not filed twice, not flagged unreachable."""
+    from approvals.cimd.pinning import pin_check
+    from approvals.models import CimdPin
+    from portal import safefetch
+    from portal.management.demo_documents import DocumentHost, set_active_host
+
+    host = DocumentHost(tmp_path / "docs").start()
+    set_active_host(host)
+    try:
+        call_command("seed_demo", "--password", "demo-pass-123", stdout=StringIO())
+        pin = CimdPin.objects.get()
+        assert pin.url == host.base_url + "/desk/oauth/client.json"
+        assert pin.next_check_at <= timezone.now()  # the worker checks it at once
+        settings.REGISTRAR_FETCH_CA_FILE = str(host.ca_file)
+        settings.REGISTRAR_FETCH_ALLOW_LOOPBACK = True
+        original = safefetch.resolve
+        safefetch.resolve = lambda name, port: ["127.0.0.1"] if name == "localhost" else original(name, port)
+        try:
+            result = pin_check(pin_id=pin.pk)
+        finally:
+            safefetch.resolve = original
+    finally:
+        set_active_host(None)
+        host.stop()
+    assert result.result == "widening" and result.action == ""  # the change it found already waits
+    pin.refresh_from_db()
+    assert pin.last_result == "widening" and pin.unreachable_since is None
+    assert RegistrationRequest.objects.filter(kind="cimd_change", state="pending").count() == 1
 
 
 def test_seed_demo_shows_attestation_due_a_sponsor_short_and_reported_use():

@@ -69,7 +69,17 @@ def test_a_signal_stops_the_idp_worker_and_server_and_celery_keeps_quiet(demo_da
     log_path = tmp_path / "demo.log"
     with log_path.open("wb") as log:
         demo = subprocess.Popen(
-            [sys.executable, "manage.py", "rundemo", "--addr", f"127.0.0.1:{port}", "--idp-port", str(_free_port())],
+            [
+                sys.executable,
+                "manage.py",
+                "rundemo",
+                "--addr",
+                f"127.0.0.1:{port}",
+                "--idp-port",
+                str(_free_port()),
+                "--docs-port",
+                str(_free_port()),
+            ],
             cwd=ROOT,
             env=_env(demo_data),
             stdout=log,

@@ -249,6 +249,7 @@ class Command(BaseCommand):
                         "registration_endpoint": f"{demo_url}/reg",
                         "token_endpoint": f"{demo_url}/token",
                         "list_endpoint": f"{demo_url}/admin/clients",
+                        "admin_update": True,  # adopted shadow clients are updated through its admin API
                     },
                     "secrets": {
                         "initial_access_token": os.environ.get("IDP_INITIAL_ACCESS_TOKEN", "dev-initial-access-token"),
@@ -382,8 +383,10 @@ class Command(BaseCommand):
     def _cimd_client(self, users, idp) -> str | None:
         """A Client ID Metadata Document client, pre-registered by alice through the intake and approved by bob,
         so its document is pinned; then a re-fetched document that adds a redirect host, so a change waits for
-        review with its diff (/inventory/<id>/, /approvals/). The document's host is not reachable from the
-        demo: the pin's next check is put off to the cache maximum, after which the drift task flags it."""
+        review with its diff (/inventory/<id>/, /approvals/). Under ``make run`` the document is really served
+        (``portal.management.demo_documents``: HTTPS on loopback with a demo CA) — the widened one, so the worker's
+        drift check fetches it and finds the change already waiting. Without that host (``seed_demo`` alone) the
+        URL does not answer, and once the pin's next check comes (the cache maximum) the drift task flags it."""
         import hashlib
         import json
 
@@ -394,10 +397,11 @@ class Command(BaseCommand):
         from approvals.oauth2.credentials import Requester
         from approvals.oauth2.register import registration_submit
         from approvals.services import request_approve
+        from portal.management.demo_documents import active_host
 
-        if CimdPin.objects.exists():
-            return None
-        url = "https://desk.example.com/oauth/client.json"
+        host = active_host()
+        path = "/desk/oauth/client.json"
+        url = host.base_url + path if host is not None else "https://desk.example.com/oauth/client.json"
         document = {
             "client_id": url,
             "client_name": "Desk Assistant",
@@ -408,6 +412,12 @@ class Command(BaseCommand):
             "token_endpoint_auth_method": "none",
         }
         body = json.dumps(document).encode()
+        widened = document | {"redirect_uris": [*document["redirect_uris"], "https://desk-partner.example.net/cb"]}
+        widened_body = json.dumps(widened).encode()
+        if host is not None:
+            host.serve(path, widened_body)  # what the vendor serves now: a change that waits for review
+        if CimdPin.objects.exists():
+            return None
         review = validate_cimd_document(url, document, purpose="Answers service desk questions in the browser")
         md = review.metadata.to_response_dict() | {"scope": "tickets:read", "internal_only": True}
         requester = Requester(
@@ -430,8 +440,6 @@ class Command(BaseCommand):
             reg_request=submission.reg_request, approver=users["bob"], reason="demo: the desk vendor's document"
         )
         pin = CimdPin.objects.get(client__registration_id=submission.reg_request.public_id)
-        widened = document | {"redirect_uris": [*document["redirect_uris"], "https://desk-partner.example.net/cb"]}
-        widened_body = json.dumps(widened).encode()
         now = timezone.now()
         fetched = CimdDocument(
             url=url,
@@ -446,6 +454,8 @@ class Command(BaseCommand):
             address="",
         )
         pin_judge(pin_id=pin.pk, fetched=fetched, keys=None, now=now)
+        if host is not None:  # the worker's drift check fetches the served document within a minute or two
+            CimdPin.objects.filter(pk=pin.pk).update(next_check_at=now)
         return submission.reg_request.public_id
 
     def _anonymous(self, users, teams, idp) -> int:

@@ -58,6 +58,12 @@ class Command(BaseCommand):
         parser.add_argument("--addr", default="127.0.0.1:8000")
         parser.add_argument("--idp-port", type=int, default=int(os.environ.get("IDP_PORT", "9400")))
         parser.add_argument("--no-idp", action="store_true", help="use the dry-run connector only")
+        parser.add_argument(
+            "--docs-port",
+            type=int,
+            default=int(os.environ.get("DEMO_DOCS_PORT", "9401")),
+            help="HTTPS port on 127.0.0.1 for the demo's Client ID Metadata Documents",
+        )
 
     def handle(self, *args, **opts):
         self.children: list[tuple[str, subprocess.Popen]] = []
@@ -71,6 +77,7 @@ class Command(BaseCommand):
             if idp_url:
                 os.environ["REGISTRAR_DEMO_IDP_URL"] = idp_url
                 env["REGISTRAR_DEMO_IDP_URL"] = idp_url
+            docs_url = self._start_documents(opts["docs_port"], env)
             call_command("seed_demo")
             python = sys.executable
             worker = self._spawn(
@@ -97,6 +104,7 @@ class Command(BaseCommand):
                     f"\nRegistrar is starting on http://{opts['addr']}/  — log in as admin (admin), alice or dave (owners), "
                     "bob, carol (approvers) or ciso (security) with the password printed above.\n"
                     f"Demo IdP: {idp_url or 'dry-run connector (Node.js not found)'}\n"
+                    f"Demo metadata documents: {docs_url or 'not served'}\n"
                     f"Audit log: checkpoints signed by the worker every second, copied to the witness "
                     f"{', '.join(settings.REGISTRAR_LOG_WITNESS)}; key {settings.REGISTRAR_LOG_SIGNING_KEY_FILE or 'from the environment'}\n"
                 )
@@ -126,6 +134,24 @@ class Command(BaseCommand):
         proc = subprocess.Popen(argv, env=env, cwd=settings.BASE_DIR)
         self.children.append((name, proc))
         return proc
+
+    def _start_documents(self, port: int, env: dict) -> str | None:
+        """The demo's CIMD document host (HTTPS on loopback, a demo CA); the web server and the worker trust that CA
+        and may fetch from loopback — which the settings allow in embedded mode only (docs/cimd.md "The demo")."""
+        from portal.management.demo_documents import DocumentHost, set_active_host
+
+        if not settings.EMBEDDED:
+            return None
+        try:
+            host = DocumentHost(Path(settings.DATA_DIR) / "demo-documents", port=port).start()
+        except OSError as exc:
+            self.stdout.write(self.style.WARNING(f"the demo document host did not start ({exc}); no CIMD fetches"))
+            return None
+        set_active_host(host)
+        env["REGISTRAR_FETCH_CA_FILE"] = str(host.ca_file)
+        env["REGISTRAR_FETCH_ALLOW_LOOPBACK"] = "1"
+        self._documents = host
+        return host.base_url
 
     def _start_idp(self, port: int, env: dict) -> str | None:
         script = Path(settings.BASE_DIR) / "tests" / "idp" / "server.mjs"
@@ -170,5 +196,8 @@ class Command(BaseCommand):
                 proc.kill()
                 proc.wait()
                 ended[name] = f"killed after {STOP_TIMEOUT:.0f} s"
+        documents = getattr(self, "_documents", None)
+        if documents is not None:
+            documents.stop()
         if ended:
             self.stdout.write("demo stopped: " + ", ".join(f"{n} ({ended[n]})" for n, _ in self.children))
