@@ -57,7 +57,7 @@ class TeamMembersSerializer(serializers.Serializer):
         return attrs
 
 
-def _crud_schema(tag: str, noun: str, serializer) -> dict:
+def crud_schema(tag: str, noun: str, serializer) -> dict:
     """The documented answers of list / retrieve / create / update of one configuration model."""
     return {
         "list": extend_schema(tags=[tag], summary=f"{noun}s"),
@@ -72,7 +72,7 @@ def _crud_schema(tag: str, noun: str, serializer) -> dict:
     }
 
 
-@extend_schema_view(**_crud_schema("scopes", "Catalogue scope", ScopeSerializer))
+@extend_schema_view(**crud_schema("scopes", "Catalogue scope", ScopeSerializer))
 class ScopeViewSet(AdminConfigViewSet):
     queryset = ScopeDefinition.objects.order_by("name")
     serializer_class = ScopeSerializer
@@ -90,7 +90,7 @@ class ScopeViewSet(AdminConfigViewSet):
         return self.respond(self._write(self.get_object(), {"is_active": False}))
 
 
-@extend_schema_view(**_crud_schema("teams", "Team", TeamSerializer))
+@extend_schema_view(**crud_schema("teams", "Team", TeamSerializer))
 class TeamViewSet(AdminConfigViewSet):
     queryset = Team.objects.select_related("manager").prefetch_related("members").order_by("name")
     serializer_class = TeamSerializer

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
+from approvals.models import TrustedCimdDomain, TrustedIssuer
 from inventory.models import ScopeDefinition, Team
 from portal.models import AuditEvent
 from tests.factories import ScopeFactory, UserFactory
@@ -164,3 +165,147 @@ def test_teams_are_for_admins_only_and_never_deleted(non_admins, admin_user, tea
     team.refresh_from_db()
     assert team.name == "Platform" and not team.members.exists() and Team.objects.count() == 1
     assert not AuditEvent.objects.filter(action__startswith="team.").exists()
+
+
+# --- trusted issuers -----------------------------------------------------------------------------
+
+JWKS = {
+    "keys": [
+        {
+            "kty": "EC",
+            "crv": "P-256",
+            "kid": "k1",
+            "x": "f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU",
+            "y": "x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0",
+        }
+    ]
+}
+
+
+def issuer_body(**changes) -> dict:
+    body = {
+        "name": "CI runners",
+        "kind": "oidc",
+        "issuer": "https://token.actions.example.com",
+        "audience": "registrar",
+        "jwks": JWKS,
+        "subject": "repo:acme/*",
+        "owner": "olivia",
+        "purpose": "CI deploy agents",
+        "allowed_scopes": ["docs:read"],
+        "allowed_networks": ["10.0.0.0/8"],
+    }
+    return {**body, **changes}
+
+
+def test_admin_adds_changes_and_deactivates_a_trusted_issuer_each_audited(admin_user, owner, team):
+    api = as_user(admin_user)
+    created = api.post("/api/v1/trusted-issuers/", issuer_body(team="platform"), format="json")
+    assert created.status_code == 201, created.content
+    pk = created.json()["id"]
+    issuer = TrustedIssuer.objects.get(pk=pk)
+    assert issuer.owner == owner and issuer.team == team and issuer.enabled and issuer.jwks == JWKS
+    event = AuditEvent.objects.get(action="trusted_issuer.admin_create")
+    assert event.object_id == str(pk) and event.after["subject"] == "repo:acme/*"
+
+    changed = api.patch(f"/api/v1/trusted-issuers/{pk}/", {"max_ttl_seconds": 3600}, format="json")
+    assert changed.status_code == 200 and changed.json()["max_ttl_seconds"] == 3600
+    event = AuditEvent.objects.get(action="trusted_issuer.admin_change")
+    assert event.before == {"max_ttl_seconds": 86400} and event.after == {"max_ttl_seconds": 3600}
+
+    off = api.post(f"/api/v1/trusted-issuers/{pk}/deactivate/")
+    assert off.status_code == 200 and off.json()["enabled"] is False
+    assert not TrustedIssuer.objects.get(pk=pk).enabled
+    assert AuditEvent.objects.filter(action="trusted_issuer.admin_change").count() == 2
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"allowed_networks": ["not-a-network"]}, "allowed_networks"),
+        ({"owner": "nobody-such"}, "owner"),
+        ({"kind": "saml"}, "kind"),
+        ({"jwks": {}}, "jwks"),
+        ({"jwks": ["not", "an", "object"]}, "jwks"),
+        ({"purpose": ""}, "purpose"),
+    ],
+)
+def test_bad_trusted_issuer_is_400_naming_the_field_and_writes_nothing(admin_user, owner, changes, field):
+    response = as_user(admin_user).post("/api/v1/trusted-issuers/", issuer_body(**changes), format="json")
+    assert response.status_code == 400 and field in response.json(), response.content
+    assert not TrustedIssuer.objects.exists()
+    assert not AuditEvent.objects.filter(action__startswith="trusted_issuer.").exists()
+
+
+def test_bad_change_to_a_trusted_issuer_changes_nothing(admin_user, owner):
+    api = as_user(admin_user)
+    pk = api.post("/api/v1/trusted-issuers/", issuer_body(), format="json").json()["id"]
+    response = api.patch(f"/api/v1/trusted-issuers/{pk}/", {"allowed_networks": ["300.1.1.1/8"]}, format="json")
+    assert response.status_code == 400 and "allowed_networks" in response.json()
+    assert TrustedIssuer.objects.get(pk=pk).allowed_networks == ["10.0.0.0/8"]
+    assert not AuditEvent.objects.filter(action="trusted_issuer.admin_change").exists()
+
+
+def test_trusted_issuers_are_for_admins_only(non_admins, admin_user):
+    pk = as_user(admin_user).post("/api/v1/trusted-issuers/", issuer_body(), format="json").json()["id"]
+    for person in non_admins:
+        api = as_user(person)
+        assert api.get("/api/v1/trusted-issuers/").status_code == 403
+        assert api.post("/api/v1/trusted-issuers/", issuer_body(name="x"), format="json").status_code == 403
+        assert api.patch(f"/api/v1/trusted-issuers/{pk}/", {"enabled": False}, format="json").status_code == 403
+        assert api.post(f"/api/v1/trusted-issuers/{pk}/deactivate/").status_code == 403
+    assert as_user(admin_user).delete(f"/api/v1/trusted-issuers/{pk}/").status_code == 405
+    assert TrustedIssuer.objects.get(pk=pk).enabled and TrustedIssuer.objects.count() == 1
+    assert AuditEvent.objects.filter(action__startswith="trusted_issuer.").count() == 1  # the create only
+
+
+# --- trusted CIMD domains ------------------------------------------------------------------------
+
+
+def test_admin_trusts_changes_and_deactivates_a_cimd_domain_each_audited(admin_user):
+    api = as_user(admin_user)
+    created = api.post(
+        "/api/v1/trusted-cimd-domains/", {"domain": "Tools.Example.com.", "note": "our tools"}, format="json"
+    )
+    assert created.status_code == 201, created.content
+    pk = created.json()["id"]
+    assert created.json()["domain"] == "tools.example.com"  # the model's clean, as in the admin
+    assert TrustedCimdDomain.objects.get(pk=pk).domain == "tools.example.com"
+    assert AuditEvent.objects.get(action="trusted_cimd_domain.admin_create").after["domain"] == "tools.example.com"
+
+    changed = api.patch(f"/api/v1/trusted-cimd-domains/{pk}/", {"include_subdomains": True}, format="json")
+    assert changed.status_code == 200 and changed.json()["include_subdomains"] is True
+    event = AuditEvent.objects.get(action="trusted_cimd_domain.admin_change")
+    assert event.before == {"include_subdomains": False} and event.after == {"include_subdomains": True}
+
+    off = api.post(f"/api/v1/trusted-cimd-domains/{pk}/deactivate/")
+    assert off.status_code == 200 and off.json()["enabled"] is False
+    assert not TrustedCimdDomain.objects.get(pk=pk).enabled
+    assert AuditEvent.objects.filter(action="trusted_cimd_domain.admin_change").count() == 2
+
+
+@pytest.mark.parametrize(
+    "domain",
+    ["https://example.org/", "example.org:443", "not a domain", "", "EXAMPLE.net"],  # the last: taken, any case
+)
+def test_bad_cimd_domain_is_400_naming_the_field_and_writes_nothing(admin_user, domain):
+    TrustedCimdDomain.objects.create(domain="example.net")
+    response = as_user(admin_user).post("/api/v1/trusted-cimd-domains/", {"domain": domain}, format="json")
+    assert response.status_code == 400 and "domain" in response.json(), response.content
+    assert list(TrustedCimdDomain.objects.values_list("domain", flat=True)) == ["example.net"]
+    assert not AuditEvent.objects.filter(action__startswith="trusted_cimd_domain.").exists()
+
+
+def test_trusted_cimd_domains_are_for_admins_only(non_admins, admin_user):
+    trusted = TrustedCimdDomain.objects.create(domain="example.net")
+    url = f"/api/v1/trusted-cimd-domains/{trusted.pk}/"
+    for person in non_admins:
+        api = as_user(person)
+        assert api.get("/api/v1/trusted-cimd-domains/").status_code == 403
+        assert api.post("/api/v1/trusted-cimd-domains/", {"domain": "evil.example"}, format="json").status_code == 403
+        assert api.patch(url, {"include_subdomains": True}, format="json").status_code == 403
+        assert api.post(f"{url}deactivate/").status_code == 403
+    assert as_user(admin_user).delete(url).status_code == 405
+    trusted.refresh_from_db()
+    assert trusted.enabled and not trusted.include_subdomains and TrustedCimdDomain.objects.count() == 1
+    assert not AuditEvent.objects.filter(action__startswith="trusted_cimd_domain.").exists()
