@@ -140,14 +140,17 @@ def save_audited(
     members: dict[str, list] | None = None,
     reason: str = "",
     via: str = "API",
+    exclude: tuple[str, ...] = (),
+    secret_fields: tuple[str, ...] = (),
 ) -> M:
     """Create or change ``obj`` as a Django admin form would, outside the admin: set ``changes``, validate with
     ``full_clean`` (raises :class:`django.core.exceptions.ValidationError`; nothing written), save, set the
-    many-to-many ``members``, and record ONE ``admin_create``/``admin_change`` event, all in one transaction."""
+    many-to-many ``members``, and record ONE ``admin_create``/``admin_change`` event, all in one transaction.
+    ``exclude`` / ``secret_fields``: as the model's admin sets ``audit_exclude`` / ``audit_secret_fields``."""
     model = type(obj)
     creating = obj.pk is None
     with transaction.atomic(using=router.db_for_write(model)):
-        before = None if creating else audit_snapshot(model, obj.pk)
+        before = None if creating else audit_snapshot(model, obj.pk, exclude=exclude)
         for name, value in changes.items():
             setattr(obj, name, value)
         obj.full_clean()
@@ -160,8 +163,8 @@ def save_audited(
             verb="create" if creating else "change",
             pk=obj.pk,
             before=before,
-            after=audit_snapshot(model, obj.pk),
-            secret_fields=secret_fields_of(model),
+            after=audit_snapshot(model, obj.pk, exclude=exclude),
+            secret_fields=secret_fields_of(model, secret_fields),
             reason=reason,
             via=via,
         )

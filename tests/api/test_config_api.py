@@ -309,3 +309,43 @@ def test_trusted_cimd_domains_are_for_admins_only(non_admins, admin_user):
     trusted.refresh_from_db()
     assert trusted.enabled and not trusted.include_subdomains and TrustedCimdDomain.objects.count() == 1
     assert not AuditEvent.objects.filter(action__startswith="trusted_cimd_domain.").exists()
+
+
+# --- people's roles ------------------------------------------------------------------------------
+
+
+def test_admin_sets_a_persons_roles_one_audited_change_other_groups_kept(admin_user, owner):
+    from django.contrib.auth.models import Group
+
+    other = Group.objects.create(name="newsletter")
+    owner.groups.add(other)
+    api = as_user(admin_user)
+    assert api.get("/api/v1/people/olivia/").json()["roles"] == ["owner"]
+    response = api.post("/api/v1/people/olivia/roles/", {"roles": ["owner", "approver"]}, format="json")
+    assert response.status_code == 200, response.content
+    assert response.json()["roles"] == ["approver", "owner"]
+    assert set(owner.groups.values_list("name", flat=True)) == {"owner", "approver", "newsletter"}
+    event = AuditEvent.objects.get(action="user.admin_change")
+    assert event.object_id == str(owner.pk)
+    assert event.before == {"groups": ["newsletter", "owner"]}
+    assert event.after == {"groups": ["approver", "newsletter", "owner"]}
+    assert [p["username"] for p in api.get("/api/v1/people/").json()["results"]] == ["olivia", "root-admin"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"), [({"roles": ["emperor"]}, "roles"), ({}, "roles"), ({"roles": "admin"}, "roles")]
+)
+def test_bad_roles_are_400_and_change_nothing(admin_user, owner, body, field):
+    response = as_user(admin_user).post("/api/v1/people/olivia/roles/", body, format="json")
+    assert response.status_code == 400 and field in response.json(), response.content
+    assert list(owner.groups.values_list("name", flat=True)) == ["owner"]
+    assert not AuditEvent.objects.filter(action="user.admin_change").exists()
+
+
+def test_roles_are_set_by_admins_only(non_admins, owner):
+    for person in non_admins:
+        api = as_user(person)
+        assert api.get("/api/v1/people/").status_code == 403
+        assert api.post("/api/v1/people/olivia/roles/", {"roles": ["admin"]}, format="json").status_code == 403
+    assert list(owner.groups.values_list("name", flat=True)) == ["owner"]
+    assert not AuditEvent.objects.filter(action="user.admin_change").exists()
