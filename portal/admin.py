@@ -18,14 +18,14 @@ from portal.audit import Actor
 from portal.auditedadmin import AuditedAdminMixin, AuditedModelAdmin, audited_by_service
 from portal.models import ApiToken, AuditEvent, LogCheckpoint, User
 from portal.roles import Role
-from portal.services import ApiTokenError, api_token_revoke
+from portal.services import USER_AUDIT_EXCLUDE, USER_AUDIT_SECRET_FIELDS, ApiTokenError, api_token_revoke
 
 
 @admin.register(User)
 class RegistrarUserAdmin(AuditedAdminMixin, UserAdmin):
     audit_object_type = "user"
-    audit_exclude = ("last_login",)
-    audit_secret_fields = ("password",)
+    audit_exclude = USER_AUDIT_EXCLUDE
+    audit_secret_fields = USER_AUDIT_SECRET_FIELDS
     fieldsets = (
         *(UserAdmin.fieldsets or ()),
         (

@@ -28,7 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.contrib import admin
 from django.db import models, router, transaction
@@ -60,6 +60,117 @@ def _comparable(value: Any) -> Any:
     return value.replace(microsecond=0) if isinstance(value, dt.datetime) else value
 
 
+def audit_snapshot(model: type[models.Model], pk: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The row's fields and many-to-many members as the database holds them for ``pk`` (``{}``: no row)."""
+    row = model._base_manager.filter(pk=pk).first()
+    if row is None:
+        return {}
+    snapshot: dict[str, Any] = {}
+    for field in model._meta.concrete_fields:
+        if field.name not in exclude:
+            snapshot[field.name] = field.value_from_object(row)
+    for field in model._meta.many_to_many:
+        if field.name not in exclude:
+            snapshot[field.name] = sorted((_label(o) for o in getattr(row, field.name).all()), key=str)
+    return snapshot
+
+
+def secret_fields_of(model: type[models.Model], extra: tuple[str, ...] = ()) -> set[str]:
+    """The fields an event records as changed without their value: encrypted ones, and ``extra``."""
+    return {f.name for f in model._meta.concrete_fields if isinstance(f, EncryptedJSONField)} | set(extra)
+
+
+def _masked(values: dict[str, Any] | None, secret: set[str]) -> dict[str, Any] | None:
+    if values is None:
+        return None
+    return {k: (CENSORED if k in secret and v not in (None, "", {}, []) else v) for k, v in values.items()}
+
+
+def audit_admin_event(
+    *,
+    actor: Actor,
+    object_type: str,
+    verb: str,
+    pk: Any,
+    before: dict | None,
+    after: dict | None,
+    secret_fields: set[str] | frozenset[str] = frozenset(),
+    reason: str = "",
+    via: str = "Django admin",
+) -> bool:
+    """Record one ``<object_type>.admin_<verb>`` event; for a change, only the fields that differ (none: no event).
+
+    Django admin (the mixin below) and the configuration endpoints of /api/v1/ (``via="API"``) both record
+    through this, so an admin's change reads the same whichever way it was made.
+    """
+    if verb not in VERBS:
+        raise ValueError(f"verb must be one of {VERBS}, not {verb!r}")
+    changed: list[str] = []
+    if verb == "change":
+        before, after = before or {}, after or {}
+        changed = sorted(
+            k for k in before.keys() | after.keys() if _comparable(before.get(k)) != _comparable(after.get(k))
+        )
+        if not changed:
+            return False
+        before = {k: before.get(k) for k in changed}
+        after = {k: after.get(k) for k in changed}
+    secret = set(secret_fields)
+    audit_record(
+        actor=actor,
+        action=f"{object_type}.admin_{verb}",
+        object_type=object_type,
+        object_id=pk,
+        before=_masked(before, secret),
+        after=_masked(after, secret),
+        reason=reason or (f"{via}: changed {', '.join(changed)}" if changed else f"{via}: {verb}"),
+    )
+    return True
+
+
+M = TypeVar("M", bound=models.Model)
+
+
+def save_audited(
+    obj: M,
+    *,
+    actor: Actor,
+    object_type: str,
+    changes: dict[str, Any],
+    members: dict[str, list] | None = None,
+    reason: str = "",
+    via: str = "API",
+    exclude: tuple[str, ...] = (),
+    secret_fields: tuple[str, ...] = (),
+) -> M:
+    """Create or change ``obj`` as a Django admin form would, outside the admin: set ``changes``, validate with
+    ``full_clean`` (raises :class:`django.core.exceptions.ValidationError`; nothing written), save, set the
+    many-to-many ``members``, and record ONE ``admin_create``/``admin_change`` event, all in one transaction.
+    ``exclude`` / ``secret_fields``: as the model's admin sets ``audit_exclude`` / ``audit_secret_fields``."""
+    model = type(obj)
+    creating = obj.pk is None
+    with transaction.atomic(using=router.db_for_write(model)):
+        before = None if creating else audit_snapshot(model, obj.pk, exclude=exclude)
+        for name, value in changes.items():
+            setattr(obj, name, value)
+        obj.full_clean()
+        obj.save()
+        for name, values in (members or {}).items():
+            getattr(obj, name).set(values)
+        audit_admin_event(
+            actor=actor,
+            object_type=object_type,
+            verb="create" if creating else "change",
+            pk=obj.pk,
+            before=before,
+            after=audit_snapshot(model, obj.pk, exclude=exclude),
+            secret_fields=secret_fields_of(model, secret_fields),
+            reason=reason,
+            via=via,
+        )
+    return obj
+
+
 if TYPE_CHECKING:  # what the mixin is mixed into, for the type checker
     _AdminBase = admin.ModelAdmin
 else:
@@ -85,28 +196,14 @@ class AuditedAdminMixin(_AdminBase):
         return self.audit_object_type or self.model._meta.label_lower
 
     def _secret_fields(self) -> set[str]:
-        encrypted = {f.name for f in self.model._meta.concrete_fields if isinstance(f, EncryptedJSONField)}
-        return encrypted | set(self.audit_secret_fields)
+        return secret_fields_of(self.model, self.audit_secret_fields)
 
     def audit_snapshot(self, obj: models.Model) -> dict[str, Any]:
         """The object's fields and many-to-many members, as the database holds them for ``obj.pk``."""
-        row = self.model._base_manager.filter(pk=obj.pk).first()
-        if row is None:
-            return {}
-        snapshot: dict[str, Any] = {}
-        for field in self.model._meta.concrete_fields:
-            if field.name not in self.audit_exclude:
-                snapshot[field.name] = field.value_from_object(row)
-        for field in self.model._meta.many_to_many:
-            if field.name not in self.audit_exclude:
-                snapshot[field.name] = sorted((_label(o) for o in getattr(row, field.name).all()), key=str)
-        return snapshot
+        return audit_snapshot(self.model, obj.pk, exclude=self.audit_exclude)
 
     def _masked(self, values: dict[str, Any] | None) -> dict[str, Any] | None:
-        if values is None:
-            return None
-        secret = self._secret_fields()
-        return {k: (CENSORED if k in secret and v not in (None, "", {}, []) else v) for k, v in values.items()}
+        return _masked(values, self._secret_fields())
 
     # --- recording --------------------------------------------------------------------------------
 
@@ -114,28 +211,16 @@ class AuditedAdminMixin(_AdminBase):
         self, request, *, verb: str, pk: Any, before: dict | None, after: dict | None, reason: str = ""
     ) -> bool:
         """Record one admin event; for a change, only the fields that differ (none differ: no event)."""
-        if verb not in VERBS:
-            raise ValueError(f"verb must be one of {VERBS}, not {verb!r}")
-        changed: list[str] = []
-        if verb == "change":
-            before, after = before or {}, after or {}
-            changed = sorted(
-                k for k in before.keys() | after.keys() if _comparable(before.get(k)) != _comparable(after.get(k))
-            )
-            if not changed:
-                return False
-            before = {k: before.get(k) for k in changed}
-            after = {k: after.get(k) for k in changed}
-        audit_record(
+        return audit_admin_event(
             actor=Actor.user(request.user),
-            action=f"{self.audit_type}.admin_{verb}",
             object_type=self.audit_type,
-            object_id=pk,
-            before=self._masked(before),
-            after=self._masked(after),
-            reason=reason or (f"Django admin: changed {', '.join(changed)}" if changed else f"Django admin: {verb}"),
+            verb=verb,
+            pk=pk,
+            before=before,
+            after=after,
+            secret_fields=self._secret_fields(),
+            reason=reason,
         )
-        return True
 
     def _pending(self, request) -> dict[int, dict | None]:
         if not hasattr(request, "_registrar_admin_audit"):

@@ -31,3 +31,40 @@ def api_token_revoke(*, actor: Actor, token: ApiToken, reason: str = "") -> ApiT
         reason=reason,
     )
     return locked
+
+
+#: How events about people are recorded, by Django admin (``RegistrarUserAdmin``) and by :func:`roles_set` alike.
+USER_AUDIT_EXCLUDE = ("last_login",)
+USER_AUDIT_SECRET_FIELDS = ("password",)
+
+
+def roles_set(*, actor: Actor, user, roles: list[str], reason: str = ""):
+    """Give ``user`` exactly ``roles`` (Registrar's role groups; other groups are kept), as editing the person's
+    groups in Django admin does: the user's ``full_clean``, one transaction, one ``user.admin_change`` event
+    with the groups before and after. Unknown roles raise ``ValueError``; nothing changes."""
+    from django.contrib.auth.models import Group
+
+    from portal.auditedadmin import save_audited
+    from portal.roles import Role
+
+    role_names = {r.value for r in Role}
+    unknown = sorted(set(roles) - role_names)
+    if unknown:
+        raise ValueError(f"Unknown role(s): {', '.join(unknown)}")
+    kept = list(user.groups.exclude(name__in=role_names))
+    wanted = list(Group.objects.filter(name__in=set(roles)))
+    if len(wanted) != len(set(roles)):
+        raise ValueError("A role's group is missing: run the migrations")
+    save_audited(
+        user,
+        actor=actor,
+        object_type="user",
+        changes={},
+        members={"groups": kept + wanted},
+        reason=reason,
+        exclude=USER_AUDIT_EXCLUDE,
+        secret_fields=USER_AUDIT_SECRET_FIELDS,
+    )
+    if hasattr(user, "_registrar_roles"):
+        del user._registrar_roles  # roles_of's per-request cache
+    return user

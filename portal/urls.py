@@ -24,6 +24,7 @@ urlpatterns = [
     path("", include("approvals.urls")),
     path("", include("inventory.urls")),
     path("api/v1/", include("inventory.api.urls")),
+    path("api/v1/", include("portal.api.urls")),
     path("scim/v2/", include("inventory.scim")),
     re_path(r"^api/", api_not_found),  # last: only what no route above took
 ]

@@ -7,6 +7,7 @@ from rest_framework.routers import SimpleRouter
 from approvals.api.owner import MyRequestViewSet, TokenViewSet
 from approvals.api.policy import PolicyViewSet
 from approvals.api.registrations import RegistrationsView
+from approvals.api.trust import TrustedCimdDomainViewSet, TrustedIssuerViewSet
 from approvals.api.views import RegistrationRequestViewSet
 
 router = SimpleRouter()
@@ -14,6 +15,8 @@ router.register("requests", RegistrationRequestViewSet, basename="request")
 router.register("my-requests", MyRequestViewSet, basename="my-request")
 router.register("tokens", TokenViewSet, basename="token")
 router.register("policy", PolicyViewSet, basename="policy")
+router.register("trusted-issuers", TrustedIssuerViewSet, basename="trusted-issuer")
+router.register("trusted-cimd-domains", TrustedCimdDomainViewSet, basename="trusted-cimd-domain")
 
 app_name = "approvals-api"
 urlpatterns = [

@@ -4,6 +4,7 @@
 - ``decisions`` — approve, deny, withdraw a registration or renewal request (separation of duties, four eyes);
 - ``clients`` — the client an approved registration request becomes (policy auto-approval and human approval);
 - ``lapse`` — pending requests nobody decided in time;
+- ``trust`` — trusted issuers and trusted CIMD domains, as Django admin edits them (the configuration API);
 - ``errors`` — what they raise.
 
 RFC 7591/7592 registration itself is ``approvals.oauth2``. Import from this package; the modules are its layout.

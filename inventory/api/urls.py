@@ -4,12 +4,14 @@ offer), containment and break glass, transfer and sponsorship inboxes, sync fail
 from django.urls import path, re_path
 from rest_framework.routers import SimpleRouter
 
-from inventory.api import actions, idp, inbox, views
+from inventory.api import actions, config, idp, inbox, views
 from inventory.api.lifecycle_policy import LifecyclePolicyPreviewView, LifecyclePolicyView
 from inventory.api.usage import UsageIngestView
 
 router = SimpleRouter(trailing_slash=True)
 router.register("clients", views.ClientViewSet, basename="client")
+router.register("scopes", config.ScopeViewSet, basename="scope")
+router.register("teams", config.TeamViewSet, basename="team")
 
 REG = r"(?P<registration_id>reg_[\w-]+)"
 CLIENT_ACTIONS = {
