@@ -41,7 +41,8 @@ USER_AUDIT_SECRET_FIELDS = ("password",)
 def roles_set(*, actor: Actor, user, roles: list[str], reason: str = ""):
     """Give ``user`` exactly ``roles`` (Registrar's role groups; other groups are kept), as editing the person's
     groups in Django admin does: the user's ``full_clean``, one transaction, one ``user.admin_change`` event
-    with the groups before and after. Unknown roles raise ``ValueError``; nothing changes."""
+    with the groups before and after. Unknown roles, or taking the admin role from the last active admin, raise
+    ``ValueError``; nothing changes."""
     from django.contrib.auth.models import Group
 
     from portal.auditedadmin import save_audited
@@ -51,6 +52,18 @@ def roles_set(*, actor: Actor, user, roles: list[str], reason: str = ""):
     unknown = sorted(set(roles) - role_names)
     if unknown:
         raise ValueError(f"Unknown role(s): {', '.join(unknown)}")
+    if Role.ADMIN.value not in roles and not user.is_superuser and user.groups.filter(name=Role.ADMIN.value).exists():
+        from django.contrib.auth import get_user_model
+        from django.db.models import Q
+
+        others = (
+            get_user_model()
+            .objects.filter(is_active=True)
+            .filter(Q(is_superuser=True) | Q(groups__name=Role.ADMIN.value))
+            .exclude(pk=user.pk)
+        )
+        if not others.exists():
+            raise ValueError("This is the last active admin: give another person the admin role first")
     kept = list(user.groups.exclude(name__in=role_names))
     wanted = list(Group.objects.filter(name__in=set(roles)))
     if len(wanted) != len(set(roles)):

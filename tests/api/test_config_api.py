@@ -349,3 +349,21 @@ def test_roles_are_set_by_admins_only(non_admins, owner):
         assert api.post("/api/v1/people/olivia/roles/", {"roles": ["admin"]}, format="json").status_code == 403
     assert list(owner.groups.values_list("name", flat=True)) == ["owner"]
     assert not AuditEvent.objects.filter(action="user.admin_change").exists()
+
+
+def test_the_last_active_admin_keeps_the_admin_role(admin_user):
+    """Nobody locks the organisation out of its own configuration: the admin role leaves the last active admin only
+    once someone else holds it; nothing changes, no event."""
+    solo = UserFactory(username="ada", roles=["admin"])
+    admin_user.is_active = False  # the only other admin (a superuser) has left
+    admin_user.save(update_fields=["is_active"])
+    api = as_user(UserFactory(username="ops", roles=["admin"]))
+    # ops is an admin too, so ada's role can go; then ops is the last one and keeps it
+    assert api.post("/api/v1/people/ada/roles/", {"roles": ["owner"]}, format="json").status_code == 200
+    response = api.post("/api/v1/people/ops/roles/", {"roles": ["owner"]}, format="json")
+    assert response.status_code == 400 and "last active admin" in str(response.json()), response.content
+    assert set(solo.groups.values_list("name", flat=True)) == {"owner"}
+    from django.contrib.auth import get_user_model
+
+    assert get_user_model().objects.get(username="ops").groups.filter(name="admin").exists()
+    assert AuditEvent.objects.filter(action="user.admin_change").count() == 1  # ada's change only
