@@ -1,9 +1,11 @@
 """Context conditions on registration (RFC 7591) and on RFC 7592 calls: allowed source networks; and the working
 window for high-risk human approvals (``REGISTRAR_HIGH_RISK_APPROVAL_WINDOW``, at the end of this module).
 
-An initial access token or a trusted issuer may carry ``allowed_networks``, a list of CIDR blocks (IPv4 or IPv6;
-empty = from anywhere). A registration with that token or with a software statement of that issuer — and every
-later RFC 7592 call on a registration it created — is accepted only from an address inside one of them.
+An initial access token, a trusted issuer or an anonymous registration profile may carry ``allowed_networks``, a
+list of CIDR blocks (IPv4 or IPv6; empty = from anywhere). A registration with that token, with a software statement
+of that issuer or under that profile — and every later RFC 7592 call on a registration it created — is accepted only
+from an address inside one of them. A policy tier may carry them too (``tier_check``): checked once the policy has
+decided the registration's tier, by ``approvals.oauth2.register``.
 
 **Which address.** The client's *real* address, derived the one way Registrar derives it everywhere
 (``portal.loginthrottle.client_address``, allauth's adapter, ``portal.settings``): with
@@ -13,8 +15,8 @@ peer (``REMOTE_ADDR``), and ``X-Forwarded-For`` is ignored — any client can wr
 nothing. A request with fewer forwarded entries than trusted proxies did not come through them: its peer counts.
 
 **Refusals** are RFC 7591 error bodies naming the condition, the credential and the address, answered before
-anything is written (no request, no token use, no audit event): ``403 {"error": "access_denied"}`` for a token,
-``403 {"error": "unapproved_software_statement"}`` for an issuer's statement. Called from
+anything is written (no request, no token use, no audit event): ``403 {"error": "access_denied"}`` for a token or
+an anonymous profile, ``403 {"error": "unapproved_software_statement"}`` for an issuer's statement. Called from
 ``approvals.oauth2.views`` (one call in ``_register``, one in ``manage``).
 """
 
@@ -125,21 +127,43 @@ def requester_check(request, requester) -> None:
             credential=f"trusted issuer {issuer.name!r}",
             error="unapproved_software_statement",
         )
+    profile = getattr(requester, "profile", None)
+    if profile is not None:
+        _check(
+            request,
+            networks_raw=profile.allowed_networks,
+            credential=f"anonymous profile {profile.name!r}",
+            error="access_denied",
+        )
 
 
 def registration_call_check(request, registration_id: str, bearer: str | None) -> None:
     """RFC 7592 GET/PUT/DELETE: the networks of the token or issuer that created the registration. Only for a
     caller holding that registration's access token — anyone else gets the usual 401 from the call itself and
-    learns nothing about conditions."""
+    learns nothing about conditions. The previous token (``approvals.oauth2.rat``) is a holder too: its grace is no
+    way around the condition."""
     if not bearer:
         return
+    from django.db.models import Q
+
     from approvals.models import RegistrationRequest
     from portal.crypto import hash_token
 
+    token_hash = hash_token(bearer)
     reg_request = (
-        RegistrationRequest.objects.filter(public_id=registration_id, registration_access_token_hash=hash_token(bearer))
-        .select_related("token", "issuer")
-        .only("pk", "token__prefix", "token__allowed_networks", "issuer__name", "issuer__allowed_networks")
+        RegistrationRequest.objects.filter(
+            Q(registration_access_token_hash=token_hash) | Q(rat_previous_hash=token_hash), public_id=registration_id
+        )
+        .select_related("token", "issuer", "profile")
+        .only(
+            "pk",
+            "token__prefix",
+            "token__allowed_networks",
+            "issuer__name",
+            "issuer__allowed_networks",
+            "profile__name",
+            "profile__allowed_networks",
+        )
         .first()
     )
     if reg_request is None:
@@ -157,6 +181,13 @@ def registration_call_check(request, registration_id: str, bearer: str | None) -
             networks_raw=reg_request.issuer.allowed_networks,
             credential=f"trusted issuer {reg_request.issuer.name!r}",
             error="unapproved_software_statement",
+        )
+    if reg_request.profile is not None:
+        _check(
+            request,
+            networks_raw=reg_request.profile.allowed_networks,
+            credential=f"anonymous profile {reg_request.profile.name!r}",
+            error="access_denied",
         )
 
 

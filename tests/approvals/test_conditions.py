@@ -226,3 +226,110 @@ def test_high_risk_approval_outside_the_window_waits_and_writes_nothing(high_req
         with mock.patch("django.utils.timezone.now", return_value=monday):
             request_approve(reg_request=high_request, approver=approver, reason="needed for deploys")
     assert Decision.objects.filter(request=high_request, approver=approver).count() == 1
+
+
+# --- allowed networks on an anonymous registration profile ----------------------------------------------------
+
+MCP_BODY = {
+    "client_name": "Example MCP Client",
+    "redirect_uris": ["http://127.0.0.1:33418/callback"],
+    "token_endpoint_auth_method": "none",
+    "application_type": "native",
+    "scope": "tickets:read",
+}
+
+
+@pytest.fixture
+def office_profile(idp, owner, team, catalogue):
+    from approvals.models import AnonymousProfile
+
+    return AnonymousProfile.objects.create(
+        idp=idp,
+        name="mcp",
+        enabled=True,
+        owner=owner,
+        team=team,
+        allowed_scopes=["tickets:read"],
+        allowed_networks=["10.0.0.0/8"],
+        coalesce=False,
+    )
+
+
+def test_anonymous_profile_networks_accept_inside_and_refuse_outside_writing_nothing(client, office_profile):
+    before = counts()
+    response = post(client, MCP_BODY, REMOTE_ADDR=OUTSIDE)
+    refused(response, "access_denied", "anonymous profile 'mcp'", "10.0.0.0/8", OUTSIDE)
+    assert counts() == before  # no request row, no client, no audit event
+    created = post(client, MCP_BODY, REMOTE_ADDR=INSIDE)
+    assert created.status_code == 201, created.content
+    assert counts()["requests"] == before["requests"] + 1 and counts()["clients"] == before["clients"] + 1
+
+
+def test_anonymous_profile_networks_ignore_a_spoofed_header_without_a_trusted_proxy(client, office_profile):
+    before = counts()
+    response = post(client, MCP_BODY, REMOTE_ADDR=OUTSIDE, HTTP_X_FORWARDED_FOR=INSIDE)
+    refused(response, "access_denied", "anonymous profile 'mcp'", OUTSIDE)
+    assert counts() == before
+
+
+@override_settings(ALLAUTH_TRUSTED_PROXY_COUNT=1)
+def test_anonymous_profile_networks_behind_the_trusted_proxy(client, office_profile):
+    before = counts()
+    spoofed = post(client, MCP_BODY, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=f"{INSIDE}, {OUTSIDE}")
+    refused(spoofed, "access_denied", OUTSIDE)
+    assert counts() == before
+    accepted = post(client, MCP_BODY, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=f"{OUTSIDE}, {INSIDE}")
+    assert accepted.status_code == 201, accepted.content
+
+
+def test_anonymous_registrations_rfc7592_calls_keep_the_profiles_networks(client, office_profile):
+    created = post(client, MCP_BODY, REMOTE_ADDR=INSIDE).json()
+    uri, rat = path_of(created["registration_client_uri"]), created["registration_access_token"]
+    before = counts()
+    for method in (client.get, client.delete):
+        refused(method(uri, HTTP_AUTHORIZATION=f"Bearer {rat}", REMOTE_ADDR=OUTSIDE), "access_denied", OUTSIDE)
+    assert counts() == before
+    read = client.get(uri, HTTP_AUTHORIZATION=f"Bearer {rat}", REMOTE_ADDR=INSIDE)
+    assert read.status_code == 200, read.content
+    # The previous token, inside its grace, is held to the condition too.
+    refused(client.get(uri, HTTP_AUTHORIZATION=f"Bearer {rat}", REMOTE_ADDR=OUTSIDE), "access_denied", OUTSIDE)
+
+
+def test_the_profile_admin_form_names_a_bad_network_and_a_change_is_audited(client, office_profile, admin_user):
+    from approvals.admin import AnonymousProfileAdminForm
+    from approvals.models import AnonymousProfile
+    from portal.models import AuditEvent
+
+    form = AnonymousProfileAdminForm({"allowed_networks": '["10.0.0.0/8", "10.1.2.3/16"]'}, instance=office_profile)
+    assert not form.is_valid()
+    assert "#2 '10.1.2.3/16' is not a CIDR block" in form.errors["allowed_networks"][0]
+
+    client.force_login(admin_user)
+    url = f"/admin/approvals/anonymousprofile/{office_profile.pk}/change/"
+    data = {
+        "idp": office_profile.idp_id,
+        "name": "mcp",
+        "enabled": "on",
+        "owner": office_profile.owner_id,
+        "team": office_profile.team_id,
+        "purpose": office_profile.purpose,
+        "allowed_scopes": '["tickets:read"]',
+        "allow_loopback": "on",
+        "redirect_domains": "[]",
+        "application_types": '["native"]',
+        "max_ttl_seconds": 86400,
+        "internal_only": "on",
+        "max_live_clients": 10,
+        "coalesce_window_seconds": 3600,
+        "rate_per_software": "30/m",
+        "rate_per_profile": "600/m",
+        "allowed_networks": '["nonsense"]',
+    }
+    bad = client.post(url, data, secure=True)
+    assert bad.status_code == 200 and b"not a CIDR block" in bad.content
+    assert AnonymousProfile.objects.get().allowed_networks == ["10.0.0.0/8"]
+    assert not AuditEvent.objects.filter(action="anonymous_profile.admin_change").exists()
+    good = client.post(url, data | {"allowed_networks": '[" 192.168.0.0/16 ", "2001:db8::/32"]'}, secure=True)
+    assert good.status_code == 302, good.content[:2000]
+    assert AnonymousProfile.objects.get().allowed_networks == ["192.168.0.0/16", "2001:db8::/32"]
+    assert AuditEvent.objects.filter(action="anonymous_profile.admin_change").count() == 1
