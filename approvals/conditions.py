@@ -48,22 +48,31 @@ class ConditionRefused(IntakeError):
     status = 403
 
 
-def validate_networks(value: Any) -> None:
-    """Model field validator: a list of at most 100 CIDR blocks without host bits (``10.1.0.0/16``, not
-    ``10.1.2.3/16``, which would mean something else than it says). The first bad entry is named."""
+def networks_problem(value: Any) -> str | None:
+    """What is wrong with ``value`` as a list of allowed networks, or None: at most 100 CIDR blocks without host
+    bits (``10.1.0.0/16``, not ``10.1.2.3/16``, which would mean something else than it says). The first bad
+    entry is named. The one rule for tokens, issuers, anonymous profiles and policy tiers."""
     if value in (None, ""):
-        return
-    if not isinstance(value, list):
-        raise ValidationError('allowed networks must be a list of CIDR blocks, e.g. ["10.0.0.0/8"]')
+        return None
+    if not isinstance(value, list | tuple):
+        return 'allowed networks must be a list of CIDR blocks, e.g. ["10.0.0.0/8"]'
     if len(value) > MAX_NETWORKS:
-        raise ValidationError(f"at most {MAX_NETWORKS} allowed networks, got {len(value)}")
+        return f"at most {MAX_NETWORKS} allowed networks, got {len(value)}"
     for index, entry in enumerate(value):
         if not isinstance(entry, str):
-            raise ValidationError(f"allowed network #{index + 1} is not a string: {entry!r}")
+            return f"allowed network #{index + 1} is not a string: {entry!r}"
         try:
             ipaddress.ip_network(entry.strip(), strict=True)
         except ValueError as exc:
-            raise ValidationError(f"allowed network #{index + 1} {entry!r} is not a CIDR block: {exc}") from None
+            return f"allowed network #{index + 1} {entry!r} is not a CIDR block: {exc}"
+    return None
+
+
+def validate_networks(value: Any) -> None:
+    """Model field validator (``networks_problem``)."""
+    problem = networks_problem(value)
+    if problem is not None:
+        raise ValidationError(problem)
 
 
 def parse_networks(value: Iterable[str] | None) -> list[Network]:
@@ -90,6 +99,16 @@ def _allowed(address, networks: list[Network]) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address.version == net.version and address in net for net in networks)
+
+
+def address_allowed(address: str | None, networks_raw: Iterable[str]) -> bool:
+    """Is the address (text; None or unparseable: unknown) inside one of ``networks_raw`` (validated CIDR
+    blocks)? For the policy's tier condition, which judges the address ``source_address`` found."""
+    try:
+        parsed = ipaddress.ip_address(address) if address else None
+    except ValueError:
+        parsed = None
+    return _allowed(parsed, parse_networks(networks_raw))
 
 
 def _check(request, *, networks_raw, credential: str, error: str) -> None:
@@ -274,6 +293,8 @@ def approval_window_closed(now: dt.datetime) -> str | None:
 
 
 __all__ = [
+    "address_allowed",
+    "networks_problem",
     "ApprovalWindow",
     "approval_window",
     "approval_window_closed",

@@ -333,3 +333,126 @@ def test_the_profile_admin_form_names_a_bad_network_and_a_change_is_audited(clie
     assert good.status_code == 302, good.content[:2000]
     assert AnonymousProfile.objects.get().allowed_networks == ["192.168.0.0/16", "2001:db8::/32"]
     assert AuditEvent.objects.filter(action="anonymous_profile.admin_change").count() == 1
+
+
+# --- allowed networks per policy tier -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def medium_only_from_office(catalogue, idp):
+    """A policy version whose medium tier carries networks; the low tier none."""
+    from approvals.policy_store import active_policy, policy_publish
+    from portal.audit import Actor
+
+    thresholds = active_policy(use_cache=False).to_dict() | {"medium_allowed_networks": ["10.0.0.0/8"]}
+    return policy_publish(actor=Actor.system("test"), thresholds=thresholds, note="medium from the office")
+
+
+MEDIUM = {"internal_only": False}  # low_body, but not internal-only: the medium tier
+
+
+def tier_refused(response, address: str, version: int) -> None:
+    refused(response, "access_denied", f"of the medium tier (policy v{version})", "10.0.0.0/8", address)
+
+
+def test_a_tier_with_networks_refuses_from_outside_and_records_it_like_a_policy_refusal(
+    client, catalogue, idp, owner, medium_only_from_office
+):
+    from approvals.models import RegistrationRequest
+
+    token, plaintext = make_token(owner)
+    before = counts()
+    response = post(client, low_body(**MEDIUM), plaintext, REMOTE_ADDR=OUTSIDE)
+    tier_refused(response, OUTSIDE, medium_only_from_office.version)
+    row = RegistrationRequest.objects.get()
+    assert row.state == "refused" and row.error == "access_denied"
+    assert [r["code"] for r in row.reasons][0] == "tier_allowed_networks"
+    assert counts() == before | {"requests": before["requests"] + 1, "audit": before["audit"] + 1}
+    assert counts()["clients"] == before["clients"]
+    assert InitialAccessToken.objects.get(pk=token.pk).uses == 0  # a refusal uses nothing up
+    # The low tier carries no networks; the medium tier from inside goes to review as before.
+    assert post(client, low_body(), plaintext, REMOTE_ADDR=OUTSIDE).status_code == 201
+    inside = post(client, low_body(**MEDIUM, client_name="inside"), plaintext, REMOTE_ADDR=INSIDE)
+    assert inside.status_code == 202, inside.content
+
+
+def test_a_tiers_networks_ignore_a_spoofed_header_without_a_trusted_proxy(
+    client, catalogue, idp, owner, medium_only_from_office
+):
+    _, plaintext = make_token(owner)
+    response = post(client, low_body(**MEDIUM), plaintext, REMOTE_ADDR=OUTSIDE, HTTP_X_FORWARDED_FOR=INSIDE)
+    tier_refused(response, OUTSIDE, medium_only_from_office.version)
+
+
+@override_settings(ALLAUTH_TRUSTED_PROXY_COUNT=1)
+def test_a_tiers_networks_behind_the_trusted_proxy(client, catalogue, idp, owner, medium_only_from_office):
+    _, plaintext = make_token(owner)
+    spoofed = post(
+        client, low_body(**MEDIUM), plaintext, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=f"{INSIDE}, {OUTSIDE}"
+    )
+    tier_refused(spoofed, OUTSIDE, medium_only_from_office.version)
+    accepted = post(
+        client, low_body(**MEDIUM, client_name="via-proxy"), plaintext, REMOTE_ADDR=PROXY,
+        HTTP_X_FORWARDED_FOR=f"{OUTSIDE}, {INSIDE}",
+    )  # fmt: skip
+    assert accepted.status_code == 202, accepted.content
+
+
+def test_an_anonymous_registration_of_a_conditioned_tier_is_refused_without_a_row(client, office_profile, idp):
+    from approvals.policy_store import active_policy, policy_publish
+    from portal.audit import Actor
+
+    office_profile.allowed_networks = []
+    office_profile.save()
+    thresholds = active_policy(use_cache=False).to_dict() | {"low_allowed_networks": ["192.168.0.0/16"]}
+    policy = policy_publish(actor=Actor.system("test"), thresholds=thresholds)
+    before = counts()
+    response = post(client, MCP_BODY, REMOTE_ADDR=OUTSIDE)
+    refused(response, "access_denied", f"of the low tier (policy v{policy.version})", OUTSIDE)
+    assert counts() == before
+    assert post(client, MCP_BODY, REMOTE_ADDR="192.168.4.5").status_code == 201
+
+
+@pytest.mark.parametrize(
+    "networks,fragment",
+    [
+        (["10.0.0.0/8", "10.1.2.3/8"], "high_allowed_networks: allowed network #2 '10.1.2.3/8' is not a CIDR block"),
+        ("10.0.0.0/8", "high_allowed_networks: allowed networks must be a list"),
+        ([7], "high_allowed_networks: allowed network #1 is not a string"),
+    ],
+)
+def test_a_policy_version_with_a_bad_tier_network_is_refused_naming_it_and_nothing_published(
+    admin_user, networks, fragment
+):
+    from rest_framework.test import APIClient
+
+    from approvals.admin import PolicyAdminForm
+    from approvals.models import Policy
+    from approvals.policy_store import PolicyError, validate_thresholds
+    from portal.models import AuditEvent
+
+    before = Policy.objects.count()
+    with pytest.raises(PolicyError) as caught:
+        validate_thresholds({"high_allowed_networks": networks})
+    assert fragment in str(caught.value)
+    form = PolicyAdminForm({"thresholds": f'{{"high_allowed_networks": {__import__("json").dumps(networks)}}}'})
+    assert not form.is_valid() and fragment in form.errors["thresholds"][0]
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    response = api.post("/api/v1/policy/", {"thresholds": {"high_allowed_networks": networks}}, format="json")
+    assert response.status_code == 400 and fragment in response.json()["thresholds"][0]
+    assert Policy.objects.count() == before and not AuditEvent.objects.filter(action="policy.publish").exists()
+
+
+def test_the_api_shows_and_publishes_tier_networks(admin_user):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    response = api.post(
+        "/api/v1/policy/", {"thresholds": {"high_allowed_networks": [" 10.0.0.0/8", "2001:db8::/32"]}}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    shown = api.get("/api/v1/policy/").json()["results"][0]["thresholds"]
+    assert shown["high_allowed_networks"] == ["10.0.0.0/8", "2001:db8::/32"]
+    assert shown["low_allowed_networks"] == [] and shown["medium_allowed_networks"] == []
