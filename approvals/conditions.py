@@ -4,8 +4,9 @@ window for high-risk human approvals (``REGISTRAR_HIGH_RISK_APPROVAL_WINDOW``, a
 An initial access token, a trusted issuer or an anonymous registration profile may carry ``allowed_networks``, a
 list of CIDR blocks (IPv4 or IPv6; empty = from anywhere). A registration with that token, with a software statement
 of that issuer or under that profile — and every later RFC 7592 call on a registration it created — is accepted only
-from an address inside one of them. A policy tier may carry them too (``tier_check``): checked once the policy has
-decided the registration's tier, by ``approvals.oauth2.register``.
+from an address inside one of them. A policy tier may carry them too (``low_allowed_networks`` …): judged by the
+policy itself once it has decided the registration's tier (``approvals.policy``, on ``address_allowed``), and here
+on RFC 7592 calls, for the registration's tier under the active policy version.
 
 **Which address.** The client's *real* address, derived the one way Registrar derives it everywhere
 (``portal.loginthrottle.client_address``, allauth's adapter, ``portal.settings``): with
@@ -182,6 +183,7 @@ def registration_call_check(request, registration_id: str, bearer: str | None) -
             "issuer__allowed_networks",
             "profile__name",
             "profile__allowed_networks",
+            "risk_tier",
         )
         .first()
     )
@@ -208,6 +210,16 @@ def registration_call_check(request, registration_id: str, bearer: str | None) -
             credential=f"anonymous profile {reg_request.profile.name!r}",
             error="access_denied",
         )
+    from approvals.policy_store import active_policy
+
+    config = active_policy()  # the tier's networks as the active version has them now
+    tier = reg_request.risk_tier
+    _check(
+        request,
+        networks_raw=config.allowed_networks(tier),
+        credential=f"the {tier} tier (policy v{config.version})",
+        error="access_denied",
+    )
 
 
 # --- the working window for high-risk human approvals -------------------------------------------------------

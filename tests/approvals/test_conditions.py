@@ -456,3 +456,18 @@ def test_the_api_shows_and_publishes_tier_networks(admin_user):
     shown = api.get("/api/v1/policy/").json()["results"][0]["thresholds"]
     assert shown["high_allowed_networks"] == ["10.0.0.0/8", "2001:db8::/32"]
     assert shown["low_allowed_networks"] == [] and shown["medium_allowed_networks"] == []
+
+
+def test_rfc7592_calls_keep_the_tiers_networks(client, catalogue, idp, owner, medium_only_from_office):
+    _, plaintext = make_token(owner)
+    created = post(client, low_body(**MEDIUM), plaintext, REMOTE_ADDR=INSIDE).json()
+    uri, rat = path_of(created["registration_client_uri"]), created["registration_access_token"]
+    before = counts()
+    response = client.get(uri, HTTP_AUTHORIZATION=f"Bearer {rat}", REMOTE_ADDR=OUTSIDE)
+    refused(response, "access_denied", f"the medium tier (policy v{medium_only_from_office.version})", OUTSIDE)
+    assert counts() == before
+    assert client.get(uri, HTTP_AUTHORIZATION=f"Bearer {rat}", REMOTE_ADDR=INSIDE).status_code == 202
+    # A low-tier registration is not held to the medium tier's networks.
+    low = post(client, low_body(client_name="low"), plaintext, REMOTE_ADDR=OUTSIDE).json()
+    low_uri, low_rat = path_of(low["registration_client_uri"]), low["registration_access_token"]
+    assert client.get(low_uri, HTTP_AUTHORIZATION=f"Bearer {low_rat}", REMOTE_ADDR=OUTSIDE).status_code == 200
