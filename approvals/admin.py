@@ -208,7 +208,7 @@ class TrustedCimdDomainAdmin(AuditedModelAdmin):
 
 class AnonymousProfileAdminForm(forms.ModelForm):
     """The profile's rules are checked on save: scopes from the catalogue and low sensitivity only, known
-    application types, bare domain names, parseable rates."""
+    application types, bare domain names, parseable rates, CIDR blocks for the allowed networks."""
 
     class Meta:
         model = AnonymousProfile
@@ -230,6 +230,7 @@ class AnonymousProfileAdminForm(forms.ModelForm):
             "coalesce_window_seconds",
             "rate_per_software",
             "rate_per_profile",
+            "allowed_networks",
         )
 
     @staticmethod
@@ -274,6 +275,13 @@ class AnonymousProfileAdminForm(forms.ModelForm):
         except ValueError as exc:
             raise forms.ValidationError(str(exc))
         return value
+
+    def clean_allowed_networks(self):
+        from approvals.conditions import validate_networks
+
+        networks = self.cleaned_data["allowed_networks"] or []
+        validate_networks(networks)  # ValidationError naming the first bad entry
+        return [n.strip() for n in networks]
 
     def clean_rate_per_software(self):
         return self._rate("rate_per_software")

@@ -1,9 +1,12 @@
 """Context conditions on registration (RFC 7591) and on RFC 7592 calls: allowed source networks; and the working
 window for high-risk human approvals (``REGISTRAR_HIGH_RISK_APPROVAL_WINDOW``, at the end of this module).
 
-An initial access token or a trusted issuer may carry ``allowed_networks``, a list of CIDR blocks (IPv4 or IPv6;
-empty = from anywhere). A registration with that token or with a software statement of that issuer — and every
-later RFC 7592 call on a registration it created — is accepted only from an address inside one of them.
+An initial access token, a trusted issuer or an anonymous registration profile may carry ``allowed_networks``, a
+list of CIDR blocks (IPv4 or IPv6; empty = from anywhere). A registration with that token, with a software statement
+of that issuer or under that profile — and every later RFC 7592 call on a registration it created — is accepted only
+from an address inside one of them. A policy tier may carry them too (``low_allowed_networks`` …): judged by the
+policy itself once it has decided the registration's tier (``approvals.policy``, on ``address_allowed``), and here
+on RFC 7592 calls, for the registration's tier under the active policy version.
 
 **Which address.** The client's *real* address, derived the one way Registrar derives it everywhere
 (``portal.loginthrottle.client_address``, allauth's adapter, ``portal.settings``): with
@@ -13,8 +16,8 @@ peer (``REMOTE_ADDR``), and ``X-Forwarded-For`` is ignored — any client can wr
 nothing. A request with fewer forwarded entries than trusted proxies did not come through them: its peer counts.
 
 **Refusals** are RFC 7591 error bodies naming the condition, the credential and the address, answered before
-anything is written (no request, no token use, no audit event): ``403 {"error": "access_denied"}`` for a token,
-``403 {"error": "unapproved_software_statement"}`` for an issuer's statement. Called from
+anything is written (no request, no token use, no audit event): ``403 {"error": "access_denied"}`` for a token or
+an anonymous profile, ``403 {"error": "unapproved_software_statement"}`` for an issuer's statement. Called from
 ``approvals.oauth2.views`` (one call in ``_register``, one in ``manage``).
 """
 
@@ -46,22 +49,31 @@ class ConditionRefused(IntakeError):
     status = 403
 
 
-def validate_networks(value: Any) -> None:
-    """Model field validator: a list of at most 100 CIDR blocks without host bits (``10.1.0.0/16``, not
-    ``10.1.2.3/16``, which would mean something else than it says). The first bad entry is named."""
+def networks_problem(value: Any) -> str | None:
+    """What is wrong with ``value`` as a list of allowed networks, or None: at most 100 CIDR blocks without host
+    bits (``10.1.0.0/16``, not ``10.1.2.3/16``, which would mean something else than it says). The first bad
+    entry is named. The one rule for tokens, issuers, anonymous profiles and policy tiers."""
     if value in (None, ""):
-        return
-    if not isinstance(value, list):
-        raise ValidationError('allowed networks must be a list of CIDR blocks, e.g. ["10.0.0.0/8"]')
+        return None
+    if not isinstance(value, list | tuple):
+        return 'allowed networks must be a list of CIDR blocks, e.g. ["10.0.0.0/8"]'
     if len(value) > MAX_NETWORKS:
-        raise ValidationError(f"at most {MAX_NETWORKS} allowed networks, got {len(value)}")
+        return f"at most {MAX_NETWORKS} allowed networks, got {len(value)}"
     for index, entry in enumerate(value):
         if not isinstance(entry, str):
-            raise ValidationError(f"allowed network #{index + 1} is not a string: {entry!r}")
+            return f"allowed network #{index + 1} is not a string: {entry!r}"
         try:
             ipaddress.ip_network(entry.strip(), strict=True)
         except ValueError as exc:
-            raise ValidationError(f"allowed network #{index + 1} {entry!r} is not a CIDR block: {exc}") from None
+            return f"allowed network #{index + 1} {entry!r} is not a CIDR block: {exc}"
+    return None
+
+
+def validate_networks(value: Any) -> None:
+    """Model field validator (``networks_problem``)."""
+    problem = networks_problem(value)
+    if problem is not None:
+        raise ValidationError(problem)
 
 
 def parse_networks(value: Iterable[str] | None) -> list[Network]:
@@ -88,6 +100,16 @@ def _allowed(address, networks: list[Network]) -> bool:
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
     return any(address.version == net.version and address in net for net in networks)
+
+
+def address_allowed(address: str | None, networks_raw: Iterable[str]) -> bool:
+    """Is the address (text; None or unparseable: unknown) inside one of ``networks_raw`` (validated CIDR
+    blocks)? For the policy's tier condition, which judges the address ``source_address`` found."""
+    try:
+        parsed = ipaddress.ip_address(address) if address else None
+    except ValueError:
+        parsed = None
+    return _allowed(parsed, parse_networks(networks_raw))
 
 
 def _check(request, *, networks_raw, credential: str, error: str) -> None:
@@ -125,21 +147,44 @@ def requester_check(request, requester) -> None:
             credential=f"trusted issuer {issuer.name!r}",
             error="unapproved_software_statement",
         )
+    profile = getattr(requester, "profile", None)
+    if profile is not None:
+        _check(
+            request,
+            networks_raw=profile.allowed_networks,
+            credential=f"anonymous profile {profile.name!r}",
+            error="access_denied",
+        )
 
 
 def registration_call_check(request, registration_id: str, bearer: str | None) -> None:
     """RFC 7592 GET/PUT/DELETE: the networks of the token or issuer that created the registration. Only for a
     caller holding that registration's access token — anyone else gets the usual 401 from the call itself and
-    learns nothing about conditions."""
+    learns nothing about conditions. The previous token (``approvals.oauth2.rat``) is a holder too: its grace is no
+    way around the condition."""
     if not bearer:
         return
+    from django.db.models import Q
+
     from approvals.models import RegistrationRequest
     from portal.crypto import hash_token
 
+    token_hash = hash_token(bearer)
     reg_request = (
-        RegistrationRequest.objects.filter(public_id=registration_id, registration_access_token_hash=hash_token(bearer))
-        .select_related("token", "issuer")
-        .only("pk", "token__prefix", "token__allowed_networks", "issuer__name", "issuer__allowed_networks")
+        RegistrationRequest.objects.filter(
+            Q(registration_access_token_hash=token_hash) | Q(rat_previous_hash=token_hash), public_id=registration_id
+        )
+        .select_related("token", "issuer", "profile")
+        .only(
+            "pk",
+            "token__prefix",
+            "token__allowed_networks",
+            "issuer__name",
+            "issuer__allowed_networks",
+            "profile__name",
+            "profile__allowed_networks",
+            "risk_tier",
+        )
         .first()
     )
     if reg_request is None:
@@ -158,6 +203,23 @@ def registration_call_check(request, registration_id: str, bearer: str | None) -
             credential=f"trusted issuer {reg_request.issuer.name!r}",
             error="unapproved_software_statement",
         )
+    if reg_request.profile is not None:
+        _check(
+            request,
+            networks_raw=reg_request.profile.allowed_networks,
+            credential=f"anonymous profile {reg_request.profile.name!r}",
+            error="access_denied",
+        )
+    from approvals.policy_store import active_policy
+
+    config = active_policy()  # the tier's networks as the active version has them now
+    tier = reg_request.risk_tier
+    _check(
+        request,
+        networks_raw=config.allowed_networks(tier),
+        credential=f"the {tier} tier (policy v{config.version})",
+        error="access_denied",
+    )
 
 
 # --- the working window for high-risk human approvals -------------------------------------------------------
@@ -243,6 +305,8 @@ def approval_window_closed(now: dt.datetime) -> str | None:
 
 
 __all__ = [
+    "address_allowed",
+    "networks_problem",
     "ApprovalWindow",
     "approval_window",
     "approval_window_closed",

@@ -200,6 +200,10 @@ class AnonymousProfile(models.Model):
     coalesce_window_seconds = models.PositiveIntegerField(_("coalescing window (s)"), default=86400)
     rate_per_software = models.CharField(_("rate per software identity"), max_length=32, default="30/m", blank=True)
     rate_per_profile = models.CharField(_("rate for the whole profile"), max_length=32, default="600/m", blank=True)
+    # Context condition (approvals.conditions): anonymous registrations, and their RFC 7592 calls, only from these.
+    allowed_networks = models.JSONField(
+        _("allowed source networks (CIDR)"), default=list, blank=True, validators=[validate_networks]
+    )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 

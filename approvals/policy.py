@@ -26,6 +26,10 @@ Rules (DESIGN.md "Policy"):
   client with low scopes may auto-approve at the low tier.
 - Adopting a shadow client found at the IdP (``adopts_shadow``) is at least medium (``shadow_adoption``):
   people always review it.
+- Allowed source networks per tier (``low_allowed_networks`` …, empty: anywhere), a context condition
+  (``approvals.conditions``): once the tier is decided, a registration whose address (``source_address``, set
+  for RFC 7591 calls only) is outside the tier's networks is refused (``tier_allowed_networks``, 403
+  ``access_denied``).
 - Outcome: low -> auto_approve, medium -> review by ``approvals_medium``, high -> review by
   ``approvals_high`` distinct approvers, refused -> refuse.
 
@@ -45,6 +49,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from approvals.conditions import address_allowed, networks_problem
 from approvals.policy_anonymous import ANONYMOUS_CODES, AnonymousRules, anonymous_problems
 from inventory.ceilings import DEFAULT_TTL_CEILINGS
 from inventory.keys import KEY_BASED_METHODS, SHARED_SECRET_METHODS
@@ -92,6 +97,7 @@ REASON_CODES: dict[str, str] = {
     "cimd_redirect_off_domain": "risk",
     "cimd_loopback_redirect": "risk",
     "shadow_adoption": "risk",
+    "tier_allowed_networks": "refusal",
     "ttl_clamped": "clamp",
     "ttl_clamped_to_ceiling": "clamp",
     "ttl_clamped_to_parent": "clamp",
@@ -176,6 +182,10 @@ class PolicyConfig:
     key_based_methods: tuple[str, ...] = tuple(sorted(KEY_BASED_METHODS))
     # A software statement (RFC 7591 §2.3) may live at most this long: exp - iat, and exp - now.
     max_statement_lifetime_seconds: int = 3600
+    # Context condition per tier (approvals.conditions): CIDR blocks a registration of that tier must come from.
+    low_allowed_networks: tuple[str, ...] = ()
+    medium_allowed_networks: tuple[str, ...] = ()
+    high_allowed_networks: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -205,6 +215,10 @@ class PolicyConfig:
             not_keys = sorted(set(self.key_based_methods) & (SHARED_SECRET_METHODS | {"none"}))
             if not_keys:
                 problems.append(f"key_based_methods must not include {', '.join(not_keys)}")
+        for tier in TIERS:
+            problem = networks_problem(getattr(self, f"{tier}_allowed_networks"))
+            if problem is not None:
+                problems.append(f"{tier}_allowed_networks: {problem}")
         if problems:
             raise ValueError("invalid policy config: " + "; ".join(problems))
 
@@ -219,8 +233,8 @@ class PolicyConfig:
             if f.name == "version" or f.name not in data:
                 continue
             value = data[f.name]
-            if f.name in ("high_categories", "key_based_methods") and isinstance(value, list):
-                value = tuple(value)
+            if isinstance(f.default, tuple) and isinstance(value, list):
+                value = tuple(v.strip() if isinstance(v, str) and f.name.endswith("_networks") else v for v in value)
             kwargs[f.name] = value
         return cls(version=version, **kwargs)
 
@@ -228,6 +242,14 @@ class PolicyConfig:
     def ttl_ceilings(self) -> dict[str, int]:
         """Seconds a client of each tier may live per approval or renewal under this policy version."""
         return {"low": self.low_ttl_seconds, "medium": self.medium_ttl_seconds, "high": self.high_ttl_seconds}
+
+    def allowed_networks(self, tier: str) -> tuple[str, ...]:
+        """The CIDR blocks registrations of ``tier`` must come from (empty: anywhere)."""
+        return {
+            "low": self.low_allowed_networks,
+            "medium": self.medium_allowed_networks,
+            "high": self.high_allowed_networks,
+        }.get(tier, ())
 
     def ttl_ceiling(self, risk_tier: str) -> int:
         """The ceiling of ``risk_tier``; an unknown tier gets the strictest one (as ``inventory.ceilings``)."""
@@ -281,6 +303,9 @@ class RegistrationContext:
     owner_live_limit: int | None = None
     # Adopting a shadow client found at the IdP (approvals.preregistration): always reviewed by people.
     adopts_shadow: bool = False
+    # The requester's real address (approvals.conditions.source_address) on an RFC 7591 call, for the tier's
+    # allowed networks; None where no network condition applies (pre-registration by a signed-in person, seeding).
+    source_address: str | None = None
 
     def __post_init__(self) -> None:
         # Programming errors, not policy outcomes: the API validates these before building a context.
@@ -449,6 +474,8 @@ def _cimd_risks(ctx: RegistrationContext) -> tuple[list[Reason], bool]:
 
 def _refusal_error(via: str, refusals: list[Reason]) -> str:
     """Pick the one RFC 7591 error code for a refusal with possibly many reasons."""
+    if any(r.code == "tier_allowed_networks" for r in refusals):
+        return "access_denied"  # a context condition, as on tokens, issuers and profiles (approvals.conditions)
     if via == "software_statement" and any(r.code in CEILING_CODES for r in refusals):
         return "unapproved_software_statement"
     if all(r.code in REDIRECT_CODES for r in refusals):
@@ -611,6 +638,24 @@ def evaluate(ctx: RegistrationContext, config: PolicyConfig) -> Verdict:
             Reason("inherited_parent_tier", f"the parent client is {parent_tier} tier; a child is never lower")
         )
     tier = TIERS[rank]
+
+    networks = config.allowed_networks(tier)
+    if networks and ctx.source_address is not None and not address_allowed(ctx.source_address, networks):
+        refused = Reason(
+            "tier_allowed_networks",
+            f"condition allowed_networks of the {tier} tier (policy v{config.version}): {tier}-tier registrations "
+            f"must come from {', '.join(networks)}; this one came from {ctx.source_address or 'an unknown address'}",
+        )
+        return Verdict(
+            policy_version=config.version,
+            tier=TIER_REFUSED,
+            outcome=OUTCOME_REFUSE,
+            reasons=(refused, *risks),
+            granted_scopes=(),
+            ttl_seconds=0,
+            approvals_needed=0,
+            error=_refusal_error(ctx.via, [refused]),
+        )
 
     # Lifetime: more blast radius means shorter life, never longer.
     ttl = requested_ttl if requested_ttl is not None else config.default_ttl_seconds

@@ -54,6 +54,13 @@ class TokenMintForm(forms.Form):
     idp = forms.ModelChoiceField(
         label="Target IdP", queryset=IdPConnection.objects.none(), required=False, empty_label="Default IdP"
     )
+    allowed_networks = forms.CharField(
+        label="Allowed source networks",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "10.0.0.0/8\n2001:db8::/32", "spellcheck": "false"}),
+        help_text="CIDR blocks, one per line: registrations with this token (and their later calls) are accepted "
+        "only from these addresses. Empty: from anywhere.",
+    )
 
     def __init__(self, *args, owner, **kwargs):
         super().__init__(*args, **kwargs)
@@ -68,6 +75,15 @@ class TokenMintForm(forms.Form):
             for s in ScopeDefinition.objects.filter(is_active=True).only("name", "sensitivity")
         ]
         idp.queryset = IdPConnection.objects.filter(enabled=True)
+
+    def clean_allowed_networks(self) -> list[str]:
+        from approvals.conditions import networks_problem
+
+        networks = [line.strip() for line in self.cleaned_data["allowed_networks"].splitlines() if line.strip()]
+        problem = networks_problem(networks)  # the one rule (approvals.conditions), as in the admin and the command
+        if problem is not None:
+            raise forms.ValidationError(f"{problem} (one CIDR block per line, e.g. 10.0.0.0/8)")
+        return networks
 
 
 def token_state(token: InitialAccessToken, now) -> str:
@@ -121,6 +137,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
             valid_for=timedelta(days=data["valid_days"]),
             idp=data["idp"],
             team=data["team"],
+            allowed_networks=data["allowed_networks"],
         )
     except TokenError as exc:
         form.add_error(None, str(exc))

@@ -41,7 +41,8 @@ class TokenSerializer(serializers.ModelSerializer):
     class Meta:
         model = InitialAccessToken
         fields = ["id", "prefix", "owner", "purpose", "allowed_scopes", "max_ttl_seconds", "max_uses", "uses"]
-        fields += ["internal_only", "idp", "team", "state", "registrations", "created_at", "expires_at"]
+        fields += ["internal_only", "allowed_networks", "idp", "team", "state", "registrations", "created_at"]
+        fields += ["expires_at"]
         fields += ["revoked_at", "last_used_at"]
         read_only_fields = fields
 
@@ -71,6 +72,21 @@ class TokenMintSerializer(serializers.Serializer):
     idp = serializers.CharField(
         required=False, allow_null=True, default=None, max_length=200, help_text="IdP connection name (default IdP)"
     )
+
+    allowed_networks = serializers.ListField(
+        child=serializers.CharField(max_length=64, trim_whitespace=True),
+        required=False,
+        default=list,
+        help_text="CIDR blocks registrations with it (and their later calls) must come from; empty: anywhere",
+    )
+
+    def validate_allowed_networks(self, value):
+        from approvals.conditions import networks_problem
+
+        problem = networks_problem(value)  # the one rule (approvals.conditions), as on the page and in the admin
+        if problem is not None:
+            raise serializers.ValidationError(problem)
+        return value
 
     def validate_idp(self, value):
         if value is None:
@@ -132,6 +148,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                 internal_only=data["internal_only"],
                 valid_for=timedelta(days=data["valid_days"]),
                 idp=data["idp"],
+                allowed_networks=data["allowed_networks"],
             )
         except TokenError as refused:  # the service's input rules (unknown scopes, …): nothing was minted
             raise ValidationError({"non_field_errors": [str(refused)]}) from refused

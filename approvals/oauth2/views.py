@@ -15,6 +15,7 @@ come first so a flood costs a cache round trip, not a database transaction.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from dataclasses import dataclass
@@ -163,6 +164,11 @@ _OUTCOMES = {
 }
 
 
+def _refusal_status(error: str) -> int:
+    """403 for a context condition the policy refused on (a tier's allowed networks), 400 for the rest."""
+    return 403 if error == "access_denied" else 400
+
+
 @dataclass
 class _Labels:
     """The labels of registrar_registrations_total for one call, filled in by ``_register`` as it learns them;
@@ -224,6 +230,11 @@ def _register(request: HttpRequest, labels: _Labels) -> HttpResponse:
         limited = ratelimit.check(("token", ident, settings.REGISTRAR_REGISTER_RATE_PER_TOKEN))
         if limited:
             return _limited(limited)
+    # The policy judges the tier's allowed networks (approvals.policy) on the same real address as above.
+    address = conditions.source_address(request)
+    requester = dataclasses.replace(
+        requester, policy_inputs={**requester.policy_inputs, "source_address": str(address) if address else ""}
+    )
     try:
         submission = registration_submit(requester=requester, body=body, source_ip=source_ip)
     except Unauthorized as exc:
@@ -239,7 +250,7 @@ def _register(request: HttpRequest, labels: _Labels) -> HttpResponse:
             error=exc.error,
             anonymous=True,
         )
-        return _from_exc(exc)
+        return _error(_refusal_status(exc.error), exc.error, exc.description)
     except IntakeError as exc:
         if requester.statement is not None and exc.error == "invalid_software_statement":
             # its jti was used by a concurrent registration: recorded like any rejected statement
@@ -251,7 +262,7 @@ def _register(request: HttpRequest, labels: _Labels) -> HttpResponse:
     if submission.refused:
         labels.outcome = "refused"
         assert submission.error is not None and submission.error_description is not None  # set on every refusal
-        return _error(400, submission.error, submission.error_description)
+        return _error(_refusal_status(submission.error), submission.error, submission.error_description)
     reg_request = submission.reg_request
     token = submission.registration_access_token
     assert token is not None  # set on every registration that was not refused

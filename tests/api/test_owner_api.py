@@ -39,7 +39,13 @@ def test_owner_mints_a_token_shown_once(owner, catalogue, idp):
 
 @pytest.mark.parametrize(
     ("change", "field"),
-    [({"scopes": ["no:such:scope"]}, "non_field_errors"), ({"scopes": []}, "scopes"), ({"max_uses": 0}, "max_uses")],
+    [
+        ({"scopes": ["no:such:scope"]}, "non_field_errors"),
+        ({"scopes": []}, "scopes"),
+        ({"max_uses": 0}, "max_uses"),
+        ({"allowed_networks": ["10.0.0.0/8", "10.1.2.3/8"]}, "allowed_networks"),
+        ({"allowed_networks": "10.0.0.0/8"}, "allowed_networks"),
+    ],
 )
 def test_bad_mint_input_is_400_and_mints_nothing(owner, catalogue, idp, change, field):
     response = as_user(owner).post("/api/v1/tokens/", {**MINT, **change}, format="json")
@@ -120,3 +126,15 @@ def test_sync_failures_are_admins_and_retry_resolve_audit(admin_user, security_u
     assert other.status == OutboxStatus.DEAD
     resolved = api.post(f"/api/v1/sync-failures/{other.pk}/resolve/", {"reason": "gone at the IdP"}, format="json")
     assert resolved.status_code == 200 and resolved.json()["status"] != OutboxStatus.DEAD
+
+
+def test_owner_mints_a_token_with_allowed_networks(owner, catalogue, idp):
+    response = as_user(owner).post(
+        "/api/v1/tokens/", {**MINT, "allowed_networks": [" 10.0.0.0/8", "2001:db8::/32"]}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    assert response.json()["allowed_networks"] == ["10.0.0.0/8", "2001:db8::/32"]
+    assert InitialAccessToken.objects.get().allowed_networks == ["10.0.0.0/8", "2001:db8::/32"]
+    bad = as_user(owner).post("/api/v1/tokens/", {**MINT, "allowed_networks": ["office"]}, format="json")
+    assert bad.status_code == 400 and "#1 'office' is not a CIDR block" in bad.json()["allowed_networks"][0]
+    assert InitialAccessToken.objects.count() == 1

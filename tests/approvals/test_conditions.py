@@ -226,3 +226,248 @@ def test_high_risk_approval_outside_the_window_waits_and_writes_nothing(high_req
         with mock.patch("django.utils.timezone.now", return_value=monday):
             request_approve(reg_request=high_request, approver=approver, reason="needed for deploys")
     assert Decision.objects.filter(request=high_request, approver=approver).count() == 1
+
+
+# --- allowed networks on an anonymous registration profile ----------------------------------------------------
+
+MCP_BODY = {
+    "client_name": "Example MCP Client",
+    "redirect_uris": ["http://127.0.0.1:33418/callback"],
+    "token_endpoint_auth_method": "none",
+    "application_type": "native",
+    "scope": "tickets:read",
+}
+
+
+@pytest.fixture
+def office_profile(idp, owner, team, catalogue):
+    from approvals.models import AnonymousProfile
+
+    return AnonymousProfile.objects.create(
+        idp=idp,
+        name="mcp",
+        enabled=True,
+        owner=owner,
+        team=team,
+        allowed_scopes=["tickets:read"],
+        allowed_networks=["10.0.0.0/8"],
+        coalesce=False,
+    )
+
+
+def test_anonymous_profile_networks_accept_inside_and_refuse_outside_writing_nothing(client, office_profile):
+    before = counts()
+    response = post(client, MCP_BODY, REMOTE_ADDR=OUTSIDE)
+    refused(response, "access_denied", "anonymous profile 'mcp'", "10.0.0.0/8", OUTSIDE)
+    assert counts() == before  # no request row, no client, no audit event
+    created = post(client, MCP_BODY, REMOTE_ADDR=INSIDE)
+    assert created.status_code == 201, created.content
+    assert counts()["requests"] == before["requests"] + 1 and counts()["clients"] == before["clients"] + 1
+
+
+def test_anonymous_profile_networks_ignore_a_spoofed_header_without_a_trusted_proxy(client, office_profile):
+    before = counts()
+    response = post(client, MCP_BODY, REMOTE_ADDR=OUTSIDE, HTTP_X_FORWARDED_FOR=INSIDE)
+    refused(response, "access_denied", "anonymous profile 'mcp'", OUTSIDE)
+    assert counts() == before
+
+
+@override_settings(ALLAUTH_TRUSTED_PROXY_COUNT=1)
+def test_anonymous_profile_networks_behind_the_trusted_proxy(client, office_profile):
+    before = counts()
+    spoofed = post(client, MCP_BODY, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=f"{INSIDE}, {OUTSIDE}")
+    refused(spoofed, "access_denied", OUTSIDE)
+    assert counts() == before
+    accepted = post(client, MCP_BODY, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=f"{OUTSIDE}, {INSIDE}")
+    assert accepted.status_code == 201, accepted.content
+
+
+def test_anonymous_registrations_rfc7592_calls_keep_the_profiles_networks(client, office_profile):
+    created = post(client, MCP_BODY, REMOTE_ADDR=INSIDE).json()
+    uri, rat = path_of(created["registration_client_uri"]), created["registration_access_token"]
+    before = counts()
+    for method in (client.get, client.delete):
+        refused(method(uri, HTTP_AUTHORIZATION=f"Bearer {rat}", REMOTE_ADDR=OUTSIDE), "access_denied", OUTSIDE)
+    assert counts() == before
+    read = client.get(uri, HTTP_AUTHORIZATION=f"Bearer {rat}", REMOTE_ADDR=INSIDE)
+    assert read.status_code == 200, read.content
+    # The previous token, inside its grace, is held to the condition too.
+    refused(client.get(uri, HTTP_AUTHORIZATION=f"Bearer {rat}", REMOTE_ADDR=OUTSIDE), "access_denied", OUTSIDE)
+
+
+def test_the_profile_admin_form_names_a_bad_network_and_a_change_is_audited(client, office_profile, admin_user):
+    from approvals.admin import AnonymousProfileAdminForm
+    from approvals.models import AnonymousProfile
+    from portal.models import AuditEvent
+
+    form = AnonymousProfileAdminForm({"allowed_networks": '["10.0.0.0/8", "10.1.2.3/16"]'}, instance=office_profile)
+    assert not form.is_valid()
+    assert "#2 '10.1.2.3/16' is not a CIDR block" in form.errors["allowed_networks"][0]
+
+    client.force_login(admin_user)
+    url = f"/admin/approvals/anonymousprofile/{office_profile.pk}/change/"
+    data = {
+        "idp": office_profile.idp_id,
+        "name": "mcp",
+        "enabled": "on",
+        "owner": office_profile.owner_id,
+        "team": office_profile.team_id,
+        "purpose": office_profile.purpose,
+        "allowed_scopes": '["tickets:read"]',
+        "allow_loopback": "on",
+        "redirect_domains": "[]",
+        "application_types": '["native"]',
+        "max_ttl_seconds": 86400,
+        "internal_only": "on",
+        "max_live_clients": 10,
+        "coalesce_window_seconds": 3600,
+        "rate_per_software": "30/m",
+        "rate_per_profile": "600/m",
+        "allowed_networks": '["nonsense"]',
+    }
+    bad = client.post(url, data, secure=True)
+    assert bad.status_code == 200 and b"not a CIDR block" in bad.content
+    assert AnonymousProfile.objects.get().allowed_networks == ["10.0.0.0/8"]
+    assert not AuditEvent.objects.filter(action="anonymous_profile.admin_change").exists()
+    good = client.post(url, data | {"allowed_networks": '[" 192.168.0.0/16 ", "2001:db8::/32"]'}, secure=True)
+    assert good.status_code == 302, good.content[:2000]
+    assert AnonymousProfile.objects.get().allowed_networks == ["192.168.0.0/16", "2001:db8::/32"]
+    assert AuditEvent.objects.filter(action="anonymous_profile.admin_change").count() == 1
+
+
+# --- allowed networks per policy tier -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def medium_only_from_office(catalogue, idp):
+    """A policy version whose medium tier carries networks; the low tier none."""
+    from approvals.policy_store import active_policy, policy_publish
+    from portal.audit import Actor
+
+    thresholds = active_policy(use_cache=False).to_dict() | {"medium_allowed_networks": ["10.0.0.0/8"]}
+    return policy_publish(actor=Actor.system("test"), thresholds=thresholds, note="medium from the office")
+
+
+MEDIUM = {"internal_only": False}  # low_body, but not internal-only: the medium tier
+
+
+def tier_refused(response, address: str, version: int) -> None:
+    refused(response, "access_denied", f"of the medium tier (policy v{version})", "10.0.0.0/8", address)
+
+
+def test_a_tier_with_networks_refuses_from_outside_and_records_it_like_a_policy_refusal(
+    client, catalogue, idp, owner, medium_only_from_office
+):
+    from approvals.models import RegistrationRequest
+
+    token, plaintext = make_token(owner)
+    before = counts()
+    response = post(client, low_body(**MEDIUM), plaintext, REMOTE_ADDR=OUTSIDE)
+    tier_refused(response, OUTSIDE, medium_only_from_office.version)
+    row = RegistrationRequest.objects.get()
+    assert row.state == "refused" and row.error == "access_denied"
+    assert [r["code"] for r in row.reasons][0] == "tier_allowed_networks"
+    assert counts() == before | {"requests": before["requests"] + 1, "audit": before["audit"] + 1}
+    assert counts()["clients"] == before["clients"]
+    assert InitialAccessToken.objects.get(pk=token.pk).uses == 0  # a refusal uses nothing up
+    # The low tier carries no networks; the medium tier from inside goes to review as before.
+    assert post(client, low_body(), plaintext, REMOTE_ADDR=OUTSIDE).status_code == 201
+    inside = post(client, low_body(**MEDIUM, client_name="inside"), plaintext, REMOTE_ADDR=INSIDE)
+    assert inside.status_code == 202, inside.content
+
+
+def test_a_tiers_networks_ignore_a_spoofed_header_without_a_trusted_proxy(
+    client, catalogue, idp, owner, medium_only_from_office
+):
+    _, plaintext = make_token(owner)
+    response = post(client, low_body(**MEDIUM), plaintext, REMOTE_ADDR=OUTSIDE, HTTP_X_FORWARDED_FOR=INSIDE)
+    tier_refused(response, OUTSIDE, medium_only_from_office.version)
+
+
+@override_settings(ALLAUTH_TRUSTED_PROXY_COUNT=1)
+def test_a_tiers_networks_behind_the_trusted_proxy(client, catalogue, idp, owner, medium_only_from_office):
+    _, plaintext = make_token(owner)
+    spoofed = post(
+        client, low_body(**MEDIUM), plaintext, REMOTE_ADDR=PROXY, HTTP_X_FORWARDED_FOR=f"{INSIDE}, {OUTSIDE}"
+    )
+    tier_refused(spoofed, OUTSIDE, medium_only_from_office.version)
+    accepted = post(
+        client, low_body(**MEDIUM, client_name="via-proxy"), plaintext, REMOTE_ADDR=PROXY,
+        HTTP_X_FORWARDED_FOR=f"{OUTSIDE}, {INSIDE}",
+    )  # fmt: skip
+    assert accepted.status_code == 202, accepted.content
+
+
+def test_an_anonymous_registration_of_a_conditioned_tier_is_refused_without_a_row(client, office_profile, idp):
+    from approvals.policy_store import active_policy, policy_publish
+    from portal.audit import Actor
+
+    office_profile.allowed_networks = []
+    office_profile.save()
+    thresholds = active_policy(use_cache=False).to_dict() | {"low_allowed_networks": ["192.168.0.0/16"]}
+    policy = policy_publish(actor=Actor.system("test"), thresholds=thresholds)
+    before = counts()
+    response = post(client, MCP_BODY, REMOTE_ADDR=OUTSIDE)
+    refused(response, "access_denied", f"of the low tier (policy v{policy.version})", OUTSIDE)
+    assert counts() == before
+    assert post(client, MCP_BODY, REMOTE_ADDR="192.168.4.5").status_code == 201
+
+
+@pytest.mark.parametrize(
+    "networks,fragment",
+    [
+        (["10.0.0.0/8", "10.1.2.3/8"], "high_allowed_networks: allowed network #2 '10.1.2.3/8' is not a CIDR block"),
+        ("10.0.0.0/8", "high_allowed_networks: allowed networks must be a list"),
+        ([7], "high_allowed_networks: allowed network #1 is not a string"),
+    ],
+)
+def test_a_policy_version_with_a_bad_tier_network_is_refused_naming_it_and_nothing_published(
+    admin_user, networks, fragment
+):
+    from rest_framework.test import APIClient
+
+    from approvals.admin import PolicyAdminForm
+    from approvals.models import Policy
+    from approvals.policy_store import PolicyError, validate_thresholds
+    from portal.models import AuditEvent
+
+    before = Policy.objects.count()
+    with pytest.raises(PolicyError) as caught:
+        validate_thresholds({"high_allowed_networks": networks})
+    assert fragment in str(caught.value)
+    form = PolicyAdminForm({"thresholds": f'{{"high_allowed_networks": {__import__("json").dumps(networks)}}}'})
+    assert not form.is_valid() and fragment in form.errors["thresholds"][0]
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    response = api.post("/api/v1/policy/", {"thresholds": {"high_allowed_networks": networks}}, format="json")
+    assert response.status_code == 400 and fragment in response.json()["thresholds"][0]
+    assert Policy.objects.count() == before and not AuditEvent.objects.filter(action="policy.publish").exists()
+
+
+def test_the_api_shows_and_publishes_tier_networks(admin_user):
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.force_authenticate(admin_user)
+    response = api.post(
+        "/api/v1/policy/", {"thresholds": {"high_allowed_networks": [" 10.0.0.0/8", "2001:db8::/32"]}}, format="json"
+    )
+    assert response.status_code == 201, response.content
+    shown = api.get("/api/v1/policy/").json()["results"][0]["thresholds"]
+    assert shown["high_allowed_networks"] == ["10.0.0.0/8", "2001:db8::/32"]
+    assert shown["low_allowed_networks"] == [] and shown["medium_allowed_networks"] == []
+
+
+def test_rfc7592_calls_keep_the_tiers_networks(client, catalogue, idp, owner, medium_only_from_office):
+    _, plaintext = make_token(owner)
+    created = post(client, low_body(**MEDIUM), plaintext, REMOTE_ADDR=INSIDE).json()
+    uri, rat = path_of(created["registration_client_uri"]), created["registration_access_token"]
+    before = counts()
+    response = client.get(uri, HTTP_AUTHORIZATION=f"Bearer {rat}", REMOTE_ADDR=OUTSIDE)
+    refused(response, "access_denied", f"the medium tier (policy v{medium_only_from_office.version})", OUTSIDE)
+    assert counts() == before
+    assert client.get(uri, HTTP_AUTHORIZATION=f"Bearer {rat}", REMOTE_ADDR=INSIDE).status_code == 202
+    # A low-tier registration is not held to the medium tier's networks.
+    low = post(client, low_body(client_name="low"), plaintext, REMOTE_ADDR=OUTSIDE).json()
+    low_uri, low_rat = path_of(low["registration_client_uri"]), low["registration_access_token"]
+    assert client.get(low_uri, HTTP_AUTHORIZATION=f"Bearer {low_rat}", REMOTE_ADDR=OUTSIDE).status_code == 200

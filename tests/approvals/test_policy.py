@@ -95,6 +95,9 @@ def test_default_thresholds_match_design():
         "high_categories": ["source_control", "production_data", "identity_admin"],
         "key_based_methods": ["private_key_jwt", "self_signed_tls_client_auth", "tls_client_auth"],
         "max_statement_lifetime_seconds": 3600,
+        "low_allowed_networks": [],
+        "medium_allowed_networks": [],
+        "high_allowed_networks": [],
     }
 
 

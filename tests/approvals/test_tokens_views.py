@@ -152,3 +152,40 @@ def test_detail_query_count_does_not_grow_with_registrations(owner_client, owner
     with django_assert_num_queries(6):
         response = owner_client.get(f"/tokens/{token.pk}/")
     assert response.status_code == 200
+
+
+def test_mint_with_networks_one_per_line_conditions_the_token(owner_client, owner):
+    networks = " 10.0.0.0/8 \r\n\r\n2001:db8::/32\r\n"
+    response = owner_client.post("/tokens/", MINT | {"allowed_networks": networks})
+    assert response.status_code == 200, response.content
+    html = response.content.decode()
+    assert "10.0.0.0/8, 2001:db8::/32" in html
+    plaintext = re.search(r'<code id="minted-token">(rat_[^<]+)</code>', html).group(1)
+    token = InitialAccessToken.objects.get()
+    assert token.allowed_networks == ["10.0.0.0/8", "2001:db8::/32"]
+    assert AuditEvent.objects.get(action="token.mint").after["allowed_networks"] == ["10.0.0.0/8", "2001:db8::/32"]
+    assert "10.0.0.0/8, 2001:db8::/32" in owner_client.get(f"/tokens/{token.pk}/").content.decode()
+    outside = post(owner_client, low_body(), plaintext, REMOTE_ADDR="203.0.113.9")
+    assert outside.status_code == 403 and "condition allowed_networks" in outside.json()["error_description"]
+    assert post(owner_client, low_body(), plaintext, REMOTE_ADDR="10.9.8.7").status_code == 201
+
+
+@pytest.mark.parametrize(
+    "networks,message",
+    [
+        ("10.0.0.0/8\n10.1.2.3/8", "allowed network #2 &#x27;10.1.2.3/8&#x27; is not a CIDR block"),
+        ("office", "allowed network #1 &#x27;office&#x27; is not a CIDR block"),
+        ("\n".join(["10.0.0.0/8"] * 101), "at most 100 allowed networks"),
+    ],
+)
+def test_mint_with_a_bad_network_names_it_and_creates_nothing(owner_client, networks, message):
+    response = owner_client.post("/tokens/", MINT | {"allowed_networks": networks})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert message in html and "one CIDR block per line" in html
+    assert not InitialAccessToken.objects.exists() and not AuditEvent.objects.exists()
+
+
+def test_mint_without_networks_is_unconditioned(owner_client):
+    assert owner_client.post("/tokens/", MINT).status_code == 200
+    assert InitialAccessToken.objects.get().allowed_networks == []
