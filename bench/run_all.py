@@ -47,6 +47,11 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], list[str]]] = {
         ["--parts", "append,verify", "--connections", "2", "--duration", "2", "--events", "2000"],
         ["wrk"],
     ),
+    # What the client counts cost the 201 path (triggers on/off in turn); `counts.py dashboard` needs a database
+    # seeded at scale (manage.py seed_scale), so it is run by hand (docs/scale.md).
+    "counts": (["intake"], ["intake", "--requests", "10", "--rounds", "1"], []),
+    # A PostgreSQL, Redis and test IdP of its own (tests/faults/harness.py), faults injected phase by phase.
+    "faults": ([], ["--seconds", "2"], ["redis-server", "node", "initdb"]),
     # An evaluation of a library Registrar does not depend on: run in a throw-away virtualenv (its docstring).
     "merkle_library_eval": ([], [], []),
 }
