@@ -1,6 +1,7 @@
 """Anonymous registration (docs/mcp.md): MCP clients register without a credential under an admin's profile.
 
-- ``anonymous_requester`` — the enabled ``AnonymousProfile`` of the default IdP connection as the credential: its
+- ``anonymous_requester`` — the enabled ``AnonymousProfile`` of the IdP connection the registration targets (the
+  one its endpoint names, ``/oauth2/idp/<name>/register``, else the default connection) as the credential: its
   owner and team answer for the clients, its scopes and lifetime are the ceiling, its rules go to the policy.
   No enabled profile: 401, as before.
 - ``software_identity`` — who the software is: ``software_id`` when present, else client name + redirect URIs +
@@ -35,6 +36,7 @@ from approvals.oauth2.rat import rat_issue
 from approvals.policy_anonymous import AnonymousRules
 from inventory.choices import ClientState, CreatedVia
 from inventory.keys import jwks_thumbprints
+from inventory.models import IdPConnection
 from portal.audit import Actor, audit_record
 from portal.rawsql import ModelColumns, fetch_one
 
@@ -43,9 +45,10 @@ class AnonymousRefusal(BadRequest):
     """A refused anonymous registration: answered, counted, not recorded as a request (module docstring)."""
 
 
-def anonymous_profile() -> AnonymousProfile | None:
-    """The enabled profile of the default IdP connection, with its owner and team."""
-    idp = default_idp()
+def anonymous_profile(idp: IdPConnection | None = None) -> AnonymousProfile | None:
+    """The enabled profile of the IdP connection the registration targets (``idp``: its per-IdP endpoint), else
+    of the default one, with its owner and team."""
+    idp = idp or default_idp()
     if idp is None:
         return None
     return (

@@ -1,6 +1,6 @@
 """What every registration reads and an admin changes now and then, kept per process for a few seconds.
 
-Like the policy (``approvals.policy_store``): the default IdP and the scope catalogue. ``clear_caches()``
+Like the policy (``approvals.policy_store``): the default IdP, IdPs by name and the scope catalogue. ``clear_caches()``
 empties them (tests, after admin changes).
 """
 
@@ -34,6 +34,11 @@ def clear_caches() -> None:
 def default_idp() -> IdPConnection | None:
     """The IdP a registration goes to when its credential names none."""
     return _cached("default_idp", lambda: IdPConnection.objects.filter(is_default=True, enabled=True).first())
+
+
+def idp_named(name: str) -> IdPConnection | None:
+    """The enabled IdP connection called ``name`` (a per-IdP registration endpoint names it), or None."""
+    return _cached(f"idp:{name}", lambda: IdPConnection.objects.filter(name=name, enabled=True).first())
 
 
 def _load_catalogue() -> dict[str, ScopeInfo]:

@@ -344,3 +344,47 @@ def test_the_admin_form_keeps_profiles_to_low_scopes_and_every_change_is_audited
     made = AnonymousProfile.objects.get()
     assert made.enabled and made.allowed_scopes == ["tickets:read"]
     assert AuditEvent.objects.filter(action="anonymous_profile.admin_create", object_id=str(made.pk)).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_profile_is_the_one_of_the_idp_the_registration_targets(client, idp, profile, owner, team):
+    """Two IdPs, two profiles: /oauth2/register is the default IdP's, /oauth2/idp/<name>/register names another."""
+    from tests.factories import IdPFactory, UserFactory
+
+    other_idp = IdPFactory(name="partners", config={"issuer": "https://partners.test", "token_endpoint": "x"})
+    other_owner = UserFactory(username="partners-bot")
+    AnonymousProfile.objects.create(
+        idp=other_idp,
+        name="partners-mcp",
+        enabled=True,
+        owner=other_owner,
+        team=team,
+        allowed_scopes=["docs:read"],
+        max_ttl_seconds=86400,
+        coalesce=False,
+    )
+    # The default IdP's profile allows tickets:read; the partners' does not (and vice versa for docs:read).
+    assert post(client, MCP_BODY).status_code == 201
+    default_client = Client.objects.get()
+    assert default_client.idp == idp and default_client.owner == owner
+
+    at_partners = client.post(
+        "/oauth2/idp/partners/register", data=dict(MCP_BODY, scope="docs:read"), content_type="application/json"
+    )
+    assert at_partners.status_code == 201, at_partners.content
+    partners_client = Client.objects.exclude(pk=default_client.pk).get()
+    assert partners_client.idp == other_idp and partners_client.owner == other_owner
+    assert (partners_client.expires_at - partners_client.created_at).total_seconds() <= 86400 + 1
+    assert RegistrationRequest.objects.get(client=partners_client).profile.name == "partners-mcp"
+
+    before = counts()
+    refused = client.post("/oauth2/idp/partners/register", data=MCP_BODY, content_type="application/json")
+    _refused(refused, "scope")  # tickets:read is the default IdP's profile's, not the partners'
+    # An unknown or disabled IdP connection: a clear 404, nothing written.
+    unknown = client.post("/oauth2/idp/nowhere/register", data=MCP_BODY, content_type="application/json")
+    assert unknown.status_code == 404 and "nowhere" in unknown.json()["error_description"]
+    # An IdP without an enabled profile: 401 as at the default endpoint without one.
+    IdPFactory(name="bare")
+    bare = client.post("/oauth2/idp/bare/register", data=MCP_BODY, content_type="application/json")
+    assert bare.status_code == 401 and "not enabled" in bare.json()["error_description"]
+    assert counts() == before
