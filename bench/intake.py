@@ -92,7 +92,7 @@ BODY_202 = {
 BODY_400 = dict(BODY_202, scope="nope:unknown")
 # Low risk: auto-approved, so the client is created (and delivered to the dry-run IdP) in the request.
 BODY_201 = dict(BODY_202, scope="tickets:read")
-PROFILE_CACHE_SECONDS = 5.0  # approvals.oauth2.cache.CACHE_SECONDS (not imported: the bench runs without Django)
+PROFILE_CACHE_SECONDS = 5.0  # approvals.oauth2.cache.CACHE_SECONDS (the servers keep the anonymous profile that long)
 BAD_TOKEN = "rat_bench_wrong_" + "y" * 26
 # An MCP client registering with no credential under the bench IdP's anonymous profile (docs/mcp.md); medium
 # scope, so it waits for review like BODY_202 and the two paths differ only by the credential and coalescing.

@@ -388,7 +388,15 @@ def _coalesce_or_record(
         anonymous.coalesce_lock(key)
         existing = anonymous.coalesce_find(key=key, window_seconds=coalescing.window_seconds, now=now)
         if existing is not None:
-            plaintext = anonymous.coalesce_reuse(existing=existing, actor=requester.actor, source_ip=source_ip, now=now)
+            plaintext = None
+            if coalescing.live is not None:  # PostgreSQL: the one statement again (no other reuse can race us now)
+                plaintext = anonymous.coalesce_reuse_at_once(
+                    existing=existing, actor=requester.actor, source_ip=source_ip, now=now
+                )
+            if plaintext is None:
+                plaintext = anonymous.coalesce_reuse(
+                    existing=existing, actor=requester.actor, source_ip=source_ip, now=now
+                )
             return Submission(
                 reg_request=existing,
                 verdict=kwargs["verdict"],
