@@ -92,6 +92,7 @@ BODY_202 = {
 BODY_400 = dict(BODY_202, scope="nope:unknown")
 # Low risk: auto-approved, so the client is created (and delivered to the dry-run IdP) in the request.
 BODY_201 = dict(BODY_202, scope="tickets:read")
+PROFILE_CACHE_SECONDS = 5.0  # approvals.oauth2.cache.CACHE_SECONDS (the servers keep the anonymous profile that long)
 BAD_TOKEN = "rat_bench_wrong_" + "y" * 26
 # An MCP client registering with no credential under the bench IdP's anonymous profile (docs/mcp.md); medium
 # scope, so it waits for review like BODY_202 and the two paths differ only by the credential and coalescing.
@@ -522,6 +523,9 @@ def measure_server(server: str, args) -> dict[str, dict[str, float]]:
         # same registration again: each answered with the first one and a fresh registration access token).
         for name, coalesce in (("anonymous", False), ("coalesced", True)):
             rows_before, coalesced_before = anonymous_counts(coalesce=coalesce)
+            # The server's processes keep the profile for CACHE_SECONDS (approvals.oauth2.cache): a change made
+            # behind their back (this UPDATE) is theirs once that has passed.
+            time.sleep(PROFILE_CACHE_SECONDS + 0.5)
             cpu_before = tree_cpu_seconds(process.pid)
             r = run_wrk(url, BODY_ANON, bearer=None, duration=args.duration, connections=args.connections)
             r["cpu_ms"] = (tree_cpu_seconds(process.pid) - cpu_before) * 1000 / max(r["requests"], 1)

@@ -10,6 +10,9 @@ whole batch, naming every problem. Then, in one transaction:
 - a client id the IdP reports but Registrar does not know is a **shadow** client: recorded as an unmanaged
   ``Client`` (``managed=False``, ``created_via=discovered``, no owner), like reconciliation's finds, with one
   ``client.discovered`` audit event each;
+- an anonymous client (``created_via=anonymous``, docs/mcp.md "Expire unless used") that was used is renewed
+  through the lifecycle (``client_extend_on_use``): its use + its approved lifetime, at most once per
+  ``REGISTRAR_ANONYMOUS_USE_WINDOW_HOURS``, one ``client.renew`` audit event each; unused, it expires;
 - one ``usage.ingest`` audit event for the batch (counts, source), not one per client: usage is an
   observation, not a governance change.
 """
@@ -20,6 +23,7 @@ import datetime as dt
 import logging
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -65,6 +69,7 @@ class UsageResult:
     updated: int = 0
     unchanged: int = 0
     shadow: list[str] = field(default_factory=list)
+    extended: list[str] = field(default_factory=list)  # anonymous clients renewed because they were used
 
     def to_dict(self) -> dict:
         return {
@@ -196,6 +201,34 @@ def _record_shadow(idp_id: int, client_id: str, when: dt.datetime, source: str, 
     return client
 
 
+def _extend_anonymous(latest: dict[tuple[int, str], dt.datetime], actor: Actor) -> list[str]:
+    """Renew the used anonymous clients of the batch (module docstring); their registration ids."""
+    from inventory.lifecycle import client_extend_on_use
+
+    window = dt.timedelta(hours=settings.REGISTRAR_ANONYMOUS_USE_WINDOW_HOURS)
+    now = timezone.now()
+    extended: list[str] = []
+    keys = sorted(latest)
+    for start in range(0, len(keys), 1000):
+        chunk = keys[start : start + 1000]
+        by_idp: dict[int, list[str]] = {}
+        for idp_id, client_id in chunk:
+            by_idp.setdefault(idp_id, []).append(client_id)
+        for idp_id, client_ids in by_idp.items():
+            anonymous = Client.objects.filter(
+                idp_id=idp_id, idp_client_id__in=client_ids, created_via=CreatedVia.ANONYMOUS, state=ClientState.ACTIVE
+            ).order_by("pk")
+            for client in anonymous:
+                used_at = latest[(idp_id, client.idp_client_id)]
+                ttl = dt.timedelta(seconds=client.ceiling_ttl_seconds or 0)
+                if client.expires_at is not None and min(used_at, now) + ttl < client.expires_at + window:
+                    continue  # inside the window already (the lifecycle checks again, under the row lock)
+                renewed = client_extend_on_use(client=client, used_at=used_at, window=window, actor=actor, now=now)
+                if renewed is not None:
+                    extended.append(renewed.registration_id)
+    return extended
+
+
 @transaction.atomic
 def usage_ingest(reports: list[UsageReport], *, actor: Actor, source: str) -> UsageResult:
     """Apply a validated batch (:func:`parse_usage_batch`): last use moves forward, unknown clients become shadow
@@ -205,28 +238,36 @@ def usage_ingest(reports: list[UsageReport], *, actor: Actor, source: str) -> Us
     result = UsageResult(received=len(reports))
     result.updated = _move_forward(latest, source)
     known: set[tuple[int, str]] = set()
+    anonymous: set[tuple[int, str]] = set()
     idp_ids = {idp_id for idp_id, _ in latest}
     for idp_id in idp_ids:
         wanted = [client_id for i, client_id in latest if i == idp_id]
         for chunk_start in range(0, len(wanted), 1000):
             chunk = wanted[chunk_start : chunk_start + 1000]
-            known.update(
-                (idp_id, cid)
-                for cid in Client.objects.filter(idp_id=idp_id, idp_client_id__in=chunk).values_list(
-                    "idp_client_id", flat=True
-                )
-            )
+            for cid, via in Client.objects.filter(idp_id=idp_id, idp_client_id__in=chunk).values_list(
+                "idp_client_id", "created_via"
+            ):
+                known.add((idp_id, cid))
+                if via == CreatedVia.ANONYMOUS:
+                    anonymous.add((idp_id, cid))
     for key in sorted(set(latest) - known):
         shadow = _record_shadow(key[0], key[1], latest[key], source, actor)
         if shadow is not None:
             result.shadow.append(shadow.registration_id)
     result.unchanged = len(latest) - result.updated - len(result.shadow)
+    if anonymous:  # one more query only when the batch names anonymous clients
+        result.extended = _extend_anonymous({key: latest[key] for key in anonymous}, actor)
     audit_record(
         actor=actor,
         action="usage.ingest",
         object_type="usage_batch",
         object_id=source[:64],
-        after={**result.to_dict(), "clients": len(latest), "shadow": result.shadow[:50]},
+        after={
+            **result.to_dict(),
+            "clients": len(latest),
+            "shadow": result.shadow[:50],
+            "extended": result.extended[:50],
+        },
     )
     log_event(
         logger,
@@ -235,6 +276,7 @@ def usage_ingest(reports: list[UsageReport], *, actor: Actor, source: str) -> Us
         received=result.received,
         updated=result.updated,
         shadow=len(result.shadow),
+        extended=len(result.extended),
     )
     return result
 
@@ -273,6 +315,7 @@ def usage_pull(idp: IdPConnection, *, now: dt.datetime | None = None) -> UsageRe
         total.updated += part.updated
         total.unchanged += part.unchanged
         total.shadow.extend(part.shadow)
+        total.extended.extend(part.extended)
     return total
 
 

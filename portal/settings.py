@@ -470,6 +470,9 @@ REGISTRAR_SLA_LATE_HOURS = env_int("REGISTRAR_SLA_LATE_HOURS", 24, minimum=1)
 REGISTRAR_APPROVER_MAIL_INTERVAL_MINUTES = env_int("REGISTRAR_APPROVER_MAIL_INTERVAL_MINUTES", 15, minimum=0)
 REGISTRAR_ORPHAN_GRACE_HOURS = env_int("REGISTRAR_ORPHAN_GRACE_HOURS", 72, minimum=0)
 REGISTRAR_ORPHAN_RETIRE_DAYS = env_int("REGISTRAR_ORPHAN_RETIRE_DAYS", 30, minimum=0)
+# An anonymous (MCP) client that is used is renewed to its use + its lifetime, at most once per this many hours
+# (inventory.usage, docs/mcp.md "Expire unless used"); unused, it expires at its short lifetime.
+REGISTRAR_ANONYMOUS_USE_WINDOW_HOURS = env_int("REGISTRAR_ANONYMOUS_USE_WINDOW_HOURS", 24, minimum=1)
 # Owners are reminded of an expiry relative to the client's lifetime: when this percentage of it is left, or
 # REGISTRAR_EXPIRY_REMINDER_HOURS before it ends, whichever is later (inventory.notifications.notify_expiring).
 REGISTRAR_EXPIRY_REMINDER_PERCENT = env_int("REGISTRAR_EXPIRY_REMINDER_PERCENT", 20, minimum=1, maximum=99)

@@ -1,6 +1,7 @@
 """Anonymous registration (docs/mcp.md): MCP clients register without a credential under an admin's profile.
 
-- ``anonymous_requester`` — the enabled ``AnonymousProfile`` of the default IdP connection as the credential: its
+- ``anonymous_requester`` — the enabled ``AnonymousProfile`` of the IdP connection the registration targets (the
+  one its endpoint names, ``/oauth2/idp/<name>/register``, else the default connection) as the credential: its
   owner and team answer for the clients, its scopes and lifetime are the ceiling, its rules go to the policy.
   No enabled profile: 401, as before.
 - ``software_identity`` — who the software is: ``software_id`` when present, else client name + redirect URIs +
@@ -29,13 +30,14 @@ from django.db.models import F
 from approvals.choices import RequestState
 from approvals.metadata import ClientMetadata
 from approvals.models import AnonymousProfile, RegistrationRequest
-from approvals.oauth2.cache import default_idp
+from approvals.oauth2.cache import cached, default_idp
 from approvals.oauth2.errors import BadRequest, Unauthorized
-from approvals.oauth2.rat import rat_issue
+from approvals.oauth2.rat import rat_issue, rat_issue_fields
 from approvals.policy_anonymous import AnonymousRules
-from inventory.choices import ClientState, CreatedVia
+from inventory.choices import LIVE_STATES, ClientState, CreatedVia
 from inventory.keys import jwks_thumbprints
-from portal.audit import Actor, audit_record
+from inventory.models import IdPConnection
+from portal.audit import Actor, audit_append, audit_event, event_insert, event_inserted
 from portal.rawsql import ModelColumns, fetch_one
 
 
@@ -43,16 +45,23 @@ class AnonymousRefusal(BadRequest):
     """A refused anonymous registration: answered, counted, not recorded as a request (module docstring)."""
 
 
-def anonymous_profile() -> AnonymousProfile | None:
-    """The enabled profile of the default IdP connection, with its owner and team."""
-    idp = default_idp()
+def anonymous_profile(idp: IdPConnection | None = None) -> AnonymousProfile | None:
+    """The enabled profile of the IdP connection the registration targets (``idp``: its per-IdP endpoint), else
+    of the default one, with its owner and team."""
+    idp = idp or default_idp()
     if idp is None:
         return None
-    return (
-        AnonymousProfile.objects.select_related("owner", "team", "idp")
-        .defer("idp__secrets", "owner__password")  # intake never needs them (nor their decryption)
-        .filter(idp_id=idp.pk, enabled=True, idp__enabled=True)
-        .first()
+    idp_id = idp.pk
+    # Every anonymous registration reads it: kept per process (approvals.oauth2.cache: emptied on a save of the
+    # profile, its IdP, owner or team), so neither the query nor its ORM compilation is paid per request.
+    return cached(
+        f"anonymous_profile:{idp_id}",
+        lambda: (
+            AnonymousProfile.objects.select_related("owner", "team", "idp")
+            .defer("idp__secrets", "owner__password")  # intake never needs them (nor their decryption)
+            .filter(idp_id=idp_id, enabled=True, idp__enabled=True)
+            .first()
+        ),
     )
 
 
@@ -189,14 +198,49 @@ class _CoalesceLookup:
             self._sql[connection.alias] = sql
         return sql
 
-    def __call__(self, key: str, cut: datetime, now: datetime) -> RegistrationRequest | None:
-        from inventory.models import Client, IdPConnection
+    def with_live_count_sql(self, connection) -> str:
+        """PostgreSQL: the same lookup as an outer join from one row, led by the owner's live clients (params:
+        owner id, then the lookup's): one round trip answers both what the policy counts and what coalesces."""
+        key = f"{connection.alias}:live"
+        sql = self._sql.get(key)
+        if sql is None:
+            from inventory.models import Client
 
+            qn = connection.ops.quote_name
+            find = self.sql(connection)
+            select, rest = find.split(" FROM ", 1)
+            tables, where = rest.split(" WHERE ", 1)
+            condition, order = where.split(" ORDER BY ", 1)
+            live = ", ".join(f"'{state}'" for state in sorted(LIVE_STATES))  # constants, not input
+            count = (
+                f"(SELECT COUNT(*) FROM {qn(Client._meta.db_table)} o "  # noqa: S608
+                f"WHERE o.{qn(Client._meta.get_field('owner').column)} = %s AND o.{qn('state')} IN ({live}))"
+            )
+            sql = f"{select}, {count} FROM (SELECT 1) one LEFT JOIN ({tables}) ON {condition} ORDER BY {order}"
+            self._sql[key] = sql
+        return sql
+
+    def with_live_count(
+        self, key: str, cut: datetime, now: datetime, owner_id: int
+    ) -> tuple[RegistrationRequest | None, int]:
+        connection = transaction.get_connection()
+        row = fetch_one(self.with_live_count_sql(connection), [owner_id, key, cut, cut, now], using=connection.alias)
+        assert row is not None  # an outer join from one row
+        return self._load(row, connection), int(row[-1])
+
+    def __call__(self, key: str, cut: datetime, now: datetime) -> RegistrationRequest | None:
         connection = transaction.get_connection()
         row = fetch_one(self.sql(connection), [key, cut, cut, now], using=connection.alias)
         if row is None:
             return None
+        return self._load(row, connection)
+
+    def _load(self, row: tuple, connection) -> RegistrationRequest | None:
+        from inventory.models import Client, IdPConnection
+
         reg_request = self.request.load(row, 0, connection)
+        if reg_request is None:
+            return None
         client = self.client.load(row, len(self.request), connection)
         assert isinstance(reg_request, RegistrationRequest)  # the row is the request's
         if isinstance(client, Client):
@@ -218,13 +262,8 @@ def coalesce_find(*, key: str, window_seconds: int, now: datetime) -> Registrati
     return _coalesce_lookup(key, now - timedelta(seconds=window_seconds), now)
 
 
-def coalesce_reuse(*, existing: RegistrationRequest, actor: Actor, source_ip: str | None, now: datetime) -> str:
-    """Hand ``existing`` out again: a fresh registration access token, the count, one audit event. In the
-    caller's transaction (under the key's lock)."""
-    plaintext = rat_issue(existing, also={"coalesced_count": F("coalesced_count") + 1, "last_coalesced_at": now})
-    existing.coalesced_count += 1
-    existing.last_coalesced_at = now
-    audit_record(
+def _coalesced_event(existing: RegistrationRequest, actor: Actor, source_ip: str | None):
+    return audit_event(
         actor=actor,
         action="registration.coalesced",
         object_type="registration_request",
@@ -239,4 +278,76 @@ def coalesce_reuse(*, existing: RegistrationRequest, actor: Actor, source_ip: st
         reason="identical in effect to a live registration of the same software: returned it instead of a new one",
         policy_version=existing.policy_version,
     )
+
+
+def coalesce_find_with_live_count(
+    *, key: str, window_seconds: int, now: datetime, owner_id: int
+) -> tuple[RegistrationRequest | None, int]:
+    """PostgreSQL: :func:`coalesce_find` and the owner's live clients (for the policy) in one statement."""
+    return _coalesce_lookup.with_live_count(key, now - timedelta(seconds=window_seconds), now, owner_id)
+
+
+def coalesce_reuse(*, existing: RegistrationRequest, actor: Actor, source_ip: str | None, now: datetime) -> str:
+    """Hand ``existing`` out again: a fresh registration access token, the count, one audit event. In the
+    caller's transaction (under the key's lock)."""
+    plaintext = rat_issue(existing, also={"coalesced_count": F("coalesced_count") + 1, "last_coalesced_at": now})
+    existing.coalesced_count += 1
+    existing.last_coalesced_at = now
+    audit_append(_coalesced_event(existing, actor, source_ip))
+    return plaintext
+
+
+_TOKEN_COLUMNS = ("registration_access_token_hash", "rat_previous_hash", "rat_previous_until", "rat_spent_hashes")
+
+
+def _reuse_update_sql(connection) -> str:
+    qn = connection.ops.quote_name
+
+    concrete = {f.name: f for f in RegistrationRequest._meta.concrete_fields}
+
+    def col(name: str) -> str:
+        return qn(concrete[name].column)
+
+    sets = ", ".join(f"{col(name)} = %s" for name in _TOKEN_COLUMNS)
+    count = col("coalesced_count")
+    # Identifiers from _meta (quoted); every value is a parameter.
+    return (
+        f"UPDATE {qn(RegistrationRequest._meta.db_table)} SET {sets}, {count} = {count} + 1, "  # noqa: S608
+        f"{col('last_coalesced_at')} = %s "
+        f"WHERE {qn(RegistrationRequest._meta.pk.column)} = %s "
+        f"AND {col('registration_access_token_hash')} IS NOT DISTINCT FROM %s RETURNING {count}"
+    )
+
+
+def coalesce_reuse_at_once(
+    *, existing: RegistrationRequest, actor: Actor, source_ip: str | None, now: datetime
+) -> str | None:
+    """PostgreSQL, without the key's lock or a transaction of its own: :func:`coalesce_reuse` as one statement
+    (the token UPDATE and the audit event INSERT as a data-modifying CTE), on condition that the registration
+    still has the token ``existing`` was read with. None when a concurrent reuse (or RFC 7592 call) changed it
+    meanwhile: the caller then takes the locked path, which reads it again."""
+    connection = transaction.get_connection()
+    plaintext, fields = rat_issue_fields(existing)
+    concrete = {f.name: f for f in RegistrationRequest._meta.concrete_fields}
+    params = [concrete[name].get_db_prep_save(fields[name], connection) for name in _TOKEN_COLUMNS]
+    params += [now, existing.pk, existing.registration_access_token_hash]
+    read_count = existing.coalesced_count
+    existing.coalesced_count = read_count + 1  # what the conditional UPDATE makes it (the event says so)
+    event = _coalesced_event(existing, actor, source_ip)
+    sql, all_params = event_insert(
+        connection,
+        event,
+        ctes=[("upd", _reuse_update_sql(connection), params)],
+        when="EXISTS (SELECT 1 FROM upd)",
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, all_params)
+        row = cursor.fetchone()
+    if row is None:
+        existing.coalesced_count = read_count
+        return None
+    event_inserted(event, row, using=connection.alias)
+    for name, value in fields.items():
+        setattr(existing, name, value)
+    existing.last_coalesced_at = now
     return plaintext

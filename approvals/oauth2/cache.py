@@ -1,7 +1,9 @@
 """What every registration reads and an admin changes now and then, kept per process for a few seconds.
 
-Like the policy (``approvals.policy_store``): the default IdP and the scope catalogue. ``clear_caches()``
-empties them (tests, after admin changes).
+Like the policy (``approvals.policy_store``): the default IdP, IdPs by name, each IdP's anonymous profile and the
+scope catalogue. ``clear_caches()`` empties them (tests); a save or delete of what they hold (an IdP connection,
+an anonymous profile, its owner or team, a scope) empties this process's at once (``invalidate_on_save``, from
+``ApprovalsConfig.ready``), the other processes' within ``CACHE_SECONDS``.
 """
 
 from __future__ import annotations
@@ -27,13 +29,40 @@ def _cached(key: str, load: Callable[[], Any]) -> Any:
     return value
 
 
+def cached(key: str, load: Callable[[], Any]) -> Any:
+    """``load()``'s value, kept for ``CACHE_SECONDS`` under ``key`` (for what other modules look up per request)."""
+    return _cached(key, load)
+
+
 def clear_caches() -> None:
     _cache.clear()
+
+
+def _invalidate(**_kwargs: Any) -> None:
+    _cache.clear()
+
+
+def invalidate_on_save() -> None:
+    """Empty the caches when an admin changes what they hold (called once, from ``ApprovalsConfig.ready``)."""
+    from django.contrib.auth import get_user_model
+    from django.db.models.signals import post_delete, post_save
+
+    from approvals.models import AnonymousProfile
+    from inventory.models import Team
+
+    for model in (IdPConnection, ScopeDefinition, AnonymousProfile, Team, get_user_model()):
+        post_save.connect(_invalidate, sender=model, dispatch_uid=f"oauth2_cache_{model._meta.label_lower}_save")
+        post_delete.connect(_invalidate, sender=model, dispatch_uid=f"oauth2_cache_{model._meta.label_lower}_delete")
 
 
 def default_idp() -> IdPConnection | None:
     """The IdP a registration goes to when its credential names none."""
     return _cached("default_idp", lambda: IdPConnection.objects.filter(is_default=True, enabled=True).first())
+
+
+def idp_named(name: str) -> IdPConnection | None:
+    """The enabled IdP connection called ``name`` (a per-IdP registration endpoint names it), or None."""
+    return _cached(f"idp:{name}", lambda: IdPConnection.objects.filter(name=name, enabled=True).first())
 
 
 def _load_catalogue() -> dict[str, ScopeInfo]:

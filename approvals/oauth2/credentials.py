@@ -199,8 +199,11 @@ class _TokenLookup:
 _token_with_owner = _TokenLookup()
 
 
-def requester_authenticate(*, bearer: str | None, body: Any) -> Requester:
-    """Find and check the credential; raise Unauthorized (401) or BadRequest (bad software statement)."""
+def requester_authenticate(*, bearer: str | None, body: Any, idp: IdPConnection | None = None) -> Requester:
+    """Find and check the credential; raise Unauthorized (401) or BadRequest (bad software statement).
+
+    ``idp`` is the IdP connection the registration endpoint named (``/oauth2/idp/<name>/register``): it picks the
+    anonymous profile; a credential carries its own IdP."""
     now = timezone.now()
     if bearer:
         if bearer.startswith(REGISTRATION_TOKEN_PREFIX + "_"):
@@ -230,7 +233,7 @@ def requester_authenticate(*, bearer: str | None, body: Any) -> Requester:
         # No credential at all: an anonymous registration, if an admin enabled a profile for it (else 401).
         from approvals.oauth2.anonymous import anonymous_profile, anonymous_requester
 
-        return anonymous_requester(anonymous_profile())
+        return anonymous_requester(anonymous_profile(idp))
     try:
         verified = verify_software_statement(statement)
     except StatementError as exc:

@@ -127,16 +127,21 @@ def rat_rotate(reg_request: RegistrationRequest, presented: Presented, *, grace:
     return plaintext
 
 
-def rat_issue(reg_request: RegistrationRequest, *, also: dict[str, Any] | None = None) -> str:
-    """A fresh token for a registration whose credential was not presented (a coalesced registration):
-    every token issued before is superseded. ``also``: other columns to set in the same UPDATE."""
+def rat_issue_fields(reg_request: RegistrationRequest) -> tuple[str, dict[str, Any]]:
+    """A fresh token and the columns that make it the registration's only one (see :func:`rat_issue`)."""
     plaintext = new_token(REGISTRATION_TOKEN_PREFIX)
-    fields = {
+    return plaintext, {
         "registration_access_token_hash": hash_token(plaintext),
         "rat_previous_hash": "",
         "rat_previous_until": None,
         "rat_spent_hashes": _spent(reg_request, reg_request.rat_previous_hash),
     }
+
+
+def rat_issue(reg_request: RegistrationRequest, *, also: dict[str, Any] | None = None) -> str:
+    """A fresh token for a registration whose credential was not presented (a coalesced registration):
+    every token issued before is superseded. ``also``: other columns to set in the same UPDATE."""
+    plaintext, fields = rat_issue_fields(reg_request)
     RegistrationRequest.objects.filter(pk=reg_request.pk).update(**fields, **(also or {}))
     for name, value in fields.items():
         setattr(reg_request, name, value)

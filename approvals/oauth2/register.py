@@ -279,17 +279,20 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
             )
             return Submission(reg_request=reg_request, verdict=None, error=exc.error, error_description=exc.description)
 
+    identity = anonymous.metadata_identity(md)
+    coalescing = _Coalescing.start(requester, md, identity, now)
+    if coalescing is not None and coalescing.live is not None:
+        requester = dataclasses.replace(requester, owner_live_clients=coalescing.live)
     context = _context(requester, md, now)
     verdict = evaluate(context, config)
     if not verdict.refused:
         idp = requester.idp or default_idp()
         if idp is None:
             raise Unavailable("temporarily_unavailable", "no identity provider is configured for new registrations")
-        identity = anonymous.metadata_identity(md)
-        profile = requester.profile
         try:
-            if profile is not None and profile.coalesce:
+            if coalescing is not None:
                 return _coalesce_or_record(
+                    coalescing=coalescing,
                     requester=requester,
                     md=md,
                     verdict=verdict,
@@ -333,18 +336,67 @@ def registration_submit(*, requester: Requester, body: Any, source_ip: str | Non
     )
 
 
+@dataclass
+class _Coalescing:
+    """An anonymous registration under a coalescing profile: its key and, on PostgreSQL, what the unlocked
+    lookup found, read with the owner's live clients in one statement (the policy needs that count anyway)."""
+
+    key: str
+    window_seconds: int
+    found: RegistrationRequest | None = None
+    live: int | None = None
+
+    @classmethod
+    def start(cls, requester: Requester, md: ClientMetadata, identity: str, now) -> _Coalescing | None:
+        profile = requester.profile
+        if profile is None or not profile.coalesce:
+            return None
+        key = anonymous.coalesce_key(profile=profile, owner_id=requester.owner.pk, identity=identity, md=md)
+        coalescing = cls(key=key, window_seconds=profile.coalesce_window_seconds)
+        if transaction.get_connection().vendor == "postgresql" and requester.owner_live_clients is None:
+            coalescing.found, coalescing.live = anonymous.coalesce_find_with_live_count(
+                key=key, window_seconds=profile.coalesce_window_seconds, now=now, owner_id=requester.owner.pk
+            )
+        return coalescing
+
+
 def _coalesce_or_record(
-    *, requester: Requester, md: ClientMetadata, now, source_ip: str | None, **kwargs
+    *, coalescing: _Coalescing, requester: Requester, md: ClientMetadata, now, source_ip: str | None, **kwargs
 ) -> Submission:
     """An anonymous registration under a coalescing profile: the live registration identical in effect, handed
     out again, or a new one — decided under the key's lock, so two identical registrations at once make one."""
-    profile = requester.profile
-    key = anonymous.coalesce_key(profile=profile, owner_id=requester.owner.pk, identity=kwargs["identity"], md=md)
+    key = coalescing.key
+    if coalescing.live is not None:
+        # PostgreSQL, the common case — a repeat of a live registration — costs no more than a new one: the
+        # lookup (read with the policy's count), then one conditional statement (token + count + audit event),
+        # no lock, no transaction of its own. A miss, or a concurrent reuse of the same registration, takes
+        # the locked path below.
+        existing = coalescing.found
+        if existing is not None:
+            plaintext = anonymous.coalesce_reuse_at_once(
+                existing=existing, actor=requester.actor, source_ip=source_ip, now=now
+            )
+            if plaintext is not None:
+                return Submission(
+                    reg_request=existing,
+                    verdict=kwargs["verdict"],
+                    client=existing.client,
+                    registration_access_token=plaintext,
+                    coalesced=True,
+                )
     with transaction.atomic():
         anonymous.coalesce_lock(key)
-        existing = anonymous.coalesce_find(key=key, window_seconds=profile.coalesce_window_seconds, now=now)
+        existing = anonymous.coalesce_find(key=key, window_seconds=coalescing.window_seconds, now=now)
         if existing is not None:
-            plaintext = anonymous.coalesce_reuse(existing=existing, actor=requester.actor, source_ip=source_ip, now=now)
+            plaintext = None
+            if coalescing.live is not None:  # PostgreSQL: the one statement again (no other reuse can race us now)
+                plaintext = anonymous.coalesce_reuse_at_once(
+                    existing=existing, actor=requester.actor, source_ip=source_ip, now=now
+                )
+            if plaintext is None:
+                plaintext = anonymous.coalesce_reuse(
+                    existing=existing, actor=requester.actor, source_ip=source_ip, now=now
+                )
             return Submission(
                 reg_request=existing,
                 verdict=kwargs["verdict"],

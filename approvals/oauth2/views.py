@@ -28,7 +28,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from approvals import conditions, ratelimit
 from approvals.metrics import registration_counted
-from approvals.oauth2 import anonymous, client_config, credentials, responses
+from approvals.oauth2 import anonymous, cache, client_config, credentials, responses
 from approvals.oauth2.anonymous import AnonymousRefusal
 from approvals.oauth2.errors import ERR_INVALID_METADATA, IntakeError, Unauthorized
 from approvals.oauth2.inline_delivery import deliver_inline
@@ -179,11 +179,12 @@ class _Labels:
 
 
 @csrf_exempt
-def register(request: HttpRequest) -> HttpResponse:
-    """RFC 7591 §3.1 client registration, counted by channel and outcome (``approvals.metrics``)."""
+def register(request: HttpRequest, idp_name: str | None = None) -> HttpResponse:
+    """RFC 7591 §3.1 client registration, counted by channel and outcome (``approvals.metrics``). At
+    ``/oauth2/idp/<idp_name>/register`` an anonymous registration is judged under that IdP connection's profile."""
     labels = _Labels()
     try:
-        response = _register(request, labels)
+        response = _register(request, labels, idp_name)
     except Exception:
         registration_counted(channel=labels.channel, outcome="error")
         raise
@@ -192,11 +193,16 @@ def register(request: HttpRequest) -> HttpResponse:
     return response
 
 
-def _register(request: HttpRequest, labels: _Labels) -> HttpResponse:
+def _register(request: HttpRequest, labels: _Labels, idp_name: str | None) -> HttpResponse:
     if request.method != "POST":
         response = _error(405, "invalid_request", "use POST to register a client")
         response["Allow"] = "POST"
         return response
+    target_idp = None
+    if idp_name is not None:
+        target_idp = cache.idp_named(idp_name)
+        if target_idp is None:
+            return _error(404, "invalid_request", f"no enabled IdP connection named {_header_safe(idp_name)[:64]!r}")
     source_ip = _source_ip(request)
     bearer = _bearer(request)
     limited = _rate_limits(source_ip, bearer)
@@ -206,7 +212,7 @@ def _register(request: HttpRequest, labels: _Labels) -> HttpResponse:
     if problem is not None:
         return problem
     try:
-        requester = credentials.requester_authenticate(bearer=bearer, body=body)
+        requester = credentials.requester_authenticate(bearer=bearer, body=body, idp=target_idp)
     except Unauthorized as exc:
         return _unauthorized(request, exc, bearer)
     except IntakeError as exc:  # a software statement that does not verify

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from inventory import hooks
 from inventory.ceilings import Ceiling
-from inventory.choices import ClientState, OutboxOperation, RiskTier
+from inventory.choices import ClientState, CreatedVia, OutboxOperation, RiskTier
 from inventory.lifecycle.errors import LifecycleError
 from inventory.lifecycle.state import acting, client_snapshot, lock_client, require_manage
 from inventory.models import Client
@@ -130,6 +130,34 @@ def client_renew(
         policy_version=locked.policy_version,
     )
     return RenewalOutcome(client=locked, renewed=True)
+
+
+@transaction.atomic
+def client_extend_on_use(
+    *, client: Client, used_at: dt.datetime, window: dt.timedelta, actor: Actor, now: dt.datetime | None = None
+) -> Client | None:
+    """An anonymous client that is used does not expire (docs/mcp.md "Expire unless used"): renew it through
+    :func:`client_renew` to its use + its approved lifetime (the profile's, never more than the tier ceiling),
+    at most once per ``window`` — a use that would move the expiry by less than ``window`` changes nothing, so
+    a busy client is renewed once per window, not once per report. Only a direct renewal: a client that would
+    need review (high tier, flagged, no ceiling) is left to expire. The renewed client, or None."""
+    locked = lock_client(client)
+    if locked.state != ClientState.ACTIVE or locked.created_via != CreatedVia.ANONYMOUS:
+        return None
+    now = now or timezone.now()
+    used_at = min(used_at, now)  # a report from a skewed clock never buys more than the lifetime from now
+    ttl = _renewal_ttl(locked, None)
+    if renewal_review_reasons(locked, ttl_seconds=ttl):
+        return None
+    if locked.expires_at is not None and used_at + dt.timedelta(seconds=ttl) < locked.expires_at + window:
+        return None
+    outcome = client_renew(
+        client=locked,
+        actor=actor,
+        reason=f"used at {used_at.isoformat()}: an anonymous client expires unless used",
+        now=used_at,
+    )
+    return outcome.client if outcome.renewed else None
 
 
 @transaction.atomic

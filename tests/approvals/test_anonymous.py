@@ -344,3 +344,127 @@ def test_the_admin_form_keeps_profiles_to_low_scopes_and_every_change_is_audited
     made = AnonymousProfile.objects.get()
     assert made.enabled and made.allowed_scopes == ["tickets:read"]
     assert AuditEvent.objects.filter(action="anonymous_profile.admin_create", object_id=str(made.pk)).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_profile_is_the_one_of_the_idp_the_registration_targets(client, idp, profile, owner, team):
+    """Two IdPs, two profiles: /oauth2/register is the default IdP's, /oauth2/idp/<name>/register names another."""
+    from tests.factories import IdPFactory, UserFactory
+
+    other_idp = IdPFactory(name="partners", config={"issuer": "https://partners.test", "token_endpoint": "x"})
+    other_owner = UserFactory(username="partners-bot")
+    AnonymousProfile.objects.create(
+        idp=other_idp,
+        name="partners-mcp",
+        enabled=True,
+        owner=other_owner,
+        team=team,
+        allowed_scopes=["docs:read"],
+        max_ttl_seconds=86400,
+        coalesce=False,
+    )
+    # The default IdP's profile allows tickets:read; the partners' does not (and vice versa for docs:read).
+    assert post(client, MCP_BODY).status_code == 201
+    default_client = Client.objects.get()
+    assert default_client.idp == idp and default_client.owner == owner
+
+    at_partners = client.post(
+        "/oauth2/idp/partners/register", data=dict(MCP_BODY, scope="docs:read"), content_type="application/json"
+    )
+    assert at_partners.status_code == 201, at_partners.content
+    partners_client = Client.objects.exclude(pk=default_client.pk).get()
+    assert partners_client.idp == other_idp and partners_client.owner == other_owner
+    assert (partners_client.expires_at - partners_client.created_at).total_seconds() <= 86400 + 1
+    assert RegistrationRequest.objects.get(client=partners_client).profile.name == "partners-mcp"
+
+    before = counts()
+    refused = client.post("/oauth2/idp/partners/register", data=MCP_BODY, content_type="application/json")
+    _refused(refused, "scope")  # tickets:read is the default IdP's profile's, not the partners'
+    # An unknown or disabled IdP connection: a clear 404, nothing written.
+    unknown = client.post("/oauth2/idp/nowhere/register", data=MCP_BODY, content_type="application/json")
+    assert unknown.status_code == 404 and "nowhere" in unknown.json()["error_description"]
+    # An IdP without an enabled profile: 401 as at the default endpoint without one.
+    IdPFactory(name="bare")
+    bare = client.post("/oauth2/idp/bare/register", data=MCP_BODY, content_type="application/json")
+    assert bare.status_code == 401 and "not enabled" in bare.json()["error_description"]
+    assert counts() == before
+
+
+def _queries(client, body):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as captured:
+        response = post(client, body)
+    assert response.status_code in (201, 202), response.content
+    return [q["sql"] for q in captured.captured_queries], response
+
+
+@pytest.mark.postgres_only  # SQLite takes the locked path every time (its writers are serial anyway)
+@pytest.mark.django_db
+def test_a_coalesced_registration_costs_no_more_statements_than_a_new_one(client, profile):
+    """Issue 17: a coalesced registration should cost no more than a new one (bench/intake.py measures CPU)."""
+    body = dict(MCP_BODY, scope="tickets:write")  # pending: the bench's shape
+    profile.allowed_scopes = ["tickets:read", "tickets:write"]
+    profile.coalesce = False
+    profile.save()
+    post(client, dict(body, client_name="warm-up"))
+    new, _ = _queries(client, body)
+    profile.coalesce = True
+    profile.save()
+    first = post(client, dict(body, client_name="coalesce-me")).json()
+    coalesced, response = _queries(client, dict(body, client_name="coalesce-me"))
+    assert response.json()["registration_client_uri"] == first["registration_client_uri"]
+    assert len(coalesced) <= len(new), (coalesced, new)
+    assert not any("pg_advisory_xact_lock" in sql for sql in coalesced)  # a hit needs no lock
+    assert not any("anonymousprofile" in sql for sql in coalesced + new)  # the profile is kept per process
+    reg = RegistrationRequest.objects.get(public_id=first["registration_client_uri"].rsplit("/", 1)[-1])
+    assert reg.coalesced_count == 1
+    assert AuditEvent.objects.get(action="registration.coalesced").after["coalesced_count"] == 1
+    # The token handed out first is superseded; the fresh one manages the registration.
+    uri = first["registration_client_uri"].split("testserver", 1)[-1]
+    assert client.get(uri, HTTP_AUTHORIZATION=f"Bearer {first['registration_access_token']}").status_code == 401
+    fresh = response.json()["registration_access_token"]
+    assert client.get(uri, HTTP_AUTHORIZATION=f"Bearer {fresh}").json()["status"] == "pending"
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db
+def test_a_reuse_that_loses_to_a_concurrent_one_takes_the_locked_path(client, profile, monkeypatch):
+    from approvals.oauth2 import anonymous
+
+    first = post(client, MCP_BODY).json()
+    real_unlocked, real_locked = anonymous.coalesce_find_with_live_count, anonymous.coalesce_find
+    calls = []
+
+    def unlocked_then_someone_else_reuses(**kwargs):
+        found = real_unlocked(**kwargs)
+        # between our read and our write, another reuse issued a new token
+        RegistrationRequest.objects.update(registration_access_token_hash="x" * 64)
+        calls.append("unlocked")
+        return found
+
+    def locked(**kwargs):
+        calls.append("locked")
+        return real_locked(**kwargs)
+
+    monkeypatch.setattr(anonymous, "coalesce_find_with_live_count", unlocked_then_someone_else_reuses)
+    monkeypatch.setattr(anonymous, "coalesce_find", locked)
+    again = post(client, MCP_BODY)
+    assert again.status_code == 201 and again.json()["client_id"] == first["client_id"]
+    assert calls == ["unlocked", "locked"]  # the unlocked read lost, the read under the key's lock won
+    reg = RegistrationRequest.objects.get()
+    assert reg.coalesced_count == 1 and reg.registration_access_token_hash not in ("x" * 64, None)
+    assert AuditEvent.objects.filter(action="registration.coalesced").count() == 1
+    assert Client.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_cached_profile_is_dropped_when_an_admin_saves_it(client, profile):
+    assert post(client, MCP_BODY).status_code == 201
+    profile.allowed_scopes = ["docs:read"]
+    profile.save()
+    _refused(post(client, dict(MCP_BODY, client_name="after the change")), "scope")
+    profile.enabled = False
+    profile.save()
+    assert post(client, dict(MCP_BODY, client_name="switched off")).status_code == 401

@@ -23,7 +23,8 @@
 //                             a disabled account. PATCH /_test/users/<sub> (admin token) changes a person.
 //   IDP_REGISTRATION_ENDPOINT advertise this URL as `registration_endpoint` in the discovery document instead of
 //                             the provider's own /reg: Registrar's /oauth2/register in front of this IdP, so MCP
-//                             clients that discover the endpoint register through Registrar (docs/mcp.md).
+//                             clients that discover the endpoint register through Registrar (docs/mcp.md); with
+//                             it, `client_id_metadata_document_supported: true` (Registrar admits CIMD clients).
 //   IDP_AUTO_CONSENT          "on": every client's authorization request is granted the scopes it asks for once
 //                             the person has signed in (no consent screen), as for the SSO clients. Default off.
 //   IDP_USAGE_URL             report token issuance to Registrar: POST batches of {idp, client_id, last_used_at}
@@ -414,6 +415,9 @@ provider.use(async (ctx, next) => {
   const discoveryPaths = ['/.well-known/openid-configuration', '/.well-known/oauth-authorization-server'];
   if (REGISTRATION_ENDPOINT && discoveryPaths.includes(ctx.path) && ctx.body) {
     ctx.body.registration_endpoint = REGISTRATION_ENDPOINT;
+    // Registrar in front also admits MCP clients by Client ID Metadata Document (docs/cimd.md): it registers
+    // them here with the document URL as client_id, so a client may present that URL.
+    ctx.body.client_id_metadata_document_supported = true;
   }
 });
 

@@ -125,6 +125,7 @@ def test_mcp_sdk_discovers_registers_anonymously_twice_and_gets_a_token(live_ser
 
         assert str(metadata.issuer).rstrip("/") == process.issuer  # the IdP's own issuer, not Registrar's
         assert str(metadata.registration_endpoint) == f"{live_server.url}/oauth2/register"
+        assert metadata.client_id_metadata_document_supported is True  # CIMD through Registrar (docs/cimd.md)
         assert first.client_id == second.client_id and first.client_id
         client = Client.objects.get()
         assert client.created_via == CreatedVia.ANONYMOUS and client.idp_client_id == first.client_id
@@ -158,3 +159,20 @@ def test_mcp_sdk_discovers_registers_anonymously_twice_and_gets_a_token(live_ser
             timeout=30,
         )
         assert refused.status_code == 400
+
+
+def test_the_demo_idp_advertises_registrar_and_cimd_only_when_registrar_is_in_front():
+    """Both discovery documents name Registrar's endpoint and CIMD support; without Registrar in front, neither."""
+    paths = ("/.well-known/openid-configuration", "/.well-known/oauth-authorization-server")
+    endpoint = "http://127.0.0.1:9/oauth2/register"
+    with IdPProcess(extra_env={"IDP_REGISTRATION_ENDPOINT": endpoint}) as process:
+        for path in paths:
+            document = httpx.get(process.issuer + path, timeout=10).json()
+            assert document["registration_endpoint"] == endpoint, path
+            assert document["client_id_metadata_document_supported"] is True, path
+            assert document["issuer"].rstrip("/") == process.issuer
+    with IdPProcess() as process:
+        for path in paths:
+            document = httpx.get(process.issuer + path, timeout=10).json()
+            assert document["registration_endpoint"] != endpoint, path  # the provider's own /reg
+            assert "client_id_metadata_document_supported" not in document, path
