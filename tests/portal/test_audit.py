@@ -409,30 +409,50 @@ def test_nudge_sends_from_a_thread_and_never_raises(monkeypatch):
     assert calls.wait(5)
 
 
-def test_a_broker_outage_is_one_warning_without_a_stack_trace_and_one_when_it_is_back(monkeypatch, caplog):
+def test_a_broker_outage_is_one_warning_without_a_stack_trace_and_one_when_it_is_back(caplog):
     """The fault suite's finding: with Redis down, every commit of every web process logged a stack trace."""
     import portal.tlog.nudge as nudge
 
-    monkeypatch.setattr(nudge, "_broker", nudge._BrokerState())
-    up = False
-
-    def send_task(name, **kwargs):
-        if not up:
-            raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
-
-    monkeypatch.setattr("portal.celery.app.send_task", send_task)
+    state = nudge._BrokerState()  # its own, so the process's nudger thread cannot add to it meanwhile
     with caplog.at_level("WARNING", logger="portal.tlog.nudge"):
         for _ in range(50):
-            nudge.send()
-        up = True
-        nudge.send()
-        nudge.send()
+            state.failure(ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused."))
+        state.success()
+        state.success()
 
     records = [r for r in caplog.records if r.name == "portal.tlog.nudge"]
     assert [r.getMessage().split()[0] for r in records] == ["event=log_nudge_failed", "event=log_nudge_recovered"]
     assert all(r.exc_info is None for r in records)
     assert "Connection refused" in records[0].getMessage()
     assert "nudges_lost=50" in records[1].getMessage()
+
+
+def test_a_failed_nudge_goes_to_the_broker_state_and_a_sent_one_too(monkeypatch):
+    import portal.tlog.nudge as nudge
+
+    seen = []
+
+    class Recorder:
+        def failure(self, exc):
+            seen.append(("failure", str(exc)))
+
+        def success(self):
+            seen.append(("success", ""))
+
+    monkeypatch.setattr(nudge, "_broker", Recorder())
+    up = False
+
+    def send_task(name, **kwargs):
+        if not up:
+            raise ConnectionError("broker down")
+
+    monkeypatch.setattr("portal.celery.app.send_task", send_task)
+    nudge.send()
+    up = True
+    nudge.send()
+    # the process's nudger thread may send too; ours are there, in order
+    assert ("failure", "broker down") in seen and ("success", "") in seen
+    assert seen.index(("failure", "broker down")) < len(seen) - 1 - seen[::-1].index(("success", ""))
 
 
 # --- the events of the old hash chain -------------------------------------------------------------------
