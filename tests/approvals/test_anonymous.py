@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -300,6 +301,103 @@ def test_dcr_debt_is_for_security_and_admins(client, profile, owner):
     client.force_login(owner)
     assert client.get("/dashboards/dcr-debt/").status_code == 403
     assert client.post("/dashboards/dcr-debt/x/retire-duplicates").status_code == 403
+
+
+def _near_setup(client, profile):
+    profile.coalesce = False
+    profile.save()
+    for port in (33418, 40001, 51515):  # a native app picks a loopback port per run: three exact identities
+        body = dict(MCP_BODY, redirect_uris=[f"http://127.0.0.1:{port}/callback"])
+        assert post(client, body).status_code == 201
+    for _ in range(2):
+        assert post(client, dict(MCP_BODY, client_name="Other")).status_code == 201
+    # same name, another path: not a near-duplicate of the three
+    assert post(client, dict(MCP_BODY, redirect_uris=["http://127.0.0.1:33418/elsewhere"])).status_code == 201
+
+
+@pytest.mark.django_db
+def test_dcr_debt_groups_near_duplicates_apart_from_exact_ones(client, profile, security_user):
+    from approvals.dcr_debt import dcr_debt, near_key
+
+    _near_setup(client, profile)
+    debt = dcr_debt()
+    exact = {g.name: g.live for g in debt.groups if g.live > 1}
+    assert exact == {"Other": 2}  # the three loopback ports are three exact identities of one live client each
+    assert [(g.name, g.identities, g.live) for g in debt.near] == [("Example MCP Client", 3, 3)]
+    assert debt.near[0].key == near_key(
+        {"redirect_uris": ["http://127.0.0.1:9/callback"], "token_endpoint_auth_method": "none"}, "Example MCP Client"
+    )
+    assert near_key({"redirect_uris": ["https://app.example/cb"]}, "X") != near_key(
+        {"redirect_uris": ["https://app.example:8443/cb"]}, "X"
+    )  # only a loopback port is volatile
+
+    client.force_login(security_user)
+    html = client.get("/dashboards/dcr-debt/").content.decode()
+    assert f'data-near="{debt.near[0].key}"' in html and "Near-duplicates" in html
+    assert f"/inventory/new/?dcr={debt.near[0].key}" in html
+
+    # "keep one, retire the rest" works on a near group through the lifecycle
+    response = client.post(f"/dashboards/dcr-debt/{debt.near[0].key}/retire-duplicates")
+    assert response.status_code == 302
+    retired = Client.objects.filter(name="Example MCP Client", state=ClientState.RETIRED)
+    assert retired.count() == 2
+    assert AuditEvent.objects.filter(action="client.retired", reason__startswith="DCR debt").count() == 2
+    assert dcr_debt().near == []
+
+
+@pytest.mark.django_db
+def test_move_to_preregistration_prefills_the_form_for_the_groups_owner(client, profile, security_user, owner):
+    from approvals.dcr_debt import dcr_debt
+
+    _near_setup(client, profile)
+    key = dcr_debt().near[0].key
+    client.force_login(security_user)
+    page = client.get(f"/inventory/new/?dcr={key}")
+    assert page.status_code == 200
+    form = page.context["form"]
+    metadata = json.loads(form.initial["metadata"])
+    assert metadata["client_name"] == "Example MCP Client"
+    assert metadata["redirect_uris"] == ["http://127.0.0.1/callback"]  # the volatile port left out
+    assert form.initial["owner"] == owner.pk and form.initial["source"] == "metadata"
+    assert "data-dcr-move" in page.content.decode()
+
+    before = RegistrationRequest.objects.count()
+    response = client.post(
+        f"/inventory/new/?dcr={key}",
+        {
+            "source": "metadata",
+            "metadata": form.initial["metadata"],
+            "purpose": "One governed client for the MCP app",
+            "scope": "tickets:read",
+            "owner": owner.pk,
+        },
+    )
+    assert response.status_code == 302 and response["Location"] == "/dashboards/dcr-debt/"
+    assert RegistrationRequest.objects.count() == before + 1
+    made = RegistrationRequest.objects.order_by("-pk").first()
+    assert made.via == CreatedVia.PRE_REGISTRATION and made.owner == owner and made.submitted_by == security_user
+
+    # an unknown group: 404, nothing written
+    assert client.get("/inventory/new/?dcr=nope").status_code == 404
+
+
+@pytest.mark.django_db
+def test_move_to_preregistration_is_for_security_and_admins(client, profile, owner, admin_user, security_user):
+    from approvals.dcr_debt import dcr_debt
+    from approvals.preregistration import PreregistrationForbidden, preregister
+
+    _near_setup(client, profile)
+    key = dcr_debt().near[0].key
+    client.force_login(admin_user)
+    assert client.get(f"/inventory/new/?dcr={key}").status_code == 200
+    client.force_login(owner)
+    assert client.get(f"/inventory/new/?dcr={key}").status_code == 403
+    before = counts()
+    body = {"source": "metadata", "metadata": json.dumps(MCP_BODY), "purpose": "p", "owner": owner.pk}
+    assert client.post(f"/inventory/new/?dcr={key}", body).status_code == 403
+    with pytest.raises(PreregistrationForbidden):
+        preregister(submitter=owner, owner=security_user, metadata=MCP_BODY, governance={"purpose": "p"}, dcr_move=True)
+    assert counts() == before
 
 
 @pytest.mark.django_db
