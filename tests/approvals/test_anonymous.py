@@ -526,19 +526,16 @@ def test_a_coalesced_registration_costs_no_more_statements_than_a_new_one(client
     assert client.get(uri, HTTP_AUTHORIZATION=f"Bearer {fresh}").json()["status"] == "pending"
 
 
-@pytest.mark.postgres_only
-@pytest.mark.django_db
-def test_a_reuse_that_loses_to_a_concurrent_one_takes_the_locked_path(client, profile, monkeypatch):
+def _race(monkeypatch, meanwhile):
+    """The unlocked read, then ``meanwhile`` (what a concurrent request did), then our write; the calls made."""
     from approvals.oauth2 import anonymous
 
-    first = post(client, MCP_BODY).json()
     real_unlocked, real_locked = anonymous.coalesce_find_with_live_count, anonymous.coalesce_find
     calls = []
 
-    def unlocked_then_someone_else_reuses(**kwargs):
+    def unlocked_then_someone_else(**kwargs):
         found = real_unlocked(**kwargs)
-        # between our read and our write, another reuse issued a new token
-        RegistrationRequest.objects.update(registration_access_token_hash="x" * 64)
+        meanwhile()
         calls.append("unlocked")
         return found
 
@@ -546,13 +543,48 @@ def test_a_reuse_that_loses_to_a_concurrent_one_takes_the_locked_path(client, pr
         calls.append("locked")
         return real_locked(**kwargs)
 
-    monkeypatch.setattr(anonymous, "coalesce_find_with_live_count", unlocked_then_someone_else_reuses)
+    monkeypatch.setattr(anonymous, "coalesce_find_with_live_count", unlocked_then_someone_else)
     monkeypatch.setattr(anonymous, "coalesce_find", locked)
+    return calls
+
+
+@pytest.mark.postgres_only  # SQLite takes the locked path every time (its writers are serial anyway)
+@pytest.mark.django_db
+def test_a_reuse_that_races_a_concurrent_one_builds_on_it_without_the_lock(client, profile, monkeypatch):
+    from django.db.models import F
+
+    first = post(client, MCP_BODY).json()
+
+    def someone_else_reuses():  # between our read and our write, another reuse issued a new token
+        RegistrationRequest.objects.update(
+            registration_access_token_hash="x" * 64,
+            rat_previous_hash="p" * 64,
+            rat_spent_hashes=["s" * 64],
+            coalesced_count=F("coalesced_count") + 1,
+        )
+
+    calls = _race(monkeypatch, someone_else_reuses)
     again = post(client, MCP_BODY)
     assert again.status_code == 201 and again.json()["client_id"] == first["client_id"]
-    assert calls == ["unlocked", "locked"]  # the unlocked read lost, the read under the key's lock won
+    assert calls == ["unlocked"]  # no fall back to the locked path
     reg = RegistrationRequest.objects.get()
-    assert reg.coalesced_count == 1 and reg.registration_access_token_hash not in ("x" * 64, None)
+    assert reg.coalesced_count == 2  # the concurrent one and ours
+    assert AuditEvent.objects.get(action="registration.coalesced").after["coalesced_count"] == 2
+    assert reg.registration_access_token_hash not in ("x" * 64, None) and reg.rat_previous_hash == ""
+    assert reg.rat_spent_hashes == ["s" * 64, "p" * 64]  # built on the row as the concurrent reuse left it
+    assert Client.objects.count() == 1
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db
+def test_a_reuse_whose_token_was_revoked_meanwhile_takes_the_locked_path(client, profile, monkeypatch):
+    first = post(client, MCP_BODY).json()
+    calls = _race(monkeypatch, lambda: RegistrationRequest.objects.update(registration_access_token_hash=None))
+    again = post(client, MCP_BODY)
+    assert again.status_code == 201 and again.json()["client_id"] == first["client_id"]
+    assert calls == ["unlocked", "locked"]  # the unlocked write found no token, the read under the lock decided
+    reg = RegistrationRequest.objects.get()
+    assert reg.coalesced_count == 1 and reg.registration_access_token_hash is not None
     assert AuditEvent.objects.filter(action="registration.coalesced").count() == 1
     assert Client.objects.count() == 1
 
