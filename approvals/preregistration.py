@@ -166,6 +166,7 @@ def preregister(
     governance: dict[str, Any] | None = None,
     source_ip: str | None = None,
     adopt: Client | None = None,
+    dcr_move: bool = False,
 ) -> Preregistration:
     """Submit one client by hand (module docstring). Exactly one of ``metadata`` and ``cimd_url``.
 
@@ -174,6 +175,10 @@ def preregister(
     (``adoption_metadata``); the request (``kind`` adoption, ``client`` the shadow) is always reviewed, and once
     approved the same client becomes managed, updated at the IdP in place. A client already managed, ended, or
     with an adoption already waiting is refused (PreregistrationInvalid, nothing written).
+
+    ``dcr_move``: "Move to pre-registration/CIMD" on the DCR-debt page (``approvals.dcr_debt``): security or an
+    admin submits, for the owner of a group of dynamically registered clients, the one governed client that
+    replaces them (``portal.roles.can_adopt``); the owner must be an active person.
 
     Raises PreregistrationForbidden (may not submit for that owner) or PreregistrationInvalid (nothing written).
     """
@@ -188,7 +193,12 @@ def preregister(
             source_ip=source_ip,
         )
     owner = owner if owner is not None else submitter
-    if not can_preregister(submitter, owner):
+    if dcr_move:
+        if not can_adopt(submitter):
+            raise PreregistrationForbidden("forbidden", "only security and admins may move DCR clients")
+        if getattr(owner, "is_service_account", False) or not owner.is_active:
+            raise PreregistrationInvalid("invalid_owner", "the owner of the replacing client must be an active person")
+    elif not can_preregister(submitter, owner):
         if owner.pk != submitter.pk:
             raise PreregistrationForbidden("forbidden", "only an admin may pre-register a client for another owner")
         raise PreregistrationForbidden("forbidden", "only owners and admins may pre-register clients")

@@ -12,7 +12,7 @@ import json
 from django.contrib import messages
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
@@ -60,17 +60,45 @@ def _adoption_initial(client: Client) -> dict:
     }
 
 
+def _dcr_initial(key: str) -> tuple[dict, int]:
+    """The form prefilled to replace a DCR-debt group by one governed client (approvals.dcr_debt)."""
+    from approvals.dcr_debt import UnknownGroup, dcr_group_prefill
+
+    try:
+        prefill = dcr_group_prefill(key)
+    except UnknownGroup as exc:
+        raise Http404(str(exc)) from None
+    metadata = prefill["metadata"]
+    initial = {
+        "source": "metadata",
+        "metadata": json.dumps(metadata, indent=2, sort_keys=True),
+        "purpose": prefill["purpose"],
+        "scope": metadata.get("scope", ""),
+        "owner": prefill["owner_id"],
+    }
+    return initial, prefill["live"]
+
+
 @role_required(Role.OWNER, Role.ADMIN, Role.SECURITY)
 def preregister_page(request: HttpRequest) -> HttpResponse:
     adopting = None
-    if request.GET.get("adopt"):  # "Adopt…" on a shadow client's page: security or an admin
+    dcr_key = request.GET.get("dcr") or ""
+    dcr_live = 0
+    if dcr_key:  # "Move to pre-registration/CIMD" on the DCR-debt page: security or an admin
+        if not can_adopt(request.user):
+            raise PermissionDenied("Only security and admins may move DCR clients.")
+        initial, dcr_live = _dcr_initial(dcr_key)
+    elif request.GET.get("adopt"):  # "Adopt…" on a shadow client's page: security or an admin
         if not can_adopt(request.user):
             raise PermissionDenied("Only security and admins may adopt a shadow client.")
         adopting = get_object_or_404(Client, registration_id=request.GET["adopt"])
     elif not can_preregister(request.user, None):
         raise PermissionDenied("Only owners and admins may pre-register clients.")
-    owners = _owners(request.user, adopting=adopting is not None)
-    initial = _adoption_initial(adopting) if adopting is not None else {"source": "cimd"}
+    owners = _owners(request.user, adopting=adopting is not None or bool(dcr_key))
+    if adopting is not None:
+        initial = _adoption_initial(adopting)
+    elif not dcr_key:
+        initial = {"source": "cimd"}
     form = PreRegistrationForm(request.POST or None, owners=owners, initial=initial, adopting=adopting is not None)
     status = 200
     if request.method == "POST":
@@ -81,6 +109,7 @@ def preregister_page(request: HttpRequest) -> HttpResponse:
                     submitter=request.user,
                     source_ip=request.META.get("REMOTE_ADDR"),
                     adopt=adopting,
+                    dcr_move=bool(dcr_key),
                     **form.service_kwargs(),
                 )
             except PreregistrationForbidden as exc:
@@ -97,6 +126,8 @@ def preregister_page(request: HttpRequest) -> HttpResponse:
                 messages.add_message(request, level, outcome_message(reg_request))
                 if adopting is not None:
                     return redirect(reverse("inventory:explain", args=[adopting.registration_id]))
+                if dcr_key:
+                    return redirect(reverse("approvals:dcr-debt"))
                 return redirect(reverse("approvals:preregister"))
     return render(
         request,
@@ -106,6 +137,8 @@ def preregister_page(request: HttpRequest) -> HttpResponse:
             "nav_active": "inventory",
             "admin_view": owners is not None,
             "adopting": adopting,
+            "dcr_key": dcr_key,
+            "dcr_live": dcr_live,
             "adoption_problem": _adoption_problem(adopting),
         },
         status=status,

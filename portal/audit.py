@@ -362,13 +362,21 @@ def event_insert(
     ctes: Sequence[tuple[str, str, Sequence[Any]]] = (),
     when: str = "",
     returning: Sequence[str] = (),
+    expressions: Mapping[str, str] | None = None,
+    source: str = "",
 ) -> tuple[str, list[Any]]:
     """PostgreSQL: one statement that inserts ``event`` after the data-modifying CTEs ``ctes`` — (name, sql,
     params), the change the event describes — and only if the SQL condition ``when`` holds (e.g. ``EXISTS
     (SELECT 1 FROM req)``); (sql, params). It returns the event's ``id`` then ``returning`` (see
     :func:`event_inserted`), or no row when ``when`` did not hold.
+
+    ``expressions`` (attname → SQL over the row ``r`` and ``source``) take a column's value from the statement
+    instead of ``event`` — e.g. a count the CTE's UPDATE ... RETURNING made; with ``source`` (a CTE's name) the
+    event is inserted once per row of it, so none when it returned none (``portal.rawsql.InsertStatement``).
     """
-    insert, insert_params = _EVENT_INSERT.from_select(event, connection, expressions={})
+    insert, insert_params = _EVENT_INSERT.from_select(
+        event, connection, expressions=dict(expressions or {}), source=source
+    )
     extra = "".join(f", {r}" for r in returning)
     with_ = ", ".join(f"{name} AS ({sql})" for name, sql, _ in ctes)
     sql = (

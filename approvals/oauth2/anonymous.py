@@ -32,12 +32,13 @@ from approvals.metadata import ClientMetadata
 from approvals.models import AnonymousProfile, RegistrationRequest
 from approvals.oauth2.cache import cached, default_idp
 from approvals.oauth2.errors import BadRequest, Unauthorized
-from approvals.oauth2.rat import rat_issue, rat_issue_fields
+from approvals.oauth2.rat import SPENT_KEPT, rat_issue, rat_issue_fields
 from approvals.policy_anonymous import AnonymousRules
 from inventory.choices import LIVE_STATES, ClientState, CreatedVia
 from inventory.keys import jwks_thumbprints
 from inventory.models import IdPConnection
 from portal.audit import Actor, audit_append, audit_event, event_insert, event_inserted
+from portal.models import AuditEvent
 from portal.rawsql import ModelColumns, fetch_one
 
 
@@ -297,10 +298,12 @@ def coalesce_reuse(*, existing: RegistrationRequest, actor: Actor, source_ip: st
     return plaintext
 
 
-_TOKEN_COLUMNS = ("registration_access_token_hash", "rat_previous_hash", "rat_previous_until", "rat_spent_hashes")
-
-
 def _reuse_update_sql(connection) -> str:
+    """The coalesced reuse as one UPDATE of the row as it is when the statement gets it (READ COMMITTED
+    re-reads a row a concurrent reuse changed): the new token becomes the only one and the previous one joins
+    the spent ones — as ``rat.rat_issue_fields`` computes them, but from the row's own columns, so a reuse
+    that ran meanwhile is built upon, not a reason to start over. Nothing when the token was revoked (an ended
+    registration, a detected reuse): the caller then takes the locked path, which reads it again."""
     qn = connection.ops.quote_name
 
     concrete = {f.name: f for f in RegistrationRequest._meta.concrete_fields}
@@ -308,14 +311,24 @@ def _reuse_update_sql(connection) -> str:
     def col(name: str) -> str:
         return qn(concrete[name].column)
 
-    sets = ", ".join(f"{col(name)} = %s" for name in _TOKEN_COLUMNS)
-    count = col("coalesced_count")
+    count, previous, spent = col("coalesced_count"), col("rat_previous_hash"), col("rat_spent_hashes")
+    # _spent(): the spent hashes and the previous one, empty ones dropped, the last SPENT_KEPT kept, in order.
+    spent_sql = (  # identifiers from _meta (quoted), SPENT_KEPT an int
+        "(SELECT COALESCE(jsonb_agg(s.h ORDER BY s.n), '[]'::jsonb) FROM ("  # noqa: S608
+        "SELECT a.h, row_number() OVER (ORDER BY a.i) AS n, count(*) OVER () AS total "
+        f"FROM jsonb_array_elements_text(COALESCE({spent}, '[]'::jsonb) || "
+        f"CASE WHEN COALESCE({previous}, '') <> '' THEN jsonb_build_array({previous}) ELSE '[]'::jsonb END) "
+        "WITH ORDINALITY AS a(h, i) WHERE a.h <> '') s "
+        f"WHERE s.n > s.total - {int(SPENT_KEPT)})"
+    )
     # Identifiers from _meta (quoted); every value is a parameter.
     return (
-        f"UPDATE {qn(RegistrationRequest._meta.db_table)} SET {sets}, {count} = {count} + 1, "  # noqa: S608
-        f"{col('last_coalesced_at')} = %s "
+        f"UPDATE {qn(RegistrationRequest._meta.db_table)} SET {spent} = {spent_sql}, "  # noqa: S608
+        f"{col('registration_access_token_hash')} = %s, {previous} = '', {col('rat_previous_until')} = NULL, "
+        f"{count} = {count} + 1, {col('last_coalesced_at')} = %s "
         f"WHERE {qn(RegistrationRequest._meta.pk.column)} = %s "
-        f"AND {col('registration_access_token_hash')} IS NOT DISTINCT FROM %s RETURNING {count}"
+        f"AND {col('registration_access_token_hash')} IS NOT NULL "
+        f"RETURNING {count} AS c, {spent} AS spent, jsonb_set(%s::jsonb, '{{coalesced_count}}', to_jsonb({count})) AS after"
     )
 
 
@@ -323,31 +336,39 @@ def coalesce_reuse_at_once(
     *, existing: RegistrationRequest, actor: Actor, source_ip: str | None, now: datetime
 ) -> str | None:
     """PostgreSQL, without the key's lock or a transaction of its own: :func:`coalesce_reuse` as one statement
-    (the token UPDATE and the audit event INSERT as a data-modifying CTE), on condition that the registration
-    still has the token ``existing`` was read with. None when a concurrent reuse (or RFC 7592 call) changed it
-    meanwhile: the caller then takes the locked path, which reads it again."""
+    (the token UPDATE and the audit event INSERT as a data-modifying CTE). Concurrent reuses of the same
+    registration queue on its row and each builds on the one before (``_reuse_update_sql``); the event says
+    the count the UPDATE made. None when the registration's token was revoked meanwhile (ended, or a detected
+    reuse): the caller then takes the locked path, which reads it again."""
     connection = transaction.get_connection()
     plaintext, fields = rat_issue_fields(existing)
-    concrete = {f.name: f for f in RegistrationRequest._meta.concrete_fields}
-    params = [concrete[name].get_db_prep_save(fields[name], connection) for name in _TOKEN_COLUMNS]
-    params += [now, existing.pk, existing.registration_access_token_hash]
-    read_count = existing.coalesced_count
-    existing.coalesced_count = read_count + 1  # what the conditional UPDATE makes it (the event says so)
+    token_hash = fields["registration_access_token_hash"]
     event = _coalesced_event(existing, actor, source_ip)
+    # the event's "after" goes through the UPDATE, which sets the count it made (RETURNING)
+    after = AuditEvent._meta.get_field("after").get_db_prep_save(event.after, connection)
     sql, all_params = event_insert(
         connection,
         event,
-        ctes=[("upd", _reuse_update_sql(connection), params)],
-        when="EXISTS (SELECT 1 FROM upd)",
+        ctes=[("upd", _reuse_update_sql(connection), [token_hash, now, existing.pk, after])],
+        expressions={"after": "upd.after"},
+        source="upd",
+        returning=["(SELECT c FROM upd)", "(SELECT spent FROM upd)"],
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, all_params)
         row = cursor.fetchone()
     if row is None:
-        existing.coalesced_count = read_count
         return None
     event_inserted(event, row, using=connection.alias)
-    for name, value in fields.items():
-        setattr(existing, name, value)
+    coalesced_count, spent = row[1], row[2]
+    if isinstance(spent, str):
+        spent = json.loads(spent)
+    if isinstance(event.after, dict):
+        event.after["coalesced_count"] = coalesced_count
+    existing.registration_access_token_hash = token_hash
+    existing.rat_previous_hash = ""
+    existing.rat_previous_until = None
+    existing.rat_spent_hashes = spent
+    existing.coalesced_count = coalesced_count
     existing.last_coalesced_at = now
     return plaintext

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -302,6 +303,103 @@ def test_dcr_debt_is_for_security_and_admins(client, profile, owner):
     assert client.post("/dashboards/dcr-debt/x/retire-duplicates").status_code == 403
 
 
+def _near_setup(client, profile):
+    profile.coalesce = False
+    profile.save()
+    for port in (33418, 40001, 51515):  # a native app picks a loopback port per run: three exact identities
+        body = dict(MCP_BODY, redirect_uris=[f"http://127.0.0.1:{port}/callback"])
+        assert post(client, body).status_code == 201
+    for _ in range(2):
+        assert post(client, dict(MCP_BODY, client_name="Other")).status_code == 201
+    # same name, another path: not a near-duplicate of the three
+    assert post(client, dict(MCP_BODY, redirect_uris=["http://127.0.0.1:33418/elsewhere"])).status_code == 201
+
+
+@pytest.mark.django_db
+def test_dcr_debt_groups_near_duplicates_apart_from_exact_ones(client, profile, security_user):
+    from approvals.dcr_debt import dcr_debt, near_key
+
+    _near_setup(client, profile)
+    debt = dcr_debt()
+    exact = {g.name: g.live for g in debt.groups if g.live > 1}
+    assert exact == {"Other": 2}  # the three loopback ports are three exact identities of one live client each
+    assert [(g.name, g.identities, g.live) for g in debt.near] == [("Example MCP Client", 3, 3)]
+    assert debt.near[0].key == near_key(
+        {"redirect_uris": ["http://127.0.0.1:9/callback"], "token_endpoint_auth_method": "none"}, "Example MCP Client"
+    )
+    assert near_key({"redirect_uris": ["https://app.example/cb"]}, "X") != near_key(
+        {"redirect_uris": ["https://app.example:8443/cb"]}, "X"
+    )  # only a loopback port is volatile
+
+    client.force_login(security_user)
+    html = client.get("/dashboards/dcr-debt/").content.decode()
+    assert f'data-near="{debt.near[0].key}"' in html and "Near-duplicates" in html
+    assert f"/inventory/new/?dcr={debt.near[0].key}" in html
+
+    # "keep one, retire the rest" works on a near group through the lifecycle
+    response = client.post(f"/dashboards/dcr-debt/{debt.near[0].key}/retire-duplicates")
+    assert response.status_code == 302
+    retired = Client.objects.filter(name="Example MCP Client", state=ClientState.RETIRED)
+    assert retired.count() == 2
+    assert AuditEvent.objects.filter(action="client.retired", reason__startswith="DCR debt").count() == 2
+    assert dcr_debt().near == []
+
+
+@pytest.mark.django_db
+def test_move_to_preregistration_prefills_the_form_for_the_groups_owner(client, profile, security_user, owner):
+    from approvals.dcr_debt import dcr_debt
+
+    _near_setup(client, profile)
+    key = dcr_debt().near[0].key
+    client.force_login(security_user)
+    page = client.get(f"/inventory/new/?dcr={key}")
+    assert page.status_code == 200
+    form = page.context["form"]
+    metadata = json.loads(form.initial["metadata"])
+    assert metadata["client_name"] == "Example MCP Client"
+    assert metadata["redirect_uris"] == ["http://127.0.0.1/callback"]  # the volatile port left out
+    assert form.initial["owner"] == owner.pk and form.initial["source"] == "metadata"
+    assert "data-dcr-move" in page.content.decode()
+
+    before = RegistrationRequest.objects.count()
+    response = client.post(
+        f"/inventory/new/?dcr={key}",
+        {
+            "source": "metadata",
+            "metadata": form.initial["metadata"],
+            "purpose": "One governed client for the MCP app",
+            "scope": "tickets:read",
+            "owner": owner.pk,
+        },
+    )
+    assert response.status_code == 302 and response["Location"] == "/dashboards/dcr-debt/"
+    assert RegistrationRequest.objects.count() == before + 1
+    made = RegistrationRequest.objects.order_by("-pk").first()
+    assert made.via == CreatedVia.PRE_REGISTRATION and made.owner == owner and made.submitted_by == security_user
+
+    # an unknown group: 404, nothing written
+    assert client.get("/inventory/new/?dcr=nope").status_code == 404
+
+
+@pytest.mark.django_db
+def test_move_to_preregistration_is_for_security_and_admins(client, profile, owner, admin_user, security_user):
+    from approvals.dcr_debt import dcr_debt
+    from approvals.preregistration import PreregistrationForbidden, preregister
+
+    _near_setup(client, profile)
+    key = dcr_debt().near[0].key
+    client.force_login(admin_user)
+    assert client.get(f"/inventory/new/?dcr={key}").status_code == 200
+    client.force_login(owner)
+    assert client.get(f"/inventory/new/?dcr={key}").status_code == 403
+    before = counts()
+    body = {"source": "metadata", "metadata": json.dumps(MCP_BODY), "purpose": "p", "owner": owner.pk}
+    assert client.post(f"/inventory/new/?dcr={key}", body).status_code == 403
+    with pytest.raises(PreregistrationForbidden):
+        preregister(submitter=owner, owner=security_user, metadata=MCP_BODY, governance={"purpose": "p"}, dcr_move=True)
+    assert counts() == before
+
+
 @pytest.mark.django_db
 def test_the_admin_form_keeps_profiles_to_low_scopes_and_every_change_is_audited(
     client, idp, owner, team, catalogue, admin_user
@@ -428,19 +526,16 @@ def test_a_coalesced_registration_costs_no_more_statements_than_a_new_one(client
     assert client.get(uri, HTTP_AUTHORIZATION=f"Bearer {fresh}").json()["status"] == "pending"
 
 
-@pytest.mark.postgres_only
-@pytest.mark.django_db
-def test_a_reuse_that_loses_to_a_concurrent_one_takes_the_locked_path(client, profile, monkeypatch):
+def _race(monkeypatch, meanwhile):
+    """The unlocked read, then ``meanwhile`` (what a concurrent request did), then our write; the calls made."""
     from approvals.oauth2 import anonymous
 
-    first = post(client, MCP_BODY).json()
     real_unlocked, real_locked = anonymous.coalesce_find_with_live_count, anonymous.coalesce_find
     calls = []
 
-    def unlocked_then_someone_else_reuses(**kwargs):
+    def unlocked_then_someone_else(**kwargs):
         found = real_unlocked(**kwargs)
-        # between our read and our write, another reuse issued a new token
-        RegistrationRequest.objects.update(registration_access_token_hash="x" * 64)
+        meanwhile()
         calls.append("unlocked")
         return found
 
@@ -448,13 +543,48 @@ def test_a_reuse_that_loses_to_a_concurrent_one_takes_the_locked_path(client, pr
         calls.append("locked")
         return real_locked(**kwargs)
 
-    monkeypatch.setattr(anonymous, "coalesce_find_with_live_count", unlocked_then_someone_else_reuses)
+    monkeypatch.setattr(anonymous, "coalesce_find_with_live_count", unlocked_then_someone_else)
     monkeypatch.setattr(anonymous, "coalesce_find", locked)
+    return calls
+
+
+@pytest.mark.postgres_only  # SQLite takes the locked path every time (its writers are serial anyway)
+@pytest.mark.django_db
+def test_a_reuse_that_races_a_concurrent_one_builds_on_it_without_the_lock(client, profile, monkeypatch):
+    from django.db.models import F
+
+    first = post(client, MCP_BODY).json()
+
+    def someone_else_reuses():  # between our read and our write, another reuse issued a new token
+        RegistrationRequest.objects.update(
+            registration_access_token_hash="x" * 64,
+            rat_previous_hash="p" * 64,
+            rat_spent_hashes=["s" * 64],
+            coalesced_count=F("coalesced_count") + 1,
+        )
+
+    calls = _race(monkeypatch, someone_else_reuses)
     again = post(client, MCP_BODY)
     assert again.status_code == 201 and again.json()["client_id"] == first["client_id"]
-    assert calls == ["unlocked", "locked"]  # the unlocked read lost, the read under the key's lock won
+    assert calls == ["unlocked"]  # no fall back to the locked path
     reg = RegistrationRequest.objects.get()
-    assert reg.coalesced_count == 1 and reg.registration_access_token_hash not in ("x" * 64, None)
+    assert reg.coalesced_count == 2  # the concurrent one and ours
+    assert AuditEvent.objects.get(action="registration.coalesced").after["coalesced_count"] == 2
+    assert reg.registration_access_token_hash not in ("x" * 64, None) and reg.rat_previous_hash == ""
+    assert reg.rat_spent_hashes == ["s" * 64, "p" * 64]  # built on the row as the concurrent reuse left it
+    assert Client.objects.count() == 1
+
+
+@pytest.mark.postgres_only
+@pytest.mark.django_db
+def test_a_reuse_whose_token_was_revoked_meanwhile_takes_the_locked_path(client, profile, monkeypatch):
+    first = post(client, MCP_BODY).json()
+    calls = _race(monkeypatch, lambda: RegistrationRequest.objects.update(registration_access_token_hash=None))
+    again = post(client, MCP_BODY)
+    assert again.status_code == 201 and again.json()["client_id"] == first["client_id"]
+    assert calls == ["unlocked", "locked"]  # the unlocked write found no token, the read under the lock decided
+    reg = RegistrationRequest.objects.get()
+    assert reg.coalesced_count == 1 and reg.registration_access_token_hash is not None
     assert AuditEvent.objects.filter(action="registration.coalesced").count() == 1
     assert Client.objects.count() == 1
 
