@@ -11,7 +11,6 @@ from datetime import timedelta
 
 from django import forms
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
@@ -23,6 +22,7 @@ from approvals.services import TokenError, token_mint, token_revoke
 from inventory.models import IdPConnection, ScopeDefinition, Team
 from inventory.selectors.owners import default_team_of, teams_of
 from portal.audit import Actor
+from portal.paging import BoundedPaginator
 from portal.roles import Role, role_required
 
 PAGE_SIZE = 25
@@ -104,7 +104,7 @@ def _token_list(request: HttpRequest, form: TokenMintForm, status: int = 200) ->
         .annotate(registrations=Count("requests"))
         .order_by("-created_at", "-pk")
     )
-    page = Paginator(tokens, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = BoundedPaginator(tokens, PAGE_SIZE).get_page(request.GET.get("page"))
     now = timezone.now()
     for token in page.object_list:
         token.state = token_state(token, now)
@@ -154,7 +154,7 @@ def token_detail(request: HttpRequest, pk: int) -> HttpResponse:
     registrations = (
         RegistrationRequest.objects.filter(token=token).select_related("client").order_by("-created_at", "-pk")
     )
-    page = Paginator(registrations, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = BoundedPaginator(registrations, PAGE_SIZE).get_page(request.GET.get("page"))
     token.state = token_state(token, timezone.now())  # type: ignore[attr-defined]  # for the template
     return render(
         request,

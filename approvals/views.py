@@ -5,7 +5,6 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.mixins import LoginRequiredMixin
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import reverse
@@ -18,6 +17,7 @@ from approvals.filtersets import RequestFilterSet
 from approvals.forms import DecisionForm, WithdrawForm
 from approvals.models import RegistrationRequest
 from approvals.services import DecisionError, decision_blocker, request_approve, request_deny, request_withdraw
+from portal.paging import BoundedPaginator
 from portal.roles import Role, RoleRequiredMixin
 
 QUEUE_PAGE_SIZE = 25
@@ -34,7 +34,7 @@ def _filters_query(request) -> str:
 
 def _queue_context(request) -> dict:
     filterset = RequestFilterSet(request.GET or None, queryset=selectors.queue_for(request.user))
-    paginator = Paginator(filterset.qs, QUEUE_PAGE_SIZE)
+    paginator = BoundedPaginator(filterset.qs, QUEUE_PAGE_SIZE)
     page_obj = paginator.get_page(request.GET.get("page"))
     rows = selectors.decorate_rows(list(page_obj.object_list), sensitivity=selectors.scope_sensitivity())
     return {
@@ -191,7 +191,7 @@ class MyRequestsView(LoginRequiredMixin, View):
 
     def get(self, request):
         filterset = RequestFilterSet(request.GET or None, queryset=selectors.requests_of_owner(request.user))
-        paginator = Paginator(filterset.qs, QUEUE_PAGE_SIZE)
+        paginator = BoundedPaginator(filterset.qs, QUEUE_PAGE_SIZE)
         page_obj = paginator.get_page(request.GET.get("page"))
         rows = selectors.decorate_rows(list(page_obj.object_list), sensitivity=selectors.scope_sensitivity())
         return render(

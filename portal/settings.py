@@ -368,7 +368,7 @@ REST_FRAMEWORK = {
         "rest_framework.parsers.MultiPartParser",
     ],
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "DEFAULT_PAGINATION_CLASS": "portal.paging.BoundedLimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_THROTTLE_RATES": {},
@@ -599,6 +599,8 @@ REGISTRAR_READYZ_TIMEOUT_SECONDS = env_float("REGISTRAR_READYZ_TIMEOUT_SECONDS",
 REGISTRAR_READYZ_IDP_CACHE_SECONDS = env_int("REGISTRAR_READYZ_IDP_CACHE_SECONDS", 30, minimum=0)
 REGISTRAR_OUTBOX_AGE_WARN_SECONDS = env_int("REGISTRAR_OUTBOX_AGE_WARN_SECONDS", 300, minimum=1)
 REGISTRAR_HEARTBEAT_SECONDS = env_int("REGISTRAR_HEARTBEAT_SECONDS", 30, minimum=5)
+# Lists count at most this many rows (then show "10,000+"): no exact COUNT(*) over a large result set.
+REGISTRAR_COUNT_THRESHOLD = env_int("REGISTRAR_COUNT_THRESHOLD", 10_000, minimum=1)
 REGISTRAR_HEARTBEAT_QUEUES = env_list("REGISTRAR_HEARTBEAT_QUEUES", ["celery"])
 # A Celery worker's own /metrics (IdP calls made by its pool), served by its main process; 0 = off.
 REGISTRAR_WORKER_METRICS_PORT = env_int("REGISTRAR_WORKER_METRICS_PORT", 0, minimum=0, maximum=65535)

@@ -24,6 +24,7 @@ from approvals.tokens_views import token_state
 from inventory.models import IdPConnection
 from portal.api.errors import Conflict, ErrorSerializer
 from portal.audit import Actor
+from portal.paging import OrderedKeysetPagination
 from portal.roles import HasRole, Role, has_role
 
 # Owners their own tokens (/tokens/); admins every token, read and revoke, as Django admin lets them; only
@@ -106,6 +107,7 @@ class ReasonInputSerializer(serializers.Serializer):
     retrieve=extend_schema(summary="One of your tokens (admins: any)", tags=["tokens"]),
 )
 class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    pagination_class = OrderedKeysetPagination  # keyset in the list order, no count: ?after=/?before= (portal.paging)
     serializer_class = TokenSerializer
     permission_classes = [TOKEN_ROLES]
     lookup_value_regex = r"[0-9]+"
@@ -184,6 +186,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     retrieve=extend_schema(summary="One of your requests, with its decisions", tags=["my requests"]),
 )
 class MyRequestViewSet(viewsets.ReadOnlyModelViewSet):
+    pagination_class = OrderedKeysetPagination  # keyset in the list order, no count: ?after=/?before= (portal.paging)
     serializer_class = RegistrationRequestSerializer
     filterset_class = RequestFilterSet
     lookup_field = "public_id"

@@ -17,6 +17,7 @@ from approvals.api.serializers import (
 from approvals.filtersets import RequestFilterSet
 from approvals.services import DecisionError, request_approve, request_deny
 from portal.api.errors import ErrorSerializer
+from portal.paging import OrderedKeysetPagination
 from portal.roles import HasRole, Role
 
 DECISION_ERRORS = {
@@ -37,6 +38,7 @@ DECISION_ERRORS = {
 class RegistrationRequestViewSet(viewsets.ReadOnlyModelViewSet):
     """Registration requests. Approvers and security read; only approvers decide (same rules as the queue)."""
 
+    pagination_class = OrderedKeysetPagination  # keyset in the list order, no count: ?after=/?before= (portal.paging)
     serializer_class = RegistrationRequestSerializer
     filterset_class = RequestFilterSet
     lookup_field = "public_id"

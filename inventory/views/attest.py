@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods
@@ -14,6 +13,7 @@ from inventory.choices import LIVE_STATES
 from inventory.lifecycle_policies import active_lifecycle_rules, attestation_due, clients_attest
 from inventory.lifecycle_policies.attest import STATEMENT
 from inventory.models import Client, ComplianceIssue
+from portal.paging import BoundedPaginator
 
 PAGE_SIZE = 100
 
@@ -40,7 +40,7 @@ def attest(request):
         .select_related("team", "idp", "attested_by")
         .order_by("attested_at", "created_at", "id")
     )
-    page = Paginator(clients, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = BoundedPaginator(clients, PAGE_SIZE).get_page(request.GET.get("page"))
     rows = list(page.object_list)
     issues = {
         issue.client_id: issue

@@ -8,7 +8,6 @@ from collections.abc import Callable
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Q
 from django.http import Http404
@@ -24,6 +23,7 @@ from inventory.models import Client, TransferOffer, TransferState
 from inventory.permissions import can_manage_client
 from inventory.selectors.owners import clients_of_owner
 from portal import roles
+from portal.paging import BoundedPaginator
 
 PAGE_SIZE = 50
 
@@ -31,7 +31,7 @@ PAGE_SIZE = 50
 @login_required
 @require_http_methods(["GET"])
 def mine(request):
-    page = Paginator(clients_of_owner(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
+    page = BoundedPaginator(clients_of_owner(request.user), PAGE_SIZE).get_page(request.GET.get("page"))
     incoming = TransferOffer.objects.filter(to_user=request.user, state=TransferState.PENDING).count()
     return render(
         request,
@@ -219,7 +219,7 @@ def orphans(request):
     qs = Client.objects.live().orphaned().select_related("owner", "team", "idp").order_by("orphaned_at", "pk")
     if not roles.has_role(user, roles.Role.ADMIN):
         qs = qs.filter(Q(team__members=user) | Q(team__manager=user) | Q(owner__manager=user)).distinct()
-    page = Paginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    page = BoundedPaginator(qs, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(
         request,
         "inventory/owner/orphans.html",

@@ -7,7 +7,6 @@ can settle at the IdP (a refused management token, a client whose id Registrar n
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.views import View
@@ -18,6 +17,7 @@ from inventory.models import Client, OutboxEntry
 from inventory.outbox import OutboxError, outbox_resolve, outbox_retry
 from inventory.selectors.sync import dead_letters, sync_failure_rows
 from portal.audit import Actor
+from portal.paging import BoundedPaginator, bounded_count, count_label
 from portal.roles import Role, RoleRequiredMixin
 
 PAGE_SIZE = 50
@@ -29,7 +29,7 @@ class SyncFailuresView(RoleRequiredMixin, TemplateView):
 
     def get_context_data(self, **kwargs):
         context = super().get_context_data(**kwargs)
-        page = Paginator(dead_letters(), PAGE_SIZE).get_page(self.request.GET.get("page"))
+        page = BoundedPaginator(dead_letters(), PAGE_SIZE).get_page(self.request.GET.get("page"))
         rows = [
             {"entry": row.entry, "error": row.error, "hint": row.hint, "resolvable": row.resolvable}
             for row in sync_failure_rows(page.object_list)
@@ -37,7 +37,7 @@ class SyncFailuresView(RoleRequiredMixin, TemplateView):
         context.update(
             page_obj=page,
             rows=rows,
-            sync_failed_count=Client.objects.filter(sync_failed=True).count(),
+            sync_failed_count=count_label(bounded_count(Client.objects.filter(sync_failed=True))),
             nav_active="sync_failures",
         )
         return context
