@@ -51,6 +51,7 @@ class TrustedIssuerSerializer(serializers.ModelSerializer):
             "max_ttl_seconds",
             "internal_only",
             "allowed_networks",
+            "approval_window",
             "idp",
             "enabled",
             "created_at",
