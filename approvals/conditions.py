@@ -1,5 +1,6 @@
 """Context conditions on registration (RFC 7591) and on RFC 7592 calls: allowed source networks; and the working
-window for high-risk human approvals (``REGISTRAR_HIGH_RISK_APPROVAL_WINDOW``, at the end of this module).
+window for high-risk human approvals (at the end of this module): on a token, issuer or anonymous profile, else the
+policy's high tier, else ``REGISTRAR_HIGH_RISK_APPROVAL_WINDOW`` (``applicable_window``).
 
 An initial access token, a trusted issuer or an anonymous registration profile may carry ``allowed_networks``, a
 list of CIDR blocks (IPv4 or IPv6; empty = from anywhere). A registration with that token, with a software statement

@@ -154,6 +154,8 @@ BAD = [
 
 @pytest.mark.parametrize("value,problem", BAD)
 def test_a_bad_window_is_refused_naming_it_and_nothing_minted(client, owner, catalogue, idp, value, problem):
+    from django.core.management import CommandError, call_command
+
     from approvals.services import TokenError, token_mint
     from portal.audit import Actor
 
@@ -168,6 +170,11 @@ def test_a_bad_window_is_refused_naming_it_and_nothing_minted(client, owner, cat
     with pytest.raises(TokenError, match="working window"):
         token_mint(actor=Actor.system("t"), owner=owner, purpose="nightly", scopes=["tickets:read"],
                    max_ttl_seconds=3600, approval_window=value)  # fmt: skip
+    with pytest.raises(CommandError, match="working window"):
+        call_command(
+            "mint_access_token", "--owner", owner.username, "--purpose", "nightly", "--scopes", "tickets:read",
+            "--ttl", "3600", "--approval-window", value,
+        )  # fmt: skip
     assert not InitialAccessToken.objects.exists() and not AuditEvent.objects.exists()
     minted = api.post("/api/v1/tokens/", body | {"approval_window": f" {BERLIN} "}, format="json")
     assert minted.status_code == 201, minted.content
