@@ -207,6 +207,8 @@ def test_a_bad_window_on_an_issuer_or_profile_is_refused_and_nothing_saved(
     assert not token_form.is_valid() and problem in token_form.errors["approval_window"][0]
     assert AnonymousProfile.objects.get().approval_window == ""
     assert not AuditEvent.objects.exists()
+    nul = api.patch(f"/api/v1/trusted-issuers/{issuer.pk}/", {"team": "a\x00b", "owner": "o\x00"}, format="json")
+    assert nul.status_code == 400 and set(nul.json()) >= {"team", "owner"}  # not a 500 from PostgreSQL
     ok = api.patch(f"/api/v1/trusted-issuers/{issuer.pk}/", {"approval_window": BERLIN}, format="json")
     assert ok.status_code == 200 and ok.json()["approval_window"] == BERLIN
 
