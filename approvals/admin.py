@@ -145,6 +145,7 @@ class InitialAccessTokenAdminForm(forms.ModelForm):
             "max_uses",
             "internal_only",
             "allowed_networks",
+            "approval_window",
             "idp",
             "expires_at",
         )
@@ -231,6 +232,7 @@ class AnonymousProfileAdminForm(forms.ModelForm):
             "rate_per_software",
             "rate_per_profile",
             "allowed_networks",
+            "approval_window",
         )
 
     @staticmethod

@@ -1,5 +1,6 @@
 """Context conditions on registration (RFC 7591) and on RFC 7592 calls: allowed source networks; and the working
-window for high-risk human approvals (``REGISTRAR_HIGH_RISK_APPROVAL_WINDOW``, at the end of this module).
+window for high-risk human approvals (at the end of this module): on a token, issuer or anonymous profile, else the
+policy's high tier, else ``REGISTRAR_HIGH_RISK_APPROVAL_WINDOW`` (``applicable_window``).
 
 An initial access token, a trusted issuer or an anonymous registration profile may carry ``allowed_networks``, a
 list of CIDR blocks (IPv4 or IPv6; empty = from anywhere). A registration with that token, with a software statement
@@ -224,6 +225,7 @@ def registration_call_check(request, registration_id: str, bearer: str | None) -
 
 # --- the working window for high-risk human approvals -------------------------------------------------------
 
+WINDOW_MAX_LENGTH = 100
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -264,22 +266,54 @@ def _days(text: str) -> frozenset[int]:
     return frozenset(days)
 
 
+def window_problem(text: Any) -> str | None:
+    """What is wrong with ``text`` as a working window, or None (empty: no window of its own). The one rule for
+    the setting, tokens, issuers, anonymous profiles and the policy's high tier; the bad value is named."""
+    if text in (None, ""):
+        return None
+    if not isinstance(text, str):
+        return f"working window {text!r} must be text like 'Mon-Fri 08:00-18:00 Europe/Berlin'"
+    if not text.strip():
+        return None
+    if len(text) > WINDOW_MAX_LENGTH:
+        return f"working window is longer than {WINDOW_MAX_LENGTH} characters"
+    try:
+        _parse_window(text)
+    except ValueError as exc:
+        return f"working window {text!r}: {exc} (expected e.g. 'Mon-Fri 08:00-18:00 Europe/Berlin')"
+    return None
+
+
+def validate_window(value: Any) -> None:
+    """Model field validator (``window_problem``)."""
+    problem = window_problem(value)
+    if problem is not None:
+        raise ValidationError(problem)
+
+
+def _parse_window(text: str) -> ApprovalWindow:
+    try:
+        days_text, hours, zone_name = text.split()
+        start_text, end_text = hours.split("-")
+    except ValueError:
+        raise ValueError("not three parts: days, hours, time zone") from None
+    start, end = dt.time.fromisoformat(start_text), dt.time.fromisoformat(end_text)
+    if end <= start:
+        raise ValueError("the window must end after it starts, on the same day")
+    try:
+        zone = ZoneInfo(zone_name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {zone_name!r}") from None
+    return ApprovalWindow(_days(days_text), start, end, zone, text.strip())
+
+
 def parse_approval_window(text: str | None) -> ApprovalWindow | None:
     """``"Mon-Fri 08:00-18:00 Europe/Berlin"`` (days: names, ranges, commas; the end is exclusive and after the
     start; an IANA zone). Empty: no window. ImproperlyConfigured naming the problem otherwise."""
     if not text or not text.strip():
         return None
     try:
-        days_text, hours, zone_name = text.split()
-        start_text, end_text = hours.split("-")
-        start, end = dt.time.fromisoformat(start_text), dt.time.fromisoformat(end_text)
-        if end <= start:
-            raise ValueError("the window must end after it starts, on the same day")
-        try:
-            zone = ZoneInfo(zone_name)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {zone_name!r}") from None
-        return ApprovalWindow(_days(days_text), start, end, zone, text.strip())
+        return _parse_window(text)
     except ValueError as exc:
         raise ImproperlyConfigured(
             f"REGISTRAR_HIGH_RISK_APPROVAL_WINDOW {text!r}: {exc} (expected e.g. 'Mon-Fri 08:00-18:00 Europe/Berlin')"
@@ -287,20 +321,66 @@ def parse_approval_window(text: str | None) -> ApprovalWindow | None:
 
 
 def approval_window() -> ApprovalWindow | None:
+    """The global default (``REGISTRAR_HIGH_RISK_APPROVAL_WINDOW``)."""
     from django.conf import settings
 
     return parse_approval_window(getattr(settings, "REGISTRAR_HIGH_RISK_APPROVAL_WINDOW", ""))
 
 
-def approval_window_closed(now: dt.datetime) -> str | None:
-    """Why a high-risk human approval cannot be taken at ``now`` (the request waits, pending), or None."""
-    window = approval_window()
-    if window is None or window.is_open(now):
+@dataclass(frozen=True)
+class AppliedWindow:
+    """The working window that applies to one request, and where it comes from (for messages and the page)."""
+
+    window: ApprovalWindow
+    source: str  # "the token's working window", "the high tier's working window (policy v3)", …
+
+    @property
+    def described(self) -> str:
+        return f"{self.source} {self.window.text}"
+
+
+def applicable_window(reg_request) -> AppliedWindow | None:
+    """The most specific working window for ``reg_request``'s high-risk approval: its initial access token's, its
+    statement issuer's or its anonymous profile's; else the high tier's in the active policy; else the global
+    setting; None when none is set. Values were validated when saved; one that no longer parses is skipped."""
+    own = (
+        ("token", "the token's working window"),
+        ("issuer", "the trusted issuer's working window"),
+        ("profile", "the anonymous profile's working window"),
+    )
+    for attr, source in own:
+        holder = getattr(reg_request, attr, None) if getattr(reg_request, f"{attr}_id", None) else None
+        text = getattr(holder, "approval_window", "") if holder is not None else ""
+        if text and window_problem(text) is None:
+            return AppliedWindow(_parse_window(text), source)
+    from approvals.policy_store import active_policy
+
+    config = active_policy()
+    if config.high_approval_window and window_problem(config.high_approval_window) is None:
+        return AppliedWindow(
+            _parse_window(config.high_approval_window), f"the high tier's working window (policy v{config.version})"
+        )
+    default = approval_window()
+    if default is not None:
+        return AppliedWindow(default, "the working window REGISTRAR_HIGH_RISK_APPROVAL_WINDOW")
+    return None
+
+
+def approval_window_closed(now: dt.datetime, reg_request=None) -> str | None:
+    """Why a high-risk human approval of ``reg_request`` cannot be taken at ``now`` (the request waits, pending),
+    or None. Without a request: the global setting only."""
+    if reg_request is not None:
+        applied = applicable_window(reg_request)
+    else:
+        default = approval_window()
+        applied = AppliedWindow(default, "the working window REGISTRAR_HIGH_RISK_APPROVAL_WINDOW") if default else None
+    if applied is None or applied.window.is_open(now):
         return None
+    window = applied.window
     opens = window.next_opening(now)
     return (
-        f"condition approval_window: high-risk approvals are taken {window.text}; this request waits until "
-        f"{opens:%a %Y-%m-%d %H:%M} {window.zone.key}"
+        f"condition approval_window: high-risk approvals are taken in {applied.described}; this request waits "
+        f"until {opens:%a %Y-%m-%d %H:%M} {window.zone.key}"
     )
 
 
@@ -310,6 +390,10 @@ __all__ = [
     "ApprovalWindow",
     "approval_window",
     "approval_window_closed",
+    "applicable_window",
+    "AppliedWindow",
+    "validate_window",
+    "window_problem",
     "parse_approval_window",
     "CONDITION",
     "ConditionRefused",

@@ -9,7 +9,7 @@ from django.db.models.functions import Lower
 from django.utils.translation import gettext_lazy as _
 
 from approvals.choices import DecisionKind, IssuerKind, PolicyOutcome, RequestKind, RequestState
-from approvals.conditions import validate_networks
+from approvals.conditions import validate_networks, validate_window
 from approvals.querysets import RegistrationRequestQuerySet, tier_rank
 from inventory.choices import CreatedVia, RiskTier
 
@@ -63,6 +63,15 @@ class InitialAccessToken(models.Model):
     allowed_networks = models.JSONField(
         _("allowed source networks (CIDR)"), default=list, blank=True, validators=[validate_networks]
     )
+    # Context condition (approvals.conditions): human approvals of its high-risk requests only in this window.
+    approval_window = models.CharField(
+        _("working window for high-risk approvals"),
+        max_length=100,
+        blank=True,
+        default="",
+        validators=[validate_window],
+        help_text=_("e.g. Mon-Fri 08:00-18:00 Europe/Berlin; empty: the policy's or the global window"),
+    )
     idp = models.ForeignKey(
         "inventory.IdPConnection",
         verbose_name=_("target IdP"),
@@ -111,6 +120,15 @@ class TrustedIssuer(models.Model):
     # Context condition (approvals.conditions): statements of this issuer accepted only from these CIDR blocks.
     allowed_networks = models.JSONField(
         _("allowed source networks (CIDR)"), default=list, blank=True, validators=[validate_networks]
+    )
+    # Context condition (approvals.conditions): human approvals of its high-risk requests only in this window.
+    approval_window = models.CharField(
+        _("working window for high-risk approvals"),
+        max_length=100,
+        blank=True,
+        default="",
+        validators=[validate_window],
+        help_text=_("e.g. Mon-Fri 08:00-18:00 Europe/Berlin; empty: the policy's or the global window"),
     )
     idp = models.ForeignKey(
         "inventory.IdPConnection",
@@ -203,6 +221,15 @@ class AnonymousProfile(models.Model):
     # Context condition (approvals.conditions): anonymous registrations, and their RFC 7592 calls, only from these.
     allowed_networks = models.JSONField(
         _("allowed source networks (CIDR)"), default=list, blank=True, validators=[validate_networks]
+    )
+    # Context condition (approvals.conditions): human approvals of its high-risk requests only in this window.
+    approval_window = models.CharField(
+        _("working window for high-risk approvals"),
+        max_length=100,
+        blank=True,
+        default="",
+        validators=[validate_window],
+        help_text=_("e.g. Mon-Fri 08:00-18:00 Europe/Berlin; empty: the policy's or the global window"),
     )
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)

@@ -30,6 +30,9 @@ Rules (DESIGN.md "Policy"):
   (``approvals.conditions``): once the tier is decided, a registration whose address (``source_address``, set
   for RFC 7591 calls only) is outside the tier's networks is refused (``tier_allowed_networks``, 403
   ``access_denied``).
+- A working window for human approvals of high-risk requests (``high_approval_window``, e.g.
+  ``"Mon-Fri 08:00-18:00 Europe/Berlin"``; empty: the global ``REGISTRAR_HIGH_RISK_APPROVAL_WINDOW``). A token's,
+  issuer's or anonymous profile's own window is more specific and wins (``approvals.conditions.applicable_window``).
 - Outcome: low -> auto_approve, medium -> review by ``approvals_medium``, high -> review by
   ``approvals_high`` distinct approvers, refused -> refuse.
 
@@ -49,7 +52,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from approvals.conditions import address_allowed, networks_problem
+from approvals.conditions import address_allowed, networks_problem, window_problem
 from approvals.policy_anonymous import ANONYMOUS_CODES, AnonymousRules, anonymous_problems
 from inventory.ceilings import DEFAULT_TTL_CEILINGS
 from inventory.keys import KEY_BASED_METHODS, SHARED_SECRET_METHODS
@@ -186,6 +189,8 @@ class PolicyConfig:
     low_allowed_networks: tuple[str, ...] = ()
     medium_allowed_networks: tuple[str, ...] = ()
     high_allowed_networks: tuple[str, ...] = ()
+    # Working window for human approvals of high-risk requests (approvals.conditions); empty: the global setting.
+    high_approval_window: str = ""
 
     def __post_init__(self) -> None:
         problems: list[str] = []
@@ -219,6 +224,9 @@ class PolicyConfig:
             problem = networks_problem(getattr(self, f"{tier}_allowed_networks"))
             if problem is not None:
                 problems.append(f"{tier}_allowed_networks: {problem}")
+        window_problem_text = window_problem(self.high_approval_window)
+        if window_problem_text is not None:
+            problems.append(f"high_approval_window: {window_problem_text}")
         if problems:
             raise ValueError("invalid policy config: " + "; ".join(problems))
 

@@ -7,7 +7,7 @@ tests/approvals/test_queue_views.py at 10 and 500 pending requests).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -16,8 +16,10 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from approvals.choices import DecisionKind, RequestKind
+from approvals.conditions import AppliedWindow, applicable_window
 from approvals.models import Decision, RegistrationRequest
 from approvals.querysets import tier_rank
+from inventory.choices import RiskTier
 from inventory.models import Client, ScopeDefinition
 from portal.audit import events_for
 from portal.templatetags.registrar_display import reason_messages
@@ -121,13 +123,24 @@ class RequestDetail:
     scope_badges: list[tuple[str, str]] = field(default_factory=list)
     granted_badges: list[tuple[str, str]] = field(default_factory=list)
     redirect_uris: list[str] = field(default_factory=list)
+    # High risk only: the working window for human approvals that applies (approvals.conditions), open now or not,
+    # and when it opens next (in its own zone) when closed.
+    approval_window: AppliedWindow | None = None
+    window_open: bool = True
+    window_opens_at: datetime | None = None  # aware, in the window's own zone
+
+    @property
+    def window_opens_text(self) -> str:
+        """When the window opens next, in its own zone (the template's date filter would show the site's)."""
+        opens = self.window_opens_at
+        return f"{opens:%a %Y-%m-%d %H:%M} {opens.tzinfo}" if opens is not None else ""
 
 
 def request_detail(public_id: str) -> RequestDetail:
     """Everything an approver needs on one page. Raises RegistrationRequest.DoesNotExist."""
     req = (
         _with_review_data(RegistrationRequest.objects.filter(public_id=public_id))
-        .select_related("token", "token__owner", "issuer", "parent_client", "parent_client__owner", "client")
+        .select_related("token", "token__owner", "issuer", "profile", "parent_client", "parent_client__owner", "client")
         .get()
     )
     detail = RequestDetail(reg_request=req)
@@ -136,6 +149,13 @@ def request_detail(public_id: str) -> RequestDetail:
     detail.granted_badges = [(s, sensitivity.get(s, "refused")) for s in req.granted_scopes or []]
     req.sla = sla_class(req.created_at)
     req.needed = max(req.approvals_needed, 1)
+    if req.risk_tier == RiskTier.HIGH:
+        detail.approval_window = applicable_window(req)
+        if detail.approval_window is not None:
+            now = timezone.now()
+            detail.window_open = detail.approval_window.window.is_open(now)
+            if not detail.window_open:
+                detail.window_opens_at = detail.approval_window.window.next_opening(now)
 
     # Lineage: parent, grandparent, ... (bounded by the spawn depth limit, not by the queue size).
     node = req.parent_client

@@ -62,6 +62,15 @@ class TokenMintForm(forms.Form):
         "only from these addresses. Empty: from anywhere.",
     )
 
+    approval_window = forms.CharField(
+        label="Working window for high-risk approvals",
+        required=False,
+        max_length=100,
+        widget=forms.TextInput(attrs={"placeholder": "Mon-Fri 08:00-18:00 Europe/Berlin", "spellcheck": "false"}),
+        help_text="People approve its high-risk requests only in this window (outside it, requests wait). "
+        "Empty: the policy's or the global window.",
+    )
+
     def __init__(self, *args, owner, **kwargs):
         super().__init__(*args, **kwargs)
         scopes, idp, team = self.fields["scopes"], self.fields["idp"], self.fields["team"]
@@ -75,6 +84,15 @@ class TokenMintForm(forms.Form):
             for s in ScopeDefinition.objects.filter(is_active=True).only("name", "sensitivity")
         ]
         idp.queryset = IdPConnection.objects.filter(enabled=True)
+
+    def clean_approval_window(self) -> str:
+        from approvals.conditions import window_problem
+
+        value = self.cleaned_data["approval_window"].strip()
+        problem = window_problem(value)  # the one rule (approvals.conditions), as in the admin and the API
+        if problem is not None:
+            raise forms.ValidationError(problem)
+        return value
 
     def clean_allowed_networks(self) -> list[str]:
         from approvals.conditions import networks_problem
@@ -138,6 +156,7 @@ def token_list(request: HttpRequest) -> HttpResponse:
             idp=data["idp"],
             team=data["team"],
             allowed_networks=data["allowed_networks"],
+            approval_window=data["approval_window"],
         )
     except TokenError as exc:
         form.add_error(None, str(exc))

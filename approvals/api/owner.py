@@ -42,7 +42,16 @@ class TokenSerializer(serializers.ModelSerializer):
     class Meta:
         model = InitialAccessToken
         fields = ["id", "prefix", "owner", "purpose", "allowed_scopes", "max_ttl_seconds", "max_uses", "uses"]
-        fields += ["internal_only", "allowed_networks", "idp", "team", "state", "registrations", "created_at"]
+        fields += [
+            "internal_only",
+            "allowed_networks",
+            "approval_window",
+            "idp",
+            "team",
+            "state",
+            "registrations",
+            "created_at",
+        ]
         fields += ["expires_at"]
         fields += ["revoked_at", "last_used_at"]
         read_only_fields = fields
@@ -80,6 +89,23 @@ class TokenMintSerializer(serializers.Serializer):
         default=list,
         help_text="CIDR blocks registrations with it (and their later calls) must come from; empty: anywhere",
     )
+
+    approval_window = serializers.CharField(
+        required=False,
+        allow_blank=True,
+        default="",
+        max_length=100,
+        help_text="When people may approve its high-risk requests, e.g. 'Mon-Fri 08:00-18:00 Europe/Berlin'; "
+        "empty: the policy's or the global window",
+    )
+
+    def validate_approval_window(self, value):
+        from approvals.conditions import window_problem
+
+        problem = window_problem(value)  # the one rule (approvals.conditions), as on the page and in the admin
+        if problem is not None:
+            raise serializers.ValidationError(problem)
+        return value
 
     def validate_allowed_networks(self, value):
         from approvals.conditions import networks_problem
@@ -151,6 +177,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
                 valid_for=timedelta(days=data["valid_days"]),
                 idp=data["idp"],
                 allowed_networks=data["allowed_networks"],
+                approval_window=data["approval_window"],
             )
         except TokenError as refused:  # the service's input rules (unknown scopes, …): nothing was minted
             raise ValidationError({"non_field_errors": [str(refused)]}) from refused

@@ -21,11 +21,20 @@ from portal.api.config import AdminConfigViewSet
 User = get_user_model()
 
 
+class _SlugField(serializers.SlugRelatedField):
+    """A slug lookup that refuses NUL bytes with a 400 (PostgreSQL cannot compare text holding them: a 500)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            raise serializers.ValidationError("Null characters are not allowed.")
+        return super().to_internal_value(data)
+
+
 class TrustedIssuerSerializer(serializers.ModelSerializer):
-    owner: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+    owner: serializers.SlugRelatedField[Any] = _SlugField(
         slug_field="username", queryset=User.objects.all(), help_text="Username of the owner of matching workloads"
     )
-    team: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
+    team: serializers.SlugRelatedField[Any] = _SlugField(
         slug_field="slug", queryset=Team.objects.all(), required=False, allow_null=True, help_text="Team slug"
     )
     jwks = serializers.DictField(help_text='The issuer\'s JWKS (`{"keys": […]}`)')
@@ -51,6 +60,7 @@ class TrustedIssuerSerializer(serializers.ModelSerializer):
             "max_ttl_seconds",
             "internal_only",
             "allowed_networks",
+            "approval_window",
             "idp",
             "enabled",
             "created_at",

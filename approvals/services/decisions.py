@@ -137,7 +137,7 @@ def request_approve(
     reason = (reason or "").strip()
     if locked.risk_tier == RiskTier.HIGH and not reason:
         raise DecisionInvalid("a reason is required to approve a high-risk request")
-    if locked.risk_tier == RiskTier.HIGH and (closed := approval_window_closed(timezone.now())):
+    if locked.risk_tier == RiskTier.HIGH and (closed := approval_window_closed(timezone.now(), locked)):
         raise DecisionConflict(closed)  # outside the working window the request waits (approvals.conditions)
     if locked.decisions.filter(approver=user).exists():
         raise DecisionConflict("you already decided this request; a second approval must come from someone else")

@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from approvals.conditions import validate_networks
+from approvals.conditions import validate_networks, window_problem
 from approvals.models import InitialAccessToken
 from approvals.services.errors import TokenError
 from inventory.models import IdPConnection, ScopeDefinition, Team
@@ -37,16 +37,21 @@ def token_mint(
     team: Team | None = None,
     idp: IdPConnection | None = None,
     allowed_networks: list[str] | None = None,
+    approval_window: str = "",
 ) -> tuple[InitialAccessToken, str]:
     """Mint an initial access token. Returns the row and the plaintext, which is never stored.
 
-    ``allowed_networks``: CIDR blocks registrations with it must come from (``approvals.conditions``)."""
+    ``allowed_networks``: CIDR blocks registrations with it must come from; ``approval_window``: when its high-risk
+    requests may be approved by people, e.g. ``"Mon-Fri 08:00-18:00 Europe/Berlin"`` (``approvals.conditions``)."""
     problems = []
     allowed_networks = [n.strip() for n in allowed_networks or [] if n.strip()]
     try:
         validate_networks(allowed_networks)
     except ValidationError as exc:
         problems.extend(exc.messages)
+    approval_window = (approval_window or "").strip()
+    if (window_problem_text := window_problem(approval_window)) is not None:
+        problems.append(window_problem_text)
     purpose = (purpose or "").strip()
     if len(purpose) < 3:
         problems.append("purpose must say what the token is for (at least 3 characters)")
@@ -78,6 +83,7 @@ def token_mint(
         internal_only=internal_only,
         idp=idp,
         allowed_networks=allowed_networks,
+        approval_window=approval_window,
         expires_at=timezone.now() + valid_for,
     )
     audit_record(
@@ -93,6 +99,7 @@ def token_mint(
             "max_uses": max_uses,
             "internal_only": internal_only,
             "allowed_networks": allowed_networks,
+            "approval_window": approval_window,
             "prefix": token.prefix,
             "team": team.name if team else None,
         },

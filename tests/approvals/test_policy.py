@@ -98,6 +98,7 @@ def test_default_thresholds_match_design():
         "low_allowed_networks": [],
         "medium_allowed_networks": [],
         "high_allowed_networks": [],
+        "high_approval_window": "",
     }
 
 

@@ -25,6 +25,12 @@ class Command(BaseCommand):
             help="a CIDR block registrations with the token must come from (repeatable; default: anywhere)",
         )
         parser.add_argument(
+            "--approval-window",
+            default="",
+            help="when people may approve its high-risk requests, e.g. 'Mon-Fri 08:00-18:00 Europe/Berlin' "
+            "(default: the policy's or the global window)",
+        )
+        parser.add_argument(
             "--team", help="slug of the owner's team its clients belong to (default: the owner's own team)"
         )
 
@@ -57,6 +63,7 @@ class Command(BaseCommand):
                 internal_only=opts["internal_only"],
                 valid_for=timedelta(days=opts["valid_days"]),
                 allowed_networks=opts["network"],
+                approval_window=opts["approval_window"],
                 team=team,
             )
         except TokenError as exc:
