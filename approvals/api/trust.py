@@ -13,7 +13,7 @@ from rest_framework.decorators import action
 
 from approvals.models import TrustedCimdDomain, TrustedIssuer
 from approvals.services.trust import trusted_cimd_domain_save, trusted_issuer_save
-from inventory.api.config import crud_schema
+from inventory.api.config import NulSafeSlugRelatedField, crud_schema
 from inventory.api.errors import errors
 from inventory.models import Team
 from portal.api.config import AdminConfigViewSet
@@ -21,20 +21,11 @@ from portal.api.config import AdminConfigViewSet
 User = get_user_model()
 
 
-class _SlugField(serializers.SlugRelatedField):
-    """A slug lookup that refuses NUL bytes with a 400 (PostgreSQL cannot compare text holding them: a 500)."""
-
-    def to_internal_value(self, data):
-        if isinstance(data, str) and "\x00" in data:
-            raise serializers.ValidationError("Null characters are not allowed.")
-        return super().to_internal_value(data)
-
-
 class TrustedIssuerSerializer(serializers.ModelSerializer):
-    owner: serializers.SlugRelatedField[Any] = _SlugField(
+    owner: serializers.SlugRelatedField[Any] = NulSafeSlugRelatedField(
         slug_field="username", queryset=User.objects.all(), help_text="Username of the owner of matching workloads"
     )
-    team: serializers.SlugRelatedField[Any] = _SlugField(
+    team: serializers.SlugRelatedField[Any] = NulSafeSlugRelatedField(
         slug_field="slug", queryset=Team.objects.all(), required=False, allow_null=True, help_text="Team slug"
     )
     jwks = serializers.DictField(help_text='The issuer\'s JWKS (`{"keys": […]}`)')

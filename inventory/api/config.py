@@ -29,8 +29,17 @@ class ScopeSerializer(serializers.ModelSerializer):
         read_only_fields = ["id"]
 
 
+class NulSafeSlugRelatedField(serializers.SlugRelatedField):
+    """A slug lookup that refuses NUL bytes with a 400 (PostgreSQL cannot compare text holding them: a 500)."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str) and "\x00" in data:
+            raise serializers.ValidationError("Null characters are not allowed.")
+        return super().to_internal_value(data)
+
+
 class TeamSerializer(serializers.ModelSerializer):
-    manager = serializers.SlugRelatedField(
+    manager = NulSafeSlugRelatedField(
         slug_field="username", queryset=User.objects.all(), required=False, allow_null=True
     )
     members: serializers.SlugRelatedField[Any] = serializers.SlugRelatedField(
@@ -44,10 +53,10 @@ class TeamSerializer(serializers.ModelSerializer):
 
 
 class TeamMembersSerializer(serializers.Serializer):
-    add = serializers.SlugRelatedField(
+    add = NulSafeSlugRelatedField(
         slug_field="username", queryset=User.objects.all(), many=True, required=False, default=list
     )
-    remove = serializers.SlugRelatedField(
+    remove = NulSafeSlugRelatedField(
         slug_field="username", queryset=User.objects.all(), many=True, required=False, default=list
     )
 

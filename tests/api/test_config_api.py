@@ -133,6 +133,7 @@ def test_admin_creates_a_team_changes_it_and_its_members_each_audited(admin_user
         ({"name": "Platform", "slug": "data"}, "name"),  # taken
         ({"name": "Data", "slug": "data", "manager": "nobody-such"}, "manager"),
         ({"name": "Data", "slug": "data", "notify_email": "not-an-address"}, "notify_email"),
+        ({"name": "Data", "slug": "data", "manager": "olivia\x00"}, "manager"),  # PostgreSQL would 500 on the NUL
     ],
 )
 def test_bad_team_is_400_naming_the_field_and_writes_nothing(admin_user, team, body, field):
@@ -145,7 +146,12 @@ def test_bad_team_is_400_naming_the_field_and_writes_nothing(admin_user, team, b
 def test_bad_member_change_is_400_and_changes_nothing(admin_user, team, owner):
     team.members.add(owner)
     api = as_user(admin_user)
-    for body, field in (({"add": ["nobody-such"]}, "add"), ({}, "add"), ({"remove": ["ghost"]}, "remove")):
+    for body, field in (
+        ({"add": ["nobody-such"]}, "add"),
+        ({}, "add"),
+        ({"remove": ["ghost"]}, "remove"),
+        ({"add": ["olivia\x00"]}, "add"),
+    ):
         response = api.post(f"/api/v1/teams/{team.pk}/members/", body, format="json")
         assert response.status_code == 400 and field in response.json(), response.content
     assert list(team.members.all()) == [owner]
