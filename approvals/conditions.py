@@ -20,6 +20,10 @@ nothing. A request with fewer forwarded entries than trusted proxies did not com
 anything is written (no request, no token use, no audit event): ``403 {"error": "access_denied"}`` for a token or
 an anonymous profile, ``403 {"error": "unapproved_software_statement"}`` for an issuer's statement. Called from
 ``approvals.oauth2.views`` (one call in ``_register``, one in ``manage``).
+
+Over 400 lines on purpose: both conditions share one job (is this request allowed from here, now?) and one
+precedence (token, issuer or profile, then the policy tier, then the setting); split, the precedence would be
+written twice.
 """
 
 from __future__ import annotations

@@ -14,6 +14,25 @@ from approvals.querysets import RegistrationRequestQuerySet, tier_rank
 from inventory.choices import CreatedVia, RiskTier
 
 
+# The context conditions (approvals.conditions) a token, a trusted issuer and an anonymous profile each carry: one
+# definition of each field.
+def allowed_networks_field() -> models.JSONField:
+    return models.JSONField(
+        _("allowed source networks (CIDR)"), default=list, blank=True, validators=[validate_networks]
+    )
+
+
+def approval_window_field() -> models.CharField:
+    return models.CharField(
+        _("working window for high-risk approvals"),
+        max_length=100,
+        blank=True,
+        default="",
+        validators=[validate_window],
+        help_text=_("e.g. Mon-Fri 08:00-18:00 Europe/Berlin; empty: the policy's or the global window"),
+    )
+
+
 class Policy(models.Model):
     """A version of the policy thresholds. Editing creates a new version; verdicts record theirs."""
 
@@ -60,18 +79,9 @@ class InitialAccessToken(models.Model):
     uses = models.PositiveIntegerField(_("uses"), default=0)
     internal_only = models.BooleanField(_("internal only"), default=False)
     # Context condition (approvals.conditions): registrations with this token only from these CIDR blocks.
-    allowed_networks = models.JSONField(
-        _("allowed source networks (CIDR)"), default=list, blank=True, validators=[validate_networks]
-    )
+    allowed_networks = allowed_networks_field()
     # Context condition (approvals.conditions): human approvals of its high-risk requests only in this window.
-    approval_window = models.CharField(
-        _("working window for high-risk approvals"),
-        max_length=100,
-        blank=True,
-        default="",
-        validators=[validate_window],
-        help_text=_("e.g. Mon-Fri 08:00-18:00 Europe/Berlin; empty: the policy's or the global window"),
-    )
+    approval_window = approval_window_field()
     idp = models.ForeignKey(
         "inventory.IdPConnection",
         verbose_name=_("target IdP"),
@@ -118,18 +128,9 @@ class TrustedIssuer(models.Model):
     max_ttl_seconds = models.PositiveIntegerField(_("max client TTL (s)"), default=86400)
     internal_only = models.BooleanField(_("internal only"), default=True)
     # Context condition (approvals.conditions): statements of this issuer accepted only from these CIDR blocks.
-    allowed_networks = models.JSONField(
-        _("allowed source networks (CIDR)"), default=list, blank=True, validators=[validate_networks]
-    )
+    allowed_networks = allowed_networks_field()
     # Context condition (approvals.conditions): human approvals of its high-risk requests only in this window.
-    approval_window = models.CharField(
-        _("working window for high-risk approvals"),
-        max_length=100,
-        blank=True,
-        default="",
-        validators=[validate_window],
-        help_text=_("e.g. Mon-Fri 08:00-18:00 Europe/Berlin; empty: the policy's or the global window"),
-    )
+    approval_window = approval_window_field()
     idp = models.ForeignKey(
         "inventory.IdPConnection",
         verbose_name=_("target IdP"),
@@ -219,18 +220,9 @@ class AnonymousProfile(models.Model):
     rate_per_software = models.CharField(_("rate per software identity"), max_length=32, default="30/m", blank=True)
     rate_per_profile = models.CharField(_("rate for the whole profile"), max_length=32, default="600/m", blank=True)
     # Context condition (approvals.conditions): anonymous registrations, and their RFC 7592 calls, only from these.
-    allowed_networks = models.JSONField(
-        _("allowed source networks (CIDR)"), default=list, blank=True, validators=[validate_networks]
-    )
+    allowed_networks = allowed_networks_field()
     # Context condition (approvals.conditions): human approvals of its high-risk requests only in this window.
-    approval_window = models.CharField(
-        _("working window for high-risk approvals"),
-        max_length=100,
-        blank=True,
-        default="",
-        validators=[validate_window],
-        help_text=_("e.g. Mon-Fri 08:00-18:00 Europe/Berlin; empty: the policy's or the global window"),
-    )
+    approval_window = approval_window_field()
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 

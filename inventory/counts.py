@@ -22,7 +22,15 @@ from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils.dateparse import parse_date, parse_datetime
 
 from inventory.choices import LIVE_STATES
-from inventory.models import Client, ClientCount, ClientCountDelta, ClientDayCount, ClientExpiryCount, ClientOwnerCount
+from inventory.models import (
+    CLIENT_COUNT_KEY,
+    Client,
+    ClientCount,
+    ClientCountDelta,
+    ClientDayCount,
+    ClientExpiryCount,
+    ClientOwnerCount,
+)
 from portal.audit import Actor, audit_record
 from portal.logs import log_event
 
@@ -31,22 +39,7 @@ logger = logging.getLogger(__name__)
 COUNTS_LOCK = 0x5245_4731_434E_54  # "REG1CNT": one folder (or a repair) at a time
 FOLD_BATCH = 50_000
 
-CUBE_KEYS = (
-    "team_id",
-    "state",
-    "risk_tier",
-    "idp_id",
-    "created_via",
-    "depth",
-    "auth_method",
-    "managed",
-    "orphaned",
-    "stale",
-    "sync_failed",
-    "drifted",
-    "no_purpose",
-    "no_expiry",
-)
+CUBE_KEYS = CLIENT_COUNT_KEY
 OWNER_KEYS = ("owner_id", "team_id", "state")
 EXPIRY_KEYS = ("team_id", "state", "risk_tier", "expires_hour")
 DAY_KEYS = ("day", "team_id", "kind")

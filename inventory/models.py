@@ -534,6 +534,25 @@ class ClientCountDelta(models.Model):
         return f"{self.n:+d} {self.state} team {self.team_id}"
 
 
+# The columns a ClientCount row is counted by (its unique key), in the order inventory.counts reads and writes them.
+CLIENT_COUNT_KEY = (
+    "team_id",
+    "state",
+    "risk_tier",
+    "idp_id",
+    "created_via",
+    "depth",
+    "auth_method",
+    "managed",
+    "orphaned",
+    "stale",
+    "sync_failed",
+    "drifted",
+    "no_purpose",
+    "no_expiry",
+)
+
+
 class ClientCount(models.Model):
     """Clients per (team, state, tier, IdP, path, depth, auth method, flags): the dashboards' and controls' cube."""
 
@@ -555,27 +574,7 @@ class ClientCount(models.Model):
 
     class Meta:
         verbose_name = _("client count")
-        constraints = [
-            models.UniqueConstraint(
-                fields=[
-                    "team_id",
-                    "state",
-                    "risk_tier",
-                    "idp_id",
-                    "created_via",
-                    "depth",
-                    "auth_method",
-                    "managed",
-                    "orphaned",
-                    "stale",
-                    "sync_failed",
-                    "drifted",
-                    "no_purpose",
-                    "no_expiry",
-                ],
-                name="client_count_key",
-            )
-        ]
+        constraints = [models.UniqueConstraint(fields=list(CLIENT_COUNT_KEY), name="client_count_key")]
 
     def __str__(self) -> str:
         return f"{self.n} {self.state} {self.risk_tier} team {self.team_id}"

@@ -1,6 +1,9 @@
 """Load demo data: scope catalogue, IdP connections, people with roles, teams, clients in every state.
 
 Idempotent: running it again resets the demo users' passwords and adds nothing twice.
+
+Over 400 lines on purpose: the demo is one story (people, clients in every state, a queue, a CIMD client, an
+anonymous MCP profile) told in order, each part a method that uses the services every other path uses.
 """
 
 from __future__ import annotations

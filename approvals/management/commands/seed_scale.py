@@ -12,6 +12,9 @@ It lives in approvals, the highest layer, because it writes every app's tables (
 approvals' requests and decisions, portal's audit events). It is longer than ~400 lines because it is one
 COPY pipeline read top to bottom (people, catalogue, clients, requests, audit), each step feeding the next;
 splitting it would scatter the row layouts each COPY depends on.
+
+Over 400 lines on purpose: one bulk loader whose COPY streams must agree column for column (clients,
+requests, decisions, audit events, counts); splitting them would separate the columns from their rows.
 """
 
 from __future__ import annotations
