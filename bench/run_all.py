@@ -39,6 +39,8 @@ BENCHMARKS: dict[str, tuple[list[str], list[str], list[str]]] = {
     "inventory": (["--seed", "1000000"], ["--seed", "2000", "--repeat", "3"], []),
     "lifecycle_policies": ([], ["--clients", "5000", "--acted", "200", "--events", "1000"], []),
     "sweep": ([], ["--clients", "5000", "--due", "500"], []),
+    # Real worker + beat on the default schedule: about --spread + two sweep intervals (60 s) whatever the size.
+    "expiry_overshoot": ([], ["--clients", "4", "--spread", "5"], ["redis-server", "node"]),
     "provision": ([], ["--clients", "40", "--workers", "1"], ["redis-server", "node"]),
     "intake": ([], ["--duration", "2", "--connections", "2", "--workers", "1", "--rounds", "1", "--no-idp"], ["wrk"]),
     "intake_cpu": ([], ["--requests", "5"], ["valgrind", "wrk"]),

@@ -6,10 +6,19 @@ import shutil
 
 import pytest
 from django.conf import settings
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 
 from inventory.choices import ScopeCategory, Sensitivity
 from tests.factories import IdPFactory, ScopeFactory, TeamFactory, UserFactory
 from tests.idp_server import IdPProcess
+
+# Property tests judge behaviour, not speed: on a loaded 2-core machine drawing inputs through the ORM can take
+# longer than Hypothesis's speed health check and per-example deadline allow, which says nothing about the code.
+hypothesis_settings.register_profile(
+    "registrar", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+hypothesis_settings.load_profile("registrar")
 
 CATALOGUE = [
     ("tickets:read", Sensitivity.LOW, ScopeCategory.INTERNAL_TOOL),

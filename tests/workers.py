@@ -203,3 +203,30 @@ def wait_for(predicate, *, timeout: float, what: str, interval: float = 0.05):
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def celery_beat(env: dict[str, str]):
+    """``celery -A portal beat`` with the project's default schedule, in its own session."""
+    workdir = Path(tempfile.mkdtemp(prefix="registrar-beat-"))
+    log = (workdir / "beat.log").open("wb")
+    process = subprocess.Popen(
+        [str(CELERY), "-A", "portal", "beat", "-l", "info", "-s", str(workdir / "schedule"), "--pidfile="],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+        log.close()

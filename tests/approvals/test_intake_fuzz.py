@@ -118,7 +118,9 @@ def test_fuzzed_json_bodies(client, fuzz_setup, body):
     _check(post(client, json.dumps(body), plaintext), before)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(
     raw=st.binary(max_size=200),
     content_type=st.sampled_from(["application/json", "text/plain", "application/jose+json"]),
@@ -132,7 +134,9 @@ def test_fuzzed_raw_bodies(client, fuzz_setup, raw, content_type):
     _check(response, before)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(header=st.text(max_size=60))
 def test_fuzzed_authorization_headers(client, fuzz_setup, header):
     before, counted = counts(), refusals_counted()

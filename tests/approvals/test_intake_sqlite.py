@@ -71,7 +71,7 @@ def migrated(tmp_path_factory) -> Path:
     return data_dir / "registrar.sqlite3"
 
 
-def _run(data_dir: Path, timeout: int = 180) -> dict:
+def _run(data_dir: Path, timeout: int = 600) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "REDIS_URL", "DJANGO_"))}
     env |= {
         "DJANGO_SETTINGS_MODULE": "portal.settings",

@@ -311,7 +311,7 @@ def test_statement_replay_is_refused_on_sqlite(tmp_path):
         "PYTHONPATH": str(ROOT),
         "LOG_LEVEL": "ERROR",
     }
-    run = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 120}
+    run = {"cwd": ROOT, "env": env, "capture_output": True, "text": True, "timeout": 600}
     migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v0"], **run)
     assert migrate.returncode == 0, migrate.stderr
     result = subprocess.run([sys.executable, "-c", SQLITE_SCRIPT], **run)

@@ -1,21 +1,17 @@
-"""Expiry overshoot with the default schedule: real ``celery worker`` + ``celery beat`` + the real IdP.
+"""Expiry with the default schedule: real ``celery worker`` + ``celery beat`` + the real IdP.
 
-Clients are provisioned into the real oidc-provider, then given short TTLs spread over ~75 s. Beat
-fires ``sweep_expired`` on its default 60 s interval (portal.celery), the sweep expires them and queues
-DISABLE, the worker delivers it, and delivery calls ``client_record_idp_disabled``, which stores
-overshoot = IdP confirmation time − ``expires_at``. Goal (issue 6): p99 ≤ 90 s. Takes about 2.5 minutes.
+Clients are provisioned into the real oidc-provider, then given short TTLs. Beat fires ``sweep_expired`` on its
+default interval (portal.celery), the sweep expires them and queues DISABLE, the worker delivers it, and delivery
+calls ``client_record_idp_disabled``, which stores overshoot = IdP confirmation time − ``expires_at``.
+
+This asserts what happens (every client expired by the schedule alone, disabled at the IdP, its overshoot
+recorded and never negative); how long it takes is measured by ``bench/expiry_overshoot.py`` (p99 against the
+sweep's interval), not asserted here. About 90 s: beat's first sweep comes one interval after it starts.
 """
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import statistics
-import subprocess
-import tempfile
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from celery import Celery
@@ -25,52 +21,19 @@ from django.utils import timezone
 
 from inventory.choices import ClientState
 from inventory.models import Client
+from portal.celery import app as celery_app
 from tests.agents import Agent
 from tests.factories import UserFactory
 from tests.idp_server import IdPProcess
-from tests.provisioning import connection_for, register_agent
-from tests.workers import CELERY, ROOT, CeleryWorker, RedisServer, database_url, wait_for, worker_env
+from tests.provisioning import connection_for, idp_clients, register_agent
+from tests.workers import CeleryWorker, RedisServer, celery_beat, database_url, wait_for, worker_env
 
-# The overshoot goal is the production database's (PostgreSQL): on SQLite, the demo's single-writer file, the
-# worker's four threads, beat and this process queue for one write lock, and a sweep that waits too long for it
-# is caught by the next one, a minute later (p99 119.9 s there under a loaded CI machine, 60 s expected).
+# PostgreSQL only, for the suite's time: on SQLite (one write lock shared by the worker's threads, beat and this
+# process) the same path is covered by the sweep and delivery tests without a 90 s schedule wait.
 pytestmark = [pytest.mark.slow, pytest.mark.integration, pytest.mark.postgres_only]
 
-CLIENTS = 40
-SPREAD_S = 75
-GOAL_P99_S = 90.0
-
-
-@contextlib.contextmanager
-def celery_beat(env: dict[str, str]):
-    """``celery -A portal beat`` with the project's default schedule, in its own session."""
-    workdir = Path(tempfile.mkdtemp(prefix="registrar-beat-"))
-    log = (workdir / "beat.log").open("wb")
-    process = subprocess.Popen(
-        [str(CELERY), "-A", "portal", "beat", "-l", "info", "-s", str(workdir / "schedule"), "--pidfile="],
-        cwd=ROOT,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=10)
-        log.close()
-
-
-def p99(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(0.99 * (len(ordered) - 1))))]
+CLIENTS = 8
+SPREAD_S = 16
 
 
 @pytest.fixture
@@ -83,13 +46,13 @@ def private_redis():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_expiry_overshoot_p99_with_the_default_schedule(private_redis):
+def test_beat_expires_clients_on_the_default_schedule_and_the_idp_disables_them(private_redis):
+    interval = celery_app.conf.beat_schedule["sweep-expired"]["schedule"]
     # A private redis-server: a shared DB number would let another checkout's run (or its worker) take these tasks.
-    redis_url = private_redis.url
-    sender = Celery("overshoot-sender", broker=redis_url)
+    sender = Celery("overshoot-sender", broker=private_redis.url)
     env = worker_env(
         database=database_url(connection.settings_dict),
-        redis_url=redis_url,
+        redis_url=private_redis.url,
         encryption_key=settings.REGISTRAR_ENCRYPTION_KEYS[0],
     )
     worker = CeleryWorker("overshoot", env=env, concurrency=4)
@@ -97,8 +60,7 @@ def test_expiry_overshoot_p99_with_the_default_schedule(private_redis):
         idp = connection_for(idp_process, name="overshoot-idp")
         owner = UserFactory(username="overshoot-owner", roles=["owner"])
         agent = Agent()
-        clients = [register_agent(idp=idp, owner=owner, agent=agent, name=f"short-{n}") for n in range(CLIENTS)]
-        ids = [c.pk for c in clients]
+        ids = [register_agent(idp=idp, owner=owner, agent=agent, name=f"short-{n}").pk for n in range(CLIENTS)]
         try:
             worker.start()
             sender.send_task("inventory.tasks.requeue_outbox")
@@ -109,19 +71,22 @@ def test_expiry_overshoot_p99_with_the_default_schedule(private_redis):
                 interval=0.5,
             )
             start = timezone.now()
-            for n, pk in enumerate(ids):  # TTLs of 5 … 80 s
-                Client.objects.filter(pk=pk).update(expires_at=start + timedelta(seconds=5 + n * SPREAD_S / CLIENTS))
+            for n, pk in enumerate(ids):  # TTLs of 2 … 16 s
+                Client.objects.filter(pk=pk).update(expires_at=start + timedelta(seconds=2 + n * SPREAD_S / CLIENTS))
             with celery_beat(env):
                 wait_for(
                     lambda: (
                         Client.objects.filter(pk__in=ids, expiry_overshoot_seconds__isnull=False).count() == CLIENTS
                     ),
-                    timeout=SPREAD_S + 60 + 60,
+                    timeout=SPREAD_S + 2 * interval + 60,
                     what=f"every overshoot to be recorded; log: {worker.log_tail(800)}",
                     interval=1,
                 )
         finally:
             worker.stop()
+        client_ids = set(Client.objects.filter(pk__in=ids).values_list("idp_client_id", flat=True))
+        # rfc7591 has no "disabled": disabling deletes the client at the IdP, which also revokes its tokens
+        still_at_idp = client_ids & {remote["client_id"] for remote in idp_clients(idp_process)}
 
     rows = list(
         Client.objects.filter(pk__in=ids).values_list(
@@ -129,10 +94,6 @@ def test_expiry_overshoot_p99_with_the_default_schedule(private_redis):
         )
     )
     assert {state for state, *_ in rows} == {ClientState.EXPIRED}
-    overshoots = [o for _, o, _, _ in rows]
+    assert all(overshoot is not None and overshoot >= 0 for _, overshoot, _, _ in rows)
     assert all(disabled >= expires for _, _, disabled, expires in rows)
-    print(
-        f"expiry overshoot: n={len(overshoots)} median={statistics.median(overshoots):.1f}s "
-        f"p99={p99(overshoots):.1f}s max={max(overshoots):.1f}s"
-    )
-    assert p99(overshoots) <= GOAL_P99_S
+    assert len(client_ids) == CLIENTS and still_at_idp == set()
