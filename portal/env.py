@@ -106,28 +106,28 @@ def env_rate(name: str, default: str, *, environ: Mapping[str, str] | None = Non
     return f"{int(match.group(1))}/{match.group(2) or 1}{match.group(3)}"
 
 
-def parse_database_url(url: str) -> dict[str, Any]:
-    """Parse ``DATABASE_URL`` strictly: only PostgreSQL and SQLite are supported."""
+def parse_database_url(url: str, name: str = "DATABASE_URL") -> dict[str, Any]:
+    """Parse ``DATABASE_URL`` (or ``name``) strictly: only PostgreSQL and SQLite are supported."""
     import dj_database_url
 
     scheme = url.split("://", 1)[0] if "://" in url else ""
     if scheme not in {"postgres", "postgresql", "pgsql", "sqlite"}:
         raise ImproperlyConfigured(
-            f"DATABASE_URL must start with postgres:// or sqlite://, got scheme {scheme or '(none)'!r}"
+            f"{name} must start with postgres:// or sqlite://, got scheme {scheme or '(none)'!r}"
         )
     try:
         config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
     except Exception as exc:  # dj-database-url raises several types for malformed URLs
-        raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}")
+        raise ImproperlyConfigured(f"{name} is malformed: {exc}")
     if scheme != "sqlite":
         if not config.get("NAME"):
-            raise ImproperlyConfigured("DATABASE_URL must name a database, e.g. postgres://user@host:5432/registrar")
+            raise ImproperlyConfigured(f"{name} must name a database, e.g. postgres://user@host:5432/registrar")
         port = config.get("PORT")
         if port is not None and port != "":
             try:
                 int(port)
             except (TypeError, ValueError):
-                raise ImproperlyConfigured(f"DATABASE_URL has a non-numeric port {port!r}")
+                raise ImproperlyConfigured(f"{name} has a non-numeric port {port!r}")
     return dict(config)
 
 

@@ -220,6 +220,36 @@ if DATABASE_URL:
         # more CPU than running it) and psycopg stops quoting parameters into the SQL text. Django leaves
         # both off by default for transaction-mode poolers; PgBouncer >= 1.21 (max_prepared_statements) copes.
         DATABASES["default"].setdefault("OPTIONS", {}).update(server_side_binding=True, prepare_threshold=5)
+
+# Reads on a replica (portal.dbrouter, docs/scale.md "Reads on a replica"): a PostgreSQL streaming standby that the
+# dashboards, reports, inventory search and exports and the read-only API read while it lags less than
+# REGISTRAR_REPLICA_MAX_LAG_SECONDS; everything else, and whoever has just written, reads the primary. Unset: no
+# 'replica' alias, no router, no middleware.
+DATABASE_REPLICA_URL = env_str("DATABASE_REPLICA_URL") or ""
+REGISTRAR_REPLICA_MAX_LAG_SECONDS = env_float("REGISTRAR_REPLICA_MAX_LAG_SECONDS", 5.0, minimum=0.0)
+if DATABASE_REPLICA_URL:
+    _replica = parse_database_url(DATABASE_REPLICA_URL, "DATABASE_REPLICA_URL")
+    if not (_replica["ENGINE"].endswith("postgresql") and DATABASES["default"]["ENGINE"].endswith("postgresql")):
+        raise ImproperlyConfigured(
+            "DATABASE_REPLICA_URL is a PostgreSQL streaming standby of the PostgreSQL in DATABASE_URL "
+            "(postgres://registrar@db-replica.internal:5432/registrar); leave it unset otherwise"
+        )
+    for _setting in ("CONN_MAX_AGE", "CONN_HEALTH_CHECKS"):
+        _replica[_setting] = DATABASES["default"][_setting]
+    _replica_options = _replica.setdefault("OPTIONS", {})
+    _default_options = DATABASES["default"].get("OPTIONS", {})
+    _replica_options.update(
+        {k: v for k, v in _default_options.items() if k in ("server_side_binding", "prepare_threshold")}
+    )
+    # A standby that stops answering costs a request this long at most, then the primary serves (portal.dbrouter).
+    _replica_options.setdefault("connect_timeout", 2)
+    DATABASES["replica"] = _replica
+    DATABASE_ROUTERS = ["portal.dbrouter.ReplicaRouter"]
+    # Before the session middleware: a request's state (did it write?) spans the session's own save.
+    MIDDLEWARE.insert(
+        MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware"),
+        "portal.dbrouter.ReadYourWritesMiddleware",
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 if REDIS_URL:

@@ -45,3 +45,7 @@ if TEST_DATABASE == "sqlite":
     # A file, as make run's (WAL, busy timeout, IMMEDIATE transactions), not a shared in-memory database whose
     # table locks fail at once: tests with several connections (threads, a live server) wait as the demo's do.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test_registrar.sqlite3")}  # noqa: F405
+if "replica" in DATABASES:  # noqa: F405
+    # With DATABASE_REPLICA_URL set, the suite's replica alias reads the test database through a connection of
+    # its own; the standby tests (tests/portal/test_replica_standby.py) start a real one.
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}  # noqa: F405

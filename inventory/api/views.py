@@ -1,4 +1,5 @@
-"""Security API: the filterable client list (same FilterSet as /inventory/) and the two reports. Read-only."""
+"""Security API: the filterable client list (same FilterSet as /inventory/) and the two reports. Read-only, and
+read from the replica when one is configured (portal.dbrouter)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from inventory.reports.controls import framework_report
 from inventory.reports.evidence import evidence_export
 from inventory.selectors import cached_report, clients_visible_to, dashboard_data
 from portal.audit import Actor
+from portal.dbrouter import ReplicaReadsMixin
 from portal.roles import HasRole, Role
 
 CLIENT_READERS = HasRole.of(Role.SECURITY, Role.ADMIN, Role.OWNER, Role.APPROVER)
@@ -35,8 +37,10 @@ OVERSIGHT = HasRole.of(Role.SECURITY, Role.ADMIN)
 
 
 @extend_schema(tags=["inventory"])
-class ClientViewSet(viewsets.ReadOnlyModelViewSet):
+class ClientViewSet(ReplicaReadsMixin, viewsets.ReadOnlyModelViewSet):
     """Clients visible to the caller (security/admin: all; owners: their own), filtered like /inventory/."""
+
+    replica_actions = ("list", "retrieve")  # not evidence: the pack is exact, and its export is logged
 
     serializer_class = ClientSerializer
     permission_classes = [CLIENT_READERS]
@@ -110,7 +114,7 @@ def _pairs(rows):
 
 
 @extend_schema(tags=["reports"], responses=SprawlSerializer)
-class SprawlReportView(APIView):
+class SprawlReportView(ReplicaReadsMixin, APIView):
     """The sprawl dashboard's numbers."""
 
     permission_classes = [OVERSIGHT]
@@ -129,7 +133,7 @@ class SprawlReportView(APIView):
 
 
 @extend_schema(tags=["reports"], responses=FrameworkReportSerializer)
-class FrameworkReportView(APIView):
+class FrameworkReportView(ReplicaReadsMixin, APIView):
     """Controls measured on live data and their coverage of each framework."""
 
     permission_classes = [OVERSIGHT]

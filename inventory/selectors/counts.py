@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db import connection
 from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet, Value
 from django.db.models.functions import TruncDate, TruncHour
 
 from inventory.choices import LIVE_STATES
 from inventory.counts import CUBE_BOOLEANS, hour_of, normal_key
 from inventory.models import ClientCount, ClientCountDelta, ClientDayCount, ClientExpiryCount, ClientOwnerCount
+from portal.dbrouter import read_connection
 
 # How a delta row maps onto each rollup's key columns.
 _DELTA_CUBE: dict[str, Any] = {
@@ -53,7 +53,7 @@ def union_sum(
     )
     if top is not None:
         sql += f" ORDER BY SUM(gn) DESC, {keys} LIMIT {int(top)}"
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:  # the replica inside a read scope (portal.dbrouter)
         cursor.execute(sql, [p for _, params in parts for p in params])
         return cursor.fetchall()
 

@@ -25,6 +25,7 @@ from inventory.choices import LIVE_STATES, RiskTier
 from inventory.models import Client, IdPConnection, Team
 from inventory.selectors import counts
 from inventory.selectors.search import is_postgres
+from portal.dbrouter import read_connection
 
 
 def cached_report(key: str, compute, *, refresh: bool = False):
@@ -63,7 +64,7 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def percentiles_sql(table: str, expression: str, where: str, params: list, fractions: tuple[float, ...]):
     select = ", ".join(f"percentile_cont({f}) WITHIN GROUP (ORDER BY {expression})" for f in fractions)
-    with connection.cursor() as cursor:
+    with read_connection().cursor() as cursor:  # the replica inside a read scope (portal.dbrouter)
         # table/expression/where are constants of this module; values travel as parameters.
         cursor.execute(f"SELECT {select} FROM {table} WHERE {where}", params)  # noqa: S608
         return [float(v) if v is not None else None for v in cursor.fetchone()]

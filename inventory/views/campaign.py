@@ -7,9 +7,11 @@ from django.shortcuts import render
 
 from inventory.reports.attestation import DUE_SOON_DAYS, attestation_campaign
 from inventory.views.security import OVERSIGHT_ROLES, read_only_page
+from portal.dbrouter import replica_reads
 
 
 @read_only_page(*OVERSIGHT_ROLES)
+@replica_reads
 def attestation_report(request):
     campaign = attestation_campaign()
     if request.GET.get("format") == "csv":

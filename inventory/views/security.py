@@ -2,6 +2,8 @@
 
 Thin views: parse the query string through the shared FilterSet, call a selector, render. Every page
 here is read-only; any unsafe method is refused with 403 (security reads everything, changes nothing).
+The inventory list and search, the exports, the dashboard and the framework report read the replica when one is
+configured (``replica_reads``, portal.dbrouter); "explain this client" and the evidence pack read the primary.
 Slightly over 400 lines: one small view per security page, sharing the read-only mixin and the export helpers.
 """
 
@@ -35,6 +37,7 @@ from inventory.selectors.dashboard import cached_report, dashboard_data
 from inventory.selectors.explain import client_explain
 from inventory.selectors.search import clients_visible_to
 from portal.audit import Actor
+from portal.dbrouter import replica_reads
 from portal.roles import Role, can_adopt, can_break_glass, can_hold_clients, has_role
 from portal.tlog.sequencer import log_status
 
@@ -113,6 +116,7 @@ def _filtered(request, *related: str) -> ClientFilterSet:
 
 
 @read_only_page(*INVENTORY_ROLES)
+@replica_reads
 def inventory_list(request):
     params = filter_params(request)
     filterset = _filtered(request)
@@ -295,6 +299,7 @@ def _csv_cell(value) -> str:
 
 
 @read_only_page(*INVENTORY_ROLES)
+@replica_reads
 def inventory_export(request, fmt: str):
     filterset = _filtered(request, "parent")
     if filterset.is_bound and not filterset.is_valid():
@@ -337,6 +342,7 @@ def _dashboard_context():
 
 
 @read_only_page(*OVERSIGHT_ROLES)
+@replica_reads
 def dashboard(request):
     data, charts = _dashboard_context()
     chart_list = [
@@ -363,6 +369,7 @@ def dashboard(request):
 
 
 @read_only_page(*OVERSIGHT_ROLES)
+@replica_reads
 def dashboard_csv(request, chart: str):
     data, charts = _dashboard_context()
     if chart == "summary":
@@ -396,6 +403,7 @@ def _summary_numbers(data) -> dict[str, object]:
 
 
 @read_only_page(*OVERSIGHT_ROLES)
+@replica_reads
 def frameworks_report(request):
     report = cached_report("frameworks", framework_report)
     template = "reports/frameworks_print.html" if request.GET.get("print") else "reports/frameworks.html"
@@ -407,6 +415,7 @@ def frameworks_report(request):
 
 
 @read_only_page(*OVERSIGHT_ROLES)
+@replica_reads
 def frameworks_csv(request):
     report = cached_report("frameworks", framework_report)
     response = HttpResponse(content_type="text/csv; charset=utf-8")

@@ -19,6 +19,7 @@ from inventory.reports.charts import CHART_TITLES, dashboard_charts
 from inventory.reports.controls import PASS, framework_report
 from inventory.selectors.dashboard import dashboard_data
 from inventory.views.security import INVENTORY_ROLES, read_only_page
+from portal.dbrouter import replica_reads
 from portal.roles import can_see_all_teams, can_see_team
 from portal.tlog.sequencer import log_status
 
@@ -40,6 +41,7 @@ def _team_for(request, slug: str) -> Team:
 
 
 @read_only_page(*INVENTORY_ROLES)
+@replica_reads
 def team_list(request):
     return render(
         request, "inventory/security/team_list.html", {"teams": teams_of(request.user), "nav_active": "dashboard"}
@@ -61,6 +63,7 @@ def chart_list(charts: dict) -> list[dict]:
 
 
 @read_only_page(*INVENTORY_ROLES)
+@replica_reads
 def team_dashboard(request, slug: str):
     team = _team_for(request, slug)
     data = dashboard_data(team=team)
@@ -72,6 +75,7 @@ def team_dashboard(request, slug: str):
 
 
 @read_only_page(*INVENTORY_ROLES)
+@replica_reads
 def team_dashboard_csv(request, slug: str, chart: str):
     team = _team_for(request, slug)
     charts = dashboard_charts(dashboard_data(team=team))
@@ -87,6 +91,7 @@ def team_dashboard_csv(request, slug: str, chart: str):
 
 
 @read_only_page(*INVENTORY_ROLES)
+@replica_reads
 def team_frameworks_report(request, slug: str):
     team = _team_for(request, slug)
     return render(

@@ -94,6 +94,7 @@ class PostgresServer:
         self._user = "postgres" if os.geteuid() == 0 else None
         if self._user:
             shutil.chown(self.root, self._user)
+        self.extra_options = ""  # more server options (" -c name=value …"), kept across restarts
 
     @property
     def admin_url(self) -> str:
@@ -110,7 +111,7 @@ class PostgresServer:
 
     def start(self) -> None:
         options = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.root} -c fsync=off -c max_connections=60"
-        options += " -c synchronous_commit=off -c full_page_writes=off"
+        options += " -c synchronous_commit=off -c full_page_writes=off" + self.extra_options
         self._run(_pg_bin("pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
