@@ -9,7 +9,7 @@ only when a counted column changed. The deltas fold into three rollups through i
 - ``requests_day``: requests per (UTC day submitted, team, state, policy outcome, tier) — registrations per day
   by outcome on the dashboards;
 - ``requests_coalesced``: anonymous registrations coalesced into a request, per (day submitted, team);
-- ``requests_decision``: human decisions per (UTC day decided, team, tier, time-to-decision bucket) — the
+- ``requests_decision``: human decisions per (UTC day decided, team, time-to-decision bucket) — the
   p50/p90 time to decision from buckets (``inventory.histograms``), not from a scan of the requests.
 """
 
@@ -37,7 +37,7 @@ DELTA_COLUMNS = ("n", "state", "outcome", "risk_tier", "team_id", "created_at", 
 ROLLUPS = {
     "requests_day": (RequestDayCount, ("day", "team_id", "state", "outcome", "risk_tier")),
     "requests_coalesced": (RequestCoalescedCount, ("day", "team_id")),
-    "requests_decision": (RequestDecisionCount, ("day", "team_id", "risk_tier", "bucket")),
+    "requests_decision": (RequestDecisionCount, ("day", "team_id", "bucket")),
 }
 HUMAN_DECIDED = (RequestState.APPROVED, RequestState.DENIED)
 
@@ -64,7 +64,7 @@ def tally(rows: Iterable[tuple]) -> Tallies:
         seconds = decision_seconds(state, outcome, created_at, decided_at)
         if seconds is not None:
             decided = as_date(as_datetime(decided_at))
-            out["requests_decision"][(decided, team_id, tier, seconds_bucket(seconds))] += n
+            out["requests_decision"][(decided, team_id, seconds_bucket(seconds))] += n
     return nonzero(out)
 
 

@@ -598,19 +598,17 @@ class RequestCoalescedCount(models.Model):
 
 
 class RequestDecisionCount(models.Model):
-    """Human decisions per (day decided, team, tier, bucket of the time to decision; ``inventory.histograms``)."""
+    """Human decisions per (day decided, team, bucket of the time to decision; ``inventory.histograms``). No tier:
+    the rows grow with days × teams × buckets in use, and the dashboards ask for none."""
 
     day = models.DateField(_("day decided"))
     team_id = models.IntegerField(_("team"))
-    risk_tier = models.CharField(_("risk tier"), max_length=8)
     bucket = models.SmallIntegerField(_("time to decision bucket"))
     n = models.BigIntegerField(_("decisions"), default=0)
 
     class Meta:
         verbose_name = _("human decisions per time to decision")
-        constraints = [
-            models.UniqueConstraint(fields=["day", "team_id", "risk_tier", "bucket"], name="request_decision_count_key")
-        ]
+        constraints = [models.UniqueConstraint(fields=["day", "team_id", "bucket"], name="request_decision_count_key")]
 
     def __str__(self) -> str:
         return f"{self.n} decided {self.day} bucket {self.bucket}"

@@ -100,7 +100,6 @@ class Migration(migrations.Migration):
                 ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
                 ("day", models.DateField(verbose_name="day decided")),
                 ("team_id", models.IntegerField(verbose_name="team")),
-                ("risk_tier", models.CharField(max_length=8, verbose_name="risk tier")),
                 ("bucket", models.SmallIntegerField(verbose_name="time to decision bucket")),
                 ("n", models.BigIntegerField(default=0, verbose_name="decisions")),
             ],
@@ -108,7 +107,7 @@ class Migration(migrations.Migration):
                 "verbose_name": "human decisions per time to decision",
                 "constraints": [
                     models.UniqueConstraint(
-                        fields=("day", "team_id", "risk_tier", "bucket"), name="request_decision_count_key"
+                        fields=("day", "team_id", "bucket"), name="request_decision_count_key"
                     )
                 ],
             },

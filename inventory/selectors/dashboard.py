@@ -49,26 +49,6 @@ def cached_report(key: str, compute, *, refresh: bool = False):
 DASHBOARD_DAYS = 90
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return float(values[0])
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    lower = int(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
-
-
-def percentiles_sql(table: str, expression: str, where: str, params: list, fractions: tuple[float, ...]):
-    select = ", ".join(f"percentile_cont({f}) WITHIN GROUP (ORDER BY {expression})" for f in fractions)
-    with connection.cursor() as cursor:
-        # table/expression/where are constants of this module; values travel as parameters.
-        cursor.execute(f"SELECT {select} FROM {table} WHERE {where}", params)  # noqa: S608
-        return [float(v) if v is not None else None for v in cursor.fetchone()]
-
-
 def dashboard_data(
     *, now: datetime | None = None, days: int = DASHBOARD_DAYS, team: Team | None = None
 ) -> dict[str, Any]:
