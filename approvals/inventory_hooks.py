@@ -23,25 +23,36 @@ spreading them over modules would hide which facts inventory borrows from approv
 
 from __future__ import annotations
 
-import statistics
 from collections import Counter, defaultdict
-from datetime import datetime
+from datetime import UTC, datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, OuterRef, Q, Sum
-from django.db.models.functions import TruncDay
+from django.db.models import Count, Exists, F, OuterRef, Q, Value
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from approvals.choices import DecisionKind, RequestKind, RequestState
+from approvals.choices import DecisionKind, PolicyOutcome, RequestKind, RequestState
 from approvals.cimd.pinning import pin_diff, pins_check_due
-from approvals.models import CimdPin, Decision, InitialAccessToken, RegistrationRequest, TrustedIssuer
+from approvals.counts import HUMAN_DECIDED, day_start, decision_seconds
+from approvals.models import (
+    CimdPin,
+    Decision,
+    InitialAccessToken,
+    RegistrationRequest,
+    RequestCoalescedCount,
+    RequestCountDelta,
+    RequestDayCount,
+    RequestDecisionCount,
+    TrustedIssuer,
+)
 from approvals.policy_store import active_policy
 from approvals.services import request_lapse_due
 from approvals.unauthorized import sweep_unauthorized
 from inventory import hooks
+from inventory.counts import as_date
+from inventory.histograms import histogram_percentile
 from inventory.models import Client
-from inventory.selectors.dashboard import as_date, percentile, percentiles_sql
-from inventory.selectors.search import is_postgres
+from inventory.selectors import counts
 from inventory.services import new_registration_id
 from inventory.sweeps import SweepResult
 from portal.audit import Actor, audit_record, audit_record_many
@@ -153,48 +164,55 @@ def _outcome_label(state: str, outcome: str) -> str | None:
 
 
 def registration_stats(start: datetime, team_id: int | None = None) -> hooks.RegistrationStats:
-    """Registrations submitted since ``start`` (for one team, or all) per day by outcome, and median / p90
-    seconds from submission to a human decision for those decided since ``start``: two aggregate queries."""
-    requests = (
-        RegistrationRequest.objects.all() if team_id is None else RegistrationRequest.objects.filter(team_id=team_id)
-    )
-    rows = (
-        requests.filter(created_at__gte=start)
-        .annotate(day=TruncDay("created_at"))
-        .values("day", "state", "outcome")
-        .annotate(n=Count("pk"), coalesced=Sum("coalesced_count"))
+    """Registrations submitted since ``start``'s UTC day (for one team, or all) per day by outcome, and the
+    median / p90 seconds from submission to a human decision for those decided since then — from the counts
+    kept as requests change (``approvals.counts``), never from the request table: two statements, each the
+    folded rollup plus the deltas not folded yet."""
+    since = start.astimezone(UTC).date()
+    begin = day_start(since)
+    team = Q() if team_id is None else Q(team_id=team_id)
+    deltas = RequestCountDelta.objects.filter(team)
+    created_day = TruncDate("created_at", tzinfo=UTC)
+    rows = counts.union_sum(
+        [
+            (RequestDayCount.objects.filter(team, day__gte=since), _by_outcome("n", "day"), "n"),
+            (RequestCoalescedCount.objects.filter(team, day__gte=since), _by_outcome("c", "day"), "n"),
+            (deltas.filter(created_at__gte=begin), _by_outcome("n", created_day), "n"),
+            (
+                deltas.filter(created_at__gte=begin, coalesced_count__gt=0),
+                _by_outcome("c", created_day),
+                F("n") * F("coalesced_count"),
+            ),
+        ],
+        width=4,
     )
     outcomes: dict[str, Counter] = {label: Counter() for label in hooks.REGISTRATION_OUTCOMES}
     coalesced = 0
-    for row in rows:
-        coalesced += row["coalesced"] or 0
-        label = _outcome_label(row["state"], row["outcome"])
-        if label:
-            outcomes[label][as_date(row["day"])] += row["n"]
-    median, p90 = _time_to_decision(start, team_id)
+    for measure, state, outcome, day, n in rows:
+        if measure == "c":
+            coalesced += int(n)
+        elif label := _outcome_label(state, outcome):
+            outcomes[label][as_date(day)] += int(n)
+    decisions = counts.histogram(
+        RequestDecisionCount.objects.filter(team, day__gte=since),
+        deltas.filter(decided_at__gte=begin, state__in=HUMAN_DECIDED).exclude(outcome=PolicyOutcome.AUTO_APPROVE),
+        ("state", "outcome", "created_at", "decided_at"),
+        decision_seconds,
+    )
     return hooks.RegistrationStats(
-        outcomes=outcomes, median_seconds_to_decision=median, p90_seconds_to_decision=p90, coalesced=coalesced
+        outcomes=outcomes,
+        median_seconds_to_decision=histogram_percentile(decisions, 0.5),
+        p90_seconds_to_decision=histogram_percentile(decisions, 0.9),
+        coalesced=coalesced,
     )
 
 
-def _time_to_decision(start: datetime, team_id: int | None = None) -> tuple[float | None, float | None]:
-    if is_postgres():
-        where = "decided_at >= %s AND state IN ('approved', 'denied') AND outcome <> 'auto_approve'"
-        median, p90 = percentiles_sql(
-            RegistrationRequest._meta.db_table,
-            "EXTRACT(EPOCH FROM (decided_at - created_at))",
-            where if team_id is None else where + " AND team_id = %s",
-            [start] if team_id is None else [start, team_id],
-            (0.5, 0.9),
-        )
-        return median, p90
-    human = RegistrationRequest.objects.filter(
-        decided_at__gte=start, state__in=(RequestState.APPROVED, RequestState.DENIED)
-    ).exclude(outcome="auto_approve")
-    if team_id is not None:
-        human = human.filter(team_id=team_id)
-    values = [(decided - created).total_seconds() for created, decided in human.values_list("created_at", "decided_at")]
-    return (statistics.median(values) if values else None), percentile(values, 0.9)
+def _by_outcome(measure: str, day) -> dict:
+    """The key columns of one member of :func:`registration_stats`' union: measure (``n`` requests, ``c``
+    coalesced registrations), state, outcome, day."""
+    if measure == "c":
+        return {"measure": Value("c"), "state": Value(""), "outcome": Value(""), "day": day}
+    return {"measure": Value("n"), "state": "state", "outcome": "outcome", "day": day}
 
 
 def two_person_approval() -> Exists:

@@ -532,3 +532,83 @@ class UnauthorizedTally(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} {self.source} {self.credential_prefix} @ {self.minute:%Y-%m-%d %H:%M} x{self.count}"
+
+
+# --- counts kept as requests change (approvals.counts; docs/scale.md) ------------------------------------------
+# Like the clients' (inventory.counts): a trigger on the request table inserts a -1 row for what a request was
+# and a +1 row for what it became, in the transaction that changes it; the one folder moves them into the
+# rollups below. Ids are plain integers (0 = none).
+
+
+class RequestCountDelta(models.Model):
+    """One request's signature entering (+1) or leaving (-1) the counts; insert-only, folded in the background."""
+
+    id = models.BigAutoField(primary_key=True)
+    n = models.SmallIntegerField(_("delta"))
+    state = models.CharField(_("state"), max_length=16)
+    outcome = models.CharField(_("policy outcome"), max_length=16)
+    risk_tier = models.CharField(_("risk tier"), max_length=8)
+    team_id = models.IntegerField(_("team"))
+    created_at = models.DateTimeField(_("submitted at"))
+    decided_at = models.DateTimeField(_("decided at"), null=True)
+    coalesced_count = models.PositiveIntegerField(_("registrations coalesced into it"))
+
+    class Meta:
+        verbose_name = _("request count delta")
+
+    def __str__(self) -> str:
+        return f"{self.n:+d} {self.state} team {self.team_id}"
+
+
+class RequestDayCount(models.Model):
+    """Requests per (day submitted, team, state, policy outcome, tier): registrations per day by outcome."""
+
+    day = models.DateField(_("day"))
+    team_id = models.IntegerField(_("team"))
+    state = models.CharField(_("state"), max_length=16)
+    outcome = models.CharField(_("policy outcome"), max_length=16)
+    risk_tier = models.CharField(_("risk tier"), max_length=8)
+    n = models.BigIntegerField(_("requests"), default=0)
+
+    class Meta:
+        verbose_name = _("request count per day")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["day", "team_id", "state", "outcome", "risk_tier"], name="request_day_count_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.state} {self.day}"
+
+
+class RequestCoalescedCount(models.Model):
+    """Anonymous registrations answered with an existing request, per (day the request was submitted, team)."""
+
+    day = models.DateField(_("day"))
+    team_id = models.IntegerField(_("team"))
+    n = models.BigIntegerField(_("registrations coalesced"), default=0)
+
+    class Meta:
+        verbose_name = _("coalesced registrations per day")
+        constraints = [models.UniqueConstraint(fields=["day", "team_id"], name="request_coalesced_count_key")]
+
+    def __str__(self) -> str:
+        return f"{self.n} coalesced {self.day}"
+
+
+class RequestDecisionCount(models.Model):
+    """Human decisions per (day decided, team, bucket of the time to decision; ``inventory.histograms``). No tier:
+    the rows grow with days × teams × buckets in use, and the dashboards ask for none."""
+
+    day = models.DateField(_("day decided"))
+    team_id = models.IntegerField(_("team"))
+    bucket = models.SmallIntegerField(_("time to decision bucket"))
+    n = models.BigIntegerField(_("decisions"), default=0)
+
+    class Meta:
+        verbose_name = _("human decisions per time to decision")
+        constraints = [models.UniqueConstraint(fields=["day", "team_id", "bucket"], name="request_decision_count_key")]
+
+    def __str__(self) -> str:
+        return f"{self.n} decided {self.day} bucket {self.bucket}"

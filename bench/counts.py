@@ -12,7 +12,10 @@ triggers' work is inside the figure). bench/intake.py's HTTP paths (202/400/401)
 cannot show the triggers; bench/intake_cpu.py counts this process's instructions only, not PostgreSQL's.
 
 ``dashboard``: on a seeded database (``manage.py seed_scale``), the dashboard's data cold (no snapshot) from the
-counts, its query count, and the raw ``GROUP BY`` over the client table it replaced, in the same run.
+counts, its query count, and beside each part read from the counts the raw SQL over the client or request table
+it replaced, in the same run: the live figures (``GROUP BY`` over the clients), registrations per day by outcome
+and time to decision (the 90 days of requests, ``percentile_cont``), the expiry overshoot p99 (``percentile_cont``
+over the expired clients).
 
 Both append one line to bench/RESULTS.md.
 """
@@ -25,7 +28,7 @@ import os
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +36,14 @@ BENCH = ROOT / "bench"
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]
 sys.path.insert(0, str(ROOT))
 
-TRIGGERS = ("client_count_delta", "client_count_delta_update")
+# (table, trigger): the clients' count triggers and the registration requests' (approvals.counts)
+TRIGGERS = (
+    ("inventory_client", "client_count_delta"),
+    ("inventory_client", "client_count_delta_update"),
+    ("approvals_registrationrequest", "request_count_delta"),
+    ("approvals_registrationrequest", "request_count_delta_update"),
+)
+TRIGGER_FUNCTIONS = ("registrar_client_count_delta", "registrar_request_count_delta")
 
 
 def _module(name: str):
@@ -44,8 +54,8 @@ def _module(name: str):
 
 
 def _triggers(cursor, enabled: bool) -> None:
-    for name in TRIGGERS:
-        cursor.execute(f"ALTER TABLE inventory_client {'ENABLE' if enabled else 'DISABLE'} TRIGGER {name}")
+    for table, name in TRIGGERS:
+        cursor.execute(f"ALTER TABLE {table} {'ENABLE' if enabled else 'DISABLE'} TRIGGER {name}")
 
 
 def intake(args) -> str:
@@ -80,7 +90,9 @@ def intake(args) -> str:
     with connection.cursor() as cursor:
         _triggers(cursor, True)
         trigger_ms = _trigger_ms(cursor) - trigger_ms_before
-        cursor.execute("SELECT count(*) FROM inventory_clientcountdelta")
+        cursor.execute(
+            "SELECT (SELECT count(*) FROM inventory_clientcountdelta) + (SELECT count(*) FROM approvals_requestcountdelta)"
+        )
         deltas = cursor.fetchone()[0]
     on, off = statistics.median(per_mode[True]), statistics.median(per_mode[False])
     registrations_on = args.requests * args.rounds
@@ -97,7 +109,8 @@ def intake(args) -> str:
 def _trigger_ms(cursor) -> float:
     cursor.execute("SELECT pg_stat_force_next_flush()")
     cursor.execute(
-        "SELECT COALESCE(sum(total_time), 0) FROM pg_stat_user_functions WHERE funcname = 'registrar_client_count_delta'"
+        "SELECT COALESCE(sum(total_time), 0) FROM pg_stat_user_functions WHERE funcname = ANY(%s)",
+        [list(TRIGGER_FUNCTIONS)],
     )
     return float(cursor.fetchone()[0])
 
@@ -111,12 +124,17 @@ def dashboard(args) -> str:
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
+    from approvals.inventory_hooks import registration_stats
+    from approvals.models import RegistrationRequest
     from inventory.counts import counts_fold
+    from inventory.histograms import histogram_percentile
     from inventory.models import Client, Team
+    from inventory.selectors.counts import overshoot_histogram
     from inventory.selectors.dashboard import dashboard_data, live_breakdown, live_breakdown_raw
 
     counts_fold()
     clients = Client.objects.count()
+    requests = RegistrationRequest.objects.count()
     team = Team.objects.order_by("pk").first()
 
     def timed(fn) -> tuple[float, int]:
@@ -130,19 +148,60 @@ def dashboard(args) -> str:
         return statistics.median(runs), queries
 
     now = timezone.now()
+    start = now - timedelta(days=90)
+
+    def raw(sql: str, params: list):
+        def run():
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.fetchall()
+
+        return run
+
     figures = {
         "dashboard": timed(dashboard_data),
         "team dashboard": timed(lambda: dashboard_data(team=team)),
         "live figures from the counts": timed(lambda: live_breakdown(now)),
         "live figures, raw GROUP BY": timed(lambda: live_breakdown_raw(now)),
+        "registration stats from the counts": timed(lambda: registration_stats(start, None)),
+        "registration stats, raw SQL": timed(lambda: (raw(RAW_PER_DAY, [start])(), raw(RAW_DECISION, [start])())),
+        "overshoot p99 from the counts": timed(lambda: histogram_percentile(overshoot_histogram(), 0.99)),
+        "overshoot p99, raw percentile_cont": timed(raw(RAW_OVERSHOOT, [])),
     }
     for name, (ms, queries) in figures.items():
-        print(f"{name:32s} {ms:8.1f} ms  {queries} queries", flush=True)
+        print(f"{name:36s} {ms:8.1f} ms  {queries} queries", flush=True)
+    ratios = {
+        what: figures[f"{what}, {base}"][0] / max(figures[f"{what} from the counts"][0], 1e-3)
+        for what, base in (
+            ("live figures", "raw GROUP BY"),
+            ("registration stats", "raw SQL"),
+            ("overshoot p99", "raw percentile_cont"),
+        )
+    }
     return (
-        f"- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC counts dashboard at {clients:,} clients (cold, in-process, median "
-        f"of {args.repeat}): "
+        f"- {datetime.now(UTC):%Y-%m-%d %H:%M} UTC counts dashboard at {clients:,} clients, {requests:,} requests "
+        f"(cold, in-process, median of {args.repeat}): "
         + "; ".join(f"{name} {ms:.1f} ms ({queries} queries)" for name, (ms, queries) in figures.items())
+        + "; raw ÷ counts: "
+        + ", ".join(f"{what} {ratio:.1f}×" for what, ratio in ratios.items())
     )
+
+
+# What the counts replaced, as raw SQL (the baseline, same database, same run).
+RAW_PER_DAY = (
+    "SELECT date_trunc('day', created_at), state, outcome, count(*), sum(coalesced_count) "
+    "FROM approvals_registrationrequest WHERE created_at >= %s GROUP BY 1, 2, 3"
+)
+RAW_DECISION = (
+    "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (decided_at - created_at))), "
+    "percentile_cont(0.9) WITHIN GROUP (ORDER BY EXTRACT(EPOCH FROM (decided_at - created_at))) "
+    "FROM approvals_registrationrequest WHERE decided_at >= %s AND state IN ('approved', 'denied') "
+    "AND outcome <> 'auto_approve'"
+)
+RAW_OVERSHOOT = (
+    "SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY expiry_overshoot_seconds) FROM inventory_client "
+    "WHERE expiry_overshoot_seconds IS NOT NULL"
+)
 
 
 def main() -> int:

@@ -1,4 +1,9 @@
-"""Counts kept as clients change: folding the deltas, recounting from the clients, repairing drift.
+"""Counts kept as rows change: folding the deltas, recounting from the source tables, repairing drift.
+
+The machinery is generic over *count sources* (:class:`CountSource`): a table whose trigger
+(``inventory.count_triggers``) writes insert-only deltas, the rollups they fold into, and how to recount those
+from the table. The clients are inventory's source (below); approvals registers its registration requests'
+(``approvals.counts``) at start-up, so one folder, one reconcile and one rebuild serve both.
 
 The client table's trigger (migration ``0018_client_count_triggers``) inserts a -1 delta for the signature a
 client had and a +1 delta for the one it has, in the transaction that changes it: every path (the lifecycle
@@ -7,12 +12,17 @@ shared row. :func:`counts_fold` (beat, every few seconds; ``manage.py fold_count
 rollup tables; readers add the deltas not yet folded (``inventory.selectors.counts``), so the figures are exact
 whether or not the folder has run. :func:`counts_reconcile` (beat, nightly; ``manage.py reconcile_counts``)
 recounts every rollup from the clients, reports drift and, asked to, repairs it with one audit event.
+
+Over 400 lines on purpose: the generic folder, reconcile and rebuild and the clients' own source (their keys,
+tally and recount) read as one unit — the clients' source is the worked example the generic code is shaped by,
+and a split would put each half's only caller in the other file.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
@@ -22,6 +32,7 @@ from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils.dateparse import parse_date, parse_datetime
 
 from inventory.choices import LIVE_STATES
+from inventory.histograms import seconds_bucket
 from inventory.models import (
     CLIENT_COUNT_KEY,
     Client,
@@ -29,6 +40,7 @@ from inventory.models import (
     ClientCountDelta,
     ClientDayCount,
     ClientExpiryCount,
+    ClientOvershootCount,
     ClientOwnerCount,
 )
 from portal.audit import Actor, audit_record
@@ -43,14 +55,17 @@ CUBE_KEYS = CLIENT_COUNT_KEY
 OWNER_KEYS = ("owner_id", "team_id", "state")
 EXPIRY_KEYS = ("team_id", "state", "risk_tier", "expires_hour")
 DAY_KEYS = ("day", "team_id", "kind")
+OVERSHOOT_KEYS = ("team_id", "bucket")
 CUBE_BOOLEANS = frozenset({"managed", "orphaned", "stale", "sync_failed", "drifted", "no_purpose", "no_expiry"})
 
-# rollup table: (model, key columns)
-ROLLUPS: dict[str, tuple[type[models.Model], tuple[str, ...]]] = {
+Rollups = Mapping[str, tuple[type[models.Model], tuple[str, ...]]]
+# the clients' rollup tables: name -> (model, key columns)
+ROLLUPS: Rollups = {
     "cube": (ClientCount, CUBE_KEYS),
     "owner": (ClientOwnerCount, OWNER_KEYS),
     "expiry": (ClientExpiryCount, EXPIRY_KEYS),
     "day": (ClientDayCount, DAY_KEYS),
+    "overshoot": (ClientOvershootCount, OVERSHOOT_KEYS),
 }
 _DELTA_COLUMNS = (
     "n",
@@ -71,12 +86,51 @@ _DELTA_COLUMNS = (
     "created_at",
     "ended_at",
     "expires_at",
+    "expiry_overshoot_seconds",
 )
 
 Tallies = dict[str, Counter]
 
 
-def _as_datetime(value) -> datetime | None:
+@dataclass(frozen=True)
+class CountSource:
+    """A counted table: its trigger's ``delta`` model (columns ``delta_columns``, ``n`` first), the ``rollups``
+    its deltas fold into (names unique across sources), ``tally`` (delta rows → additions per rollup, the one
+    place a row's keys are worked out), ``recount`` (every rollup from the table) and ``normal_key`` (a rollup
+    key as read back, in the form ``tally`` makes)."""
+
+    name: str
+    delta: type[models.Model]
+    delta_columns: tuple[str, ...]
+    rollups: Rollups
+    tally: Callable[[Iterable[tuple]], Tallies]
+    recount: Callable[[], Tallies]
+    normal_key: Callable[[str, tuple], tuple]
+
+
+_sources: dict[str, CountSource] = {}
+
+
+def count_source_register(source: CountSource) -> None:
+    """Count ``source`` with the clients (another app registers its own from ``AppConfig.ready()``)."""
+    clash = {n for other in _sources.values() if other.name != source.name for n in other.rollups} & set(source.rollups)
+    if clash:
+        raise ValueError(f"rollup names already taken: {sorted(clash)}")
+    _sources[source.name] = source
+
+
+def count_sources() -> list[CountSource]:
+    return list(_sources.values())
+
+
+def _rollup(name: str) -> tuple[type[models.Model], tuple[str, ...]]:
+    for source in _sources.values():
+        if name in source.rollups:
+            return source.rollups[name]
+    raise KeyError(name)
+
+
+def as_datetime(value) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value.astimezone(UTC) if value is not None and value.tzinfo else _utc(value)
     return _utc(parse_datetime(value))
@@ -86,7 +140,7 @@ def _utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
-def _as_date(value) -> date:
+def as_date(value) -> date:
     if isinstance(value, datetime):
         return value.date()
     parsed = value if isinstance(value, date) else parse_date(str(value)[:10])
@@ -99,13 +153,13 @@ def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
 
-def _tally_deltas(rows) -> Tallies:
-    """Deltas (rows in ``_DELTA_COLUMNS`` order) as additions to each rollup."""
+def _tally_deltas(rows: Iterable[tuple]) -> Tallies:
+    """Client deltas (rows in ``_DELTA_COLUMNS`` order) as additions to each of the clients' rollups."""
     out: Tallies = {name: Counter() for name in ROLLUPS}
     for row in rows:
         d = dict(zip(_DELTA_COLUMNS, row, strict=True))
         n = d["n"]
-        created, ended, expires = (_as_datetime(d[k]) for k in ("created_at", "ended_at", "expires_at"))
+        created, ended, expires = (as_datetime(d[k]) for k in ("created_at", "ended_at", "expires_at"))
         flags = tuple(bool(d[k]) for k in ("managed", "orphaned", "stale", "sync_failed", "drifted", "no_purpose"))
         out["cube"][
             (d["team_id"], d["state"], d["risk_tier"], d["idp_id"], d["created_via"], d["depth"], d["auth_method"])
@@ -119,7 +173,13 @@ def _tally_deltas(rows) -> Tallies:
             out["day"][(created.date(), d["team_id"], "created")] += n
         if ended is not None:
             out["day"][(ended.date(), d["team_id"], "ended")] += n
-    return {name: Counter({k: v for k, v in tally.items() if v}) for name, tally in out.items()}
+        if d["expiry_overshoot_seconds"] is not None:
+            out["overshoot"][(d["team_id"], seconds_bucket(d["expiry_overshoot_seconds"]))] += n
+    return nonzero(out)
+
+
+def nonzero(tallies: Tallies) -> Tallies:
+    return {name: Counter({k: v for k, v in tally.items() if v}) for name, tally in tallies.items()}
 
 
 def _upsert(name: str, tally: Counter) -> None:
@@ -127,7 +187,7 @@ def _upsert(name: str, tally: Counter) -> None:
     key order so two folders could never deadlock."""
     if not tally:
         return
-    model, keys = ROLLUPS[name]
+    model, keys = _rollup(name)
     table = model._meta.db_table
     columns = ", ".join(keys)
     placeholders = ", ".join(["%s"] * (len(keys) + 1))
@@ -151,29 +211,41 @@ def _try_lock(blocking: bool = False) -> bool:
 
 
 def counts_fold(*, batch: int = FOLD_BATCH) -> int:
-    """Fold the committed deltas into the rollups, ``batch`` at a time; returns how many were folded.
+    """Fold the committed deltas of every source into its rollups, ``batch`` at a time; returns how many were
+    folded.
 
     Each batch is one transaction: ``DELETE … RETURNING`` takes the deltas (each exactly once, whatever else
     runs), their sums are added to the rollups, and both commit together. A second folder returns at once."""
-    delta_table = ClientCountDelta._meta.db_table
+    folded = 0
+    for source in count_sources():
+        done = _fold_source(source, batch)
+        if done is None:
+            return folded
+        folded += done
+    if folded:
+        log_event(logger, "counts_folded", deltas=folded)
+    return folded
+
+
+def _fold_source(source: CountSource, batch: int) -> int | None:
+    """Fold one source's deltas; None when another folder holds the lock."""
+    delta_table = source.delta._meta.db_table
     sql = (
         f"DELETE FROM {delta_table} WHERE id IN (SELECT id FROM {delta_table} ORDER BY id LIMIT %s) "  # noqa: S608
-        f"RETURNING {', '.join(_DELTA_COLUMNS)}"
+        f"RETURNING {', '.join(source.delta_columns)}"
     )
     folded = 0
     while True:
         with transaction.atomic():
             if not _try_lock():
-                return folded
+                return folded or None
             with connection.cursor() as cursor:
                 cursor.execute(sql, [batch])
                 rows = cursor.fetchall()
-            for name, tally in _tally_deltas(rows).items():
+            for name, tally in source.tally(rows).items():
                 _upsert(name, tally)
         folded += len(rows)
         if len(rows) < batch:
-            if folded:
-                log_event(logger, "counts_folded", deltas=folded)
             return folded
 
 
@@ -190,7 +262,15 @@ def _grouped(queryset, **expressions):
 
 
 def counts_recount() -> Tallies:
-    """Every rollup recomputed from the clients (a full scan: nightly, not per request)."""
+    """Every rollup of every source recomputed from its table (full scans: nightly, not per request)."""
+    out: Tallies = {}
+    for source in count_sources():
+        out.update(source.recount())
+    return out
+
+
+def _client_recount() -> Tallies:
+    """The clients' rollups recomputed from the clients."""
     team = Coalesce("team_id", Value(0))
     owner = Coalesce("owner_id", Value(0))
     clients = Client.objects.order_by()
@@ -221,6 +301,9 @@ def counts_recount() -> Tallies:
     )
     created = _grouped(clients, k_day=TruncDate("created_at", tzinfo=UTC), k_team=team)
     ended = _grouped(clients.filter(ended_at__isnull=False), k_day=TruncDate("ended_at", tzinfo=UTC), k_team=team)
+    overshoot = _grouped(
+        clients.filter(expiry_overshoot_seconds__isnull=False), k_team=team, k_seconds=F("expiry_overshoot_seconds")
+    )
     out: Tallies = {name: Counter() for name in ROLLUPS}
     for *key, n in cube:
         out["cube"][normal_key("cube", key)] += n
@@ -232,6 +315,8 @@ def counts_recount() -> Tallies:
         out["day"][normal_key("day", (day, team_id, "created"))] += n
     for day, team_id, n in ended:
         out["day"][normal_key("day", (day, team_id, "ended"))] += n
+    for team_id, seconds, n in overshoot:
+        out["overshoot"][(team_id, seconds_bucket(seconds))] += n
     return out
 
 
@@ -243,24 +328,27 @@ def normal_key(name: str, key) -> tuple:
         if column in CUBE_BOOLEANS:
             value = bool(value)
         elif column == "expires_hour":
-            value = _as_datetime(value)
+            value = as_datetime(value)
         elif column == "day":
-            value = _as_date(value)
+            value = as_date(value)
         out.append(value)
     return tuple(out)
 
 
 def counts_current() -> Tallies:
-    """What the rollups say now: the folded rows plus the deltas not yet folded, from one snapshot (call it in
-    a transaction that sees one: :func:`counts_reconcile` does)."""
-    out: Tallies = {name: Counter() for name in ROLLUPS}
-    for name, (model, keys) in ROLLUPS.items():
-        for *key, n in model._default_manager.order_by().values_list(*keys, "n"):
-            out[name][normal_key(name, key)] += n
-    delta_rows = ClientCountDelta.objects.order_by().values_list(*_DELTA_COLUMNS)
-    for name, tally in _tally_deltas(delta_rows).items():
-        out[name].update(tally)
-    return {name: Counter({k: v for k, v in tally.items() if v}) for name, tally in out.items()}
+    """What the rollups of every source say now: the folded rows plus the deltas not yet folded, from one
+    snapshot (call it in a transaction that sees one: :func:`counts_reconcile` does)."""
+    out: Tallies = {}
+    for source in count_sources():
+        current: Tallies = {name: Counter() for name in source.rollups}
+        for name, (model, keys) in source.rollups.items():
+            for *key, n in model._default_manager.order_by().values_list(*keys, "n"):
+                current[name][source.normal_key(name, tuple(key))] += n
+        delta_rows = source.delta._default_manager.order_by().values_list(*source.delta_columns)
+        for name, tally in source.tally(delta_rows).items():
+            current[name].update(tally)
+        out.update(nonzero(current))
+    return out
 
 
 @dataclass
@@ -288,7 +376,7 @@ class Drift:
 
 def _diff(recount: Tallies, current: Tallies) -> Drift:
     corrections = {}
-    for name in ROLLUPS:
+    for name in recount:
         diff = Counter(recount[name])
         diff.subtract(current[name])
         corrections[name] = Counter({k: v for k, v in diff.items() if v})
@@ -296,8 +384,8 @@ def _diff(recount: Tallies, current: Tallies) -> Drift:
 
 
 def counts_reconcile(*, repair: bool = False, actor: Actor | None = None) -> Drift:
-    """Recount every rollup from the clients and compare it with what the rollups say; with ``repair``, add
-    the corrections to the folded rows and record one audit event (``counts.repaired``).
+    """Recount every rollup from its table and compare it with what the rollups say; with ``repair``, add the
+    corrections to the folded rows and record one audit event (``counts.repaired``).
 
     On PostgreSQL the comparison runs in one REPEATABLE READ snapshot while the folder is kept out (the same
     advisory lock), so writes committed meanwhile are in neither side and never look like drift."""
@@ -313,32 +401,47 @@ def counts_reconcile(*, repair: bool = False, actor: Actor | None = None) -> Dri
         if repair and drift.keys:
             for name, tally in drift.corrections.items():
                 _upsert(name, tally)
-            ClientCount.objects.filter(n=0).delete()
+                if tally:
+                    _rollup(name)[0]._default_manager.filter(n=0).delete()
             audit_record(
                 actor=actor or Actor.system("reconcile_counts"),
                 action="counts.repaired",
                 object_type="counts",
-                object_id="clients",
+                object_id=",".join(s.name for s in count_sources() if any(drift.corrections.get(r) for r in s.rollups)),
                 after={"drift": drift.summary()},
-                reason="the rollups differed from a recount of the clients",
+                reason="the rollups differed from a recount of their tables",
             )
             drift.repaired = True
     return drift
 
 
 def counts_rebuild() -> int:
-    """Replace every rollup by a recount of the clients and drop the pending deltas; returns the rollup rows.
+    """Replace every rollup of every source by a recount and drop the pending deltas; returns the rollup rows.
 
     For bulk loads that bypass the triggers (``seed_scale`` loads with COPY as ``session_replication_role =
-    replica``): run it in the load's transaction, or with nothing else writing clients."""
+    replica``): run it in the load's transaction, or with nothing else writing the counted tables."""
     with transaction.atomic():
         _try_lock(blocking=True)
-        ClientCountDelta.objects.all().delete()
-        for model, _keys in ROLLUPS.values():
-            model._default_manager.all().delete()
+        for source in count_sources():
+            source.delta._default_manager.all().delete()
+            for model, _keys in source.rollups.values():
+                model._default_manager.all().delete()
         tallies = counts_recount()
         for name, tally in tallies.items():
             _upsert(name, Counter({k: v for k, v in tally.items() if v}))
     rows = sum(len(t) for t in tallies.values())
     log_event(logger, "counts_rebuilt", rows=rows)
     return rows
+
+
+count_source_register(
+    CountSource(
+        name="clients",
+        delta=ClientCountDelta,
+        delta_columns=_DELTA_COLUMNS,
+        rollups=ROLLUPS,
+        tally=_tally_deltas,
+        recount=_client_recount,
+        normal_key=normal_key,
+    )
+)

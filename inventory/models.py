@@ -526,6 +526,7 @@ class ClientCountDelta(models.Model):
     created_at = models.DateTimeField(_("created at"))
     ended_at = models.DateTimeField(_("ended at"), null=True)
     expires_at = models.DateTimeField(_("expires at"), null=True)
+    expiry_overshoot_seconds = models.FloatField(_("expiry overshoot (s)"), null=True)
 
     class Meta:
         verbose_name = _("client count delta")
@@ -631,3 +632,18 @@ class ClientDayCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.n} {self.kind} {self.day}"
+
+
+class ClientOvershootCount(models.Model):
+    """Clients per (team, expiry overshoot bucket) (``inventory.histograms``): the dashboard's overshoot p99."""
+
+    team_id = models.IntegerField(_("team"))
+    bucket = models.SmallIntegerField(_("overshoot bucket"))
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        verbose_name = _("client count per expiry overshoot")
+        constraints = [models.UniqueConstraint(fields=["team_id", "bucket"], name="client_overshoot_count_key")]
+
+    def __str__(self) -> str:
+        return f"{self.n} overshoot bucket {self.bucket}"

@@ -126,7 +126,7 @@ def refresh_report_snapshots() -> list[str]:
 
 @shared_task(name="inventory.tasks.fold_counts", ignore_result=True, soft_time_limit=50, time_limit=60)
 def fold_counts() -> int:
-    """Fold the client count deltas into the rollups (inventory.counts); a second run at once returns 0."""
+    """Fold the client and request count deltas into the rollups (inventory.counts); a second run at once returns 0."""
     from inventory.counts import counts_fold
 
     return counts_fold()

@@ -30,7 +30,7 @@ app.conf.beat_schedule = {
     # Twice per REGISTRAR_REPORT_CACHE_SECONDS (default 60 s), so the framework report's snapshot never expires
     # while beat runs (the dashboards read the counts and need no snapshot).
     "refresh-report-snapshots": {"task": "inventory.tasks.refresh_report_snapshots", "schedule": 30.0},
-    # Client counts (inventory.counts): fold the deltas every few seconds (readers add the unfolded ones, so
+    # Client and request counts (inventory.counts): fold the deltas every few seconds (readers add the unfolded ones, so
     # this bounds the deltas table, not the freshness); recount and repair any drift nightly.
     "fold-counts": {"task": "inventory.tasks.fold_counts", "schedule": 5.0, "options": {"expires": 30}},
     "reconcile-counts": {"task": "inventory.tasks.reconcile_counts", "schedule": crontab(hour=2, minute=41)},

@@ -42,6 +42,31 @@ def count_label(n: int, threshold: int | None = None) -> str:
     return f"{threshold:,}+" if n > threshold else f"{n:,}"
 
 
+class BoundedCount(int):
+    """A count that stopped at the threshold + 1 (a home tile, a navigation badge): the number counted, shown
+    as "1,234" or, past the threshold, "10,000+"."""
+
+    threshold: int
+
+    def __new__(cls, value: int, threshold: int | None = None):
+        obj = super().__new__(cls, value)
+        obj.threshold = threshold if threshold is not None else count_threshold()
+        return obj
+
+    @property
+    def capped(self) -> bool:
+        return self > self.threshold
+
+    def __str__(self) -> str:
+        return count_label(int(self), self.threshold)
+
+
+def bounded(qs: QuerySet, threshold: int | None = None) -> BoundedCount:
+    """:func:`bounded_count` of ``qs`` as a :class:`BoundedCount` (one ``COUNT`` over a ``LIMIT``)."""
+    threshold = threshold if threshold is not None else count_threshold()
+    return BoundedCount(bounded_count(qs, threshold), threshold)
+
+
 class BoundedPaginator(Paginator):
     """A Paginator whose ``count`` stops at the threshold + 1: pages past it are not reachable by number
     (filter or sort to narrow), and the template shows ``count_label`` ("10,000+") and ``capped``."""

@@ -9,17 +9,26 @@ grow with the number of clients.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from django.db.models import BooleanField, ExpressionWrapper, F, Q, QuerySet, Value
+from django.db.models import BooleanField, ExpressionWrapper, F, IntegerField, Q, QuerySet, Sum, Value
 from django.db.models.functions import TruncDate, TruncHour
 
 from inventory.choices import LIVE_STATES
 from inventory.counts import CUBE_BOOLEANS, hour_of, normal_key
-from inventory.models import ClientCount, ClientCountDelta, ClientDayCount, ClientExpiryCount, ClientOwnerCount
+from inventory.histograms import seconds_bucket
+from inventory.models import (
+    ClientCount,
+    ClientCountDelta,
+    ClientDayCount,
+    ClientExpiryCount,
+    ClientOvershootCount,
+    ClientOwnerCount,
+)
 from portal.dbrouter import read_connection
 
 # How a delta row maps onto each rollup's key columns.
@@ -56,6 +65,46 @@ def union_sum(
     with read_connection().cursor() as cursor:  # the replica inside a read scope (portal.dbrouter)
         cursor.execute(sql, [p for _, params in parts for p in params])
         return cursor.fetchall()
+
+
+def histogram(
+    rollup: QuerySet, deltas: QuerySet, delta_columns: tuple[str, ...], seconds: Callable[..., float | None]
+) -> Counter:
+    """bucket → count of a histogram rollup (rows with ``bucket`` and ``n``) plus its unfolded ``deltas``, in ONE
+    statement: the rollup summed per bucket, UNION ALL each delta's ``n`` and raw ``delta_columns``, which
+    ``seconds(*values)`` turns into a duration here (``inventory.histograms`` defines the buckets in Python, not
+    in SQL; the deltas are the few seconds' worth not folded yet). ``seconds`` returning None leaves a delta out."""
+    fields = [deltas.model._meta.get_field(name) for name in delta_columns]
+    placeholders = {f"v{i}": Value(None, output_field=field) for i, field in enumerate(fields)}
+    folded = rollup.order_by().values("bucket").annotate(gn=Sum("n")).annotate(**placeholders)
+    unfolded = deltas.order_by().annotate(
+        gb=Value(None, output_field=IntegerField()), gn=F("n"), **{f"v{i}": F(c) for i, c in enumerate(delta_columns)}
+    )
+    names = [f"v{i}" for i in range(len(fields))]
+    folded_sql, folded_params = folded.values_list("bucket", "gn", *names).query.sql_with_params()
+    unfolded_sql, unfolded_params = unfolded.values_list("gb", "gn", *names).query.sql_with_params()
+    out: Counter = Counter()
+    with read_connection().cursor() as cursor:  # the replica inside a read scope (portal.dbrouter)
+        cursor.execute(f"{folded_sql} UNION ALL {unfolded_sql}", [*folded_params, *unfolded_params])
+        for bucket, n, *values in cursor.fetchall():
+            if bucket is not None:
+                out[int(bucket)] += int(n)
+                continue
+            duration = seconds(*values)
+            if duration is not None:
+                out[seconds_bucket(duration)] += int(n)
+    return Counter({b: n for b, n in out.items() if n})
+
+
+def overshoot_histogram(*, team_id: int | None = None) -> Counter:
+    """Clients whose expiry overshoot is recorded, per overshoot bucket (``inventory.histograms``)."""
+    team = Q() if team_id is None else Q(team_id=team_id)
+    return histogram(
+        ClientOvershootCount.objects.filter(team),
+        ClientCountDelta.objects.filter(team, expiry_overshoot_seconds__isnull=False),
+        ("expiry_overshoot_seconds",),
+        float,
+    )
 
 
 def _scope(team_id: int | None, states) -> Q:
@@ -187,8 +236,10 @@ def expiring_within(now: datetime, period: timedelta, hours: list[tuple[str, dat
 
 
 __all__ = [
+    "histogram",
     "hour_of",
     "live_totals",
+    "overshoot_histogram",
     "DayCounts",
     "cube",
     "expiring",

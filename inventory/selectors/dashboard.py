@@ -22,10 +22,9 @@ from django.utils import timezone
 
 from inventory import hooks
 from inventory.choices import LIVE_STATES, RiskTier
+from inventory.histograms import histogram_percentile
 from inventory.models import Client, IdPConnection, Team
 from inventory.selectors import counts
-from inventory.selectors.search import is_postgres
-from portal.dbrouter import read_connection
 
 
 def cached_report(key: str, compute, *, refresh: bool = False):
@@ -48,26 +47,6 @@ def cached_report(key: str, compute, *, refresh: bool = False):
 
 
 DASHBOARD_DAYS = 90
-
-
-def percentile(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return float(values[0])
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * q
-    lower = int(position)
-    upper = min(lower + 1, len(ordered) - 1)
-    return ordered[lower] + (ordered[upper] - ordered[lower]) * (position - lower)
-
-
-def percentiles_sql(table: str, expression: str, where: str, params: list, fractions: tuple[float, ...]):
-    select = ", ".join(f"percentile_cont({f}) WITHIN GROUP (ORDER BY {expression})" for f in fractions)
-    with read_connection().cursor() as cursor:  # the replica inside a read scope (portal.dbrouter)
-        # table/expression/where are constants of this module; values travel as parameters.
-        cursor.execute(f"SELECT {select} FROM {table} WHERE {where}", params)  # noqa: S608
-        return [float(v) if v is not None else None for v in cursor.fetchone()]
 
 
 def dashboard_data(
@@ -335,14 +314,6 @@ def _by_date(mapping: dict) -> dict:
 
 
 def _overshoot_p99(team_id: int | None = None) -> float | None:
-    where, params = "expiry_overshoot_seconds IS NOT NULL", []
-    if team_id is not None:
-        where, params = where + " AND team_id = %s", [team_id]
-    if is_postgres():
-        (p99,) = percentiles_sql(Client._meta.db_table, "expiry_overshoot_seconds", where, params, (0.99,))
-        return p99
-    clients = Client.objects.filter(expiry_overshoot_seconds__isnull=False)
-    if team_id is not None:
-        clients = clients.filter(team_id=team_id)
-    values = list(clients.values_list("expiry_overshoot_seconds", flat=True))
-    return percentile(values, 0.99)
+    """p99 of the expiry overshoot (expires_at → disabled at the IdP) from the overshoot histogram kept as
+    clients expire: within one bucket (``inventory.histograms.RELATIVE_WIDTH``) of the exact value."""
+    return histogram_percentile(counts.overshoot_histogram(team_id=team_id), 0.99)

@@ -172,3 +172,63 @@ def test_small_lists_keep_limit_offset_with_a_bounded_count(admin_user, settings
     _every_count_is_bounded(ctx.captured_queries)
     settings.REGISTRAR_COUNT_THRESHOLD = 100
     assert api.get("/api/v1/people/", {"limit": 2}).json()["count"] == 5
+
+
+# --- the home tiles and the review queue's badge: on every page, so bounded too ---------------------------------
+
+
+def _home_queries(user) -> list[str]:
+    from portal.home import home_summary
+
+    with CaptureQueriesContext(connection) as ctx:
+        summary = home_summary(user)
+    assert all(str(v) for v in summary.values())
+    return [q["sql"] for q in ctx.captured_queries]
+
+
+@pytest.mark.django_db
+def test_home_tiles_and_the_badge_stop_at_the_threshold_and_say_plus(client, owner, idp, settings):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from inventory.counts import counts_fold
+    from portal.home import home_summary
+    from tests.factories import ClientFactory, RequestFactory
+
+    settings.REGISTRAR_COUNT_THRESHOLD = 3
+    person = UserFactory(roles=["approver", "owner"])
+    client.force_login(person)
+    soon = timezone.now() + timedelta(days=1)
+    ClientFactory.create_batch(2, owner=person, idp=idp, expires_at=soon)
+    RequestFactory.create_batch(2, owner=owner, state="pending")
+    assert home_summary(person) == {  # (the person's roles are read once, then remembered)
+        "my_live_clients": 2,
+        "expiring_soon": 2,
+        "pending_approvals": 2,
+        "my_pending_requests": 0,
+    }
+    small = _home_queries(person)
+
+    ClientFactory.create_batch(6, owner=person, idp=idp, expires_at=soon)
+    counts_fold()
+    RequestFactory.create_batch(9, owner=owner, state="pending")
+    RequestFactory.create_batch(5, owner=person, state="pending")
+    large = _home_queries(person)
+    assert len(large) == len(small)  # the same statements whatever the numbers
+    for sql in large:  # counts of the request or client table stop at the threshold + 1
+        if re.search(r"\b(approvals_registrationrequest|inventory_client)\b", sql):
+            assert re.search(r"\bLIMIT 4\b", sql), f"unbounded count: {sql}"
+    tiles = home_summary(person)
+    # live clients come from the counts (exact, a small read); the others are bounded
+    assert {k: str(v) for k, v in tiles.items()} == {
+        "my_live_clients": "8",
+        "expiring_soon": "3+",
+        "pending_approvals": "3+",
+        "my_pending_requests": "3+",
+    }
+    assert tiles["pending_approvals"] == 4  # counted up to the threshold + 1
+
+    html = client.get("/").content.decode()
+    assert re.search(r'id="nav-pending-count"[^>]*title="3\+ waiting for a decision"', html)
+    assert '<span class="stat-value">3+</span>' in html

@@ -1,15 +1,19 @@
-"""The counts equal a full recount after every step of random sequences through every path that changes a client.
+"""The counts equal a full recount after every step of random sequences through every path that changes a client
+or a registration request.
 
-Hypothesis draws sequences of steps — registration (auto-approved, reviewed and approved, spawned), narrowing
+Hypothesis draws sequences of steps — registration (auto-approved, reviewed and approved, spawned, refused by
+policy, left pending), a pending request approved, denied, withdrawn by its owner or by the agent (RFC 7592
+DELETE), or lapsed by the sweep, an anonymous registration coalesced into an existing one, narrowing
 (RFC 7592), renewal, suspension and resumption, break glass and the hold lift, a change that rolls back,
 retirement, expiry, orphaning (SCIM and the admin's leaver action) and take-over, transfer, the Django admin,
 reconciliation with the IdP (drift, a shadow client found), outbox delivery — with the folder run at random
 points, and after each step compares what the counts say (folded rollups + unfolded deltas) with a recount of
-the client table. Each example starts from the same world (it runs in a savepoint rolled back afterwards).
+the client and request tables. Each example starts from the same world (it runs in a savepoint rolled back afterwards).
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -20,8 +24,10 @@ from django.utils import timezone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from approvals.choices import RequestState
 from approvals.models import RegistrationRequest
-from approvals.services import request_approve
+from approvals.oauth2.anonymous import coalesce_reuse
+from approvals.services import request_approve, request_deny, request_lapse_due, request_withdraw
 from inventory import lifecycle as lc
 from inventory.breakglass import breakglass_execute
 from inventory.choices import LIVE_STATES
@@ -31,6 +37,7 @@ from inventory.counts import counts_current, counts_fold, counts_recount
 from inventory.models import Client, Team
 from inventory.reconcile import reconcile_connection
 from inventory.sweeps import sweep_expired, sweep_orphans
+from portal.audit import Actor
 from tests.invariants.support import (
     TamperableConnector,
     approved_client,
@@ -85,6 +92,67 @@ def register_reviewed(world, i):
         with refused_ok():
             request_approve(reg_request=request, approver=world.user(approver), reason="property approval")
     _remember(world, response)
+
+
+def submit_for_review(world, i):
+    """A registration that needs people, left pending (the steps below decide, withdraw or lapse it)."""
+    _remember(world, register_http(world.token_plaintext, body(scope="tickets:read repo:write", requested_ttl=3600)))
+
+
+def register_refused(world, i):
+    register_http(world.token_plaintext, body(scope="tickets:read no-such:scope"))
+
+
+def _pending(i: int) -> RegistrationRequest | None:
+    pending = list(RegistrationRequest.objects.filter(state=RequestState.PENDING).order_by("pk"))
+    return pending[i % len(pending)] if pending else None
+
+
+def approve_pending(world, i):
+    if request := _pending(i):
+        for approver in ("approver", "approver2")[: max(1, request.approvals_needed)]:
+            with refused_ok():
+                request_approve(reg_request=request, approver=world.user(approver), reason="property approval")
+        if client := Client.objects.filter(registration_id=request.public_id).first():
+            deliver(client)
+
+
+def deny_pending(world, i):
+    if request := _pending(i):
+        with refused_ok():
+            request_deny(reg_request=request, approver=world.user("approver"), reason="property denial")
+
+
+def withdraw_pending(world, i):
+    if request := _pending(i):
+        with refused_ok():
+            request_withdraw(reg_request=request, actor=world.user("owner"), reason="not needed")
+
+
+def agent_withdraws(world, i):
+    """The agent deletes its own pending registration (RFC 7592 DELETE)."""
+    pending = [(rid, rat) for rid, rat in world.bearers.items() if _pending_id(rid)]
+    if pending:
+        registration_id, rat = pending[i % len(pending)]
+        rfc7592("DELETE", registration_id, rat)
+
+
+def _pending_id(registration_id: str) -> bool:
+    return RegistrationRequest.objects.filter(public_id=registration_id, state=RequestState.PENDING).exists()
+
+
+def lapse(world, i):
+    request_lapse_due(now=timezone.now() + timedelta(days=30))
+
+
+def coalesce(world, i):
+    """An identical anonymous registration answered with an existing one (its ``coalesced_count`` grows)."""
+    approved = list(RegistrationRequest.objects.filter(state=RequestState.APPROVED).order_by("pk"))
+    if approved:
+        existing = approved[i % len(approved)]
+        world.bearers[existing.public_id] = coalesce_reuse(
+            existing=existing, actor=Actor.system("property"), source_ip=None, now=timezone.now()
+        )
 
 
 def spawn(world, i):
@@ -225,6 +293,14 @@ def fold(world, i):
 STEPS: list[Callable] = [
     register,
     register_reviewed,
+    submit_for_review,
+    register_refused,
+    approve_pending,
+    deny_pending,
+    withdraw_pending,
+    agent_withdraws,
+    lapse,
+    coalesce,
     spawn,
     narrow,
     renew,
@@ -291,6 +367,19 @@ def test_the_counts_equal_a_recount_after_every_step(property_world, steps):
 TOUR = [
     (register, 0),
     (register_reviewed, 0),
+    (register_refused, 0),
+    (submit_for_review, 0),
+    (submit_for_review, 0),
+    (submit_for_review, 0),
+    (submit_for_review, 0),
+    (submit_for_review, 0),
+    (approve_pending, 0),
+    (deny_pending, 0),
+    (withdraw_pending, 0),
+    (agent_withdraws, 0),
+    (fold, 2),
+    (lapse, 0),
+    (coalesce, 0),
     (spawn, 0),
     (narrow, 1),
     (renew, 0),
@@ -325,6 +414,10 @@ def test_every_path_once_in_a_row(property_world):
     assert {
         "registration.accepted",
         "request.approved",
+        "request.deny",
+        "request.withdraw",
+        "request.lapse",
+        "registration.coalesced",
         "client.spawn",
         "client.narrow",
         "client.renewal_requested",
@@ -341,3 +434,6 @@ def test_every_path_once_in_a_row(property_world):
         "client.expired",
         "user.deactivate",
     } - acted == set()
+    states = Counter(RegistrationRequest.objects.values_list("state", flat=True))
+    assert states["denied"] and states["lapsed"] and states["refused"] and states["withdrawn"] >= 2, states
+    assert RegistrationRequest.objects.filter(coalesced_count__gt=0).exists()
