@@ -73,14 +73,16 @@ CLIENT_FIELDS = (*TRANSITION_FIELDS, "name")
 
 
 def _lock_due(now: dt.datetime, size: int) -> list[ComplianceIssue]:
-    """Up to ``size`` open issues due at ``now``, oldest first, each with its client, both locked in one statement;
-    rows another transaction holds (an issue, or its client) are skipped and left for the next pass."""
+    """Up to ``size`` open issues due at ``now``, longest due first, each with its client, both locked in one
+    statement; rows another transaction holds (an issue, or its client) are skipped and left for the next pass.
+    Ordered as the partial index ``compliance_due_idx`` is, which holds only issues not yet acted on: each batch
+    reads its own rows, not the ones earlier batches acted on (by id, batch k would step over k × size rows)."""
     return list(
         ComplianceIssue.objects.select_for_update(skip_locked=True, of=("self", "client"))
         .select_related("client")
         .only("id", "client_id", "rule", "action", "since", *(f"client__{name}" for name in CLIENT_FIELDS))
         .filter(resolved_at__isnull=True, acted_at__isnull=True, action_due_at__lte=now)
-        .order_by("id")[:size]
+        .order_by("action_due_at", "id")[:size]
     )
 
 
