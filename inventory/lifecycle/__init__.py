@@ -23,6 +23,7 @@ from inventory.lifecycle.bulk import (
     clients_transition_many,
     live_lineage_ids,
     outbox_insert_many,
+    outbox_nudge,
 )
 from inventory.lifecycle.errors import (
     ClientHeld,
@@ -86,6 +87,7 @@ __all__ = [
     "hold_in_place",
     "live_lineage_ids",
     "outbox_insert_many",
+    "outbox_nudge",
     "renewal_needs_review",
     "renewal_review_reasons",
     "suspend_descendants",

@@ -130,7 +130,7 @@ def clients_transition_many(
     if legal and push_to_idp and operation:
         outbox_insert_many([(c.pk, c.idp_id) for c in legal], operation=operation, now=now)
         if nudge:
-            transaction.on_commit(_nudge_requeue)
+            transaction.on_commit(outbox_nudge)
     result.transitioned = ids
     if not cascade:
         return result
@@ -184,6 +184,7 @@ TRANSITION_FIELDS = (
     "orphaned_at",
     "stale_at",
     "hold_kind",
+    "hold_by",  # the audit snapshot of a held client names who held it (else one deferred load per client)
     "hold_ref",
 )
 
@@ -218,8 +219,9 @@ def outbox_insert_many(rows: list[tuple[int, int]], *, operation: str, now: dt.d
             copy.write_row(tuple(row[f.attname] for f in fields))
 
 
-def _nudge_requeue() -> None:
-    """One nudge per batch (not per client): the periodic requeue finds every due outbox row anyway."""
+def outbox_nudge() -> None:
+    """Tell the workers outbox rows are due: once per batch or per pass, never per client (the periodic requeue
+    finds every due outbox row anyway)."""
     try:
         from portal.celery import app
 

@@ -6,10 +6,12 @@
   when its owner had already suspended it: the hold is added);
 - ``retire``: retired (DELETE at the IdP), one ``client.policy_retire`` event.
 
-Issues are taken in batches with ``FOR UPDATE SKIP LOCKED``, their clients locked, acted on set-based
-(``clients_transition_many``: one UPDATE, one audit event per client, one outbox row each) and marked
-``acted_at`` in the same transaction, so two workers or a re-run never act twice. Nothing happens while the
-active policy is monitor only.
+Issues are taken in batches of ``REGISTRAR_SWEEP_BATCH_SIZE`` (the sweeps' knob) with their clients in one
+``SELECT … FOR UPDATE OF issue, client SKIP LOCKED`` — only the columns a transition reads, like the sweeps —
+acted on set-based through the same gate the expiry sweep uses (``clients_transition_many``: one UPDATE, one
+audit event per client, one outbox row each) and marked ``acted_at`` in the same transaction, so two workers or a
+re-run never act twice. A pass costs a fixed number of statements per batch, whatever the batch holds. Nothing
+happens while the active policy is monitor only.
 """
 
 from __future__ import annotations
@@ -21,12 +23,13 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import transaction
 from django.utils import timezone
 
 from inventory.choices import LIVE_STATES, ClientState, HoldKind
-from inventory.lifecycle import Hold, clients_transition_many
+from inventory.lifecycle import TRANSITION_FIELDS, Hold, clients_transition_many, outbox_nudge
 from inventory.lifecycle_policies.rules import LifecycleRules
 from inventory.models import Client, ComplianceIssue
 from portal.audit import Actor, audit_record_many
@@ -34,7 +37,6 @@ from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 ACTOR = Actor.system("lifecycle_policies")
-BATCH = 500
 
 RULE_TEXT = {
     "attestation": "not attested in time",
@@ -66,16 +68,38 @@ def _reason(rules: LifecycleRules, rule: str) -> str:
     return f"lifecycle policy v{rules.version}: {rule} ({RULE_TEXT.get(rule, rule)}), grace ended"
 
 
-def _act_on_batch(issues: list[ComplianceIssue], rules: LifecycleRules, now: dt.datetime, mail: dict) -> dict:
-    """In the caller's transaction, with the issues locked: lock their clients, act set-based per (rule, action)
-    through the lifecycle gate, mark every issue acted on. Returns {issue id: outcome}."""
-    clients = {
-        c.pk: c
-        for c in Client.objects.select_for_update(of=("self",))
-        .select_related("owner")
-        .filter(pk__in=[i.client_id for i in issues])
-        .order_by("pk")
-    }
+# The client columns a batch reads: what a transition reads (the sweeps' list) and the name for the owner's mail.
+CLIENT_FIELDS = (*TRANSITION_FIELDS, "name")
+
+
+def _lock_due(now: dt.datetime, size: int) -> list[ComplianceIssue]:
+    """Up to ``size`` open issues due at ``now``, longest due first, each with its client, both locked in one
+    statement; rows another transaction holds (an issue, or its client) are skipped and left for the next pass.
+    Ordered as the partial index ``compliance_due_idx`` is, which holds only issues not yet acted on: each batch
+    reads its own rows, not the ones earlier batches acted on (by id, batch k would step over k × size rows)."""
+    return list(
+        ComplianceIssue.objects.select_for_update(skip_locked=True, of=("self", "client"))
+        .select_related("client")
+        .only("id", "client_id", "rule", "action", "since", *(f"client__{name}" for name in CLIENT_FIELDS))
+        .filter(resolved_at__isnull=True, acted_at__isnull=True, action_due_at__lte=now)
+        .order_by("action_due_at", "id")[:size]
+    )
+
+
+def _owner_emails(clients: list[Client]) -> dict[int, str]:
+    owner_ids = {c.owner_id for c in clients if c.owner_id is not None}
+    users = get_user_model().objects.filter(pk__in=owner_ids).exclude(email="")
+    return dict(users.values_list("pk", "email"))
+
+
+def _act_on_batch(issues: list[ComplianceIssue], rules: LifecycleRules, now: dt.datetime, mail: dict) -> bool:
+    """In the caller's transaction, with the issues and their clients locked: act set-based per (rule, action)
+    through the lifecycle gate, mark every issue acted on. Returns whether any change was queued for an IdP."""
+    # One instance per client: a client due under two rules is acted on by the second with the state the first
+    # left it in (suspended by one, retired by the other: two events, as if one after the other).
+    clients: dict[int, Client] = {}
+    for issue in issues:
+        clients.setdefault(issue.client_id, issue.client)
     outcomes: dict[int, str] = {}
     groups: dict[tuple[str, str], list[ComplianceIssue]] = defaultdict(list)
     for issue in issues:
@@ -86,6 +110,7 @@ def _act_on_batch(issues: list[ComplianceIssue], rules: LifecycleRules, now: dt.
             outcomes[issue.pk] = "none (already held)"
         else:
             groups[(issue.rule, issue.action)].append(issue)
+    pushed = False
     for (rule, action), group in groups.items():
         targets = [clients[i.client_id] for i in group]
         reason = _reason(rules, rule)
@@ -98,9 +123,11 @@ def _act_on_batch(issues: list[ComplianceIssue], rules: LifecycleRules, now: dt.
                 reason=reason,
                 action=f"client.policy_{action}",
                 now=now,
+                nudge=False,  # one nudge per pass, after its last batch (see enforce)
                 hold=hold,
                 hold_action="client.policy_suspend",
             )
+            pushed = pushed or bool(result.transitioned)
             done = set(result.transitioned) | set(result.held)
             verb = "suspended" if action == "suspend" else "retired"
             for issue in group:
@@ -120,40 +147,45 @@ def _act_on_batch(issues: list[ComplianceIssue], rules: LifecycleRules, now: dt.
                 for i in group
             ]
         )
+        emails = _owner_emails(targets)
         for issue in group:
             outcomes[issue.pk] = "notified"
             client = clients[issue.client_id]
-            if client.owner is not None and client.owner.email:
-                mail[client.owner.email].append(f"  • {client.name} ({client.registration_id}): {rule}")
+            if client.owner_id in emails:
+                mail[emails[client.owner_id]].append(f"  • {client.name} ({client.registration_id}): {rule}")
     by_outcome: dict[str, list[int]] = defaultdict(list)
     for issue_id, outcome in outcomes.items():
         by_outcome[outcome].append(issue_id)
     for outcome, ids in by_outcome.items():
         ComplianceIssue.objects.filter(pk__in=ids).update(acted_at=now, resolution=outcome[:64])
-    return outcomes
+    return pushed
 
 
-def enforce(rules: LifecycleRules, *, now: dt.datetime | None = None, limit: int | None = None) -> EnforceResult:
-    """Act on every open issue whose grace has ended at ``now``: batches of ``BATCH`` issues, each batch one
-    transaction (issues ``FOR UPDATE SKIP LOCKED``, then their clients), set-based through the lifecycle gate."""
+def enforce(
+    rules: LifecycleRules, *, now: dt.datetime | None = None, limit: int | None = None, batch_size: int | None = None
+) -> EnforceResult:
+    """Act on every open issue whose grace has ended at ``now``: batches of ``batch_size`` issues (default
+    ``REGISTRAR_SWEEP_BATCH_SIZE``), each batch one transaction, set-based through the lifecycle gate."""
     now = now or timezone.now()
     result = EnforceResult(monitor_only=rules.monitor_only)
     if rules.monitor_only:
         return result
+    batch = batch_size or settings.REGISTRAR_SWEEP_BATCH_SIZE
     mail: dict[str, list[str]] = defaultdict(list)
+    pushed = False
     while limit is None or result.total < limit:
-        size = BATCH if limit is None else min(BATCH, limit - result.total)
+        size = batch if limit is None else min(batch, limit - result.total)
         with transaction.atomic():
-            issues = list(
-                ComplianceIssue.objects.select_for_update(skip_locked=True)
-                .filter(resolved_at__isnull=True, acted_at__isnull=True, action_due_at__lte=now)
-                .order_by("id")[:size]
-            )
+            issues = _lock_due(now, size)
             if not issues:
                 break
-            _act_on_batch(issues, rules, now, mail)
+            pushed = _act_on_batch(issues, rules, now, mail) or pushed
         for issue in issues:
             result.acted[issue.rule] += 1
+    if pushed:
+        # The outbox rows are committed with their batches; one nudge tells the workers (beat's requeue_outbox
+        # finds them anyway if the broker is down).
+        transaction.on_commit(outbox_nudge)
     for email, lines in mail.items():
         transaction.on_commit(functools.partial(_mail, email, lines))
     log_event(logger, "lifecycle_enforce", acted=dict(result.acted))

@@ -23,8 +23,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from django.db import transaction
-from django.db.models import Case, Count, F, IntegerField, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    ExpressionWrapper,
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+)
 from django.db.models.functions import Coalesce, Greatest
+from django.db.models.lookups import GreaterThan, LessThan
 from django.utils import timezone
 
 from inventory.choices import LIVE_STATES, ClientState
@@ -39,8 +52,8 @@ BASE = {
 }
 
 
-def active_sponsor_count():
-    """Per client: its owner if active, plus accepted co-sponsors who are active (one scalar subquery)."""
+def active_co_sponsor_count():
+    """Per client: its accepted co-sponsors who are active (one scalar subquery, 0 when none)."""
     co_sponsors = (
         ClientSponsor.objects.filter(client=OuterRef("pk"), state=SponsorState.ACTIVE, user__is_active=True)
         .order_by()
@@ -48,8 +61,23 @@ def active_sponsor_count():
         .annotate(n=Count("id"))
         .values("n")
     )
-    owner = Case(When(owner__is_active=True, then=Value(1)), default=Value(0), output_field=IntegerField())
-    return Coalesce(Subquery(co_sponsors, output_field=IntegerField()), Value(0)) + owner
+    return Coalesce(Subquery(co_sponsors, output_field=IntegerField()), Value(0))
+
+
+def owner_sponsors():
+    """Per client: 1 if its owner is active (the owner is its first sponsor), else 0."""
+    return Case(When(owner__is_active=True, then=Value(1)), default=Value(0), output_field=IntegerField())
+
+
+def short_of_sponsors(tier: str, minimum: int) -> Q:
+    """Clients of ``tier`` with fewer active sponsors than ``minimum``. Written so the database counts
+    co-sponsors only where the owner alone does not meet the minimum (``still_needed > 0``, tested first;
+    PostgreSQL and SQLite evaluate AND left to right): with the default minimum of 1 and an active owner,
+    no client of the tier runs the subquery, so the rule costs one scan, not one index probe per client."""
+    if minimum <= 0:
+        return Q(pk__in=[])
+    still_needed = ExpressionWrapper(Value(minimum) - owner_sponsors(), output_field=IntegerField())
+    return Q(risk_tier=tier) & Q(GreaterThan(still_needed, 0)) & Q(LessThan(active_co_sponsor_count(), still_needed))
 
 
 def in_scope(rule: Rule) -> QuerySet:
@@ -64,10 +92,7 @@ def in_scope(rule: Rule) -> QuerySet:
         qs = qs.filter(idp__name__in=scope.idps)
     if scope.created_via:
         qs = qs.filter(created_via__in=scope.created_via)
-    qs = qs.annotate(rule_base=Coalesce(*BASE[rule.name]))
-    if rule.name == SPONSORS:
-        qs = qs.annotate(sponsor_count=active_sponsor_count())
-    return qs
+    return qs.annotate(rule_base=Coalesce(*BASE[rule.name]))
 
 
 def flagged(rule: Rule, now: dt.datetime) -> QuerySet:
@@ -75,7 +100,7 @@ def flagged(rule: Rule, now: dt.datetime) -> QuerySet:
     overdue = Q()
     for tier in sorted(set(rule.days_by_tier)):
         if rule.name == SPONSORS:
-            overdue |= Q(risk_tier=tier, sponsor_count__lt=rule.days_for(tier))
+            overdue |= short_of_sponsors(tier, rule.days_for(tier))
         else:
             overdue |= Q(risk_tier=tier, rule_base__lt=now - dt.timedelta(days=rule.days_for(tier)))
     return in_scope(rule).filter(overdue)
@@ -138,7 +163,9 @@ class Preview:
 def preview(rules: LifecycleRules, *, now: dt.datetime | None = None) -> Preview:
     """What ``rules`` would do on live data: per rule, the clients flagged now, and how many of them its action
     reaches once the grace has passed (``acts_from``: now + grace; open issues keep their earlier flag date, so
-    some may be reached sooner, never later), by owner and team. Counts only, two grouped queries per rule."""
+    some may be reached sooner, never later), by owner and team. Counts only: one query per enabled rule,
+    grouped by (owner, team) — as many rows as there are owner-team pairs, whatever the number of clients —
+    and summed both ways here, so the clients are scanned once per rule, not once per grouping."""
     now = now or timezone.now()
     results = []
     for rule in rules.rules():
@@ -150,10 +177,9 @@ def preview(rules: LifecycleRules, *, now: dt.datetime | None = None) -> Preview
             scope=rule.scope.describe(),
         )
         if rule.enabled:
-            qs = flagged(rule, now)
-            for owner, count in qs.values_list("owner__username").annotate(n=_count()).order_by():
+            pairs = flagged(rule, now).values_list("owner__username", "team__slug").annotate(n=_count()).order_by()
+            for owner, team, count in pairs:
                 item.by_owner[owner or "(no owner)"] += count
-            for team, count in qs.values_list("team__slug").annotate(n=_count()).order_by():
                 item.by_team[team or "(no team)"] += count
             item.flagged = sum(item.by_owner.values())
             item.acted_on = 0 if rules.monitor_only else item.flagged

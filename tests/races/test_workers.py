@@ -145,6 +145,46 @@ def test_each_unused_client_is_flagged_once_by_the_inactivity_rule(race_server, 
     assert Client.objects.filter(pk__in=[c.pk for c in unused], stale_at__isnull=False).count() == len(unused)
 
 
+def test_each_client_past_its_grace_is_acted_on_once(race_server, world):
+    """An enforcing policy, 16 periodic passes at once on four worker processes: the flag passes serialise, the
+    enforcement batches lock issues and clients with SKIP LOCKED, so each overdue client is suspended once —
+    one event, one hold, one IdP disable — whichever process took its batch."""
+    from inventory.lifecycle_policies import lifecycle_policy_publish
+    from inventory.models import ComplianceIssue, Team
+
+    team = Team.objects.create(name=world.name("Race team"), slug=world.name("race-team"))
+    scope = {"teams": [team.slug]}  # the other races' clients stay out of this policy
+    owner = world.owner()
+    long_ago = timezone.now() - timedelta(days=60)
+    overdue = world.clients(owner, 40, team=team, risk_tier="high", activated_at=long_ago)
+    Client.objects.filter(pk__in=[c.pk for c in overdue]).update(created_at=long_ago)
+    admin = Actor.system("race")
+    lifecycle_policy_publish(
+        actor=admin,
+        rules={
+            "attestation": {"action": "suspend", "grace_days": 0, "scope": scope},
+            "inactivity": {"enabled": False},
+            "sponsors": {"enabled": False},
+        },
+        monitor_only=False,
+    )
+    try:
+        run_at_once(race_server, "inventory.tasks.lifecycle_policies")
+    finally:
+        lifecycle_policy_publish(actor=admin, rules={}, monitor_only=True, note="race over: defaults, monitor only")
+
+    ids = [c.registration_id for c in overdue]
+    assert actions(action="client.policy_suspend", object_id__in=ids) == Counter({"client.policy_suspend": len(ids)})
+    assert actions(action="client.compliance_flag", object_id__in=ids) == Counter({"client.compliance_flag": len(ids)})
+    pks = [c.pk for c in overdue]
+    held = Client.objects.filter(pk__in=pks, state=ClientState.SUSPENDED, hold_kind="policy")
+    assert held.count() == len(pks)
+    disables = OutboxEntry.objects.filter(client_id__in=pks, operation=OutboxOperation.DISABLE)
+    assert Counter(disables.values_list("client_id", flat=True)) == Counter(dict.fromkeys(pks, 1))
+    issues = ComplianceIssue.objects.filter(client_id__in=pks)
+    assert issues.count() == len(pks) and not issues.filter(acted_at__isnull=True).exists()
+
+
 def test_each_forgotten_request_lapses_once(race_server, world):
     from approvals.models import RegistrationRequest
 
