@@ -137,7 +137,9 @@ def sweep_expired(
     )
     # Lineage pass: a live child of an ended parent (its cascade was skipped because another
     # transaction held the child's lock) is retired here, on the next run at the latest.
-    stranded = Client.objects.filter(state__in=LIVE_STATES, parent__state__in=ENDED_STATES)
+    # ``parent__isnull=False`` is implied by the join, but said here it lets PostgreSQL start from the parent
+    # index (the few spawned clients) instead of walking every client in key order (a minute at 10M).
+    stranded = Client.objects.filter(state__in=LIVE_STATES, parent__isnull=False, parent__state__in=ENDED_STATES)
     _in_batches(
         stranded,
         _transition(ClientState.RETIRED, actor, "parent ended", "client.retired.cascade", now, result),

@@ -10,6 +10,7 @@ Slightly over 400 lines: one small view per security page, sharing the read-only
 from __future__ import annotations
 
 import csv
+import html
 import json
 from collections.abc import Iterator
 from functools import wraps
@@ -22,6 +23,7 @@ from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpRespon
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.safestring import mark_safe
 
 from inventory.filtersets import ClientFilterSet, active_filters
 from inventory.lifecycle_policies import active_lifecycle_rules, attestation_due
@@ -170,10 +172,19 @@ FLAG_FILTERS = (
 
 def _form_choices(params) -> dict:
     """Options for the filter form, rendered as plain loops (Django's widget templates cost ~20 ms here)."""
+    current_team = params.get("team")
     return {
         "list_url": reverse("inventory:list"),
         "idp_choices": list(IdPConnection.objects.order_by("name").values_list("name", flat=True)),
-        "team_choices": list(Team.objects.order_by("name").values_list("slug", "name")),
+        # One escaped string, not a template loop: the teams grow with the organisation (2,000 at 10M clients,
+        # where the loop made the first page 150 ms instead of 97 ms, search p95 295 instead of 146 ms).
+        "team_options": mark_safe(  # noqa: S308 - every value goes through html.escape
+            "".join(
+                f'<option value="{html.escape(slug)}"{" selected" if slug == current_team else ""}>'
+                f"{html.escape(name)}</option>"
+                for slug, name in Team.objects.order_by("name").values_list("slug", "name")
+            )
+        ),
         "flag_fields": [{"name": n, "label": label, "value": params.get(n, "")} for n, label in FLAG_FILTERS],
     }
 

@@ -486,3 +486,14 @@ def test_filter_form_shows_the_saved_view(client, security_user, world):
     assert '<option value="owner_bound" selected>Owner bound</option>' in html
     assert '<option value="-expires" selected>' in html
     assert 'value="alp"' in html
+
+
+@pytest.mark.django_db
+def test_team_options_are_escaped_and_one_is_selected(client, security_user):
+    TeamFactory(name="<b>R&D</b>", slug="rnd")
+    TeamFactory(name="Ops", slug="ops")
+    client.force_login(security_user)
+    html = client.get("/inventory/?team=ops").content.decode()
+    assert '<option value="rnd">&lt;b&gt;R&amp;D&lt;/b&gt;</option>' in html
+    assert '<option value="ops" selected>Ops</option>' in html
+    assert "<b>R&D</b>" not in html

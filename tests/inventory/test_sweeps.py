@@ -11,6 +11,7 @@ from django.core import mail
 from django.core.management import call_command
 from django.db import connection
 from django.test import override_settings
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from inventory import hooks
@@ -63,6 +64,18 @@ def test_sweep_expired_retires_descendants_and_stranded_children():
     assert Client.objects.get(pk=child.pk).state == ClientState.RETIRED
     assert Client.objects.get(pk=stranded.pk).state == ClientState.RETIRED
     assert AuditEvent.objects.filter(action="client.retired.cascade").count() == 2
+
+
+@pytest.mark.django_db
+def test_lineage_pass_selects_only_spawned_clients_by_their_parent_column():
+    """The lineage pass says ``parent_id IS NOT NULL`` so the database can start from the parent index (the few
+    spawned clients) rather than walk every client in key order; the join alone would not let it."""
+    ClientFactory(expires_at=future(hours=1))
+    with CaptureQueriesContext(connection) as captured:
+        sweep_expired(now=NOW)
+    lineage = [q["sql"] for q in captured.captured_queries if "INNER JOIN" in q["sql"] and "parent_id" in q["sql"]]
+    assert len(lineage) == 1
+    assert '"inventory_client"."parent_id" IS NOT NULL' in lineage[0]
 
 
 @pytest.mark.django_db(transaction=True)
