@@ -51,4 +51,4 @@ class LazyCount:
         return self._get() > 0
 
     def __int__(self) -> int:
-        return self._get()
+        return int(self._get())  # a plain int: the count may be a BoundedCount (an int subclass)
