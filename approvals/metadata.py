@@ -18,10 +18,8 @@ Choices beyond the RFC, made for agents and governance:
 
 Why one module of ~450 lines: it is one validator, the ``ClientMetadata`` it fills and the field readers only it
 uses; every field of the dataclass is set in ``validate_client_metadata`` and compared in
-``narrowing_problems``, and a reader checks both against RFC 7591 §2 side by side.
-
-Over 400 lines on purpose: RFC 7591's metadata is one validator that reports every problem at once; its field
-checks share the collected-errors state and the normalised result.
+``narrowing_problems``, and a reader checks both against RFC 7591 §2 side by side. The field checks share
+the collected-errors state (every problem is reported at once) and the normalised result.
 """
 
 from __future__ import annotations

@@ -11,10 +11,8 @@ Everything runs in one transaction: an interrupted seed leaves nothing behind.
 It lives in approvals, the highest layer, because it writes every app's tables (inventory's clients,
 approvals' requests and decisions, portal's audit events). It is longer than ~400 lines because it is one
 COPY pipeline read top to bottom (people, catalogue, clients, requests, audit), each step feeding the next;
-splitting it would scatter the row layouts each COPY depends on.
-
-Over 400 lines on purpose: one bulk loader whose COPY streams must agree column for column (clients,
-requests, decisions, audit events, counts); splitting them would separate the columns from their rows.
+splitting it would scatter the row layouts each COPY depends on (clients, requests, decisions, audit events,
+counts must agree column for column with their tables).
 """
 
 from __future__ import annotations
