@@ -10,7 +10,10 @@ only when a counted column changed. The deltas fold into three rollups through i
   by outcome on the dashboards;
 - ``requests_coalesced``: anonymous registrations coalesced into a request, per (day submitted, team);
 - ``requests_decision``: human decisions per (UTC day decided, team, time-to-decision bucket) — the
-  p50/p90 time to decision from buckets (``inventory.histograms``), not from a scan of the requests.
+  p50/p90 time to decision from buckets (``inventory.histograms``), not from a scan of the requests;
+
+and each of them summed over the teams (``*_all``, derived by inventory's folder), which the security dashboard
+reads.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ from approvals.choices import PolicyOutcome, RequestState
 from approvals.models import (
     RegistrationRequest,
     RequestCoalescedCount,
+    RequestCoalescedCountAllTeams,
     RequestCountDelta,
     RequestDayCount,
+    RequestDayCountAllTeams,
     RequestDecisionCount,
+    RequestDecisionCountAllTeams,
 )
-from inventory.counts import CountSource, Tallies, as_date, as_datetime, count_source_register, nonzero
+from inventory.counts import CountSource, Projection, Tallies, as_date, as_datetime, count_source_register, nonzero
 from inventory.histograms import seconds_bucket
 
 DELTA_COLUMNS = ("n", "state", "outcome", "risk_tier", "team_id", "created_at", "decided_at", "coalesced_count")
@@ -38,6 +44,12 @@ ROLLUPS = {
     "requests_day": (RequestDayCount, ("day", "team_id", "state", "outcome", "risk_tier")),
     "requests_coalesced": (RequestCoalescedCount, ("day", "team_id")),
     "requests_decision": (RequestDecisionCount, ("day", "team_id", "bucket")),
+}
+# The same three summed over the teams, for the security dashboard (inventory.counts.Projection).
+PROJECTIONS = {
+    "requests_day_all": Projection(RequestDayCountAllTeams, ("day", "state", "outcome", "risk_tier"), "requests_day"),
+    "requests_coalesced_all": Projection(RequestCoalescedCountAllTeams, ("day",), "requests_coalesced"),
+    "requests_decision_all": Projection(RequestDecisionCountAllTeams, ("day", "bucket"), "requests_decision"),
 }
 HUMAN_DECIDED = (RequestState.APPROVED, RequestState.DENIED)
 
@@ -97,6 +109,7 @@ SOURCE = CountSource(
     tally=tally,
     recount=recount,
     normal_key=normal_key,
+    projections=PROJECTIONS,
 )
 
 
@@ -104,4 +117,14 @@ def register() -> None:
     count_source_register(SOURCE)
 
 
-__all__ = ["DELTA_COLUMNS", "ROLLUPS", "SOURCE", "day_start", "decision_seconds", "recount", "register", "tally"]
+__all__ = [
+    "DELTA_COLUMNS",
+    "PROJECTIONS",
+    "ROLLUPS",
+    "SOURCE",
+    "day_start",
+    "decision_seconds",
+    "recount",
+    "register",
+    "tally",
+]

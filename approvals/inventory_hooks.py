@@ -40,9 +40,12 @@ from approvals.models import (
     InitialAccessToken,
     RegistrationRequest,
     RequestCoalescedCount,
+    RequestCoalescedCountAllTeams,
     RequestCountDelta,
     RequestDayCount,
+    RequestDayCountAllTeams,
     RequestDecisionCount,
+    RequestDecisionCountAllTeams,
     TrustedIssuer,
 )
 from approvals.policy_store import active_policy
@@ -173,10 +176,16 @@ def registration_stats(start: datetime, team_id: int | None = None) -> hooks.Reg
     team = Q() if team_id is None else Q(team_id=team_id)
     deltas = RequestCountDelta.objects.filter(team)
     created_day = TruncDate("created_at", tzinfo=UTC)
+    # every team: the all-teams projections (approvals.counts.PROJECTIONS), rows per day, not per day × team
+    by_day, coalesced_by_day, decided_by_day = (
+        (RequestDayCountAllTeams, RequestCoalescedCountAllTeams, RequestDecisionCountAllTeams)
+        if team_id is None
+        else (RequestDayCount, RequestCoalescedCount, RequestDecisionCount)
+    )
     rows = counts.union_sum(
         [
-            (RequestDayCount.objects.filter(team, day__gte=since), _by_outcome("n", "day"), "n"),
-            (RequestCoalescedCount.objects.filter(team, day__gte=since), _by_outcome("c", "day"), "n"),
+            (by_day.objects.filter(team, day__gte=since), _by_outcome("n", "day"), "n"),
+            (coalesced_by_day.objects.filter(team, day__gte=since), _by_outcome("c", "day"), "n"),
             (deltas.filter(created_at__gte=begin), _by_outcome("n", created_day), "n"),
             (
                 deltas.filter(created_at__gte=begin, coalesced_count__gt=0),
@@ -194,7 +203,7 @@ def registration_stats(start: datetime, team_id: int | None = None) -> hooks.Reg
         elif label := _outcome_label(state, outcome):
             outcomes[label][as_date(day)] += int(n)
     decisions = counts.histogram(
-        RequestDecisionCount.objects.filter(team, day__gte=since),
+        decided_by_day.objects.filter(team, day__gte=since),
         deltas.filter(decided_at__gte=begin, state__in=HUMAN_DECIDED).exclude(outcome=PolicyOutcome.AUTO_APPROVE),
         ("state", "outcome", "created_at", "decided_at"),
         decision_seconds,

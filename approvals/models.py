@@ -612,3 +612,54 @@ class RequestDecisionCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.n} decided {self.day} bucket {self.bucket}"
+
+
+# All-teams projections of the three rollups above (inventory.counts.Projection): the same counts summed over the
+# teams, kept by the same folder, so the security dashboard reads days × outcomes, not days × teams × outcomes.
+
+
+class RequestDayCountAllTeams(models.Model):
+    """RequestDayCount summed over the teams."""
+
+    day = models.DateField(_("day"))
+    state = models.CharField(_("state"), max_length=16)
+    outcome = models.CharField(_("policy outcome"), max_length=16)
+    risk_tier = models.CharField(_("risk tier"), max_length=8)
+    n = models.BigIntegerField(_("requests"), default=0)
+
+    class Meta:
+        verbose_name = _("request count per day, all teams")
+        constraints = [
+            models.UniqueConstraint(fields=["day", "state", "outcome", "risk_tier"], name="request_day_count_all_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.state} {self.day}"
+
+
+class RequestCoalescedCountAllTeams(models.Model):
+    """RequestCoalescedCount summed over the teams."""
+
+    day = models.DateField(_("day"), unique=True)
+    n = models.BigIntegerField(_("registrations coalesced"), default=0)
+
+    class Meta:
+        verbose_name = _("coalesced registrations per day, all teams")
+
+    def __str__(self) -> str:
+        return f"{self.n} coalesced {self.day}"
+
+
+class RequestDecisionCountAllTeams(models.Model):
+    """RequestDecisionCount summed over the teams."""
+
+    day = models.DateField(_("day decided"))
+    bucket = models.SmallIntegerField(_("time to decision bucket"))
+    n = models.BigIntegerField(_("decisions"), default=0)
+
+    class Meta:
+        verbose_name = _("human decisions per time to decision, all teams")
+        constraints = [models.UniqueConstraint(fields=["day", "bucket"], name="request_decision_count_all_key")]
+
+    def __str__(self) -> str:
+        return f"{self.n} decided {self.day} bucket {self.bucket}"

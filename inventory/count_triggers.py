@@ -112,3 +112,19 @@ $$ LANGUAGE plpgsql""",
         if vendor == "postgresql":
             return {self.name, f"{self.name}_update"}
         return {f"{self.name}_{op}" for op in ("insert", "delete", "update")}
+
+
+COUNTS_LOCK = 0x5245_4731_434E_54  # inventory.counts' folder lock ("REG1CNT"), here for migrations to take
+
+
+def fill_projection(schema_editor, *, target: str, rollup: str, keys: Sequence[str], where: str = "TRUE") -> None:
+    """A migration creating a projection (``inventory.counts.Projection``) fills it from its rollup's folded rows:
+    the deltas not folded yet reach both through the folder later. On PostgreSQL the folder's lock is held to the
+    end of the migration's transaction, so no fold lands between the read of the rollup and the new table."""
+    if schema_editor.connection.vendor == "postgresql":
+        schema_editor.execute(f"SELECT pg_advisory_xact_lock({COUNTS_LOCK})")
+    columns = ", ".join(keys)
+    schema_editor.execute(
+        f"INSERT INTO {target} ({columns}, n) SELECT {columns}, SUM(n) FROM {rollup} "  # noqa: S608 - constants
+        f"WHERE {where} GROUP BY {columns} HAVING SUM(n) <> 0"
+    )

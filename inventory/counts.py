@@ -13,6 +13,11 @@ rollup tables; readers add the deltas not yet folded (``inventory.selectors.coun
 whether or not the folder has run. :func:`counts_reconcile` (beat, nightly; ``manage.py reconcile_counts``)
 recounts every rollup from the clients, reports drift and, asked to, repairs it with one audit event.
 
+A rollup keyed by team (and owner) grows with teams × owners: at 10M clients, 2,000 teams and 50,000 owners the
+clients' rollups hold 3.3M rows, and an all-teams read sums hundreds of thousands of them. Each source therefore
+declares :class:`Projection` s — the same counts without the team — which the folder, the recount and the
+repair derive from the rollup's own tally, so they can never disagree with it.
+
 Over 400 lines on purpose: the generic folder, reconcile and rebuild and the clients' own source (their keys,
 tally and recount) read as one unit — the clients' source is the worked example the generic code is shaped by,
 and a split would put each half's only caller in the other file.
@@ -25,6 +30,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 from django.db import connection, models, transaction
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, Value
@@ -32,23 +38,29 @@ from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils.dateparse import parse_date, parse_datetime
 
 from inventory.choices import LIVE_STATES
+from inventory.count_triggers import COUNTS_LOCK  # one folder (or a repair, or a migration) at a time
 from inventory.histograms import seconds_bucket
 from inventory.models import (
     CLIENT_COUNT_KEY,
     Client,
     ClientCount,
+    ClientCountAllTeams,
     ClientCountDelta,
     ClientDayCount,
+    ClientDayCountAllTeams,
     ClientExpiryCount,
+    ClientExpiryCountAllTeams,
     ClientOvershootCount,
+    ClientOvershootCountAllTeams,
     ClientOwnerCount,
+    ClientOwnerLiveCount,
+    ClientTeamCount,
 )
 from portal.audit import Actor, audit_record
 from portal.logs import log_event
 
 logger = logging.getLogger(__name__)
 
-COUNTS_LOCK = 0x5245_4731_434E_54  # "REG1CNT": one folder (or a repair) at a time
 FOLD_BATCH = 50_000
 
 CUBE_KEYS = CLIENT_COUNT_KEY
@@ -59,6 +71,21 @@ OVERSHOOT_KEYS = ("team_id", "bucket")
 CUBE_BOOLEANS = frozenset({"managed", "orphaned", "stale", "sync_failed", "drifted", "no_purpose", "no_expiry"})
 
 Rollups = Mapping[str, tuple[type[models.Model], tuple[str, ...]]]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """A coarser copy of rollup ``of``: its ``keys`` (a subset of ``of``'s, in any order), summed over the rest,
+    only over the keys ``where`` accepts (a test of the key as a dict; None: all). Kept by the same folder,
+    recounted and repaired with its rollup: a reader that needs no team or owner reads a few thousand rows
+    instead of one per team × owner (docs/scale.md, "All-teams projections")."""
+
+    model: type[models.Model]
+    keys: tuple[str, ...]
+    of: str
+    where: Callable[[dict[str, Any]], bool] | None = None
+
+
 # the clients' rollup tables: name -> (model, key columns)
 ROLLUPS: Rollups = {
     "cube": (ClientCount, CUBE_KEYS),
@@ -96,8 +123,9 @@ Tallies = dict[str, Counter]
 class CountSource:
     """A counted table: its trigger's ``delta`` model (columns ``delta_columns``, ``n`` first), the ``rollups``
     its deltas fold into (names unique across sources), ``tally`` (delta rows → additions per rollup, the one
-    place a row's keys are worked out), ``recount`` (every rollup from the table) and ``normal_key`` (a rollup
-    key as read back, in the form ``tally`` makes)."""
+    place a row's keys are worked out), ``recount`` (every rollup from the table), ``normal_key`` (a rollup or
+    projection key as read back, in the form ``tally`` makes) and ``projections`` (coarser copies of rollups,
+    derived from ``tally`` and ``recount`` here, never by the source)."""
 
     name: str
     delta: type[models.Model]
@@ -106,6 +134,38 @@ class CountSource:
     tally: Callable[[Iterable[tuple]], Tallies]
     recount: Callable[[], Tallies]
     normal_key: Callable[[str, tuple], tuple]
+    projections: Mapping[str, Projection] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, projection in self.projections.items():
+            parent_keys = self.rollups[projection.of][1]
+            if name in self.rollups or not set(projection.keys) <= set(parent_keys):
+                raise ValueError(f"projection {name}: keys must be a subset of {projection.of}'s, under a new name")
+
+    @property
+    def tables(self) -> Rollups:
+        """Every table the source keeps: its rollups and their projections, name -> (model, key columns)."""
+        return {**self.rollups, **{name: (p.model, p.keys) for name, p in self.projections.items()}}
+
+    def project(self, tallies: Tallies) -> Tallies:
+        """``tallies`` of the rollups with each projection's tally added (the one place a projection is
+        derived: the folder, the recount and the reading of unfolded deltas all come through here)."""
+        out = dict(tallies)
+        for name, projection in self.projections.items():
+            parent_keys = self.rollups[projection.of][1]
+            positions = [parent_keys.index(column) for column in projection.keys]
+            tally: Counter = Counter()
+            for key, n in tallies.get(projection.of, Counter()).items():
+                if projection.where is None or projection.where(dict(zip(parent_keys, key, strict=True))):
+                    tally[tuple(key[i] for i in positions)] += n
+            out[name] = Counter({k: v for k, v in tally.items() if v})
+        return out
+
+    def tally_all(self, rows: Iterable[tuple]) -> Tallies:
+        return self.project(self.tally(rows))
+
+    def recount_all(self) -> Tallies:
+        return self.project(self.recount())
 
 
 _sources: dict[str, CountSource] = {}
@@ -113,7 +173,8 @@ _sources: dict[str, CountSource] = {}
 
 def count_source_register(source: CountSource) -> None:
     """Count ``source`` with the clients (another app registers its own from ``AppConfig.ready()``)."""
-    clash = {n for other in _sources.values() if other.name != source.name for n in other.rollups} & set(source.rollups)
+    taken = {n for other in _sources.values() if other.name != source.name for n in other.tables}
+    clash = taken & set(source.tables)
     if clash:
         raise ValueError(f"rollup names already taken: {sorted(clash)}")
     _sources[source.name] = source
@@ -125,8 +186,8 @@ def count_sources() -> list[CountSource]:
 
 def _rollup(name: str) -> tuple[type[models.Model], tuple[str, ...]]:
     for source in _sources.values():
-        if name in source.rollups:
-            return source.rollups[name]
+        if name in source.tables:
+            return source.tables[name]
     raise KeyError(name)
 
 
@@ -242,7 +303,7 @@ def _fold_source(source: CountSource, batch: int) -> int | None:
             with connection.cursor() as cursor:
                 cursor.execute(sql, [batch])
                 rows = cursor.fetchall()
-            for name, tally in source.tally(rows).items():
+            for name, tally in source.tally_all(rows).items():
                 _upsert(name, tally)
         folded += len(rows)
         if len(rows) < batch:
@@ -265,7 +326,7 @@ def counts_recount() -> Tallies:
     """Every rollup of every source recomputed from its table (full scans: nightly, not per request)."""
     out: Tallies = {}
     for source in count_sources():
-        out.update(source.recount())
+        out.update(source.recount_all())
     return out
 
 
@@ -322,7 +383,7 @@ def _client_recount() -> Tallies:
 
 def normal_key(name: str, key) -> tuple:
     """A rollup key in one form whatever the engine returned (SQLite: strings for dates, 0/1 for booleans)."""
-    keys = ROLLUPS[name][1]
+    keys = _KEYS[name]
     out = []
     for column, value in zip(keys, key, strict=True):
         if column in CUBE_BOOLEANS:
@@ -340,12 +401,12 @@ def counts_current() -> Tallies:
     snapshot (call it in a transaction that sees one: :func:`counts_reconcile` does)."""
     out: Tallies = {}
     for source in count_sources():
-        current: Tallies = {name: Counter() for name in source.rollups}
-        for name, (model, keys) in source.rollups.items():
+        current: Tallies = {name: Counter() for name in source.tables}
+        for name, (model, keys) in source.tables.items():
             for *key, n in model._default_manager.order_by().values_list(*keys, "n"):
                 current[name][source.normal_key(name, tuple(key))] += n
         delta_rows = source.delta._default_manager.order_by().values_list(*source.delta_columns)
-        for name, tally in source.tally(delta_rows).items():
+        for name, tally in source.tally_all(delta_rows).items():
             current[name].update(tally)
         out.update(nonzero(current))
     return out
@@ -407,7 +468,7 @@ def counts_reconcile(*, repair: bool = False, actor: Actor | None = None) -> Dri
                 actor=actor or Actor.system("reconcile_counts"),
                 action="counts.repaired",
                 object_type="counts",
-                object_id=",".join(s.name for s in count_sources() if any(drift.corrections.get(r) for r in s.rollups)),
+                object_id=",".join(s.name for s in count_sources() if any(drift.corrections.get(r) for r in s.tables)),
                 after={"drift": drift.summary()},
                 reason="the rollups differed from a recount of their tables",
             )
@@ -424,7 +485,7 @@ def counts_rebuild() -> int:
         _try_lock(blocking=True)
         for source in count_sources():
             source.delta._default_manager.all().delete()
-            for model, _keys in source.rollups.values():
+            for model, _keys in source.tables.values():
                 model._default_manager.all().delete()
         tallies = counts_recount()
         for name, tally in tallies.items():
@@ -433,6 +494,22 @@ def counts_rebuild() -> int:
     log_event(logger, "counts_rebuilt", rows=rows)
     return rows
 
+
+def _live_only(key: dict[str, Any]) -> bool:
+    return key["state"] in LIVE_STATES
+
+
+# The all-teams projections of the clients' rollups: what the security dashboard and the all-teams framework
+# report read (inventory.selectors.counts picks the smallest table that holds the columns a read needs).
+PROJECTIONS = {
+    "cube_all": Projection(ClientCountAllTeams, CUBE_KEYS[1:], "cube"),
+    "team": Projection(ClientTeamCount, ("team_id", "state"), "cube"),
+    "owner_live": Projection(ClientOwnerLiveCount, ("owner_id",), "owner", where=_live_only),
+    "expiry_all": Projection(ClientExpiryCountAllTeams, ("state", "risk_tier", "expires_hour"), "expiry"),
+    "day_all": Projection(ClientDayCountAllTeams, ("day", "kind"), "day"),
+    "overshoot_all": Projection(ClientOvershootCountAllTeams, ("bucket",), "overshoot"),
+}
+_KEYS = {**{name: keys for name, (_model, keys) in ROLLUPS.items()}, **{n: p.keys for n, p in PROJECTIONS.items()}}
 
 count_source_register(
     CountSource(
@@ -443,5 +520,6 @@ count_source_register(
         tally=_tally_deltas,
         recount=_client_recount,
         normal_key=normal_key,
+        projections=PROJECTIONS,
     )
 )

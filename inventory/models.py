@@ -647,3 +647,108 @@ class ClientOvershootCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.n} overshoot bucket {self.bucket}"
+
+
+# --- all-teams projections of the rollups above (inventory.counts.Projection; docs/scale.md) --------------------
+# The same counts without the team (and, for owners, only the live states): folded, recounted and repaired with
+# their rollup, so an all-teams dashboard reads rows per state × tier × … and not per team × owner as well.
+
+
+class ClientCountAllTeams(models.Model):
+    """ClientCount summed over the teams: the security dashboard's and the all-teams report's cube."""
+
+    state = models.CharField(_("state"), max_length=16)
+    risk_tier = models.CharField(_("risk tier"), max_length=8)
+    idp_id = models.IntegerField(_("IdP"))
+    created_via = models.CharField(_("created via"), max_length=24)
+    depth = models.SmallIntegerField(_("lineage depth"))
+    auth_method = models.CharField(_("token endpoint auth method"), max_length=64)
+    managed = models.BooleanField(_("managed"))
+    orphaned = models.BooleanField(_("orphaned"))
+    stale = models.BooleanField(_("stale"))
+    sync_failed = models.BooleanField(_("sync failed"))
+    drifted = models.BooleanField(_("drifted"))
+    no_purpose = models.BooleanField(_("no purpose"))
+    no_expiry = models.BooleanField(_("no expiry"))
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        verbose_name = _("client count, all teams")
+        constraints = [models.UniqueConstraint(fields=list(CLIENT_COUNT_KEY[1:]), name="client_count_all_key")]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.state} {self.risk_tier}"
+
+
+class ClientTeamCount(models.Model):
+    """Clients per (team, state): the dashboard's clients by team."""
+
+    team_id = models.IntegerField(_("team"))
+    state = models.CharField(_("state"), max_length=16)
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        verbose_name = _("client count per team")
+        constraints = [models.UniqueConstraint(fields=["team_id", "state"], name="client_team_count_key")]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.state} team {self.team_id}"
+
+
+class ClientOwnerLiveCount(models.Model):
+    """Live clients per owner, every team: top owners and the owner-bound control for everyone."""
+
+    owner_id = models.IntegerField(_("owner"), unique=True)
+    n = models.BigIntegerField(_("live clients"), default=0)
+
+    class Meta:
+        verbose_name = _("live client count per owner")
+
+    def __str__(self) -> str:
+        return f"{self.n} live owner {self.owner_id}"
+
+
+class ClientExpiryCountAllTeams(models.Model):
+    """ClientExpiryCount summed over the teams."""
+
+    state = models.CharField(_("state"), max_length=16)
+    risk_tier = models.CharField(_("risk tier"), max_length=8)
+    expires_hour = models.DateTimeField(_("expires within the hour starting"))
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        verbose_name = _("client count per expiry hour, all teams")
+        constraints = [
+            models.UniqueConstraint(fields=["state", "risk_tier", "expires_hour"], name="client_expiry_count_all_key")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.state} expiring {self.expires_hour:%Y-%m-%d %H}h"
+
+
+class ClientDayCountAllTeams(models.Model):
+    """ClientDayCount summed over the teams."""
+
+    day = models.DateField(_("day"))
+    kind = models.CharField(_("kind"), max_length=8)
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        verbose_name = _("client count per day, all teams")
+        constraints = [models.UniqueConstraint(fields=["day", "kind"], name="client_day_count_all_key")]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.kind} {self.day}"
+
+
+class ClientOvershootCountAllTeams(models.Model):
+    """ClientOvershootCount summed over the teams."""
+
+    bucket = models.SmallIntegerField(_("overshoot bucket"), unique=True)
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        verbose_name = _("client count per expiry overshoot, all teams")
+
+    def __str__(self) -> str:
+        return f"{self.n} overshoot bucket {self.bucket}"

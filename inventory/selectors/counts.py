@@ -4,7 +4,8 @@ Each read is ONE statement — ``SELECT keys, SUM(n) FROM (<rollup rows> UNION A
 it sees one snapshot: a fold committing meanwhile moves rows from one side to the other and never counts them
 twice or not at all. The rollups hold one row per combination of counted values (teams × states × tiers …),
 not per client, and the deltas only what arrived since the last fold (seconds), so the cost of a read does not
-grow with the number of clients.
+grow with the number of clients. A read for every team takes the all-teams projection of its rollup (rows per
+state × tier × …, not per team × owner as well); a read of one team, its team's rows of the rollup.
 """
 
 from __future__ import annotations
@@ -23,11 +24,17 @@ from inventory.counts import CUBE_BOOLEANS, hour_of, normal_key
 from inventory.histograms import seconds_bucket
 from inventory.models import (
     ClientCount,
+    ClientCountAllTeams,
     ClientCountDelta,
     ClientDayCount,
+    ClientDayCountAllTeams,
     ClientExpiryCount,
+    ClientExpiryCountAllTeams,
     ClientOvershootCount,
+    ClientOvershootCountAllTeams,
     ClientOwnerCount,
+    ClientOwnerLiveCount,
+    ClientTeamCount,
 )
 from portal.dbrouter import read_connection
 
@@ -99,8 +106,11 @@ def histogram(
 def overshoot_histogram(*, team_id: int | None = None) -> Counter:
     """Clients whose expiry overshoot is recorded, per overshoot bucket (``inventory.histograms``)."""
     team = Q() if team_id is None else Q(team_id=team_id)
+    rollup = (
+        ClientOvershootCountAllTeams.objects.all() if team_id is None else ClientOvershootCount.objects.filter(team)
+    )
     return histogram(
-        ClientOvershootCount.objects.filter(team),
+        rollup,
         ClientCountDelta.objects.filter(team, expiry_overshoot_seconds__isnull=False),
         ("expiry_overshoot_seconds",),
         float,
@@ -114,14 +124,32 @@ def _scope(team_id: int | None, states) -> Q:
     return q
 
 
+# The cube's tables, smallest first: a read takes the first that holds every column it groups or filters by.
+_CUBES = (ClientTeamCount, ClientCountAllTeams, ClientCount)
+
+
+def _columns(model) -> set[str]:
+    return {f.attname for f in model._meta.concrete_fields} - {"id", "n"}
+
+
+def smallest_table(candidates, needed: set[str]):
+    """The first of ``candidates`` (models, smallest first) whose columns include ``needed``."""
+    for model in candidates:
+        if needed <= _columns(model):
+            return model
+    raise ValueError(f"no table counts by {sorted(needed)}")
+
+
 def cube(group: tuple[str, ...], *, team_id: int | None = None, states=LIVE_STATES) -> list[tuple]:
-    """Clients (live by default) per ``group`` (columns of ``ClientCount``), e.g. ``("risk_tier",)``."""
+    """Clients (live by default) per ``group`` (columns of ``ClientCount``), e.g. ``("risk_tier",)``: from the
+    all-teams projection unless the read is of one team or by team (``inventory.counts.PROJECTIONS``)."""
     scope = _scope(team_id, states)
     columns = {name: name for name in group}
     delta_columns = {name: _DELTA_CUBE.get(name, name) for name in group}
+    table = smallest_table(_CUBES, {*group, "state", *(("team_id",) if team_id is not None else ())})
     rows = union_sum(
         [
-            (ClientCount.objects.filter(scope), columns, "n"),
+            (table.objects.filter(scope), columns, "n"),
             (ClientCountDelta.objects.filter(scope), delta_columns, "n"),
         ],
         width=len(group),
@@ -143,12 +171,19 @@ def live_totals(*, team_id: int | None = None) -> dict[str, int]:
     return totals
 
 
+def _owner_rollup(team_id: int | None, states) -> QuerySet:
+    """Live clients of every team per owner from the projection (one row per owner); else the owner rollup."""
+    if team_id is None and frozenset(states) == LIVE_STATES:
+        return ClientOwnerLiveCount.objects.all()
+    return ClientOwnerCount.objects.filter(_scope(team_id, states))
+
+
 def top_owners(*, team_id: int | None = None, states=LIVE_STATES, limit: int = 10) -> list[tuple[int, int]]:
     """(owner id, clients) of the ``limit`` owners with most clients; owner 0 is "no owner"."""
     scope = _scope(team_id, states)
     rows = union_sum(
         [
-            (ClientOwnerCount.objects.filter(scope), {"owner_id": "owner_id"}, "n"),
+            (_owner_rollup(team_id, states), {"owner_id": "owner_id"}, "n"),
             (ClientCountDelta.objects.filter(scope), {"owner_id": "owner_id"}, "n"),
         ],
         width=1,
@@ -162,7 +197,7 @@ def owners_total(owner_ids: list[int], *, team_id: int | None = None, states=LIV
     scope = _scope(team_id, states) & Q(owner_id__in=owner_ids)
     rows = union_sum(
         [
-            (ClientOwnerCount.objects.filter(scope), {"k": Value(1)}, "n"),
+            (_owner_rollup(team_id, states).filter(owner_id__in=owner_ids), {"k": Value(1)}, "n"),
             (ClientCountDelta.objects.filter(scope), {"k": Value(1)}, "n"),
         ],
         width=1,
@@ -175,10 +210,11 @@ def expiring(*, since: datetime, team_id: int | None = None, states=LIVE_STATES)
     later, counted by the hour."""
     scope = _scope(team_id, states)
     start = hour_of(since)
+    table = ClientExpiryCountAllTeams if team_id is None else ClientExpiryCount
     rows = union_sum(
         [
             (
-                ClientExpiryCount.objects.filter(scope, expires_hour__gte=start),
+                table.objects.filter(scope, expires_hour__gte=start),
                 {"risk_tier": "risk_tier", "expires_hour": "expires_hour"},
                 "n",
             ),
@@ -204,9 +240,10 @@ def per_day(*, since: date, team_id: int | None = None) -> DayCounts:
     start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
     team = Q() if team_id is None else Q(team_id=team_id)
     deltas = ClientCountDelta.objects.filter(team)
+    days = ClientDayCountAllTeams.objects.all() if team_id is None else ClientDayCount.objects.filter(team)
     rows = union_sum(
         [
-            (ClientDayCount.objects.filter(team, day__gte=since), {"kind": "kind", "day": "day"}, "n"),
+            (days.filter(day__gte=since), {"kind": "kind", "day": "day"}, "n"),
             (
                 deltas.filter(created_at__gte=start),
                 {"kind": Value("created"), "day": TruncDate("created_at", tzinfo=UTC)},

@@ -116,23 +116,25 @@ def dashboard_data(
     }
 
 
-_CUBE_GROUP = ("risk_tier", "idp_id", "team_id", "depth", "created_via", "orphaned", "stale", "managed", "sync_failed")
+# Without the team: for everyone the cube is then read from its all-teams projection (inventory.counts), and the
+# clients per team from the (team, state) one.
+_CUBE_GROUP = ("risk_tier", "idp_id", "depth", "created_via", "orphaned", "stale", "managed", "sync_failed")
 
 
 def live_breakdown(now: datetime, *, team_id: int | None = None) -> dict[str, Any]:
     """Live clients by tier, IdP, team, owner, depth and registration path plus the flag totals, from the counts:
-    three grouped reads of the rollups (one statement each), then names for the few ids shown."""
+    four grouped reads of the rollups or their all-teams projections (one statement each), then names for the
+    few ids shown."""
     groups: dict[str, dict] = {
         kind: defaultdict(int) for kind in ("risk_tier", "idp_id", "team_id", "depth", "created_via")
     }
     totals = {"live": 0, "orphaned": 0, "stale": 0, "unmanaged": 0, "sync_failed": 0, "expiring_7d": 0}
-    for tier, idp_id, tid, depth, via, orphaned, stale, managed, sync_failed, n in counts.cube(
-        _CUBE_GROUP, team_id=team_id
-    ):
+    for tid, n in counts.cube(("team_id",), team_id=team_id):
+        groups["team_id"][tid] += n
+    for tier, idp_id, depth, via, orphaned, stale, managed, sync_failed, n in counts.cube(_CUBE_GROUP, team_id=team_id):
         for kind, key in (
             ("risk_tier", tier),
             ("idp_id", idp_id),
-            ("team_id", tid),
             ("depth", depth),
             ("created_via", via),
         ):

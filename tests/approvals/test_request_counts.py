@@ -16,11 +16,20 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from approvals.inventory_hooks import registration_stats
-from approvals.models import RegistrationRequest, RequestCountDelta, RequestDayCount, RequestDecisionCount
+from approvals.models import (
+    RegistrationRequest,
+    RequestCoalescedCountAllTeams,
+    RequestCountDelta,
+    RequestDayCount,
+    RequestDayCountAllTeams,
+    RequestDecisionCount,
+    RequestDecisionCountAllTeams,
+)
 from inventory.counts import counts_current, counts_fold, counts_reconcile, counts_recount
 from inventory.histograms import RELATIVE_WIDTH, seconds_bucket
 from portal.models import AuditEvent
 from tests.factories import RequestFactory, TeamFactory
+from tests.migrating import StatementsOnly
 
 pytestmark = pytest.mark.django_db
 
@@ -224,3 +233,18 @@ def test_a_change_the_trigger_misses_is_drift():
     with connection.cursor() as cursor:
         for statement in REQUEST_TRIGGER.forward(connection.vendor):
             cursor.execute(statement)
+
+
+def test_the_migration_fills_the_all_teams_projections_as_the_folder_keeps_them():
+    """0020 fills each all-teams projection from its rollup's folded rows with SQL of its own: it must agree with
+    approvals.counts.PROJECTIONS, which the folder keeps."""
+    _world(60)
+    counts_fold()
+    expected = counts_current()
+    assert expected["requests_day_all"] and expected["requests_decision_all"] and expected["requests_coalesced_all"]
+    for model in (RequestDayCountAllTeams, RequestCoalescedCountAllTeams, RequestDecisionCountAllTeams):
+        model.objects.all().delete()
+    migration = importlib.import_module("approvals.migrations.0020_request_count_projections")
+    migration.fill(None, StatementsOnly())
+    assert counts_current() == expected
+    assert counts_reconcile().keys == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 
 import pytest
@@ -10,11 +11,23 @@ from django.db import connection
 from django.utils import timezone
 
 from inventory.choices import ClientState, RiskTier
-from inventory.counts import counts_current, counts_fold, counts_reconcile, counts_recount
-from inventory.models import Client, ClientCount, ClientCountDelta, ClientOwnerCount
+from inventory.counts import CountSource, Projection, counts_current, counts_fold, counts_reconcile, counts_recount
+from inventory.models import (
+    Client,
+    ClientCount,
+    ClientCountAllTeams,
+    ClientCountDelta,
+    ClientDayCountAllTeams,
+    ClientExpiryCountAllTeams,
+    ClientOvershootCountAllTeams,
+    ClientOwnerCount,
+    ClientOwnerLiveCount,
+    ClientTeamCount,
+)
 from inventory.selectors.owners import home_tiles
 from portal.models import AuditEvent
 from tests.factories import ClientFactory, TeamFactory
+from tests.migrating import StatementsOnly
 
 pytestmark = pytest.mark.django_db
 
@@ -115,3 +128,81 @@ def test_the_security_home_tiles_come_from_the_counts(idp, owner, security_user,
     with django_assert_num_queries(1):
         tiles = home_tiles(security_user, roles)
     assert tiles == {"live_clients": 4, "orphaned": 1, "unmanaged": 1, "sync_failed": 2}
+
+
+# --- all-teams projections (inventory.counts.Projection) ----------------------------------------------------------
+
+
+def test_projections_are_the_rollups_summed_over_the_teams(idp, owner):
+    first, second = TeamFactory(), TeamFactory()
+    for i in range(6):
+        ClientFactory(idp=idp, owner=owner, team=(first, second, None)[i % 3], risk_tier=RiskTier.HIGH)
+    retired = ClientFactory(idp=idp, owner=owner, team=first)
+    Client.objects.filter(pk=retired.pk).update(state=ClientState.RETIRED, ended_at=timezone.now())
+    counts_fold()
+    current = counts_current()
+    # three teams' cube rows (first, second, none) collapse into one all-teams row per signature
+    high_active = [k for k in current["cube_all"] if k[0] == "active" and k[1] == "high"]
+    assert [current["cube_all"][k] for k in high_active] == [6]
+    assert {k: n for k, n in current["team"].items() if k[1] == "active"} == {
+        (first.pk, "active"): 2,
+        (second.pk, "active"): 2,
+        (0, "active"): 2,
+    }
+    # the owner projection counts live clients only: the retired one is not there
+    assert current["owner_live"] == {(owner.pk,): 6}
+    assert set(ClientCountAllTeams.objects.values_list("n", flat=True)) <= {6, 1}
+    assert ClientOwnerLiveCount.objects.get(owner_id=owner.pk).n == 6
+    assert_counts_equal_recount()
+
+
+def test_drift_in_a_projection_is_reported_and_repaired(idp, owner):
+    ClientFactory.create_batch(3, idp=idp, owner=owner, team=TeamFactory())
+    counts_fold()
+    ClientCountAllTeams.objects.update(n=1)  # the rollup is right, its projection is not
+    drift = counts_reconcile()
+    assert drift.summary() == {"cube_all": {"keys": 1, "off_by": 2}}
+    assert counts_reconcile(repair=True).repaired
+    assert ClientCountAllTeams.objects.get().n == 3
+    assert counts_reconcile().keys == 0
+
+
+def test_the_migration_fills_the_projections_as_the_folder_keeps_them(idp, owner):
+    """0021 fills each projection from its rollup's folded rows with SQL of its own: it must agree with the
+    Projection definitions the folder uses."""
+    for i in range(4):
+        ClientFactory(idp=idp, owner=owner, team=TeamFactory() if i % 2 else None, expires_at=timezone.now())
+    overshot = ClientFactory(idp=idp, owner=owner)
+    Client.objects.filter(pk=overshot.pk).update(
+        state=ClientState.EXPIRED, ended_at=timezone.now(), expiry_overshoot_seconds=42.0
+    )
+    counts_fold()
+    expected = counts_current()
+    projections = [
+        ClientCountAllTeams,
+        ClientTeamCount,
+        ClientOwnerLiveCount,
+        ClientExpiryCountAllTeams,
+        ClientDayCountAllTeams,
+        ClientOvershootCountAllTeams,
+    ]
+    for model in projections:
+        model.objects.all().delete()
+    migration = importlib.import_module("inventory.migrations.0021_count_projections")
+    migration.fill(None, StatementsOnly())
+    assert counts_current() == expected
+    assert counts_reconcile().keys == 0
+
+
+def test_a_projection_must_be_a_subset_of_its_rollup():
+    with pytest.raises(ValueError, match="subset"):
+        CountSource(
+            name="bad",
+            delta=ClientCountDelta,
+            delta_columns=("n",),
+            rollups={"cube": (ClientCount, ("team_id", "state"))},
+            tally=lambda rows: {},
+            recount=dict,
+            normal_key=lambda name, key: key,
+            projections={"cube_all": Projection(ClientCountAllTeams, ("risk_tier",), "cube")},
+        )

@@ -128,7 +128,18 @@ def test_the_counts_give_the_same_breakdown_as_the_client_table(idp, folded):
         assert got["totals"][key] == raw["totals"][key], key
 
 
-DASHBOARD_QUERIES = 10
+DASHBOARD_QUERIES = 11
+# The rollups keyed by team (and owner): a dashboard for everyone reads their all-teams projections instead.
+TEAM_KEYED = (
+    "inventory_clientcount",
+    "inventory_clientownercount",
+    "inventory_clientexpirycount",
+    "inventory_clientdaycount",
+    "inventory_clientovershootcount",
+    "approvals_requestdaycount",
+    "approvals_requestcoalescedcount",
+    "approvals_requestdecisioncount",
+)
 
 
 def _dashboard_queries(team) -> int:
@@ -147,12 +158,17 @@ def test_dashboard_queries_do_not_grow_with_the_clients(idp, owner, team, scope)
     counts_fold()
     ClientFactory.create_batch(5, idp=idp, owner=owner, team=team)  # some deltas unfolded too
     assert _dashboard_queries(target) == small
-    # every figure from the counts, one statement each, never the client table nor the request table: the cube,
-    # top owners, expiry hours, activity per day, three names, registrations per day by outcome (+ coalesced),
-    # the time-to-decision histogram and the expiry overshoot histogram
+    # every figure from the counts, one statement each, never the client table nor the request table: clients per
+    # team, the cube, top owners, expiry hours, activity per day, three names, registrations per day by outcome
+    # (+ coalesced), the time-to-decision histogram and the expiry overshoot histogram
     with CaptureQueriesContext(connection) as queries:
         dashboard_data(team=target)
     sqls = [q["sql"] for q in queries]
     assert len(sqls) == DASHBOARD_QUERIES, sqls
     assert not [sql for sql in sqls if re.search(r"\binventory_client\b", sql)]
     assert not [sql for sql in sqls if re.search(r"\bapprovals_registrationrequest\b", sql)]
+    team_keyed = {table for sql in sqls for table in TEAM_KEYED if re.search(rf"\b{table}\b", sql)}
+    if scope == "everyone":  # rows per state × tier × …, never per team × owner
+        assert team_keyed == set()
+    else:  # one team's rows of every team-keyed rollup
+        assert team_keyed == set(TEAM_KEYED)
