@@ -34,6 +34,7 @@ import logging
 import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -132,25 +133,52 @@ class ReplicaRouter:
 
 # --- the replica's health ------------------------------------------------------------------------------------
 
-# One round trip on the standby. Caught up: the WAL receiver streams (a row in pg_stat_wal_receiver) and has
-# replayed everything it received. Otherwise the age of the last transaction replayed; that age grows on an idle
-# primary too, but only while the receiver is gone or behind, when nothing better is known. Not in recovery: the
-# alias points at a primary (a promoted standby, the test mirror), whose reads are current.
-LAG_SQL = """
+# How stale the standby may be, bounded from the primary's WAL position and not from the standby alone: a
+# standby cut off from its primary (a partition the WAL receiver has not timed out on yet, 60 s by default)
+# still says it replayed all it received. Each check asks the primary for its flushed WAL position first, then
+# the standby for what it replayed; the standby is then at most as stale as the time since the latest check whose
+# primary position it has replayed (0 when it has replayed the one just taken), and never staler than the age of
+# its last replayed commit (everything after that is what it misses). An idle primary writes nothing new, so a
+# standby that replayed everything stays current however long ago that was.
+PRIMARY_SQL = "SELECT pg_current_wal_flush_lsn()::text"
+STANDBY_SQL = """
 SELECT pg_is_in_recovery(),
-       COALESCE(pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(), false),
-       EXISTS (SELECT 1 FROM pg_stat_wal_receiver),
+       pg_last_wal_replay_lsn()::text,
        EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8
 """
 
 
-def lag_seconds(in_recovery: bool, replayed_all: bool, receiving: bool, replay_age: float | None) -> float:
-    """The replica's lag from :data:`LAG_SQL`'s row; ``inf`` when it cannot be told."""
+def parse_lsn(text: str | None) -> int | None:
+    """A pg_lsn's text (``16/B374D848``) as an integer, None for NULL."""
+    if text is None:
+        return None
+    high, low = text.split("/")
+    return (int(high, 16) << 32) | int(low, 16)
+
+
+def lag_seconds(
+    *,
+    in_recovery: bool,
+    replayed: int | None,
+    positions: Iterable[tuple[float, int]],
+    now: float,
+    replay_age: float | None,
+) -> float:
+    """The most a read of the standby can miss, in seconds: ``positions`` are (monotonic time, primary WAL
+    position) of the checks so far, the last one just taken; ``replayed`` the standby's replay position; ``inf``
+    when nothing bounds it."""
     if not in_recovery:
-        return 0.0
-    if receiving and replayed_all:
-        return 0.0
-    return math.inf if replay_age is None else max(0.0, float(replay_age))
+        return 0.0  # a primary (a promoted standby, the test mirror): current
+    if replayed is None:
+        return math.inf  # nothing replayed yet
+    positions = list(positions)
+    if positions and positions[-1][1] <= replayed:
+        return 0.0  # replayed everything the primary had flushed when this check began
+    caught_up_at = [moment for moment, position in positions if position <= replayed]
+    bound = now - max(caught_up_at) if caught_up_at else math.inf
+    if replay_age is not None:
+        bound = min(bound, replay_age)
+    return max(0.0, bound)
 
 
 class ReplicaHealth:
@@ -166,6 +194,7 @@ class ReplicaHealth:
         self.reset()
 
     def reset(self) -> None:
+        self._positions: deque[tuple[float, int]] = deque(maxlen=120)  # (monotonic time, primary WAL position)
         self.ok = False
         self.lag: float | None = None
         self.reason = "not checked yet"
@@ -195,11 +224,24 @@ class ReplicaHealth:
             self._set(True, lag, "ok", self.interval)
 
     def measure(self) -> float:
-        """The replica's lag in seconds (raises when it cannot be reached)."""
+        """The most the replica can be behind, in seconds (:func:`lag_seconds`; raises when the replica or the
+        primary cannot be asked)."""
+        with connections[DEFAULT_DB_ALIAS].cursor() as cursor:
+            cursor.execute(PRIMARY_SQL)
+            (primary,) = cursor.fetchone()
+        asked = time.monotonic()
         with connections[REPLICA].cursor() as cursor:
-            cursor.execute(LAG_SQL)
-            row = cursor.fetchone()
-        return lag_seconds(*row)
+            cursor.execute(STANDBY_SQL)
+            in_recovery, replayed, replay_age = cursor.fetchone()
+        if primary is not None:  # NULL: the primary is itself in recovery (a misconfiguration), nothing to compare
+            self._positions.append((asked, parse_lsn(primary) or 0))
+        return lag_seconds(
+            in_recovery=in_recovery,
+            replayed=parse_lsn(replayed),
+            positions=self._positions,
+            now=time.monotonic(),
+            replay_age=replay_age,
+        )
 
     def mark_down(self, exc: BaseException) -> None:
         """A view met the replica failing: read the primary until the next check."""

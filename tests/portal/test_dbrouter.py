@@ -24,7 +24,7 @@ from django.test.utils import CaptureQueriesContext
 
 from inventory.models import Client, Team
 from portal import dbrouter
-from portal.dbrouter import REPLICA, ReplicaRouter, lag_seconds
+from portal.dbrouter import REPLICA, ReplicaRouter, lag_seconds, parse_lsn
 from tests.factories import ClientFactory, TeamFactory, UserFactory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,12 +62,29 @@ def healthy(monkeypatch, lag: float = 0.0) -> list[int]:
 # --- the decisions, asked directly -----------------------------------------------------------------------------
 
 
-def test_lag_from_the_standby_row():
-    assert lag_seconds(False, False, False, None) == 0.0  # a primary (the test mirror, a promoted standby)
-    assert lag_seconds(True, True, True, 42.0) == 0.0  # streaming and replayed all it received: idle primary
-    assert lag_seconds(True, False, True, 2.5) == 2.5  # replaying behind: age of the last replayed commit
-    assert lag_seconds(True, True, False, 7.0) == 7.0  # no WAL receiver: nothing newer is known
-    assert lag_seconds(True, False, False, None) == math.inf  # nothing replayed yet
+def lag(replayed, positions, *, now=100.0, replay_age=None, in_recovery=True):
+    return lag_seconds(in_recovery=in_recovery, replayed=replayed, positions=positions, now=now, replay_age=replay_age)
+
+
+def test_lag_is_bounded_by_the_primarys_position_not_by_the_standby_alone():
+    assert lag(None, [], in_recovery=False) == 0.0  # a primary (the test mirror, a promoted standby)
+    assert lag(None, [(99.0, 50)]) == math.inf  # nothing replayed yet
+    # replayed what the primary had flushed when this check began: current, however old its last commit (idle)
+    assert lag(500, [(90.0, 400), (99.5, 500)], replay_age=3600.0) == 0.0
+    # behind this check's position, but it had replayed the one of the check at 97 s: at most 3 s behind
+    assert lag(450, [(90.0, 400), (97.0, 440), (99.5, 500)]) == pytest.approx(3.0)
+    # never staler than its last replayed commit's age
+    assert lag(450, [(90.0, 400), (99.5, 500)], replay_age=1.5) == pytest.approx(1.5)
+    # cut off: it says it replayed all it received, but the primary moved on 10 s ago and it has none of it
+    assert lag(400, [(90.0, 400), (95.0, 480), (99.5, 520)]) == pytest.approx(10.0)
+    # no check it caught up with and no commit age: nothing bounds it
+    assert lag(300, [(99.5, 500)]) == math.inf
+
+
+def test_lsn_text():
+    assert parse_lsn("0/0") == 0
+    assert parse_lsn("16/B374D848") == (0x16 << 32) | 0xB374D848
+    assert parse_lsn(None) is None
 
 
 def test_reads_go_to_the_primary_outside_a_read_scope():

@@ -74,7 +74,8 @@ class LogMark:
             log.seek(self.offset)
             text = log.read().decode(errors="replace")
         lines = [line for line in text.splitlines() if "statement: " in line or "execute " in line]
-        return [line for line in lines if "pg_is_in_recovery" not in line]  # the router's lag check
+        # the router's lag check: the primary's WAL position, the standby's replay position
+        return [line for line in lines if "pg_is_in_recovery" not in line and "pg_current_wal_flush_lsn" not in line]
 
 
 def client_reads(lines: list[str]) -> list[str]:
@@ -242,6 +243,51 @@ def test_a_write_is_read_back_from_the_primary_and_lag_falls_back(routed, estate
     response = colleague.get(f"/api/v1/clients/{target.registration_id}/")
     assert response.status_code == 200 and response.json()["state"] == "suspended"
     assert client_reads(on_standby.statements())
+
+
+def test_a_standby_cut_off_from_its_primary_is_not_taken_for_current(routed, estate, client, settings):
+    """A partition the WAL receiver has not noticed yet (``wal_receiver_timeout``, 60 s): the standby still
+    streams, as far as it knows, and has replayed all it received. The primary's position says otherwise."""
+    import os
+    import signal
+
+    from django.test import Client as HttpClient
+
+    settings.REGISTRAR_REPLICA_MAX_LAG_SECONDS = 1
+    security, other, clients = estate
+    colleague = HttpClient()
+    colleague.force_login(other)
+    assert dbrouter.health.measure() == 0.0
+    (walsender,) = routed.sql(routed.primary, "SELECT pid FROM pg_stat_replication")
+    os.kill(walsender, signal.SIGSTOP)  # the primary stops sending WAL; neither side times out for a minute
+    try:
+        client.force_login(security)
+        response = client.post(
+            f"/api/v1/clients/{clients[0].registration_id}/hold/",
+            {"reason": "incident 8"},
+            content_type="application/json",
+        )
+        assert response.status_code == 200
+        # what the standby says of itself: a live receiver that has replayed everything it received
+        receiving, replayed_all = routed.sql(
+            routed.standby,
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_wal_receiver WHERE status = 'streaming'), "
+            "pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn()",
+        )
+        assert receiving and replayed_all
+        deadline = time.monotonic() + 15
+        while dbrouter.health.measure() <= 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert dbrouter.health.measure() > 1
+        dbrouter.health.reset()
+        on_standby = LogMark(routed.standby)
+        response = colleague.get(f"/api/v1/clients/{clients[0].registration_id}/")
+        assert response.status_code == 200 and response.json()["state"] == "suspended"
+        assert not client_reads(on_standby.statements())
+    finally:
+        os.kill(walsender, signal.SIGCONT)
+    routed.caught_up()
+    assert dbrouter.health.measure() == 0.0
 
 
 def test_a_stopped_standby_falls_back_to_the_primary(routed, estate, client, caplog, monkeypatch):
