@@ -574,7 +574,7 @@ class RequestDayCount(models.Model):
         verbose_name = _("request count per day")
         constraints = [
             models.UniqueConstraint(
-                fields=["day", "team_id", "state", "outcome", "risk_tier"], name="request_day_count_key"
+                fields=["team_id", "day", "state", "outcome", "risk_tier"], name="request_day_count_key"
             )
         ]
 
@@ -591,7 +591,7 @@ class RequestCoalescedCount(models.Model):
 
     class Meta:
         verbose_name = _("coalesced registrations per day")
-        constraints = [models.UniqueConstraint(fields=["day", "team_id"], name="request_coalesced_count_key")]
+        constraints = [models.UniqueConstraint(fields=["team_id", "day"], name="request_coalesced_count_key")]
 
     def __str__(self) -> str:
         return f"{self.n} coalesced {self.day}"
@@ -608,7 +608,8 @@ class RequestDecisionCount(models.Model):
 
     class Meta:
         verbose_name = _("human decisions per time to decision")
-        constraints = [models.UniqueConstraint(fields=["day", "team_id", "bucket"], name="request_decision_count_key")]
+        # team first, as in the two above: a team's days are a range of the index; everyone's read the projections
+        constraints = [models.UniqueConstraint(fields=["team_id", "day", "bucket"], name="request_decision_count_key")]
 
     def __str__(self) -> str:
         return f"{self.n} decided {self.day} bucket {self.bucket}"

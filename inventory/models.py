@@ -591,7 +591,9 @@ class ClientOwnerCount(models.Model):
 
     class Meta:
         verbose_name = _("client count per owner")
-        constraints = [models.UniqueConstraint(fields=["owner_id", "team_id", "state"], name="client_owner_count_key")]
+        # team first: a team's reads (its dashboard, its report) are a range of this index; everyone's read the
+        # projections (ClientOwnerLiveCount)
+        constraints = [models.UniqueConstraint(fields=["team_id", "owner_id", "state"], name="client_owner_count_key")]
 
     def __str__(self) -> str:
         return f"{self.n} {self.state} owner {self.owner_id}"
@@ -628,7 +630,8 @@ class ClientDayCount(models.Model):
 
     class Meta:
         verbose_name = _("client count per day")
-        constraints = [models.UniqueConstraint(fields=["day", "team_id", "kind"], name="client_day_count_key")]
+        # team first: a team's 90 days are a range of this index (day first, they were 90 days × every team)
+        constraints = [models.UniqueConstraint(fields=["team_id", "day", "kind"], name="client_day_count_key")]
 
     def __str__(self) -> str:
         return f"{self.n} {self.kind} {self.day}"
