@@ -235,6 +235,9 @@ def main():
         "--seed-only", action="store_true", help="seed (timed), print the time and stop; measure later with --no-seed"
     )
     parser.add_argument("--repeat", type=int, default=40)
+    parser.add_argument(
+        "--only", default="", help="comma-separated scenarios to measure (default all), e.g. search,first_page"
+    )
     args = parser.parse_args()
     if connection.vendor != "postgresql":
         raise SystemExit("bench/inventory.py needs DATABASE_URL pointing at PostgreSQL")
@@ -268,6 +271,11 @@ def main():
         # a team's own dashboard has no snapshot: every request reads the counts (the first team, as large as any)
         "team_dashboard_cold": [f"/dashboards/teams/{Team.objects.order_by('pk').values_list('slug', flat=True)[0]}/"],
     }
+    if args.only:
+        wanted = set(args.only.split(","))
+        if unknown := wanted - set(scenarios):
+            raise SystemExit(f"unknown scenarios {sorted(unknown)}; choose from {sorted(scenarios)}")
+        scenarios = {name: paths for name, paths in scenarios.items() if name in wanted}
     port = free_port()
     proc = start_gunicorn(port)
     results = {}

@@ -41,6 +41,7 @@ from inventory.selectors.search import clients_visible_to
 from portal.audit import Actor
 from portal.dbrouter import replica_reads
 from portal.roles import Role, can_adopt, can_break_glass, can_hold_clients, has_role
+from portal.templatetags.registrar_dates import iso_datetime, short_date, short_datetime
 from portal.tlog.sequencer import log_status
 
 INVENTORY_ROLES = (Role.SECURITY, Role.ADMIN, Role.OWNER, Role.APPROVER)
@@ -150,6 +151,7 @@ def inventory_list(request):
         {
             "filterset": filterset,
             "page": page,
+            "rows": _rows(page.items),
             "active": active_filters(filterset),
             "sees_all": has_role(request.user, *OVERSIGHT_ROLES),
             "base_query": base_query,
@@ -160,6 +162,44 @@ def inventory_list(request):
             **_form_choices(params),
         },
     )
+
+
+def _rows(clients) -> list[dict]:
+    """The page's rows as plain values: the template then reads dict keys only (a model attribute, a choice's
+    display method or a filter per cell made rendering 50 rows ~15 ms of a 45 ms search at 10M clients)."""
+    rows = []
+    for c in clients:
+        owner = c.owner
+        purpose = c.purpose
+        rows.append(
+            {
+                "registration_id": c.registration_id,
+                "name": c.name,
+                "managed": c.managed,
+                "orphaned": c.orphaned_at is not None,
+                "stale": c.stale_at is not None,
+                "sync_failed": c.sync_failed,
+                "idp_client_id": c.idp_client_id or "—",
+                "state": c.state,
+                "state_label": c.get_state_display(),
+                "risk_tier": c.risk_tier,
+                "tier_label": c.get_risk_tier_display(),
+                "owner": owner.username if owner is not None else "(no owner)",
+                "owner_inactive": owner is not None and not owner.is_active,
+                "team": c.team.name if c.team is not None else "",
+                "idp": c.idp.name,
+                "purpose": (purpose if len(purpose) <= 80 else purpose[:79] + "…") or "—",
+                "expires_iso": iso_datetime(c.expires_at),
+                "expires": short_datetime(c.expires_at),
+                "last_used_iso": iso_datetime(c.last_used_at),
+                "last_used": short_datetime(c.last_used_at),
+                "last_used_source": c.last_used_source or "unknown",
+                "depth": c.depth,
+                "created_iso": iso_datetime(c.created_at),
+                "created": short_date(c.created_at),
+            }
+        )
+    return rows
 
 
 FLAG_FILTERS = (

@@ -497,3 +497,39 @@ def test_team_options_are_escaped_and_one_is_selected(client, security_user):
     assert '<option value="rnd">&lt;b&gt;R&amp;D&lt;/b&gt;</option>' in html
     assert '<option value="ops" selected>Ops</option>' in html
     assert "<b>R&D</b>" not in html
+
+
+@pytest.mark.django_db
+def test_a_row_shows_each_column_escaped(client, security_user, idp):
+    """The rows are plain values prepared in the view (inventory.views.security._rows): every cell as the page
+    showed it when the template read the model."""
+    leaver = UserFactory(username="<i>leaver</i>", is_active=False)
+    used = timezone.now() - timedelta(hours=3)
+    row = ClientFactory(
+        name="<script>x</script>",
+        idp=idp,
+        owner=leaver,
+        team=TeamFactory(name="Data & ML"),
+        purpose="p" * 100,
+        managed=False,
+        orphaned_at=timezone.now(),
+        sync_failed=True,
+        expires_at=None,
+        last_used_at=used,
+        last_used_source="keycloak",
+        risk_tier=RiskTier.HIGH,
+    )
+    client.force_login(security_user)
+    html = client.get("/inventory/").content.decode()
+    assert f'href="/inventory/{row.registration_id}/">&lt;script&gt;x&lt;/script&gt;</a>' in html
+    assert "<script>x</script>" not in html
+    for badge in ("shadow", "orphaned", "sync failed"):
+        assert f">{badge}</span>" in html
+    assert '">stale</span>' not in html
+    assert '<span class="badge-high">High</span>' in html
+    assert '&lt;i&gt;leaver&lt;/i&gt; <span class="badge-high">inactive</span>' in html
+    assert '<span class="muted small">Data &amp; ML</span>' in html
+    assert f'<td class="small">{"p" * 79}…</td>' in html
+    assert '<td class="small">never</td>' in html  # no expiry
+    local = timezone.localtime(used)
+    assert f'<time datetime="{local.isoformat()}" title="reported by keycloak">{local:%Y-%m-%d %H:%M}</time>' in html
