@@ -25,6 +25,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.safestring import mark_safe
 
+from inventory.choices import ClientState, RiskTier
 from inventory.filtersets import ClientFilterSet, active_filters
 from inventory.lifecycle_policies import active_lifecycle_rules, attestation_due
 from inventory.lifecycle_policies.evaluate import compliance_of
@@ -167,6 +168,9 @@ def inventory_list(request):
 def _rows(clients) -> list[dict]:
     """The page's rows as plain values: the template then reads dict keys only (a model attribute, a choice's
     display method or a filter per cell made rendering 50 rows ~15 ms of a 45 ms search at 10M clients)."""
+    # the choices' labels once per page (get_FOO_display hashes the value and translates the label per call)
+    states = {value: str(label) for value, label in ClientState.choices}
+    tiers = {value: str(label) for value, label in RiskTier.choices}
     rows = []
     for c in clients:
         owner = c.owner
@@ -181,9 +185,9 @@ def _rows(clients) -> list[dict]:
                 "sync_failed": c.sync_failed,
                 "idp_client_id": c.idp_client_id or "—",
                 "state": c.state,
-                "state_label": c.get_state_display(),
+                "state_label": states.get(c.state, c.state),
                 "risk_tier": c.risk_tier,
-                "tier_label": c.get_risk_tier_display(),
+                "tier_label": tiers.get(c.risk_tier, c.risk_tier),
                 "owner": owner.username if owner is not None else "(no owner)",
                 "owner_inactive": owner is not None and not owner.is_active,
                 "team": c.team.name if c.team is not None else "",
