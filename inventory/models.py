@@ -116,7 +116,11 @@ class Client(models.Model):
     """
 
     registration_id = models.CharField(_("registration id"), max_length=40, unique=True)
-    idp = models.ForeignKey(IdPConnection, verbose_name=_("IdP"), on_delete=models.PROTECT, related_name="clients")
+    # The foreign keys idp, owner, team and parent have no index of their own: the indexes in Meta lead with them
+    # (idp/owner/team + state, parent), and each index is one more write per client change (migration 0023).
+    idp = models.ForeignKey(
+        IdPConnection, verbose_name=_("IdP"), on_delete=models.PROTECT, related_name="clients", db_index=False
+    )
     idp_client_id = models.CharField(_("client id at the IdP"), max_length=255, null=True, blank=True)
     idp_state = EncryptedJSONField(_("IdP registration state"), blank=True, default=dict)
     name = models.CharField(_("name"), max_length=200)
@@ -130,9 +134,16 @@ class Client(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="clients",
+        db_index=False,
     )
     team = models.ForeignKey(
-        Team, verbose_name=_("team"), null=True, blank=True, on_delete=models.SET_NULL, related_name="clients"
+        Team,
+        verbose_name=_("team"),
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="clients",
+        db_index=False,
     )
     purpose = models.TextField(_("purpose"), blank=True)
     scopes = models.JSONField(_("scopes"), default=list, blank=True)
@@ -149,6 +160,7 @@ class Client(models.Model):
         blank=True,
         on_delete=models.PROTECT,
         related_name="children",
+        db_index=False,
     )
     depth = models.PositiveSmallIntegerField(_("lineage depth"), default=0)
     risk_tier = models.CharField(_("risk tier"), max_length=8, choices=RiskTier.choices, default=RiskTier.LOW)
