@@ -9,7 +9,17 @@ import redis
 
 from approvals import ratelimit
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/14")
+
+def _redis_db() -> int:
+    """A Redis database of this test process's own: make test runs the PostgreSQL and the SQLite stages at once,
+    each with two xdist workers, and the fixture flushes its database (one shared database made a test in one
+    stage count the other's keys)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    base = 10 if os.environ.get("REGISTRAR_TEST_DATABASE") == "sqlite" else 14
+    return base + (int(worker) % 2 if worker.isdigit() else 0)
+
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL", f"redis://127.0.0.1:6379/{_redis_db()}")
 
 
 @pytest.fixture
