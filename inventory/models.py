@@ -718,6 +718,8 @@ class ClientOwnerLiveCount(models.Model):
 
     class Meta:
         verbose_name = _("live client count per owner")
+        # the top owners are read from the top of this index (inventory.selectors.counts.top_owners)
+        indexes = [models.Index(fields=["-n", "owner_id"], name="client_owner_live_top_idx")]
 
     def __str__(self) -> str:
         return f"{self.n} live owner {self.owner_id}"

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
-from inventory.choices import ClientState, RiskTier
+from inventory.choices import LIVE_STATES, ClientState, RiskTier
 from inventory.counts import CountSource, Projection, counts_current, counts_fold, counts_reconcile, counts_recount
 from inventory.models import (
     Client,
@@ -26,7 +26,7 @@ from inventory.models import (
 )
 from inventory.selectors.owners import home_tiles
 from portal.models import AuditEvent
-from tests.factories import ClientFactory, TeamFactory
+from tests.factories import ClientFactory, TeamFactory, UserFactory
 from tests.migrating import StatementsOnly
 
 pytestmark = pytest.mark.django_db
@@ -206,3 +206,33 @@ def test_a_projection_must_be_a_subset_of_its_rollup():
             normal_key=lambda name, key: key,
             projections={"cube_all": Projection(ClientCountAllTeams, ("risk_tier",), "cube")},
         )
+
+
+def test_top_owners_of_every_team_follow_the_unfolded_deltas(idp):
+    """Everyone's top owners come from the top of the owner projection plus the owners with unfolded deltas: a
+    change not folded yet can lift an owner from far below the folded top, or drop one out of it."""
+    from inventory.selectors.counts import top_owners
+
+    owners = [UserFactory() for _ in range(6)]
+    for owner, n in zip(owners, (5, 4, 3, 2, 2, 1), strict=True):
+        ClientFactory.create_batch(n, idp=idp, owner=owner, team=TeamFactory())
+    counts_fold()
+    first, second, _third, _fourth, _fifth, last = owners
+    assert top_owners(limit=2) == [(first.pk, 5), (second.pk, 4)]
+    # not folded: the first owner loses three clients, the last (far below the folded top 2) gains six
+    Client.objects.filter(pk__in=Client.objects.filter(owner=first).values("pk")[:3]).update(
+        state=ClientState.RETIRED, ended_at=timezone.now()
+    )
+    ClientFactory.create_batch(6, idp=idp, owner=last)
+    assert ClientCountDelta.objects.exists()
+    expected = sorted(
+        ((o.pk, Client.objects.filter(owner=o, state__in=LIVE_STATES).count()) for o in owners),
+        key=lambda row: (-row[1], row[0]),
+    )
+    assert top_owners(limit=3) == expected[:3] == [(last.pk, 7), (second.pk, 4), (owners[2].pk, 3)]
+    assert top_owners(limit=10) == [row for row in expected if row[1]]
+    counts_fold()
+    assert top_owners(limit=3) == expected[:3]
+    # one team's top owners still read the team's rows of the owner rollup
+    team_id = Client.objects.filter(owner=second).values_list("team_id", flat=True).first()
+    assert top_owners(team_id=team_id, limit=5) == [(second.pk, 4)]
