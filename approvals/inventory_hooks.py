@@ -177,15 +177,17 @@ def registration_stats(start: datetime, team_id: int | None = None) -> hooks.Reg
     deltas = RequestCountDelta.objects.filter(team)
     created_day = TruncDate("created_at", tzinfo=UTC)
     # every team: the all-teams projections (approvals.counts.PROJECTIONS), rows per day, not per day × team
-    by_day, coalesced_by_day, decided_by_day = (
-        (RequestDayCountAllTeams, RequestCoalescedCountAllTeams, RequestDecisionCountAllTeams)
-        if team_id is None
-        else (RequestDayCount, RequestCoalescedCount, RequestDecisionCount)
+    by_day = counts.rollup_rows((RequestDayCountAllTeams, RequestDayCount), {"day", "state"}, team_id=team_id)
+    coalesced_by_day = counts.rollup_rows(
+        (RequestCoalescedCountAllTeams, RequestCoalescedCount), {"day"}, team_id=team_id
+    )
+    decided_by_day = counts.rollup_rows(
+        (RequestDecisionCountAllTeams, RequestDecisionCount), {"bucket"}, team_id=team_id
     )
     rows = counts.union_sum(
         [
-            (by_day.objects.filter(team, day__gte=since), _by_outcome("n", "day"), "n"),
-            (coalesced_by_day.objects.filter(team, day__gte=since), _by_outcome("c", "day"), "n"),
+            (by_day.filter(day__gte=since), _by_outcome("n", "day"), "n"),
+            (coalesced_by_day.filter(day__gte=since), _by_outcome("c", "day"), "n"),
             (deltas.filter(created_at__gte=begin), _by_outcome("n", created_day), "n"),
             (
                 deltas.filter(created_at__gte=begin, coalesced_count__gt=0),
@@ -203,7 +205,7 @@ def registration_stats(start: datetime, team_id: int | None = None) -> hooks.Reg
         elif label := _outcome_label(state, outcome):
             outcomes[label][as_date(day)] += int(n)
     decisions = counts.histogram(
-        decided_by_day.objects.filter(team, day__gte=since),
+        decided_by_day.filter(day__gte=since),
         deltas.filter(decided_at__gte=begin, state__in=HUMAN_DECIDED).exclude(outcome=PolicyOutcome.AUTO_APPROVE),
         ("state", "outcome", "created_at", "decided_at"),
         decision_seconds,

@@ -1,4 +1,8 @@
-"""Intake and decisions: tokens, trusted issuers, policy versions, requests and decisions."""
+"""Intake and decisions: tokens, trusted issuers, policy versions, requests and decisions.
+
+Over 400 lines on purpose: an app's models stay in one module (Django's convention, and what migrations and admin
+expect to find), here with the request counts' tables (``approvals.counts``); the behaviour lives in services,
+selectors and the policy modules, not here."""
 
 from __future__ import annotations
 
@@ -560,15 +564,27 @@ class RequestCountDelta(models.Model):
         return f"{self.n:+d} {self.state} team {self.team_id}"
 
 
-class RequestDayCount(models.Model):
-    """Requests per (day submitted, team, state, policy outcome, tier): registrations per day by outcome."""
+class RequestDayColumns(models.Model):
+    """Requests per (day submitted, state, policy outcome, tier): the columns of the per-day rollup and of its
+    all-teams projection."""
 
     day = models.DateField(_("day"))
-    team_id = models.IntegerField(_("team"))
     state = models.CharField(_("state"), max_length=16)
     outcome = models.CharField(_("policy outcome"), max_length=16)
     risk_tier = models.CharField(_("risk tier"), max_length=8)
     n = models.BigIntegerField(_("requests"), default=0)
+
+    class Meta:
+        abstract = True
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.state} {self.day}"
+
+
+class RequestDayCount(RequestDayColumns):
+    """Requests per (day submitted, team, state, policy outcome, tier): registrations per day by outcome."""
+
+    team_id = models.IntegerField(_("team"))
 
     class Meta:
         verbose_name = _("request count per day")
@@ -577,9 +593,6 @@ class RequestDayCount(models.Model):
                 fields=["team_id", "day", "state", "outcome", "risk_tier"], name="request_day_count_key"
             )
         ]
-
-    def __str__(self) -> str:
-        return f"{self.n} {self.state} {self.day}"
 
 
 class RequestCoalescedCount(models.Model):
@@ -619,23 +632,14 @@ class RequestDecisionCount(models.Model):
 # teams, kept by the same folder, so the security dashboard reads days × outcomes, not days × teams × outcomes.
 
 
-class RequestDayCountAllTeams(models.Model):
+class RequestDayCountAllTeams(RequestDayColumns):
     """RequestDayCount summed over the teams."""
-
-    day = models.DateField(_("day"))
-    state = models.CharField(_("state"), max_length=16)
-    outcome = models.CharField(_("policy outcome"), max_length=16)
-    risk_tier = models.CharField(_("risk tier"), max_length=8)
-    n = models.BigIntegerField(_("requests"), default=0)
 
     class Meta:
         verbose_name = _("request count per day, all teams")
         constraints = [
             models.UniqueConstraint(fields=["day", "state", "outcome", "risk_tier"], name="request_day_count_all_key")
         ]
-
-    def __str__(self) -> str:
-        return f"{self.n} {self.state} {self.day}"
 
 
 class RequestCoalescedCountAllTeams(models.Model):

@@ -18,9 +18,9 @@ clients' rollups hold 3.3M rows, and an all-teams read sums hundreds of thousand
 declares :class:`Projection` s — the same counts without the team — which the folder, the recount and the
 repair derive from the rollup's own tally, so they can never disagree with it.
 
-Over 400 lines on purpose: the generic folder, reconcile and rebuild and the clients' own source (their keys,
-tally and recount) read as one unit — the clients' source is the worked example the generic code is shaped by,
-and a split would put each half's only caller in the other file.
+Over 400 lines on purpose: the generic folder, reconcile and rebuild, the projections they derive, and the
+clients' own source (their keys, tally, recount and projections) read as one unit — the clients' source is the
+worked example the generic code is shaped by, and a split would put each half's only caller in the other file.
 """
 
 from __future__ import annotations

@@ -566,10 +566,10 @@ CLIENT_COUNT_KEY = (
 )
 
 
-class ClientCount(models.Model):
-    """Clients per (team, state, tier, IdP, path, depth, auth method, flags): the dashboards' and controls' cube."""
+class CubeColumns(models.Model):
+    """The cube's counted columns (all of ``CLIENT_COUNT_KEY`` but the team) and its count, shared by the cube
+    and its all-teams projection."""
 
-    team_id = models.IntegerField(_("team"))
     state = models.CharField(_("state"), max_length=16)
     risk_tier = models.CharField(_("risk tier"), max_length=8)
     idp_id = models.IntegerField(_("IdP"))
@@ -584,6 +584,15 @@ class ClientCount(models.Model):
     no_purpose = models.BooleanField(_("no purpose"))
     no_expiry = models.BooleanField(_("no expiry"))
     n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        abstract = True
+
+
+class ClientCount(CubeColumns):
+    """Clients per (team, state, tier, IdP, path, depth, auth method, flags): the dashboards' and controls' cube."""
+
+    team_id = models.IntegerField(_("team"))
 
     class Meta:
         verbose_name = _("client count")
@@ -669,23 +678,8 @@ class ClientOvershootCount(models.Model):
 # their rollup, so an all-teams dashboard reads rows per state × tier × … and not per team × owner as well.
 
 
-class ClientCountAllTeams(models.Model):
+class ClientCountAllTeams(CubeColumns):
     """ClientCount summed over the teams: the security dashboard's and the all-teams report's cube."""
-
-    state = models.CharField(_("state"), max_length=16)
-    risk_tier = models.CharField(_("risk tier"), max_length=8)
-    idp_id = models.IntegerField(_("IdP"))
-    created_via = models.CharField(_("created via"), max_length=24)
-    depth = models.SmallIntegerField(_("lineage depth"))
-    auth_method = models.CharField(_("token endpoint auth method"), max_length=64)
-    managed = models.BooleanField(_("managed"))
-    orphaned = models.BooleanField(_("orphaned"))
-    stale = models.BooleanField(_("stale"))
-    sync_failed = models.BooleanField(_("sync failed"))
-    drifted = models.BooleanField(_("drifted"))
-    no_purpose = models.BooleanField(_("no purpose"))
-    no_expiry = models.BooleanField(_("no expiry"))
-    n = models.BigIntegerField(_("clients"), default=0)
 
     class Meta:
         verbose_name = _("client count, all teams")

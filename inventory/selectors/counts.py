@@ -103,27 +103,6 @@ def histogram(
     return Counter({b: n for b, n in out.items() if n})
 
 
-def overshoot_histogram(*, team_id: int | None = None) -> Counter:
-    """Clients whose expiry overshoot is recorded, per overshoot bucket (``inventory.histograms``)."""
-    team = Q() if team_id is None else Q(team_id=team_id)
-    rollup = (
-        ClientOvershootCountAllTeams.objects.all() if team_id is None else ClientOvershootCount.objects.filter(team)
-    )
-    return histogram(
-        rollup,
-        ClientCountDelta.objects.filter(team, expiry_overshoot_seconds__isnull=False),
-        ("expiry_overshoot_seconds",),
-        float,
-    )
-
-
-def _scope(team_id: int | None, states) -> Q:
-    q = Q(state__in=list(states))
-    if team_id is not None:
-        q &= Q(team_id=team_id)
-    return q
-
-
 # The cube's tables, smallest first: a read takes the first that holds every column it groups or filters by.
 _CUBES = (ClientTeamCount, ClientCountAllTeams, ClientCount)
 
@@ -140,16 +119,42 @@ def smallest_table(candidates, needed: set[str]):
     raise ValueError(f"no table counts by {sorted(needed)}")
 
 
+def rollup_rows(candidates, needed: set[str], *, team_id: int | None = None) -> QuerySet:
+    """The rows to read of a rollup or its projections (``candidates``, smallest first): the first table that
+    holds the ``needed`` columns — and the team's, for one team (then only that team's rows). The one place a read
+    chooses between a rollup and its all-teams projection (``inventory.counts.Projection``)."""
+    table = smallest_table(candidates, {*needed, *(("team_id",) if team_id is not None else ())})
+    rows = table._default_manager.all()
+    return rows if team_id is None else rows.filter(team_id=team_id)
+
+
+def overshoot_histogram(*, team_id: int | None = None) -> Counter:
+    """Clients whose expiry overshoot is recorded, per overshoot bucket (``inventory.histograms``)."""
+    team = Q() if team_id is None else Q(team_id=team_id)
+    return histogram(
+        rollup_rows((ClientOvershootCountAllTeams, ClientOvershootCount), {"bucket"}, team_id=team_id),
+        ClientCountDelta.objects.filter(team, expiry_overshoot_seconds__isnull=False),
+        ("expiry_overshoot_seconds",),
+        float,
+    )
+
+
+def _scope(team_id: int | None, states) -> Q:
+    q = Q(state__in=list(states))
+    if team_id is not None:
+        q &= Q(team_id=team_id)
+    return q
+
+
 def cube(group: tuple[str, ...], *, team_id: int | None = None, states=LIVE_STATES) -> list[tuple]:
     """Clients (live by default) per ``group`` (columns of ``ClientCount``), e.g. ``("risk_tier",)``: from the
     all-teams projection unless the read is of one team or by team (``inventory.counts.PROJECTIONS``)."""
     scope = _scope(team_id, states)
     columns = {name: name for name in group}
     delta_columns = {name: _DELTA_CUBE.get(name, name) for name in group}
-    table = smallest_table(_CUBES, {*group, "state", *(("team_id",) if team_id is not None else ())})
     rows = union_sum(
         [
-            (table.objects.filter(scope), columns, "n"),
+            (rollup_rows(_CUBES, {*group, "state"}, team_id=team_id).filter(state__in=list(states)), columns, "n"),
             (ClientCountDelta.objects.filter(scope), delta_columns, "n"),
         ],
         width=len(group),
@@ -240,11 +245,13 @@ def expiring(*, since: datetime, team_id: int | None = None, states=LIVE_STATES)
     later, counted by the hour."""
     scope = _scope(team_id, states)
     start = hour_of(since)
-    table = ClientExpiryCountAllTeams if team_id is None else ClientExpiryCount
+    hours = rollup_rows(
+        (ClientExpiryCountAllTeams, ClientExpiryCount), {"state", "risk_tier", "expires_hour"}, team_id=team_id
+    )
     rows = union_sum(
         [
             (
-                table.objects.filter(scope, expires_hour__gte=start),
+                hours.filter(state__in=list(states), expires_hour__gte=start),
                 {"risk_tier": "risk_tier", "expires_hour": "expires_hour"},
                 "n",
             ),
@@ -270,7 +277,7 @@ def per_day(*, since: date, team_id: int | None = None) -> DayCounts:
     start = datetime.combine(since, datetime.min.time(), tzinfo=UTC)
     team = Q() if team_id is None else Q(team_id=team_id)
     deltas = ClientCountDelta.objects.filter(team)
-    days = ClientDayCountAllTeams.objects.all() if team_id is None else ClientDayCount.objects.filter(team)
+    days = rollup_rows((ClientDayCountAllTeams, ClientDayCount), {"day", "kind"}, team_id=team_id)
     rows = union_sum(
         [
             (days.filter(day__gte=since), {"kind": "kind", "day": "day"}, "n"),
@@ -313,6 +320,8 @@ __all__ = [
     "expiring_within",
     "owners_total",
     "per_day",
+    "rollup_rows",
+    "smallest_table",
     "top_owners",
     "union_sum",
 ]
