@@ -25,6 +25,7 @@ from datetime import UTC, date, datetime
 from django.db.models import Value
 from django.db.models.functions import Coalesce
 
+from approvals import approval_flags
 from approvals.choices import PolicyOutcome, RequestState
 from approvals.models import (
     RegistrationRequest,
@@ -36,7 +37,17 @@ from approvals.models import (
     RequestDecisionCount,
     RequestDecisionCountAllTeams,
 )
-from inventory.counts import CountSource, Projection, Tallies, as_date, as_datetime, count_source_register, nonzero
+from inventory.counts import (
+    CountSource,
+    KeptFlags,
+    Projection,
+    Tallies,
+    as_date,
+    as_datetime,
+    count_source_register,
+    kept_flags_register,
+    nonzero,
+)
 from inventory.histograms import seconds_bucket
 
 DELTA_COLUMNS = ("n", "state", "outcome", "risk_tier", "team_id", "created_at", "decided_at", "coalesced_count")
@@ -115,6 +126,10 @@ SOURCE = CountSource(
 
 def register() -> None:
     count_source_register(SOURCE)
+    # the clients' two-person approval flag, kept from the approvals: checked and repaired with the counts
+    kept_flags_register(
+        KeptFlags("approvals", lambda vendor: approval_flags.drift_sql(), lambda vendor: approval_flags.recompute_sql())
+    )
 
 
 __all__ = [

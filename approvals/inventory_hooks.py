@@ -27,11 +27,11 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, F, OuterRef, Q, Value
+from django.db.models import F, Q, Value
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
-from approvals.choices import DecisionKind, PolicyOutcome, RequestKind, RequestState
+from approvals.choices import PolicyOutcome, RequestKind, RequestState
 from approvals.cimd.pinning import pin_diff, pins_check_due
 from approvals.counts import HUMAN_DECIDED, day_start, decision_seconds
 from approvals.models import (
@@ -226,16 +226,6 @@ def _by_outcome(measure: str, day) -> dict:
     return {"measure": Value("n"), "state": "state", "outcome": "outcome", "day": day}
 
 
-def two_person_approval() -> Exists:
-    """True for a client whose registration request carries approvals by two or more distinct people."""
-    return Exists(
-        Decision.objects.filter(request__public_id=OuterRef("registration_id"), kind=DecisionKind.APPROVE)
-        .values("request_id")
-        .annotate(n=Count("approver_id", distinct=True))
-        .filter(n__gte=2)
-    )
-
-
 # --- break glass scopes ----------------------------------------------------------------------------------
 
 
@@ -419,7 +409,6 @@ def register() -> None:
     hooks.register_registration_history(registration_history)
     hooks.register_pending_renewals(pending_renewals)
     hooks.register_registration_stats(registration_stats)
-    hooks.register_two_person_approval(two_person_approval)
     hooks.register_sweep("lapsed", sweep_lapsed)
     hooks.register_sweep("unauthorized", sweep_unauthorized)
     hooks.register_sweep("cimd_drift", sweep_cimd_drift)
@@ -440,5 +429,4 @@ __all__ = [
     "resolve_token",
     "sweep_cimd_drift",
     "sweep_lapsed",
-    "two_person_approval",
 ]

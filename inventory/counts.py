@@ -37,12 +37,15 @@ from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, Value
 from django.db.models.functions import Coalesce, TruncDate, TruncHour
 from django.utils.dateparse import parse_date, parse_datetime
 
-from inventory.choices import LIVE_STATES
+from inventory import flag_triggers
+from inventory.choices import LIVE_STATES, ClientState
 from inventory.count_triggers import COUNTS_LOCK  # one folder (or a repair, or a migration) at a time
 from inventory.histograms import seconds_bucket
 from inventory.models import (
     CLIENT_COUNT_KEY,
     Client,
+    ClientAttestCount,
+    ClientAttestCountAllTeams,
     ClientCount,
     ClientCountAllTeams,
     ClientCountDelta,
@@ -68,6 +71,7 @@ OWNER_KEYS = ("owner_id", "team_id", "state")
 EXPIRY_KEYS = ("team_id", "state", "risk_tier", "expires_hour")
 DAY_KEYS = ("day", "team_id", "kind")
 OVERSHOOT_KEYS = ("team_id", "bucket")
+ATTEST_KEYS = ("team_id", "risk_tier", "idp_id", "created_via", "day")
 CUBE_BOOLEANS = frozenset({"managed", "orphaned", "stale", "sync_failed", "drifted", "no_purpose", "no_expiry"})
 
 Rollups = Mapping[str, tuple[type[models.Model], tuple[str, ...]]]
@@ -93,6 +97,7 @@ ROLLUPS: Rollups = {
     "expiry": (ClientExpiryCount, EXPIRY_KEYS),
     "day": (ClientDayCount, DAY_KEYS),
     "overshoot": (ClientOvershootCount, OVERSHOOT_KEYS),
+    "attest": (ClientAttestCount, ATTEST_KEYS),
 }
 _DELTA_COLUMNS = (
     "n",
@@ -114,6 +119,7 @@ _DELTA_COLUMNS = (
     "ended_at",
     "expires_at",
     "expiry_overshoot_seconds",
+    "attest_basis",
 )
 
 Tallies = dict[str, Counter]
@@ -184,6 +190,33 @@ def count_sources() -> list[CountSource]:
     return list(_sources.values())
 
 
+@dataclass(frozen=True)
+class KeptFlags:
+    """Client columns a database trigger keeps (``inventory.flag_triggers``, ``approvals.approval_flags``):
+    ``drift_sql(vendor)`` counts the rows whose columns differ from a recomputation, ``repair_sql(vendor)`` sets
+    them. Checked and repaired with the counts by :func:`counts_reconcile`."""
+
+    name: str
+    drift_sql: Callable[[str], str]
+    repair_sql: Callable[[str], str]
+
+
+_kept_flags: dict[str, KeptFlags] = {}
+
+
+def kept_flags_register(flags: KeptFlags) -> None:
+    _kept_flags[flags.name] = flags
+
+
+def kept_flags_drift() -> dict[str, int]:
+    out = {}
+    with connection.cursor() as cursor:
+        for flags in _kept_flags.values():
+            cursor.execute(flags.drift_sql(connection.vendor))
+            out[flags.name] = int(cursor.fetchone()[0])
+    return out
+
+
 def _rollup(name: str) -> tuple[type[models.Model], tuple[str, ...]]:
     for source in _sources.values():
         if name in source.tables:
@@ -236,6 +269,9 @@ def _tally_deltas(rows: Iterable[tuple]) -> Tallies:
             out["day"][(ended.date(), d["team_id"], "ended")] += n
         if d["expiry_overshoot_seconds"] is not None:
             out["overshoot"][(d["team_id"], seconds_bucket(d["expiry_overshoot_seconds"]))] += n
+        basis = as_datetime(d["attest_basis"])
+        if d["state"] == ClientState.ACTIVE and d["managed"] and basis is not None:
+            out["attest"][(d["team_id"], d["risk_tier"], d["idp_id"], d["created_via"], basis.date())] += n
     return nonzero(out)
 
 
@@ -330,6 +366,11 @@ def counts_recount() -> Tallies:
     return out
 
 
+# When an active client's attestation period started (the attestation rule's clock): the same expression as the
+# trigger's attest_basis (migration 0025), the recount's and the control's edge (inventory.reports.controls).
+ATTEST_BASIS = Coalesce("attested_at", "activated_at", "created_at")
+
+
 def _client_recount() -> Tallies:
     """The clients' rollups recomputed from the clients."""
     team = Coalesce("team_id", Value(0))
@@ -365,7 +406,17 @@ def _client_recount() -> Tallies:
     overshoot = _grouped(
         clients.filter(expiry_overshoot_seconds__isnull=False), k_team=team, k_seconds=F("expiry_overshoot_seconds")
     )
+    attest = _grouped(
+        clients.filter(state=ClientState.ACTIVE, managed=True),
+        k_team=team,
+        k_tier=F("risk_tier"),
+        k_idp=F("idp_id"),
+        k_via=F("created_via"),
+        k_day=TruncDate(ATTEST_BASIS, tzinfo=UTC),
+    )
     out: Tallies = {name: Counter() for name in ROLLUPS}
+    for *key, n in attest:
+        out["attest"][normal_key("attest", key)] += n
     for *key, n in cube:
         out["cube"][normal_key("cube", key)] += n
     for *key, n in owners:
@@ -418,21 +469,24 @@ class Drift:
 
     corrections: dict[str, Counter] = field(default_factory=dict)
     repaired: bool = False
+    flags: dict[str, int] = field(default_factory=dict)  # kept flags (KeptFlags) -> rows whose flags are wrong
 
     @property
     def keys(self) -> int:
-        return sum(len(c) for c in self.corrections.values())
+        return sum(len(c) for c in self.corrections.values()) + sum(1 for n in self.flags.values() if n)
 
     @property
     def clients(self) -> int:
-        return sum(abs(n) for c in self.corrections.values() for n in c.values())
+        return sum(abs(n) for c in self.corrections.values() for n in c.values()) + sum(self.flags.values())
 
     def summary(self) -> dict[str, dict[str, int]]:
-        return {
+        out = {
             name: {"keys": len(c), "off_by": sum(abs(n) for n in c.values())}
             for name, c in self.corrections.items()
             if c
         }
+        out.update({f"flags:{name}": {"keys": 1, "off_by": n} for name, n in self.flags.items() if n})
+        return out
 
 
 def _diff(recount: Tallies, current: Tallies) -> Drift:
@@ -457,6 +511,7 @@ def counts_reconcile(*, repair: bool = False, actor: Actor | None = None) -> Dri
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         _try_lock(blocking=True)
         drift = _diff(counts_recount(), counts_current())
+        drift.flags = kept_flags_drift()
         if drift.keys:
             log_event(logger, "counts_drift", level=logging.WARNING, keys=drift.keys, off_by=drift.clients)
         if repair and drift.keys:
@@ -464,11 +519,18 @@ def counts_reconcile(*, repair: bool = False, actor: Actor | None = None) -> Dri
                 _upsert(name, tally)
                 if tally:
                     _rollup(name)[0]._default_manager.filter(n=0).delete()
+            with connection.cursor() as cursor:
+                for name, wrong in drift.flags.items():
+                    if wrong:
+                        cursor.execute(_kept_flags[name].repair_sql(connection.vendor))
             audit_record(
                 actor=actor or Actor.system("reconcile_counts"),
                 action="counts.repaired",
                 object_type="counts",
-                object_id=",".join(s.name for s in count_sources() if any(drift.corrections.get(r) for r in s.tables)),
+                object_id=",".join(
+                    [s.name for s in count_sources() if any(drift.corrections.get(r) for r in s.tables)]
+                    + [f"flags:{name}" for name, n in drift.flags.items() if n]
+                ),
                 after={"drift": drift.summary()},
                 reason="the rollups differed from a recount of their tables",
             )
@@ -508,6 +570,7 @@ PROJECTIONS = {
     "expiry_all": Projection(ClientExpiryCountAllTeams, ("state", "risk_tier", "expires_hour"), "expiry"),
     "day_all": Projection(ClientDayCountAllTeams, ("day", "kind"), "day"),
     "overshoot_all": Projection(ClientOvershootCountAllTeams, ("bucket",), "overshoot"),
+    "attest_all": Projection(ClientAttestCountAllTeams, ATTEST_KEYS[1:], "attest"),
 }
 _KEYS = {**{name: keys for name, (_model, keys) in ROLLUPS.items()}, **{n: p.keys for n, p in PROJECTIONS.items()}}
 
@@ -523,3 +586,5 @@ count_source_register(
         projections=PROJECTIONS,
     )
 )
+
+kept_flags_register(KeptFlags("clients", flag_triggers.drift_sql, flag_triggers.recompute_sql))

@@ -36,7 +36,6 @@ from inventory.ceilings import DEFAULT_TTL_CEILINGS, default_ttl_ceiling
 
 if TYPE_CHECKING:  # pragma: no cover
     from django.db.models import QuerySet
-    from django.db.models.expressions import BaseExpression
 
     from inventory.models import Client
     from portal.audit import Actor
@@ -254,17 +253,6 @@ def registration_stats(start: datetime, team_id: int | None = None) -> Registrat
     if provider is None:
         return RegistrationStats(outcomes={label: {} for label in REGISTRATION_OUTCOMES})
     return provider(start, team_id)
-
-
-def register_two_person_approval(provider: Callable[[], BaseExpression]) -> None:
-    """Approvals: ``provider()`` is a boolean expression over ``Client`` rows, true when the client's
-    registration carries approvals by at least two distinct people."""
-    _providers["two_person_approval"] = provider
-
-
-def two_person_approval() -> BaseExpression | None:
-    provider = _providers.get("two_person_approval")
-    return provider() if provider is not None else None
 
 
 # --- sweeps owned by other apps -------------------------------------------------------------------

@@ -8,10 +8,12 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from inventory.choices import (
+    LIVE_STATES,
     ClientState,
     CreatedVia,
     HoldKind,
@@ -24,6 +26,8 @@ from inventory.choices import (
 )
 from inventory.querysets import ClientQuerySet, OutboxQuerySet
 from portal.crypto import EncryptedJSONField
+
+LIVE_STATE_VALUES = sorted(str(state) for state in LIVE_STATES)  # in a fixed order, for the partial indexes
 
 
 class ScopeDefinition(models.Model):
@@ -242,6 +246,20 @@ class Client(models.Model):
     children_spawned = models.PositiveIntegerField(_("children spawned"), default=0, db_default=0)
     spawn_revoked_at = models.DateTimeField(_("spawn right revoked at"), null=True, blank=True)
     spawn_revoked_reason = models.TextField(_("why the spawn right was revoked"), blank=True, default="", db_default="")
+    # Kept true by the database, never written by code (inventory.flag_triggers; approvals' migration 0022 for
+    # two_person_approved): the framework report counts the live clients failing these controls from the small
+    # partial indexes below instead of evaluating the catalogue, the parent or the approvals for every client.
+    # Nullable with a constant db_default so adding them altered the table in place (SQLite would otherwise
+    # rebuild it and drop its triggers); the triggers never leave them NULL.
+    uncatalogued_scopes = models.BooleanField(
+        _("holds a scope outside the catalogue"), null=True, db_default=False, editable=False
+    )
+    outside_parent = models.BooleanField(
+        _("holds more than its parent or outlives it"), null=True, db_default=False, editable=False
+    )
+    two_person_approved = models.BooleanField(
+        _("registration approved by two people"), null=True, db_default=False, editable=False
+    )
 
     objects = ClientQuerySet.as_manager()
 
@@ -257,6 +275,35 @@ class Client(models.Model):
             models.Index(fields=["state", "last_used_at"], name="client_state_lastused_idx"),
             models.Index(fields=["parent"], name="client_parent_idx"),
             models.Index(fields=["orphaned_at"], name="client_orphaned_idx", condition=Q(orphaned_at__isnull=False)),
+            # The framework report's failing clients, each index holding only them (docs/scale.md, "Controls"):
+            # counting one is a read of its failures, whatever the number of clients.
+            models.Index(
+                fields=["team", "orphaned_at"],
+                name="client_orphan_active_idx",
+                condition=Q(orphaned_at__isnull=False, state__in=["active", "provisioning"]),
+            ),
+            models.Index(
+                fields=["team"],
+                name="client_uncatalogued_idx",
+                condition=Q(uncatalogued_scopes=True, state__in=LIVE_STATE_VALUES),
+            ),
+            models.Index(
+                fields=["team"],
+                name="client_outside_parent_idx",
+                condition=Q(outside_parent=True, state__in=LIVE_STATE_VALUES),
+            ),
+            models.Index(
+                fields=["team"],
+                name="client_high_one_person_idx",
+                condition=Q(risk_tier="high", managed=True, state__in=LIVE_STATE_VALUES) & ~Q(two_person_approved=True),
+            ),
+            # The attestation control's edge day: active clients by when their attestation period started.
+            models.Index(
+                "risk_tier",
+                Coalesce("attested_at", "activated_at", "created_at"),
+                name="client_attest_basis_idx",
+                condition=Q(state="active", managed=True),
+            ),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -539,6 +586,8 @@ class ClientCountDelta(models.Model):
     ended_at = models.DateTimeField(_("ended at"), null=True)
     expires_at = models.DateTimeField(_("expires at"), null=True)
     expiry_overshoot_seconds = models.FloatField(_("expiry overshoot (s)"), null=True)
+    # when the client's attestation period started: its last attestation, else activation, else creation
+    attest_basis = models.DateTimeField(_("attestation period from"), null=True)
 
     class Meta:
         verbose_name = _("client count delta")
@@ -763,3 +812,50 @@ class ClientOvershootCountAllTeams(models.Model):
 
     def __str__(self) -> str:
         return f"{self.n} overshoot bucket {self.bucket}"
+
+
+class AttestColumns(models.Model):
+    """What the attestation control counts an active managed client by (the rule's scope and its period's start
+    day), shared by the rollup and its all-teams projection."""
+
+    risk_tier = models.CharField(_("risk tier"), max_length=8)
+    idp_id = models.IntegerField(_("IdP"))
+    created_via = models.CharField(_("created via"), max_length=24)
+    day = models.DateField(_("attestation period from (day)"))
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        abstract = True
+
+
+class ClientAttestCount(AttestColumns):
+    """Active managed clients per (team, tier, IdP, path, day their attestation period started): the framework
+    report's "Owners re-attest" control without reading the clients."""
+
+    team_id = models.IntegerField(_("team"))
+
+    class Meta:
+        verbose_name = _("client count per attestation day")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["team_id", "risk_tier", "idp_id", "created_via", "day"], name="client_attest_count_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.risk_tier} attested from {self.day}"
+
+
+class ClientAttestCountAllTeams(AttestColumns):
+    """ClientAttestCount summed over the teams."""
+
+    class Meta:
+        verbose_name = _("client count per attestation day, all teams")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["risk_tier", "idp_id", "created_via", "day"], name="client_attest_count_all_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.n} {self.risk_tier} attested from {self.day}"

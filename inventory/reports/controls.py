@@ -13,7 +13,7 @@ Registrar control addresses are reported as "not assessed" rather than silently 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -21,18 +21,16 @@ from typing import Any
 import yaml
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db.models import BooleanField, Count, F, Q
-from django.db.models.expressions import RawSQL
+from django.db.models import Q
 from django.utils import timezone
 
-from inventory import hooks
 from inventory.ceilings import DEFAULT_TTL_CEILINGS
 from inventory.choices import LIVE_STATES, ClientState, RiskTier
+from inventory.counts import ATTEST_BASIS
 from inventory.keys import KEY_BASED_METHODS, SHARED_SECRET_METHODS
-from inventory.models import Client, ScopeDefinition
+from inventory.models import Client
 from inventory.reports.audit_log import audit_chain_status
 from inventory.selectors import counts
-from inventory.selectors.search import is_postgres
 
 CATALOGUE_PATH = Path(__file__).with_name("frameworks.yaml")
 PARTIAL_AT = 0.9
@@ -173,17 +171,6 @@ def catalogue_item_ids() -> set[str]:
 # --- client controls as Q ----------------------------------------------------------------------
 
 
-def _catalogue_names() -> list[str]:
-    return list(ScopeDefinition.objects.filter(is_active=True).values_list("name", flat=True))
-
-
-def _not_two_person_approved() -> Q:
-    """Clients without two distinct human approvals (the approvals app says which have them; with no approvals
-    app nobody approved anything, so every client fails)."""
-    approved = hooks.two_person_approval()
-    return ~Q(approved) if approved is not None else ~Q(pk__in=[])
-
-
 def _inactive_owner_ids() -> list[int]:
     # Leavers are few; an id list avoids joining the user table for every live client.
     return list(get_user_model().objects.filter(is_active=False).values_list("pk", flat=True))
@@ -193,7 +180,6 @@ def control_conditions(
     key: str,
     *,
     now: datetime | None = None,
-    catalogue: list[str] | None = None,
     inactive_owners: list[int] | None = None,
     within_live: bool = False,
 ) -> tuple[Q, Q]:
@@ -216,30 +202,14 @@ def control_conditions(
         return live, ~Q(auth_method__in=KEY_BASED_METHODS)
     if key == "no_shared_secret":
         return live, Q(auth_method__in=SHARED_SECRET_AUTH_METHODS)
+    # The next three read columns the database keeps (inventory.flag_triggers, approvals.approval_flags): the
+    # catalogue, the parent and the approvals are evaluated when they or the client change, not per report.
     if key == "human_approval_high_tier":
-        return live & Q(risk_tier=RiskTier.HIGH, managed=True), _not_two_person_approved()
+        return live & Q(risk_tier=RiskTier.HIGH, managed=True), ~Q(two_person_approved=True)
     if key == "scope_within_catalogue":
-        names = catalogue if catalogue is not None else _catalogue_names()
-        if is_postgres():
-            return live, ~Q(scopes__contained_by=names)
-        return live, Q(pk__in=_python_failing_ids(key, names))
+        return live, Q(uncatalogued_scopes=True)
     if key == "child_within_parent":
-        population = live & Q(parent__isnull=False)
-        too_long = Q(expires_at__isnull=True, parent__expires_at__isnull=False) | Q(
-            expires_at__gt=F("parent__expires_at")
-        )
-        if is_postgres():
-            # Correlated look-ups instead of a join: evaluated only for the few spawned clients.
-            outside = RawSQL(
-                '"inventory_client"."parent_id" IS NOT NULL AND EXISTS (SELECT 1 FROM inventory_client p '
-                'WHERE p.id = "inventory_client"."parent_id" AND (NOT ("inventory_client"."scopes" <@ p.scopes) '
-                'OR ("inventory_client"."expires_at" IS NULL AND p.expires_at IS NOT NULL) '
-                'OR "inventory_client"."expires_at" > p.expires_at))',
-                (),
-                output_field=BooleanField(),
-            )
-            return population, Q(outside)
-        return population, Q(pk__in=_python_failing_ids(key, [])) | too_long
+        return live & Q(parent__isnull=False), Q(outside_parent=True)
     if key == "orphan_within_grace":
         grace = timedelta(hours=settings.REGISTRAR_ORPHAN_GRACE_HOURS)
         return live & Q(orphaned_at__isnull=False), Q(
@@ -277,16 +247,6 @@ def _attestation_conditions(live: Q, now: datetime) -> tuple[Q, Q]:
             | Q(attested_at__isnull=True, activated_at__isnull=True, created_at__lt=cut)
         )
     return population, overdue
-
-
-def _python_failing_ids(key: str, names: list[str]) -> list[int]:
-    """JSON containment for SQLite (``make run``), which has no ``<@``: small data, evaluated in Python."""
-    live = Client.objects.filter(state__in=LIVE_STATES)
-    if key == "scope_within_catalogue":
-        allowed = set(names)
-        return [pk for pk, scopes in live.values_list("pk", "scopes") if not set(scopes or []) <= allowed]
-    rows = live.filter(parent__isnull=False).values_list("pk", "scopes", "parent__scopes")
-    return [pk for pk, scopes, parent_scopes in rows if not set(scopes or []) <= set(parent_scopes or [])]
 
 
 def failing_clients(key: str, qs=None):
@@ -332,12 +292,23 @@ def _sentence(control: Control, total: int, failing: int) -> str:
     return f"{pct_text} % of {control.population_label} {control.passing_phrase} — {tail}."
 
 
-_CONTROL_CUBE = ("risk_tier", "auth_method", "managed", "sync_failed", "drifted", "no_purpose", "no_expiry", "orphaned")
+_CONTROL_CUBE = (
+    "risk_tier",
+    "auth_method",
+    "managed",
+    "sync_failed",
+    "drifted",
+    "no_purpose",
+    "no_expiry",
+    "orphaned",
+    "depth",
+)
 
 
 def _counted_controls(now: datetime, team_id: int | None, inactive: list[int]) -> dict[str, tuple[int, int]]:
-    """(population, failing) of the controls that are functions of the counted columns, from the counts: one
-    read of the cube, one of the owners, one of the expiry hours and one exact count at each tier's ceiling."""
+    """(population, failing) of every client control, none of them by reading every client: the counts (one read
+    of the cube, the owners, the expiry hours and the attestation days), and for what depends on more than a
+    client's counted columns, its failing clients from a partial index that holds only them."""
     cube = counts.cube(_CONTROL_CUBE, team_id=team_id)
     live = sum(row[-1] for row in cube)
 
@@ -355,6 +326,11 @@ def _counted_controls(now: datetime, team_id: int | None, inactive: list[int]) -
         edge |= Q(risk_tier=tier.value, expires_at__gt=limit, expires_at__lt=bucket + timedelta(hours=1))
     scoped = Client.objects.filter(state__in=LIVE_STATES, **({"team_id": team_id} if team_id is not None else {}))
     over_ceiling += scoped.filter(edge).count()
+
+    def failing(key: str) -> int:  # the control's failing clients, from the partial index that holds only them
+        population, fails = control_conditions(key, now=now, inactive_owners=inactive, within_live=True)
+        return scoped.filter(population & fails).count()
+
     return {
         "owner_bound": (live, counts.owners_total([0, *inactive], team_id=team_id)),
         "purpose_recorded": (live, where(lambda k: k["no_purpose"])),
@@ -362,47 +338,69 @@ def _counted_controls(now: datetime, team_id: int | None, inactive: list[int]) -
         "key_based_auth": (live, where(lambda k: k["auth_method"] not in KEY_BASED_METHODS)),
         "no_shared_secret": (live, where(lambda k: k["auth_method"] in SHARED_SECRET_AUTH_METHODS)),
         "idp_in_sync": (live, where(lambda k: k["sync_failed"] or k["drifted"] or not k["managed"])),
-        "human_approval_high_tier": (where(lambda k: k["risk_tier"] == RiskTier.HIGH and k["managed"]), -1),
-        "scope_within_catalogue": (live, -1),
-        "orphan_within_grace": (where(lambda k: k["orphaned"]), -1),
+        "human_approval_high_tier": (
+            where(lambda k: k["risk_tier"] == RiskTier.HIGH and k["managed"]),
+            failing("human_approval_high_tier"),
+        ),
+        "scope_within_catalogue": (live, failing("scope_within_catalogue")),
+        # a spawned client is one with a parent: depth > 0 (inventory.services sets it from the parent's)
+        "child_within_parent": (where(lambda k: k["depth"] > 0), failing("child_within_parent")),
+        "orphan_within_grace": (where(lambda k: k["orphaned"]), failing("orphan_within_grace")),
+        "attestation_current": _attestation_counts(now, team_id),
     }
 
 
-# Controls that depend on something besides the client's own counted columns (the catalogue, the approvals, the
-# parent, the time since orphaning, the lifecycle policy's attestation rule): measured on the clients, in one
-# aggregate over the live ones (with their population too where the counts do not give it).
-_MEASURED_ON_CLIENTS = (
-    "human_approval_high_tier",
-    "scope_within_catalogue",
-    "child_within_parent",
-    "orphan_within_grace",
-    "attestation_current",
-)
+def _attestation_counts(now: datetime, team_id: int | None) -> tuple[int, int]:
+    """(covered, overdue) of the attestation rule from the attestation days (``counts.attestation_days``): whole
+    days before each tier's cut from the counts, the day the cut falls in exactly (a range of the
+    ``client_attest_basis_idx`` index). The same clients as ``_attestation_conditions`` selects."""
+    from inventory.lifecycle_policies.store import active_lifecycle_rules
+    from inventory.models import IdPConnection, Team
+
+    rule = active_lifecycle_rules().attestation
+    scope = rule.scope
+    team_ids = list(Team.objects.filter(slug__in=scope.teams).values_list("pk", flat=True)) if scope.teams else None
+    if team_ids is not None and team_id is not None:
+        team_ids = [t for t in team_ids if t == team_id]
+    idp_ids = (
+        set(IdPConnection.objects.filter(name__in=scope.idps).values_list("pk", flat=True)) if scope.idps else None
+    )
+
+    def covered(tier: str, idp_id: int, via: str) -> bool:
+        return (
+            (not scope.tiers or tier in scope.tiers)
+            and (idp_ids is None or idp_id in idp_ids)
+            and (not scope.created_via or via in scope.created_via)
+        )
+
+    days = counts.attestation_days(team_id=team_id if team_ids is None else None, team_ids=team_ids)
+    total = overdue = 0
+    edge = Q(pk__in=[])
+    cuts = {tier: now - timedelta(days=rule.days_for(tier)) for tier in rule.days_by_tier}
+    for tier, idp_id, via, day, n in days:
+        if not covered(tier, idp_id, via):
+            continue
+        total += n
+        if tier in cuts and day < cuts[tier].astimezone(UTC).date():
+            overdue += n
+    for tier, cut in cuts.items():
+        if scope.tiers and tier not in scope.tiers:
+            continue
+        start = datetime.combine(cut.astimezone(UTC).date(), datetime.min.time(), tzinfo=UTC)
+        edge |= Q(risk_tier=tier, basis__gte=start, basis__lt=cut)
+    population, _overdue = _attestation_conditions(Q(), now)
+    edge_clients = Client.objects.filter(population).alias(basis=ATTEST_BASIS).filter(edge)
+    if team_id is not None:
+        edge_clients = edge_clients.filter(team_id=team_id)
+    return total, overdue + edge_clients.count()
 
 
 def measure_controls(*, now: datetime | None = None, team=None) -> list[ControlResult]:
-    """Every control on live data (of one team, or all): the counted ones from the counts, the rest from one
-    aggregate over live clients, plus the audit check. A team's drill-down links keep to the team."""
+    """Every control on live data (of one team, or all), from the counts and the failing clients' indexes, plus
+    the audit check. A team's drill-down links keep to the team."""
     now = now or timezone.now()
     team_id, team_slug = (team.pk, team.slug) if team is not None else (None, "")
-    catalogue = _catalogue_names()
-    inactive = _inactive_owner_ids()
-    figures = _counted_controls(now, team_id, inactive)
-    aggregates = {}
-    for key in _MEASURED_ON_CLIENTS:
-        population, fails = control_conditions(
-            key, now=now, catalogue=catalogue, inactive_owners=inactive, within_live=True
-        )
-        if key not in figures:
-            aggregates[f"{key}__total"] = Count("pk", filter=population)
-        aggregates[f"{key}__failing"] = Count("pk", filter=population & fails)
-    live = Client.objects.filter(state__in=LIVE_STATES)
-    if team_id is not None:
-        live = live.filter(team_id=team_id)
-    measured = live.aggregate(**aggregates)
-    for key in _MEASURED_ON_CLIENTS:
-        total = figures[key][0] if key in figures else measured[f"{key}__total"]
-        figures[key] = (total, measured[f"{key}__failing"])
+    figures = _counted_controls(now, team_id, _inactive_owner_ids())
     results = []
     for control in CONTROLS:
         if control.key == "audit_chain_intact":

@@ -356,3 +356,17 @@ def test_role_is_checked_before_state(medium_request, approver, security_user, o
         request_approve(reg_request=medium_request, approver=security_user, reason="x")
     with pytest.raises(DecisionForbidden):
         request_deny(reg_request=medium_request, approver=owner, reason="x")
+
+
+@pytest.mark.django_db
+def test_the_four_eyes_path_marks_the_client_it_creates_two_person_approved(make_request, approver, approver2):
+    """Client.two_person_approved (approvals.approval_flags), kept by the database: the framework report's
+    "Human approval for high tier" control counts the clients without it."""
+    request = make_request("high")
+    request_approve(reg_request=request, approver=approver, reason="ok")
+    request.refresh_from_db()
+    request_approve(reg_request=request, approver=approver2, reason="ok too")
+    assert Client.objects.values_list("two_person_approved", flat=True).get(registration_id=request.public_id)
+    single = make_request("medium")
+    request_approve(reg_request=single, approver=approver, reason="ok")
+    assert not Client.objects.values_list("two_person_approved", flat=True).get(registration_id=single.public_id)

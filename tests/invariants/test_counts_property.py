@@ -33,7 +33,8 @@ from inventory.breakglass import breakglass_execute
 from inventory.choices import LIVE_STATES
 from inventory.connectors.base import RemoteClient
 from inventory.containment import client_hold_lift
-from inventory.counts import counts_current, counts_fold, counts_recount
+from inventory.counts import counts_current, counts_fold, counts_recount, kept_flags_drift
+from inventory.lifecycle_policies.attest import client_attest
 from inventory.models import Client, Team
 from inventory.reconcile import reconcile_connection
 from inventory.sweeps import sweep_expired, sweep_orphans
@@ -182,6 +183,13 @@ def renew(world, i):
             lc.client_renew(client=client, user=world.user("owner"), ttl_seconds=3 * 3600)
 
 
+def attest(world, i):
+    """The owner re-attests a client: its attestation period starts again (the attestation counts)."""
+    if client := _owned(world, i):
+        with refused_ok():
+            client_attest(client=client, user=world.user("owner"), note="property")
+
+
 def suspend(world, i):
     if client := _owned(world, i):
         with refused_ok():
@@ -304,6 +312,7 @@ STEPS: list[Callable] = [
     spawn,
     narrow,
     renew,
+    attest,
     suspend,
     resume,
     break_glass,
@@ -326,6 +335,8 @@ def assert_counts_equal_a_recount(after: str) -> None:
     current, recount = counts_current(), counts_recount()
     for name in recount:
         assert current[name] == recount[name], f"after {after}: {name} off by {recount[name] - current[name]}"
+    # the flags the database keeps (inventory.flag_triggers, approvals.approval_flags) equal a recomputation too
+    assert kept_flags_drift() == {"clients": 0, "approvals": 0}, f"after {after}"
 
 
 @pytest.fixture
@@ -383,6 +394,7 @@ TOUR = [
     (spawn, 0),
     (narrow, 1),
     (renew, 0),
+    (attest, 0),
     (suspend, 0),
     (resume, 0),
     (break_glass, 0),
@@ -421,6 +433,7 @@ def test_every_path_once_in_a_row(property_world):
         "client.spawn",
         "client.narrow",
         "client.renewal_requested",
+        "client.attest",
         "client.suspend",
         "client.resume",
         "client.suspend.breakglass",

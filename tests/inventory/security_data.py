@@ -41,5 +41,5 @@ def bulk_clients(n: int, *, idp, owners, teams, start: int = 0, prefix: str = "b
                 depth=0,
             )
         )
-    created = Client.objects.bulk_create(rows, batch_size=2000)
+    created = Client.objects.bulk_create(rows, batch_size=1000)  # rows × columns stay under 65,535 parameters
     return created
