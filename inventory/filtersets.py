@@ -8,6 +8,7 @@ the sort column to build its cursor.
 from __future__ import annotations
 
 import django_filters
+from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from inventory.choices import LIVE_STATES, ClientState, CreatedVia, RiskTier
@@ -35,7 +36,15 @@ class ClientFilterSet(django_filters.FilterSet):
     )
     idp = django_filters.ModelChoiceFilter(label=_("IdP"), queryset=IdPConnection.objects.all(), to_field_name="name")
     owner = django_filters.CharFilter(label=_("Owner (username)"), field_name="owner__username")
-    team = django_filters.ModelChoiceFilter(label=_("Team"), queryset=Team.objects.all(), to_field_name="slug")
+    # A team's slug, typed or picked from the suggestions (inventory.views.teams.team_picker_options): a text input,
+    # never a <select>, so rendering the form does not load every team. Validating the slug is one indexed get.
+    team = django_filters.ModelChoiceFilter(
+        label=_("Team"),
+        queryset=Team.objects.all(),
+        to_field_name="slug",
+        widget=forms.TextInput,
+        error_messages={"invalid_choice": _("No team has the slug “%(value)s”.")},
+    )
     scope = django_filters.CharFilter(label=_("Holds scope"), method="filter_scope")
     expires_before = django_filters.IsoDateTimeFilter(
         label=_("Expires before"), field_name="expires_at", lookup_expr="lt"

@@ -29,6 +29,7 @@ urlpatterns += [
 ]
 urlpatterns += [  # security: inventory, explain, exports, dashboard, framework report
     path("inventory/", security.inventory_list, name="list"),
+    path("inventory/team-options/", teams.team_picker_options, name="team-options"),
     re_path(r"^inventory/export\.(?P<fmt>csv|json)$", security.inventory_export, name="export"),
     re_path(r"^inventory/(?P<registration_id>reg_[\w-]+)/$", security.client_explain_page, name="explain"),
     re_path(r"^inventory/(?P<registration_id>reg_[\w-]+)/evidence\.json$", security.client_evidence, name="evidence"),

@@ -6,7 +6,8 @@ Split by page, import from here or from the module that holds a name:
   SQLite fallback);
 - :mod:`~inventory.selectors.explain` — "explain this client": origin, approvals, scopes, lineage, timeline;
 - :mod:`~inventory.selectors.dashboard` — the sprawl dashboard's numbers and the report snapshot cache;
-- :mod:`~inventory.selectors.owners` — an owner's clients and the inventory's home-page tiles.
+- :mod:`~inventory.selectors.owners` — an owner's clients and the inventory's home-page tiles;
+- :mod:`~inventory.selectors.teams` — the teams suggested by the inventory's team picker.
 
 What belongs to the approvals app (requests, decisions, registration stats) arrives through
 ``inventory.hooks``, which approvals fills at start-up: inventory never imports approvals.
@@ -16,6 +17,7 @@ from inventory.selectors.dashboard import cached_report, dashboard_data, live_br
 from inventory.selectors.explain import client_explain, client_lineage
 from inventory.selectors.owners import clients_of_owner, home_tiles
 from inventory.selectors.search import client_search, clients_visible_to, configure_search_session, is_postgres
+from inventory.selectors.teams import team_suggestions
 
 __all__ = [
     "cached_report",
@@ -29,4 +31,5 @@ __all__ = [
     "home_tiles",
     "is_postgres",
     "live_breakdown",
+    "team_suggestions",
 ]

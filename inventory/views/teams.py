@@ -1,7 +1,8 @@
-"""A team's own dashboard and framework report, read uncached from the counts (``inventory.selectors.counts``).
+"""A team's own dashboard and framework report, read uncached from the counts (``inventory.selectors.counts``),
+and the suggestions of the inventory's team picker.
 
-Who sees which team is decided in one place, ``portal.roles.can_see_team``: security and admins every team,
-an owner the teams they belong to or manage. Read-only pages: any unsafe method is a 403.
+Who sees which team's dashboard is decided in one place, ``portal.roles.can_see_team``: security and admins every
+team, an owner the teams they belong to or manage. Read-only pages: any unsafe method is a 403.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from inventory.models import Team
 from inventory.reports.charts import CHART_TITLES, dashboard_charts
 from inventory.reports.controls import PASS, framework_report
 from inventory.selectors.dashboard import dashboard_data
+from inventory.selectors.teams import team_suggestions
 from inventory.views.security import INVENTORY_ROLES, read_only_page
 from portal.dbrouter import replica_reads
 from portal.roles import can_see_all_teams, can_see_team
@@ -38,6 +40,19 @@ def _team_for(request, slug: str) -> Team:
     if not can_see_team(request.user, member=member):
         raise PermissionDenied("You may see the dashboards of your own teams only.")
     return team
+
+
+@read_only_page(*INVENTORY_ROLES)
+@replica_reads
+def team_picker_options(request):
+    """The inventory's team picker: ``<option>``s for its ``<datalist>``, the teams whose name or slug contains
+    ``?team=`` (what is typed in the field so far; htmx sends the field under its own name). The same people as
+    the inventory's team filter: whoever may open the inventory, which filters by any team's slug."""
+    return render(
+        request,
+        "inventory/security/_team_options.html",
+        {"teams": team_suggestions(text=request.GET.get("team", ""))},
+    )
 
 
 @read_only_page(*INVENTORY_ROLES)

@@ -15,7 +15,7 @@ from approvals.models import Decision
 from inventory.choices import RiskTier
 from portal.audit import Actor, audit_record
 from tests.e2e.support import SHOTS, assert_fits_a_laptop, login
-from tests.factories import ClientFactory, RequestFactory, UserFactory
+from tests.factories import ClientFactory, RequestFactory, TeamFactory, UserFactory
 
 pytestmark = pytest.mark.e2e
 
@@ -117,4 +117,32 @@ def test_ciso_finds_a_client_by_typo_and_reads_the_reports(live_server, browser,
     page.click("text=List them >> nth=0")
     page.wait_for_url("**/inventory/?failing=*")
     assert page.locator("tbody tr[data-row]").count() >= 1
+    context.close()
+
+
+def test_ciso_picks_a_team_by_typing_part_of_its_name(live_server, browser, estate):
+    """The team field is a text input whose <datalist> htmx fills as one types (at most 20 teams, never all of
+    them on the page); picking a suggestion puts its slug in the field and the filter lists that team's clients."""
+    base = live_server.url
+    for i in range(30):
+        TeamFactory(name=f"Payments squad {i:02d}", slug=f"payments-{i:02d}")
+    context, page = login(browser, base, "ciso")
+    page.goto(f"{base}/inventory/")
+    options = page.locator("#id_team_options option")
+    assert options.count() == 0
+    page.click("#id_team")  # focusing asks for the first teams by name
+    page.wait_for_selector("#id_team_options option[value=payments-19]", state="attached")
+    assert options.count() == 20
+    page.keyboard.type("atfor")  # inside "Platform"
+    page.wait_for_selector("#id_team_options option[value=platform]", state="attached")
+    assert [(o.get_attribute("value"), o.text_content()) for o in options.all()] == [("platform", "Platform")]
+    # Chromium's datalist pop-up is not part of the page Playwright drives: pick as it does, with the option's value
+    page.fill("#id_team", options.first.get_attribute("value"))
+    page.click(".filters button[type=submit]")
+    page.wait_for_url("**/inventory/?*team=platform*")
+    rows = page.locator("tbody tr[data-row]")
+    assert rows.count() == 1 and "invoice-summarizer" in rows.first.inner_text()
+    assert page.input_value("#id_team") == "platform"
+    assert page.inner_text("label[for=id_team]").endswith("Platform")
+    page.screenshot(path=str(SHOTS / "security-inventory-team-picker.png"), full_page=True)
     context.close()

@@ -425,6 +425,8 @@ def test_constant_query_count_at_100_and_10000_clients(client, security_user, id
         "/inventory/",
         "/inventory/?q=agent-5&tier=high&state=active",
         "/inventory/?sort=expires&live=true",
+        "/inventory/?team=qc-1&tier=high",
+        "/inventory/team-options/?team=qc",
         "/dashboards/",
         "/reports/frameworks/",
         "/api/v1/clients/?tier=low",
@@ -480,7 +482,8 @@ def test_filter_form_shows_the_saved_view(client, security_user, world):
             "q": "alp",
         },
     ).content.decode()
-    assert '<option value="platform" selected>Platform</option>' in html
+    assert 'name="team" id="id_team" value="platform"' in html
+    assert '<span class="picked">· Platform</span>' in html
     assert '<option value="keycloak-eu" selected>keycloak-eu</option>' in html
     assert '<option value="true" selected>yes</option>' in html
     assert '<option value="owner_bound" selected>Owner bound</option>' in html
@@ -489,14 +492,17 @@ def test_filter_form_shows_the_saved_view(client, security_user, world):
 
 
 @pytest.mark.django_db
-def test_team_options_are_escaped_and_one_is_selected(client, security_user):
+def test_the_selected_team_is_shown_escaped_and_no_other_team_is_listed(client, security_user):
+    """The team field is a picker (tests/inventory/test_team_picker.py): the page names the selected team only."""
     TeamFactory(name="<b>R&D</b>", slug="rnd")
     TeamFactory(name="Ops", slug="ops")
     client.force_login(security_user)
-    html = client.get("/inventory/?team=ops").content.decode()
-    assert '<option value="rnd">&lt;b&gt;R&amp;D&lt;/b&gt;</option>' in html
-    assert '<option value="ops" selected>Ops</option>' in html
+    html = client.get("/inventory/?team=rnd").content.decode()
+    assert 'name="team" id="id_team" value="rnd"' in html
+    assert '<span class="picked">· &lt;b&gt;R&amp;D&lt;/b&gt;</span>' in html
+    assert '<option value="rnd">&lt;b&gt;R&amp;D&lt;/b&gt;</option>' in html  # the datalist starts with it
     assert "<b>R&D</b>" not in html
+    assert 'value="ops"' not in html and ">Ops<" not in html
 
 
 @pytest.mark.django_db
