@@ -30,7 +30,7 @@ from portal.audit import (
 from portal.models import AuditEvent, AuditHead, LogCheckpoint, LogTile
 from portal.tlog import merkle
 from portal.tlog.note import Checkpoint, generate_signer, sign_note
-from portal.tlog.sequencer import LogStateError, append_leaves, log_seal, seal_lag_seconds
+from portal.tlog.sequencer import LogStateError, append_leaves, log_seal, log_seal_preindexed, seal_lag_seconds
 from portal.tlog.tiles import TileSet
 from portal.tlog.verify import verify_log
 from tests.dbtamper import disable_event_trigger, set_event_id_sequence, triggers_off
@@ -729,3 +729,38 @@ def test_verify_outside_a_transaction_reads_ahead_on_its_own_connection(monkeypa
     _as_superuser(("DELETE FROM portal_auditevent WHERE log_index >= 200", []))
     problem = verify_log(batch_size=128).problem
     assert problem.subject == "checkpoint 250" and "the log has 200" in problem.problem
+
+
+def _index(events, first: int) -> None:
+    """Give events log indexes from ``first`` as a bulk load does (seed_scale's COPY), bypassing the sequencer."""
+    for offset, event in enumerate(events):
+        AuditEvent.objects.filter(pk=event.pk).update(log_index=first + offset)
+
+
+def test_preindexed_events_seal_into_the_same_tree_the_sequencer_would_build():
+    events = _append(3)
+    log_seal()
+    loaded = _append(5)
+    _index(loaded, 3)
+    report = log_seal_preindexed(batch_size=2)
+    assert (report.sealed, report.tree_size, report.checkpoints) == (5, 8, [5, 7, 8])
+    tree = merkle.CompactTree()
+    for event in events + loaded:
+        tree.append(merkle.leaf_hash(leaf_data(AuditEvent.objects.get(pk=event.pk))))
+    assert LogCheckpoint.objects.get(tree_size=8).root_hash == tree.root().hex()
+    assert verify_chain() == (8, None)
+    assert log_seal_preindexed().sealed == 0 and log_seal().sealed == 0
+    _append(2)
+    assert log_seal().tree_size == 10  # the sequencer carries on from the loaded tree
+
+
+@pytest.mark.parametrize("indexes", [[3, 5], [4, 3]], ids=["a gap", "not in id order"])
+def test_preindexed_events_that_do_not_continue_the_tree_are_refused(indexes):
+    _append(3)
+    log_seal()
+    loaded = _append(2)
+    for event, index in zip(loaded, indexes, strict=True):
+        AuditEvent.objects.filter(pk=event.pk).update(log_index=index)
+    with pytest.raises(LogStateError, match="do not continue the tree in id order"):
+        log_seal_preindexed()
+    assert list(LogCheckpoint.objects.values_list("tree_size", flat=True)) == [3]  # nothing was signed

@@ -34,7 +34,8 @@ from inventory.catalogue import DEMO_SCOPES
 from inventory.choices import ClientState, CreatedVia, IdPKind, RiskTier
 from inventory.counts import counts_rebuild
 from inventory.models import Client, IdPConnection, ScopeDefinition, Team
-from portal.tlog.sequencer import log_seal
+from portal.tlog.locks import SEQUENCER_LOCK, try_lock
+from portal.tlog.sequencer import latest_checkpoint, log_seal, log_seal_preindexed
 
 SCOPES_BY_TIER = {
     RiskTier.LOW: [["tickets:read"], ["docs:read", "metrics:read"], ["calendar:read"], ["docs:read"]],
@@ -257,7 +258,9 @@ FROM (
 
 # Spawned children: about 1 in ``modulus`` clients of this run becomes the child of a live client of the
 # previous depth created before it (the nearest such id below a random offset), inheriting the owner and
-# the parent's first scope, never outliving it.
+# the parent's first scope, never outliving it. A parent is never a row this pass or a later one turns into a
+# child (an id that is a multiple of their modulus): its children would keep what it is about to lose.
+LINEAGE_MODULI = {1: 12, 2: 13, 3: 14}  # depth -> 1 in how many clients becomes a child at that depth
 _LINEAGE_SQL = """
 UPDATE inventory_client c SET
     parent_id = p.id, depth = p.depth + 1, owner_id = p.owner_id, team_id = p.team_id,
@@ -268,7 +271,7 @@ WHERE c.id > %(base)s AND c.depth = 0 AND c.parent_id IS NULL AND c.managed
   AND c.id %% %(modulus)s = 0 AND c.state IN ('active', 'suspended', 'provisioning')
   AND p.id = c.id - 1 - (c.id %% 97)
   AND p.id > %(base)s AND p.depth = %(depth)s - 1 AND p.state IN ('active', 'suspended', 'provisioning')
-  AND p.managed
+  AND p.managed AND (p.depth > 0 OR 0 <> ALL (SELECT p.id %% m FROM unnest(%(moduli)s::int[]) m))
 """
 
 _TWO_PERSON_SQL = """
@@ -318,7 +321,7 @@ class Command(BaseCommand):
         run = f"{int(time.time()) % 100000:05d}"
         with transaction.atomic():
             with connection.cursor() as cursor:
-                cursor.execute("SET LOCAL maintenance_work_mem = '512MB'")
+                cursor.execute("SET LOCAL maintenance_work_mem = '1GB'")
                 fast = self._skip_fk_triggers(cursor)
                 # Build secondary indexes once after the load instead of maintaining them row by row.
                 dropped = self._drop_secondary_indexes(cursor)
@@ -338,7 +341,7 @@ class Command(BaseCommand):
                 # parents by construction, so only the two-person approvals need setting, in one statement.
                 cursor.execute(_TWO_PERSON_SQL)
             t = time.monotonic()
-            self._audit(clients)
+            preindexed = self._audit(clients, preindex=not opts["no_seal"])
             self.stdout.write(f"audit: {len(clients)} events in {time.monotonic() - t:.1f}s")
             t = time.monotonic()
             with connection.cursor() as cursor:
@@ -378,17 +381,22 @@ class Command(BaseCommand):
         self.stdout.write(f"vacuum+analyze: {time.monotonic() - t:.1f}s")
         if not opts["no_seal"]:
             t, sealed = time.monotonic(), 0
-            while True:
+            if preindexed:  # the tiles and checkpoints of events loaded with their indexes: no rewrite
+                sealed = log_seal_preindexed().sealed
+            while True:  # anything else waiting (or everything, when the log could not be continued in place)
                 report = log_seal(time_budget=60)
                 sealed += report.sealed
                 if report.busy or not report.sealed:
                     break
-            with connection.cursor() as cursor:
-                # Sealing wrote every event's log index: until VACUUM, the partial index of unsealed events keeps
-                # one dead entry per event, and the log status on every dashboard scanned them (27k pages, 80 ms
-                # at 10M). The sequencer seals a few at a time in production, where autovacuum keeps up.
-                cursor.execute("VACUUM (ANALYZE) portal_auditevent")
-            self.stdout.write(f"audit log: {sealed} events sealed (and vacuumed) in {time.monotonic() - t:.1f}s")
+            if not preindexed:
+                with connection.cursor() as cursor:
+                    # Sealing wrote every event's log index: until VACUUM, the partial index of unsealed events
+                    # keeps one dead entry per event, and the log status on every dashboard scanned them (27k
+                    # pages, 80 ms at 10M). The sequencer seals a few at a time in production, where autovacuum
+                    # keeps up.
+                    cursor.execute("VACUUM (ANALYZE) portal_auditevent")
+            how = "loaded with their log indexes, sealed in place" if preindexed else "sealed"
+            self.stdout.write(f"audit log: {sealed} events {how} in {time.monotonic() - t:.1f}s")
         self.stdout.write(
             self.style.SUCCESS(
                 f"seed_scale: {n} clients, {owners_n} owners, {teams_n} teams in {time.monotonic() - started:.1f}s"
@@ -608,8 +616,9 @@ class Command(BaseCommand):
                     "nouns": NOUNS,
                 },
             )
-            for depth in (1, 2, 3):
-                cursor.execute(_LINEAGE_SQL, {"base": base, "depth": depth, "modulus": 11 + depth})
+            for depth, modulus in LINEAGE_MODULI.items():
+                later = [m for d, m in LINEAGE_MODULI.items() if d >= depth]
+                cursor.execute(_LINEAGE_SQL, {"base": base, "depth": depth, "modulus": modulus, "moduli": later})
             cursor.execute(
                 "SELECT id, registration_id, owner_id, team_id, risk_tier, state, created_at, name, scopes, managed,"
                 " created_via FROM inventory_client WHERE id > %s ORDER BY created_at, id",
@@ -774,9 +783,13 @@ class Command(BaseCommand):
 
     # --- audit log ------------------------------------------------------------------------------------
 
-    def _audit(self, clients):
-        """One ``client.create`` event per client, appended like any event (no log index yet), in creation
-        order; the sequencer seals them afterwards (``handle``)."""
+    def _audit(self, clients, *, preindex: bool) -> bool:
+        """One ``client.create`` event per client, in creation order. With ``preindex``, and when the log has
+        nothing waiting, they are loaded with the log indexes the sequencer would give them (the signed tree's
+        size onwards, in id order, the sequencer's lock held to the commit), and ``handle`` seals them with
+        ``log_seal_preindexed`` instead of rewriting 10M rows; otherwise without, sealed like any event.
+        Returns whether they were indexed."""
+        size = self._log_continues() if preindex else None
         cols = [
             "occurred_at",
             "actor_type",
@@ -796,6 +809,7 @@ class Command(BaseCommand):
         ]
         ordered = sorted(clients, key=lambda c: c[6])
         scopes_json: dict[tuple, str] = {}
+        written = 0
         with connection.cursor() as cursor:
             raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
             with raw.copy(f"COPY portal_auditevent ({', '.join(cols)}) FROM STDIN") as copy:  # noqa: S608
@@ -811,10 +825,26 @@ class Command(BaseCommand):
                     occurred = created.astimezone(UTC).isoformat(timespec="microseconds")
                     buffer.append(
                         f"{occurred}\tsystem\t\tseed_scale\tclient.create\tclient\t{reg_id}"
-                        f"\t\\N\t{after}\tseed_scale\t1\tseed-scale\t\t\\N\t\\N"
+                        f"\t\\N\t{after}\tseed_scale\t1\tseed-scale\t\t\\N\t"
+                        + ("\\N" if size is None else str(size + len(buffer) + written))
                     )
                     if len(buffer) >= 20_000:
                         copy.write("\n".join(buffer) + "\n")
+                        written += len(buffer)
                         buffer.clear()
                 if buffer:
                     copy.write("\n".join(buffer) + "\n")
+        return size is not None
+
+    def _log_continues(self) -> int | None:
+        """The signed tree's size when the loaded events can take the next indexes (the sequencer's lock held for
+        the rest of the transaction, nothing waiting to be sealed); None otherwise."""
+        if not try_lock(connection, SEQUENCER_LOCK):
+            return None
+        _previous, head = latest_checkpoint()
+        with connection.cursor() as cursor:
+            cursor.execute('SELECT max("log_index"), bool_or("log_index" IS NULL) FROM portal_auditevent')
+            top, waiting = cursor.fetchone()
+        if waiting or (top if top is not None else -1) != head.size - 1:
+            return None
+        return head.size
