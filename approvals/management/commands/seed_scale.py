@@ -1,27 +1,27 @@
-"""Load a realistic large inventory into PostgreSQL with COPY: ``manage.py seed_scale --clients 1000000``.
+"""Load a realistic large inventory into PostgreSQL: ``manage.py seed_scale --clients 1000000``.
 
 Owners (some of them leavers), teams, IdPs, a scope catalogue, clients in every state and tier with
 lineage (spawned children up to depth 3), registration requests with human decisions for the last 90 days,
-and one ``client.create`` audit event per client. The audit events are hash-chained here in Python with
-``portal.audit``'s canonical payload, starting from the current chain head, and the head is moved under
-its row lock — so ``verify_audit`` still passes afterwards.
+and one ``client.create`` audit event per client. The clients and their audit events are generated inside the
+database (``INSERT … SELECT``); the requests and decisions, which need per-row choices, go through COPY. The
+events take the log indexes the sequencer would give them and are sealed in place (``log_seal_preindexed``),
+so ``verify_audit`` passes afterwards.
 
-Everything runs in one transaction: an interrupted seed leaves nothing behind.
+Everything up to the seal runs in one transaction: an interrupted seed leaves nothing behind.
 
 It lives in approvals, the highest layer, because it writes every app's tables (inventory's clients,
 approvals' requests and decisions, portal's audit events). It is longer than ~400 lines because it is one
-COPY pipeline read top to bottom (people, catalogue, clients, requests, audit), each step feeding the next;
-splitting it would scatter the row layouts each COPY depends on (clients, requests, decisions, audit events,
+pipeline read top to bottom (people, catalogue, clients, requests, audit), each step feeding the next;
+splitting it would scatter the row layouts each step depends on (clients, requests, decisions, audit events,
 counts must agree column for column with their tables).
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -31,29 +31,14 @@ from django.utils import timezone
 
 from approvals.models import RegistrationRequest
 from inventory.catalogue import DEMO_SCOPES
-from inventory.choices import ClientState, CreatedVia, IdPKind, RiskTier
+from inventory.choices import IdPKind, RiskTier
 from inventory.counts import counts_rebuild
 from inventory.models import Client, IdPConnection, ScopeDefinition, Team
 from portal.tlog.locks import SEQUENCER_LOCK, try_lock
 from portal.tlog.sequencer import latest_checkpoint, log_seal, log_seal_preindexed
 
-SCOPES_BY_TIER = {
-    RiskTier.LOW: [["tickets:read"], ["docs:read", "metrics:read"], ["calendar:read"], ["docs:read"]],
-    RiskTier.MEDIUM: [["tickets:write"], ["crm:read", "docs:read"], ["tickets:read", "tickets:write"]],
-    RiskTier.HIGH: [["repo:write"], ["db:prod:read"], ["repo:write", "tickets:read"]],
-}
 TTL_BY_TIER = {RiskTier.LOW: 24 * 3600, RiskTier.MEDIUM: 7 * 24 * 3600, RiskTier.HIGH: 24 * 3600}
-# (state, weight)
-STATES = [
-    (ClientState.ACTIVE, 55),
-    (ClientState.SUSPENDED, 4),
-    (ClientState.PROVISIONING, 1),
-    (ClientState.EXPIRED, 16),
-    (ClientState.RETIRED, 14),
-    (ClientState.REVOKED, 5),
-    (ClientState.DEPROVISIONED, 5),
-]
-TIERS = [(RiskTier.LOW, 60), (RiskTier.MEDIUM, 30), (RiskTier.HIGH, 10)]
+REQUEST_DAYS = 90  # registration requests (and their decisions) are generated for the clients of the last 90 days
 VERBS = [
     "invoice",
     "ticket",
@@ -104,75 +89,6 @@ NOUNS = [
     "analyst",
     "monitor",
 ]
-PURPOSES = [
-    "Summarises {v} documents for the {t} team",
-    "Routes incoming {v} requests to the right queue",
-    "Reads {v} data nightly and posts a digest to {t}",
-    "Drafts replies for {v} tickets; a human sends them",
-    "Reconciles {v} records between the CRM and the ledger",
-    "Monitors {v} dashboards and opens incidents for {t}",
-]
-AUTH_METHODS = [("private_key_jwt", 95), ("client_secret_basic", 3), ("none", 2)]
-CLIENT_COLUMNS = [
-    "id",
-    "registration_id",
-    "idp_id",
-    "idp_client_id",
-    "idp_state",
-    "name",
-    "software_id",
-    "software_version",
-    "spiffe_id",
-    "owner_id",
-    "team_id",
-    "purpose",
-    "scopes",
-    "audiences",
-    "internal_only",
-    "metadata",
-    "auth_method",
-    "jwks",
-    "jwks_uri",
-    "parent_id",
-    "depth",
-    "risk_tier",
-    "state",
-    "created_via",
-    "policy_version",
-    "managed",
-    "created_at",
-    "activated_at",
-    "state_changed_at",
-    "expires_at",
-    "ended_at",
-    "idp_disabled_at",
-    "expiry_overshoot_seconds",
-    "last_used_at",
-    "last_synced_at",
-    "sync_failed",
-    "drift",
-    "discovered_at",
-    "orphaned_at",
-    "stale_at",
-    "renewals",
-]
-LIVE = {ClientState.ACTIVE, ClientState.SUSPENDED, ClientState.PROVISIONING}
-
-
-def _tsv(value) -> str:
-    """One value in COPY's text format."""
-    if value is None:
-        return "\\N"
-    if value is True:
-        return "t"
-    if value is False:
-        return "f"
-    if isinstance(value, datetime):
-        return value.isoformat()
-    text = str(value)
-    if "\\" in text or "\t" in text or "\n" in text or "\r" in text:
-        text = text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-    return text
 
 
 # One INSERT … SELECT over generate_series: every column derived from a few random() draws per row.
@@ -274,23 +190,25 @@ WHERE c.id > %(base)s AND c.depth = 0 AND c.parent_id IS NULL AND c.managed
   AND p.managed AND (p.depth > 0 OR 0 <> ALL (SELECT p.id %% m FROM unnest(%(moduli)s::int[]) m))
 """
 
+# The clients' client.create events, as the service records them, numbered in creation order.
+_AUDIT_SQL = """
+INSERT INTO portal_auditevent (id, occurred_at, actor_type, actor_id, actor_label, action, object_type, object_id,
+    before, after, reason, policy_version, request_id, prev_hash, hash, log_index)
+SELECT %(first)s + n, created_at, 'system', '', 'seed_scale', 'client.create', 'client', registration_id, NULL,
+       jsonb_build_object('created_via', created_via, 'owner', owner_id, 'risk_tier', risk_tier, 'scopes', scopes,
+                          'state', 'provisioning'),
+       'seed_scale', 1, 'seed-scale', '', NULL, %(size)s::bigint + n
+FROM (SELECT created_at, registration_id, created_via, owner_id, risk_tier, scopes,
+             row_number() OVER (ORDER BY created_at, id) - 1 AS n
+      FROM inventory_client WHERE id > %(base)s) c
+"""
+
 _TWO_PERSON_SQL = """
 UPDATE inventory_client c SET two_person_approved = true
 FROM (SELECT r.public_id FROM approvals_decision d JOIN approvals_registrationrequest r ON r.id = d.request_id
       WHERE d.kind = 'approve' GROUP BY r.public_id HAVING COUNT(DISTINCT d.approver_id) >= 2) approved
 WHERE c.registration_id = approved.public_id
 """
-
-_CUMULATIVE: dict[int, tuple[tuple, list[float]]] = {}
-
-
-def _weighted(rng: random.Random, table):
-    key = id(table)
-    if key not in _CUMULATIVE:
-        values, weights = zip(*table, strict=True)
-        _CUMULATIVE[key] = (values, list(itertools.accumulate(weights)))
-    values, cumulative = _CUMULATIVE[key]
-    return rng.choices(values, cum_weights=cumulative, k=1)[0]
 
 
 class Command(BaseCommand):
@@ -328,7 +246,10 @@ class Command(BaseCommand):
             owners, teams, idps = self._people(run, owners_n, teams_n, rng)
             self._catalogue()
             t = time.monotonic()
-            clients = self._clients_sql(run, n, owners, teams, idps, opts["seed"], opts["days"])
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT COALESCE(MAX(id), 0) FROM inventory_client")
+                base = cursor.fetchone()[0]  # this run's clients come after it
+            clients = self._clients_sql(run, n, owners, teams, idps, opts["seed"], opts["days"], base)
             self.stdout.write(
                 f"clients: {n} rows in {time.monotonic() - t:.1f}s{'' if fast else ' (FK checks on: not a superuser)'}"
             )
@@ -341,8 +262,8 @@ class Command(BaseCommand):
                 # parents by construction, so only the two-person approvals need setting, in one statement.
                 cursor.execute(_TWO_PERSON_SQL)
             t = time.monotonic()
-            preindexed = self._audit(clients, preindex=not opts["no_seal"])
-            self.stdout.write(f"audit: {len(clients)} events in {time.monotonic() - t:.1f}s")
+            events, preindexed = self._audit(base, preindex=not opts["no_seal"])
+            self.stdout.write(f"audit: {events} events in {time.monotonic() - t:.1f}s")
             t = time.monotonic()
             with connection.cursor() as cursor:
                 cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")  # deferred FK checks must run before DDL
@@ -465,140 +386,16 @@ class Command(BaseCommand):
 
     # --- clients ------------------------------------------------------------------------------------
 
-    def _clients(self, run, n, owners, teams, idps, rng, days):
-        now = timezone.now()
-        idp_state = Client._meta.get_field("idp_state").get_db_prep_value({}, connection)
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT COALESCE(MAX(id), 0) FROM inventory_client")
-            base_id = cursor.fetchone()[0]
-        rows_meta = []  # what the requests and audit phases need
-        live_ids: list[tuple[int, int, datetime | None, list]] = []  # (id, depth, expires_at, scopes) for lineage
-        team_of_owner = {o.pk: teams[i % len(teams)].pk for i, o in enumerate(owners)}
-        active_owner = {o.pk: o.is_active for o in owners}
-        columns = ", ".join(CLIENT_COLUMNS)
-        with connection.cursor() as cursor:
-            copy_cursor = cursor.cursor if hasattr(cursor, "cursor") else cursor
-            with copy_cursor.copy(f"COPY inventory_client ({columns}) FROM STDIN") as copy:  # noqa: S608
-                buffer: list[str] = []
-                for i in range(n):
-                    pk = base_id + 1 + i
-                    created = now - timedelta(seconds=rng.random() * days * 86400)
-                    state = _weighted(rng, STATES)
-                    tier = _weighted(rng, TIERS)
-                    owner = rng.choice(owners)
-                    parent = None
-                    depth = 0
-                    scopes = rng.choice(SCOPES_BY_TIER[tier])
-                    created_via = rng.choice([CreatedVia.TOKEN, CreatedVia.TOKEN, CreatedVia.SOFTWARE_STATEMENT])
-                    if live_ids and rng.random() < 0.1:
-                        # a recent live client (index arithmetic: slicing here would copy 5,000 items per row)
-                        p_id, p_depth, p_exp, p_scopes = live_ids[-1 - rng.randrange(min(5000, len(live_ids)))]
-                        if p_depth < 3:
-                            parent, depth, scopes, created_via = p_id, p_depth + 1, p_scopes[:1], CreatedVia.SPAWN
-                    managed = rng.random() > 0.005
-                    if not managed:
-                        created_via = CreatedVia.DISCOVERED
-                    ttl = TTL_BY_TIER[tier]
-                    ended_at = expires_at = overshoot = None
-                    if state in LIVE:
-                        # mostly within the ceiling; 1 % are over it (legacy), like a real estate would be
-                        remaining = ttl * (rng.random() if rng.random() > 0.01 else 3)
-                        expires_at = now + timedelta(seconds=remaining)
-                        if created > now - timedelta(seconds=1):
-                            created = now - timedelta(minutes=1)
-                    else:
-                        lifetime = timedelta(seconds=ttl * rng.random())
-                        ended_at = min(created + lifetime, now)
-                        expires_at = ended_at if state == ClientState.EXPIRED else created + timedelta(seconds=ttl)
-                        if state == ClientState.EXPIRED:
-                            overshoot = rng.expovariate(1 / 20)
-                    verb, noun = rng.choice(VERBS), rng.choice(NOUNS)
-                    name = f"{verb}-{noun}-{i}"
-                    team_id = team_of_owner[owner.pk] if rng.random() > 0.1 else None
-                    purpose = rng.choice(PURPOSES).format(v=verb, t=f"team {team_id or 'platform'}")
-                    orphaned_at = now - timedelta(hours=rng.random() * 200) if not active_owner[owner.pk] else None
-                    auth = _weighted(rng, AUTH_METHODS)
-                    row = (
-                        pk,
-                        f"reg_s{run}{i:08d}",
-                        idps[i % len(idps)].pk,
-                        f"cid-{run}-{i:x}",
-                        idp_state,
-                        name,
-                        f"com.example.{verb}",
-                        "1.0",
-                        f"spiffe://prod.example/ns/{verb}/sa/{noun}-{i}"
-                        if created_via == CreatedVia.SOFTWARE_STATEMENT
-                        else "",
-                        owner.pk,
-                        team_id,
-                        purpose,
-                        json.dumps(scopes),
-                        json.dumps([f"https://{verb}.internal"]),
-                        rng.random() > 0.3,
-                        "{}",
-                        auth,
-                        None,
-                        "",
-                        parent,
-                        depth,
-                        tier,
-                        state,
-                        created_via,
-                        1 if managed else None,
-                        managed,
-                        created,
-                        created + timedelta(seconds=2),
-                        ended_at or created,
-                        expires_at,
-                        ended_at,
-                        ended_at,
-                        overshoot,
-                        now - timedelta(hours=rng.random() * 24 * 40) if rng.random() > 0.2 else None,
-                        now - timedelta(hours=rng.random() * 24),
-                        rng.random() < 0.003,
-                        None,
-                        created if not managed else None,
-                        orphaned_at,
-                        now - timedelta(days=1) if state in LIVE and rng.random() < 0.03 else None,
-                        rng.randrange(0, 4),
-                    )
-                    buffer.append("\t".join(map(_tsv, row)))
-                    if len(buffer) >= 20_000:
-                        copy.write("\n".join(buffer) + "\n")
-                        buffer.clear()
-                    rows_meta.append(
-                        (
-                            pk,
-                            f"reg_s{run}{i:08d}",
-                            owner.pk,
-                            team_id,
-                            tier,
-                            state,
-                            created,
-                            name,
-                            scopes,
-                            managed,
-                            created_via,
-                        )
-                    )
-                    if state in LIVE:
-                        live_ids.append((pk, depth, expires_at, scopes))
-                if buffer:
-                    copy.write("\n".join(buffer) + "\n")
-        return rows_meta
-
-    def _clients_sql(self, run, n, owners, teams, idps, seed, days):
+    def _clients_sql(self, run, n, owners, teams, idps, seed, days, base):
         """Generate the clients inside PostgreSQL (generate_series + random()), then add lineage in three
         passes (depth 1, 2, 3: a child takes its parent's first scope and a later creation time).
-        Returns the rows the request and audit phases need, in creation order."""
+        Returns the rows the requests phase needs (the managed clients of the last REQUEST_DAYS), in creation
+        order."""
         idp_state = Client._meta.get_field("idp_state").get_db_prep_value({}, connection)
         owner_ids = [o.pk for o in owners]
         inactive = [o.pk for o in owners if not o.is_active]
         team_ids = [t.pk for t in teams]
         with connection.cursor() as cursor:
-            cursor.execute("SELECT COALESCE(MAX(id), 0) FROM inventory_client")
-            base = cursor.fetchone()[0]
             cursor.execute("SELECT setseed(%s)", [((seed % 1000) / 1000.0)])
             cursor.execute(
                 _GENERATE_CLIENTS_SQL,
@@ -619,10 +416,12 @@ class Command(BaseCommand):
             for depth, modulus in LINEAGE_MODULI.items():
                 later = [m for d, m in LINEAGE_MODULI.items() if d >= depth]
                 cursor.execute(_LINEAGE_SQL, {"base": base, "depth": depth, "modulus": modulus, "moduli": later})
+            # the requests cover the last REQUEST_DAYS of managed clients: only those come back to Python
             cursor.execute(
                 "SELECT id, registration_id, owner_id, team_id, risk_tier, state, created_at, name, scopes, managed,"
-                " created_via FROM inventory_client WHERE id > %s ORDER BY created_at, id",
-                [base],
+                " created_via FROM inventory_client WHERE id > %s AND managed AND created_at >= %s"
+                " ORDER BY created_at, id",
+                [base, timezone.now() - timedelta(days=REQUEST_DAYS)],
             )
             rows = cursor.fetchall()
         parsed: dict[str, list] = {}  # Django hands jsonb back as text; only a dozen distinct scope lists exist
@@ -638,7 +437,7 @@ class Command(BaseCommand):
 
     def _requests(self, clients, rng, run):
         now = timezone.now()
-        window = now - timedelta(days=90)
+        window = now - timedelta(days=REQUEST_DAYS)
         approvers = list(get_user_model().objects.filter(groups__name="approver", is_active=True)[:10])
         if len(approvers) < 2:
             User = get_user_model()
@@ -783,58 +582,19 @@ class Command(BaseCommand):
 
     # --- audit log ------------------------------------------------------------------------------------
 
-    def _audit(self, clients, *, preindex: bool) -> bool:
-        """One ``client.create`` event per client, in creation order. With ``preindex``, and when the log has
-        nothing waiting, they are loaded with the log indexes the sequencer would give them (the signed tree's
-        size onwards, in id order, the sequencer's lock held to the commit), and ``handle`` seals them with
-        ``log_seal_preindexed`` instead of rewriting 10M rows; otherwise without, sealed like any event.
-        Returns whether they were indexed."""
+    def _audit(self, base: int, *, preindex: bool) -> tuple[int, bool]:
+        """One ``client.create`` event per client of this run, in creation order, generated in the database from
+        the clients (ids given here, after the table's largest: nothing else writes the audit log of a seed
+        database). With ``preindex``, and when the log has nothing waiting, they take the log indexes the
+        sequencer would give them (the signed tree's size onwards, in id order, the sequencer's lock held to the
+        commit), and ``handle`` seals them with ``log_seal_preindexed`` instead of rewriting 10M rows; otherwise
+        none, sealed like any event. Returns (events, whether they were indexed)."""
         size = self._log_continues() if preindex else None
-        cols = [
-            "occurred_at",
-            "actor_type",
-            "actor_id",
-            "actor_label",
-            "action",
-            "object_type",
-            "object_id",
-            "before",
-            "after",
-            "reason",
-            "policy_version",
-            "request_id",
-            "prev_hash",
-            "hash",
-            "log_index",
-        ]
-        ordered = sorted(clients, key=lambda c: c[6])
-        scopes_json: dict[tuple, str] = {}
-        written = 0
         with connection.cursor() as cursor:
-            raw = cursor.cursor if hasattr(cursor, "cursor") else cursor
-            with raw.copy(f"COPY portal_auditevent ({', '.join(cols)}) FROM STDIN") as copy:  # noqa: S608
-                buffer: list[str] = []
-                for _pk, reg_id, owner_id, _team, tier, _state, created, _name, scopes, _m, via in ordered:
-                    key = tuple(scopes)
-                    if key not in scopes_json:
-                        scopes_json[key] = json.dumps(list(scopes), ensure_ascii=False, separators=(",", ":"))
-                    after = (
-                        f'{{"created_via":"{str(via)}","owner":{owner_id},"risk_tier":"{str(tier)}",'
-                        f'"scopes":{scopes_json[key]},"state":"provisioning"}}'
-                    )
-                    occurred = created.astimezone(UTC).isoformat(timespec="microseconds")
-                    buffer.append(
-                        f"{occurred}\tsystem\t\tseed_scale\tclient.create\tclient\t{reg_id}"
-                        f"\t\\N\t{after}\tseed_scale\t1\tseed-scale\t\t\\N\t"
-                        + ("\\N" if size is None else str(size + len(buffer) + written))
-                    )
-                    if len(buffer) >= 20_000:
-                        copy.write("\n".join(buffer) + "\n")
-                        written += len(buffer)
-                        buffer.clear()
-                if buffer:
-                    copy.write("\n".join(buffer) + "\n")
-        return size is not None
+            cursor.execute("SELECT COALESCE(MAX(id), 0) FROM portal_auditevent")
+            first = cursor.fetchone()[0] + 1
+            cursor.execute(_AUDIT_SQL, {"base": base, "first": first, "size": size})
+            return cursor.rowcount, size is not None
 
     def _log_continues(self) -> int | None:
         """The signed tree's size when the loaded events can take the next indexes (the sequencer's lock held for
