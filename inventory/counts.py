@@ -29,12 +29,12 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.db import connection, models, transaction
 from django.db.models import BooleanField, Count, ExpressionWrapper, F, Q, Value
-from django.db.models.functions import Coalesce, TruncDate, TruncHour
+from django.db.models.functions import Coalesce, TruncDate, TruncHour, TruncWeek
 from django.utils.dateparse import parse_date, parse_datetime
 
 from inventory import flag_triggers
@@ -71,7 +71,7 @@ OWNER_KEYS = ("owner_id", "team_id", "state")
 EXPIRY_KEYS = ("team_id", "state", "risk_tier", "expires_hour")
 DAY_KEYS = ("day", "team_id", "kind")
 OVERSHOOT_KEYS = ("team_id", "bucket")
-ATTEST_KEYS = ("team_id", "risk_tier", "idp_id", "created_via", "day")
+ATTEST_KEYS = ("team_id", "risk_tier", "week")
 CUBE_BOOLEANS = frozenset({"managed", "orphaned", "stale", "sync_failed", "drifted", "no_purpose", "no_expiry"})
 
 Rollups = Mapping[str, tuple[type[models.Model], tuple[str, ...]]]
@@ -243,6 +243,12 @@ def as_date(value) -> date:
     return parsed
 
 
+def week_of(moment: datetime) -> date:
+    """The Monday of ``moment``'s UTC week (what TruncWeek gives, as a date)."""
+    day = moment.astimezone(UTC).date()
+    return day - timedelta(days=day.weekday())
+
+
 def hour_of(moment: datetime) -> datetime:
     return moment.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
 
@@ -271,7 +277,7 @@ def _tally_deltas(rows: Iterable[tuple]) -> Tallies:
             out["overshoot"][(d["team_id"], seconds_bucket(d["expiry_overshoot_seconds"]))] += n
         basis = as_datetime(d["attest_basis"])
         if d["state"] == ClientState.ACTIVE and d["managed"] and basis is not None:
-            out["attest"][(d["team_id"], d["risk_tier"], d["idp_id"], d["created_via"], basis.date())] += n
+            out["attest"][(d["team_id"], d["risk_tier"], week_of(basis))] += n
     return nonzero(out)
 
 
@@ -410,9 +416,7 @@ def _client_recount() -> Tallies:
         clients.filter(state=ClientState.ACTIVE, managed=True),
         k_team=team,
         k_tier=F("risk_tier"),
-        k_idp=F("idp_id"),
-        k_via=F("created_via"),
-        k_day=TruncDate(ATTEST_BASIS, tzinfo=UTC),
+        k_week=TruncWeek(ATTEST_BASIS, tzinfo=UTC),
     )
     out: Tallies = {name: Counter() for name in ROLLUPS}
     for *key, n in attest:
@@ -441,7 +445,7 @@ def normal_key(name: str, key) -> tuple:
             value = bool(value)
         elif column == "expires_hour":
             value = as_datetime(value)
-        elif column == "day":
+        elif column in ("day", "week"):
             value = as_date(value)
         out.append(value)
     return tuple(out)

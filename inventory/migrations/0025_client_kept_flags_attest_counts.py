@@ -4,7 +4,7 @@
   ``two_person_approved`` by approvals' (its migration 0022). Partial indexes hold only the live clients that fail,
   so counting them reads the failures, not the clients; one more holds the active orphans by orphaning time.
 - The attestation rollup (``ClientAttestCount`` and its all-teams projection): active managed clients per team,
-  tier, IdP, path and the day their attestation period started. The client trigger's signature gains that start
+  tier and the UTC week their attestation period started. The client trigger's signature gains that start
   (``attest_basis``); clients already active enter the new rollup as a pair of deltas (-1 without it, +1 with it),
   which leaves every other rollup as it was (as 0020 did for the overshoot).
 
@@ -75,14 +75,12 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('risk_tier', models.CharField(max_length=8, verbose_name='risk tier')),
-                ('idp_id', models.IntegerField(verbose_name='IdP')),
-                ('created_via', models.CharField(max_length=24, verbose_name='created via')),
-                ('day', models.DateField(verbose_name='attestation period from (day)')),
+                ('week', models.DateField(verbose_name='attestation period from (week)')),
                 ('n', models.BigIntegerField(default=0, verbose_name='clients')),
                 ('team_id', models.IntegerField(verbose_name='team')),
             ],
             options={
-                'verbose_name': 'client count per attestation day',
+                'verbose_name': 'client count per attestation week',
             },
         ),
         migrations.CreateModel(
@@ -90,13 +88,11 @@ class Migration(migrations.Migration):
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
                 ('risk_tier', models.CharField(max_length=8, verbose_name='risk tier')),
-                ('idp_id', models.IntegerField(verbose_name='IdP')),
-                ('created_via', models.CharField(max_length=24, verbose_name='created via')),
-                ('day', models.DateField(verbose_name='attestation period from (day)')),
+                ('week', models.DateField(verbose_name='attestation period from (week)')),
                 ('n', models.BigIntegerField(default=0, verbose_name='clients')),
             ],
             options={
-                'verbose_name': 'client count per attestation day, all teams',
+                'verbose_name': 'client count per attestation week, all teams',
             },
         ),
         migrations.AddField(
@@ -141,11 +137,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='clientattestcount',
-            constraint=models.UniqueConstraint(fields=('team_id', 'risk_tier', 'idp_id', 'created_via', 'day'), name='client_attest_count_key'),
+            constraint=models.UniqueConstraint(fields=('team_id', 'risk_tier', 'week'), name='client_attest_count_key'),
         ),
         migrations.AddConstraint(
             model_name='clientattestcountallteams',
-            constraint=models.UniqueConstraint(fields=('risk_tier', 'idp_id', 'created_via', 'day'), name='client_attest_count_all_key'),
+            constraint=models.UniqueConstraint(fields=('risk_tier', 'week'), name='client_attest_count_all_key'),
         ),
         migrations.RunPython(create_triggers, drop_new_triggers),
     ]

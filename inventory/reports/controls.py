@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from inventory.ceilings import DEFAULT_TTL_CEILINGS
 from inventory.choices import LIVE_STATES, ClientState, RiskTier
-from inventory.counts import ATTEST_BASIS
+from inventory.counts import ATTEST_BASIS, week_of
 from inventory.keys import KEY_BASED_METHODS, SHARED_SECRET_METHODS
 from inventory.models import Client
 from inventory.reports.audit_log import audit_chain_status
@@ -351,48 +351,36 @@ def _counted_controls(now: datetime, team_id: int | None, inactive: list[int]) -
 
 
 def _attestation_counts(now: datetime, team_id: int | None) -> tuple[int, int]:
-    """(covered, overdue) of the attestation rule from the attestation days (``counts.attestation_days``): whole
-    days before each tier's cut from the counts, the day the cut falls in exactly (a range of the
-    ``client_attest_basis_idx`` index). The same clients as ``_attestation_conditions`` selects."""
+    """(covered, overdue) of the attestation rule from the attestation weeks (``counts.attestation_weeks``):
+    whole weeks before the week each tier's cut falls in from the counts, that week exactly (a range of the
+    ``client_attest_basis_idx`` index). The same clients as ``_attestation_conditions`` selects. A rule scoped
+    by IdP or registration path (the counts keep neither) is counted on the clients."""
     from inventory.lifecycle_policies.store import active_lifecycle_rules
-    from inventory.models import IdPConnection, Team
+    from inventory.models import Team
 
     rule = active_lifecycle_rules().attestation
     scope = rule.scope
+    population, overdue_q = _attestation_conditions(Q(), now)
+    clients = Client.objects.filter(population, **({"team_id": team_id} if team_id is not None else {}))
+    if scope.idps or scope.created_via:
+        return clients.count(), clients.filter(overdue_q).count()
     team_ids = list(Team.objects.filter(slug__in=scope.teams).values_list("pk", flat=True)) if scope.teams else None
     if team_ids is not None and team_id is not None:
         team_ids = [t for t in team_ids if t == team_id]
-    idp_ids = (
-        set(IdPConnection.objects.filter(name__in=scope.idps).values_list("pk", flat=True)) if scope.idps else None
-    )
-
-    def covered(tier: str, idp_id: int, via: str) -> bool:
-        return (
-            (not scope.tiers or tier in scope.tiers)
-            and (idp_ids is None or idp_id in idp_ids)
-            and (not scope.created_via or via in scope.created_via)
-        )
-
-    days = counts.attestation_days(team_id=team_id if team_ids is None else None, team_ids=team_ids)
+    weeks = counts.attestation_weeks(team_id=team_id if team_ids is None else None, team_ids=team_ids)
+    cuts = {tier: now - timedelta(days=rule.days_for(tier)) for tier in rule.days_by_tier}
     total = overdue = 0
     edge = Q(pk__in=[])
-    cuts = {tier: now - timedelta(days=rule.days_for(tier)) for tier in rule.days_by_tier}
-    for tier, idp_id, via, day, n in days:
-        if not covered(tier, idp_id, via):
-            continue
-        total += n
-        if tier in cuts and day < cuts[tier].astimezone(UTC).date():
-            overdue += n
-    for tier, cut in cuts.items():
+    for tier, week, n in weeks:
         if scope.tiers and tier not in scope.tiers:
             continue
-        start = datetime.combine(cut.astimezone(UTC).date(), datetime.min.time(), tzinfo=UTC)
+        total += n
+        if tier in cuts and week < week_of(cuts[tier]):
+            overdue += n
+    for tier, cut in cuts.items():
+        start = datetime.combine(week_of(cut), datetime.min.time(), tzinfo=UTC)
         edge |= Q(risk_tier=tier, basis__gte=start, basis__lt=cut)
-    population, _overdue = _attestation_conditions(Q(), now)
-    edge_clients = Client.objects.filter(population).alias(basis=ATTEST_BASIS).filter(edge)
-    if team_id is not None:
-        edge_clients = edge_clients.filter(team_id=team_id)
-    return total, overdue + edge_clients.count()
+    return total, overdue + clients.alias(basis=ATTEST_BASIS).filter(edge).count()
 
 
 def measure_controls(*, now: datetime | None = None, team=None) -> list[ControlResult]:

@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.db.models import BooleanField, ExpressionWrapper, F, IntegerField, Q, QuerySet, Sum, Value
-from django.db.models.functions import TruncDate, TruncHour
+from django.db.models.functions import TruncDate, TruncHour, TruncWeek
 
 from inventory.choices import LIVE_STATES, ClientState
 from inventory.counts import CUBE_BOOLEANS, hour_of, normal_key
@@ -329,21 +329,20 @@ __all__ = [
 ]
 
 
-def attestation_days(*, team_id: int | None = None, team_ids: list[int] | None = None) -> list[tuple]:
-    """(risk tier, IdP id, path, day, clients) of the active managed clients by the UTC day their attestation
+def attestation_weeks(*, team_id: int | None = None, team_ids: list[int] | None = None) -> list[tuple]:
+    """(risk tier, week, clients) of the active managed clients by the UTC week (its Monday) their attestation
     period started (their last attestation, else activation, else creation); of one team, or of ``team_ids``
     (an attestation rule scoped to teams), or of all."""
-    keys = ("risk_tier", "idp_id", "created_via", "day")
     deltas = ClientCountDelta.objects.filter(state=ClientState.ACTIVE, managed=True, attest_basis__isnull=False)
     if team_ids is not None:
         rows = ClientAttestCount.objects.filter(team_id__in=team_ids)
         deltas = deltas.filter(team_id__in=team_ids)
     else:
-        rows = rollup_rows((ClientAttestCountAllTeams, ClientAttestCount), set(keys), team_id=team_id)
+        rows = rollup_rows((ClientAttestCountAllTeams, ClientAttestCount), {"risk_tier", "week"}, team_id=team_id)
         deltas = deltas if team_id is None else deltas.filter(team_id=team_id)
-    columns = {key: key for key in keys}
+    columns = {"risk_tier": "risk_tier", "week": "week"}
     result = union_sum(
-        [(rows, columns, "n"), (deltas, {**columns, "day": TruncDate("attest_basis", tzinfo=UTC)}, "n")],
-        width=len(keys),
+        [(rows, columns, "n"), (deltas, {**columns, "week": TruncWeek("attest_basis", tzinfo=UTC)}, "n")],
+        width=2,
     )
-    return [(*normal_key("attest", (0, tier, idp, via, day))[1:], int(n)) for tier, idp, via, day, n in result]
+    return [(tier, normal_key("attest", (0, tier, week))[2], int(n)) for tier, week, n in result]
