@@ -297,10 +297,12 @@ class Client(models.Model):
                 name="client_high_one_person_idx",
                 condition=Q(risk_tier="high", managed=True, state__in=LIVE_STATE_VALUES) & ~Q(two_person_approved=True),
             ),
-            # The attestation control's edge day: active clients by when their attestation period started.
+            # The attestation control's edge week: active clients by when their attestation period started (and
+            # their team, so a team's report counts it from the index alone).
             models.Index(
                 "risk_tier",
                 Coalesce("attested_at", "activated_at", "created_at"),
+                "team",
                 name="client_attest_basis_idx",
                 condition=Q(state="active", managed=True),
             ),

@@ -307,7 +307,7 @@ _CONTROL_CUBE = (
 
 def _counted_controls(now: datetime, team_id: int | None, inactive: list[int]) -> dict[str, tuple[int, int]]:
     """(population, failing) of every client control, none of them by reading every client: the counts (one read
-    of the cube, the owners, the expiry hours and the attestation days), and for what depends on more than a
+    of the cube, the owners, the expiry hours and the attestation weeks), and for what depends on more than a
     client's counted columns, its failing clients from a partial index that holds only them."""
     cube = counts.cube(_CONTROL_CUBE, team_id=team_id)
     live = sum(row[-1] for row in cube)
