@@ -266,7 +266,8 @@ class Client(models.Model):
     class Meta:
         verbose_name = _("client")
         indexes = [
-            models.Index(fields=["state", "expires_at"], name="client_state_expiry_idx"),
+            # risk tier and team included: the framework report's TTL-ceiling edge hour counts from the index alone
+            models.Index(fields=["state", "expires_at"], name="client_state_expiry_idx", include=["risk_tier", "team"]),
             # The inventory's commonest filter pair, newest first: a LIMITed page scans only matching rows.
             models.Index(fields=["state", "risk_tier", "created_at", "id"], name="client_state_tier_created_idx"),
             models.Index(fields=["owner", "state"], name="client_owner_state_idx"),
@@ -298,12 +299,13 @@ class Client(models.Model):
                 condition=Q(risk_tier="high", managed=True, state__in=LIVE_STATE_VALUES) & ~Q(two_person_approved=True),
             ),
             # The attestation control's edge week: active clients by when their attestation period started (and
-            # their team, so a team's report counts it from the index alone).
+            # their team). The expression's columns are included so PostgreSQL counts from the index alone.
             models.Index(
                 "risk_tier",
                 Coalesce("attested_at", "activated_at", "created_at"),
                 "team",
                 name="client_attest_basis_idx",
+                include=["attested_at", "activated_at", "created_at"],
                 condition=Q(state="active", managed=True),
             ),
         ]

@@ -133,7 +133,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='client',
-            index=models.Index(models.F('risk_tier'), django.db.models.functions.comparison.Coalesce('attested_at', 'activated_at', 'created_at'), models.F('team'), condition=models.Q(('managed', True), ('state', 'active')), name='client_attest_basis_idx'),
+            index=models.Index(models.F('risk_tier'), django.db.models.functions.comparison.Coalesce('attested_at', 'activated_at', 'created_at'), models.F('team'), condition=models.Q(('managed', True), ('state', 'active')), include=('attested_at', 'activated_at', 'created_at'), name='client_attest_basis_idx'),
         ),
         migrations.AddConstraint(
             model_name='clientattestcount',

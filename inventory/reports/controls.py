@@ -317,15 +317,16 @@ def _counted_controls(now: datetime, team_id: int | None, inactive: list[int]) -
 
     over_ceiling = where(lambda k: k["no_expiry"])
     hours = counts.expiring(since=now, team_id=team_id)
-    edge = Q()
+    scoped = Client.objects.filter(state__in=LIVE_STATES, **({"team_id": team_id} if team_id is not None else {}))
     for tier in RiskTier:
         limit = now + timedelta(seconds=DEFAULT_TTL_CEILINGS[tier])
         bucket = counts.hour_of(limit)
-        # whole hours past the ceiling from the counts; the hour the ceiling falls in, exactly (an index range)
+        # whole hours past the ceiling from the counts; the hour the ceiling falls in, exactly: one index-only range
+        # per tier (client_state_expiry_idx includes the tier; an OR of the three would read the rows)
         over_ceiling += sum(n for t, hour, n in hours if t == tier.value and hour > bucket)
-        edge |= Q(risk_tier=tier.value, expires_at__gt=limit, expires_at__lt=bucket + timedelta(hours=1))
-    scoped = Client.objects.filter(state__in=LIVE_STATES, **({"team_id": team_id} if team_id is not None else {}))
-    over_ceiling += scoped.filter(edge).count()
+        over_ceiling += scoped.filter(
+            risk_tier=tier.value, expires_at__gt=limit, expires_at__lt=bucket + timedelta(hours=1)
+        ).count()
 
     def failing(key: str) -> int:  # the control's failing clients, from the partial index that holds only them
         population, fails = control_conditions(key, now=now, inactive_owners=inactive, within_live=True)
@@ -370,17 +371,18 @@ def _attestation_counts(now: datetime, team_id: int | None) -> tuple[int, int]:
     weeks = counts.attestation_weeks(team_id=team_id if team_ids is None else None, team_ids=team_ids)
     cuts = {tier: now - timedelta(days=rule.days_for(tier)) for tier in rule.days_by_tier}
     total = overdue = 0
-    edge = Q(pk__in=[])
     for tier, week, n in weeks:
         if scope.tiers and tier not in scope.tiers:
             continue
         total += n
         if tier in cuts and week < week_of(cuts[tier]):
             overdue += n
-    for tier, cut in cuts.items():
+    for tier, cut in cuts.items():  # one index-only range per tier (an OR of them would read the rows)
+        if scope.tiers and tier not in scope.tiers:
+            continue
         start = datetime.combine(week_of(cut), datetime.min.time(), tzinfo=UTC)
-        edge |= Q(risk_tier=tier, basis__gte=start, basis__lt=cut)
-    return total, overdue + clients.alias(basis=ATTEST_BASIS).filter(edge).count()
+        overdue += clients.alias(basis=ATTEST_BASIS).filter(risk_tier=tier, basis__gte=start, basis__lt=cut).count()
+    return total, overdue
 
 
 def measure_controls(*, now: datetime | None = None, team=None) -> list[ControlResult]:

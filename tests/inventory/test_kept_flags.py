@@ -168,7 +168,7 @@ def test_the_report_reads_the_counts_and_only_the_failing_clients(idp, owner, ca
     )
     for sql in client_reads:  # each read of the client table is a range of a failing-clients index
         assert any(term in sql for term in narrowing), sql
-    assert len(client_reads) == 6
+    assert len(client_reads) == 10  # TTL edge hour and attestation edge week per tier (3 + 3), 4 failing sets
     assert len(captured.captured_queries) <= 20
 
 
