@@ -22,6 +22,8 @@ from django.http import Http404, HttpResponse, JsonResponse, StreamingHttpRespon
 from django.shortcuts import render
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString, mark_safe
 from django.utils.text import Truncator
 
 from inventory.choices import ClientState, RiskTier
@@ -152,7 +154,7 @@ def inventory_list(request):
         {
             "filterset": filterset,
             "page": page,
-            "rows": _rows(page.items),
+            "rows_html": rows_html(_rows(page.items), list_url=reverse("inventory:list")),
             "active": active,
             "selected_team": active.get("team"),  # the Team the slug named, fetched when the filter validated it
             "sees_all": has_role(request.user, *OVERSIGHT_ROLES),
@@ -204,6 +206,72 @@ def _rows(clients) -> list[dict]:
             }
         )
     return rows
+
+
+# One row of the inventory's table. Built in Python: 50 rows through the template engine were ~1,200 variable
+# lookups and escapes (~8 ms of a 43 ms search at 1M clients); format_html escapes every value the same way.
+_ROW = (
+    '<tr data-row data-href="{url}">\n'
+    '  <td><a href="{url}">{name}</a>{badges}</td>\n'
+    '  <td class="small"><code>{idp_client_id}</code></td>\n'
+    '  <td><span class="state-{state}">{state_label}</span></td>\n'
+    '  <td><span class="badge-{risk_tier}">{tier_label}</span></td>\n'
+    '  <td>{owner}{inactive}<br><span class="muted small">{team}</span></td>\n'
+    '  <td class="small">{idp}</td>\n'
+    '  <td class="small">{purpose}</td>\n'
+    '  <td class="small">{expires}</td>\n'
+    '  <td class="small">{last_used}</td>\n'
+    '  <td class="num">{depth}</td>\n'
+    '  <td class="nowrap small"><time datetime="{created_iso}">{created}</time></td>\n'
+    "</tr>\n"
+)
+_BADGES = (
+    (lambda r: not r["managed"], "badge-neutral", "shadow"),
+    (lambda r: r["orphaned"], "badge-high", "orphaned"),
+    (lambda r: r["stale"], "badge-medium", "stale"),
+    (lambda r: r["sync_failed"], "badge-high", "sync failed"),
+)
+
+
+def _time(iso: str, text: str, title: str = "") -> str:
+    if not text:
+        return "never"
+    if title:
+        return format_html('<time datetime="{}" title="{}">{}</time>', iso, title, text)
+    return format_html('<time datetime="{}">{}</time>', iso, text)
+
+
+def rows_html(rows: list[dict], *, list_url: str) -> SafeString:
+    """The table body for ``rows`` (``_rows``), every value escaped by ``format_html``."""
+    html = []
+    for r in rows:
+        badges = "".join(
+            format_html(' <span class="{}">{}</span>', css, label) for test, css, label in _BADGES if test(r)
+        )
+        html.append(
+            format_html(
+                _ROW,
+                url=f"{list_url}{r['registration_id']}/",
+                name=r["name"],
+                badges=mark_safe(badges),  # noqa: S308 - format_html output
+                idp_client_id=r["idp_client_id"],
+                state=r["state"],
+                state_label=r["state_label"],
+                risk_tier=r["risk_tier"],
+                tier_label=r["tier_label"],
+                owner=r["owner"],
+                inactive=mark_safe(' <span class="badge-high">inactive</span>') if r["owner_inactive"] else "",
+                team=r["team"],
+                idp=r["idp"],
+                purpose=r["purpose"],
+                expires=_time(r["expires_iso"], r["expires"]),
+                last_used=_time(r["last_used_iso"], r["last_used"], title=f"reported by {r['last_used_source']}"),
+                depth=r["depth"],
+                created_iso=r["created_iso"],
+                created=r["created"],
+            )
+        )
+    return mark_safe("".join(html))  # noqa: S308 - each part is format_html output
 
 
 FLAG_FILTERS = (
