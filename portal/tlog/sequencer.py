@@ -58,6 +58,21 @@ def log_seal(*, batch_size: int | None = None, time_budget: float | None = None)
     left or ``time_budget`` seconds have passed. Then deliver checkpoints to the witnesses (after commit)."""
     batch_size = batch_size or settings.REGISTRAR_LOG_BATCH_SIZE
     deadline = None if time_budget is None else time.monotonic() + time_budget
+    return _seal_batches(_seal_batch, batch_size, deadline)
+
+
+def log_seal_preindexed(*, batch_size: int = 100_000) -> SealReport:
+    """Seal events a bulk load appended with their log indexes already given (``seed_scale``: consecutive from
+    the last checkpoint's size, in id order, while it held the sequencer's lock): their tiles and one signed
+    checkpoint per ``batch_size`` events, without rewriting the events as :func:`log_seal` does (at 10M events
+    that rewrite was most of the seal). Refuses (LogStateError) unless the indexes continue the signed tree
+    exactly, as the leaves the sequencer would have given them."""
+    return _seal_batches(_seal_preindexed_batch, batch_size, None)
+
+
+def _seal_batches(seal_batch, batch_size: int, deadline: float | None) -> SealReport:
+    """``seal_batch(connection, batch_size)`` in one transaction each, holding the sequencer's lock, until it seals
+    less than a batch or ``deadline`` passes; then the checkpoints go to the witnesses (after commit)."""
     report = SealReport()
     while True:
         with transaction.atomic():
@@ -65,7 +80,7 @@ def log_seal(*, batch_size: int | None = None, time_budget: float | None = None)
             if not try_lock(connection, SEQUENCER_LOCK):
                 report.busy = True
                 break
-            checkpoint, sealed = _seal_batch(connection, batch_size)
+            checkpoint, sealed = seal_batch(connection, batch_size)
         if checkpoint is None:
             break
         report.sealed += sealed
@@ -168,44 +183,25 @@ def _extend(connection, signer, size: int, root: bytes, rows: list[tuple]) -> Lo
     )
 
 
-def log_seal_preindexed(*, batch_size: int = 100_000) -> SealReport:
-    """Seal events a bulk load appended with their log indexes already given (``seed_scale``: consecutive from
-    the last checkpoint's size, in id order, while it held the sequencer's lock): their tiles and one signed
-    checkpoint per ``batch_size`` events, without rewriting the events as :func:`log_seal` does (at 10M events
-    that rewrite was most of the seal). Refuses (LogStateError) unless the indexes continue the signed tree
-    exactly, as the leaves the sequencer would have given them."""
-    report = SealReport()
-    while True:
-        with transaction.atomic():
-            connection = transaction.get_connection()
-            if not try_lock(connection, SEQUENCER_LOCK):
-                report.busy = True
-                break
-            signer = log_signer()
-            _previous, head = latest_checkpoint()
-            size = head.size
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f'SELECT {select_list(connection.vendor)}, "log_index" FROM {_TABLE} '  # noqa: S608
-                    'WHERE "log_index" >= %s ORDER BY "log_index" LIMIT %s',
-                    [size, batch_size],
-                )
-                rows = cursor.fetchall()
-            if not rows:
-                break
-            indexes = [row[-1] for row in rows]
-            ids = [row[0] for row in rows]
-            if indexes != list(range(size, size + len(rows))) or ids != sorted(ids):
-                raise LogStateError(f"the events indexed from {size} do not continue the tree in id order")
-            checkpoint = _extend(connection, signer, size, head.root, [row[:-1] for row in rows])
-        report.sealed += len(rows)
-        report.tree_size = checkpoint.tree_size
-        report.checkpoints.append(checkpoint.tree_size)
-        log_event(logger, "log_sealed", events=len(rows), tree_size=checkpoint.tree_size)
-        if len(rows) < batch_size:
-            break
-    transaction.on_commit(witness_publish)
-    return report
+def _seal_preindexed_batch(connection, batch_size: int) -> tuple[LogCheckpoint | None, int]:
+    """The next ``batch_size`` events already indexed past the signed tree (:func:`log_seal_preindexed`)."""
+    signer = log_signer()
+    _previous, head = latest_checkpoint()
+    size = head.size
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f'SELECT {select_list(connection.vendor)}, "log_index" FROM {_TABLE} '  # noqa: S608
+            'WHERE "log_index" >= %s ORDER BY "log_index" LIMIT %s',
+            [size, batch_size],
+        )
+        rows = cursor.fetchall()
+    if not rows:
+        return None, 0
+    indexes = [row[-1] for row in rows]
+    ids = [row[0] for row in rows]
+    if indexes != list(range(size, size + len(rows))) or ids != sorted(ids):
+        raise LogStateError(f"the events indexed from {size} do not continue the tree in id order")
+    return _extend(connection, signer, size, head.root, [row[:-1] for row in rows]), len(rows)
 
 
 def _edge_tiles(size: int, root: bytes) -> TileSet:
