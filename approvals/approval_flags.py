@@ -14,11 +14,16 @@ from __future__ import annotations
 
 # ruff: noqa: S608 - every statement here is built from this module's constants, never from input
 
-RECOMPUTE = (
-    "COALESCE((SELECT COUNT(DISTINCT d.approver_id) >= 2 FROM approvals_decision d "
-    "JOIN approvals_registrationrequest r ON r.id = d.request_id "
-    "WHERE r.public_id = inventory_client.registration_id AND d.kind = 'approve'), false)"
+# The registration ids whose request carries approve decisions by two or more distinct people: the one rule,
+# narrowed to one client's request where a trigger needs only that (``{where}``).
+_APPROVED = (
+    "SELECT r.public_id FROM approvals_decision d JOIN approvals_registrationrequest r ON r.id = d.request_id "
+    "WHERE d.kind = 'approve'{where} GROUP BY r.public_id HAVING COUNT(DISTINCT d.approver_id) >= 2"
 )
+# one client's flag (inventory_client the row being set): a look-up of its own request's decisions
+RECOMPUTE = "EXISTS (" + _APPROVED.format(where=" AND r.public_id = inventory_client.registration_id") + ")"
+# every client's flag at once (a migration, seed_scale, reconcile_counts): the approved ids computed once
+_RECOMPUTE_ALL = "(inventory_client.registration_id IN (" + _APPROVED.format(where="") + "))"
 _SET = "UPDATE inventory_client SET two_person_approved = " + RECOMPUTE + " WHERE registration_id = {public_id}"
 
 _PG_FORWARD = [
@@ -90,15 +95,15 @@ def uninstall(schema_editor) -> None:
 def recompute_sql() -> str:
     """One UPDATE setting the flag from the approvals, touching only the clients whose flag is wrong."""
     return (
-        f"UPDATE inventory_client SET two_person_approved = {RECOMPUTE} "
-        f"WHERE two_person_approved IS NULL OR two_person_approved <> ({RECOMPUTE})"
+        f"UPDATE inventory_client SET two_person_approved = {_RECOMPUTE_ALL} "
+        f"WHERE two_person_approved IS NULL OR two_person_approved <> {_RECOMPUTE_ALL}"
     )
 
 
 def drift_sql() -> str:
     return (
         "SELECT COUNT(*) FROM inventory_client WHERE two_person_approved IS NULL "
-        f"OR two_person_approved <> ({RECOMPUTE})"
+        f"OR two_person_approved <> {_RECOMPUTE_ALL}"
     )
 
 

@@ -41,6 +41,8 @@ from inventory import flag_triggers
 from inventory.choices import LIVE_STATES, ClientState
 from inventory.count_triggers import COUNTS_LOCK  # one folder (or a repair, or a migration) at a time
 from inventory.histograms import seconds_bucket
+from inventory.lifecycle_policies.evaluate import BASE
+from inventory.lifecycle_policies.rules import ATTESTATION
 from inventory.models import (
     CLIENT_COUNT_KEY,
     Client,
@@ -372,9 +374,9 @@ def counts_recount() -> Tallies:
     return out
 
 
-# When an active client's attestation period started (the attestation rule's clock): the same expression as the
-# trigger's attest_basis (migration 0025), the recount's and the control's edge (inventory.reports.controls).
-ATTEST_BASIS = Coalesce("attested_at", "activated_at", "created_at")
+# When an active client's attestation period started: the attestation rule's own clock (lifecycle_policies'
+# BASE), which the trigger's attest_basis (migration 0025), the recount and the control's edge all count by.
+ATTEST_BASIS = Coalesce(*BASE[ATTESTATION])
 
 
 def _client_recount() -> Tallies:

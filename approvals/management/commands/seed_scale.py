@@ -29,6 +29,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from approvals import approval_flags
 from approvals.models import RegistrationRequest
 from inventory.catalogue import DEMO_SCOPES
 from inventory.choices import IdPKind, RiskTier
@@ -203,13 +204,6 @@ FROM (SELECT created_at, registration_id, created_via, owner_id, risk_tier, scop
       FROM inventory_client WHERE id > %(base)s) c
 """
 
-_TWO_PERSON_SQL = """
-UPDATE inventory_client c SET two_person_approved = true
-FROM (SELECT r.public_id FROM approvals_decision d JOIN approvals_registrationrequest r ON r.id = d.request_id
-      WHERE d.kind = 'approve' GROUP BY r.public_id HAVING COUNT(DISTINCT d.approver_id) >= 2) approved
-WHERE c.registration_id = approved.public_id
-"""
-
 
 class Command(BaseCommand):
     help = "Load a realistic inventory of N clients (owners, teams, lineage, requests, audit) with COPY."
@@ -260,7 +254,7 @@ class Command(BaseCommand):
                 # COPY as a replica skips the triggers that keep the client's kept flags (approvals.approval_flags,
                 # inventory.flag_triggers): the generated scopes are all catalogued and children within their
                 # parents by construction, so only the two-person approvals need setting, in one statement.
-                cursor.execute(_TWO_PERSON_SQL)
+                cursor.execute(approval_flags.recompute_sql())
             t = time.monotonic()
             events, preindexed = self._audit(base, preindex=not opts["no_seal"])
             self.stdout.write(f"audit: {events} events in {time.monotonic() - t:.1f}s")
