@@ -55,6 +55,8 @@ from inventory.models import (
     ClientDayCountAllTeams,
     ClientExpiryCount,
     ClientExpiryCountAllTeams,
+    ClientOrphanCount,
+    ClientOrphanCountAllTeams,
     ClientOvershootCount,
     ClientOvershootCountAllTeams,
     ClientOwnerCount,
@@ -74,7 +76,12 @@ EXPIRY_KEYS = ("team_id", "state", "risk_tier", "expires_hour")
 DAY_KEYS = ("day", "team_id", "kind")
 OVERSHOOT_KEYS = ("team_id", "bucket")
 ATTEST_KEYS = ("team_id", "risk_tier", "week")
-CUBE_BOOLEANS = frozenset({"managed", "orphaned", "stale", "sync_failed", "drifted", "no_purpose", "no_expiry"})
+ORPHAN_KEYS = ("team_id", "orphaned_hour")
+CUBE_BOOLEANS = frozenset(
+    {"managed", "orphaned", "stale", "sync_failed", "drifted", "no_purpose", "no_expiry", "two_person"}
+)
+# the states the orphan-grace control fails (a suspended orphan holds no live credentials)
+ORPHAN_COUNTED_STATES = frozenset({ClientState.ACTIVE, ClientState.PROVISIONING})
 
 Rollups = Mapping[str, tuple[type[models.Model], tuple[str, ...]]]
 
@@ -100,6 +107,7 @@ ROLLUPS: Rollups = {
     "day": (ClientDayCount, DAY_KEYS),
     "overshoot": (ClientOvershootCount, OVERSHOOT_KEYS),
     "attest": (ClientAttestCount, ATTEST_KEYS),
+    "orphan": (ClientOrphanCount, ORPHAN_KEYS),
 }
 _DELTA_COLUMNS = (
     "n",
@@ -122,6 +130,8 @@ _DELTA_COLUMNS = (
     "expires_at",
     "expiry_overshoot_seconds",
     "attest_basis",
+    "two_person",
+    "orphaned_at",
 )
 
 Tallies = dict[str, Counter]
@@ -266,7 +276,7 @@ def _tally_deltas(rows: Iterable[tuple]) -> Tallies:
         out["cube"][
             (d["team_id"], d["state"], d["risk_tier"], d["idp_id"], d["created_via"], d["depth"], d["auth_method"])
             + flags
-            + (expires is None,)
+            + (expires is None, bool(d["two_person"]))
         ] += n
         out["owner"][(d["owner_id"], d["team_id"], d["state"])] += n
         if expires is not None and d["state"] in LIVE_STATES:  # ended clients' expiries are history: not kept
@@ -280,6 +290,9 @@ def _tally_deltas(rows: Iterable[tuple]) -> Tallies:
         basis = as_datetime(d["attest_basis"])
         if d["state"] == ClientState.ACTIVE and d["managed"] and basis is not None:
             out["attest"][(d["team_id"], d["risk_tier"], week_of(basis))] += n
+        orphaned_at = as_datetime(d["orphaned_at"])
+        if orphaned_at is not None and d["state"] in ORPHAN_COUNTED_STATES:
+            out["orphan"][(d["team_id"], hour_of(orphaned_at))] += n
     return nonzero(out)
 
 
@@ -400,6 +413,7 @@ def _client_recount() -> Tallies:
         k_drifted=_flag(Q(drift__isnull=False)),
         k_no_purpose=_flag(Q(purpose="")),
         k_no_expiry=_flag(Q(expires_at__isnull=True)),
+        k_two_person=_flag(Q(two_person_approved=True)),
     )
     owners = _grouped(clients, k_owner=owner, k_team=team, k_state=F("state"))
     expiry = _grouped(
@@ -420,7 +434,14 @@ def _client_recount() -> Tallies:
         k_tier=F("risk_tier"),
         k_week=TruncWeek(ATTEST_BASIS, tzinfo=UTC),
     )
+    orphans = _grouped(
+        clients.filter(orphaned_at__isnull=False, state__in=ORPHAN_COUNTED_STATES),
+        k_team=team,
+        k_hour=TruncHour("orphaned_at", tzinfo=UTC),
+    )
     out: Tallies = {name: Counter() for name in ROLLUPS}
+    for *key, n in orphans:
+        out["orphan"][normal_key("orphan", key)] += n
     for *key, n in attest:
         out["attest"][normal_key("attest", key)] += n
     for *key, n in cube:
@@ -445,7 +466,7 @@ def normal_key(name: str, key) -> tuple:
     for column, value in zip(keys, key, strict=True):
         if column in CUBE_BOOLEANS:
             value = bool(value)
-        elif column == "expires_hour":
+        elif column in ("expires_hour", "orphaned_hour"):
             value = as_datetime(value)
         elif column in ("day", "week"):
             value = as_date(value)
@@ -577,6 +598,7 @@ PROJECTIONS = {
     "day_all": Projection(ClientDayCountAllTeams, ("day", "kind"), "day"),
     "overshoot_all": Projection(ClientOvershootCountAllTeams, ("bucket",), "overshoot"),
     "attest_all": Projection(ClientAttestCountAllTeams, ATTEST_KEYS[1:], "attest"),
+    "orphan_all": Projection(ClientOrphanCountAllTeams, ORPHAN_KEYS[1:], "orphan"),
 }
 _KEYS = {**{name: keys for name, (_model, keys) in ROLLUPS.items()}, **{n: p.keys for n, p in PROJECTIONS.items()}}
 

@@ -178,7 +178,8 @@ class Client(models.Model):
         default=True,
         help_text=_("False for shadow clients found at the IdP by reconciliation."),
     )
-    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
+    # no index of its own: client_created_id_idx (created_at, id) serves every read by creation time
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     activated_at = models.DateTimeField(_("activated at"), null=True, blank=True)
     state_changed_at = models.DateTimeField(_("state changed at"), null=True, blank=True)
     expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
@@ -247,8 +248,9 @@ class Client(models.Model):
     spawn_revoked_at = models.DateTimeField(_("spawn right revoked at"), null=True, blank=True)
     spawn_revoked_reason = models.TextField(_("why the spawn right was revoked"), blank=True, default="", db_default="")
     # Kept true by the database, never written by code (inventory.flag_triggers; approvals' migration 0022 for
-    # two_person_approved): the framework report counts the live clients failing these controls from the small
-    # partial indexes below instead of evaluating the catalogue, the parent or the approvals for every client.
+    # two_person_approved): the framework report counts the live clients failing the first two from the small
+    # partial indexes below, and the third from the counts' cube, instead of evaluating the catalogue, the parent
+    # or the approvals for every client.
     # Nullable with a constant db_default so adding them altered the table in place (SQLite would otherwise
     # rebuild it and drop its triggers); the triggers never leave them NULL.
     uncatalogued_scopes = models.BooleanField(
@@ -278,8 +280,10 @@ class Client(models.Model):
             models.Index(fields=["orphaned_at"], name="client_orphaned_idx", condition=Q(orphaned_at__isnull=False)),
             # The framework report's failing clients, each index holding only them (docs/scale.md, "Controls"):
             # counting one is a read of its failures, whatever the number of clients.
+            # The orphan control's edge hour (the rest is counted: ClientOrphanCount): orphaning time first, so
+            # everyone's edge is one range; a team's filters the hour's few entries.
             models.Index(
-                fields=["team", "orphaned_at"],
+                fields=["orphaned_at", "team"],
                 name="client_orphan_active_idx",
                 condition=Q(orphaned_at__isnull=False, state__in=["active", "provisioning"]),
             ),
@@ -292,11 +296,6 @@ class Client(models.Model):
                 fields=["team"],
                 name="client_outside_parent_idx",
                 condition=Q(outside_parent=True, state__in=LIVE_STATE_VALUES),
-            ),
-            models.Index(
-                fields=["team"],
-                name="client_high_one_person_idx",
-                condition=Q(risk_tier="high", managed=True, state__in=LIVE_STATE_VALUES) & ~Q(two_person_approved=True),
             ),
             # The attestation control's edge week: active clients by when their attestation period started (and
             # their team). The expression's columns are included so PostgreSQL counts from the index alone.
@@ -592,6 +591,9 @@ class ClientCountDelta(models.Model):
     expiry_overshoot_seconds = models.FloatField(_("expiry overshoot (s)"), null=True)
     # when the client's attestation period started: its last attestation, else activation, else creation
     attest_basis = models.DateTimeField(_("attestation period from"), null=True)
+    # nullable: added in place (migration 0027); a delta from before reads as "not two-person", "not orphaned"
+    two_person = models.BooleanField(_("approved by two people"), null=True)
+    orphaned_at = models.DateTimeField(_("orphaned at"), null=True)
 
     class Meta:
         verbose_name = _("client count delta")
@@ -616,6 +618,7 @@ CLIENT_COUNT_KEY = (
     "drifted",
     "no_purpose",
     "no_expiry",
+    "two_person",
 )
 
 
@@ -636,6 +639,8 @@ class CubeColumns(models.Model):
     drifted = models.BooleanField(_("drifted"))
     no_purpose = models.BooleanField(_("no purpose"))
     no_expiry = models.BooleanField(_("no expiry"))
+    # Client.two_person_approved: the high-tier approval control counted from the cube (docs/scale.md)
+    two_person = models.BooleanField(_("approved by two people"), default=False, db_default=False)
     n = models.BigIntegerField(_("clients"), default=0)
 
     class Meta:
@@ -709,6 +714,22 @@ class ClientDayCount(models.Model):
 
     def __str__(self) -> str:
         return f"{self.n} {self.kind} {self.day}"
+
+
+class ClientOrphanCount(models.Model):
+    """Active and provisioning clients whose owner left, per (team, hour they were orphaned): the orphan-grace
+    control counts the whole hours past grace here and only the hour grace ends in from an index."""
+
+    team_id = models.IntegerField(_("team"))
+    orphaned_hour = models.DateTimeField(_("orphaned within the hour starting"))
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        verbose_name = _("client count per orphaning hour")
+        constraints = [models.UniqueConstraint(fields=["team_id", "orphaned_hour"], name="client_orphan_count_key")]
+
+    def __str__(self) -> str:
+        return f"{self.n} orphaned {self.orphaned_hour:%Y-%m-%d %H}h"
 
 
 class ClientOvershootCount(models.Model):
@@ -803,6 +824,19 @@ class ClientDayCountAllTeams(models.Model):
 
     def __str__(self) -> str:
         return f"{self.n} {self.kind} {self.day}"
+
+
+class ClientOrphanCountAllTeams(models.Model):
+    """ClientOrphanCount summed over the teams."""
+
+    orphaned_hour = models.DateTimeField(_("orphaned within the hour starting"), unique=True)
+    n = models.BigIntegerField(_("clients"), default=0)
+
+    class Meta:
+        verbose_name = _("client count per orphaning hour, all teams")
+
+    def __str__(self) -> str:
+        return f"{self.n} orphaned {self.orphaned_hour:%Y-%m-%d %H}h"
 
 
 class ClientOvershootCountAllTeams(models.Model):

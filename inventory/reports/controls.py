@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from inventory.ceilings import DEFAULT_TTL_CEILINGS
 from inventory.choices import LIVE_STATES, ClientState, RiskTier
-from inventory.counts import ATTEST_BASIS, week_of
+from inventory.counts import ATTEST_BASIS, ORPHAN_COUNTED_STATES, week_of
 from inventory.keys import KEY_BASED_METHODS, SHARED_SECRET_METHODS
 from inventory.models import Client
 from inventory.reports.audit_log import audit_chain_status
@@ -204,6 +204,7 @@ def control_conditions(
         return live, Q(auth_method__in=SHARED_SECRET_AUTH_METHODS)
     # The next three read columns the database keeps (inventory.flag_triggers, approvals.approval_flags): the
     # catalogue, the parent and the approvals are evaluated when they or the client change, not per report.
+    # (The report counts them: _counted_controls. These conditions select the clients, for drill-downs.)
     if key == "human_approval_high_tier":
         return live & Q(risk_tier=RiskTier.HIGH, managed=True), ~Q(two_person_approved=True)
     if key == "scope_within_catalogue":
@@ -213,7 +214,7 @@ def control_conditions(
     if key == "orphan_within_grace":
         grace = timedelta(hours=settings.REGISTRAR_ORPHAN_GRACE_HOURS)
         return live & Q(orphaned_at__isnull=False), Q(
-            state__in=(ClientState.ACTIVE, ClientState.PROVISIONING), orphaned_at__lt=now - grace
+            state__in=sorted(ORPHAN_COUNTED_STATES), orphaned_at__lt=now - grace
         )
     if key == "idp_in_sync":
         return live, Q(sync_failed=True) | Q(drift__isnull=False) | Q(managed=False)
@@ -302,6 +303,7 @@ _CONTROL_CUBE = (
     "no_expiry",
     "orphaned",
     "depth",
+    "two_person",
 )
 
 
@@ -332,6 +334,9 @@ def _counted_controls(now: datetime, team_id: int | None, inactive: list[int]) -
         population, fails = control_conditions(key, now=now, inactive_owners=inactive, within_live=True)
         return scoped.filter(population & fails).count()
 
+    def high_managed(k) -> bool:
+        return k["risk_tier"] == RiskTier.HIGH and k["managed"]
+
     return {
         "owner_bound": (live, counts.owners_total([0, *inactive], team_id=team_id)),
         "purpose_recorded": (live, where(lambda k: k["no_purpose"])),
@@ -340,15 +345,26 @@ def _counted_controls(now: datetime, team_id: int | None, inactive: list[int]) -
         "no_shared_secret": (live, where(lambda k: k["auth_method"] in SHARED_SECRET_AUTH_METHODS)),
         "idp_in_sync": (live, where(lambda k: k["sync_failed"] or k["drifted"] or not k["managed"])),
         "human_approval_high_tier": (
-            where(lambda k: k["risk_tier"] == RiskTier.HIGH and k["managed"]),
-            failing("human_approval_high_tier"),
+            where(high_managed),
+            where(lambda k: high_managed(k) and not k["two_person"]),
         ),
         "scope_within_catalogue": (live, failing("scope_within_catalogue")),
         # a spawned client is one with a parent: depth > 0 (inventory.services sets it from the parent's)
         "child_within_parent": (where(lambda k: k["depth"] > 0), failing("child_within_parent")),
-        "orphan_within_grace": (where(lambda k: k["orphaned"]), failing("orphan_within_grace")),
+        "orphan_within_grace": (where(lambda k: k["orphaned"]), _orphans_past_grace(now, team_id, scoped)),
         "attestation_current": _attestation_counts(now, team_id),
     }
+
+
+def _orphans_past_grace(now: datetime, team_id: int | None, scoped) -> int:
+    """Active and provisioning orphans orphaned before the grace period: the whole hours before the hour grace
+    ends in from the counts (``counts.orphaned_hours``), that hour exactly (a range of ``client_orphan_active_idx``,
+    orphaning time first)."""
+    cut = now - timedelta(hours=settings.REGISTRAR_ORPHAN_GRACE_HOURS)
+    bucket = counts.hour_of(cut)
+    whole = sum(n for hour, n in counts.orphaned_hours(before=bucket, team_id=team_id))
+    edge = scoped.filter(state__in=sorted(ORPHAN_COUNTED_STATES), orphaned_at__gte=bucket, orphaned_at__lt=cut).count()
+    return whole + edge
 
 
 def _attestation_counts(now: datetime, team_id: int | None) -> tuple[int, int]:

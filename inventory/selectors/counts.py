@@ -20,7 +20,7 @@ from django.db.models import BooleanField, ExpressionWrapper, F, IntegerField, Q
 from django.db.models.functions import TruncDate, TruncHour, TruncWeek
 
 from inventory.choices import LIVE_STATES, ClientState
-from inventory.counts import CUBE_BOOLEANS, hour_of, normal_key
+from inventory.counts import CUBE_BOOLEANS, ORPHAN_COUNTED_STATES, hour_of, normal_key
 from inventory.histograms import seconds_bucket
 from inventory.models import (
     ClientAttestCount,
@@ -32,6 +32,8 @@ from inventory.models import (
     ClientDayCountAllTeams,
     ClientExpiryCount,
     ClientExpiryCountAllTeams,
+    ClientOrphanCount,
+    ClientOrphanCountAllTeams,
     ClientOvershootCount,
     ClientOvershootCountAllTeams,
     ClientOwnerCount,
@@ -320,6 +322,7 @@ __all__ = [
     "cube",
     "expiring",
     "expiring_within",
+    "orphaned_hours",
     "owners_total",
     "per_day",
     "rollup_rows",
@@ -346,3 +349,21 @@ def attestation_weeks(*, team_id: int | None = None, team_ids: list[int] | None 
         width=2,
     )
     return [(tier, normal_key("attest", (0, tier, week))[2], int(n)) for tier, week, n in result]
+
+
+def orphaned_hours(*, before: datetime, team_id: int | None = None) -> list[tuple[datetime, int]]:
+    """(hour, clients) of the active and provisioning clients whose owner left, by the hour they were orphaned,
+    for the hours before ``before`` (the orphan-grace control's whole hours past grace)."""
+    deltas = ClientCountDelta.objects.filter(
+        state__in=sorted(ORPHAN_COUNTED_STATES), orphaned_at__isnull=False, orphaned_at__lt=hour_of(before)
+    )
+    deltas = deltas if team_id is None else deltas.filter(team_id=team_id)
+    hours = rollup_rows((ClientOrphanCountAllTeams, ClientOrphanCount), {"orphaned_hour"}, team_id=team_id)
+    rows = union_sum(
+        [
+            (hours.filter(orphaned_hour__lt=hour_of(before)), {"orphaned_hour": "orphaned_hour"}, "n"),
+            (deltas, {"orphaned_hour": TruncHour("orphaned_at", tzinfo=UTC)}, "n"),
+        ],
+        width=1,
+    )
+    return [(normal_key("orphan", (0, hour))[1], int(n)) for hour, n in rows]

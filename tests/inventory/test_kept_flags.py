@@ -160,14 +160,15 @@ def test_the_report_reads_the_counts_and_only_the_failing_clients(idp, owner, ca
     narrowing = (
         "uncatalogued_scopes",
         "outside_parent",
-        "two_person_approved",
-        "orphaned_at",
+        "orphaned_at",  # the orphan grace's edge hour
         "COALESCE",  # the attestation edge day
         "expires_at",  # the TTL ceiling's edge hour
     )
     for sql in client_reads:  # each read of the client table is a range of a failing-clients index
         assert any(term in sql for term in narrowing), sql
-    assert len(client_reads) == 10  # TTL edge hour and attestation edge week per tier (3 + 3), 4 failing sets
+        assert "two_person_approved" not in sql  # counted in the cube
+    # TTL edge hour and attestation edge week per tier (3 + 3), the orphan grace's edge hour, 2 failing sets
+    assert len(client_reads) == 9
     assert len(captured.captured_queries) <= 20
 
 
@@ -210,3 +211,48 @@ def test_attestation_counts_follow_an_attestation(idp, owner, catalogue):
     counts_fold()
     assert (by_key(measure_controls())["attestation_current"].failing) == 0
     assert counts_current() == counts_recount()
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_orphans_past_grace_from_the_hours_equal_the_clients(idp, owner, catalogue, settings, seed):
+    """Orphans within ten hours either side of the grace cut, some in the cut's own hour, in every state: the
+    counts (whole hours) plus the exact edge hour give what the control's condition selects, folded or not."""
+    rng = random.Random(seed)
+    now = timezone.now()
+    cut = now - timedelta(hours=settings.REGISTRAR_ORPHAN_GRACE_HOURS)
+    for i in range(40):
+        orphaned_at = cut + timedelta(minutes=rng.uniform(-600, 600) if i % 3 else rng.uniform(-50, 50))
+        live(
+            idp,
+            owner,
+            name=f"o{i}",
+            orphaned_at=orphaned_at,
+            state=rng.choice([ClientState.ACTIVE, ClientState.PROVISIONING, ClientState.SUSPENDED]),
+        )
+        if i == 20:
+            counts_fold()
+    result = by_key(measure_controls(now=now))["orphan_within_grace"]
+    population, failing = ctl.control_conditions("orphan_within_grace", now=now)
+    assert result.total == Client.objects.filter(population).count() == 40
+    assert result.failing == Client.objects.filter(population & failing).count()
+    assert 0 < result.failing < result.total
+
+
+def test_high_tier_approvals_are_counted_in_the_cube(idp, owner, approver, approver2, catalogue):
+    """The cube keeps two_person_approved as the database sets it from the decisions: the control's figures
+    follow a second approval and its withdrawal, folded or not, and the recount agrees."""
+    clients = [live(idp, owner, name=f"h{i}", risk_tier=RiskTier.HIGH) for i in range(3)]
+    counts_fold()
+    request = RequestFactory(public_id=clients[0].registration_id, state="approved", client=clients[0])
+    Decision.objects.create(request=request, approver=approver, kind="approve")
+    second = Decision.objects.create(request=request, approver=approver2, kind="approve")
+    result = by_key(measure_controls())["human_approval_high_tier"]
+    assert (result.total, result.failing) == (3, 2)
+    counts_fold()
+    result = by_key(measure_controls())["human_approval_high_tier"]
+    assert (result.total, result.failing) == (3, 2)
+    assert counts_reconcile().keys == 0
+    second.delete()
+    result = by_key(measure_controls())["human_approval_high_tier"]
+    assert (result.total, result.failing) == (3, 3)
+    assert counts_reconcile().keys == 0
