@@ -30,6 +30,9 @@ class User(AbstractUser):
 
     class Meta(AbstractUser.Meta):  # type: ignore[name-defined]  # django-stubs declares no AbstractUser.Meta
         swappable = "AUTH_USER_MODEL"
+        # The leavers only (2 % of 50,000 people in seed_scale): the owner-bound control reads their ids from
+        # this index instead of scanning everyone.
+        indexes = [models.Index(fields=["id"], name="user_inactive_idx", condition=models.Q(is_active=False))]
 
     @property
     def display_name(self) -> str:
