@@ -47,7 +47,7 @@ from inventory.models import (
     CLIENT_COUNT_KEY,
     Client,
     ClientAttestCount,
-    ClientAttestCountAllTeams,
+    ClientAttestDayCount,
     ClientCount,
     ClientCountAllTeams,
     ClientCountDelta,
@@ -76,6 +76,7 @@ EXPIRY_KEYS = ("team_id", "state", "risk_tier", "expires_hour")
 DAY_KEYS = ("day", "team_id", "kind")
 OVERSHOOT_KEYS = ("team_id", "bucket")
 ATTEST_KEYS = ("team_id", "risk_tier", "week")
+ATTEST_DAY_KEYS = ("risk_tier", "day")
 ORPHAN_KEYS = ("team_id", "orphaned_hour")
 CUBE_BOOLEANS = frozenset(
     {"managed", "orphaned", "stale", "sync_failed", "drifted", "no_purpose", "no_expiry", "two_person"}
@@ -107,6 +108,7 @@ ROLLUPS: Rollups = {
     "day": (ClientDayCount, DAY_KEYS),
     "overshoot": (ClientOvershootCount, OVERSHOOT_KEYS),
     "attest": (ClientAttestCount, ATTEST_KEYS),
+    "attest_day": (ClientAttestDayCount, ATTEST_DAY_KEYS),
     "orphan": (ClientOrphanCount, ORPHAN_KEYS),
 }
 _DELTA_COLUMNS = (
@@ -290,6 +292,7 @@ def _tally_deltas(rows: Iterable[tuple]) -> Tallies:
         basis = as_datetime(d["attest_basis"])
         if d["state"] == ClientState.ACTIVE and d["managed"] and basis is not None:
             out["attest"][(d["team_id"], d["risk_tier"], week_of(basis))] += n
+            out["attest_day"][(d["risk_tier"], basis.date())] += n
         orphaned_at = as_datetime(d["orphaned_at"])
         if orphaned_at is not None and d["state"] in ORPHAN_COUNTED_STATES:
             out["orphan"][(d["team_id"], hour_of(orphaned_at))] += n
@@ -439,7 +442,14 @@ def _client_recount() -> Tallies:
         k_team=team,
         k_hour=TruncHour("orphaned_at", tzinfo=UTC),
     )
+    attest_days = _grouped(
+        clients.filter(state=ClientState.ACTIVE, managed=True),
+        k_tier=F("risk_tier"),
+        k_day=TruncDate(ATTEST_BASIS, tzinfo=UTC),
+    )
     out: Tallies = {name: Counter() for name in ROLLUPS}
+    for *key, n in attest_days:
+        out["attest_day"][normal_key("attest_day", key)] += n
     for *key, n in orphans:
         out["orphan"][normal_key("orphan", key)] += n
     for *key, n in attest:
@@ -597,7 +607,6 @@ PROJECTIONS = {
     "expiry_all": Projection(ClientExpiryCountAllTeams, ("state", "risk_tier", "expires_hour"), "expiry"),
     "day_all": Projection(ClientDayCountAllTeams, ("day", "kind"), "day"),
     "overshoot_all": Projection(ClientOvershootCountAllTeams, ("bucket",), "overshoot"),
-    "attest_all": Projection(ClientAttestCountAllTeams, ATTEST_KEYS[1:], "attest"),
     "orphan_all": Projection(ClientOrphanCountAllTeams, ORPHAN_KEYS[1:], "orphan"),
 }
 _KEYS = {**{name: keys for name, (_model, keys) in ROLLUPS.items()}, **{n: p.keys for n, p in PROJECTIONS.items()}}

@@ -13,7 +13,7 @@ Registrar control addresses are reported as "not assessed" rather than silently 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -368,9 +368,10 @@ def _orphans_past_grace(now: datetime, team_id: int | None, scoped) -> int:
 
 
 def _attestation_counts(now: datetime, team_id: int | None) -> tuple[int, int]:
-    """(covered, overdue) of the attestation rule from the attestation weeks (``counts.attestation_weeks``):
-    whole weeks before the week each tier's cut falls in from the counts, that week exactly (a range of the
-    ``client_attest_basis_idx`` index). The same clients as ``_attestation_conditions`` selects. A rule scoped
+    """(covered, overdue) of the attestation rule from the counts — everyone's by day
+    (``counts.attestation_days``), a team's by week (``counts.attestation_weeks``): whole days (weeks) before the
+    one each tier's cut falls in from the counts, that one exactly (a range of the ``client_attest_basis_idx``
+    index). The same clients as ``_attestation_conditions`` selects. A rule scoped
     by IdP or registration path (the counts keep neither) is counted on the clients."""
     from inventory.lifecycle_policies.store import active_lifecycle_rules
     from inventory.models import Team
@@ -384,21 +385,29 @@ def _attestation_counts(now: datetime, team_id: int | None) -> tuple[int, int]:
     team_ids = list(Team.objects.filter(slug__in=scope.teams).values_list("pk", flat=True)) if scope.teams else None
     if team_ids is not None and team_id is not None:
         team_ids = [t for t in team_ids if t == team_id]
-    weeks = counts.attestation_weeks(team_id=team_id if team_ids is None else None, team_ids=team_ids)
+    if team_id is None and team_ids is None:  # everyone's: by day (ClientAttestDayCount)
+        buckets, bucket_of = counts.attestation_days(), _day_of
+    else:  # a team's, or the teams a rule is scoped to: by week
+        buckets = counts.attestation_weeks(team_id=team_id if team_ids is None else None, team_ids=team_ids)
+        bucket_of = week_of
     cuts = {tier: now - timedelta(days=rule.days_for(tier)) for tier in rule.days_by_tier}
     total = overdue = 0
-    for tier, week, n in weeks:
+    for tier, start, n in buckets:
         if scope.tiers and tier not in scope.tiers:
             continue
         total += n
-        if tier in cuts and week < week_of(cuts[tier]):
+        if tier in cuts and start < bucket_of(cuts[tier]):
             overdue += n
     for tier, cut in cuts.items():  # one index-only range per tier (an OR of them would read the rows)
         if scope.tiers and tier not in scope.tiers:
             continue
-        start = datetime.combine(week_of(cut), datetime.min.time(), tzinfo=UTC)
+        start = datetime.combine(bucket_of(cut), datetime.min.time(), tzinfo=UTC)
         overdue += clients.alias(basis=ATTEST_BASIS).filter(risk_tier=tier, basis__gte=start, basis__lt=cut).count()
     return total, overdue
+
+
+def _day_of(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
 
 
 def measure_controls(*, now: datetime | None = None, team=None) -> list[ControlResult]:

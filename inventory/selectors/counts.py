@@ -24,7 +24,7 @@ from inventory.counts import CUBE_BOOLEANS, ORPHAN_COUNTED_STATES, hour_of, norm
 from inventory.histograms import seconds_bucket
 from inventory.models import (
     ClientAttestCount,
-    ClientAttestCountAllTeams,
+    ClientAttestDayCount,
     ClientCount,
     ClientCountAllTeams,
     ClientCountDelta,
@@ -319,6 +319,8 @@ __all__ = [
     "live_totals",
     "overshoot_histogram",
     "DayCounts",
+    "attestation_days",
+    "attestation_weeks",
     "cube",
     "expiring",
     "expiring_within",
@@ -334,21 +336,38 @@ __all__ = [
 
 def attestation_weeks(*, team_id: int | None = None, team_ids: list[int] | None = None) -> list[tuple]:
     """(risk tier, week, clients) of the active managed clients by the UTC week (its Monday) their attestation
-    period started (their last attestation, else activation, else creation); of one team, or of ``team_ids``
-    (an attestation rule scoped to teams), or of all."""
+    period started (their last attestation, else activation, else creation); of one team or of ``team_ids`` (an
+    attestation rule scoped to teams). Everyone's: :func:`attestation_days`."""
     deltas = ClientCountDelta.objects.filter(state=ClientState.ACTIVE, managed=True, attest_basis__isnull=False)
     if team_ids is not None:
         rows = ClientAttestCount.objects.filter(team_id__in=team_ids)
         deltas = deltas.filter(team_id__in=team_ids)
+    elif team_id is not None:
+        rows = ClientAttestCount.objects.filter(team_id=team_id)
+        deltas = deltas.filter(team_id=team_id)
     else:
-        rows = rollup_rows((ClientAttestCountAllTeams, ClientAttestCount), {"risk_tier", "week"}, team_id=team_id)
-        deltas = deltas if team_id is None else deltas.filter(team_id=team_id)
+        raise ValueError("every team's attestation is counted by day: attestation_days()")
     columns = {"risk_tier": "risk_tier", "week": "week"}
     result = union_sum(
         [(rows, columns, "n"), (deltas, {**columns, "week": TruncWeek("attest_basis", tzinfo=UTC)}, "n")],
         width=2,
     )
     return [(tier, normal_key("attest", (0, tier, week))[2], int(n)) for tier, week, n in result]
+
+
+def attestation_days() -> list[tuple]:
+    """(risk tier, day, clients) of every team's active managed clients by the UTC day their attestation period
+    started."""
+    deltas = ClientCountDelta.objects.filter(state=ClientState.ACTIVE, managed=True, attest_basis__isnull=False)
+    columns = {"risk_tier": "risk_tier", "day": "day"}
+    result = union_sum(
+        [
+            (ClientAttestDayCount.objects.all(), columns, "n"),
+            (deltas, {**columns, "day": TruncDate("attest_basis", tzinfo=UTC)}, "n"),
+        ],
+        width=2,
+    )
+    return [(tier, normal_key("attest_day", (tier, day))[1], int(n)) for tier, day, n in result]
 
 
 def orphaned_hours(*, before: datetime, team_id: int | None = None) -> list[tuple[datetime, int]]:

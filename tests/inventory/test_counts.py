@@ -14,6 +14,7 @@ from inventory.choices import LIVE_STATES, ClientState, RiskTier
 from inventory.counts import CountSource, Projection, counts_current, counts_fold, counts_reconcile, counts_recount
 from inventory.models import (
     Client,
+    ClientAttestDayCount,
     ClientCount,
     ClientCountAllTeams,
     ClientCountDelta,
@@ -190,6 +191,27 @@ def test_the_migration_fills_the_projections_as_the_folder_keeps_them(idp, owner
     migration = importlib.import_module("inventory.migrations.0021_count_projections")
     migration.fill(None, StatementsOnly())
     assert counts_current() == expected
+    assert counts_reconcile().keys == 0
+
+
+def test_the_migration_fills_the_attestation_days_from_the_clients_less_the_unfolded_deltas(idp, owner):
+    """0028 fills everyone's attestation days from the clients, less the deltas the folder has not folded yet
+    (it adds them afterwards): the counts then equal a recount, folded or not."""
+    now = timezone.now()
+    for i in range(6):
+        ClientFactory(
+            idp=idp, owner=owner, state=ClientState.ACTIVE, activated_at=now - timedelta(days=40 * i, hours=i)
+        )
+    counts_fold()
+    for i in range(3):  # these stay unfolded: in the clients and in the deltas
+        ClientFactory(idp=idp, owner=owner, state=ClientState.ACTIVE, attested_at=now - timedelta(days=3 * i))
+    ClientAttestDayCount.objects.all().delete()
+    migration = importlib.import_module("inventory.migrations.0028_attestation_days_all_teams")
+    migration.fill(None, StatementsOnly())
+    assert sum(ClientAttestDayCount.objects.values_list("n", flat=True)) == 6
+    assert counts_reconcile().keys == 0
+    counts_fold()
+    assert sum(ClientAttestDayCount.objects.values_list("n", flat=True)) == 9
     assert counts_reconcile().keys == 0
 
 

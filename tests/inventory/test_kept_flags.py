@@ -21,7 +21,7 @@ from inventory.models import Client, ScopeDefinition
 from inventory.reports import controls as ctl
 from inventory.reports.controls import measure_controls
 from portal.models import AuditEvent
-from tests.factories import ClientFactory, RequestFactory
+from tests.factories import ClientFactory, RequestFactory, TeamFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -173,11 +173,13 @@ def test_the_report_reads_the_counts_and_only_the_failing_clients(idp, owner, ca
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_attestation_from_the_weeks_equals_the_clients(idp, owner, catalogue, seed):
-    """Clients within ten days of each tier's cut, some in the cut's own week: the counts (whole weeks) plus the
-    exact edge week give what the control's condition selects from the clients, folded or not."""
+def test_attestation_from_the_counts_equals_the_clients(idp, owner, catalogue, seed):
+    """Clients within ten days of each tier's cut, some in the cut's own day and week: the counts (everyone's
+    whole days, a team's whole weeks) plus the exact edge give what the control's condition selects from the
+    clients, folded or not."""
     rng = random.Random(seed)
     now = timezone.now()
+    teams = [TeamFactory(), TeamFactory()]
     for i in range(40):
         tier = rng.choice([RiskTier.LOW, RiskTier.MEDIUM, RiskTier.HIGH])
         days = {RiskTier.LOW: 180, RiskTier.MEDIUM: 90, RiskTier.HIGH: 30}[tier]
@@ -191,14 +193,19 @@ def test_attestation_from_the_weeks_equals_the_clients(idp, owner, catalogue, se
             activated_at=basis if kind == "activated" else basis - timedelta(days=400),
             attested_at=basis if kind == "attested" else None,
             state=rng.choice([ClientState.ACTIVE, ClientState.ACTIVE, ClientState.SUSPENDED]),
+            team=rng.choice(teams),
         )
         if i == 20:
             counts_fold()
-    result = by_key(measure_controls(now=now))["attestation_current"]
     population, overdue = ctl._attestation_conditions(ctl.Q(state__in=["active", "provisioning", "suspended"]), now)
+    result = by_key(measure_controls(now=now))["attestation_current"]
     assert result.total == Client.objects.filter(population).count()
     assert result.failing == Client.objects.filter(population & overdue).count()
     assert 0 < result.failing < result.total
+    for team in teams:
+        result = by_key(measure_controls(now=now, team=team))["attestation_current"]
+        assert result.total == Client.objects.filter(population, team=team).count()
+        assert result.failing == Client.objects.filter(population & overdue, team=team).count()
     assert counts_current() == counts_recount()
 
 
