@@ -1,13 +1,19 @@
 """Registrar's controls, measured on live data, and their mapping onto framework items.
 
 Each client-level control is a *population* (which clients it applies to) and a *failing* condition
-(both ``Q`` objects), so the whole set is measured by ONE aggregate query over the client table, and the
-same ``failing`` condition backs the drill-down link (``/inventory/?failing=<control>``) through the
-shared FilterSet. The audit control is measured by :func:`audit_chain_status` (incremental, cached).
+(both ``Q`` objects): they select the clients behind the drill-down link (``/inventory/?failing=<control>``)
+through the shared FilterSet. The report does not evaluate them on the clients: it counts them from the rollups
+the lifecycle gate keeps (``inventory.counts``) and, where a figure depends on the time of the report (a TTL
+ceiling, the orphan grace, the attestation period), counts only the one hour or day the cut falls in from an
+index — so its cost does not grow with the clients (docs/scale.md, "Controls at 10M"). The audit control is
+measured by :func:`audit_chain_status` (incremental, cached).
 
 A control passes when nothing fails, is *partial* when at least ``PARTIAL_AT`` of its population passes,
 and fails below that. A framework item takes the worst status of the controls mapped onto it; items no
 Registrar control addresses are reported as "not assessed" rather than silently passed.
+
+Over 400 lines on purpose: the controls' definitions, their conditions and their counted measurement must agree
+control by control (the tests compare the counts with the conditions), and read best side by side.
 """
 
 from __future__ import annotations
