@@ -233,12 +233,12 @@ def _purpose(text: str) -> str:
 def rows_html(rows, *, list_url: str) -> SafeString:
     """The table body for ``rows`` (named tuples of ``LIST_COLUMNS``), every value escaped."""
     # the choices' labels once per page (get_FOO_display hashes the value and translates the label per call)
-    states = {value: str(label) for value, label in ClientState.choices}
-    tiers = {value: str(label) for value, label in RiskTier.choices}
+    states = {value: escape(str(label)) for value, label in ClientState.choices}
+    tiers = {value: escape(str(label)) for value, label in RiskTier.choices}
     tz = timezone.get_current_timezone()  # what timezone.localtime() looks up per value
     html = []
     for c in rows:
-        owner, team = c.owner__username, c.team__name
+        owner, team, state, tier = c.owner__username, c.team__name, escape(c.state), escape(c.risk_tier)
         url = escape(f"{list_url}{c.registration_id}/")
         badges = ""
         if not c.managed:
@@ -249,48 +249,55 @@ def rows_html(rows, *, list_url: str) -> SafeString:
             badges += ' <span class="badge-medium">stale</span>'
         if c.sync_failed:
             badges += ' <span class="badge-high">sync failed</span>'
-        expires = _local(c.expires_at, tz)
-        last_used = _local(c.last_used_at, tz)
-        created = _local(c.created_at, tz)
+        created = _iso(c.created_at, tz)
         html.append(
             _ROW.format(
                 url=url,
                 name=escape(c.name),
                 badges=badges,
                 idp_client_id=escape(c.idp_client_id or "—"),
-                state=escape(c.state),
-                state_label=escape(states.get(c.state, c.state)),
-                risk_tier=escape(c.risk_tier),
-                tier_label=escape(tiers.get(c.risk_tier, c.risk_tier)),
+                state=state,
+                state_label=states.get(c.state, state),
+                risk_tier=tier,
+                tier_label=tiers.get(c.risk_tier, tier),
                 owner=escape(owner) if owner is not None else "(no owner)",
                 inactive=_INACTIVE if owner is not None and not c.owner__is_active else "",
                 team=escape(team) if team is not None else "",
                 idp=escape(c.idp__name),
                 purpose=escape(_purpose(c.purpose)) or "—",
-                expires=_time(expires),
-                last_used=_time(last_used, title=f"reported by {c.last_used_source or 'unknown'}"),
+                expires=_time(_iso(c.expires_at, tz)),
+                last_used=_time(_iso(c.last_used_at, tz), title=f"reported by {c.last_used_source or 'unknown'}"),
                 depth=c.depth,
-                created_iso=escape(created.isoformat()) if created else "",
-                created=created.strftime("%Y-%m-%d") if created else "",
+                created_iso=created,
+                created=_shown(created, time=False) if created else "",
             )
         )
     return mark_safe("".join(html))  # noqa: S308 - every value above is escaped
 
 
-def _local(value, tz):
-    """portal.templatetags.registrar_dates' conversion, with the time zone looked up once per page."""
+def _iso(value, tz) -> str:
+    """portal.templatetags.registrar_dates' iso_datetime, with the time zone looked up once per page: ISO 8601
+    (digits, "-", ":", "T", "." and "+" only, nothing to escape), or "" for no date."""
     if not isinstance(value, datetime):
-        return None
-    return value.astimezone(tz) if value.utcoffset() is not None else value
+        return ""
+    return (value.astimezone(tz) if value.utcoffset() is not None else value).isoformat()
 
 
-def _time(local, title: str = "") -> str:
-    if local is None:
+def _time(iso: str, title: str = "") -> str:
+    """A ``<time>`` for an ISO date-time (registrar_dates' short_datetime as its text), "never" for none."""
+    if not iso:
         return "never"
-    iso, text = escape(local.isoformat()), local.strftime("%Y-%m-%d %H:%M")
+    text = _shown(iso, time=True)
     if title:
         return f'<time datetime="{iso}" title="{escape(title)}">{text}</time>'
     return f'<time datetime="{iso}">{text}</time>'
+
+
+def _shown(iso: str, *, time: bool) -> str:
+    """registrar_dates' short_datetime ("%Y-%m-%d %H:%M") or short_date ("%Y-%m-%d"), cut from the ISO text."""
+    if iso[:1] == "0":  # a year before 1000: strftime's %Y is not zero-padded, isoformat's is
+        return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M" if time else "%Y-%m-%d")
+    return f"{iso[:10]} {iso[11:16]}" if time else iso[:10]
 
 
 FLAG_FILTERS = (
@@ -342,18 +349,21 @@ def _select_options(form) -> dict[str, SafeString]:
 
 def _sort_links(params, current: str) -> dict[str, dict[str, str]]:
     """For each sortable column: the URL that sorts by it (toggling direction) and the aria-sort value."""
+    query = params.copy()
+    for drop in ("after", "before", "sort"):
+        query.pop(drop, None)
+    prefix = "?" + query.urlencode()  # the filters, then the column's sort last (as QueryDict appends it)
+    if len(prefix) > 1:
+        prefix += "&"
     links = {}
     for key in ("name", "state", "tier", "created", "expires", "depth"):
-        query = params.copy()
-        for drop in ("after", "before", "sort"):
-            query.pop(drop, None)
         if current == key:
-            query["sort"], aria = f"-{key}", "ascending"
+            sort, aria = f"-{key}", "ascending"
         elif current == f"-{key}":
-            query["sort"], aria = key, "descending"
+            sort, aria = key, "descending"
         else:
-            query["sort"], aria = key, "none"
-        links[key] = {"url": "?" + query.urlencode(), "aria": aria}
+            sort, aria = key, "none"
+        links[key] = {"url": prefix + urlencode({"sort": sort}), "aria": aria}
     return links
 
 
