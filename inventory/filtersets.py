@@ -8,6 +8,7 @@ the sort column to build its cursor.
 from __future__ import annotations
 
 import copy
+from typing import ClassVar
 
 import django_filters
 from django import forms
@@ -74,6 +75,8 @@ class ClientFilterSet(django_filters.FilterSet):
     class Meta:
         model = Client
         fields: list[str] = []
+
+    _form_class: ClassVar[type[forms.Form] | None] = None  # get_form_class's, per class
 
     def __init__(self, data=None, queryset=None, *, request=None, prefix=None):
         """django-filter's ``BaseFilterSet.__init__``, less its deep copy of every declared filter per instance.

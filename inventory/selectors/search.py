@@ -100,9 +100,9 @@ def _people_matching(term: str) -> tuple[list[int], list[int]]:
             output_field=BooleanField(),
         )
         # One round trip: both look-ups as one UNION ALL, each with its own LIMIT (and the teams' order), tagged.
-        users = User.objects.filter(user_q).annotate(is_team=Value(False)).values_list("is_team", "pk")
-        teams = Team.objects.filter(team_q).annotate(is_team=Value(True)).values_list("is_team", "pk")
-        rows = list(users[:MAX_PEOPLE_MATCHES].union(teams[:MAX_PEOPLE_MATCHES], all=True))
+        user_rows = User.objects.filter(user_q).annotate(is_team=Value(False)).values_list("is_team", "pk")
+        team_rows = Team.objects.filter(team_q).annotate(is_team=Value(True)).values_list("is_team", "pk")
+        rows = list(user_rows[:MAX_PEOPLE_MATCHES].union(team_rows[:MAX_PEOPLE_MATCHES], all=True))
         return [pk for is_team, pk in rows if not is_team], [pk for is_team, pk in rows if is_team]
     # SQLite: two queries (it allows no LIMIT inside a UNION's parts)
     users = User.objects.filter(
