@@ -169,8 +169,13 @@ def keyset_paginate(
     after: str | None = None,
     before: str | None = None,
     page_size: int = DEFAULT_PAGE_SIZE,
+    fields: tuple[str, ...] = (),
 ) -> KeysetPage:
-    """Two queries (page ids, then rows); ``after``/``before`` are cursors from a previous page."""
+    """Two queries (page ids, then rows); ``after``/``before`` are cursors from a previous page.
+
+    With ``fields`` (column names and lookups such as ``owner__username``) the rows are named tuples of those
+    values, ``pk`` and the sort column instead of model instances: a page that only shows values skips building
+    a model, and one per joined row, for each row (about half of the rows query's Python time)."""
     field, descending = parse_sort(sort)
     public_sort = ("-" if descending else "") + next(k for k, v in SORTS.items() if v == field)
     page_size = max(1, min(page_size, MAX_PAGE_SIZE))
@@ -185,7 +190,10 @@ def keyset_paginate(
     ids = list(qs.order_by(*ordering).values_list("pk", flat=True)[: page_size + 1])
     more = len(ids) > page_size
     ids = ids[:page_size]
-    by_pk = {obj.pk: obj for obj in qs.filter(pk__in=ids).order_by()} if ids else {}
+    page_rows = qs.filter(pk__in=ids).order_by()
+    if fields:
+        page_rows = page_rows.values_list(*dict.fromkeys(("pk", field, *fields)), named=True)
+    by_pk = {obj.pk: obj for obj in page_rows} if ids else {}
     rows = [by_pk[pk] for pk in ids if pk in by_pk]
     if backwards:
         rows.reverse()  # walked the reversed order from the cursor; flip the page back

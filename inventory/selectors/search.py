@@ -23,7 +23,7 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.db import connection
-from django.db.models import BooleanField, Q, QuerySet
+from django.db.models import BooleanField, Q, QuerySet, Value
 from django.db.models.expressions import RawSQL
 
 from inventory.models import Client, Team
@@ -84,7 +84,7 @@ def _like_escape(term: str) -> str:
 
 
 def _people_matching(term: str) -> tuple[list[int], list[int]]:
-    """Ids of owners and teams whose name matches (typo-tolerant on PostgreSQL)."""
+    """Ids of owners and teams whose name matches (typo-tolerant on PostgreSQL; one query there, two on SQLite)."""
     User = get_user_model()
     if is_postgres():
         like = f"%{_like_escape(term)}%"
@@ -99,13 +99,16 @@ def _people_matching(term: str) -> tuple[list[int], list[int]]:
             (like, like, term),
             output_field=BooleanField(),
         )
-        users = User.objects.filter(user_q)
-        teams = Team.objects.filter(team_q)
-    else:
-        users = User.objects.filter(
-            Q(username__icontains=term) | Q(first_name__icontains=term) | Q(last_name__icontains=term)
-        )
-        teams = Team.objects.filter(Q(name__icontains=term) | Q(slug__icontains=term))
+        # One round trip: both look-ups as one UNION ALL, each with its own LIMIT (and the teams' order), tagged.
+        user_rows = User.objects.filter(user_q).annotate(is_team=Value(False)).values_list("is_team", "pk")
+        team_rows = Team.objects.filter(team_q).annotate(is_team=Value(True)).values_list("is_team", "pk")
+        rows = list(user_rows[:MAX_PEOPLE_MATCHES].union(team_rows[:MAX_PEOPLE_MATCHES], all=True))
+        return [pk for is_team, pk in rows if not is_team], [pk for is_team, pk in rows if is_team]
+    # SQLite: two queries (it allows no LIMIT inside a UNION's parts)
+    users = User.objects.filter(
+        Q(username__icontains=term) | Q(first_name__icontains=term) | Q(last_name__icontains=term)
+    )
+    teams = Team.objects.filter(Q(name__icontains=term) | Q(slug__icontains=term))
     return (
         list(users.values_list("pk", flat=True)[:MAX_PEOPLE_MATCHES]),
         list(teams.values_list("pk", flat=True)[:MAX_PEOPLE_MATCHES]),
