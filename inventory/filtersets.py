@@ -7,12 +7,8 @@ the sort column to build its cursor.
 
 from __future__ import annotations
 
-import copy
-from typing import ClassVar
-
 import django_filters
 from django import forms
-from django.http import QueryDict
 from django.utils.translation import gettext_lazy as _
 
 from inventory.choices import LIVE_STATES, ClientState, CreatedVia, RiskTier
@@ -75,41 +71,6 @@ class ClientFilterSet(django_filters.FilterSet):
     class Meta:
         model = Client
         fields: list[str] = []
-
-    _form_class: ClassVar[type[forms.Form] | None] = None  # get_form_class's, per class
-
-    def __init__(self, data=None, queryset=None, *, request=None, prefix=None):
-        """django-filter's ``BaseFilterSet.__init__``, less its deep copy of every declared filter per instance.
-
-        That copy (choice lists, querysets, each filter's form field) was ~0.3 ms of every search. What a
-        filter holds per FilterSet is its model, its parent and the FilterMethod that calls the parent's method;
-        the declaration itself never changes, so each filter is copied shallowly and given those three."""
-        if queryset is None:
-            queryset = self._meta.model._default_manager.all()
-        self.is_bound = data is not None
-        self.data = data or QueryDict()
-        self.queryset = queryset
-        self.request = request
-        self.form_prefix = prefix
-        self.filters = {}
-        for name, declared in self.base_filters.items():
-            own = copy.copy(declared)
-            if own.method is not None:
-                own.method = own.method  # a FilterMethod of its own, bound to this copy (and so to this parent)
-            own.model = queryset.model
-            own.parent = self
-            self.filters[name] = own
-
-    def get_form_class(self):
-        """The form class, built once per FilterSet class: it depends on the declared filters only (each form
-        deep-copies its fields, querysets included, as any Django form does), and building it made a form field
-        per filter on every request (~0.4 ms)."""
-        cls = type(self)
-        form_class = cls.__dict__.get("_form_class")
-        if form_class is None:
-            form_class = super().get_form_class()
-            cls._form_class = form_class
-        return form_class
 
     def filter_q(self, queryset, name, value):
         return client_search(queryset, value)
