@@ -110,4 +110,6 @@ def test_a_failed_load_leaves_nothing_behind(monkeypatch):
 def test_seed_scale_refuses_a_non_positive_size():
     with pytest.raises(CommandError, match="--clients must be at least 1"):
         call_command("seed_scale", "--clients", "0", stdout=StringIO())
+    with pytest.raises(CommandError, match="--jobs must be at least 1"):
+        call_command("seed_scale", "--clients", "10", "--jobs", "0", stdout=StringIO())
     assert Client.objects.count() == 0
