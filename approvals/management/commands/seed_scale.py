@@ -234,6 +234,7 @@ VACUUM_TABLES = (
 )  # VACUUM sets the visibility map, so the dashboard's counts can be index-only scans
 
 
+WORK_MEM = "1GB"  # per sort or hash of the load and of each finishing connection: one seed on a 24 GB machine
 VACUUM_FIRST = "inventory_client"  # vacuumed before its indexes are built, analyzed after
 
 
@@ -314,8 +315,11 @@ def _with_after(task: _Task, after: frozenset[str]) -> _Task:
 
 
 def _session(cursor) -> None:
-    """A finishing connection's settings: room for an index build's sort or GIN accumulation in memory."""
+    """A finishing connection's settings: room for an index build's sort or GIN accumulation in memory, and for
+    the counts' GROUP BYs (at 10M the owner rollup alone has millions of groups: with the default 4 MB they spill to
+    disk)."""
     cursor.execute("SET maintenance_work_mem = '1GB'")
+    cursor.execute(f"SET work_mem = '{WORK_MEM}'")
     _compress_wal(cursor, local=False)
 
 
@@ -393,7 +397,7 @@ class Command(BaseCommand):
         if opts["finish"]:
             if pending is None:
                 raise CommandError("nothing to finish: no seed_scale load is waiting for its indexes")
-            self._finish(pending, opts, preindexed=None)
+            self._finish(pending, opts)
             self.stdout.write(self.style.SUCCESS(f"seed_scale: finished in {time.monotonic() - started:.1f}s"))
             return
         if pending is not None:
@@ -403,9 +407,9 @@ class Command(BaseCommand):
             )
         owners_n = opts["owners"] or max(20, n // 200)
         teams_n = opts["teams"] or max(5, owners_n // 25)
-        statements, preindexed = self._load(n, owners_n, teams_n, opts)
+        statements = self._load(n, owners_n, teams_n, opts)
         try:
-            self._finish(statements, opts, preindexed=preindexed)
+            self._finish(statements, opts)
         except (Exception, KeyboardInterrupt) as exc:
             raise CommandError(
                 f"seed_scale: the load of {n} clients is committed but was not finished ({exc!r}): indexes, counts, "
@@ -418,16 +422,17 @@ class Command(BaseCommand):
             )
         )
 
-    def _load(self, n: int, owners_n: int, teams_n: int, opts) -> tuple[list[str], bool]:
+    def _load(self, n: int, owners_n: int, teams_n: int, opts) -> list[str]:
         """The load, in one transaction: the bulk tables' secondary indexes dropped, every row written, and the
-        statements that recreate the indexes recorded in ``PENDING_TABLE``. Returns those statements and whether
-        the audit events took their log indexes."""
+        statements that recreate the indexes recorded in ``PENDING_TABLE``. Returns those statements."""
         rng = random.Random(opts["seed"])
         run = f"{int(time.time()) % 100000:05d}"
         with transaction.atomic():
             with connection.cursor() as cursor:
                 fast = self._skip_fk_triggers(cursor)
                 _compress_wal(cursor, local=True)
+                # the audit events are numbered by a sort of every client: in memory, not in 4 MB runs on disk
+                cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")
                 # Build secondary indexes once after the load instead of maintaining them row by row.
                 dropped = self._drop_secondary_indexes(cursor)
                 self._record_pending(cursor, dropped)
@@ -450,7 +455,7 @@ class Command(BaseCommand):
                 # parents by construction, so only the two-person approvals need setting, in one statement.
                 cursor.execute(approval_flags.recompute_sql())
             t = time.monotonic()
-            events, preindexed = self._audit(base, preindex=not opts["no_seal"])
+            events, _preindexed = self._audit(base, preindex=not opts["no_seal"])
             self.stdout.write(f"audit: {events} events in {time.monotonic() - t:.1f}s")
             with connection.cursor() as cursor:
                 for table in ("inventory_client", "portal_auditevent", "portal_user", "inventory_team"):
@@ -458,7 +463,7 @@ class Command(BaseCommand):
                         f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "  # noqa: S608 (constant names)
                         f"(SELECT COALESCE(MAX(id), 1) FROM {table}))"
                     )
-        return dropped, preindexed
+        return dropped
 
     # --- finishing: indexes, counts, VACUUM, seal over several connections ------------------------------
 
@@ -481,13 +486,12 @@ class Command(BaseCommand):
                 [position, statement],
             )
 
-    def _finish(self, statements: list[str], opts, *, preindexed: bool | None) -> None:
+    def _finish(self, statements: list[str], opts) -> None:
         """Rebuild the dropped indexes, recount the counts, VACUUM ANALYZE and seal the audit log: independent
         steps, run on ``--jobs`` connections at once (a GIN build, the counts' GROUP BYs and the seal each keep
-        one core busy), each step waiting only for the steps it needs. ``preindexed``: whether the audit events
-        took their log indexes (None: not known, on ``--finish``)."""
+        one core busy), each step waiting only for the steps it needs."""
         t = time.monotonic()
-        tasks = self._finish_tasks(statements, seal=not opts["no_seal"], preindexed=preindexed)
+        tasks = self._finish_tasks(statements, seal=not opts["no_seal"])
         durations = _run_tasks(tasks, jobs=opts["jobs"], on_done=self._task_done(opts["verbosity"]))
         indexes = sum(d for name, d in durations.items() if name.startswith("index "))
         vacuum = sum(d for name, d in durations.items() if name.startswith(("vacuum ", "analyze ")))
@@ -511,10 +515,11 @@ class Command(BaseCommand):
 
         return done
 
-    def _finish_tasks(self, statements: list[str], *, seal: bool, preindexed: bool | None) -> list[_Task]:
+    def _finish_tasks(self, statements: list[str], *, seal: bool) -> list[_Task]:
         """The finishing steps, longest first (the scheduler takes the first ready one): the counts (~7 GROUP BYs
-        over the clients), the GIN builds, the seal, the btree builds; each table's VACUUM ANALYZE after its
-        indexes (VACUUM's lock conflicts with CREATE INDEX's), but the clients' VACUUM before theirs."""
+        over the clients), the audit log's indexes, the GIN builds, the seal, the btree builds; each table's VACUUM
+        ANALYZE after its indexes (VACUUM's lock conflicts with CREATE INDEX's), but the clients' VACUUM before
+        theirs."""
         by_table: dict[str, set[str]] = {}
         index_tasks = []
         first = f"vacuum {VACUUM_FIRST}"
@@ -527,24 +532,26 @@ class Command(BaseCommand):
             index_tasks.append(_Task(task_name, _execute(_if_not_exists(statement)), after=needs, gin=gin))
         # The lineage UPDATEs left a dead row version per child: VACUUMed before the client's indexes are built,
         # they are pruned from the heap alone instead of being looked for in each of ~35 indexes.
-        tasks = [_Task(first, _execute(f"VACUUM {VACUUM_FIRST}")), _Task("counts", self._counts)]
-        tasks += [task for task in index_tasks if task.gin]
-        audit_after = frozenset() if preindexed else frozenset(by_table.get("portal_auditevent", ()))
-        if seal:
-            # after the counts: both are mostly Python (hashing the events; tallying and writing the rollup rows),
-            # and on one interpreter lock they would only slow each other down
-            tasks.append(_Task("seal", self._seal, after=audit_after | {"counts"}))
-        tasks += [task for task in index_tasks if not task.gin]
+        vacuums = {}
         for table in VACUUM_TABLES:
             after = set(by_table.get(table, ()))
             if table.startswith("inventory_client") and table != "inventory_client":
                 after.add("counts")
-            if table == "portal_auditevent" and seal:
-                after.add("seal")  # the seal may rewrite every event (not preindexed): vacuum once, after it
             # ANALYZE after the indexes: it samples the expression indexes too
             sql = f"ANALYZE {table}" if table == VACUUM_FIRST else f"VACUUM (ANALYZE) {table}"
-            tasks.append(_Task(f"{sql.split()[0].lower()} {table}", _execute(sql), after=frozenset(after)))
-        return tasks
+            vacuums[table] = _Task(f"{sql.split()[0].lower()} {table}", _execute(sql), after=frozenset(after))
+        tasks = [_Task(first, _execute(f"VACUUM {VACUUM_FIRST}")), _Task("counts", self._counts)]
+        # the audit log's indexes and VACUUM early, so that the seal can run beside the GIN builds
+        tasks += [task for task in index_tasks if task.name in by_table.get("portal_auditevent", ())]
+        tasks.append(vacuums.pop("portal_auditevent"))
+        tasks += [task for task in index_tasks if task.gin]
+        if seal:
+            # After the audit log's VACUUM ANALYZE, as before the finish ran in parallel: the seal read the events
+            # 3x slower without it. After the counts: both are mostly Python (hashing the events; tallying and
+            # writing the rollup rows), and on one interpreter lock they would only slow each other down.
+            tasks.append(_Task("seal", self._seal, after=frozenset({"vacuum portal_auditevent", "counts"})))
+        tasks += [task for task in index_tasks if not task.gin and task not in tasks]
+        return tasks + list(vacuums.values())
 
     def _counts(self) -> str:
         # COPY as a replica skips the client table's count triggers: count the loaded clients once.
@@ -561,10 +568,12 @@ class Command(BaseCommand):
             sealed += report.sealed
             if report.busy or not report.sealed:
                 break
-        # Sealing without preindexes wrote every event's log index: until VACUUM (which runs after this step), the
-        # partial index of unsealed events keeps one dead entry per event, and the log status on every dashboard
-        # scanned them (27k pages, 80 ms at 10M). The sequencer seals a few at a time in production, where
-        # autovacuum keeps up.
+        if sealed:
+            with connection.cursor() as cursor:
+                # Sealing wrote every event's log index: until VACUUM, the partial index of unsealed events keeps
+                # one dead entry per event, and the log status on every dashboard scanned them (27k pages, 80 ms
+                # at 10M). The sequencer seals a few at a time in production, where autovacuum keeps up.
+                cursor.execute("VACUUM (ANALYZE) portal_auditevent")
         how = "loaded with their log indexes, sealed in place" if preindexed and not sealed else "sealed"
         return f"audit log: {preindexed + sealed} events {how} in {time.monotonic() - t:.1f}s"
 
