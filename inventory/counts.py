@@ -588,10 +588,27 @@ def counts_rebuild() -> int:
                 model._default_manager.all().delete()
         tallies = counts_recount()
         for name, tally in tallies.items():
-            _upsert(name, Counter({k: v for k, v in tally.items() if v}))
+            _fill(name, Counter({k: v for k, v in tally.items() if v}))
     rows = sum(len(t) for t in tallies.values())
     log_event(logger, "counts_rebuilt", rows=rows)
     return rows
+
+
+def _fill(name: str, tally: Counter) -> None:
+    """Write ``tally`` into rollup ``name``, emptied by the caller: COPY on PostgreSQL (at 10M the rebuild writes
+    3.3M rollup rows, which one ``INSERT … ON CONFLICT`` each took minutes to write), the upsert elsewhere."""
+    if connection.vendor != "postgresql" or not tally:
+        _upsert(name, tally)
+        return
+    model, keys = _rollup(name)
+    with (
+        connection.cursor() as cursor,
+        cursor.copy(
+            f"COPY {model._meta.db_table} ({', '.join(keys)}, n) FROM STDIN"  # constants of this module
+        ) as copy,
+    ):
+        for key, n in tally.items():
+            copy.write_row((*key, n))
 
 
 def _live_only(key: dict[str, Any]) -> bool:
