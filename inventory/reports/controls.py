@@ -177,6 +177,11 @@ def catalogue_item_ids() -> set[str]:
 # --- client controls as Q ----------------------------------------------------------------------
 
 
+def _leavers():
+    """The ids of the people who left, as a subquery."""
+    return get_user_model().objects.filter(is_active=False).values("pk")
+
+
 def _inactive_owner_ids() -> list[int]:
     # Leavers are few; an id list avoids joining the user table for every live client.
     return list(get_user_model().objects.filter(is_active=False).values_list("pk", flat=True))
@@ -313,7 +318,7 @@ _CONTROL_CUBE = (
 )
 
 
-def _counted_controls(now: datetime, team_id: int | None, inactive: list[int]) -> dict[str, tuple[int, int]]:
+def _counted_controls(now: datetime, team_id: int | None) -> dict[str, tuple[int, int]]:
     """(population, failing) of every client control, none of them by reading every client: the counts (one read
     of the cube, the owners, the expiry hours and the attestation weeks), and for what depends on more than a
     client's counted columns, its failing clients from a partial index that holds only them."""
@@ -337,14 +342,19 @@ def _counted_controls(now: datetime, team_id: int | None, inactive: list[int]) -
         ).count()
 
     def failing(key: str) -> int:  # the control's failing clients, from the partial index that holds only them
-        population, fails = control_conditions(key, now=now, inactive_owners=inactive, within_live=True)
+        population, fails = control_conditions(key, now=now, inactive_owners=[], within_live=True)
         return scoped.filter(population & fails).count()
 
     def high_managed(k) -> bool:
         return k["risk_tier"] == RiskTier.HIGH and k["managed"]
 
     return {
-        "owner_bound": (live, counts.owners_total([0, *inactive], team_id=team_id)),
+        # no owner, or one who left: the leavers as a subquery (user_inactive_idx), not a list of their ids sent
+        # back (at 50,000 people, 1,000 leavers made the statement and its parameters the report's largest cost)
+        "owner_bound": (
+            live,
+            counts.owners_total([0], team_id=team_id) + counts.owners_total(_leavers(), team_id=team_id),
+        ),
         "purpose_recorded": (live, where(lambda k: k["no_purpose"])),
         "ttl_within_ceiling": (live, over_ceiling),
         "key_based_auth": (live, where(lambda k: k["auth_method"] not in KEY_BASED_METHODS)),
@@ -421,7 +431,7 @@ def measure_controls(*, now: datetime | None = None, team=None) -> list[ControlR
     the audit check. A team's drill-down links keep to the team."""
     now = now or timezone.now()
     team_id, team_slug = (team.pk, team.slug) if team is not None else (None, "")
-    figures = _counted_controls(now, team_id, _inactive_owner_ids())
+    figures = _counted_controls(now, team_id)
     results = []
     for control in CONTROLS:
         if control.key == "audit_chain_intact":

@@ -231,8 +231,8 @@ def top_owners(*, team_id: int | None = None, states=LIVE_STATES, limit: int = 1
     return [(owner_id, int(n)) for owner_id, n in rows]
 
 
-def owners_total(owner_ids: list[int], *, team_id: int | None = None, states=LIVE_STATES) -> int:
-    """Clients (live by default) owned by any of ``owner_ids`` (0 = no owner)."""
+def owners_total(owner_ids: list[int] | QuerySet, *, team_id: int | None = None, states=LIVE_STATES) -> int:
+    """Clients (live by default) owned by any of ``owner_ids`` (0 = no owner; or a subquery of user ids)."""
     scope = _scope(team_id, states) & Q(owner_id__in=owner_ids)
     rows = union_sum(
         [
