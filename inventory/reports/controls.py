@@ -178,20 +178,14 @@ def catalogue_item_ids() -> set[str]:
 
 
 def _leavers():
-    """The ids of the people who left, as a subquery."""
+    """The ids of the people who left, as a subquery (read from the partial index ``user_inactive_idx``)."""
     return get_user_model().objects.filter(is_active=False).values("pk")
-
-
-def _inactive_owner_ids() -> list[int]:
-    # Leavers are few; an id list avoids joining the user table for every live client.
-    return list(get_user_model().objects.filter(is_active=False).values_list("pk", flat=True))
 
 
 def control_conditions(
     key: str,
     *,
     now: datetime | None = None,
-    inactive_owners: list[int] | None = None,
     within_live: bool = False,
 ) -> tuple[Q, Q]:
     """(population, failing) for a client-level control; ``failing`` is evaluated within the population.
@@ -200,8 +194,7 @@ def control_conditions(
     now = now or timezone.now()
     live = Q() if within_live else Q(state__in=LIVE_STATES)
     if key == "owner_bound":
-        inactive = inactive_owners if inactive_owners is not None else _inactive_owner_ids()
-        return live, Q(owner__isnull=True) | Q(owner_id__in=inactive)
+        return live, Q(owner__isnull=True) | Q(owner_id__in=_leavers())
     if key == "purpose_recorded":
         return live, Q(purpose="")
     if key == "ttl_within_ceiling":
@@ -319,9 +312,10 @@ _CONTROL_CUBE = (
 
 
 def _counted_controls(now: datetime, team_id: int | None) -> dict[str, tuple[int, int]]:
-    """(population, failing) of every client control, none of them by reading every client: the counts (one read
-    of the cube, the owners, the expiry hours and the attestation weeks), and for what depends on more than a
-    client's counted columns, its failing clients from a partial index that holds only them."""
+    """(population, failing) of every client control, none of them by reading every client: the counts (the cube,
+    the owners, the expiry and orphaning hours, the attestation days or weeks) with the one hour or day a time cut
+    falls in counted on an index, and for what the clients themselves get wrong (a scope outside the catalogue, a
+    child outside its parent) the failing clients from a partial index that holds only them."""
     cube = counts.cube(_CONTROL_CUBE, team_id=team_id)
     live = sum(row[-1] for row in cube)
 
@@ -342,7 +336,7 @@ def _counted_controls(now: datetime, team_id: int | None) -> dict[str, tuple[int
         ).count()
 
     def failing(key: str) -> int:  # the control's failing clients, from the partial index that holds only them
-        population, fails = control_conditions(key, now=now, inactive_owners=[], within_live=True)
+        population, fails = control_conditions(key, now=now, within_live=True)
         return scoped.filter(population & fails).count()
 
     def high_managed(k) -> bool:
